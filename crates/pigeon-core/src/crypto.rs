@@ -1,0 +1,515 @@
+//! Keys, sessions and chunk sealing. Pure functions over bytes: no I/O, no clock.
+//!
+//! - [`Identity`]: a party's static X25519 key pair; [`PublicKey`] prints as
+//!   one line of 64 hex characters and names the party's inbox ([`KeyId`]).
+//! - [`Initiator`] / [`respond`]: a Noise `KK` handshake (one round trip; both
+//!   sides already trust each other's static key), giving a [`Session`] that
+//!   seals control frames with an explicit counter nonce and rejects replays
+//!   with a sliding [`ReplayWindow`], because channels reorder messages.
+//! - [`ChunkCipher`]: XChaCha20-Poly1305 per transfer, STREAM-style nonces
+//!   (random prefix ++ chunk index ++ last flag) and associated data binding
+//!   protocol version, transfer id and manifest hash, so a chunk cannot be
+//!   moved to another position, another transfer, or turned into the last one.
+
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use sha2::{Digest, Sha256};
+
+use crate::error::{CoreError, Result};
+
+/// The Noise protocol this version speaks.
+const NOISE_PARAMS: &str = "Noise_KK_25519_ChaChaPoly_SHA256";
+/// Largest Noise transport message (the spec's 65535) minus its tag.
+pub const MAX_SEALED_PLAINTEXT: usize = 65535 - 16;
+pub const PROTOCOL_VERSION: u8 = 1;
+
+/// A party's public key.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PublicKey(pub [u8; 32]);
+
+impl PublicKey {
+    /// The party's address on a shared channel: 8 bytes of its key's SHA-256.
+    pub fn id(&self) -> KeyId {
+        let digest = Sha256::digest(self.0);
+        let mut id = [0u8; 8];
+        id.copy_from_slice(&digest[..8]);
+        KeyId(id)
+    }
+}
+
+impl std::fmt::Display for PublicKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl std::fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PublicKey({})", &hex::encode(self.0)[..16])
+    }
+}
+
+impl std::str::FromStr for PublicKey {
+    type Err = CoreError;
+    fn from_str(s: &str) -> Result<Self> {
+        let trimmed = s.trim();
+        let bytes = hex::decode(trimmed).map_err(|_| CoreError::BadKey(trimmed.to_string()))?;
+        let key: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| CoreError::BadKey(trimmed.to_string()))?;
+        Ok(PublicKey(key))
+    }
+}
+
+/// Short name of a public key, used as its inbox on a shared channel.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct KeyId(pub [u8; 8]);
+
+impl std::fmt::Display for KeyId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+/// A static key pair. The private half never leaves this struct but to be
+/// written to the identity file (mode 0600) by `home`.
+#[derive(Clone)]
+pub struct Identity {
+    private: [u8; 32],
+    public: PublicKey,
+}
+
+impl Identity {
+    pub fn generate() -> Result<Identity> {
+        let builder = snow::Builder::new(noise_params());
+        let pair = builder
+            .generate_keypair()
+            .map_err(|e| CoreError::Crypto(format!("key generation: {e}")))?;
+        Identity::from_parts(&pair.private, &pair.public)
+    }
+
+    pub fn from_parts(private: &[u8], public: &[u8]) -> Result<Identity> {
+        let private: [u8; 32] = private
+            .try_into()
+            .map_err(|_| CoreError::Crypto("private key is not 32 bytes".into()))?;
+        let public: [u8; 32] = public
+            .try_into()
+            .map_err(|_| CoreError::Crypto("public key is not 32 bytes".into()))?;
+        Ok(Identity {
+            private,
+            public: PublicKey(public),
+        })
+    }
+
+    pub fn public(&self) -> PublicKey {
+        self.public
+    }
+
+    pub fn private_bytes(&self) -> &[u8; 32] {
+        &self.private
+    }
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity")
+            .field("public", &self.public)
+            .finish_non_exhaustive()
+    }
+}
+
+fn noise_params() -> snow::params::NoiseParams {
+    NOISE_PARAMS
+        .parse()
+        .expect("NOISE_PARAMS is a valid, constant pattern string")
+}
+
+/// The prologue binds the session id, so a handshake cannot be replayed
+/// under another session's name.
+fn prologue(session_id: &[u8; 16]) -> Vec<u8> {
+    let mut p = b"pigeon-session-v1".to_vec();
+    p.extend_from_slice(session_id);
+    p
+}
+
+/// The first half of a handshake, waiting for the responder's answer.
+pub struct Initiator {
+    state: snow::HandshakeState,
+}
+
+impl Initiator {
+    /// Start a handshake; returns the state and the first message to send.
+    pub fn start(
+        me: &Identity,
+        peer: &PublicKey,
+        session_id: &[u8; 16],
+    ) -> Result<(Initiator, Vec<u8>)> {
+        let prologue = prologue(session_id);
+        let mut state = snow::Builder::new(noise_params())
+            .local_private_key(&me.private)
+            .remote_public_key(&peer.0)
+            .prologue(&prologue)
+            .build_initiator()
+            .map_err(noise_err)?;
+        let mut msg = vec![0u8; 256];
+        let n = state.write_message(&[], &mut msg).map_err(noise_err)?;
+        msg.truncate(n);
+        Ok((Initiator { state }, msg))
+    }
+
+    /// Read the responder's answer and finish.
+    pub fn finish(mut self, reply: &[u8]) -> Result<Session> {
+        let mut buf = vec![0u8; reply.len()];
+        self.state.read_message(reply, &mut buf).map_err(noise_err)?;
+        Session::from_handshake(self.state)
+    }
+}
+
+/// Answer a first handshake message from `peer`. Fails unless it was made
+/// by the holder of `peer`'s private key for `session_id`.
+pub fn respond(
+    me: &Identity,
+    peer: &PublicKey,
+    session_id: &[u8; 16],
+    first: &[u8],
+) -> Result<(Session, Vec<u8>)> {
+    let prologue = prologue(session_id);
+    let mut state = snow::Builder::new(noise_params())
+        .local_private_key(&me.private)
+        .remote_public_key(&peer.0)
+        .prologue(&prologue)
+        .build_responder()
+        .map_err(noise_err)?;
+    let mut buf = vec![0u8; first.len()];
+    state.read_message(first, &mut buf).map_err(noise_err)?;
+    let mut msg = vec![0u8; 256];
+    let n = state.write_message(&[], &mut msg).map_err(noise_err)?;
+    msg.truncate(n);
+    Ok((Session::from_handshake(state)?, msg))
+}
+
+fn noise_err(e: snow::Error) -> CoreError {
+    CoreError::Crypto(format!("noise: {e}"))
+}
+
+/// An established session: seals and opens control frames.
+pub struct Session {
+    transport: snow::StatelessTransportState,
+    next_nonce: u64,
+    replay: ReplayWindow,
+}
+
+impl Session {
+    fn from_handshake(state: snow::HandshakeState) -> Result<Session> {
+        Ok(Session {
+            transport: state.into_stateless_transport_mode().map_err(noise_err)?,
+            next_nonce: 0,
+            replay: ReplayWindow::default(),
+        })
+    }
+
+    /// Seal `plaintext`; returns the nonce to send alongside the ciphertext.
+    pub fn seal(&mut self, plaintext: &[u8]) -> Result<(u64, Vec<u8>)> {
+        if plaintext.len() > MAX_SEALED_PLAINTEXT {
+            return Err(CoreError::Encode {
+                what: "control frame",
+                reason: format!(
+                    "{} bytes, more than {MAX_SEALED_PLAINTEXT}",
+                    plaintext.len()
+                ),
+            });
+        }
+        let nonce = self.next_nonce;
+        self.next_nonce += 1;
+        let mut out = vec![0u8; plaintext.len() + 16];
+        let n = self
+            .transport
+            .write_message(nonce, plaintext, &mut out)
+            .map_err(noise_err)?;
+        out.truncate(n);
+        Ok((nonce, out))
+    }
+
+    /// Open a sealed frame. A nonce seen before (or too old to tell) is a
+    /// replay and is refused with `Ok(None)`; a forgery is an error.
+    pub fn open(&mut self, nonce: u64, ciphertext: &[u8]) -> Result<Option<Vec<u8>>> {
+        if !self.replay.is_fresh(nonce) {
+            return Ok(None);
+        }
+        let mut out = vec![0u8; ciphertext.len()];
+        let n = self
+            .transport
+            .read_message(nonce, ciphertext, &mut out)
+            .map_err(noise_err)?;
+        out.truncate(n);
+        // Only an authentic frame moves the window, so forgeries cannot
+        // push genuine frames out of it.
+        self.replay.mark(nonce);
+        Ok(Some(out))
+    }
+}
+
+/// A sliding window of the last [`ReplayWindow::SIZE`] nonces seen.
+#[derive(Clone, Debug)]
+pub struct ReplayWindow {
+    /// One past the highest nonce seen.
+    top: u64,
+    bits: [u64; 16],
+}
+
+impl Default for ReplayWindow {
+    fn default() -> Self {
+        ReplayWindow {
+            top: 0,
+            bits: [0; 16],
+        }
+    }
+}
+
+impl ReplayWindow {
+    pub const SIZE: u64 = 1024;
+
+    pub fn is_fresh(&self, n: u64) -> bool {
+        if n >= self.top {
+            return true;
+        }
+        if self.top - n > Self::SIZE {
+            return false;
+        }
+        !self.bit(n)
+    }
+
+    pub fn mark(&mut self, n: u64) {
+        if n >= self.top {
+            // Clear the slots the window slides over.
+            let shift = (n + 1 - self.top).min(Self::SIZE);
+            for k in 0..shift {
+                self.set_bit(self.top + k, false);
+            }
+            self.top = n + 1;
+        }
+        self.set_bit(n, true);
+    }
+
+    fn bit(&self, n: u64) -> bool {
+        let slot = (n % Self::SIZE) as usize;
+        self.bits[slot / 64] & (1 << (slot % 64)) != 0
+    }
+
+    fn set_bit(&mut self, n: u64, on: bool) {
+        let slot = (n % Self::SIZE) as usize;
+        if on {
+            self.bits[slot / 64] |= 1 << (slot % 64);
+        } else {
+            self.bits[slot / 64] &= !(1 << (slot % 64));
+        }
+    }
+}
+
+/// Length of the random part of a chunk nonce; index (4) and flag (1) fill
+/// the rest of XChaCha20's 24 bytes.
+pub const NONCE_PREFIX_LEN: usize = 19;
+pub const TAG_LEN: usize = 16;
+
+/// The secret of one transfer: its key and nonce prefix.
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TransferSecret {
+    pub key: [u8; 32],
+    pub nonce_prefix: [u8; NONCE_PREFIX_LEN],
+}
+
+impl TransferSecret {
+    pub fn random() -> TransferSecret {
+        TransferSecret {
+            key: rand::random(),
+            nonce_prefix: rand::random(),
+        }
+    }
+}
+
+impl std::fmt::Debug for TransferSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TransferSecret(..)")
+    }
+}
+
+/// Seals and opens the chunks of one transfer.
+pub struct ChunkCipher {
+    aead: XChaCha20Poly1305,
+    nonce_prefix: [u8; NONCE_PREFIX_LEN],
+    aad: Vec<u8>,
+}
+
+impl ChunkCipher {
+    /// `manifest_hash` binds the chunks to the file they were cut from.
+    pub fn new(secret: &TransferSecret, transfer_id: &[u8; 16], manifest_hash: &[u8; 32]) -> Self {
+        let mut aad = b"pigeon-chunk".to_vec();
+        aad.push(PROTOCOL_VERSION);
+        aad.extend_from_slice(transfer_id);
+        aad.extend_from_slice(manifest_hash);
+        ChunkCipher {
+            aead: XChaCha20Poly1305::new((&secret.key).into()),
+            nonce_prefix: secret.nonce_prefix,
+            aad,
+        }
+    }
+
+    fn nonce(&self, index: u32, last: bool) -> XNonce {
+        let mut n = [0u8; 24];
+        n[..NONCE_PREFIX_LEN].copy_from_slice(&self.nonce_prefix);
+        n[NONCE_PREFIX_LEN..NONCE_PREFIX_LEN + 4].copy_from_slice(&index.to_be_bytes());
+        n[23] = u8::from(last);
+        n.into()
+    }
+
+    pub fn seal(&self, index: u32, last: bool, plaintext: &[u8]) -> Result<Vec<u8>> {
+        self.aead
+            .encrypt(
+                &self.nonce(index, last),
+                Payload {
+                    msg: plaintext,
+                    aad: &self.aad,
+                },
+            )
+            .map_err(|_| CoreError::Crypto("chunk sealing failed".into()))
+    }
+
+    pub fn open(&self, index: u32, last: bool, ciphertext: &[u8]) -> Result<Vec<u8>> {
+        self.aead
+            .decrypt(
+                &self.nonce(index, last),
+                Payload {
+                    msg: ciphertext,
+                    aad: &self.aad,
+                },
+            )
+            .map_err(|_| CoreError::Crypto(format!("chunk {index} did not authenticate")))
+    }
+}
+
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair() -> (Identity, Identity) {
+        (Identity::generate().unwrap(), Identity::generate().unwrap())
+    }
+
+    fn sessions() -> (Session, Session) {
+        let (a, b) = pair();
+        let sid = [7u8; 16];
+        let (init, m1) = Initiator::start(&a, &b.public(), &sid).unwrap();
+        let (resp, m2) = respond(&b, &a.public(), &sid, &m1).unwrap();
+        (init.finish(&m2).unwrap(), resp)
+    }
+
+    #[test]
+    fn handshake_gives_working_sessions_both_ways() {
+        let (mut a, mut b) = sessions();
+        let (n, ct) = a.seal(b"hello").unwrap();
+        assert_eq!(b.open(n, &ct).unwrap().unwrap(), b"hello");
+        let (n, ct) = b.seal(b"back").unwrap();
+        assert_eq!(a.open(n, &ct).unwrap().unwrap(), b"back");
+    }
+
+    #[test]
+    fn handshake_from_an_impostor_fails() {
+        let (a, b) = pair();
+        let mallory = Identity::generate().unwrap();
+        let sid = [1u8; 16];
+        // Mallory claims to be `a`.
+        let (_, m1) = Initiator::start(&mallory, &b.public(), &sid).unwrap();
+        assert!(respond(&b, &a.public(), &sid, &m1).is_err());
+    }
+
+    #[test]
+    fn handshake_replayed_under_another_session_id_fails() {
+        let (a, b) = pair();
+        let (_, m1) = Initiator::start(&a, &b.public(), &[1u8; 16]).unwrap();
+        assert!(respond(&b, &a.public(), &[2u8; 16], &m1).is_err());
+    }
+
+    #[test]
+    fn session_rejects_replay_and_accepts_reordering() {
+        let (mut a, mut b) = sessions();
+        let frames: Vec<_> = (0..5).map(|i| a.seal(&[i]).unwrap()).collect();
+        for &k in &[3usize, 0, 4, 1, 2] {
+            let (n, ct) = &frames[k];
+            assert_eq!(b.open(*n, ct).unwrap().unwrap(), vec![k as u8]);
+        }
+        let (n, ct) = &frames[2];
+        assert!(b.open(*n, ct).unwrap().is_none(), "replay must be refused");
+    }
+
+    #[test]
+    fn session_rejects_every_single_byte_flip() {
+        let (mut a, mut b) = sessions();
+        let (n, ct) = a.seal(b"control frame").unwrap();
+        for i in 0..ct.len() {
+            let mut bad = ct.clone();
+            bad[i] ^= 0x40;
+            assert!(b.open(n, &bad).is_err(), "flip at {i} accepted");
+        }
+        assert!(b.open(n + 1, &ct).is_err(), "wrong nonce accepted");
+    }
+
+    #[test]
+    fn replay_window_forgets_only_what_slid_out() {
+        let mut w = ReplayWindow::default();
+        w.mark(5);
+        assert!(!w.is_fresh(5));
+        assert!(w.is_fresh(4));
+        w.mark(5 + ReplayWindow::SIZE + 1);
+        assert!(!w.is_fresh(4), "too old to tell is refused");
+        assert!(w.is_fresh(5 + ReplayWindow::SIZE));
+    }
+
+    fn cipher(secret: &TransferSecret, id: u8) -> ChunkCipher {
+        ChunkCipher::new(secret, &[id; 16], &[9u8; 32])
+    }
+
+    #[test]
+    fn chunk_round_trip() {
+        let s = TransferSecret::random();
+        let c = cipher(&s, 1);
+        let ct = c.seal(3, false, b"data").unwrap();
+        assert_eq!(c.open(3, false, &ct).unwrap(), b"data");
+    }
+
+    #[test]
+    fn chunk_tamper_reorder_truncate_splice_all_fail() {
+        let s = TransferSecret::random();
+        let c = cipher(&s, 1);
+        let ct = c.seal(3, false, b"some chunk bytes").unwrap();
+        for i in 0..ct.len() {
+            let mut bad = ct.clone();
+            bad[i] ^= 1;
+            assert!(c.open(3, false, &bad).is_err(), "tamper at {i}");
+        }
+        // Reordered: presented as another index.
+        assert!(c.open(4, false, &ct).is_err());
+        // Truncation: a middle chunk presented as the last one.
+        assert!(c.open(3, true, &ct).is_err());
+        assert!(c.open(3, false, &ct[..ct.len() - 1]).is_err());
+        // Spliced into another transfer with the same key material.
+        assert!(cipher(&s, 2).open(3, false, &ct).is_err());
+        // Or another transfer altogether.
+        assert!(cipher(&TransferSecret::random(), 1).open(3, false, &ct).is_err());
+        // Same transfer id but a different manifest.
+        let other = ChunkCipher::new(&s, &[1; 16], &[8u8; 32]);
+        assert!(other.open(3, false, &ct).is_err());
+    }
+
+    #[test]
+    fn public_key_parses_its_own_display() {
+        let id = Identity::generate().unwrap();
+        let shown = id.public().to_string();
+        assert_eq!(shown.len(), 64);
+        assert_eq!(shown.parse::<PublicKey>().unwrap(), id.public());
+        assert!("abc".parse::<PublicKey>().is_err());
+    }
+}

@@ -1,0 +1,625 @@
+//! The agent: serves uploads, downloads and listings to trusted peers.
+//!
+//! It answers handshakes only from keys in the trust list (re-read on
+//! every handshake, so `pigeon keys trust` works while it runs), checks
+//! each request against the peer's permissions and the storage root's
+//! rules ([`crate::policy`]), records every request and outcome in the
+//! hash-chained audit log, and runs one transfer task per file. After a
+//! restart it picks transfers up from the store as their frames arrive.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::receiver::{Receiver, ReceiverConfig};
+use super::router::{route, Hooks};
+use super::sender::{finish_record, Outcome, Sender, SenderConfig};
+use super::{lock, open_links, sha_hex, token, Node, Peer, Progress, SessionSlot, TaskInput};
+use crate::crypto::{respond, PublicKey, TransferSecret};
+use crate::engine::handle::RemoteEntry;
+use crate::error::Result;
+use crate::home::Home;
+use crate::policy::{RemotePath, StorageRoot, INTERNAL_DIR};
+use crate::protocol::{Control, Frame, Manifest, RefuseCode};
+use crate::store::{now_unix, AuditRecord, Role, SessionRecord, SessionStatus, SourceStamp, Store, TransferRecord};
+use crate::transport::TransportUri;
+use crate::view::{Direction, FaultCounters, LogLevel, TransferId, TransferStatus};
+
+pub struct AgentConfig {
+    pub home: Home,
+    pub root: PathBuf,
+    pub transports: Vec<TransportUri>,
+}
+
+/// How long a transfer task waits for a silent client before it stops
+/// (its state stays in the store for when the client comes back).
+const IDLE_LIMIT: Duration = Duration::from_secs(600);
+
+/// Run the agent until `shutdown` resolves.
+pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
+    let me = cfg.home.identity()?;
+    let store = Store::open(&cfg.home.store_dir())?;
+    let root = StorageRoot::open(&cfg.root)?;
+    let (tx, rx) = mpsc::channel(64);
+    let links = open_links(&cfg.transports, me.public().id(), tx)?;
+    let node = Arc::new(Node::new(me, store, links));
+    let hooks = Arc::new(AgentHooks {
+        home: cfg.home.clone(),
+        root,
+        welcomes: Mutex::new(HashMap::new()),
+        hashes: Mutex::new(HashMap::new()),
+    });
+    hooks.reload_trust(&node);
+    tracing::info!(
+        key = %node.me.public(),
+        inbox = %node.my_id,
+        root = %hooks.root.path().display(),
+        transports = %node.transports_label(),
+        "agent ready"
+    );
+    let router = tokio::spawn(route(node.clone(), hooks, rx));
+    shutdown.await;
+    router.abort();
+    // Tasks keep their state in the store; make it durable before leaving.
+    node.store.flush()?;
+    tracing::info!("agent stopped; unfinished transfers resume when their clients return");
+    Ok(())
+}
+
+struct AgentHooks {
+    home: Home,
+    root: StorageRoot,
+    /// The answer to each handshake, sent again if the client repeats it.
+    welcomes: Mutex<HashMap<[u8; 16], Vec<u8>>>,
+    /// SHA-256 of files listed before, while they stay unchanged.
+    hashes: Mutex<HashMap<PathBuf, (SourceStamp, [u8; 32])>>,
+}
+
+impl AgentHooks {
+    /// Bring the node's peers in line with the trust file.
+    fn reload_trust(&self, node: &Node) {
+        let trusted = match self.home.trusted() {
+            Ok(t) => t,
+            Err(e) => {
+                node.log(LogLevel::Error, format!("cannot read the trust list: {e}"));
+                return;
+            }
+        };
+        let mut peers = lock(&node.peers);
+        peers.retain(|name, p| trusted.iter().any(|t| &t.name == name && t.key == p.key));
+        for t in trusted {
+            match peers.get(&t.name) {
+                Some(p) => *lock(&p.permissions) = t.permissions,
+                None => {
+                    peers.insert(t.name.clone(), Peer::new(t.name, t.key, t.permissions));
+                }
+            }
+        }
+    }
+
+    fn audit(&self, node: &Node, peer: &str, action: &str, path: &str, outcome: &str, sha: Option<[u8; 32]>) {
+        let rec = AuditRecord {
+            seq: 0,
+            prev: [0; 32],
+            time_unix: 0,
+            peer: peer.to_string(),
+            action: action.to_string(),
+            path: path.to_string(),
+            outcome: outcome.to_string(),
+            sha256: sha.as_ref().map(sha_hex),
+            transport: node.transports_label(),
+        };
+        if let Err(e) = node.store.audit(rec) {
+            node.log(LogLevel::Error, format!("audit log write failed: {e}"));
+        }
+    }
+
+    fn refuse(&self, node: &Node, peer: &Peer, transfer: TransferId, code: RefuseCode, reason: String, action: &str, path: &str) {
+        node.log(LogLevel::Warn, format!("refused {action} of {path:?} by {}: {reason}", peer.name));
+        self.audit(node, peer.name.as_str(), action, path, &format!("refused: {reason}"), None);
+        node.send_control(peer, &Control::Refuse { transfer, code, reason });
+    }
+
+    async fn on_offer(&self, node: &Arc<Node>, peer: Arc<Peer>, offer: Control) {
+        let Control::Offer {
+            transfer,
+            manifest,
+            secret,
+            path,
+            overwrite,
+            ..
+        } = offer.clone()
+        else {
+            return;
+        };
+        if let Ok(Some(rec)) = node.store.transfer(&transfer) {
+            if rec.peer != peer.name.as_str() || rec.manifest != manifest || rec.secret != secret {
+                return self.refuse(node, &peer, transfer, RefuseCode::Internal, "transfer id already in use".into(), "upload", &path);
+            }
+            match rec.status {
+                TransferStatus::Completed => {
+                    if let Some(sha256) = rec.sha256 {
+                        node.send_control(&peer, &Control::Done { transfer, sha256 });
+                    }
+                }
+                TransferStatus::Cancelled | TransferStatus::Failed => {
+                    // Offered again after it failed here: start it over.
+                    if let Some(p) = &rec.partial_path {
+                        let _ = std::fs::remove_file(p);
+                    }
+                    let _ = node.store.delete_transfer(&transfer);
+                }
+                _ => {
+                    let input = TaskInput::Control(offer);
+                    spawn_receiver(node.clone(), peer, rec, Some(input));
+                    return;
+                }
+            }
+            if rec.status == TransferStatus::Completed {
+                return;
+            }
+        }
+        if !lock(&peer.permissions).upload {
+            return self.refuse(node, &peer, transfer, RefuseCode::Permission, format!("peer {} may not upload", peer.name), "upload", &path);
+        }
+        let remote = match RemotePath::parse_file(&path) {
+            Ok(p) => p,
+            Err(e) => return self.refuse(node, &peer, transfer, RefuseCode::BadPath, e.to_string(), "upload", &path),
+        };
+        let target = match self.root.prepare_parent(&remote) {
+            Ok(t) => t,
+            Err(e) => return self.refuse(node, &peer, transfer, RefuseCode::BadPath, e.to_string(), "upload", &path),
+        };
+        if target.is_dir() {
+            return self.refuse(node, &peer, transfer, RefuseCode::Exists, format!("{remote} is a folder"), "upload", &path);
+        }
+        if target.exists() && !overwrite {
+            return self.refuse(
+                node,
+                &peer,
+                transfer,
+                RefuseCode::Exists,
+                format!("{remote} already exists on the agent; upload with --overwrite to replace it"),
+                "upload",
+                &path,
+            );
+        }
+        // An interrupted upload of the same path by the same peer is
+        // superseded by this one (its source changed): drop its partial.
+        if let Ok(all) = node.store.transfers() {
+            for old in all.into_iter().filter(|t| {
+                t.role == Role::Receiver
+                    && t.peer == peer.name.as_str()
+                    && t.remote_path == remote.to_string()
+                    && !t.status.is_finished()
+            }) {
+                if let Some(p) = &old.partial_path {
+                    let _ = std::fs::remove_file(p);
+                }
+                let _ = node.store.delete_transfer(&old.id);
+            }
+        }
+        let rec = TransferRecord {
+            id: transfer,
+            direction: Direction::Upload,
+            role: Role::Receiver,
+            peer: peer.name.to_string(),
+            local_path: target,
+            remote_path: remote.to_string(),
+            partial_path: Some(self.root.staging_dir().join(format!("{transfer}.part"))),
+            chunks_total: manifest.chunk_count(),
+            manifest,
+            secret,
+            sha256: None,
+            status: TransferStatus::InProgress,
+            transport: node.transports_label(),
+            chunks_done: 0,
+            created_unix: now_unix(),
+            completed_unix: None,
+            source: None,
+            error: None,
+            priority: 0,
+            no_compress: false,
+            overwrite,
+            faults: FaultCounters::default(),
+        };
+        if let Err(e) = node.store.put_transfer(&rec) {
+            return self.refuse(node, &peer, transfer, RefuseCode::Internal, e.to_string(), "upload", &path);
+        }
+        self.audit(node, peer.name.as_str(), "upload", &rec.remote_path, "accepted", None);
+        node.log(
+            LogLevel::Info,
+            format!("{} uploads {} ({} bytes)", peer.name, rec.remote_path, rec.manifest.size),
+        );
+        spawn_receiver(node.clone(), peer, rec, Some(TaskInput::Control(offer)));
+    }
+
+    async fn on_fetch(&self, node: &Arc<Node>, peer: Arc<Peer>, transfer: TransferId, path: String) {
+        if !lock(&peer.permissions).download {
+            return self.refuse(node, &peer, transfer, RefuseCode::Permission, format!("peer {} may not download", peer.name), "download", &path);
+        }
+        let remote = match RemotePath::parse_file(&path) {
+            Ok(p) => p,
+            Err(e) => return self.refuse(node, &peer, transfer, RefuseCode::BadPath, e.to_string(), "download", &path),
+        };
+        let file = match self.root.resolve(&remote) {
+            Ok(f) => f,
+            Err(e) => return self.refuse(node, &peer, transfer, RefuseCode::BadPath, e.to_string(), "download", &path),
+        };
+        let meta = match std::fs::metadata(&file) {
+            Ok(m) if m.is_file() => m,
+            Ok(_) => return self.refuse(node, &peer, transfer, RefuseCode::NotFound, format!("{remote} is not a file"), "download", &path),
+            Err(_) => return self.refuse(node, &peer, transfer, RefuseCode::NotFound, format!("{remote} does not exist"), "download", &path),
+        };
+        let stamp = SourceStamp::of(&meta);
+        let existing = node.store.transfer(&transfer).ok().flatten();
+        let (rec, restarted) = match existing {
+            Some(rec) if rec.peer != peer.name.as_str() || rec.role != Role::Sender => {
+                return self.refuse(node, &peer, transfer, RefuseCode::Internal, "transfer id already in use".into(), "download", &path)
+            }
+            Some(rec) if rec.source == Some(stamp) && rec.local_path == file => (rec, false),
+            Some(mut rec) => {
+                // Changed since the interrupted download: new key, new manifest.
+                let _ = node.store.clear_chunks(&transfer);
+                rec.manifest = manifest_for(&file, &meta, rec.manifest.chunk_size);
+                rec.chunks_total = rec.manifest.chunk_count();
+                rec.secret = TransferSecret::random();
+                rec.source = Some(stamp);
+                rec.local_path = file.clone();
+                rec.status = TransferStatus::InProgress;
+                (rec, true)
+            }
+            None => {
+                let chunk_size = super::client::chunk_size_for(&node.links);
+                let manifest = manifest_for(&file, &meta, chunk_size);
+                let rec = TransferRecord {
+                    id: transfer,
+                    direction: Direction::Download,
+                    role: Role::Sender,
+                    peer: peer.name.to_string(),
+                    local_path: file.clone(),
+                    remote_path: remote.to_string(),
+                    partial_path: None,
+                    chunks_total: manifest.chunk_count(),
+                    manifest,
+                    secret: TransferSecret::random(),
+                    sha256: None,
+                    status: TransferStatus::InProgress,
+                    transport: node.transports_label(),
+                    chunks_done: 0,
+                    created_unix: now_unix(),
+                    completed_unix: None,
+                    source: Some(stamp),
+                    error: None,
+                    priority: 0,
+                    no_compress: false,
+                    overwrite: false,
+                    faults: FaultCounters::default(),
+                };
+                self.audit(node, peer.name.as_str(), "download", &rec.remote_path, "accepted", None);
+                (rec, false)
+            }
+        };
+        if let Err(e) = node.store.put_transfer(&rec) {
+            return self.refuse(node, &peer, transfer, RefuseCode::Internal, e.to_string(), "download", &path);
+        }
+        spawn_sender(node.clone(), peer, rec, restarted);
+    }
+
+    async fn on_list(&self, node: &Arc<Node>, peer: Arc<Peer>, request: u64, dir: String, offset: u32) {
+        let refuse = |reason: String| {
+            self.audit(node, peer.name.as_str(), "list", &dir, &format!("refused: {reason}"), None);
+            node.send_control(&peer, &Control::ListRefused { request, reason });
+        };
+        if !lock(&peer.permissions).list {
+            return refuse(format!("peer {} may not list", peer.name));
+        }
+        let remote = match RemotePath::parse(&dir) {
+            Ok(p) => p,
+            Err(e) => return refuse(e.to_string()),
+        };
+        let path = match self.root.resolve(&remote) {
+            Ok(p) => p,
+            Err(e) => return refuse(e.to_string()),
+        };
+        let root_path = self.root.path().to_path_buf();
+        let cache: HashMap<PathBuf, (SourceStamp, [u8; 32])> = lock(&self.hashes).clone();
+        let listed = tokio::task::spawn_blocking(move || list_dir(&root_path, &path, &remote, cache)).await;
+        let (entries, fresh) = match listed {
+            Ok(Ok(x)) => x,
+            Ok(Err(e)) => return refuse(e),
+            Err(e) => return refuse(e.to_string()),
+        };
+        lock(&self.hashes).extend(fresh);
+        if offset == 0 {
+            self.audit(node, peer.name.as_str(), "list", &dir, "ok", None);
+        }
+        // Pages small enough to seal in one control frame.
+        let mut page = vec![];
+        let mut bytes = 0;
+        let mut i = offset as usize;
+        while i < entries.len() && bytes < 40_000 {
+            bytes += entries[i].path.len() + 120;
+            page.push(entries[i].clone());
+            i += 1;
+        }
+        node.send_control(
+            &peer,
+            &Control::Listing {
+                request,
+                entries: page,
+                more: i < entries.len(),
+            },
+        );
+    }
+}
+
+fn manifest_for(file: &std::path::Path, meta: &std::fs::Metadata, chunk_size: u32) -> Manifest {
+    use std::os::unix::fs::PermissionsExt;
+    Manifest {
+        name: file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        size: meta.len(),
+        chunk_size,
+        mime: super::client::detect_mime(file),
+        modified_unix: meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs()),
+        mode: meta.permissions().mode() & 0o777,
+    }
+}
+
+/// List `path` (all files below it, recursively) with sizes and hashes.
+#[allow(clippy::type_complexity)]
+fn list_dir(
+    root: &std::path::Path,
+    path: &std::path::Path,
+    remote: &RemotePath,
+    cache: HashMap<PathBuf, (SourceStamp, [u8; 32])>,
+) -> std::result::Result<(Vec<RemoteEntry>, Vec<(PathBuf, (SourceStamp, [u8; 32]))>), String> {
+    let meta = std::fs::metadata(path).map_err(|_| format!("{remote} does not exist"))?;
+    if !meta.is_dir() {
+        return Err(format!("{remote} is not a folder"));
+    }
+    let mut entries = vec![];
+    let mut fresh = vec![];
+    let read = std::fs::read_dir(path).map_err(|e| format!("cannot read {remote}: {e}"))?;
+    for entry in read.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if path == root && name == INTERNAL_DIR {
+            continue;
+        }
+        let Ok(meta) = std::fs::symlink_metadata(entry.path()) else { continue };
+        if meta.file_type().is_symlink() {
+            continue;
+        }
+        let rel = if remote.is_root() { name.clone() } else { format!("{remote}/{name}") };
+        let modified_unix = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs());
+        let sha256 = if meta.is_file() {
+            let stamp = SourceStamp::of(&meta);
+            match cache.get(&entry.path()) {
+                Some((s, h)) if *s == stamp => Some(sha_hex(h)),
+                _ => super::sender::hash_file(&entry.path(), meta.len()).ok().map(|h| {
+                    fresh.push((entry.path(), (stamp, h)));
+                    sha_hex(&h)
+                }),
+            }
+        } else {
+            None
+        };
+        entries.push(RemoteEntry {
+            path: rel,
+            size: if meta.is_dir() { 0 } else { meta.len() },
+            is_dir: meta.is_dir(),
+            sha256,
+            modified_unix,
+        });
+    }
+    entries.sort_by(|a, b| (!a.is_dir, &a.path).cmp(&(!b.is_dir, &b.path)));
+    Ok((entries, fresh))
+}
+
+impl Hooks for AgentHooks {
+    fn on_hello(&self, node: &Arc<Node>, link: usize, session: [u8; 16], from: PublicKey, noise: Vec<u8>) {
+        self.reload_trust(node);
+        let Some(peer) = lock(&node.peers).values().find(|p| p.key == from).cloned() else {
+            tracing::warn!(key = %from, "refused a handshake from an untrusted key");
+            self.audit(node, &format!("untrusted:{}", &from.to_string()[..16]), "handshake", "", "refused: untrusted key", None);
+            return;
+        };
+        if let Some(welcome) = lock(&self.welcomes).get(&session).cloned() {
+            node.links[link].send_control(&peer.address, welcome, None);
+            return;
+        }
+        let (sess, reply) = match respond(&node.me, &peer.key, &session, &noise) {
+            Ok(x) => x,
+            Err(e) => {
+                node.record_fault(link, |s| {
+                    s.corrupt.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                });
+                tracing::debug!("bad handshake: {e}");
+                return;
+            }
+        };
+        let Ok(welcome) = (Frame::Welcome { session, noise: reply }).encode() else {
+            return;
+        };
+        let slot = Arc::new(SessionSlot {
+            id: session,
+            peer: peer.clone(),
+            link,
+            session: Mutex::new(sess),
+        });
+        lock(&node.sessions).insert(session, slot.clone());
+        {
+            let mut w = lock(&self.welcomes);
+            if w.len() > 1024 {
+                w.clear();
+            }
+            w.insert(session, welcome.clone());
+        }
+        let _ = node.store.put_session(&SessionRecord {
+            id: session,
+            peer: peer.name.to_string(),
+            transport: node.links[link].describe().to_string(),
+            token: token(&session),
+            status: SessionStatus::Active,
+            created_unix: now_unix(),
+            expires_unix: now_unix() + 24 * 3600,
+        });
+        self.audit(node, peer.name.as_str(), "session", "", "opened", None);
+        tracing::info!(peer = %peer.name, session = %token(&session), "session opened");
+        peer.session.send_replace(Some(slot));
+        node.links[link].send_control(&peer.address, welcome, None);
+    }
+
+    fn on_welcome(&self, _: &Arc<Node>, _: usize, _: [u8; 16], _: Vec<u8>) {}
+
+    fn on_unknown_session(&self, _: &Arc<Node>, _: [u8; 16], _: PublicKey) {}
+
+    async fn on_control(&self, node: &Arc<Node>, peer: Arc<Peer>, control: Control) {
+        match control {
+            c @ Control::Offer { .. } => self.on_offer(node, peer, c).await,
+            Control::Fetch { transfer, path } => self.on_fetch(node, peer, transfer, path).await,
+            Control::List { request, dir, offset } => self.on_list(node, peer, request, dir, offset).await,
+            Control::Finish { transfer, .. } | Control::Cancel { transfer } => {
+                let Ok(Some(rec)) = node.store.transfer(&transfer) else { return };
+                if rec.peer != peer.name.as_str() {
+                    return;
+                }
+                match (rec.status, rec.sha256) {
+                    (TransferStatus::Completed, Some(sha256)) => {
+                        node.send_control(&peer, &Control::Done { transfer, sha256 });
+                    }
+                    (s, _) if !s.is_finished() && rec.role == Role::Receiver => {
+                        spawn_receiver(node.clone(), peer, rec, Some(TaskInput::Control(control)));
+                    }
+                    _ => {}
+                }
+            }
+            Control::Accept { transfer, .. } | Control::Ack { transfer, .. } => {
+                // A client answering a download whose task stopped: resume it.
+                let Ok(Some(rec)) = node.store.transfer(&transfer) else { return };
+                if rec.peer == peer.name.as_str() && rec.role == Role::Sender && !rec.status.is_finished() {
+                    spawn_sender(node.clone(), peer, rec, false);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    async fn on_orphan_chunk(&self, node: &Arc<Node>, id: TransferId, input: TaskInput) {
+        let Ok(Some(rec)) = node.store.transfer(&id) else { return };
+        if rec.role != Role::Receiver || rec.status.is_finished() {
+            return;
+        }
+        let Some(peer) = node.peer(&rec.peer) else { return };
+        spawn_receiver(node.clone(), peer, rec, Some(input));
+    }
+}
+
+fn spawn_receiver(node: Arc<Node>, peer: Arc<Peer>, rec: TransferRecord, first: Option<TaskInput>) {
+    if node.has_task(&rec.id) {
+        return;
+    }
+    let held = node.store.bitmap(&rec.id).ok().flatten();
+    let progress = Arc::new(Mutex::new(Progress::new(&rec, held.as_ref(), rec.transport.clone())));
+    let cfg = ReceiverConfig {
+        initiator: false,
+        silence_limit: IDLE_LIMIT,
+        fail_on_silence: false,
+    };
+    let id = rec.id;
+    let receiver = match Receiver::new(node.clone(), peer.clone(), rec, cfg, progress) {
+        Ok(r) => r,
+        Err(e) => {
+            node.log(LogLevel::Error, format!("cannot resume transfer {}: {e}", id.short()));
+            return;
+        }
+    };
+    let inbox = node.register_task(id, &peer.name);
+    if let Some(first) = first {
+        if let Some((_, tx)) = lock(&node.tasks).get(&id) {
+            let _ = tx.try_send(first);
+        }
+    }
+    tokio::spawn(async move {
+        let (mut rec, outcome) = receiver.run(inbox).await;
+        node.unregister_task(&rec.id);
+        conclude(&node, &mut rec, &outcome, "upload");
+    });
+}
+
+fn spawn_sender(node: Arc<Node>, peer: Arc<Peer>, rec: TransferRecord, restarted: bool) {
+    if node.has_task(&rec.id) {
+        // Already sending: a repeated fetch means "offer again".
+        let id = rec.id;
+        let node2 = node.clone();
+        tokio::spawn(async move {
+            node2
+                .deliver(&id, TaskInput::Control(Control::Fetch { transfer: id, path: String::new() }))
+                .await;
+        });
+        return;
+    }
+    let progress = Arc::new(Mutex::new(Progress::new(&rec, None, rec.transport.clone())));
+    let cfg = SenderConfig {
+        silence_limit: IDLE_LIMIT,
+        fail_on_silence: false,
+        restarted,
+    };
+    let id = rec.id;
+    let sender = match Sender::new(node.clone(), peer.clone(), rec, cfg, progress) {
+        Ok(s) => s,
+        Err(e) => {
+            node.log(LogLevel::Error, format!("cannot serve transfer {}: {e}", id.short()));
+            return;
+        }
+    };
+    let inbox = node.register_task(id, &peer.name);
+    tokio::spawn(async move {
+        let (mut rec, outcome) = sender.run(inbox).await;
+        node.unregister_task(&rec.id);
+        conclude(&node, &mut rec, &outcome, "download");
+    });
+}
+
+fn conclude(node: &Node, rec: &mut TransferRecord, outcome: &Outcome, action: &str) {
+    finish_record(rec, outcome);
+    let _ = node.store.put_transfer(rec);
+    let _ = node.store.flush();
+    let (outcome_text, sha) = match outcome {
+        Outcome::Completed(sha) => ("completed".to_string(), Some(*sha)),
+        Outcome::Failed(e) => (format!("failed: {e}"), None),
+        Outcome::Cancelled => ("cancelled".to_string(), None),
+        Outcome::Paused | Outcome::Stopped => return,
+    };
+    let rec_copy = rec.clone();
+    let entry = AuditRecord {
+        seq: 0,
+        prev: [0; 32],
+        time_unix: 0,
+        peer: rec_copy.peer.clone(),
+        action: action.to_string(),
+        path: rec_copy.remote_path.clone(),
+        outcome: outcome_text.clone(),
+        sha256: sha.as_ref().map(sha_hex),
+        transport: rec_copy.transport.clone(),
+    };
+    let _ = node.store.audit(entry);
+    node.log(
+        if sha.is_some() { LogLevel::Info } else { LogLevel::Warn },
+        format!("{action} of {} by {}: {outcome_text}", rec.remote_path, rec.peer),
+    );
+}

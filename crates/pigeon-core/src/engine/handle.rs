@@ -1,0 +1,160 @@
+//! [`ClientHandle`]: how a front end drives a running client engine.
+//!
+//! The handle is cheap to clone. Every method sends a typed
+//! [`ClientCommand`] over an `mpsc` channel and, where there is an answer,
+//! waits for it on a `oneshot`. Progress comes back through
+//! [`ClientHandle::snapshot`] (a `watch` of the latest [`EngineSnapshot`]) and
+//! [`ClientHandle::events`] (a `broadcast` of [`Event`]s).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+use crate::error::{CoreError, Result};
+use crate::view::{EngineSnapshot, Event, TransferId};
+
+/// One entry of a remote listing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteEntry {
+    /// Path relative to the agent's storage root, `/`-separated.
+    pub path: String,
+    pub size: u64,
+    pub is_dir: bool,
+    /// Hex SHA-256, when the agent knows it (files it received or hashed).
+    pub sha256: Option<String>,
+    pub modified_unix: u64,
+}
+
+/// Options of one upload.
+#[derive(Clone, Debug, Default)]
+pub struct UploadOptions {
+    /// Skip gzip even where it would help.
+    pub no_compress: bool,
+    /// Replace an existing remote file with different content.
+    pub overwrite: bool,
+}
+
+/// What a front end can ask of the engine.
+#[derive(Debug)]
+pub enum ClientCommand {
+    Upload {
+        local: PathBuf,
+        remote: String,
+        options: UploadOptions,
+        reply: oneshot::Sender<Result<TransferId>>,
+    },
+    Download {
+        remote: String,
+        local: PathBuf,
+        reply: oneshot::Sender<Result<TransferId>>,
+    },
+    List {
+        dir: String,
+        reply: oneshot::Sender<Result<Vec<RemoteEntry>>>,
+    },
+    Pause(TransferId),
+    Resume(TransferId),
+    Cancel(TransferId),
+    /// Start a failed or cancelled transfer again (resuming what it has).
+    Retry(TransferId),
+    /// Move in the queue: negative runs sooner.
+    Reprioritize(TransferId, i64),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// A handle on a running client engine.
+#[derive(Clone)]
+pub struct ClientHandle {
+    pub(crate) commands: mpsc::Sender<ClientCommand>,
+    pub(crate) snapshot: watch::Receiver<Arc<EngineSnapshot>>,
+    pub(crate) events: broadcast::Sender<Event>,
+}
+
+impl ClientHandle {
+    /// The latest snapshot; `changed().await` on it wakes on each publish.
+    pub fn snapshot(&self) -> watch::Receiver<Arc<EngineSnapshot>> {
+        self.snapshot.clone()
+    }
+
+    pub fn events(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    /// Queue an upload of `local` to `remote` (a path under the agent's root).
+    pub async fn upload(
+        &self,
+        local: PathBuf,
+        remote: String,
+        options: UploadOptions,
+    ) -> Result<TransferId> {
+        self.ask(|reply| ClientCommand::Upload {
+            local,
+            remote,
+            options,
+            reply,
+        })
+        .await?
+    }
+
+    /// Queue a download of `remote` into the local file `local`.
+    pub async fn download(&self, remote: String, local: PathBuf) -> Result<TransferId> {
+        self.ask(|reply| ClientCommand::Download {
+            remote,
+            local,
+            reply,
+        })
+        .await?
+    }
+
+    /// List a remote folder ("" is the root).
+    pub async fn list(&self, dir: String) -> Result<Vec<RemoteEntry>> {
+        self.ask(|reply| ClientCommand::List { dir, reply }).await?
+    }
+
+    pub async fn pause(&self, id: TransferId) -> Result<()> {
+        self.tell(ClientCommand::Pause(id)).await
+    }
+
+    pub async fn resume(&self, id: TransferId) -> Result<()> {
+        self.tell(ClientCommand::Resume(id)).await
+    }
+
+    pub async fn cancel(&self, id: TransferId) -> Result<()> {
+        self.tell(ClientCommand::Cancel(id)).await
+    }
+
+    pub async fn retry(&self, id: TransferId) -> Result<()> {
+        self.tell(ClientCommand::Retry(id)).await
+    }
+
+    pub async fn reprioritize(&self, id: TransferId, delta: i64) -> Result<()> {
+        self.tell(ClientCommand::Reprioritize(id, delta)).await
+    }
+
+    /// Stop every transfer (they stay queued in the store) and the engine.
+    pub async fn shutdown(&self) {
+        let _ = self.ask(ClientCommand::Shutdown).await;
+    }
+
+    /// Send without waiting: for commands from a UI thread that must not block.
+    pub fn try_tell(&self, command: ClientCommand) -> Result<()> {
+        self.commands
+            .try_send(command)
+            .map_err(|_| CoreError::EngineStopped)
+    }
+
+    async fn tell(&self, command: ClientCommand) -> Result<()> {
+        self.commands
+            .send(command)
+            .await
+            .map_err(|_| CoreError::EngineStopped)
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> ClientCommand) -> Result<T> {
+        let (tx, rx) = oneshot::channel();
+        self.tell(make(tx)).await?;
+        rx.await.map_err(|_| CoreError::EngineStopped)
+    }
+}

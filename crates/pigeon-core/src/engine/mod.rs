@@ -1,0 +1,347 @@
+//! The engine: sessions, routing, and one task per transfer.
+//!
+//! A [`Node`] is one party at run time: its identity, store, links and
+//! peers. Its router task reads every frame the links deliver, handles
+//! handshakes, opens sealed control frames, and hands each frame to the
+//! task of the transfer it belongs to (spawning that task from the store
+//! when a transfer resumes after a restart).
+//!
+//! Transfer tasks are explicit state machines: [`sender`] (offer, send in a
+//! window, retransmit on timeout or on gaps in selective acknowledgements,
+//! finish with the whole-file hash) and [`receiver`] (check, write at the
+//! chunk's offset in a sparse partial file, persist, then acknowledge;
+//! verify the whole file before it is renamed into place). Both are used by
+//! both sides: a client uploads with a sender, an agent serves a download
+//! with one.
+//!
+//! [`client`] adds the queue and the snapshots a front end reads; [`agent`]
+//! adds the policy: who may do what, and where files go.
+
+pub mod agent;
+pub mod client;
+pub mod handle;
+mod progress;
+mod receiver;
+mod router;
+mod sender;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{broadcast, mpsc, watch, OwnedSemaphorePermit};
+
+use crate::crypto::{Identity, KeyId, PublicKey, Session};
+use crate::home::PeerName;
+use crate::link::{self, Inbound, LinkHandle};
+use crate::policy::Permissions;
+use crate::protocol::{Control, Frame};
+use crate::store::Store;
+use crate::transport::local::LocalSpool;
+use crate::transport::{Address, TransportUri};
+use crate::view::{Event, LogLevel, TransferId};
+use crate::error::{CoreError, IoContext, Result};
+
+pub use handle::{ClientCommand, ClientHandle, RemoteEntry, UploadOptions};
+pub(crate) use progress::Progress;
+
+/// What a transfer task is told.
+#[derive(Debug)]
+pub(crate) enum TaskInput {
+    Control(Control),
+    Chunk { index: u32, last: bool, body: Vec<u8> },
+    Pause,
+    Cancel,
+}
+
+/// A trusted peer at run time.
+pub(crate) struct Peer {
+    pub name: PeerName,
+    pub key: PublicKey,
+    pub address: Address,
+    pub permissions: Mutex<Permissions>,
+    /// The current session; transfer tasks watch it to resynchronise
+    /// (re-offer) when a new one replaces it.
+    pub session: watch::Sender<Option<Arc<SessionSlot>>>,
+}
+
+impl Peer {
+    pub fn new(name: PeerName, key: PublicKey, permissions: Permissions) -> Arc<Peer> {
+        Arc::new(Peer {
+            address: key.id().to_string(),
+            name,
+            key,
+            permissions: Mutex::new(permissions),
+            session: watch::channel(None).0,
+        })
+    }
+}
+
+pub(crate) struct SessionSlot {
+    pub id: [u8; 16],
+    pub peer: Arc<Peer>,
+    pub link: usize,
+    pub session: Mutex<Session>,
+}
+
+/// One party at run time.
+pub(crate) struct Node {
+    pub me: Identity,
+    pub my_id: KeyId,
+    pub store: Store,
+    pub links: Vec<LinkHandle>,
+    pub peers: Mutex<HashMap<PeerName, Arc<Peer>>>,
+    pub sessions: Mutex<HashMap<[u8; 16], Arc<SessionSlot>>>,
+    pub tasks: Mutex<HashMap<TransferId, (PeerName, mpsc::Sender<TaskInput>)>>,
+    pub progress: Mutex<HashMap<TransferId, Arc<Mutex<Progress>>>>,
+    pub events: broadcast::Sender<Event>,
+    /// Bumped whenever something a snapshot shows has changed.
+    pub changes: watch::Sender<u64>,
+}
+
+impl Node {
+    pub fn new(me: Identity, store: Store, links: Vec<LinkHandle>) -> Node {
+        Node {
+            my_id: me.public().id(),
+            me,
+            store,
+            links,
+            peers: Mutex::new(HashMap::new()),
+            sessions: Mutex::new(HashMap::new()),
+            tasks: Mutex::new(HashMap::new()),
+            progress: Mutex::new(HashMap::new()),
+            events: broadcast::channel(1024).0,
+            changes: watch::channel(0).0,
+        }
+    }
+
+    pub fn touch(&self) {
+        self.changes.send_modify(|v| *v += 1);
+    }
+
+    pub fn log(&self, level: LogLevel, message: String) {
+        match level {
+            LogLevel::Info => tracing::info!("{message}"),
+            LogLevel::Warn => tracing::warn!("{message}"),
+            LogLevel::Error => tracing::error!("{message}"),
+        }
+        let _ = self.events.send(Event::Log { level, message });
+    }
+
+    pub fn peer_by_key_id(&self, id: &[u8; 8]) -> Option<Arc<Peer>> {
+        lock(&self.peers)
+            .values()
+            .find(|p| p.key.id().0 == *id)
+            .cloned()
+    }
+
+    pub fn peer(&self, name: &str) -> Option<Arc<Peer>> {
+        lock(&self.peers)
+            .iter()
+            .find(|(n, _)| n.as_str() == name)
+            .map(|(_, p)| p.clone())
+    }
+
+    /// Seal `control` in the peer's current session and queue it. Returns
+    /// false when there is no session yet (the caller retries on the next).
+    pub fn send_control(&self, peer: &Peer, control: &Control) -> bool {
+        let Some(slot) = peer.session.borrow().clone() else {
+            return false;
+        };
+        let coalesce = match control {
+            Control::Ack { transfer, .. } => {
+                let mut k = [0u8; 17];
+                k[..16].copy_from_slice(&transfer.0);
+                Some(k)
+            }
+            _ => None,
+        };
+        let sealed = control.encode().and_then(|body| {
+            let (nonce, body) = lock(&slot.session).seal(&body)?;
+            Frame::Sealed {
+                session: slot.id,
+                from: self.my_id.0,
+                nonce,
+                body,
+            }
+            .encode()
+        });
+        match sealed {
+            Ok(frame) => {
+                let link = self.control_link(slot.link);
+                link.send_control(&peer.address, frame, coalesce);
+                true
+            }
+            Err(e) => {
+                self.log(LogLevel::Error, format!("cannot seal a control frame: {e}"));
+                false
+            }
+        }
+    }
+
+    /// The session's link if it is up, else the first one that is.
+    fn control_link(&self, preferred: usize) -> &LinkHandle {
+        let up = |l: &LinkHandle| l.stats.up.load(std::sync::atomic::Ordering::Relaxed);
+        match self.links.get(preferred) {
+            Some(l) if up(l) => l,
+            _ => self
+                .links
+                .iter()
+                .find(|l| up(l))
+                .unwrap_or(&self.links[preferred.min(self.links.len() - 1)]),
+        }
+    }
+
+    /// Wait for room for one data frame of up to `bytes` on the link with
+    /// the most room; returns the link index and the reservation.
+    pub async fn reserve_data(&self, bytes: usize) -> (usize, OwnedSemaphorePermit) {
+        let best = (0..self.links.len())
+            .filter(|&i| self.links[i].stats.up.load(std::sync::atomic::Ordering::Relaxed))
+            .max_by_key(|&i| self.links[i].room())
+            .unwrap_or(0);
+        let permit = self.links[best].reserve(bytes).await;
+        (best, permit)
+    }
+
+    pub fn send_data(&self, link: usize, peer: &Peer, frame: Vec<u8>, permit: OwnedSemaphorePermit) {
+        self.links[link].send_reserved(&peer.address, frame, permit);
+    }
+
+    pub fn record_fault(&self, link: usize, f: impl Fn(&link::LinkStats)) {
+        if let Some(l) = self.links.get(link) {
+            f(&l.stats);
+        }
+    }
+
+    pub fn transports_label(&self) -> String {
+        self.links
+            .iter()
+            .map(|l| l.describe().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Deliver to a running transfer task; false if there is none.
+    pub async fn deliver(&self, id: &TransferId, input: TaskInput) -> bool {
+        let tx = lock(&self.tasks).get(id).map(|(_, tx)| tx.clone());
+        match tx {
+            Some(tx) => tx.send(input).await.is_ok(),
+            None => false,
+        }
+    }
+
+    /// Register a task for `id`, owned by `peer`: only that peer's control
+    /// frames reach it.
+    pub fn register_task(&self, id: TransferId, peer: &PeerName) -> mpsc::Receiver<TaskInput> {
+        let (tx, rx) = mpsc::channel(256);
+        lock(&self.tasks).insert(id, (peer.clone(), tx));
+        rx
+    }
+
+    pub fn unregister_task(&self, id: &TransferId) {
+        lock(&self.tasks).remove(id);
+    }
+
+    pub fn has_task(&self, id: &TransferId) -> bool {
+        lock(&self.tasks).get(id).is_some_and(|(_, tx)| !tx.is_closed())
+    }
+}
+
+/// Lock a mutex, recovering the data if a panicking thread poisoned it
+/// (every critical section here leaves the data consistent).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Open the transports named by `uris` for the party with key id `me`.
+pub(crate) fn open_links(
+    uris: &[TransportUri],
+    me: KeyId,
+    inbound: mpsc::Sender<Inbound>,
+) -> Result<Vec<LinkHandle>> {
+    if uris.is_empty() {
+        return Err(CoreError::Config(
+            "no transport given; pass --transport local:<SPOOL_DIR> (or set transports in config.toml)".into(),
+        ));
+    }
+    uris.iter()
+        .enumerate()
+        .map(|(i, uri)| match uri {
+            TransportUri::Local(l) => {
+                let spool = LocalSpool::open(l.clone(), me.to_string())
+                    .ctx(|| format!("opening spool {}", l.dir.display()))?;
+                Ok(link::start(spool, l.profile.name(), i, inbound.clone()))
+            }
+        })
+        .collect()
+}
+
+/// Round-trip timeout estimator (RFC 6298), with a floor that accounts for
+/// the channel's pace.
+#[derive(Clone, Debug)]
+pub(crate) struct Rto {
+    srtt: Option<Duration>,
+    rttvar: Duration,
+    floor: Duration,
+    current: Duration,
+}
+
+impl Rto {
+    pub fn for_link(link: &LinkHandle) -> Rto {
+        let caps = link.capabilities();
+        let interval = caps
+            .messages_per_minute
+            .map_or(Duration::ZERO, |m| Duration::from_secs_f64(60.0 / f64::from(m.max(1))));
+        // A frame may wait behind two messages here and two there.
+        let floor = (interval * 5).max(Duration::from_millis(300));
+        Rto {
+            srtt: None,
+            rttvar: Duration::ZERO,
+            floor,
+            current: floor.max(Duration::from_secs(1)) * 2,
+        }
+    }
+
+    pub fn sample(&mut self, rtt: Duration) {
+        match self.srtt {
+            None => {
+                self.srtt = Some(rtt);
+                self.rttvar = rtt / 2;
+            }
+            Some(s) => {
+                let diff = if s > rtt { s - rtt } else { rtt - s };
+                self.rttvar = (self.rttvar * 3 + diff) / 4;
+                self.srtt = Some((s * 7 + rtt) / 8);
+            }
+        }
+        let s = self.srtt.unwrap_or(rtt);
+        self.current = (s + self.rttvar * 4).clamp(self.floor, Duration::from_secs(60));
+    }
+
+    pub fn get(&self) -> Duration {
+        self.current
+    }
+
+    pub fn srtt(&self) -> Option<Duration> {
+        self.srtt
+    }
+}
+
+pub(crate) fn random_session_id() -> [u8; 16] {
+    rand::random()
+}
+
+/// Hex of a session id for logs.
+pub(crate) fn token(id: &[u8; 16]) -> String {
+    hex::encode(&id[..8])
+}
+
+pub(crate) fn sha_hex(h: &[u8; 32]) -> String {
+    hex::encode(h)
+}
+
+pub(crate) fn decode_sealed(slot: &SessionSlot, nonce: u64, body: &[u8]) -> Result<Option<Control>> {
+    let plain = lock(&slot.session).open(nonce, body)?;
+    plain.map(|p| Control::decode(&p)).transpose()
+}
+

@@ -1,0 +1,472 @@
+//! The receiving end of a transfer.
+//!
+//! ```text
+//! (client only) Fetching --Offer--> Receiving --Finish(hash ok)--> Completed
+//!                                       '------Finish(hash differs)--> Failed (partial deleted)
+//! ```
+//!
+//! Each chunk is opened (authenticated, decompressed within its declared
+//! size, SHA-256 checked) and written at its offset in a sparse partial
+//! file. Acknowledgements are batched: before each one the partial file is
+//! synced and the bitmap flushed to the store, so an acknowledged chunk
+//! survives a kill -9 of this process. The partial file is renamed into
+//! place only once the whole file's SHA-256 matches the sender's.
+
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use super::sender::{hash_file, Outcome};
+use super::{lock, Node, Peer, Progress, Rto, TaskInput};
+use crate::bitmap::Bitmap;
+use crate::crypto::ChunkCipher;
+use crate::error::{CoreError, IoContext, Result};
+use crate::protocol::{AckState, ChunkBody, Control, RefuseCode};
+use crate::store::TransferRecord;
+use crate::view::{ChunkState, LogLevel, TransferStatus};
+
+pub(crate) struct ReceiverConfig {
+    /// The client drives a download: it sends the fetch and repeats it.
+    pub initiator: bool,
+    pub silence_limit: Duration,
+    pub fail_on_silence: bool,
+}
+
+pub(crate) struct Receiver {
+    node: Arc<Node>,
+    peer: Arc<Peer>,
+    rec: TransferRecord,
+    cfg: ReceiverConfig,
+    cipher: Option<Arc<ChunkCipher>>,
+    file: Option<Arc<std::fs::File>>,
+    have: Bitmap,
+    highest: Option<u32>,
+    ack_due: Option<Instant>,
+    ack_delay: Duration,
+    unsynced: bool,
+    progress: Arc<Mutex<Progress>>,
+    rto: Rto,
+    fetch_at: Option<Instant>,
+    last_heard: Instant,
+}
+
+impl Receiver {
+    pub fn new(
+        node: Arc<Node>,
+        peer: Arc<Peer>,
+        rec: TransferRecord,
+        cfg: ReceiverConfig,
+        progress: Arc<Mutex<Progress>>,
+    ) -> Result<Receiver> {
+        let have = node
+            .store
+            .bitmap(&rec.id)?
+            .filter(|b| b.len() == rec.chunks_total)
+            .unwrap_or_else(|| Bitmap::new(rec.chunks_total));
+        let rto = Rto::for_link(&node.links[0]);
+        let ack_delay = match node.links[0].capabilities().messages_per_minute {
+            Some(m) => Duration::from_secs_f64(30.0 / f64::from(m.max(1))).min(Duration::from_millis(500)),
+            None => Duration::from_millis(15),
+        };
+        let mut r = Receiver {
+            node,
+            peer,
+            cfg,
+            cipher: None,
+            file: None,
+            have,
+            highest: None,
+            ack_due: None,
+            ack_delay,
+            unsynced: false,
+            progress,
+            rto,
+            fetch_at: None,
+            last_heard: Instant::now(),
+            rec,
+        };
+        if !r.cfg.initiator {
+            r.open_partial(false)?;
+        }
+        Ok(r)
+    }
+
+    fn partial_path(&self) -> PathBuf {
+        self.rec
+            .partial_path
+            .clone()
+            .expect("a receiving transfer always has a partial path")
+    }
+
+    /// Open (or, when `reset`, recreate) the sparse partial file.
+    fn open_partial(&mut self, reset: bool) -> Result<()> {
+        let path = self.partial_path();
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).ctx(|| format!("creating {}", parent.display()))?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(reset)
+            .open(&path)
+            .ctx(|| format!("opening {}", path.display()))?;
+        file.set_len(self.rec.manifest.size)
+            .ctx(|| format!("sizing {} (is the disk full?)", path.display()))?;
+        self.cipher = Some(Arc::new(ChunkCipher::new(
+            &self.rec.secret,
+            &self.rec.id.0,
+            &self.rec.manifest.hash()?,
+        )));
+        self.file = Some(Arc::new(file));
+        Ok(())
+    }
+
+    pub async fn run(mut self, mut inbox: mpsc::Receiver<TaskInput>) -> (TransferRecord, Outcome) {
+        let outcome = self.run_states(&mut inbox).await;
+        if outcome == Outcome::Stopped || outcome == Outcome::Paused {
+            let _ = self.sync_and_persist().await;
+        }
+        (self.rec, outcome)
+    }
+
+    async fn run_states(&mut self, inbox: &mut mpsc::Receiver<TaskInput>) -> Outcome {
+        let mut sessions = self.peer.session.subscribe();
+        if self.cfg.initiator {
+            self.send_fetch();
+        }
+        loop {
+            let now = Instant::now();
+            if now.duration_since(self.last_heard) > self.cfg.silence_limit {
+                return if self.cfg.fail_on_silence {
+                    Outcome::Failed(format!(
+                        "no answer from the peer for {} s over {}; is the agent running and does it trust this key? Run the same command again to resume",
+                        self.cfg.silence_limit.as_secs(),
+                        self.node.transports_label()
+                    ))
+                } else {
+                    Outcome::Stopped
+                };
+            }
+            if self.fetch_at.is_some_and(|t| t <= now) {
+                self.send_fetch();
+            }
+            if self.ack_due.is_some_and(|t| t <= now) {
+                if let Err(e) = self.acknowledge().await {
+                    return Outcome::Failed(e.to_string());
+                }
+            }
+            let wake = [self.fetch_at, self.ack_due]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(now + Duration::from_secs(1));
+            tokio::select! {
+                input = inbox.recv() => {
+                    let Some(input) = input else { return Outcome::Stopped };
+                    match self.on_input(input).await {
+                        Ok(Some(outcome)) => return outcome,
+                        Ok(None) => {}
+                        Err(e) => return Outcome::Failed(e.to_string()),
+                    }
+                }
+                changed = sessions.changed() => {
+                    if changed.is_ok() && self.cfg.initiator {
+                        self.send_fetch();
+                    }
+                }
+                () = tokio::time::sleep_until(wake.into()) => {}
+            }
+        }
+    }
+
+    fn send_fetch(&mut self) {
+        let sent = self.node.send_control(
+            &self.peer,
+            &Control::Fetch {
+                transfer: self.rec.id,
+                path: self.rec.remote_path.clone(),
+            },
+        );
+        let wait = if sent { self.rto.get() * 2 } else { Duration::from_millis(200) };
+        self.fetch_at = Some(Instant::now() + wait);
+    }
+
+    async fn on_input(&mut self, input: TaskInput) -> Result<Option<Outcome>> {
+        match input {
+            TaskInput::Pause => Ok(Some(Outcome::Paused)),
+            TaskInput::Cancel => {
+                self.node.send_control(&self.peer, &Control::Cancel { transfer: self.rec.id });
+                self.discard();
+                Ok(Some(Outcome::Cancelled))
+            }
+            TaskInput::Chunk { index, last, body } => {
+                self.last_heard = Instant::now();
+                if self.cfg.initiator {
+                    // Chunks are flowing: no need to ask again soon.
+                    self.fetch_at = Some(Instant::now() + self.rto.get() * 4);
+                }
+                self.on_chunk(index, last, body).await;
+                Ok(None)
+            }
+            TaskInput::Control(c) => {
+                self.last_heard = Instant::now();
+                self.on_control(c).await
+            }
+        }
+    }
+
+    async fn on_control(&mut self, c: Control) -> Result<Option<Outcome>> {
+        match c {
+            Control::Offer {
+                manifest,
+                secret,
+                restarted,
+                ..
+            } => {
+                if self.cfg.initiator
+                    && (self.file.is_none() || manifest != self.rec.manifest || secret != self.rec.secret)
+                {
+                    let had = self.have.count();
+                    let changed = self.rec.chunks_total > 0 && (manifest != self.rec.manifest || secret != self.rec.secret);
+                    if changed || self.file.is_none() && had == 0 {
+                        self.reset_to(manifest, secret)?;
+                    } else {
+                        self.open_partial(false)?;
+                    }
+                    if restarted && had > 0 {
+                        self.node.log(
+                            LogLevel::Warn,
+                            format!(
+                                "{} changed on the agent since the interrupted download; restarting it under a new key",
+                                self.rec.remote_path
+                            ),
+                        );
+                    }
+                }
+                if self.have.count() > 0 {
+                    lock(&self.progress).resumed = true;
+                }
+                self.fetch_at = self.cfg.initiator.then(|| Instant::now() + self.rto.get() * 4);
+                self.sync_and_persist().await?;
+                self.node.send_control(
+                    &self.peer,
+                    &Control::Accept {
+                        transfer: self.rec.id,
+                        have: AckState::from_bitmap(&self.have),
+                    },
+                );
+                Ok(None)
+            }
+            Control::Finish { sha256, .. } => self.on_finish(sha256).await,
+            Control::Refuse { reason, code, .. } => Ok(Some(Outcome::Failed(match code {
+                RefuseCode::NotFound => format!("the agent has no such file: {reason}"),
+                _ => format!("the agent refused: {reason}"),
+            }))),
+            Control::Cancel { .. } => {
+                self.discard();
+                Ok(Some(Outcome::Cancelled))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// A new manifest (new transfer, or the source changed): start over.
+    fn reset_to(&mut self, manifest: crate::protocol::Manifest, secret: crate::crypto::TransferSecret) -> Result<()> {
+        self.rec.chunks_total = manifest.chunk_count();
+        self.rec.manifest = manifest;
+        self.rec.secret = secret;
+        self.rec.chunks_done = 0;
+        self.have = Bitmap::new(self.rec.chunks_total);
+        self.highest = None;
+        self.node.store.clear_chunks(&self.rec.id)?;
+        self.open_partial(true)?;
+        lock(&self.progress).reshape(
+            self.rec.manifest.size,
+            self.rec.manifest.chunk_size,
+            self.rec.chunks_total,
+        );
+        self.node.store.put_transfer(&self.rec)?;
+        self.node.touch();
+        Ok(())
+    }
+
+    async fn on_chunk(&mut self, index: u32, last: bool, body: Vec<u8>) {
+        let (Some(cipher), Some(file)) = (self.cipher.clone(), self.file.clone()) else {
+            return;
+        };
+        if index >= self.rec.chunks_total {
+            self.count(|f| f.corrupt += 1, |s| &s.corrupt);
+            return;
+        }
+        if self.have.get(index) {
+            self.count(|f| f.duplicate += 1, |s| &s.duplicate);
+            self.schedule_ack();
+            return;
+        }
+        let len = self.rec.manifest.chunk_len(index);
+        let offset = self.rec.manifest.offset(index);
+        let opened = tokio::task::spawn_blocking(move || -> Result<[u8; 32]> {
+            let (data, hash) = ChunkBody::open(&cipher, index, last, &body, len)?;
+            file.write_all_at(&data, offset)
+                .map_err(|e| CoreError::io(format!("writing chunk {index} (is the disk full?)"), e))?;
+            Ok(hash)
+        })
+        .await;
+        let hash = match opened {
+            Ok(Ok(h)) => h,
+            Ok(Err(CoreError::Io { context, source })) => {
+                self.node.log(LogLevel::Error, format!("{context}: {source}"));
+                return;
+            }
+            Ok(Err(e)) => {
+                tracing::debug!("dropping chunk {index}: {e}");
+                self.count(|f| f.corrupt += 1, |s| &s.corrupt);
+                return;
+            }
+            Err(_) => return,
+        };
+        if self.highest.is_some_and(|h| index < h) {
+            self.count(|f| f.reordered += 1, |s| &s.reordered);
+        }
+        self.highest = Some(self.highest.map_or(index, |h| h.max(index)));
+        self.have.set(index);
+        self.unsynced = true;
+        let _ = self.node.store.put_chunk_hash(&self.rec.id, index, &hash);
+        {
+            let mut p = lock(&self.progress);
+            p.set(index, ChunkState::Acked);
+            p.this_run.set(index);
+        }
+        self.node.touch();
+        self.schedule_ack();
+    }
+
+    fn count(&mut self, f: impl Fn(&mut crate::view::FaultCounters), stat: impl Fn(&crate::link::LinkStats) -> &std::sync::atomic::AtomicU64) {
+        f(&mut self.rec.faults);
+        f(&mut lock(&self.progress).faults);
+        self.node.record_fault(0, |s| {
+            stat(s).fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        });
+    }
+
+    fn schedule_ack(&mut self) {
+        if self.ack_due.is_none() {
+            self.ack_due = Some(Instant::now() + self.ack_delay);
+        }
+    }
+
+    /// Make every held chunk durable, then say so.
+    async fn acknowledge(&mut self) -> Result<()> {
+        self.ack_due = None;
+        self.sync_and_persist().await?;
+        self.node.send_control(
+            &self.peer,
+            &Control::Ack {
+                transfer: self.rec.id,
+                have: AckState::from_bitmap(&self.have),
+            },
+        );
+        Ok(())
+    }
+
+    async fn sync_and_persist(&mut self) -> Result<()> {
+        if self.unsynced {
+            if let Some(file) = self.file.clone() {
+                tokio::task::spawn_blocking(move || file.sync_data())
+                    .await
+                    .map_err(|e| CoreError::Transfer(e.to_string()))?
+                    .ctx(|| "syncing the partial file (is the disk full?)".to_string())?;
+            }
+            self.unsynced = false;
+        }
+        self.rec.chunks_done = self.have.count();
+        if self.rec.status == TransferStatus::Pending {
+            self.rec.status = TransferStatus::InProgress;
+        }
+        self.node.store.put_bitmap(&self.rec.id, &self.have)?;
+        self.node.store.put_transfer(&self.rec)?;
+        self.node.store.flush_async().await?;
+        Ok(())
+    }
+
+    async fn on_finish(&mut self, sha256: [u8; 32]) -> Result<Option<Outcome>> {
+        if self.file.is_none() {
+            return Ok(None);
+        }
+        if !self.have.is_complete() {
+            self.acknowledge().await?;
+            return Ok(None);
+        }
+        self.sync_and_persist().await?;
+        let partial = self.partial_path();
+        let size = self.rec.manifest.size;
+        let actual = tokio::task::spawn_blocking(move || hash_file(&partial, size))
+            .await
+            .map_err(|e| CoreError::Transfer(e.to_string()))??;
+        if actual != sha256 {
+            let reason = format!(
+                "received {} but the sender says {}",
+                &hex::encode(actual)[..16],
+                &hex::encode(sha256)[..16]
+            );
+            self.node.send_control(
+                &self.peer,
+                &Control::Mismatch {
+                    transfer: self.rec.id,
+                    reason: reason.clone(),
+                },
+            );
+            self.discard();
+            return Ok(Some(Outcome::Failed(format!(
+                "whole-file SHA-256 mismatch ({reason}); nothing was kept"
+            ))));
+        }
+        let target = self.rec.local_path.clone();
+        if target.exists() && !self.rec.overwrite {
+            let reason = format!("{} already exists", self.rec.remote_path);
+            self.node.send_control(
+                &self.peer,
+                &Control::Refuse {
+                    transfer: self.rec.id,
+                    code: RefuseCode::Exists,
+                    reason: reason.clone(),
+                },
+            );
+            return Ok(Some(Outcome::Failed(reason)));
+        }
+        let partial = self.partial_path();
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            use std::os::unix::fs::PermissionsExt;
+            // Never executable, whatever it is.
+            std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o644))?;
+            std::fs::rename(&partial, &target)?;
+            if let Some(dir) = target.parent() {
+                std::fs::File::open(dir)?.sync_all()?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| CoreError::Transfer(e.to_string()))?
+        .ctx(|| format!("putting {} in place", self.rec.local_path.display()))?;
+        self.node.send_control(
+            &self.peer,
+            &Control::Done {
+                transfer: self.rec.id,
+                sha256,
+            },
+        );
+        Ok(Some(Outcome::Completed(sha256)))
+    }
+
+    fn discard(&mut self) {
+        if let Some(p) = &self.rec.partial_path {
+            let _ = std::fs::remove_file(p);
+        }
+        let _ = self.node.store.clear_chunks(&self.rec.id);
+        self.have = Bitmap::new(self.rec.chunks_total);
+    }
+}

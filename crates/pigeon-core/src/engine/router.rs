@@ -1,0 +1,120 @@
+//! The router: every arriving frame passes through here once.
+//!
+//! Handshake frames go to the side's [`Hooks`]; sealed frames are opened
+//! with their session (replays counted and dropped, forgeries counted as
+//! corrupt) and handed to the transfer task they name, or to the hooks when
+//! no task runs (a new offer, a listing, a resume after a restart). Chunks
+//! go straight to their task: their seal is the transfer's own key.
+
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use super::{decode_sealed, lock, Node, Peer, TaskInput};
+use crate::crypto::PublicKey;
+use crate::link::Inbound;
+use crate::protocol::{Control, Frame};
+use crate::view::TransferId;
+
+/// What differs between a client and an agent.
+pub(crate) trait Hooks: Send + Sync + 'static {
+    fn on_hello(&self, node: &Arc<Node>, link: usize, session: [u8; 16], from: PublicKey, noise: Vec<u8>);
+    fn on_welcome(&self, node: &Arc<Node>, link: usize, session: [u8; 16], noise: Vec<u8>);
+    fn on_unknown_session(&self, node: &Arc<Node>, session: [u8; 16], from: PublicKey);
+    /// A control frame no running task took.
+    fn on_control(&self, node: &Arc<Node>, peer: Arc<Peer>, control: Control) -> impl Future<Output = ()> + Send;
+    /// A chunk for a transfer with no running task.
+    fn on_orphan_chunk(
+        &self,
+        node: &Arc<Node>,
+        id: TransferId,
+        input: TaskInput,
+    ) -> impl Future<Output = ()> + Send;
+}
+
+pub(crate) async fn route<H: Hooks>(node: Arc<Node>, hooks: Arc<H>, mut inbound: mpsc::Receiver<Inbound>) {
+    while let Some(Inbound { frame, link }) = inbound.recv().await {
+        let frame = match Frame::decode(&frame) {
+            Ok(f) => f,
+            Err(_) => {
+                node.record_fault(link, |s| {
+                    s.corrupt.fetch_add(1, Ordering::Relaxed);
+                });
+                continue;
+            }
+        };
+        match frame {
+            Frame::Hello { session, from, noise } => hooks.on_hello(&node, link, session, PublicKey(from), noise),
+            Frame::Welcome { session, noise } => hooks.on_welcome(&node, link, session, noise),
+            Frame::UnknownSession { session, from } => hooks.on_unknown_session(&node, session, PublicKey(from)),
+            Frame::Sealed {
+                session,
+                from,
+                nonce,
+                body,
+            } => {
+                let slot = lock(&node.sessions).get(&session).cloned();
+                let Some(slot) = slot else {
+                    // Only answer keys we trust, so this cannot be used to
+                    // make us write to arbitrary inboxes.
+                    if let Some(peer) = node.peer_by_key_id(&from) {
+                        if let Ok(hint) = (Frame::UnknownSession {
+                            session,
+                            from: node.me.public().0,
+                        })
+                        .encode()
+                        {
+                            node.links[link].send_control(&peer.address, hint, None);
+                        }
+                    }
+                    continue;
+                };
+                // A revoked peer's sessions die with its trust.
+                let Some(peer) = node.peer(slot.peer.name.as_str()).filter(|p| p.key == slot.peer.key) else {
+                    continue;
+                };
+                match decode_sealed(&slot, nonce, &body) {
+                    Ok(Some(control)) => dispatch(&node, &*hooks, peer, control).await,
+                    Ok(None) => node.record_fault(link, |s| {
+                        s.duplicate.fetch_add(1, Ordering::Relaxed);
+                    }),
+                    Err(_) => node.record_fault(link, |s| {
+                        s.corrupt.fetch_add(1, Ordering::Relaxed);
+                    }),
+                }
+            }
+            Frame::Chunk {
+                transfer,
+                index,
+                last,
+                body,
+            } => {
+                let id = TransferId(transfer);
+                let input = TaskInput::Chunk { index, last, body };
+                let tx = lock(&node.tasks).get(&id).map(|(_, tx)| tx.clone());
+                match tx {
+                    Some(tx) if !tx.is_closed() => {
+                        let _ = tx.send(input).await;
+                    }
+                    _ => hooks.on_orphan_chunk(&node, id, input).await,
+                }
+            }
+        }
+    }
+}
+
+async fn dispatch<H: Hooks>(node: &Arc<Node>, hooks: &H, peer: Arc<Peer>, control: Control) {
+    if let Some(id) = control.transfer() {
+        let tx = lock(&node.tasks)
+            .get(&id)
+            .filter(|(owner, tx)| *owner == peer.name && !tx.is_closed())
+            .map(|(_, tx)| tx.clone());
+        if let Some(tx) = tx {
+            let _ = tx.send(TaskInput::Control(control)).await;
+            return;
+        }
+    }
+    hooks.on_control(node, peer, control).await;
+}

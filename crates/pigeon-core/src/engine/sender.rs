@@ -1,0 +1,574 @@
+//! The sending end of a transfer, as an explicit state machine.
+//!
+//! ```text
+//! Offering --Accept{have}--> Sending --all acknowledged--> Finishing --Done--> Completed
+//!    |  \--Done (already there)------------------------------------------------^
+//!    '--Refuse--> Failed              Finishing --Ack with gaps--> Sending
+//! ```
+//!
+//! Chunks go out in a window. A chunk is sent again when its timer (from
+//! measured round trips, doubled per retry) runs out, or at once when a
+//! selective acknowledgement shows three chunks sent after it arrived and
+//! it did not. A new session (the other side restarted, or this one did)
+//! repeats the offer, and the receiver's answer says what it already holds,
+//! so nothing acknowledged is ever sent twice across a restart.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::{lock, Node, Peer, Progress, Rto, TaskInput};
+use crate::bitmap::Bitmap;
+use crate::crypto::ChunkCipher;
+use crate::error::{CoreError, Result};
+use crate::protocol::{AckState, ChunkBody, Control, Frame, CHUNK_FRAME_OVERHEAD};
+use crate::store::{now_unix, SourceStamp, TransferRecord};
+use crate::view::{ChunkState, TransferStatus};
+
+/// How a transfer task ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Completed([u8; 32]),
+    Failed(String),
+    Cancelled,
+    Paused,
+    /// The other side went quiet; state is kept for a later resume.
+    Stopped,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Offering,
+    Sending,
+    Finishing,
+}
+
+struct Flight {
+    sent_at: Instant,
+    seq: u64,
+    retries: u32,
+    deadline: Option<Instant>,
+}
+
+pub(crate) struct SenderConfig {
+    /// Give up (Failed on a client, Stopped on an agent) after this long
+    /// without a word from the receiver.
+    pub silence_limit: Duration,
+    /// A client fails when the peer is silent; an agent keeps the state.
+    pub fail_on_silence: bool,
+    pub restarted: bool,
+}
+
+pub(crate) struct Sender {
+    node: Arc<Node>,
+    peer: Arc<Peer>,
+    rec: TransferRecord,
+    cfg: SenderConfig,
+    cipher: Arc<ChunkCipher>,
+    file: Arc<std::fs::File>,
+    acked: Bitmap,
+    inflight: HashMap<u32, Flight>,
+    resend: VecDeque<u32>,
+    cursor: u32,
+    seq: u64,
+    rto: Rto,
+    progress: Arc<Mutex<Progress>>,
+    hash_job: Option<JoinHandle<Result<[u8; 32]>>>,
+    file_hash: Option<[u8; 32]>,
+    compress: bool,
+    raw_streak: u32,
+    window: usize,
+    state: State,
+    resync_at: Option<Instant>,
+    last_heard: Instant,
+    last_persist: Instant,
+    link: usize,
+}
+
+impl Sender {
+    pub fn new(
+        node: Arc<Node>,
+        peer: Arc<Peer>,
+        rec: TransferRecord,
+        cfg: SenderConfig,
+        progress: Arc<Mutex<Progress>>,
+    ) -> Result<Sender> {
+        let file = std::fs::File::open(&rec.local_path).map_err(|e| {
+            CoreError::io(format!("opening {}", rec.local_path.display()), e)
+        })?;
+        let cipher = ChunkCipher::new(&rec.secret, &rec.id.0, &rec.manifest.hash()?);
+        let acked = Bitmap::new(rec.chunks_total);
+        let compress = !rec.no_compress && !already_compressed(&rec.manifest.mime);
+        let window = (32 * 1024 * 1024 / rec.manifest.chunk_size.max(1) as usize).clamp(16, 4096);
+        let rto = Rto::for_link(&node.links[0]);
+        Ok(Sender {
+            cipher: Arc::new(cipher),
+            file: Arc::new(file),
+            acked,
+            inflight: HashMap::new(),
+            resend: VecDeque::new(),
+            cursor: 0,
+            seq: 0,
+            rto,
+            progress,
+            hash_job: None,
+            file_hash: None,
+            compress,
+            raw_streak: 0,
+            window,
+            state: State::Offering,
+            resync_at: None,
+            last_heard: Instant::now(),
+            last_persist: Instant::now(),
+            link: 0,
+            node,
+            peer,
+            rec,
+            cfg,
+        })
+    }
+
+    pub async fn run(mut self, mut inbox: mpsc::Receiver<TaskInput>) -> (TransferRecord, Outcome) {
+        let path = self.rec.local_path.clone();
+        let size = self.rec.manifest.size;
+        // Hash the whole file alongside sending: the first chunk does not wait for it.
+        self.hash_job = Some(tokio::task::spawn_blocking(move || hash_file(&path, size)));
+        let outcome = self.run_states(&mut inbox).await;
+        if let Some(job) = self.hash_job.take() {
+            job.abort();
+        }
+        self.persist(true);
+        (self.rec, outcome)
+    }
+
+    async fn run_states(&mut self, inbox: &mut mpsc::Receiver<TaskInput>) -> Outcome {
+        let mut sessions = self.peer.session.subscribe();
+        self.send_offer();
+        loop {
+            let now = Instant::now();
+            if now.duration_since(self.last_heard) > self.cfg.silence_limit {
+                return if self.cfg.fail_on_silence {
+                    Outcome::Failed(format!(
+                        "no answer from the peer for {} s over {}; is the agent running and does it trust this key? Run the same command again to resume",
+                        self.cfg.silence_limit.as_secs(),
+                        self.node.transports_label()
+                    ))
+                } else {
+                    Outcome::Stopped
+                };
+            }
+            if self.state == State::Sending && self.acked.is_complete() {
+                self.state = State::Finishing;
+                match self.whole_file_hash().await {
+                    Ok(h) => self.file_hash = Some(h),
+                    Err(e) => return Outcome::Failed(e.to_string()),
+                }
+                self.resync_at = None;
+            }
+            if self.state == State::Finishing && self.resync_at.is_none_or(|t| t <= now) {
+                let sha256 = self.file_hash.expect("hashed on entering Finishing");
+                self.node.send_control(
+                    &self.peer,
+                    &Control::Finish {
+                        transfer: self.rec.id,
+                        sha256,
+                    },
+                );
+                self.resync_at = Some(now + self.rto.get());
+            }
+            if self.state == State::Offering && self.resync_at.is_some_and(|t| t <= now) {
+                self.send_offer();
+            }
+            self.expire_timers(now);
+            let can_send = self.state == State::Sending && self.has_work();
+            let wake = self.next_wake();
+            let max_frame = self.rec.manifest.chunk_size as usize + CHUNK_FRAME_OVERHEAD;
+            tokio::select! {
+                input = inbox.recv() => {
+                    let Some(input) = input else { return Outcome::Stopped };
+                    if let Some(outcome) = self.on_input(input) {
+                        return outcome;
+                    }
+                }
+                changed = sessions.changed() => {
+                    if changed.is_ok() && self.state != State::Finishing {
+                        // A new session: ask again what the receiver holds.
+                        self.send_offer();
+                    }
+                }
+                () = sleep_until(wake) => {}
+                (link, permit) = self.node.reserve_data(max_frame), if can_send => {
+                    if let Err(e) = self.send_next(link, permit).await {
+                        return Outcome::Failed(e.to_string());
+                    }
+                }
+            }
+            self.persist(false);
+        }
+    }
+
+    fn send_offer(&mut self) {
+        let offer = Control::Offer {
+            transfer: self.rec.id,
+            manifest: self.rec.manifest.clone(),
+            secret: self.rec.secret.clone(),
+            path: self.rec.remote_path.clone(),
+            overwrite: self.rec.overwrite,
+            restarted: self.cfg.restarted,
+        };
+        let sent = self.node.send_control(&self.peer, &offer);
+        let wait = if sent { self.rto.get() } else { Duration::from_millis(200) };
+        self.resync_at = Some(Instant::now() + wait);
+    }
+
+    fn on_input(&mut self, input: TaskInput) -> Option<Outcome> {
+        match input {
+            TaskInput::Pause => return Some(Outcome::Paused),
+            TaskInput::Cancel => {
+                self.node.send_control(&self.peer, &Control::Cancel { transfer: self.rec.id });
+                return Some(Outcome::Cancelled);
+            }
+            TaskInput::Chunk { .. } => {}
+            TaskInput::Control(c) => {
+                self.last_heard = Instant::now();
+                match c {
+                    Control::Accept { have, .. } => {
+                        if self.state == State::Offering {
+                            self.state = State::Sending;
+                            self.resync_at = None;
+                            let already = have.base as usize + have.ranges.len();
+                            if already > 0 {
+                                lock(&self.progress).resumed = true;
+                            }
+                        }
+                        self.on_ack(&have);
+                    }
+                    Control::Ack { have, .. } => {
+                        if self.state == State::Offering {
+                            // An acknowledgement means it was accepted before.
+                            self.state = State::Sending;
+                            self.resync_at = None;
+                        }
+                        self.on_ack(&have);
+                        if self.state == State::Finishing && !self.acked.is_complete() {
+                            self.state = State::Sending;
+                        }
+                    }
+                    Control::Done { sha256, .. } => {
+                        return Some(match self.file_hash {
+                            Some(h) if h != sha256 => Outcome::Failed(
+                                "the receiver confirmed a different SHA-256 than this file's".into(),
+                            ),
+                            _ => Outcome::Completed(sha256),
+                        });
+                    }
+                    Control::Mismatch { reason, .. } => {
+                        return Some(Outcome::Failed(format!(
+                            "the receiver's whole-file check failed ({reason}); the source probably changed while it was sent: run the command again"
+                        )))
+                    }
+                    Control::Refuse { reason, .. } => {
+                        return Some(Outcome::Failed(format!("the agent refused: {reason}")))
+                    }
+                    // The client asked again (it restarted): offer again.
+                    Control::Fetch { .. } if self.state != State::Finishing => self.send_offer(),
+                    Control::Fetch { .. } => self.resync_at = None,
+                    _ => {}
+                }
+            }
+        }
+        None
+    }
+
+    fn on_ack(&mut self, have: &AckState) {
+        let now = Instant::now();
+        let mut max_seq = 0;
+        let mut newly = vec![];
+        let start = self.acked.first_clear().unwrap_or(self.acked.len());
+        for i in start..have.base.min(self.acked.len()) {
+            if self.acked.set(i) {
+                newly.push(i);
+            }
+        }
+        for &(s, e) in &have.ranges {
+            for i in s..e.min(self.acked.len()) {
+                if self.acked.set(i) {
+                    newly.push(i);
+                }
+            }
+        }
+        if newly.is_empty() {
+            return;
+        }
+        let mut progress = lock(&self.progress);
+        for i in newly {
+            progress.set(i, ChunkState::Acked);
+            if let Some(f) = self.inflight.remove(&i) {
+                max_seq = max_seq.max(f.seq);
+                if f.retries == 0 {
+                    self.rto.sample(now.duration_since(f.sent_at));
+                }
+            }
+        }
+        drop(progress);
+        if let Some(srtt) = self.rto.srtt() {
+            self.node.links[self.link].record_rtt(srtt);
+        }
+        // Gaps: three later chunks got through and this one did not.
+        let mut lost: Vec<u32> = self
+            .inflight
+            .iter()
+            .filter(|(_, f)| f.deadline.is_some() && f.seq + 3 <= max_seq)
+            .map(|(&i, _)| i)
+            .collect();
+        lost.sort_unstable();
+        for i in lost {
+            self.queue_resend(i);
+        }
+        self.node.touch();
+    }
+
+    fn queue_resend(&mut self, i: u32) {
+        if let Some(f) = self.inflight.get_mut(&i) {
+            f.deadline = None;
+            self.resend.push_back(i);
+        }
+    }
+
+    fn expire_timers(&mut self, now: Instant) {
+        let mut expired: Vec<u32> = self
+            .inflight
+            .iter()
+            .filter(|(_, f)| f.deadline.is_some_and(|d| d <= now))
+            .map(|(&i, _)| i)
+            .collect();
+        expired.sort_unstable();
+        for i in expired {
+            self.queue_resend(i);
+        }
+    }
+
+    fn has_work(&self) -> bool {
+        !self.resend.is_empty() || (self.inflight.len() < self.window && self.next_new().is_some())
+    }
+
+    fn next_new(&self) -> Option<u32> {
+        (self.cursor..self.acked.len()).find(|i| !self.acked.get(*i) && !self.inflight.contains_key(i))
+    }
+
+    fn next_wake(&self) -> Instant {
+        let mut wake = Instant::now() + Duration::from_secs(1);
+        for f in self.inflight.values() {
+            if let Some(d) = f.deadline {
+                wake = wake.min(d);
+            }
+        }
+        if let Some(t) = self.resync_at {
+            wake = wake.min(t);
+        }
+        wake
+    }
+
+    async fn send_next(&mut self, link: usize, permit: tokio::sync::OwnedSemaphorePermit) -> Result<()> {
+        let (index, retry) = loop {
+            match self.resend.pop_front() {
+                Some(i) if self.acked.get(i) => continue,
+                Some(i) => break (i, true),
+                None => match self.next_new() {
+                    Some(i) => {
+                        self.cursor = i + 1;
+                        break (i, false);
+                    }
+                    None => return Ok(()),
+                },
+            }
+        };
+        let frame = self.prepare(index).await?;
+        self.node.send_data(link, &self.peer, frame, permit);
+        self.link = link;
+        let now = Instant::now();
+        self.seq += 1;
+        let retries = self.inflight.get(&index).map_or(0, |f| f.retries + u32::from(retry));
+        let backoff = self.rto.get() * 2u32.saturating_pow(retries.min(5));
+        self.inflight.insert(
+            index,
+            Flight {
+                sent_at: now,
+                seq: self.seq,
+                retries,
+                deadline: Some(now + backoff.min(Duration::from_secs(120))),
+            },
+        );
+        let mut p = lock(&self.progress);
+        p.this_run.set(index);
+        if retry {
+            p.faults.retransmitted += 1;
+            self.rec.faults.retransmitted += 1;
+            self.node.record_fault(link, |s| {
+                s.retransmitted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            });
+        }
+        p.set(index, if retry { ChunkState::Retried } else { ChunkState::InFlight });
+        drop(p);
+        self.node.touch();
+        Ok(())
+    }
+
+    /// Read, hash, maybe compress, and seal chunk `index`, off the runtime.
+    async fn prepare(&mut self, index: u32) -> Result<Vec<u8>> {
+        let m = &self.rec.manifest;
+        let offset = m.offset(index);
+        let len = m.chunk_len(index);
+        let last = index + 1 == self.rec.chunks_total;
+        let file = self.file.clone();
+        let cipher = self.cipher.clone();
+        let try_compress = self.compress && self.raw_streak < 8 || self.compress && index % 32 == 0;
+        let transfer = self.rec.id.0;
+        let (frame, hash, compressed) = tokio::task::spawn_blocking(move || -> Result<_> {
+            let mut data = vec![0u8; len];
+            file.read_exact_at(&mut data, offset)
+                .map_err(|e| CoreError::io(format!("reading chunk {index} at offset {offset}"), e))?;
+            let (body, hash, compressed) = ChunkBody::seal(&cipher, index, last, &data, try_compress)?;
+            let frame = Frame::Chunk {
+                transfer,
+                index,
+                last,
+                body,
+            }
+            .encode()?;
+            Ok((frame, hash, compressed))
+        })
+        .await
+        .map_err(|e| CoreError::Transfer(format!("chunk worker failed: {e}")))??;
+        // The same chunk must always be the same bytes under this key.
+        match self.node.store.chunk_hash(&self.rec.id, index)? {
+            Some(old) if old != hash => {
+                return Err(CoreError::Transfer(format!(
+                    "{} changed while it was being sent (chunk {index} differs); run the command again to send it afresh",
+                    self.rec.local_path.display()
+                )))
+            }
+            Some(_) => {}
+            None => self.node.store.put_chunk_hash(&self.rec.id, index, &hash)?,
+        }
+        if try_compress {
+            self.raw_streak = if compressed { 0 } else { self.raw_streak + 1 };
+        }
+        Ok(frame)
+    }
+
+    async fn whole_file_hash(&mut self) -> Result<[u8; 32]> {
+        let job = match self.hash_job.take() {
+            Some(job) => job,
+            None => {
+                let path = self.rec.local_path.clone();
+                let size = self.rec.manifest.size;
+                tokio::task::spawn_blocking(move || hash_file(&path, size))
+            }
+        };
+        let hash = job
+            .await
+            .map_err(|e| CoreError::Transfer(format!("hashing failed: {e}")))??;
+        // The file must still be the one the chunks came from.
+        let meta = std::fs::metadata(&self.rec.local_path)
+            .map_err(|e| CoreError::io(format!("checking {}", self.rec.local_path.display()), e))?;
+        if let Some(stamp) = self.rec.source {
+            if SourceStamp::of(&meta) != stamp {
+                return Err(CoreError::Transfer(format!(
+                    "{} changed while it was being sent; run the command again to send it afresh",
+                    self.rec.local_path.display()
+                )));
+            }
+        }
+        Ok(hash)
+    }
+
+    fn persist(&mut self, force: bool) {
+        if !force && self.last_persist.elapsed() < Duration::from_millis(500) {
+            return;
+        }
+        self.last_persist = Instant::now();
+        self.rec.chunks_done = self.acked.count();
+        if self.rec.status == TransferStatus::Pending {
+            self.rec.status = TransferStatus::InProgress;
+        }
+        let _ = self.node.store.put_bitmap(&self.rec.id, &self.acked);
+        let _ = self.node.store.put_transfer(&self.rec);
+    }
+}
+
+fn sleep_until(t: Instant) -> tokio::time::Sleep {
+    tokio::time::sleep_until(t.into())
+}
+
+/// SHA-256 of the first `size` bytes of a file, read in 1 MiB blocks.
+pub(crate) fn hash_file(path: &std::path::Path, size: u64) -> Result<[u8; 32]> {
+    use sha2::Digest;
+    let f = std::fs::File::open(path).map_err(|e| CoreError::io(format!("hashing {}", path.display()), e))?;
+    let mut reader = f.take(size);
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1024 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = reader
+            .read(&mut buf)
+            .map_err(|e| CoreError::io(format!("hashing {}", path.display()), e))?;
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+        hasher.update(&buf[..n]);
+    }
+    if total != size {
+        return Err(CoreError::Transfer(format!(
+            "{} is shorter than when the transfer started; run the command again",
+            path.display()
+        )));
+    }
+    Ok(hasher.finalize().into())
+}
+
+/// Types whose content is already compressed: gzip is not even tried.
+fn already_compressed(mime: &str) -> bool {
+    mime.starts_with("image/") && mime != "image/bmp" && mime != "image/svg+xml"
+        || mime.starts_with("video/")
+        || mime.starts_with("audio/")
+        || matches!(
+            mime,
+            "application/gzip"
+                | "application/zip"
+                | "application/x-bzip2"
+                | "application/x-xz"
+                | "application/zstd"
+                | "application/x-7z-compressed"
+                | "application/vnd.rar"
+                | "application/x-rar-compressed"
+                | "application/pdf"
+                | "application/epub+zip"
+        )
+}
+
+/// Mark a finished transfer in its record.
+pub(crate) fn finish_record(rec: &mut TransferRecord, outcome: &Outcome) {
+    match outcome {
+        Outcome::Completed(sha) => {
+            rec.status = TransferStatus::Completed;
+            rec.sha256 = Some(*sha);
+            rec.chunks_done = rec.chunks_total;
+            rec.completed_unix = Some(now_unix());
+            rec.error = None;
+        }
+        Outcome::Failed(e) => {
+            rec.status = TransferStatus::Failed;
+            rec.error = Some(e.clone());
+        }
+        Outcome::Cancelled => rec.status = TransferStatus::Cancelled,
+        Outcome::Paused => rec.status = TransferStatus::Paused,
+        Outcome::Stopped => {}
+    }
+}

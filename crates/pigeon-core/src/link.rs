@@ -1,0 +1,848 @@
+//! Frames to messages and back: packing, fragmentation, base64, pacing.
+//!
+//! A [`Link`] wraps one [`Transport`]. Outgoing frames wait in a queue per
+//! destination; when the destination's pace allows a message, the link
+//! packs control frames first, then data frames, into one message filled to
+//! the channel's limit, splitting the frame that does not fit into a
+//! fragment that continues in the next message. On text channels the
+//! message is base64 (standard alphabet, no line breaks).
+//!
+//! Pacing is a GCRA per destination on messages and on bytes, with no burst:
+//! the provider's limits are never hit, and a provider's `retry_after` is
+//! obeyed. Arriving messages are unpacked and fragments reassembled with
+//! bounded memory ([`Reassembler`]).
+//!
+//! Message layout: `b"PG" ++ [version]` then records, each
+//! `0x01 varint(len) frame` or `0x02 u64(frame id) varint(total)
+//! varint(offset) varint(len) bytes`.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+
+use crate::transport::{Address, Capabilities, Message, SendError, Transport};
+use crate::view::{FaultCounters, TransportHealth};
+
+const MAGIC: &[u8; 2] = b"PG";
+const LINK_VERSION: u8 = 1;
+const HEADER_LEN: usize = 3;
+const TAG_WHOLE: u8 = 1;
+const TAG_FRAGMENT: u8 = 2;
+/// Worst-case record header of a whole frame: tag + varint length.
+pub const WHOLE_RECORD_OVERHEAD: usize = 1 + 5;
+/// Worst-case fragment header: tag, id, three varints.
+const FRAGMENT_OVERHEAD: usize = 1 + 8 + 5 + 5 + 5;
+/// Do not start a fragment in less room than this.
+const MIN_FRAGMENT_ROOM: usize = FRAGMENT_OVERHEAD + 16;
+/// Largest frame the link accepts from a peer.
+pub const MAX_FRAME: usize = 8 * 1024 * 1024;
+
+/// Raw bytes a message of this channel can carry for records.
+pub fn message_payload(caps: &Capabilities) -> usize {
+    caps.payload_bytes().saturating_sub(HEADER_LEN)
+}
+
+/// Which queue a frame waits in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Class {
+    /// Handshakes, offers, acknowledgements: small, go first.
+    Control,
+    /// Chunks.
+    Data,
+}
+
+struct Outgoing {
+    to: Address,
+    frame: Vec<u8>,
+    class: Class,
+    /// A newer control frame with the same key replaces a queued older one
+    /// (acknowledgements carry the full state, so only the latest matters).
+    coalesce: Option<[u8; 17]>,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+/// Counters the link and the engine both write, read for health.
+#[derive(Default)]
+pub struct LinkStats {
+    pub messages_sent: AtomicU64,
+    pub bytes_sent: AtomicU64,
+    pub messages_received: AtomicU64,
+    pub errors: AtomicU64,
+    pub corrupt: AtomicU64,
+    pub duplicate: AtomicU64,
+    pub reordered: AtomicU64,
+    pub retransmitted: AtomicU64,
+    pub rtt_micros: AtomicU64,
+    pub retry_after_until_ms: AtomicU64,
+    pub up: std::sync::atomic::AtomicBool,
+    recent: Mutex<Recent>,
+}
+
+#[derive(Default)]
+struct Recent {
+    /// Send times of the last minute's messages.
+    sends: VecDeque<Instant>,
+    /// Bytes sent per second, last 60 s: (second number, bytes).
+    per_second: VecDeque<(u64, u64)>,
+}
+
+impl LinkStats {
+    fn record_send(&self, bytes: usize, started: Instant) {
+        self.messages_sent.fetch_add(1, Ordering::Relaxed);
+        self.bytes_sent.fetch_add(bytes as u64, Ordering::Relaxed);
+        self.up.store(true, Ordering::Relaxed);
+        let now = Instant::now();
+        if let Ok(mut r) = self.recent.lock() {
+            r.sends.push_back(now);
+            while r.sends.front().is_some_and(|t| now.duration_since(*t) > Duration::from_secs(60)) {
+                r.sends.pop_front();
+            }
+            let sec = now.duration_since(started).as_secs();
+            match r.per_second.back_mut() {
+                Some((s, b)) if *s == sec => *b += bytes as u64,
+                _ => r.per_second.push_back((sec, bytes as u64)),
+            }
+            while r.per_second.len() > 60 {
+                r.per_second.pop_front();
+            }
+        }
+    }
+
+    pub fn faults(&self) -> FaultCounters {
+        FaultCounters {
+            corrupt: self.corrupt.load(Ordering::Relaxed),
+            duplicate: self.duplicate.load(Ordering::Relaxed),
+            reordered: self.reordered.load(Ordering::Relaxed),
+            retransmitted: self.retransmitted.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The sending side of a link, cheap to clone.
+#[derive(Clone)]
+pub struct LinkHandle {
+    tx: mpsc::UnboundedSender<Outgoing>,
+    data_budget: Arc<Semaphore>,
+    caps: Capabilities,
+    describe: String,
+    profile: String,
+    pub stats: Arc<LinkStats>,
+    started: Instant,
+}
+
+/// Bytes of data frames a link lets wait in its queues, per link, in KiB
+/// permits. Enough to fill two messages, so a paced channel never waits
+/// for the engine, and no more, so retransmission timers start close to
+/// the real send.
+fn data_budget_kib(caps: &Capabilities) -> usize {
+    let two_messages = 2 * caps.payload_bytes();
+    two_messages.clamp(64 * 1024, 8 * 1024 * 1024) / 1024
+}
+
+impl LinkHandle {
+    pub fn capabilities(&self) -> &Capabilities {
+        &self.caps
+    }
+
+    pub fn describe(&self) -> &str {
+        &self.describe
+    }
+
+    /// Queue a control frame. Never waits.
+    pub fn send_control(&self, to: &Address, frame: Vec<u8>, coalesce: Option<[u8; 17]>) {
+        let _ = self.tx.send(Outgoing {
+            to: to.clone(),
+            frame,
+            class: Class::Control,
+            coalesce,
+            _permit: None,
+        });
+    }
+
+    /// Wait for room for one data frame of up to `bytes` (cancel-safe:
+    /// dropping the future reserves nothing).
+    pub async fn reserve(&self, bytes: usize) -> OwnedSemaphorePermit {
+        let kib = bytes.div_ceil(1024).clamp(1, data_budget_kib(&self.caps)) as u32;
+        self.data_budget
+            .clone()
+            .acquire_many_owned(kib)
+            .await
+            .expect("the data budget semaphore is never closed")
+    }
+
+    /// Queue a data frame in the room [`reserve`](Self::reserve) made; the
+    /// room is given back when the frame has been packed into a message.
+    pub fn send_reserved(&self, to: &Address, frame: Vec<u8>, permit: OwnedSemaphorePermit) {
+        let _ = self.tx.send(Outgoing {
+            to: to.clone(),
+            frame,
+            class: Class::Data,
+            coalesce: None,
+            _permit: Some(permit),
+        });
+    }
+
+    /// Free room in the data queue, in KiB.
+    pub fn room(&self) -> usize {
+        self.data_budget.available_permits()
+    }
+
+    pub fn record_rtt(&self, rtt: Duration) {
+        self.stats
+            .rtt_micros
+            .store(rtt.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    pub fn health(&self) -> TransportHealth {
+        let s = &self.stats;
+        let now = Instant::now();
+        let (messages_last_minute, throughput) = match s.recent.lock() {
+            Ok(r) => {
+                let n = r
+                    .sends
+                    .iter()
+                    .filter(|t| now.duration_since(**t) <= Duration::from_secs(60))
+                    .count() as u32;
+                let current = now.duration_since(self.started).as_secs();
+                let first = current.saturating_sub(59);
+                let mut series = vec![0u64; (current - first + 1) as usize];
+                for &(sec, b) in &r.per_second {
+                    if sec >= first {
+                        series[(sec - first) as usize] = b;
+                    }
+                }
+                (n, series)
+            }
+            Err(_) => (0, vec![]),
+        };
+        let rtt = s.rtt_micros.load(Ordering::Relaxed);
+        let until = s.retry_after_until_ms.load(Ordering::Relaxed);
+        let now_ms = now.duration_since(self.started).as_millis() as u64;
+        TransportHealth {
+            uri: self.describe.clone(),
+            profile: self.profile.clone(),
+            up: s.up.load(Ordering::Relaxed),
+            rtt: (rtt > 0).then(|| Duration::from_micros(rtt)),
+            throughput,
+            messages_last_minute,
+            messages_per_minute_limit: self.caps.messages_per_minute,
+            errors: s.errors.load(Ordering::Relaxed),
+            retry_after: (until > now_ms).then(|| Duration::from_millis(until - now_ms)),
+            faults: s.faults(),
+        }
+    }
+}
+
+/// A frame that arrived, with the index of the link it came by.
+pub struct Inbound {
+    pub frame: Vec<u8>,
+    pub link: usize,
+}
+
+/// Start a link over `transport`: returns its handle; arriving frames go to
+/// `inbound`.
+pub fn start<T: Transport>(
+    mut transport: T,
+    profile: &str,
+    index: usize,
+    inbound: mpsc::Sender<Inbound>,
+) -> LinkHandle {
+    let caps = transport.capabilities().clone();
+    let stats = Arc::new(LinkStats::default());
+    stats.up.store(true, Ordering::Relaxed);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let started = Instant::now();
+    let handle = LinkHandle {
+        tx,
+        data_budget: Arc::new(Semaphore::new(data_budget_kib(&caps))),
+        caps: caps.clone(),
+        describe: transport.describe(),
+        profile: profile.to_string(),
+        stats: stats.clone(),
+        started,
+    };
+    let incoming = transport.incoming();
+    tokio::spawn(receive_loop(incoming, caps.text_only, index, inbound, stats.clone()));
+    tokio::spawn(send_loop(transport, rx, stats, started));
+    handle
+}
+
+async fn receive_loop(
+    mut incoming: mpsc::Receiver<Message>,
+    text: bool,
+    index: usize,
+    inbound: mpsc::Sender<Inbound>,
+    stats: Arc<LinkStats>,
+) {
+    let mut reassembler = Reassembler::new(64 * 1024 * 1024);
+    while let Some(message) = incoming.recv().await {
+        stats.messages_received.fetch_add(1, Ordering::Relaxed);
+        let bytes = match message {
+            Message::Text(s) if text => match base64::engine::general_purpose::STANDARD.decode(s.trim()) {
+                Ok(b) => b,
+                Err(_) => {
+                    stats.corrupt.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+            },
+            Message::Text(s) => s.into_bytes(),
+            Message::Binary(b) => b,
+        };
+        let frames = match unpack(&bytes, &mut reassembler) {
+            Ok(frames) => frames,
+            Err(()) => {
+                stats.corrupt.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+        };
+        for frame in frames {
+            if inbound.send(Inbound { frame, link: index }).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Per-destination queue and pace.
+struct Dest {
+    control: VecDeque<Outgoing>,
+    data: VecDeque<Outgoing>,
+    /// The frame being split across messages: (id, bytes, next offset).
+    partial: Option<(u64, Vec<u8>, usize, Option<OwnedSemaphorePermit>)>,
+    data_bytes: usize,
+    oldest: Option<Instant>,
+    /// Earliest time the next message may go (message and byte pace).
+    free_at: Instant,
+    retry: Option<Vec<u8>>,
+}
+
+impl Dest {
+    fn new() -> Dest {
+        Dest {
+            control: VecDeque::new(),
+            data: VecDeque::new(),
+            partial: None,
+            data_bytes: 0,
+            oldest: None,
+            free_at: Instant::now(),
+            retry: None,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.control.is_empty() && self.data.is_empty() && self.partial.is_none() && self.retry.is_none()
+    }
+
+    fn pending_bytes(&self) -> usize {
+        let partial = self.partial.as_ref().map_or(0, |(_, f, off, _)| f.len() - off);
+        self.data_bytes + partial + self.control.iter().map(|o| o.frame.len()).sum::<usize>()
+    }
+}
+
+struct Pacer {
+    interval: Option<Duration>,
+    bytes_per_sec: Option<f64>,
+    linger: Duration,
+}
+
+impl Pacer {
+    fn new(caps: &Capabilities) -> Pacer {
+        let interval = caps
+            .messages_per_minute
+            .map(|m| Duration::from_secs_f64(60.0 / f64::from(m.max(1))));
+        let bytes_per_sec = caps.bytes_per_minute.map(|b| b as f64 / 60.0);
+        // Wait a little for a message to fill only when messages are scarce.
+        let linger = match interval {
+            Some(i) => (i / 4).min(Duration::from_millis(150)),
+            None => Duration::ZERO,
+        };
+        Pacer {
+            interval,
+            bytes_per_sec,
+            linger,
+        }
+    }
+
+    /// Charge one message of `size` bytes sent at `now`.
+    fn charge(&self, dest: &mut Dest, now: Instant, size: usize) {
+        let start = dest.free_at.max(now);
+        let by_count = self.interval.unwrap_or(Duration::ZERO);
+        let by_bytes = self
+            .bytes_per_sec
+            .map_or(Duration::ZERO, |r| Duration::from_secs_f64(size as f64 / r));
+        dest.free_at = start + by_count.max(by_bytes);
+    }
+}
+
+async fn send_loop<T: Transport>(
+    mut transport: T,
+    mut rx: mpsc::UnboundedReceiver<Outgoing>,
+    stats: Arc<LinkStats>,
+    started: Instant,
+) {
+    let caps = transport.capabilities().clone();
+    let pacer = Pacer::new(&caps);
+    let capacity = message_payload(&caps);
+    let mut dests: HashMap<Address, Dest> = HashMap::new();
+    let mut next_frame_id: u64 = rand::random();
+    loop {
+        // When could each destination send, and is it worth sending?
+        let now = Instant::now();
+        let mut wake: Option<Instant> = None;
+        let mut ready: Option<Address> = None;
+        for (addr, d) in &dests {
+            if d.is_empty() {
+                continue;
+            }
+            let full = d.pending_bytes() >= capacity || !d.control.is_empty() || d.retry.is_some();
+            let linger_done = d.oldest.map_or(true, |t| t + pacer.linger <= now);
+            let at = if full || linger_done {
+                d.free_at
+            } else {
+                d.free_at.max(d.oldest.map_or(now, |t| t + pacer.linger))
+            };
+            if at <= now {
+                ready = Some(addr.clone());
+                break;
+            }
+            wake = Some(wake.map_or(at, |w: Instant| w.min(at)));
+        }
+        if let Some(addr) = ready {
+            let d = dests.get_mut(&addr).expect("address came from the map");
+            let bytes = match d.retry.take() {
+                Some(b) => b,
+                None => pack(d, capacity, &mut next_frame_id),
+            };
+            let message = if caps.text_only {
+                Message::Text(base64::engine::general_purpose::STANDARD.encode(&bytes))
+            } else {
+                Message::Binary(bytes.clone())
+            };
+            let size = message.len();
+            match transport.send(&addr, message).await {
+                Ok(()) => {
+                    stats.record_send(bytes.len(), started);
+                    pacer.charge(d, Instant::now(), bytes.len());
+                }
+                Err(SendError::RateLimited(after)) => {
+                    stats.errors.fetch_add(1, Ordering::Relaxed);
+                    let until = Instant::now().duration_since(started) + after;
+                    stats
+                        .retry_after_until_ms
+                        .store(until.as_millis() as u64, Ordering::Relaxed);
+                    d.free_at = Instant::now() + after;
+                    d.retry = Some(bytes);
+                }
+                Err(e) => {
+                    stats.errors.fetch_add(1, Ordering::Relaxed);
+                    stats.up.store(false, Ordering::Relaxed);
+                    tracing::warn!(error = %e, size, "transport send failed; the engine will retransmit");
+                    d.free_at = Instant::now() + Duration::from_millis(500);
+                }
+            }
+            if d.is_empty() {
+                dests.remove(&addr);
+            }
+            continue;
+        }
+        let sleep = async {
+            match wake {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            out = rx.recv() => {
+                let Some(out) = out else { return };
+                enqueue(dests.entry(out.to.clone()).or_insert_with(Dest::new), out);
+                // Take whatever else is already waiting before deciding.
+                while let Ok(out) = rx.try_recv() {
+                    enqueue(dests.entry(out.to.clone()).or_insert_with(Dest::new), out);
+                }
+            }
+            () = sleep => {}
+        }
+    }
+}
+
+fn enqueue(d: &mut Dest, out: Outgoing) {
+    if d.oldest.is_none() {
+        d.oldest = Some(Instant::now());
+    }
+    match out.class {
+        Class::Control => {
+            if let Some(key) = out.coalesce {
+                if let Some(old) = d.control.iter_mut().find(|o| o.coalesce == Some(key)) {
+                    *old = out;
+                    return;
+                }
+            }
+            d.control.push_back(out);
+        }
+        Class::Data => {
+            d.data_bytes += out.frame.len();
+            d.data.push_back(out);
+        }
+    }
+}
+
+/// Fill one message from `d`'s queues: control first, then the partial
+/// frame, then data; the last frame that does not fit is split.
+fn pack(d: &mut Dest, capacity: usize, next_id: &mut u64) -> Vec<u8> {
+    let mut msg = Vec::with_capacity(capacity.min(4 * 1024 * 1024) + HEADER_LEN);
+    msg.extend_from_slice(MAGIC);
+    msg.push(LINK_VERSION);
+    let limit = capacity + HEADER_LEN;
+    // A partial frame goes first so it finishes as soon as possible.
+    if let Some((id, frame, off, permit)) = d.partial.take() {
+        let room = limit - msg.len();
+        let rest = frame.len() - off;
+        let take = rest.min(room.saturating_sub(FRAGMENT_OVERHEAD));
+        put_fragment(&mut msg, id, frame.len(), off, &frame[off..off + take]);
+        if off + take < frame.len() {
+            d.partial = Some((id, frame, off + take, permit));
+        }
+    }
+    loop {
+        let from_control = !d.control.is_empty();
+        let next = if from_control { d.control.front() } else { d.data.front() };
+        let Some(next) = next else { break };
+        if d.partial.is_some() {
+            break;
+        }
+        let room = limit - msg.len();
+        let need = next.frame.len() + WHOLE_RECORD_OVERHEAD;
+        if need <= room {
+            let out = pop(d, from_control);
+            msg.push(TAG_WHOLE);
+            put_varint(&mut msg, out.frame.len() as u64);
+            msg.extend_from_slice(&out.frame);
+            continue;
+        }
+        if room < MIN_FRAGMENT_ROOM {
+            break;
+        }
+        let out = pop(d, from_control);
+        *next_id = next_id.wrapping_add(1);
+        let take = room - FRAGMENT_OVERHEAD;
+        put_fragment(&mut msg, *next_id, out.frame.len(), 0, &out.frame[..take]);
+        d.partial = Some((*next_id, out.frame, take, out._permit));
+        break;
+    }
+    d.oldest = if d.is_empty() { None } else { Some(Instant::now()) };
+    msg
+}
+
+fn pop(d: &mut Dest, control: bool) -> Outgoing {
+    if control {
+        d.control.pop_front().expect("checked non-empty")
+    } else {
+        let out = d.data.pop_front().expect("checked non-empty");
+        d.data_bytes -= out.frame.len();
+        out
+    }
+}
+
+fn put_fragment(msg: &mut Vec<u8>, id: u64, total: usize, offset: usize, part: &[u8]) {
+    msg.push(TAG_FRAGMENT);
+    msg.extend_from_slice(&id.to_be_bytes());
+    put_varint(msg, total as u64);
+    put_varint(msg, offset as u64);
+    put_varint(msg, part.len() as u64);
+    msg.extend_from_slice(part);
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn get_varint(buf: &[u8], pos: &mut usize) -> Result<u64, ()> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let b = *buf.get(*pos).ok_or(())?;
+        *pos += 1;
+        v |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Ok(v);
+        }
+    }
+    Err(())
+}
+
+/// Split a message into the frames it completes.
+pub fn unpack(buf: &[u8], reassembler: &mut Reassembler) -> Result<Vec<Vec<u8>>, ()> {
+    if buf.len() < HEADER_LEN || &buf[..2] != MAGIC || buf[2] != LINK_VERSION {
+        return Err(());
+    }
+    let mut pos = HEADER_LEN;
+    let mut frames = vec![];
+    while pos < buf.len() {
+        let tag = buf[pos];
+        pos += 1;
+        match tag {
+            TAG_WHOLE => {
+                let len = get_varint(buf, &mut pos)? as usize;
+                let end = pos.checked_add(len).filter(|&e| e <= buf.len()).ok_or(())?;
+                frames.push(buf[pos..end].to_vec());
+                pos = end;
+            }
+            TAG_FRAGMENT => {
+                let id_bytes: [u8; 8] = buf.get(pos..pos + 8).ok_or(())?.try_into().map_err(|_| ())?;
+                pos += 8;
+                let total = get_varint(buf, &mut pos)? as usize;
+                let offset = get_varint(buf, &mut pos)? as usize;
+                let len = get_varint(buf, &mut pos)? as usize;
+                let end = pos.checked_add(len).filter(|&e| e <= buf.len()).ok_or(())?;
+                if let Some(frame) =
+                    reassembler.add(u64::from_be_bytes(id_bytes), total, offset, &buf[pos..end])?
+                {
+                    frames.push(frame);
+                }
+                pos = end;
+            }
+            _ => return Err(()),
+        }
+    }
+    Ok(frames)
+}
+
+/// Puts fragmented frames back together, holding at most `budget` bytes and
+/// dropping the oldest partial frame to make room (its sender retransmits).
+pub struct Reassembler {
+    budget: usize,
+    used: usize,
+    partials: HashMap<u64, Partial>,
+    order: VecDeque<u64>,
+    done: HashSet<u64>,
+    done_order: VecDeque<u64>,
+}
+
+struct Partial {
+    buf: Vec<u8>,
+    /// Received byte ranges, merged.
+    have: Vec<(usize, usize)>,
+    started: Instant,
+}
+
+impl Reassembler {
+    const TIMEOUT: Duration = Duration::from_secs(600);
+    const REMEMBER_DONE: usize = 4096;
+
+    pub fn new(budget: usize) -> Reassembler {
+        Reassembler {
+            budget,
+            used: 0,
+            partials: HashMap::new(),
+            order: VecDeque::new(),
+            done: HashSet::new(),
+            done_order: VecDeque::new(),
+        }
+    }
+
+    /// Add a fragment; returns the whole frame when this completes it.
+    pub fn add(&mut self, id: u64, total: usize, offset: usize, part: &[u8]) -> Result<Option<Vec<u8>>, ()> {
+        if total > MAX_FRAME || offset.checked_add(part.len()).is_none_or(|e| e > total) {
+            return Err(());
+        }
+        if self.done.contains(&id) {
+            return Ok(None);
+        }
+        self.expire();
+        if !self.partials.contains_key(&id) {
+            while self.used + total > self.budget {
+                let Some(old) = self.order.pop_front() else { break };
+                if let Some(p) = self.partials.remove(&old) {
+                    self.used -= p.buf.len();
+                }
+            }
+            self.used += total;
+            self.order.push_back(id);
+            self.partials.insert(
+                id,
+                Partial {
+                    buf: vec![0; total],
+                    have: vec![],
+                    started: Instant::now(),
+                },
+            );
+        }
+        let p = self.partials.get_mut(&id).expect("inserted above");
+        if p.buf.len() != total {
+            return Err(());
+        }
+        p.buf[offset..offset + part.len()].copy_from_slice(part);
+        p.have.push((offset, offset + part.len()));
+        p.have.sort_unstable();
+        let mut merged: Vec<(usize, usize)> = vec![];
+        for &(s, e) in &p.have {
+            match merged.last_mut() {
+                Some(last) if s <= last.1 => last.1 = last.1.max(e),
+                _ => merged.push((s, e)),
+            }
+        }
+        p.have = merged;
+        if p.have == [(0, total)] {
+            let p = self.partials.remove(&id).expect("present");
+            self.used -= p.buf.len();
+            self.order.retain(|&o| o != id);
+            self.done.insert(id);
+            self.done_order.push_back(id);
+            if self.done_order.len() > Self::REMEMBER_DONE {
+                if let Some(old) = self.done_order.pop_front() {
+                    self.done.remove(&old);
+                }
+            }
+            return Ok(Some(p.buf));
+        }
+        Ok(None)
+    }
+
+    fn expire(&mut self) {
+        let now = Instant::now();
+        while let Some(&id) = self.order.front() {
+            let stale = self
+                .partials
+                .get(&id)
+                .is_none_or(|p| now.duration_since(p.started) > Self::TIMEOUT);
+            if !stale {
+                break;
+            }
+            self.order.pop_front();
+            if let Some(p) = self.partials.remove(&id) {
+                self.used -= p.buf.len();
+            }
+        }
+    }
+
+    pub fn bytes_held(&self) -> usize {
+        self.used
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn out(frame: Vec<u8>, class: Class) -> Outgoing {
+        Outgoing {
+            to: "x".into(),
+            frame,
+            class,
+            coalesce: None,
+            _permit: None,
+        }
+    }
+
+    /// Pack everything queued into messages of `capacity`.
+    fn pack_all(frames: &[Vec<u8>], capacity: usize) -> Vec<Vec<u8>> {
+        let mut d = Dest::new();
+        for f in frames {
+            enqueue(&mut d, out(f.clone(), Class::Data));
+        }
+        let mut id = 0;
+        let mut msgs = vec![];
+        while !d.is_empty() {
+            msgs.push(pack(&mut d, capacity, &mut id));
+        }
+        msgs
+    }
+
+    #[test]
+    fn messages_are_filled_to_the_limit() {
+        let frames: Vec<Vec<u8>> = (0..50).map(|i| vec![i as u8; 700]).collect();
+        let msgs = pack_all(&frames, 3069);
+        for m in &msgs[..msgs.len() - 1] {
+            assert!(m.len() <= 3072);
+            assert!(m.len() as f64 >= 0.95 * 3072.0, "{}", m.len());
+        }
+    }
+
+    #[test]
+    fn control_frames_replace_older_ones_with_the_same_key() {
+        let mut d = Dest::new();
+        let mut a = out(vec![1], Class::Control);
+        a.coalesce = Some([1; 17]);
+        let mut b = out(vec![2], Class::Control);
+        b.coalesce = Some([1; 17]);
+        enqueue(&mut d, a);
+        enqueue(&mut d, b);
+        assert_eq!(d.control.len(), 1);
+        assert_eq!(d.control[0].frame, vec![2]);
+    }
+
+    proptest! {
+        #[test]
+        fn any_frames_survive_packing_shuffling_and_duplication(
+            sizes in proptest::collection::vec(0usize..9000, 1..30),
+            capacity in 200usize..5000,
+            seed in any::<u64>(),
+        ) {
+            use rand::{seq::SliceRandom, SeedableRng};
+            let frames: Vec<Vec<u8>> = sizes.iter().enumerate()
+                .map(|(i, &n)| (0..n).map(|j| (i * 31 + j) as u8).collect()).collect();
+            let mut msgs = pack_all(&frames, capacity);
+            for m in &msgs { prop_assert!(m.len() <= capacity + HEADER_LEN); }
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let dups: Vec<_> = msgs.iter().step_by(3).cloned().collect();
+            msgs.extend(dups);
+            msgs.shuffle(&mut rng);
+            let mut r = Reassembler::new(64 * 1024 * 1024);
+            let mut got: Vec<Vec<u8>> = vec![];
+            for m in &msgs { got.extend(unpack(m, &mut r).unwrap()); }
+            got.sort();
+            got.dedup();
+            let mut want = frames.clone();
+            want.sort();
+            want.dedup();
+            prop_assert_eq!(got, want);
+            prop_assert_eq!(r.bytes_held(), 0);
+        }
+
+        #[test]
+        fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let mut r = Reassembler::new(1024 * 1024);
+            let mut with_header = b"PG\x01".to_vec();
+            with_header.extend_from_slice(&bytes);
+            let _ = unpack(&bytes, &mut r);
+            let _ = unpack(&with_header, &mut r);
+        }
+    }
+
+    #[test]
+    fn reassembly_memory_is_bounded() {
+        let mut r = Reassembler::new(10_000);
+        for id in 0..100u64 {
+            r.add(id, 4000, 0, &[0; 10]).unwrap();
+            assert!(r.bytes_held() <= 10_000);
+        }
+        assert!(r.add(1, MAX_FRAME + 1, 0, &[0]).is_err());
+    }
+
+    #[test]
+    fn pacing_holds_messages_and_bytes_per_minute() {
+        let caps = Capabilities {
+            max_message: 4096,
+            text_only: true,
+            messages_per_minute: Some(60),
+            bytes_per_minute: Some(60_000),
+        };
+        let pacer = Pacer::new(&caps);
+        let mut d = Dest::new();
+        let t0 = Instant::now();
+        d.free_at = t0;
+        pacer.charge(&mut d, t0, 100);
+        assert_eq!(d.free_at - t0, Duration::from_secs(1));
+        pacer.charge(&mut d, t0, 3000);
+        // 3000 bytes at 1000 B/s take 3 s, more than the 1 s message pace.
+        assert_eq!(d.free_at - t0, Duration::from_secs(4));
+    }
+}

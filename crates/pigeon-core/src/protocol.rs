@@ -1,0 +1,426 @@
+//! What travels between the parties: [`Frame`]s, and inside sealed frames,
+//! [`Control`] messages. Pure data and pure functions.
+//!
+//! A transfer is a [`Manifest`] plus `chunk_count` chunks of `chunk_size`
+//! bytes (the last one shorter). A chunk travels as [`Frame::Chunk`], its
+//! body sealed with the transfer's [`ChunkCipher`]; inside the seal is a
+//! [`ChunkBody`]: a flag byte (gzip or raw), the SHA-256 of the plaintext,
+//! and the data. Everything else (offers, acknowledgements, the final hash,
+//! listings) is a [`Control`] sealed in the Noise session.
+
+use std::io::{Read, Write};
+
+use serde::{Deserialize, Serialize};
+
+use crate::bitmap::Bitmap;
+use crate::codec;
+use crate::crypto::{self, ChunkCipher, TransferSecret, PROTOCOL_VERSION};
+use crate::engine::handle::RemoteEntry;
+use crate::error::{CoreError, Result};
+use crate::view::TransferId;
+
+/// Bytes a [`Frame::Chunk`] adds around its data, at most: frame version and
+/// tag (2), transfer id (16), index varint (5), last flag (1), body length
+/// varint (5), chunk body flags (1) and hash (32), AEAD tag (16).
+pub const CHUNK_FRAME_OVERHEAD: usize = 2 + 16 + 5 + 1 + 5 + 1 + 32 + crypto::TAG_LEN;
+
+/// A frame: the unit the link carries (packed into and split across messages).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Frame {
+    /// First handshake message, from the client.
+    Hello {
+        session: [u8; 16],
+        from: [u8; 32],
+        noise: Vec<u8>,
+    },
+    /// Second handshake message, from the agent.
+    Welcome { session: [u8; 16], noise: Vec<u8> },
+    /// A [`Control`] sealed in the session.
+    Sealed {
+        session: [u8; 16],
+        /// Sender's key id, so an unknown session can be answered.
+        from: [u8; 8],
+        nonce: u64,
+        body: Vec<u8>,
+    },
+    /// One chunk of a transfer, sealed with the transfer's key.
+    Chunk {
+        transfer: [u8; 16],
+        index: u32,
+        last: bool,
+        body: Vec<u8>,
+    },
+    /// "I have no session by that id; handshake again." Unauthenticated: at
+    /// worst it makes the client handshake once more (rate limited).
+    UnknownSession { session: [u8; 16], from: [u8; 32] },
+}
+
+impl Frame {
+    pub fn encode(&self) -> Result<Vec<u8>> {
+        codec::encode("frame", PROTOCOL_VERSION, self)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Frame> {
+        codec::decode("frame", PROTOCOL_VERSION, bytes)
+    }
+}
+
+/// Everything the receiver must know before the first chunk.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub name: String,
+    pub size: u64,
+    pub chunk_size: u32,
+    pub mime: String,
+    pub modified_unix: u64,
+    pub mode: u32,
+}
+
+impl Manifest {
+    pub fn chunk_count(&self) -> u32 {
+        chunk_count(self.size, self.chunk_size)
+    }
+
+    /// Plaintext length of chunk `index`.
+    pub fn chunk_len(&self, index: u32) -> usize {
+        let start = u64::from(index) * u64::from(self.chunk_size);
+        (self.size.saturating_sub(start)).min(u64::from(self.chunk_size)) as usize
+    }
+
+    pub fn offset(&self, index: u32) -> u64 {
+        u64::from(index) * u64::from(self.chunk_size)
+    }
+
+    /// Bound into every chunk's associated data.
+    pub fn hash(&self) -> Result<[u8; 32]> {
+        Ok(crypto::sha256(&codec::encode("manifest", 1, self)?))
+    }
+}
+
+/// Chunks in a file of `size` bytes. An empty file still has one (empty)
+/// chunk, so every transfer has a last chunk to authenticate its end.
+pub fn chunk_count(size: u64, chunk_size: u32) -> u32 {
+    let cs = u64::from(chunk_size.max(1));
+    (size.div_ceil(cs)).max(1) as u32
+}
+
+/// Which chunks a receiver holds: all below `base`, plus `ranges`
+/// (start inclusive, end exclusive) above it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AckState {
+    pub base: u32,
+    pub ranges: Vec<(u32, u32)>,
+}
+
+impl AckState {
+    /// Most ranges one acknowledgement carries, lowest first; the rest wait
+    /// for the next one.
+    pub const MAX_RANGES: usize = 256;
+
+    pub fn from_bitmap(bits: &Bitmap) -> AckState {
+        let base = bits.first_clear().unwrap_or(bits.len());
+        let ranges = bits
+            .set_ranges_from(base)
+            .take(Self::MAX_RANGES)
+            .collect::<Vec<_>>();
+        AckState { base, ranges }
+    }
+
+    pub fn contains(&self, index: u32) -> bool {
+        index < self.base || self.ranges.iter().any(|&(s, e)| index >= s && index < e)
+    }
+
+    /// Every index this state names, in order.
+    pub fn indices(&self) -> impl Iterator<Item = u32> + '_ {
+        (0..self.base).chain(self.ranges.iter().flat_map(|&(s, e)| s..e))
+    }
+}
+
+/// Why a request was refused, for the requester to act on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RefuseCode {
+    Permission,
+    BadPath,
+    Exists,
+    NotFound,
+    TooLarge,
+    Internal,
+}
+
+/// Control messages, always sealed in a session.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Control {
+    /// The sender proposes a transfer. Repeated on every new session, so
+    /// the receiver can answer what it already has.
+    Offer {
+        transfer: TransferId,
+        manifest: Manifest,
+        secret: TransferSecret,
+        path: String,
+        overwrite: bool,
+        /// True when this transfer replaces an earlier one of the same file
+        /// whose source changed (downloads).
+        restarted: bool,
+    },
+    /// The receiver takes it, and already has these chunks.
+    Accept { transfer: TransferId, have: AckState },
+    /// The receiver (or the agent, for a fetch) will not.
+    Refuse {
+        transfer: TransferId,
+        code: RefuseCode,
+        reason: String,
+    },
+    Ack { transfer: TransferId, have: AckState },
+    /// All chunks are acknowledged; this is the whole file's SHA-256.
+    Finish { transfer: TransferId, sha256: [u8; 32] },
+    /// The receiver verified the whole file and put it in place.
+    Done { transfer: TransferId, sha256: [u8; 32] },
+    /// The receiver's whole-file hash did not match: nothing was kept.
+    Mismatch { transfer: TransferId, reason: String },
+    /// Client asks the agent to send a file (a download).
+    Fetch { transfer: TransferId, path: String },
+    Cancel { transfer: TransferId },
+    List { request: u64, dir: String, offset: u32 },
+    Listing {
+        request: u64,
+        entries: Vec<RemoteEntry>,
+        more: bool,
+    },
+    ListRefused { request: u64, reason: String },
+}
+
+impl Control {
+    pub fn encode(&self) -> Result<Vec<u8>> {
+        codec::encode("control", PROTOCOL_VERSION, self)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Control> {
+        codec::decode("control", PROTOCOL_VERSION, bytes)
+    }
+
+    /// The transfer this message is about, if any.
+    pub fn transfer(&self) -> Option<TransferId> {
+        match self {
+            Control::Offer { transfer, .. }
+            | Control::Accept { transfer, .. }
+            | Control::Refuse { transfer, .. }
+            | Control::Ack { transfer, .. }
+            | Control::Finish { transfer, .. }
+            | Control::Done { transfer, .. }
+            | Control::Mismatch { transfer, .. }
+            | Control::Fetch { transfer, .. }
+            | Control::Cancel { transfer } => Some(*transfer),
+            Control::List { .. } | Control::Listing { .. } | Control::ListRefused { .. } => None,
+        }
+    }
+}
+
+const FLAG_GZIP: u8 = 1;
+
+/// A chunk's plaintext, ready to seal or just opened.
+pub struct ChunkBody;
+
+impl ChunkBody {
+    /// Build the sealed body of one chunk: gzip it when `try_compress` and
+    /// it shrinks, then seal. Returns (sealed body, plaintext SHA-256,
+    /// whether it was compressed).
+    pub fn seal(
+        cipher: &ChunkCipher,
+        index: u32,
+        last: bool,
+        data: &[u8],
+        try_compress: bool,
+    ) -> Result<(Vec<u8>, [u8; 32], bool)> {
+        let hash = crypto::sha256(data);
+        let compressed = if try_compress && data.len() >= 64 {
+            let mut enc = flate2::write::GzEncoder::new(
+                Vec::with_capacity(data.len() / 2),
+                flate2::Compression::fast(),
+            );
+            enc.write_all(data)
+                .and_then(|_| enc.finish())
+                .ok()
+                .filter(|c| c.len() < data.len())
+        } else {
+            None
+        };
+        let (flags, payload) = match &compressed {
+            Some(c) => (FLAG_GZIP, c.as_slice()),
+            None => (0, data),
+        };
+        let mut plain = Vec::with_capacity(1 + 32 + payload.len());
+        plain.push(flags);
+        plain.extend_from_slice(&hash);
+        plain.extend_from_slice(payload);
+        Ok((cipher.seal(index, last, &plain)?, hash, compressed.is_some()))
+    }
+
+    /// Open, decompress (never past `expected_len`: no bombs) and check the
+    /// plaintext hash. Returns the data and its hash.
+    pub fn open(
+        cipher: &ChunkCipher,
+        index: u32,
+        last: bool,
+        body: &[u8],
+        expected_len: usize,
+    ) -> Result<(Vec<u8>, [u8; 32])> {
+        let plain = cipher.open(index, last, body)?;
+        if plain.len() < 33 {
+            return Err(CoreError::Integrity(format!("chunk {index} is too short")));
+        }
+        let flags = plain[0];
+        let mut claimed = [0u8; 32];
+        claimed.copy_from_slice(&plain[1..33]);
+        let payload = &plain[33..];
+        let data = if flags & FLAG_GZIP != 0 {
+            let mut out = Vec::with_capacity(expected_len);
+            let mut dec = flate2::read::GzDecoder::new(payload).take(expected_len as u64 + 1);
+            dec.read_to_end(&mut out).map_err(|e| {
+                CoreError::Integrity(format!("chunk {index} does not decompress: {e}"))
+            })?;
+            out
+        } else {
+            payload.to_vec()
+        };
+        if data.len() != expected_len {
+            return Err(CoreError::Integrity(format!(
+                "chunk {index} holds {} bytes, the manifest says {expected_len}",
+                data.len()
+            )));
+        }
+        let hash = crypto::sha256(&data);
+        if hash != claimed {
+            return Err(CoreError::Integrity(format!(
+                "chunk {index} SHA-256 mismatch"
+            )));
+        }
+        Ok((data, hash))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn cipher() -> ChunkCipher {
+        ChunkCipher::new(&TransferSecret::random(), &[1; 16], &[2; 32])
+    }
+
+    #[test]
+    fn chunk_counts_cover_edge_sizes() {
+        assert_eq!(chunk_count(0, 10), 1);
+        assert_eq!(chunk_count(1, 10), 1);
+        assert_eq!(chunk_count(10, 10), 1);
+        assert_eq!(chunk_count(11, 10), 2);
+        assert_eq!(chunk_count(30, 10), 3);
+    }
+
+    #[test]
+    fn compressible_chunks_are_compressed_and_come_back() {
+        let c = cipher();
+        let data = b"log line 42: all is well\n".repeat(200);
+        let (body, hash, gz) = ChunkBody::seal(&c, 0, true, &data, true).unwrap();
+        assert!(gz);
+        assert!(body.len() < data.len() / 4);
+        let (back, h2) = ChunkBody::open(&c, 0, true, &body, data.len()).unwrap();
+        assert_eq!(back, data);
+        assert_eq!(hash, h2);
+    }
+
+    #[test]
+    fn incompressible_chunks_go_raw() {
+        let c = cipher();
+        let data: Vec<u8> = (0..4096).map(|_| rand::random()).collect();
+        let (body, _, gz) = ChunkBody::seal(&c, 0, false, &data, true).unwrap();
+        assert!(!gz);
+        assert_eq!(body.len(), data.len() + 33 + crypto::TAG_LEN);
+    }
+
+    #[test]
+    fn a_decompression_bomb_is_refused_without_inflating_it() {
+        // A sender with the key crafts a chunk whose gzip expands far past
+        // the declared size.
+        let secret = TransferSecret::random();
+        let c = ChunkCipher::new(&secret, &[1; 16], &[2; 32]);
+        let huge = vec![0u8; 50 * 1024 * 1024];
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        enc.write_all(&huge).unwrap();
+        let gz = enc.finish().unwrap();
+        let mut plain = vec![FLAG_GZIP];
+        plain.extend_from_slice(&crypto::sha256(&huge));
+        plain.extend_from_slice(&gz);
+        let body = c.seal(0, true, &plain).unwrap();
+        let err = ChunkBody::open(&c, 0, true, &body, 4096).unwrap_err();
+        assert!(err.to_string().contains("manifest says 4096"), "{err}");
+    }
+
+    #[test]
+    fn frames_round_trip_and_refuse_garbage() {
+        let f = Frame::Chunk {
+            transfer: [3; 16],
+            index: 77,
+            last: false,
+            body: vec![1, 2, 3],
+        };
+        assert_eq!(Frame::decode(&f.encode().unwrap()).unwrap(), f);
+        assert!(Frame::decode(&[PROTOCOL_VERSION, 200, 1, 2]).is_err());
+    }
+
+    #[test]
+    fn chunk_frame_overhead_bound_holds() {
+        let c = cipher();
+        let data: Vec<u8> = (0..3000).map(|_| rand::random()).collect();
+        let (body, _, _) = ChunkBody::seal(&c, u32::MAX, true, &data, true).unwrap();
+        let f = Frame::Chunk {
+            transfer: [3; 16],
+            index: u32::MAX,
+            last: true,
+            body,
+        };
+        assert!(f.encode().unwrap().len() <= data.len() + CHUNK_FRAME_OVERHEAD);
+    }
+
+    proptest! {
+        #[test]
+        fn ack_state_names_exactly_the_set_bits(bits in proptest::collection::vec(any::<bool>(), 0..600)) {
+            let mut map = Bitmap::new(bits.len() as u32);
+            for (i, &b) in bits.iter().enumerate() {
+                if b { map.set(i as u32); }
+            }
+            let ack = AckState::from_bitmap(&map);
+            let named: Vec<u32> = ack.indices().collect();
+            let expected: Vec<u32> = (0..bits.len() as u32).filter(|&i| bits[i as usize]).collect();
+            if ack.ranges.len() < AckState::MAX_RANGES {
+                prop_assert_eq!(named, expected);
+            }
+            for i in 0..bits.len() as u32 {
+                if ack.contains(i) { prop_assert!(bits[i as usize]); }
+            }
+        }
+
+        #[test]
+        fn chunking_then_reassembly_gives_the_file_back(
+            data in proptest::collection::vec(any::<u8>(), 0..5000),
+            chunk_size in 1u32..700,
+        ) {
+            let m = Manifest { name: "f".into(), size: data.len() as u64, chunk_size, mime: String::new(), modified_unix: 0, mode: 0 };
+            let c = cipher();
+            let mut out = vec![0u8; data.len()];
+            // Seal every chunk, then open them in reverse order.
+            let sealed: Vec<_> = (0..m.chunk_count()).map(|i| {
+                let off = m.offset(i) as usize;
+                let len = m.chunk_len(i);
+                let last = i + 1 == m.chunk_count();
+                ChunkBody::seal(&c, i, last, &data[off..off + len], true).unwrap().0
+            }).collect();
+            for i in (0..m.chunk_count()).rev() {
+                let last = i + 1 == m.chunk_count();
+                let (d, _) = ChunkBody::open(&c, i, last, &sealed[i as usize], m.chunk_len(i)).unwrap();
+                let off = m.offset(i) as usize;
+                out[off..off + d.len()].copy_from_slice(&d);
+            }
+            prop_assert_eq!(out, data);
+        }
+    }
+}

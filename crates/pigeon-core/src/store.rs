@@ -1,0 +1,427 @@
+//! Durable state: the only module that knows it is sled.
+//!
+//! Trees and what they hold (every value is a versioned [`codec`] record):
+//! - `transfers`: [`TransferRecord`] by transfer id (FileTransfer);
+//! - `bitmaps`: the per-transfer [`Bitmap`] of held or acknowledged chunks;
+//! - `chunk_hashes`: SHA-256 of each chunk's plaintext, keyed
+//!   `transfer id ++ index` (FileChunk state; the bytes stay in files);
+//! - `sessions`: [`SessionRecord`] by session id (TransferSession);
+//! - `audit`: the agent's hash-chained [`AuditRecord`]s.
+//!
+//! sled 0.34 is beta by its own README, so: small records, a flush before
+//! anything is acknowledged ([`Store::flush`]), a small cache so memory
+//! stays bounded, and kill -9 tests on top.
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::bitmap::Bitmap;
+use crate::codec;
+use crate::crypto::{self, TransferSecret};
+use crate::error::{CoreError, Result};
+use crate::protocol::Manifest;
+use crate::view::{Direction, FaultCounters, TransferId, TransferStatus};
+
+const RECORD_VERSION: u8 = 1;
+
+/// What identifies a source file's content without reading it; if any of
+/// it changes, a resumed transfer is re-keyed and restarted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceStamp {
+    pub size: u64,
+    pub modified_nanos: u128,
+    pub inode: u64,
+}
+
+impl SourceStamp {
+    pub fn of(meta: &std::fs::Metadata) -> SourceStamp {
+        use std::os::unix::fs::MetadataExt;
+        let modified_nanos = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
+        SourceStamp {
+            size: meta.len(),
+            modified_nanos,
+            inode: meta.ino(),
+        }
+    }
+}
+
+/// Which end of the transfer this party is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    Sender,
+    Receiver,
+}
+
+/// One file transfer, as this party knows it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TransferRecord {
+    pub id: TransferId,
+    pub direction: Direction,
+    pub role: Role,
+    pub peer: String,
+    /// The file on this machine: the source (sender) or the destination
+    /// (receiver), absolute.
+    pub local_path: PathBuf,
+    /// The path under the agent's root.
+    pub remote_path: String,
+    /// Where a receiver writes until the whole-file hash matched.
+    pub partial_path: Option<PathBuf>,
+    pub manifest: Manifest,
+    pub secret: TransferSecret,
+    pub sha256: Option<[u8; 32]>,
+    pub status: TransferStatus,
+    pub transport: String,
+    pub chunks_total: u32,
+    pub chunks_done: u32,
+    pub created_unix: u64,
+    pub completed_unix: Option<u64>,
+    pub source: Option<SourceStamp>,
+    pub error: Option<String>,
+    pub priority: i64,
+    pub no_compress: bool,
+    pub overwrite: bool,
+    pub faults: FaultCounters,
+}
+
+impl TransferRecord {
+    pub fn mime(&self) -> &str {
+        &self.manifest.mime
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SessionStatus {
+    Active,
+    Completed,
+    Expired,
+}
+
+/// A Noise session with a peer. The keys live in memory only: after a
+/// restart the parties handshake again, and transfers resume on the new
+/// session.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SessionRecord {
+    pub id: [u8; 16],
+    pub peer: String,
+    pub transport: String,
+    /// Hex of the session id, as shown in logs.
+    pub token: String,
+    pub status: SessionStatus,
+    pub created_unix: u64,
+    pub expires_unix: u64,
+}
+
+/// One line of the agent's audit log, chained to the one before by hash.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AuditRecord {
+    pub seq: u64,
+    pub prev: [u8; 32],
+    pub time_unix: u64,
+    pub peer: String,
+    pub action: String,
+    pub path: String,
+    pub outcome: String,
+    pub sha256: Option<String>,
+    pub transport: String,
+}
+
+pub fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The store of one party's home.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    transfers: sled::Tree,
+    bitmaps: sled::Tree,
+    chunk_hashes: sled::Tree,
+    sessions: sled::Tree,
+    audit: sled::Tree,
+}
+
+impl Store {
+    /// Open (or create) the store in `dir`. Fails with
+    /// [`CoreError::StoreLocked`] when another process holds it.
+    pub fn open(dir: &Path) -> Result<Store> {
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(4 * 1024 * 1024)
+            .flush_every_ms(Some(1000))
+            .open()
+            .map_err(|e| match &e {
+                sled::Error::Io(io)
+                    if io.kind() == std::io::ErrorKind::WouldBlock
+                        || io.to_string().contains("lock") =>
+                {
+                    CoreError::StoreLocked {
+                        path: dir.to_path_buf(),
+                    }
+                }
+                _ => CoreError::Store(format!("opening {}: {e}", dir.display())),
+            })?;
+        Ok(Store {
+            transfers: db.open_tree("transfers")?,
+            bitmaps: db.open_tree("bitmaps")?,
+            chunk_hashes: db.open_tree("chunk_hashes")?,
+            sessions: db.open_tree("sessions")?,
+            audit: db.open_tree("audit")?,
+            db,
+        })
+    }
+
+    pub fn put_transfer(&self, t: &TransferRecord) -> Result<()> {
+        self.transfers
+            .insert(t.id.0, codec::encode("transfer record", RECORD_VERSION, t)?)?;
+        Ok(())
+    }
+
+    pub fn transfer(&self, id: &TransferId) -> Result<Option<TransferRecord>> {
+        self.transfers
+            .get(id.0)?
+            .map(|v| codec::decode("transfer record", RECORD_VERSION, &v))
+            .transpose()
+    }
+
+    /// Every transfer, oldest first. Records that do not decode (from a
+    /// newer pigeon, say) are skipped with a warning, not fatal.
+    pub fn transfers(&self) -> Result<Vec<TransferRecord>> {
+        let mut all = vec![];
+        for item in self.transfers.iter() {
+            let (_, v) = item?;
+            match codec::decode::<TransferRecord>("transfer record", RECORD_VERSION, &v) {
+                Ok(t) => all.push(t),
+                Err(e) => tracing::warn!("skipping a stored transfer: {e}"),
+            }
+        }
+        all.sort_by_key(|t| (t.created_unix, t.id));
+        Ok(all)
+    }
+
+    /// Find a transfer by full id or by a unique prefix of its hex.
+    pub fn find_transfer(&self, prefix: &str) -> Result<TransferRecord> {
+        let matches: Vec<_> = self
+            .transfers()?
+            .into_iter()
+            .filter(|t| t.id.to_string().starts_with(&prefix.to_ascii_lowercase()))
+            .collect();
+        match matches.len() {
+            1 => Ok(matches.into_iter().next().expect("one match")),
+            0 => Err(CoreError::UnknownTransfer(prefix.to_string())),
+            n => Err(CoreError::Transfer(format!(
+                "{n} transfers start with {prefix:?}; give more of the id"
+            ))),
+        }
+    }
+
+    pub fn delete_transfer(&self, id: &TransferId) -> Result<()> {
+        self.transfers.remove(id.0)?;
+        self.bitmaps.remove(id.0)?;
+        for k in self.chunk_hashes.scan_prefix(id.0).keys() {
+            self.chunk_hashes.remove(k?)?;
+        }
+        Ok(())
+    }
+
+    pub fn put_bitmap(&self, id: &TransferId, bits: &Bitmap) -> Result<()> {
+        self.bitmaps
+            .insert(id.0, codec::encode("chunk bitmap", RECORD_VERSION, bits)?)?;
+        Ok(())
+    }
+
+    pub fn bitmap(&self, id: &TransferId) -> Result<Option<Bitmap>> {
+        self.bitmaps
+            .get(id.0)?
+            .map(|v| codec::decode("chunk bitmap", RECORD_VERSION, &v))
+            .transpose()
+    }
+
+    pub fn put_chunk_hash(&self, id: &TransferId, index: u32, hash: &[u8; 32]) -> Result<()> {
+        self.chunk_hashes.insert(chunk_key(id, index), hash.as_slice())?;
+        Ok(())
+    }
+
+    pub fn chunk_hash(&self, id: &TransferId, index: u32) -> Result<Option<[u8; 32]>> {
+        Ok(self
+            .chunk_hashes
+            .get(chunk_key(id, index))?
+            .and_then(|v| v.as_ref().try_into().ok()))
+    }
+
+    pub fn clear_chunks(&self, id: &TransferId) -> Result<()> {
+        self.bitmaps.remove(id.0)?;
+        for k in self.chunk_hashes.scan_prefix(id.0).keys() {
+            self.chunk_hashes.remove(k?)?;
+        }
+        Ok(())
+    }
+
+    pub fn put_session(&self, s: &SessionRecord) -> Result<()> {
+        self.sessions
+            .insert(s.id, codec::encode("session record", RECORD_VERSION, s)?)?;
+        Ok(())
+    }
+
+    pub fn sessions(&self) -> Result<Vec<SessionRecord>> {
+        self.sessions
+            .iter()
+            .values()
+            .map(|v| codec::decode("session record", RECORD_VERSION, &v?))
+            .collect()
+    }
+
+    /// Append to the audit log, chaining this record to the previous one.
+    pub fn audit(&self, mut rec: AuditRecord) -> Result<()> {
+        let last = self.audit.last()?;
+        let (seq, prev) = match last {
+            Some((k, v)) => {
+                let seq = u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8])) + 1;
+                (seq, crypto::sha256(&v))
+            }
+            None => (0, [0; 32]),
+        };
+        rec.seq = seq;
+        rec.prev = prev;
+        rec.time_unix = now_unix();
+        self.audit
+            .insert(seq.to_be_bytes(), codec::encode("audit record", RECORD_VERSION, &rec)?)?;
+        Ok(())
+    }
+
+    /// The audit log, checking the chain: an error names the first broken link.
+    pub fn audit_log(&self) -> Result<Vec<AuditRecord>> {
+        let mut out = vec![];
+        let mut prev = [0u8; 32];
+        for item in self.audit.iter() {
+            let (_, v) = item?;
+            let rec: AuditRecord = codec::decode("audit record", RECORD_VERSION, &v)?;
+            if rec.prev != prev {
+                return Err(CoreError::Integrity(format!(
+                    "audit log altered before record {}",
+                    rec.seq
+                )));
+            }
+            prev = crypto::sha256(&v);
+            out.push(rec);
+        }
+        Ok(out)
+    }
+
+    /// Make everything written so far durable. Blocking: call from
+    /// `spawn_blocking` in async code, or use [`flush_async`](Self::flush_async).
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    pub async fn flush_async(&self) -> Result<()> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+}
+
+fn chunk_key(id: &TransferId, index: u32) -> [u8; 20] {
+    let mut k = [0u8; 20];
+    k[..16].copy_from_slice(&id.0);
+    k[16..].copy_from_slice(&index.to_be_bytes());
+    k
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: TransferId) -> TransferRecord {
+        TransferRecord {
+            id,
+            direction: Direction::Upload,
+            role: Role::Sender,
+            peer: "agent".into(),
+            local_path: "/tmp/x".into(),
+            remote_path: "x".into(),
+            partial_path: None,
+            manifest: Manifest {
+                name: "x".into(),
+                size: 10,
+                chunk_size: 4,
+                mime: "text/plain".into(),
+                modified_unix: 0,
+                mode: 0o644,
+            },
+            secret: TransferSecret::random(),
+            sha256: None,
+            status: TransferStatus::Pending,
+            transport: "local:/s".into(),
+            chunks_total: 3,
+            chunks_done: 0,
+            created_unix: now_unix(),
+            completed_unix: None,
+            source: None,
+            error: None,
+            priority: 0,
+            no_compress: false,
+            overwrite: false,
+            faults: FaultCounters::default(),
+        }
+    }
+
+    #[test]
+    fn records_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = TransferId::random();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            s.put_transfer(&record(id)).unwrap();
+            let mut b = Bitmap::new(3);
+            b.set(1);
+            s.put_bitmap(&id, &b).unwrap();
+            s.put_chunk_hash(&id, 1, &[5; 32]).unwrap();
+            s.flush().unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.transfer(&id).unwrap().unwrap().remote_path, "x");
+        assert!(s.bitmap(&id).unwrap().unwrap().get(1));
+        assert_eq!(s.chunk_hash(&id, 1).unwrap(), Some([5; 32]));
+        assert_eq!(s.find_transfer(&id.short()).unwrap().id, id);
+        s.delete_transfer(&id).unwrap();
+        assert!(s.transfer(&id).unwrap().is_none());
+        assert!(s.chunk_hash(&id, 1).unwrap().is_none());
+    }
+
+    #[test]
+    fn audit_log_is_chained() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        for i in 0..3 {
+            s.audit(AuditRecord {
+                seq: 0,
+                prev: [0; 32],
+                time_unix: 0,
+                peer: "p".into(),
+                action: "upload".into(),
+                path: format!("f{i}"),
+                outcome: "ok".into(),
+                sha256: None,
+                transport: "local".into(),
+            })
+            .unwrap();
+        }
+        let log = s.audit_log().unwrap();
+        assert_eq!(log.len(), 3);
+        // Tamper with the middle record.
+        let mut rec = log[1].clone();
+        rec.path = "other".into();
+        s.audit
+            .insert(1u64.to_be_bytes(), codec::encode("a", RECORD_VERSION, &rec).unwrap())
+            .unwrap();
+        assert!(s.audit_log().is_err());
+    }
+}

@@ -1,0 +1,389 @@
+//! The local spool: a folder that behaves like a hostile messaging channel.
+//!
+//! Layout: `<spool>/<address>/` is one party's inbox; each message is one
+//! file, written under a temporary name and renamed into place, so a reader
+//! never sees half a message. Names sort in the order they were delivered.
+//!
+//! The sending side plays the provider: it refuses messages over the
+//! profile's limit and, when asked, loses, duplicates, delays, reorders and
+//! corrupts them (seeded, so a failing run can be replayed). With
+//! `transcript=1` it also appends every message it delivers to
+//! `<spool>/transcript/<from>.log`, which is what a provider would see: the
+//! tests scan it for plaintext.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::sync::mpsc;
+
+use super::{Address, Capabilities, Faults, Message, Profile, SendError, Transport};
+
+/// A parsed `local:` URI.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LocalUri {
+    pub dir: PathBuf,
+    pub profile: Profile,
+    pub faults: Faults,
+    pub bytes_per_min: Option<u64>,
+    pub msgs_per_min: Option<u32>,
+    pub transcript: bool,
+}
+
+impl LocalUri {
+    pub fn parse(rest: &str) -> Result<LocalUri, String> {
+        let (dir, query) = match rest.split_once('?') {
+            Some((d, q)) => (d, q),
+            None => (rest, ""),
+        };
+        if dir.is_empty() {
+            return Err("local: needs a spool folder, e.g. local:/tmp/pigeon-spool".into());
+        }
+        let mut uri = LocalUri {
+            dir: PathBuf::from(dir),
+            profile: Profile::Unlimited,
+            faults: Faults::default(),
+            bytes_per_min: None,
+            msgs_per_min: None,
+            transcript: false,
+        };
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair
+                .split_once('=')
+                .ok_or_else(|| format!("{pair:?} is not key=value"))?;
+            let prob = || -> Result<f64, String> {
+                let p: f64 = value
+                    .parse()
+                    .map_err(|_| format!("{key}={value:?} is not a number"))?;
+                if !(0.0..=1.0).contains(&p) {
+                    return Err(format!("{key}={value} is not a probability between 0 and 1"));
+                }
+                Ok(p)
+            };
+            let int = || -> Result<u64, String> {
+                value
+                    .parse()
+                    .map_err(|_| format!("{key}={value:?} is not a whole number"))
+            };
+            match key {
+                "profile" => {
+                    uri.profile = Profile::parse(value).ok_or_else(|| {
+                        let names: Vec<_> = Profile::ALL.iter().map(|p| p.name()).collect();
+                        format!("unknown profile {value:?}; known: {}", names.join(", "))
+                    })?
+                }
+                "loss" => uri.faults.loss = prob()?,
+                "dup" => uri.faults.dup = prob()?,
+                "reorder" => uri.faults.reorder = prob()?,
+                "corrupt" => uri.faults.corrupt = prob()?,
+                "delay_ms" => uri.faults.delay = Duration::from_millis(int()?),
+                "seed" => uri.faults.seed = Some(int()?),
+                "bytes_per_min" => uri.bytes_per_min = Some(int()?.max(1)),
+                "msgs_per_min" => uri.msgs_per_min = Some(int()?.clamp(1, u64::from(u32::MAX)) as u32),
+                "transcript" => uri.transcript = value == "1" || value == "true",
+                other => return Err(format!("unknown option {other:?}")),
+            }
+        }
+        Ok(uri)
+    }
+
+    pub fn capabilities(&self) -> Capabilities {
+        let mut caps = self.profile.capabilities();
+        if self.bytes_per_min.is_some() {
+            caps.bytes_per_minute = self.bytes_per_min;
+        }
+        if self.msgs_per_min.is_some() {
+            caps.messages_per_minute = self.msgs_per_min;
+        }
+        caps
+    }
+}
+
+impl std::fmt::Display for LocalUri {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "local:{}", self.dir.display())?;
+        let mut q = vec![format!("profile={}", self.profile.name())];
+        let fl = &self.faults;
+        for (k, v) in [("loss", fl.loss), ("dup", fl.dup), ("reorder", fl.reorder), ("corrupt", fl.corrupt)] {
+            if v > 0.0 {
+                q.push(format!("{k}={v}"));
+            }
+        }
+        if !fl.delay.is_zero() {
+            q.push(format!("delay_ms={}", fl.delay.as_millis()));
+        }
+        if let Some(s) = fl.seed {
+            q.push(format!("seed={s}"));
+        }
+        if let Some(b) = self.bytes_per_min {
+            q.push(format!("bytes_per_min={b}"));
+        }
+        if let Some(m) = self.msgs_per_min {
+            q.push(format!("msgs_per_min={m}"));
+        }
+        if self.transcript {
+            q.push("transcript=1".into());
+        }
+        write!(f, "?{}", q.join("&"))
+    }
+}
+
+/// Orders messages delivered by this process; combined with the clock so
+/// several processes writing one inbox still interleave sensibly.
+static DELIVERY_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// The spool transport of one party.
+pub struct LocalSpool {
+    uri: LocalUri,
+    caps: Capabilities,
+    rng: StdRng,
+    inbox: Option<mpsc::Receiver<Message>>,
+    transcript: Option<Arc<std::sync::Mutex<std::fs::File>>>,
+}
+
+impl LocalSpool {
+    /// Open the spool as party `me`, creating its inbox, and start reading it.
+    pub fn open(uri: LocalUri, me: Address) -> std::io::Result<LocalSpool> {
+        let inbox_dir = uri.dir.join(&me);
+        std::fs::create_dir_all(&inbox_dir)?;
+        let caps = uri.capabilities();
+        let transcript = if uri.transcript {
+            let dir = uri.dir.join("transcript");
+            std::fs::create_dir_all(&dir)?;
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join(format!("{me}.log")))?;
+            Some(Arc::new(std::sync::Mutex::new(file)))
+        } else {
+            None
+        };
+        // Hold few messages in memory: a few MB whatever the profile.
+        let depth = (16 * 1024 * 1024 / caps.payload_bytes().max(1)).clamp(2, 64);
+        let (tx, rx) = mpsc::channel(depth);
+        tokio::spawn(read_inbox(inbox_dir, caps.text_only, tx));
+        let rng = match uri.faults.seed {
+            // Each party gets its own stream from one seed.
+            Some(seed) => StdRng::seed_from_u64(seed ^ fxhash(&me)),
+            None => StdRng::from_entropy(),
+        };
+        Ok(LocalSpool {
+            uri,
+            caps,
+            rng,
+            inbox: Some(rx),
+            transcript,
+        })
+    }
+
+    fn deliver_later(&self, to: &Address, bytes: Vec<u8>, delay: Duration) {
+        let dir = self.uri.dir.join(to);
+        let transcript = self.transcript.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = tokio::task::spawn_blocking(move || deliver(&dir, &bytes, transcript.as_deref()))
+                .await;
+        });
+    }
+}
+
+fn fxhash(s: &str) -> u64 {
+    s.bytes()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+}
+
+/// Write one message into an inbox: temp name, then rename.
+fn deliver(
+    inbox: &Path,
+    bytes: &[u8],
+    transcript: Option<&std::sync::Mutex<std::fs::File>>,
+) -> std::io::Result<()> {
+    std::fs::create_dir_all(inbox)?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_micros();
+    let seq = DELIVERY_SEQ.fetch_add(1, Ordering::Relaxed);
+    let name = format!("{now:020}-{:08x}-{seq:010}.msg", std::process::id());
+    let tmp = inbox.join(format!(".tmp-{name}"));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, inbox.join(&name))?;
+    if let Some(t) = transcript {
+        if let Ok(mut f) = t.lock() {
+            let line = format!("{now} {}\n", hex::encode(bytes));
+            let _ = f.write_all(line.as_bytes());
+        }
+    }
+    Ok(())
+}
+
+/// Poll the inbox folder, oldest first, handing messages to `tx` and
+/// deleting each file once read. Backs off to 100 ms when idle.
+async fn read_inbox(dir: PathBuf, text: bool, tx: mpsc::Sender<Message>) {
+    let mut idle = Duration::from_millis(2);
+    loop {
+        let listing = {
+            let dir = dir.clone();
+            tokio::task::spawn_blocking(move || list_messages(&dir)).await
+        };
+        let names = listing.ok().and_then(Result::ok).unwrap_or_default();
+        if names.is_empty() {
+            if tx.is_closed() {
+                return;
+            }
+            tokio::time::sleep(idle).await;
+            idle = (idle * 2).min(Duration::from_millis(100));
+            continue;
+        }
+        idle = Duration::from_millis(2);
+        for name in names {
+            let Ok(permit) = tx.reserve().await else {
+                return;
+            };
+            let path = dir.join(&name);
+            let read = tokio::task::spawn_blocking(move || {
+                let bytes = std::fs::read(&path);
+                let _ = std::fs::remove_file(&path);
+                bytes
+            })
+            .await;
+            let Ok(Ok(bytes)) = read else { continue };
+            let msg = if text {
+                // A text channel delivers text; bytes that are not UTF-8 are
+                // passed on lossily, as a provider would mangle them.
+                Message::Text(String::from_utf8_lossy(&bytes).into_owned())
+            } else {
+                Message::Binary(bytes)
+            };
+            permit.send(msg);
+        }
+    }
+}
+
+fn list_messages(dir: &Path) -> std::io::Result<Vec<String>> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".msg") && !n.starts_with('.'))
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+impl Transport for LocalSpool {
+    fn capabilities(&self) -> &Capabilities {
+        &self.caps
+    }
+
+    fn describe(&self) -> String {
+        self.uri.to_string()
+    }
+
+    async fn send(&mut self, to: &Address, message: Message) -> Result<(), SendError> {
+        let size = message.len();
+        if size > self.caps.max_message {
+            return Err(SendError::TooLarge {
+                size,
+                limit: self.caps.max_message,
+            });
+        }
+        let mut bytes = match message {
+            Message::Text(s) => s.into_bytes(),
+            Message::Binary(b) => b,
+        };
+        let faults = self.uri.faults.clone();
+        if faults.loss > 0.0 && self.rng.gen_bool(faults.loss) {
+            return Ok(());
+        }
+        if faults.corrupt > 0.0 && self.rng.gen_bool(faults.corrupt) && !bytes.is_empty() {
+            // Alter a few bytes somewhere inside. On text channels keep it
+            // text, as a provider mangling characters would.
+            for _ in 0..self.rng.gen_range(1..=3) {
+                let i = self.rng.gen_range(0..bytes.len());
+                bytes[i] = if self.caps.text_only {
+                    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+                        [self.rng.gen_range(0..64)]
+                } else {
+                    bytes[i] ^ (1 << self.rng.gen_range(0..8))
+                };
+            }
+        }
+        let copies = if faults.dup > 0.0 && self.rng.gen_bool(faults.dup) { 2 } else { 1 };
+        let reorder = faults.reorder > 0.0 && self.rng.gen_bool(faults.reorder);
+        for _ in 0..copies {
+            let mut delay = faults.delay;
+            if reorder {
+                // Held back long enough for later messages to overtake it.
+                delay += Duration::from_millis(self.rng.gen_range(20..250));
+            }
+            if delay.is_zero() {
+                let dir = self.uri.dir.join(to);
+                let transcript = self.transcript.clone();
+                let b = bytes.clone();
+                tokio::task::spawn_blocking(move || deliver(&dir, &b, transcript.as_deref()))
+                    .await
+                    .map_err(|e| SendError::Failed(e.to_string()))?
+                    .map_err(|e| SendError::Failed(format!("writing to the spool: {e}")))?;
+            } else {
+                self.deliver_later(to, bytes.clone(), delay);
+            }
+        }
+        Ok(())
+    }
+
+    fn incoming(&mut self) -> mpsc::Receiver<Message> {
+        self.inbox.take().unwrap_or_else(|| mpsc::channel(1).1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spool(dir: &Path, query: &str, me: &str) -> LocalSpool {
+        let uri = LocalUri::parse(&format!("{}?{query}", dir.display())).unwrap();
+        LocalSpool::open(uri, me.to_string()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn messages_arrive_in_order_without_faults() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = spool(dir.path(), "", "a");
+        let mut b = spool(dir.path(), "", "b").incoming();
+        for i in 0..20u8 {
+            a.send(&"b".to_string(), Message::Binary(vec![i; 10])).await.unwrap();
+        }
+        for i in 0..20u8 {
+            assert_eq!(b.recv().await.unwrap(), Message::Binary(vec![i; 10]));
+        }
+    }
+
+    #[tokio::test]
+    async fn oversized_messages_are_refused_like_a_provider_would() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = spool(dir.path(), "profile=telegram-text", "a");
+        let err = a
+            .send(&"b".to_string(), Message::Text("x".repeat(4097)))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, SendError::TooLarge { size: 4097, limit: 4096 }));
+        a.send(&"b".to_string(), Message::Text("x".repeat(4096))).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn loss_and_duplication_happen_at_the_asked_rate() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = spool(dir.path(), "loss=0.3&dup=0.2&seed=1", "a");
+        let n = 400;
+        for i in 0..n {
+            a.send(&"b".to_string(), Message::Binary(vec![(i % 256) as u8])).await.unwrap();
+        }
+        let files = list_messages(&dir.path().join("b")).unwrap().len() as f64;
+        // Expected 0.7 * 1.2 * 400 = 336.
+        assert!((280.0..390.0).contains(&files), "{files}");
+    }
+}

@@ -1,0 +1,257 @@
+//! Transports move opaque messages and declare their limits.
+//!
+//! A [`Transport`] knows nothing of frames or chunks: it sends a
+//! [`Message`] (text or bytes) to an [`Address`], hands over what arrives
+//! for this party, and says what it can carry ([`Capabilities`]). The link
+//! above it packs frames into messages that fit, and paces them.
+//!
+//! [`TransportUri`] parses the `--transport` syntax; [`Profile`] is the table
+//! of real channels' limits (DESIGN.md section 6) the local spool reproduces.
+
+pub mod local;
+
+use std::future::Future;
+use std::time::Duration;
+
+use crate::error::{CoreError, Result};
+
+/// Where a message goes: the recipient's inbox name on the channel
+/// (a key id on the local spool; a chat id on a messenger).
+pub type Address = String;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Message {
+    Text(String),
+    Binary(Vec<u8>),
+}
+
+impl Message {
+    /// Size as the channel counts it: characters for text, bytes otherwise.
+    pub fn len(&self) -> usize {
+        match self {
+            Message::Text(s) => s.chars().count(),
+            Message::Binary(b) => b.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// What a channel can carry.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Capabilities {
+    /// Largest message: characters on text channels, bytes otherwise.
+    pub max_message: usize,
+    pub text_only: bool,
+    pub messages_per_minute: Option<u32>,
+    pub bytes_per_minute: Option<u64>,
+}
+
+impl Capabilities {
+    /// Raw bytes one message can carry (base64 costs 4 characters per 3 bytes).
+    pub fn payload_bytes(&self) -> usize {
+        if self.text_only {
+            self.max_message / 4 * 3
+        } else {
+            self.max_message
+        }
+    }
+}
+
+/// Why a send did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error("rate limited by the provider; retry after {0:?}")]
+    RateLimited(Duration),
+    #[error("message of {size} exceeds the channel's limit of {limit}")]
+    TooLarge { size: usize, limit: usize },
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// A channel that moves messages. Sending and receiving are separate: the
+/// link sends from one task and reads [`Transport::incoming`] in another, so
+/// a slow reader never holds up a sender.
+pub trait Transport: Send + 'static {
+    fn capabilities(&self) -> &Capabilities;
+
+    /// The URI it was opened with, for display.
+    fn describe(&self) -> String;
+
+    fn send(
+        &mut self,
+        to: &Address,
+        message: Message,
+    ) -> impl Future<Output = std::result::Result<(), SendError>> + Send;
+
+    /// The messages that arrive for this party. Called once; later calls
+    /// get a closed channel.
+    fn incoming(&mut self) -> tokio::sync::mpsc::Receiver<Message>;
+}
+
+/// The channels the local spool can imitate (DESIGN.md section 6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Profile {
+    TelegramText,
+    TelegramDoc,
+    WhatsappText,
+    WhatsappDoc,
+    MessengerText,
+    MessengerDoc,
+    Shipper,
+    Unlimited,
+}
+
+/// "10 MB per minute", the default byte ceiling of the messaging channels.
+const MESSAGING_BYTES_PER_MINUTE: u64 = 10_000_000;
+
+impl Profile {
+    pub const ALL: [Profile; 8] = [
+        Profile::TelegramText,
+        Profile::TelegramDoc,
+        Profile::WhatsappText,
+        Profile::WhatsappDoc,
+        Profile::MessengerText,
+        Profile::MessengerDoc,
+        Profile::Shipper,
+        Profile::Unlimited,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Profile::TelegramText => "telegram-text",
+            Profile::TelegramDoc => "telegram-doc",
+            Profile::WhatsappText => "whatsapp-text",
+            Profile::WhatsappDoc => "whatsapp-doc",
+            Profile::MessengerText => "messenger-text",
+            Profile::MessengerDoc => "messenger-doc",
+            Profile::Shipper => "shipper",
+            Profile::Unlimited => "unlimited",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Profile> {
+        Profile::ALL.into_iter().find(|p| p.name() == s)
+    }
+
+    /// The limits, in decimal megabytes (the platforms' own unit, and the
+    /// cautious reading of it).
+    pub fn capabilities(self) -> Capabilities {
+        let (max_message, text_only, per_min, bytes) = match self {
+            Profile::TelegramText => (4096, true, Some(60), Some(MESSAGING_BYTES_PER_MINUTE)),
+            Profile::TelegramDoc => (20_000_000, false, Some(20), Some(MESSAGING_BYTES_PER_MINUTE)),
+            Profile::WhatsappText => (4096, true, Some(10), Some(MESSAGING_BYTES_PER_MINUTE)),
+            Profile::WhatsappDoc => (100_000_000, false, Some(10), Some(MESSAGING_BYTES_PER_MINUTE)),
+            Profile::MessengerText => (2000, true, Some(60), Some(MESSAGING_BYTES_PER_MINUTE)),
+            Profile::MessengerDoc => (25_000_000, false, Some(60), Some(MESSAGING_BYTES_PER_MINUTE)),
+            Profile::Shipper => (1_000_000, false, Some(1000), None),
+            Profile::Unlimited => (4_000_000, false, None, None),
+        };
+        Capabilities {
+            max_message,
+            text_only,
+            messages_per_minute: per_min,
+            bytes_per_minute: bytes,
+        }
+    }
+}
+
+/// What a hostile provider does to messages, as probabilities per message.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Faults {
+    pub loss: f64,
+    pub dup: f64,
+    pub reorder: f64,
+    pub corrupt: f64,
+    pub delay: Duration,
+    pub seed: Option<u64>,
+}
+
+impl Faults {
+    pub fn any(&self) -> bool {
+        self.loss > 0.0 || self.dup > 0.0 || self.reorder > 0.0 || self.corrupt > 0.0
+    }
+}
+
+/// A parsed `--transport` value.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TransportUri {
+    /// `local:<SPOOL_DIR>[?profile=..&loss=..&dup=..&reorder=..&corrupt=..&delay_ms=..&seed=..&bytes_per_min=..]`
+    Local(local::LocalUri),
+}
+
+impl TransportUri {
+    pub fn parse(raw: &str) -> Result<TransportUri> {
+        let bad = |reason: String| CoreError::BadTransport {
+            uri: raw.to_string(),
+            reason,
+        };
+        let Some((scheme, rest)) = raw.split_once(':') else {
+            return Err(bad("expected <kind>:<address>, e.g. local:/tmp/pigeon-spool".into()));
+        };
+        match scheme {
+            "local" => Ok(TransportUri::Local(local::LocalUri::parse(rest).map_err(bad)?)),
+            "telegram" | "whatsapp" | "messenger" | "shipper" => Err(bad(format!(
+                "the {scheme} transport is not built yet; use local:<SPOOL_DIR>?profile={scheme}-text to rehearse its limits"
+            ))),
+            other => Err(bad(format!("unknown transport kind {other:?}; known: local"))),
+        }
+    }
+
+    pub fn profile(&self) -> Profile {
+        match self {
+            TransportUri::Local(l) => l.profile,
+        }
+    }
+}
+
+impl std::fmt::Display for TransportUri {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TransportUri::Local(l) => write!(f, "{l}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_local_uris_with_knobs() {
+        let u = TransportUri::parse(
+            "local:/tmp/s?profile=telegram-text&loss=0.1&dup=0.05&reorder=0.2&corrupt=0.01&delay_ms=5&seed=7&bytes_per_min=1000",
+        )
+        .unwrap();
+        let TransportUri::Local(l) = &u;
+        assert_eq!(l.profile, Profile::TelegramText);
+        assert_eq!(l.faults.loss, 0.1);
+        assert_eq!(l.faults.seed, Some(7));
+        assert_eq!(l.faults.delay, Duration::from_millis(5));
+        assert_eq!(l.capabilities().bytes_per_minute, Some(1000));
+        assert_eq!(TransportUri::parse(&u.to_string()).unwrap(), u);
+    }
+
+    #[test]
+    fn refuses_bad_uris_clearly() {
+        for bad in [
+            "nothing",
+            "ftp:/x",
+            "local:",
+            "local:/x?profile=carrier-pigeon",
+            "local:/x?loss=2",
+            "local:/x?bogus=1",
+        ] {
+            let err = TransportUri::parse(bad).unwrap_err().to_string();
+            assert!(err.contains("invalid transport"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn text_profiles_carry_three_bytes_per_four_characters() {
+        assert_eq!(Profile::TelegramText.capabilities().payload_bytes(), 3072);
+        assert_eq!(Profile::MessengerText.capabilities().payload_bytes(), 1500);
+    }
+}

@@ -1,0 +1,239 @@
+//! What the engine shows to the outside: snapshots and events.
+//!
+//! A front end (the TUI, the plain CLI) never reaches into the engine. It gets
+//! two things:
+//!
+//! - [`EngineSnapshot`] through a `tokio::sync::watch` channel: the latest
+//!   state of every transfer and every transport, republished at most every
+//!   50 ms while something changes and never while nothing does;
+//! - [`Event`]s through a `tokio::sync::broadcast` channel: one per thing that
+//!   happened (a transfer queued, finished, failed; a log line), for notices
+//!   and logs.
+//!
+//! Both are plain data, cheap to clone (chunk maps are shared `Arc`s), so a
+//! UI can render from them without locks.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// A transfer id, shown as 32 hex characters (16 random bytes).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct TransferId(pub [u8; 16]);
+
+impl TransferId {
+    pub fn random() -> Self {
+        TransferId(rand::random())
+    }
+
+    /// The first 8 hex characters: enough to name a transfer on a command line.
+    pub fn short(&self) -> String {
+        hex::encode(&self.0[..4])
+    }
+}
+
+impl std::fmt::Display for TransferId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl std::fmt::Debug for TransferId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TransferId({})", self.short())
+    }
+}
+
+impl std::str::FromStr for TransferId {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bytes = hex::decode(s).map_err(|_| format!("not a transfer id: {s:?}"))?;
+        let arr: [u8; 16] = bytes
+            .try_into()
+            .map_err(|_| format!("a transfer id is 32 hex characters, got {s:?}"))?;
+        Ok(TransferId(arr))
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    Upload,
+    Download,
+}
+
+/// The life of a transfer, as stored and as shown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransferStatus {
+    Pending,
+    InProgress,
+    Paused,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl TransferStatus {
+    pub fn is_finished(self) -> bool {
+        matches!(self, Self::Completed | Self::Failed | Self::Cancelled)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::InProgress => "in_progress",
+            Self::Paused => "paused",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// State of one chunk in a chunk map. Ordered by how bad it is, so a group of
+/// chunks shown as one cell can show its worst member with `max()`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[repr(u8)]
+pub enum ChunkState {
+    Acked = 0,
+    Pending = 1,
+    InFlight = 2,
+    Retried = 3,
+    Failed = 4,
+}
+
+impl ChunkState {
+    pub fn from_u8(v: u8) -> ChunkState {
+        match v {
+            0 => ChunkState::Acked,
+            2 => ChunkState::InFlight,
+            3 => ChunkState::Retried,
+            4 => ChunkState::Failed,
+            _ => ChunkState::Pending,
+        }
+    }
+}
+
+/// Counters of what the channel did to us, per transfer and per transport.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FaultCounters {
+    /// Messages or frames that failed to parse or to authenticate.
+    pub corrupt: u64,
+    /// Frames seen twice (same transfer and chunk, or a replayed nonce).
+    pub duplicate: u64,
+    /// Chunks that arrived after a later one.
+    pub reordered: u64,
+    /// Chunks sent again because no acknowledgement came in time.
+    pub retransmitted: u64,
+}
+
+impl FaultCounters {
+    pub fn add(&mut self, other: &FaultCounters) {
+        self.corrupt += other.corrupt;
+        self.duplicate += other.duplicate;
+        self.reordered += other.reordered;
+        self.retransmitted += other.retransmitted;
+    }
+}
+
+/// One transfer as a front end sees it.
+#[derive(Clone, Debug)]
+pub struct TransferView {
+    pub id: TransferId,
+    pub direction: Direction,
+    pub local_path: String,
+    pub remote_path: String,
+    pub peer: String,
+    pub size: u64,
+    pub status: TransferStatus,
+    pub chunks_total: u64,
+    pub chunks_done: u64,
+    pub bytes_done: u64,
+    /// Bytes per second over the last few seconds.
+    pub rate: f64,
+    pub eta: Option<Duration>,
+    pub transport: String,
+    /// Queue position: lower runs first.
+    pub priority: i64,
+    pub error: Option<String>,
+    pub faults: FaultCounters,
+    /// One [`ChunkState`] byte per chunk (`ChunkState as u8`).
+    pub chunk_map: Arc<[u8]>,
+    pub resumed: bool,
+    pub created_unix: u64,
+}
+
+/// A transport's health as a front end sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TransportHealth {
+    /// The URI it was opened with, e.g. `local:/tmp/spool?profile=telegram-text`.
+    pub uri: String,
+    pub profile: String,
+    pub up: bool,
+    pub rtt: Option<Duration>,
+    /// Bytes per second sent, newest last, one sample per second (at most 60).
+    pub throughput: Vec<u64>,
+    pub messages_last_minute: u32,
+    pub messages_per_minute_limit: Option<u32>,
+    pub errors: u64,
+    pub retry_after: Option<Duration>,
+    pub faults: FaultCounters,
+}
+
+/// Everything a front end needs to draw one frame.
+#[derive(Clone, Debug, Default)]
+pub struct EngineSnapshot {
+    /// The peer this party talks to (the agent, for a client).
+    pub peer: String,
+    /// True when the peer is the agent embedded in this process.
+    pub embedded_agent: bool,
+    pub transfers: Vec<TransferView>,
+    pub transports: Vec<TransportHealth>,
+    /// Monotonic counter, bumped on every publish.
+    pub version: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogLevel {
+    Info,
+    Warn,
+    Error,
+}
+
+/// Things that happened, in order.
+#[derive(Clone, Debug)]
+pub enum Event {
+    Queued { id: TransferId },
+    Started { id: TransferId, resumed: bool },
+    Completed { id: TransferId, name: String },
+    Failed { id: TransferId, name: String, error: String },
+    Cancelled { id: TransferId },
+    Log { level: LogLevel, message: String },
+    /// Sent once when a transfer of this run ends, whatever the outcome:
+    /// what `--json` prints.
+    Finished(Box<TransferReport>),
+}
+
+/// The record of one transfer run, as `--json` prints it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TransferReport {
+    pub id: String,
+    pub direction: Direction,
+    pub local_path: String,
+    pub remote_path: String,
+    pub size: u64,
+    pub sha256: Option<String>,
+    pub mime: String,
+    pub status: TransferStatus,
+    pub chunks_total: u64,
+    /// Distinct chunks this run sent (upload) or received (download).
+    pub chunks_sent: u64,
+    pub chunks_retransmitted: u64,
+    pub resumed: bool,
+    pub transport: String,
+    pub elapsed_ms: u64,
+    pub faults: FaultCounters,
+    pub error: Option<String>,
+}

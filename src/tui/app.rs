@@ -1,0 +1,448 @@
+//! [`App`]: the panes, the focus and the popup stack, wired together.
+//!
+//! The app is plain state with four inputs and one output:
+//!
+//! - [`App::on_key`] (a key press), [`App::on_snapshot`] (the engine's latest
+//!   [`EngineSnapshot`]), [`App::on_event`] (an engine [`Event`]) and
+//!   [`App::on_msg`] (the result of an earlier [`Effect`]) change the state
+//!   and return the [`Effect`]s to run next;
+//! - [`App::render`] draws a frame.
+//!
+//! No method does I/O or waits, so the app runs the same under the real
+//! event loop and in tests on a `TestBackend`. The app only routes: each
+//! pane owns its state and its keys, each popup its own.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crossterm::event::{KeyCode, KeyEvent, KeyEventKind};
+use ratatui::layout::Rect;
+use ratatui::widgets::{Paragraph, Widget, Wrap};
+use ratatui::Frame;
+
+use pigeon_core::view::{Direction, EngineSnapshot, Event, LogLevel, TransferId, TransferView};
+
+use super::effect::{Effect, Msg};
+use super::escape::escape_control;
+use super::keymap::{Action, Keymap};
+use super::layout;
+use super::panes::files::FilesPane;
+use super::panes::log::{Level, LogLine, LogPane};
+use super::panes::queue::{display_name, QueuePane};
+use super::panes::remote::RemotePane;
+use super::panes::transports::TransportsPane;
+use super::panes::{chunks, Focus};
+use super::popup::{self, Outcome, Popup};
+use super::status::StatusLine;
+use super::theme::Theme;
+
+/// What the app is started with.
+#[derive(Clone, Debug)]
+pub struct AppConfig {
+    /// The folder Files opens in.
+    pub start_dir: PathBuf,
+    /// The peer is the agent inside this process.
+    pub embedded_agent: bool,
+    /// Ring the terminal bell when a transfer finishes or fails.
+    pub bell: bool,
+}
+
+pub struct App {
+    keymap: Keymap,
+    theme: Theme,
+    config: AppConfig,
+    focus: Focus,
+    files: FilesPane,
+    remote: RemotePane,
+    queue: QueuePane,
+    transports: TransportsPane,
+    log: LogPane,
+    popups: Vec<Popup>,
+    snapshot: Arc<EngineSnapshot>,
+    /// The latest thing worth a glance: a transfer finished or failed, a
+    /// command refused. Shown in the status line.
+    notice: Option<LogLine>,
+    /// Whether the last frame had room for the Log pane (Tab skips it if not).
+    log_visible: bool,
+    quit: bool,
+}
+
+impl App {
+    /// A new app and the effects that fill it (list both folders).
+    pub fn new(config: AppConfig, keymap: Keymap, theme: Theme) -> (App, Vec<Effect>) {
+        let (files, read_files) = FilesPane::new(config.start_dir.clone());
+        let (remote, list_remote) = RemotePane::new();
+        let app = App {
+            keymap,
+            theme,
+            config,
+            focus: Focus::Files,
+            files,
+            remote,
+            queue: QueuePane::default(),
+            transports: TransportsPane::default(),
+            log: LogPane::default(),
+            popups: Vec::new(),
+            snapshot: Arc::default(),
+            notice: None,
+            log_visible: false,
+            quit: false,
+        };
+        (app, vec![read_files, list_remote])
+    }
+
+    pub fn should_quit(&self) -> bool {
+        self.quit
+    }
+
+    /// Add a line to the log without making it the notice.
+    pub fn log(&mut self, line: LogLine) {
+        self.log.push(line);
+    }
+
+    /// Add a line to the log and show it in the status line.
+    pub fn notify(&mut self, level: Level, text: impl Into<String>) {
+        let line = LogLine::new(level, text);
+        self.log.push(line.clone());
+        self.notice = Some(line);
+    }
+
+    pub fn on_snapshot(&mut self, snapshot: Arc<EngineSnapshot>) {
+        self.queue.refresh(&snapshot);
+        self.snapshot = snapshot;
+    }
+
+    pub fn on_key(&mut self, key: KeyEvent) -> Vec<Effect> {
+        if key.kind == KeyEventKind::Release {
+            return Vec::new();
+        }
+        let action = self.keymap.action(&key);
+        if let Some(top) = self.popups.last_mut() {
+            return match top.handle_key(&key, action, &self.keymap, self.log.len()) {
+                Outcome::Keep => Vec::new(),
+                Outcome::Close => {
+                    self.popups.pop();
+                    Vec::new()
+                }
+                Outcome::CloseAndRun(effect) => {
+                    self.popups.pop();
+                    vec![effect]
+                }
+            };
+        }
+        match self.focus {
+            Focus::Files if self.files.browser().is_typing_filter() => {
+                self.files.browser_mut().filter_key(&key);
+                return Vec::new();
+            }
+            Focus::Remote if self.remote.browser().is_typing_filter() => {
+                self.remote.browser_mut().filter_key(&key);
+                return Vec::new();
+            }
+            _ => {}
+        }
+        if key.code == KeyCode::Esc {
+            match self.focus {
+                Focus::Files => self.files.browser_mut().clear_filter(),
+                Focus::Remote => self.remote.browser_mut().clear_filter(),
+                _ => false,
+            };
+            return Vec::new();
+        }
+        match action {
+            Some(action) => self.dispatch(action),
+            None => Vec::new(),
+        }
+    }
+
+    pub fn on_event(&mut self, event: Event) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        match event {
+            Event::Queued { id } => {
+                let name = self.name_of(id);
+                self.log(LogLine::new(Level::Info, format!("queued {name}")));
+            }
+            Event::Started { id, resumed } => {
+                let verb = if resumed { "resumed" } else { "started" };
+                let name = self.name_of(id);
+                self.log(LogLine::new(Level::Info, format!("{verb} {name}")));
+            }
+            Event::Completed { id, name } => {
+                let transfer = self.transfer(id).cloned();
+                let what = match transfer.as_ref().map(|t| t.direction) {
+                    Some(Direction::Download) => "downloaded",
+                    Some(Direction::Upload) => "uploaded",
+                    None => "completed",
+                };
+                self.notify(Level::Success, format!("{what} {}", escape_control(&name)));
+                match transfer {
+                    Some(t) if t.direction == Direction::Download => {
+                        let landed_here = std::path::Path::new(&t.local_path).parent() == Some(self.files.cwd());
+                        if landed_here {
+                            effects.push(self.files.reload());
+                        }
+                    }
+                    // An upload changes the remote side: show it.
+                    _ => effects.push(self.remote.reload()),
+                }
+                if self.config.bell {
+                    effects.push(Effect::Bell);
+                }
+            }
+            Event::Failed { id: _, name, error } => {
+                self.notify(
+                    Level::Error,
+                    format!("failed {}: {} (r retries)", escape_control(&name), escape_control(&error)),
+                );
+                if self.config.bell {
+                    effects.push(Effect::Bell);
+                }
+            }
+            Event::Cancelled { id } => {
+                let name = self.name_of(id);
+                self.notify(Level::Warn, format!("cancelled {name}"));
+            }
+            Event::Log { level, message } => match level {
+                LogLevel::Info => self.log(LogLine::new(Level::Info, message)),
+                LogLevel::Warn => self.log(LogLine::new(Level::Warn, message)),
+                LogLevel::Error => self.notify(Level::Error, message),
+            },
+        }
+        effects
+    }
+
+    pub fn on_msg(&mut self, msg: Msg) -> Vec<Effect> {
+        match msg {
+            Msg::DirRead { dir, result } => self.files.on_listing(dir, result),
+            Msg::RemoteListed { dir, result } => {
+                if let Err(error) = &result {
+                    self.notify(Level::Error, format!("cannot list remote /{dir}: {error}"));
+                }
+                self.remote.on_listing(dir, result);
+            }
+            Msg::Queued { what, result } => match result {
+                Ok(id) => self.log(LogLine::new(Level::Info, format!("{what} queued as {}", id.short()))),
+                Err(error) => self.notify(Level::Error, format!("{what} refused: {error}")),
+            },
+            Msg::Failed { context, error } => self.notify(Level::Error, format!("{context} failed: {error}")),
+            Msg::Note(text) => self.notify(Level::Warn, text),
+        }
+        Vec::new()
+    }
+
+    pub fn render(&mut self, frame: &mut Frame<'_>) {
+        let area = frame.area();
+        let buf = frame.buffer_mut();
+        let Some(screen) = layout::split(area) else {
+            let text = format!(
+                "pigeon needs at least {}x{} (now {}x{}); q quits",
+                layout::MIN_WIDTH,
+                layout::MIN_HEIGHT,
+                area.width,
+                area.height
+            );
+            Paragraph::new(text).wrap(Wrap { trim: true }).render(area, buf);
+            return;
+        };
+        self.log_visible = screen.log.is_some();
+        if self.focus == Focus::Log && !self.log_visible {
+            self.focus = Focus::Queue;
+        }
+        let theme = self.theme;
+        let focus = self.focus;
+        let snapshot = Arc::clone(&self.snapshot);
+        self.files.render(screen.files, buf, theme, focus == Focus::Files);
+        self.remote.render(screen.remote, buf, theme, focus == Focus::Remote);
+        self.queue.render(screen.queue, buf, &snapshot, theme, focus == Focus::Queue);
+        chunks::render(screen.chunks, buf, self.queue.selected(&snapshot), theme, focus == Focus::Chunks);
+        self.transports
+            .render(screen.transports, buf, &snapshot.transports, theme, focus == Focus::Transports);
+        if let Some(log_area) = screen.log {
+            self.log.render(log_area, buf, theme, focus == Focus::Log);
+        }
+        StatusLine {
+            snapshot: &snapshot,
+            embedded_agent: self.config.embedded_agent,
+            notice: self.notice.as_ref().or_else(|| self.log.latest()),
+            help_key: self.keymap.first_key(Action::Help),
+            theme,
+        }
+        .render(screen.status, buf);
+        let cx = popup::Context {
+            keymap: &self.keymap,
+            theme,
+            log: &self.log,
+        };
+        let body = Rect {
+            height: area.height - 1,
+            ..area
+        };
+        for popup in &self.popups {
+            popup.render(body, buf, &cx);
+        }
+    }
+
+    fn dispatch(&mut self, action: Action) -> Vec<Effect> {
+        let effect = match action {
+            Action::Quit => {
+                self.quit = true;
+                None
+            }
+            Action::Help => {
+                self.popups.push(Popup::Help { scroll: 0 });
+                None
+            }
+            Action::ShowLog => {
+                self.popups.push(Popup::Log { back: 0 });
+                None
+            }
+            Action::NextPane => {
+                self.cycle_focus(1);
+                None
+            }
+            Action::PrevPane => {
+                self.cycle_focus(-1);
+                None
+            }
+            Action::Upload => self.upload(),
+            Action::Download => self.download(),
+            Action::RefreshRemote => Some(self.remote.reload()),
+            Action::PauseResume | Action::Retry | Action::PriorityUp | Action::PriorityDown => {
+                match self.queue.command(action, &self.snapshot) {
+                    Ok(effect) => Some(effect),
+                    Err(why) => {
+                        self.notify(Level::Warn, why);
+                        None
+                    }
+                }
+            }
+            Action::Cancel => {
+                self.confirm_cancel();
+                None
+            }
+            Action::CycleView | Action::ViewActive | Action::ViewFailed | Action::ViewCompleted | Action::ViewAll => {
+                self.queue.navigate(action, &self.snapshot);
+                None
+            }
+            Action::Up
+            | Action::Down
+            | Action::PageUp
+            | Action::PageDown
+            | Action::Top
+            | Action::Bottom
+            | Action::Open
+            | Action::Parent
+            | Action::Select
+            | Action::Filter
+            | Action::ToggleHidden => self.focused_pane(action),
+        };
+        effect.into_iter().collect()
+    }
+
+    /// Movement and listing actions go to the pane with the focus.
+    fn focused_pane(&mut self, action: Action) -> Option<Effect> {
+        match self.focus {
+            Focus::Files => self.files.handle(action),
+            Focus::Remote => self.remote.handle(action),
+            Focus::Queue => {
+                self.queue.navigate(action, &self.snapshot);
+                None
+            }
+            Focus::Transports => {
+                self.transports.handle(action, self.snapshot.transports.len());
+                None
+            }
+            Focus::Log => {
+                self.log.handle(action);
+                None
+            }
+            Focus::Chunks => None,
+        }
+    }
+
+    fn upload(&mut self) -> Option<Effect> {
+        let sources = self.files.upload_sources();
+        if sources.is_empty() {
+            self.notify(Level::Warn, "nothing to upload: pick a file in Files (space marks several)");
+            return None;
+        }
+        let remote_dir = self.remote.cwd().to_owned();
+        let what = match sources.as_slice() {
+            [one] => one
+                .file_name()
+                .map_or_else(|| one.display().to_string(), |n| n.to_string_lossy().into_owned()),
+            many => format!("{} entries", many.len()),
+        };
+        self.notify(
+            Level::Info,
+            format!("uploading {} to /{}", escape_control(&what), escape_control(&remote_dir)),
+        );
+        self.files.browser_mut().clear_selection();
+        Some(Effect::Upload { sources, remote_dir })
+    }
+
+    fn download(&mut self) -> Option<Effect> {
+        let (items, folders) = self.remote.download_targets();
+        if folders > 0 {
+            self.notify(
+                Level::Warn,
+                "folders are not downloaded whole: open the folder and select its files",
+            );
+        }
+        if items.is_empty() {
+            if folders == 0 {
+                self.notify(Level::Warn, "nothing to download: pick a file in Remote");
+            }
+            return None;
+        }
+        let local_dir = self.files.cwd().to_path_buf();
+        self.notify(
+            Level::Info,
+            format!(
+                "downloading {} file(s) into {}",
+                items.len(),
+                escape_control(&local_dir.to_string_lossy())
+            ),
+        );
+        self.remote.browser_mut().clear_selection();
+        Some(Effect::Download { items, local_dir })
+    }
+
+    fn confirm_cancel(&mut self) {
+        let Some(transfer) = self.queue.selected(&self.snapshot) else {
+            self.notify(Level::Warn, "no transfer selected in Queue");
+            return;
+        };
+        if transfer.status.is_finished() {
+            let name = display_name(transfer);
+            self.notify(Level::Warn, format!("{name} is already finished"));
+            return;
+        }
+        let popup = Popup::ConfirmCancel {
+            id: transfer.id,
+            name: display_name(transfer),
+        };
+        self.popups.push(popup);
+    }
+
+    fn cycle_focus(&mut self, step: isize) {
+        let order: Vec<Focus> = Focus::ORDER
+            .into_iter()
+            .filter(|&f| f != Focus::Log || self.log_visible)
+            .collect();
+        let pos = order.iter().position(|&f| f == self.focus).unwrap_or(0);
+        let next = (pos as isize + step).rem_euclid(order.len() as isize) as usize;
+        self.focus = order[next];
+    }
+
+    fn transfer(&self, id: TransferId) -> Option<&TransferView> {
+        self.snapshot.transfers.iter().find(|t| t.id == id)
+    }
+
+    /// A transfer's display name, or its short id when the snapshot does
+    /// not have it yet.
+    fn name_of(&self, id: TransferId) -> String {
+        self.transfer(id).map_or_else(|| id.short(), display_name)
+    }
+}
+

@@ -1,0 +1,233 @@
+//! What the UI asks of the world, and the tasks that do it.
+//!
+//! Handlers never do I/O. They return [`Effect`]s; the event loop hands
+//! each one to [`spawn`], which runs it in a tokio task (engine calls) or on
+//! a blocking thread (disk reads) and reports back with a [`Msg`] on the
+//! loop's channel. The UI stays responsive whatever the disk or the channel
+//! is doing, and handlers stay pure functions of state, easy to test.
+
+use std::path::{Path, PathBuf};
+
+use tokio::sync::mpsc;
+
+use pigeon_core::engine::{ClientHandle, RemoteEntry, UploadOptions};
+use pigeon_core::view::TransferId;
+
+use super::panes::files::{self, LocalEntry};
+use super::panes::remote::RemoteItem;
+
+/// Most files one upload of folders expands to; beyond this we stop and say so.
+const MAX_EXPANDED_FILES: usize = 10_000;
+
+/// Something the UI wants done outside itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Effect {
+    /// List a local folder for the Files pane.
+    ReadDir(PathBuf),
+    /// List a remote folder ("" is the root) for the Remote pane.
+    ListRemote(String),
+    /// Queue uploads of local files and folders into a remote folder.
+    Upload { sources: Vec<PathBuf>, remote_dir: String },
+    /// Queue downloads of remote files into a local folder.
+    Download { items: Vec<RemoteItem>, local_dir: PathBuf },
+    /// Change a queued transfer.
+    Control(Control),
+    /// Ring the terminal bell.
+    Bell,
+}
+
+/// Commands on one transfer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Control {
+    Pause(TransferId),
+    Resume(TransferId),
+    Cancel(TransferId),
+    Retry(TransferId),
+    /// Negative runs sooner.
+    Reprioritize(TransferId, i64),
+}
+
+/// What comes back from a spawned effect.
+#[derive(Debug)]
+pub enum Msg {
+    DirRead {
+        dir: PathBuf,
+        result: Result<Vec<LocalEntry>, String>,
+    },
+    RemoteListed {
+        dir: String,
+        result: Result<Vec<RemoteEntry>, String>,
+    },
+    /// One upload or download was queued, or refused.
+    Queued {
+        what: String,
+        result: Result<TransferId, String>,
+    },
+    /// A command failed; `context` says which.
+    Failed { context: String, error: String },
+    /// Something worth a log line (e.g. a folder upload cut short).
+    Note(String),
+}
+
+/// Run `effect` off the UI loop; its outcome arrives on `tx`. [`Effect::Bell`]
+/// is the loop's own business (it owns the terminal) and is ignored here.
+pub fn spawn(effect: Effect, handle: &ClientHandle, tx: &mpsc::UnboundedSender<Msg>) {
+    let tx = tx.clone();
+    match effect {
+        Effect::ReadDir(dir) => {
+            tokio::task::spawn_blocking(move || {
+                let result = files::read_dir(&dir).map_err(|e| e.to_string());
+                let _ = tx.send(Msg::DirRead { dir, result });
+            });
+        }
+        Effect::ListRemote(dir) => {
+            let handle = handle.clone();
+            tokio::spawn(async move {
+                let result = handle.list(dir.clone()).await.map_err(|e| e.to_string());
+                let _ = tx.send(Msg::RemoteListed { dir, result });
+            });
+        }
+        Effect::Upload { sources, remote_dir } => {
+            let handle = handle.clone();
+            tokio::spawn(async move { upload(handle, sources, remote_dir, tx).await });
+        }
+        Effect::Download { items, local_dir } => {
+            let handle = handle.clone();
+            tokio::spawn(async move {
+                for item in items {
+                    let local = local_dir.join(&item.name);
+                    let result = handle
+                        .download(item.path.clone(), local)
+                        .await
+                        .map_err(|e| e.to_string());
+                    let what = format!("download of {}", item.path);
+                    let _ = tx.send(Msg::Queued { what, result });
+                }
+            });
+        }
+        Effect::Control(control) => {
+            let handle = handle.clone();
+            tokio::spawn(async move {
+                let (context, result) = match control {
+                    Control::Pause(id) => ("pause", handle.pause(id).await),
+                    Control::Resume(id) => ("resume", handle.resume(id).await),
+                    Control::Cancel(id) => ("cancel", handle.cancel(id).await),
+                    Control::Retry(id) => ("retry", handle.retry(id).await),
+                    Control::Reprioritize(id, delta) => ("reprioritize", handle.reprioritize(id, delta).await),
+                };
+                if let Err(e) = result {
+                    let _ = tx.send(Msg::Failed {
+                        context: context.to_owned(),
+                        error: e.to_string(),
+                    });
+                }
+            });
+        }
+        Effect::Bell => {}
+    }
+}
+
+/// Expand folders (on a blocking thread) and queue one upload per file.
+async fn upload(handle: ClientHandle, sources: Vec<PathBuf>, remote_dir: String, tx: mpsc::UnboundedSender<Msg>) {
+    let expanded = tokio::task::spawn_blocking(move || expand(&sources, &remote_dir)).await;
+    let (pairs, truncated) = match expanded {
+        Ok(result) => result,
+        Err(e) => {
+            let _ = tx.send(Msg::Failed {
+                context: "upload".to_owned(),
+                error: e.to_string(),
+            });
+            return;
+        }
+    };
+    if truncated {
+        let _ = tx.send(Msg::Note(format!(
+            "folder upload stopped at {MAX_EXPANDED_FILES} files; upload the rest separately"
+        )));
+    }
+    for (local, remote) in pairs {
+        let what = format!("upload of {}", local.display());
+        let result = handle
+            .upload(local, remote, UploadOptions::default())
+            .await
+            .map_err(|e| e.to_string());
+        let _ = tx.send(Msg::Queued { what, result });
+    }
+}
+
+/// (local file, remote path) for every file under `sources`, folders walked
+/// depth first. Links to folders are not followed (no cycles).
+fn expand(sources: &[PathBuf], remote_dir: &str) -> (Vec<(PathBuf, String)>, bool) {
+    let mut out = Vec::new();
+    let mut stack: Vec<(PathBuf, String)> = sources
+        .iter()
+        .rev()
+        .filter_map(|p| {
+            let name = p.file_name()?.to_string_lossy().into_owned();
+            Some((p.clone(), join_remote(remote_dir, &name)))
+        })
+        .collect();
+    while let Some((local, remote)) = stack.pop() {
+        if out.len() >= MAX_EXPANDED_FILES {
+            return (out, true);
+        }
+        if is_real_dir(&local) {
+            let Ok(entries) = files::read_dir(&local) else {
+                continue;
+            };
+            for entry in entries.into_iter().rev() {
+                if entry.is_symlink && entry.is_dir {
+                    continue;
+                }
+                let child_remote = join_remote(&remote, &entry.name);
+                stack.push((entry.path, child_remote));
+            }
+        } else {
+            out.push((local, remote));
+        }
+    }
+    (out, false)
+}
+
+fn is_real_dir(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.is_dir())
+}
+
+/// `dir/name`, or `name` at the root.
+pub fn join_remote(dir: &str, name: &str) -> String {
+    let dir = dir.trim_matches('/');
+    if dir.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_paths_join_without_doubled_slashes() {
+        assert_eq!(join_remote("", "a.txt"), "a.txt");
+        assert_eq!(join_remote("docs/", "a.txt"), "docs/a.txt");
+        assert_eq!(join_remote("/docs/x", "a.txt"), "docs/x/a.txt");
+    }
+
+    #[test]
+    fn folders_expand_into_their_files_with_remote_paths() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let root = dir.path().join("proj");
+        std::fs::create_dir_all(root.join("src")).expect("mkdir");
+        std::fs::write(root.join("README"), b"r").expect("write");
+        std::fs::write(root.join("src/main.rs"), b"m").expect("write");
+        let single = dir.path().join("single.txt");
+        std::fs::write(&single, b"s").expect("write");
+
+        let (pairs, truncated) = expand(&[root.clone(), single.clone()], "up");
+        assert!(!truncated);
+        let remotes: Vec<&str> = pairs.iter().map(|(_, r)| r.as_str()).collect();
+        assert_eq!(remotes, ["up/proj/src/main.rs", "up/proj/README", "up/single.txt"]);
+        assert_eq!(pairs[2].0, single);
+    }
+}

@@ -1,0 +1,474 @@
+//! The "Queue" pane: every transfer, with direction, name, state, progress,
+//! rate, ETA and transport, in four views (active, failed, completed, all).
+//!
+//! [`QueuePane`] is rebuilt from each [`EngineSnapshot`] by
+//! [`QueuePane::refresh`], which keeps the cursor on the same transfer (by
+//! id) while transfers move between views. Rows are drawn only for the
+//! window on screen, so a queue of thousands costs what a screenful does.
+//! Queue actions (pause, cancel, retry, priority) return an
+//! [`Effect::Control`] or, when they make no sense for the selected
+//! transfer, a message saying why.
+
+use ratatui::buffer::Buffer;
+use ratatui::layout::Rect;
+use ratatui::style::Style;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::Widget;
+
+use pigeon_core::view::{Direction, EngineSnapshot, TransferId, TransferStatus, TransferView};
+
+use super::cursor::ListCursor;
+use super::{pane_block, Focus};
+use crate::tui::effect::{Control, Effect};
+use crate::tui::escape::escape_control;
+use crate::tui::format;
+use crate::tui::keymap::Action;
+use crate::tui::theme::Theme;
+
+/// Which transfers the queue lists.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum QueueView {
+    /// Queued, running and paused.
+    #[default]
+    Active,
+    /// Failed and cancelled: the ones `retry` applies to.
+    Failed,
+    Completed,
+    All,
+}
+
+impl QueueView {
+    pub const ALL: [QueueView; 4] = [QueueView::Active, QueueView::Failed, QueueView::Completed, QueueView::All];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            QueueView::Active => "active",
+            QueueView::Failed => "failed",
+            QueueView::Completed => "done",
+            QueueView::All => "all",
+        }
+    }
+
+    pub fn contains(self, status: TransferStatus) -> bool {
+        use TransferStatus::*;
+        match self {
+            QueueView::Active => matches!(status, Pending | InProgress | Paused),
+            QueueView::Failed => matches!(status, Failed | Cancelled),
+            QueueView::Completed => status == Completed,
+            QueueView::All => true,
+        }
+    }
+
+    fn next(self) -> QueueView {
+        let i = QueueView::ALL.iter().position(|&v| v == self).unwrap_or(0);
+        QueueView::ALL[(i + 1) % QueueView::ALL.len()]
+    }
+
+    fn placeholder(self) -> &'static str {
+        match self {
+            QueueView::Active => "nothing queued: select files in Files and press u",
+            QueueView::Failed => "no failed transfers",
+            QueueView::Completed => "nothing completed yet",
+            QueueView::All => "no transfers yet",
+        }
+    }
+}
+
+/// The queue.
+#[derive(Debug, Default)]
+pub struct QueuePane {
+    view: QueueView,
+    /// Indexes into the snapshot's transfers, in queue order, for this view.
+    rows: Vec<usize>,
+    /// Transfers per view, for the title.
+    counts: [usize; 4],
+    cursor: ListCursor,
+    selected: Option<TransferId>,
+}
+
+impl QueuePane {
+    #[cfg(test)]
+    pub fn view(&self) -> QueueView {
+        self.view
+    }
+
+    /// Rebuild the rows from a new snapshot (or after a view change).
+    pub fn refresh(&mut self, snapshot: &EngineSnapshot) {
+        let view = self.view;
+        self.counts = QueueView::ALL.map(|v| snapshot.transfers.iter().filter(|t| v.contains(t.status)).count());
+        self.rows.clear();
+        self.rows
+            .extend((0..snapshot.transfers.len()).filter(|&i| view.contains(snapshot.transfers[i].status)));
+        let transfers = &snapshot.transfers;
+        self.rows.sort_by(|&a, &b| {
+            let (a, b) = (&transfers[a], &transfers[b]);
+            (a.priority, a.created_unix, a.id).cmp(&(b.priority, b.created_unix, b.id))
+        });
+        if let Some(pos) = self
+            .selected
+            .and_then(|id| self.rows.iter().position(|&i| transfers[i].id == id))
+        {
+            self.cursor.select(pos, self.rows.len());
+        } else {
+            self.cursor.clamp(self.rows.len());
+        }
+        self.selected = self.rows.get(self.cursor.selected()).map(|&i| transfers[i].id);
+    }
+
+    /// The transfer under the cursor.
+    pub fn selected<'s>(&self, snapshot: &'s EngineSnapshot) -> Option<&'s TransferView> {
+        let id = self.selected?;
+        // Fast path: the row index is still right for this snapshot.
+        self.rows
+            .get(self.cursor.selected())
+            .and_then(|&i| snapshot.transfers.get(i))
+            .filter(|t| t.id == id)
+            .or_else(|| snapshot.transfers.iter().find(|t| t.id == id))
+    }
+
+    /// Moving and switching views (while focused, or from anywhere for the
+    /// view keys). Returns false for actions that are not about moving.
+    pub fn navigate(&mut self, action: Action, snapshot: &EngineSnapshot) -> bool {
+        let len = self.rows.len();
+        match action {
+            Action::Up => self.cursor.move_by(-1, len),
+            Action::Down => self.cursor.move_by(1, len),
+            Action::PageUp => self.cursor.page_up(len),
+            Action::PageDown => self.cursor.page_down(len),
+            Action::Top => self.cursor.top(),
+            Action::Bottom => self.cursor.bottom(len),
+            Action::CycleView => return self.set_view(self.view.next(), snapshot),
+            Action::ViewActive => return self.set_view(QueueView::Active, snapshot),
+            Action::ViewFailed => return self.set_view(QueueView::Failed, snapshot),
+            Action::ViewCompleted => return self.set_view(QueueView::Completed, snapshot),
+            Action::ViewAll => return self.set_view(QueueView::All, snapshot),
+            _ => return false,
+        }
+        self.selected = self
+            .rows
+            .get(self.cursor.selected())
+            .map(|&i| snapshot.transfers[i].id);
+        true
+    }
+
+    fn set_view(&mut self, view: QueueView, snapshot: &EngineSnapshot) -> bool {
+        if view != self.view {
+            self.view = view;
+            self.cursor = ListCursor::default();
+            self.refresh(snapshot);
+        }
+        true
+    }
+
+    /// A queue action on the selected transfer: the engine command, or why
+    /// there is none. Cancel is not here: it asks for confirmation first.
+    pub fn command(&self, action: Action, snapshot: &EngineSnapshot) -> Result<Effect, String> {
+        let transfer = self
+            .selected(snapshot)
+            .ok_or_else(|| "no transfer selected in Queue".to_owned())?;
+        let id = transfer.id;
+        let name = display_name(transfer);
+        let control = match (action, transfer.status) {
+            (Action::PauseResume, TransferStatus::Pending | TransferStatus::InProgress) => Control::Pause(id),
+            (Action::PauseResume, TransferStatus::Paused) => Control::Resume(id),
+            (Action::PauseResume, status) => {
+                return Err(format!("{name} is {}: nothing to pause", Theme::status_label(status)));
+            }
+            (Action::Retry, TransferStatus::Failed | TransferStatus::Cancelled) => Control::Retry(id),
+            (Action::Retry, _) => return Err(format!("{name} has not failed: nothing to retry")),
+            (Action::PriorityUp, status) if !status.is_finished() => Control::Reprioritize(id, -1),
+            (Action::PriorityDown, status) if !status.is_finished() => Control::Reprioritize(id, 1),
+            (Action::PriorityUp | Action::PriorityDown, _) => {
+                return Err(format!("{name} is finished: its priority no longer matters"));
+            }
+            _ => return Err("not a queue action".to_owned()),
+        };
+        Ok(Effect::Control(control))
+    }
+
+    pub fn render(&mut self, area: Rect, buf: &mut Buffer, snapshot: &EngineSnapshot, theme: Theme, focused: bool) {
+        let block = pane_block(Focus::Queue, focused, theme).title(self.views_title(theme).right_aligned());
+        let inner = block.inner(area);
+        block.render(area, buf);
+        if inner.height == 0 || inner.width < 20 {
+            return;
+        }
+        let columns = Columns::for_width(inner.width);
+        columns.header(buf, inner.x, inner.y, theme);
+        let rows_area = Rect {
+            y: inner.y + 1,
+            height: inner.height - 1,
+            ..inner
+        };
+        if self.rows.is_empty() {
+            buf.set_stringn(
+                rows_area.x + 2,
+                rows_area.y,
+                self.view.placeholder(),
+                rows_area.width.saturating_sub(2) as usize,
+                theme.dim(),
+            );
+            return;
+        }
+        let window = self.cursor.window(rows_area.height as usize, self.rows.len());
+        let cursor = self.cursor.selected();
+        for (line, row) in window.enumerate() {
+            let transfer = &snapshot.transfers[self.rows[row]];
+            let y = rows_area.y + line as u16;
+            columns.row(buf, rows_area.x, y, transfer, theme);
+            if row == cursor {
+                buf.set_style(Rect::new(rows_area.x, y, rows_area.width, 1), theme.cursor_style(focused));
+            }
+        }
+    }
+
+    fn views_title(&self, theme: Theme) -> Line<'static> {
+        let mut spans = vec![Span::raw(" ")];
+        for (i, view) in QueueView::ALL.into_iter().enumerate() {
+            if i > 0 {
+                spans.push(Span::styled(" │ ", theme.dim()));
+            }
+            let text = format!("{} {}", view.label(), self.counts[i]);
+            if view == self.view {
+                spans.push(Span::styled(format!("[{text}]"), theme.title_style(true)));
+            } else {
+                spans.push(Span::styled(text, theme.dim()));
+            }
+        }
+        spans.push(Span::raw(" "));
+        Line::from(spans)
+    }
+}
+
+/// The name a transfer is shown by: the last component of the path on the
+/// side it goes to, escaped.
+pub fn display_name(transfer: &TransferView) -> String {
+    let path = match transfer.direction {
+        Direction::Upload => &transfer.remote_path,
+        Direction::Download => &transfer.local_path,
+    };
+    let name = path
+        .rsplit(['/', '\\'])
+        .find(|s| !s.is_empty())
+        .unwrap_or(path.as_str());
+    escape_control(name).into_owned()
+}
+
+/// Fraction done, from chunks when known, else bytes.
+pub fn progress(transfer: &TransferView) -> f64 {
+    if transfer.status == TransferStatus::Completed {
+        return 1.0;
+    }
+    let fraction = if transfer.chunks_total > 0 {
+        transfer.chunks_done as f64 / transfer.chunks_total as f64
+    } else if transfer.size > 0 {
+        transfer.bytes_done as f64 / transfer.size as f64
+    } else {
+        0.0
+    };
+    fraction.clamp(0.0, 1.0)
+}
+
+/// Column geometry of the queue table.
+struct Columns {
+    name: u16,
+    transport: u16,
+}
+
+impl Columns {
+    const DIR: u16 = 2;
+    const STATE: u16 = 9;
+    const PROGRESS: u16 = 10;
+    const RATE: u16 = 10;
+    const ETA: u16 = 6;
+    const BAR: usize = 5;
+
+    fn for_width(width: u16) -> Self {
+        let fixed = Self::DIR + Self::STATE + Self::PROGRESS + Self::RATE + Self::ETA + 5;
+        let flexible = width.saturating_sub(fixed);
+        let transport = (flexible / 3).clamp(5, 16);
+        Columns {
+            name: flexible.saturating_sub(transport).max(4),
+            transport,
+        }
+    }
+
+    fn header(&self, buf: &mut Buffer, x: u16, y: u16, theme: Theme) {
+        let style = theme.header_style();
+        let cells: [(&str, u16, bool); 7] = [
+            ("", Self::DIR, false),
+            ("Name", self.name, false),
+            ("State", Self::STATE, false),
+            ("Progress", Self::PROGRESS, false),
+            ("Rate", Self::RATE, true),
+            ("ETA", Self::ETA, true),
+            ("Transport", self.transport, false),
+        ];
+        let mut cx = x;
+        for (text, width, right) in cells {
+            put(buf, cx, y, text, width, right, style);
+            cx += width + u16::from(width != Self::DIR);
+        }
+    }
+
+    fn row(&self, buf: &mut Buffer, x: u16, y: u16, t: &TransferView, theme: Theme) {
+        let mut cx = x;
+        let arrow = match t.direction {
+            Direction::Upload => "↑",
+            Direction::Download => "↓",
+        };
+        put(buf, cx, y, arrow, Self::DIR, false, theme.accent());
+        cx += Self::DIR;
+        put(buf, cx, y, &display_name(t), self.name, false, Style::default());
+        cx += self.name + 1;
+        put(buf, cx, y, Theme::status_label(t.status), Self::STATE, false, theme.status_style(t.status));
+        cx += Self::STATE + 1;
+        let fraction = progress(t);
+        let filled = (fraction * Self::BAR as f64).round() as usize;
+        let bar = format!(
+            "{}{}{:>4}",
+            "█".repeat(filled),
+            "░".repeat(Self::BAR - filled),
+            format!("{}%", (fraction * 100.0).floor() as u64)
+        );
+        put(buf, cx, y, &bar, Self::PROGRESS, false, theme.status_style(t.status));
+        cx += Self::PROGRESS + 1;
+        let rest_width = Self::RATE + 1 + Self::ETA + 1 + self.transport;
+        match (&t.error, t.status) {
+            (Some(error), TransferStatus::Failed) => {
+                // The reason matters more than rate and ETA of a dead transfer.
+                put(buf, cx, y, &escape_control(error), rest_width, false, theme.bad());
+            }
+            _ => {
+                let running = t.status == TransferStatus::InProgress;
+                let rate = if running { format::rate(t.rate) } else { String::new() };
+                put(buf, cx, y, &rate, Self::RATE, true, Style::default());
+                cx += Self::RATE + 1;
+                let eta = t.eta.filter(|_| running).map(format::duration).unwrap_or_default();
+                put(buf, cx, y, &eta, Self::ETA, true, Style::default());
+                cx += Self::ETA + 1;
+                let transport = escape_control(format::transport_label(&t.transport));
+                put(buf, cx, y, &transport, self.transport, false, theme.dim());
+            }
+        }
+    }
+}
+
+/// Write `text` into a column of `width`, cut with `…` or right-aligned.
+fn put(buf: &mut Buffer, x: u16, y: u16, text: &str, width: u16, right: bool, style: Style) {
+    let width = width as usize;
+    let text = format::truncate(text, width);
+    if right {
+        buf.set_stringn(x, y, format!("{text:>width$}"), width, style);
+    } else {
+        buf.set_stringn(x, y, text, width, style);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pigeon_core::view::FaultCounters;
+    use std::sync::Arc;
+
+    pub(crate) fn transfer(n: u8, status: TransferStatus, priority: i64) -> TransferView {
+        TransferView {
+            id: TransferId([n; 16]),
+            direction: Direction::Upload,
+            local_path: format!("/home/me/file{n}.bin"),
+            remote_path: format!("file{n}.bin"),
+            peer: "agent".into(),
+            size: 1000,
+            status,
+            chunks_total: 10,
+            chunks_done: 4,
+            bytes_done: 400,
+            rate: 100.0,
+            eta: None,
+            transport: "local:/spool?profile=shipper".into(),
+            priority,
+            error: None,
+            faults: FaultCounters::default(),
+            chunk_map: Arc::from(vec![0u8; 10]),
+            resumed: false,
+            created_unix: u64::from(n),
+        }
+    }
+
+    fn snapshot(transfers: Vec<TransferView>) -> EngineSnapshot {
+        EngineSnapshot {
+            transfers,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn views_split_transfers_by_state_in_priority_order() {
+        let snap = snapshot(vec![
+            transfer(1, TransferStatus::InProgress, 5),
+            transfer(2, TransferStatus::Failed, 0),
+            transfer(3, TransferStatus::Pending, -1),
+            transfer(4, TransferStatus::Completed, 0),
+        ]);
+        let mut queue = QueuePane::default();
+        queue.refresh(&snap);
+        assert_eq!(queue.counts, [2, 1, 1, 4]);
+        let ids: Vec<u8> = queue.rows.iter().map(|&i| snap.transfers[i].id.0[0]).collect();
+        assert_eq!(ids, [3, 1]);
+        queue.navigate(Action::ViewFailed, &snap);
+        assert_eq!(queue.selected(&snap).map(|t| t.id.0[0]), Some(2));
+        queue.navigate(Action::CycleView, &snap);
+        assert_eq!(queue.view(), QueueView::Completed);
+    }
+
+    #[test]
+    fn cursor_stays_on_the_same_transfer_across_snapshots() {
+        let mut snap = snapshot(vec![
+            transfer(1, TransferStatus::Pending, 0),
+            transfer(2, TransferStatus::Pending, 1),
+        ]);
+        let mut queue = QueuePane::default();
+        queue.refresh(&snap);
+        queue.navigate(Action::Down, &snap);
+        assert_eq!(queue.selected(&snap).map(|t| t.id.0[0]), Some(2));
+        // Transfer 2 jumps ahead in the queue.
+        snap.transfers[1].priority = -5;
+        queue.refresh(&snap);
+        assert_eq!(queue.selected(&snap).map(|t| t.id.0[0]), Some(2));
+        assert_eq!(queue.cursor.selected(), 0);
+    }
+
+    #[test]
+    fn commands_fit_the_state_of_the_selected_transfer() {
+        let snap = snapshot(vec![transfer(1, TransferStatus::InProgress, 0)]);
+        let mut queue = QueuePane::default();
+        queue.refresh(&snap);
+        let id = TransferId([1; 16]);
+        assert_eq!(queue.command(Action::PauseResume, &snap), Ok(Effect::Control(Control::Pause(id))));
+        assert_eq!(
+            queue.command(Action::PriorityUp, &snap),
+            Ok(Effect::Control(Control::Reprioritize(id, -1)))
+        );
+        assert!(queue.command(Action::Retry, &snap).is_err());
+
+        let snap = snapshot(vec![transfer(1, TransferStatus::Failed, 0)]);
+        queue.refresh(&snap);
+        queue.navigate(Action::ViewFailed, &snap);
+        assert_eq!(queue.command(Action::Retry, &snap), Ok(Effect::Control(Control::Retry(id))));
+        assert!(queue.command(Action::PauseResume, &snap).is_err());
+
+        let empty = snapshot(vec![]);
+        queue.refresh(&empty);
+        assert!(queue.command(Action::PauseResume, &empty).is_err());
+    }
+
+    #[test]
+    fn names_are_escaped_and_taken_from_the_destination() {
+        let mut t = transfer(1, TransferStatus::Pending, 0);
+        t.remote_path = "dir/\x1b[2Jevil.txt".into();
+        assert_eq!(display_name(&t), "\\x1b[2Jevil.txt");
+        t.direction = Direction::Download;
+        t.local_path = "/tmp/x/got.bin".into();
+        assert_eq!(display_name(&t), "got.bin");
+    }
+}

@@ -1,0 +1,201 @@
+//! The chunk map: one cell per chunk, or per group of chunks when there are
+//! more chunks than cells.
+//!
+//! [`ChunkMap`] draws the grid; a group shows its worst member (the
+//! [`ChunkState`] order is worst = max), so one failed chunk among a thousand
+//! still shows. [`ChunkCounts`] counts states for [`ChunkLegend`], which
+//! names every state with its glyph and count, so the map reads without
+//! colour too.
+
+use ratatui::buffer::Buffer;
+use ratatui::layout::Rect;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::Widget;
+
+use pigeon_core::view::ChunkState;
+
+use crate::tui::theme::{Theme, CHUNK_STATES};
+
+/// The grid of a chunk map, filling its area row by row.
+pub struct ChunkMap<'a> {
+    map: &'a [u8],
+    theme: Theme,
+}
+
+impl<'a> ChunkMap<'a> {
+    /// `map` holds one [`ChunkState`] byte per chunk.
+    pub fn new(map: &'a [u8], theme: Theme) -> Self {
+        ChunkMap { map, theme }
+    }
+
+    /// Chunks per cell so that `chunks` fit in `cells`.
+    pub fn group_size(chunks: usize, cells: usize) -> usize {
+        if cells == 0 {
+            return chunks.max(1);
+        }
+        chunks.div_ceil(cells).max(1)
+    }
+}
+
+impl Widget for ChunkMap<'_> {
+    fn render(self, area: Rect, buf: &mut Buffer) {
+        let cells = area.width as usize * area.height as usize;
+        if cells == 0 || self.map.is_empty() {
+            return;
+        }
+        let group = ChunkMap::group_size(self.map.len(), cells);
+        let width = area.width as usize;
+        let mut glyph = [0u8; 4];
+        for (i, chunk) in self.map.chunks(group).enumerate() {
+            let worst = chunk
+                .iter()
+                .map(|&b| ChunkState::from_u8(b))
+                .max()
+                .unwrap_or(ChunkState::Pending);
+            let x = area.x + (i % width) as u16;
+            let y = area.y + (i / width) as u16;
+            let symbol = self.theme.chunk_glyph(worst).encode_utf8(&mut glyph);
+            if let Some(cell) = buf.cell_mut((x, y)) {
+                cell.set_symbol(symbol).set_style(self.theme.chunk_style(worst));
+            }
+        }
+    }
+}
+
+/// How many chunks are in each state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ChunkCounts([u64; 5]);
+
+impl ChunkCounts {
+    pub fn of(map: &[u8]) -> Self {
+        let mut counts = [0u64; 5];
+        for &b in map {
+            counts[ChunkState::from_u8(b) as usize] += 1;
+        }
+        ChunkCounts(counts)
+    }
+
+    pub fn get(&self, state: ChunkState) -> u64 {
+        self.0[state as usize]
+    }
+}
+
+/// One line naming each state with glyph and count: `█ acked 3  · pending 5`,
+/// or, when that does not fit, `█3 ·5 ▒0 r0 X0`.
+pub struct ChunkLegend {
+    counts: ChunkCounts,
+    theme: Theme,
+}
+
+impl ChunkLegend {
+    pub fn new(counts: ChunkCounts, theme: Theme) -> Self {
+        ChunkLegend { counts, theme }
+    }
+
+    fn line(&self, long: bool) -> Line<'static> {
+        let mut spans = Vec::with_capacity(CHUNK_STATES.len() * 2);
+        for (i, state) in CHUNK_STATES.into_iter().enumerate() {
+            if i > 0 {
+                spans.push(Span::raw(if long { "  " } else { " " }));
+            }
+            let glyph = self.theme.chunk_glyph(state);
+            let count = self.counts.get(state);
+            spans.push(Span::styled(glyph.to_string(), self.theme.chunk_style(state)));
+            spans.push(Span::raw(if long {
+                format!(" {} {count}", Theme::chunk_label(state))
+            } else {
+                count.to_string()
+            }));
+        }
+        Line::from(spans)
+    }
+}
+
+impl Widget for ChunkLegend {
+    fn render(self, area: Rect, buf: &mut Buffer) {
+        let long = self.line(true);
+        let line = if long.width() <= area.width as usize {
+            long
+        } else {
+            self.line(false)
+        };
+        line.render(area, buf);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ratatui::style::{Color, Style};
+
+    const A: u8 = ChunkState::Acked as u8;
+    const P: u8 = ChunkState::Pending as u8;
+    const I: u8 = ChunkState::InFlight as u8;
+    const R: u8 = ChunkState::Retried as u8;
+    const F: u8 = ChunkState::Failed as u8;
+
+    fn render(widget: impl Widget, width: u16, height: u16) -> Buffer {
+        let mut buf = Buffer::empty(Rect::new(0, 0, width, height));
+        widget.render(buf.area, &mut buf);
+        buf
+    }
+
+    #[test]
+    fn one_cell_per_chunk_when_they_fit() {
+        let map = [A, A, I, P, R, F, P];
+        let buf = render(ChunkMap::new(&map, Theme::monochrome()), 4, 2);
+        assert_eq!(buf, Buffer::with_lines(["██▒·", "rX· "]));
+    }
+
+    #[test]
+    fn a_group_shows_its_worst_chunk() {
+        // 12 chunks in 4 cells: groups of 3.
+        let map = [A, A, A, A, F, A, A, I, P, A, A, A];
+        let buf = render(ChunkMap::new(&map, Theme::monochrome()), 2, 2);
+        assert_eq!(buf, Buffer::with_lines(["█X", "▒█"]));
+    }
+
+    #[test]
+    fn a_hundred_thousand_chunks_fit_the_area() {
+        let map = vec![A; 100_000];
+        let buf = render(ChunkMap::new(&map, Theme::monochrome()), 10, 3);
+        assert_eq!(buf, Buffer::with_lines(["██████████", "██████████", "██████████"]));
+        assert_eq!(ChunkMap::group_size(100_000, 30), 3_334);
+    }
+
+    #[test]
+    fn cells_are_coloured_by_state() {
+        let map = [A, F];
+        let buf = render(ChunkMap::new(&map, Theme::colored()), 2, 1);
+        let mut expected = Buffer::with_lines(["█X"]);
+        expected.set_style(Rect::new(0, 0, 1, 1), Style::default().fg(Color::Green));
+        expected.set_style(Rect::new(1, 0, 1, 1), Style::default().fg(Color::Red));
+        assert_eq!(buf, expected);
+    }
+
+    #[test]
+    fn counts_cover_every_state() {
+        let counts = ChunkCounts::of(&[A, A, P, I, R, F, F, F]);
+        assert_eq!(
+            CHUNK_STATES.map(|s| counts.get(s)),
+            [2, 1, 1, 1, 3]
+        );
+    }
+
+    #[test]
+    fn legend_names_states_when_there_is_room() {
+        let counts = ChunkCounts::of(&[A, A, P]);
+        let buf = render(ChunkLegend::new(counts, Theme::monochrome()), 64, 1);
+        assert_eq!(
+            buf,
+            Buffer::with_lines(["█ acked 2  · pending 1  ▒ in flight 0  r retried 0  X failed 0 "])
+        );
+    }
+
+    #[test]
+    fn legend_goes_short_when_narrow() {
+        let counts = ChunkCounts::of(&[A, A, P]);
+        let buf = render(ChunkLegend::new(counts, Theme::monochrome()), 20, 1);
+        assert_eq!(buf, Buffer::with_lines(["█2 ·1 ▒0 r0 X0      "]));
+    }
+}

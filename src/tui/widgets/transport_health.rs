@@ -1,0 +1,199 @@
+//! [`TransportHealthWidget`]: one channel's health in three lines.
+//!
+//! ```text
+//! ● up   telegram-text     rtt 120 ms
+//! ▁▂▄█▆▃▁              2.0 KiB/s
+//! 12/60 msg/min  errors 0  retry in 4s
+//! ```
+//!
+//! Line one says whether the channel works and how far away it is; line two
+//! is a sparkline of bytes per second over the last minute and the latest
+//! rate; line three the message budget, errors, and the provider's
+//! `retry_after` when it asked us to slow down. Lines are dropped from the
+//! bottom when the area is shorter.
+
+use ratatui::buffer::Buffer;
+use ratatui::layout::Rect;
+use ratatui::style::Style;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Sparkline, Widget};
+
+use pigeon_core::view::TransportHealth;
+
+use crate::tui::escape::escape_control;
+use crate::tui::format;
+use crate::tui::theme::Theme;
+
+/// Lines one transport takes.
+pub const HEIGHT: u16 = 3;
+
+/// Width of the rate figure after the sparkline.
+const RATE_WIDTH: u16 = 11;
+
+pub struct TransportHealthWidget<'a> {
+    health: &'a TransportHealth,
+    theme: Theme,
+}
+
+impl<'a> TransportHealthWidget<'a> {
+    pub fn new(health: &'a TransportHealth, theme: Theme) -> Self {
+        TransportHealthWidget { health, theme }
+    }
+
+    fn status_line(&self) -> Line<'static> {
+        let h = self.health;
+        let theme = self.theme;
+        let (glyph, word, style) = if h.up {
+            ("●", "up  ", theme.good())
+        } else {
+            ("○", "DOWN", theme.bad())
+        };
+        let profile = escape_control(if h.profile.is_empty() {
+            format::transport_label(&h.uri)
+        } else {
+            &h.profile
+        })
+        .into_owned();
+        let mut spans = vec![
+            Span::styled(format!("{glyph} {word}"), style),
+            Span::raw(" "),
+            Span::styled(profile, theme.accent()),
+        ];
+        if let Some(rtt) = h.rtt {
+            spans.push(Span::raw(format!("  rtt {}", format::rtt(rtt))));
+        }
+        Line::from(spans)
+    }
+
+    fn budget_line(&self) -> Line<'static> {
+        let h = self.health;
+        let theme = self.theme;
+        let mut spans = Vec::new();
+        match h.messages_per_minute_limit {
+            Some(limit) => {
+                let near = u64::from(h.messages_last_minute) * 10 >= u64::from(limit) * 9;
+                spans.push(Span::styled(
+                    format!("{}/{limit} msg/min", h.messages_last_minute),
+                    if near { theme.warn() } else { Style::default() },
+                ));
+            }
+            None => spans.push(Span::raw(format!("{} msg/min", h.messages_last_minute))),
+        }
+        spans.push(Span::styled(
+            format!("  errors {}", h.errors),
+            if h.errors > 0 { theme.bad() } else { Style::default() },
+        ));
+        if let Some(wait) = h.retry_after {
+            spans.push(Span::styled(
+                format!("  retry in {}", format::duration(wait)),
+                theme.warn(),
+            ));
+        }
+        Line::from(spans)
+    }
+}
+
+impl Widget for TransportHealthWidget<'_> {
+    fn render(self, area: Rect, buf: &mut Buffer) {
+        if area.height == 0 || area.width == 0 {
+            return;
+        }
+        let row = |i: u16| Rect::new(area.x, area.y + i, area.width, 1);
+        self.status_line().render(row(0), buf);
+        if area.height < 2 {
+            return;
+        }
+        let graph_width = area.width.saturating_sub(RATE_WIDTH);
+        let samples = &self.health.throughput;
+        let tail = &samples[samples.len().saturating_sub(graph_width as usize)..];
+        Sparkline::default()
+            .data(tail.iter().copied())
+            .style(self.theme.accent())
+            .render(Rect::new(area.x, area.y + 1, graph_width, 1), buf);
+        let latest = samples.last().copied().unwrap_or(0);
+        let rate = format!("{:>width$}", format::rate(latest as f64), width = RATE_WIDTH as usize);
+        buf.set_stringn(area.x + graph_width, area.y + 1, rate, RATE_WIDTH as usize, Style::default());
+        if area.height < 3 {
+            return;
+        }
+        self.budget_line().render(row(2), buf);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pigeon_core::view::FaultCounters;
+    use std::time::Duration;
+
+    fn health() -> TransportHealth {
+        TransportHealth {
+            uri: "local:/tmp/spool?profile=telegram-text".into(),
+            profile: "telegram-text".into(),
+            up: true,
+            rtt: Some(Duration::from_millis(120)),
+            throughput: vec![0, 1024, 2048, 4096, 8192, 4096, 2048],
+            messages_last_minute: 12,
+            messages_per_minute_limit: Some(60),
+            errors: 0,
+            retry_after: None,
+            faults: FaultCounters::default(),
+        }
+    }
+
+    fn render(h: &TransportHealth, width: u16, height: u16) -> Buffer {
+        let mut buf = Buffer::empty(Rect::new(0, 0, width, height));
+        TransportHealthWidget::new(h, Theme::monochrome()).render(buf.area, &mut buf);
+        buf
+    }
+
+    #[test]
+    fn healthy_channel() {
+        assert_eq!(
+            render(&health(), 32, 3),
+            Buffer::with_lines([
+                "● up   telegram-text  rtt 120 ms ",
+                " ▁▂▄█▄▂                2.0 KiB/s",
+                "12/60 msg/min  errors 0         ",
+            ])
+        );
+    }
+
+    #[test]
+    fn channel_that_is_down_and_was_told_to_wait() {
+        let h = TransportHealth {
+            up: false,
+            rtt: None,
+            throughput: vec![],
+            messages_last_minute: 60,
+            errors: 3,
+            retry_after: Some(Duration::from_secs(42)),
+            ..health()
+        };
+        assert_eq!(
+            render(&h, 40, 3),
+            Buffer::with_lines([
+                "○ DOWN telegram-text                    ",
+                "                                  0 B/s ",
+                "60/60 msg/min  errors 3  retry in 42s   ",
+            ])
+        );
+    }
+
+    #[test]
+    fn unlimited_channel_and_short_area() {
+        let h = TransportHealth {
+            profile: String::new(),
+            uri: "local:/tmp/x".into(),
+            messages_per_minute_limit: None,
+            ..health()
+        };
+        assert_eq!(
+            render(&h, 30, 1),
+            Buffer::with_lines(["● up   local  rtt 120 ms      "])
+        );
+        let buf = render(&h, 40, 3);
+        let last: String = (0..40).map(|x| buf[(x, 2)].symbol().to_owned()).collect();
+        assert_eq!(last.trim_end(), "12 msg/min  errors 0");
+    }
+}
