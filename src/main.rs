@@ -1,1 +1,187 @@
-fn main() {}
+//! `pigeon`: the binary. Parses the command line, sets up logging, and
+//! hands over to the CLI commands (`cli`), the agent, or the TUI (`tui`).
+//!
+//! With no command and nothing configured, the TUI runs on the embedded
+//! local default: an agent in this process, serving `<home>/storage` over
+//! a spool in `<home>/spool`, so a newcomer can move files at once.
+
+#![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+mod cli;
+mod tui;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::Parser;
+use pigeon_core::engine::client::{self, ClientConfig};
+use pigeon_core::engine::{agent, UploadOptions};
+use pigeon_core::home::{Home, PeerName, TrustedPeer};
+use pigeon_core::policy::Permissions;
+use pigeon_core::transport::TransportUri;
+
+use crate::cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let args = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("pigeon: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("pigeon: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Cli) -> Result<bool> {
+    let home = Home::resolve(args.home.clone())?;
+    let is_agent = matches!(args.command, Some(Command::Agent { .. }));
+    let is_tui = args.command.is_none();
+    let _guard = init_logging(&home, is_agent, is_tui);
+    match args.command {
+        None => run_tui(home, args.tui).await.map(|()| true),
+        Some(Command::Keys(k)) => cli::keys(&home, k).map(|()| true),
+        Some(Command::Agent { transports, root }) => cli::run_agent(home, transports, root).await.map(|()| true),
+        Some(Command::Upload {
+            files,
+            to,
+            no_compress,
+            overwrite,
+            conn,
+        }) => {
+            let options = UploadOptions { no_compress, overwrite };
+            cli::upload(home, files, to, options, conn).await
+        }
+        Some(Command::Download { remote, output, conn }) => cli::download(home, remote, output, conn).await,
+        Some(Command::Ls { dir, conn }) => cli::ls(home, dir, conn).await.map(|()| true),
+        Some(Command::Status { json }) => cli::status(&home, json, false).map(|()| true),
+        Some(Command::History { json }) => cli::status(&home, json, true).map(|()| true),
+        Some(Command::Resume { id, all, conn }) => cli::resume(home, id, all, conn).await,
+        Some(Command::Cancel { id }) => cli::cancel(&home, &id).map(|()| true),
+    }
+}
+
+/// Logs: an agent to stderr and `<home>/logs/agent.log`; the TUI to
+/// `<home>/logs/pigeon.log` only (stderr belongs to the screen); other
+/// commands print warnings to stderr. `RUST_LOG` overrides the level.
+fn init_logging(home: &Home, agent: bool, tui: bool) -> Option<tracing_appender::non_blocking::WorkerGuard> {
+    use tracing_subscriber::prelude::*;
+    use tracing_subscriber::EnvFilter;
+    let filter = |default: &str| EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let file = |name: &str| {
+        let _ = std::fs::create_dir_all(home.log_dir());
+        tracing_appender::non_blocking(tracing_appender::rolling::never(home.log_dir(), name))
+    };
+    if agent {
+        let (writer, guard) = file("agent.log");
+        tracing_subscriber::registry()
+            .with(filter("info"))
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .with(tracing_subscriber::fmt::layer().with_ansi(false).with_writer(writer))
+            .init();
+        Some(guard)
+    } else if tui {
+        let (writer, guard) = file("pigeon.log");
+        tracing_subscriber::registry()
+            .with(filter("info"))
+            .with(tracing_subscriber::fmt::layer().with_ansi(false).with_writer(writer))
+            .init();
+        Some(guard)
+    } else {
+        tracing_subscriber::registry()
+            .with(filter("error"))
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .init();
+        None
+    }
+}
+
+/// The TUI: on the configured agent, or on the embedded local default.
+async fn run_tui(home: Home, args: cli::TuiArgs) -> Result<()> {
+    let config = home.config()?;
+    let configured = !args.transports.is_empty() || !config.transports.is_empty();
+    let (transports, peer, embedded) = if configured {
+        let raw = if args.transports.is_empty() { config.transports.clone() } else { args.transports.clone() };
+        (cli::parse_transports(&raw)?, args.peer.or(config.peer.clone()), None)
+    } else {
+        let (uri, agent_task) = start_embedded_agent(&home).await?;
+        (vec![uri], Some("local-agent".to_string()), Some(agent_task))
+    };
+    let handle = client::start(ClientConfig {
+        home: home.clone(),
+        peer,
+        transports,
+        parallel: config.parallel.unwrap_or(2),
+        run_queue: true,
+        silence_limit: Duration::from_secs(3600 * 24),
+        embedded_agent: embedded.is_some(),
+    })
+    .await?;
+    let options = tui::TuiOptions {
+        home: home.dir().to_path_buf(),
+        keymap_path: home.keymap_path(),
+        start_dir: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
+        embedded_agent: embedded.is_some(),
+        bell: config.bell.unwrap_or(true),
+    };
+    let result = tui::run(handle.clone(), options).await;
+    handle.shutdown().await;
+    if let Some(stop) = embedded {
+        let _ = stop.send(());
+    }
+    result
+}
+
+/// Start an agent inside this process with its own home under ours, and
+/// make the two trust each other. Returns the spool URI and a stop switch.
+async fn start_embedded_agent(home: &Home) -> Result<(TransportUri, tokio::sync::oneshot::Sender<()>)> {
+    let agent_home = Home::resolve(Some(home.dir().join("local-agent")))?;
+    let me = home.identity()?;
+    let agent_key = agent_home.identity()?.public();
+    let name = PeerName::parse("local-agent")?;
+    let mut mine = home.trusted()?;
+    if !mine.iter().any(|p| p.key == agent_key) {
+        mine.retain(|p| p.name != name);
+        mine.push(TrustedPeer {
+            name: name.clone(),
+            key: agent_key,
+            permissions: Permissions::default(),
+        });
+        home.save_trusted(&mine)?;
+    }
+    let client_name = PeerName::parse("local-client")?;
+    agent_home.save_trusted(&[TrustedPeer {
+        name: client_name,
+        key: me.public(),
+        permissions: Permissions::default(),
+    }])?;
+    let spool = home.dir().join("spool");
+    let uri = TransportUri::parse(&format!("local:{}", spool.display()))?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let cfg = agent::AgentConfig {
+        home: agent_home,
+        root: home.storage_dir(),
+        transports: vec![uri.clone()],
+    };
+    tokio::spawn(async move {
+        if let Err(e) = agent::run(cfg, async {
+            let _ = stop_rx.await;
+        })
+        .await
+        {
+            tracing::error!("embedded agent stopped: {e}");
+        }
+    });
+    Ok((uri, stop_tx))
+}

@@ -158,6 +158,8 @@ impl App {
     pub fn on_event(&mut self, event: Event) -> Vec<Effect> {
         let mut effects = Vec::new();
         match event {
+            // The per-run report is for `--json`; the notices above cover it.
+            Event::Finished(_) => {}
             Event::Queued { id } => {
                 let name = self.name_of(id);
                 self.log(LogLine::new(Level::Info, format!("queued {name}")));

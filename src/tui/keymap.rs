@@ -167,7 +167,7 @@ impl Action {
             Action::Select => "select / unselect",
             Action::Filter => "filter by typing (Esc clears)",
             Action::ToggleHidden => "show / hide hidden files",
-            Action::Upload => "upload selection to the Remote folder",
+            Action::Upload => "upload selection to Remote",
             Action::Download => "download Remote selection here",
             Action::RefreshRemote => "refresh the Remote listing",
             Action::PauseResume => "pause / resume transfer",

@@ -34,6 +34,8 @@ pub mod theme;
 pub mod widgets;
 
 #[cfg(test)]
+mod fixtures;
+#[cfg(test)]
 mod screen_tests;
 
 use std::path::{Path, PathBuf};

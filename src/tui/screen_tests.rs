@@ -1,0 +1,153 @@
+//! Whole-screen snapshots on a `TestBackend`, at 80x24 and 120x40, in the
+//! main states: empty, uploading, a failed transfer, help open. Inputs are
+//! hand-built [`EngineSnapshot`](pigeon_core::view::EngineSnapshot)s with
+//! fixed ids and numbers (see [`fixtures`](super::fixtures)), so the
+//! snapshots need no filters. Plus the render benchmark (ignored by default).
+
+use std::time::Instant;
+
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui::backend::TestBackend;
+use ratatui::Terminal;
+
+use pigeon_core::view::{Event, TransferStatus};
+
+use super::app::App;
+use super::fixtures::{self, remote_entry, snapshot, transfer};
+
+const SIZES: [(u16, u16); 2] = [(80, 24), (120, 40)];
+
+fn draw(app: &mut App, width: u16, height: u16) -> Terminal<TestBackend> {
+    let mut terminal = Terminal::new(TestBackend::new(width, height)).expect("test backend");
+    terminal.draw(|frame| app.render(frame)).expect("draw");
+    terminal
+}
+
+fn press(app: &mut App, code: KeyCode) {
+    let _ = app.on_key(KeyEvent::new(code, KeyModifiers::NONE));
+}
+
+fn assert_screens(name: &str, mut app: App) {
+    for (w, h) in SIZES {
+        let terminal = draw(&mut app, w, h);
+        insta::assert_snapshot!(format!("{name}_{w}x{h}"), terminal.backend());
+    }
+}
+
+#[test]
+fn screen_empty() {
+    let mut app = fixtures::app(vec![]);
+    app.on_snapshot(snapshot(vec![]));
+    assert_screens("empty", app);
+}
+
+#[test]
+fn screen_uploading() {
+    let mut app = fixtures::app(vec![remote_entry("earlier.txt", 12)]);
+    app.on_snapshot(snapshot(vec![
+        transfer(1, "dataset.bin", TransferStatus::InProgress, 1600, 800),
+        transfer(2, "Cargo.toml", TransferStatus::Pending, 1, 0),
+    ]));
+    let _ = app.on_event(Event::Started {
+        id: fixtures::id(1),
+        resumed: false,
+    });
+    assert_screens("uploading", app);
+}
+
+#[test]
+fn screen_failed_transfer() {
+    let mut app = fixtures::app(vec![remote_entry("earlier.txt", 12)]);
+    let mut failed = transfer(3, "evil\x1b]52;c;aGk=\x07name.bin", TransferStatus::Failed, 40, 13);
+    failed.error = Some("the agent refused: quota exceeded (2.1 GB of 2 GB used)".into());
+    let name = failed.remote_path.clone();
+    let error = failed.error.clone().unwrap_or_default();
+    app.on_snapshot(snapshot(vec![
+        failed,
+        transfer(4, "README.md", TransferStatus::Completed, 1, 1),
+    ]));
+    let _ = app.on_event(Event::Failed {
+        id: fixtures::id(3),
+        name,
+        error,
+    });
+    press(&mut app, KeyCode::Char('4'));
+    assert_screens("failed", app);
+}
+
+#[test]
+fn screen_help_open() {
+    let mut app = fixtures::app(vec![]);
+    app.on_snapshot(snapshot(vec![]));
+    press(&mut app, KeyCode::Char('?'));
+    assert_screens("help", app);
+}
+
+#[test]
+fn screen_too_small_says_so() {
+    let mut app = fixtures::app(vec![]);
+    let terminal = draw(&mut app, 40, 10);
+    let text = terminal.backend().to_string();
+    assert!(text.contains("pigeon needs at least 60x16"), "{text}");
+}
+
+#[test]
+fn every_pane_title_is_on_screen_at_80x24() {
+    let mut app = fixtures::app(vec![]);
+    app.on_snapshot(snapshot(vec![transfer(1, "a", TransferStatus::InProgress, 10, 5)]));
+    let text = draw(&mut app, 80, 24).backend().to_string();
+    for title in ["Files", "Remote", "Queue", "Chunks", "Transports", "local agent (embedded)"] {
+        assert!(text.contains(title), "{title} missing:\n{text}");
+    }
+    let text = draw(&mut app, 120, 40).backend().to_string();
+    assert!(text.contains("Log"), "{text}");
+}
+
+#[test]
+fn hostile_names_never_reach_the_terminal_raw() {
+    let mut app = fixtures::app(vec![remote_entry("\x1b[2Jwipe.txt", 1)]);
+    app.on_snapshot(snapshot(vec![transfer(1, "\x1b]0;title\x07x", TransferStatus::InProgress, 10, 5)]));
+    let terminal = draw(&mut app, 120, 40);
+    for cell in terminal.backend().buffer().content() {
+        assert!(
+            !cell.symbol().chars().any(char::is_control),
+            "raw control character on screen: {:?}",
+            cell.symbol()
+        );
+    }
+}
+
+/// Render time of one frame with 1,000 transfers queued and a transfer of
+/// 100,000 chunks selected. Run with
+/// `cargo test --release -- --ignored --nocapture tui_render_bench`.
+#[test]
+#[ignore = "benchmark: run in release with --ignored --nocapture"]
+fn tui_render_bench() {
+    let mut transfers = vec![transfer(0, "huge.bin", TransferStatus::InProgress, 100_000, 50_000)];
+    for n in 1..1000u32 {
+        let mut t = transfer(1, &format!("file-{n:04}.bin"), TransferStatus::Pending, 100, 0);
+        t.id = pigeon_core::view::TransferId([(n % 251) as u8, (n / 251) as u8, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7]);
+        t.created_unix += u64::from(n);
+        transfers.push(t);
+    }
+    let mut app = fixtures::app(vec![]);
+    app.on_snapshot(snapshot(transfers.clone()));
+    for (w, h) in [(80u16, 24u16), (120, 40), (250, 70)] {
+        let mut terminal = Terminal::new(TestBackend::new(w, h)).expect("test backend");
+        terminal.draw(|frame| app.render(frame)).expect("warm-up draw");
+        let frames = 200;
+        let start = Instant::now();
+        for i in 0..frames {
+            // A fresh snapshot every frame, as during a transfer.
+            if i % 2 == 0 {
+                app.on_snapshot(snapshot(transfers.clone()));
+            }
+            terminal.draw(|frame| app.render(frame)).expect("draw");
+        }
+        let per_frame = start.elapsed().as_secs_f64() * 1000.0 / f64::from(frames);
+        println!("tui_render_bench {w}x{h}: {per_frame:.3} ms per frame (1,000 transfers, 100,000-chunk map)");
+        if !cfg!(debug_assertions) {
+            assert!(per_frame < 5.0, "{per_frame:.3} ms per frame is over the 5 ms target");
+        }
+    }
+}

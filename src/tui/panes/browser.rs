@@ -456,10 +456,10 @@ mod tests {
         let mut buf = Buffer::empty(Rect::new(0, 0, 36, 4));
         b.render(buf.area, &mut buf, Theme::monochrome(), true, "empty");
         let expected = Buffer::with_lines([
-            "  Name               Size Type      ",
-            "  docs/                   dir       ",
-            "+ a.txt           2.0 KiB txt       ",
-            "  b.TXT           2.0 KiB txt       ",
+            "  Name                    Size Type ",
+            "  docs/                        dir  ",
+            "+ a.txt                2.0 KiB txt  ",
+            "  b.TXT                2.0 KiB txt  ",
         ]);
         let text: Vec<String> = (0..4)
             .map(|y| (0..36).map(|x| buf[(x, y)].symbol().to_owned()).collect())

@@ -139,6 +139,7 @@ impl LogPane {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ratatui::style::{Modifier, Style};
 
     #[test]
     fn keeps_only_the_most_recent_lines() {
@@ -158,10 +159,10 @@ mod tests {
         log.push(LogLine::new(Level::Error, "bad \x1b[31mname"));
         let mut buf = Buffer::empty(Rect::new(0, 0, 24, 2));
         log.render_lines(buf.area, &mut buf, Theme::monochrome());
-        assert_eq!(
-            buf,
-            Buffer::with_lines(["✓ uploaded a.txt        ", "✗ bad \\x1b[31mname      "])
-        );
+        let mut expected = Buffer::with_lines(["✓ uploaded a.txt        ", "✗ bad \\x1b[31mname      "]);
+        // Errors are bold, so they stand out without colour.
+        expected.set_style(Rect::new(0, 1, 18, 1), Style::default().add_modifier(Modifier::BOLD));
+        assert_eq!(buf, expected);
     }
 
     #[test]

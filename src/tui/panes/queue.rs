@@ -326,7 +326,7 @@ impl Columns {
         let fraction = progress(t);
         let filled = (fraction * Self::BAR as f64).round() as usize;
         let bar = format!(
-            "{}{}{:>4}",
+            "{}{} {:>4}",
             "█".repeat(filled),
             "░".repeat(Self::BAR - filled),
             format!("{}%", (fraction * 100.0).floor() as u64)

@@ -209,7 +209,7 @@ impl RemotePane {
         let placeholder = match (&self.error, &self.loading) {
             (Some(error), _) => error.as_str(),
             (None, Some(_)) => "listing…",
-            (None, None) => "no files yet: press u in Files to upload",
+            (None, None) => "empty: press u in Files to upload",
         };
         self.browser.render(inner, buf, theme, focused, placeholder);
         if let Some(error) = self.error.as_deref().filter(|_| !self.browser.is_empty()) {

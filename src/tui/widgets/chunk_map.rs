@@ -188,7 +188,7 @@ mod tests {
         let buf = render(ChunkLegend::new(counts, Theme::monochrome()), 64, 1);
         assert_eq!(
             buf,
-            Buffer::with_lines(["█ acked 2  · pending 1  ▒ in flight 0  r retried 0  X failed 0 "])
+            Buffer::with_lines(["█ acked 2  · pending 1  ▒ in flight 0  r retried 0  X failed 0  "])
         );
     }
 

@@ -399,8 +399,36 @@ impl Core {
             ClientCommand::Reprioritize(id, delta) => {
                 self.update(&id, |r| r.priority += delta);
             }
+            ClientCommand::ResumeMatching { prefix, reply } => {
+                let _ = reply.send(self.resume_matching(prefix.as_deref()));
+            }
             ClientCommand::Shutdown(_) => {}
         }
+    }
+
+    fn resume_matching(&mut self, prefix: Option<&str>) -> Result<Vec<TransferId>> {
+        let candidates: Vec<TransferId> = lock(&self.records)
+            .values()
+            .filter(|r| !matches!(r.status, TransferStatus::Completed | TransferStatus::Cancelled))
+            .filter(|r| prefix.is_none_or(|p| r.id.to_string().starts_with(&p.to_ascii_lowercase())))
+            .map(|r| r.id)
+            .collect();
+        if let Some(p) = prefix {
+            match candidates.len() {
+                0 => return Err(CoreError::UnknownTransfer(p.to_string())),
+                1 => {}
+                n => {
+                    return Err(CoreError::Transfer(format!(
+                        "{n} unfinished transfers start with {p:?}; give more of the id"
+                    )))
+                }
+            }
+        }
+        for id in &candidates {
+            self.update(id, |r| r.status = TransferStatus::Pending);
+            self.eligible.insert(*id);
+        }
+        Ok(candidates)
     }
 
     /// Apply `f` to a record, store it, and show it.

@@ -61,6 +61,12 @@ pub enum ClientCommand {
     Retry(TransferId),
     /// Move in the queue: negative runs sooner.
     Reprioritize(TransferId, i64),
+    /// Resume the unfinished transfer whose id starts with `prefix`, or
+    /// every unfinished one (`prefix` None); replies with their ids.
+    ResumeMatching {
+        prefix: Option<String>,
+        reply: oneshot::Sender<Result<Vec<TransferId>>>,
+    },
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -131,6 +137,14 @@ impl ClientHandle {
 
     pub async fn reprioritize(&self, id: TransferId, delta: i64) -> Result<()> {
         self.tell(ClientCommand::Reprioritize(id, delta)).await
+    }
+
+    /// Resume by id prefix (as `pigeon resume ID`), or all unfinished
+    /// transfers (`pigeon resume --all`).
+    pub async fn resume_matching(&self, prefix: Option<String>, all: bool) -> Result<Vec<TransferId>> {
+        let prefix = if all { None } else { prefix };
+        self.ask(|reply| ClientCommand::ResumeMatching { prefix, reply })
+            .await?
     }
 
     /// Stop every transfer (they stay queued in the store) and the engine.

@@ -1,0 +1,500 @@
+//! The command line: argument types (clap derive) and what each command does.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use pigeon_core::engine::client::{self, ClientConfig};
+use pigeon_core::engine::{agent, ClientHandle, UploadOptions};
+use pigeon_core::home::{Home, PeerName, TrustedPeer};
+use pigeon_core::policy::{escape_control, Permissions};
+use pigeon_core::store::Store;
+use pigeon_core::transport::TransportUri;
+use pigeon_core::view::{Event, LogLevel, TransferId, TransferReport, TransferStatus};
+
+/// Encrypted, resumable file transfer over messaging channels.
+///
+/// Without a command, opens the full-screen terminal UI.
+#[derive(Parser, Debug)]
+#[command(name = "pigeon", version, about, long_about = None)]
+pub struct Cli {
+    /// This party's home folder (config, keys, store, logs; an agent's storage).
+    #[arg(long, env = "PIGEON_HOME", global = true)]
+    pub home: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub tui: TuiArgs,
+}
+
+#[derive(Args, Debug, Default)]
+pub struct TuiArgs {
+    /// Transport to the configured agent (overrides config.toml); repeat for several.
+    #[arg(long = "transport", value_name = "URI")]
+    pub transports: Vec<String>,
+    /// The trusted agent to drive (when several are trusted).
+    #[arg(long)]
+    pub peer: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Show, trust, list and revoke keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Run the agent in the foreground until SIGINT or SIGTERM.
+    Agent {
+        #[arg(long = "transport", value_name = "URI", required = true)]
+        transports: Vec<String>,
+        /// Storage root (default: <home>/storage).
+        #[arg(long)]
+        root: Option<PathBuf>,
+    },
+    /// Upload files to the agent and wait until it confirms each SHA-256.
+    Upload {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Remote file name (one file) or folder (several files).
+        #[arg(long)]
+        to: Option<String>,
+        /// Do not gzip chunks, even where it would help.
+        #[arg(long)]
+        no_compress: bool,
+        /// Replace a remote file that already exists.
+        #[arg(long)]
+        overwrite: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Download a file from the agent.
+    Download {
+        remote: String,
+        /// Local file or folder (default: the remote file's name, here).
+        #[arg(short = 'o', long = "output")]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// List a folder on the agent: name, size, SHA-256, modified.
+    Ls {
+        #[arg(default_value = "")]
+        dir: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// This party's transfers and their progress.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Finished transfers.
+    History {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Resume a paused, failed or interrupted transfer (or all of them).
+    Resume {
+        /// Transfer id, or a unique prefix of it (see `pigeon status`).
+        id: Option<String>,
+        #[arg(long, conflicts_with = "id")]
+        all: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Cancel a transfer.
+    Cancel { id: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    /// Print this party's public key (creating the identity on first use).
+    Show,
+    /// Trust a peer's key.
+    Trust {
+        key: String,
+        #[arg(long)]
+        name: String,
+        /// Comma-separated: upload, download, list.
+        #[arg(long, default_value = "upload,download,list")]
+        allow: String,
+    },
+    /// List trusted peers.
+    List,
+    /// Stop trusting a peer.
+    Revoke { name: String },
+}
+
+/// How a client reaches its agent.
+#[derive(Args, Debug)]
+pub struct Conn {
+    /// Transport URI, e.g. local:/tmp/spool?profile=telegram-text; repeat for several.
+    #[arg(long = "transport", value_name = "URI")]
+    pub transports: Vec<String>,
+    /// The trusted agent to talk to (default: the only one).
+    #[arg(long)]
+    pub peer: Option<String>,
+    /// One JSON object per finished transfer on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Transfers running at once.
+    #[arg(long, default_value_t = 2)]
+    pub parallel: usize,
+    /// Give up after this many seconds without a word from the agent.
+    #[arg(long, default_value_t = 120)]
+    pub timeout: u64,
+}
+
+pub fn parse_transports(raw: &[String]) -> Result<Vec<TransportUri>> {
+    raw.iter()
+        .map(|u| TransportUri::parse(u).map_err(|e| anyhow!(e)))
+        .collect()
+}
+
+pub fn keys(home: &Home, cmd: KeysCommand) -> Result<()> {
+    match cmd {
+        KeysCommand::Show => {
+            println!("{}", home.identity()?.public());
+        }
+        KeysCommand::Trust { key, name, allow } => {
+            let peer = TrustedPeer {
+                name: PeerName::parse(&name)?,
+                key: key.parse()?,
+                permissions: Permissions::parse(&allow)?,
+            };
+            let mut all = home.trusted()?;
+            all.retain(|p| p.name != peer.name);
+            eprintln!("trusting {} ({}) to {}", peer.name, &peer.key.to_string()[..16], peer.permissions);
+            all.push(peer);
+            home.save_trusted(&all)?;
+        }
+        KeysCommand::List => {
+            let all = home.trusted()?;
+            if all.is_empty() {
+                eprintln!("no trusted peers; add one with `pigeon keys trust <KEY> --name <NAME>`");
+            }
+            for p in all {
+                println!("{}\t{}\t{}", p.name, p.key, p.permissions);
+            }
+        }
+        KeysCommand::Revoke { name } => {
+            let mut all = home.trusted()?;
+            let before = all.len();
+            all.retain(|p| p.name.as_str() != name);
+            if all.len() == before {
+                bail!("no trusted peer named {name:?}; see `pigeon keys list`");
+            }
+            home.save_trusted(&all)?;
+            eprintln!("revoked {name}");
+        }
+    }
+    Ok(())
+}
+
+pub async fn run_agent(home: Home, transports: Vec<String>, root: Option<PathBuf>) -> Result<()> {
+    let transports = parse_transports(&transports)?;
+    let root = root.unwrap_or_else(|| home.storage_dir());
+    eprintln!("pigeon agent: key {}", home.identity()?.public());
+    agent::run(
+        agent::AgentConfig {
+            home,
+            root,
+            transports,
+        },
+        shutdown_signal(),
+    )
+    .await?;
+    Ok(())
+}
+
+/// SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async {
+            match term.as_mut() {
+                Some(t) => { t.recv().await; }
+                None => std::future::pending::<()>().await,
+            }
+        } => {}
+    }
+}
+
+/// Transports from the command line, else from config.toml.
+fn resolve_transports(home: &Home, given: &[String]) -> Result<Vec<TransportUri>> {
+    if !given.is_empty() {
+        return parse_transports(given);
+    }
+    let cfg = home.config()?;
+    if cfg.transports.is_empty() {
+        bail!("no transport: pass --transport local:<SPOOL_DIR> (the same one the agent uses), or set transports in {}", home.config_path().display());
+    }
+    parse_transports(&cfg.transports)
+}
+
+pub async fn start_client(home: &Home, conn: &Conn) -> Result<ClientHandle> {
+    let transports = resolve_transports(home, &conn.transports)?;
+    let cfg = home.config()?;
+    let handle = client::start(ClientConfig {
+        home: home.clone(),
+        peer: conn.peer.clone().or(cfg.peer),
+        transports,
+        parallel: conn.parallel,
+        run_queue: false,
+        silence_limit: Duration::from_secs(conn.timeout.max(1)),
+        embedded_agent: false,
+    })
+    .await?;
+    Ok(handle)
+}
+
+pub async fn upload(
+    home: Home,
+    files: Vec<PathBuf>,
+    to: Option<String>,
+    options: UploadOptions,
+    conn: Conn,
+) -> Result<bool> {
+    let handle = start_client(&home, &conn).await?;
+    let mut events = handle.events();
+    let mut ids = vec![];
+    let mut ok = true;
+    for file in &files {
+        let remote = match (&to, files.len()) {
+            (Some(t), 1) if !t.ends_with('/') => t.clone(),
+            (Some(dir), _) => {
+                let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                format!("{}/{name}", dir.trim_end_matches('/'))
+            }
+            (None, _) => String::new(),
+        };
+        match handle.upload(file.clone(), remote, options.clone()).await {
+            Ok(id) => ids.push(id),
+            Err(e) => {
+                eprintln!("pigeon: cannot upload {}: {e}", escape_control(&file.display().to_string()));
+                ok = false;
+            }
+        }
+    }
+    let done = wait_for(&handle, &mut events, &ids, conn.json).await;
+    handle.shutdown().await;
+    Ok(ok && done)
+}
+
+pub async fn download(home: Home, remote: String, output: Option<PathBuf>, conn: Conn) -> Result<bool> {
+    let handle = start_client(&home, &conn).await?;
+    let mut events = handle.events();
+    let id = handle
+        .download(remote.clone(), output.unwrap_or_default())
+        .await
+        .with_context(|| format!("cannot download {}", escape_control(&remote)))?;
+    let done = wait_for(&handle, &mut events, &[id], conn.json).await;
+    handle.shutdown().await;
+    Ok(done)
+}
+
+pub async fn resume(home: Home, id: Option<String>, all: bool, conn: Conn) -> Result<bool> {
+    if id.is_none() && !all {
+        bail!("name a transfer id (see `pigeon status`) or pass --all");
+    }
+    let handle = start_client(&home, &conn).await?;
+    let mut events = handle.events();
+    let ids = handle.resume_matching(id, all).await?;
+    if ids.is_empty() {
+        eprintln!("nothing to resume");
+        handle.shutdown().await;
+        return Ok(true);
+    }
+    let done = wait_for(&handle, &mut events, &ids, conn.json).await;
+    handle.shutdown().await;
+    Ok(done)
+}
+
+/// Wait until every transfer in `ids` has finished; print each as it does.
+/// True when all completed.
+async fn wait_for(
+    handle: &ClientHandle,
+    events: &mut tokio::sync::broadcast::Receiver<Event>,
+    ids: &[TransferId],
+    json: bool,
+) -> bool {
+    let mut pending: std::collections::HashSet<String> = ids.iter().map(|i| i.to_string()).collect();
+    let mut all_ok = true;
+    let bars = progress_bars(handle, ids);
+    while !pending.is_empty() {
+        let event = match events.recv().await {
+            Ok(e) => e,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(_) => break,
+        };
+        match event {
+            Event::Finished(report) if pending.contains(&report.id) => {
+                pending.remove(&report.id);
+                if report.status != TransferStatus::Completed {
+                    all_ok = false;
+                }
+                if let Some(b) = &bars {
+                    b.suspend(|| print_report(&report, json));
+                } else {
+                    print_report(&report, json);
+                }
+            }
+            Event::Log { level: LogLevel::Warn | LogLevel::Error, message } => {
+                eprintln!("pigeon: {}", escape_control(&message));
+            }
+            _ => {}
+        }
+    }
+    if let Some(b) = bars {
+        let _ = b.clear();
+    }
+    all_ok
+}
+
+fn print_report(r: &TransferReport, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string(r).unwrap_or_default());
+        return;
+    }
+    let arrow = match r.direction {
+        pigeon_core::view::Direction::Upload => "->",
+        pigeon_core::view::Direction::Download => "<-",
+    };
+    let (local, remote) = (escape_control(&r.local_path), escape_control(&r.remote_path));
+    match r.status {
+        TransferStatus::Completed => println!(
+            "completed {local} {arrow} {remote}: {} bytes, sha256 {}, {} chunks sent{} in {:.1}s",
+            r.size,
+            r.sha256.as_deref().unwrap_or("?"),
+            r.chunks_sent,
+            if r.resumed { " (resumed)" } else { "" },
+            r.elapsed_ms as f64 / 1000.0
+        ),
+        status => eprintln!(
+            "pigeon: {} {local} {arrow} {remote}: {}",
+            status.as_str(),
+            escape_control(r.error.as_deref().unwrap_or("no reason given"))
+        ),
+    }
+}
+
+/// A progress bar per transfer when stderr is a terminal.
+fn progress_bars(handle: &ClientHandle, ids: &[TransferId]) -> Option<indicatif::MultiProgress> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let multi = indicatif::MultiProgress::new();
+    let style = indicatif::ProgressStyle::with_template(
+        "{prefix:30!} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+    )
+    .ok()?
+    .progress_chars("=> ");
+    let bars: Vec<(TransferId, indicatif::ProgressBar)> = ids
+        .iter()
+        .map(|id| {
+            let b = multi.add(indicatif::ProgressBar::new(0));
+            b.set_style(style.clone());
+            (*id, b)
+        })
+        .collect();
+    let mut snapshots = handle.snapshot();
+    tokio::spawn(async move {
+        while snapshots.changed().await.is_ok() {
+            let snap = snapshots.borrow_and_update().clone();
+            for (id, bar) in &bars {
+                if let Some(t) = snap.transfers.iter().find(|t| t.id == *id) {
+                    bar.set_prefix(escape_control(&t.remote_path).into_owned());
+                    bar.set_length(t.size);
+                    bar.set_position(t.bytes_done);
+                    if t.status.is_finished() {
+                        bar.finish_and_clear();
+                    }
+                }
+            }
+        }
+    });
+    Some(multi)
+}
+
+pub fn status(home: &Home, json: bool, finished_only: bool) -> Result<()> {
+    let store = Store::open(&home.store_dir())?;
+    let reports = client::stored_reports(&store)?;
+    let shown: Vec<_> = reports
+        .into_iter()
+        .filter(|(r, _)| !finished_only || r.status.is_finished())
+        .collect();
+    if json {
+        for (_, rep) in &shown {
+            println!("{}", serde_json::to_string(rep)?);
+        }
+        return Ok(());
+    }
+    if shown.is_empty() {
+        eprintln!("no transfers yet");
+    }
+    for (rec, rep) in shown {
+        let pct = if rec.chunks_total == 0 { 0.0 } else { 100.0 * f64::from(rec.chunks_done) / f64::from(rec.chunks_total) };
+        println!(
+            "{}  {:<9} {:<11} {:>5.1}%  {:>12} B  {} {} {}  faults: corrupt {} dup {} reordered {} retransmitted {}{}",
+            rec.id.short(),
+            format!("{:?}", rec.direction).to_lowercase(),
+            rec.status.as_str(),
+            pct,
+            rec.manifest.size,
+            escape_control(&rec.local_path.display().to_string()),
+            if rec.direction == pigeon_core::view::Direction::Upload { "->" } else { "<-" },
+            escape_control(&rec.remote_path),
+            rep.faults.corrupt,
+            rep.faults.duplicate,
+            rep.faults.reordered,
+            rep.faults.retransmitted,
+            rec.error.as_deref().map(|e| format!("\n          error: {}", escape_control(e))).unwrap_or_default(),
+        );
+    }
+    Ok(())
+}
+
+pub fn cancel(home: &Home, id: &str) -> Result<()> {
+    let store = Store::open(&home.store_dir())?;
+    let mut rec = store.find_transfer(id)?;
+    if rec.status.is_finished() {
+        bail!("transfer {} already {}", rec.id.short(), rec.status.as_str());
+    }
+    rec.status = TransferStatus::Cancelled;
+    if rec.direction == pigeon_core::view::Direction::Download {
+        if let Some(p) = &rec.partial_path {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+    store.put_transfer(&rec)?;
+    store.flush()?;
+    eprintln!("cancelled {}", rec.id.short());
+    Ok(())
+}
+
+pub async fn ls(home: Home, dir: String, conn: Conn) -> Result<()> {
+    let handle = start_client(&home, &conn).await?;
+    let entries = handle.list(dir).await;
+    handle.shutdown().await;
+    let entries = entries?;
+    for e in entries {
+        if conn.json {
+            println!("{}", serde_json::to_string(&e)?);
+        } else {
+            let when = humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(e.modified_unix));
+            println!(
+                "{:>12}  {}  {:<64}  {}{}",
+                if e.is_dir { "-".to_string() } else { e.size.to_string() },
+                when,
+                e.sha256.as_deref().unwrap_or(if e.is_dir { "(folder)" } else { "" }),
+                escape_control(&e.path),
+                if e.is_dir { "/" } else { "" }
+            );
+        }
+    }
+    Ok(())
+}
