@@ -167,7 +167,12 @@ pub fn keys(home: &Home, cmd: KeysCommand) -> Result<()> {
             };
             let mut all = home.trusted()?;
             all.retain(|p| p.name != peer.name);
-            eprintln!("trusting {} ({}) to {}", peer.name, &peer.key.to_string()[..16], peer.permissions);
+            eprintln!(
+                "trusting {} ({}) to {}",
+                peer.name,
+                &peer.key.to_string()[..16],
+                peer.permissions
+            );
             all.push(peer);
             home.save_trusted(&all)?;
         }
@@ -267,7 +272,10 @@ pub async fn upload(
         let remote = match (&to, files.len()) {
             (Some(t), 1) if !t.ends_with('/') => t.clone(),
             (Some(dir), _) => {
-                let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                let name = file
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
                 format!("{}/{name}", dir.trim_end_matches('/'))
             }
             (None, _) => String::new(),
@@ -275,7 +283,10 @@ pub async fn upload(
         match handle.upload(file.clone(), remote, options.clone()).await {
             Ok(id) => ids.push(id),
             Err(e) => {
-                eprintln!("pigeon: cannot upload {}: {e}", escape_control(&file.display().to_string()));
+                eprintln!(
+                    "pigeon: cannot upload {}: {e}",
+                    escape_control(&file.display().to_string())
+                );
                 ok = false;
             }
         }
@@ -285,7 +296,12 @@ pub async fn upload(
     Ok(ok && done)
 }
 
-pub async fn download(home: Home, remote: String, output: Option<PathBuf>, conn: Conn) -> Result<bool> {
+pub async fn download(
+    home: Home,
+    remote: String,
+    output: Option<PathBuf>,
+    conn: Conn,
+) -> Result<bool> {
     let handle = start_client(&home, &conn).await?;
     let mut events = handle.events();
     let id = handle
@@ -322,7 +338,8 @@ async fn wait_for(
     ids: &[TransferId],
     json: bool,
 ) -> bool {
-    let mut pending: std::collections::HashSet<String> = ids.iter().map(|i| i.to_string()).collect();
+    let mut pending: std::collections::HashSet<String> =
+        ids.iter().map(|i| i.to_string()).collect();
     let mut all_ok = true;
     let bars = progress_bars(handle, ids);
     while !pending.is_empty() {
@@ -343,7 +360,10 @@ async fn wait_for(
                     print_report(&report, json);
                 }
             }
-            Event::Log { level: LogLevel::Warn | LogLevel::Error, message } => {
+            Event::Log {
+                level: LogLevel::Warn | LogLevel::Error,
+                message,
+            } => {
                 eprintln!("pigeon: {}", escape_control(&message));
             }
             _ => {}
@@ -364,7 +384,10 @@ fn print_report(r: &TransferReport, json: bool) {
         pigeon_core::view::Direction::Upload => "->",
         pigeon_core::view::Direction::Download => "<-",
     };
-    let (local, remote) = (escape_control(&r.local_path), escape_control(&r.remote_path));
+    let (local, remote) = (
+        escape_control(&r.local_path),
+        escape_control(&r.remote_path),
+    );
     match r.status {
         TransferStatus::Completed => println!(
             "completed {local} {arrow} {remote}: {} bytes, sha256 {}, {} chunks sent{} in {:.1}s",
@@ -437,7 +460,11 @@ pub fn status(home: &Home, json: bool, finished_only: bool) -> Result<()> {
         eprintln!("no transfers yet");
     }
     for (rec, rep) in shown {
-        let pct = if rec.chunks_total == 0 { 0.0 } else { 100.0 * f64::from(rec.chunks_done) / f64::from(rec.chunks_total) };
+        let pct = if rec.chunks_total == 0 {
+            0.0
+        } else {
+            100.0 * f64::from(rec.chunks_done) / f64::from(rec.chunks_total)
+        };
         println!(
             "{}  {:<9} {:<11} {:>5.1}%  {:>12} B  {} {} {}  faults: corrupt {} dup {} reordered {} retransmitted {}{}",
             rec.id.short(),
@@ -462,7 +489,11 @@ pub fn cancel(home: &Home, id: &str) -> Result<()> {
     let store = Store::open(&home.store_dir())?;
     let mut rec = store.find_transfer(id)?;
     if rec.status.is_finished() {
-        bail!("transfer {} already {}", rec.id.short(), rec.status.as_str());
+        bail!(
+            "transfer {} already {}",
+            rec.id.short(),
+            rec.status.as_str()
+        );
     }
     rec.status = TransferStatus::Cancelled;
     if rec.direction == pigeon_core::view::Direction::Download {
@@ -485,12 +516,20 @@ pub async fn ls(home: Home, dir: String, conn: Conn) -> Result<()> {
         if conn.json {
             println!("{}", serde_json::to_string(&e)?);
         } else {
-            let when = humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(e.modified_unix));
+            let when = humantime::format_rfc3339_seconds(
+                std::time::UNIX_EPOCH + Duration::from_secs(e.modified_unix),
+            );
             println!(
                 "{:>12}  {}  {:<64}  {}{}",
-                if e.is_dir { "-".to_string() } else { e.size.to_string() },
+                if e.is_dir {
+                    "-".to_string()
+                } else {
+                    e.size.to_string()
+                },
                 when,
-                e.sha256.as_deref().unwrap_or(if e.is_dir { "(folder)" } else { "" }),
+                e.sha256
+                    .as_deref()
+                    .unwrap_or(if e.is_dir { "(folder)" } else { "" }),
                 escape_control(&e.path),
                 if e.is_dir { "/" } else { "" }
             );

@@ -27,7 +27,10 @@ use crate::cli::{Cli, Command};
 
 fn main() -> ExitCode {
     let args = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("pigeon: cannot start the runtime: {e}");
@@ -52,7 +55,9 @@ async fn run(args: Cli) -> Result<bool> {
     match args.command {
         None => run_tui(home, args.tui).await.map(|()| true),
         Some(Command::Keys(k)) => cli::keys(&home, k).map(|()| true),
-        Some(Command::Agent { transports, root }) => cli::run_agent(home, transports, root).await.map(|()| true),
+        Some(Command::Agent { transports, root }) => {
+            cli::run_agent(home, transports, root).await.map(|()| true)
+        }
         Some(Command::Upload {
             files,
             to,
@@ -60,10 +65,17 @@ async fn run(args: Cli) -> Result<bool> {
             overwrite,
             conn,
         }) => {
-            let options = UploadOptions { no_compress, overwrite };
+            let options = UploadOptions {
+                no_compress,
+                overwrite,
+            };
             cli::upload(home, files, to, options, conn).await
         }
-        Some(Command::Download { remote, output, conn }) => cli::download(home, remote, output, conn).await,
+        Some(Command::Download {
+            remote,
+            output,
+            conn,
+        }) => cli::download(home, remote, output, conn).await,
         Some(Command::Ls { dir, conn }) => cli::ls(home, dir, conn).await.map(|()| true),
         Some(Command::Status { json }) => cli::status(&home, json, false).map(|()| true),
         Some(Command::History { json }) => cli::status(&home, json, true).map(|()| true),
@@ -75,10 +87,16 @@ async fn run(args: Cli) -> Result<bool> {
 /// Logs: an agent to stderr and `<home>/logs/agent.log`; the TUI to
 /// `<home>/logs/pigeon.log` only (stderr belongs to the screen); other
 /// commands print warnings to stderr. `RUST_LOG` overrides the level.
-fn init_logging(home: &Home, agent: bool, tui: bool) -> Option<tracing_appender::non_blocking::WorkerGuard> {
+fn init_logging(
+    home: &Home,
+    agent: bool,
+    tui: bool,
+) -> Option<tracing_appender::non_blocking::WorkerGuard> {
     use tracing_subscriber::prelude::*;
     use tracing_subscriber::EnvFilter;
-    let filter = |default: &str| EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let filter = |default: &str| {
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default))
+    };
     let file = |name: &str| {
         let _ = std::fs::create_dir_all(home.log_dir());
         tracing_appender::non_blocking(tracing_appender::rolling::never(home.log_dir(), name))
@@ -88,14 +106,22 @@ fn init_logging(home: &Home, agent: bool, tui: bool) -> Option<tracing_appender:
         tracing_subscriber::registry()
             .with(filter("info"))
             .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
-            .with(tracing_subscriber::fmt::layer().with_ansi(false).with_writer(writer))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(false)
+                    .with_writer(writer),
+            )
             .init();
         Some(guard)
     } else if tui {
         let (writer, guard) = file("pigeon.log");
         tracing_subscriber::registry()
             .with(filter("info"))
-            .with(tracing_subscriber::fmt::layer().with_ansi(false).with_writer(writer))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(false)
+                    .with_writer(writer),
+            )
             .init();
         Some(guard)
     } else {
@@ -112,8 +138,16 @@ async fn run_tui(home: Home, args: cli::TuiArgs) -> Result<()> {
     let config = home.config()?;
     let configured = !args.transports.is_empty() || !config.transports.is_empty();
     let (transports, peer, embedded) = if configured {
-        let raw = if args.transports.is_empty() { config.transports.clone() } else { args.transports.clone() };
-        (cli::parse_transports(&raw)?, args.peer.or(config.peer.clone()), None)
+        let raw = if args.transports.is_empty() {
+            config.transports.clone()
+        } else {
+            args.transports.clone()
+        };
+        (
+            cli::parse_transports(&raw)?,
+            args.peer.or(config.peer.clone()),
+            None,
+        )
     } else {
         let (uri, agent_task) = start_embedded_agent(&home).await?;
         (vec![uri], Some("local-agent".to_string()), Some(agent_task))
@@ -145,7 +179,9 @@ async fn run_tui(home: Home, args: cli::TuiArgs) -> Result<()> {
 
 /// Start an agent inside this process with its own home under ours, and
 /// make the two trust each other. Returns the spool URI and a stop switch.
-async fn start_embedded_agent(home: &Home) -> Result<(TransportUri, tokio::sync::oneshot::Sender<()>)> {
+async fn start_embedded_agent(
+    home: &Home,
+) -> Result<(TransportUri, tokio::sync::oneshot::Sender<()>)> {
     let agent_home = Home::resolve(Some(home.dir().join("local-agent")))?;
     let me = home.identity()?;
     let agent_key = agent_home.identity()?.public();

@@ -26,7 +26,11 @@ fn config() -> impl bincode::config::Config {
 }
 
 /// Encode `value` as `[version] ++ bincode(value)`.
-pub fn encode<T: Serialize + ?Sized>(what: &'static str, version: u8, value: &T) -> Result<Vec<u8>> {
+pub fn encode<T: Serialize + ?Sized>(
+    what: &'static str,
+    version: u8,
+    value: &T,
+) -> Result<Vec<u8>> {
     let mut out = vec![version];
     let body = bincode::serde::encode_to_vec(value, config()).map_err(|e| CoreError::Encode {
         what,
@@ -48,12 +52,11 @@ pub fn decode<T: DeserializeOwned>(what: &'static str, version: u8, bytes: &[u8]
             reason: format!("version {found}, this pigeon reads version {version}"),
         });
     }
-    let (value, used) = bincode::serde::decode_from_slice(body, config()).map_err(|e| {
-        CoreError::Decode {
+    let (value, used) =
+        bincode::serde::decode_from_slice(body, config()).map_err(|e| CoreError::Decode {
             what,
             reason: e.to_string(),
-        }
-    })?;
+        })?;
     if used != body.len() {
         return Err(CoreError::Decode {
             what,

@@ -160,7 +160,9 @@ impl Initiator {
     /// Read the responder's answer and finish.
     pub fn finish(mut self, reply: &[u8]) -> Result<Session> {
         let mut buf = vec![0u8; reply.len()];
-        self.state.read_message(reply, &mut buf).map_err(noise_err)?;
+        self.state
+            .read_message(reply, &mut buf)
+            .map_err(noise_err)?;
         Session::from_handshake(self.state)
     }
 }
@@ -250,20 +252,11 @@ impl Session {
 }
 
 /// A sliding window of the last [`ReplayWindow::SIZE`] nonces seen.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct ReplayWindow {
     /// One past the highest nonce seen.
     top: u64,
     bits: [u64; 16],
-}
-
-impl Default for ReplayWindow {
-    fn default() -> Self {
-        ReplayWindow {
-            top: 0,
-            bits: [0; 16],
-        }
-    }
 }
 
 impl ReplayWindow {
@@ -498,7 +491,9 @@ mod tests {
         // Spliced into another transfer with the same key material.
         assert!(cipher(&s, 2).open(3, false, &ct).is_err());
         // Or another transfer altogether.
-        assert!(cipher(&TransferSecret::random(), 1).open(3, false, &ct).is_err());
+        assert!(cipher(&TransferSecret::random(), 1)
+            .open(3, false, &ct)
+            .is_err());
         // Same transfer id but a different manifest.
         let other = ChunkCipher::new(&s, &[1; 16], &[8u8; 32]);
         assert!(other.open(3, false, &ct).is_err());

@@ -37,7 +37,9 @@ pub enum CoreError {
     #[error("invalid transport {uri:?}: {reason}")]
     BadTransport { uri: String, reason: String },
 
-    #[error("invalid key {0:?}: a pigeon key is 64 hex characters, as printed by `pigeon keys show`")]
+    #[error(
+        "invalid key {0:?}: a pigeon key is 64 hex characters, as printed by `pigeon keys show`"
+    )]
     BadKey(String),
 
     #[error("invalid peer name {0:?}: use letters, digits, '-', '_' or '.', at most 64")]

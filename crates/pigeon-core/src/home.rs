@@ -36,7 +36,8 @@ impl PeerName {
     pub fn parse(s: &str) -> Result<PeerName> {
         let ok = !s.is_empty()
             && s.len() <= 64
-            && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
         if ok {
             Ok(PeerName(s.to_string()))
         } else {
@@ -151,9 +152,13 @@ impl Home {
         match std::fs::read_to_string(&path) {
             Ok(text) => {
                 let mut lines = text.lines();
-                let bad = || CoreError::Config(format!("{} is damaged; move it away to make a new identity (peers must trust the new key)", path.display()));
-                let private = hex::decode(lines.next().ok_or_else(bad)?.trim()).map_err(|_| bad())?;
-                let public = hex::decode(lines.next().ok_or_else(bad)?.trim()).map_err(|_| bad())?;
+                let bad = || {
+                    CoreError::Config(format!("{} is damaged; move it away to make a new identity (peers must trust the new key)", path.display()))
+                };
+                let private =
+                    hex::decode(lines.next().ok_or_else(bad)?.trim()).map_err(|_| bad())?;
+                let public =
+                    hex::decode(lines.next().ok_or_else(bad)?.trim()).map_err(|_| bad())?;
                 Identity::from_parts(&private, &public)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -194,13 +199,20 @@ impl Home {
                 .map(|p| TrustEntry {
                     name: p.name.clone(),
                     key: p.key.to_string(),
-                    allow: p.permissions.to_string().split(',').filter(|w| *w != "none").map(String::from).collect(),
+                    allow: p
+                        .permissions
+                        .to_string()
+                        .split(',')
+                        .filter(|w| *w != "none")
+                        .map(String::from)
+                        .collect(),
                 })
                 .collect(),
         };
         let text = toml::to_string_pretty(&file)
             .map_err(|e| CoreError::Config(format!("writing the trust list: {e}")))?;
-        let text = format!("# Peers this party trusts (pigeon keys trust/revoke edit this file).\n{text}");
+        let text =
+            format!("# Peers this party trusts (pigeon keys trust/revoke edit this file).\n{text}");
         write_private(&self.dir.join("peers.toml"), text.as_bytes())
     }
 
@@ -246,7 +258,10 @@ mod tests {
         let a = home.identity().unwrap();
         let b = home.identity().unwrap();
         assert_eq!(a.public(), b.public());
-        let mode = std::fs::metadata(dir.path().join("identity.key")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dir.path().join("identity.key"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
 

@@ -98,7 +98,11 @@ impl LinkStats {
         let now = Instant::now();
         if let Ok(mut r) = self.recent.lock() {
             r.sends.push_back(now);
-            while r.sends.front().is_some_and(|t| now.duration_since(*t) > Duration::from_secs(60)) {
+            while r
+                .sends
+                .front()
+                .is_some_and(|t| now.duration_since(*t) > Duration::from_secs(60))
+            {
                 r.sends.pop_front();
             }
             let sec = now.duration_since(started).as_secs();
@@ -266,7 +270,13 @@ pub fn start<T: Transport>(
         started,
     };
     let incoming = transport.incoming();
-    tokio::spawn(receive_loop(incoming, caps.text_only, index, inbound, stats.clone()));
+    tokio::spawn(receive_loop(
+        incoming,
+        caps.text_only,
+        index,
+        inbound,
+        stats.clone(),
+    ));
     tokio::spawn(send_loop(transport, rx, stats, started));
     handle
 }
@@ -282,19 +292,21 @@ async fn receive_loop(
     while let Some(message) = incoming.recv().await {
         stats.messages_received.fetch_add(1, Ordering::Relaxed);
         let bytes = match message {
-            Message::Text(s) if text => match base64::engine::general_purpose::STANDARD.decode(s.trim()) {
-                Ok(b) => b,
-                Err(_) => {
-                    stats.corrupt.fetch_add(1, Ordering::Relaxed);
-                    continue;
+            Message::Text(s) if text => {
+                match base64::engine::general_purpose::STANDARD.decode(s.trim()) {
+                    Ok(b) => b,
+                    Err(_) => {
+                        stats.corrupt.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
                 }
-            },
+            }
             Message::Text(s) => s.into_bytes(),
             Message::Binary(b) => b,
         };
         let frames = match unpack(&bytes, &mut reassembler) {
             Ok(frames) => frames,
-            Err(()) => {
+            Err(Malformed) => {
                 stats.corrupt.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
@@ -334,11 +346,17 @@ impl Dest {
     }
 
     fn is_empty(&self) -> bool {
-        self.control.is_empty() && self.data.is_empty() && self.partial.is_none() && self.retry.is_none()
+        self.control.is_empty()
+            && self.data.is_empty()
+            && self.partial.is_none()
+            && self.retry.is_none()
     }
 
     fn pending_bytes(&self) -> usize {
-        let partial = self.partial.as_ref().map_or(0, |(_, f, off, _)| f.len() - off);
+        let partial = self
+            .partial
+            .as_ref()
+            .map_or(0, |(_, f, off, _)| f.len() - off);
         self.data_bytes + partial + self.control.iter().map(|o| o.frame.len()).sum::<usize>()
     }
 }
@@ -399,7 +417,7 @@ async fn send_loop<T: Transport>(
                 continue;
             }
             let full = d.pending_bytes() >= capacity || !d.control.is_empty() || d.retry.is_some();
-            let linger_done = d.oldest.map_or(true, |t| t + pacer.linger <= now);
+            let linger_done = d.oldest.is_none_or(|t| t + pacer.linger <= now);
             let at = if full || linger_done {
                 d.free_at
             } else {
@@ -509,7 +527,11 @@ fn pack(d: &mut Dest, capacity: usize, next_id: &mut u64) -> Vec<u8> {
     }
     loop {
         let from_control = !d.control.is_empty();
-        let next = if from_control { d.control.front() } else { d.data.front() };
+        let next = if from_control {
+            d.control.front()
+        } else {
+            d.data.front()
+        };
         let Some(next) = next else { break };
         if d.partial.is_some() {
             break;
@@ -533,7 +555,11 @@ fn pack(d: &mut Dest, capacity: usize, next_id: &mut u64) -> Vec<u8> {
         d.partial = Some((*next_id, out.frame, take, out._permit));
         break;
     }
-    d.oldest = if d.is_empty() { None } else { Some(Instant::now()) };
+    d.oldest = if d.is_empty() {
+        None
+    } else {
+        Some(Instant::now())
+    };
     msg
 }
 
@@ -564,23 +590,28 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
-fn get_varint(buf: &[u8], pos: &mut usize) -> Result<u64, ()> {
+fn get_varint(buf: &[u8], pos: &mut usize) -> Result<u64, Malformed> {
     let mut v = 0u64;
     for shift in (0..64).step_by(7) {
-        let b = *buf.get(*pos).ok_or(())?;
+        let b = *buf.get(*pos).ok_or(Malformed)?;
         *pos += 1;
         v |= u64::from(b & 0x7f) << shift;
         if b & 0x80 == 0 {
             return Ok(v);
         }
     }
-    Err(())
+    Err(Malformed)
 }
 
+/// A message that is not a well-formed link message (corrupted in
+/// transit, or not pigeon's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Malformed;
+
 /// Split a message into the frames it completes.
-pub fn unpack(buf: &[u8], reassembler: &mut Reassembler) -> Result<Vec<Vec<u8>>, ()> {
+pub fn unpack(buf: &[u8], reassembler: &mut Reassembler) -> Result<Vec<Vec<u8>>, Malformed> {
     if buf.len() < HEADER_LEN || &buf[..2] != MAGIC || buf[2] != LINK_VERSION {
-        return Err(());
+        return Err(Malformed);
     }
     let mut pos = HEADER_LEN;
     let mut frames = vec![];
@@ -590,17 +621,27 @@ pub fn unpack(buf: &[u8], reassembler: &mut Reassembler) -> Result<Vec<Vec<u8>>,
         match tag {
             TAG_WHOLE => {
                 let len = get_varint(buf, &mut pos)? as usize;
-                let end = pos.checked_add(len).filter(|&e| e <= buf.len()).ok_or(())?;
+                let end = pos
+                    .checked_add(len)
+                    .filter(|&e| e <= buf.len())
+                    .ok_or(Malformed)?;
                 frames.push(buf[pos..end].to_vec());
                 pos = end;
             }
             TAG_FRAGMENT => {
-                let id_bytes: [u8; 8] = buf.get(pos..pos + 8).ok_or(())?.try_into().map_err(|_| ())?;
+                let id_bytes: [u8; 8] = buf
+                    .get(pos..pos + 8)
+                    .ok_or(Malformed)?
+                    .try_into()
+                    .map_err(|_| Malformed)?;
                 pos += 8;
                 let total = get_varint(buf, &mut pos)? as usize;
                 let offset = get_varint(buf, &mut pos)? as usize;
                 let len = get_varint(buf, &mut pos)? as usize;
-                let end = pos.checked_add(len).filter(|&e| e <= buf.len()).ok_or(())?;
+                let end = pos
+                    .checked_add(len)
+                    .filter(|&e| e <= buf.len())
+                    .ok_or(Malformed)?;
                 if let Some(frame) =
                     reassembler.add(u64::from_be_bytes(id_bytes), total, offset, &buf[pos..end])?
                 {
@@ -608,7 +649,7 @@ pub fn unpack(buf: &[u8], reassembler: &mut Reassembler) -> Result<Vec<Vec<u8>>,
                 }
                 pos = end;
             }
-            _ => return Err(()),
+            _ => return Err(Malformed),
         }
     }
     Ok(frames)
@@ -648,9 +689,15 @@ impl Reassembler {
     }
 
     /// Add a fragment; returns the whole frame when this completes it.
-    pub fn add(&mut self, id: u64, total: usize, offset: usize, part: &[u8]) -> Result<Option<Vec<u8>>, ()> {
+    pub fn add(
+        &mut self,
+        id: u64,
+        total: usize,
+        offset: usize,
+        part: &[u8],
+    ) -> Result<Option<Vec<u8>>, Malformed> {
         if total > MAX_FRAME || offset.checked_add(part.len()).is_none_or(|e| e > total) {
-            return Err(());
+            return Err(Malformed);
         }
         if self.done.contains(&id) {
             return Ok(None);
@@ -658,7 +705,9 @@ impl Reassembler {
         self.expire();
         if !self.partials.contains_key(&id) {
             while self.used + total > self.budget {
-                let Some(old) = self.order.pop_front() else { break };
+                let Some(old) = self.order.pop_front() else {
+                    break;
+                };
                 if let Some(p) = self.partials.remove(&old) {
                     self.used -= p.buf.len();
                 }
@@ -676,7 +725,7 @@ impl Reassembler {
         }
         let p = self.partials.get_mut(&id).expect("inserted above");
         if p.buf.len() != total {
-            return Err(());
+            return Err(Malformed);
         }
         p.buf[offset..offset + part.len()].copy_from_slice(part);
         p.have.push((offset, offset + part.len()));

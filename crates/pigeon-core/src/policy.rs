@@ -44,7 +44,9 @@ impl RemotePath {
             return Err(bad("longer than 1024 bytes"));
         }
         if raw.starts_with('/') || raw.starts_with('\\') || has_drive_prefix(raw) {
-            return Err(bad("absolute paths are not allowed; name a path under the agent's root"));
+            return Err(bad(
+                "absolute paths are not allowed; name a path under the agent's root",
+            ));
         }
         let mut components = Vec::new();
         for part in raw.split('/') {
@@ -212,7 +214,8 @@ pub struct StorageRoot {
 
 impl StorageRoot {
     pub fn open(root: &Path) -> Result<StorageRoot> {
-        std::fs::create_dir_all(root).ctx(|| format!("creating storage root {}", root.display()))?;
+        std::fs::create_dir_all(root)
+            .ctx(|| format!("creating storage root {}", root.display()))?;
         let root = root
             .canonicalize()
             .ctx(|| format!("resolving storage root {}", root.display()))?;

@@ -163,30 +163,57 @@ pub enum Control {
         restarted: bool,
     },
     /// The receiver takes it, and already has these chunks.
-    Accept { transfer: TransferId, have: AckState },
+    Accept {
+        transfer: TransferId,
+        have: AckState,
+    },
     /// The receiver (or the agent, for a fetch) will not.
     Refuse {
         transfer: TransferId,
         code: RefuseCode,
         reason: String,
     },
-    Ack { transfer: TransferId, have: AckState },
+    Ack {
+        transfer: TransferId,
+        have: AckState,
+    },
     /// All chunks are acknowledged; this is the whole file's SHA-256.
-    Finish { transfer: TransferId, sha256: [u8; 32] },
+    Finish {
+        transfer: TransferId,
+        sha256: [u8; 32],
+    },
     /// The receiver verified the whole file and put it in place.
-    Done { transfer: TransferId, sha256: [u8; 32] },
+    Done {
+        transfer: TransferId,
+        sha256: [u8; 32],
+    },
     /// The receiver's whole-file hash did not match: nothing was kept.
-    Mismatch { transfer: TransferId, reason: String },
+    Mismatch {
+        transfer: TransferId,
+        reason: String,
+    },
     /// Client asks the agent to send a file (a download).
-    Fetch { transfer: TransferId, path: String },
-    Cancel { transfer: TransferId },
-    List { request: u64, dir: String, offset: u32 },
+    Fetch {
+        transfer: TransferId,
+        path: String,
+    },
+    Cancel {
+        transfer: TransferId,
+    },
+    List {
+        request: u64,
+        dir: String,
+        offset: u32,
+    },
     Listing {
         request: u64,
         entries: Vec<RemoteEntry>,
         more: bool,
     },
-    ListRefused { request: u64, reason: String },
+    ListRefused {
+        request: u64,
+        reason: String,
+    },
 }
 
 impl Control {
@@ -252,7 +279,11 @@ impl ChunkBody {
         plain.push(flags);
         plain.extend_from_slice(&hash);
         plain.extend_from_slice(payload);
-        Ok((cipher.seal(index, last, &plain)?, hash, compressed.is_some()))
+        Ok((
+            cipher.seal(index, last, &plain)?,
+            hash,
+            compressed.is_some(),
+        ))
     }
 
     /// Open, decompress (never past `expected_len`: no bombs) and check the

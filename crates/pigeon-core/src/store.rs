@@ -245,7 +245,8 @@ impl Store {
     }
 
     pub fn put_chunk_hash(&self, id: &TransferId, index: u32, hash: &[u8; 32]) -> Result<()> {
-        self.chunk_hashes.insert(chunk_key(id, index), hash.as_slice())?;
+        self.chunk_hashes
+            .insert(chunk_key(id, index), hash.as_slice())?;
         Ok(())
     }
 
@@ -291,8 +292,10 @@ impl Store {
         rec.seq = seq;
         rec.prev = prev;
         rec.time_unix = now_unix();
-        self.audit
-            .insert(seq.to_be_bytes(), codec::encode("audit record", RECORD_VERSION, &rec)?)?;
+        self.audit.insert(
+            seq.to_be_bytes(),
+            codec::encode("audit record", RECORD_VERSION, &rec)?,
+        )?;
         Ok(())
     }
 
@@ -420,7 +423,10 @@ mod tests {
         let mut rec = log[1].clone();
         rec.path = "other".into();
         s.audit
-            .insert(1u64.to_be_bytes(), codec::encode("a", RECORD_VERSION, &rec).unwrap())
+            .insert(
+                1u64.to_be_bytes(),
+                codec::encode("a", RECORD_VERSION, &rec).unwrap(),
+            )
             .unwrap();
         assert!(s.audit_log().is_err());
     }

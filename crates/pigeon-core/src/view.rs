@@ -205,12 +205,29 @@ pub enum LogLevel {
 /// Things that happened, in order.
 #[derive(Clone, Debug)]
 pub enum Event {
-    Queued { id: TransferId },
-    Started { id: TransferId, resumed: bool },
-    Completed { id: TransferId, name: String },
-    Failed { id: TransferId, name: String, error: String },
-    Cancelled { id: TransferId },
-    Log { level: LogLevel, message: String },
+    Queued {
+        id: TransferId,
+    },
+    Started {
+        id: TransferId,
+        resumed: bool,
+    },
+    Completed {
+        id: TransferId,
+        name: String,
+    },
+    Failed {
+        id: TransferId,
+        name: String,
+        error: String,
+    },
+    Cancelled {
+        id: TransferId,
+    },
+    Log {
+        level: LogLevel,
+        message: String,
+    },
     /// Sent once when a transfer of this run ends, whatever the outcome:
     /// what `--json` prints.
     Finished(Box<TransferReport>),

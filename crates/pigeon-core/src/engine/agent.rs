@@ -24,7 +24,9 @@ use crate::error::Result;
 use crate::home::Home;
 use crate::policy::{RemotePath, StorageRoot, INTERNAL_DIR};
 use crate::protocol::{Control, Frame, Manifest, RefuseCode};
-use crate::store::{now_unix, AuditRecord, Role, SessionRecord, SessionStatus, SourceStamp, Store, TransferRecord};
+use crate::store::{
+    now_unix, AuditRecord, Role, SessionRecord, SessionStatus, SourceStamp, Store, TransferRecord,
+};
 use crate::transport::TransportUri;
 use crate::view::{Direction, FaultCounters, LogLevel, TransferId, TransferStatus};
 
@@ -69,6 +71,13 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
     Ok(())
 }
 
+/// Which request a refusal answers.
+struct Req<'a> {
+    transfer: TransferId,
+    action: &'static str,
+    path: &'a str,
+}
+
 struct AgentHooks {
     home: Home,
     root: StorageRoot,
@@ -100,7 +109,15 @@ impl AgentHooks {
         }
     }
 
-    fn audit(&self, node: &Node, peer: &str, action: &str, path: &str, outcome: &str, sha: Option<[u8; 32]>) {
+    fn audit(
+        &self,
+        node: &Node,
+        peer: &str,
+        action: &str,
+        path: &str,
+        outcome: &str,
+        sha: Option<[u8; 32]>,
+    ) {
         let rec = AuditRecord {
             seq: 0,
             prev: [0; 32],
@@ -117,10 +134,32 @@ impl AgentHooks {
         }
     }
 
-    fn refuse(&self, node: &Node, peer: &Peer, transfer: TransferId, code: RefuseCode, reason: String, action: &str, path: &str) {
-        node.log(LogLevel::Warn, format!("refused {action} of {path:?} by {}: {reason}", peer.name));
-        self.audit(node, peer.name.as_str(), action, path, &format!("refused: {reason}"), None);
-        node.send_control(peer, &Control::Refuse { transfer, code, reason });
+    fn refuse(&self, node: &Node, peer: &Peer, req: Req<'_>, code: RefuseCode, reason: String) {
+        let Req {
+            transfer,
+            action,
+            path,
+        } = req;
+        node.log(
+            LogLevel::Warn,
+            format!("refused {action} of {path:?} by {}: {reason}", peer.name),
+        );
+        self.audit(
+            node,
+            peer.name.as_str(),
+            action,
+            path,
+            &format!("refused: {reason}"),
+            None,
+        );
+        node.send_control(
+            peer,
+            &Control::Refuse {
+                transfer,
+                code,
+                reason,
+            },
+        );
     }
 
     async fn on_offer(&self, node: &Arc<Node>, peer: Arc<Peer>, offer: Control) {
@@ -137,7 +176,17 @@ impl AgentHooks {
         };
         if let Ok(Some(rec)) = node.store.transfer(&transfer) {
             if rec.peer != peer.name.as_str() || rec.manifest != manifest || rec.secret != secret {
-                return self.refuse(node, &peer, transfer, RefuseCode::Internal, "transfer id already in use".into(), "upload", &path);
+                return self.refuse(
+                    node,
+                    &peer,
+                    Req {
+                        transfer,
+                        action: "upload",
+                        path: &path,
+                    },
+                    RefuseCode::Internal,
+                    "transfer id already in use".into(),
+                );
             }
             match rec.status {
                 TransferStatus::Completed => {
@@ -163,28 +212,76 @@ impl AgentHooks {
             }
         }
         if !lock(&peer.permissions).upload {
-            return self.refuse(node, &peer, transfer, RefuseCode::Permission, format!("peer {} may not upload", peer.name), "upload", &path);
+            return self.refuse(
+                node,
+                &peer,
+                Req {
+                    transfer,
+                    action: "upload",
+                    path: &path,
+                },
+                RefuseCode::Permission,
+                format!("peer {} may not upload", peer.name),
+            );
         }
         let remote = match RemotePath::parse_file(&path) {
             Ok(p) => p,
-            Err(e) => return self.refuse(node, &peer, transfer, RefuseCode::BadPath, e.to_string(), "upload", &path),
+            Err(e) => {
+                return self.refuse(
+                    node,
+                    &peer,
+                    Req {
+                        transfer,
+                        action: "upload",
+                        path: &path,
+                    },
+                    RefuseCode::BadPath,
+                    e.to_string(),
+                )
+            }
         };
         let target = match self.root.prepare_parent(&remote) {
             Ok(t) => t,
-            Err(e) => return self.refuse(node, &peer, transfer, RefuseCode::BadPath, e.to_string(), "upload", &path),
+            Err(e) => {
+                return self.refuse(
+                    node,
+                    &peer,
+                    Req {
+                        transfer,
+                        action: "upload",
+                        path: &path,
+                    },
+                    RefuseCode::BadPath,
+                    e.to_string(),
+                )
+            }
         };
         if target.is_dir() {
-            return self.refuse(node, &peer, transfer, RefuseCode::Exists, format!("{remote} is a folder"), "upload", &path);
+            return self.refuse(
+                node,
+                &peer,
+                Req {
+                    transfer,
+                    action: "upload",
+                    path: &path,
+                },
+                RefuseCode::Exists,
+                format!("{remote} is a folder"),
+            );
         }
         if target.exists() && !overwrite {
             return self.refuse(
                 node,
                 &peer,
-                transfer,
+                Req {
+                    transfer,
+                    action: "upload",
+                    path: &path,
+                },
                 RefuseCode::Exists,
-                format!("{remote} already exists on the agent; upload with --overwrite to replace it"),
-                "upload",
-                &path,
+                format!(
+                    "{remote} already exists on the agent; upload with --overwrite to replace it"
+                ),
             );
         }
         // An interrupted upload of the same path by the same peer is
@@ -227,38 +324,132 @@ impl AgentHooks {
             faults: FaultCounters::default(),
         };
         if let Err(e) = node.store.put_transfer(&rec) {
-            return self.refuse(node, &peer, transfer, RefuseCode::Internal, e.to_string(), "upload", &path);
+            return self.refuse(
+                node,
+                &peer,
+                Req {
+                    transfer,
+                    action: "upload",
+                    path: &path,
+                },
+                RefuseCode::Internal,
+                e.to_string(),
+            );
         }
-        self.audit(node, peer.name.as_str(), "upload", &rec.remote_path, "accepted", None);
+        self.audit(
+            node,
+            peer.name.as_str(),
+            "upload",
+            &rec.remote_path,
+            "accepted",
+            None,
+        );
         node.log(
             LogLevel::Info,
-            format!("{} uploads {} ({} bytes)", peer.name, rec.remote_path, rec.manifest.size),
+            format!(
+                "{} uploads {} ({} bytes)",
+                peer.name, rec.remote_path, rec.manifest.size
+            ),
         );
         spawn_receiver(node.clone(), peer, rec, Some(TaskInput::Control(offer)));
     }
 
-    async fn on_fetch(&self, node: &Arc<Node>, peer: Arc<Peer>, transfer: TransferId, path: String) {
+    async fn on_fetch(
+        &self,
+        node: &Arc<Node>,
+        peer: Arc<Peer>,
+        transfer: TransferId,
+        path: String,
+    ) {
         if !lock(&peer.permissions).download {
-            return self.refuse(node, &peer, transfer, RefuseCode::Permission, format!("peer {} may not download", peer.name), "download", &path);
+            return self.refuse(
+                node,
+                &peer,
+                Req {
+                    transfer,
+                    action: "download",
+                    path: &path,
+                },
+                RefuseCode::Permission,
+                format!("peer {} may not download", peer.name),
+            );
         }
         let remote = match RemotePath::parse_file(&path) {
             Ok(p) => p,
-            Err(e) => return self.refuse(node, &peer, transfer, RefuseCode::BadPath, e.to_string(), "download", &path),
+            Err(e) => {
+                return self.refuse(
+                    node,
+                    &peer,
+                    Req {
+                        transfer,
+                        action: "download",
+                        path: &path,
+                    },
+                    RefuseCode::BadPath,
+                    e.to_string(),
+                )
+            }
         };
         let file = match self.root.resolve(&remote) {
             Ok(f) => f,
-            Err(e) => return self.refuse(node, &peer, transfer, RefuseCode::BadPath, e.to_string(), "download", &path),
+            Err(e) => {
+                return self.refuse(
+                    node,
+                    &peer,
+                    Req {
+                        transfer,
+                        action: "download",
+                        path: &path,
+                    },
+                    RefuseCode::BadPath,
+                    e.to_string(),
+                )
+            }
         };
         let meta = match std::fs::metadata(&file) {
             Ok(m) if m.is_file() => m,
-            Ok(_) => return self.refuse(node, &peer, transfer, RefuseCode::NotFound, format!("{remote} is not a file"), "download", &path),
-            Err(_) => return self.refuse(node, &peer, transfer, RefuseCode::NotFound, format!("{remote} does not exist"), "download", &path),
+            Ok(_) => {
+                return self.refuse(
+                    node,
+                    &peer,
+                    Req {
+                        transfer,
+                        action: "download",
+                        path: &path,
+                    },
+                    RefuseCode::NotFound,
+                    format!("{remote} is not a file"),
+                )
+            }
+            Err(_) => {
+                return self.refuse(
+                    node,
+                    &peer,
+                    Req {
+                        transfer,
+                        action: "download",
+                        path: &path,
+                    },
+                    RefuseCode::NotFound,
+                    format!("{remote} does not exist"),
+                )
+            }
         };
         let stamp = SourceStamp::of(&meta);
         let existing = node.store.transfer(&transfer).ok().flatten();
         let (rec, restarted) = match existing {
             Some(rec) if rec.peer != peer.name.as_str() || rec.role != Role::Sender => {
-                return self.refuse(node, &peer, transfer, RefuseCode::Internal, "transfer id already in use".into(), "download", &path)
+                return self.refuse(
+                    node,
+                    &peer,
+                    Req {
+                        transfer,
+                        action: "download",
+                        path: &path,
+                    },
+                    RefuseCode::Internal,
+                    "transfer id already in use".into(),
+                )
             }
             Some(rec) if rec.source == Some(stamp) && rec.local_path == file => (rec, false),
             Some(mut rec) => {
@@ -299,19 +490,50 @@ impl AgentHooks {
                     overwrite: false,
                     faults: FaultCounters::default(),
                 };
-                self.audit(node, peer.name.as_str(), "download", &rec.remote_path, "accepted", None);
+                self.audit(
+                    node,
+                    peer.name.as_str(),
+                    "download",
+                    &rec.remote_path,
+                    "accepted",
+                    None,
+                );
                 (rec, false)
             }
         };
         if let Err(e) = node.store.put_transfer(&rec) {
-            return self.refuse(node, &peer, transfer, RefuseCode::Internal, e.to_string(), "download", &path);
+            return self.refuse(
+                node,
+                &peer,
+                Req {
+                    transfer,
+                    action: "download",
+                    path: &path,
+                },
+                RefuseCode::Internal,
+                e.to_string(),
+            );
         }
         spawn_sender(node.clone(), peer, rec, restarted);
     }
 
-    async fn on_list(&self, node: &Arc<Node>, peer: Arc<Peer>, request: u64, dir: String, offset: u32) {
+    async fn on_list(
+        &self,
+        node: &Arc<Node>,
+        peer: Arc<Peer>,
+        request: u64,
+        dir: String,
+        offset: u32,
+    ) {
         let refuse = |reason: String| {
-            self.audit(node, peer.name.as_str(), "list", &dir, &format!("refused: {reason}"), None);
+            self.audit(
+                node,
+                peer.name.as_str(),
+                "list",
+                &dir,
+                &format!("refused: {reason}"),
+                None,
+            );
             node.send_control(&peer, &Control::ListRefused { request, reason });
         };
         if !lock(&peer.permissions).list {
@@ -327,7 +549,8 @@ impl AgentHooks {
         };
         let root_path = self.root.path().to_path_buf();
         let cache: HashMap<PathBuf, (SourceStamp, [u8; 32])> = lock(&self.hashes).clone();
-        let listed = tokio::task::spawn_blocking(move || list_dir(&root_path, &path, &remote, cache)).await;
+        let listed =
+            tokio::task::spawn_blocking(move || list_dir(&root_path, &path, &remote, cache)).await;
         let (entries, fresh) = match listed {
             Ok(Ok(x)) => x,
             Ok(Err(e)) => return refuse(e),
@@ -396,11 +619,17 @@ fn list_dir(
         if path == root && name == INTERNAL_DIR {
             continue;
         }
-        let Ok(meta) = std::fs::symlink_metadata(entry.path()) else { continue };
+        let Ok(meta) = std::fs::symlink_metadata(entry.path()) else {
+            continue;
+        };
         if meta.file_type().is_symlink() {
             continue;
         }
-        let rel = if remote.is_root() { name.clone() } else { format!("{remote}/{name}") };
+        let rel = if remote.is_root() {
+            name.clone()
+        } else {
+            format!("{remote}/{name}")
+        };
         let modified_unix = meta
             .modified()
             .ok()
@@ -410,10 +639,12 @@ fn list_dir(
             let stamp = SourceStamp::of(&meta);
             match cache.get(&entry.path()) {
                 Some((s, h)) if *s == stamp => Some(sha_hex(h)),
-                _ => super::sender::hash_file(&entry.path(), meta.len()).ok().map(|h| {
-                    fresh.push((entry.path(), (stamp, h)));
-                    sha_hex(&h)
-                }),
+                _ => super::sender::hash_file(&entry.path(), meta.len())
+                    .ok()
+                    .map(|h| {
+                        fresh.push((entry.path(), (stamp, h)));
+                        sha_hex(&h)
+                    }),
             }
         } else {
             None
@@ -431,11 +662,25 @@ fn list_dir(
 }
 
 impl Hooks for AgentHooks {
-    fn on_hello(&self, node: &Arc<Node>, link: usize, session: [u8; 16], from: PublicKey, noise: Vec<u8>) {
+    fn on_hello(
+        &self,
+        node: &Arc<Node>,
+        link: usize,
+        session: [u8; 16],
+        from: PublicKey,
+        noise: Vec<u8>,
+    ) {
         self.reload_trust(node);
         let Some(peer) = lock(&node.peers).values().find(|p| p.key == from).cloned() else {
             tracing::warn!(key = %from, "refused a handshake from an untrusted key");
-            self.audit(node, &format!("untrusted:{}", &from.to_string()[..16]), "handshake", "", "refused: untrusted key", None);
+            self.audit(
+                node,
+                &format!("untrusted:{}", &from.to_string()[..16]),
+                "handshake",
+                "",
+                "refused: untrusted key",
+                None,
+            );
             return;
         };
         if let Some(welcome) = lock(&self.welcomes).get(&session).cloned() {
@@ -452,7 +697,11 @@ impl Hooks for AgentHooks {
                 return;
             }
         };
-        let Ok(welcome) = (Frame::Welcome { session, noise: reply }).encode() else {
+        let Ok(welcome) = (Frame::Welcome {
+            session,
+            noise: reply,
+        })
+        .encode() else {
             return;
         };
         let slot = Arc::new(SessionSlot {
@@ -492,9 +741,15 @@ impl Hooks for AgentHooks {
         match control {
             c @ Control::Offer { .. } => self.on_offer(node, peer, c).await,
             Control::Fetch { transfer, path } => self.on_fetch(node, peer, transfer, path).await,
-            Control::List { request, dir, offset } => self.on_list(node, peer, request, dir, offset).await,
+            Control::List {
+                request,
+                dir,
+                offset,
+            } => self.on_list(node, peer, request, dir, offset).await,
             Control::Finish { transfer, .. } | Control::Cancel { transfer } => {
-                let Ok(Some(rec)) = node.store.transfer(&transfer) else { return };
+                let Ok(Some(rec)) = node.store.transfer(&transfer) else {
+                    return;
+                };
                 if rec.peer != peer.name.as_str() {
                     return;
                 }
@@ -510,8 +765,13 @@ impl Hooks for AgentHooks {
             }
             Control::Accept { transfer, .. } | Control::Ack { transfer, .. } => {
                 // A client answering a download whose task stopped: resume it.
-                let Ok(Some(rec)) = node.store.transfer(&transfer) else { return };
-                if rec.peer == peer.name.as_str() && rec.role == Role::Sender && !rec.status.is_finished() {
+                let Ok(Some(rec)) = node.store.transfer(&transfer) else {
+                    return;
+                };
+                if rec.peer == peer.name.as_str()
+                    && rec.role == Role::Sender
+                    && !rec.status.is_finished()
+                {
                     spawn_sender(node.clone(), peer, rec, false);
                 }
             }
@@ -520,11 +780,15 @@ impl Hooks for AgentHooks {
     }
 
     async fn on_orphan_chunk(&self, node: &Arc<Node>, id: TransferId, input: TaskInput) {
-        let Ok(Some(rec)) = node.store.transfer(&id) else { return };
+        let Ok(Some(rec)) = node.store.transfer(&id) else {
+            return;
+        };
         if rec.role != Role::Receiver || rec.status.is_finished() {
             return;
         }
-        let Some(peer) = node.peer(&rec.peer) else { return };
+        let Some(peer) = node.peer(&rec.peer) else {
+            return;
+        };
         spawn_receiver(node.clone(), peer, rec, Some(input));
     }
 }
@@ -534,7 +798,11 @@ fn spawn_receiver(node: Arc<Node>, peer: Arc<Peer>, rec: TransferRecord, first: 
         return;
     }
     let held = node.store.bitmap(&rec.id).ok().flatten();
-    let progress = Arc::new(Mutex::new(Progress::new(&rec, held.as_ref(), rec.transport.clone())));
+    let progress = Arc::new(Mutex::new(Progress::new(
+        &rec,
+        held.as_ref(),
+        rec.transport.clone(),
+    )));
     let cfg = ReceiverConfig {
         initiator: false,
         silence_limit: IDLE_LIMIT,
@@ -544,7 +812,10 @@ fn spawn_receiver(node: Arc<Node>, peer: Arc<Peer>, rec: TransferRecord, first: 
     let receiver = match Receiver::new(node.clone(), peer.clone(), rec, cfg, progress) {
         Ok(r) => r,
         Err(e) => {
-            node.log(LogLevel::Error, format!("cannot resume transfer {}: {e}", id.short()));
+            node.log(
+                LogLevel::Error,
+                format!("cannot resume transfer {}: {e}", id.short()),
+            );
             return;
         }
     };
@@ -568,7 +839,13 @@ fn spawn_sender(node: Arc<Node>, peer: Arc<Peer>, rec: TransferRecord, restarted
         let node2 = node.clone();
         tokio::spawn(async move {
             node2
-                .deliver(&id, TaskInput::Control(Control::Fetch { transfer: id, path: String::new() }))
+                .deliver(
+                    &id,
+                    TaskInput::Control(Control::Fetch {
+                        transfer: id,
+                        path: String::new(),
+                    }),
+                )
                 .await;
         });
         return;
@@ -583,7 +860,10 @@ fn spawn_sender(node: Arc<Node>, peer: Arc<Peer>, rec: TransferRecord, restarted
     let sender = match Sender::new(node.clone(), peer.clone(), rec, cfg, progress) {
         Ok(s) => s,
         Err(e) => {
-            node.log(LogLevel::Error, format!("cannot serve transfer {}: {e}", id.short()));
+            node.log(
+                LogLevel::Error,
+                format!("cannot serve transfer {}: {e}", id.short()),
+            );
             return;
         }
     };
@@ -619,7 +899,14 @@ fn conclude(node: &Node, rec: &mut TransferRecord, outcome: &Outcome, action: &s
     };
     let _ = node.store.audit(entry);
     node.log(
-        if sha.is_some() { LogLevel::Info } else { LogLevel::Warn },
-        format!("{action} of {} by {}: {outcome_text}", rec.remote_path, rec.peer),
+        if sha.is_some() {
+            LogLevel::Info
+        } else {
+            LogLevel::Warn
+        },
+        format!(
+            "{action} of {} by {}: {outcome_text}",
+            rec.remote_path, rec.peer
+        ),
     );
 }

@@ -21,17 +21,22 @@ use super::handle::{ClientCommand, ClientHandle, RemoteEntry, UploadOptions};
 use super::receiver::{Receiver, ReceiverConfig};
 use super::router::{route, Hooks};
 use super::sender::{finish_record, Outcome, Sender, SenderConfig};
-use super::{lock, open_links, random_session_id, token, Node, Peer, Progress, Rto, SessionSlot, TaskInput};
+use super::{
+    lock, open_links, random_session_id, token, Node, Peer, Progress, Rto, SessionSlot, TaskInput,
+};
 use crate::crypto::{Initiator, PublicKey, TransferSecret};
 use crate::error::{CoreError, Result};
 use crate::home::Home;
 use crate::link::{message_payload, LinkHandle, WHOLE_RECORD_OVERHEAD};
 use crate::policy::RemotePath;
 use crate::protocol::{Control, Frame, Manifest, CHUNK_FRAME_OVERHEAD};
-use crate::store::{now_unix, Role, SessionRecord, SessionStatus, SourceStamp, Store, TransferRecord};
+use crate::store::{
+    now_unix, Role, SessionRecord, SessionStatus, SourceStamp, Store, TransferRecord,
+};
 use crate::transport::TransportUri;
 use crate::view::{
-    Direction, EngineSnapshot, Event, FaultCounters, LogLevel, TransferId, TransferReport, TransferStatus,
+    Direction, EngineSnapshot, Event, FaultCounters, LogLevel, TransferId, TransferReport,
+    TransferStatus,
 };
 
 pub struct ClientConfig {
@@ -106,7 +111,13 @@ pub async fn start(cfg: ClientConfig) -> Result<ClientHandle> {
     };
     core.load(cfg.run_queue)?;
     let events = node.events.clone();
-    tokio::spawn(publish(node.clone(), records, snap_tx, chosen.name.to_string(), cfg.embedded_agent));
+    tokio::spawn(publish(
+        node.clone(),
+        records,
+        snap_tx,
+        chosen.name.to_string(),
+        cfg.embedded_agent,
+    ));
     tokio::spawn(core.run(cmd_rx));
     Ok(ClientHandle {
         commands: cmd_tx,
@@ -165,7 +176,10 @@ impl Hooks for ClientHooks {
         let sess = match init.finish(&noise) {
             Ok(s) => s,
             Err(e) => {
-                node.log(LogLevel::Warn, format!("handshake answer did not authenticate: {e}"));
+                node.log(
+                    LogLevel::Warn,
+                    format!("handshake answer did not authenticate: {e}"),
+                );
                 return;
             }
         };
@@ -235,7 +249,8 @@ async fn connect(node: Arc<Node>, peer: Arc<Peer>, hooks: Arc<ClientHooks>) {
         let mut sessions = peer.session.subscribe();
         let mut wait = floor;
         'handshake: loop {
-            node.control_link(0).send_control(&peer.address, hello.clone(), None);
+            node.control_link(0)
+                .send_control(&peer.address, hello.clone(), None);
             let deadline = tokio::time::sleep(wait);
             tokio::pin!(deadline);
             loop {
@@ -358,7 +373,11 @@ impl Core {
             } => {
                 let _ = reply.send(self.new_upload(&local, &remote, &options));
             }
-            ClientCommand::Download { remote, local, reply } => {
+            ClientCommand::Download {
+                remote,
+                local,
+                reply,
+            } => {
                 let _ = reply.send(self.new_download(&remote, &local));
             }
             ClientCommand::List { dir, reply } => {
@@ -381,7 +400,10 @@ impl Core {
             }
             ClientCommand::Resume(id) | ClientCommand::Retry(id) => {
                 if self.set_status(&id, TransferStatus::Pending, |s| {
-                    matches!(s, TransferStatus::Paused | TransferStatus::Failed | TransferStatus::Pending)
+                    matches!(
+                        s,
+                        TransferStatus::Paused | TransferStatus::Failed | TransferStatus::Pending
+                    )
                 }) {
                     self.eligible.insert(id);
                 }
@@ -392,7 +414,8 @@ impl Core {
                     tokio::spawn(async move { node.deliver(&id, TaskInput::Cancel).await });
                 } else if self.set_status(&id, TransferStatus::Cancelled, |s| !s.is_finished()) {
                     self.eligible.remove(&id);
-                    self.node.send_control(&self.peer, &Control::Cancel { transfer: id });
+                    self.node
+                        .send_control(&self.peer, &Control::Cancel { transfer: id });
                     let _ = self.node.events.send(Event::Cancelled { id });
                 }
             }
@@ -409,8 +432,15 @@ impl Core {
     fn resume_matching(&mut self, prefix: Option<&str>) -> Result<Vec<TransferId>> {
         let candidates: Vec<TransferId> = lock(&self.records)
             .values()
-            .filter(|r| !matches!(r.status, TransferStatus::Completed | TransferStatus::Cancelled))
-            .filter(|r| prefix.is_none_or(|p| r.id.to_string().starts_with(&p.to_ascii_lowercase())))
+            .filter(|r| {
+                !matches!(
+                    r.status,
+                    TransferStatus::Completed | TransferStatus::Cancelled
+                )
+            })
+            .filter(|r| {
+                prefix.is_none_or(|p| r.id.to_string().starts_with(&p.to_ascii_lowercase()))
+            })
             .map(|r| r.id)
             .collect();
         if let Some(p) = prefix {
@@ -434,7 +464,9 @@ impl Core {
     /// Apply `f` to a record, store it, and show it.
     fn update(&self, id: &TransferId, f: impl FnOnce(&mut TransferRecord)) -> bool {
         let mut records = lock(&self.records);
-        let Some(rec) = records.get_mut(id) else { return false };
+        let Some(rec) = records.get_mut(id) else {
+            return false;
+        };
         f(rec);
         let _ = self.node.store.put_transfer(rec);
         if let Some(p) = lock(&self.node.progress).get(id) {
@@ -445,16 +477,27 @@ impl Core {
         true
     }
 
-    fn set_status(&self, id: &TransferId, to: TransferStatus, when: impl Fn(TransferStatus) -> bool) -> bool {
+    fn set_status(
+        &self,
+        id: &TransferId,
+        to: TransferStatus,
+        when: impl Fn(TransferStatus) -> bool,
+    ) -> bool {
         let ok = lock(&self.records).get(id).is_some_and(|r| when(r.status));
         ok && self.update(id, |r| r.status = to)
     }
 
-    fn new_upload(&mut self, local: &Path, remote: &str, options: &UploadOptions) -> Result<TransferId> {
+    fn new_upload(
+        &mut self,
+        local: &Path,
+        remote: &str,
+        options: &UploadOptions,
+    ) -> Result<TransferId> {
         let path = local
             .canonicalize()
             .map_err(|e| CoreError::io(format!("cannot upload {}", local.display()), e))?;
-        let meta = std::fs::metadata(&path).map_err(|e| CoreError::io(format!("cannot upload {}", path.display()), e))?;
+        let meta = std::fs::metadata(&path)
+            .map_err(|e| CoreError::io(format!("cannot upload {}", path.display()), e))?;
         if !meta.is_file() {
             return Err(CoreError::Transfer(format!(
                 "{} is not a regular file; pigeon uploads files (name each one)",
@@ -465,7 +508,11 @@ impl Core {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let remote = if remote.is_empty() { name.clone() } else { remote.to_string() };
+        let remote = if remote.is_empty() {
+            name.clone()
+        } else {
+            remote.to_string()
+        };
         let remote = RemotePath::parse_file(&remote)?.to_string();
         let stamp = SourceStamp::of(&meta);
         let previous = lock(&self.records)
@@ -474,7 +521,10 @@ impl Core {
                 t.direction == Direction::Upload
                     && t.local_path == path
                     && t.remote_path == remote
-                    && !matches!(t.status, TransferStatus::Completed | TransferStatus::Cancelled)
+                    && !matches!(
+                        t.status,
+                        TransferStatus::Completed | TransferStatus::Cancelled
+                    )
             })
             .cloned();
         if let Some(old) = previous {
@@ -550,7 +600,8 @@ impl Core {
         } else {
             local.to_path_buf()
         };
-        let local = std::path::absolute(&local).map_err(|e| CoreError::io(format!("resolving {}", local.display()), e))?;
+        let local = std::path::absolute(&local)
+            .map_err(|e| CoreError::io(format!("resolving {}", local.display()), e))?;
         let parent = local.parent().map(Path::to_path_buf).unwrap_or_default();
         if !parent.is_dir() {
             return Err(CoreError::Transfer(format!(
@@ -565,7 +616,10 @@ impl Core {
                 t.direction == Direction::Download
                     && t.local_path == local
                     && t.remote_path == remote
-                    && !matches!(t.status, TransferStatus::Completed | TransferStatus::Cancelled)
+                    && !matches!(
+                        t.status,
+                        TransferStatus::Completed | TransferStatus::Cancelled
+                    )
             })
             .cloned();
         if let Some(old) = previous {
@@ -620,7 +674,11 @@ impl Core {
     }
 
     fn next_priority(&self) -> i64 {
-        lock(&self.records).values().map(|r| r.priority).max().map_or(0, |p| p + 1)
+        lock(&self.records)
+            .values()
+            .map(|r| r.priority)
+            .max()
+            .map_or(0, |p| p + 1)
     }
 
     fn add(&mut self, rec: TransferRecord) -> Result<TransferId> {
@@ -642,7 +700,12 @@ impl Core {
                 records
                     .values()
                     .filter(|r| self.eligible.contains(&r.id) && !self.running.contains(&r.id))
-                    .filter(|r| matches!(r.status, TransferStatus::Pending | TransferStatus::InProgress))
+                    .filter(|r| {
+                        matches!(
+                            r.status,
+                            TransferStatus::Pending | TransferStatus::InProgress
+                        )
+                    })
                     .min_by_key(|r| (r.priority, r.created_unix))
                     .cloned()
             };
@@ -658,7 +721,13 @@ impl Core {
         let progress = lock(&self.node.progress)
             .get(&id)
             .cloned()
-            .unwrap_or_else(|| Arc::new(Mutex::new(Progress::new(&rec, None, self.node.transports_label()))));
+            .unwrap_or_else(|| {
+                Arc::new(Mutex::new(Progress::new(
+                    &rec,
+                    None,
+                    self.node.transports_label(),
+                )))
+            });
         {
             let mut p = lock(&progress);
             p.status = TransferStatus::InProgress;
@@ -734,7 +803,11 @@ impl Core {
         let name = rec.remote_path.clone();
         let event = match &outcome {
             Outcome::Completed(_) => Some(Event::Completed { id, name }),
-            Outcome::Failed(e) => Some(Event::Failed { id, name, error: e.clone() }),
+            Outcome::Failed(e) => Some(Event::Failed {
+                id,
+                name,
+                error: e.clone(),
+            }),
             Outcome::Cancelled => Some(Event::Cancelled { id }),
             Outcome::Paused | Outcome::Stopped => None,
         };

@@ -141,7 +141,11 @@ impl ClientHandle {
 
     /// Resume by id prefix (as `pigeon resume ID`), or all unfinished
     /// transfers (`pigeon resume --all`).
-    pub async fn resume_matching(&self, prefix: Option<String>, all: bool) -> Result<Vec<TransferId>> {
+    pub async fn resume_matching(
+        &self,
+        prefix: Option<String>,
+        all: bool,
+    ) -> Result<Vec<TransferId>> {
         let prefix = if all { None } else { prefix };
         self.ask(|reply| ClientCommand::ResumeMatching { prefix, reply })
             .await?

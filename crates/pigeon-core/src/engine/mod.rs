@@ -32,6 +32,7 @@ use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, watch, OwnedSemaphorePermit};
 
 use crate::crypto::{Identity, KeyId, PublicKey, Session};
+use crate::error::{CoreError, IoContext, Result};
 use crate::home::PeerName;
 use crate::link::{self, Inbound, LinkHandle};
 use crate::policy::Permissions;
@@ -40,7 +41,6 @@ use crate::store::Store;
 use crate::transport::local::LocalSpool;
 use crate::transport::{Address, TransportUri};
 use crate::view::{Event, LogLevel, TransferId};
-use crate::error::{CoreError, IoContext, Result};
 
 pub use handle::{ClientCommand, ClientHandle, RemoteEntry, UploadOptions};
 pub(crate) use progress::Progress;
@@ -49,7 +49,11 @@ pub(crate) use progress::Progress;
 #[derive(Debug)]
 pub(crate) enum TaskInput {
     Control(Control),
-    Chunk { index: u32, last: bool, body: Vec<u8> },
+    Chunk {
+        index: u32,
+        last: bool,
+        body: Vec<u8>,
+    },
     Pause,
     Cancel,
 }
@@ -196,14 +200,25 @@ impl Node {
     /// the most room; returns the link index and the reservation.
     pub async fn reserve_data(&self, bytes: usize) -> (usize, OwnedSemaphorePermit) {
         let best = (0..self.links.len())
-            .filter(|&i| self.links[i].stats.up.load(std::sync::atomic::Ordering::Relaxed))
+            .filter(|&i| {
+                self.links[i]
+                    .stats
+                    .up
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            })
             .max_by_key(|&i| self.links[i].room())
             .unwrap_or(0);
         let permit = self.links[best].reserve(bytes).await;
         (best, permit)
     }
 
-    pub fn send_data(&self, link: usize, peer: &Peer, frame: Vec<u8>, permit: OwnedSemaphorePermit) {
+    pub fn send_data(
+        &self,
+        link: usize,
+        peer: &Peer,
+        frame: Vec<u8>,
+        permit: OwnedSemaphorePermit,
+    ) {
         self.links[link].send_reserved(&peer.address, frame, permit);
     }
 
@@ -243,7 +258,9 @@ impl Node {
     }
 
     pub fn has_task(&self, id: &TransferId) -> bool {
-        lock(&self.tasks).get(id).is_some_and(|(_, tx)| !tx.is_closed())
+        lock(&self.tasks)
+            .get(id)
+            .is_some_and(|(_, tx)| !tx.is_closed())
     }
 }
 
@@ -289,9 +306,9 @@ pub(crate) struct Rto {
 impl Rto {
     pub fn for_link(link: &LinkHandle) -> Rto {
         let caps = link.capabilities();
-        let interval = caps
-            .messages_per_minute
-            .map_or(Duration::ZERO, |m| Duration::from_secs_f64(60.0 / f64::from(m.max(1))));
+        let interval = caps.messages_per_minute.map_or(Duration::ZERO, |m| {
+            Duration::from_secs_f64(60.0 / f64::from(m.max(1)))
+        });
         // A frame may wait behind two messages here and two there.
         let floor = (interval * 5).max(Duration::from_millis(300));
         Rto {
@@ -309,7 +326,7 @@ impl Rto {
                 self.rttvar = rtt / 2;
             }
             Some(s) => {
-                let diff = if s > rtt { s - rtt } else { rtt - s };
+                let diff = s.abs_diff(rtt);
                 self.rttvar = (self.rttvar * 3 + diff) / 4;
                 self.srtt = Some((s * 7 + rtt) / 8);
             }
@@ -340,8 +357,11 @@ pub(crate) fn sha_hex(h: &[u8; 32]) -> String {
     hex::encode(h)
 }
 
-pub(crate) fn decode_sealed(slot: &SessionSlot, nonce: u64, body: &[u8]) -> Result<Option<Control>> {
+pub(crate) fn decode_sealed(
+    slot: &SessionSlot,
+    nonce: u64,
+    body: &[u8],
+) -> Result<Option<Control>> {
     let plain = lock(&slot.session).open(nonce, body)?;
     plain.map(|p| Control::decode(&p)).transpose()
 }
-

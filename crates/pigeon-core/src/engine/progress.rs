@@ -87,7 +87,11 @@ impl Progress {
     fn sample(&mut self) {
         let now = Instant::now();
         let bytes = self.bytes_done();
-        if self.samples.back().is_none_or(|(t, _)| now.duration_since(*t) >= Duration::from_millis(200)) {
+        if self
+            .samples
+            .back()
+            .is_none_or(|(t, _)| now.duration_since(*t) >= Duration::from_millis(200))
+        {
             self.samples.push_back((now, bytes));
         }
         while self

@@ -68,7 +68,9 @@ impl Receiver {
             .unwrap_or_else(|| Bitmap::new(rec.chunks_total));
         let rto = Rto::for_link(&node.links[0]);
         let ack_delay = match node.links[0].capabilities().messages_per_minute {
-            Some(m) => Duration::from_secs_f64(30.0 / f64::from(m.max(1))).min(Duration::from_millis(500)),
+            Some(m) => {
+                Duration::from_secs_f64(30.0 / f64::from(m.max(1))).min(Duration::from_millis(500))
+            }
             None => Duration::from_millis(15),
         };
         let mut r = Receiver {
@@ -191,7 +193,11 @@ impl Receiver {
                 path: self.rec.remote_path.clone(),
             },
         );
-        let wait = if sent { self.rto.get() * 2 } else { Duration::from_millis(200) };
+        let wait = if sent {
+            self.rto.get() * 2
+        } else {
+            Duration::from_millis(200)
+        };
         self.fetch_at = Some(Instant::now() + wait);
     }
 
@@ -199,7 +205,12 @@ impl Receiver {
         match input {
             TaskInput::Pause => Ok(Some(Outcome::Paused)),
             TaskInput::Cancel => {
-                self.node.send_control(&self.peer, &Control::Cancel { transfer: self.rec.id });
+                self.node.send_control(
+                    &self.peer,
+                    &Control::Cancel {
+                        transfer: self.rec.id,
+                    },
+                );
                 self.discard();
                 Ok(Some(Outcome::Cancelled))
             }
@@ -228,10 +239,13 @@ impl Receiver {
                 ..
             } => {
                 if self.cfg.initiator
-                    && (self.file.is_none() || manifest != self.rec.manifest || secret != self.rec.secret)
+                    && (self.file.is_none()
+                        || manifest != self.rec.manifest
+                        || secret != self.rec.secret)
                 {
                     let had = self.have.count();
-                    let changed = self.rec.chunks_total > 0 && (manifest != self.rec.manifest || secret != self.rec.secret);
+                    let changed = self.rec.chunks_total > 0
+                        && (manifest != self.rec.manifest || secret != self.rec.secret);
                     if changed || self.file.is_none() && had == 0 {
                         self.reset_to(manifest, secret)?;
                     } else {
@@ -250,7 +264,10 @@ impl Receiver {
                 if self.have.count() > 0 {
                     lock(&self.progress).resumed = true;
                 }
-                self.fetch_at = self.cfg.initiator.then(|| Instant::now() + self.rto.get() * 4);
+                self.fetch_at = self
+                    .cfg
+                    .initiator
+                    .then(|| Instant::now() + self.rto.get() * 4);
                 self.sync_and_persist().await?;
                 self.node.send_control(
                     &self.peer,
@@ -275,7 +292,11 @@ impl Receiver {
     }
 
     /// A new manifest (new transfer, or the source changed): start over.
-    fn reset_to(&mut self, manifest: crate::protocol::Manifest, secret: crate::crypto::TransferSecret) -> Result<()> {
+    fn reset_to(
+        &mut self,
+        manifest: crate::protocol::Manifest,
+        secret: crate::crypto::TransferSecret,
+    ) -> Result<()> {
         self.rec.chunks_total = manifest.chunk_count();
         self.rec.manifest = manifest;
         self.rec.secret = secret;
@@ -311,15 +332,17 @@ impl Receiver {
         let offset = self.rec.manifest.offset(index);
         let opened = tokio::task::spawn_blocking(move || -> Result<[u8; 32]> {
             let (data, hash) = ChunkBody::open(&cipher, index, last, &body, len)?;
-            file.write_all_at(&data, offset)
-                .map_err(|e| CoreError::io(format!("writing chunk {index} (is the disk full?)"), e))?;
+            file.write_all_at(&data, offset).map_err(|e| {
+                CoreError::io(format!("writing chunk {index} (is the disk full?)"), e)
+            })?;
             Ok(hash)
         })
         .await;
         let hash = match opened {
             Ok(Ok(h)) => h,
             Ok(Err(CoreError::Io { context, source })) => {
-                self.node.log(LogLevel::Error, format!("{context}: {source}"));
+                self.node
+                    .log(LogLevel::Error, format!("{context}: {source}"));
                 return;
             }
             Ok(Err(e)) => {
@@ -345,7 +368,11 @@ impl Receiver {
         self.schedule_ack();
     }
 
-    fn count(&mut self, f: impl Fn(&mut crate::view::FaultCounters), stat: impl Fn(&crate::link::LinkStats) -> &std::sync::atomic::AtomicU64) {
+    fn count(
+        &mut self,
+        f: impl Fn(&mut crate::view::FaultCounters),
+        stat: impl Fn(&crate::link::LinkStats) -> &std::sync::atomic::AtomicU64,
+    ) {
         f(&mut self.rec.faults);
         f(&mut lock(&self.progress).faults);
         self.node.record_fault(0, |s| {

@@ -20,11 +20,23 @@ use crate::view::TransferId;
 
 /// What differs between a client and an agent.
 pub(crate) trait Hooks: Send + Sync + 'static {
-    fn on_hello(&self, node: &Arc<Node>, link: usize, session: [u8; 16], from: PublicKey, noise: Vec<u8>);
+    fn on_hello(
+        &self,
+        node: &Arc<Node>,
+        link: usize,
+        session: [u8; 16],
+        from: PublicKey,
+        noise: Vec<u8>,
+    );
     fn on_welcome(&self, node: &Arc<Node>, link: usize, session: [u8; 16], noise: Vec<u8>);
     fn on_unknown_session(&self, node: &Arc<Node>, session: [u8; 16], from: PublicKey);
     /// A control frame no running task took.
-    fn on_control(&self, node: &Arc<Node>, peer: Arc<Peer>, control: Control) -> impl Future<Output = ()> + Send;
+    fn on_control(
+        &self,
+        node: &Arc<Node>,
+        peer: Arc<Peer>,
+        control: Control,
+    ) -> impl Future<Output = ()> + Send;
     /// A chunk for a transfer with no running task.
     fn on_orphan_chunk(
         &self,
@@ -34,7 +46,11 @@ pub(crate) trait Hooks: Send + Sync + 'static {
     ) -> impl Future<Output = ()> + Send;
 }
 
-pub(crate) async fn route<H: Hooks>(node: Arc<Node>, hooks: Arc<H>, mut inbound: mpsc::Receiver<Inbound>) {
+pub(crate) async fn route<H: Hooks>(
+    node: Arc<Node>,
+    hooks: Arc<H>,
+    mut inbound: mpsc::Receiver<Inbound>,
+) {
     while let Some(Inbound { frame, link }) = inbound.recv().await {
         let frame = match Frame::decode(&frame) {
             Ok(f) => f,
@@ -46,9 +62,15 @@ pub(crate) async fn route<H: Hooks>(node: Arc<Node>, hooks: Arc<H>, mut inbound:
             }
         };
         match frame {
-            Frame::Hello { session, from, noise } => hooks.on_hello(&node, link, session, PublicKey(from), noise),
+            Frame::Hello {
+                session,
+                from,
+                noise,
+            } => hooks.on_hello(&node, link, session, PublicKey(from), noise),
             Frame::Welcome { session, noise } => hooks.on_welcome(&node, link, session, noise),
-            Frame::UnknownSession { session, from } => hooks.on_unknown_session(&node, session, PublicKey(from)),
+            Frame::UnknownSession { session, from } => {
+                hooks.on_unknown_session(&node, session, PublicKey(from))
+            }
             Frame::Sealed {
                 session,
                 from,
@@ -72,7 +94,10 @@ pub(crate) async fn route<H: Hooks>(node: Arc<Node>, hooks: Arc<H>, mut inbound:
                     continue;
                 };
                 // A revoked peer's sessions die with its trust.
-                let Some(peer) = node.peer(slot.peer.name.as_str()).filter(|p| p.key == slot.peer.key) else {
+                let Some(peer) = node
+                    .peer(slot.peer.name.as_str())
+                    .filter(|p| p.key == slot.peer.key)
+                else {
                     continue;
                 };
                 match decode_sealed(&slot, nonce, &body) {

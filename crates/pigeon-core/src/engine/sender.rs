@@ -98,9 +98,8 @@ impl Sender {
         cfg: SenderConfig,
         progress: Arc<Mutex<Progress>>,
     ) -> Result<Sender> {
-        let file = std::fs::File::open(&rec.local_path).map_err(|e| {
-            CoreError::io(format!("opening {}", rec.local_path.display()), e)
-        })?;
+        let file = std::fs::File::open(&rec.local_path)
+            .map_err(|e| CoreError::io(format!("opening {}", rec.local_path.display()), e))?;
         let cipher = ChunkCipher::new(&rec.secret, &rec.id.0, &rec.manifest.hash()?);
         let acked = Bitmap::new(rec.chunks_total);
         let compress = !rec.no_compress && !already_compressed(&rec.manifest.mime);
@@ -222,7 +221,11 @@ impl Sender {
             restarted: self.cfg.restarted,
         };
         let sent = self.node.send_control(&self.peer, &offer);
-        let wait = if sent { self.rto.get() } else { Duration::from_millis(200) };
+        let wait = if sent {
+            self.rto.get()
+        } else {
+            Duration::from_millis(200)
+        };
         self.resync_at = Some(Instant::now() + wait);
     }
 
@@ -230,7 +233,12 @@ impl Sender {
         match input {
             TaskInput::Pause => return Some(Outcome::Paused),
             TaskInput::Cancel => {
-                self.node.send_control(&self.peer, &Control::Cancel { transfer: self.rec.id });
+                self.node.send_control(
+                    &self.peer,
+                    &Control::Cancel {
+                        transfer: self.rec.id,
+                    },
+                );
                 return Some(Outcome::Cancelled);
             }
             TaskInput::Chunk { .. } => {}
@@ -319,11 +327,19 @@ impl Sender {
         if let Some(srtt) = self.rto.srtt() {
             self.node.links[self.link].record_rtt(srtt);
         }
-        // Gaps: three later chunks got through and this one did not.
+        // Gaps: three later chunks got through and this one did not, and
+        // it is older than a round trip plus a reordering allowance (a
+        // channel that delays some messages must not cost a resend each).
+        let srtt = self.rto.srtt().unwrap_or(self.rto.get());
+        let patience = srtt + (srtt / 4).max(Duration::from_millis(100));
         let mut lost: Vec<u32> = self
             .inflight
             .iter()
-            .filter(|(_, f)| f.deadline.is_some() && f.seq + 3 <= max_seq)
+            .filter(|(_, f)| {
+                f.deadline.is_some()
+                    && f.seq + 3 <= max_seq
+                    && now.duration_since(f.sent_at) > patience
+            })
             .map(|(&i, _)| i)
             .collect();
         lost.sort_unstable();
@@ -358,7 +374,8 @@ impl Sender {
     }
 
     fn next_new(&self) -> Option<u32> {
-        (self.cursor..self.acked.len()).find(|i| !self.acked.get(*i) && !self.inflight.contains_key(i))
+        (self.cursor..self.acked.len())
+            .find(|i| !self.acked.get(*i) && !self.inflight.contains_key(i))
     }
 
     fn next_wake(&self) -> Instant {
@@ -374,7 +391,11 @@ impl Sender {
         wake
     }
 
-    async fn send_next(&mut self, link: usize, permit: tokio::sync::OwnedSemaphorePermit) -> Result<()> {
+    async fn send_next(
+        &mut self,
+        link: usize,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) -> Result<()> {
         let (index, retry) = loop {
             match self.resend.pop_front() {
                 Some(i) if self.acked.get(i) => continue,
@@ -393,7 +414,10 @@ impl Sender {
         self.link = link;
         let now = Instant::now();
         self.seq += 1;
-        let retries = self.inflight.get(&index).map_or(0, |f| f.retries + u32::from(retry));
+        let retries = self
+            .inflight
+            .get(&index)
+            .map_or(0, |f| f.retries + u32::from(retry));
         let backoff = self.rto.get() * 2u32.saturating_pow(retries.min(5));
         self.inflight.insert(
             index,
@@ -410,10 +434,18 @@ impl Sender {
             p.faults.retransmitted += 1;
             self.rec.faults.retransmitted += 1;
             self.node.record_fault(link, |s| {
-                s.retransmitted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                s.retransmitted
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             });
         }
-        p.set(index, if retry { ChunkState::Retried } else { ChunkState::InFlight });
+        p.set(
+            index,
+            if retry {
+                ChunkState::Retried
+            } else {
+                ChunkState::InFlight
+            },
+        );
         drop(p);
         self.node.touch();
         Ok(())
@@ -427,13 +459,16 @@ impl Sender {
         let last = index + 1 == self.rec.chunks_total;
         let file = self.file.clone();
         let cipher = self.cipher.clone();
-        let try_compress = self.compress && self.raw_streak < 8 || self.compress && index % 32 == 0;
+        // After eight chunks in a row that did not shrink, try only every 32nd.
+        let try_compress = self.compress && (self.raw_streak < 8 || index.is_multiple_of(32));
         let transfer = self.rec.id.0;
         let (frame, hash, compressed) = tokio::task::spawn_blocking(move || -> Result<_> {
             let mut data = vec![0u8; len];
-            file.read_exact_at(&mut data, offset)
-                .map_err(|e| CoreError::io(format!("reading chunk {index} at offset {offset}"), e))?;
-            let (body, hash, compressed) = ChunkBody::seal(&cipher, index, last, &data, try_compress)?;
+            file.read_exact_at(&mut data, offset).map_err(|e| {
+                CoreError::io(format!("reading chunk {index} at offset {offset}"), e)
+            })?;
+            let (body, hash, compressed) =
+                ChunkBody::seal(&cipher, index, last, &data, try_compress)?;
             let frame = Frame::Chunk {
                 transfer,
                 index,
@@ -509,7 +544,8 @@ fn sleep_until(t: Instant) -> tokio::time::Sleep {
 /// SHA-256 of the first `size` bytes of a file, read in 1 MiB blocks.
 pub(crate) fn hash_file(path: &std::path::Path, size: u64) -> Result<[u8; 32]> {
     use sha2::Digest;
-    let f = std::fs::File::open(path).map_err(|e| CoreError::io(format!("hashing {}", path.display()), e))?;
+    let f = std::fs::File::open(path)
+        .map_err(|e| CoreError::io(format!("hashing {}", path.display()), e))?;
     let mut reader = f.take(size);
     let mut hasher = sha2::Sha256::new();
     let mut buf = vec![0u8; 1024 * 1024];

@@ -60,7 +60,9 @@ impl LocalUri {
                     .parse()
                     .map_err(|_| format!("{key}={value:?} is not a number"))?;
                 if !(0.0..=1.0).contains(&p) {
-                    return Err(format!("{key}={value} is not a probability between 0 and 1"));
+                    return Err(format!(
+                        "{key}={value} is not a probability between 0 and 1"
+                    ));
                 }
                 Ok(p)
             };
@@ -83,7 +85,9 @@ impl LocalUri {
                 "delay_ms" => uri.faults.delay = Duration::from_millis(int()?),
                 "seed" => uri.faults.seed = Some(int()?),
                 "bytes_per_min" => uri.bytes_per_min = Some(int()?.max(1)),
-                "msgs_per_min" => uri.msgs_per_min = Some(int()?.clamp(1, u64::from(u32::MAX)) as u32),
+                "msgs_per_min" => {
+                    uri.msgs_per_min = Some(int()?.clamp(1, u64::from(u32::MAX)) as u32)
+                }
                 "transcript" => uri.transcript = value == "1" || value == "true",
                 other => return Err(format!("unknown option {other:?}")),
             }
@@ -108,7 +112,12 @@ impl std::fmt::Display for LocalUri {
         write!(f, "local:{}", self.dir.display())?;
         let mut q = vec![format!("profile={}", self.profile.name())];
         let fl = &self.faults;
-        for (k, v) in [("loss", fl.loss), ("dup", fl.dup), ("reorder", fl.reorder), ("corrupt", fl.corrupt)] {
+        for (k, v) in [
+            ("loss", fl.loss),
+            ("dup", fl.dup),
+            ("reorder", fl.reorder),
+            ("corrupt", fl.corrupt),
+        ] {
             if v > 0.0 {
                 q.push(format!("{k}={v}"));
             }
@@ -185,15 +194,17 @@ impl LocalSpool {
         let transcript = self.transcript.clone();
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
-            let _ = tokio::task::spawn_blocking(move || deliver(&dir, &bytes, transcript.as_deref()))
-                .await;
+            let _ =
+                tokio::task::spawn_blocking(move || deliver(&dir, &bytes, transcript.as_deref()))
+                    .await;
         });
     }
 }
 
 fn fxhash(s: &str) -> u64 {
-    s.bytes()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 /// Write one message into an inbox: temp name, then rename.
@@ -312,7 +323,11 @@ impl Transport for LocalSpool {
                 };
             }
         }
-        let copies = if faults.dup > 0.0 && self.rng.gen_bool(faults.dup) { 2 } else { 1 };
+        let copies = if faults.dup > 0.0 && self.rng.gen_bool(faults.dup) {
+            2
+        } else {
+            1
+        };
         let reorder = faults.reorder > 0.0 && self.rng.gen_bool(faults.reorder);
         for _ in 0..copies {
             let mut delay = faults.delay;
@@ -355,7 +370,9 @@ mod tests {
         let mut a = spool(dir.path(), "", "a");
         let mut b = spool(dir.path(), "", "b").incoming();
         for i in 0..20u8 {
-            a.send(&"b".to_string(), Message::Binary(vec![i; 10])).await.unwrap();
+            a.send(&"b".to_string(), Message::Binary(vec![i; 10]))
+                .await
+                .unwrap();
         }
         for i in 0..20u8 {
             assert_eq!(b.recv().await.unwrap(), Message::Binary(vec![i; 10]));
@@ -370,8 +387,16 @@ mod tests {
             .send(&"b".to_string(), Message::Text("x".repeat(4097)))
             .await
             .unwrap_err();
-        assert!(matches!(err, SendError::TooLarge { size: 4097, limit: 4096 }));
-        a.send(&"b".to_string(), Message::Text("x".repeat(4096))).await.unwrap();
+        assert!(matches!(
+            err,
+            SendError::TooLarge {
+                size: 4097,
+                limit: 4096
+            }
+        ));
+        a.send(&"b".to_string(), Message::Text("x".repeat(4096)))
+            .await
+            .unwrap();
     }
 
     #[tokio::test]
@@ -380,7 +405,9 @@ mod tests {
         let mut a = spool(dir.path(), "loss=0.3&dup=0.2&seed=1", "a");
         let n = 400;
         for i in 0..n {
-            a.send(&"b".to_string(), Message::Binary(vec![(i % 256) as u8])).await.unwrap();
+            a.send(&"b".to_string(), Message::Binary(vec![(i % 256) as u8]))
+                .await
+                .unwrap();
         }
         let files = list_messages(&dir.path().join("b")).unwrap().len() as f64;
         // Expected 0.7 * 1.2 * 400 = 336.

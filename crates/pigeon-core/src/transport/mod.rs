@@ -141,11 +141,26 @@ impl Profile {
     pub fn capabilities(self) -> Capabilities {
         let (max_message, text_only, per_min, bytes) = match self {
             Profile::TelegramText => (4096, true, Some(60), Some(MESSAGING_BYTES_PER_MINUTE)),
-            Profile::TelegramDoc => (20_000_000, false, Some(20), Some(MESSAGING_BYTES_PER_MINUTE)),
+            Profile::TelegramDoc => (
+                20_000_000,
+                false,
+                Some(20),
+                Some(MESSAGING_BYTES_PER_MINUTE),
+            ),
             Profile::WhatsappText => (4096, true, Some(10), Some(MESSAGING_BYTES_PER_MINUTE)),
-            Profile::WhatsappDoc => (100_000_000, false, Some(10), Some(MESSAGING_BYTES_PER_MINUTE)),
+            Profile::WhatsappDoc => (
+                100_000_000,
+                false,
+                Some(10),
+                Some(MESSAGING_BYTES_PER_MINUTE),
+            ),
             Profile::MessengerText => (2000, true, Some(60), Some(MESSAGING_BYTES_PER_MINUTE)),
-            Profile::MessengerDoc => (25_000_000, false, Some(60), Some(MESSAGING_BYTES_PER_MINUTE)),
+            Profile::MessengerDoc => (
+                25_000_000,
+                false,
+                Some(60),
+                Some(MESSAGING_BYTES_PER_MINUTE),
+            ),
             Profile::Shipper => (1_000_000, false, Some(1000), None),
             Profile::Unlimited => (4_000_000, false, None, None),
         };
@@ -189,7 +204,9 @@ impl TransportUri {
             reason,
         };
         let Some((scheme, rest)) = raw.split_once(':') else {
-            return Err(bad("expected <kind>:<address>, e.g. local:/tmp/pigeon-spool".into()));
+            return Err(bad(
+                "expected <kind>:<address>, e.g. local:/tmp/pigeon-spool".into(),
+            ));
         };
         match scheme {
             "local" => Ok(TransportUri::Local(local::LocalUri::parse(rest).map_err(bad)?)),
