@@ -17,7 +17,7 @@ use crate::codec;
 use crate::crypto::{self, ChunkCipher, TransferSecret, PROTOCOL_VERSION};
 use crate::engine::handle::RemoteEntry;
 use crate::error::{CoreError, Result};
-use crate::view::TransferId;
+use crate::view::{FaultCounters, TransferId};
 
 /// Bytes a [`Frame::Chunk`] adds around its data, at most: frame version and
 /// tag (2), transfer id (16), index varint (5), last flag (1), body length
@@ -182,10 +182,12 @@ pub enum Control {
         transfer: TransferId,
         sha256: [u8; 32],
     },
-    /// The receiver verified the whole file and put it in place.
+    /// The receiver verified the whole file and put it in place; these
+    /// are the faults it saw (the sender shows them with its own).
     Done {
         transfer: TransferId,
         sha256: [u8; 32],
+        faults: FaultCounters,
     },
     /// The receiver's whole-file hash did not match: nothing was kept.
     Mismatch {

@@ -191,7 +191,14 @@ impl AgentHooks {
             match rec.status {
                 TransferStatus::Completed => {
                     if let Some(sha256) = rec.sha256 {
-                        node.send_control(&peer, &Control::Done { transfer, sha256 });
+                        node.send_control(
+                            &peer,
+                            &Control::Done {
+                                transfer,
+                                sha256,
+                                faults: rec.faults,
+                            },
+                        );
                     }
                 }
                 TransferStatus::Cancelled | TransferStatus::Failed => {
@@ -755,7 +762,14 @@ impl Hooks for AgentHooks {
                 }
                 match (rec.status, rec.sha256) {
                     (TransferStatus::Completed, Some(sha256)) => {
-                        node.send_control(&peer, &Control::Done { transfer, sha256 });
+                        node.send_control(
+                            &peer,
+                            &Control::Done {
+                                transfer,
+                                sha256,
+                                faults: rec.faults,
+                            },
+                        );
                     }
                     (s, _) if !s.is_finished() && rec.role == Role::Receiver => {
                         spawn_receiver(node.clone(), peer, rec, Some(TaskInput::Control(control)));

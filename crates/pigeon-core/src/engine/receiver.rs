@@ -484,6 +484,7 @@ impl Receiver {
             &Control::Done {
                 transfer: self.rec.id,
                 sha256,
+                faults: self.rec.faults,
             },
         );
         Ok(Some(Outcome::Completed(sha256)))

@@ -28,7 +28,7 @@ use crate::crypto::ChunkCipher;
 use crate::error::{CoreError, Result};
 use crate::protocol::{AckState, ChunkBody, Control, Frame, CHUNK_FRAME_OVERHEAD};
 use crate::store::{now_unix, SourceStamp, TransferRecord};
-use crate::view::{ChunkState, TransferStatus};
+use crate::view::{ChunkState, FaultCounters, TransferStatus};
 
 /// How a transfer task ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -183,15 +183,46 @@ impl Sender {
             if self.state == State::Offering && self.resync_at.is_some_and(|t| t <= now) {
                 self.send_offer();
             }
+            // Chunks going out but nothing coming back: the receiver may
+            // have restarted without our session. A sealed offer makes it
+            // say so (and answers with what it holds if it did not).
+            if self.state == State::Sending
+                && now.duration_since(self.last_heard) > self.rto.get() * 3
+                && self.resync_at.is_none_or(|t| t <= now)
+            {
+                self.send_offer();
+            }
             self.expire_timers(now);
-            let can_send = self.state == State::Sending && self.has_work();
+            // Silent receiver: probe with offers, do not pour chunks into the void.
+            let quiet = now.duration_since(self.last_heard) > self.rto.get() * 3;
+            let can_send = self.state == State::Sending && self.has_work() && !quiet;
             let wake = self.next_wake();
             let max_frame = self.rec.manifest.chunk_size as usize + CHUNK_FRAME_OVERHEAD;
             tokio::select! {
                 input = inbox.recv() => {
                     let Some(input) = input else { return Outcome::Stopped };
-                    if let Some(outcome) = self.on_input(input) {
-                        return outcome;
+                    match self.on_input(input) {
+                        // Completed only if the receiver's hash is this file's.
+                        Some(Outcome::Completed(theirs)) => {
+                            let ours = match self.file_hash {
+                                Some(h) => h,
+                                None => match self.whole_file_hash().await {
+                                    Ok(h) => h,
+                                    Err(e) => return Outcome::Failed(e.to_string()),
+                                },
+                            };
+                            return if ours == theirs {
+                                Outcome::Completed(ours)
+                            } else {
+                                Outcome::Failed(format!(
+                                    "the receiver confirmed SHA-256 {} but this file's is {}; nothing is reported complete",
+                                    &hex::encode(theirs)[..16],
+                                    &hex::encode(ours)[..16]
+                                ))
+                            };
+                        }
+                        Some(outcome) => return outcome,
+                        None => {}
                     }
                 }
                 changed = sessions.changed() => {
@@ -267,13 +298,15 @@ impl Sender {
                             self.state = State::Sending;
                         }
                     }
-                    Control::Done { sha256, .. } => {
-                        return Some(match self.file_hash {
-                            Some(h) if h != sha256 => Outcome::Failed(
-                                "the receiver confirmed a different SHA-256 than this file's".into(),
-                            ),
-                            _ => Outcome::Completed(sha256),
-                        });
+                    Control::Done { sha256, faults, .. } => {
+                        // What the channel did on the way in, as the receiver saw it.
+                        let seen = FaultCounters {
+                            retransmitted: 0,
+                            ..faults
+                        };
+                        self.rec.faults.add(&seen);
+                        lock(&self.progress).faults.add(&seen);
+                        return Some(Outcome::Completed(sha256));
                     }
                     Control::Mismatch { reason, .. } => {
                         return Some(Outcome::Failed(format!(
