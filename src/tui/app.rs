@@ -179,7 +179,8 @@ impl App {
                 self.notify(Level::Success, format!("{what} {}", escape_control(&name)));
                 match transfer {
                     Some(t) if t.direction == Direction::Download => {
-                        let landed_here = std::path::Path::new(&t.local_path).parent() == Some(self.files.cwd());
+                        let landed_here =
+                            std::path::Path::new(&t.local_path).parent() == Some(self.files.cwd());
                         if landed_here {
                             effects.push(self.files.reload());
                         }
@@ -194,7 +195,11 @@ impl App {
             Event::Failed { id: _, name, error } => {
                 self.notify(
                     Level::Error,
-                    format!("failed {}: {} (r retries)", escape_control(&name), escape_control(&error)),
+                    format!(
+                        "failed {}: {} (r retries)",
+                        escape_control(&name),
+                        escape_control(&error)
+                    ),
                 );
                 if self.config.bell {
                     effects.push(Effect::Bell);
@@ -223,10 +228,15 @@ impl App {
                 self.remote.on_listing(dir, result);
             }
             Msg::Queued { what, result } => match result {
-                Ok(id) => self.log(LogLine::new(Level::Info, format!("{what} queued as {}", id.short()))),
+                Ok(id) => self.log(LogLine::new(
+                    Level::Info,
+                    format!("{what} queued as {}", id.short()),
+                )),
                 Err(error) => self.notify(Level::Error, format!("{what} refused: {error}")),
             },
-            Msg::Failed { context, error } => self.notify(Level::Error, format!("{context} failed: {error}")),
+            Msg::Failed { context, error } => {
+                self.notify(Level::Error, format!("{context} failed: {error}"))
+            }
             Msg::Note(text) => self.notify(Level::Warn, text),
         }
         Vec::new()
@@ -243,7 +253,9 @@ impl App {
                 area.width,
                 area.height
             );
-            Paragraph::new(text).wrap(Wrap { trim: true }).render(area, buf);
+            Paragraph::new(text)
+                .wrap(Wrap { trim: true })
+                .render(area, buf);
             return;
         };
         self.log_visible = screen.log.is_some();
@@ -253,12 +265,26 @@ impl App {
         let theme = self.theme;
         let focus = self.focus;
         let snapshot = Arc::clone(&self.snapshot);
-        self.files.render(screen.files, buf, theme, focus == Focus::Files);
-        self.remote.render(screen.remote, buf, theme, focus == Focus::Remote);
-        self.queue.render(screen.queue, buf, &snapshot, theme, focus == Focus::Queue);
-        chunks::render(screen.chunks, buf, self.queue.selected(&snapshot), theme, focus == Focus::Chunks);
-        self.transports
-            .render(screen.transports, buf, &snapshot.transports, theme, focus == Focus::Transports);
+        self.files
+            .render(screen.files, buf, theme, focus == Focus::Files);
+        self.remote
+            .render(screen.remote, buf, theme, focus == Focus::Remote);
+        self.queue
+            .render(screen.queue, buf, &snapshot, theme, focus == Focus::Queue);
+        chunks::render(
+            screen.chunks,
+            buf,
+            self.queue.selected(&snapshot),
+            theme,
+            focus == Focus::Chunks,
+        );
+        self.transports.render(
+            screen.transports,
+            buf,
+            &snapshot.transports,
+            theme,
+            focus == Focus::Transports,
+        );
         if let Some(log_area) = screen.log {
             self.log.render(log_area, buf, theme, focus == Focus::Log);
         }
@@ -322,7 +348,11 @@ impl App {
                 self.confirm_cancel();
                 None
             }
-            Action::CycleView | Action::ViewActive | Action::ViewFailed | Action::ViewCompleted | Action::ViewAll => {
+            Action::CycleView
+            | Action::ViewActive
+            | Action::ViewFailed
+            | Action::ViewCompleted
+            | Action::ViewAll => {
                 self.queue.navigate(action, &self.snapshot);
                 None
             }
@@ -351,7 +381,8 @@ impl App {
                 None
             }
             Focus::Transports => {
-                self.transports.handle(action, self.snapshot.transports.len());
+                self.transports
+                    .handle(action, self.snapshot.transports.len());
                 None
             }
             Focus::Log => {
@@ -365,22 +396,33 @@ impl App {
     fn upload(&mut self) -> Option<Effect> {
         let sources = self.files.upload_sources();
         if sources.is_empty() {
-            self.notify(Level::Warn, "nothing to upload: pick a file in Files (space marks several)");
+            self.notify(
+                Level::Warn,
+                "nothing to upload: pick a file in Files (space marks several)",
+            );
             return None;
         }
         let remote_dir = self.remote.cwd().to_owned();
         let what = match sources.as_slice() {
-            [one] => one
-                .file_name()
-                .map_or_else(|| one.display().to_string(), |n| n.to_string_lossy().into_owned()),
+            [one] => one.file_name().map_or_else(
+                || one.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            ),
             many => format!("{} entries", many.len()),
         };
         self.notify(
             Level::Info,
-            format!("uploading {} to /{}", escape_control(&what), escape_control(&remote_dir)),
+            format!(
+                "uploading {} to /{}",
+                escape_control(&what),
+                escape_control(&remote_dir)
+            ),
         );
         self.files.browser_mut().clear_selection();
-        Some(Effect::Upload { sources, remote_dir })
+        Some(Effect::Upload {
+            sources,
+            remote_dir,
+        })
     }
 
     fn download(&mut self) -> Option<Effect> {
@@ -447,4 +489,3 @@ impl App {
         self.transfer(id).map_or_else(|| id.short(), display_name)
     }
 }
-

@@ -27,9 +27,15 @@ pub enum Effect {
     /// List a remote folder ("" is the root) for the Remote pane.
     ListRemote(String),
     /// Queue uploads of local files and folders into a remote folder.
-    Upload { sources: Vec<PathBuf>, remote_dir: String },
+    Upload {
+        sources: Vec<PathBuf>,
+        remote_dir: String,
+    },
     /// Queue downloads of remote files into a local folder.
-    Download { items: Vec<RemoteItem>, local_dir: PathBuf },
+    Download {
+        items: Vec<RemoteItem>,
+        local_dir: PathBuf,
+    },
     /// Change a queued transfer.
     Control(Control),
     /// Ring the terminal bell.
@@ -87,7 +93,10 @@ pub fn spawn(effect: Effect, handle: &ClientHandle, tx: &mpsc::UnboundedSender<M
                 let _ = tx.send(Msg::RemoteListed { dir, result });
             });
         }
-        Effect::Upload { sources, remote_dir } => {
+        Effect::Upload {
+            sources,
+            remote_dir,
+        } => {
             let handle = handle.clone();
             tokio::spawn(async move { upload(handle, sources, remote_dir, tx).await });
         }
@@ -113,7 +122,9 @@ pub fn spawn(effect: Effect, handle: &ClientHandle, tx: &mpsc::UnboundedSender<M
                     Control::Resume(id) => ("resume", handle.resume(id).await),
                     Control::Cancel(id) => ("cancel", handle.cancel(id).await),
                     Control::Retry(id) => ("retry", handle.retry(id).await),
-                    Control::Reprioritize(id, delta) => ("reprioritize", handle.reprioritize(id, delta).await),
+                    Control::Reprioritize(id, delta) => {
+                        ("reprioritize", handle.reprioritize(id, delta).await)
+                    }
                 };
                 if let Err(e) = result {
                     let _ = tx.send(Msg::Failed {
@@ -128,7 +139,12 @@ pub fn spawn(effect: Effect, handle: &ClientHandle, tx: &mpsc::UnboundedSender<M
 }
 
 /// Expand folders (on a blocking thread) and queue one upload per file.
-async fn upload(handle: ClientHandle, sources: Vec<PathBuf>, remote_dir: String, tx: mpsc::UnboundedSender<Msg>) {
+async fn upload(
+    handle: ClientHandle,
+    sources: Vec<PathBuf>,
+    remote_dir: String,
+    tx: mpsc::UnboundedSender<Msg>,
+) {
     let expanded = tokio::task::spawn_blocking(move || expand(&sources, &remote_dir)).await;
     let (pairs, truncated) = match expanded {
         Ok(result) => result,
@@ -227,7 +243,10 @@ mod tests {
         let (pairs, truncated) = expand(&[root.clone(), single.clone()], "up");
         assert!(!truncated);
         let remotes: Vec<&str> = pairs.iter().map(|(_, r)| r.as_str()).collect();
-        assert_eq!(remotes, ["up/proj/src/main.rs", "up/proj/README", "up/single.txt"]);
+        assert_eq!(
+            remotes,
+            ["up/proj/src/main.rs", "up/proj/README", "up/single.txt"]
+        );
         assert_eq!(pairs[2].0, single);
     }
 }

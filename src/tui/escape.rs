@@ -84,7 +84,10 @@ mod tests {
 
     #[test]
     fn line_breaks_and_tabs_use_short_escapes() {
-        assert_eq!(escape_control("fake\rreal\n\tname"), "fake\\rreal\\n\\tname");
+        assert_eq!(
+            escape_control("fake\rreal\n\tname"),
+            "fake\\rreal\\n\\tname"
+        );
     }
 
     #[test]
@@ -107,10 +110,7 @@ mod tests {
         ];
         for fixture in fixtures {
             let shown = escape_control(fixture);
-            assert!(
-                !shown.chars().any(needs_escape),
-                "{fixture:?} -> {shown:?}"
-            );
+            assert!(!shown.chars().any(needs_escape), "{fixture:?} -> {shown:?}");
         }
     }
 }

@@ -29,7 +29,12 @@ use super::terminal::Tui;
 pub const FRAME: Duration = Duration::from_millis(50);
 
 /// Run until the user quits, the terminal closes or a signal arrives.
-pub async fn run(terminal: &mut Tui, app: &mut App, handle: ClientHandle, initial: Vec<Effect>) -> anyhow::Result<()> {
+pub async fn run(
+    terminal: &mut Tui,
+    app: &mut App,
+    handle: ClientHandle,
+    initial: Vec<Effect>,
+) -> anyhow::Result<()> {
     let (tx, mut results) = mpsc::unbounded_channel();
     let mut snapshots = handle.snapshot();
     let mut events = handle.events();
@@ -52,7 +57,9 @@ pub async fn run(terminal: &mut Tui, app: &mut App, handle: ClientHandle, initia
         if dirty {
             let now = Instant::now();
             if last_frame.map_or(true, |t| now >= t + FRAME) {
-                terminal.draw(|frame| app.render(frame)).context("drawing the screen")?;
+                terminal
+                    .draw(|frame| app.render(frame))
+                    .context("drawing the screen")?;
                 dirty = false;
                 last_frame = Some(now);
             }

@@ -25,13 +25,23 @@ pub fn id(n: u8) -> TransferId {
 
 /// A transfer of `chunks` chunks, the first `acked` acknowledged, the next
 /// two in flight, one retried after them, the rest pending.
-pub fn transfer(n: u8, name: &str, status: TransferStatus, chunks: usize, acked: usize) -> TransferView {
+pub fn transfer(
+    n: u8,
+    name: &str,
+    status: TransferStatus,
+    chunks: usize,
+    acked: usize,
+) -> TransferView {
     let mut map = vec![ChunkState::Pending as u8; chunks];
     for (i, cell) in map.iter_mut().enumerate() {
         *cell = match i {
             i if i < acked => ChunkState::Acked as u8,
-            i if i < acked + 2 && status == TransferStatus::InProgress => ChunkState::InFlight as u8,
-            i if i == acked + 2 && status == TransferStatus::InProgress => ChunkState::Retried as u8,
+            i if i < acked + 2 && status == TransferStatus::InProgress => {
+                ChunkState::InFlight as u8
+            }
+            i if i == acked + 2 && status == TransferStatus::InProgress => {
+                ChunkState::Retried as u8
+            }
             _ => ChunkState::Pending as u8,
         };
     }
@@ -47,7 +57,11 @@ pub fn transfer(n: u8, name: &str, status: TransferStatus, chunks: usize, acked:
         chunks_total: chunks as u64,
         chunks_done: acked as u64,
         bytes_done: (acked * chunk_size) as u64,
-        rate: if status == TransferStatus::InProgress { 180_000.0 } else { 0.0 },
+        rate: if status == TransferStatus::InProgress {
+            180_000.0
+        } else {
+            0.0
+        },
         eta: (status == TransferStatus::InProgress).then(|| Duration::from_secs(95)),
         transport: "local:/home/dev/.pigeon/spool?profile=shipper".into(),
         priority: 0,

@@ -128,7 +128,10 @@ mod tests {
             transport_label("local:/tmp/spool?profile=telegram-text"),
             "telegram-text"
         );
-        assert_eq!(transport_label("local:/tmp/spool?x=1&profile=shipper"), "shipper");
+        assert_eq!(
+            transport_label("local:/tmp/spool?x=1&profile=shipper"),
+            "shipper"
+        );
         assert_eq!(transport_label("telegram:bot123"), "telegram");
         assert_eq!(transport_label("plain"), "plain");
     }

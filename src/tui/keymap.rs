@@ -64,7 +64,12 @@ pub enum Section {
 }
 
 impl Section {
-    pub const ALL: [Section; 4] = [Section::Global, Section::Move, Section::Files, Section::Queue];
+    pub const ALL: [Section; 4] = [
+        Section::Global,
+        Section::Move,
+        Section::Files,
+        Section::Queue,
+    ];
 
     pub fn title(self) -> &'static str {
         match self {
@@ -239,7 +244,8 @@ pub struct Key {
 
 impl Key {
     pub fn new(code: KeyCode, modifiers: KeyModifiers) -> Self {
-        let mut modifiers = modifiers & (KeyModifiers::CONTROL | KeyModifiers::ALT | KeyModifiers::SHIFT);
+        let mut modifiers =
+            modifiers & (KeyModifiers::CONTROL | KeyModifiers::ALT | KeyModifiers::SHIFT);
         let code = match code {
             KeyCode::Char(c) => {
                 modifiers.remove(KeyModifiers::SHIFT);
@@ -470,13 +476,14 @@ impl Keymap {
         let mut warnings = Vec::new();
         let mut by_key: HashMap<Key, Action> = HashMap::new();
         // Overridden actions claim their keys first.
-        let order = overridden.iter().copied().chain(
-            Action::ALL
-                .into_iter()
-                .filter(|a| !overridden.contains(a)),
-        );
+        let order = overridden
+            .iter()
+            .copied()
+            .chain(Action::ALL.into_iter().filter(|a| !overridden.contains(a)));
         for action in order {
-            let keys = by_action.get_mut(&action).expect("every action has an entry");
+            let keys = by_action
+                .get_mut(&action)
+                .expect("every action has an entry");
             keys.retain(|key| match by_key.get(key) {
                 None => {
                     by_key.insert(*key, action);
@@ -512,36 +519,87 @@ mod tests {
         let keymap = Keymap::defaults();
         let cases = [
             (press(KeyCode::Char('q'), KeyModifiers::NONE), Action::Quit),
-            (press(KeyCode::Char('c'), KeyModifiers::CONTROL), Action::Quit),
+            (
+                press(KeyCode::Char('c'), KeyModifiers::CONTROL),
+                Action::Quit,
+            ),
             (press(KeyCode::Char('?'), KeyModifiers::SHIFT), Action::Help),
             (press(KeyCode::Tab, KeyModifiers::NONE), Action::NextPane),
-            (press(KeyCode::BackTab, KeyModifiers::SHIFT), Action::PrevPane),
+            (
+                press(KeyCode::BackTab, KeyModifiers::SHIFT),
+                Action::PrevPane,
+            ),
             (press(KeyCode::Char('j'), KeyModifiers::NONE), Action::Down),
             (press(KeyCode::Up, KeyModifiers::NONE), Action::Up),
-            (press(KeyCode::Char('K'), KeyModifiers::SHIFT), Action::PriorityUp),
-            (press(KeyCode::Char('J'), KeyModifiers::SHIFT), Action::PriorityDown),
-            (press(KeyCode::Char(' '), KeyModifiers::NONE), Action::Select),
-            (press(KeyCode::Backspace, KeyModifiers::NONE), Action::Parent),
+            (
+                press(KeyCode::Char('K'), KeyModifiers::SHIFT),
+                Action::PriorityUp,
+            ),
+            (
+                press(KeyCode::Char('J'), KeyModifiers::SHIFT),
+                Action::PriorityDown,
+            ),
+            (
+                press(KeyCode::Char(' '), KeyModifiers::NONE),
+                Action::Select,
+            ),
+            (
+                press(KeyCode::Backspace, KeyModifiers::NONE),
+                Action::Parent,
+            ),
             (press(KeyCode::Enter, KeyModifiers::NONE), Action::Open),
-            (press(KeyCode::Char('/'), KeyModifiers::NONE), Action::Filter),
-            (press(KeyCode::Char('.'), KeyModifiers::NONE), Action::ToggleHidden),
-            (press(KeyCode::Char('R'), KeyModifiers::SHIFT), Action::RefreshRemote),
-            (press(KeyCode::Char('3'), KeyModifiers::NONE), Action::ViewCompleted),
+            (
+                press(KeyCode::Char('/'), KeyModifiers::NONE),
+                Action::Filter,
+            ),
+            (
+                press(KeyCode::Char('.'), KeyModifiers::NONE),
+                Action::ToggleHidden,
+            ),
+            (
+                press(KeyCode::Char('R'), KeyModifiers::SHIFT),
+                Action::RefreshRemote,
+            ),
+            (
+                press(KeyCode::Char('3'), KeyModifiers::NONE),
+                Action::ViewCompleted,
+            ),
         ];
         for (event, action) in cases {
             assert_eq!(keymap.action(&event), Some(action), "{event:?}");
         }
-        assert_eq!(keymap.action(&press(KeyCode::Char('z'), KeyModifiers::NONE)), None);
+        assert_eq!(
+            keymap.action(&press(KeyCode::Char('z'), KeyModifiers::NONE)),
+            None
+        );
     }
 
     #[test]
     fn key_spellings_round_trip_through_display() {
-        for spelling in ["q", "K", "?", "ctrl-c", "alt-x", "shift-tab", "enter", "space", "f5", "pagedown", "-"] {
+        for spelling in [
+            "q",
+            "K",
+            "?",
+            "ctrl-c",
+            "alt-x",
+            "shift-tab",
+            "enter",
+            "space",
+            "f5",
+            "pagedown",
+            "-",
+        ] {
             let key = Key::parse(spelling).expect("valid spelling");
             assert_eq!(key.to_string(), spelling);
         }
-        assert_eq!(Key::parse("shift-k").map(|k| k.to_string()), Ok("K".to_owned()));
-        assert_eq!(Key::parse("backtab").map(|k| k.to_string()), Ok("shift-tab".to_owned()));
+        assert_eq!(
+            Key::parse("shift-k").map(|k| k.to_string()),
+            Ok("K".to_owned())
+        );
+        assert_eq!(
+            Key::parse("backtab").map(|k| k.to_string()),
+            Ok("shift-tab".to_owned())
+        );
         assert!(Key::parse("hyper-q").is_err());
         assert!(Key::parse("f99").is_err());
     }
@@ -552,7 +610,10 @@ mod tests {
             Keymap::from_toml("upload = [\"ctrl-u\", \"U\"]\nquit = \"Q\"\n").expect("valid toml");
         assert!(warnings.is_empty(), "{warnings:?}");
         assert_eq!(keymap.describe(Action::Upload), "ctrl-u, U");
-        assert_eq!(keymap.action(&press(KeyCode::Char('u'), KeyModifiers::NONE)), None);
+        assert_eq!(
+            keymap.action(&press(KeyCode::Char('u'), KeyModifiers::NONE)),
+            None
+        );
         assert_eq!(
             keymap.action(&press(KeyCode::Char('Q'), KeyModifiers::SHIFT)),
             Some(Action::Quit)
@@ -574,9 +635,10 @@ mod tests {
 
     #[test]
     fn mistakes_in_the_file_are_warnings_not_failures() {
-        let (keymap, warnings) =
-            Keymap::from_toml("fly = \"f\"\nhelp = [\"nope-key\", \"h\"]\nretry = \"h\"\ncancel = 3\n")
-                .expect("valid toml");
+        let (keymap, warnings) = Keymap::from_toml(
+            "fly = \"f\"\nhelp = [\"nope-key\", \"h\"]\nretry = \"h\"\ncancel = 3\n",
+        )
+        .expect("valid toml");
         assert_eq!(warnings.len(), 4, "{warnings:?}");
         assert_eq!(keymap.describe(Action::Help), "h");
         assert_eq!(keymap.describe(Action::Cancel), "x");

@@ -41,7 +41,11 @@ pub fn split(area: Rect) -> Option<Screen> {
         return None;
     }
     let body = area.height - 1;
-    let log_height = if area.height >= LOG_FROM_HEIGHT { (body / 6).max(5) } else { 0 };
+    let log_height = if area.height >= LOG_FROM_HEIGHT {
+        (body / 6).max(5)
+    } else {
+        0
+    };
     let panes = body - log_height;
     let top = panes / 3;
     let queue = panes / 3;
@@ -51,7 +55,8 @@ pub fn split(area: Rect) -> Option<Screen> {
     let (files, remote) = split_columns(row(0, top), area.width / 2);
     let queue_area = row(top, queue);
     let transports_width = (area.width * 2 / 5).clamp(30, 60);
-    let (chunks, transports) = split_columns(row(top + queue, bottom), area.width - transports_width);
+    let (chunks, transports) =
+        split_columns(row(top + queue, bottom), area.width - transports_width);
     let log = (log_height > 0).then(|| row(top + queue + bottom, log_height));
     Some(Screen {
         files,
@@ -65,7 +70,10 @@ pub fn split(area: Rect) -> Option<Screen> {
 }
 
 fn split_columns(area: Rect, left_width: u16) -> (Rect, Rect) {
-    let left = Rect { width: left_width, ..area };
+    let left = Rect {
+        width: left_width,
+        ..area
+    };
     let right = Rect {
         x: area.x + left_width,
         width: area.width - left_width,
@@ -79,9 +87,19 @@ mod tests {
     use super::*;
 
     fn covers_without_overlap(screen: &Screen, area: Rect) {
-        let mut rects = vec![screen.files, screen.remote, screen.queue, screen.chunks, screen.transports, screen.status];
+        let mut rects = vec![
+            screen.files,
+            screen.remote,
+            screen.queue,
+            screen.chunks,
+            screen.transports,
+            screen.status,
+        ];
         rects.extend(screen.log);
-        let total: u32 = rects.iter().map(|r| u32::from(r.width) * u32::from(r.height)).sum();
+        let total: u32 = rects
+            .iter()
+            .map(|r| u32::from(r.width) * u32::from(r.height))
+            .sum();
         assert_eq!(total, u32::from(area.width) * u32::from(area.height));
         for (i, a) in rects.iter().enumerate() {
             assert!(area.contains(a.as_position()), "{a:?}");

@@ -76,7 +76,10 @@ pub async fn run(handle: ClientHandle, options: TuiOptions) -> anyhow::Result<()
         bell: options.bell,
     };
     let (mut app, initial) = App::new(config, keymap, theme);
-    app.log(LogLine::new(Level::Info, format!("pigeon home: {}", options.home.display())));
+    app.log(LogLine::new(
+        Level::Info,
+        format!("pigeon home: {}", options.home.display()),
+    ));
     for note in keymap_notes {
         app.notify(Level::Warn, note);
     }
@@ -93,11 +96,16 @@ pub async fn run(handle: ClientHandle, options: TuiOptions) -> anyhow::Result<()
 async fn load_keymap(path: &Path) -> (Keymap, Vec<String>) {
     let text = match tokio::fs::read_to_string(path).await {
         Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (Keymap::defaults(), Vec::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return (Keymap::defaults(), Vec::new())
+        }
         Err(e) => {
             return (
                 Keymap::defaults(),
-                vec![format!("{} not read ({e}); using the default keys", path.display())],
+                vec![format!(
+                    "{} not read ({e}); using the default keys",
+                    path.display()
+                )],
             )
         }
     };
@@ -111,7 +119,10 @@ async fn load_keymap(path: &Path) -> (Keymap, Vec<String>) {
         }
         Err(e) => (
             Keymap::defaults(),
-            vec![format!("{} is not valid TOML ({e}); using the default keys", path.display())],
+            vec![format!(
+                "{} is not valid TOML ({e}); using the default keys",
+                path.display()
+            )],
         ),
     }
 }

@@ -44,12 +44,20 @@ pub struct Context<'a> {
 }
 
 impl Popup {
-    pub fn handle_key(&mut self, key: &KeyEvent, action: Option<Action>, keymap: &Keymap, log_len: usize) -> Outcome {
+    pub fn handle_key(
+        &mut self,
+        key: &KeyEvent,
+        action: Option<Action>,
+        keymap: &Keymap,
+        log_len: usize,
+    ) -> Outcome {
         match self {
             Popup::Help { scroll } => {
                 let max = help::len(keymap);
                 match (key.code, action) {
-                    (KeyCode::Esc | KeyCode::Enter, _) | (_, Some(Action::Help | Action::Quit)) => Outcome::Close,
+                    (KeyCode::Esc | KeyCode::Enter, _) | (_, Some(Action::Help | Action::Quit)) => {
+                        Outcome::Close
+                    }
                     (_, Some(Action::Down)) => {
                         *scroll = (*scroll + 1).min(max);
                         Outcome::Keep
@@ -78,7 +86,9 @@ impl Popup {
                 }
             }
             Popup::ConfirmCancel { id, .. } => match key.code {
-                KeyCode::Char('y' | 'Y') | KeyCode::Enter => Outcome::CloseAndRun(Effect::Control(Control::Cancel(*id))),
+                KeyCode::Char('y' | 'Y') | KeyCode::Enter => {
+                    Outcome::CloseAndRun(Effect::Control(Control::Cancel(*id)))
+                }
                 KeyCode::Char('n' | 'N') | KeyCode::Esc => Outcome::Close,
                 _ if action == Some(Action::Quit) => Outcome::Close,
                 _ => Outcome::Keep,
@@ -86,7 +96,8 @@ impl Popup {
             Popup::Log { back } => {
                 let max = log_len.saturating_sub(1);
                 match (key.code, action) {
-                    (KeyCode::Esc | KeyCode::Enter, _) | (_, Some(Action::ShowLog | Action::Quit)) => Outcome::Close,
+                    (KeyCode::Esc | KeyCode::Enter, _)
+                    | (_, Some(Action::ShowLog | Action::Quit)) => Outcome::Close,
                     (_, Some(Action::Up)) => {
                         *back = (*back + 1).min(max);
                         Outcome::Keep
@@ -148,7 +159,11 @@ fn frame(title: &'static str, theme: Theme) -> Block<'static> {
 fn render_confirm(area: Rect, buf: &mut Buffer, name: &str, theme: Theme) {
     let popup = help::centered(area, 52, 7);
     let text = vec![
-        Line::from(vec![Span::raw("Cancel "), Span::styled(name.to_owned(), theme.title_style(false)), Span::raw("?")]),
+        Line::from(vec![
+            Span::raw("Cancel "),
+            Span::styled(name.to_owned(), theme.title_style(false)),
+            Span::raw("?"),
+        ]),
         Line::styled("Received chunks are kept; r retries it later.", theme.dim()),
         Line::raw(""),
         Line::from(vec![
@@ -179,9 +194,18 @@ mod tests {
     fn confirm_cancel_runs_only_on_yes() {
         let id = TransferId([7; 16]);
         let keymap = Keymap::defaults();
-        let mut popup = Popup::ConfirmCancel { id, name: "a".into() };
-        assert_eq!(popup.handle_key(&key(KeyCode::Char('z')), None, &keymap, 0), Outcome::Keep);
-        assert_eq!(popup.handle_key(&key(KeyCode::Esc), None, &keymap, 0), Outcome::Close);
+        let mut popup = Popup::ConfirmCancel {
+            id,
+            name: "a".into(),
+        };
+        assert_eq!(
+            popup.handle_key(&key(KeyCode::Char('z')), None, &keymap, 0),
+            Outcome::Keep
+        );
+        assert_eq!(
+            popup.handle_key(&key(KeyCode::Esc), None, &keymap, 0),
+            Outcome::Close
+        );
         assert_eq!(
             popup.handle_key(&key(KeyCode::Char('y')), None, &keymap, 0),
             Outcome::CloseAndRun(Effect::Control(Control::Cancel(id)))
@@ -193,9 +217,15 @@ mod tests {
         let keymap = Keymap::defaults();
         let mut popup = Popup::Help { scroll: 0 };
         let down = key(KeyCode::Char('j'));
-        assert_eq!(popup.handle_key(&down, keymap.action(&down), &keymap, 0), Outcome::Keep);
+        assert_eq!(
+            popup.handle_key(&down, keymap.action(&down), &keymap, 0),
+            Outcome::Keep
+        );
         assert_eq!(popup, Popup::Help { scroll: 1 });
         let help = key(KeyCode::Char('?'));
-        assert_eq!(popup.handle_key(&help, keymap.action(&help), &keymap, 0), Outcome::Close);
+        assert_eq!(
+            popup.handle_key(&help, keymap.action(&help), &keymap, 0),
+            Outcome::Close
+        );
     }
 }

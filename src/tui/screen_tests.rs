@@ -58,7 +58,13 @@ fn screen_uploading() {
 #[test]
 fn screen_failed_transfer() {
     let mut app = fixtures::app(vec![remote_entry("earlier.txt", 12)]);
-    let mut failed = transfer(3, "evil\x1b]52;c;aGk=\x07name.bin", TransferStatus::Failed, 40, 13);
+    let mut failed = transfer(
+        3,
+        "evil\x1b]52;c;aGk=\x07name.bin",
+        TransferStatus::Failed,
+        40,
+        13,
+    );
     failed.error = Some("the agent refused: quota exceeded (2.1 GB of 2 GB used)".into());
     let name = failed.remote_path.clone();
     let error = failed.error.clone().unwrap_or_default();
@@ -94,9 +100,22 @@ fn screen_too_small_says_so() {
 #[test]
 fn every_pane_title_is_on_screen_at_80x24() {
     let mut app = fixtures::app(vec![]);
-    app.on_snapshot(snapshot(vec![transfer(1, "a", TransferStatus::InProgress, 10, 5)]));
+    app.on_snapshot(snapshot(vec![transfer(
+        1,
+        "a",
+        TransferStatus::InProgress,
+        10,
+        5,
+    )]));
     let text = draw(&mut app, 80, 24).backend().to_string();
-    for title in ["Files", "Remote", "Queue", "Chunks", "Transports", "local agent (embedded)"] {
+    for title in [
+        "Files",
+        "Remote",
+        "Queue",
+        "Chunks",
+        "Transports",
+        "local agent (embedded)",
+    ] {
         assert!(text.contains(title), "{title} missing:\n{text}");
     }
     let text = draw(&mut app, 120, 40).backend().to_string();
@@ -106,7 +125,13 @@ fn every_pane_title_is_on_screen_at_80x24() {
 #[test]
 fn hostile_names_never_reach_the_terminal_raw() {
     let mut app = fixtures::app(vec![remote_entry("\x1b[2Jwipe.txt", 1)]);
-    app.on_snapshot(snapshot(vec![transfer(1, "\x1b]0;title\x07x", TransferStatus::InProgress, 10, 5)]));
+    app.on_snapshot(snapshot(vec![transfer(
+        1,
+        "\x1b]0;title\x07x",
+        TransferStatus::InProgress,
+        10,
+        5,
+    )]));
     let terminal = draw(&mut app, 120, 40);
     for cell in terminal.backend().buffer().content() {
         assert!(
@@ -123,10 +148,39 @@ fn hostile_names_never_reach_the_terminal_raw() {
 #[test]
 #[ignore = "benchmark: run in release with --ignored --nocapture"]
 fn tui_render_bench() {
-    let mut transfers = vec![transfer(0, "huge.bin", TransferStatus::InProgress, 100_000, 50_000)];
+    let mut transfers = vec![transfer(
+        0,
+        "huge.bin",
+        TransferStatus::InProgress,
+        100_000,
+        50_000,
+    )];
     for n in 1..1000u32 {
-        let mut t = transfer(1, &format!("file-{n:04}.bin"), TransferStatus::Pending, 100, 0);
-        t.id = pigeon_core::view::TransferId([(n % 251) as u8, (n / 251) as u8, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7]);
+        let mut t = transfer(
+            1,
+            &format!("file-{n:04}.bin"),
+            TransferStatus::Pending,
+            100,
+            0,
+        );
+        t.id = pigeon_core::view::TransferId([
+            (n % 251) as u8,
+            (n / 251) as u8,
+            7,
+            7,
+            7,
+            7,
+            7,
+            7,
+            7,
+            7,
+            7,
+            7,
+            7,
+            7,
+            7,
+            7,
+        ]);
         t.created_unix += u64::from(n);
         transfers.push(t);
     }
@@ -134,7 +188,9 @@ fn tui_render_bench() {
     app.on_snapshot(snapshot(transfers.clone()));
     for (w, h) in [(80u16, 24u16), (120, 40), (250, 70)] {
         let mut terminal = Terminal::new(TestBackend::new(w, h)).expect("test backend");
-        terminal.draw(|frame| app.render(frame)).expect("warm-up draw");
+        terminal
+            .draw(|frame| app.render(frame))
+            .expect("warm-up draw");
         let frames = 200;
         let start = Instant::now();
         for i in 0..frames {
@@ -147,7 +203,10 @@ fn tui_render_bench() {
         let per_frame = start.elapsed().as_secs_f64() * 1000.0 / f64::from(frames);
         println!("tui_render_bench {w}x{h}: {per_frame:.3} ms per frame (1,000 transfers, 100,000-chunk map)");
         if !cfg!(debug_assertions) {
-            assert!(per_frame < 5.0, "{per_frame:.3} ms per frame is over the 5 ms target");
+            assert!(
+                per_frame < 5.0,
+                "{per_frame:.3} ms per frame is over the 5 ms target"
+            );
         }
     }
 }

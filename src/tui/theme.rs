@@ -216,10 +216,11 @@ mod tests {
     #[test]
     fn colours_are_basic_ansi_only() {
         let theme = Theme::colored();
-        let styles = CHUNK_STATES
-            .iter()
-            .map(|&s| theme.chunk_style(s))
-            .chain([theme.border_style(true), theme.dim(), theme.bad()]);
+        let styles = CHUNK_STATES.iter().map(|&s| theme.chunk_style(s)).chain([
+            theme.border_style(true),
+            theme.dim(),
+            theme.bad(),
+        ]);
         for style in styles {
             let fg = style.fg.expect("coloured theme sets a foreground");
             assert!(

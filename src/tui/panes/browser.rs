@@ -43,7 +43,10 @@ pub fn type_from_name(name: &str, is_dir: bool) -> Cow<'static, str> {
     }
     match name.rsplit_once('.') {
         Some((stem, ext))
-            if !stem.is_empty() && !ext.is_empty() && ext.len() <= 5 && ext.chars().all(char::is_alphanumeric) =>
+            if !stem.is_empty()
+                && !ext.is_empty()
+                && ext.len() <= 5
+                && ext.chars().all(char::is_alphanumeric) =>
         {
             Cow::Owned(ext.to_lowercase())
         }
@@ -211,7 +214,9 @@ impl<E: BrowserEntry> Browser<E> {
                 self.filter.text.pop();
             }
             KeyCode::Char(c)
-                if !key.modifiers.intersects(KeyModifiers::CONTROL | KeyModifiers::ALT) =>
+                if !key
+                    .modifiers
+                    .intersects(KeyModifiers::CONTROL | KeyModifiers::ALT) =>
             {
                 self.filter.text.push(c);
             }
@@ -236,7 +241,14 @@ impl<E: BrowserEntry> Browser<E> {
 
     /// Draw the columns into `area` (the inside of the pane's frame).
     /// `placeholder` is shown when there is nothing to list.
-    pub fn render(&mut self, area: Rect, buf: &mut Buffer, theme: Theme, focused: bool, placeholder: &str) {
+    pub fn render(
+        &mut self,
+        area: Rect,
+        buf: &mut Buffer,
+        theme: Theme,
+        focused: bool,
+        placeholder: &str,
+    ) {
         if area.height == 0 || area.width < 8 {
             return;
         }
@@ -260,10 +272,18 @@ impl<E: BrowserEntry> Browser<E> {
             } else {
                 "nothing matches the filter"
             };
-            buf.set_stringn(rows_area.x + 2, rows_area.y, message, rows_area.width.saturating_sub(2) as usize, theme.dim());
+            buf.set_stringn(
+                rows_area.x + 2,
+                rows_area.y,
+                message,
+                rows_area.width.saturating_sub(2) as usize,
+                theme.dim(),
+            );
             return;
         }
-        let window = self.cursor.window(rows_area.height as usize, self.visible.len());
+        let window = self
+            .cursor
+            .window(rows_area.height as usize, self.visible.len());
         let cursor_row = self.cursor.selected();
         for (line, row) in window.enumerate() {
             let entry = &self.entries[self.visible[row]];
@@ -284,15 +304,26 @@ impl<E: BrowserEntry> Browser<E> {
             } else {
                 Style::default()
             };
-            columns.draw(buf, rows_area.x, y, [if marked { "+" } else { " " }, &name, &size, &kind], style);
+            columns.draw(
+                buf,
+                rows_area.x,
+                y,
+                [if marked { "+" } else { " " }, &name, &size, &kind],
+                style,
+            );
             if row == cursor_row {
-                buf.set_style(Rect::new(rows_area.x, y, rows_area.width, 1), theme.cursor_style(focused));
+                buf.set_style(
+                    Rect::new(rows_area.x, y, rows_area.width, 1),
+                    theme.cursor_style(focused),
+                );
             }
         }
     }
 
     fn position_of(&self, name: &str) -> Option<usize> {
-        self.visible.iter().position(|&i| self.entries[i].name() == name)
+        self.visible
+            .iter()
+            .position(|&i| self.entries[i].name() == name)
     }
 
     fn refilter(&mut self) {
@@ -329,7 +360,9 @@ impl Columns {
     const TYPE: u16 = 5;
 
     fn for_width(width: u16) -> Self {
-        let name = width.saturating_sub(2 + 1 + Self::SIZE + 1 + Self::TYPE).max(1);
+        let name = width
+            .saturating_sub(2 + 1 + Self::SIZE + 1 + Self::TYPE)
+            .max(1);
         Columns {
             widths: [2, name, Self::SIZE, Self::TYPE],
         }
@@ -340,12 +373,24 @@ impl Columns {
         let mut cx = x;
         buf.set_stringn(cx, y, cells[0], marker as usize, style);
         cx += marker;
-        buf.set_stringn(cx, y, format::truncate(cells[1], name as usize), name as usize, style);
+        buf.set_stringn(
+            cx,
+            y,
+            format::truncate(cells[1], name as usize),
+            name as usize,
+            style,
+        );
         cx += name + 1;
         let size_text = format!("{:>width$}", cells[2], width = size as usize);
         buf.set_stringn(cx, y, size_text, size as usize, style);
         cx += size + 1;
-        buf.set_stringn(cx, y, format::truncate(cells[3], kind as usize), kind as usize, style);
+        buf.set_stringn(
+            cx,
+            y,
+            format::truncate(cells[3], kind as usize),
+            kind as usize,
+            style,
+        );
     }
 }
 
@@ -416,7 +461,10 @@ mod tests {
     fn targets_are_the_marks_or_else_the_cursor() {
         let mut b = browser();
         b.handle(Action::Down);
-        assert_eq!(b.targets().iter().map(|e| e.0).collect::<Vec<_>>(), ["a.txt"]);
+        assert_eq!(
+            b.targets().iter().map(|e| e.0).collect::<Vec<_>>(),
+            ["a.txt"]
+        );
         b.handle(Action::Select); // marks a.txt, moves to b.TXT
         b.handle(Action::Down);
         b.handle(Action::Select); // marks photo.jpeg
@@ -465,7 +513,11 @@ mod tests {
             .map(|y| (0..36).map(|x| buf[(x, y)].symbol().to_owned()).collect())
             .collect();
         let expected_text: Vec<String> = (0..4)
-            .map(|y| (0..36).map(|x| expected[(x, y)].symbol().to_owned()).collect())
+            .map(|y| {
+                (0..36)
+                    .map(|x| expected[(x, y)].symbol().to_owned())
+                    .collect()
+            })
             .collect();
         assert_eq!(text, expected_text);
     }

@@ -17,7 +17,13 @@ use crate::tui::format;
 use crate::tui::theme::Theme;
 use crate::tui::widgets::chunk_map::{ChunkCounts, ChunkLegend, ChunkMap};
 
-pub fn render(area: Rect, buf: &mut Buffer, transfer: Option<&TransferView>, theme: Theme, focused: bool) {
+pub fn render(
+    area: Rect,
+    buf: &mut Buffer,
+    transfer: Option<&TransferView>,
+    theme: Theme,
+    focused: bool,
+) {
     let mut block = pane_block(Focus::Chunks, focused, theme);
     let Some(transfer) = transfer else {
         let inner = block.inner(area);
@@ -35,7 +41,13 @@ pub fn render(area: Rect, buf: &mut Buffer, transfer: Option<&TransferView>, the
     let percent = (progress(transfer) * 100.0).floor() as u64;
     let title = format!(" {name} {percent}% ");
     let title_width = area.width.saturating_sub(10) as usize;
-    block = block.title(Line::styled(format::truncate(&title, title_width).into_owned(), theme.dim()).right_aligned());
+    block = block.title(
+        Line::styled(
+            format::truncate(&title, title_width).into_owned(),
+            theme.dim(),
+        )
+        .right_aligned(),
+    );
 
     let map: &[u8] = &transfer.chunk_map;
     let inner_probe = block.inner(area);
@@ -45,7 +57,9 @@ pub fn render(area: Rect, buf: &mut Buffer, transfer: Option<&TransferView>, the
     };
     let group = ChunkMap::group_size(map.len(), grid.width as usize * grid.height as usize);
     if group > 1 {
-        block = block.title_bottom(Line::styled(format!(" 1 cell = {group} chunks "), theme.dim()).right_aligned());
+        block = block.title_bottom(
+            Line::styled(format!(" 1 cell = {group} chunks "), theme.dim()).right_aligned(),
+        );
     }
     let inner = block.inner(area);
     block.render(area, buf);
@@ -58,7 +72,13 @@ pub fn render(area: Rect, buf: &mut Buffer, transfer: Option<&TransferView>, the
         } else {
             format!("{} chunks", transfer.chunks_total)
         };
-        buf.set_stringn(inner.x + 1, inner.y, text, inner.width.saturating_sub(1) as usize, theme.dim());
+        buf.set_stringn(
+            inner.x + 1,
+            inner.y,
+            text,
+            inner.width.saturating_sub(1) as usize,
+            theme.dim(),
+        );
     } else {
         ChunkMap::new(map, theme).render(grid, buf);
     }

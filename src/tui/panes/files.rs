@@ -65,7 +65,9 @@ pub fn read_dir(dir: &Path) -> std::io::Result<Vec<LocalEntry>> {
     for entry in std::fs::read_dir(dir)? {
         let Ok(entry) = entry else { continue };
         let path = entry.path();
-        let Ok(link_meta) = entry.metadata() else { continue };
+        let Ok(link_meta) = entry.metadata() else {
+            continue;
+        };
         let is_symlink = link_meta.file_type().is_symlink();
         // Follow links for what they point to; a dangling link is a file.
         let meta = if is_symlink {
@@ -185,7 +187,11 @@ impl FilesPane {
 
     /// Local paths to upload: the marks, or the entry under the cursor.
     pub fn upload_sources(&self) -> Vec<PathBuf> {
-        self.browser.targets().into_iter().map(|e| e.path.clone()).collect()
+        self.browser
+            .targets()
+            .into_iter()
+            .map(|e| e.path.clone())
+            .collect()
     }
 
     pub fn render(&mut self, area: Rect, buf: &mut Buffer, theme: Theme, focused: bool) {
@@ -193,15 +199,22 @@ impl FilesPane {
         let path = escape_control(&path);
         let width = area.width.saturating_sub(12) as usize;
         let mut block = pane_block(Focus::Files, focused, theme).title(
-            Line::styled(format!(" {} ", format::truncate_start(&path, width)), theme.dim()).right_aligned(),
+            Line::styled(
+                format!(" {} ", format::truncate_start(&path, width)),
+                theme.dim(),
+            )
+            .right_aligned(),
         );
         if let Some(label) = self.browser.filter().label() {
             block = block.title_bottom(Line::styled(label, theme.accent()));
         }
         if self.browser.selection_len() > 0 {
             block = block.title_bottom(
-                Line::styled(format!(" {} selected ", self.browser.selection_len()), theme.selected_style())
-                    .right_aligned(),
+                Line::styled(
+                    format!(" {} selected ", self.browser.selection_len()),
+                    theme.selected_style(),
+                )
+                .right_aligned(),
             );
         }
         let inner = block.inner(area);
@@ -258,21 +271,39 @@ mod tests {
     fn entering_and_leaving_folders_goes_through_effects() {
         let (mut pane, first) = FilesPane::new(PathBuf::from("/w"));
         assert_eq!(first, Effect::ReadDir(PathBuf::from("/w")));
-        pane.on_listing(PathBuf::from("/w"), Ok(vec![entry("sub", true), entry("f", false)]));
-        assert_eq!(pane.handle(Action::Open), Some(Effect::ReadDir(PathBuf::from("/w/sub"))));
+        pane.on_listing(
+            PathBuf::from("/w"),
+            Ok(vec![entry("sub", true), entry("f", false)]),
+        );
+        assert_eq!(
+            pane.handle(Action::Open),
+            Some(Effect::ReadDir(PathBuf::from("/w/sub")))
+        );
         // Until the answer comes, we are still in /w.
         assert_eq!(pane.cwd(), Path::new("/w"));
         pane.on_listing(PathBuf::from("/w/sub"), Ok(vec![entry("inner", false)]));
         assert_eq!(pane.cwd(), Path::new("/w/sub"));
-        assert_eq!(pane.handle(Action::Parent), Some(Effect::ReadDir(PathBuf::from("/w"))));
-        pane.on_listing(PathBuf::from("/w"), Ok(vec![entry("sub", true), entry("f", false)]));
-        assert_eq!(pane.browser().current().map(|e| e.name.as_str()), Some("sub"));
+        assert_eq!(
+            pane.handle(Action::Parent),
+            Some(Effect::ReadDir(PathBuf::from("/w")))
+        );
+        pane.on_listing(
+            PathBuf::from("/w"),
+            Ok(vec![entry("sub", true), entry("f", false)]),
+        );
+        assert_eq!(
+            pane.browser().current().map(|e| e.name.as_str()),
+            Some("sub")
+        );
     }
 
     #[test]
     fn a_late_listing_for_a_folder_we_left_is_ignored() {
         let (mut pane, _) = FilesPane::new(PathBuf::from("/w"));
-        pane.on_listing(PathBuf::from("/w"), Ok(vec![entry("a", true), entry("b", true)]));
+        pane.on_listing(
+            PathBuf::from("/w"),
+            Ok(vec![entry("a", true), entry("b", true)]),
+        );
         let _ = pane.handle(Action::Open); // asks for /w/a
         pane.on_listing(PathBuf::from("/elsewhere"), Ok(vec![]));
         assert_eq!(pane.cwd(), Path::new("/w"));
@@ -289,10 +320,16 @@ mod tests {
     #[test]
     fn upload_sources_default_to_the_cursor() {
         let (mut pane, _) = FilesPane::new(PathBuf::from("/w"));
-        pane.on_listing(PathBuf::from("/w"), Ok(vec![entry("f", false), entry("g", false)]));
+        pane.on_listing(
+            PathBuf::from("/w"),
+            Ok(vec![entry("f", false), entry("g", false)]),
+        );
         assert_eq!(pane.upload_sources(), [PathBuf::from("/w/f")]);
         pane.handle(Action::Select);
         pane.handle(Action::Select);
-        assert_eq!(pane.upload_sources(), [PathBuf::from("/w/f"), PathBuf::from("/w/g")]);
+        assert_eq!(
+            pane.upload_sources(),
+            [PathBuf::from("/w/f"), PathBuf::from("/w/g")]
+        );
     }
 }

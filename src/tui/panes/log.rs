@@ -55,8 +55,14 @@ impl LogLine {
 
     pub fn to_line(&self, theme: Theme) -> Line<'static> {
         Line::from(vec![
-            Span::styled(format!("{} ", self.level.glyph()), theme.level_style(self.level)),
-            Span::styled(escape_control(&self.text).into_owned(), theme.level_style(self.level)),
+            Span::styled(
+                format!("{} ", self.level.glyph()),
+                theme.level_style(self.level),
+            ),
+            Span::styled(
+                escape_control(&self.text).into_owned(),
+                theme.level_style(self.level),
+            ),
         ])
     }
 }
@@ -105,7 +111,9 @@ impl LogPane {
     pub fn render(&self, area: Rect, buf: &mut Buffer, theme: Theme, focused: bool) {
         let mut block = pane_block(Focus::Log, focused, theme);
         if self.back > 0 {
-            block = block.title_bottom(Line::styled(format!(" {} newer below ", self.back), theme.dim()).right_aligned());
+            block = block.title_bottom(
+                Line::styled(format!(" {} newer below ", self.back), theme.dim()).right_aligned(),
+            );
         }
         let inner = block.inner(area);
         block.render(area, buf);
@@ -124,7 +132,13 @@ impl LogPane {
             return;
         }
         if self.lines.is_empty() {
-            buf.set_stringn(area.x + 1, area.y, "no events yet", area.width.saturating_sub(1) as usize, theme.dim());
+            buf.set_stringn(
+                area.x + 1,
+                area.y,
+                "no events yet",
+                area.width.saturating_sub(1) as usize,
+                theme.dim(),
+            );
             return;
         }
         let end = self.lines.len() - back.min(self.lines.len());
@@ -159,9 +173,13 @@ mod tests {
         log.push(LogLine::new(Level::Error, "bad \x1b[31mname"));
         let mut buf = Buffer::empty(Rect::new(0, 0, 24, 2));
         log.render_lines(buf.area, &mut buf, Theme::monochrome());
-        let mut expected = Buffer::with_lines(["✓ uploaded a.txt        ", "✗ bad \\x1b[31mname      "]);
+        let mut expected =
+            Buffer::with_lines(["✓ uploaded a.txt        ", "✗ bad \\x1b[31mname      "]);
         // Errors are bold, so they stand out without colour.
-        expected.set_style(Rect::new(0, 1, 18, 1), Style::default().add_modifier(Modifier::BOLD));
+        expected.set_style(
+            Rect::new(0, 1, 18, 1),
+            Style::default().add_modifier(Modifier::BOLD),
+        );
         assert_eq!(buf, expected);
     }
 

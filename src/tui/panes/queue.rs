@@ -38,7 +38,12 @@ pub enum QueueView {
 }
 
 impl QueueView {
-    pub const ALL: [QueueView; 4] = [QueueView::Active, QueueView::Failed, QueueView::Completed, QueueView::All];
+    pub const ALL: [QueueView; 4] = [
+        QueueView::Active,
+        QueueView::Failed,
+        QueueView::Completed,
+        QueueView::All,
+    ];
 
     pub fn label(self) -> &'static str {
         match self {
@@ -95,10 +100,17 @@ impl QueuePane {
     /// Rebuild the rows from a new snapshot (or after a view change).
     pub fn refresh(&mut self, snapshot: &EngineSnapshot) {
         let view = self.view;
-        self.counts = QueueView::ALL.map(|v| snapshot.transfers.iter().filter(|t| v.contains(t.status)).count());
+        self.counts = QueueView::ALL.map(|v| {
+            snapshot
+                .transfers
+                .iter()
+                .filter(|t| v.contains(t.status))
+                .count()
+        });
         self.rows.clear();
-        self.rows
-            .extend((0..snapshot.transfers.len()).filter(|&i| view.contains(snapshot.transfers[i].status)));
+        self.rows.extend(
+            (0..snapshot.transfers.len()).filter(|&i| view.contains(snapshot.transfers[i].status)),
+        );
         let transfers = &snapshot.transfers;
         self.rows.sort_by(|&a, &b| {
             let (a, b) = (&transfers[a], &transfers[b]);
@@ -112,7 +124,10 @@ impl QueuePane {
         } else {
             self.cursor.clamp(self.rows.len());
         }
-        self.selected = self.rows.get(self.cursor.selected()).map(|&i| transfers[i].id);
+        self.selected = self
+            .rows
+            .get(self.cursor.selected())
+            .map(|&i| transfers[i].id);
     }
 
     /// The transfer under the cursor.
@@ -169,25 +184,42 @@ impl QueuePane {
         let id = transfer.id;
         let name = display_name(transfer);
         let control = match (action, transfer.status) {
-            (Action::PauseResume, TransferStatus::Pending | TransferStatus::InProgress) => Control::Pause(id),
+            (Action::PauseResume, TransferStatus::Pending | TransferStatus::InProgress) => {
+                Control::Pause(id)
+            }
             (Action::PauseResume, TransferStatus::Paused) => Control::Resume(id),
             (Action::PauseResume, status) => {
-                return Err(format!("{name} is {}: nothing to pause", Theme::status_label(status)));
+                return Err(format!(
+                    "{name} is {}: nothing to pause",
+                    Theme::status_label(status)
+                ));
             }
-            (Action::Retry, TransferStatus::Failed | TransferStatus::Cancelled) => Control::Retry(id),
+            (Action::Retry, TransferStatus::Failed | TransferStatus::Cancelled) => {
+                Control::Retry(id)
+            }
             (Action::Retry, _) => return Err(format!("{name} has not failed: nothing to retry")),
             (Action::PriorityUp, status) if !status.is_finished() => Control::Reprioritize(id, -1),
             (Action::PriorityDown, status) if !status.is_finished() => Control::Reprioritize(id, 1),
             (Action::PriorityUp | Action::PriorityDown, _) => {
-                return Err(format!("{name} is finished: its priority no longer matters"));
+                return Err(format!(
+                    "{name} is finished: its priority no longer matters"
+                ));
             }
             _ => return Err("not a queue action".to_owned()),
         };
         Ok(Effect::Control(control))
     }
 
-    pub fn render(&mut self, area: Rect, buf: &mut Buffer, snapshot: &EngineSnapshot, theme: Theme, focused: bool) {
-        let block = pane_block(Focus::Queue, focused, theme).title(self.views_title(theme).right_aligned());
+    pub fn render(
+        &mut self,
+        area: Rect,
+        buf: &mut Buffer,
+        snapshot: &EngineSnapshot,
+        theme: Theme,
+        focused: bool,
+    ) {
+        let block =
+            pane_block(Focus::Queue, focused, theme).title(self.views_title(theme).right_aligned());
         let inner = block.inner(area);
         block.render(area, buf);
         if inner.height == 0 || inner.width < 20 {
@@ -210,14 +242,19 @@ impl QueuePane {
             );
             return;
         }
-        let window = self.cursor.window(rows_area.height as usize, self.rows.len());
+        let window = self
+            .cursor
+            .window(rows_area.height as usize, self.rows.len());
         let cursor = self.cursor.selected();
         for (line, row) in window.enumerate() {
             let transfer = &snapshot.transfers[self.rows[row]];
             let y = rows_area.y + line as u16;
             columns.row(buf, rows_area.x, y, transfer, theme);
             if row == cursor {
-                buf.set_style(Rect::new(rows_area.x, y, rows_area.width, 1), theme.cursor_style(focused));
+                buf.set_style(
+                    Rect::new(rows_area.x, y, rows_area.width, 1),
+                    theme.cursor_style(focused),
+                );
             }
         }
     }
@@ -319,9 +356,25 @@ impl Columns {
         };
         put(buf, cx, y, arrow, Self::DIR, false, theme.accent());
         cx += Self::DIR;
-        put(buf, cx, y, &display_name(t), self.name, false, Style::default());
+        put(
+            buf,
+            cx,
+            y,
+            &display_name(t),
+            self.name,
+            false,
+            Style::default(),
+        );
         cx += self.name + 1;
-        put(buf, cx, y, Theme::status_label(t.status), Self::STATE, false, theme.status_style(t.status));
+        put(
+            buf,
+            cx,
+            y,
+            Theme::status_label(t.status),
+            Self::STATE,
+            false,
+            theme.status_style(t.status),
+        );
         cx += Self::STATE + 1;
         let fraction = progress(t);
         let filled = (fraction * Self::BAR as f64).round() as usize;
@@ -331,20 +384,44 @@ impl Columns {
             "░".repeat(Self::BAR - filled),
             format!("{}%", (fraction * 100.0).floor() as u64)
         );
-        put(buf, cx, y, &bar, Self::PROGRESS, false, theme.status_style(t.status));
+        put(
+            buf,
+            cx,
+            y,
+            &bar,
+            Self::PROGRESS,
+            false,
+            theme.status_style(t.status),
+        );
         cx += Self::PROGRESS + 1;
         let rest_width = Self::RATE + 1 + Self::ETA + 1 + self.transport;
         match (&t.error, t.status) {
             (Some(error), TransferStatus::Failed) => {
                 // The reason matters more than rate and ETA of a dead transfer.
-                put(buf, cx, y, &escape_control(error), rest_width, false, theme.bad());
+                put(
+                    buf,
+                    cx,
+                    y,
+                    &escape_control(error),
+                    rest_width,
+                    false,
+                    theme.bad(),
+                );
             }
             _ => {
                 let running = t.status == TransferStatus::InProgress;
-                let rate = if running { format::rate(t.rate) } else { String::new() };
+                let rate = if running {
+                    format::rate(t.rate)
+                } else {
+                    String::new()
+                };
                 put(buf, cx, y, &rate, Self::RATE, true, Style::default());
                 cx += Self::RATE + 1;
-                let eta = t.eta.filter(|_| running).map(format::duration).unwrap_or_default();
+                let eta = t
+                    .eta
+                    .filter(|_| running)
+                    .map(format::duration)
+                    .unwrap_or_default();
                 put(buf, cx, y, &eta, Self::ETA, true, Style::default());
                 cx += Self::ETA + 1;
                 let transport = escape_control(format::transport_label(&t.transport));
@@ -413,7 +490,11 @@ mod tests {
         let mut queue = QueuePane::default();
         queue.refresh(&snap);
         assert_eq!(queue.counts, [2, 1, 1, 4]);
-        let ids: Vec<u8> = queue.rows.iter().map(|&i| snap.transfers[i].id.0[0]).collect();
+        let ids: Vec<u8> = queue
+            .rows
+            .iter()
+            .map(|&i| snap.transfers[i].id.0[0])
+            .collect();
         assert_eq!(ids, [3, 1]);
         queue.navigate(Action::ViewFailed, &snap);
         assert_eq!(queue.selected(&snap).map(|t| t.id.0[0]), Some(2));
@@ -444,7 +525,10 @@ mod tests {
         let mut queue = QueuePane::default();
         queue.refresh(&snap);
         let id = TransferId([1; 16]);
-        assert_eq!(queue.command(Action::PauseResume, &snap), Ok(Effect::Control(Control::Pause(id))));
+        assert_eq!(
+            queue.command(Action::PauseResume, &snap),
+            Ok(Effect::Control(Control::Pause(id)))
+        );
         assert_eq!(
             queue.command(Action::PriorityUp, &snap),
             Ok(Effect::Control(Control::Reprioritize(id, -1)))
@@ -454,7 +538,10 @@ mod tests {
         let snap = snapshot(vec![transfer(1, TransferStatus::Failed, 0)]);
         queue.refresh(&snap);
         queue.navigate(Action::ViewFailed, &snap);
-        assert_eq!(queue.command(Action::Retry, &snap), Ok(Effect::Control(Control::Retry(id))));
+        assert_eq!(
+            queue.command(Action::Retry, &snap),
+            Ok(Effect::Control(Control::Retry(id)))
+        );
         assert!(queue.command(Action::PauseResume, &snap).is_err());
 
         let empty = snapshot(vec![]);

@@ -77,7 +77,10 @@ pub fn children(dir: &str, listing: &[RemoteEntry]) -> Vec<RemoteItem> {
                 size: entry.size,
             },
         };
-        if !items.iter().any(|i| i.name == item.name && i.is_dir == item.is_dir) {
+        if !items
+            .iter()
+            .any(|i| i.name == item.name && i.is_dir == item.is_dir)
+        {
             items.push(item);
         }
     }
@@ -95,7 +98,10 @@ fn parent(dir: &str) -> Option<String> {
     if dir.is_empty() {
         return None;
     }
-    Some(dir.rsplit_once('/').map_or(String::new(), |(p, _)| p.to_owned()))
+    Some(
+        dir.rsplit_once('/')
+            .map_or(String::new(), |(p, _)| p.to_owned()),
+    )
 }
 
 /// The remote browser.
@@ -170,7 +176,8 @@ impl RemotePane {
                 self.listed = true;
                 self.error = None;
                 let focus = self.focus_after_load.take();
-                self.browser.set_entries(children(&self.cwd, &listing), focus.as_deref());
+                self.browser
+                    .set_entries(children(&self.cwd, &listing), focus.as_deref());
             }
             Err(error) => {
                 self.focus_after_load = None;
@@ -191,15 +198,22 @@ impl RemotePane {
         let shown = format!("/{}", escape_control(&self.cwd));
         let width = area.width.saturating_sub(13) as usize;
         let mut block = pane_block(Focus::Remote, focused, theme).title(
-            Line::styled(format!(" {} ", format::truncate_start(&shown, width)), theme.dim()).right_aligned(),
+            Line::styled(
+                format!(" {} ", format::truncate_start(&shown, width)),
+                theme.dim(),
+            )
+            .right_aligned(),
         );
         if let Some(label) = self.browser.filter().label() {
             block = block.title_bottom(Line::styled(label, theme.accent()));
         }
         if self.browser.selection_len() > 0 {
             block = block.title_bottom(
-                Line::styled(format!(" {} selected ", self.browser.selection_len()), theme.selected_style())
-                    .right_aligned(),
+                Line::styled(
+                    format!(" {} selected ", self.browser.selection_len()),
+                    theme.selected_style(),
+                )
+                .right_aligned(),
             );
         } else if self.loading.is_some() && self.listed {
             block = block.title_bottom(Line::styled(" refreshing… ", theme.dim()).right_aligned());
@@ -214,7 +228,13 @@ impl RemotePane {
         self.browser.render(inner, buf, theme, focused, placeholder);
         if let Some(error) = self.error.as_deref().filter(|_| !self.browser.is_empty()) {
             let y = inner.bottom().saturating_sub(1);
-            buf.set_stringn(inner.x, y, escape_control(error), inner.width as usize, theme.bad());
+            buf.set_stringn(
+                inner.x,
+                y,
+                escape_control(error),
+                inner.width as usize,
+                theme.bad(),
+            );
         }
     }
 
@@ -242,7 +262,11 @@ mod tests {
 
     #[test]
     fn children_of_a_flat_listing() {
-        let listing = [remote("b.txt", 3, false), remote("docs", 0, true), remote("a.bin", 5, false)];
+        let listing = [
+            remote("b.txt", 3, false),
+            remote("docs", 0, true),
+            remote("a.bin", 5, false),
+        ];
         let names: Vec<_> = children("", &listing).into_iter().map(|i| i.name).collect();
         assert_eq!(names, ["docs", "a.bin", "b.txt"]);
     }
@@ -256,12 +280,16 @@ mod tests {
         ];
         let root = children("", &listing);
         assert_eq!(
-            root.iter().map(|i| (i.name.as_str(), i.is_dir)).collect::<Vec<_>>(),
+            root.iter()
+                .map(|i| (i.name.as_str(), i.is_dir))
+                .collect::<Vec<_>>(),
             [("docs", true), ("top.txt", false)]
         );
         let docs = children("docs", &listing);
         assert_eq!(
-            docs.iter().map(|i| (i.path.as_str(), i.is_dir)).collect::<Vec<_>>(),
+            docs.iter()
+                .map(|i| (i.path.as_str(), i.is_dir))
+                .collect::<Vec<_>>(),
             [("docs/x", true), ("docs/y.txt", false)]
         );
     }
@@ -270,24 +298,45 @@ mod tests {
     fn navigation_asks_for_listings_and_returns_to_the_folder_left() {
         let (mut pane, first) = RemotePane::new();
         assert_eq!(first, Effect::ListRemote(String::new()));
-        pane.on_listing(String::new(), Ok(vec![remote("docs", 0, true), remote("z", 1, false)]));
-        assert_eq!(pane.handle(Action::Open), Some(Effect::ListRemote("docs".into())));
+        pane.on_listing(
+            String::new(),
+            Ok(vec![remote("docs", 0, true), remote("z", 1, false)]),
+        );
+        assert_eq!(
+            pane.handle(Action::Open),
+            Some(Effect::ListRemote("docs".into()))
+        );
         pane.on_listing("docs".into(), Ok(vec![remote("docs/a", 1, false)]));
         assert_eq!(pane.cwd(), "docs");
-        assert_eq!(pane.handle(Action::Parent), Some(Effect::ListRemote(String::new())));
-        pane.on_listing(String::new(), Ok(vec![remote("docs", 0, true), remote("z", 1, false)]));
-        assert_eq!(pane.browser().current().map(|i| i.name.as_str()), Some("docs"));
+        assert_eq!(
+            pane.handle(Action::Parent),
+            Some(Effect::ListRemote(String::new()))
+        );
+        pane.on_listing(
+            String::new(),
+            Ok(vec![remote("docs", 0, true), remote("z", 1, false)]),
+        );
+        assert_eq!(
+            pane.browser().current().map(|i| i.name.as_str()),
+            Some("docs")
+        );
         assert_eq!(pane.handle(Action::Parent), None);
     }
 
     #[test]
     fn download_targets_leave_folders_out() {
         let (mut pane, _) = RemotePane::new();
-        pane.on_listing(String::new(), Ok(vec![remote("docs", 0, true), remote("z", 1, false)]));
+        pane.on_listing(
+            String::new(),
+            Ok(vec![remote("docs", 0, true), remote("z", 1, false)]),
+        );
         pane.handle(Action::Select);
         pane.handle(Action::Select);
         let (files, skipped) = pane.download_targets();
-        assert_eq!(files.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(), ["z"]);
+        assert_eq!(
+            files.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(),
+            ["z"]
+        );
         assert_eq!(skipped, 1);
     }
 

@@ -32,7 +32,14 @@ impl TransportsPane {
         true
     }
 
-    pub fn render(&mut self, area: Rect, buf: &mut Buffer, transports: &[TransportHealth], theme: Theme, focused: bool) {
+    pub fn render(
+        &mut self,
+        area: Rect,
+        buf: &mut Buffer,
+        transports: &[TransportHealth],
+        theme: Theme,
+        focused: bool,
+    ) {
         let mut block = pane_block(Focus::Transports, focused, theme);
         let inner_height = area.height.saturating_sub(2);
         // One blank line between channels.
@@ -42,7 +49,12 @@ impl TransportsPane {
         if self.scroll > 0 || hidden > 0 {
             block = block.title_bottom(
                 Line::styled(
-                    format!(" {}-{} of {} ", self.scroll + 1, (self.scroll + per_page).min(transports.len()), transports.len()),
+                    format!(
+                        " {}-{} of {} ",
+                        self.scroll + 1,
+                        (self.scroll + per_page).min(transports.len()),
+                        transports.len()
+                    ),
                     theme.dim(),
                 )
                 .right_aligned(),
@@ -51,7 +63,13 @@ impl TransportsPane {
         let inner = block.inner(area);
         block.render(area, buf);
         if transports.is_empty() {
-            buf.set_stringn(inner.x + 1, inner.y, "no transport open", inner.width.saturating_sub(1) as usize, theme.dim());
+            buf.set_stringn(
+                inner.x + 1,
+                inner.y,
+                "no transport open",
+                inner.width.saturating_sub(1) as usize,
+                theme.dim(),
+            );
             return;
         }
         let mut y = inner.y;
@@ -60,7 +78,8 @@ impl TransportsPane {
                 break;
             }
             let height = transport_health::HEIGHT.min(inner.bottom() - y);
-            TransportHealthWidget::new(health, theme).render(Rect::new(inner.x, y, inner.width, height), buf);
+            TransportHealthWidget::new(health, theme)
+                .render(Rect::new(inner.x, y, inner.width, height), buf);
             y += transport_health::HEIGHT + 1;
         }
     }

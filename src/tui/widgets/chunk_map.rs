@@ -56,7 +56,8 @@ impl Widget for ChunkMap<'_> {
             let y = area.y + (i / width) as u16;
             let symbol = self.theme.chunk_glyph(worst).encode_utf8(&mut glyph);
             if let Some(cell) = buf.cell_mut((x, y)) {
-                cell.set_symbol(symbol).set_style(self.theme.chunk_style(worst));
+                cell.set_symbol(symbol)
+                    .set_style(self.theme.chunk_style(worst));
             }
         }
     }
@@ -100,7 +101,10 @@ impl ChunkLegend {
             }
             let glyph = self.theme.chunk_glyph(state);
             let count = self.counts.get(state);
-            spans.push(Span::styled(glyph.to_string(), self.theme.chunk_style(state)));
+            spans.push(Span::styled(
+                glyph.to_string(),
+                self.theme.chunk_style(state),
+            ));
             spans.push(Span::raw(if long {
                 format!(" {} {count}", Theme::chunk_label(state))
             } else {
@@ -159,7 +163,10 @@ mod tests {
     fn a_hundred_thousand_chunks_fit_the_area() {
         let map = vec![A; 100_000];
         let buf = render(ChunkMap::new(&map, Theme::monochrome()), 10, 3);
-        assert_eq!(buf, Buffer::with_lines(["██████████", "██████████", "██████████"]));
+        assert_eq!(
+            buf,
+            Buffer::with_lines(["██████████", "██████████", "██████████"])
+        );
         assert_eq!(ChunkMap::group_size(100_000, 30), 3_334);
     }
 
@@ -176,10 +183,7 @@ mod tests {
     #[test]
     fn counts_cover_every_state() {
         let counts = ChunkCounts::of(&[A, A, P, I, R, F, F, F]);
-        assert_eq!(
-            CHUNK_STATES.map(|s| counts.get(s)),
-            [2, 1, 1, 1, 3]
-        );
+        assert_eq!(CHUNK_STATES.map(|s| counts.get(s)), [2, 1, 1, 1, 3]);
     }
 
     #[test]
@@ -188,7 +192,9 @@ mod tests {
         let buf = render(ChunkLegend::new(counts, Theme::monochrome()), 64, 1);
         assert_eq!(
             buf,
-            Buffer::with_lines(["█ acked 2  · pending 1  ▒ in flight 0  r retried 0  X failed 0  "])
+            Buffer::with_lines([
+                "█ acked 2  · pending 1  ▒ in flight 0  r retried 0  X failed 0  "
+            ])
         );
     }
 

@@ -81,7 +81,11 @@ impl<'a> TransportHealthWidget<'a> {
         }
         spans.push(Span::styled(
             format!("  errors {}", h.errors),
-            if h.errors > 0 { theme.bad() } else { Style::default() },
+            if h.errors > 0 {
+                theme.bad()
+            } else {
+                Style::default()
+            },
         ));
         if let Some(wait) = h.retry_after {
             spans.push(Span::styled(
@@ -111,8 +115,18 @@ impl Widget for TransportHealthWidget<'_> {
             .style(self.theme.accent())
             .render(Rect::new(area.x, area.y + 1, graph_width, 1), buf);
         let latest = samples.last().copied().unwrap_or(0);
-        let rate = format!("{:>width$}", format::rate(latest as f64), width = RATE_WIDTH as usize);
-        buf.set_stringn(area.x + graph_width, area.y + 1, rate, RATE_WIDTH as usize, Style::default());
+        let rate = format!(
+            "{:>width$}",
+            format::rate(latest as f64),
+            width = RATE_WIDTH as usize
+        );
+        buf.set_stringn(
+            area.x + graph_width,
+            area.y + 1,
+            rate,
+            RATE_WIDTH as usize,
+            Style::default(),
+        );
         if area.height < 3 {
             return;
         }

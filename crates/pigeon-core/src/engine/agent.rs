@@ -45,7 +45,8 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
     let me = cfg.home.identity()?;
     let store = Store::open(&cfg.home.store_dir())?;
     let root = StorageRoot::open(&cfg.root)?;
-    let (tx, rx) = mpsc::channel(64);
+    // Few frames in flight between link and router: memory stays bounded.
+    let (tx, rx) = mpsc::channel(8);
     let links = open_links(&cfg.transports, me.public().id(), tx)?;
     let node = Arc::new(Node::new(me, store, links));
     let hooks = Arc::new(AgentHooks {

@@ -81,7 +81,8 @@ pub async fn start(cfg: ClientConfig) -> Result<ClientHandle> {
     }
     .clone();
     let store = Store::open(&cfg.home.store_dir())?;
-    let (tx, rx) = mpsc::channel(64);
+    // Few frames in flight between link and router: memory stays bounded.
+    let (tx, rx) = mpsc::channel(8);
     let links = open_links(&cfg.transports, me.public().id(), tx)?;
     let node = Arc::new(Node::new(me, store, links));
     let peer = Peer::new(chosen.name.clone(), chosen.key, chosen.permissions);

@@ -248,7 +248,8 @@ impl Node {
     /// Register a task for `id`, owned by `peer`: only that peer's control
     /// frames reach it.
     pub fn register_task(&self, id: TransferId, peer: &PeerName) -> mpsc::Receiver<TaskInput> {
-        let (tx, rx) = mpsc::channel(256);
+        // Small: a chunk may be a MiB, and the router waiting is back-pressure.
+        let (tx, rx) = mpsc::channel(16);
         lock(&self.tasks).insert(id, (peer.clone(), tx));
         rx
     }
