@@ -444,14 +444,40 @@ fn progress_bars(handle: &ClientHandle, ids: &[TransferId]) -> Option<indicatif:
 }
 
 pub fn status(home: &Home, json: bool, finished_only: bool) -> Result<()> {
-    let store = Store::open(&home.store_dir())?;
-    let reports = client::stored_reports(&store)?;
-    let shown: Vec<_> = reports
+    let reports = match Store::open(&home.store_dir()) {
+        Ok(store) => client::stored_reports(&store)?
+            .into_iter()
+            .map(|(_, rep)| rep)
+            .collect::<Vec<_>>(),
+        // Another pigeon owns the store: show what it last mirrored.
+        Err(pigeon_core::error::CoreError::StoreLocked { .. }) => {
+            let path = home.dir().join("status.json");
+            let text = std::fs::read(&path).with_context(|| {
+                format!(
+                    "another pigeon holds this home and {} is missing",
+                    path.display()
+                )
+            })?;
+            let age = std::fs::metadata(&path)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .map_or(0, |d| d.as_secs());
+            if !json {
+                eprintln!(
+                    "(live view from the pigeon process using this home, updated {age} s ago)"
+                );
+            }
+            serde_json::from_slice(&text).with_context(|| format!("reading {}", path.display()))?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let shown: Vec<TransferReport> = reports
         .into_iter()
-        .filter(|(r, _)| !finished_only || r.status.is_finished())
+        .filter(|r| !finished_only || r.status.is_finished())
         .collect();
     if json {
-        for (_, rep) in &shown {
+        for rep in &shown {
             println!("{}", serde_json::to_string(rep)?);
         }
         return Ok(());
@@ -459,27 +485,32 @@ pub fn status(home: &Home, json: bool, finished_only: bool) -> Result<()> {
     if shown.is_empty() {
         eprintln!("no transfers yet");
     }
-    for (rec, rep) in shown {
-        let pct = if rec.chunks_total == 0 {
+    for rep in shown {
+        let pct = if rep.chunks_total == 0 {
             0.0
         } else {
-            100.0 * f64::from(rec.chunks_done) / f64::from(rec.chunks_total)
+            100.0 * rep.chunks_sent as f64 / rep.chunks_total as f64
         };
+        let upload = rep.direction == pigeon_core::view::Direction::Upload;
+        let error = rep
+            .error
+            .as_deref()
+            .map(|e| format!("\n          error: {}", escape_control(e)))
+            .unwrap_or_default();
         println!(
-            "{}  {:<9} {:<11} {:>5.1}%  {:>12} B  {} {} {}  faults: corrupt {} dup {} reordered {} retransmitted {}{}",
-            rec.id.short(),
-            format!("{:?}", rec.direction).to_lowercase(),
-            rec.status.as_str(),
+            "{}  {:<8} {:<11} {:>5.1}%  {:>12} B  {} {} {}  faults: corrupt {} dup {} reordered {} retransmitted {}{error}",
+            &rep.id[..8],
+            if upload { "upload" } else { "download" },
+            rep.status.as_str(),
             pct,
-            rec.manifest.size,
-            escape_control(&rec.local_path.display().to_string()),
-            if rec.direction == pigeon_core::view::Direction::Upload { "->" } else { "<-" },
-            escape_control(&rec.remote_path),
+            rep.size,
+            escape_control(&rep.local_path),
+            if upload { "->" } else { "<-" },
+            escape_control(&rep.remote_path),
             rep.faults.corrupt,
             rep.faults.duplicate,
             rep.faults.reordered,
             rep.faults.retransmitted,
-            rec.error.as_deref().map(|e| format!("\n          error: {}", escape_control(e))).unwrap_or_default(),
         );
     }
     Ok(())

@@ -64,8 +64,13 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
         "agent ready"
     );
     let router = tokio::spawn(route(node.clone(), hooks, rx));
+    let mirror = tokio::spawn(super::mirror_status(
+        node.clone(),
+        cfg.home.dir().join("status.json"),
+    ));
     shutdown.await;
     router.abort();
+    mirror.abort();
     // Tasks keep their state in the store; make it durable before leaving.
     node.store.flush()?;
     tracing::info!("agent stopped; unfinished transfers resume when their clients return");

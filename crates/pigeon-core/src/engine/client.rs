@@ -96,6 +96,10 @@ pub async fn start(cfg: ClientConfig) -> Result<ClientHandle> {
     });
     tokio::spawn(route(node.clone(), hooks.clone(), rx));
     tokio::spawn(connect(node.clone(), peer.clone(), hooks.clone()));
+    tokio::spawn(super::mirror_status(
+        node.clone(),
+        cfg.home.dir().join("status.json"),
+    ));
 
     let (cmd_tx, cmd_rx) = mpsc::channel(256);
     let (snap_tx, snap_rx) = watch::channel(Arc::new(EngineSnapshot::default()));

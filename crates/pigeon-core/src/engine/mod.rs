@@ -366,3 +366,26 @@ pub(crate) fn decode_sealed(
     let plain = lock(&slot.session).open(nonce, body)?;
     plain.map(|p| Control::decode(&p)).transpose()
 }
+
+/// Keep `<home>/status.json` in step with the store, at most once a second,
+/// so `pigeon status` can show a running process's transfers (the store
+/// itself has one owner).
+pub(crate) async fn mirror_status(node: Arc<Node>, path: std::path::PathBuf) {
+    let mut changes = node.changes.subscribe();
+    loop {
+        let reports = match client::stored_reports(&node.store) {
+            Ok(r) => r.into_iter().map(|(_, rep)| rep).collect::<Vec<_>>(),
+            Err(_) => vec![],
+        };
+        if let Ok(json) = serde_json::to_vec_pretty(&reports) {
+            let tmp = path.with_extension("json.tmp");
+            if std::fs::write(&tmp, json).is_ok() {
+                let _ = std::fs::rename(&tmp, &path);
+            }
+        }
+        if changes.changed().await.is_err() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
