@@ -489,3 +489,221 @@ impl App {
         self.transfer(id).map_or_else(|| id.short(), display_name)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tui::effect::Control;
+    use crate::tui::fixtures::{self, id, remote_entry, snapshot, transfer};
+    use crossterm::event::KeyModifiers;
+    use pigeon_core::view::TransferStatus;
+
+    fn press(app: &mut App, code: KeyCode) -> Vec<Effect> {
+        app.on_key(KeyEvent::new(code, KeyModifiers::NONE))
+    }
+
+    fn chars(app: &mut App, text: &str) -> Vec<Effect> {
+        text.chars()
+            .flat_map(|c| press(app, KeyCode::Char(c)))
+            .collect()
+    }
+
+    #[test]
+    fn u_uploads_the_file_under_the_cursor_into_the_remote_folder() {
+        let mut app = fixtures::app(vec![]);
+        // docs/, src/, Cargo.toml: the cursor goes to Cargo.toml.
+        chars(&mut app, "jj");
+        let effects = chars(&mut app, "u");
+        assert_eq!(
+            effects,
+            [Effect::Upload {
+                sources: vec![PathBuf::from(fixtures::START_DIR).join("Cargo.toml")],
+                remote_dir: String::new(),
+            }]
+        );
+        assert!(app
+            .notice
+            .as_ref()
+            .is_some_and(|n| n.text.contains("uploading Cargo.toml")));
+    }
+
+    #[test]
+    fn space_selects_several_files_for_one_upload() {
+        let mut app = fixtures::app(vec![]);
+        chars(&mut app, "jj");
+        press(&mut app, KeyCode::Char(' '));
+        press(&mut app, KeyCode::Char(' '));
+        let effects = chars(&mut app, "u");
+        let Some(Effect::Upload { sources, .. }) = effects.first() else {
+            panic!("expected an upload, got {effects:?}");
+        };
+        assert_eq!(sources.len(), 2);
+        // The selection is spent.
+        assert_eq!(app.files.browser().selection_len(), 0);
+    }
+
+    #[test]
+    fn typing_a_filter_does_not_trigger_actions() {
+        let mut app = fixtures::app(vec![]);
+        press(&mut app, KeyCode::Char('/'));
+        let effects = chars(&mut app, "qu");
+        assert!(effects.is_empty());
+        assert!(!app.should_quit());
+        press(&mut app, KeyCode::Backspace);
+        press(&mut app, KeyCode::Backspace);
+        assert!(chars(&mut app, "dme").is_empty());
+        assert_eq!(
+            app.files.browser().current().map(|e| e.name.as_str()),
+            Some("README.md")
+        );
+        press(&mut app, KeyCode::Esc);
+        assert!(!app.files.browser().filter().is_active());
+    }
+
+    #[test]
+    fn d_downloads_the_remote_selection_into_the_files_folder() {
+        let mut app = fixtures::app(vec![remote_entry("report.pdf", 10)]);
+        press(&mut app, KeyCode::Tab);
+        let effects = chars(&mut app, "d");
+        let [Effect::Download { items, local_dir }] = effects.as_slice() else {
+            panic!("expected one download, got {effects:?}");
+        };
+        assert_eq!(items[0].path, "report.pdf");
+        assert_eq!(local_dir, &PathBuf::from(fixtures::START_DIR));
+    }
+
+    #[test]
+    fn cancel_asks_first_and_only_yes_cancels() {
+        let mut app = fixtures::app(vec![]);
+        app.on_snapshot(snapshot(vec![transfer(
+            1,
+            "a.bin",
+            TransferStatus::InProgress,
+            10,
+            3,
+        )]));
+        assert!(chars(&mut app, "x").is_empty());
+        assert!(matches!(
+            app.popups.last(),
+            Some(Popup::ConfirmCancel { .. })
+        ));
+        // Keys meant for the main screen do nothing while the popup is up.
+        assert!(chars(&mut app, "q").is_empty());
+        assert!(!app.should_quit());
+        press(&mut app, KeyCode::Char('x'));
+        chars(&mut app, "x");
+        let effects = chars(&mut app, "y");
+        assert_eq!(effects, [Effect::Control(Control::Cancel(id(1)))]);
+        assert!(app.popups.is_empty());
+    }
+
+    #[test]
+    fn queue_keys_act_on_the_selected_transfer_from_any_pane() {
+        let mut app = fixtures::app(vec![]);
+        app.on_snapshot(snapshot(vec![transfer(
+            1,
+            "a.bin",
+            TransferStatus::InProgress,
+            10,
+            3,
+        )]));
+        assert_eq!(
+            chars(&mut app, "p"),
+            [Effect::Control(Control::Pause(id(1)))]
+        );
+        assert_eq!(
+            chars(&mut app, "K"),
+            [Effect::Control(Control::Reprioritize(id(1), -1))]
+        );
+        assert_eq!(
+            chars(&mut app, "J"),
+            [Effect::Control(Control::Reprioritize(id(1), 1))]
+        );
+        // Retrying a running transfer is refused with a reason.
+        assert!(chars(&mut app, "r").is_empty());
+        assert!(app.notice.as_ref().is_some_and(|n| n.level == Level::Warn));
+    }
+
+    #[test]
+    fn a_completed_upload_refreshes_remote_and_rings() {
+        let mut app = fixtures::app(vec![]);
+        app.on_snapshot(snapshot(vec![transfer(
+            1,
+            "a.bin",
+            TransferStatus::Completed,
+            10,
+            10,
+        )]));
+        let effects = app.on_event(Event::Completed {
+            id: id(1),
+            name: "a.bin".into(),
+        });
+        assert_eq!(effects, [Effect::ListRemote(String::new()), Effect::Bell]);
+        let notice = app.notice.as_ref().expect("a notice");
+        assert_eq!(
+            (notice.level, notice.text.as_str()),
+            (Level::Success, "uploaded a.bin")
+        );
+    }
+
+    #[test]
+    fn a_failure_is_a_notice_with_the_reason() {
+        let mut app = fixtures::app(vec![]);
+        let effects = app.on_event(Event::Failed {
+            id: id(9),
+            name: "b\x1b[1m.bin".into(),
+            error: "quota exceeded".into(),
+        });
+        assert_eq!(effects, [Effect::Bell]);
+        let notice = app.notice.as_ref().expect("a notice");
+        assert_eq!(notice.level, Level::Error);
+        assert!(
+            notice.text.contains("b\\x1b[1m.bin: quota exceeded"),
+            "{}",
+            notice.text
+        );
+    }
+
+    #[test]
+    fn tab_cycles_panes_and_skips_the_hidden_log() {
+        let mut app = fixtures::app(vec![]);
+        let mut seen = vec![app.focus];
+        for _ in 0..5 {
+            press(&mut app, KeyCode::Tab);
+            seen.push(app.focus);
+        }
+        assert_eq!(
+            seen,
+            [
+                Focus::Files,
+                Focus::Remote,
+                Focus::Queue,
+                Focus::Chunks,
+                Focus::Transports,
+                Focus::Files
+            ]
+        );
+        let _ = app.on_key(KeyEvent::new(KeyCode::BackTab, KeyModifiers::SHIFT));
+        assert_eq!(app.focus, Focus::Transports);
+    }
+
+    #[test]
+    fn help_opens_and_closes_and_q_quits() {
+        let mut app = fixtures::app(vec![]);
+        chars(&mut app, "?");
+        assert_eq!(app.popups, [Popup::Help { scroll: 0 }]);
+        press(&mut app, KeyCode::Esc);
+        assert!(app.popups.is_empty());
+        chars(&mut app, "q");
+        assert!(app.should_quit());
+    }
+
+    #[test]
+    fn key_releases_are_ignored() {
+        let mut app = fixtures::app(vec![]);
+        let mut key = KeyEvent::new(KeyCode::Char('q'), KeyModifiers::NONE);
+        key.kind = KeyEventKind::Release;
+        app.on_key(key);
+        assert!(!app.should_quit());
+    }
+}

@@ -56,7 +56,11 @@ pub async fn run(
     while !app.should_quit() {
         if dirty {
             let now = Instant::now();
-            if last_frame.map_or(true, |t| now >= t + FRAME) {
+            let due = match last_frame {
+                None => true,
+                Some(t) => now >= t + FRAME,
+            };
+            if due {
                 terminal
                     .draw(|frame| app.render(frame))
                     .context("drawing the screen")?;

@@ -51,6 +51,9 @@ pub(crate) struct Receiver {
     rto: Rto,
     fetch_at: Option<Instant>,
     last_heard: Instant,
+    /// The verified file was already renamed into place by a run that
+    /// died before recording it.
+    renamed: bool,
 }
 
 impl Receiver {
@@ -88,6 +91,7 @@ impl Receiver {
             rto,
             fetch_at: None,
             last_heard: Instant::now(),
+            renamed: false,
             rec,
         };
         if !r.cfg.initiator {
@@ -106,6 +110,17 @@ impl Receiver {
     /// Open (or, when `reset`, recreate) the sparse partial file.
     fn open_partial(&mut self, reset: bool) -> Result<()> {
         let path = self.partial_path();
+        self.cipher = Some(Arc::new(ChunkCipher::new(
+            &self.rec.secret,
+            &self.rec.id.0,
+            &self.rec.manifest.hash()?,
+        )));
+        // Killed between putting the file in place and recording it: the
+        // whole file is already there, to be checked against the final hash.
+        if !reset && !path.exists() && self.have.is_complete() && self.rec.local_path.exists() {
+            self.renamed = true;
+            return Ok(());
+        }
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).ctx(|| format!("creating {}", parent.display()))?;
         }
@@ -118,12 +133,8 @@ impl Receiver {
             .ctx(|| format!("opening {}", path.display()))?;
         file.set_len(self.rec.manifest.size)
             .ctx(|| format!("sizing {} (is the disk full?)", path.display()))?;
-        self.cipher = Some(Arc::new(ChunkCipher::new(
-            &self.rec.secret,
-            &self.rec.id.0,
-            &self.rec.manifest.hash()?,
-        )));
         self.file = Some(Arc::new(file));
+        self.renamed = false;
         Ok(())
     }
 
@@ -421,6 +432,9 @@ impl Receiver {
     }
 
     async fn on_finish(&mut self, sha256: [u8; 32]) -> Result<Option<Outcome>> {
+        if self.renamed {
+            return self.check_renamed(sha256).await;
+        }
         if self.file.is_none() {
             return Ok(None);
         }
@@ -479,6 +493,36 @@ impl Receiver {
         .await
         .map_err(|e| CoreError::Transfer(e.to_string()))?
         .ctx(|| format!("putting {} in place", self.rec.local_path.display()))?;
+        self.node.send_control(
+            &self.peer,
+            &Control::Done {
+                transfer: self.rec.id,
+                sha256,
+                faults: self.rec.faults,
+            },
+        );
+        Ok(Some(Outcome::Completed(sha256)))
+    }
+
+    /// Finish a transfer whose file is already in place: complete only if
+    /// it is the file the sender means.
+    async fn check_renamed(&mut self, sha256: [u8; 32]) -> Result<Option<Outcome>> {
+        let target = self.rec.local_path.clone();
+        let size = self.rec.manifest.size;
+        let actual = tokio::task::spawn_blocking(move || hash_file(&target, size))
+            .await
+            .map_err(|e| CoreError::Transfer(e.to_string()))??;
+        if actual != sha256 {
+            let reason = format!("{} changed after it was received", self.rec.remote_path);
+            self.node.send_control(
+                &self.peer,
+                &Control::Mismatch {
+                    transfer: self.rec.id,
+                    reason: reason.clone(),
+                },
+            );
+            return Ok(Some(Outcome::Failed(reason)));
+        }
         self.node.send_control(
             &self.peer,
             &Control::Done {
