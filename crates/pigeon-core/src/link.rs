@@ -144,7 +144,7 @@ pub struct LinkHandle {
 /// the real send.
 fn data_budget_kib(caps: &Capabilities) -> usize {
     let two_messages = 2 * caps.payload_bytes();
-    two_messages.clamp(64 * 1024, 8 * 1024 * 1024) / 1024
+    two_messages.min(8 * 1024 * 1024).div_ceil(1024)
 }
 
 impl LinkHandle {

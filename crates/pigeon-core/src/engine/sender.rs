@@ -350,8 +350,10 @@ impl Sender {
         for i in newly {
             progress.set(i, ChunkState::Acked);
             if let Some(f) = self.inflight.remove(&i) {
-                max_seq = max_seq.max(f.seq);
+                // An acknowledgement of a resent chunk may answer either
+                // copy (Karn): it says nothing of round trips or gaps.
                 if f.retries == 0 {
+                    max_seq = max_seq.max(f.seq);
                     self.rto.sample(now.duration_since(f.sent_at));
                 }
             }
@@ -377,6 +379,7 @@ impl Sender {
             .collect();
         lost.sort_unstable();
         for i in lost {
+            tracing::debug!(transfer = %self.rec.id.short(), chunk = i, max_seq, "gap: resending");
             self.queue_resend(i);
         }
         self.node.touch();
@@ -398,6 +401,7 @@ impl Sender {
             .collect();
         expired.sort_unstable();
         for i in expired {
+            tracing::debug!(transfer = %self.rec.id.short(), chunk = i, rto = ?self.rto.get(), "timer: resending");
             self.queue_resend(i);
         }
     }
