@@ -41,9 +41,15 @@ const MIN_FRAGMENT_ROOM: usize = FRAGMENT_OVERHEAD + 16;
 /// Largest frame the link accepts from a peer.
 pub const MAX_FRAME: usize = 8 * 1024 * 1024;
 
-/// Raw bytes a message of this channel can carry for records.
+/// Raw bytes one message carries for records: the channel's limit, or a
+/// tenth of a minute's byte budget when that is smaller, so a channel with
+/// a byte ceiling gets an even flow instead of one huge message a minute.
 pub fn message_payload(caps: &Capabilities) -> usize {
-    caps.payload_bytes().saturating_sub(HEADER_LEN)
+    let limit = caps.payload_bytes();
+    let paced = caps
+        .bytes_per_minute
+        .map_or(usize::MAX, |b| (b / 10).max(64 * 1024) as usize);
+    limit.min(paced).saturating_sub(HEADER_LEN)
 }
 
 /// Which queue a frame waits in.
@@ -143,7 +149,7 @@ pub struct LinkHandle {
 /// for the engine, and no more, so retransmission timers start close to
 /// the real send.
 fn data_budget_kib(caps: &Capabilities) -> usize {
-    let two_messages = 2 * caps.payload_bytes();
+    let two_messages = 2 * (message_payload(caps) + HEADER_LEN);
     two_messages.min(8 * 1024 * 1024).div_ceil(1024)
 }
 
