@@ -416,6 +416,16 @@ mod tests {
 
     proptest! {
         #[test]
+        fn decoding_garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+            let _ = Frame::decode(&bytes);
+            let _ = Control::decode(&bytes);
+            let mut versioned = vec![PROTOCOL_VERSION];
+            versioned.extend_from_slice(&bytes);
+            let _ = Frame::decode(&versioned);
+            let _ = Control::decode(&versioned);
+        }
+
+        #[test]
         fn ack_state_names_exactly_the_set_bits(bits in proptest::collection::vec(any::<bool>(), 0..600)) {
             let mut map = Bitmap::new(bits.len() as u32);
             for (i, &b) in bits.iter().enumerate() {
