@@ -36,6 +36,54 @@ pub struct AgentConfig {
     pub transports: Vec<TransportUri>,
 }
 
+/// Partial uploads with no progress for this long are dropped at start.
+const PARTIAL_EXPIRY: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Drop partial uploads that have not moved for `max_age`, and staging
+/// files no transfer owns.
+fn expire_partials(node: &Node, root: &StorageRoot, max_age: Duration) {
+    let stale = |p: &std::path::Path| {
+        std::fs::metadata(p)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > max_age)
+    };
+    let Ok(all) = node.store.transfers() else {
+        return;
+    };
+    let mut owned = std::collections::HashSet::new();
+    for mut rec in all {
+        let Some(partial) = rec.partial_path.clone() else {
+            continue;
+        };
+        if rec.role != Role::Receiver || rec.status.is_finished() {
+            continue;
+        }
+        if stale(&partial) {
+            let _ = std::fs::remove_file(&partial);
+            let _ = node.store.clear_chunks(&rec.id);
+            rec.status = TransferStatus::Failed;
+            rec.error = Some(format!(
+                "expired: no progress for {} days",
+                max_age.as_secs() / 86400
+            ));
+            let _ = node.store.put_transfer(&rec);
+            tracing::info!(path = %rec.remote_path, "expired a partial upload");
+        } else {
+            owned.insert(partial);
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir(root.staging_dir()) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if !owned.contains(&path) && stale(&path) {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+}
+
 /// How long a transfer task waits for a silent client before it stops
 /// (its state stays in the store for when the client comes back).
 const IDLE_LIMIT: Duration = Duration::from_secs(600);
@@ -56,6 +104,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
         hashes: Mutex::new(HashMap::new()),
     });
     hooks.reload_trust(&node);
+    expire_partials(&node, &hooks.root, PARTIAL_EXPIRY);
     tracing::info!(
         key = %node.me.public(),
         inbox = %node.my_id,

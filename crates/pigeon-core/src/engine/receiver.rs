@@ -231,8 +231,10 @@ impl Receiver {
                     // Chunks are flowing: no need to ask again soon.
                     self.fetch_at = Some(Instant::now() + self.rto.get() * 4);
                 }
-                self.on_chunk(index, last, body).await;
-                Ok(None)
+                match self.on_chunk(index, last, body).await {
+                    Ok(()) => Ok(None),
+                    Err(e) => Ok(Some(self.cannot_write(e))),
+                }
             }
             TaskInput::Control(c) => {
                 self.last_heard = Instant::now();
@@ -326,18 +328,20 @@ impl Receiver {
         Ok(())
     }
 
-    async fn on_chunk(&mut self, index: u32, last: bool, body: Vec<u8>) {
+    /// Take one chunk. Only a local write failure (a full disk, say) is an
+    /// error; anything wrong with the chunk itself is counted and dropped.
+    async fn on_chunk(&mut self, index: u32, last: bool, body: Vec<u8>) -> Result<()> {
         let (Some(cipher), Some(file)) = (self.cipher.clone(), self.file.clone()) else {
-            return;
+            return Ok(());
         };
         if index >= self.rec.chunks_total {
             self.count(|f| f.corrupt += 1, |s| &s.corrupt);
-            return;
+            return Ok(());
         }
         if self.have.get(index) {
             self.count(|f| f.duplicate += 1, |s| &s.duplicate);
             self.schedule_ack();
-            return;
+            return Ok(());
         }
         let len = self.rec.manifest.chunk_len(index);
         let offset = self.rec.manifest.offset(index);
@@ -351,17 +355,13 @@ impl Receiver {
         .await;
         let hash = match opened {
             Ok(Ok(h)) => h,
-            Ok(Err(CoreError::Io { context, source })) => {
-                self.node
-                    .log(LogLevel::Error, format!("{context}: {source}"));
-                return;
-            }
+            Ok(Err(e @ CoreError::Io { .. })) => return Err(e),
             Ok(Err(e)) => {
                 tracing::debug!("dropping chunk {index}: {e}");
                 self.count(|f| f.corrupt += 1, |s| &s.corrupt);
-                return;
+                return Ok(());
             }
-            Err(_) => return,
+            Err(_) => return Ok(()),
         };
         if self.highest.is_some_and(|h| index < h) {
             self.count(|f| f.reordered += 1, |s| &s.reordered);
@@ -377,6 +377,36 @@ impl Receiver {
         }
         self.node.touch();
         self.schedule_ack();
+        Ok(())
+    }
+
+    /// This side cannot store what it received: stop, keeping every chunk
+    /// already acknowledged, and tell the sender why.
+    fn cannot_write(&mut self, e: CoreError) -> Outcome {
+        let reason = format!("{e}; free space and run the same command again to resume");
+        self.node.log(
+            LogLevel::Error,
+            format!("{}: {reason}", self.rec.remote_path),
+        );
+        if self.cfg.initiator {
+            self.node.send_control(
+                &self.peer,
+                &Control::Cancel {
+                    transfer: self.rec.id,
+                },
+            );
+            Outcome::Failed(reason)
+        } else {
+            self.node.send_control(
+                &self.peer,
+                &Control::Refuse {
+                    transfer: self.rec.id,
+                    code: RefuseCode::Internal,
+                    reason: format!("the agent could not write: {reason}"),
+                },
+            );
+            Outcome::Stopped
+        }
     }
 
     fn count(
