@@ -38,6 +38,8 @@ pub const WHOLE_RECORD_OVERHEAD: usize = 1 + 5;
 const FRAGMENT_OVERHEAD: usize = 1 + 8 + 5 + 5 + 5;
 /// Do not start a fragment in less room than this.
 const MIN_FRAGMENT_ROOM: usize = FRAGMENT_OVERHEAD + 16;
+/// Message size on channels with no pace: a 1 MiB chunk and its overheads.
+const UNPACED_MESSAGE: usize = 1024 * 1024 + 256;
 /// Largest frame the link accepts from a peer.
 pub const MAX_FRAME: usize = 8 * 1024 * 1024;
 
@@ -45,7 +47,12 @@ pub const MAX_FRAME: usize = 8 * 1024 * 1024;
 /// tenth of a minute's byte budget when that is smaller, so a channel with
 /// a byte ceiling gets an even flow instead of one huge message a minute.
 pub fn message_payload(caps: &Capabilities) -> usize {
-    let limit = caps.payload_bytes();
+    // Without a pace there is nothing to gain from packing big messages,
+    // and much memory to lose: one chunk's worth is enough.
+    let limit = match caps.messages_per_minute {
+        None => caps.payload_bytes().min(UNPACED_MESSAGE),
+        Some(_) => caps.payload_bytes(),
+    };
     let paced = caps
         .bytes_per_minute
         .map_or(usize::MAX, |b| (b / 10).max(64 * 1024) as usize);
@@ -335,7 +342,8 @@ struct Dest {
     oldest: Option<Instant>,
     /// Earliest time the next message may go (message and byte pace).
     free_at: Instant,
-    retry: Option<Vec<u8>>,
+    /// A message the provider refused for now (rate limit), to send first.
+    retry: Option<Message>,
 }
 
 impl Dest {
@@ -437,29 +445,35 @@ async fn send_loop<T: Transport>(
         }
         if let Some(addr) = ready {
             let d = dests.get_mut(&addr).expect("address came from the map");
-            let bytes = match d.retry.take() {
-                Some(b) => b,
-                None => pack(d, capacity, &mut next_frame_id),
-            };
-            let message = if caps.text_only {
-                Message::Text(base64::engine::general_purpose::STANDARD.encode(&bytes))
-            } else {
-                Message::Binary(bytes.clone())
+            let message = match d.retry.take() {
+                Some(m) => m,
+                None => {
+                    let bytes = pack(d, capacity, &mut next_frame_id);
+                    if caps.text_only {
+                        Message::Text(base64::engine::general_purpose::STANDARD.encode(&bytes))
+                    } else {
+                        Message::Binary(bytes)
+                    }
+                }
             };
             let size = message.len();
+            let raw = if caps.text_only { size / 4 * 3 } else { size };
             match transport.send(&addr, message).await {
                 Ok(()) => {
-                    stats.record_send(bytes.len(), started);
-                    pacer.charge(d, Instant::now(), bytes.len());
+                    stats.record_send(raw, started);
+                    pacer.charge(d, Instant::now(), raw);
                 }
-                Err(SendError::RateLimited(after)) => {
+                Err(SendError::RateLimited {
+                    retry_after,
+                    message,
+                }) => {
                     stats.errors.fetch_add(1, Ordering::Relaxed);
-                    let until = Instant::now().duration_since(started) + after;
+                    let until = Instant::now().duration_since(started) + retry_after;
                     stats
                         .retry_after_until_ms
                         .store(until.as_millis() as u64, Ordering::Relaxed);
-                    d.free_at = Instant::now() + after;
-                    d.retry = Some(bytes);
+                    d.free_at = Instant::now() + retry_after;
+                    d.retry = Some(message);
                 }
                 Err(e) => {
                     stats.errors.fetch_add(1, Ordering::Relaxed);

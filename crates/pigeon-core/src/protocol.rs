@@ -31,16 +31,22 @@ pub enum Frame {
     Hello {
         session: [u8; 16],
         from: [u8; 32],
+        #[serde(with = "serde_bytes")]
         noise: Vec<u8>,
     },
     /// Second handshake message, from the agent.
-    Welcome { session: [u8; 16], noise: Vec<u8> },
+    Welcome {
+        session: [u8; 16],
+        #[serde(with = "serde_bytes")]
+        noise: Vec<u8>,
+    },
     /// A [`Control`] sealed in the session.
     Sealed {
         session: [u8; 16],
         /// Sender's key id, so an unknown session can be answered.
         from: [u8; 8],
         nonce: u64,
+        #[serde(with = "serde_bytes")]
         body: Vec<u8>,
     },
     /// One chunk of a transfer, sealed with the transfer's key.
@@ -48,6 +54,8 @@ pub enum Frame {
         transfer: [u8; 16],
         index: u32,
         last: bool,
+        // Bytes, not a sequence of u8: one copy instead of a loop.
+        #[serde(with = "serde_bytes")]
         body: Vec<u8>,
     },
     /// "I have no session by that id; handshake again." Unauthenticated: at

@@ -17,6 +17,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use super::sender::{hash_file, Outcome};
@@ -54,6 +55,9 @@ pub(crate) struct Receiver {
     /// The verified file was already renamed into place by a run that
     /// died before recording it.
     renamed: bool,
+    /// SHA-256 of the chunks received in order from the first, and the
+    /// next index it needs; dropped at the first gap.
+    running: Option<(Sha256, u32)>,
 }
 
 impl Receiver {
@@ -92,10 +96,14 @@ impl Receiver {
             fetch_at: None,
             last_heard: Instant::now(),
             renamed: false,
+            running: None,
             rec,
         };
         if !r.cfg.initiator {
             r.open_partial(false)?;
+        }
+        if r.have.count() == 0 {
+            r.running = Some((Sha256::new(), 0));
         }
         Ok(r)
     }
@@ -316,6 +324,7 @@ impl Receiver {
         self.rec.chunks_done = 0;
         self.have = Bitmap::new(self.rec.chunks_total);
         self.highest = None;
+        self.running = Some((Sha256::new(), 0));
         self.node.store.clear_chunks(&self.rec.id)?;
         self.open_partial(true)?;
         lock(&self.progress).reshape(
@@ -345,16 +354,26 @@ impl Receiver {
         }
         let len = self.rec.manifest.chunk_len(index);
         let offset = self.rec.manifest.offset(index);
-        let opened = tokio::task::spawn_blocking(move || -> Result<[u8; 32]> {
+        // While chunks come in order, hash the whole file as they land, so
+        // the final check need not read it all again.
+        let mut running = self.running.take().filter(|(_, next)| *next == index);
+        let opened = tokio::task::spawn_blocking(move || -> Result<_> {
             let (data, hash) = ChunkBody::open(&cipher, index, last, &body, len)?;
             file.write_all_at(&data, offset).map_err(|e| {
                 CoreError::io(format!("writing chunk {index} (is the disk full?)"), e)
             })?;
-            Ok(hash)
+            if let Some((hasher, next)) = running.as_mut() {
+                hasher.update(&data);
+                *next += 1;
+            }
+            Ok((hash, running))
         })
         .await;
         let hash = match opened {
-            Ok(Ok(h)) => h,
+            Ok(Ok((h, running))) => {
+                self.running = running;
+                h
+            }
             Ok(Err(e @ CoreError::Io { .. })) => return Err(e),
             Ok(Err(e)) => {
                 tracing::debug!("dropping chunk {index}: {e}");
@@ -473,11 +492,16 @@ impl Receiver {
             return Ok(None);
         }
         self.sync_and_persist().await?;
-        let partial = self.partial_path();
-        let size = self.rec.manifest.size;
-        let actual = tokio::task::spawn_blocking(move || hash_file(&partial, size))
-            .await
-            .map_err(|e| CoreError::Transfer(e.to_string()))??;
+        let actual = match self.running.take() {
+            Some((hasher, next)) if next == self.rec.chunks_total => hasher.finalize().into(),
+            _ => {
+                let partial = self.partial_path();
+                let size = self.rec.manifest.size;
+                tokio::task::spawn_blocking(move || hash_file(&partial, size))
+                    .await
+                    .map_err(|e| CoreError::Transfer(e.to_string()))??
+            }
+        };
         if actual != sha256 {
             let reason = format!(
                 "received {} but the sender says {}",

@@ -19,8 +19,8 @@ use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
 use super::{lock, Node, Peer, Progress, Rto, TaskInput};
 use crate::bitmap::Bitmap;
@@ -78,7 +78,10 @@ pub(crate) struct Sender {
     seq: u64,
     rto: Rto,
     progress: Arc<Mutex<Progress>>,
-    hash_job: Option<JoinHandle<Result<[u8; 32]>>>,
+    /// SHA-256 of the file so far, while chunks are first read in order
+    /// (so the first chunk leaves before the file is hashed), and the next
+    /// index it needs.
+    running: Option<(Sha256, u32)>,
     file_hash: Option<[u8; 32]>,
     compress: bool,
     raw_streak: u32,
@@ -115,7 +118,7 @@ impl Sender {
             seq: 0,
             rto,
             progress,
-            hash_job: None,
+            running: Some((Sha256::new(), 0)),
             file_hash: None,
             compress,
             raw_streak: 0,
@@ -133,14 +136,7 @@ impl Sender {
     }
 
     pub async fn run(mut self, mut inbox: mpsc::Receiver<TaskInput>) -> (TransferRecord, Outcome) {
-        let path = self.rec.local_path.clone();
-        let size = self.rec.manifest.size;
-        // Hash the whole file alongside sending: the first chunk does not wait for it.
-        self.hash_job = Some(tokio::task::spawn_blocking(move || hash_file(&path, size)));
         let outcome = self.run_states(&mut inbox).await;
-        if let Some(job) = self.hash_job.take() {
-            job.abort();
-        }
         self.persist(true);
         (self.rec, outcome)
     }
@@ -499,24 +495,40 @@ impl Sender {
         // After eight chunks in a row that did not shrink, try only every 32nd.
         let try_compress = self.compress && (self.raw_streak < 8 || index.is_multiple_of(32));
         let transfer = self.rec.id.0;
-        let (frame, hash, compressed) = tokio::task::spawn_blocking(move || -> Result<_> {
-            let mut data = vec![0u8; len];
-            file.read_exact_at(&mut data, offset).map_err(|e| {
-                CoreError::io(format!("reading chunk {index} at offset {offset}"), e)
-            })?;
-            let (body, hash, compressed) =
-                ChunkBody::seal(&cipher, index, last, &data, try_compress)?;
-            let frame = Frame::Chunk {
-                transfer,
-                index,
-                last,
-                body,
+        // The first pass goes through the file in order: hash it as it goes.
+        let mut running = match self.running.take() {
+            Some(r) if r.1 == index => Some(r),
+            other => {
+                self.running = other;
+                None
             }
-            .encode()?;
-            Ok((frame, hash, compressed))
-        })
-        .await
-        .map_err(|e| CoreError::Transfer(format!("chunk worker failed: {e}")))??;
+        };
+        let (frame, hash, compressed, running) =
+            tokio::task::spawn_blocking(move || -> Result<_> {
+                let mut data = vec![0u8; len];
+                file.read_exact_at(&mut data, offset).map_err(|e| {
+                    CoreError::io(format!("reading chunk {index} at offset {offset}"), e)
+                })?;
+                if let Some((hasher, next)) = running.as_mut() {
+                    hasher.update(&data);
+                    *next += 1;
+                }
+                let (body, hash, compressed) =
+                    ChunkBody::seal(&cipher, index, last, &data, try_compress)?;
+                let frame = Frame::Chunk {
+                    transfer,
+                    index,
+                    last,
+                    body,
+                }
+                .encode()?;
+                Ok((frame, hash, compressed, running))
+            })
+            .await
+            .map_err(|e| CoreError::Transfer(format!("chunk worker failed: {e}")))??;
+        if running.is_some() {
+            self.running = running;
+        }
         // The same chunk must always be the same bytes under this key.
         match self.node.store.chunk_hash(&self.rec.id, index)? {
             Some(old) if old != hash => {
@@ -535,17 +547,17 @@ impl Sender {
     }
 
     async fn whole_file_hash(&mut self) -> Result<[u8; 32]> {
-        let job = match self.hash_job.take() {
-            Some(job) => job,
-            None => {
+        let hash = match self.running.take() {
+            Some((hasher, next)) if next == self.rec.chunks_total => hasher.finalize().into(),
+            // Resumed part-way (or out of order): read the file once more.
+            _ => {
                 let path = self.rec.local_path.clone();
                 let size = self.rec.manifest.size;
                 tokio::task::spawn_blocking(move || hash_file(&path, size))
+                    .await
+                    .map_err(|e| CoreError::Transfer(format!("hashing failed: {e}")))??
             }
         };
-        let hash = job
-            .await
-            .map_err(|e| CoreError::Transfer(format!("hashing failed: {e}")))??;
         // The file must still be the one the chunks came from.
         let meta = std::fs::metadata(&self.rec.local_path)
             .map_err(|e| CoreError::io(format!("checking {}", self.rec.local_path.display()), e))?;

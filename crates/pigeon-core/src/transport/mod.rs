@@ -63,8 +63,13 @@ impl Capabilities {
 /// Why a send did not happen.
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
-    #[error("rate limited by the provider; retry after {0:?}")]
-    RateLimited(Duration),
+    /// The provider asked to slow down; the message comes back to be sent
+    /// again after `retry_after`.
+    #[error("rate limited by the provider; retry after {retry_after:?}")]
+    RateLimited {
+        retry_after: Duration,
+        message: Message,
+    },
     #[error("message of {size} exceeds the channel's limit of {limit}")]
     TooLarge { size: usize, limit: usize },
     #[error("{0}")]
