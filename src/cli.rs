@@ -342,8 +342,23 @@ async fn wait_for(
         ids.iter().map(|i| i.to_string()).collect();
     let mut all_ok = true;
     let bars = progress_bars(handle, ids);
+    let interrupted = shutdown_signal();
+    tokio::pin!(interrupted);
     while !pending.is_empty() {
-        let event = match events.recv().await {
+        let received = tokio::select! {
+            e = events.recv() => e,
+            () = &mut interrupted => {
+                if let Some(b) = &bars {
+                    let _ = b.clear();
+                }
+                eprintln!(
+                    "pigeon: interrupted; {} transfer(s) stopped with their progress kept: run the same command again to resume",
+                    pending.len()
+                );
+                return false;
+            }
+        };
+        let event = match received {
             Ok(e) => e,
             Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
             Err(_) => break,

@@ -359,11 +359,17 @@ impl Core {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         for id in ids {
-            self.update(&id, |r| {
-                if r.status == TransferStatus::Paused || r.status == TransferStatus::InProgress {
-                    r.status = TransferStatus::Pending;
-                }
-            });
+            // The task stored its progress as it stopped: start from that.
+            let Ok(Some(mut rec)) = self.node.store.transfer(&id) else {
+                continue;
+            };
+            if matches!(
+                rec.status,
+                TransferStatus::Paused | TransferStatus::InProgress
+            ) {
+                rec.status = TransferStatus::Pending;
+                let _ = self.node.store.put_transfer(&rec);
+            }
         }
         let _ = self.node.store.flush();
     }
