@@ -11,7 +11,7 @@
 //!   protocol version, transfer id and manifest hash, so a chunk cannot be
 //!   moved to another position, another transfer, or turned into the last one.
 
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::aead::{Aead, AeadInPlace, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use sha2::{Digest, Sha256};
 
@@ -365,6 +365,30 @@ impl ChunkCipher {
                 },
             )
             .map_err(|_| CoreError::Crypto("chunk sealing failed".into()))
+    }
+
+    /// Seal `buf` where it lies; returns the tag to append.
+    pub fn seal_in_place(&self, index: u32, last: bool, buf: &mut [u8]) -> Result<[u8; TAG_LEN]> {
+        self.aead
+            .encrypt_in_place_detached(&self.nonce(index, last), &self.aad, buf)
+            .map(Into::into)
+            .map_err(|_| CoreError::Crypto("chunk sealing failed".into()))
+    }
+
+    /// Open `buf` (ciphertext followed by its tag) where it lies; on success
+    /// the first `buf.len() - TAG_LEN` bytes are the plaintext.
+    pub fn open_in_place(&self, index: u32, last: bool, buf: &mut [u8]) -> Result<usize> {
+        let Some(split) = buf.len().checked_sub(TAG_LEN) else {
+            return Err(CoreError::Crypto(format!(
+                "chunk {index} is shorter than a tag"
+            )));
+        };
+        let (data, tag) = buf.split_at_mut(split);
+        let tag = chacha20poly1305::Tag::clone_from_slice(tag);
+        self.aead
+            .decrypt_in_place_detached(&self.nonce(index, last), &self.aad, data, &tag)
+            .map_err(|_| CoreError::Crypto(format!("chunk {index} did not authenticate")))?;
+        Ok(split)
     }
 
     pub fn open(&self, index: u32, last: bool, ciphertext: &[u8]) -> Result<Vec<u8>> {

@@ -58,6 +58,8 @@ pub(crate) struct Receiver {
     /// SHA-256 of the chunks received in order from the first, and the
     /// next index it needs; dropped at the first gap.
     running: Option<(Sha256, u32)>,
+    /// The acknowledgement being made durable and sent.
+    ack_job: Option<tokio::task::JoinHandle<Result<()>>>,
 }
 
 impl Receiver {
@@ -78,7 +80,7 @@ impl Receiver {
             Some(m) => {
                 Duration::from_secs_f64(30.0 / f64::from(m.max(1))).min(Duration::from_millis(500))
             }
-            None => Duration::from_millis(15),
+            None => Duration::from_millis(20),
         };
         let mut r = Receiver {
             node,
@@ -97,6 +99,7 @@ impl Receiver {
             last_heard: Instant::now(),
             renamed: false,
             running: None,
+            ack_job: None,
             rec,
         };
         if !r.cfg.initiator {
@@ -358,7 +361,7 @@ impl Receiver {
         // the final check need not read it all again.
         let mut running = self.running.take().filter(|(_, next)| *next == index);
         let opened = tokio::task::spawn_blocking(move || -> Result<_> {
-            let (data, hash) = ChunkBody::open(&cipher, index, last, &body, len)?;
+            let (data, hash) = ChunkBody::open_owned(&cipher, index, last, body, len)?;
             file.write_all_at(&data, offset).map_err(|e| {
                 CoreError::io(format!("writing chunk {index} (is the disk full?)"), e)
             })?;
@@ -447,20 +450,56 @@ impl Receiver {
     }
 
     /// Make every held chunk durable, then say so.
+    /// Make every held chunk durable, then say so. Runs beside the
+    /// receiving: the acknowledgement names only chunks written before the
+    /// sync began, and one sync at a time is in flight.
     async fn acknowledge(&mut self) -> Result<()> {
+        if self.ack_job.as_ref().is_some_and(|j| !j.is_finished()) {
+            self.ack_due = Some(Instant::now() + self.ack_delay);
+            return Ok(());
+        }
+        if let Some(job) = self.ack_job.take() {
+            job.await
+                .map_err(|e| CoreError::Transfer(e.to_string()))??;
+        }
         self.ack_due = None;
-        self.sync_and_persist().await?;
-        self.node.send_control(
-            &self.peer,
-            &Control::Ack {
-                transfer: self.rec.id,
-                have: AckState::from_bitmap(&self.have),
-            },
-        );
+        self.rec.chunks_done = self.have.count();
+        if self.rec.status == TransferStatus::Pending {
+            self.rec.status = TransferStatus::InProgress;
+        }
+        let have = self.have.clone();
+        let rec = self.rec.clone();
+        let file = self.file.clone().filter(|_| self.unsynced);
+        self.unsynced = false;
+        let node = self.node.clone();
+        let peer = self.peer.clone();
+        self.ack_job = Some(tokio::spawn(async move {
+            if let Some(file) = file {
+                tokio::task::spawn_blocking(move || file.sync_data())
+                    .await
+                    .map_err(|e| CoreError::Transfer(e.to_string()))?
+                    .ctx(|| "syncing the partial file (is the disk full?)".to_string())?;
+            }
+            node.store.put_bitmap(&rec.id, &have)?;
+            node.store.put_transfer(&rec)?;
+            node.store.flush_async().await?;
+            node.send_control(
+                &peer,
+                &Control::Ack {
+                    transfer: rec.id,
+                    have: AckState::from_bitmap(&have),
+                },
+            );
+            Ok(())
+        }));
         Ok(())
     }
 
     async fn sync_and_persist(&mut self) -> Result<()> {
+        if let Some(job) = self.ack_job.take() {
+            job.await
+                .map_err(|e| CoreError::Transfer(e.to_string()))??;
+        }
         if self.unsynced {
             if let Some(file) = self.file.clone() {
                 tokio::task::spawn_blocking(move || file.sync_data())

@@ -26,7 +26,7 @@ use super::{lock, Node, Peer, Progress, Rto, TaskInput};
 use crate::bitmap::Bitmap;
 use crate::crypto::ChunkCipher;
 use crate::error::{CoreError, Result};
-use crate::protocol::{AckState, ChunkBody, Control, Frame, CHUNK_FRAME_OVERHEAD};
+use crate::protocol::{AckState, ChunkBody, Control, CHUNK_FRAME_OVERHEAD};
 use crate::store::{now_unix, SourceStamp, TransferRecord};
 use crate::view::{ChunkState, FaultCounters, TransferStatus};
 
@@ -158,6 +158,7 @@ impl Sender {
                 };
             }
             if self.state == State::Sending && self.acked.is_complete() {
+                tracing::debug!(transfer = %self.rec.id.short(), "all chunks acknowledged");
                 self.state = State::Finishing;
                 match self.whole_file_hash().await {
                     Ok(h) => self.file_hash = Some(h),
@@ -274,6 +275,7 @@ impl Sender {
                 match c {
                     Control::Accept { have, .. } => {
                         if self.state == State::Offering {
+                            tracing::debug!(transfer = %self.rec.id.short(), "accepted");
                             self.state = State::Sending;
                             self.resync_at = None;
                             let already = have.base as usize + have.ranges.len();
@@ -505,23 +507,21 @@ impl Sender {
         };
         let (frame, hash, compressed, running) =
             tokio::task::spawn_blocking(move || -> Result<_> {
-                let mut data = vec![0u8; len];
-                file.read_exact_at(&mut data, offset).map_err(|e| {
-                    CoreError::io(format!("reading chunk {index} at offset {offset}"), e)
-                })?;
-                if let Some((hasher, next)) = running.as_mut() {
-                    hasher.update(&data);
-                    *next += 1;
-                }
-                let (body, hash, compressed) =
-                    ChunkBody::seal(&cipher, index, last, &data, try_compress)?;
-                let frame = Frame::Chunk {
-                    transfer,
+                let (frame, hash, compressed) = ChunkBody::frame(
+                    &cipher,
+                    &transfer,
                     index,
                     last,
-                    body,
-                }
-                .encode()?;
+                    len,
+                    try_compress,
+                    |buf| file.read_exact_at(buf, offset),
+                    |data| {
+                        if let Some((hasher, next)) = running.as_mut() {
+                            hasher.update(data);
+                            *next += 1;
+                        }
+                    },
+                )?;
                 Ok((frame, hash, compressed, running))
             })
             .await
