@@ -271,6 +271,17 @@ impl Store {
         Ok(())
     }
 
+    /// A new session replaces the peer's older ones: mark them expired.
+    pub fn replace_sessions(&self, new: &SessionRecord) -> Result<()> {
+        for mut old in self.sessions()? {
+            if old.peer == new.peer && old.id != new.id && old.status == SessionStatus::Active {
+                old.status = SessionStatus::Expired;
+                self.put_session(&old)?;
+            }
+        }
+        self.put_session(new)
+    }
+
     pub fn sessions(&self) -> Result<Vec<SessionRecord>> {
         self.sessions
             .iter()

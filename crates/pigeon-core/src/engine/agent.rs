@@ -780,7 +780,7 @@ impl Hooks for AgentHooks {
             }
             w.insert(session, welcome.clone());
         }
-        let _ = node.store.put_session(&SessionRecord {
+        let _ = node.store.replace_sessions(&SessionRecord {
             id: session,
             peer: peer.name.to_string(),
             transport: node.links[link].describe().to_string(),

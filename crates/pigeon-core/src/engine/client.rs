@@ -195,7 +195,7 @@ impl Hooks for ClientHooks {
             session: Mutex::new(sess),
         });
         lock(&node.sessions).insert(session, slot.clone());
-        let _ = node.store.put_session(&SessionRecord {
+        let _ = node.store.replace_sessions(&SessionRecord {
             id: session,
             peer: self.peer.name.to_string(),
             transport: node.links[link].describe().to_string(),
