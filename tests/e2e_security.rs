@@ -1,0 +1,468 @@
+//! Issue 2, "What must hold" 4 (security), and DESIGN.md section 5:
+//!
+//! - everything on the spool is ciphertext: no plaintext fragment of a file
+//!   (raw, hex or base64) and no key bytes (identity private keys, transfer
+//!   keys) in any transcript or spool file, with and without compression,
+//!   on binary and text channels, in both directions;
+//! - frames from an untrusted key are refused and nothing of them is stored
+//!   (and the refusal is audited);
+//! - a peer without upload / download / list permission is refused that;
+//! - remote paths that are absolute, contain `..`, or leave the root through
+//!   a symlink are refused with a clear error, and nothing is written
+//!   outside the root;
+//! - control characters in names are never written raw to a terminal.
+
+mod e2e_common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use e2e_common::*;
+
+// ---------------------------------------------------------------------------
+// the provider reads nothing
+
+/// A file of `lines` lines, each carrying the canary.
+fn canary_file(w: &World, name: &str, canary: &str, lines: usize) -> std::path::PathBuf {
+    let mut body = String::with_capacity(lines * (canary.len() + 24));
+    for i in 0..lines {
+        body.push_str(&format!("{canary} {i:07} the quick brown fox\n"));
+    }
+    w.file(name, body.as_bytes())
+}
+
+/// Every secret (label, bytes) must be absent from every message the
+/// provider saw, from the transcript files themselves, and from any file
+/// left in the spool.
+fn assert_nothing_leaks(w: &World, secrets: &[(String, Vec<u8>)]) {
+    let mut needles = vec![];
+    for (label, s) in secrets {
+        for (enc, bytes) in encodings_of(s) {
+            needles.push((format!("{label} ({enc})"), bytes));
+        }
+    }
+    let mut scanned = 0usize;
+    let mut hay: Vec<(String, Vec<u8>)> = vec![];
+    for (who, msgs) in [
+        ("client", w.client_transcript()),
+        ("agent", w.agent_transcript()),
+    ] {
+        assert!(
+            !msgs.is_empty(),
+            "the {who} transcript is empty: was transcript=1 set?"
+        );
+        for (i, m) in msgs.iter().enumerate() {
+            // On text channels the message is base64: look inside too.
+            if let Some(decoded) = unbase64(&m.bytes) {
+                hay.push((format!("{who} message {i} (decoded)"), decoded));
+            }
+            hay.push((format!("{who} message {i}"), m.bytes.clone()));
+        }
+    }
+    for f in list_files(&w.spool) {
+        hay.push((f.display().to_string(), std::fs::read(&f).unwrap()));
+    }
+    for (where_, bytes) in &hay {
+        scanned += bytes.len();
+        for (what, needle) in &needles {
+            assert!(!contains_fast(bytes, needle), "{what} found in {where_}");
+        }
+    }
+    eprintln!("scanned {scanned} bytes for {} needles", needles.len());
+}
+
+/// Substring search that stays quick in an unoptimised test build: look for
+/// the needle's first 8 bytes as a u64, then compare the rest.
+fn contains_fast(hay: &[u8], needle: &[u8]) -> bool {
+    if needle.len() < 8 || hay.len() < needle.len() {
+        return contains(hay, needle);
+    }
+    let head = u64::from_le_bytes(needle[..8].try_into().unwrap());
+    let last = hay.len() - needle.len();
+    let mut i = 0;
+    while i <= last {
+        let w = u64::from_le_bytes(hay[i..i + 8].try_into().unwrap());
+        if w == head && &hay[i..i + needle.len()] == needle {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
+/// Transfer keys from a (stopped) party's store: the provider must never
+/// see them either.
+fn transfer_keys(home: &Path) -> Vec<(String, Vec<u8>)> {
+    let store = pigeon_core::store::Store::open(&home.join("db"))
+        .expect("the store opens once its process is gone");
+    store
+        .transfers()
+        .unwrap()
+        .into_iter()
+        .map(|t| {
+            (
+                format!("transfer key of {}", t.remote_path),
+                t.secret.key.to_vec(),
+            )
+        })
+        .collect()
+}
+
+fn leak_check(query: &str, lines: usize, seed: u64) {
+    let mut w = World::new(&format!("{query}&transcript=1"));
+    w.start_agent();
+    let canary = format!("CANARY-{}", to_hex(&random_bytes(12, seed)));
+    let f = canary_file(&w, "secret.txt", &canary, lines);
+    let up = w.upload(&[&f], &[]);
+    up.assert_ok();
+    let raw = w.upload(&[&f], &["--to", "raw/secret.txt", "--no-compress"]);
+    raw.assert_ok();
+    // And back (the agent sends this time).
+    let out = w.work.join("secret.back");
+    w.download("raw/secret.txt", &out, &[]).assert_ok();
+    assert_same_file(&f, &out);
+    assert_same_file(&f, &w.storage().join("secret.txt"));
+    w.stop_agent();
+
+    let mut secrets = vec![
+        ("canary".to_string(), canary.clone().into_bytes()),
+        (
+            "a whole canary line".to_string(),
+            format!("{canary} 0000001 the quick brown fox\n").into_bytes(),
+        ),
+        ("agent private key".to_string(), private_key(&w.agent_home)),
+        (
+            "client private key".to_string(),
+            private_key(&w.client_home),
+        ),
+    ];
+    secrets.extend(transfer_keys(&w.client_home));
+    secrets.extend(transfer_keys(&w.agent_home));
+    assert!(
+        secrets.len() >= 4 + 3,
+        "the transfer keys were found: {}",
+        secrets.len()
+    );
+    // The scan covers real traffic: the uncompressed upload alone carried
+    // the whole file.
+    let carried: usize = w.client_transcript().iter().map(Msg::len).sum();
+    let size = std::fs::metadata(&f).unwrap().len() as usize;
+    assert!(
+        carried >= size,
+        "the client's transcript carries {carried} bytes for a {size}-byte file"
+    );
+    assert_nothing_leaks(&w, &secrets);
+}
+
+#[test]
+fn leak_scanner_finds_a_secret_in_any_encoding_at_any_offset() {
+    // The check above is only worth something if it can fail.
+    let secret = b"CANARY-0123456789abcdef";
+    for pad in 0..4 {
+        let mut plain = vec![b'x'; pad];
+        plain.extend_from_slice(secret);
+        plain.extend_from_slice(b"tail");
+        for (enc, needle) in encodings_of(secret) {
+            let hay: Vec<u8> = match enc.as_str() {
+                "raw" => plain.clone(),
+                "hex" => to_hex(&plain).into_bytes(),
+                "HEX" => to_hex(&plain).to_uppercase().into_bytes(),
+                _ => base64(&plain).into_bytes(),
+            };
+            if enc.starts_with("base64") {
+                // One of the three alignments must match.
+                let any = encodings_of(secret)
+                    .iter()
+                    .filter(|(e, _)| e.starts_with("base64"))
+                    .any(|(_, n)| contains_fast(&hay, n));
+                assert!(any, "base64 of the secret at offset {pad} not found");
+            } else {
+                assert!(
+                    contains_fast(&hay, &needle),
+                    "{enc} at offset {pad} not found"
+                );
+            }
+        }
+        assert_eq!(unbase64(base64(&plain).as_bytes()).unwrap(), plain);
+    }
+}
+
+#[test]
+fn unlimited_spool_carries_no_plaintext_canary_and_no_key_bytes() {
+    // About 1 MB of canary lines, compressed and not.
+    leak_check("profile=unlimited", 24_000, 1);
+}
+
+#[test]
+fn telegram_text_spool_carries_no_plaintext_canary_and_no_key_bytes() {
+    leak_check("profile=telegram-text&msgs_per_min=3000", 3_000, 2);
+}
+
+// ---------------------------------------------------------------------------
+// who may talk to the agent
+
+#[test]
+fn untrusted_key_is_refused_nothing_is_stored_and_the_refusal_is_audited() {
+    let mut w = World::new("");
+    w.start_agent();
+    let (stranger, _key) = w.stranger("stranger-home");
+    let f = w.random_file("intrusion.bin", 50_000, 9);
+    let run = w.client_in(
+        &stranger,
+        &["upload", f.to_str().unwrap(), "--json", "--timeout", "5"],
+    );
+    run.assert_failed();
+    assert!(
+        run.stderr.contains("trust") || run.stdout.contains("trust"),
+        "a clear message about trust\n{}",
+        run.describe()
+    );
+    assert!(
+        w.stored_files().is_empty(),
+        "nothing stored: {:?}",
+        w.stored_files()
+    );
+    assert!(
+        w.staged_files().is_empty(),
+        "nothing staged: {:?}",
+        w.staged_files()
+    );
+    assert!(
+        w.agent_log().contains("untrusted"),
+        "the agent logs the refusal:\n{}",
+        w.agent_log()
+    );
+
+    // The trusted client is not disturbed.
+    let ok = w.upload(&[&f], &[]);
+    ok.assert_ok();
+
+    w.stop_agent();
+    let store = pigeon_core::store::Store::open(&w.agent_home.join("db")).unwrap();
+    let audit = store.audit_log().expect("the audit chain verifies");
+    assert!(
+        audit
+            .iter()
+            .any(|a| a.peer.starts_with("untrusted") && a.outcome.contains("refused")),
+        "the refused handshake is audited: {audit:?}"
+    );
+}
+
+#[test]
+fn list_only_peer_may_list_but_not_upload_or_download() {
+    let mut w = World::with_permissions("", "list");
+    w.start_agent();
+    w.put_remote("shared/readme.txt", b"hello");
+    let f = w.random_file("push.bin", 10_000, 10);
+
+    let up = w.upload(&[&f], &["--timeout", "30"]);
+    up.assert_failed();
+    let all = format!("{}{}", up.stdout, up.stderr);
+    assert!(all.contains("may not upload"), "{}", up.describe());
+    assert_eq!(w.stored_files(), vec!["shared/readme.txt".to_string()]);
+    assert!(w.staged_files().is_empty());
+
+    let out = w.work.join("readme.txt");
+    let down = w.download("shared/readme.txt", &out, &["--timeout", "30"]);
+    down.assert_failed();
+    let all = format!("{}{}", down.stdout, down.stderr);
+    assert!(all.contains("may not download"), "{}", down.describe());
+    assert!(!out.exists());
+    assert!(
+        !list_files(&w.work)
+            .iter()
+            .any(|p| p.to_string_lossy().contains("readme")),
+        "no partial download: {:?}",
+        list_files(&w.work)
+    );
+
+    let ls = w.client(&["ls", "shared", "--timeout", "30"]);
+    ls.assert_ok();
+    assert!(ls.stdout.contains("shared/readme.txt"), "{}", ls.describe());
+
+    // The agent re-reads its trust list on every handshake: now upload only.
+    pigeon(
+        &w.agent_home,
+        &[
+            "keys",
+            "trust",
+            &w.client_key,
+            "--name",
+            "laptop",
+            "--allow",
+            "upload",
+        ],
+        &w.logs,
+        Duration::from_secs(30),
+    )
+    .assert_ok();
+    let ls = w.client(&["ls", "--timeout", "30"]);
+    ls.assert_failed();
+    assert!(ls.stderr.contains("may not list"), "{}", ls.describe());
+    w.upload(&[&f], &[]).assert_ok();
+    assert_same_file(&f, &w.storage().join("push.bin"));
+}
+
+// ---------------------------------------------------------------------------
+// where files may go
+
+#[test]
+fn absolute_dotdot_and_symlink_escaping_remote_paths_are_refused_and_nothing_leaves_the_root() {
+    let mut w = World::new("");
+    w.start_agent();
+    let outside = w.dir.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("secret.txt"), b"outside the root").unwrap();
+    std::os::unix::fs::symlink(&outside, w.storage().join("escape")).unwrap();
+    std::os::unix::fs::symlink(outside.join("secret.txt"), w.storage().join("secret-link"))
+        .unwrap();
+    let f = w.random_file("payload.bin", 4000, 11);
+    let etc_x = Path::new("/etc/x");
+    let etc_x_existed = etc_x.exists();
+    let abs_inside_tmp = outside.join("abs.bin");
+    let abs = abs_inside_tmp.to_str().unwrap().to_string();
+
+    let attacks: Vec<(&str, &str)> = vec![
+        ("../evil", ".."),
+        ("a/../../evil", ".."),
+        ("dir/..", ".."),
+        ("/etc/x", "absolute"),
+        (abs.as_str(), "absolute"),
+        ("escape/x.bin", "symlink"),
+        ("escape/../../x.bin", ".."),
+        ("secret-link", "symlink"),
+        (".pigeon/staging/x", "reserved"),
+    ];
+    for (to, why) in &attacks {
+        let run = w.upload(&[&f], &["--to", to, "--overwrite", "--timeout", "30"]);
+        run.assert_failed();
+        let all = format!("{}{}", run.stdout, run.stderr);
+        assert!(
+            all.contains(why),
+            "refusing --to {to:?} should say {why:?}\n{}",
+            run.describe()
+        );
+    }
+    for (remote, why) in [
+        ("escape/secret.txt", "symlink"),
+        ("secret-link", "symlink"),
+        ("../agent-home/identity.key", ".."),
+    ] {
+        let out = w.work.join("stolen");
+        let run = w.download(remote, &out, &["--timeout", "30"]);
+        run.assert_failed();
+        let all = format!("{}{}", run.stdout, run.stderr);
+        assert!(
+            all.contains(why),
+            "refusing download {remote:?} should say {why:?}\n{}",
+            run.describe()
+        );
+        assert!(!out.exists());
+    }
+    let ls = w.client(&["ls", "escape", "--timeout", "30"]);
+    ls.assert_failed();
+    assert!(!ls.stdout.contains("secret.txt"), "{}", ls.describe());
+
+    // Nothing was written outside the root, and the root holds nothing new.
+    let mut outside_now: Vec<_> = list_files(&outside);
+    outside_now.sort();
+    assert_eq!(outside_now, vec![outside.join("secret.txt")]);
+    assert_eq!(
+        std::fs::read(outside.join("secret.txt")).unwrap(),
+        b"outside the root"
+    );
+    assert!(!w.agent_home.join("evil").exists());
+    assert!(!w.dir.path().join("evil").exists());
+    assert!(!w.dir.path().join("x.bin").exists());
+    assert_eq!(etc_x.exists(), etc_x_existed, "/etc/x untouched");
+    let stored: Vec<_> = w.stored_files();
+    assert_eq!(
+        stored,
+        vec!["escape".to_string(), "secret-link".to_string()],
+        "only the two symlinks"
+    );
+    assert!(w.staged_files().is_empty());
+}
+
+// ---------------------------------------------------------------------------
+// what reaches the terminal
+
+#[test]
+fn control_and_bidi_characters_in_remote_names_are_never_printed_raw() {
+    let mut w = World::new("");
+    w.start_agent();
+    w.put_remote("evil\x1b[31m.txt", b"red");
+    w.put_remote("bidi\u{202e}txt.exe", b"rtl");
+    w.put_remote("bell\x07and\u{9b}csi.txt", b"c1");
+    w.put_remote("dir\x1b]0;owned\x07/inner.txt", b"osc");
+
+    for args in [vec!["ls"], vec!["ls", "--json"]] {
+        let run = w.client(&args);
+        run.assert_ok();
+        let human = args.len() == 1;
+        for out in [&run.stdout_bytes, &run.stderr_bytes] {
+            assert!(
+                !out.contains(&0x1b),
+                "raw ESC in `pigeon {}`: {:?}",
+                args.join(" "),
+                String::from_utf8_lossy(out)
+            );
+            assert!(
+                !out.contains(&0x07),
+                "raw BEL in `pigeon {}`",
+                args.join(" ")
+            );
+            if human {
+                // JSON (for programs) may carry these as characters; the
+                // human listing must not.
+                assert!(
+                    !contains(out, "\u{202e}".as_bytes()),
+                    "raw RLO in `pigeon {}`",
+                    args.join(" ")
+                );
+                assert!(
+                    !contains(out, "\u{9b}".as_bytes()),
+                    "raw C1 CSI in `pigeon {}`",
+                    args.join(" ")
+                );
+            }
+        }
+        assert!(
+            run.stdout.contains("evil") && run.stdout.contains("bidi"),
+            "the names are still shown\n{}",
+            run.describe()
+        );
+    }
+    // The JSON listing still names the real file (escaped as JSON does).
+    let json = w.client(&["ls", "--json"]);
+    let names: Vec<String> = json
+        .reports()
+        .iter()
+        .map(|e| text(e, "path").to_string())
+        .collect();
+    assert!(names.contains(&"evil\x1b[31m.txt".to_string()), "{names:?}");
+
+    // A local file with an escape in its name: refused, and the error does
+    // not print the raw escape either.
+    let f = w.file("local\x1b[2Jname.txt", b"x");
+    let run = w.upload(&[&f], &["--timeout", "30"]);
+    run.assert_failed();
+    assert!(
+        !run.stderr_bytes.contains(&0x1b),
+        "raw ESC in the error: {:?}",
+        run.stderr
+    );
+    assert!(!run.stdout_bytes.contains(&0x1b));
+    // Downloading a name with a control character is refused the same way.
+    let run = w.download(
+        "evil\x1b[31m.txt",
+        &w.work.join("evil.txt"),
+        &["--timeout", "30"],
+    );
+    run.assert_failed();
+    assert!(
+        !run.stderr_bytes.contains(&0x1b),
+        "raw ESC in the error: {:?}",
+        run.stderr
+    );
+}
