@@ -392,7 +392,7 @@ async fn wait_for(
 
 fn print_report(r: &TransferReport, json: bool) {
     if json {
-        println!("{}", serde_json::to_string(r).unwrap_or_default());
+        println!("{}", json_line(r));
         return;
     }
     let arrow = match r.direction {
@@ -493,7 +493,7 @@ pub fn status(home: &Home, json: bool, finished_only: bool) -> Result<()> {
         .collect();
     if json {
         for rep in &shown {
-            println!("{}", serde_json::to_string(rep)?);
+            println!("{}", json_line(rep));
         }
         return Ok(());
     }
@@ -560,7 +560,7 @@ pub async fn ls(home: Home, dir: String, conn: Conn) -> Result<()> {
     let entries = entries?;
     for e in entries {
         if conn.json {
-            println!("{}", serde_json::to_string(&e)?);
+            println!("{}", json_line(&e));
         } else {
             let when = humantime::format_rfc3339_seconds(
                 std::time::UNIX_EPOCH + Duration::from_secs(e.modified_unix),
@@ -582,4 +582,41 @@ pub async fn ls(home: Home, dir: String, conn: Conn) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// One JSON object on one line, safe to print on a terminal: serde_json
+/// escapes C0 controls only, so C1 controls and bidi overrides (which some
+/// terminals act on) are escaped here as `\uXXXX`, still valid JSON.
+fn json_line(value: &impl serde::Serialize) -> String {
+    let raw = serde_json::to_string(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+    let unsafe_char = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}')
+    };
+    if !raw.chars().any(unsafe_char) {
+        return raw;
+    }
+    let mut out = String::with_capacity(raw.len() + 16);
+    for c in raw.chars() {
+        if unsafe_char(c) {
+            out.push_str(&format!("\\u{:04x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_lines_escape_c1_and_bidi_and_stay_json() {
+        let v = serde_json::json!({ "name": "a\u{9b}31mb\u{202e}c\u{1b}" });
+        let line = json_line(&v);
+        assert!(!line.contains('\u{9b}') && !line.contains('\u{202e}') && !line.contains('\u{1b}'));
+        let back: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(back, v);
+    }
 }

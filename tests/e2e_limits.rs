@@ -327,7 +327,6 @@ fn text_profiles_never_exceed_their_message_limit_and_incompressible_chunks_fill
 }
 
 #[test]
-#[ignore = "engine bug: link data budget (2 messages, in KiB permits: 3 on messenger-text) lets only one worst-case chunk frame (2 permits) wait; when a control frame shares a message with chunk data, the next message carries only the split chunk's tail (~280-400 of 2000 chars)"]
 fn messenger_text_chunk_messages_are_at_least_95_percent_full() {
     let r = run_profile("messenger-text", Content::ManySmall);
     check_sizes("messenger-text client", &classify(&r.client, true), 2000);
@@ -340,7 +339,6 @@ fn messenger_text_chunk_messages_are_at_least_95_percent_full() {
 }
 
 #[test]
-#[ignore = "engine bug: a sender reserves link room for a full-size frame per chunk (sender.rs reserve_data(max_frame); link budget = two messages), so at most two compressed chunks wait per message and messages of compressible data go out ~11% full"]
 fn text_profiles_fill_messages_to_95_percent_with_compressible_data_too() {
     for (profile, limit) in TEXT_PROFILES {
         let r = run_profile(profile, Content::Compressible);
@@ -359,7 +357,6 @@ fn text_profiles_fill_messages_to_95_percent_with_compressible_data_too() {
 }
 
 #[test]
-#[ignore = "engine bug: link.rs send_loop drops a destination (and its pacing state free_at) whenever its queue empties, so the next message goes out at once (control) or after the short linger (data); on messenger-text the data queue empties after every message and chunks go out ~3x faster than msgs_per_min"]
 fn text_profiles_never_exceed_msgs_per_min_in_any_window() {
     for (profile, _) in TEXT_PROFILES {
         for content in [Content::Random, Content::Compressible] {
@@ -379,7 +376,6 @@ fn text_profiles_never_exceed_msgs_per_min_in_any_window() {
 }
 
 #[test]
-#[ignore = "engine bug: link.rs send_loop forgets a destination's pace when its queue empties (see text_profiles_never_exceed_msgs_per_min_in_any_window); the handshake's second message follows the first within milliseconds"]
 fn telegram_text_at_its_real_pace_sends_one_message_a_second() {
     let mut w = World::new("profile=telegram-text&transcript=1");
     w.start_agent();

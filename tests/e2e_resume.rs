@@ -123,7 +123,6 @@ fn client_killed_mid_upload_resumes_sending_only_what_the_agent_lacks() {
 }
 
 #[test]
-#[ignore = "engine bug: a new upload's record is not flushed before its first chunk leaves (client.rs Core::add; sled flushes every 1 s), so a kill -9 in the first second restarts the upload instead of resuming it"]
 fn client_killed_in_its_first_second_still_resumes() {
     // Everything needed to resume must be durable before the first chunk
     // leaves, not only after the store's periodic flush.

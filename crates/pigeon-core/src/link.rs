@@ -151,13 +151,12 @@ pub struct LinkHandle {
     started: Instant,
 }
 
-/// Bytes of data frames a link lets wait in its queues, per link, in KiB
-/// permits. Enough to fill two messages, so a paced channel never waits
-/// for the engine, and no more, so retransmission timers start close to
-/// the real send.
-fn data_budget_kib(caps: &Capabilities) -> usize {
-    let two_messages = 2 * (message_payload(caps) + HEADER_LEN);
-    two_messages.min(8 * 1024 * 1024).div_ceil(1024)
+/// Bytes of data frames a link lets wait in its queues. Enough to fill two
+/// messages, so a paced channel never waits for the engine when its turn
+/// comes, and no more, so retransmission timers start close to the real
+/// send. Counted in bytes: small compressed frames take only their size.
+fn data_budget(caps: &Capabilities) -> usize {
+    (2 * (message_payload(caps) + HEADER_LEN) + 1024).min(8 * 1024 * 1024)
 }
 
 impl LinkHandle {
@@ -180,13 +179,13 @@ impl LinkHandle {
         });
     }
 
-    /// Wait for room for one data frame of up to `bytes` (cancel-safe:
-    /// dropping the future reserves nothing).
+    /// Wait for room for one data frame of `bytes` (cancel-safe: dropping
+    /// the future reserves nothing).
     pub async fn reserve(&self, bytes: usize) -> OwnedSemaphorePermit {
-        let kib = bytes.div_ceil(1024).clamp(1, data_budget_kib(&self.caps)) as u32;
+        let n = bytes.clamp(1, data_budget(&self.caps)) as u32;
         self.data_budget
             .clone()
-            .acquire_many_owned(kib)
+            .acquire_many_owned(n)
             .await
             .expect("the data budget semaphore is never closed")
     }
@@ -203,7 +202,7 @@ impl LinkHandle {
         });
     }
 
-    /// Free room in the data queue, in KiB.
+    /// Free room in the data queue, in bytes.
     pub fn room(&self) -> usize {
         self.data_budget.available_permits()
     }
@@ -275,7 +274,7 @@ pub fn start<T: Transport>(
     let started = Instant::now();
     let handle = LinkHandle {
         tx,
-        data_budget: Arc::new(Semaphore::new(data_budget_kib(&caps))),
+        data_budget: Arc::new(Semaphore::new(data_budget(&caps))),
         caps: caps.clone(),
         describe: transport.describe(),
         profile: profile.to_string(),
@@ -482,9 +481,8 @@ async fn send_loop<T: Transport>(
                     d.free_at = Instant::now() + Duration::from_millis(500);
                 }
             }
-            if d.is_empty() {
-                dests.remove(&addr);
-            }
+            // An emptied queue keeps its place: its pace (free_at) must
+            // hold for the next message too.
             continue;
         }
         let sleep = async {

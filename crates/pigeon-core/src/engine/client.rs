@@ -92,6 +92,7 @@ pub async fn start(cfg: ClientConfig) -> Result<ClientHandle> {
         peer: peer.clone(),
         pending: Mutex::new(HashMap::new()),
         need_session: Notify::new(),
+        restart_handshake: Notify::new(),
         lists: Mutex::new(HashMap::new()),
     });
     tokio::spawn(route(node.clone(), hooks.clone(), rx));
@@ -168,6 +169,8 @@ struct ClientHooks {
     peer: Arc<Peer>,
     pending: Mutex<HashMap<[u8; 16], Initiator>>,
     need_session: Notify,
+    /// The pending handshake failed: the connector starts another.
+    restart_handshake: Notify,
     lists: Mutex<HashMap<u64, mpsc::Sender<Control>>>,
 }
 
@@ -181,10 +184,13 @@ impl Hooks for ClientHooks {
         let sess = match init.finish(&noise) {
             Ok(s) => s,
             Err(e) => {
-                node.log(
-                    LogLevel::Warn,
-                    format!("handshake answer did not authenticate: {e}"),
-                );
+                // Altered in transit, most likely. This handshake's state is
+                // spent: start a fresh one rather than wait for a copy.
+                tracing::debug!("handshake answer did not authenticate ({e}); handshaking again");
+                node.record_fault(link, |s| {
+                    s.corrupt.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                });
+                self.restart_handshake.notify_one();
                 return;
             }
         };
@@ -253,9 +259,12 @@ async fn connect(node: Arc<Node>, peer: Arc<Peer>, hooks: Arc<ClientHooks>) {
         };
         let mut sessions = peer.session.subscribe();
         let mut wait = floor;
-        'handshake: loop {
+        let started = std::time::Instant::now();
+        let mut attempts = 0;
+        let established = 'handshake: loop {
             node.control_link(0)
                 .send_control(&peer.address, hello.clone(), None);
+            attempts += 1;
             let deadline = tokio::time::sleep(wait);
             tokio::pin!(deadline);
             loop {
@@ -263,17 +272,28 @@ async fn connect(node: Arc<Node>, peer: Arc<Peer>, hooks: Arc<ClientHooks>) {
                     changed = sessions.changed() => {
                         if changed.is_err() { return; }
                         if sessions.borrow().as_ref().is_some_and(|s| s.id == sid) {
-                            break 'handshake;
+                            break 'handshake true;
                         }
                     }
+                    () = hooks.restart_handshake.notified() => break 'handshake false,
                     () = &mut deadline => {
                         wait = (wait * 2).min(Duration::from_secs(20));
                         continue 'handshake;
                     }
                 }
             }
-        }
+        };
         lock(&hooks.pending).clear();
+        if !established {
+            continue;
+        }
+        if attempts == 1 {
+            // A first measure of the round trip, so the first transfer's
+            // timers need not start from a guess.
+            if let Some(slot) = peer.session.borrow().as_ref() {
+                node.links[slot.link].record_rtt(started.elapsed());
+            }
+        }
         hooks.need_session.notified().await;
         tracing::info!("the agent lost our session (it restarted?); handshaking again");
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -694,6 +714,9 @@ impl Core {
 
     fn add(&mut self, rec: TransferRecord) -> Result<TransferId> {
         self.node.store.put_transfer(&rec)?;
+        // Durable before its first chunk leaves: a kill in the next instant
+        // must find it to resume, not start over.
+        self.node.store.flush()?;
         let id = rec.id;
         let progress = Progress::new(&rec, None, self.node.transports_label());
         lock(&self.node.progress).insert(id, Arc::new(Mutex::new(progress)));

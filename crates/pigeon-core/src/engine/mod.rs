@@ -312,11 +312,22 @@ impl Rto {
         });
         // A frame may wait behind two messages here and two there.
         let floor = (interval * 5).max(Duration::from_millis(300));
+        // Start from a round trip already measured on this link (the
+        // handshake's), else from a cautious guess.
+        let measured = link
+            .stats
+            .rtt_micros
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let current = if measured > 0 {
+            (Duration::from_micros(measured) * 3).max(floor)
+        } else {
+            floor.max(Duration::from_secs(1)) * 2
+        };
         Rto {
             srtt: None,
             rttvar: Duration::ZERO,
             floor,
-            current: floor.max(Duration::from_secs(1)) * 2,
+            current,
         }
     }
 

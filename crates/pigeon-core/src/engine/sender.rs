@@ -26,7 +26,7 @@ use super::{lock, Node, Peer, Progress, Rto, TaskInput};
 use crate::bitmap::Bitmap;
 use crate::crypto::ChunkCipher;
 use crate::error::{CoreError, Result};
-use crate::protocol::{AckState, ChunkBody, Control, CHUNK_FRAME_OVERHEAD};
+use crate::protocol::{AckState, ChunkBody, Control};
 use crate::store::{now_unix, SourceStamp, TransferRecord};
 use crate::view::{ChunkState, FaultCounters, TransferStatus};
 
@@ -46,6 +46,13 @@ enum State {
     Offering,
     Sending,
     Finishing,
+}
+
+/// A chunk frame built and waiting for room on a link.
+struct Ready {
+    index: u32,
+    retry: bool,
+    frame: Vec<u8>,
 }
 
 struct Flight {
@@ -87,6 +94,7 @@ pub(crate) struct Sender {
     raw_streak: u32,
     window: usize,
     state: State,
+    ready: Option<Ready>,
     resync_at: Option<Instant>,
     last_heard: Instant,
     last_persist: Instant,
@@ -124,6 +132,7 @@ impl Sender {
             raw_streak: 0,
             window,
             state: State::Offering,
+            ready: None,
             resync_at: None,
             last_heard: Instant::now(),
             last_persist: Instant::now(),
@@ -192,9 +201,15 @@ impl Sender {
             self.expire_timers(now);
             // Silent receiver: probe with offers, do not pour chunks into the void.
             let quiet = now.duration_since(self.last_heard) > self.rto.get() * 3;
-            let can_send = self.state == State::Sending && self.has_work() && !quiet;
+            // Prepare the next chunk first, then wait for room for exactly
+            // its size: small compressed frames pack many to a message.
+            if self.state == State::Sending && self.ready.is_none() && self.has_work() && !quiet {
+                if let Err(e) = self.prepare_next().await {
+                    return Outcome::Failed(e.to_string());
+                }
+            }
+            let ready_len = self.ready.as_ref().map(|r| r.frame.len());
             let wake = self.next_wake();
-            let max_frame = self.rec.manifest.chunk_size as usize + CHUNK_FRAME_OVERHEAD;
             tokio::select! {
                 input = inbox.recv() => {
                     let Some(input) = input else { return Outcome::Stopped };
@@ -229,10 +244,8 @@ impl Sender {
                     }
                 }
                 () = sleep_until(wake) => {}
-                (link, permit) = self.node.reserve_data(max_frame), if can_send => {
-                    if let Err(e) = self.send_next(link, permit).await {
-                        return Outcome::Failed(e.to_string());
-                    }
+                (link, permit) = self.node.reserve_data(ready_len.unwrap_or(0)), if ready_len.is_some() && !quiet => {
+                    self.send_ready(link, permit);
                 }
             }
             self.persist(false);
@@ -278,10 +291,6 @@ impl Sender {
                             tracing::debug!(transfer = %self.rec.id.short(), "accepted");
                             self.state = State::Sending;
                             self.resync_at = None;
-                            let already = have.base as usize + have.ranges.len();
-                            if already > 0 {
-                                lock(&self.progress).resumed = true;
-                            }
                         }
                         self.on_ack(&have);
                     }
@@ -346,6 +355,10 @@ impl Sender {
         }
         let mut progress = lock(&self.progress);
         for i in newly {
+            // Held by the receiver before this run sent it: a resumption.
+            if !progress.this_run.get(i) {
+                progress.resumed = true;
+            }
             progress.set(i, ChunkState::Acked);
             if let Some(f) = self.inflight.remove(&i) {
                 // An acknowledgement of a resent chunk may answer either
@@ -426,11 +439,8 @@ impl Sender {
         wake
     }
 
-    async fn send_next(
-        &mut self,
-        link: usize,
-        permit: tokio::sync::OwnedSemaphorePermit,
-    ) -> Result<()> {
+    /// Pick the next chunk to send (a resend first) and build its frame.
+    async fn prepare_next(&mut self) -> Result<()> {
         let (index, retry) = loop {
             match self.resend.pop_front() {
                 Some(i) if self.acked.get(i) => continue,
@@ -445,6 +455,28 @@ impl Sender {
             }
         };
         let frame = self.prepare(index).await?;
+        self.ready = Some(Ready {
+            index,
+            retry,
+            frame,
+        });
+        Ok(())
+    }
+
+    /// Hand the prepared frame to the link, in the room reserved for it.
+    fn send_ready(&mut self, link: usize, permit: tokio::sync::OwnedSemaphorePermit) {
+        let Some(Ready {
+            index,
+            retry,
+            frame,
+        }) = self.ready.take()
+        else {
+            return;
+        };
+        if self.acked.get(index) {
+            // Acknowledged while it waited (a resend the original beat).
+            return;
+        }
         self.node.send_data(link, &self.peer, frame, permit);
         self.link = link;
         let now = Instant::now();
@@ -483,7 +515,6 @@ impl Sender {
         );
         drop(p);
         self.node.touch();
-        Ok(())
     }
 
     /// Read, hash, maybe compress, and seal chunk `index`, off the runtime.
