@@ -70,7 +70,7 @@ fn pass(path: &str, chunk: usize, file_hash: bool) -> Pass {
             hasher.update(data);
         }
         let last = index + 1 >= total_chunks;
-        let try_compress = raw_streak < 8 || index % 32 == 0;
+        let try_compress = raw_streak < 8 || index.is_multiple_of(32);
         let (body, _hash, compressed) =
             ChunkBody::seal(&cipher, index, last, data, try_compress).expect("seal");
         if try_compress {
