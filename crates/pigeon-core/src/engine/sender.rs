@@ -19,8 +19,8 @@ use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use super::{lock, Node, Peer, Progress, Rto, TaskInput};
 use crate::bitmap::Bitmap;
@@ -46,6 +46,17 @@ enum State {
     Offering,
     Sending,
     Finishing,
+}
+
+/// Chunks prepared at once: one per core keeps a compressing sender busy.
+const PREP_DEPTH: usize = 2;
+
+/// A chunk being prepared on a blocking thread.
+struct Prep {
+    index: u32,
+    retry: bool,
+    try_compress: bool,
+    job: JoinHandle<Result<(Vec<u8>, [u8; 32], bool)>>,
 }
 
 /// A chunk frame built and waiting for room on a link.
@@ -85,10 +96,11 @@ pub(crate) struct Sender {
     seq: u64,
     rto: Rto,
     progress: Arc<Mutex<Progress>>,
-    /// SHA-256 of the file so far, while chunks are first read in order
-    /// (so the first chunk leaves before the file is hashed), and the next
-    /// index it needs.
-    running: Option<(Sha256, u32)>,
+    /// The whole file's SHA-256, computed beside the sending (so the first
+    /// chunk leaves before the file is hashed).
+    hash_job: Option<JoinHandle<Result<[u8; 32]>>>,
+    /// Chunks being read, compressed and sealed, in the order they go out.
+    preps: VecDeque<Prep>,
     file_hash: Option<[u8; 32]>,
     compress: bool,
     raw_streak: u32,
@@ -126,7 +138,8 @@ impl Sender {
             seq: 0,
             rto,
             progress,
-            running: Some((Sha256::new(), 0)),
+            hash_job: None,
+            preps: VecDeque::new(),
             file_hash: None,
             compress,
             raw_streak: 0,
@@ -145,7 +158,16 @@ impl Sender {
     }
 
     pub async fn run(mut self, mut inbox: mpsc::Receiver<TaskInput>) -> (TransferRecord, Outcome) {
+        let path = self.rec.local_path.clone();
+        let size = self.rec.manifest.size;
+        self.hash_job = Some(tokio::task::spawn_blocking(move || hash_file(&path, size)));
         let outcome = self.run_states(&mut inbox).await;
+        if let Some(job) = self.hash_job.take() {
+            job.abort();
+        }
+        for prep in self.preps.drain(..) {
+            prep.job.abort();
+        }
         self.persist(true);
         (self.rec, outcome)
     }
@@ -203,13 +225,21 @@ impl Sender {
             let quiet = now.duration_since(self.last_heard) > self.rto.get() * 3;
             // Prepare the next chunk first, then wait for room for exactly
             // its size: small compressed frames pack many to a message.
-            if self.state == State::Sending && self.ready.is_none() && self.has_work() && !quiet {
-                if let Err(e) = self.prepare_next().await {
-                    return Outcome::Failed(e.to_string());
-                }
+            if self.state == State::Sending && !quiet {
+                self.start_preps();
             }
-            let ready_len = self.ready.as_ref().map(|r| r.frame.len());
+            let next_prepared = self.ready.is_none() && !self.preps.is_empty();
             let wake = self.next_wake();
+            // select! evaluates every branch's future, enabled or not: this
+            // one must exist even when there is nothing to wait for.
+            let head_job = self.preps.front_mut().map(|p| &mut p.job);
+            let head_done = async move {
+                match head_job {
+                    Some(job) => job.await,
+                    None => std::future::pending().await,
+                }
+            };
+            let ready_len = self.ready.as_ref().map(|r| r.frame.len());
             tokio::select! {
                 input = inbox.recv() => {
                     let Some(input) = input else { return Outcome::Stopped };
@@ -244,6 +274,23 @@ impl Sender {
                     }
                 }
                 () = sleep_until(wake) => {}
+                done = head_done, if next_prepared => {
+                    let prep = self.preps.pop_front().expect("checked non-empty");
+                    let built = done
+                        .map_err(|e| CoreError::Transfer(format!("chunk worker failed: {e}")))
+                        .and_then(|r| r)
+                        .and_then(|built| self.check_prepared(&prep, built));
+                    match built {
+                        Ok(frame) => {
+                            self.ready = Some(Ready {
+                                index: prep.index,
+                                retry: prep.retry,
+                                frame,
+                            })
+                        }
+                        Err(e) => return Outcome::Failed(e.to_string()),
+                    }
+                }
                 (link, permit) = self.node.reserve_data(ready_len.unwrap_or(0)), if ready_len.is_some() && !quiet => {
                     self.send_ready(link, permit);
                 }
@@ -418,7 +465,8 @@ impl Sender {
     }
 
     fn has_work(&self) -> bool {
-        !self.resend.is_empty() || (self.inflight.len() < self.window && self.next_new().is_some())
+        let out = self.inflight.len() + self.preps.len() + usize::from(self.ready.is_some());
+        !self.resend.is_empty() || (out < self.window && self.next_new().is_some())
     }
 
     fn next_new(&self) -> Option<u32> {
@@ -439,28 +487,25 @@ impl Sender {
         wake
     }
 
-    /// Pick the next chunk to send (a resend first) and build its frame.
-    async fn prepare_next(&mut self) -> Result<()> {
-        let (index, retry) = loop {
-            match self.resend.pop_front() {
-                Some(i) if self.acked.get(i) => continue,
-                Some(i) => break (i, true),
-                None => match self.next_new() {
-                    Some(i) => {
-                        self.cursor = i + 1;
-                        break (i, false);
-                    }
-                    None => return Ok(()),
-                },
-            }
-        };
-        let frame = self.prepare(index).await?;
-        self.ready = Some(Ready {
-            index,
-            retry,
-            frame,
-        });
-        Ok(())
+    /// Start preparing chunks (resends first) up to [`PREP_DEPTH`] at once.
+    fn start_preps(&mut self) {
+        while self.preps.len() < PREP_DEPTH && self.has_work() {
+            let (index, retry) = loop {
+                match self.resend.pop_front() {
+                    Some(i) if self.acked.get(i) => continue,
+                    Some(i) => break (i, true),
+                    None => match self.next_new() {
+                        Some(i) => {
+                            self.cursor = i + 1;
+                            break (i, false);
+                        }
+                        None => return,
+                    },
+                }
+            };
+            let prep = self.spawn_prep(index, retry);
+            self.preps.push_back(prep);
+        }
     }
 
     /// Hand the prepared frame to the link, in the room reserved for it.
@@ -517,8 +562,8 @@ impl Sender {
         self.node.touch();
     }
 
-    /// Read, hash, maybe compress, and seal chunk `index`, off the runtime.
-    async fn prepare(&mut self, index: u32) -> Result<Vec<u8>> {
+    /// Read, hash, maybe compress, and seal chunk `index` on a blocking thread.
+    fn spawn_prep(&self, index: u32, retry: bool) -> Prep {
         let m = &self.rec.manifest;
         let offset = m.offset(index);
         let len = m.chunk_len(index);
@@ -528,38 +573,33 @@ impl Sender {
         // After eight chunks in a row that did not shrink, try only every 32nd.
         let try_compress = self.compress && (self.raw_streak < 8 || index.is_multiple_of(32));
         let transfer = self.rec.id.0;
-        // The first pass goes through the file in order: hash it as it goes.
-        let mut running = match self.running.take() {
-            Some(r) if r.1 == index => Some(r),
-            other => {
-                self.running = other;
-                None
-            }
-        };
-        let (frame, hash, compressed, running) =
-            tokio::task::spawn_blocking(move || -> Result<_> {
-                let (frame, hash, compressed) = ChunkBody::frame(
-                    &cipher,
-                    &transfer,
-                    index,
-                    last,
-                    len,
-                    try_compress,
-                    |buf| file.read_exact_at(buf, offset),
-                    |data| {
-                        if let Some((hasher, next)) = running.as_mut() {
-                            hasher.update(data);
-                            *next += 1;
-                        }
-                    },
-                )?;
-                Ok((frame, hash, compressed, running))
-            })
-            .await
-            .map_err(|e| CoreError::Transfer(format!("chunk worker failed: {e}")))??;
-        if running.is_some() {
-            self.running = running;
+        let job = tokio::task::spawn_blocking(move || {
+            ChunkBody::frame(
+                &cipher,
+                &transfer,
+                index,
+                last,
+                len,
+                try_compress,
+                |buf| file.read_exact_at(buf, offset),
+                |_| {},
+            )
+        });
+        Prep {
+            index,
+            retry,
+            try_compress,
+            job,
         }
+    }
+
+    /// Check a prepared chunk against what was sent before under this key.
+    fn check_prepared(
+        &mut self,
+        prep: &Prep,
+        (frame, hash, compressed): (Vec<u8>, [u8; 32], bool),
+    ) -> Result<Vec<u8>> {
+        let index = prep.index;
         // The same chunk must always be the same bytes under this key.
         match self.node.store.chunk_hash(&self.rec.id, index)? {
             Some(old) if old != hash => {
@@ -571,24 +611,24 @@ impl Sender {
             Some(_) => {}
             None => self.node.store.put_chunk_hash(&self.rec.id, index, &hash)?,
         }
-        if try_compress {
+        if prep.try_compress {
             self.raw_streak = if compressed { 0 } else { self.raw_streak + 1 };
         }
         Ok(frame)
     }
 
     async fn whole_file_hash(&mut self) -> Result<[u8; 32]> {
-        let hash = match self.running.take() {
-            Some((hasher, next)) if next == self.rec.chunks_total => hasher.finalize().into(),
-            // Resumed part-way (or out of order): read the file once more.
-            _ => {
+        let job = match self.hash_job.take() {
+            Some(job) => job,
+            None => {
                 let path = self.rec.local_path.clone();
                 let size = self.rec.manifest.size;
                 tokio::task::spawn_blocking(move || hash_file(&path, size))
-                    .await
-                    .map_err(|e| CoreError::Transfer(format!("hashing failed: {e}")))??
             }
         };
+        let hash = job
+            .await
+            .map_err(|e| CoreError::Transfer(format!("hashing failed: {e}")))??;
         // The file must still be the one the chunks came from.
         let meta = std::fs::metadata(&self.rec.local_path)
             .map_err(|e| CoreError::io(format!("checking {}", self.rec.local_path.display()), e))?;
