@@ -254,6 +254,17 @@ impl Control {
 
 const FLAG_GZIP: u8 = 1;
 
+/// Whether a chunk goes gzipped. A chunk sent before under the same key is
+/// sent exactly as it was ([`Gzip::Always`] or [`Gzip::Never`]): one nonce
+/// must never seal two different plaintexts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Gzip {
+    Never,
+    Always,
+    /// Compress when a sample shows it will shrink.
+    IfUseful,
+}
+
 /// Decompress at most `expected_len + 1` bytes: enough to tell a bomb.
 fn inflate(payload: &[u8], expected_len: usize, index: u32) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(expected_len);
@@ -316,6 +327,13 @@ fn chunk_frame_head(
         head.extend_from_slice(&n.to_le_bytes());
     }
     Ok(head)
+}
+
+fn gzip_bytes(data: &[u8]) -> Result<Vec<u8>> {
+    gzip(data).ok_or_else(|| CoreError::Encode {
+        what: "chunk",
+        reason: "gzip failed".into(),
+    })
 }
 
 fn gzip(data: &[u8]) -> Option<Vec<u8>> {
@@ -386,7 +404,7 @@ impl ChunkBody {
         index: u32,
         last: bool,
         len: usize,
-        try_compress: bool,
+        gzip: Gzip,
         read: impl FnOnce(&mut [u8]) -> std::io::Result<()>,
         seen: impl FnOnce(&[u8]),
     ) -> Result<(Vec<u8>, [u8; 32], bool)> {
@@ -400,8 +418,16 @@ impl ChunkBody {
         let data = &out[start + 33..];
         seen(data);
         let hash = crypto::sha256(data);
-        if try_compress && data.len() >= 64 && looks_compressible(data) {
-            if let Some(gz) = gzip(data).filter(|c| c.len() < data.len()) {
+        let compressed = match gzip {
+            Gzip::Never => None,
+            Gzip::Always => Some(gzip_bytes(data)?),
+            Gzip::IfUseful if data.len() >= 64 && looks_compressible(data) => {
+                Some(gzip_bytes(data)?).filter(|c| c.len() < data.len())
+            }
+            Gzip::IfUseful => None,
+        };
+        {
+            if let Some(gz) = compressed {
                 let head =
                     chunk_frame_head(transfer, index, last, 1 + 32 + gz.len() + crypto::TAG_LEN)?;
                 let start = head.len();
@@ -565,7 +591,7 @@ mod tests {
                     300,
                     true,
                     len,
-                    true,
+                    Gzip::IfUseful,
                     |buf| {
                         buf.copy_from_slice(&data);
                         Ok(())
@@ -600,6 +626,34 @@ mod tests {
                 assert_eq!((back, h), (data, hash));
             }
         }
+    }
+
+    #[test]
+    fn a_chunk_sealed_again_with_the_same_choice_is_the_same_bytes() {
+        // Resends reuse the recorded gzip choice, so a nonce never seals two
+        // different plaintexts: check that the same choice gives the same bytes.
+        let c = cipher();
+        let data = b"compressible compressible compressible\n".repeat(3000);
+        let build = |gzip| {
+            ChunkBody::frame(
+                &c,
+                &[1; 16],
+                5,
+                false,
+                data.len(),
+                gzip,
+                |b| {
+                    b.copy_from_slice(&data);
+                    Ok(())
+                },
+                |_| {},
+            )
+            .unwrap()
+        };
+        for gzip in [Gzip::Never, Gzip::Always, Gzip::IfUseful] {
+            assert_eq!(build(gzip).0, build(gzip).0, "{gzip:?}");
+        }
+        assert!(build(Gzip::Always).2 && !build(Gzip::Never).2);
     }
 
     #[test]

@@ -244,17 +244,28 @@ impl Store {
             .transpose()
     }
 
-    pub fn put_chunk_hash(&self, id: &TransferId, index: u32, hash: &[u8; 32]) -> Result<()> {
+    /// Record chunk `index`'s plaintext hash and whether it went gzipped:
+    /// a resend must seal exactly the same plaintext under the same nonce.
+    pub fn put_chunk_hash(
+        &self,
+        id: &TransferId,
+        index: u32,
+        hash: &[u8; 32],
+        gzip: bool,
+    ) -> Result<()> {
+        let mut v = [0u8; 33];
+        v[..32].copy_from_slice(hash);
+        v[32] = u8::from(gzip);
         self.chunk_hashes
-            .insert(chunk_key(id, index), hash.as_slice())?;
+            .insert(chunk_key(id, index), v.as_slice())?;
         Ok(())
     }
 
-    pub fn chunk_hash(&self, id: &TransferId, index: u32) -> Result<Option<[u8; 32]>> {
-        Ok(self
-            .chunk_hashes
-            .get(chunk_key(id, index))?
-            .and_then(|v| v.as_ref().try_into().ok()))
+    pub fn chunk_hash(&self, id: &TransferId, index: u32) -> Result<Option<([u8; 32], bool)>> {
+        Ok(self.chunk_hashes.get(chunk_key(id, index))?.and_then(|v| {
+            let hash: [u8; 32] = v.get(..32)?.try_into().ok()?;
+            Some((hash, v.get(32) == Some(&1)))
+        }))
     }
 
     pub fn clear_chunks(&self, id: &TransferId) -> Result<()> {
@@ -397,13 +408,13 @@ mod tests {
             let mut b = Bitmap::new(3);
             b.set(1);
             s.put_bitmap(&id, &b).unwrap();
-            s.put_chunk_hash(&id, 1, &[5; 32]).unwrap();
+            s.put_chunk_hash(&id, 1, &[5; 32], true).unwrap();
             s.flush().unwrap();
         }
         let s = Store::open(dir.path()).unwrap();
         assert_eq!(s.transfer(&id).unwrap().unwrap().remote_path, "x");
         assert!(s.bitmap(&id).unwrap().unwrap().get(1));
-        assert_eq!(s.chunk_hash(&id, 1).unwrap(), Some([5; 32]));
+        assert_eq!(s.chunk_hash(&id, 1).unwrap(), Some(([5; 32], true)));
         assert_eq!(s.find_transfer(&id.short()).unwrap().id, id);
         s.delete_transfer(&id).unwrap();
         assert!(s.transfer(&id).unwrap().is_none());

@@ -391,7 +391,10 @@ impl Receiver {
         self.highest = Some(self.highest.map_or(index, |h| h.max(index)));
         self.have.set(index);
         self.unsynced = true;
-        let _ = self.node.store.put_chunk_hash(&self.rec.id, index, &hash);
+        let _ = self
+            .node
+            .store
+            .put_chunk_hash(&self.rec.id, index, &hash, false);
         {
             let mut p = lock(&self.progress);
             p.set(index, ChunkState::Acked);

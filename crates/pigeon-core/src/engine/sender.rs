@@ -26,7 +26,7 @@ use super::{lock, Node, Peer, Progress, Rto, TaskInput};
 use crate::bitmap::Bitmap;
 use crate::crypto::ChunkCipher;
 use crate::error::{CoreError, Result};
-use crate::protocol::{AckState, ChunkBody, Control};
+use crate::protocol::{AckState, ChunkBody, Control, Gzip};
 use crate::store::{now_unix, SourceStamp, TransferRecord};
 use crate::view::{ChunkState, FaultCounters, TransferStatus};
 
@@ -570,8 +570,16 @@ impl Sender {
         let last = index + 1 == self.rec.chunks_total;
         let file = self.file.clone();
         let cipher = self.cipher.clone();
-        // After eight chunks in a row that did not shrink, try only every 32nd.
+        // A chunk sent before goes exactly as it went (same nonce, same
+        // plaintext). A new one: after eight in a row that did not shrink,
+        // gzip is tried only on every 32nd.
         let try_compress = self.compress && (self.raw_streak < 8 || index.is_multiple_of(32));
+        let gzip = match self.node.store.chunk_hash(&self.rec.id, index) {
+            Ok(Some((_, true))) => Gzip::Always,
+            Ok(Some((_, false))) => Gzip::Never,
+            _ if try_compress => Gzip::IfUseful,
+            _ => Gzip::Never,
+        };
         let transfer = self.rec.id.0;
         let job = tokio::task::spawn_blocking(move || {
             ChunkBody::frame(
@@ -580,7 +588,7 @@ impl Sender {
                 index,
                 last,
                 len,
-                try_compress,
+                gzip,
                 |buf| file.read_exact_at(buf, offset),
                 |_| {},
             )
@@ -602,14 +610,14 @@ impl Sender {
         let index = prep.index;
         // The same chunk must always be the same bytes under this key.
         match self.node.store.chunk_hash(&self.rec.id, index)? {
-            Some(old) if old != hash => {
+            Some((old, _)) if old != hash => {
                 return Err(CoreError::Transfer(format!(
                     "{} changed while it was being sent (chunk {index} differs); run the command again to send it afresh",
                     self.rec.local_path.display()
                 )))
             }
             Some(_) => {}
-            None => self.node.store.put_chunk_hash(&self.rec.id, index, &hash)?,
+            None => self.node.store.put_chunk_hash(&self.rec.id, index, &hash, compressed)?,
         }
         if prep.try_compress {
             self.raw_streak = if compressed { 0 } else { self.raw_streak + 1 };
