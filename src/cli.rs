@@ -562,9 +562,7 @@ pub async fn ls(home: Home, dir: String, conn: Conn) -> Result<()> {
         if conn.json {
             println!("{}", json_line(&e));
         } else {
-            let when = humantime::format_rfc3339_seconds(
-                std::time::UNIX_EPOCH + Duration::from_secs(e.modified_unix),
-            );
+            let when = format_time(e.modified_unix);
             println!(
                 "{:>12}  {}  {:<64}  {}{}",
                 if e.is_dir {
@@ -573,15 +571,32 @@ pub async fn ls(home: Home, dir: String, conn: Conn) -> Result<()> {
                     e.size.to_string()
                 },
                 when,
-                e.sha256
-                    .as_deref()
-                    .unwrap_or(if e.is_dir { "(folder)" } else { "" }),
+                escape_control(e.sha256.as_deref().unwrap_or(if e.is_dir {
+                    "(folder)"
+                } else {
+                    ""
+                })),
                 escape_control(&e.path),
                 if e.is_dir { "/" } else { "" }
             );
         }
     }
     Ok(())
+}
+
+/// RFC 3339 for times up to the year 9999 (all a peer should send), the
+/// raw seconds beyond, never a panic.
+fn format_time(unix: u64) -> String {
+    const LAST_SECOND_OF_9999: u64 = 253_402_300_799;
+    if unix > LAST_SECOND_OF_9999 {
+        return format!("@{unix}");
+    }
+    std::time::UNIX_EPOCH
+        .checked_add(Duration::from_secs(unix))
+        .map_or_else(
+            || format!("@{unix}"),
+            |t| humantime::format_rfc3339_seconds(t).to_string(),
+        )
 }
 
 /// One JSON object on one line, safe to print on a terminal: serde_json
@@ -610,6 +625,13 @@ fn json_line(value: &impl serde::Serialize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_from_a_peer_never_panic() {
+        assert_eq!(format_time(0), "1970-01-01T00:00:00Z");
+        assert_eq!(format_time(253_402_300_900), "@253402300900");
+        assert_eq!(format_time(u64::MAX), format!("@{}", u64::MAX));
+    }
 
     #[test]
     fn json_lines_escape_c1_and_bidi_and_stay_json() {

@@ -41,7 +41,9 @@ fn main() -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
-            eprintln!("pigeon: {e:#}");
+            // Errors can quote the other side (an agent's refusal): escaped.
+            let text = format!("{e:#}");
+            eprintln!("pigeon: {}", pigeon_core::policy::escape_control(&text));
             ExitCode::FAILURE
         }
     }

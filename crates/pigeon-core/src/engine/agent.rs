@@ -768,6 +768,7 @@ impl Hooks for AgentHooks {
         };
         let slot = Arc::new(SessionSlot {
             id: session,
+            created: std::time::Instant::now(),
             peer: peer.clone(),
             link,
             session: Mutex::new(sess),
@@ -791,7 +792,10 @@ impl Hooks for AgentHooks {
         });
         self.audit(node, peer.name.as_str(), "session", "", "opened", None);
         tracing::info!(peer = %peer.name, session = %token(&session), "session opened");
-        peer.session.send_replace(Some(slot));
+        // Not current yet: a recorded Hello replayed by the provider would
+        // authenticate too. The session becomes the peer's current one when
+        // a sealed frame arrives in it, which only the real client can make.
+        let _ = slot;
         node.links[link].send_control(&peer.address, welcome, None);
     }
 

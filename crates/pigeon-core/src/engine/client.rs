@@ -196,6 +196,7 @@ impl Hooks for ClientHooks {
         };
         let slot = Arc::new(SessionSlot {
             id: session,
+            created: std::time::Instant::now(),
             peer: self.peer.clone(),
             link,
             session: Mutex::new(sess),
@@ -222,9 +223,26 @@ impl Hooks for ClientHooks {
         }
     }
 
-    async fn on_control(&self, _: &Arc<Node>, _: Arc<Peer>, control: Control) {
+    async fn on_control(&self, node: &Arc<Node>, peer: Arc<Peer>, control: Control) {
         let request = match &control {
             Control::Listing { request, .. } | Control::ListRefused { request, .. } => *request,
+            // Our Done for a finished download was lost: say it again, or
+            // the agent never learns the file arrived.
+            Control::Finish { transfer, .. } => {
+                if let Ok(Some(rec)) = node.store.transfer(transfer) {
+                    if let (TransferStatus::Completed, Some(sha256)) = (rec.status, rec.sha256) {
+                        node.send_control(
+                            &peer,
+                            &Control::Done {
+                                transfer: *transfer,
+                                sha256,
+                                faults: rec.faults,
+                            },
+                        );
+                    }
+                }
+                return;
+            }
             _ => return,
         };
         let tx = lock(&self.lists).get(&request).cloned();

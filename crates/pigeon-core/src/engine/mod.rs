@@ -83,6 +83,8 @@ impl Peer {
 
 pub(crate) struct SessionSlot {
     pub id: [u8; 16],
+    /// When the handshake completed: a newer session supersedes an older one.
+    pub created: std::time::Instant,
     pub peer: Arc<Peer>,
     pub link: usize,
     pub session: Mutex<Session>,

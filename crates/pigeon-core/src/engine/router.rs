@@ -101,7 +101,19 @@ pub(crate) async fn route<H: Hooks>(
                     continue;
                 };
                 match decode_sealed(&slot, nonce, &body) {
-                    Ok(Some(control)) => dispatch(&node, &*hooks, peer, control).await,
+                    Ok(Some(control)) => {
+                        // Proof that the peer holds this session: make it the
+                        // one replies go out in.
+                        let newer = peer
+                            .session
+                            .borrow()
+                            .as_ref()
+                            .is_none_or(|cur| cur.id != slot.id && cur.created < slot.created);
+                        if newer {
+                            peer.session.send_replace(Some(slot.clone()));
+                        }
+                        dispatch(&node, &*hooks, peer, control).await
+                    }
                     Ok(None) => node.record_fault(link, |s| {
                         s.duplicate.fetch_add(1, Ordering::Relaxed);
                     }),
