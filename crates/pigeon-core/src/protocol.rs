@@ -99,6 +99,17 @@ impl Manifest {
         u64::from(index) * u64::from(self.chunk_size)
     }
 
+    /// Names one keying of a transfer: its secret and this manifest.
+    pub fn epoch(&self, secret: &TransferSecret) -> Result<[u8; 8]> {
+        let mut material = secret.key.to_vec();
+        material.extend_from_slice(&secret.nonce_prefix);
+        material.extend_from_slice(&self.hash()?);
+        let digest = crypto::sha256(&material);
+        let mut epoch = [0u8; 8];
+        epoch.copy_from_slice(&digest[..8]);
+        Ok(epoch)
+    }
+
     /// Bound into every chunk's associated data.
     pub fn hash(&self) -> Result<[u8; 32]> {
         Ok(crypto::sha256(&codec::encode("manifest", 1, self)?))
@@ -170,9 +181,12 @@ pub enum Control {
         /// whose source changed (downloads).
         restarted: bool,
     },
-    /// The receiver takes it, and already has these chunks.
+    /// The receiver takes it, and already has these chunks. `epoch` names
+    /// the key and manifest the answer is about ([`Manifest::epoch`]): a
+    /// download re-keyed under the same id must not count old answers.
     Accept {
         transfer: TransferId,
+        epoch: [u8; 8],
         have: AckState,
     },
     /// The receiver (or the agent, for a fetch) will not.
@@ -183,6 +197,7 @@ pub enum Control {
     },
     Ack {
         transfer: TransferId,
+        epoch: [u8; 8],
         have: AckState,
     },
     /// All chunks are acknowledged; this is the whole file's SHA-256.

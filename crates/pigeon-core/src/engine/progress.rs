@@ -80,6 +80,16 @@ impl Progress {
         }
     }
 
+    /// A chunk counted as acknowledged turned out not to be held.
+    pub fn chunks_reset(&mut self, index: u32) {
+        if let Some(slot) = self.chunks.get_mut(index as usize) {
+            if *slot == ChunkState::Acked as u8 {
+                *slot = ChunkState::Pending as u8;
+                self.done = self.done.saturating_sub(1);
+            }
+        }
+    }
+
     pub fn bytes_done(&self) -> u64 {
         (u64::from(self.done) * u64::from(self.chunk_size)).min(self.size)
     }

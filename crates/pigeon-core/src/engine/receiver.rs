@@ -271,7 +271,7 @@ impl Receiver {
                     let changed = self.rec.chunks_total > 0
                         && (manifest != self.rec.manifest || secret != self.rec.secret);
                     if changed || self.file.is_none() && had == 0 {
-                        self.reset_to(manifest, secret)?;
+                        self.reset_to(manifest, secret).await?;
                     } else {
                         self.open_partial(false)?;
                     }
@@ -297,6 +297,7 @@ impl Receiver {
                     &self.peer,
                     &Control::Accept {
                         transfer: self.rec.id,
+                        epoch: self.rec.manifest.epoch(&self.rec.secret)?,
                         have: AckState::from_bitmap(&self.have),
                     },
                 );
@@ -316,11 +317,16 @@ impl Receiver {
     }
 
     /// A new manifest (new transfer, or the source changed): start over.
-    fn reset_to(
+    async fn reset_to(
         &mut self,
         manifest: crate::protocol::Manifest,
         secret: crate::crypto::TransferSecret,
     ) -> Result<()> {
+        // An acknowledgement being made of the old keying must not land
+        // after the reset and overwrite it.
+        if let Some(job) = self.ack_job.take() {
+            let _ = job.await;
+        }
         self.rec.chunks_total = manifest.chunk_count();
         self.rec.manifest = manifest;
         self.rec.secret = secret;
@@ -472,6 +478,7 @@ impl Receiver {
         }
         let have = self.have.clone();
         let rec = self.rec.clone();
+        let epoch = rec.manifest.epoch(&rec.secret)?;
         let file = self.file.clone().filter(|_| self.unsynced);
         self.unsynced = false;
         let node = self.node.clone();
@@ -490,6 +497,7 @@ impl Receiver {
                 &peer,
                 &Control::Ack {
                     transfer: rec.id,
+                    epoch,
                     have: AckState::from_bitmap(&have),
                 },
             );

@@ -106,6 +106,8 @@ pub(crate) struct Sender {
     raw_streak: u32,
     window: usize,
     state: State,
+    /// Which keying answers must be about ([`Manifest::epoch`]).
+    epoch: [u8; 8],
     ready: Option<Ready>,
     resync_at: Option<Instant>,
     last_heard: Instant,
@@ -145,6 +147,7 @@ impl Sender {
             raw_streak: 0,
             window,
             state: State::Offering,
+            epoch: rec.manifest.epoch(&rec.secret)?,
             ready: None,
             resync_at: None,
             last_heard: Instant::now(),
@@ -333,12 +336,20 @@ impl Sender {
             TaskInput::Control(c) => {
                 self.last_heard = Instant::now();
                 match c {
+                    Control::Accept { have, epoch, .. } | Control::Ack { have, epoch, .. }
+                        if epoch != self.epoch =>
+                    {
+                        tracing::debug!(transfer = %self.rec.id.short(), ?have, "answer about another keying dropped");
+                    }
                     Control::Accept { have, .. } => {
                         if self.state == State::Offering {
                             tracing::debug!(transfer = %self.rec.id.short(), "accepted");
                             self.state = State::Sending;
                             self.resync_at = None;
                         }
+                        // What the receiver holds now is the truth, also
+                        // when it holds less than we thought.
+                        self.forget_missing(&have);
                         self.on_ack(&have);
                     }
                     Control::Ack { have, .. } => {
@@ -346,6 +357,10 @@ impl Sender {
                             // An acknowledgement means it was accepted before.
                             self.state = State::Sending;
                             self.resync_at = None;
+                        }
+                        if self.state == State::Finishing {
+                            // Answering our Finish with gaps: send them again.
+                            self.forget_missing(&have);
                         }
                         self.on_ack(&have);
                         if self.state == State::Finishing && !self.acked.is_complete() {
@@ -441,6 +456,44 @@ impl Sender {
             self.queue_resend(i);
         }
         self.node.touch();
+    }
+
+    /// Un-acknowledge what the receiver says it does not hold (as far as
+    /// its answer reaches: beyond its last range nothing is said).
+    fn forget_missing(&mut self, have: &AckState) {
+        let told_up_to = have
+            .ranges
+            .last()
+            .map_or(have.base, |&(_, e)| e.max(have.base));
+        let truncated = have.ranges.len() >= AckState::MAX_RANGES;
+        let limit = if truncated {
+            told_up_to
+        } else {
+            self.acked.len()
+        };
+        let mut fresh = Bitmap::new(self.acked.len());
+        for i in 0..self.acked.len() {
+            // Only take away here; `on_ack` adds what is new.
+            let keep = self.acked.get(i) && (i >= limit || have.contains(i));
+            if keep {
+                fresh.set(i);
+            }
+        }
+        if fresh.count() < self.acked.count() {
+            tracing::debug!(
+                transfer = %self.rec.id.short(),
+                lost = self.acked.count() - fresh.count(),
+                "the receiver holds less than acknowledged; sending again"
+            );
+            self.cursor = 0;
+            let mut p = lock(&self.progress);
+            for i in 0..self.acked.len() {
+                if self.acked.get(i) && !fresh.get(i) {
+                    p.chunks_reset(i);
+                }
+            }
+        }
+        self.acked = fresh;
     }
 
     fn queue_resend(&mut self, i: u32) {
