@@ -268,18 +268,29 @@ pub async fn upload(
     let mut events = handle.events();
     let mut ids = vec![];
     let mut ok = true;
-    for file in &files {
-        let remote = match (&to, files.len()) {
-            (Some(t), 1) if !t.ends_with('/') => t.clone(),
-            (Some(dir), _) => {
-                let name = file
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                format!("{}/{name}", dir.trim_end_matches('/'))
+    let remotes: Vec<String> = files
+        .iter()
+        .map(|file| {
+            let name = file
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            match (&to, files.len()) {
+                (Some(t), 1) if !t.ends_with('/') => t.clone(),
+                (Some(dir), _) => format!("{}/{name}", dir.trim_end_matches('/')),
+                (None, _) => name,
             }
-            (None, _) => String::new(),
-        };
+        })
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    if let Some(dup) = remotes.iter().find(|r| !seen.insert(r.as_str())) {
+        handle.shutdown().await;
+        bail!(
+            "two of these files would land on the same remote path {}; rename one or upload them separately",
+            escape_control(dup)
+        );
+    }
+    for (file, remote) in files.iter().zip(remotes) {
         match handle.upload(file.clone(), remote, options.clone()).await {
             Ok(id) => ids.push(id),
             Err(e) => {

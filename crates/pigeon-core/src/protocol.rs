@@ -99,6 +99,25 @@ impl Manifest {
         u64::from(index) * u64::from(self.chunk_size)
     }
 
+    /// Refuse shapes no sender of ours makes, before anything is allocated
+    /// for them (a chunk map costs a byte per chunk).
+    pub fn check(&self) -> std::result::Result<(), String> {
+        const MIN_CHUNK: u32 = 64;
+        const MAX_CHUNK: u32 = 16 * 1024 * 1024;
+        const MAX_CHUNKS: u64 = 1 << 26;
+        if !(MIN_CHUNK..=MAX_CHUNK).contains(&self.chunk_size) {
+            return Err(format!("chunk size {} is out of range", self.chunk_size));
+        }
+        let chunks = self.size.div_ceil(u64::from(self.chunk_size)).max(1);
+        if chunks > MAX_CHUNKS {
+            return Err(format!(
+                "{} bytes in chunks of {} is more than {MAX_CHUNKS} chunks",
+                self.size, self.chunk_size
+            ));
+        }
+        Ok(())
+    }
+
     /// Names one keying of a transfer: its secret and this manifest.
     pub fn epoch(&self, secret: &TransferSecret) -> Result<[u8; 8]> {
         let mut material = secret.key.to_vec();

@@ -146,6 +146,8 @@ pub struct Store {
     chunk_hashes: sled::Tree,
     sessions: sled::Tree,
     audit: sled::Tree,
+    /// Appends to the audit chain one at a time (read last, then insert).
+    audit_lock: std::sync::Arc<std::sync::Mutex<()>>,
 }
 
 impl Store {
@@ -174,6 +176,7 @@ impl Store {
             chunk_hashes: db.open_tree("chunk_hashes")?,
             sessions: db.open_tree("sessions")?,
             audit: db.open_tree("audit")?,
+            audit_lock: Default::default(),
             db,
         })
     }
@@ -303,6 +306,7 @@ impl Store {
 
     /// Append to the audit log, chaining this record to the previous one.
     pub fn audit(&self, mut rec: AuditRecord) -> Result<()> {
+        let _one_at_a_time = self.audit_lock.lock().unwrap_or_else(|e| e.into_inner());
         let last = self.audit.last()?;
         let (seq, prev) = match last {
             Some((k, v)) => {

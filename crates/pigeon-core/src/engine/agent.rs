@@ -101,6 +101,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
         home: cfg.home.clone(),
         root,
         welcomes: Mutex::new(HashMap::new()),
+        refused: Mutex::new(HashMap::new()),
         hashes: Mutex::new(HashMap::new()),
     });
     hooks.reload_trust(&node);
@@ -138,6 +139,8 @@ struct AgentHooks {
     root: StorageRoot,
     /// The answer to each handshake, sent again if the client repeats it.
     welcomes: Mutex<HashMap<[u8; 16], Vec<u8>>>,
+    /// When each untrusted key was last refused (for rate limiting).
+    refused: Mutex<HashMap<PublicKey, std::time::Instant>>,
     /// SHA-256 of files listed before, while they stay unchanged.
     hashes: Mutex<HashMap<PathBuf, (SourceStamp, [u8; 32])>>,
 }
@@ -273,6 +276,19 @@ impl AgentHooks {
                 return;
             }
         }
+        if let Err(reason) = manifest.check() {
+            return self.refuse(
+                node,
+                &peer,
+                Req {
+                    transfer,
+                    action: "upload",
+                    path: &path,
+                },
+                RefuseCode::TooLarge,
+                reason,
+            );
+        }
         if !lock(&peer.permissions).upload {
             return self.refuse(
                 node,
@@ -349,12 +365,21 @@ impl AgentHooks {
         // An interrupted upload of the same path by the same peer is
         // superseded by this one (its source changed): drop its partial.
         if let Ok(all) = node.store.transfers() {
-            for old in all.into_iter().filter(|t| {
-                t.role == Role::Receiver
-                    && t.peer == peer.name.as_str()
-                    && t.remote_path == remote.to_string()
-                    && !t.status.is_finished()
-            }) {
+            let same_path: Vec<_> = all
+                .into_iter()
+                .filter(|t| {
+                    t.role == Role::Receiver
+                        && t.peer == peer.name.as_str()
+                        && t.remote_path == remote.to_string()
+                        && !t.status.is_finished()
+                })
+                .collect();
+            for old in same_path {
+                // A newer offer for the same path replaces it: a running
+                // task discards its own partial (and tells its sender).
+                if node.deliver(&old.id, TaskInput::Cancel).await {
+                    continue;
+                }
                 if let Some(p) = &old.partial_path {
                     let _ = std::fs::remove_file(p);
                 }
@@ -576,6 +601,20 @@ impl AgentHooks {
                 e.to_string(),
             );
         }
+        // Durable before the offer leaves: a restart must offer the same key.
+        if let Err(e) = node.store.flush_async().await {
+            return self.refuse(
+                node,
+                &peer,
+                Req {
+                    transfer,
+                    action: "download",
+                    path: &path,
+                },
+                RefuseCode::Internal,
+                e.to_string(),
+            );
+        }
         spawn_sender(node.clone(), peer, rec, restarted);
     }
 
@@ -734,6 +773,22 @@ impl Hooks for AgentHooks {
     ) {
         self.reload_trust(node);
         let Some(peer) = lock(&node.peers).values().find(|p| p.key == from).cloned() else {
+            // Anyone can send these: log and audit each key at most once a
+            // minute, so they cannot fill the disk.
+            let now = std::time::Instant::now();
+            {
+                let mut seen = lock(&self.refused);
+                if seen.len() > 4096 {
+                    seen.clear();
+                }
+                if seen
+                    .get(&from)
+                    .is_some_and(|t| now.duration_since(*t) < Duration::from_secs(60))
+                {
+                    return;
+                }
+                seen.insert(from, now);
+            }
             tracing::warn!(key = %from, "refused a handshake from an untrusted key");
             self.audit(
                 node,

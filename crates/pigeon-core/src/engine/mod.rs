@@ -256,8 +256,13 @@ impl Node {
         rx
     }
 
+    /// Forget a finished task, unless a newer one already took its place
+    /// (the old one's inbox is closed once it returned; a new one's is not).
     pub fn unregister_task(&self, id: &TransferId) {
-        lock(&self.tasks).remove(id);
+        let mut tasks = lock(&self.tasks);
+        if tasks.get(id).is_some_and(|(_, tx)| tx.is_closed()) {
+            tasks.remove(id);
+        }
     }
 
     pub fn has_task(&self, id: &TransferId) -> bool {

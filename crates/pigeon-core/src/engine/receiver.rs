@@ -237,13 +237,19 @@ impl Receiver {
                 Ok(Some(Outcome::Cancelled))
             }
             TaskInput::Chunk { index, last, body } => {
-                self.last_heard = Instant::now();
-                if self.cfg.initiator {
-                    // Chunks are flowing: no need to ask again soon.
-                    self.fetch_at = Some(Instant::now() + self.rto.get() * 4);
-                }
                 match self.on_chunk(index, last, body).await {
-                    Ok(()) => Ok(None),
+                    Ok(authentic) => {
+                        // Only a chunk that opened under the key proves the
+                        // sender is there: forged ones keep nothing alive.
+                        if authentic {
+                            self.last_heard = Instant::now();
+                            if self.cfg.initiator {
+                                // Chunks are flowing: no need to ask again soon.
+                                self.fetch_at = Some(Instant::now() + self.rto.get() * 4);
+                            }
+                        }
+                        Ok(None)
+                    }
                     Err(e) => Ok(Some(self.cannot_write(e))),
                 }
             }
@@ -262,6 +268,11 @@ impl Receiver {
                 restarted,
                 ..
             } => {
+                if let Err(reason) = manifest.check() {
+                    return Ok(Some(Outcome::Failed(format!(
+                        "the agent offered an impossible file: {reason}"
+                    ))));
+                }
                 if self.cfg.initiator
                     && (self.file.is_none()
                         || manifest != self.rec.manifest
@@ -348,18 +359,18 @@ impl Receiver {
 
     /// Take one chunk. Only a local write failure (a full disk, say) is an
     /// error; anything wrong with the chunk itself is counted and dropped.
-    async fn on_chunk(&mut self, index: u32, last: bool, body: Vec<u8>) -> Result<()> {
+    async fn on_chunk(&mut self, index: u32, last: bool, body: Vec<u8>) -> Result<bool> {
         let (Some(cipher), Some(file)) = (self.cipher.clone(), self.file.clone()) else {
-            return Ok(());
+            return Ok(false);
         };
         if index >= self.rec.chunks_total {
             self.count(|f| f.corrupt += 1, |s| &s.corrupt);
-            return Ok(());
+            return Ok(false);
         }
         if self.have.get(index) {
             self.count(|f| f.duplicate += 1, |s| &s.duplicate);
             self.schedule_ack();
-            return Ok(());
+            return Ok(false);
         }
         let len = self.rec.manifest.chunk_len(index);
         let offset = self.rec.manifest.offset(index);
@@ -387,9 +398,9 @@ impl Receiver {
             Ok(Err(e)) => {
                 tracing::debug!("dropping chunk {index}: {e}");
                 self.count(|f| f.corrupt += 1, |s| &s.corrupt);
-                return Ok(());
+                return Ok(false);
             }
-            Err(_) => return Ok(()),
+            Err(_) => return Ok(false),
         };
         if self.highest.is_some_and(|h| index < h) {
             self.count(|f| f.reordered += 1, |s| &s.reordered);
@@ -408,7 +419,7 @@ impl Receiver {
         }
         self.node.touch();
         self.schedule_ack();
-        Ok(())
+        Ok(true)
     }
 
     /// This side cannot store what it received: stop, keeping every chunk

@@ -51,6 +51,7 @@ pub(crate) async fn route<H: Hooks>(
     hooks: Arc<H>,
     mut inbound: mpsc::Receiver<Inbound>,
 ) {
+    let mut last_hint: Option<std::time::Instant> = None;
     while let Some(Inbound { frame, link }) = inbound.recv().await {
         let frame = match Frame::decode(&frame) {
             Ok(f) => f,
@@ -81,7 +82,10 @@ pub(crate) async fn route<H: Hooks>(
                 let Some(slot) = slot else {
                     // Only answer keys we trust, so this cannot be used to
                     // make us write to arbitrary inboxes.
-                    if let Some(peer) = node.peer_by_key_id(&from) {
+                    if let Some(peer) = node
+                        .peer_by_key_id(&from)
+                        .filter(|_| hint_allowed(&mut last_hint))
+                    {
                         if let Ok(hint) = (Frame::UnknownSession {
                             session,
                             from: node.me.public().0,
@@ -154,4 +158,15 @@ async fn dispatch<H: Hooks>(node: &Arc<Node>, hooks: &H, peer: Arc<Peer>, contro
         }
     }
     hooks.on_control(node, peer, control).await;
+}
+
+/// At most five "unknown session" hints a second: injected frames must not
+/// make us write without bound.
+fn hint_allowed(last: &mut Option<std::time::Instant>) -> bool {
+    let now = std::time::Instant::now();
+    if last.is_some_and(|t| now.duration_since(t) < std::time::Duration::from_millis(200)) {
+        return false;
+    }
+    *last = Some(now);
+    true
 }

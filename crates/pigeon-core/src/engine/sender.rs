@@ -385,6 +385,11 @@ impl Sender {
                     Control::Refuse { reason, .. } => {
                         return Some(Outcome::Failed(format!("the agent refused: {reason}")))
                     }
+                    Control::Cancel { .. } => {
+                        return Some(Outcome::Failed(
+                            "the receiver cancelled this transfer (a newer one to the same path replaced it)".into(),
+                        ))
+                    }
                     // The client asked again (it restarted): offer again.
                     Control::Fetch { .. } if self.state != State::Finishing => self.send_offer(),
                     Control::Fetch { .. } => self.resync_at = None,
