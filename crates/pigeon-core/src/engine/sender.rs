@@ -51,12 +51,15 @@ enum State {
 /// Chunks prepared at once: one per core keeps a compressing sender busy.
 const PREP_DEPTH: usize = 2;
 
+/// A built chunk frame: (frame bytes, plaintext SHA-256, gzipped).
+type Built = (Vec<u8>, [u8; 32], bool);
+
 /// A chunk being prepared on a blocking thread.
 struct Prep {
     index: u32,
     retry: bool,
     try_compress: bool,
-    job: JoinHandle<Result<(Vec<u8>, [u8; 32], bool)>>,
+    job: JoinHandle<Result<Built>>,
 }
 
 /// A chunk frame built and waiting for room on a link.
@@ -660,11 +663,7 @@ impl Sender {
     }
 
     /// Check a prepared chunk against what was sent before under this key.
-    fn check_prepared(
-        &mut self,
-        prep: &Prep,
-        (frame, hash, compressed): (Vec<u8>, [u8; 32], bool),
-    ) -> Result<Vec<u8>> {
+    fn check_prepared(&mut self, prep: &Prep, (frame, hash, compressed): Built) -> Result<Vec<u8>> {
         let index = prep.index;
         // The same chunk must always be the same bytes under this key.
         match self.node.store.chunk_hash(&self.rec.id, index)? {
