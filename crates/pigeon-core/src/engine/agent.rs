@@ -700,7 +700,11 @@ fn manifest_for(file: &std::path::Path, meta: &std::fs::Metadata, chunk_size: u3
     }
 }
 
-/// List `path` (all files below it, recursively) with sizes and hashes.
+/// Largest file a listing hashes when it has no cached hash.
+const LIST_HASH_LIMIT: u64 = 64 * 1024 * 1024;
+
+/// List the entries of `path` with sizes and (for files up to
+/// [`LIST_HASH_LIMIT`], or cached) hashes.
 #[allow(clippy::type_complexity)]
 fn list_dir(
     root: &std::path::Path,
@@ -740,6 +744,9 @@ fn list_dir(
             let stamp = SourceStamp::of(&meta);
             match cache.get(&entry.path()) {
                 Some((s, h)) if *s == stamp => Some(sha_hex(h)),
+                // Big files are not hashed on a listing's time: the router
+                // waits for it.
+                _ if meta.len() > LIST_HASH_LIMIT => None,
                 _ => super::sender::hash_file(&entry.path(), meta.len())
                     .ok()
                     .map(|h| {

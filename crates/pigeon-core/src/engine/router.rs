@@ -153,7 +153,13 @@ async fn dispatch<H: Hooks>(node: &Arc<Node>, hooks: &H, peer: Arc<Peer>, contro
             .filter(|(owner, tx)| *owner == peer.name && !tx.is_closed())
             .map(|(_, tx)| tx.clone());
         if let Some(tx) = tx {
-            let _ = tx.send(TaskInput::Control(control)).await;
+            if matches!(control, Control::Ack { .. }) {
+                // Acknowledgements are cumulative: if the task is busy (a
+                // long hash), drop this one rather than hold up the router.
+                let _ = tx.try_send(TaskInput::Control(control));
+            } else {
+                let _ = tx.send(TaskInput::Control(control)).await;
+            }
             return;
         }
     }
