@@ -444,7 +444,15 @@ fn first_chunk_leaves_before_the_whole_file_could_be_hashed() {
     wait_until(
         "the first chunk on the spool",
         Duration::from_secs(60),
-        || std::fs::metadata(&transcript).map(|m| m.len()).unwrap_or(0) > 2_000_000 || p.exited(),
+        || {
+            // A whole line, not one still being written.
+            let text = std::fs::read(&transcript).unwrap_or_default();
+            text.split(|&b| b == b'\n')
+                .rev()
+                .skip(1)
+                .any(|line| line.len() > 2_000_000)
+                || p.exited()
+        },
     );
     assert!(!p.exited(), "the upload ended early:\n{}", p.stderr());
     p.kill9();
