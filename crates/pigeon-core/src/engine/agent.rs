@@ -128,6 +128,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
 }
 
 /// Which request a refusal answers.
+#[derive(Clone, Copy)]
 struct Req<'a> {
     transfer: TransferId,
     action: &'static str,
@@ -232,19 +233,15 @@ impl AgentHooks {
         else {
             return;
         };
+        let req = Req {
+            transfer,
+            action: "upload",
+            path: &path,
+        };
+        let refuse = |code, reason: String| self.refuse(node, &peer, req, code, reason);
         if let Ok(Some(rec)) = node.store.transfer(&transfer) {
             if rec.peer != peer.name.as_str() || rec.manifest != manifest || rec.secret != secret {
-                return self.refuse(
-                    node,
-                    &peer,
-                    Req {
-                        transfer,
-                        action: "upload",
-                        path: &path,
-                    },
-                    RefuseCode::Internal,
-                    "transfer id already in use".into(),
-                );
+                return refuse(RefuseCode::Internal, "transfer id already in use".into());
             }
             match rec.status {
                 TransferStatus::Completed => {
@@ -277,85 +274,27 @@ impl AgentHooks {
             }
         }
         if let Err(reason) = manifest.check() {
-            return self.refuse(
-                node,
-                &peer,
-                Req {
-                    transfer,
-                    action: "upload",
-                    path: &path,
-                },
-                RefuseCode::TooLarge,
-                reason,
-            );
+            return refuse(RefuseCode::TooLarge, reason);
         }
         if !lock(&peer.permissions).upload {
-            return self.refuse(
-                node,
-                &peer,
-                Req {
-                    transfer,
-                    action: "upload",
-                    path: &path,
-                },
+            return refuse(
                 RefuseCode::Permission,
                 format!("peer {} may not upload", peer.name),
             );
         }
         let remote = match RemotePath::parse_file(&path) {
             Ok(p) => p,
-            Err(e) => {
-                return self.refuse(
-                    node,
-                    &peer,
-                    Req {
-                        transfer,
-                        action: "upload",
-                        path: &path,
-                    },
-                    RefuseCode::BadPath,
-                    e.to_string(),
-                )
-            }
+            Err(e) => return refuse(RefuseCode::BadPath, e.to_string()),
         };
         let target = match self.root.prepare_parent(&remote) {
             Ok(t) => t,
-            Err(e) => {
-                return self.refuse(
-                    node,
-                    &peer,
-                    Req {
-                        transfer,
-                        action: "upload",
-                        path: &path,
-                    },
-                    RefuseCode::BadPath,
-                    e.to_string(),
-                )
-            }
+            Err(e) => return refuse(RefuseCode::BadPath, e.to_string()),
         };
         if target.is_dir() {
-            return self.refuse(
-                node,
-                &peer,
-                Req {
-                    transfer,
-                    action: "upload",
-                    path: &path,
-                },
-                RefuseCode::Exists,
-                format!("{remote} is a folder"),
-            );
+            return refuse(RefuseCode::Exists, format!("{remote} is a folder"));
         }
         if target.exists() && !overwrite {
-            return self.refuse(
-                node,
-                &peer,
-                Req {
-                    transfer,
-                    action: "upload",
-                    path: &path,
-                },
+            return refuse(
                 RefuseCode::Exists,
                 format!(
                     "{remote} already exists on the agent; upload with --overwrite to replace it"
@@ -411,17 +350,7 @@ impl AgentHooks {
             faults: FaultCounters::default(),
         };
         if let Err(e) = node.store.put_transfer(&rec) {
-            return self.refuse(
-                node,
-                &peer,
-                Req {
-                    transfer,
-                    action: "upload",
-                    path: &path,
-                },
-                RefuseCode::Internal,
-                e.to_string(),
-            );
+            return refuse(RefuseCode::Internal, e.to_string());
         }
         self.audit(
             node,
@@ -448,95 +377,36 @@ impl AgentHooks {
         transfer: TransferId,
         path: String,
     ) {
+        let req = Req {
+            transfer,
+            action: "download",
+            path: &path,
+        };
+        let refuse = |code, reason: String| self.refuse(node, &peer, req, code, reason);
         if !lock(&peer.permissions).download {
-            return self.refuse(
-                node,
-                &peer,
-                Req {
-                    transfer,
-                    action: "download",
-                    path: &path,
-                },
+            return refuse(
                 RefuseCode::Permission,
                 format!("peer {} may not download", peer.name),
             );
         }
         let remote = match RemotePath::parse_file(&path) {
             Ok(p) => p,
-            Err(e) => {
-                return self.refuse(
-                    node,
-                    &peer,
-                    Req {
-                        transfer,
-                        action: "download",
-                        path: &path,
-                    },
-                    RefuseCode::BadPath,
-                    e.to_string(),
-                )
-            }
+            Err(e) => return refuse(RefuseCode::BadPath, e.to_string()),
         };
         let file = match self.root.resolve(&remote) {
             Ok(f) => f,
-            Err(e) => {
-                return self.refuse(
-                    node,
-                    &peer,
-                    Req {
-                        transfer,
-                        action: "download",
-                        path: &path,
-                    },
-                    RefuseCode::BadPath,
-                    e.to_string(),
-                )
-            }
+            Err(e) => return refuse(RefuseCode::BadPath, e.to_string()),
         };
         let meta = match std::fs::metadata(&file) {
             Ok(m) if m.is_file() => m,
-            Ok(_) => {
-                return self.refuse(
-                    node,
-                    &peer,
-                    Req {
-                        transfer,
-                        action: "download",
-                        path: &path,
-                    },
-                    RefuseCode::NotFound,
-                    format!("{remote} is not a file"),
-                )
-            }
-            Err(_) => {
-                return self.refuse(
-                    node,
-                    &peer,
-                    Req {
-                        transfer,
-                        action: "download",
-                        path: &path,
-                    },
-                    RefuseCode::NotFound,
-                    format!("{remote} does not exist"),
-                )
-            }
+            Ok(_) => return refuse(RefuseCode::NotFound, format!("{remote} is not a file")),
+            Err(_) => return refuse(RefuseCode::NotFound, format!("{remote} does not exist")),
         };
         let stamp = SourceStamp::of(&meta);
         let existing = node.store.transfer(&transfer).ok().flatten();
         let (rec, restarted) = match existing {
             Some(rec) if rec.peer != peer.name.as_str() || rec.role != Role::Sender => {
-                return self.refuse(
-                    node,
-                    &peer,
-                    Req {
-                        transfer,
-                        action: "download",
-                        path: &path,
-                    },
-                    RefuseCode::Internal,
-                    "transfer id already in use".into(),
-                )
+                return refuse(RefuseCode::Internal, "transfer id already in use".into())
             }
             Some(rec) if rec.source == Some(stamp) && rec.local_path == file => (rec, false),
             Some(mut rec) => {
@@ -589,31 +459,11 @@ impl AgentHooks {
             }
         };
         if let Err(e) = node.store.put_transfer(&rec) {
-            return self.refuse(
-                node,
-                &peer,
-                Req {
-                    transfer,
-                    action: "download",
-                    path: &path,
-                },
-                RefuseCode::Internal,
-                e.to_string(),
-            );
+            return refuse(RefuseCode::Internal, e.to_string());
         }
         // Durable before the offer leaves: a restart must offer the same key.
         if let Err(e) = node.store.flush_async().await {
-            return self.refuse(
-                node,
-                &peer,
-                Req {
-                    transfer,
-                    action: "download",
-                    path: &path,
-                },
-                RefuseCode::Internal,
-                e.to_string(),
-            );
+            return refuse(RefuseCode::Internal, e.to_string());
         }
         spawn_sender(node.clone(), peer, rec, restarted);
     }
