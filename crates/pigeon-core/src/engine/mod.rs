@@ -363,6 +363,19 @@ impl Rto {
     }
 }
 
+/// How a transfer task ends when the other side has been silent too long:
+/// a client fails with advice, an agent stops and keeps the state.
+pub(crate) fn silent_peer(node: &Node, limit: Duration, fail: bool) -> sender::Outcome {
+    if !fail {
+        return sender::Outcome::Stopped;
+    }
+    sender::Outcome::Failed(format!(
+        "no answer from the peer for {} s over {}; is the agent running and does it trust this key? Run the same command again to resume",
+        limit.as_secs(),
+        node.transports_label()
+    ))
+}
+
 pub(crate) fn random_session_id() -> [u8; 16] {
     rand::random()
 }

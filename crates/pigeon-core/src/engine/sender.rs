@@ -184,15 +184,11 @@ impl Sender {
         loop {
             let now = Instant::now();
             if now.duration_since(self.last_heard) > self.cfg.silence_limit {
-                return if self.cfg.fail_on_silence {
-                    Outcome::Failed(format!(
-                        "no answer from the peer for {} s over {}; is the agent running and does it trust this key? Run the same command again to resume",
-                        self.cfg.silence_limit.as_secs(),
-                        self.node.transports_label()
-                    ))
-                } else {
-                    Outcome::Stopped
-                };
+                return super::silent_peer(
+                    &self.node,
+                    self.cfg.silence_limit,
+                    self.cfg.fail_on_silence,
+                );
             }
             if self.state == State::Sending && self.acked.is_complete() {
                 tracing::debug!(transfer = %self.rec.id.short(), "all chunks acknowledged");
