@@ -71,6 +71,21 @@ impl Frame {
     pub fn decode(bytes: &[u8]) -> Result<Frame> {
         codec::decode("frame", PROTOCOL_VERSION, bytes)
     }
+
+    /// [`decode`](Self::decode), but a chunk frame keeps `bytes` as its
+    /// body (the header is cut off in place): no copy of a megabyte.
+    pub fn decode_owned(mut bytes: Vec<u8>) -> Result<Frame> {
+        if let Some((transfer, index, last, head)) = parse_chunk_head(&bytes) {
+            bytes.drain(..head);
+            return Ok(Frame::Chunk {
+                transfer,
+                index,
+                last,
+                body: bytes,
+            });
+        }
+        Frame::decode(&bytes)
+    }
 }
 
 /// Everything the receiver must know before the first chunk.
@@ -327,6 +342,48 @@ fn check_chunk(
         )));
     }
     Ok((data, hash))
+}
+
+/// bincode's variant index of [`Frame::Chunk`].
+const CHUNK_VARIANT: u8 = 3;
+
+/// Read the head [`chunk_frame_head`] writes: (transfer, index, last, head
+/// length), when `bytes` is a well-formed chunk frame whose body runs to the
+/// end. Anything else is left to the generic decoder.
+fn parse_chunk_head(bytes: &[u8]) -> Option<([u8; 16], u32, bool, usize)> {
+    fn varint(bytes: &[u8], pos: &mut usize) -> Option<u64> {
+        let first = *bytes.get(*pos)?;
+        *pos += 1;
+        let width = match first {
+            0..=250 => return Some(u64::from(first)),
+            251 => 2,
+            252 => 4,
+            253 => 8,
+            _ => return None,
+        };
+        let raw = bytes.get(*pos..*pos + width)?;
+        *pos += width;
+        let mut le = [0u8; 8];
+        le[..width].copy_from_slice(raw);
+        Some(u64::from_le_bytes(le))
+    }
+    if bytes.len() < 2 || bytes[0] != PROTOCOL_VERSION || bytes[1] != CHUNK_VARIANT {
+        return None;
+    }
+    let transfer: [u8; 16] = bytes.get(2..18)?.try_into().ok()?;
+    let mut pos = 18;
+    let index = u32::try_from(varint(bytes, &mut pos)?).ok()?;
+    let last = match *bytes.get(pos)? {
+        0 => false,
+        1 => true,
+        _ => return None,
+    };
+    pos += 1;
+    let len = varint(bytes, &mut pos)?;
+    (pos as u64)
+        .checked_add(len)
+        .filter(|&end| end == bytes.len() as u64)?;
+    Some((transfer, index, last, pos))
 }
 
 /// The encoding of `Frame::Chunk { transfer, index, last, body }` up to the
@@ -644,6 +701,10 @@ mod tests {
                     panic!("not a chunk frame")
                 };
                 assert_eq!((transfer, index, last), ([7; 16], 300, true));
+                assert_eq!(
+                    Frame::decode_owned(bytes.clone()).unwrap(),
+                    Frame::decode(&bytes).unwrap()
+                );
                 let again = Frame::Chunk {
                     transfer,
                     index,
@@ -708,6 +769,11 @@ mod tests {
         #[test]
         fn decoding_garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
             let _ = Frame::decode(&bytes);
+            let mut chunkish = vec![PROTOCOL_VERSION, CHUNK_VARIANT];
+            chunkish.extend_from_slice(&bytes);
+            if let (Ok(a), Ok(b)) = (Frame::decode_owned(chunkish.clone()), Frame::decode(&chunkish)) {
+                prop_assert_eq!(a, b);
+            }
             let _ = Control::decode(&bytes);
             let mut versioned = vec![PROTOCOL_VERSION];
             versioned.extend_from_slice(&bytes);

@@ -251,7 +251,7 @@ impl Node {
     /// frames reach it.
     pub fn register_task(&self, id: TransferId, peer: &PeerName) -> mpsc::Receiver<TaskInput> {
         // Small: a chunk may be a MiB, and the router waiting is back-pressure.
-        let (tx, rx) = mpsc::channel(16);
+        let (tx, rx) = mpsc::channel(8);
         lock(&self.tasks).insert(id, (peer.clone(), tx));
         rx
     }

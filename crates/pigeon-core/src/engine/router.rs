@@ -53,7 +53,7 @@ pub(crate) async fn route<H: Hooks>(
 ) {
     let mut last_hint: Option<std::time::Instant> = None;
     while let Some(Inbound { frame, link }) = inbound.recv().await {
-        let frame = match Frame::decode(&frame) {
+        let frame = match Frame::decode_owned(frame) {
             Ok(f) => f,
             Err(_) => {
                 node.record_fault(link, |s| {

@@ -172,7 +172,7 @@ impl LocalSpool {
             None
         };
         // Hold few messages in memory: a few MB whatever the profile.
-        let depth = (8 * 1024 * 1024 / caps.payload_bytes().max(1)).clamp(2, 64);
+        let depth = (4 * 1024 * 1024 / caps.payload_bytes().max(1)).clamp(2, 64);
         let (tx, rx) = mpsc::channel(depth);
         tokio::spawn(read_inbox(inbox_dir, caps.text_only, tx));
         let rng = match uri.faults.seed {
