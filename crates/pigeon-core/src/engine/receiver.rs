@@ -604,6 +604,11 @@ impl Receiver {
         .await
         .map_err(|e| CoreError::Transfer(e.to_string()))?
         .ctx(|| format!("putting {} in place", self.rec.local_path.display()))?;
+        Ok(Some(self.done(sha256)))
+    }
+
+    /// Confirm the verified file to the sender.
+    fn done(&self, sha256: [u8; 32]) -> Outcome {
         self.node.send_control(
             &self.peer,
             &Control::Done {
@@ -612,7 +617,7 @@ impl Receiver {
                 faults: self.rec.faults,
             },
         );
-        Ok(Some(Outcome::Completed(sha256)))
+        Outcome::Completed(sha256)
     }
 
     /// Finish a transfer whose file is already in place: complete only if
@@ -634,15 +639,7 @@ impl Receiver {
             );
             return Ok(Some(Outcome::Failed(reason)));
         }
-        self.node.send_control(
-            &self.peer,
-            &Control::Done {
-                transfer: self.rec.id,
-                sha256,
-                faults: self.rec.faults,
-            },
-        );
-        Ok(Some(Outcome::Completed(sha256)))
+        Ok(Some(self.done(sha256)))
     }
 
     fn discard(&mut self) {
