@@ -466,3 +466,57 @@ fn control_and_bidi_characters_in_remote_names_are_never_printed_raw() {
         run.stderr
     );
 }
+
+/// DESIGN.md section 5, "reorder, duplicate, replay": a provider that
+/// replays every message of a finished session (handshake, offer, chunks,
+/// finish) to the agent gets nothing stored or changed, and the agent goes
+/// on serving the real client.
+#[test]
+fn an_old_transcript_replayed_to_the_agent_changes_nothing() {
+    let mut w = World::new("transcript=1");
+    w.start_agent();
+    let f = w.random_file("original.bin", 300_000, 9);
+    w.upload(&[&f], &[]).assert_ok();
+    let stored_before = w.stored_files();
+    let hash_before = sha256_file(&w.storage().join("original.bin"));
+    let old = w.client_transcript();
+    assert!(old.len() >= 3, "a handshake, an offer and data were sent");
+
+    // The provider delivers the whole old conversation again, in order.
+    let inbox = w.agent_inbox();
+    for (i, m) in old.iter().enumerate() {
+        let name = format!("99999999999999999999-replay-{i:06}.msg");
+        std::fs::write(inbox.join(&name), &m.bytes).unwrap();
+    }
+    wait_until(
+        "the agent to read the replayed messages",
+        Duration::from_secs(30),
+        || {
+            std::fs::read_dir(&inbox)
+                .map(|d| {
+                    d.filter_map(|e| e.ok())
+                        .all(|e| !e.file_name().to_string_lossy().contains("replay"))
+                })
+                .unwrap_or(false)
+        },
+    );
+    std::thread::sleep(Duration::from_millis(500));
+
+    assert!(
+        w.agent_running(),
+        "the agent survives the replay:\n{}",
+        w.agent_log()
+    );
+    assert_eq!(w.stored_files(), stored_before, "nothing new stored");
+    assert_eq!(sha256_file(&w.storage().join("original.bin")), hash_before);
+    assert!(
+        w.staged_files().is_empty(),
+        "nothing staged: {:?}",
+        w.staged_files()
+    );
+
+    // And the real client is still served.
+    let g = w.random_file("after.bin", 50_000, 10);
+    w.upload(&[&g], &[]).assert_ok();
+    assert_same_file(&g, &w.storage().join("after.bin"));
+}
