@@ -520,3 +520,34 @@ fn an_old_transcript_replayed_to_the_agent_changes_nothing() {
     w.upload(&[&g], &[]).assert_ok();
     assert_same_file(&g, &w.storage().join("after.bin"));
 }
+
+/// A Hello recorded from an earlier session and replayed by the provider
+/// authenticates (Noise KK's first message can be replayed), but it must
+/// not take the live client's place: the agent makes a session current only
+/// when a sealed frame arrives in it, which only the real client can make.
+#[test]
+fn a_replayed_handshake_does_not_cut_off_the_live_client() {
+    let mut w = World::new("profile=telegram-text&msgs_per_min=600&transcript=1");
+    w.start_agent();
+    w.client(&["ls"]).assert_ok();
+    let hello = w
+        .client_transcript()
+        .into_iter()
+        .next()
+        .expect("the handshake");
+    // A new agent process: the recorded session is unknown to it.
+    w.stop_agent();
+    w.start_agent();
+    let f = w.random_file("live.bin", 60_000, 11);
+    let p = w.spawn_upload(&[&f], &["--timeout", "30"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    std::fs::write(
+        w.agent_inbox()
+            .join("00000000000000000000-replayed-hello.msg"),
+        &hello.bytes,
+    )
+    .unwrap();
+    let run = p.wait(CLIENT_TIMEOUT);
+    run.assert_ok();
+    assert_same_file(&f, &w.storage().join("live.bin"));
+}
