@@ -102,7 +102,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
         root,
         welcomes: Mutex::new(HashMap::new()),
         refused: Mutex::new(HashMap::new()),
-        hashes: Mutex::new(HashMap::new()),
+        hashes: Arc::new(Mutex::new(HashMap::new())),
     });
     hooks.reload_trust(&node);
     expire_partials(&node, &hooks.root, PARTIAL_EXPIRY);
@@ -143,7 +143,7 @@ struct AgentHooks {
     /// When each untrusted key was last refused (for rate limiting).
     refused: Mutex<HashMap<PublicKey, std::time::Instant>>,
     /// SHA-256 of files listed before, while they stay unchanged.
-    hashes: Mutex<HashMap<PathBuf, (SourceStamp, [u8; 32])>>,
+    hashes: Arc<Mutex<HashMap<PathBuf, (SourceStamp, [u8; 32])>>>,
 }
 
 impl AgentHooks {
@@ -177,20 +177,7 @@ impl AgentHooks {
         outcome: &str,
         sha: Option<[u8; 32]>,
     ) {
-        let rec = AuditRecord {
-            seq: 0,
-            prev: [0; 32],
-            time_unix: 0,
-            peer: peer.to_string(),
-            action: action.to_string(),
-            path: path.to_string(),
-            outcome: outcome.to_string(),
-            sha256: sha.as_ref().map(sha_hex),
-            transport: node.transports_label(),
-        };
-        if let Err(e) = node.store.audit(rec) {
-            node.log(LogLevel::Error, format!("audit log write failed: {e}"));
-        }
+        audit(node, peer, action, path, outcome, sha);
     }
 
     fn refuse(&self, node: &Node, peer: &Peer, req: Req<'_>, code: RefuseCode, reason: String) {
@@ -498,36 +485,72 @@ impl AgentHooks {
             Ok(p) => p,
             Err(e) => return refuse(e.to_string()),
         };
+        // Listing (and hashing) runs beside the router: a big folder must
+        // not hold up every other peer's frames.
         let root_path = self.root.path().to_path_buf();
-        let cache: HashMap<PathBuf, (SourceStamp, [u8; 32])> = lock(&self.hashes).clone();
-        let listed =
-            tokio::task::spawn_blocking(move || list_dir(&root_path, &path, &remote, cache)).await;
-        let (entries, fresh) = match listed {
-            Ok(Ok(x)) => x,
-            Ok(Err(e)) => return refuse(e),
-            Err(e) => return refuse(e.to_string()),
-        };
-        lock(&self.hashes).extend(fresh);
-        if offset == 0 {
-            self.audit(node, peer.name.as_str(), "list", &dir, "ok", None);
-        }
-        // Pages small enough to seal in one control frame.
-        let mut page = vec![];
-        let mut bytes = 0;
-        let mut i = offset as usize;
-        while i < entries.len() && bytes < 40_000 {
-            bytes += entries[i].path.len() + 120;
-            page.push(entries[i].clone());
-            i += 1;
-        }
-        node.send_control(
-            &peer,
-            &Control::Listing {
-                request,
-                entries: page,
-                more: i < entries.len(),
-            },
-        );
+        let hashes = self.hashes.clone();
+        let node = node.clone();
+        tokio::spawn(async move {
+            let cache: HashMap<PathBuf, (SourceStamp, [u8; 32])> = lock(&hashes).clone();
+            let listed =
+                tokio::task::spawn_blocking(move || list_dir(&root_path, &path, &remote, cache))
+                    .await;
+            let (entries, fresh) = match listed {
+                Ok(Ok(x)) => x,
+                Ok(Err(reason)) => {
+                    audit(
+                        &node,
+                        peer.name.as_str(),
+                        "list",
+                        &dir,
+                        &format!("refused: {reason}"),
+                        None,
+                    );
+                    node.send_control(&peer, &Control::ListRefused { request, reason });
+                    return;
+                }
+                Err(_) => return,
+            };
+            lock(&hashes).extend(fresh);
+            if offset == 0 {
+                audit(&node, peer.name.as_str(), "list", &dir, "ok", None);
+            }
+            // Pages small enough to seal in one control frame.
+            let mut page = vec![];
+            let mut bytes = 0;
+            let mut i = offset as usize;
+            while i < entries.len() && bytes < 40_000 {
+                bytes += entries[i].path.len() + 120;
+                page.push(entries[i].clone());
+                i += 1;
+            }
+            node.send_control(
+                &peer,
+                &Control::Listing {
+                    request,
+                    entries: page,
+                    more: i < entries.len(),
+                },
+            );
+        });
+    }
+}
+
+/// Append one line to the audit log (a failure is logged, not fatal).
+fn audit(node: &Node, peer: &str, action: &str, path: &str, outcome: &str, sha: Option<[u8; 32]>) {
+    let rec = AuditRecord {
+        seq: 0,
+        prev: [0; 32],
+        time_unix: 0,
+        peer: peer.to_string(),
+        action: action.to_string(),
+        path: path.to_string(),
+        outcome: outcome.to_string(),
+        sha256: sha.as_ref().map(sha_hex),
+        transport: node.transports_label(),
+    };
+    if let Err(e) = node.store.audit(rec) {
+        node.log(LogLevel::Error, format!("audit log write failed: {e}"));
     }
 }
 
