@@ -135,6 +135,9 @@ struct Req<'a> {
     path: &'a str,
 }
 
+/// SHA-256 of files by path, valid while their stamp is unchanged.
+type HashCache = HashMap<PathBuf, (SourceStamp, [u8; 32])>;
+
 struct AgentHooks {
     home: Home,
     root: StorageRoot,
@@ -143,7 +146,7 @@ struct AgentHooks {
     /// When each untrusted key was last refused (for rate limiting).
     refused: Mutex<HashMap<PublicKey, std::time::Instant>>,
     /// SHA-256 of files listed before, while they stay unchanged.
-    hashes: Arc<Mutex<HashMap<PathBuf, (SourceStamp, [u8; 32])>>>,
+    hashes: Arc<Mutex<HashCache>>,
 }
 
 impl AgentHooks {
@@ -491,7 +494,7 @@ impl AgentHooks {
         let hashes = self.hashes.clone();
         let node = node.clone();
         tokio::spawn(async move {
-            let cache: HashMap<PathBuf, (SourceStamp, [u8; 32])> = lock(&hashes).clone();
+            let cache: HashCache = lock(&hashes).clone();
             let listed =
                 tokio::task::spawn_blocking(move || list_dir(&root_path, &path, &remote, cache))
                     .await;
@@ -578,19 +581,19 @@ const LIST_HASH_LIMIT: u64 = 64 * 1024 * 1024;
 
 /// List the entries of `path` with sizes and (for files up to
 /// [`LIST_HASH_LIMIT`], or cached) hashes.
-#[allow(clippy::type_complexity)]
+/// Returns the entries and the hashes computed on the way (for the cache).
 fn list_dir(
     root: &std::path::Path,
     path: &std::path::Path,
     remote: &RemotePath,
-    cache: HashMap<PathBuf, (SourceStamp, [u8; 32])>,
-) -> std::result::Result<(Vec<RemoteEntry>, Vec<(PathBuf, (SourceStamp, [u8; 32]))>), String> {
+    cache: HashCache,
+) -> std::result::Result<(Vec<RemoteEntry>, HashCache), String> {
     let meta = std::fs::metadata(path).map_err(|_| format!("{remote} does not exist"))?;
     if !meta.is_dir() {
         return Err(format!("{remote} is not a folder"));
     }
     let mut entries = vec![];
-    let mut fresh = vec![];
+    let mut fresh = HashCache::new();
     let read = std::fs::read_dir(path).map_err(|e| format!("cannot read {remote}: {e}"))?;
     for entry in read.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
@@ -623,7 +626,7 @@ fn list_dir(
                 _ => super::sender::hash_file(&entry.path(), meta.len())
                     .ok()
                     .map(|h| {
-                        fresh.push((entry.path(), (stamp, h)));
+                        fresh.insert(entry.path(), (stamp, h));
                         sha_hex(&h)
                     }),
             }
