@@ -6,7 +6,7 @@
 //! ```
 //!
 //! Reads FILE sequentially in 1 MiB chunks and seals each with
-//! `ChunkBody::seal`, deciding whether to try gzip the way the sender does
+//! `ChunkBody::frame` (the sender's own path), deciding whether to try gzip the way the sender does
 //! (give up after 8 chunks in a row that did not shrink, try again every
 //! 32nd chunk). Two passes, each the best of `--reps`:
 //!
@@ -22,7 +22,7 @@ use std::time::Instant;
 use sha2::Digest;
 
 use pigeon_core::crypto::{ChunkCipher, TransferSecret};
-use pigeon_core::protocol::ChunkBody;
+use pigeon_core::protocol::{ChunkBody, Gzip};
 
 struct Pass {
     secs: f64,
@@ -40,7 +40,6 @@ fn pass(path: &str, chunk: usize, file_hash: bool) -> Pass {
     let mut f = File::open(path).unwrap_or_else(|e| panic!("opening {path}: {e}"));
     let size = f.metadata().map(|m| m.len()).unwrap_or(0);
     let total_chunks = size.div_ceil(chunk as u64).max(1) as u32;
-    let mut buf = vec![0u8; chunk];
     let mut hasher = sha2::Sha256::new();
     let mut out = Pass {
         secs: 0.0,
@@ -51,40 +50,40 @@ fn pass(path: &str, chunk: usize, file_hash: bool) -> Pass {
     };
     let mut raw_streak = 0u32;
     let start = Instant::now();
-    let mut index = 0u32;
-    loop {
-        // Fill a whole chunk (read may return short).
-        let mut n = 0;
-        while n < chunk {
-            let r = f.read(&mut buf[n..]).expect("read");
-            if r == 0 {
-                break;
-            }
-            n += r;
-        }
-        if n == 0 && index > 0 {
-            break;
-        }
-        let data = &buf[..n];
-        if file_hash {
-            hasher.update(data);
-        }
-        let last = index + 1 >= total_chunks;
+    for index in 0..total_chunks {
+        let offset = u64::from(index) * chunk as u64;
+        let n = (size - offset).min(chunk as u64) as usize;
+        let last = index + 1 == total_chunks;
         let try_compress = raw_streak < 8 || index.is_multiple_of(32);
-        let (body, _hash, compressed) =
-            ChunkBody::seal(&cipher, index, last, data, try_compress).expect("seal");
+        let gzip = if try_compress {
+            Gzip::IfUseful
+        } else {
+            Gzip::Never
+        };
+        // The sender's own path: one buffer, read in place, sealed in place.
+        let (frame, _hash, compressed) = ChunkBody::frame(
+            &cipher,
+            &[0; 16],
+            index,
+            last,
+            n,
+            gzip,
+            |buf| f.read_exact(buf),
+            |data| {
+                if file_hash {
+                    hasher.update(data);
+                }
+            },
+        )
+        .expect("seal");
         if try_compress {
             raw_streak = if compressed { 0 } else { raw_streak + 1 };
         }
         out.input += n as u64;
-        out.output += body.len() as u64;
+        out.output += frame.len() as u64;
         out.chunks += 1;
         out.compressed_chunks += u32::from(compressed);
-        std::hint::black_box(&body);
-        index += 1;
-        if n < chunk {
-            break;
-        }
+        std::hint::black_box(&frame);
     }
     if file_hash {
         std::hint::black_box(hasher.finalize());

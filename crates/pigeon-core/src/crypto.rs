@@ -11,7 +11,7 @@
 //!   protocol version, transfer id and manifest hash, so a chunk cannot be
 //!   moved to another position, another transfer, or turned into the last one.
 
-use chacha20poly1305::aead::{Aead, AeadInPlace, KeyInit, Payload};
+use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use sha2::{Digest, Sha256};
 
@@ -355,16 +355,13 @@ impl ChunkCipher {
         n.into()
     }
 
+    /// [`seal_in_place`](Self::seal_in_place) into a new buffer (tag appended).
     pub fn seal(&self, index: u32, last: bool, plaintext: &[u8]) -> Result<Vec<u8>> {
-        self.aead
-            .encrypt(
-                &self.nonce(index, last),
-                Payload {
-                    msg: plaintext,
-                    aad: &self.aad,
-                },
-            )
-            .map_err(|_| CoreError::Crypto("chunk sealing failed".into()))
+        let mut out = Vec::with_capacity(plaintext.len() + TAG_LEN);
+        out.extend_from_slice(plaintext);
+        let tag = self.seal_in_place(index, last, &mut out)?;
+        out.extend_from_slice(&tag);
+        Ok(out)
     }
 
     /// Seal `buf` where it lies; returns the tag to append.
@@ -391,16 +388,12 @@ impl ChunkCipher {
         Ok(split)
     }
 
+    /// [`open_in_place`](Self::open_in_place) on a copy.
     pub fn open(&self, index: u32, last: bool, ciphertext: &[u8]) -> Result<Vec<u8>> {
-        self.aead
-            .decrypt(
-                &self.nonce(index, last),
-                Payload {
-                    msg: ciphertext,
-                    aad: &self.aad,
-                },
-            )
-            .map_err(|_| CoreError::Crypto(format!("chunk {index} did not authenticate")))
+        let mut buf = ciphertext.to_vec();
+        let n = self.open_in_place(index, last, &mut buf)?;
+        buf.truncate(n);
+        Ok(buf)
     }
 }
 

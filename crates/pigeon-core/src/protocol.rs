@@ -453,37 +453,6 @@ fn looks_compressible(data: &[u8]) -> bool {
 pub struct ChunkBody;
 
 impl ChunkBody {
-    /// Build the sealed body of one chunk: gzip it when `try_compress` and
-    /// it shrinks, then seal. Returns (sealed body, plaintext SHA-256,
-    /// whether it was compressed).
-    pub fn seal(
-        cipher: &ChunkCipher,
-        index: u32,
-        last: bool,
-        data: &[u8],
-        try_compress: bool,
-    ) -> Result<(Vec<u8>, [u8; 32], bool)> {
-        let hash = crypto::sha256(data);
-        let compressed = if try_compress && data.len() >= 64 && looks_compressible(data) {
-            gzip(data).filter(|c| c.len() < data.len())
-        } else {
-            None
-        };
-        let (flags, payload) = match &compressed {
-            Some(c) => (FLAG_GZIP, c.as_slice()),
-            None => (0, data),
-        };
-        let mut plain = Vec::with_capacity(1 + 32 + payload.len());
-        plain.push(flags);
-        plain.extend_from_slice(&hash);
-        plain.extend_from_slice(payload);
-        Ok((
-            cipher.seal(index, last, &plain)?,
-            hash,
-            compressed.is_some(),
-        ))
-    }
-
     /// Build the whole encoded [`Frame::Chunk`] for chunk `index` in one
     /// buffer: `read` fills the chunk's `len` bytes in place (no copies on
     /// the common path), `seen` is shown them before sealing (to hash the
@@ -564,31 +533,6 @@ impl ChunkBody {
         };
         check_chunk(index, data, expected_len, &claimed)
     }
-
-    /// Open, decompress (never past `expected_len`: no bombs) and check the
-    /// plaintext hash. Returns the data and its hash.
-    pub fn open(
-        cipher: &ChunkCipher,
-        index: u32,
-        last: bool,
-        body: &[u8],
-        expected_len: usize,
-    ) -> Result<(Vec<u8>, [u8; 32])> {
-        let plain = cipher.open(index, last, body)?;
-        if plain.len() < 33 {
-            return Err(CoreError::Integrity(format!("chunk {index} is too short")));
-        }
-        let flags = plain[0];
-        let mut claimed = [0u8; 32];
-        claimed.copy_from_slice(&plain[1..33]);
-        let payload = &plain[33..];
-        let data = if flags & FLAG_GZIP != 0 {
-            inflate(payload, expected_len, index)?
-        } else {
-            payload.to_vec()
-        };
-        check_chunk(index, data, expected_len, &claimed)
-    }
 }
 
 #[cfg(test)]
@@ -598,6 +542,30 @@ mod tests {
 
     fn cipher() -> ChunkCipher {
         ChunkCipher::new(&TransferSecret::random(), &[1; 16], &[2; 32])
+    }
+
+    /// Seal `data` as chunk `index` the way the sender does; returns the
+    /// sealed body (as the receiver gets it), the hash and whether it was
+    /// gzipped.
+    fn seal(c: &ChunkCipher, index: u32, last: bool, data: &[u8]) -> (Vec<u8>, [u8; 32], bool) {
+        let (frame, hash, gz) = ChunkBody::frame(
+            c,
+            &[1; 16],
+            index,
+            last,
+            data.len(),
+            Gzip::IfUseful,
+            |b| {
+                b.copy_from_slice(data);
+                Ok(())
+            },
+            |_| {},
+        )
+        .unwrap();
+        let Frame::Chunk { body, .. } = Frame::decode_owned(frame).unwrap() else {
+            panic!("not a chunk frame")
+        };
+        (body, hash, gz)
     }
 
     #[test]
@@ -613,10 +581,10 @@ mod tests {
     fn compressible_chunks_are_compressed_and_come_back() {
         let c = cipher();
         let data = b"log line 42: all is well\n".repeat(200);
-        let (body, hash, gz) = ChunkBody::seal(&c, 0, true, &data, true).unwrap();
+        let (body, hash, gz) = seal(&c, 0, true, &data);
         assert!(gz);
         assert!(body.len() < data.len() / 4);
-        let (back, h2) = ChunkBody::open(&c, 0, true, &body, data.len()).unwrap();
+        let (back, h2) = ChunkBody::open_owned(&c, 0, true, body, data.len()).unwrap();
         assert_eq!(back, data);
         assert_eq!(hash, h2);
     }
@@ -625,7 +593,7 @@ mod tests {
     fn incompressible_chunks_go_raw() {
         let c = cipher();
         let data: Vec<u8> = (0..4096).map(|_| rand::random()).collect();
-        let (body, _, gz) = ChunkBody::seal(&c, 0, false, &data, true).unwrap();
+        let (body, _, gz) = seal(&c, 0, false, &data);
         assert!(!gz);
         assert_eq!(body.len(), data.len() + 33 + crypto::TAG_LEN);
     }
@@ -644,7 +612,7 @@ mod tests {
         plain.extend_from_slice(&crypto::sha256(&huge));
         plain.extend_from_slice(&gz);
         let body = c.seal(0, true, &plain).unwrap();
-        let err = ChunkBody::open(&c, 0, true, &body, 4096).unwrap_err();
+        let err = ChunkBody::open_owned(&c, 0, true, body, 4096).unwrap_err();
         assert!(err.to_string().contains("manifest says 4096"), "{err}");
     }
 
@@ -755,7 +723,7 @@ mod tests {
     fn chunk_frame_overhead_bound_holds() {
         let c = cipher();
         let data: Vec<u8> = (0..3000).map(|_| rand::random()).collect();
-        let (body, _, _) = ChunkBody::seal(&c, u32::MAX, true, &data, true).unwrap();
+        let (body, _, _) = seal(&c, u32::MAX, true, &data);
         let f = Frame::Chunk {
             transfer: [3; 16],
             index: u32::MAX,
@@ -811,11 +779,11 @@ mod tests {
                 let off = m.offset(i) as usize;
                 let len = m.chunk_len(i);
                 let last = i + 1 == m.chunk_count();
-                ChunkBody::seal(&c, i, last, &data[off..off + len], true).unwrap().0
+                seal(&c, i, last, &data[off..off + len]).0
             }).collect();
             for i in (0..m.chunk_count()).rev() {
                 let last = i + 1 == m.chunk_count();
-                let (d, _) = ChunkBody::open(&c, i, last, &sealed[i as usize], m.chunk_len(i)).unwrap();
+                let (d, _) = ChunkBody::open_owned(&c, i, last, sealed[i as usize].clone(), m.chunk_len(i)).unwrap();
                 let off = m.offset(i) as usize;
                 out[off..off + d.len()].copy_from_slice(&d);
             }
