@@ -96,43 +96,31 @@ fn init_logging(
 ) -> Option<tracing_appender::non_blocking::WorkerGuard> {
     use tracing_subscriber::prelude::*;
     use tracing_subscriber::EnvFilter;
-    let filter = |default: &str| {
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default))
+    let (level, to_stderr, file) = match (agent, tui) {
+        (true, _) => ("info", true, Some("agent.log")),
+        (false, true) => ("info", false, Some("pigeon.log")),
+        (false, false) => ("error", true, None),
     };
-    let file = |name: &str| {
-        let _ = std::fs::create_dir_all(home.log_dir());
-        tracing_appender::non_blocking(tracing_appender::rolling::never(home.log_dir(), name))
+    let (file_layer, guard) = match file {
+        Some(name) => {
+            let _ = std::fs::create_dir_all(home.log_dir());
+            let (writer, guard) = tracing_appender::non_blocking(tracing_appender::rolling::never(
+                home.log_dir(),
+                name,
+            ));
+            let layer = tracing_subscriber::fmt::layer()
+                .with_ansi(false)
+                .with_writer(writer);
+            (Some(layer), Some(guard))
+        }
+        None => (None, None),
     };
-    if agent {
-        let (writer, guard) = file("agent.log");
-        tracing_subscriber::registry()
-            .with(filter("info"))
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .with_ansi(false)
-                    .with_writer(writer),
-            )
-            .init();
-        Some(guard)
-    } else if tui {
-        let (writer, guard) = file("pigeon.log");
-        tracing_subscriber::registry()
-            .with(filter("info"))
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .with_ansi(false)
-                    .with_writer(writer),
-            )
-            .init();
-        Some(guard)
-    } else {
-        tracing_subscriber::registry()
-            .with(filter("error"))
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
-            .init();
-        None
-    }
+    tracing_subscriber::registry()
+        .with(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level)))
+        .with(to_stderr.then(|| tracing_subscriber::fmt::layer().with_writer(std::io::stderr)))
+        .with(file_layer)
+        .init();
+    guard
 }
 
 /// The TUI: on the configured agent, or on the embedded local default.

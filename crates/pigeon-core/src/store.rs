@@ -227,11 +227,7 @@ impl Store {
 
     pub fn delete_transfer(&self, id: &TransferId) -> Result<()> {
         self.transfers.remove(id.0)?;
-        self.bitmaps.remove(id.0)?;
-        for k in self.chunk_hashes.scan_prefix(id.0).keys() {
-            self.chunk_hashes.remove(k?)?;
-        }
-        Ok(())
+        self.clear_chunks(id)
     }
 
     pub fn put_bitmap(&self, id: &TransferId, bits: &Bitmap) -> Result<()> {

@@ -171,18 +171,6 @@ impl AgentHooks {
         }
     }
 
-    fn audit(
-        &self,
-        node: &Node,
-        peer: &str,
-        action: &str,
-        path: &str,
-        outcome: &str,
-        sha: Option<[u8; 32]>,
-    ) {
-        audit(node, peer, action, path, outcome, sha);
-    }
-
     fn refuse(&self, node: &Node, peer: &Peer, req: Req<'_>, code: RefuseCode, reason: String) {
         let Req {
             transfer,
@@ -193,7 +181,7 @@ impl AgentHooks {
             LogLevel::Warn,
             format!("refused {action} of {path:?} by {}: {reason}", peer.name),
         );
-        self.audit(
+        audit(
             node,
             peer.name.as_str(),
             action,
@@ -342,7 +330,7 @@ impl AgentHooks {
         if let Err(e) = node.store.put_transfer(&rec) {
             return refuse(RefuseCode::Internal, e.to_string());
         }
-        self.audit(
+        audit(
             node,
             peer.name.as_str(),
             "upload",
@@ -437,7 +425,7 @@ impl AgentHooks {
                     overwrite: false,
                     faults: FaultCounters::default(),
                 };
-                self.audit(
+                audit(
                     node,
                     peer.name.as_str(),
                     "download",
@@ -466,17 +454,7 @@ impl AgentHooks {
         dir: String,
         offset: u32,
     ) {
-        let refuse = |reason: String| {
-            self.audit(
-                node,
-                peer.name.as_str(),
-                "list",
-                &dir,
-                &format!("refused: {reason}"),
-                None,
-            );
-            node.send_control(&peer, &Control::ListRefused { request, reason });
-        };
+        let refuse = |reason: String| refuse_list(node, &peer, request, &dir, reason);
         if !lock(&peer.permissions).list {
             return refuse(format!("peer {} may not list", peer.name));
         }
@@ -500,18 +478,7 @@ impl AgentHooks {
                     .await;
             let (entries, fresh) = match listed {
                 Ok(Ok(x)) => x,
-                Ok(Err(reason)) => {
-                    audit(
-                        &node,
-                        peer.name.as_str(),
-                        "list",
-                        &dir,
-                        &format!("refused: {reason}"),
-                        None,
-                    );
-                    node.send_control(&peer, &Control::ListRefused { request, reason });
-                    return;
-                }
+                Ok(Err(reason)) => return refuse_list(&node, &peer, request, &dir, reason),
                 Err(_) => return,
             };
             lock(&hashes).extend(fresh);
@@ -537,6 +504,19 @@ impl AgentHooks {
             );
         });
     }
+}
+
+/// Refuse a listing: audited, and the reason goes back to the peer.
+fn refuse_list(node: &Node, peer: &Peer, request: u64, dir: &str, reason: String) {
+    audit(
+        node,
+        peer.name.as_str(),
+        "list",
+        dir,
+        &format!("refused: {reason}"),
+        None,
+    );
+    node.send_control(peer, &Control::ListRefused { request, reason });
 }
 
 /// Append one line to the audit log (a failure is logged, not fatal).
@@ -673,7 +653,7 @@ impl Hooks for AgentHooks {
                 seen.insert(from, now);
             }
             tracing::warn!(key = %from, "refused a handshake from an untrusted key");
-            self.audit(
+            audit(
                 node,
                 &format!("untrusted:{}", &from.to_string()[..16]),
                 "handshake",
@@ -728,7 +708,7 @@ impl Hooks for AgentHooks {
             created_unix: now_unix(),
             expires_unix: now_unix() + 24 * 3600,
         });
-        self.audit(node, peer.name.as_str(), "session", "", "opened", None);
+        audit(node, peer.name.as_str(), "session", "", "opened", None);
         tracing::info!(peer = %peer.name, session = %token(&session), "session opened");
         // Not current yet: a recorded Hello replayed by the provider would
         // authenticate too. The session becomes the peer's current one when

@@ -876,6 +876,19 @@ impl Core {
 }
 
 fn report_of(rec: &TransferRecord, p: &Progress) -> TransferReport {
+    let elapsed_ms = p.started.elapsed().as_millis() as u64;
+    report(rec, p.this_run.count(), p.faults, p.resumed, elapsed_ms)
+}
+
+/// A transfer as `--json` and `status` print it; the run's own figures
+/// (chunks sent, faults, resumed, elapsed) come from the caller.
+fn report(
+    rec: &TransferRecord,
+    chunks_sent: u32,
+    faults: FaultCounters,
+    resumed: bool,
+    elapsed_ms: u64,
+) -> TransferReport {
     TransferReport {
         id: rec.id.to_string(),
         direction: rec.direction,
@@ -886,12 +899,12 @@ fn report_of(rec: &TransferRecord, p: &Progress) -> TransferReport {
         mime: rec.manifest.mime.clone(),
         status: rec.status,
         chunks_total: u64::from(rec.chunks_total),
-        chunks_sent: u64::from(p.this_run.count()),
-        chunks_retransmitted: p.faults.retransmitted,
-        resumed: p.resumed,
+        chunks_sent: u64::from(chunks_sent),
+        chunks_retransmitted: faults.retransmitted,
+        resumed,
         transport: rec.transport.clone(),
-        elapsed_ms: p.started.elapsed().as_millis() as u64,
-        faults: p.faults,
+        elapsed_ms,
+        faults,
         error: rec.error.clone(),
     }
 }
@@ -994,26 +1007,10 @@ pub fn stored_reports(store: &Store) -> Result<Vec<(TransferRecord, TransferRepo
         .transfers()?
         .into_iter()
         .map(|rec| {
-            let report = TransferReport {
-                id: rec.id.to_string(),
-                direction: rec.direction,
-                local_path: rec.local_path.display().to_string(),
-                remote_path: rec.remote_path.clone(),
-                size: rec.manifest.size,
-                sha256: rec.sha256.as_ref().map(hex::encode),
-                mime: rec.manifest.mime.clone(),
-                status: rec.status,
-                chunks_total: u64::from(rec.chunks_total),
-                chunks_sent: u64::from(rec.chunks_done),
-                chunks_retransmitted: rec.faults.retransmitted,
-                resumed: false,
-                transport: rec.transport.clone(),
-                elapsed_ms: rec
-                    .completed_unix
-                    .map_or(0, |c| c.saturating_sub(rec.created_unix) * 1000),
-                faults: rec.faults,
-                error: rec.error.clone(),
-            };
+            let elapsed_ms = rec
+                .completed_unix
+                .map_or(0, |c| c.saturating_sub(rec.created_unix) * 1000);
+            let report = report(&rec, rec.chunks_done, rec.faults, false, elapsed_ms);
             (rec, report)
         })
         .collect())
