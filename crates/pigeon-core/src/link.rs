@@ -81,9 +81,6 @@ struct Outgoing {
 /// Counters the link and the engine both write, read for health.
 #[derive(Default)]
 pub struct LinkStats {
-    pub messages_sent: AtomicU64,
-    pub bytes_sent: AtomicU64,
-    pub messages_received: AtomicU64,
     pub errors: AtomicU64,
     pub corrupt: AtomicU64,
     pub duplicate: AtomicU64,
@@ -105,8 +102,6 @@ struct Recent {
 
 impl LinkStats {
     fn record_send(&self, bytes: usize, started: Instant) {
-        self.messages_sent.fetch_add(1, Ordering::Relaxed);
-        self.bytes_sent.fetch_add(bytes as u64, Ordering::Relaxed);
         self.up.store(true, Ordering::Relaxed);
         let now = Instant::now();
         if let Ok(mut r) = self.recent.lock() {
@@ -302,7 +297,6 @@ async fn receive_loop(
 ) {
     let mut reassembler = Reassembler::new(64 * 1024 * 1024);
     while let Some(message) = incoming.recv().await {
-        stats.messages_received.fetch_add(1, Ordering::Relaxed);
         let bytes = match message {
             Message::Text(s) if text => {
                 match base64::engine::general_purpose::STANDARD.decode(s.trim()) {
