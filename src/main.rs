@@ -26,6 +26,9 @@ use pigeon_core::transport::TransportUri;
 use crate::cli::{Cli, Command};
 
 fn main() -> ExitCode {
+    // Before anything is created: the home's files are private whatever
+    // the user's umask.
+    pigeon_core::home::restrict_umask();
     let args = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

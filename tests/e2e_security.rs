@@ -90,22 +90,46 @@ fn contains_fast(hay: &[u8], needle: &[u8]) -> bool {
     false
 }
 
-/// Transfer keys from a (stopped) party's store: the provider must never
-/// see them either.
-fn transfer_keys(home: &Path) -> Vec<(String, Vec<u8>)> {
-    let store = pigeon_core::store::Store::open(&home.join("db"))
-        .expect("the store opens once its process is gone");
-    store
-        .transfers()
-        .unwrap()
-        .into_iter()
-        .map(|t| {
-            (
-                format!("transfer key of {}", t.remote_path),
-                t.secret.key.to_vec(),
-            )
-        })
-        .collect()
+/// Watches both parties' key folders while they run, keeping every
+/// transfer key it sees: keys live only while their transfer does (they are
+/// deleted when it ends), so they must be caught in flight.
+struct KeyWatcher {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<(String, Vec<u8>)>>,
+}
+
+impl KeyWatcher {
+    fn start(homes: &[&Path]) -> KeyWatcher {
+        let dirs: Vec<_> = homes.iter().map(|h| h.join("db").join("keys")).collect();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut seen = std::collections::BTreeMap::new();
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                for dir in &dirs {
+                    for f in list_files(dir) {
+                        // A key file: a version byte, the 32-byte key, the
+                        // 15-byte nonce prefix.
+                        if let Ok(bytes) = std::fs::read(&f) {
+                            if bytes.len() == 48 && !f.to_string_lossy().ends_with(".tmp") {
+                                seen.insert(f.display().to_string(), bytes[1..33].to_vec());
+                            }
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            seen.into_iter()
+                .map(|(f, k)| (format!("transfer key {f}"), k))
+                .collect()
+        });
+        KeyWatcher { stop, thread }
+    }
+
+    fn finish(self) -> Vec<(String, Vec<u8>)> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
 }
 
 fn leak_check(query: &str, lines: usize, seed: u64) {
@@ -113,6 +137,7 @@ fn leak_check(query: &str, lines: usize, seed: u64) {
     w.start_agent();
     let canary = format!("CANARY-{}", to_hex(&random_bytes(12, seed)));
     let f = canary_file(&w, "secret.txt", &canary, lines);
+    let keys = KeyWatcher::start(&[&w.client_home, &w.agent_home]);
     let up = w.upload(&[&f], &[]);
     up.assert_ok();
     let raw = w.upload(&[&f], &["--to", "raw/secret.txt", "--no-compress"]);
@@ -136,13 +161,20 @@ fn leak_check(query: &str, lines: usize, seed: u64) {
             private_key(&w.client_home),
         ),
     ];
-    secrets.extend(transfer_keys(&w.client_home));
-    secrets.extend(transfer_keys(&w.agent_home));
+    secrets.extend(keys.finish());
     assert!(
         secrets.len() >= 4 + 3,
         "the transfer keys were found: {}",
         secrets.len()
     );
+    // And none is left in either home now that every transfer has ended.
+    for home in [&w.client_home, &w.agent_home] {
+        let left = list_files(&home.join("db").join("keys"));
+        assert!(
+            left.is_empty(),
+            "keys left after the transfers ended: {left:?}"
+        );
+    }
     // The scan covers real traffic: the uncompressed upload alone carried
     // the whole file.
     let carried: usize = w.client_transcript().iter().map(Msg::len).sum();
@@ -550,4 +582,45 @@ fn a_replayed_handshake_does_not_cut_off_the_live_client() {
     let run = p.wait(CLIENT_TIMEOUT);
     run.assert_ok();
     assert_same_file(&f, &w.storage().join("live.bin"));
+}
+
+/// Issue 6, item 2 (regression): real channels deliver at least once, so
+/// after an agent restart the provider may hand it the *live* session's
+/// Hello again. The restarted agent answers it with fresh keys under the
+/// live session's id; the client, whose keys are the old ones, must notice
+/// within a round trip and handshake anew, not wedge until its timeout.
+#[test]
+fn the_live_sessions_hello_redelivered_after_an_agent_restart_does_not_wedge_the_client() {
+    let mut w = World::new("profile=telegram-text&msgs_per_min=600&transcript=1");
+    w.start_agent();
+    let f = w.random_file("redelivered.bin", 240_000, 12);
+    let p = w.spawn_upload(&[&f], &["--timeout", "40"]);
+    wait_until("the upload is under way", Duration::from_secs(60), || {
+        w.client_transcript().len() >= 8
+    });
+    let hello = w
+        .client_transcript()
+        .into_iter()
+        .next()
+        .expect("the live session's handshake");
+    w.kill_agent();
+    // Redelivered first, before anything else in the inbox.
+    std::fs::write(
+        w.agent_inbox()
+            .join("00000000000000000000-redelivered-hello.msg"),
+        &hello.bytes,
+    )
+    .unwrap();
+    let restarted = std::time::Instant::now();
+    w.start_agent();
+    let run = p.wait(CLIENT_TIMEOUT);
+    run.assert_ok();
+    assert_same_file(&f, &w.storage().join("redelivered.bin"));
+    // 240 KB at 10 messages a second is well under 20 s of sending; a
+    // wedged session would have waited out the 40 s timeout.
+    let took = restarted.elapsed();
+    assert!(
+        took < Duration::from_secs(30),
+        "the client took {took:?} to finish after the restart"
+    );
 }

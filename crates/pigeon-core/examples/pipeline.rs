@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use sha2::Digest;
 
-use pigeon_core::crypto::{ChunkCipher, TransferSecret};
+use pigeon_core::crypto::{ChunkCipher, ChunkNonce, TransferSecret};
 use pigeon_core::protocol::{ChunkBody, Gzip};
 
 struct Pass {
@@ -64,8 +64,11 @@ fn pass(path: &str, chunk: usize, file_hash: bool) -> Pass {
         let (frame, _hash, compressed) = ChunkBody::frame(
             &cipher,
             &[0; 16],
-            index,
-            last,
+            ChunkNonce {
+                run: 1,
+                index,
+                last,
+            },
             n,
             gzip,
             |buf| f.read_exact(buf),

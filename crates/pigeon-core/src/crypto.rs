@@ -14,6 +14,7 @@
 use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use sha2::{Digest, Sha256};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::error::{CoreError, Result};
 
@@ -21,7 +22,8 @@ use crate::error::{CoreError, Result};
 const NOISE_PARAMS: &str = "Noise_KK_25519_ChaChaPoly_SHA256";
 /// Largest Noise transport message (the spec's 65535) minus its tag.
 pub const MAX_SEALED_PLAINTEXT: usize = 65535 - 16;
-pub const PROTOCOL_VERSION: u8 = 1;
+/// Version 2: chunk nonces carry the sealing run.
+pub const PROTOCOL_VERSION: u8 = 2;
 
 /// A party's public key.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -72,26 +74,31 @@ impl std::fmt::Display for KeyId {
 }
 
 /// A static key pair. The private half never leaves this struct but to be
-/// written to the identity file (mode 0600) by `home`.
-#[derive(Clone)]
+/// written to the identity file (mode 0600) by `home`; it is wiped from
+/// memory when the identity is dropped, and the type is not `Clone`, so
+/// there is one copy per process.
 pub struct Identity {
-    private: [u8; 32],
+    private: Zeroizing<[u8; 32]>,
     public: PublicKey,
 }
 
 impl Identity {
     pub fn generate() -> Result<Identity> {
         let builder = snow::Builder::new(noise_params());
-        let pair = builder
+        let mut pair = builder
             .generate_keypair()
             .map_err(|e| CoreError::Crypto(format!("key generation: {e}")))?;
-        Identity::from_parts(&pair.private, &pair.public)
+        let id = Identity::from_parts(&pair.private, &pair.public);
+        pair.private.zeroize();
+        id
     }
 
     pub fn from_parts(private: &[u8], public: &[u8]) -> Result<Identity> {
-        let private: [u8; 32] = private
-            .try_into()
-            .map_err(|_| CoreError::Crypto("private key is not 32 bytes".into()))?;
+        let private: Zeroizing<[u8; 32]> = Zeroizing::new(
+            private
+                .try_into()
+                .map_err(|_| CoreError::Crypto("private key is not 32 bytes".into()))?,
+        );
         let public: [u8; 32] = public
             .try_into()
             .map_err(|_| CoreError::Crypto("public key is not 32 bytes".into()))?;
@@ -146,7 +153,7 @@ impl Initiator {
     ) -> Result<(Initiator, Vec<u8>)> {
         let prologue = prologue(session_id);
         let mut state = snow::Builder::new(noise_params())
-            .local_private_key(&me.private)
+            .local_private_key(&me.private[..])
             .remote_public_key(&peer.0)
             .prologue(&prologue)
             .build_initiator()
@@ -177,7 +184,7 @@ pub fn respond(
 ) -> Result<(Session, Vec<u8>)> {
     let prologue = prologue(session_id);
     let mut state = snow::Builder::new(noise_params())
-        .local_private_key(&me.private)
+        .local_private_key(&me.private[..])
         .remote_public_key(&peer.0)
         .prologue(&prologue)
         .build_responder()
@@ -299,13 +306,14 @@ impl ReplayWindow {
     }
 }
 
-/// Length of the random part of a chunk nonce; index (4) and flag (1) fill
-/// the rest of XChaCha20's 24 bytes.
-pub const NONCE_PREFIX_LEN: usize = 19;
+/// Length of the random part of a chunk nonce; the sealing run (4), the
+/// index (4) and the last flag (1) fill the rest of XChaCha20's 24 bytes.
+pub const NONCE_PREFIX_LEN: usize = 15;
 pub const TAG_LEN: usize = 16;
 
-/// The secret of one transfer: its key and nonce prefix.
-#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// The secret of one transfer: its key and nonce prefix. Wiped from memory
+/// when dropped; never printed.
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, Zeroize, ZeroizeOnDrop)]
 pub struct TransferSecret {
     pub key: [u8; 32],
     pub nonce_prefix: [u8; NONCE_PREFIX_LEN],
@@ -324,6 +332,26 @@ impl std::fmt::Debug for TransferSecret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("TransferSecret(..)")
     }
+}
+
+/// Where a chunk seal sits in its transfer's nonce space.
+///
+/// Why a sealing run is part of the nonce: a sender decides each chunk's
+/// plaintext (its bytes as read, gzipped or not) when it seals it, and a
+/// crash can come between that seal leaving on the wire and any record of
+/// it becoming durable. Making every decision durable first would cost a
+/// flush per chunk; deriving the nonce from the plaintext (SIV) would cost
+/// a keyed hash of every chunk and 16 more bytes per frame. Instead each
+/// run of a sender (each process that picks the transfer up) takes a fresh
+/// run number, flushed once before its first seal, so two runs never share
+/// a nonce whatever either of them read or decided; within one run the
+/// sender holds its decisions in memory ([`crate::engine`]'s seal book). On
+/// the wire this costs one byte per chunk frame for the first 250 runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ChunkNonce {
+    pub run: u32,
+    pub index: u32,
+    pub last: bool,
 }
 
 /// Seals and opens the chunks of one transfer.
@@ -347,34 +375,36 @@ impl ChunkCipher {
         }
     }
 
-    fn nonce(&self, index: u32, last: bool) -> XNonce {
+    fn nonce(&self, at: ChunkNonce) -> XNonce {
         let mut n = [0u8; 24];
         n[..NONCE_PREFIX_LEN].copy_from_slice(&self.nonce_prefix);
-        n[NONCE_PREFIX_LEN..NONCE_PREFIX_LEN + 4].copy_from_slice(&index.to_be_bytes());
-        n[23] = u8::from(last);
+        n[NONCE_PREFIX_LEN..NONCE_PREFIX_LEN + 4].copy_from_slice(&at.run.to_be_bytes());
+        n[NONCE_PREFIX_LEN + 4..NONCE_PREFIX_LEN + 8].copy_from_slice(&at.index.to_be_bytes());
+        n[23] = u8::from(at.last);
         n.into()
     }
 
     /// [`seal_in_place`](Self::seal_in_place) into a new buffer (tag appended).
-    pub fn seal(&self, index: u32, last: bool, plaintext: &[u8]) -> Result<Vec<u8>> {
+    pub fn seal(&self, at: ChunkNonce, plaintext: &[u8]) -> Result<Vec<u8>> {
         let mut out = Vec::with_capacity(plaintext.len() + TAG_LEN);
         out.extend_from_slice(plaintext);
-        let tag = self.seal_in_place(index, last, &mut out)?;
+        let tag = self.seal_in_place(at, &mut out)?;
         out.extend_from_slice(&tag);
         Ok(out)
     }
 
     /// Seal `buf` where it lies; returns the tag to append.
-    pub fn seal_in_place(&self, index: u32, last: bool, buf: &mut [u8]) -> Result<[u8; TAG_LEN]> {
+    pub fn seal_in_place(&self, at: ChunkNonce, buf: &mut [u8]) -> Result<[u8; TAG_LEN]> {
         self.aead
-            .encrypt_in_place_detached(&self.nonce(index, last), &self.aad, buf)
+            .encrypt_in_place_detached(&self.nonce(at), &self.aad, buf)
             .map(Into::into)
             .map_err(|_| CoreError::Crypto("chunk sealing failed".into()))
     }
 
     /// Open `buf` (ciphertext followed by its tag) where it lies; on success
     /// the first `buf.len() - TAG_LEN` bytes are the plaintext.
-    pub fn open_in_place(&self, index: u32, last: bool, buf: &mut [u8]) -> Result<usize> {
+    pub fn open_in_place(&self, at: ChunkNonce, buf: &mut [u8]) -> Result<usize> {
+        let index = at.index;
         let Some(split) = buf.len().checked_sub(TAG_LEN) else {
             return Err(CoreError::Crypto(format!(
                 "chunk {index} is shorter than a tag"
@@ -383,15 +413,15 @@ impl ChunkCipher {
         let (data, tag) = buf.split_at_mut(split);
         let tag = chacha20poly1305::Tag::clone_from_slice(tag);
         self.aead
-            .decrypt_in_place_detached(&self.nonce(index, last), &self.aad, data, &tag)
+            .decrypt_in_place_detached(&self.nonce(at), &self.aad, data, &tag)
             .map_err(|_| CoreError::Crypto(format!("chunk {index} did not authenticate")))?;
         Ok(split)
     }
 
     /// [`open_in_place`](Self::open_in_place) on a copy.
-    pub fn open(&self, index: u32, last: bool, ciphertext: &[u8]) -> Result<Vec<u8>> {
+    pub fn open(&self, at: ChunkNonce, ciphertext: &[u8]) -> Result<Vec<u8>> {
         let mut buf = ciphertext.to_vec();
-        let n = self.open_in_place(index, last, &mut buf)?;
+        let n = self.open_in_place(at, &mut buf)?;
         buf.truncate(n);
         Ok(buf)
     }
@@ -482,38 +512,54 @@ mod tests {
         ChunkCipher::new(secret, &[id; 16], &[9u8; 32])
     }
 
+    fn at(run: u32, index: u32, last: bool) -> ChunkNonce {
+        ChunkNonce { run, index, last }
+    }
+
     #[test]
     fn chunk_round_trip() {
         let s = TransferSecret::random();
         let c = cipher(&s, 1);
-        let ct = c.seal(3, false, b"data").unwrap();
-        assert_eq!(c.open(3, false, &ct).unwrap(), b"data");
+        let ct = c.seal(at(1, 3, false), b"data").unwrap();
+        assert_eq!(c.open(at(1, 3, false), &ct).unwrap(), b"data");
+    }
+
+    #[test]
+    fn each_sealing_run_has_its_own_nonces() {
+        // The same chunk sealed by two runs of a sender never shares a
+        // keystream, and a chunk cannot be presented as another run's.
+        let s = TransferSecret::random();
+        let c = cipher(&s, 1);
+        let a = c.seal(at(1, 3, false), &[0u8; 64]).unwrap();
+        let b = c.seal(at(2, 3, false), &[0u8; 64]).unwrap();
+        assert_ne!(a[..64], b[..64], "two runs produced the same keystream");
+        assert!(c.open(at(2, 3, false), &a).is_err());
     }
 
     #[test]
     fn chunk_tamper_reorder_truncate_splice_all_fail() {
         let s = TransferSecret::random();
         let c = cipher(&s, 1);
-        let ct = c.seal(3, false, b"some chunk bytes").unwrap();
+        let ct = c.seal(at(0, 3, false), b"some chunk bytes").unwrap();
         for i in 0..ct.len() {
             let mut bad = ct.clone();
             bad[i] ^= 1;
-            assert!(c.open(3, false, &bad).is_err(), "tamper at {i}");
+            assert!(c.open(at(0, 3, false), &bad).is_err(), "tamper at {i}");
         }
         // Reordered: presented as another index.
-        assert!(c.open(4, false, &ct).is_err());
+        assert!(c.open(at(0, 4, false), &ct).is_err());
         // Truncation: a middle chunk presented as the last one.
-        assert!(c.open(3, true, &ct).is_err());
-        assert!(c.open(3, false, &ct[..ct.len() - 1]).is_err());
+        assert!(c.open(at(0, 3, true), &ct).is_err());
+        assert!(c.open(at(0, 3, false), &ct[..ct.len() - 1]).is_err());
         // Spliced into another transfer with the same key material.
-        assert!(cipher(&s, 2).open(3, false, &ct).is_err());
+        assert!(cipher(&s, 2).open(at(0, 3, false), &ct).is_err());
         // Or another transfer altogether.
         assert!(cipher(&TransferSecret::random(), 1)
-            .open(3, false, &ct)
+            .open(at(0, 3, false), &ct)
             .is_err());
         // Same transfer id but a different manifest.
         let other = ChunkCipher::new(&s, &[1; 16], &[8u8; 32]);
-        assert!(other.open(3, false, &ct).is_err());
+        assert!(other.open(at(0, 3, false), &ct).is_err());
     }
 
     #[test]

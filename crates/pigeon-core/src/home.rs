@@ -9,6 +9,14 @@
 //! <home>/storage/        the agent's default storage root
 //! ```
 //!
+//! Everything in a home is private to its owner, whatever the umask: the
+//! home and its folders are 0700, its files 0600 ([`restrict_umask`] makes
+//! that the process's default, and the files pigeon writes itself are
+//! created so), and a private key that others can read is refused, as ssh
+//! refuses one. What pigeon writes for the user outside the home (received
+//! files, their folders, spool messages) keeps the user's own umask
+//! ([`create_public_dirs`], [`public_file_mode`]).
+//!
 //! The trust list is a file, not a store tree, on purpose: like SSH's
 //! `authorized_keys` it can be read and edited while an agent runs (the
 //! agent reads it on every handshake), which a sled tree held open by the
@@ -115,7 +123,7 @@ impl Home {
                     CoreError::Config("no home directory found; pass --home DIR".into())
                 })?,
         };
-        std::fs::create_dir_all(&dir).ctx(|| format!("creating home {}", dir.display()))?;
+        create_private_dir(&dir)?;
         let dir = dir
             .canonicalize()
             .ctx(|| format!("resolving home {}", dir.display()))?;
@@ -151,19 +159,26 @@ impl Home {
         let path = self.dir.join("identity.key");
         match std::fs::read_to_string(&path) {
             Ok(text) => {
+                let text = zeroize::Zeroizing::new(text);
+                refuse_if_readable_by_others(&path)?;
                 let mut lines = text.lines();
                 let bad = || {
                     CoreError::Config(format!("{} is damaged; move it away to make a new identity (peers must trust the new key)", path.display()))
                 };
-                let private =
-                    hex::decode(lines.next().ok_or_else(bad)?.trim()).map_err(|_| bad())?;
+                let private = zeroize::Zeroizing::new(
+                    hex::decode(lines.next().ok_or_else(bad)?.trim()).map_err(|_| bad())?,
+                );
                 let public =
                     hex::decode(lines.next().ok_or_else(bad)?.trim()).map_err(|_| bad())?;
                 Identity::from_parts(&private, &public)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let id = Identity::generate()?;
-                let text = format!("{}\n{}\n", hex::encode(id.private_bytes()), id.public());
+                let text = zeroize::Zeroizing::new(format!(
+                    "{}\n{}\n",
+                    hex::encode(id.private_bytes()),
+                    id.public()
+                ));
                 write_private(&path, text.as_bytes())?;
                 Ok(id)
             }
@@ -227,22 +242,122 @@ impl Home {
     }
 }
 
-/// Write a file readable by its owner only, atomically (temp + rename).
-fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+/// Write a file readable by its owner only, durably and atomically: a
+/// fresh temporary file (a leftover one, whatever its mode, is removed
+/// first, so its mode is never inherited), fsync, rename over `path`,
+/// fsync of the folder so the rename itself survives a crash.
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    match std::fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(CoreError::io(format!("removing {}", tmp.display()), e)),
+    }
     let mut f = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
         .open(&tmp)
         .ctx(|| format!("writing {}", tmp.display()))?;
-    f.write_all(bytes)
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .and_then(|_| f.write_all(bytes))
         .and_then(|_| f.sync_all())
-        .ctx(|| format!("writing {}", tmp.display()))?;
+        .ctx(|| format!("writing {} (is the disk full?)", tmp.display()))?;
     std::fs::rename(&tmp, path).ctx(|| format!("renaming {}", tmp.display()))?;
+    if let Some(dir) = path.parent() {
+        sync_dir(dir).ctx(|| format!("syncing {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// fsync a folder, so the names created, renamed or removed in it survive
+/// a crash.
+pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Create `dir` (and its parents) for pigeon's own use, mode 0700. A folder
+/// that already exists, is this user's and is not a shared sticky folder
+/// (like `/tmp`) is tightened to 0700 too.
+pub fn create_private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .ctx(|| format!("creating {}", dir.display()))?;
+    let meta = std::fs::metadata(dir).ctx(|| format!("checking {}", dir.display()))?;
+    let mode = meta.permissions().mode();
+    let sticky = mode & 0o1000 != 0;
+    if mode & 0o077 != 0 && !sticky && meta.uid() == rustix::process::getuid().as_raw() {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .ctx(|| format!("making {} private", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// The umask the user started pigeon with (what [`restrict_umask`] replaced).
+static USER_UMASK: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+
+/// Make 0077 the process's umask, so every file and folder created for
+/// pigeon's own use (by sled and the log appender too) is private whatever
+/// the user's umask; remember the user's for what pigeon writes for them.
+/// Call once, first thing in `main`.
+pub fn restrict_umask() {
+    use rustix::fs::Mode;
+    let old = rustix::process::umask(Mode::from_raw_mode(0o077));
+    let _ = USER_UMASK.set(old.as_raw_mode() as u32);
+}
+
+/// The user's umask (0022 when [`restrict_umask`] was never called).
+fn user_umask() -> u32 {
+    USER_UMASK.get().copied().unwrap_or(0o022)
+}
+
+/// The mode of a file pigeon writes for the user (a received file, a spool
+/// message): read and write as the user's umask allows, never executable.
+pub fn public_file_mode() -> u32 {
+    0o666 & !user_umask()
+}
+
+/// Create `dir` and its missing parents as the user's umask would have.
+pub fn create_public_dirs(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut missing = vec![];
+    let mut at = dir;
+    while !at.as_os_str().is_empty() && !at.exists() {
+        missing.push(at.to_path_buf());
+        match at.parent() {
+            Some(p) => at = p,
+            None => break,
+        }
+    }
+    std::fs::create_dir_all(dir)?;
+    for d in missing.iter().rev() {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o777 & !user_umask()))?;
+    }
+    Ok(())
+}
+
+/// Refuse a private key file others can read or write, as ssh does.
+fn refuse_if_readable_by_others(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)
+        .ctx(|| format!("checking {}", path.display()))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        return Err(CoreError::Config(format!(
+            "{} is accessible by others (mode {:04o}); the private key must be readable by you alone: run `chmod 600 {}` (and if others could read it, make a new identity)",
+            path.display(),
+            mode & 0o7777,
+            path.display()
+        )));
+    }
     Ok(())
 }
 
@@ -263,6 +378,46 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn a_private_key_readable_by_others_is_refused_with_the_fix() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::resolve(Some(dir.path().to_path_buf())).unwrap();
+        home.identity().unwrap();
+        let key = dir.path().join("identity.key");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = home.identity().unwrap_err().to_string();
+        assert!(err.contains("chmod 600"), "{err}");
+        assert!(err.contains("0644"), "{err}");
+    }
+
+    #[test]
+    fn a_leftover_temporary_file_never_lends_its_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::resolve(Some(dir.path().to_path_buf())).unwrap();
+        let tmp = dir.path().join("identity.key.tmp");
+        std::fs::write(&tmp, "junk").unwrap();
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)).unwrap();
+        home.identity().unwrap();
+        let mode = std::fs::metadata(dir.path().join("identity.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        home.identity().unwrap();
+    }
+
+    #[test]
+    fn a_new_home_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("new-home");
+        Home::resolve(Some(path.clone())).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
     }
 
     #[test]

@@ -214,13 +214,14 @@ pub struct StorageRoot {
 
 impl StorageRoot {
     pub fn open(root: &Path) -> Result<StorageRoot> {
-        std::fs::create_dir_all(root)
+        crate::home::create_public_dirs(root)
             .ctx(|| format!("creating storage root {}", root.display()))?;
         let root = root
             .canonicalize()
             .ctx(|| format!("resolving storage root {}", root.display()))?;
         let staging = root.join(INTERNAL_DIR).join("staging");
-        std::fs::create_dir_all(&staging).ctx(|| format!("creating {}", staging.display()))?;
+        // Other peers' partial files: pigeon's alone.
+        crate::home::create_private_dir(&staging)?;
         Ok(StorageRoot { root })
     }
 
@@ -265,7 +266,8 @@ impl StorageRoot {
     pub fn prepare_parent(&self, p: &RemotePath) -> Result<PathBuf> {
         let path = self.resolve(p)?;
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).ctx(|| format!("creating {}", parent.display()))?;
+            crate::home::create_public_dirs(parent)
+                .ctx(|| format!("creating {}", parent.display()))?;
             let real = parent
                 .canonicalize()
                 .ctx(|| format!("resolving {}", parent.display()))?;

@@ -14,15 +14,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::bitmap::Bitmap;
 use crate::codec;
-use crate::crypto::{self, ChunkCipher, TransferSecret, PROTOCOL_VERSION};
+use crate::crypto::{self, ChunkCipher, ChunkNonce, TransferSecret, PROTOCOL_VERSION};
 use crate::engine::handle::RemoteEntry;
 use crate::error::{CoreError, Result};
 use crate::view::{FaultCounters, TransferId};
 
 /// Bytes a [`Frame::Chunk`] adds around its data, at most: frame version and
-/// tag (2), transfer id (16), index varint (5), last flag (1), body length
-/// varint (5), chunk body flags (1) and hash (32), AEAD tag (16).
-pub const CHUNK_FRAME_OVERHEAD: usize = 2 + 16 + 5 + 1 + 5 + 1 + 32 + crypto::TAG_LEN;
+/// tag (2), transfer id (16), run and index varints (5 + 5), last flag (1),
+/// body length varint (5), chunk body flags (1) and hash (32), AEAD tag (16).
+pub const CHUNK_FRAME_OVERHEAD: usize = 2 + 16 + 5 + 5 + 1 + 5 + 1 + 32 + crypto::TAG_LEN;
 
 /// A frame: the unit the link carries (packed into and split across messages).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,9 +49,11 @@ pub enum Frame {
         #[serde(with = "serde_bytes")]
         body: Vec<u8>,
     },
-    /// One chunk of a transfer, sealed with the transfer's key.
+    /// One chunk of a transfer, sealed with the transfer's key under the
+    /// nonce ([`ChunkNonce`]) its `run`, `index` and `last` name.
     Chunk {
         transfer: [u8; 16],
+        run: u32,
         index: u32,
         last: bool,
         // Bytes, not a sequence of u8: one copy instead of a loop.
@@ -75,12 +77,13 @@ impl Frame {
     /// [`decode`](Self::decode), but a chunk frame keeps `bytes` as its
     /// body (the header is cut off in place): no copy of a megabyte.
     pub fn decode_owned(mut bytes: Vec<u8>) -> Result<Frame> {
-        if let Some((transfer, index, last, head)) = parse_chunk_head(&bytes) {
+        if let Some((transfer, at, head)) = parse_chunk_head(&bytes) {
             bytes.drain(..head);
             return Ok(Frame::Chunk {
                 transfer,
-                index,
-                last,
+                run: at.run,
+                index: at.index,
+                last: at.last,
                 body: bytes,
             });
         }
@@ -347,10 +350,10 @@ fn check_chunk(
 /// bincode's variant index of [`Frame::Chunk`].
 const CHUNK_VARIANT: u8 = 3;
 
-/// Read the head [`chunk_frame_head`] writes: (transfer, index, last, head
+/// Read the head [`chunk_frame_head`] writes: (transfer, nonce, head
 /// length), when `bytes` is a well-formed chunk frame whose body runs to the
 /// end. Anything else is left to the generic decoder.
-fn parse_chunk_head(bytes: &[u8]) -> Option<([u8; 16], u32, bool, usize)> {
+fn parse_chunk_head(bytes: &[u8]) -> Option<([u8; 16], ChunkNonce, usize)> {
     fn varint(bytes: &[u8], pos: &mut usize) -> Option<u64> {
         let first = *bytes.get(*pos)?;
         *pos += 1;
@@ -372,6 +375,7 @@ fn parse_chunk_head(bytes: &[u8]) -> Option<([u8; 16], u32, bool, usize)> {
     }
     let transfer: [u8; 16] = bytes.get(2..18)?.try_into().ok()?;
     let mut pos = 18;
+    let run = u32::try_from(varint(bytes, &mut pos)?).ok()?;
     let index = u32::try_from(varint(bytes, &mut pos)?).ok()?;
     let last = match *bytes.get(pos)? {
         0 => false,
@@ -383,22 +387,18 @@ fn parse_chunk_head(bytes: &[u8]) -> Option<([u8; 16], u32, bool, usize)> {
     (pos as u64)
         .checked_add(len)
         .filter(|&end| end == bytes.len() as u64)?;
-    Some((transfer, index, last, pos))
+    Some((transfer, ChunkNonce { run, index, last }, pos))
 }
 
-/// The encoding of `Frame::Chunk { transfer, index, last, body }` up to the
-/// body's bytes, for a body of `body_len`: the same bytes bincode writes
-/// (checked by a test), so a frame can be built in one buffer.
-fn chunk_frame_head(
-    transfer: &[u8; 16],
-    index: u32,
-    last: bool,
-    body_len: usize,
-) -> Result<Vec<u8>> {
+/// The encoding of `Frame::Chunk { transfer, run, index, last, body }` up
+/// to the body's bytes, for a body of `body_len`: the same bytes bincode
+/// writes (checked by a test), so a frame can be built in one buffer.
+fn chunk_frame_head(transfer: &[u8; 16], at: ChunkNonce, body_len: usize) -> Result<Vec<u8>> {
     let mut head = Frame::Chunk {
         transfer: *transfer,
-        index,
-        last,
+        run: at.run,
+        index: at.index,
+        last: at.last,
         body: Vec::new(),
     }
     .encode()?;
@@ -453,22 +453,21 @@ fn looks_compressible(data: &[u8]) -> bool {
 pub struct ChunkBody;
 
 impl ChunkBody {
-    /// Build the whole encoded [`Frame::Chunk`] for chunk `index` in one
-    /// buffer: `read` fills the chunk's `len` bytes in place (no copies on
-    /// the common path), `seen` is shown them before sealing (to hash the
+    /// Build the whole encoded [`Frame::Chunk`] for the chunk at `at` in
+    /// one buffer: `read` fills the chunk's `len` bytes in place (no copies
+    /// on the common path), `seen` is shown them before sealing (to hash the
     /// file in stream). Returns (frame bytes, plaintext SHA-256, compressed).
-    #[allow(clippy::too_many_arguments)]
     pub fn frame(
         cipher: &ChunkCipher,
         transfer: &[u8; 16],
-        index: u32,
-        last: bool,
+        at: ChunkNonce,
         len: usize,
         gzip: Gzip,
         read: impl FnOnce(&mut [u8]) -> std::io::Result<()>,
         seen: impl FnOnce(&[u8]),
     ) -> Result<(Vec<u8>, [u8; 32], bool)> {
-        let head = chunk_frame_head(transfer, index, last, 1 + 32 + len + crypto::TAG_LEN)?;
+        let index = at.index;
+        let head = chunk_frame_head(transfer, at, 1 + 32 + len + crypto::TAG_LEN)?;
         let start = head.len();
         let mut out = Vec::with_capacity(start + 1 + 32 + len + crypto::TAG_LEN);
         out.extend_from_slice(&head);
@@ -488,22 +487,21 @@ impl ChunkBody {
         };
         {
             if let Some(gz) = compressed {
-                let head =
-                    chunk_frame_head(transfer, index, last, 1 + 32 + gz.len() + crypto::TAG_LEN)?;
+                let head = chunk_frame_head(transfer, at, 1 + 32 + gz.len() + crypto::TAG_LEN)?;
                 let start = head.len();
                 let mut out = Vec::with_capacity(start + 1 + 32 + gz.len() + crypto::TAG_LEN);
                 out.extend_from_slice(&head);
                 out.push(FLAG_GZIP);
                 out.extend_from_slice(&hash);
                 out.extend_from_slice(&gz);
-                let tag = cipher.seal_in_place(index, last, &mut out[start..])?;
+                let tag = cipher.seal_in_place(at, &mut out[start..])?;
                 out.extend_from_slice(&tag);
                 return Ok((out, hash, true));
             }
         }
         out[start] = 0;
         out[start + 1..start + 33].copy_from_slice(&hash);
-        let tag = cipher.seal_in_place(index, last, &mut out[start..])?;
+        let tag = cipher.seal_in_place(at, &mut out[start..])?;
         out.extend_from_slice(&tag);
         Ok((out, hash, false))
     }
@@ -512,12 +510,12 @@ impl ChunkBody {
     /// no bombs) and check the plaintext hash. Returns the data and its hash.
     pub fn open_owned(
         cipher: &ChunkCipher,
-        index: u32,
-        last: bool,
+        at: ChunkNonce,
         mut body: Vec<u8>,
         expected_len: usize,
     ) -> Result<(Vec<u8>, [u8; 32])> {
-        let n = cipher.open_in_place(index, last, &mut body)?;
+        let index = at.index;
+        let n = cipher.open_in_place(at, &mut body)?;
         body.truncate(n);
         if body.len() < 33 {
             return Err(CoreError::Integrity(format!("chunk {index} is too short")));
@@ -547,12 +545,19 @@ mod tests {
     /// Seal `data` as chunk `index` the way the sender does; returns the
     /// sealed body (as the receiver gets it), the hash and whether it was
     /// gzipped.
+    fn at(index: u32, last: bool) -> ChunkNonce {
+        ChunkNonce {
+            run: 1,
+            index,
+            last,
+        }
+    }
+
     fn seal(c: &ChunkCipher, index: u32, last: bool, data: &[u8]) -> (Vec<u8>, [u8; 32], bool) {
         let (frame, hash, gz) = ChunkBody::frame(
             c,
             &[1; 16],
-            index,
-            last,
+            at(index, last),
             data.len(),
             Gzip::IfUseful,
             |b| {
@@ -584,7 +589,7 @@ mod tests {
         let (body, hash, gz) = seal(&c, 0, true, &data);
         assert!(gz);
         assert!(body.len() < data.len() / 4);
-        let (back, h2) = ChunkBody::open_owned(&c, 0, true, body, data.len()).unwrap();
+        let (back, h2) = ChunkBody::open_owned(&c, at(0, true), body, data.len()).unwrap();
         assert_eq!(back, data);
         assert_eq!(hash, h2);
     }
@@ -598,22 +603,46 @@ mod tests {
         assert_eq!(body.len(), data.len() + 33 + crypto::TAG_LEN);
     }
 
+    /// 50 MiB of zeros, gzipped (about 50 KB).
+    fn bomb() -> Vec<u8> {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        let block = vec![0u8; 1024 * 1024];
+        for _ in 0..50 {
+            enc.write_all(&block).unwrap();
+        }
+        enc.finish().unwrap()
+    }
+
+    #[test]
+    fn inflation_stops_one_byte_past_the_declared_size_in_bounded_memory() {
+        let gz = bomb();
+        let out = inflate(&gz, 4096, 0).unwrap();
+        // One byte past the cap is how a bomb is told from a chunk: never
+        // more is inflated, and never more is allocated than the cap asks.
+        assert_eq!(out.len(), 4097);
+        assert!(
+            out.capacity() <= 2 * 4097,
+            "{} bytes allocated",
+            out.capacity()
+        );
+    }
+
     #[test]
     fn a_decompression_bomb_is_refused_without_inflating_it() {
         // A sender with the key crafts a chunk whose gzip expands far past
-        // the declared size.
+        // the declared size: it is refused after the cap, not after 50 MiB.
         let secret = TransferSecret::random();
         let c = ChunkCipher::new(&secret, &[1; 16], &[2; 32]);
-        let huge = vec![0u8; 50 * 1024 * 1024];
-        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-        enc.write_all(&huge).unwrap();
-        let gz = enc.finish().unwrap();
         let mut plain = vec![FLAG_GZIP];
-        plain.extend_from_slice(&crypto::sha256(&huge));
-        plain.extend_from_slice(&gz);
-        let body = c.seal(0, true, &plain).unwrap();
-        let err = ChunkBody::open_owned(&c, 0, true, body, 4096).unwrap_err();
-        assert!(err.to_string().contains("manifest says 4096"), "{err}");
+        plain.extend_from_slice(&[0u8; 32]);
+        plain.extend_from_slice(&bomb());
+        let body = c.seal(at(0, true), &plain).unwrap();
+        let err = ChunkBody::open_owned(&c, at(0, true), body, 4096).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("holds 4097 bytes, the manifest says 4096"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -621,6 +650,7 @@ mod tests {
         let f = Frame::Chunk {
             transfer: [3; 16],
             index: 77,
+            run: 9,
             last: false,
             body: vec![1, 2, 3],
         };
@@ -647,8 +677,11 @@ mod tests {
                 let (bytes, hash, _) = ChunkBody::frame(
                     &c,
                     &[7; 16],
-                    300,
-                    true,
+                    ChunkNonce {
+                        run: 700,
+                        index: 300,
+                        last: true,
+                    },
                     len,
                     Gzip::IfUseful,
                     |buf| {
@@ -661,6 +694,7 @@ mod tests {
                 assert_eq!(seen, data);
                 let Frame::Chunk {
                     transfer,
+                    run,
                     index,
                     last,
                     body,
@@ -668,13 +702,14 @@ mod tests {
                 else {
                     panic!("not a chunk frame")
                 };
-                assert_eq!((transfer, index, last), ([7; 16], 300, true));
+                assert_eq!((transfer, run, index, last), ([7; 16], 700, 300, true));
                 assert_eq!(
                     Frame::decode_owned(bytes.clone()).unwrap(),
                     Frame::decode(&bytes).unwrap()
                 );
                 let again = Frame::Chunk {
                     transfer,
+                    run,
                     index,
                     last,
                     body: body.clone(),
@@ -685,7 +720,17 @@ mod tests {
                     again, bytes,
                     "hand-built head differs from bincode's at len {len}"
                 );
-                let (back, h) = ChunkBody::open_owned(&c, 300, true, body, len).unwrap();
+                let (back, h) = ChunkBody::open_owned(
+                    &c,
+                    ChunkNonce {
+                        run: 700,
+                        index: 300,
+                        last: true,
+                    },
+                    body,
+                    len,
+                )
+                .unwrap();
                 assert_eq!((back, h), (data, hash));
             }
         }
@@ -701,8 +746,7 @@ mod tests {
             ChunkBody::frame(
                 &c,
                 &[1; 16],
-                5,
-                false,
+                at(5, false),
                 data.len(),
                 gzip,
                 |b| {
@@ -723,9 +767,29 @@ mod tests {
     fn chunk_frame_overhead_bound_holds() {
         let c = cipher();
         let data: Vec<u8> = (0..3000).map(|_| rand::random()).collect();
-        let (body, _, _) = seal(&c, u32::MAX, true, &data);
+        let (frame, _, _) = ChunkBody::frame(
+            &c,
+            &[3; 16],
+            ChunkNonce {
+                run: u32::MAX,
+                index: u32::MAX,
+                last: true,
+            },
+            data.len(),
+            Gzip::IfUseful,
+            |b| {
+                b.copy_from_slice(&data);
+                Ok(())
+            },
+            |_| {},
+        )
+        .unwrap();
+        let Frame::Chunk { body, .. } = Frame::decode_owned(frame).unwrap() else {
+            panic!("not a chunk frame")
+        };
         let f = Frame::Chunk {
             transfer: [3; 16],
+            run: u32::MAX,
             index: u32::MAX,
             last: true,
             body,
@@ -783,7 +847,7 @@ mod tests {
             }).collect();
             for i in (0..m.chunk_count()).rev() {
                 let last = i + 1 == m.chunk_count();
-                let (d, _) = ChunkBody::open_owned(&c, i, last, sealed[i as usize].clone(), m.chunk_len(i)).unwrap();
+                let (d, _) = ChunkBody::open_owned(&c, at(i, last), sealed[i as usize].clone(), m.chunk_len(i)).unwrap();
                 let off = m.offset(i) as usize;
                 out[off..off + d.len()].copy_from_slice(&d);
             }

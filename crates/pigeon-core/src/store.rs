@@ -5,12 +5,21 @@
 //! - `bitmaps`: the per-transfer [`Bitmap`] of held or acknowledged chunks;
 //! - `chunk_hashes`: SHA-256 of each chunk's plaintext, keyed
 //!   `transfer id ++ index` (FileChunk state; the bytes stay in files);
+//!   a sender compares a chunk it reads again with it, so a source that
+//!   changed under an unchanged stamp is caught;
 //! - `sessions`: [`SessionRecord`] by session id (TransferSession);
 //! - `audit`: the agent's hash-chained [`AuditRecord`]s.
 //!
 //! sled 0.34 is beta by its own README, so: small records, a flush before
 //! anything is acknowledged ([`Store::flush`]), a small cache so memory
 //! stays bounded, and kill -9 tests on top.
+//!
+//! Transfer secrets never enter sled: sled is log-structured and keeps old
+//! values in its segments for as long as it likes, so a key "deleted" there
+//! could be read back by anyone who later reads the home. Each live
+//! transfer's secret is a file of its own in `keys/` beside the database
+//! (mode 0600, written atomically), overwritten and removed when the
+//! transfer completes or is cancelled ([`Store::forget_secret`]).
 
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -73,7 +82,14 @@ pub struct TransferRecord {
     /// Where a receiver writes until the whole-file hash matched.
     pub partial_path: Option<PathBuf>,
     pub manifest: Manifest,
-    pub secret: TransferSecret,
+    /// Held in its own file while the transfer lives (see the module
+    /// docs), never in the record: `None` once the transfer has ended.
+    #[serde(skip)]
+    pub secret: Option<TransferSecret>,
+    /// The last sealing run a sender of this transfer started
+    /// ([`crate::crypto::ChunkNonce`]): made durable before the run's first
+    /// chunk leaves, so no two runs share a nonce.
+    pub seal_run: u32,
     pub sha256: Option<[u8; 32]>,
     pub status: TransferStatus,
     pub transport: String,
@@ -92,6 +108,16 @@ pub struct TransferRecord {
 impl TransferRecord {
     pub fn mime(&self) -> &str {
         &self.manifest.mime
+    }
+
+    /// The transfer's secret, or an error saying it is gone with the transfer.
+    pub fn live_secret(&self) -> Result<&TransferSecret> {
+        self.secret.as_ref().ok_or_else(|| {
+            CoreError::Transfer(format!(
+                "transfer {} has ended and its key was deleted; start it again",
+                self.id.short()
+            ))
+        })
     }
 }
 
@@ -146,6 +172,8 @@ pub struct Store {
     chunk_hashes: sled::Tree,
     sessions: sled::Tree,
     audit: sled::Tree,
+    /// One file per live transfer secret.
+    keys: PathBuf,
     /// Appends to the audit chain one at a time (read last, then insert).
     audit_lock: std::sync::Arc<std::sync::Mutex<()>>,
 }
@@ -154,6 +182,8 @@ impl Store {
     /// Open (or create) the store in `dir`. Fails with
     /// [`CoreError::StoreLocked`] when another process holds it.
     pub fn open(dir: &Path) -> Result<Store> {
+        let keys = dir.join("keys");
+        crate::home::create_private_dir(&keys)?;
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(4 * 1024 * 1024)
@@ -177,21 +207,76 @@ impl Store {
             sessions: db.open_tree("sessions")?,
             audit: db.open_tree("audit")?,
             audit_lock: Default::default(),
+            keys,
             db,
         })
     }
 
+    /// Store a transfer's record (its secret is not part of it: see
+    /// [`put_secret`](Self::put_secret)).
     pub fn put_transfer(&self, t: &TransferRecord) -> Result<()> {
         self.transfers
             .insert(t.id.0, codec::encode("transfer record", RECORD_VERSION, t)?)?;
         Ok(())
     }
 
+    /// A transfer's record, with its secret when the transfer still has one.
     pub fn transfer(&self, id: &TransferId) -> Result<Option<TransferRecord>> {
         self.transfers
             .get(id.0)?
-            .map(|v| codec::decode("transfer record", RECORD_VERSION, &v))
+            .map(|v| self.with_secret(codec::decode("transfer record", RECORD_VERSION, &v)?))
             .transpose()
+    }
+
+    fn with_secret(&self, mut rec: TransferRecord) -> Result<TransferRecord> {
+        rec.secret = self.secret(&rec.id)?;
+        Ok(rec)
+    }
+
+    /// Make `secret` the transfer's key, durably (temp file, fsync,
+    /// rename, fsync of the folder), before anything is sealed with it.
+    pub fn put_secret(&self, id: &TransferId, secret: &TransferSecret) -> Result<()> {
+        let bytes =
+            zeroize::Zeroizing::new(codec::encode("transfer secret", RECORD_VERSION, secret)?);
+        crate::home::write_private(&self.key_path(id), &bytes)
+    }
+
+    pub fn secret(&self, id: &TransferId) -> Result<Option<TransferSecret>> {
+        let path = self.key_path(id);
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                let bytes = zeroize::Zeroizing::new(bytes);
+                codec::decode("transfer secret", RECORD_VERSION, &bytes).map(Some)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(CoreError::io(format!("reading {}", path.display()), e)),
+        }
+    }
+
+    /// Delete a transfer's key: overwrite the file, sync, remove it. On a
+    /// file system that writes in place (ext4, xfs, f2fs on a phone) the
+    /// bytes are gone; on a copy-on-write one the overwrite may land
+    /// elsewhere, and only the removal is certain.
+    pub fn forget_secret(&self, id: &TransferId) -> Result<()> {
+        let path = self.key_path(id);
+        let scrub = || -> std::io::Result<()> {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new().write(true).open(&path)?;
+            let len = f.metadata()?.len() as usize;
+            f.write_all(&vec![0u8; len])?;
+            f.sync_all()?;
+            std::fs::remove_file(&path)?;
+            crate::home::sync_dir(&self.keys)
+        };
+        match scrub() {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(CoreError::io(format!("deleting {}", path.display()), e)),
+        }
+    }
+
+    fn key_path(&self, id: &TransferId) -> PathBuf {
+        self.keys.join(format!("{id}.key"))
     }
 
     /// Every transfer, oldest first. Records that do not decode (from a
@@ -201,7 +286,7 @@ impl Store {
         for item in self.transfers.iter() {
             let (_, v) = item?;
             match codec::decode::<TransferRecord>("transfer record", RECORD_VERSION, &v) {
-                Ok(t) => all.push(t),
+                Ok(t) => all.push(self.with_secret(t)?),
                 Err(e) => tracing::warn!("skipping a stored transfer: {e}"),
             }
         }
@@ -226,6 +311,7 @@ impl Store {
     }
 
     pub fn delete_transfer(&self, id: &TransferId) -> Result<()> {
+        self.forget_secret(id)?;
         self.transfers.remove(id.0)?;
         self.clear_chunks(id)
     }
@@ -243,28 +329,18 @@ impl Store {
             .transpose()
     }
 
-    /// Record chunk `index`'s plaintext hash and whether it went gzipped:
-    /// a resend must seal exactly the same plaintext under the same nonce.
-    pub fn put_chunk_hash(
-        &self,
-        id: &TransferId,
-        index: u32,
-        hash: &[u8; 32],
-        gzip: bool,
-    ) -> Result<()> {
-        let mut v = [0u8; 33];
-        v[..32].copy_from_slice(hash);
-        v[32] = u8::from(gzip);
+    /// Record chunk `index`'s plaintext hash.
+    pub fn put_chunk_hash(&self, id: &TransferId, index: u32, hash: &[u8; 32]) -> Result<()> {
         self.chunk_hashes
-            .insert(chunk_key(id, index), v.as_slice())?;
+            .insert(chunk_key(id, index), hash.as_slice())?;
         Ok(())
     }
 
-    pub fn chunk_hash(&self, id: &TransferId, index: u32) -> Result<Option<([u8; 32], bool)>> {
-        Ok(self.chunk_hashes.get(chunk_key(id, index))?.and_then(|v| {
-            let hash: [u8; 32] = v.get(..32)?.try_into().ok()?;
-            Some((hash, v.get(32) == Some(&1)))
-        }))
+    pub fn chunk_hash(&self, id: &TransferId, index: u32) -> Result<Option<[u8; 32]>> {
+        Ok(self
+            .chunk_hashes
+            .get(chunk_key(id, index))?
+            .and_then(|v| v.get(..32)?.try_into().ok()))
     }
 
     pub fn clear_chunks(&self, id: &TransferId) -> Result<()> {
@@ -381,7 +457,8 @@ mod tests {
                 modified_unix: 0,
                 mode: 0o644,
             },
-            secret: TransferSecret::random(),
+            secret: Some(TransferSecret::random()),
+            seal_run: 0,
             sha256: None,
             status: TransferStatus::Pending,
             transport: "local:/s".into(),
@@ -408,17 +485,60 @@ mod tests {
             let mut b = Bitmap::new(3);
             b.set(1);
             s.put_bitmap(&id, &b).unwrap();
-            s.put_chunk_hash(&id, 1, &[5; 32], true).unwrap();
+            s.put_chunk_hash(&id, 1, &[5; 32]).unwrap();
             s.flush().unwrap();
         }
         let s = Store::open(dir.path()).unwrap();
         assert_eq!(s.transfer(&id).unwrap().unwrap().remote_path, "x");
         assert!(s.bitmap(&id).unwrap().unwrap().get(1));
-        assert_eq!(s.chunk_hash(&id, 1).unwrap(), Some(([5; 32], true)));
+        assert_eq!(s.chunk_hash(&id, 1).unwrap(), Some([5; 32]));
         assert_eq!(s.find_transfer(&id.short()).unwrap().id, id);
         s.delete_transfer(&id).unwrap();
         assert!(s.transfer(&id).unwrap().is_none());
         assert!(s.chunk_hash(&id, 1).unwrap().is_none());
+    }
+
+    #[test]
+    fn secrets_live_in_their_own_file_and_are_gone_when_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = TransferId::random();
+        let rec = record(id);
+        let key = rec.secret.clone().unwrap().key;
+        {
+            let s = Store::open(dir.path()).unwrap();
+            s.put_transfer(&rec).unwrap();
+            s.put_secret(&id, rec.secret.as_ref().unwrap()).unwrap();
+            s.flush().unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.transfer(&id).unwrap().unwrap().secret, rec.secret);
+        s.forget_secret(&id).unwrap();
+        s.forget_secret(&id).unwrap();
+        assert!(s.transfer(&id).unwrap().unwrap().secret.is_none());
+        s.flush().unwrap();
+        drop(s);
+        // Nowhere in the home: not in sled's files, not in a key file.
+        for file in walk(dir.path()) {
+            let bytes = std::fs::read(&file).unwrap();
+            assert!(
+                !bytes.windows(32).any(|w| w == key),
+                "the key is still in {}",
+                file.display()
+            );
+        }
+    }
+
+    fn walk(dir: &Path) -> Vec<PathBuf> {
+        let mut out = vec![];
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+        out
     }
 
     #[test]

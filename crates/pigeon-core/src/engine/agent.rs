@@ -218,7 +218,11 @@ impl AgentHooks {
         };
         let refuse = |code, reason: String| self.refuse(node, &peer, req, code, reason);
         if let Ok(Some(rec)) = node.store.transfer(&transfer) {
-            if rec.peer != peer.name.as_str() || rec.manifest != manifest || rec.secret != secret {
+            // A completed transfer's key is gone: the same peer offering the
+            // same manifest in its authenticated session is enough to say Done.
+            let same_key =
+                rec.status == TransferStatus::Completed || rec.secret.as_ref() == Some(&secret);
+            if rec.peer != peer.name.as_str() || rec.manifest != manifest || !same_key {
                 return refuse(RefuseCode::Internal, "transfer id already in use".into());
             }
             match rec.status {
@@ -313,7 +317,8 @@ impl AgentHooks {
             partial_path: Some(self.root.staging_dir().join(format!("{transfer}.part"))),
             chunks_total: manifest.chunk_count(),
             manifest,
-            secret,
+            secret: Some(secret),
+            seal_run: 0,
             sha256: None,
             status: TransferStatus::InProgress,
             transport: node.transports_label(),
@@ -327,7 +332,11 @@ impl AgentHooks {
             overwrite,
             faults: FaultCounters::default(),
         };
-        if let Err(e) = node.store.put_transfer(&rec) {
+        let stored = rec
+            .live_secret()
+            .and_then(|secret| node.store.put_secret(&rec.id, secret))
+            .and_then(|()| node.store.put_transfer(&rec));
+        if let Err(e) = stored {
             return refuse(RefuseCode::Internal, e.to_string());
         }
         audit(
@@ -392,7 +401,7 @@ impl AgentHooks {
                 let _ = node.store.clear_chunks(&transfer);
                 rec.manifest = manifest_for(&file, &meta, rec.manifest.chunk_size);
                 rec.chunks_total = rec.manifest.chunk_count();
-                rec.secret = TransferSecret::random();
+                rec.secret = Some(TransferSecret::random());
                 rec.source = Some(stamp);
                 rec.local_path = file.clone();
                 rec.status = TransferStatus::InProgress;
@@ -411,7 +420,8 @@ impl AgentHooks {
                     partial_path: None,
                     chunks_total: manifest.chunk_count(),
                     manifest,
-                    secret: TransferSecret::random(),
+                    secret: Some(TransferSecret::random()),
+                    seal_run: 0,
                     sha256: None,
                     status: TransferStatus::InProgress,
                     transport: node.transports_label(),
@@ -436,7 +446,11 @@ impl AgentHooks {
                 (rec, false)
             }
         };
-        if let Err(e) = node.store.put_transfer(&rec) {
+        let stored = rec
+            .live_secret()
+            .and_then(|secret| node.store.put_secret(&rec.id, secret))
+            .and_then(|()| node.store.put_transfer(&rec));
+        if let Err(e) = stored {
             return refuse(RefuseCode::Internal, e.to_string());
         }
         // Durable before the offer leaves: a restart must offer the same key.
@@ -870,6 +884,7 @@ fn conclude(node: &Node, rec: &mut TransferRecord, outcome: &Outcome, action: &s
     finish_record(rec, outcome);
     let _ = node.store.put_transfer(rec);
     let _ = node.store.flush();
+    super::forget_key_if_ended(node, rec);
     let (outcome_text, sha) = match outcome {
         Outcome::Completed(sha) => ("completed".to_string(), Some(*sha)),
         Outcome::Failed(e) => (format!("failed: {e}"), None),

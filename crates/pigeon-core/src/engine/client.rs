@@ -622,7 +622,8 @@ impl Core {
             partial_path: None,
             chunks_total: manifest.chunk_count(),
             manifest,
-            secret: TransferSecret::random(),
+            secret: Some(TransferSecret::random()),
+            seal_run: 0,
             sha256: None,
             status: TransferStatus::Pending,
             transport: self.node.transports_label(),
@@ -684,16 +685,15 @@ impl Core {
                 local.display()
             )));
         }
-        let file_name = local
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| name.clone());
+        let id = TransferId::random();
         let rec = TransferRecord {
-            id: TransferId::random(),
+            id,
             direction: Direction::Download,
             role: Role::Receiver,
             peer: self.peer.name.to_string(),
-            partial_path: Some(parent.join(format!(".{file_name}.pigeon-partial"))),
+            // Short whatever the file's name (a name of 250 bytes must
+            // still leave room), and hidden beside it until verified.
+            partial_path: Some(parent.join(format!(".pigeon-{}.partial", id.short()))),
             local_path: local,
             remote_path: remote,
             manifest: Manifest {
@@ -704,7 +704,8 @@ impl Core {
                 modified_unix: 0,
                 mode: 0o644,
             },
-            secret: TransferSecret::random(),
+            secret: Some(TransferSecret::random()),
+            seal_run: 0,
             sha256: None,
             status: TransferStatus::Pending,
             transport: self.node.transports_label(),
@@ -731,6 +732,9 @@ impl Core {
     }
 
     fn add(&mut self, rec: TransferRecord) -> Result<TransferId> {
+        if let Some(secret) = &rec.secret {
+            self.node.store.put_secret(&rec.id, secret)?;
+        }
         self.node.store.put_transfer(&rec)?;
         // Durable before its first chunk leaves: a kill in the next instant
         // must find it to resume, not start over.
@@ -839,6 +843,7 @@ impl Core {
         }
         let _ = self.node.store.put_transfer(&rec);
         let _ = self.node.store.flush();
+        super::forget_key_if_ended(&self.node, &mut rec);
         let progress = lock(&self.node.progress).get(&id).cloned();
         let report = progress.as_ref().map(|p| {
             let mut p = lock(p);

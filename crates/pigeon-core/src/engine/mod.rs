@@ -23,6 +23,7 @@ pub mod handle;
 mod progress;
 mod receiver;
 mod router;
+mod seal;
 mod sender;
 
 use std::collections::HashMap;
@@ -31,7 +32,7 @@ use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc, watch, OwnedSemaphorePermit};
 
-use crate::crypto::{Identity, KeyId, PublicKey, Session};
+use crate::crypto::{ChunkNonce, Identity, KeyId, PublicKey, Session};
 use crate::error::{CoreError, IoContext, Result};
 use crate::home::PeerName;
 use crate::link::{self, Inbound, LinkHandle};
@@ -49,11 +50,7 @@ pub(crate) use progress::Progress;
 #[derive(Debug)]
 pub(crate) enum TaskInput {
     Control(Control),
-    Chunk {
-        index: u32,
-        last: bool,
-        body: Vec<u8>,
-    },
+    Chunk { at: ChunkNonce, body: Vec<u8> },
     Pause,
     Cancel,
 }
@@ -374,6 +371,25 @@ pub(crate) fn silent_peer(node: &Node, limit: Duration, fail: bool) -> sender::O
         limit.as_secs(),
         node.transports_label()
     ))
+}
+
+/// A transfer that completed or was cancelled loses its key, once its
+/// end is durable: a recorded transcript can then no longer be opened with
+/// anything left in the home. (A failed one keeps it, to be resumed.)
+pub(crate) fn forget_key_if_ended(node: &Node, rec: &mut crate::store::TransferRecord) {
+    use crate::view::TransferStatus;
+    if matches!(
+        rec.status,
+        TransferStatus::Completed | TransferStatus::Cancelled
+    ) {
+        rec.secret = None;
+        if let Err(e) = node.store.forget_secret(&rec.id) {
+            node.log(
+                LogLevel::Warn,
+                format!("cannot delete a finished transfer's key: {e}"),
+            );
+        }
+    }
 }
 
 pub(crate) fn random_session_id() -> [u8; 16] {

@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 use super::sender::{hash_file, Outcome};
 use super::{lock, Node, Peer, Progress, Rto, TaskInput};
 use crate::bitmap::Bitmap;
-use crate::crypto::ChunkCipher;
+use crate::crypto::{ChunkCipher, ChunkNonce};
 use crate::error::{CoreError, IoContext, Result};
 use crate::protocol::{AckState, ChunkBody, Control, RefuseCode};
 use crate::store::TransferRecord;
@@ -122,7 +122,7 @@ impl Receiver {
     fn open_partial(&mut self, reset: bool) -> Result<()> {
         let path = self.partial_path();
         self.cipher = Some(Arc::new(ChunkCipher::new(
-            &self.rec.secret,
+            self.rec.live_secret()?,
             &self.rec.id.0,
             &self.rec.manifest.hash()?,
         )));
@@ -133,7 +133,8 @@ impl Receiver {
             return Ok(());
         }
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).ctx(|| format!("creating {}", parent.display()))?;
+            crate::home::create_public_dirs(parent)
+                .ctx(|| format!("creating {}", parent.display()))?;
         }
         let file = std::fs::OpenOptions::new()
             .read(true)
@@ -232,8 +233,8 @@ impl Receiver {
                 self.discard();
                 Ok(Some(Outcome::Cancelled))
             }
-            TaskInput::Chunk { index, last, body } => {
-                match self.on_chunk(index, last, body).await {
+            TaskInput::Chunk { at, body } => {
+                match self.on_chunk(at, body).await {
                     Ok(authentic) => {
                         // Only a chunk that opened under the key proves the
                         // sender is there: forged ones keep nothing alive.
@@ -269,14 +270,11 @@ impl Receiver {
                         "the agent offered an impossible file: {reason}"
                     ))));
                 }
-                if self.cfg.initiator
-                    && (self.file.is_none()
-                        || manifest != self.rec.manifest
-                        || secret != self.rec.secret)
-                {
+                let rekeyed =
+                    manifest != self.rec.manifest || Some(&secret) != self.rec.secret.as_ref();
+                if self.cfg.initiator && (self.file.is_none() || rekeyed) {
                     let had = self.have.count();
-                    let changed = self.rec.chunks_total > 0
-                        && (manifest != self.rec.manifest || secret != self.rec.secret);
+                    let changed = self.rec.chunks_total > 0 && rekeyed;
                     if changed || self.file.is_none() && had == 0 {
                         self.reset_to(manifest, secret).await?;
                     } else {
@@ -304,7 +302,7 @@ impl Receiver {
                     &self.peer,
                     &Control::Accept {
                         transfer: self.rec.id,
-                        epoch: self.rec.manifest.epoch(&self.rec.secret)?,
+                        epoch: self.rec.manifest.epoch(self.rec.live_secret()?)?,
                         have: AckState::from_bitmap(&self.have),
                     },
                 );
@@ -336,7 +334,9 @@ impl Receiver {
         }
         self.rec.chunks_total = manifest.chunk_count();
         self.rec.manifest = manifest;
-        self.rec.secret = secret;
+        // The new key is durable before a chunk under it is taken.
+        self.node.store.put_secret(&self.rec.id, &secret)?;
+        self.rec.secret = Some(secret);
         self.rec.chunks_done = 0;
         self.have = Bitmap::new(self.rec.chunks_total);
         self.highest = None;
@@ -355,7 +355,8 @@ impl Receiver {
 
     /// Take one chunk. Only a local write failure (a full disk, say) is an
     /// error; anything wrong with the chunk itself is counted and dropped.
-    async fn on_chunk(&mut self, index: u32, last: bool, body: Vec<u8>) -> Result<bool> {
+    async fn on_chunk(&mut self, at: ChunkNonce, body: Vec<u8>) -> Result<bool> {
+        let index = at.index;
         let (Some(cipher), Some(file)) = (self.cipher.clone(), self.file.clone()) else {
             return Ok(false);
         };
@@ -374,7 +375,7 @@ impl Receiver {
         // the final check need not read it all again.
         let mut running = self.running.take().filter(|(_, next)| *next == index);
         let opened = tokio::task::spawn_blocking(move || -> Result<_> {
-            let (data, hash) = ChunkBody::open_owned(&cipher, index, last, body, len)?;
+            let (data, hash) = ChunkBody::open_owned(&cipher, at, body, len)?;
             file.write_all_at(&data, offset).map_err(|e| {
                 CoreError::io(format!("writing chunk {index} (is the disk full?)"), e)
             })?;
@@ -404,10 +405,7 @@ impl Receiver {
         self.highest = Some(self.highest.map_or(index, |h| h.max(index)));
         self.have.set(index);
         self.unsynced = true;
-        let _ = self
-            .node
-            .store
-            .put_chunk_hash(&self.rec.id, index, &hash, false);
+        let _ = self.node.store.put_chunk_hash(&self.rec.id, index, &hash);
         {
             let mut p = lock(&self.progress);
             p.set(index, ChunkState::Acked);
@@ -485,7 +483,7 @@ impl Receiver {
         }
         let have = self.have.clone();
         let rec = self.rec.clone();
-        let epoch = rec.manifest.epoch(&rec.secret)?;
+        let epoch = rec.manifest.epoch(rec.live_secret()?)?;
         let file = self.file.clone().filter(|_| self.unsynced);
         self.unsynced = false;
         let node = self.node.clone();
@@ -593,8 +591,12 @@ impl Receiver {
         let partial = self.partial_path();
         tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             use std::os::unix::fs::PermissionsExt;
-            // Never executable, whatever it is.
-            std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o644))?;
+            // Never executable, whatever it is; readable as the user's
+            // umask says (pigeon's own is private).
+            std::fs::set_permissions(
+                &partial,
+                std::fs::Permissions::from_mode(crate::home::public_file_mode()),
+            )?;
             std::fs::rename(&partial, &target)?;
             if let Some(dir) = target.parent() {
                 std::fs::File::open(dir)?.sync_all()?;

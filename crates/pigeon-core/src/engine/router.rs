@@ -13,7 +13,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use super::{decode_sealed, lock, Node, Peer, TaskInput};
-use crate::crypto::PublicKey;
+use crate::crypto::{ChunkNonce, PublicKey};
 use crate::link::Inbound;
 use crate::protocol::{Control, Frame};
 use crate::view::TransferId;
@@ -128,12 +128,14 @@ pub(crate) async fn route<H: Hooks>(
             }
             Frame::Chunk {
                 transfer,
+                run,
                 index,
                 last,
                 body,
             } => {
                 let id = TransferId(transfer);
-                let input = TaskInput::Chunk { index, last, body };
+                let at = ChunkNonce { run, index, last };
+                let input = TaskInput::Chunk { at, body };
                 let tx = lock(&node.tasks).get(&id).map(|(_, tx)| tx.clone());
                 match tx {
                     Some(tx) if !tx.is_closed() => {

@@ -22,9 +22,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::seal::{SealBook, SealError};
 use super::{lock, Node, Peer, Progress, Rto, TaskInput};
 use crate::bitmap::Bitmap;
-use crate::crypto::ChunkCipher;
+use crate::crypto::{ChunkCipher, TransferSecret};
 use crate::error::{CoreError, Result};
 use crate::protocol::{AckState, ChunkBody, Control, Gzip};
 use crate::store::{now_unix, SourceStamp, TransferRecord};
@@ -58,7 +59,7 @@ type Built = (Vec<u8>, [u8; 32], bool);
 struct Prep {
     index: u32,
     retry: bool,
-    try_compress: bool,
+    planned: Gzip,
     job: JoinHandle<Result<Built>>,
 }
 
@@ -91,6 +92,9 @@ pub(crate) struct Sender {
     rec: TransferRecord,
     cfg: SenderConfig,
     cipher: Arc<ChunkCipher>,
+    secret: TransferSecret,
+    /// How every chunk of this run is sealed ([`SealBook`]).
+    book: SealBook,
     file: Arc<std::fs::File>,
     acked: Bitmap,
     inflight: HashMap<u32, Flight>,
@@ -105,8 +109,6 @@ pub(crate) struct Sender {
     /// Chunks being read, compressed and sealed, in the order they go out.
     preps: VecDeque<Prep>,
     file_hash: Option<[u8; 32]>,
-    compress: bool,
-    raw_streak: u32,
     window: usize,
     state: State,
     /// Which keying answers must be about ([`Manifest::epoch`]).
@@ -119,22 +121,35 @@ pub(crate) struct Sender {
 }
 
 impl Sender {
+    /// A sender for `rec`, starting a new sealing run. The run is recorded
+    /// in `rec`; [`run`](Self::run) makes it durable before the first chunk.
     pub fn new(
         node: Arc<Node>,
         peer: Arc<Peer>,
-        rec: TransferRecord,
+        mut rec: TransferRecord,
         cfg: SenderConfig,
         progress: Arc<Mutex<Progress>>,
     ) -> Result<Sender> {
         let file = std::fs::File::open(&rec.local_path)
             .map_err(|e| CoreError::io(format!("opening {}", rec.local_path.display()), e))?;
-        let cipher = ChunkCipher::new(&rec.secret, &rec.id.0, &rec.manifest.hash()?);
+        let secret = rec.live_secret()?.clone();
+        let cipher = ChunkCipher::new(&secret, &rec.id.0, &rec.manifest.hash()?);
         let acked = Bitmap::new(rec.chunks_total);
         let compress = !rec.no_compress && !already_compressed(&rec.manifest.mime);
+        let book = SealBook::start(rec.seal_run, rec.chunks_total, compress).ok_or_else(|| {
+            CoreError::Transfer(format!(
+                "transfer {} was restarted four billion times; start it again",
+                rec.id.short()
+            ))
+        })?;
+        rec.seal_run = book.run();
         let window = (32 * 1024 * 1024 / rec.manifest.chunk_size.max(1) as usize).clamp(16, 4096);
         let rto = Rto::for_link(&node.links[0]);
         Ok(Sender {
             cipher: Arc::new(cipher),
+            epoch: rec.manifest.epoch(&secret)?,
+            secret,
+            book,
             file: Arc::new(file),
             acked,
             inflight: HashMap::new(),
@@ -146,11 +161,8 @@ impl Sender {
             hash_job: None,
             preps: VecDeque::new(),
             file_hash: None,
-            compress,
-            raw_streak: 0,
             window,
             state: State::Offering,
-            epoch: rec.manifest.epoch(&rec.secret)?,
             ready: None,
             resync_at: None,
             last_heard: Instant::now(),
@@ -167,7 +179,13 @@ impl Sender {
         let path = self.rec.local_path.clone();
         let size = self.rec.manifest.size;
         self.hash_job = Some(tokio::task::spawn_blocking(move || hash_file(&path, size)));
-        let outcome = self.run_states(&mut inbox).await;
+        // This run's number is durable before anything is sealed under it.
+        let outcome = match self.record_run().await {
+            Ok(()) => self.run_states(&mut inbox).await,
+            Err(e) => Outcome::Failed(format!(
+                "cannot record the transfer's state ({e}); free space and run the command again"
+            )),
+        };
         if let Some(job) = self.hash_job.take() {
             job.abort();
         }
@@ -301,11 +319,16 @@ impl Sender {
         }
     }
 
+    async fn record_run(&mut self) -> Result<()> {
+        self.node.store.put_transfer(&self.rec)?;
+        self.node.store.flush_async().await
+    }
+
     fn send_offer(&mut self) {
         let offer = Control::Offer {
             transfer: self.rec.id,
             manifest: self.rec.manifest.clone(),
-            secret: self.rec.secret.clone(),
+            secret: self.secret.clone(),
             path: self.rec.remote_path.clone(),
             overwrite: self.rec.overwrite,
             restarted: self.cfg.restarted,
@@ -526,9 +549,14 @@ impl Sender {
         !self.resend.is_empty() || (out < self.window && self.next_new().is_some())
     }
 
+    /// The next chunk never sent in this run, nor being prepared.
     fn next_new(&self) -> Option<u32> {
-        (self.cursor..self.acked.len())
-            .find(|i| !self.acked.get(*i) && !self.inflight.contains_key(i))
+        let busy = |i: &u32| {
+            self.inflight.contains_key(i)
+                || self.preps.iter().any(|p| p.index == *i)
+                || self.ready.as_ref().is_some_and(|r| r.index == *i)
+        };
+        (self.cursor..self.acked.len()).find(|i| !self.acked.get(*i) && !busy(i))
     }
 
     fn next_wake(&self) -> Instant {
@@ -619,33 +647,24 @@ impl Sender {
         self.node.touch();
     }
 
-    /// Read, hash, maybe compress, and seal chunk `index` on a blocking thread.
+    /// Read, hash, maybe compress, and seal chunk `index` on a blocking
+    /// thread, as the seal book plans it.
     fn spawn_prep(&self, index: u32, retry: bool) -> Prep {
         let m = &self.rec.manifest;
         let offset = m.offset(index);
         let len = m.chunk_len(index);
-        let last = index + 1 == self.rec.chunks_total;
+        let at = self.book.nonce(index);
+        let planned = self.book.plan(index);
         let file = self.file.clone();
         let cipher = self.cipher.clone();
-        // A chunk sent before goes exactly as it went (same nonce, same
-        // plaintext). A new one: after eight in a row that did not shrink,
-        // gzip is tried only on every 32nd.
-        let try_compress = self.compress && (self.raw_streak < 8 || index.is_multiple_of(32));
-        let gzip = match self.node.store.chunk_hash(&self.rec.id, index) {
-            Ok(Some((_, true))) => Gzip::Always,
-            Ok(Some((_, false))) => Gzip::Never,
-            _ if try_compress => Gzip::IfUseful,
-            _ => Gzip::Never,
-        };
         let transfer = self.rec.id.0;
         let job = tokio::task::spawn_blocking(move || {
             ChunkBody::frame(
                 &cipher,
                 &transfer,
-                index,
-                last,
+                at,
                 len,
-                gzip,
+                planned,
                 |buf| file.read_exact_at(buf, offset),
                 |_| {},
             )
@@ -653,29 +672,34 @@ impl Sender {
         Prep {
             index,
             retry,
-            try_compress,
+            planned,
             job,
         }
     }
 
-    /// Check a prepared chunk against what was sent before under this key.
+    /// Let a prepared chunk go only if the seal book admits it: the same
+    /// bytes as recorded, built as this run first built it.
     fn check_prepared(&mut self, prep: &Prep, (frame, hash, compressed): Built) -> Result<Vec<u8>> {
         let index = prep.index;
-        // The same chunk must always be the same bytes under this key.
-        match self.node.store.chunk_hash(&self.rec.id, index)? {
-            Some((old, _)) if old != hash => {
-                return Err(CoreError::Transfer(format!(
-                    "{} changed while it was being sent (chunk {index} differs); run the command again to send it afresh",
-                    self.rec.local_path.display()
-                )))
+        let recorded = self.node.store.chunk_hash(&self.rec.id, index)?;
+        match self
+            .book
+            .admit(index, prep.planned, &hash, compressed, recorded.as_ref())
+        {
+            Ok(admitted) => {
+                if admitted.record {
+                    self.node.store.put_chunk_hash(&self.rec.id, index, &hash)?;
+                }
+                Ok(frame)
             }
-            Some(_) => {}
-            None => self.node.store.put_chunk_hash(&self.rec.id, index, &hash, compressed)?,
+            Err(SealError::SourceChanged { index }) => Err(CoreError::Transfer(format!(
+                "{} changed while it was being sent (chunk {index} differs); run the command again to send it afresh",
+                self.rec.local_path.display()
+            ))),
+            Err(SealError::Conflict { index }) => Err(CoreError::Transfer(format!(
+                "internal error: chunk {index} was built two ways in one run; nothing was sent (please report this)"
+            ))),
         }
-        if prep.try_compress {
-            self.raw_streak = if compressed { 0 } else { self.raw_streak + 1 };
-        }
-        Ok(frame)
     }
 
     async fn whole_file_hash(&mut self) -> Result<[u8; 32]> {

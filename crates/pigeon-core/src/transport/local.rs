@@ -158,11 +158,13 @@ impl LocalSpool {
     /// Open the spool as party `me`, creating its inbox, and start reading it.
     pub fn open(uri: LocalUri, me: Address) -> std::io::Result<LocalSpool> {
         let inbox_dir = uri.dir.join(&me);
-        std::fs::create_dir_all(&inbox_dir)?;
+        // The spool is shared with the other party: the user's own umask
+        // decides who else may use it, not pigeon's private one.
+        crate::home::create_public_dirs(&inbox_dir)?;
         let caps = uri.capabilities();
         let transcript = if uri.transcript {
             let dir = uri.dir.join("transcript");
-            std::fs::create_dir_all(&dir)?;
+            crate::home::create_public_dirs(&dir)?;
             let file = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
@@ -213,7 +215,7 @@ fn deliver(
     bytes: &[u8],
     transcript: Option<&std::sync::Mutex<std::fs::File>>,
 ) -> std::io::Result<()> {
-    std::fs::create_dir_all(inbox)?;
+    crate::home::create_public_dirs(inbox)?;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
@@ -221,7 +223,14 @@ fn deliver(
     let seq = DELIVERY_SEQ.fetch_add(1, Ordering::Relaxed);
     let name = format!("{now:020}-{:08x}-{seq:010}.msg", std::process::id());
     let tmp = inbox.join(format!(".tmp-{name}"));
-    std::fs::write(&tmp, bytes)?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.set_permissions(std::fs::Permissions::from_mode(
+            crate::home::public_file_mode(),
+        ))?;
+        f.write_all(bytes)?;
+    }
     std::fs::rename(&tmp, inbox.join(&name))?;
     if let Some(t) = transcript {
         if let Ok(mut f) = t.lock() {
