@@ -681,6 +681,11 @@ impl Hooks for AgentHooks {
             node.links[link].send_control(&peer.address, welcome, None);
             return;
         }
+        // A session by this id exists but its answer was forgotten: never
+        // replace it (the live client holds its keys).
+        if lock(&node.sessions).contains_key(&session) {
+            return;
+        }
         let (sess, reply) = match respond(&node.me, &peer.key, &session, &noise) {
             Ok(x) => x,
             Err(e) => {
@@ -693,18 +698,12 @@ impl Hooks for AgentHooks {
         };
         let Ok(welcome) = (Frame::Welcome {
             session,
-            noise: reply,
+            noise: reply.clone(),
         })
         .encode() else {
             return;
         };
-        let slot = Arc::new(SessionSlot {
-            id: session,
-            created: std::time::Instant::now(),
-            peer: peer.clone(),
-            link,
-            session: Mutex::new(sess),
-        });
+        let slot = Arc::new(SessionSlot::new(session, peer.clone(), link, sess, &reply));
         lock(&node.sessions).insert(session, slot.clone());
         {
             let mut w = lock(&self.welcomes);

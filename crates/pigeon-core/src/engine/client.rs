@@ -179,6 +179,15 @@ impl Hooks for ClientHooks {
 
     fn on_welcome(&self, node: &Arc<Node>, link: usize, session: [u8; 16], noise: Vec<u8>) {
         let Some(init) = lock(&self.pending).remove(&session) else {
+            // An answer to a handshake we finished long ago. The same answer
+            // again is a duplicate; another one means the agent answered a
+            // redelivered Hello with new keys (it restarted and lost ours):
+            // our session is dead there, so make a new one at once.
+            let current = self.peer.session.borrow().clone();
+            if current.is_some_and(|c| c.id == session && c.answer != crate::crypto::sha256(&noise)) {
+                tracing::info!("the agent answered our handshake anew (it restarted?); handshaking again");
+                self.need_session.notify_one();
+            }
             return;
         };
         let sess = match init.finish(&noise) {
@@ -194,13 +203,13 @@ impl Hooks for ClientHooks {
                 return;
             }
         };
-        let slot = Arc::new(SessionSlot {
-            id: session,
-            created: std::time::Instant::now(),
-            peer: self.peer.clone(),
+        let slot = Arc::new(SessionSlot::new(
+            session,
+            self.peer.clone(),
             link,
-            session: Mutex::new(sess),
-        });
+            sess,
+            &noise,
+        ));
         lock(&node.sessions).insert(session, slot.clone());
         let _ = node.store.replace_sessions(&SessionRecord {
             id: session,
@@ -314,7 +323,12 @@ async fn connect(node: Arc<Node>, peer: Arc<Peer>, hooks: Arc<ClientHooks>) {
         }
         hooks.need_session.notified().await;
         tracing::info!("the agent lost our session (it restarted?); handshaking again");
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Hints are unauthenticated: at most one new handshake a second,
+        // but no wait at all when the last one is older than that.
+        let since = started.elapsed();
+        if since < Duration::from_secs(1) {
+            tokio::time::sleep(Duration::from_secs(1) - since).await;
+        }
     }
 }
 

@@ -85,6 +85,32 @@ pub(crate) struct SessionSlot {
     pub peer: Arc<Peer>,
     pub link: usize,
     pub session: Mutex<Session>,
+    /// SHA-256 of the handshake answer that made this session. A different
+    /// answer under the same id means the agent lost the session (it
+    /// restarted and answered a redelivered Hello with new keys).
+    pub answer: [u8; 32],
+    /// A sealed frame has opened in this session: the peer holds its keys.
+    pub confirmed: std::sync::atomic::AtomicBool,
+}
+
+impl SessionSlot {
+    pub fn new(
+        id: [u8; 16],
+        peer: Arc<Peer>,
+        link: usize,
+        session: Session,
+        answer: &[u8],
+    ) -> SessionSlot {
+        SessionSlot {
+            id,
+            created: std::time::Instant::now(),
+            peer,
+            link,
+            session: Mutex::new(session),
+            answer: crate::crypto::sha256(answer),
+            confirmed: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
 }
 
 /// One party at run time.

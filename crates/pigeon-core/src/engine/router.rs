@@ -86,14 +86,7 @@ pub(crate) async fn route<H: Hooks>(
                         .peer_by_key_id(&from)
                         .filter(|_| hint_allowed(&mut last_hint))
                     {
-                        if let Ok(hint) = (Frame::UnknownSession {
-                            session,
-                            from: node.me.public().0,
-                        })
-                        .encode()
-                        {
-                            node.links[link].send_control(&peer.address, hint, None);
-                        }
+                        send_unknown_session_hint(&node, link, &peer, session);
                     }
                     continue;
                 };
@@ -106,6 +99,7 @@ pub(crate) async fn route<H: Hooks>(
                 };
                 match decode_sealed(&slot, nonce, &body) {
                     Ok(Some(control)) => {
+                        slot.confirmed.store(true, Ordering::Relaxed);
                         // Proof that the peer holds this session: make it the
                         // one replies go out in.
                         let newer = peer
@@ -121,9 +115,18 @@ pub(crate) async fn route<H: Hooks>(
                     Ok(None) => node.record_fault(link, |s| {
                         s.duplicate.fetch_add(1, Ordering::Relaxed);
                     }),
-                    Err(_) => node.record_fault(link, |s| {
-                        s.corrupt.fetch_add(1, Ordering::Relaxed);
-                    }),
+                    Err(_) => {
+                        node.record_fault(link, |s| {
+                            s.corrupt.fetch_add(1, Ordering::Relaxed);
+                        });
+                        // Nothing has ever opened in this session: it was
+                        // made from a redelivered Hello, and the peer holds
+                        // other keys under its id. Say so, as if unknown.
+                        if !slot.confirmed.load(Ordering::Relaxed) && hint_allowed(&mut last_hint)
+                        {
+                            send_unknown_session_hint(&node, link, &peer, session);
+                        }
+                    }
                 }
             }
             Frame::Chunk {
@@ -166,6 +169,18 @@ async fn dispatch<H: Hooks>(node: &Arc<Node>, hooks: &H, peer: Arc<Peer>, contro
         }
     }
     hooks.on_control(node, peer, control).await;
+}
+
+/// Tell `peer` we hold no usable session by this id, so it handshakes again.
+fn send_unknown_session_hint(node: &Node, link: usize, peer: &Peer, session: [u8; 16]) {
+    if let Ok(hint) = (Frame::UnknownSession {
+        session,
+        from: node.me.public().0,
+    })
+    .encode()
+    {
+        node.links[link].send_control(&peer.address, hint, None);
+    }
 }
 
 /// At most five "unknown session" hints a second: injected frames must not
