@@ -60,7 +60,7 @@ fn check_download(w: &World, remote: &str, original: &Path, out_name: &str) -> s
     // No partial file is left next to the result.
     let leftovers: Vec<_> = list_files(out.parent().unwrap())
         .into_iter()
-        .filter(|p| p.to_string_lossy().contains("pigeon-partial"))
+        .filter(|p| p.to_string_lossy().ends_with(".partial"))
         .collect();
     assert!(leftovers.is_empty(), "partial files left: {leftovers:?}");
     r

@@ -182,8 +182,38 @@ impl AckState {
         AckState { base, ranges }
     }
 
+    /// The same claim in a shape that is cheap to use, whatever a peer
+    /// sent: ranges within `base..len`, sorted, merged and non-empty.
+    /// O(r log r) for r ranges (a control frame holds a few thousand at most).
+    pub fn normalized(&self, len: u32) -> AckState {
+        let base = self.base.min(len);
+        let mut ranges: Vec<(u32, u32)> = self
+            .ranges
+            .iter()
+            .map(|&(s, e)| (s.max(base), e.min(len)))
+            .filter(|&(s, e)| s < e)
+            .collect();
+        ranges.sort_unstable();
+        let mut merged: Vec<(u32, u32)> = Vec::with_capacity(ranges.len());
+        for (s, e) in ranges {
+            match merged.last_mut() {
+                Some(last) if s <= last.1 => last.1 = last.1.max(e),
+                _ => merged.push((s, e)),
+            }
+        }
+        AckState {
+            base,
+            ranges: merged,
+        }
+    }
+
+    /// Whether `index` is named. O(log r) on a [`normalized`](Self::normalized) state.
     pub fn contains(&self, index: u32) -> bool {
-        index < self.base || self.ranges.iter().any(|&(s, e)| index >= s && index < e)
+        if index < self.base {
+            return true;
+        }
+        let after = self.ranges.partition_point(|&(s, _)| s <= index);
+        after > 0 && index < self.ranges[after - 1].1
     }
 
     /// Every index this state names, in order.
@@ -827,6 +857,23 @@ mod tests {
             }
             for i in 0..bits.len() as u32 {
                 if ack.contains(i) { prop_assert!(bits[i as usize]); }
+            }
+        }
+
+        #[test]
+        fn a_normalized_claim_names_what_the_raw_one_names(
+            base in 0u32..300,
+            ranges in proptest::collection::vec((0u32..400, 0u32..400), 0..40),
+            len in 0u32..350,
+        ) {
+            let raw = AckState { base, ranges };
+            let norm = raw.normalized(len);
+            for w in norm.ranges.windows(2) {
+                prop_assert!(w[0].1 < w[1].0, "sorted and merged: {:?}", norm.ranges);
+            }
+            for i in 0..len {
+                let named = i < base || raw.ranges.iter().any(|&(s, e)| i >= s && i < e);
+                prop_assert_eq!(norm.contains(i), named, "index {}", i);
             }
         }
 

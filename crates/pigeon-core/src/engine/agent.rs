@@ -101,7 +101,8 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
         home: cfg.home.clone(),
         root,
         welcomes: Mutex::new(HashMap::new()),
-        refused: Mutex::new(HashMap::new()),
+        refused: Mutex::new(RefusalTally::default()),
+        trust_stamp: Mutex::new(None),
         hashes: Arc::new(Mutex::new(HashMap::new())),
     });
     hooks.reload_trust(&node);
@@ -113,6 +114,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
         transports = %node.transports_label(),
         "agent ready"
     );
+    let hooks_ref = hooks.clone();
     let router = tokio::spawn(route(node.clone(), hooks, rx));
     let mirror = tokio::spawn(super::mirror_status(
         node.clone(),
@@ -120,6 +122,10 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
     ));
     shutdown.await;
     router.abort();
+    let summary = lock(&hooks_ref.refused).close();
+    if let Some((peer, outcome)) = summary {
+        audit(&node, &peer, "handshake", "", &outcome, None);
+    }
     mirror.abort();
     // Tasks keep their state in the store; make it durable before leaving.
     node.store.flush()?;
@@ -143,15 +149,91 @@ struct AgentHooks {
     root: StorageRoot,
     /// The answer to each handshake, sent again if the client repeats it.
     welcomes: Mutex<HashMap<[u8; 16], Vec<u8>>>,
-    /// When each untrusted key was last refused (for rate limiting).
-    refused: Mutex<HashMap<PublicKey, std::time::Instant>>,
+    /// Refusals of untrusted keys, summed per minute.
+    refused: Mutex<RefusalTally>,
+    /// The trust file as last read (size, mtime): re-read only on change.
+    trust_stamp: Mutex<Option<(u64, u64, std::time::SystemTime)>>,
     /// SHA-256 of files listed before, while they stay unchanged.
     hashes: Arc<Mutex<HashCache>>,
 }
 
+/// Refusals of untrusted keys in the current minute. Bounds: one audit
+/// record at the first refusal of a minute and one summing up the rest
+/// when the minute is over, whatever the number of keys; at most
+/// [`RefusalTally::MAX_KEYS`] key ids held to count them.
+#[derive(Default)]
+struct RefusalTally {
+    window: Option<std::time::Instant>,
+    more: u64,
+    keys: std::collections::HashSet<crate::crypto::KeyId>,
+}
+
+impl RefusalTally {
+    const WINDOW: Duration = Duration::from_secs(60);
+    const MAX_KEYS: usize = 4096;
+
+    /// Count one refused handshake from `key`; returns the audit records
+    /// now due, as (peer, outcome).
+    fn refuse(&mut self, key: PublicKey, now: std::time::Instant) -> Vec<(String, String)> {
+        let mut due = vec![];
+        if self
+            .window
+            .is_some_and(|start| now.duration_since(start) < Self::WINDOW)
+        {
+            self.more += 1;
+            if self.keys.len() < Self::MAX_KEYS {
+                self.keys.insert(key.id());
+            }
+            return due;
+        }
+        due.extend(self.close());
+        self.window = Some(now);
+        due.push((
+            format!("untrusted:{}", key.id()),
+            "refused: untrusted key".to_string(),
+        ));
+        due
+    }
+
+    /// The summary of the minute that ended, if more than its first refusal came.
+    fn close(&mut self) -> Option<(String, String)> {
+        let more = std::mem::take(&mut self.more);
+        let keys = std::mem::take(&mut self.keys).len();
+        self.window = None;
+        (more > 0).then(|| {
+            let many = if keys >= Self::MAX_KEYS {
+                "or more "
+            } else {
+                ""
+            };
+            (
+                "untrusted:*".to_string(),
+                format!(
+                    "refused: {more} more handshakes from {keys} {many}untrusted keys in a minute"
+                ),
+            )
+        })
+    }
+}
+
 impl AgentHooks {
-    /// Bring the node's peers in line with the trust file.
+    /// Bring the node's peers in line with the trust file, when it changed
+    /// since it was last read (a flood of handshakes must not mean a flood
+    /// of file reads).
     fn reload_trust(&self, node: &Node) {
+        let path = self.home.dir().join("peers.toml");
+        let stamp = std::fs::metadata(&path).ok().and_then(|m| {
+            use std::os::unix::fs::MetadataExt;
+            // Rewritten by rename: a new inode every time.
+            Some((m.ino(), m.len(), m.modified().ok()?))
+        });
+        {
+            let mut last = lock(&self.trust_stamp);
+            if stamp.is_some() && *last == stamp {
+                return;
+            }
+            *last = stamp;
+        }
         let trusted = match self.home.trusted() {
             Ok(t) => t,
             Err(e) => {
@@ -650,31 +732,14 @@ impl Hooks for AgentHooks {
     ) {
         self.reload_trust(node);
         let Some(peer) = lock(&node.peers).values().find(|p| p.key == from).cloned() else {
-            // Anyone can send these: log and audit each key at most once a
-            // minute, so they cannot fill the disk.
-            let now = std::time::Instant::now();
-            {
-                let mut seen = lock(&self.refused);
-                if seen.len() > 4096 {
-                    seen.clear();
-                }
-                if seen
-                    .get(&from)
-                    .is_some_and(|t| now.duration_since(*t) < Duration::from_secs(60))
-                {
-                    return;
-                }
-                seen.insert(from, now);
+            // Anyone can send these, from as many keys as they like: the
+            // first of a minute is logged and audited at once, the rest of
+            // that minute in one record when it ends.
+            let due = lock(&self.refused).refuse(from, std::time::Instant::now());
+            for (peer, outcome) in due {
+                tracing::warn!(peer = %peer, "{outcome}");
+                audit(node, &peer, "handshake", "", &outcome, None);
             }
-            tracing::warn!(key = %from, "refused a handshake from an untrusted key");
-            audit(
-                node,
-                &format!("untrusted:{}", &from.to_string()[..16]),
-                "handshake",
-                "",
-                "refused: untrusted key",
-                None,
-            );
             return;
         };
         if let Some(welcome) = lock(&self.welcomes).get(&session).cloned() {
@@ -914,4 +979,33 @@ fn conclude(node: &Node, rec: &mut TransferRecord, outcome: &Outcome, action: &s
             rec.remote_path, rec.peer
         ),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::Identity;
+
+    #[test]
+    fn ten_thousand_untrusted_handshakes_in_a_minute_cost_two_audit_records() {
+        let mut tally = RefusalTally::default();
+        let t0 = std::time::Instant::now();
+        let mut records = vec![];
+        for i in 0..10_000u64 {
+            let key = Identity::generate().unwrap().public();
+            records.extend(tally.refuse(key, t0 + Duration::from_millis(i)));
+        }
+        assert_eq!(records.len(), 1, "{records:?}");
+        assert!(tally.keys.len() <= RefusalTally::MAX_KEYS);
+        // The next minute's first refusal closes the last one.
+        let key = Identity::generate().unwrap().public();
+        records.extend(tally.refuse(key, t0 + Duration::from_secs(61)));
+        assert_eq!(records.len(), 3, "{records:?}");
+        assert!(records[1].1.contains("9999 more handshakes"), "{records:?}");
+        assert!(
+            records[1].1.contains("4096 or more untrusted keys"),
+            "{records:?}"
+        );
+        assert!(tally.close().is_none());
+    }
 }

@@ -184,8 +184,11 @@ impl Hooks for ClientHooks {
             // redelivered Hello with new keys (it restarted and lost ours):
             // our session is dead there, so make a new one at once.
             let current = self.peer.session.borrow().clone();
-            if current.is_some_and(|c| c.id == session && c.answer != crate::crypto::sha256(&noise)) {
-                tracing::info!("the agent answered our handshake anew (it restarted?); handshaking again");
+            if current.is_some_and(|c| c.id == session && c.answer != crate::crypto::sha256(&noise))
+            {
+                tracing::info!(
+                    "the agent answered our handshake anew (it restarted?); handshaking again"
+                );
                 self.need_session.notify_one();
             }
             return;

@@ -122,8 +122,7 @@ pub(crate) async fn route<H: Hooks>(
                         // Nothing has ever opened in this session: it was
                         // made from a redelivered Hello, and the peer holds
                         // other keys under its id. Say so, as if unknown.
-                        if !slot.confirmed.load(Ordering::Relaxed) && hint_allowed(&mut last_hint)
-                        {
+                        if !slot.confirmed.load(Ordering::Relaxed) && hint_allowed(&mut last_hint) {
                             send_unknown_session_hint(&node, link, &peer, session);
                         }
                     }

@@ -49,6 +49,13 @@ enum State {
     Finishing,
 }
 
+/// How much of an acknowledgement a sender reads ([`Sender::on_ack`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AckScope {
+    All,
+    InFlight,
+}
+
 /// Chunks prepared at once: one per core keeps a compressing sender busy.
 const PREP_DEPTH: usize = 2;
 
@@ -114,6 +121,11 @@ pub(crate) struct Sender {
     /// Which keying answers must be about ([`Manifest::epoch`]).
     epoch: [u8; 8],
     ready: Option<Ready>,
+    /// An offer or a finish went out and its answer has not come: only
+    /// then is a whole answer taken in (O(chunks)); other acknowledgements
+    /// are read only for the chunks in flight, so a peer that floods them
+    /// costs O(window) each.
+    answer_due: bool,
     resync_at: Option<Instant>,
     last_heard: Instant,
     last_persist: Instant,
@@ -164,6 +176,7 @@ impl Sender {
             window,
             state: State::Offering,
             ready: None,
+            answer_due: false,
             resync_at: None,
             last_heard: Instant::now(),
             last_persist: Instant::now(),
@@ -219,6 +232,7 @@ impl Sender {
             }
             if self.state == State::Finishing && self.resync_at.is_none_or(|t| t <= now) {
                 let sha256 = self.file_hash.expect("hashed on entering Finishing");
+                self.answer_due = true;
                 self.node.send_control(
                     &self.peer,
                     &Control::Finish {
@@ -334,6 +348,7 @@ impl Sender {
             restarted: self.cfg.restarted,
         };
         let sent = self.node.send_control(&self.peer, &offer);
+        self.answer_due |= sent;
         let wait = if sent {
             self.rto.get()
         } else {
@@ -364,27 +379,37 @@ impl Sender {
                         tracing::debug!(transfer = %self.rec.id.short(), ?have, "answer about another keying dropped");
                     }
                     Control::Accept { have, .. } => {
+                        let have = have.normalized(self.acked.len());
                         if self.state == State::Offering {
                             tracing::debug!(transfer = %self.rec.id.short(), "accepted");
                             self.state = State::Sending;
                             self.resync_at = None;
                         }
-                        // What the receiver holds now is the truth, also
-                        // when it holds less than we thought.
-                        self.forget_missing(&have);
-                        self.on_ack(&have);
+                        if std::mem::take(&mut self.answer_due) {
+                            // What the receiver holds now is the truth, also
+                            // when it holds less than we thought.
+                            self.forget_missing(&have);
+                            self.on_ack(&have, AckScope::All);
+                        } else {
+                            self.on_ack(&have, AckScope::InFlight);
+                        }
                     }
                     Control::Ack { have, .. } => {
+                        let have = have.normalized(self.acked.len());
                         if self.state == State::Offering {
                             // An acknowledgement means it was accepted before.
                             self.state = State::Sending;
                             self.resync_at = None;
                         }
-                        if self.state == State::Finishing {
-                            // Answering our Finish with gaps: send them again.
-                            self.forget_missing(&have);
+                        if std::mem::take(&mut self.answer_due) {
+                            if self.state == State::Finishing {
+                                // Answering our Finish with gaps: send them again.
+                                self.forget_missing(&have);
+                            }
+                            self.on_ack(&have, AckScope::All);
+                        } else {
+                            self.on_ack(&have, AckScope::InFlight);
                         }
-                        self.on_ack(&have);
                         if self.state == State::Finishing && !self.acked.is_complete() {
                             self.state = State::Sending;
                         }
@@ -422,20 +447,38 @@ impl Sender {
         None
     }
 
-    fn on_ack(&mut self, have: &AckState) {
+    /// Take in a (normalized) acknowledgement: of every chunk it names
+    /// (`All`: answers to our offer or finish), or of the chunks in flight.
+    fn on_ack(&mut self, have: &AckState, scope: AckScope) {
         let now = Instant::now();
         let mut max_seq = 0;
         let mut newly = vec![];
-        let start = self.acked.first_clear().unwrap_or(self.acked.len());
-        for i in start..have.base.min(self.acked.len()) {
-            if self.acked.set(i) {
-                newly.push(i);
+        match scope {
+            AckScope::All => {
+                let start = self.acked.first_clear().unwrap_or(self.acked.len());
+                for i in start..have.base.min(self.acked.len()) {
+                    if self.acked.set(i) {
+                        newly.push(i);
+                    }
+                }
+                for &(s, e) in &have.ranges {
+                    for i in s..e.min(self.acked.len()) {
+                        if self.acked.set(i) {
+                            newly.push(i);
+                        }
+                    }
+                }
             }
-        }
-        for &(s, e) in &have.ranges {
-            for i in s..e.min(self.acked.len()) {
-                if self.acked.set(i) {
-                    newly.push(i);
+            AckScope::InFlight => {
+                newly = self
+                    .inflight
+                    .keys()
+                    .copied()
+                    .filter(|&i| have.contains(i))
+                    .collect();
+                newly.sort_unstable();
+                for &i in &newly {
+                    self.acked.set(i);
                 }
             }
         }
