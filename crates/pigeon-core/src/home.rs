@@ -314,7 +314,7 @@ pub fn restrict_umask() {
 }
 
 /// The user's umask (0022 when [`restrict_umask`] was never called).
-fn user_umask() -> u32 {
+pub(crate) fn user_umask() -> u32 {
     USER_UMASK.get().copied().unwrap_or(0o022)
 }
 

@@ -1,10 +1,13 @@
 //! The agent's rules: where files may go and who may do what.
 //!
 //! - [`RemotePath`]: a path the sender proposes, parsed so it cannot hold an
-//!   absolute root, `..`, empty or dot components, control or bidi
-//!   characters, or pigeon's own `.pigeon` folder.
-//! - [`StorageRoot`]: resolves a [`RemotePath`] inside the root and refuses
-//!   any path that would leave it through a symlink.
+//!   absolute root, `..`, empty or dot components, control, bidi or
+//!   invisible format characters, or pigeon's own `.pigeon` folder (in any
+//!   case: on a case-insensitive file system `.PIGEON` is the same folder);
+//!   each component is normalised to NFC, so one name is one file.
+//! - [`StorageRoot`]: every file operation inside the root goes through a
+//!   handle on the root folder (`cap-std`: `openat` and friends), so a
+//!   symlink swapped in between a check and a use cannot lead out of it.
 //! - [`Permissions`]: what a trusted peer may do.
 //! - [`escape_control`]: how any name from elsewhere is shown on a terminal.
 
@@ -13,6 +16,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use unicode_normalization::UnicodeNormalization;
 
 use crate::error::{CoreError, IoContext, Result};
 
@@ -55,16 +59,19 @@ impl RemotePath {
                 ".." => return Err(bad("'..' is not allowed")),
                 _ => {}
             }
+            if part.chars().any(is_forbidden_char) {
+                return Err(bad(
+                    "control, bidi, invisible or backslash characters are not allowed",
+                ));
+            }
+            let part: String = part.nfc().collect();
             if part.len() > MAX_COMPONENT_BYTES {
                 return Err(bad("a path component is longer than 255 bytes"));
             }
-            if part.chars().any(is_forbidden_char) {
-                return Err(bad("control, bidi or backslash characters are not allowed"));
-            }
-            if components.is_empty() && part == INTERNAL_DIR {
+            if components.is_empty() && is_reserved(&part) {
                 return Err(bad("'.pigeon' is reserved for the agent"));
             }
-            components.push(part.to_string());
+            components.push(part);
         }
         Ok(RemotePath { components })
     }
@@ -114,12 +121,29 @@ fn has_drive_prefix(raw: &str) -> bool {
     b.len() >= 2 && b[0].is_ascii_alphabetic() && b[1] == b':'
 }
 
-/// Control characters (C0, DEL, C1), bidi overrides and isolates, and the
-/// backslash (a separator on other systems) are never part of a name.
+/// Whether a root-level name is pigeon's own folder, in any case or width
+/// a case-insensitive file system could fold to it.
+pub fn is_reserved(name: &str) -> bool {
+    name.nfkc()
+        .flat_map(char::to_lowercase)
+        .eq(INTERNAL_DIR.chars())
+}
+
+/// Control characters (C0, DEL, C1), the backslash (a separator on other
+/// systems), and characters that change or hide how a name reads: bidi
+/// controls, zero-width and other invisible format characters, line and
+/// paragraph separators, fillers and tags. Variation selectors stay (emoji
+/// need them).
 fn is_forbidden_char(c: char) -> bool {
     c.is_control()
         || c == '\\'
-        || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}')
+        || matches!(c,
+            '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}'
+            | '\u{17B4}' | '\u{17B5}' | '\u{180B}'..='\u{180F}'
+            | '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}'
+            | '\u{2060}'..='\u{206F}' | '\u{3164}' | '\u{FEFF}' | '\u{FFA0}'
+            | '\u{FFF9}'..='\u{FFFB}' | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0000}'..='\u{E007F}')
 }
 
 /// Show `name` safely on a terminal: control and bidi characters become
@@ -206,10 +230,12 @@ impl std::fmt::Display for Permissions {
     }
 }
 
-/// The agent's storage root, canonicalised once.
+/// The agent's storage root: its path (for messages and records) and a
+/// handle on it that every operation inside goes through.
 #[derive(Clone, Debug)]
 pub struct StorageRoot {
     root: PathBuf,
+    dir: std::sync::Arc<cap_std::fs::Dir>,
 }
 
 impl StorageRoot {
@@ -222,11 +248,23 @@ impl StorageRoot {
         let staging = root.join(INTERNAL_DIR).join("staging");
         // Other peers' partial files: pigeon's alone.
         crate::home::create_private_dir(&staging)?;
-        Ok(StorageRoot { root })
+        let dir = cap_std::fs::Dir::open_ambient_dir(&root, cap_std::ambient_authority())
+            .ctx(|| format!("opening storage root {}", root.display()))?;
+        Ok(StorageRoot {
+            root,
+            dir: std::sync::Arc::new(dir),
+        })
     }
 
     pub fn path(&self) -> &Path {
         &self.root
+    }
+
+    /// Bytes free for an unprivileged writer on the root's file system,
+    /// when the system says.
+    pub fn free_bytes(&self) -> Option<u64> {
+        let st = rustix::fs::statvfs(&self.root).ok()?;
+        Some(st.f_bavail.saturating_mul(st.f_frsize))
     }
 
     pub fn staging_dir(&self) -> PathBuf {
@@ -234,7 +272,8 @@ impl StorageRoot {
     }
 
     /// Where `p` lives on disk, after checking that no existing part of it is
-    /// a symlink leading out of the root. Missing parts are fine (they will
+    /// a symlink leading out of the root (for a clear refusal; the handle
+    /// enforces it again at every use). Missing parts are fine (they will
     /// be created as plain folders by [`prepare_parent`](Self::prepare_parent)).
     pub fn resolve(&self, p: &RemotePath) -> Result<PathBuf> {
         let mut at = self.root.clone();
@@ -247,10 +286,7 @@ impl StorageRoot {
                         reason: "it goes through a dangling symlink",
                     })?;
                     if !target.starts_with(&self.root) {
-                        return Err(CoreError::BadRemotePath {
-                            path: p.to_string(),
-                            reason: "it leaves the storage root through a symlink",
-                        });
+                        return Err(escapes(p));
                     }
                 }
                 Ok(_) => {}
@@ -258,27 +294,114 @@ impl StorageRoot {
                 Err(e) => return Err(CoreError::io(format!("checking {}", at.display()), e)),
             }
         }
-        Ok(self.root.join(p.components().iter().collect::<PathBuf>()))
+        Ok(self.root.join(relative(p)))
     }
 
-    /// Create the parent folders of `p` and check again that the result is
-    /// inside the root (a folder could have been swapped for a symlink).
+    /// Create the parent folders of `p` through the root's handle (as the
+    /// user's umask would make them) and return where `p` will be.
     pub fn prepare_parent(&self, p: &RemotePath) -> Result<PathBuf> {
         let path = self.resolve(p)?;
-        if let Some(parent) = path.parent() {
-            crate::home::create_public_dirs(parent)
-                .ctx(|| format!("creating {}", parent.display()))?;
-            let real = parent
-                .canonicalize()
-                .ctx(|| format!("resolving {}", parent.display()))?;
-            if !real.starts_with(&self.root) {
-                return Err(CoreError::BadRemotePath {
-                    path: p.to_string(),
-                    reason: "it leaves the storage root through a symlink",
-                });
+        let parts = p.components();
+        let mut at = PathBuf::new();
+        for part in &parts[..parts.len().saturating_sub(1)] {
+            at.push(part);
+            match self.dir.create_dir(&at) {
+                Ok(()) => {
+                    use std::os::unix::fs::PermissionsExt;
+                    let made = self.dir.open_dir(&at).map_err(|_| escapes(p))?;
+                    made.into_std_file()
+                        .set_permissions(std::fs::Permissions::from_mode(
+                            0o777 & !crate::home::user_umask(),
+                        ))
+                        .ctx(|| format!("creating {}", self.root.join(&at).display()))?;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    // A folder, or a symlink to one inside the root.
+                    let meta = self.dir.metadata(&at).map_err(|_| escapes(p))?;
+                    if !meta.is_dir() {
+                        return Err(CoreError::BadRemotePath {
+                            path: p.to_string(),
+                            reason: "a part of it is a file, not a folder",
+                        });
+                    }
+                }
+                Err(_) => return Err(escapes(p)),
             }
         }
         Ok(path)
+    }
+
+    /// Whether `p` names something, and whether that is a folder.
+    pub fn kind(&self, p: &RemotePath) -> Option<EntryKind> {
+        let meta = self.dir.metadata(relative(p)).ok()?;
+        Some(if meta.is_dir() {
+            EntryKind::Folder
+        } else {
+            EntryKind::File
+        })
+    }
+
+    /// Open `p` for reading, never outside the root whatever its parts are.
+    pub fn open_file(&self, p: &RemotePath) -> std::io::Result<std::fs::File> {
+        Ok(self.dir.open(relative(p))?.into_std())
+    }
+
+    /// Open the folder `p` for listing.
+    pub fn open_dir(&self, p: &RemotePath) -> std::io::Result<cap_std::fs::Dir> {
+        if p.is_root() {
+            return self.dir.try_clone();
+        }
+        self.dir.open_dir(relative(p))
+    }
+
+    /// Put the verified `partial` (a file in the staging folder) in place as
+    /// `p`, through the root's handle. Without `overwrite` an existing file
+    /// is never replaced, not even one that appeared a moment ago (a hard
+    /// link cannot replace, a rename would). The folder is synced after.
+    pub fn place(&self, partial: &Path, p: &RemotePath, overwrite: bool) -> std::io::Result<()> {
+        let staged = partial
+            .strip_prefix(&self.root)
+            .map_err(|_| std::io::Error::other("the partial file is not in the storage root"))?;
+        let target = relative(p);
+        if overwrite {
+            self.dir.rename(staged, &self.dir, &target)?;
+        } else {
+            match self.dir.hard_link(staged, &self.dir, &target) {
+                Ok(()) => self.dir.remove_file(staged)?,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(e),
+                // File systems without hard links (FAT on a phone's card).
+                Err(_) => {
+                    if self.dir.symlink_metadata(&target).is_ok() {
+                        return Err(std::io::ErrorKind::AlreadyExists.into());
+                    }
+                    self.dir.rename(staged, &self.dir, &target)?;
+                }
+            }
+        }
+        let parent = target.parent().filter(|d| !d.as_os_str().is_empty());
+        let folder = match parent {
+            Some(d) => self.dir.open_dir(d)?,
+            None => self.dir.try_clone()?,
+        };
+        folder.into_std_file().sync_all()
+    }
+}
+
+/// What a path names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntryKind {
+    File,
+    Folder,
+}
+
+fn relative(p: &RemotePath) -> PathBuf {
+    p.components().iter().collect()
+}
+
+fn escapes(p: &RemotePath) -> CoreError {
+    CoreError::BadRemotePath {
+        path: p.to_string(),
+        reason: "it leaves the storage root through a symlink",
     }
 }
 
@@ -302,6 +425,15 @@ mod tests {
             "evil\u{202e}txt.exe",
             "a\\..\\b",
             ".pigeon/staging/x",
+            ".PIGEON/staging/x",
+            ".Pigeon",
+            "re\u{200B}port.pdf",
+            "a\u{200D}b",
+            "word\u{2060}joiner",
+            "\u{FEFF}bom.txt",
+            "line\u{2028}sep",
+            "soft\u{00AD}hyphen",
+            "tag\u{E0041}",
             &"x".repeat(300),
             &"a/".repeat(600),
         ];
@@ -323,6 +455,23 @@ mod tests {
         }
         assert!(RemotePath::parse("").unwrap().is_root());
         assert!(RemotePath::parse_file("").is_err());
+    }
+
+    #[test]
+    fn names_are_normalised_so_one_name_is_one_file() {
+        // "é" precomposed and as e + combining acute are one name.
+        let composed = RemotePath::parse("caf\u{e9}.txt").unwrap();
+        let decomposed = RemotePath::parse("cafe\u{301}.txt").unwrap();
+        assert_eq!(composed, decomposed);
+        assert_eq!(decomposed.to_string(), "caf\u{e9}.txt");
+        // Emoji keep their variation selectors.
+        assert!(RemotePath::parse("\u{2764}\u{FE0F}.txt").is_ok());
+    }
+
+    #[test]
+    fn invisible_characters_are_shown_escaped() {
+        assert_eq!(escape_control("a\u{200B}b"), "a\\u{200b}b");
+        assert_eq!(escape_control("x\u{FEFF}"), "x\\u{feff}");
     }
 
     #[test]

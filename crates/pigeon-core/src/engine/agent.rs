@@ -22,7 +22,7 @@ use crate::crypto::{respond, PublicKey, TransferSecret};
 use crate::engine::handle::RemoteEntry;
 use crate::error::Result;
 use crate::home::Home;
-use crate::policy::{RemotePath, StorageRoot, INTERNAL_DIR};
+use crate::policy::{EntryKind, RemotePath, StorageRoot};
 use crate::protocol::{Control, Frame, Manifest, RefuseCode};
 use crate::store::{
     now_unix, AuditRecord, Role, SessionRecord, SessionStatus, SourceStamp, Store, TransferRecord,
@@ -82,6 +82,56 @@ fn expire_partials(node: &Node, root: &StorageRoot, max_age: Duration) {
             }
         }
     }
+}
+
+/// Most uploads one peer may have open at once.
+pub const MAX_OPEN_UPLOADS: usize = 16;
+/// Most chunks one peer's open uploads may hold in all. Each chunk costs
+/// the agent a bit of bitmap and a byte of progress map while its upload is
+/// open, so a peer's open uploads cost at most about 80 MiB of memory
+/// (however many chunks each declares: a manifest may declare 2^26).
+pub const MAX_OPEN_CHUNKS: u64 = 1 << 26;
+
+/// Whether one more upload of `manifest` fits beside a peer's `open` ones:
+/// their number, their chunks, and the bytes still to land against the
+/// storage root's free space (`free`), all checked before anything is
+/// allocated for it.
+fn within_open_limits(
+    open: &[TransferRecord],
+    manifest: &Manifest,
+    free: Option<u64>,
+) -> std::result::Result<(), String> {
+    if open.len() >= MAX_OPEN_UPLOADS {
+        return Err(format!(
+            "{} uploads of this peer are already open (at most {MAX_OPEN_UPLOADS}); let them finish or cancel some",
+            open.len()
+        ));
+    }
+    let chunks: u64 = open.iter().map(|t| u64::from(t.chunks_total)).sum();
+    if chunks + u64::from(manifest.chunk_count()) > MAX_OPEN_CHUNKS {
+        return Err(format!(
+            "this peer's open uploads would hold {} chunks, more than {MAX_OPEN_CHUNKS}",
+            chunks + u64::from(manifest.chunk_count())
+        ));
+    }
+    let pending: u64 = open
+        .iter()
+        .map(|t| {
+            let landed = u64::from(t.chunks_done) * u64::from(t.manifest.chunk_size);
+            t.manifest.size.saturating_sub(landed)
+        })
+        .sum();
+    if let Some(free) = free {
+        let needed = pending.saturating_add(manifest.size);
+        if needed > free {
+            return Err(format!(
+                "not enough space on the agent ({} needed with this peer's open uploads, {} free)",
+                crate::view::human_bytes(needed),
+                crate::view::human_bytes(free)
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// How long a transfer task waits for a silent client before it stops
@@ -329,7 +379,7 @@ impl AgentHooks {
                 }
                 _ => {
                     let input = TaskInput::Control(offer);
-                    spawn_receiver(node.clone(), peer, rec, Some(input));
+                    spawn_receiver(node.clone(), peer, rec, Some(input), &self.root);
                     return;
                 }
             }
@@ -354,10 +404,11 @@ impl AgentHooks {
             Ok(t) => t,
             Err(e) => return refuse(RefuseCode::BadPath, e.to_string()),
         };
-        if target.is_dir() {
+        let existing = self.root.kind(&remote);
+        if existing == Some(EntryKind::Folder) {
             return refuse(RefuseCode::Exists, format!("{remote} is a folder"));
         }
-        if target.exists() && !overwrite {
+        if existing.is_some() && !overwrite {
             return refuse(
                 RefuseCode::Exists,
                 format!(
@@ -365,18 +416,26 @@ impl AgentHooks {
                 ),
             );
         }
-        // An interrupted upload of the same path by the same peer is
-        // superseded by this one (its source changed): drop its partial.
-        if let Ok(all) = node.store.transfers() {
-            let same_path: Vec<_> = all
+        let open: Vec<TransferRecord> = match node.store.transfers() {
+            Ok(all) => all
                 .into_iter()
                 .filter(|t| {
                     t.role == Role::Receiver
                         && t.peer == peer.name.as_str()
-                        && t.remote_path == remote.to_string()
                         && !t.status.is_finished()
                 })
-                .collect();
+                .collect(),
+            Err(e) => return refuse(RefuseCode::Internal, e.to_string()),
+        };
+        let (same_path, others): (Vec<_>, Vec<_>) = open
+            .into_iter()
+            .partition(|t| t.remote_path == remote.to_string());
+        if let Err(reason) = within_open_limits(&others, &manifest, self.root.free_bytes()) {
+            return refuse(RefuseCode::TooLarge, reason);
+        }
+        // An interrupted upload of the same path by the same peer is
+        // superseded by this one (its source changed): drop its partial.
+        {
             for old in same_path {
                 // A newer offer for the same path replaces it: a running
                 // task discards its own partial (and tells its sender).
@@ -436,7 +495,13 @@ impl AgentHooks {
                 peer.name, rec.remote_path, rec.manifest.size
             ),
         );
-        spawn_receiver(node.clone(), peer, rec, Some(TaskInput::Control(offer)));
+        spawn_receiver(
+            node.clone(),
+            peer,
+            rec,
+            Some(TaskInput::Control(offer)),
+            &self.root,
+        );
     }
 
     async fn on_fetch(
@@ -466,8 +531,13 @@ impl AgentHooks {
             Ok(f) => f,
             Err(e) => return refuse(RefuseCode::BadPath, e.to_string()),
         };
-        let meta = match std::fs::metadata(&file) {
-            Ok(m) if m.is_file() => m,
+        // Opened through the root's handle: what is sent is what was checked.
+        let opened = self.root.open_file(&remote).and_then(|f| {
+            let meta = f.metadata()?;
+            Ok((f, meta))
+        });
+        let (source, meta) = match opened {
+            Ok((f, m)) if m.is_file() => (f, m),
             Ok(_) => return refuse(RefuseCode::NotFound, format!("{remote} is not a file")),
             Err(_) => return refuse(RefuseCode::NotFound, format!("{remote} does not exist")),
         };
@@ -481,7 +551,7 @@ impl AgentHooks {
             Some(mut rec) => {
                 // Changed since the interrupted download: new key, new manifest.
                 let _ = node.store.clear_chunks(&transfer);
-                rec.manifest = manifest_for(&file, &meta, rec.manifest.chunk_size);
+                rec.manifest = manifest_for(&remote, &source, &meta, rec.manifest.chunk_size);
                 rec.chunks_total = rec.manifest.chunk_count();
                 rec.secret = Some(TransferSecret::random());
                 rec.source = Some(stamp);
@@ -491,7 +561,7 @@ impl AgentHooks {
             }
             None => {
                 let chunk_size = super::client::chunk_size_for(&node.links);
-                let manifest = manifest_for(&file, &meta, chunk_size);
+                let manifest = manifest_for(&remote, &source, &meta, chunk_size);
                 let rec = TransferRecord {
                     id: transfer,
                     direction: Direction::Download,
@@ -539,7 +609,9 @@ impl AgentHooks {
         if let Err(e) = node.store.flush_async().await {
             return refuse(RefuseCode::Internal, e.to_string());
         }
-        spawn_sender(node.clone(), peer, rec, restarted);
+        if let Err(reason) = spawn_sender(node.clone(), peer.clone(), rec, restarted, &self.root) {
+            refuse(RefuseCode::Internal, reason);
+        }
     }
 
     async fn on_list(
@@ -558,20 +630,17 @@ impl AgentHooks {
             Ok(p) => p,
             Err(e) => return refuse(e.to_string()),
         };
-        let path = match self.root.resolve(&remote) {
-            Ok(p) => p,
-            Err(e) => return refuse(e.to_string()),
-        };
+        if let Err(e) = self.root.resolve(&remote) {
+            return refuse(e.to_string());
+        }
         // Listing (and hashing) runs beside the router: a big folder must
         // not hold up every other peer's frames.
-        let root_path = self.root.path().to_path_buf();
+        let root = self.root.clone();
         let hashes = self.hashes.clone();
         let node = node.clone();
         tokio::spawn(async move {
             let cache: HashCache = lock(&hashes).clone();
-            let listed =
-                tokio::task::spawn_blocking(move || list_dir(&root_path, &path, &remote, cache))
-                    .await;
+            let listed = tokio::task::spawn_blocking(move || list_dir(&root, &remote, cache)).await;
             let (entries, fresh) = match listed {
                 Ok(Ok(x)) => x,
                 Ok(Err(reason)) => return refuse_list(&node, &peer, request, &dir, reason),
@@ -633,16 +702,21 @@ fn audit(node: &Node, peer: &str, action: &str, path: &str, outcome: &str, sha: 
     }
 }
 
-fn manifest_for(file: &std::path::Path, meta: &std::fs::Metadata, chunk_size: u32) -> Manifest {
-    use std::os::unix::fs::PermissionsExt;
+fn manifest_for(
+    remote: &RemotePath,
+    file: &std::fs::File,
+    meta: &std::fs::Metadata,
+    chunk_size: u32,
+) -> Manifest {
+    use std::os::unix::fs::{FileExt, PermissionsExt};
+    let mut head = vec![0u8; 8192];
+    let n = file.read_at(&mut head, 0).unwrap_or(0);
+    head.truncate(n);
     Manifest {
-        name: file
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
+        name: remote.file_name().unwrap_or_default().to_string(),
         size: meta.len(),
         chunk_size,
-        mime: super::client::detect_mime(file),
+        mime: super::client::mime_of(&head),
         modified_unix: meta
             .modified()
             .ok()
@@ -655,31 +729,36 @@ fn manifest_for(file: &std::path::Path, meta: &std::fs::Metadata, chunk_size: u3
 /// Largest file a listing hashes when it has no cached hash.
 const LIST_HASH_LIMIT: u64 = 64 * 1024 * 1024;
 
-/// List the entries of `path` with sizes and (for files up to
-/// [`LIST_HASH_LIMIT`], or cached) hashes.
+/// List the entries of `remote` with sizes and (for files up to
+/// [`LIST_HASH_LIMIT`], or cached) hashes, through the root's handle:
+/// symlinks are not listed, and pigeon's own folder never is.
 /// Returns the entries and the hashes computed on the way (for the cache).
 fn list_dir(
-    root: &std::path::Path,
-    path: &std::path::Path,
+    root: &StorageRoot,
     remote: &RemotePath,
     cache: HashCache,
 ) -> std::result::Result<(Vec<RemoteEntry>, HashCache), String> {
-    let meta = std::fs::metadata(path).map_err(|_| format!("{remote} does not exist"))?;
-    if !meta.is_dir() {
-        return Err(format!("{remote} is not a folder"));
-    }
+    let dir = match root.kind(remote) {
+        Some(EntryKind::Folder) => root
+            .open_dir(remote)
+            .map_err(|e| format!("cannot read {remote}: {e}"))?,
+        Some(EntryKind::File) => return Err(format!("{remote} is not a folder")),
+        None => return Err(format!("{remote} does not exist")),
+    };
     let mut entries = vec![];
     let mut fresh = HashCache::new();
-    let read = std::fs::read_dir(path).map_err(|e| format!("cannot read {remote}: {e}"))?;
+    let read = dir
+        .entries()
+        .map_err(|e| format!("cannot read {remote}: {e}"))?;
     for entry in read.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if path == root && name == INTERNAL_DIR {
+        if remote.is_root() && crate::policy::is_reserved(&name) {
             continue;
         }
-        let Ok(meta) = std::fs::symlink_metadata(entry.path()) else {
+        let Ok(kind) = entry.file_type() else {
             continue;
         };
-        if meta.file_type().is_symlink() {
+        if kind.is_symlink() {
             continue;
         }
         let rel = if remote.is_root() {
@@ -687,32 +766,44 @@ fn list_dir(
         } else {
             format!("{remote}/{name}")
         };
-        let modified_unix = meta
-            .modified()
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_secs());
-        let sha256 = if meta.is_file() {
+        let on_disk = root.path().join(&rel);
+        let (size, modified, sha256) = if kind.is_dir() {
+            let modified = entry
+                .metadata()
+                .ok()
+                .and_then(|m| m.modified().ok())
+                .map(|t| t.into_std());
+            (0, modified, None)
+        } else {
+            let Ok(file) = entry.open() else {
+                continue;
+            };
+            let file = file.into_std();
+            let Ok(meta) = file.metadata() else {
+                continue;
+            };
             let stamp = SourceStamp::of(&meta);
-            match cache.get(&entry.path()) {
+            let sha256 = match cache.get(&on_disk) {
                 Some((s, h)) if *s == stamp => Some(sha_hex(h)),
                 // Big files are not hashed on a listing's time: the router
                 // waits for it.
                 _ if meta.len() > LIST_HASH_LIMIT => None,
-                _ => super::sender::hash_file(&entry.path(), meta.len())
+                _ => super::sender::hash_open_file(&file, meta.len())
                     .ok()
                     .map(|h| {
-                        fresh.insert(entry.path(), (stamp, h));
+                        fresh.insert(on_disk.clone(), (stamp, h));
                         sha_hex(&h)
                     }),
-            }
-        } else {
-            None
+            };
+            (meta.len(), meta.modified().ok(), sha256)
         };
+        let modified_unix = modified
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs());
         entries.push(RemoteEntry {
             path: rel,
-            size: if meta.is_dir() { 0 } else { meta.len() },
-            is_dir: meta.is_dir(),
+            size,
+            is_dir: kind.is_dir(),
             sha256,
             modified_unix,
         });
@@ -827,7 +918,13 @@ impl Hooks for AgentHooks {
                         );
                     }
                     (s, _) if !s.is_finished() && rec.role == Role::Receiver => {
-                        spawn_receiver(node.clone(), peer, rec, Some(TaskInput::Control(control)));
+                        spawn_receiver(
+                            node.clone(),
+                            peer,
+                            rec,
+                            Some(TaskInput::Control(control)),
+                            &self.root,
+                        );
                     }
                     _ => {}
                 }
@@ -841,7 +938,7 @@ impl Hooks for AgentHooks {
                     && rec.role == Role::Sender
                     && !rec.status.is_finished()
                 {
-                    spawn_sender(node.clone(), peer, rec, false);
+                    let _ = spawn_sender(node.clone(), peer, rec, false, &self.root);
                 }
             }
             _ => {}
@@ -858,11 +955,17 @@ impl Hooks for AgentHooks {
         let Some(peer) = node.peer(&rec.peer) else {
             return;
         };
-        spawn_receiver(node.clone(), peer, rec, Some(input));
+        spawn_receiver(node.clone(), peer, rec, Some(input), &self.root);
     }
 }
 
-fn spawn_receiver(node: Arc<Node>, peer: Arc<Peer>, rec: TransferRecord, first: Option<TaskInput>) {
+fn spawn_receiver(
+    node: Arc<Node>,
+    peer: Arc<Peer>,
+    rec: TransferRecord,
+    first: Option<TaskInput>,
+    root: &StorageRoot,
+) {
     if node.has_task(&rec.id) {
         return;
     }
@@ -876,6 +979,8 @@ fn spawn_receiver(node: Arc<Node>, peer: Arc<Peer>, rec: TransferRecord, first: 
         initiator: false,
         silence_limit: IDLE_LIMIT,
         fail_on_silence: false,
+        root: Some(root.clone()),
+        audit: true,
     };
     let id = rec.id;
     let receiver = match Receiver::new(node.clone(), peer.clone(), rec, cfg, progress) {
@@ -901,7 +1006,14 @@ fn spawn_receiver(node: Arc<Node>, peer: Arc<Peer>, rec: TransferRecord, first: 
     });
 }
 
-fn spawn_sender(node: Arc<Node>, peer: Arc<Peer>, rec: TransferRecord, restarted: bool) {
+/// Serve a download; an error says why it cannot start (for the client).
+fn spawn_sender(
+    node: Arc<Node>,
+    peer: Arc<Peer>,
+    rec: TransferRecord,
+    restarted: bool,
+    root: &StorageRoot,
+) -> std::result::Result<(), String> {
     if node.has_task(&rec.id) {
         // Already sending: a repeated fetch means "offer again".
         let id = rec.id;
@@ -917,13 +1029,14 @@ fn spawn_sender(node: Arc<Node>, peer: Arc<Peer>, rec: TransferRecord, restarted
                 )
                 .await;
         });
-        return;
+        return Ok(());
     }
     let progress = Arc::new(Mutex::new(Progress::new(&rec, None, rec.transport.clone())));
     let cfg = SenderConfig {
         silence_limit: IDLE_LIMIT,
         fail_on_silence: false,
         restarted,
+        root: Some(root.clone()),
     };
     let id = rec.id;
     let sender = match Sender::new(node.clone(), peer.clone(), rec, cfg, progress) {
@@ -933,7 +1046,7 @@ fn spawn_sender(node: Arc<Node>, peer: Arc<Peer>, rec: TransferRecord, restarted
                 LogLevel::Error,
                 format!("cannot serve transfer {}: {e}", id.short()),
             );
-            return;
+            return Err(format!("the agent cannot read the file: {e}"));
         }
     };
     let inbox = node.register_task(id, &peer.name);
@@ -942,6 +1055,7 @@ fn spawn_sender(node: Arc<Node>, peer: Arc<Peer>, rec: TransferRecord, restarted
         node.unregister_task(&rec.id);
         conclude(&node, &mut rec, &outcome, "download");
     });
+    Ok(())
 }
 
 fn conclude(node: &Node, rec: &mut TransferRecord, outcome: &Outcome, action: &str) {
@@ -955,6 +1069,8 @@ fn conclude(node: &Node, rec: &mut TransferRecord, outcome: &Outcome, action: &s
         Outcome::Cancelled => ("cancelled".to_string(), None),
         Outcome::Paused | Outcome::Stopped => return,
     };
+    // A completed upload was audited with its completion, before its Done.
+    let audited = action == "upload" && sha.is_some();
     let rec_copy = rec.clone();
     let entry = AuditRecord {
         seq: 0,
@@ -967,7 +1083,9 @@ fn conclude(node: &Node, rec: &mut TransferRecord, outcome: &Outcome, action: &s
         sha256: sha.as_ref().map(sha_hex),
         transport: rec_copy.transport.clone(),
     };
-    let _ = node.store.audit(entry);
+    if !audited {
+        let _ = node.store.audit(entry);
+    }
     node.log(
         if sha.is_some() {
             LogLevel::Info

@@ -149,10 +149,15 @@ pub fn detect_mime(path: &Path) -> String {
     if let Ok(f) = std::fs::File::open(path) {
         let _ = f.take(8192).read_to_end(&mut head);
     }
-    if let Some(kind) = infer::get(&head) {
+    mime_of(&head)
+}
+
+/// MIME type of a file whose first bytes are `head`.
+pub fn mime_of(head: &[u8]) -> String {
+    if let Some(kind) = infer::get(head) {
         return kind.mime_type().to_string();
     }
-    let text = match std::str::from_utf8(&head) {
+    let text = match std::str::from_utf8(head) {
         Ok(_) => true,
         // A multi-byte character cut at the end of the sample is still text.
         Err(e) => e.error_len().is_none() && head.len() - e.valid_up_to() < 4,
@@ -825,6 +830,7 @@ impl Core {
                         silence_limit: limit,
                         fail_on_silence: true,
                         restarted: false,
+                        root: None,
                     };
                     match Sender::new(node.clone(), peer, rec, cfg, progress) {
                         Ok(s) => s.run(inbox).await,
@@ -836,6 +842,8 @@ impl Core {
                         initiator: true,
                         silence_limit: limit,
                         fail_on_silence: true,
+                        root: None,
+                        audit: false,
                     };
                     match Receiver::new(node.clone(), peer, rec, cfg, progress) {
                         Ok(r) => r.run(inbox).await,

@@ -34,6 +34,12 @@ pub(crate) struct ReceiverConfig {
     pub initiator: bool,
     pub silence_limit: Duration,
     pub fail_on_silence: bool,
+    /// The agent's storage root: the verified file is put in place through
+    /// it, never by a path a symlink could redirect.
+    pub root: Option<crate::policy::StorageRoot>,
+    /// Record the completion in the audit log (the agent does), in the
+    /// same flush as the completion itself.
+    pub audit: bool,
 }
 
 pub(crate) struct Receiver {
@@ -128,7 +134,7 @@ impl Receiver {
         )));
         // Killed between putting the file in place and recording it: the
         // whole file is already there, to be checked against the final hash.
-        if !reset && !path.exists() && self.have.is_complete() && self.rec.local_path.exists() {
+        if !reset && !path.exists() && self.have.is_complete() && self.target_exists() {
             self.renamed = true;
             return Ok(());
         }
@@ -136,6 +142,7 @@ impl Receiver {
             crate::home::create_public_dirs(parent)
                 .ctx(|| format!("creating {}", parent.display()))?;
         }
+        let created = !path.exists();
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -145,6 +152,12 @@ impl Receiver {
             .ctx(|| format!("opening {}", path.display()))?;
         file.set_len(self.rec.manifest.size)
             .ctx(|| format!("sizing {} (is the disk full?)", path.display()))?;
+        if created {
+            // The partial file's name must survive a crash as its chunks do.
+            if let Some(parent) = path.parent() {
+                crate::home::sync_dir(parent).ctx(|| format!("syncing {}", parent.display()))?;
+            }
+        }
         self.file = Some(Arc::new(file));
         self.renamed = false;
         Ok(())
@@ -575,42 +588,102 @@ impl Receiver {
                 "whole-file SHA-256 mismatch ({reason}); nothing was kept"
             ))));
         }
-        let target = self.rec.local_path.clone();
-        if target.exists() && !self.rec.overwrite {
-            let reason = format!("{} already exists", self.rec.remote_path);
-            self.node.send_control(
-                &self.peer,
-                &Control::Refuse {
-                    transfer: self.rec.id,
-                    code: RefuseCode::Exists,
-                    reason: reason.clone(),
-                },
-            );
-            return Ok(Some(Outcome::Failed(reason)));
+        if self.target_exists() && !self.rec.overwrite {
+            return Ok(Some(self.refuse_exists()));
         }
         let partial = self.partial_path();
-        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        let target = self.rec.local_path.clone();
+        let file = self.file.clone();
+        let root = self.cfg.root.clone();
+        let remote = self.rec.remote_path.clone();
+        let overwrite = self.rec.overwrite;
+        let placed = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             use std::os::unix::fs::PermissionsExt;
             // Never executable, whatever it is; readable as the user's
             // umask says (pigeon's own is private).
-            std::fs::set_permissions(
-                &partial,
-                std::fs::Permissions::from_mode(crate::home::public_file_mode()),
-            )?;
-            std::fs::rename(&partial, &target)?;
-            if let Some(dir) = target.parent() {
-                std::fs::File::open(dir)?.sync_all()?;
+            let mode = std::fs::Permissions::from_mode(crate::home::public_file_mode());
+            match &file {
+                Some(f) => f.set_permissions(mode)?,
+                None => std::fs::set_permissions(&partial, mode)?,
             }
-            Ok(())
+            match root {
+                Some(root) => {
+                    let remote = crate::policy::RemotePath::parse_file(&remote)
+                        .map_err(std::io::Error::other)?;
+                    root.place(&partial, &remote, overwrite)
+                }
+                None => {
+                    std::fs::rename(&partial, &target)?;
+                    match target.parent() {
+                        Some(dir) => crate::home::sync_dir(dir),
+                        None => Ok(()),
+                    }
+                }
+            }
         })
         .await
-        .map_err(|e| CoreError::Transfer(e.to_string()))?
-        .ctx(|| format!("putting {} in place", self.rec.local_path.display()))?;
-        Ok(Some(self.done(sha256)))
+        .map_err(|e| CoreError::Transfer(e.to_string()))?;
+        match placed {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Ok(Some(self.refuse_exists()))
+            }
+            Err(e) => {
+                return Err(CoreError::io(
+                    format!("putting {} in place", self.rec.local_path.display()),
+                    e,
+                ))
+            }
+        }
+        self.done(sha256).await.map(Some)
     }
 
-    /// Confirm the verified file to the sender.
-    fn done(&self, sha256: [u8; 32]) -> Outcome {
+    /// The target exists and may not be replaced: say so and stop.
+    fn refuse_exists(&mut self) -> Outcome {
+        let reason = format!("{} already exists", self.rec.remote_path);
+        self.node.send_control(
+            &self.peer,
+            &Control::Refuse {
+                transfer: self.rec.id,
+                code: RefuseCode::Exists,
+                reason: reason.clone(),
+            },
+        );
+        Outcome::Failed(reason)
+    }
+
+    /// Whether the destination exists (through the root, on an agent).
+    fn target_exists(&self) -> bool {
+        match &self.cfg.root {
+            Some(root) => crate::policy::RemotePath::parse_file(&self.rec.remote_path)
+                .ok()
+                .and_then(|p| root.kind(&p))
+                .is_some(),
+            None => self.rec.local_path.exists(),
+        }
+    }
+
+    /// Record the verified file as completed, durably, and only then
+    /// confirm it to the sender: a sender told "done" always finds the
+    /// completion recorded here, even if this process dies the next moment.
+    async fn done(&mut self, sha256: [u8; 32]) -> Result<Outcome> {
+        let outcome = Outcome::Completed(sha256);
+        super::sender::finish_record(&mut self.rec, &outcome);
+        self.node.store.put_transfer(&self.rec)?;
+        if self.cfg.audit {
+            self.node.store.audit(crate::store::AuditRecord {
+                seq: 0,
+                prev: [0; 32],
+                time_unix: 0,
+                peer: self.rec.peer.clone(),
+                action: "upload".into(),
+                path: self.rec.remote_path.clone(),
+                outcome: "completed".into(),
+                sha256: Some(super::sha_hex(&sha256)),
+                transport: self.rec.transport.clone(),
+            })?;
+        }
+        self.node.store.flush_async().await?;
         self.node.send_control(
             &self.peer,
             &Control::Done {
@@ -619,7 +692,7 @@ impl Receiver {
                 faults: self.rec.faults,
             },
         );
-        Outcome::Completed(sha256)
+        Ok(outcome)
     }
 
     /// Finish a transfer whose file is already in place: complete only if
@@ -627,9 +700,20 @@ impl Receiver {
     async fn check_renamed(&mut self, sha256: [u8; 32]) -> Result<Option<Outcome>> {
         let target = self.rec.local_path.clone();
         let size = self.rec.manifest.size;
-        let actual = tokio::task::spawn_blocking(move || hash_file(&target, size))
-            .await
-            .map_err(|e| CoreError::Transfer(e.to_string()))??;
+        let root = self.cfg.root.clone();
+        let remote = self.rec.remote_path.clone();
+        let actual = tokio::task::spawn_blocking(move || match root {
+            Some(root) => {
+                let p = crate::policy::RemotePath::parse_file(&remote)?;
+                let f = root
+                    .open_file(&p)
+                    .map_err(|e| CoreError::io(format!("checking {remote}"), e))?;
+                super::sender::hash_open_file(&f, size)
+            }
+            None => hash_file(&target, size),
+        })
+        .await
+        .map_err(|e| CoreError::Transfer(e.to_string()))??;
         if actual != sha256 {
             let reason = format!("{} changed after it was received", self.rec.remote_path);
             self.node.send_control(
@@ -641,7 +725,7 @@ impl Receiver {
             );
             return Ok(Some(Outcome::Failed(reason)));
         }
-        Ok(Some(self.done(sha256)))
+        self.done(sha256).await.map(Some)
     }
 
     fn discard(&mut self) {

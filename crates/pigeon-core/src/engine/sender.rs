@@ -14,7 +14,6 @@
 //! so nothing acknowledged is ever sent twice across a restart.
 
 use std::collections::{HashMap, VecDeque};
-use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -91,6 +90,9 @@ pub(crate) struct SenderConfig {
     /// A client fails when the peer is silent; an agent keeps the state.
     pub fail_on_silence: bool,
     pub restarted: bool,
+    /// The agent's storage root: its files are opened through it, never by
+    /// a path a symlink could redirect.
+    pub root: Option<crate::policy::StorageRoot>,
 }
 
 pub(crate) struct Sender {
@@ -142,8 +144,11 @@ impl Sender {
         cfg: SenderConfig,
         progress: Arc<Mutex<Progress>>,
     ) -> Result<Sender> {
-        let file = std::fs::File::open(&rec.local_path)
-            .map_err(|e| CoreError::io(format!("opening {}", rec.local_path.display()), e))?;
+        let file = match &cfg.root {
+            Some(root) => root.open_file(&crate::policy::RemotePath::parse_file(&rec.remote_path)?),
+            None => std::fs::File::open(&rec.local_path),
+        }
+        .map_err(|e| CoreError::io(format!("opening {}", rec.local_path.display()), e))?;
         let secret = rec.live_secret()?.clone();
         let cipher = ChunkCipher::new(&secret, &rec.id.0, &rec.manifest.hash()?);
         let acked = Bitmap::new(rec.chunks_total);
@@ -189,9 +194,12 @@ impl Sender {
     }
 
     pub async fn run(mut self, mut inbox: mpsc::Receiver<TaskInput>) -> (TransferRecord, Outcome) {
-        let path = self.rec.local_path.clone();
+        let file = self.file.clone();
         let size = self.rec.manifest.size;
-        self.hash_job = Some(tokio::task::spawn_blocking(move || hash_file(&path, size)));
+        let path = self.rec.local_path.clone();
+        self.hash_job = Some(tokio::task::spawn_blocking(move || {
+            hash_open_file(&file, size).map_err(|e| at_path(e, &path))
+        }));
         // This run's number is durable before anything is sealed under it.
         let outcome = match self.record_run().await {
             Ok(()) => self.run_states(&mut inbox).await,
@@ -749,16 +757,21 @@ impl Sender {
         let job = match self.hash_job.take() {
             Some(job) => job,
             None => {
-                let path = self.rec.local_path.clone();
+                let file = self.file.clone();
                 let size = self.rec.manifest.size;
-                tokio::task::spawn_blocking(move || hash_file(&path, size))
+                let path = self.rec.local_path.clone();
+                tokio::task::spawn_blocking(move || {
+                    hash_open_file(&file, size).map_err(|e| at_path(e, &path))
+                })
             }
         };
         let hash = job
             .await
             .map_err(|e| CoreError::Transfer(format!("hashing failed: {e}")))??;
         // The file must still be the one the chunks came from.
-        let meta = std::fs::metadata(&self.rec.local_path)
+        let meta = self
+            .file
+            .metadata()
             .map_err(|e| CoreError::io(format!("checking {}", self.rec.local_path.display()), e))?;
         if let Some(stamp) = self.rec.source {
             if SourceStamp::of(&meta) != stamp {
@@ -791,30 +804,45 @@ fn sleep_until(t: Instant) -> tokio::time::Sleep {
 
 /// SHA-256 of the first `size` bytes of a file, read in 1 MiB blocks.
 pub(crate) fn hash_file(path: &std::path::Path, size: u64) -> Result<[u8; 32]> {
-    use sha2::Digest;
     let f = std::fs::File::open(path)
         .map_err(|e| CoreError::io(format!("hashing {}", path.display()), e))?;
-    let mut reader = f.take(size);
+    hash_open_file(&f, size).map_err(|e| at_path(e, path))
+}
+
+/// SHA-256 of the first `size` bytes of an open file (read at offsets, so
+/// the file's own position is left alone).
+pub(crate) fn hash_open_file(f: &std::fs::File, size: u64) -> Result<[u8; 32]> {
+    use sha2::Digest;
     let mut hasher = sha2::Sha256::new();
     let mut buf = vec![0u8; 1024 * 1024];
     let mut total = 0u64;
-    loop {
-        let n = reader
-            .read(&mut buf)
-            .map_err(|e| CoreError::io(format!("hashing {}", path.display()), e))?;
+    while total < size {
+        let want = (size - total).min(buf.len() as u64) as usize;
+        let n = f
+            .read_at(&mut buf[..want], total)
+            .map_err(|e| CoreError::io("hashing the file".to_string(), e))?;
         if n == 0 {
-            break;
+            return Err(CoreError::Transfer(
+                "the file is shorter than when the transfer started; run the command again".into(),
+            ));
         }
         total += n as u64;
         hasher.update(&buf[..n]);
     }
-    if total != size {
-        return Err(CoreError::Transfer(format!(
-            "{} is shorter than when the transfer started; run the command again",
-            path.display()
-        )));
-    }
     Ok(hasher.finalize().into())
+}
+
+/// Name the file an error is about.
+fn at_path(e: CoreError, path: &std::path::Path) -> CoreError {
+    match e {
+        CoreError::Io { source, .. } => {
+            CoreError::io(format!("hashing {}", path.display()), source)
+        }
+        CoreError::Transfer(m) => {
+            CoreError::Transfer(m.replace("the file", &path.display().to_string()))
+        }
+        other => other,
+    }
 }
 
 /// Types whose content is already compressed: gzip is not even tried.
