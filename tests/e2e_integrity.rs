@@ -142,3 +142,41 @@ fn source_modified_during_upload_is_never_reported_completed_with_mixed_content(
         );
     }
 }
+
+/// Issue 6, item 7: a sender that fails on its own side (here: the agent's
+/// file shrank under a download) says so, and the receiver stops at once
+/// with the reason instead of waiting out its silence limit and blaming the
+/// channel.
+#[test]
+fn a_download_whose_source_breaks_on_the_agent_fails_at_once_with_the_reason() {
+    let mut w = World::new("profile=telegram-text&msgs_per_min=600&transcript=1");
+    w.start_agent();
+    let served = w.put_remote("shrinking.bin", &random_bytes(150_000, 70));
+    let out = w.work.join("shrinking.bin");
+    let started = std::time::Instant::now();
+    let mut p = w.spawn_download("shrinking.bin", &out, &["--timeout", "120"]);
+    wait_until("the download is under way", Duration::from_secs(60), || {
+        w.agent_transcript().len() >= 10 || p.exited()
+    });
+    assert!(!p.exited(), "finished before the change:\n{}", p.stderr());
+    // Cut the file short: the agent can no longer read what it offered.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&served)
+        .unwrap()
+        .set_len(1000)
+        .unwrap();
+    let run = p.wait(CLIENT_TIMEOUT);
+    run.assert_failed();
+    let error = text(&run.report(), "error").to_string();
+    assert!(
+        error.contains("the sender stopped") && error.contains("shorter"),
+        "the reason reaches the client: {error}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "the client knew within a round trip, not after its timeout ({:?})",
+        started.elapsed()
+    );
+    assert!(!out.exists(), "nothing in place");
+}

@@ -40,6 +40,8 @@ const FRAGMENT_OVERHEAD: usize = 1 + 8 + 5 + 5 + 5;
 const MIN_FRAGMENT_ROOM: usize = FRAGMENT_OVERHEAD + 16;
 /// Message size on channels with no pace: a 1 MiB chunk and its overheads.
 const UNPACED_MESSAGE: usize = 1024 * 1024 + 256;
+/// Most control frames waiting for one destination.
+const MAX_CONTROL_QUEUE: usize = 1024;
 /// Largest frame the link accepts from a peer.
 pub const MAX_FRAME: usize = 8 * 1024 * 1024;
 
@@ -510,6 +512,11 @@ fn enqueue(d: &mut Dest, out: Outgoing) {
                     *old = out;
                     return;
                 }
+            }
+            // Bounded: a channel this far behind gets the newest frames
+            // (every control frame is repeated or superseded by a later one).
+            if d.control.len() >= MAX_CONTROL_QUEUE {
+                d.control.pop_front();
             }
             d.control.push_back(out);
         }

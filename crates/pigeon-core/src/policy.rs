@@ -281,6 +281,14 @@ impl StorageRoot {
             at.push(part);
             match std::fs::symlink_metadata(&at) {
                 Ok(meta) if meta.file_type().is_symlink() => {
+                    // The root's handle follows only relative links that
+                    // stay inside: it cannot tell where an absolute one goes.
+                    if std::fs::read_link(&at).is_ok_and(|t| t.is_absolute()) {
+                        return Err(CoreError::BadRemotePath {
+                            path: p.to_string(),
+                            reason: "it goes through an absolute symlink (only relative symlinks inside the root are followed)",
+                        });
+                    }
                     let target = at.canonicalize().map_err(|_| CoreError::BadRemotePath {
                         path: p.to_string(),
                         reason: "it goes through a dangling symlink",
@@ -308,11 +316,9 @@ impl StorageRoot {
             match self.dir.create_dir(&at) {
                 Ok(()) => {
                     use std::os::unix::fs::PermissionsExt;
-                    let made = self.dir.open_dir(&at).map_err(|_| escapes(p))?;
-                    made.into_std_file()
-                        .set_permissions(std::fs::Permissions::from_mode(
-                            0o777 & !crate::home::user_umask(),
-                        ))
+                    let mode = std::fs::Permissions::from_mode(0o777 & !crate::home::user_umask());
+                    self.dir
+                        .set_permissions(&at, cap_std::fs::Permissions::from_std(mode))
                         .ctx(|| format!("creating {}", self.root.join(&at).display()))?;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
@@ -378,12 +384,13 @@ impl StorageRoot {
                 }
             }
         }
-        let parent = target.parent().filter(|d| !d.as_os_str().is_empty());
-        let folder = match parent {
-            Some(d) => self.dir.open_dir(d)?,
-            None => self.dir.try_clone()?,
-        };
-        folder.into_std_file().sync_all()
+        let parent = target
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        self.dir
+            .open_with(parent, cap_std::fs::OpenOptions::new().read(true))?
+            .sync_all()
     }
 }
 
@@ -394,7 +401,11 @@ pub enum EntryKind {
     Folder,
 }
 
+/// `p` relative to the root; the root itself is `.`.
 fn relative(p: &RemotePath) -> PathBuf {
+    if p.is_root() {
+        return PathBuf::from(".");
+    }
     p.components().iter().collect()
 }
 
@@ -490,7 +501,9 @@ mod tests {
         let root = StorageRoot::open(&dir.path().join("root")).unwrap();
         std::os::unix::fs::symlink(outside.path(), root.path().join("out")).unwrap();
         std::fs::create_dir(root.path().join("inside")).unwrap();
-        std::os::unix::fs::symlink(root.path().join("inside"), root.path().join("in")).unwrap();
+        std::os::unix::fs::symlink("inside", root.path().join("in")).unwrap();
+        std::os::unix::fs::symlink(root.path().join("inside"), root.path().join("abs")).unwrap();
+        std::os::unix::fs::symlink("../../outside", root.path().join("rel-out")).unwrap();
         let err = root
             .prepare_parent(&RemotePath::parse("out/x.txt").unwrap())
             .unwrap_err();
@@ -498,8 +511,48 @@ mod tests {
         assert!(root.resolve(&RemotePath::parse("out").unwrap()).is_err());
         root.prepare_parent(&RemotePath::parse("in/x.txt").unwrap())
             .unwrap();
+        for escaping in ["abs/x.txt", "rel-out/x.txt"] {
+            let err = root
+                .prepare_parent(&RemotePath::parse(escaping).unwrap())
+                .unwrap_err();
+            assert!(err.to_string().contains("symlink"), "{escaping}: {err}");
+        }
         root.prepare_parent(&RemotePath::parse("new/deep/x.txt").unwrap())
             .unwrap();
+    }
+
+    #[test]
+    fn placing_a_verified_file_never_clobbers_without_overwrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = StorageRoot::open(&dir.path().join("root")).unwrap();
+        let target = RemotePath::parse("d/f.txt").unwrap();
+        root.prepare_parent(&target).unwrap();
+        let stage = |text: &str| {
+            let p = root.staging_dir().join("t.part");
+            std::fs::write(&p, text).unwrap();
+            p
+        };
+        root.place(&stage("one"), &target, false).unwrap();
+        let err = root.place(&stage("two"), &target, false).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::AlreadyExists);
+        assert_eq!(
+            std::fs::read_to_string(root.path().join("d/f.txt")).unwrap(),
+            "one"
+        );
+        root.place(&stage("three"), &target, true).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(root.path().join("d/f.txt")).unwrap(),
+            "three"
+        );
+        assert!(!root.staging_dir().join("t.part").exists());
+    }
+
+    #[test]
+    fn the_root_itself_is_a_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = StorageRoot::open(&dir.path().join("root")).unwrap();
+        assert_eq!(root.kind(&RemotePath::root()), Some(EntryKind::Folder));
+        assert!(root.open_dir(&RemotePath::root()).is_ok());
     }
 
     #[test]

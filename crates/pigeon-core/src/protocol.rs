@@ -292,6 +292,12 @@ pub enum Control {
     Cancel {
         transfer: TransferId,
     },
+    /// The sender cannot go on (its source changed or cannot be read):
+    /// the receiver stops at once and shows why.
+    Abort {
+        transfer: TransferId,
+        reason: String,
+    },
     List {
         request: u64,
         dir: String,
@@ -328,7 +334,8 @@ impl Control {
             | Control::Done { transfer, .. }
             | Control::Mismatch { transfer, .. }
             | Control::Fetch { transfer, .. }
-            | Control::Cancel { transfer } => Some(*transfer),
+            | Control::Cancel { transfer }
+            | Control::Abort { transfer, .. } => Some(*transfer),
             Control::List { .. } | Control::Listing { .. } | Control::ListRefused { .. } => None,
         }
     }

@@ -860,7 +860,7 @@ impl Hooks for AgentHooks {
             return;
         };
         let slot = Arc::new(SessionSlot::new(session, peer.clone(), link, sess, &reply));
-        lock(&node.sessions).insert(session, slot.clone());
+        node.add_session(slot.clone());
         {
             let mut w = lock(&self.welcomes);
             if w.len() > 1024 {
@@ -928,6 +928,27 @@ impl Hooks for AgentHooks {
                     }
                     _ => {}
                 }
+            }
+            Control::Abort { transfer, reason } => {
+                // The client gave up an upload whose task had stopped here.
+                let Ok(Some(mut rec)) = node.store.transfer(&transfer) else {
+                    return;
+                };
+                if rec.peer != peer.name.as_str()
+                    || rec.role != Role::Receiver
+                    || rec.status.is_finished()
+                {
+                    return;
+                }
+                if let Some(p) = &rec.partial_path {
+                    let _ = std::fs::remove_file(p);
+                }
+                let _ = node.store.clear_chunks(&transfer);
+                let outcome = Outcome::Failed(format!(
+                    "the sender stopped: {}",
+                    crate::policy::escape_control(&reason)
+                ));
+                conclude(node, &mut rec, &outcome, "upload");
             }
             Control::Accept { transfer, .. } | Control::Ack { transfer, .. } => {
                 // A client answering a download whose task stopped: resume it.

@@ -218,7 +218,7 @@ impl Hooks for ClientHooks {
             sess,
             &noise,
         ));
-        lock(&node.sessions).insert(session, slot.clone());
+        node.add_session(slot.clone());
         let _ = node.store.replace_sessions(&SessionRecord {
             id: session,
             peer: self.peer.name.to_string(),

@@ -113,6 +113,10 @@ impl SessionSlot {
     }
 }
 
+/// Sessions held per peer: the current one and the newest few handshakes
+/// (one of which may be about to become current).
+pub(crate) const SESSIONS_PER_PEER: usize = 4;
+
 /// One party at run time.
 pub(crate) struct Node {
     pub me: Identity,
@@ -155,6 +159,29 @@ impl Node {
             LogLevel::Error => tracing::error!("{message}"),
         }
         let _ = self.events.send(Event::Log { level, message });
+    }
+
+    /// Keep a new session, and forget the peer's old ones: at most
+    /// [`SESSIONS_PER_PEER`] are held (the current one always among them),
+    /// whatever a provider replays, and none of a peer no longer trusted.
+    pub fn add_session(&self, slot: Arc<SessionSlot>) {
+        let current = slot.peer.session.borrow().as_ref().map(|s| s.id);
+        let trusted: Vec<PublicKey> = lock(&self.peers).values().map(|p| p.key).collect();
+        let mut sessions = lock(&self.sessions);
+        sessions.insert(slot.id, slot.clone());
+        sessions.retain(|_, s| trusted.contains(&s.peer.key));
+        let mut same: Vec<(std::time::Instant, [u8; 16])> = sessions
+            .values()
+            .filter(|s| s.peer.key == slot.peer.key && Some(s.id) != current)
+            .map(|s| (s.created, s.id))
+            .collect();
+        if same.len() + usize::from(current.is_some()) > SESSIONS_PER_PEER {
+            same.sort_unstable();
+            let drop = same.len() + usize::from(current.is_some()) - SESSIONS_PER_PEER;
+            for (_, id) in same.into_iter().take(drop) {
+                sessions.remove(&id);
+            }
+        }
     }
 
     pub fn peer_by_key_id(&self, id: &[u8; 8]) -> Option<Arc<Peer>> {

@@ -330,6 +330,14 @@ impl Receiver {
                 self.discard();
                 Ok(Some(Outcome::Cancelled))
             }
+            Control::Abort { reason, .. } => {
+                // Whatever it held came from a source that is no more.
+                self.discard();
+                Ok(Some(Outcome::Failed(format!(
+                    "the sender stopped: {}",
+                    crate::policy::escape_control(&reason)
+                ))))
+            }
             _ => Ok(None),
         }
     }

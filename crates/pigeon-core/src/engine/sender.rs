@@ -234,7 +234,7 @@ impl Sender {
                 self.state = State::Finishing;
                 match self.whole_file_hash().await {
                     Ok(h) => self.file_hash = Some(h),
-                    Err(e) => return Outcome::Failed(e.to_string()),
+                    Err(e) => return self.abort(e.to_string()),
                 }
                 self.resync_at = None;
             }
@@ -320,7 +320,7 @@ impl Sender {
                     let prep = self.preps.pop_front().expect("checked non-empty");
                     let built = done
                         .map_err(|e| CoreError::Transfer(format!("chunk worker failed: {e}")))
-                        .and_then(|r| r)
+                        .and_then(|r| r.map_err(|e| self.explain_read_error(e)))
                         .and_then(|built| self.check_prepared(&prep, built));
                     match built {
                         Ok(frame) => {
@@ -330,7 +330,7 @@ impl Sender {
                                 frame,
                             })
                         }
-                        Err(e) => return Outcome::Failed(e.to_string()),
+                        Err(e) => return self.abort(e.to_string()),
                     }
                 }
                 (link, permit) = self.node.reserve_data(ready_len.unwrap_or(0)), if ready_len.is_some() && !quiet => {
@@ -338,6 +338,42 @@ impl Sender {
                 }
             }
             self.persist(false);
+        }
+    }
+
+    /// This side cannot go on (the source changed or cannot be read): tell
+    /// the receiver why, so it stops now instead of waiting out its silence
+    /// limit and blaming the channel.
+    fn abort(&self, reason: String) -> Outcome {
+        self.node.send_control(
+            &self.peer,
+            &Control::Abort {
+                transfer: self.rec.id,
+                reason: reason.clone(),
+            },
+        );
+        Outcome::Failed(reason)
+    }
+
+    /// The source as the other side knows it: an agent's own paths stay
+    /// its own.
+    fn source_name(&self) -> String {
+        match &self.cfg.root {
+            Some(_) => crate::policy::escape_control(&self.rec.remote_path).into_owned(),
+            None => self.rec.local_path.display().to_string(),
+        }
+    }
+
+    /// A chunk that cannot be read whole means the file shrank: say that.
+    fn explain_read_error(&self, e: CoreError) -> CoreError {
+        match e {
+            CoreError::Io { source, .. } if source.kind() == std::io::ErrorKind::UnexpectedEof => {
+                CoreError::Transfer(format!(
+                    "{} is shorter than when the transfer started; run the command again to send it afresh",
+                    self.source_name()
+                ))
+            }
+            other => other,
         }
     }
 
@@ -666,14 +702,18 @@ impl Sender {
             .inflight
             .get(&index)
             .map_or(0, |f| f.retries + u32::from(retry));
-        let backoff = self.rto.get() * 2u32.saturating_pow(retries.min(5));
+        // Exponential backoff with up to a quarter of jitter, so timers of
+        // many chunks (and of many senders) do not all fire at once.
+        let backoff = (self.rto.get() * 2u32.saturating_pow(retries.min(5)))
+            .min(Duration::from_secs(120))
+            .mul_f64(1.0 + rand::random::<f64>() * 0.25);
         self.inflight.insert(
             index,
             Flight {
                 sent_at: now,
                 seq: self.seq,
                 retries,
-                deadline: Some(now + backoff.min(Duration::from_secs(120))),
+                deadline: Some(now + backoff),
             },
         );
         let mut p = lock(&self.progress);
@@ -745,7 +785,7 @@ impl Sender {
             }
             Err(SealError::SourceChanged { index }) => Err(CoreError::Transfer(format!(
                 "{} changed while it was being sent (chunk {index} differs); run the command again to send it afresh",
-                self.rec.local_path.display()
+                self.source_name()
             ))),
             Err(SealError::Conflict { index }) => Err(CoreError::Transfer(format!(
                 "internal error: chunk {index} was built two ways in one run; nothing was sent (please report this)"
@@ -772,12 +812,12 @@ impl Sender {
         let meta = self
             .file
             .metadata()
-            .map_err(|e| CoreError::io(format!("checking {}", self.rec.local_path.display()), e))?;
+            .map_err(|e| CoreError::io(format!("checking {}", self.source_name()), e))?;
         if let Some(stamp) = self.rec.source {
             if SourceStamp::of(&meta) != stamp {
                 return Err(CoreError::Transfer(format!(
                     "{} changed while it was being sent; run the command again to send it afresh",
-                    self.rec.local_path.display()
+                    self.source_name()
                 )));
             }
         }
