@@ -624,3 +624,77 @@ fn the_live_sessions_hello_redelivered_after_an_agent_restart_does_not_wedge_the
         "the client took {took:?} to finish after the restart"
     );
 }
+
+/// Issue 6, item 4: what an untrusted sender can make the agent spend is
+/// bounded before authentication. Ten thousand handshakes from ten thousand
+/// random keys cost flat memory, a handful of audit records (not one
+/// each), and do not keep the agent from serving its real client.
+#[test]
+fn ten_thousand_hellos_from_random_keys_cost_flat_memory_and_two_audit_records() {
+    let _heavy = heavy_lock();
+    let mut w = World::new("");
+    w.start_agent();
+    let pid = w.agent.as_ref().unwrap().pid();
+    let before = peak_rss_kib(pid).unwrap_or(0);
+    let inbox = w.agent_inbox();
+    let started = std::time::Instant::now();
+    for m in 0..100 {
+        let mut msg = b"PG\x01".to_vec();
+        for _ in 0..100 {
+            let frame = pigeon_core::protocol::Frame::Hello {
+                session: rand::random(),
+                from: rand::random(),
+                noise: random_bytes(48, rand::random()),
+            }
+            .encode()
+            .unwrap();
+            msg.push(1);
+            let mut n = frame.len() as u64;
+            while n >= 0x80 {
+                msg.push((n as u8) | 0x80);
+                n >>= 7;
+            }
+            msg.push(n as u8);
+            msg.extend_from_slice(&frame);
+        }
+        std::fs::write(
+            inbox.join(format!("00000000000000000001-flood-{m:04}.msg")),
+            &msg,
+        )
+        .unwrap();
+    }
+    // The real client is served through the flood.
+    let f = w.random_file("during-the-flood.bin", 200_000, 77);
+    w.upload(&[&f], &["--timeout", "60"]).assert_ok();
+    wait_until("the agent reads the flood", Duration::from_secs(60), || {
+        pending_messages(&inbox) == 0
+    });
+    let took = started.elapsed();
+    let after = peak_rss_kib(pid).unwrap_or(0);
+    eprintln!("10^4 untrusted hellos: {took:?}, peak RSS {before} -> {after} KiB");
+    assert!(
+        after.saturating_sub(before) < 32 * 1024,
+        "the agent's memory grew by {} KiB",
+        after - before
+    );
+    assert_same_file(&f, &w.storage().join("during-the-flood.bin"));
+    w.stop_agent();
+    let store = pigeon_core::store::Store::open(&w.agent_home.join("db")).unwrap();
+    let refusals: Vec<_> = store
+        .audit_log()
+        .expect("the audit chain verifies")
+        .into_iter()
+        .filter(|a| a.peer.starts_with("untrusted"))
+        .collect();
+    assert!(
+        (1..=3).contains(&refusals.len()),
+        "refusals are summed, not written one by one: {} records",
+        refusals.len()
+    );
+    assert!(
+        refusals
+            .iter()
+            .any(|a| a.outcome.contains("more handshakes")),
+        "the summary counts them: {refusals:?}"
+    );
+}
