@@ -1177,7 +1177,7 @@ mod tests {
         assert!(err.contains("chunks"), "{err}");
         // Free space, counting what open uploads still need.
         let half = open_upload(600, 100, 2);
-        let err = within_open_limits(&[half.clone()], &small, Some(1200)).unwrap_err();
+        let err = within_open_limits(std::slice::from_ref(&half), &small, Some(1200)).unwrap_err();
         assert!(err.contains("not enough space"), "{err}");
         assert!(within_open_limits(&[half], &small, Some(1400)).is_ok());
     }
