@@ -311,3 +311,38 @@ fn status_and_history_list_finished_transfers_with_their_hashes() {
         assert_eq!(text(row, "sha256"), sha256_file(&f));
     }
 }
+
+/// Issue 6, item 5 (regression): a name of 255 bytes, the most a file
+/// system allows, goes up and comes back (the partial file's name is short
+/// whatever the file's).
+#[test]
+fn a_file_named_with_the_longest_name_allowed_round_trips() {
+    let mut w = World::new("");
+    w.start_agent();
+    let name = format!("{}.bin", "n".repeat(251));
+    assert_eq!(name.len(), 255);
+    let f = w.random_file(&name, 50_000, 90);
+    let run = w.upload(&[&f], &[]);
+    run.assert_ok();
+    check_upload(&w, &run.report(), &f, &name);
+    check_download(&w, &name, &f, &name);
+}
+
+/// Issue 6, item 5: two spellings of one name (composed and decomposed é)
+/// are one file on the agent, not two that look alike.
+#[test]
+fn a_name_and_its_decomposed_spelling_are_one_file() {
+    let mut w = World::new("");
+    w.start_agent();
+    let composed = w.random_file("caf\u{e9}.txt", 1_000, 91);
+    w.upload(&[&composed], &[]).assert_ok();
+    let other = w.random_file("second.txt", 1_000, 92);
+    let run = w.upload(&[&other], &["--to", "cafe\u{301}.txt", "--timeout", "30"]);
+    run.assert_failed();
+    assert!(
+        format!("{}{}", run.stdout, run.stderr).contains("already exists"),
+        "{}",
+        run.describe()
+    );
+    assert_eq!(w.stored_files().len(), 1, "{:?}", w.stored_files());
+}
