@@ -1032,6 +1032,26 @@ mod tests {
     }
 
     #[test]
+    fn what_is_held_is_exactly_the_bytes_received_and_their_pieces() {
+        // The bound below is only worth something if the accounting is
+        // the real cost: pin it to what was actually kept.
+        let mut r = Reassembler::new(1 << 20);
+        r.add(1, 100_000, 0, &[1; 10]).unwrap();
+        r.add(1, 100_000, 50, &[1; 20]).unwrap();
+        assert_eq!(r.bytes_held(), 30 + 2 * PIECE_COST);
+        // Overlaps and repeats add only what is new.
+        r.add(1, 100_000, 5, &[1; 50]).unwrap();
+        assert_eq!(r.bytes_held(), 30 + 40 + 3 * PIECE_COST);
+        r.add(1, 100_000, 0, &[1; 70]).unwrap();
+        assert_eq!(r.bytes_held(), 70 + 3 * PIECE_COST);
+        r.add(2, 100, 0, &[2; 10]).unwrap();
+        assert_eq!(r.bytes_held(), 80 + 4 * PIECE_COST);
+        // A completed frame gives back all it held.
+        assert!(r.add(2, 100, 10, &[2; 90]).unwrap().is_some());
+        assert_eq!(r.bytes_held(), 70 + 3 * PIECE_COST);
+    }
+
+    #[test]
     fn forty_thousand_one_byte_fragments_cost_flat_time_and_memory() {
         // Unauthenticated input: a frame declared at the largest size sent
         // one byte at a time, every other byte, then covered whole, over and
