@@ -700,3 +700,48 @@ fn ten_thousand_hellos_from_random_keys_cost_flat_memory_and_two_audit_records()
         "the summary counts them: {refusals:?}"
     );
 }
+
+/// Issue 6, item 3: whatever the umask (the test's children inherit 022
+/// here, and the homes were made 0755 by the test itself), after a round
+/// trip every folder of both homes is 0700 and every file 0600. The
+/// agent's storage root is the exception by design: received files keep
+/// the user's umask, behind the home's 0700.
+#[test]
+fn homes_are_private_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut w = World::new("");
+    for home in [&w.client_home, &w.agent_home] {
+        std::fs::set_permissions(home, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    w.start_agent();
+    let f = w.random_file("modes.bin", 30_000, 5);
+    w.upload(&[&f], &[]).assert_ok();
+    w.download("modes.bin", &w.work.join("modes.back"), &[]).assert_ok();
+    w.stop_agent();
+    let mut checked = 0;
+    for home in [&w.client_home, &w.agent_home] {
+        let mut stack = vec![home.clone()];
+        while let Some(dir) = stack.pop() {
+            let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o700, "{} is {mode:o}", dir.display());
+            for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+                let path = entry.path();
+                if path == w.storage() {
+                    continue;
+                }
+                let meta = std::fs::symlink_metadata(&path).unwrap();
+                if meta.is_dir() {
+                    stack.push(path);
+                } else {
+                    let mode = meta.permissions().mode() & 0o777;
+                    assert_eq!(mode, 0o600, "{} is {mode:o}", path.display());
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert!(checked >= 6, "only {checked} files in the homes");
+    // What pigeon wrote for the user keeps the user's umask.
+    let back = std::fs::metadata(w.work.join("modes.back")).unwrap();
+    assert_eq!(back.permissions().mode() & 0o777, 0o644);
+}
