@@ -716,7 +716,8 @@ fn homes_are_private_whatever_the_umask() {
     w.start_agent();
     let f = w.random_file("modes.bin", 30_000, 5);
     w.upload(&[&f], &[]).assert_ok();
-    w.download("modes.bin", &w.work.join("modes.back"), &[]).assert_ok();
+    w.download("modes.bin", &w.work.join("modes.back"), &[])
+        .assert_ok();
     w.stop_agent();
     let mut checked = 0;
     for home in [&w.client_home, &w.agent_home] {

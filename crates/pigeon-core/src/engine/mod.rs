@@ -347,6 +347,20 @@ pub(crate) fn open_links(
                     .ctx(|| format!("opening spool {}", l.dir.display()))?;
                 Ok(link::start(spool, l.profile.name(), i, inbound.clone()))
             }
+            TransportUri::Telegram(t) => {
+                let tg =
+                    crate::transport::telegram::Telegram::open(t.clone()).map_err(|reason| {
+                        CoreError::BadTransport {
+                            uri: t.to_string(),
+                            reason,
+                        }
+                    })?;
+                let profile = match t.mode {
+                    crate::transport::telegram::Mode::Text => "telegram-text",
+                    crate::transport::telegram::Mode::Document => "telegram-doc",
+                };
+                Ok(link::start(tg, profile, i, inbound.clone()))
+            }
         })
         .collect()
 }

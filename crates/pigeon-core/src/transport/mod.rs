@@ -8,7 +8,9 @@
 //! [`TransportUri`] parses the `--transport` syntax; [`Profile`] is the table
 //! of real channels' limits (DESIGN.md section 6) the local spool reproduces.
 
+pub mod http;
 pub mod local;
+pub mod telegram;
 
 use std::future::Future;
 use std::time::Duration;
@@ -200,6 +202,8 @@ impl Faults {
 pub enum TransportUri {
     /// `local:<SPOOL_DIR>[?profile=..&loss=..&dup=..&reorder=..&corrupt=..&delay_ms=..&seed=..&bytes_per_min=..]`
     Local(local::LocalUri),
+    /// `telegram:<CHAT>?token_env=<VAR>|token_file=<PATH>[&api=<URL>][&mode=text|document]`
+    Telegram(telegram::TelegramUri),
 }
 
 impl TransportUri {
@@ -215,16 +219,15 @@ impl TransportUri {
         };
         match scheme {
             "local" => Ok(TransportUri::Local(local::LocalUri::parse(rest).map_err(bad)?)),
-            "telegram" | "whatsapp" | "messenger" | "shipper" => Err(bad(format!(
+            "telegram" => Ok(TransportUri::Telegram(
+                telegram::TelegramUri::parse(rest).map_err(bad)?,
+            )),
+            "whatsapp" | "messenger" | "shipper" => Err(bad(format!(
                 "the {scheme} transport is not built yet; use local:<SPOOL_DIR>?profile={scheme}-text to rehearse its limits"
             ))),
-            other => Err(bad(format!("unknown transport kind {other:?}; known: local"))),
-        }
-    }
-
-    pub fn profile(&self) -> Profile {
-        match self {
-            TransportUri::Local(l) => l.profile,
+            other => Err(bad(format!(
+                "unknown transport kind {other:?}; known: local, telegram"
+            ))),
         }
     }
 }
@@ -233,6 +236,7 @@ impl std::fmt::Display for TransportUri {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             TransportUri::Local(l) => write!(f, "{l}"),
+            TransportUri::Telegram(t) => write!(f, "{t}"),
         }
     }
 }
@@ -247,7 +251,9 @@ mod tests {
             "local:/tmp/s?profile=telegram-text&loss=0.1&dup=0.05&reorder=0.2&corrupt=0.01&delay_ms=5&seed=7&bytes_per_min=1000",
         )
         .unwrap();
-        let TransportUri::Local(l) = &u;
+        let TransportUri::Local(l) = &u else {
+            panic!("not a local uri")
+        };
         assert_eq!(l.profile, Profile::TelegramText);
         assert_eq!(l.faults.loss, 0.1);
         assert_eq!(l.faults.seed, Some(7));

@@ -1,0 +1,111 @@
+//! The HTTP layer every platform transport shares: one client (rustls with
+//! the `webpki-roots` certificates, because the platform verifier panics on
+//! Android without a JVM, i.e. under Termux), one place for timeouts, and
+//! the reading of providers' "slow down" answers.
+
+use std::time::Duration;
+
+/// Time to open a connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time for a request that is not a long poll.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The shared client. Requests set their own total timeout: a long poll's
+/// must exceed its poll time.
+pub fn client() -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(REQUEST_TIMEOUT)
+        .user_agent(concat!("pigeon/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| format!("cannot set up HTTPS: {e}"))
+}
+
+/// An HTTP error as a user may see it: never with the URL (a bot token is
+/// part of Telegram's URLs).
+pub fn describe(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    if e.is_timeout() {
+        "the request timed out".to_string()
+    } else if e.is_connect() {
+        format!("cannot connect ({e})")
+    } else {
+        e.to_string()
+    }
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is not used by the APIs
+/// pigeon speaks), capped at an hour.
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let secs: u64 = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(secs.min(3600)))
+}
+
+/// A secret named in a transport URI: where it is, never what it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SecretSource {
+    Env(String),
+    File(std::path::PathBuf),
+}
+
+impl SecretSource {
+    /// Read the secret (trimmed). The error says where it looked, never
+    /// what it found.
+    pub fn load(&self) -> Result<zeroize::Zeroizing<String>, String> {
+        let value = match self {
+            SecretSource::Env(var) => std::env::var(var).map_err(|_| {
+                format!("the environment variable {var} is not set (it should hold the secret)")
+            })?,
+            SecretSource::File(path) => std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read the secret file {}: {e}", path.display()))?,
+        };
+        let value = zeroize::Zeroizing::new(value);
+        let trimmed = value.trim();
+        if trimmed.is_empty() {
+            return Err(format!("{self} is empty"));
+        }
+        Ok(zeroize::Zeroizing::new(trimmed.to_string()))
+    }
+}
+
+impl std::fmt::Display for SecretSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SecretSource::Env(var) => write!(f, "the environment variable {var}"),
+            SecretSource::File(path) => write!(f, "the file {}", path.display()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_reads_seconds_and_ignores_the_rest() {
+        let mut h = reqwest::header::HeaderMap::new();
+        assert_eq!(retry_after(&h), None);
+        h.insert(reqwest::header::RETRY_AFTER, "7".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
+        h.insert(reqwest::header::RETRY_AFTER, "soon".parse().unwrap());
+        assert_eq!(retry_after(&h), None);
+    }
+
+    #[test]
+    fn a_missing_secret_says_where_it_looked() {
+        let err = SecretSource::Env("PIGEON_TEST_NO_SUCH_VAR".into())
+            .load()
+            .unwrap_err();
+        assert!(err.contains("PIGEON_TEST_NO_SUCH_VAR"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "  123:abc\n").unwrap();
+        assert_eq!(*SecretSource::File(file).load().unwrap(), "123:abc");
+    }
+}

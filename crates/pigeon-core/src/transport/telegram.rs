@@ -1,0 +1,579 @@
+//! `telegram:` the Telegram Bot API.
+//!
+//! Bots do not see other bots' messages, except in Bot-to-Bot Communication
+//! Mode: with it on for both bots, a bot writes to the other's `@username`
+//! in a private chat. So a link is two bots, one per party: each sends to
+//! the other's chat and long-polls `getUpdates` for what the other sent.
+//!
+//! ```text
+//! telegram:<CHAT>?token_env=<VAR>|token_file=<PATH>[&api=<URL>][&mode=text|document]
+//! ```
+//!
+//! - `text` (default): base64 in messages of up to 4,096 characters
+//!   (`sendMessage`), about one a second per chat;
+//! - `document`: chunks as file attachments (`sendDocument`, fetched with
+//!   `getFile`: 20 MB down on the public server, which is the limit here).
+//!
+//! Delivery is at least once: an update is confirmed (by the next poll's
+//! `offset`) only after the link holds it, and updates seen before are
+//! dropped by message id. A 429 carries `retry_after`, which is obeyed.
+//! The token never appears in a message, a log line or `describe()`.
+
+use std::collections::{HashSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::sync::mpsc;
+
+use super::http::{self, SecretSource};
+use super::{Capabilities, Message, SendError, Transport};
+
+/// The public Bot API server.
+pub const PUBLIC_API: &str = "https://api.telegram.org";
+/// Seconds a `getUpdates` long poll waits for news.
+const POLL_SECONDS: u64 = 25;
+/// Update ids remembered to drop redeliveries.
+const REMEMBER: usize = 4096;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Text,
+    Document,
+}
+
+/// A parsed `telegram:` URI.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TelegramUri {
+    /// The peer's bot: `@username` or a numeric chat id.
+    pub chat: String,
+    pub token: SecretSource,
+    pub api: String,
+    pub mode: Mode,
+    /// Messages a minute to the peer's chat (Telegram's own limit is
+    /// about one a second; a local Bot API server or an emulator may allow
+    /// more).
+    pub msgs_per_min: Option<u32>,
+}
+
+impl TelegramUri {
+    pub fn parse(rest: &str) -> Result<TelegramUri, String> {
+        let (chat, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let chat_ok = chat.strip_prefix('@').is_some_and(|u| {
+            !u.is_empty() && u.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        }) || chat.parse::<i64>().is_ok();
+        if !chat_ok {
+            return Err(format!(
+                "telegram: needs the peer's chat: its bot's @username or a numeric chat id (got {chat:?})"
+            ));
+        }
+        let mut token = None;
+        let mut api = PUBLIC_API.to_string();
+        let mut mode = Mode::Text;
+        let mut msgs_per_min = None;
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair
+                .split_once('=')
+                .ok_or_else(|| format!("{pair:?} is not key=value"))?;
+            match key {
+                "token_env" => token = Some(SecretSource::Env(value.to_string())),
+                "token_file" => token = Some(SecretSource::File(PathBuf::from(value))),
+                "token" => {
+                    return Err(
+                        "a token is never given on the command line: put it in an environment variable (token_env=VAR) or a file (token_file=PATH)".into(),
+                    )
+                }
+                "api" => api = value.trim_end_matches('/').to_string(),
+                "msgs_per_min" => {
+                    msgs_per_min = Some(
+                        value
+                            .parse()
+                            .ok()
+                            .filter(|&n: &u32| n > 0)
+                            .ok_or_else(|| format!("msgs_per_min={value:?} is not a positive whole number"))?,
+                    )
+                }
+                "mode" => {
+                    mode = match value {
+                        "text" => Mode::Text,
+                        "document" => Mode::Document,
+                        other => return Err(format!("mode={other:?}: use text or document")),
+                    }
+                }
+                other => {
+                    return Err(format!(
+                        "unknown telegram setting {other:?}; known: token_env, token_file, api, mode, msgs_per_min"
+                    ))
+                }
+            }
+        }
+        let token = token
+            .ok_or("telegram: needs the bot token's place: token_env=<VAR> or token_file=<PATH>")?;
+        Ok(TelegramUri {
+            chat: chat.to_string(),
+            token,
+            api,
+            mode,
+            msgs_per_min,
+        })
+    }
+
+    pub fn capabilities(&self) -> Capabilities {
+        let mut caps = match self.mode {
+            Mode::Text => Capabilities {
+                max_message: 4096,
+                text_only: true,
+                messages_per_minute: Some(60),
+                bytes_per_minute: Some(10_000_000),
+            },
+            Mode::Document => Capabilities {
+                max_message: 20_000_000,
+                text_only: false,
+                messages_per_minute: Some(20),
+                bytes_per_minute: Some(10_000_000),
+            },
+        };
+        if let Some(m) = self.msgs_per_min {
+            caps.messages_per_minute = Some(m);
+            // The byte ceiling scales with a pace that is asked for.
+            caps.bytes_per_minute = caps
+                .bytes_per_minute
+                .map(|b| b.max(u64::from(m) * caps.payload_bytes() as u64));
+        }
+        caps
+    }
+}
+
+impl std::fmt::Display for TelegramUri {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "telegram:{}?", self.chat)?;
+        match &self.token {
+            SecretSource::Env(v) => write!(f, "token_env={v}")?,
+            SecretSource::File(p) => write!(f, "token_file={}", p.display())?,
+        }
+        if self.api != PUBLIC_API {
+            write!(f, "&api={}", self.api)?;
+        }
+        if self.mode == Mode::Document {
+            f.write_str("&mode=document")?;
+        }
+        if let Some(m) = self.msgs_per_min {
+            write!(f, "&msgs_per_min={m}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The Bot API's answer envelope.
+#[derive(Debug, Deserialize)]
+struct Reply<T> {
+    ok: bool,
+    result: Option<T>,
+    error_code: Option<u16>,
+    description: Option<String>,
+    parameters: Option<ReplyParameters>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ReplyParameters {
+    retry_after: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Update {
+    update_id: i64,
+    message: Option<TgMessage>,
+}
+
+#[derive(Debug, Deserialize)]
+struct TgMessage {
+    message_id: i64,
+    chat: Chat,
+    from: Option<User>,
+    text: Option<String>,
+    document: Option<Document>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Chat {
+    id: i64,
+}
+
+#[derive(Debug, Deserialize)]
+struct User {
+    id: i64,
+    username: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Document {
+    file_id: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct File {
+    file_path: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Me {
+    pub id: i64,
+    pub username: Option<String>,
+}
+
+/// What a failed call means for the caller.
+#[derive(Debug)]
+enum CallError {
+    RateLimited(Duration),
+    /// Will not work until the user changes something (token, chat, mode).
+    Permanent(String),
+    Transient(String),
+}
+
+/// The Bot API as this bot sees it.
+struct Api {
+    http: reqwest::Client,
+    base: String,
+    token: zeroize::Zeroizing<String>,
+}
+
+impl Api {
+    fn url(&self, method: &str) -> String {
+        format!("{}/bot{}/{method}", self.base, self.token.as_str())
+    }
+
+    async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        method: &str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<T, CallError> {
+        let response = request.send().await.map_err(|e| {
+            CallError::Transient(format!("telegram {method}: {}", http::describe(e)))
+        })?;
+        let status = response.status();
+        let header_wait = http::retry_after(response.headers());
+        let body = response.bytes().await.map_err(|e| {
+            CallError::Transient(format!("telegram {method}: {}", http::describe(e)))
+        })?;
+        let reply: Reply<T> = serde_json::from_slice(&body).map_err(|_| {
+            CallError::Transient(format!(
+                "telegram {method}: HTTP {status} with an answer that is not the Bot API's"
+            ))
+        })?;
+        if reply.ok {
+            return reply
+                .result
+                .ok_or_else(|| CallError::Transient(format!("telegram {method}: no result")));
+        }
+        let code = reply.error_code.unwrap_or(status.as_u16());
+        let description =
+            crate::policy::escape_control(reply.description.as_deref().unwrap_or("no description"))
+                .into_owned();
+        let wait = reply
+            .parameters
+            .and_then(|p| p.retry_after)
+            .map(Duration::from_secs)
+            .or(header_wait);
+        Err(match code {
+            429 => CallError::RateLimited(wait.unwrap_or(Duration::from_secs(1))),
+            401 => CallError::Permanent(format!(
+                "telegram refused the bot token (401 {description}): check the token in its environment variable or file (from @BotFather)"
+            )),
+            403 => CallError::Permanent(format!(
+                "telegram: the bot may not write to this chat (403 {description}); is bot-to-bot mode on for both bots?"
+            )),
+            409 => CallError::Transient(format!(
+                "telegram {method}: 409 {description}: another process polls with this bot token, or a webhook is set (deleteWebhook)"
+            )),
+            400 => CallError::Permanent(format!("telegram {method}: 400 {description}")),
+            _ => CallError::Transient(format!("telegram {method}: {code} {description}")),
+        })
+    }
+}
+
+/// An open Telegram link.
+pub struct Telegram {
+    uri: TelegramUri,
+    caps: Capabilities,
+    api: Arc<Api>,
+    inbox: Option<mpsc::Receiver<Message>>,
+}
+
+impl Telegram {
+    /// Load the token and start polling. Fails at once when the token is
+    /// missing; a wrong one is reported by the first call.
+    pub fn open(uri: TelegramUri) -> Result<Telegram, String> {
+        let token = uri.token.load()?;
+        let api = Arc::new(Api {
+            http: http::client()?,
+            base: uri.api.clone(),
+            token,
+        });
+        let caps = uri.capabilities();
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(poll(api.clone(), uri.clone(), tx));
+        Ok(Telegram {
+            uri,
+            caps,
+            api,
+            inbox: Some(rx),
+        })
+    }
+
+    /// `getMe`: who this bot is (a check of the token).
+    pub async fn me(&self) -> Result<Me, String> {
+        let req = self.api.http.post(self.api.url("getMe"));
+        self.api.call("getMe", req).await.map_err(|e| match e {
+            CallError::RateLimited(d) => format!("telegram: rate limited for {d:?}"),
+            CallError::Permanent(m) | CallError::Transient(m) => m,
+        })
+    }
+
+    fn chat_id(&self) -> serde_json::Value {
+        match self.uri.chat.parse::<i64>() {
+            Ok(id) => serde_json::Value::from(id),
+            Err(_) => serde_json::Value::from(self.uri.chat.clone()),
+        }
+    }
+}
+
+impl Transport for Telegram {
+    fn capabilities(&self) -> &Capabilities {
+        &self.caps
+    }
+
+    fn describe(&self) -> String {
+        self.uri.to_string()
+    }
+
+    async fn send(&mut self, _to: &super::Address, message: Message) -> Result<(), SendError> {
+        let size = message.len();
+        if size > self.caps.max_message {
+            return Err(SendError::TooLarge {
+                size,
+                limit: self.caps.max_message,
+            });
+        }
+        let chat = self.chat_id();
+        let (method, request) = match &message {
+            Message::Text(text) => (
+                "sendMessage",
+                self.api
+                    .http
+                    .post(self.api.url("sendMessage"))
+                    .json(&serde_json::json!({ "chat_id": chat, "text": text })),
+            ),
+            Message::Binary(bytes) => {
+                let part = reqwest::multipart::Part::bytes(bytes.clone())
+                    .file_name("pigeon.bin")
+                    .mime_str("application/octet-stream")
+                    .map_err(|e| SendError::Failed(e.to_string()))?;
+                let form = reqwest::multipart::Form::new()
+                    .text("chat_id", self.uri.chat.clone())
+                    .part("document", part);
+                (
+                    "sendDocument",
+                    self.api
+                        .http
+                        .post(self.api.url("sendDocument"))
+                        .timeout(Duration::from_secs(300))
+                        .multipart(form),
+                )
+            }
+        };
+        match self.api.call::<serde_json::Value>(method, request).await {
+            Ok(_) => Ok(()),
+            Err(CallError::RateLimited(retry_after)) => Err(SendError::RateLimited {
+                retry_after,
+                message,
+            }),
+            Err(CallError::Permanent(m)) | Err(CallError::Transient(m)) => {
+                Err(SendError::Failed(m))
+            }
+        }
+    }
+
+    fn incoming(&mut self) -> mpsc::Receiver<Message> {
+        self.inbox.take().unwrap_or_else(|| mpsc::channel(1).1)
+    }
+}
+
+/// Long-poll `getUpdates` for ever, handing each message from the peer's
+/// chat to the link. An update is confirmed (the next poll's offset) only
+/// once the link has taken it.
+async fn poll(api: Arc<Api>, uri: TelegramUri, tx: mpsc::Sender<Message>) {
+    let mut offset: Option<i64> = None;
+    let mut seen: HashSet<i64> = HashSet::new();
+    let mut seen_order: VecDeque<i64> = VecDeque::new();
+    let mut backoff = Duration::from_secs(1);
+    let peer = uri.chat.trim_start_matches('@').to_ascii_lowercase();
+    loop {
+        let mut body = serde_json::json!({
+            "timeout": POLL_SECONDS,
+            "allowed_updates": ["message"],
+        });
+        if let Some(o) = offset {
+            body["offset"] = serde_json::Value::from(o);
+        }
+        let request = api
+            .http
+            .post(api.url("getUpdates"))
+            .timeout(Duration::from_secs(POLL_SECONDS + 15))
+            .json(&body);
+        let updates: Vec<Update> = match api.call("getUpdates", request).await {
+            Ok(u) => {
+                backoff = Duration::from_secs(1);
+                u
+            }
+            Err(e) => {
+                let wait = match e {
+                    CallError::RateLimited(d) => d,
+                    CallError::Permanent(m) => {
+                        tracing::error!("{m}");
+                        Duration::from_secs(30)
+                    }
+                    CallError::Transient(m) => {
+                        tracing::warn!("{m}; polling again in {backoff:?}");
+                        let jitter = backoff.mul_f64(rand::random::<f64>() * 0.25);
+                        let w = backoff + jitter;
+                        backoff = (backoff * 2).min(Duration::from_secs(30));
+                        w
+                    }
+                };
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+        };
+        for update in updates {
+            offset = Some(offset.map_or(update.update_id + 1, |o| o.max(update.update_id + 1)));
+            let Some(m) = update.message else { continue };
+            let from_peer = m
+                .from
+                .as_ref()
+                .and_then(|u| u.username.as_deref())
+                .is_some_and(|u| u.eq_ignore_ascii_case(&peer))
+                || m.chat.id.to_string() == peer
+                || m.from.as_ref().is_some_and(|u| u.id.to_string() == peer);
+            if !from_peer {
+                tracing::debug!(chat = m.chat.id, "a message from another chat; ignored");
+                continue;
+            }
+            // Redelivered (after a restart of the server's view of us, say).
+            let key = m.chat.id.wrapping_mul(1 << 20) ^ m.message_id;
+            if !seen.insert(key) {
+                continue;
+            }
+            seen_order.push_back(key);
+            if seen_order.len() > REMEMBER {
+                if let Some(old) = seen_order.pop_front() {
+                    seen.remove(&old);
+                }
+            }
+            let message = match (m.text, m.document) {
+                (Some(text), _) => Message::Text(text),
+                (None, Some(doc)) => match fetch_document(&api, &doc.file_id).await {
+                    Ok(bytes) => Message::Binary(bytes),
+                    Err(e) => {
+                        tracing::warn!("{e}");
+                        continue;
+                    }
+                },
+                _ => continue,
+            };
+            if tx.send(message).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// `getFile`, then the file itself (or, from a local Bot API server, the
+/// absolute path it answers with).
+async fn fetch_document(api: &Api, file_id: &str) -> Result<Vec<u8>, String> {
+    let request = api
+        .http
+        .post(api.url("getFile"))
+        .json(&serde_json::json!({ "file_id": file_id }));
+    let file: File = api.call("getFile", request).await.map_err(|e| match e {
+        CallError::RateLimited(d) => format!("telegram getFile: rate limited for {d:?}"),
+        CallError::Permanent(m) | CallError::Transient(m) => m,
+    })?;
+    let path = file
+        .file_path
+        .ok_or("telegram getFile: no file_path (the file is gone)")?;
+    if path.starts_with('/') {
+        return tokio::fs::read(&path).await.map_err(|e| {
+            format!("telegram: cannot read {path} from the local Bot API server: {e}")
+        });
+    }
+    let url = format!("{}/file/bot{}/{path}", api.base, api.token.as_str());
+    let response = api
+        .http
+        .get(url)
+        .timeout(Duration::from_secs(300))
+        .send()
+        .await
+        .map_err(|e| format!("telegram file download: {}", http::describe(e)))?;
+    if !response.status().is_success() {
+        return Err(format!(
+            "telegram file download: HTTP {}",
+            response.status()
+        ));
+    }
+    Ok(response
+        .bytes()
+        .await
+        .map_err(|e| format!("telegram file download: {}", http::describe(e)))?
+        .to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uris_parse_and_never_hold_a_token() {
+        let u = TelegramUri::parse(
+            "@agent_bot?token_env=TG_TOKEN&mode=document&api=http://127.0.0.1:9/",
+        )
+        .unwrap();
+        assert_eq!(u.chat, "@agent_bot");
+        assert_eq!(u.mode, Mode::Document);
+        assert_eq!(u.api, "http://127.0.0.1:9");
+        assert_eq!(
+            TelegramUri::parse(&u.to_string()["telegram:".len()..]).unwrap(),
+            u
+        );
+        for bad in [
+            "",
+            "agent",
+            "@",
+            "@a b?token_env=X",
+            "@a",
+            "@a?token=123:abc",
+            "@a?token_env=X&mode=video",
+        ] {
+            assert!(TelegramUri::parse(bad).is_err(), "{bad:?} accepted");
+        }
+        let err = TelegramUri::parse("@a?token=123:abc").unwrap_err();
+        assert!(!err.contains("123:abc"), "{err}");
+        assert!(TelegramUri::parse("-1001234?token_file=/run/tg").is_ok());
+    }
+
+    #[test]
+    fn bot_api_envelopes_decode_as_documented() {
+        let ok: Reply<Vec<Update>> = serde_json::from_str(
+            r#"{"ok":true,"result":[{"update_id":5,"message":{"message_id":9,"date":1,"chat":{"id":42,"type":"private"},"from":{"id":42,"is_bot":true,"first_name":"A","username":"agent_bot"},"text":"UEcB"}}]}"#,
+        )
+        .unwrap();
+        let m = ok.result.unwrap().remove(0).message.unwrap();
+        assert_eq!(m.text.as_deref(), Some("UEcB"));
+        let limited: Reply<serde_json::Value> = serde_json::from_str(
+            r#"{"ok":false,"error_code":429,"description":"Too Many Requests: retry after 3","parameters":{"retry_after":3}}"#,
+        )
+        .unwrap();
+        assert!(!limited.ok);
+        assert_eq!(limited.parameters.unwrap().retry_after, Some(3));
+    }
+}

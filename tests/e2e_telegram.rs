@@ -1,0 +1,267 @@
+//! Issue 7 (Telegram): two real pigeon processes, each its own bot, talk
+//! through a local emulator of the Telegram Bot API (bot-to-bot mode), in
+//! text mode and in document mode, up and down, byte-exact; the emulator's
+//! record proves every message within Telegram's limits and no send inside
+//! a `retry_after`.
+
+mod e2e_common;
+
+use std::time::{Duration, Instant};
+
+use e2e_common::*;
+use pigeon_emulator::telegram::{BotSpec, Emulator, Faults, Request};
+
+const CLIENT_TOKEN: &str = "1001:client-secret-token";
+const AGENT_TOKEN: &str = "1002:agent-secret-token";
+
+/// An emulator on 127.0.0.1 in a thread of its own, and two parties.
+struct Tg {
+    w: World,
+    emu: Emulator,
+    api: String,
+}
+
+impl Tg {
+    fn new(rate: f64) -> Tg {
+        let w = World::new("");
+        let emu = Emulator::new(&[
+            BotSpec {
+                token: CLIENT_TOKEN.into(),
+                username: "client_bot".into(),
+            },
+            BotSpec {
+                token: AGENT_TOKEN.into(),
+                username: "agent_bot".into(),
+            },
+        ])
+        .with_rate(rate);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let api = format!("http://{}", listener.local_addr().unwrap());
+        listener.set_nonblocking(true).unwrap();
+        let serving = emu.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                let _ = serving.serve(listener).await;
+            });
+        });
+        Tg { w, emu, api }
+    }
+
+    fn uri(&self, peer: &str, mode: &str, pace: u32) -> String {
+        format!(
+            "telegram:@{peer}?token_env=PIGEON_TG_TOKEN&api={}&mode={mode}&msgs_per_min={pace}",
+            self.api
+        )
+    }
+
+    fn start_agent(&mut self, mode: &str, pace: u32) -> Proc {
+        let uri = self.uri("client_bot", mode, pace);
+        let mut p = Proc::spawn_env(
+            &self.w.agent_home,
+            &["agent", "--transport", &uri],
+            &self.w.logs,
+            "agent",
+            &[("PIGEON_TG_TOKEN", AGENT_TOKEN)],
+        );
+        wait_until("the agent is ready", Duration::from_secs(60), || {
+            p.stderr().contains("agent ready") || p.exited()
+        });
+        assert!(!p.exited(), "the agent exited:\n{}", p.stderr());
+        p
+    }
+
+    fn client(&self, mode: &str, pace: u32, args: &[&str]) -> Run {
+        self.client_with_token(mode, pace, CLIENT_TOKEN, args)
+    }
+
+    fn client_with_token(&self, mode: &str, pace: u32, token: &str, args: &[&str]) -> Run {
+        let uri = self.uri("agent_bot", mode, pace);
+        let mut v: Vec<&str> = args.to_vec();
+        v.extend(["--json", "--transport", &uri]);
+        Proc::spawn_env(
+            &self.w.client_home,
+            &v,
+            &self.w.logs,
+            "client",
+            &[("PIGEON_TG_TOKEN", token)],
+        )
+        .wait(CLIENT_TIMEOUT)
+    }
+
+    fn record(&self) -> Vec<Request> {
+        self.emu.record()
+    }
+}
+
+/// Every message within Telegram's limits, no 429 unanswered by a wait,
+/// and no token anywhere in what the parties printed.
+fn check_record(tg: &Tg, runs: &[&Run]) {
+    let record = tg.record();
+    for r in &record {
+        if r.method == "sendMessage" {
+            assert!(r.size <= 4096, "a message of {} characters", r.size);
+        }
+        if r.method == "sendDocument" {
+            assert!(r.size <= 20_000_000, "a document of {} bytes", r.size);
+        }
+    }
+    // After a 429, that bot sends nothing to that chat before retry_after.
+    for limited in record.iter().filter(|r| r.status == 429) {
+        let until = limited.at_ms + limited.retry_after_ms.unwrap_or(0);
+        let early: Vec<_> = record
+            .iter()
+            .filter(|r| {
+                r.bot == limited.bot
+                    && r.method.starts_with("send")
+                    && r.at_ms > limited.at_ms
+                    && r.at_ms + 50 < until
+            })
+            .collect();
+        assert!(
+            early.is_empty(),
+            "sent inside a retry_after ({limited:?}): {early:?}"
+        );
+    }
+    for run in runs {
+        for secret in [CLIENT_TOKEN, AGENT_TOKEN, "secret-token"] {
+            assert!(
+                !run.stdout.contains(secret) && !run.stderr.contains(secret),
+                "a token was printed:\n{}",
+                run.describe()
+            );
+        }
+    }
+}
+
+fn round_trip(tg: &Tg, mode: &str, pace: u32, size: usize, seed: u64) -> (Run, Run) {
+    let f = tg.w.random_file(&format!("{mode}.bin"), size, seed);
+    let up = tg.client(mode, pace, &["upload", f.to_str().unwrap()]);
+    up.assert_ok();
+    assert_same_file(&f, &tg.w.storage().join(format!("{mode}.bin")));
+    let out = tg.w.work.join(format!("{mode}.back"));
+    let down = tg.client(
+        mode,
+        pace,
+        &[
+            "download",
+            &format!("{mode}.bin"),
+            "-o",
+            out.to_str().unwrap(),
+        ],
+    );
+    down.assert_ok();
+    assert_same_file(&f, &out);
+    (up, down)
+}
+
+#[test]
+fn text_mode_moves_300_kb_up_and_down_byte_exact() {
+    let mut tg = Tg::new(25.0);
+    let mut agent = tg.start_agent("text", 1200);
+    let (up, down) = round_trip(&tg, "text", 1200, 300_000, 1);
+    let sent = tg
+        .record()
+        .iter()
+        .filter(|r| r.method == "sendMessage" && r.status == 200)
+        .count();
+    assert!(sent >= 2 * 100, "300 KB each way in 3 KB messages: {sent}");
+    check_record(&tg, &[&up, &down]);
+    agent.terminate(Duration::from_secs(10));
+}
+
+#[test]
+fn document_mode_moves_5_mb_up_and_down_byte_exact() {
+    let mut tg = Tg::new(25.0);
+    let mut agent = tg.start_agent("document", 600);
+    let (up, down) = round_trip(&tg, "document", 600, 5_000_000, 2);
+    let docs = tg
+        .record()
+        .iter()
+        .filter(|r| r.method == "sendDocument" && r.status == 200)
+        .count();
+    assert!(docs >= 2, "chunks travel as documents: {docs}");
+    check_record(&tg, &[&up, &down]);
+    agent.terminate(Duration::from_secs(10));
+}
+
+#[test]
+fn injected_429s_and_5xx_are_obeyed_and_survived() {
+    let mut tg = Tg::new(25.0);
+    let mut agent = tg.start_agent("text", 1200);
+    let f = tg.w.random_file("limited.bin", 120_000, 3);
+    // Let the transfer start, then the provider says "slow down", twice,
+    // and fails a few sends outright.
+    let emu = tg.emu.clone();
+    let injector = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(800));
+        emu.inject(Faults {
+            method: "sendMessage".into(),
+            count: 2,
+            status: 429,
+            retry_after: 2,
+            ..Faults::default()
+        });
+        std::thread::sleep(Duration::from_millis(2500));
+        emu.inject(Faults {
+            method: "sendMessage".into(),
+            count: 3,
+            status: 502,
+            ..Faults::default()
+        });
+    });
+    let started = Instant::now();
+    let up = tg.client("text", 1200, &["upload", f.to_str().unwrap()]);
+    injector.join().unwrap();
+    up.assert_ok();
+    assert_same_file(&f, &tg.w.storage().join("limited.bin"));
+    let record = tg.record();
+    assert!(
+        record.iter().any(|r| r.status == 429),
+        "the 429s were served (took {:?})",
+        started.elapsed()
+    );
+    check_record(&tg, &[&up]);
+    agent.terminate(Duration::from_secs(10));
+}
+
+#[test]
+fn a_wrong_token_is_refused_with_what_to_do_and_never_printed() {
+    let mut tg = Tg::new(25.0);
+    let mut agent = tg.start_agent("text", 1200);
+    let run = tg.client_with_token("text", 1200, "999:wrong-token", &["ls", "--timeout", "8"]);
+    run.assert_failed();
+    let all = format!("{}{}", run.stdout, run.stderr);
+    assert!(
+        !all.contains("wrong-token"),
+        "the token was printed:\n{all}"
+    );
+    assert!(
+        all.contains("refused the bot token") && all.contains("BotFather"),
+        "the user is told the token is wrong and where tokens come from:\n{all}"
+    );
+    // A token named but not set is refused before anything is sent.
+    let uri = format!(
+        "telegram:@agent_bot?token_env=PIGEON_TG_UNSET&api={}",
+        tg.api
+    );
+    let run = Proc::spawn_env(
+        &tg.w.client_home,
+        &["ls", "--transport", &uri],
+        &tg.w.logs,
+        "client",
+        &[],
+    )
+    .wait(CLIENT_TIMEOUT);
+    run.assert_failed();
+    assert!(
+        run.stderr.contains("PIGEON_TG_UNSET is not set"),
+        "{}",
+        run.describe()
+    );
+    agent.terminate(Duration::from_secs(10));
+}
