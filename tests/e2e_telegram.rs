@@ -265,3 +265,41 @@ fn a_wrong_token_is_refused_with_what_to_do_and_never_printed() {
     );
     agent.terminate(Duration::from_secs(10));
 }
+
+#[test]
+fn redelivered_updates_and_a_client_killed_mid_upload_lose_nothing() {
+    let mut tg = Tg::new(25.0);
+    let mut agent = tg.start_agent("text", 1200);
+    let f = tg.w.random_file("battered.bin", 200_000, 4);
+    let uri = tg.uri("agent_bot", "text", 1200);
+    let spawn = |tg: &Tg| {
+        Proc::spawn_env(
+            &tg.w.client_home,
+            &["upload", f.to_str().unwrap(), "--json", "--transport", &uri],
+            &tg.w.logs,
+            "client",
+            &[("PIGEON_TG_TOKEN", CLIENT_TOKEN)],
+        )
+    };
+    let mut first = spawn(&tg);
+    wait_until("the upload is under way", Duration::from_secs(60), || {
+        tg.record()
+            .iter()
+            .filter(|r| r.method == "sendMessage" && r.bot == "client_bot")
+            .count()
+            >= 20
+            || first.exited()
+    });
+    // Telegram hands both bots their last updates again (as after a
+    // poller restart), and the client dies without a word.
+    tg.emu.inject(Faults {
+        redeliver: 30,
+        ..Faults::default()
+    });
+    first.kill9();
+    let run = spawn(&tg).wait(CLIENT_TIMEOUT);
+    run.assert_ok();
+    assert_same_file(&f, &tg.w.storage().join("battered.bin"));
+    check_record(&tg, &[&run]);
+    agent.terminate(Duration::from_secs(10));
+}

@@ -382,9 +382,12 @@ impl Pacer {
             .messages_per_minute
             .map(|m| Duration::from_secs_f64(60.0 / f64::from(m.max(1))));
         let bytes_per_sec = caps.bytes_per_minute.map(|b| b as f64 / 60.0);
-        // Wait a little for a message to fill only when messages are scarce.
+        // Wait a little for a message to fill only when messages are
+        // scarce: a quarter of the interval, but long enough for a sender
+        // that has just started (after an offer's answer) to prepare the
+        // chunks that fill it, even on a busy machine.
         let linger = match interval {
-            Some(i) => (i / 4).min(Duration::from_millis(150)),
+            Some(i) => (i / 4).clamp(Duration::from_millis(25), Duration::from_millis(150)),
             None => Duration::ZERO,
         };
         Pacer {
@@ -1029,6 +1032,37 @@ mod tests {
         assert_eq!(r.bytes_held(), 0);
         // A late copy of a finished frame is ignored.
         assert!(r.add(1, frame.len(), 0, &frame[..10]).unwrap().is_none());
+    }
+
+    proptest! {
+        #[test]
+        fn any_fragments_rebuild_the_frame_exactly_when_they_cover_it(
+            total in 1usize..400,
+            parts in proptest::collection::vec((0usize..400, 0usize..120), 1..60),
+        ) {
+            let frame: Vec<u8> = (0..total).map(|i| (i * 31 + 7) as u8).collect();
+            let mut r = Reassembler::new(1 << 20);
+            let mut covered = vec![false; total];
+            let mut done = None;
+            for (start, len) in parts {
+                let start = start % total;
+                let end = (start + len).min(total);
+                let got = r.add(5, total, start, &frame[start..end]).unwrap();
+                for c in &mut covered[start..end] {
+                    *c = true;
+                }
+                if done.is_some() {
+                    prop_assert!(got.is_none());
+                    continue;
+                }
+                let all = covered.iter().all(|&c| c);
+                prop_assert_eq!(got.is_some(), all, "complete exactly when covered");
+                if let Some(f) = got {
+                    prop_assert_eq!(&f, &frame);
+                    done = Some(f);
+                }
+            }
+        }
     }
 
     #[test]

@@ -128,6 +128,8 @@ pub(crate) struct Sender {
     /// are read only for the chunks in flight, so a peer that floods them
     /// costs O(window) each.
     answer_due: bool,
+    /// Offers sent since the receiver last answered.
+    offers_unanswered: u32,
     resync_at: Option<Instant>,
     last_heard: Instant,
     last_persist: Instant,
@@ -182,6 +184,7 @@ impl Sender {
             state: State::Offering,
             ready: None,
             answer_due: false,
+            offers_unanswered: 0,
             resync_at: None,
             last_heard: Instant::now(),
             last_persist: Instant::now(),
@@ -393,12 +396,16 @@ impl Sender {
         };
         let sent = self.node.send_control(&self.peer, &offer);
         self.answer_due |= sent;
+        // Answering an offer costs the receiver a few syncs to disk, more
+        // than a chunk's round trip: wait two, then back off while it is
+        // unanswered (each repeat also forces a message out).
+        self.offers_unanswered = self.offers_unanswered.saturating_add(u32::from(sent));
         let wait = if sent {
-            self.rto.get()
+            self.rto.get() * 2u32.pow(self.offers_unanswered.clamp(1, 4))
         } else {
             Duration::from_millis(200)
         };
-        self.resync_at = Some(Instant::now() + wait);
+        self.resync_at = Some(Instant::now() + wait.min(Duration::from_secs(60)));
     }
 
     fn on_input(&mut self, input: TaskInput) -> Option<Outcome> {
@@ -416,6 +423,7 @@ impl Sender {
             TaskInput::Chunk { .. } => {}
             TaskInput::Control(c) => {
                 self.last_heard = Instant::now();
+                self.offers_unanswered = 0;
                 match c {
                     Control::Accept { have, epoch, .. } | Control::Ack { have, epoch, .. }
                         if epoch != self.epoch =>
