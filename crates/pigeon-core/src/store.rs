@@ -279,14 +279,16 @@ impl Store {
         self.keys.join(format!("{id}.key"))
     }
 
-    /// Every transfer, oldest first. Records that do not decode (from a
-    /// newer pigeon, say) are skipped with a warning, not fatal.
+    /// Every transfer, oldest first, without their secrets (a listing must
+    /// not read a key file per record; [`transfer`](Self::transfer) and the
+    /// tasks that seal or open load the one they need). Records that do not
+    /// decode (from a newer pigeon, say) are skipped with a warning.
     pub fn transfers(&self) -> Result<Vec<TransferRecord>> {
         let mut all = vec![];
         for item in self.transfers.iter() {
             let (_, v) = item?;
             match codec::decode::<TransferRecord>("transfer record", RECORD_VERSION, &v) {
-                Ok(t) => all.push(self.with_secret(t)?),
+                Ok(t) => all.push(t),
                 Err(e) => tracing::warn!("skipping a stored transfer: {e}"),
             }
         }

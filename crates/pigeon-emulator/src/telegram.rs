@@ -164,6 +164,30 @@ impl Emulator {
     }
 }
 
+impl Inner {
+    /// Keep one request in the record.
+    fn note(
+        &mut self,
+        bot: String,
+        method: &str,
+        chat: Option<String>,
+        size: usize,
+        status: u16,
+        retry_after_ms: Option<u64>,
+    ) {
+        let at_ms = self.started.elapsed().as_millis() as u64;
+        self.record.push(Request {
+            at_ms,
+            bot,
+            method: method.to_string(),
+            chat,
+            size,
+            status,
+            retry_after_ms,
+        });
+    }
+}
+
 fn new_bot(id: i64, username: &str) -> Bot {
     Bot {
         id,
@@ -321,7 +345,6 @@ async fn call(emu: Emulator, token: String, method: String, p: Params) -> Respon
 
 /// Answer a call at once, or `None` for a long poll (which waits).
 fn answer(s: &mut Inner, token: &str, method: &str, p: &Params) -> Option<Response> {
-    let at_ms = s.started.elapsed().as_millis() as u64;
     let Some(bot_name) = s.bots.get(token).map(|b| b.username.clone()) else {
         return Some(fail(401, "Unauthorized", None));
     };
@@ -337,15 +360,14 @@ fn answer(s: &mut Inner, token: &str, method: &str, p: &Params) -> Option<Respon
         f.count -= 1;
         let (status, retry) = (f.status, f.retry_after);
         let retry_after = (status == 429).then_some(retry);
-        s.record.push(Request {
-            at_ms,
-            bot: bot_name,
-            method: method.to_string(),
+        s.note(
+            bot_name,
+            method,
             chat,
             size,
             status,
-            retry_after_ms: retry_after.map(|r| r * 1000),
-        });
+            retry_after.map(|r| r * 1000),
+        );
         let text = match status {
             429 => format!("Too Many Requests: retry after {retry}"),
             500..=599 => "Internal Server Error".to_string(),
@@ -373,15 +395,14 @@ fn answer(s: &mut Inner, token: &str, method: &str, p: &Params) -> Option<Respon
         Ok(v) => (ok(v), 200, None),
         Err((code, text, retry)) => (fail(code, &text, retry), code, retry),
     };
-    s.record.push(Request {
-        at_ms,
-        bot: bot_name,
-        method: method.to_string(),
+    s.note(
+        bot_name,
+        method,
         chat,
         size,
         status,
-        retry_after_ms: retry.map(|r| r * 1000),
-    });
+        retry.map(|r| r * 1000),
+    );
     Some(response)
 }
 
@@ -518,19 +539,10 @@ async fn get_updates(emu: Emulator, token: String, p: Params) -> Response {
         let notified = emu.news.notified();
         {
             let mut s = emu.lock();
-            let at_ms = s.started.elapsed().as_millis() as u64;
             let b = s.bots.get_mut(&token).expect("token checked");
             let name = b.username.clone();
             if b.polling != generation {
-                s.record.push(Request {
-                    at_ms,
-                    bot: name,
-                    method: "getUpdates".into(),
-                    chat: None,
-                    size: 0,
-                    status: 409,
-                    retry_after_ms: None,
-                });
+                s.note(name, "getUpdates", None, 0, 409, None);
                 return fail(
                     409,
                     "Conflict: terminated by other getUpdates request; make sure that only one bot instance is running",
@@ -539,15 +551,7 @@ async fn get_updates(emu: Emulator, token: String, p: Params) -> Response {
             }
             if !b.queue.is_empty() || Instant::now() >= deadline {
                 let out: Vec<Value> = b.queue.iter().take(limit).cloned().collect();
-                s.record.push(Request {
-                    at_ms,
-                    bot: name,
-                    method: "getUpdates".into(),
-                    chat: None,
-                    size: out.len(),
-                    status: 200,
-                    retry_after_ms: None,
-                });
+                s.note(name, "getUpdates", None, out.len(), 200, None);
                 return ok(Value::Array(out));
             }
         }

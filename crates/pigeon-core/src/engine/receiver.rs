@@ -72,10 +72,13 @@ impl Receiver {
     pub fn new(
         node: Arc<Node>,
         peer: Arc<Peer>,
-        rec: TransferRecord,
+        mut rec: TransferRecord,
         cfg: ReceiverConfig,
         progress: Arc<Mutex<Progress>>,
     ) -> Result<Receiver> {
+        if rec.secret.is_none() {
+            rec.secret = node.store.secret(&rec.id)?;
+        }
         let have = node
             .store
             .bitmap(&rec.id)?

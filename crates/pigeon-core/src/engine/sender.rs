@@ -151,6 +151,9 @@ impl Sender {
             None => std::fs::File::open(&rec.local_path),
         }
         .map_err(|e| CoreError::io(format!("opening {}", rec.local_path.display()), e))?;
+        if rec.secret.is_none() {
+            rec.secret = node.store.secret(&rec.id)?;
+        }
         let secret = rec.live_secret()?.clone();
         let cipher = ChunkCipher::new(&secret, &rec.id.0, &rec.manifest.hash()?);
         let acked = Bitmap::new(rec.chunks_total);
