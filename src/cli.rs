@@ -46,6 +46,9 @@ pub enum Command {
     /// Show, trust, list and revoke keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Check transports' credentials and reachability.
+    #[command(subcommand)]
+    Transports(TransportsCommand),
     /// Run the agent in the foreground until SIGINT or SIGTERM.
     Agent {
         #[arg(long = "transport", value_name = "URI", required = true)]
@@ -107,6 +110,63 @@ pub enum Command {
     },
     /// Cancel a transfer.
     Cancel { id: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TransportsCommand {
+    /// Check one transport: its secrets are found, the service answers and
+    /// accepts them (Telegram: `getMe`); says exactly what is wrong.
+    Test {
+        /// A transport URI, e.g. telegram:@agent_bot?token_env=PIGEON_TG_TOKEN
+        #[arg(value_name = "URI")]
+        uri: String,
+    },
+}
+
+/// `pigeon transports test URI`.
+pub async fn transports(cmd: TransportsCommand) -> Result<bool> {
+    let TransportsCommand::Test { uri } = cmd;
+    let parsed = TransportUri::parse(&uri).map_err(|e| anyhow!(e))?;
+    match &parsed {
+        TransportUri::Local(l) => {
+            if !l.dir.is_dir() {
+                println!(
+                    "{parsed}: the spool folder {} does not exist",
+                    l.dir.display()
+                );
+                return Ok(false);
+            }
+            println!(
+                "{parsed}: ok, the spool folder {} is there",
+                l.dir.display()
+            );
+            Ok(true)
+        }
+        TransportUri::Telegram(t) => {
+            let tg = match pigeon_core::transport::telegram::Telegram::open(t.clone()) {
+                Ok(tg) => tg,
+                Err(e) => {
+                    println!("{parsed}: {e}");
+                    return Ok(false);
+                }
+            };
+            match tg.me().await {
+                Ok(me) => {
+                    println!(
+                        "{parsed}: ok, this bot is @{} (id {}); it writes to {}",
+                        me.username.as_deref().unwrap_or("?"),
+                        me.id,
+                        t.chat
+                    );
+                    Ok(true)
+                }
+                Err(e) => {
+                    println!("{parsed}: {e}");
+                    Ok(false)
+                }
+            }
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]

@@ -303,3 +303,71 @@ fn redelivered_updates_and_a_client_killed_mid_upload_lose_nothing() {
     check_record(&tg, &[&run]);
     agent.terminate(Duration::from_secs(10));
 }
+
+/// The agent dies mid-upload and comes back: what Telegram had not seen
+/// confirmed is handed to the new process again (getUpdates without an
+/// offset starts at the first unconfirmed update), and a provider stall of
+/// seconds on the way costs time, not the transfer.
+#[test]
+fn an_agent_killed_mid_upload_and_a_stalled_provider_lose_nothing() {
+    let mut tg = Tg::new(25.0);
+    let mut agent = tg.start_agent("text", 1200);
+    let f = tg.w.random_file("agent-dies.bin", 200_000, 6);
+    let uri = tg.uri("agent_bot", "text", 1200);
+    let client = Proc::spawn_env(
+        &tg.w.client_home,
+        &["upload", f.to_str().unwrap(), "--json", "--transport", &uri],
+        &tg.w.logs,
+        "client",
+        &[("PIGEON_TG_TOKEN", CLIENT_TOKEN)],
+    );
+    wait_until("the upload is under way", Duration::from_secs(60), || {
+        tg.record()
+            .iter()
+            .filter(|r| r.method == "sendMessage" && r.bot == "client_bot")
+            .count()
+            >= 20
+    });
+    agent.kill9();
+    tg.emu.inject(Faults {
+        stall: 2,
+        stall_ms: 3000,
+        ..Faults::default()
+    });
+    let mut agent = tg.start_agent("text", 1200);
+    let run = client.wait(CLIENT_TIMEOUT);
+    run.assert_ok();
+    assert_same_file(&f, &tg.w.storage().join("agent-dies.bin"));
+    check_record(&tg, &[&run]);
+    agent.terminate(Duration::from_secs(10));
+}
+
+#[test]
+fn transports_test_checks_the_token_and_says_what_is_wrong() {
+    let tg = Tg::new(25.0);
+    let uri = tg.uri("agent_bot", "text", 60);
+    let check = |token: &str| {
+        Proc::spawn_env(
+            &tg.w.client_home,
+            &["transports", "test", &uri],
+            &tg.w.logs,
+            "check",
+            &[("PIGEON_TG_TOKEN", token)],
+        )
+        .wait(CLIENT_TIMEOUT)
+    };
+    let good = check(CLIENT_TOKEN);
+    good.assert_ok();
+    assert!(
+        good.stdout.contains("ok, this bot is @client_bot"),
+        "{}",
+        good.describe()
+    );
+    let bad = check("5:not-a-token");
+    bad.assert_failed();
+    assert!(
+        bad.stdout.contains("refused the bot token") && !bad.stdout.contains("not-a-token"),
+        "{}",
+        bad.describe()
+    );
+}
