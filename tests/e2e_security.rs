@@ -147,6 +147,14 @@ fn leak_check(query: &str, lines: usize, seed: u64) {
     w.download("raw/secret.txt", &out, &[]).assert_ok();
     assert_same_file(&f, &out);
     assert_same_file(&f, &w.storage().join("secret.txt"));
+    // The client exits as soon as it has confirmed the download; the agent
+    // ends its side when that confirmation reaches it.
+    let agent_keys = w.agent_home.join("db").join("keys");
+    wait_until(
+        "the agent to record the download's end",
+        Duration::from_secs(30),
+        || list_files(&agent_keys).is_empty(),
+    );
     w.stop_agent();
 
     let mut secrets = vec![

@@ -91,6 +91,11 @@ pub struct LinkStats {
     pub rtt_micros: AtomicU64,
     pub retry_after_until_ms: AtomicU64,
     pub up: std::sync::atomic::AtomicBool,
+    /// Frames handed to the link, and taken into its queues.
+    submitted: AtomicU64,
+    taken: AtomicU64,
+    /// Something is still queued for a destination.
+    busy: std::sync::atomic::AtomicBool,
     recent: Mutex<Recent>,
 }
 
@@ -167,6 +172,7 @@ impl LinkHandle {
 
     /// Queue a control frame. Never waits.
     pub fn send_control(&self, to: &Address, frame: Vec<u8>, coalesce: Option<[u8; 17]>) {
+        self.stats.submitted.fetch_add(1, Ordering::Relaxed);
         let _ = self.tx.send(Outgoing {
             to: to.clone(),
             frame,
@@ -190,6 +196,7 @@ impl LinkHandle {
     /// Queue a data frame in the room [`reserve`](Self::reserve) made; the
     /// room is given back when the frame has been packed into a message.
     pub fn send_reserved(&self, to: &Address, frame: Vec<u8>, permit: OwnedSemaphorePermit) {
+        self.stats.submitted.fetch_add(1, Ordering::Relaxed);
         let _ = self.tx.send(Outgoing {
             to: to.clone(),
             frame,
@@ -197,6 +204,13 @@ impl LinkHandle {
             coalesce: None,
             _permit: Some(permit),
         });
+    }
+
+    /// Everything handed to this link has left in a message (or been
+    /// superseded): nothing would be lost by stopping now.
+    pub fn is_drained(&self) -> bool {
+        self.stats.submitted.load(Ordering::Relaxed) == self.stats.taken.load(Ordering::Relaxed)
+            && !self.stats.busy.load(Ordering::Relaxed)
     }
 
     /// Free room in the data queue, in bytes.
@@ -420,6 +434,9 @@ async fn send_loop<T: Transport>(
     let mut dests: HashMap<Address, Dest> = HashMap::new();
     let mut next_frame_id: u64 = rand::random();
     loop {
+        stats
+            .busy
+            .store(dests.values().any(|d| !d.is_empty()), Ordering::Relaxed);
         // When could each destination send, and is it worth sending?
         let now = Instant::now();
         let mut wake: Option<Instant> = None;
@@ -494,10 +511,14 @@ async fn send_loop<T: Transport>(
             out = rx.recv() => {
                 let Some(out) = out else { return };
                 enqueue(dests.entry(out.to.clone()).or_insert_with(Dest::new), out);
+                let mut n = 1;
                 // Take whatever else is already waiting before deciding.
                 while let Ok(out) = rx.try_recv() {
                     enqueue(dests.entry(out.to.clone()).or_insert_with(Dest::new), out);
+                    n += 1;
                 }
+                stats.busy.store(true, Ordering::Relaxed);
+                stats.taken.fetch_add(n, Ordering::Relaxed);
             }
             () = sleep => {}
         }

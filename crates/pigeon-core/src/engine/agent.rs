@@ -171,6 +171,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
         cfg.home.dir().join("status.json"),
     ));
     shutdown.await;
+    node.drain(Duration::from_secs(2)).await;
     router.abort();
     let summary = lock(&hooks_ref.refused).close();
     if let Some((peer, outcome)) = summary {

@@ -432,6 +432,7 @@ impl Core {
             }
         }
         let _ = self.node.store.flush();
+        self.node.drain(Duration::from_secs(3)).await;
     }
 
     fn command(&mut self, cmd: ClientCommand) {

@@ -274,6 +274,18 @@ impl Node {
         self.links[link].send_reserved(&peer.address, frame, permit);
     }
 
+    /// Wait (up to `limit`) until every link has sent what it was given:
+    /// a process about to exit must not take its last answers with it (a
+    /// download's Done, say, which is what lets the agent end its side).
+    pub async fn drain(&self, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        while !self.links.iter().all(LinkHandle::is_drained)
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     pub fn record_fault(&self, link: usize, f: impl Fn(&link::LinkStats)) {
         if let Some(l) = self.links.get(link) {
             f(&l.stats);
