@@ -83,14 +83,18 @@ impl Tg {
         let uri = self.uri("agent_bot", mode, pace);
         let mut v: Vec<&str> = args.to_vec();
         v.extend(["--json", "--transport", &uri]);
+        self.spawn_client(token, &v).wait(CLIENT_TIMEOUT)
+    }
+
+    /// A pigeon command in the client's home, with `token` as its bot's.
+    fn spawn_client(&self, token: &str, args: &[&str]) -> Proc {
         Proc::spawn_env(
             &self.w.client_home,
-            &v,
+            args,
             &self.w.logs,
             "client",
             &[("PIGEON_TG_TOKEN", token)],
         )
-        .wait(CLIENT_TIMEOUT)
     }
 
     fn record(&self) -> Vec<Request> {
@@ -273,12 +277,9 @@ fn redelivered_updates_and_a_client_killed_mid_upload_lose_nothing() {
     let f = tg.w.random_file("battered.bin", 200_000, 4);
     let uri = tg.uri("agent_bot", "text", 1200);
     let spawn = |tg: &Tg| {
-        Proc::spawn_env(
-            &tg.w.client_home,
+        tg.spawn_client(
+            CLIENT_TOKEN,
             &["upload", f.to_str().unwrap(), "--json", "--transport", &uri],
-            &tg.w.logs,
-            "client",
-            &[("PIGEON_TG_TOKEN", CLIENT_TOKEN)],
         )
     };
     let mut first = spawn(&tg);
@@ -314,12 +315,9 @@ fn an_agent_killed_mid_upload_and_a_stalled_provider_lose_nothing() {
     let mut agent = tg.start_agent("text", 1200);
     let f = tg.w.random_file("agent-dies.bin", 200_000, 6);
     let uri = tg.uri("agent_bot", "text", 1200);
-    let client = Proc::spawn_env(
-        &tg.w.client_home,
+    let client = tg.spawn_client(
+        CLIENT_TOKEN,
         &["upload", f.to_str().unwrap(), "--json", "--transport", &uri],
-        &tg.w.logs,
-        "client",
-        &[("PIGEON_TG_TOKEN", CLIENT_TOKEN)],
     );
     wait_until("the upload is under way", Duration::from_secs(60), || {
         tg.record()
@@ -347,14 +345,8 @@ fn transports_test_checks_the_token_and_says_what_is_wrong() {
     let tg = Tg::new(25.0);
     let uri = tg.uri("agent_bot", "text", 60);
     let check = |token: &str| {
-        Proc::spawn_env(
-            &tg.w.client_home,
-            &["transports", "test", &uri],
-            &tg.w.logs,
-            "check",
-            &[("PIGEON_TG_TOKEN", token)],
-        )
-        .wait(CLIENT_TIMEOUT)
+        tg.spawn_client(token, &["transports", "test", &uri])
+            .wait(CLIENT_TIMEOUT)
     };
     let good = check(CLIENT_TOKEN);
     good.assert_ok();
