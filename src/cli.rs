@@ -115,7 +115,7 @@ pub enum Command {
 #[derive(Subcommand, Debug)]
 pub enum TransportsCommand {
     /// Check one transport: its secrets are found, the service answers and
-    /// accepts them (Telegram: `getMe`); says exactly what is wrong.
+    /// accepts them (Telegram: `getMe`; Shipper: a signed ping); says exactly what is wrong.
     Test {
         /// A transport URI, e.g. telegram:@agent_bot?token_env=PIGEON_TG_TOKEN
         #[arg(value_name = "URI")]
@@ -143,20 +143,31 @@ pub async fn transports(cmd: TransportsCommand) -> Result<bool> {
             Ok(true)
         }
         TransportUri::Telegram(t) => {
-            let tg = match pigeon_core::transport::telegram::Telegram::open(t.clone()) {
-                Ok(tg) => tg,
-                Err(e) => {
-                    println!("{parsed}: {e}");
-                    return Ok(false);
-                }
-            };
-            match tg.me().await {
+            match pigeon_core::transport::telegram::Telegram::check(t).await {
                 Ok(me) => {
                     println!(
                         "{parsed}: ok, this bot is @{} (id {}); it writes to {}",
                         me.username.as_deref().unwrap_or("?"),
                         me.id,
                         t.chat
+                    );
+                    Ok(true)
+                }
+                Err(e) => {
+                    println!("{parsed}: {e}");
+                    Ok(false)
+                }
+            }
+        }
+        TransportUri::Shipper(t) => {
+            match pigeon_core::transport::shipper::Shipper::check(t).await {
+                Ok(ping) => {
+                    println!(
+                        "{parsed}: ok, these credentials are the account {:?} ({} messages a minute, {} a message); it writes to {}",
+                        ping.account,
+                        ping.rate_limit,
+                        pigeon_core::view::human_bytes(ping.max_message as u64),
+                        t.peer
                     );
                     Ok(true)
                 }

@@ -35,20 +35,8 @@ impl Tg {
             },
         ])
         .with_rate(rate);
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let api = format!("http://{}", listener.local_addr().unwrap());
-        listener.set_nonblocking(true).unwrap();
-        let serving = emu.clone();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                let _ = serving.serve(listener).await;
-            });
-        });
+        let api = pigeon_emulator::serve_in_background(emu.router())
+            .expect("the emulator listens on 127.0.0.1");
         Tg { w, emu, api }
     }
 

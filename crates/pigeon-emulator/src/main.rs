@@ -1,59 +1,93 @@
-//! `pigeon-emulator telegram --listen 127.0.0.1:PORT --bot TOKEN=USERNAME ...`
+//! `pigeon-emulator telegram|shipper --listen 127.0.0.1:PORT ...`
 
 use anyhow::{bail, Context, Result};
-use pigeon_emulator::telegram::{BotSpec, Emulator};
+use pigeon_emulator::{shipper, telegram};
 
-const USAGE: &str = "usage: pigeon-emulator telegram [--listen 127.0.0.1:8081] [--rate 1] --bot TOKEN=USERNAME [--bot ...]
+const USAGE: &str = "usage:
+  pigeon-emulator telegram [--listen 127.0.0.1:8081] [--rate 1] --bot TOKEN=USERNAME [--bot ...]
+  pigeon-emulator shipper  [--listen 127.0.0.1:8082] [--rate-limit 1000] [--max-message 1000000] --account NAME=KEY:SECRET [--account ...]
 
-A local Telegram Bot API server for rehearsing pigeon (bots in bot-to-bot
-mode). Point pigeon at it with telegram:@OTHER_BOT?token_env=VAR&api=http://ADDR";
+Local servers of the platforms' APIs for rehearsing pigeon:
+  telegram: the Bot API with bots in bot-to-bot mode; point pigeon at it with
+            telegram:@OTHER_BOT?token_env=VAR&api=http://ADDR
+  shipper:  the SM APOS Shipper protocol (docs/shipper-protocol.md); point pigeon at it with
+            shipper:OTHER_ACCOUNT?base_url=http://ADDR&api_key_env=VAR&api_secret_env=VAR";
 
 #[tokio::main]
 async fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
-    match args.next().as_deref() {
-        Some("telegram") => {}
-        Some("whatsapp" | "messenger" | "shipper") => {
-            bail!("that emulator is not built yet; only telegram is")
-        }
-        _ => {
-            eprintln!("{USAGE}");
-            std::process::exit(2);
-        }
-    }
-    let mut listen = "127.0.0.1:8081".to_string();
+    let kind = args.next().unwrap_or_default();
+    let mut listen = None;
     let mut bots = vec![];
+    let mut accounts = vec![];
     let mut rate = 1.0;
+    let mut rate_limit = shipper::RATE_LIMIT;
+    let mut max_message = shipper::MAX_MESSAGE;
+    let value = |args: &mut dyn Iterator<Item = String>, what: &str| {
+        args.next().with_context(|| format!("{what}\n{USAGE}"))
+    };
     while let Some(a) = args.next() {
-        match a.as_str() {
-            "--listen" => listen = args.next().context("--listen needs HOST:PORT")?,
-            "--rate" => {
-                rate = args
-                    .next()
-                    .and_then(|v| v.parse().ok())
+        match (kind.as_str(), a.as_str()) {
+            (_, "--listen") => listen = Some(value(&mut args, "--listen needs HOST:PORT")?),
+            ("telegram", "--rate") => {
+                rate = value(&mut args, "--rate needs messages a second per chat")?
+                    .parse()
+                    .ok()
                     .filter(|&r: &f64| r > 0.0)
                     .context("--rate needs messages a second per chat (Telegram's is 1)")?
             }
-            "--bot" => {
-                let spec = args.next().context("--bot needs TOKEN=USERNAME")?;
+            ("telegram", "--bot") => {
+                let spec = value(&mut args, "--bot needs TOKEN=USERNAME")?;
                 let (token, username) =
                     spec.split_once('=').context("--bot needs TOKEN=USERNAME")?;
-                bots.push(BotSpec {
+                bots.push(telegram::BotSpec {
                     token: token.into(),
                     username: username.into(),
                 });
             }
-            other => bail!("unknown argument {other:?}\n{USAGE}"),
+            ("shipper", "--account") => accounts.push(
+                value(&mut args, "--account needs NAME=KEY:SECRET")?
+                    .parse::<shipper::AccountSpec>()
+                    .map_err(anyhow::Error::msg)
+                    .context("--account")?,
+            ),
+            ("shipper", "--rate-limit") => {
+                rate_limit = value(&mut args, "--rate-limit needs messages a minute")?
+                    .parse()
+                    .context("--rate-limit needs a whole number of messages a minute")?
+            }
+            ("shipper", "--max-message") => {
+                max_message = value(&mut args, "--max-message needs bytes")?
+                    .parse()
+                    .context("--max-message needs a whole number of bytes")?
+            }
+            _ => bail!("unknown argument {a:?} for {kind:?}\n{USAGE}"),
         }
     }
+    let (router, what) = match kind.as_str() {
+        "telegram" => (
+            telegram::Emulator::new(&bots).with_rate(rate).router(),
+            format!("telegram emulator with {} bots", bots.len()),
+        ),
+        "shipper" => (
+            shipper::Emulator::new(&accounts)
+                .with_rate_limit(rate_limit)
+                .with_max_message(max_message)
+                .router(),
+            format!("shipper emulator with {} accounts", accounts.len()),
+        ),
+        "whatsapp" | "messenger" => bail!("the {kind} emulator is not built yet"),
+        _ => {
+            eprintln!("{USAGE}");
+            std::process::exit(2);
+        }
+    };
+    let default_port = if kind == "shipper" { 8082 } else { 8081 };
+    let listen = listen.unwrap_or_else(|| format!("127.0.0.1:{default_port}"));
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .with_context(|| format!("listening on {listen}"))?;
-    eprintln!(
-        "telegram emulator on http://{} with {} bots",
-        listener.local_addr()?,
-        bots.len()
-    );
-    Emulator::new(&bots).with_rate(rate).serve(listener).await?;
+    eprintln!("{what} on http://{}", listener.local_addr()?);
+    axum::serve(listener, router).await?;
     Ok(())
 }

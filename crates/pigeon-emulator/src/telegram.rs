@@ -48,28 +48,8 @@ pub struct Request {
     pub retry_after_ms: Option<u64>,
 }
 
-/// Faults to inject, consumed in order.
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
-pub struct Faults {
-    /// The next `count` calls of `method` (any method when empty) fail with
-    /// `status` (429 carries `retry_after` seconds).
-    #[serde(default)]
-    pub method: String,
-    #[serde(default)]
-    pub count: u32,
-    #[serde(default)]
-    pub status: u16,
-    #[serde(default)]
-    pub retry_after: u64,
-    /// The next `stall` calls wait this long before answering.
-    #[serde(default)]
-    pub stall_ms: u64,
-    #[serde(default)]
-    pub stall: u32,
-    /// Deliver again the last N updates each bot had confirmed.
-    #[serde(default)]
-    pub redeliver: usize,
-}
+use crate::common::Bucket;
+pub use crate::common::Faults;
 
 struct Bot {
     id: i64,
@@ -87,7 +67,7 @@ struct Inner {
     next_update: i64,
     next_message: i64,
     files: HashMap<String, (String, Vec<u8>)>,
-    buckets: HashMap<(i64, i64), (f64, Instant)>,
+    buckets: HashMap<(i64, i64), Bucket>,
     record: Vec<Request>,
     faults: Faults,
     poll_generation: u64,
@@ -318,15 +298,7 @@ async fn api_post(
 }
 
 async fn call(emu: Emulator, token: String, method: String, p: Params) -> Response {
-    let stall = {
-        let mut s = emu.lock();
-        if s.faults.stall > 0 {
-            s.faults.stall -= 1;
-            Some(Duration::from_millis(s.faults.stall_ms))
-        } else {
-            None
-        }
-    };
+    let stall = emu.lock().faults.take_stall();
     if let Some(d) = stall {
         tokio::time::sleep(d).await;
     }
@@ -355,11 +327,8 @@ fn answer(s: &mut Inner, token: &str, method: &str, p: &Params) -> Option<Respon
         .or(p.file.as_ref().map(Vec::len))
         .unwrap_or(0);
     // An injected fault answers first.
-    let f = &mut s.faults;
-    if f.count > 0 && (f.method.is_empty() || f.method == method) {
-        f.count -= 1;
-        let (status, retry) = (f.status, f.retry_after);
-        let retry_after = (status == 429).then_some(retry);
+    if let Some((status, retry_after)) = s.faults.take_failure(method) {
+        let retry = retry_after.unwrap_or(0);
         s.note(
             bot_name,
             method,
@@ -425,23 +394,18 @@ fn send(s: &mut Inner, token: &str, method: &str, p: &Params) -> Result<Value, F
         .map(|(t, b)| (t.clone(), b.id))
         .ok_or_else(|| bad("chat not found"))?;
     // About one message a second per chat, with a small burst.
-    let now = Instant::now();
-    let (tokens, last) = s
+    let rate = s.rate;
+    let bucket = s
         .buckets
-        .get(&(from_id, target.1))
-        .copied()
-        .unwrap_or((BURST, now));
-    let tokens = (tokens + now.duration_since(last).as_secs_f64() * s.rate).min(BURST);
-    if tokens < 1.0 {
-        let wait = ((1.0 - tokens) / s.rate).ceil().max(1.0) as u64;
-        s.buckets.insert((from_id, target.1), (tokens, now));
+        .entry((from_id, target.1))
+        .or_insert_with(|| Bucket::full(BURST));
+    if let Err(wait) = bucket.take(BURST, rate) {
         return Err((
             429,
             format!("Too Many Requests: retry after {wait}"),
             Some(wait),
         ));
     }
-    s.buckets.insert((from_id, target.1), (tokens - 1.0, now));
     let message_id = s.next_message;
     s.next_message += 1;
     let date = std::time::SystemTime::now()

@@ -373,6 +373,16 @@ pub(crate) fn open_links(
                 };
                 Ok(link::start(tg, profile, i, inbound.clone()))
             }
+            TransportUri::Shipper(t) => {
+                let shipper =
+                    crate::transport::shipper::Shipper::open(t.clone()).map_err(|reason| {
+                        CoreError::BadTransport {
+                            uri: t.to_string(),
+                            reason,
+                        }
+                    })?;
+                Ok(link::start(shipper, "shipper", i, inbound.clone()))
+            }
         })
         .collect()
 }

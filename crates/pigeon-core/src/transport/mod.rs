@@ -10,6 +10,7 @@
 
 pub mod http;
 pub mod local;
+pub mod shipper;
 pub mod telegram;
 
 use std::future::Future;
@@ -204,6 +205,8 @@ pub enum TransportUri {
     Local(local::LocalUri),
     /// `telegram:<CHAT>?token_env=<VAR>|token_file=<PATH>[&api=<URL>][&mode=text|document]`
     Telegram(telegram::TelegramUri),
+    /// `shipper:<PEER>?base_url=<URL>&api_key_env=<VAR>&api_secret_env=<VAR>[&rate_limit=N][&timeout=S]`
+    Shipper(shipper::ShipperUri),
 }
 
 impl TransportUri {
@@ -222,11 +225,14 @@ impl TransportUri {
             "telegram" => Ok(TransportUri::Telegram(
                 telegram::TelegramUri::parse(rest).map_err(bad)?,
             )),
-            "whatsapp" | "messenger" | "shipper" => Err(bad(format!(
+            "shipper" => Ok(TransportUri::Shipper(
+                shipper::ShipperUri::parse(rest).map_err(bad)?,
+            )),
+            "whatsapp" | "messenger" => Err(bad(format!(
                 "the {scheme} transport is not built yet; use local:<SPOOL_DIR>?profile={scheme}-text to rehearse its limits"
             ))),
             other => Err(bad(format!(
-                "unknown transport kind {other:?}; known: local, telegram"
+                "unknown transport kind {other:?}; known: local, telegram, shipper"
             ))),
         }
     }
@@ -237,6 +243,7 @@ impl std::fmt::Display for TransportUri {
         match self {
             TransportUri::Local(l) => write!(f, "{l}"),
             TransportUri::Telegram(t) => write!(f, "{t}"),
+            TransportUri::Shipper(t) => write!(f, "{t}"),
         }
     }
 }

@@ -239,6 +239,14 @@ struct Api {
 }
 
 impl Api {
+    fn new(uri: &TelegramUri) -> Result<Api, String> {
+        Ok(Api {
+            http: http::client()?,
+            base: uri.api.clone(),
+            token: uri.token.load()?,
+        })
+    }
+
     fn url(&self, method: &str) -> String {
         format!("{}/bot{}/{method}", self.base, self.token.as_str())
     }
@@ -304,12 +312,7 @@ impl Telegram {
     /// Load the token and start polling. Fails at once when the token is
     /// missing; a wrong one is reported by the first call.
     pub fn open(uri: TelegramUri) -> Result<Telegram, String> {
-        let token = uri.token.load()?;
-        let api = Arc::new(Api {
-            http: http::client()?,
-            base: uri.api.clone(),
-            token,
-        });
+        let api = Arc::new(Api::new(&uri)?);
         let caps = uri.capabilities();
         let (tx, rx) = mpsc::channel(16);
         tokio::spawn(poll(api.clone(), uri.clone(), tx));
@@ -321,10 +324,12 @@ impl Telegram {
         })
     }
 
-    /// `getMe`: who this bot is (a check of the token).
-    pub async fn me(&self) -> Result<Me, String> {
-        let req = self.api.http.post(self.api.url("getMe"));
-        self.api.call("getMe", req).await.map_err(|e| match e {
+    /// `getMe`: who this bot is (a check of the token). Does not poll, so
+    /// a running pigeon on the same bot is not disturbed.
+    pub async fn check(uri: &TelegramUri) -> Result<Me, String> {
+        let api = Api::new(uri)?;
+        let req = api.http.post(api.url("getMe"));
+        api.call("getMe", req).await.map_err(|e| match e {
             CallError::RateLimited(d) => format!("telegram: rate limited for {d:?}"),
             CallError::Permanent(m) | CallError::Transient(m) => m,
         })
