@@ -159,6 +159,25 @@ pub async fn transports(cmd: TransportsCommand) -> Result<bool> {
                 }
             }
         }
+        TransportUri::Whatsapp(t) => {
+            match pigeon_core::transport::whatsapp::Whatsapp::check(t).await {
+                Ok(number) => {
+                    println!(
+                        "{parsed}: ok, the token speaks for {} ({}, id {}); it writes to {}; the webhook will listen on {}",
+                        number.display_phone_number.as_deref().unwrap_or("?"),
+                        number.verified_name.as_deref().unwrap_or("no verified name"),
+                        number.id,
+                        t.peer,
+                        t.listen
+                    );
+                    Ok(true)
+                }
+                Err(e) => {
+                    println!("{parsed}: {e}");
+                    Ok(false)
+                }
+            }
+        }
         TransportUri::Shipper(t) => {
             match pigeon_core::transport::shipper::Shipper::check(t).await {
                 Ok(ping) => {

@@ -150,6 +150,7 @@ pub struct LinkHandle {
     describe: String,
     profile: String,
     pub stats: Arc<LinkStats>,
+    health: Arc<crate::transport::Health>,
     started: Instant,
 }
 
@@ -168,6 +169,11 @@ impl LinkHandle {
 
     pub fn describe(&self) -> &str {
         &self.describe
+    }
+
+    /// Problems the transport met that only the user can fix.
+    pub fn problems(&self) -> Vec<String> {
+        self.health.problems()
     }
 
     /// Queue a control frame. Never waits.
@@ -290,6 +296,7 @@ pub fn start<T: Transport>(
         describe: transport.describe(),
         profile: profile.to_string(),
         stats: stats.clone(),
+        health: transport.health(),
         started,
     };
     let incoming = transport.incoming();
@@ -300,7 +307,8 @@ pub fn start<T: Transport>(
         inbound,
         stats.clone(),
     ));
-    tokio::spawn(send_loop(transport, rx, stats, started));
+    let health = transport.health();
+    tokio::spawn(send_loop(transport, rx, stats, health, started));
     handle
 }
 
@@ -426,6 +434,7 @@ async fn send_loop<T: Transport>(
     mut transport: T,
     mut rx: mpsc::UnboundedReceiver<Outgoing>,
     stats: Arc<LinkStats>,
+    health: Arc<crate::transport::Health>,
     started: Instant,
 ) {
     let caps = transport.capabilities().clone();
@@ -477,6 +486,7 @@ async fn send_loop<T: Transport>(
                 Ok(()) => {
                     stats.record_send(raw, started);
                     pacer.charge(d, Instant::now(), raw);
+                    health.clear("send");
                 }
                 Err(SendError::RateLimited {
                     retry_after,
@@ -489,6 +499,13 @@ async fn send_loop<T: Transport>(
                         .store(until.as_millis() as u64, Ordering::Relaxed);
                     d.free_at = Instant::now() + retry_after;
                     d.retry = Some(message);
+                }
+                Err(SendError::Permanent(m)) => {
+                    stats.errors.fetch_add(1, Ordering::Relaxed);
+                    stats.up.store(false, Ordering::Relaxed);
+                    health.problem("send", m);
+                    // Tried again now and then: the user may fix it.
+                    d.free_at = Instant::now() + Duration::from_secs(5);
                 }
                 Err(e) => {
                     stats.errors.fetch_add(1, Ordering::Relaxed);

@@ -16,6 +16,7 @@
 mod common;
 pub mod shipper;
 pub mod telegram;
+pub mod whatsapp;
 
 pub use common::Faults;
 

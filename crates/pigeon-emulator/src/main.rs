@@ -1,15 +1,19 @@
 //! `pigeon-emulator telegram|shipper --listen 127.0.0.1:PORT ...`
 
 use anyhow::{bail, Context, Result};
-use pigeon_emulator::{shipper, telegram};
+use pigeon_emulator::{shipper, telegram, whatsapp};
 
 const USAGE: &str = "usage:
   pigeon-emulator telegram [--listen 127.0.0.1:8081] [--rate 1] --bot TOKEN=USERNAME [--bot ...]
+  pigeon-emulator whatsapp [--listen 127.0.0.1:8083] [--pair-rate 0.1667] [--burst 5] --number PHONE_ID=WA_ID,token=T,app_secret=S,verify_token=V,webhook=URL[,name=N] [--number ...]
   pigeon-emulator shipper  [--listen 127.0.0.1:8082] [--rate-limit 1000] [--max-message 1000000] --account NAME=KEY:SECRET [--account ...]
 
 Local servers of the platforms' APIs for rehearsing pigeon:
   telegram: the Bot API with bots in bot-to-bot mode; point pigeon at it with
             telegram:@OTHER_BOT?token_env=VAR&api=http://ADDR
+  whatsapp: the Cloud API for business numbers writing to each other, with
+            signed webhooks; point pigeon at it with
+            whatsapp:OTHER_WA_ID?phone_id=ID&token_env=..&app_secret_env=..&verify_token_env=..&listen=..&api=http://ADDR/v25.0
   shipper:  the SM APOS Shipper protocol (docs/shipper-protocol.md); point pigeon at it with
             shipper:OTHER_ACCOUNT?base_url=http://ADDR&api_key_env=VAR&api_secret_env=VAR";
 
@@ -23,6 +27,8 @@ async fn main() -> Result<()> {
     let mut rate = 1.0;
     let mut rate_limit = shipper::RATE_LIMIT;
     let mut max_message = shipper::MAX_MESSAGE;
+    let mut numbers = vec![];
+    let (mut pair_rate, mut burst) = (1.0 / 6.0, 5.0);
     let value = |args: &mut dyn Iterator<Item = String>, what: &str| {
         args.next().with_context(|| format!("{what}\n{USAGE}"))
     };
@@ -61,6 +67,24 @@ async fn main() -> Result<()> {
                     .parse()
                     .context("--max-message needs a whole number of bytes")?
             }
+            ("whatsapp", "--number") => numbers.push(parse_number(&value(
+                &mut args,
+                "--number needs PHONE_ID=WA_ID,token=..",
+            )?)?),
+            ("whatsapp", "--pair-rate") => {
+                pair_rate = value(&mut args, "--pair-rate needs messages a second")?
+                    .parse()
+                    .ok()
+                    .filter(|&r: &f64| r > 0.0)
+                    .context(
+                        "--pair-rate needs messages a second to one user (WhatsApp's is 1/6)",
+                    )?
+            }
+            ("whatsapp", "--burst") => {
+                burst = value(&mut args, "--burst needs a number of messages")?
+                    .parse()
+                    .context("--burst needs a number of messages")?
+            }
             _ => bail!("unknown argument {a:?} for {kind:?}\n{USAGE}"),
         }
     }
@@ -76,13 +100,23 @@ async fn main() -> Result<()> {
                 .router(),
             format!("shipper emulator with {} accounts", accounts.len()),
         ),
-        "whatsapp" | "messenger" => bail!("the {kind} emulator is not built yet"),
+        "whatsapp" => (
+            whatsapp::Emulator::new(&numbers)
+                .with_pair_rate(pair_rate, burst)
+                .router(),
+            format!("whatsapp emulator with {} numbers", numbers.len()),
+        ),
+        "messenger" => bail!("the {kind} emulator is not built yet"),
         _ => {
             eprintln!("{USAGE}");
             std::process::exit(2);
         }
     };
-    let default_port = if kind == "shipper" { 8082 } else { 8081 };
+    let default_port = match kind.as_str() {
+        "shipper" => 8082,
+        "whatsapp" => 8083,
+        _ => 8081,
+    };
     let listen = listen.unwrap_or_else(|| format!("127.0.0.1:{default_port}"));
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
@@ -90,4 +124,43 @@ async fn main() -> Result<()> {
     eprintln!("{what} on http://{}", listener.local_addr()?);
     axum::serve(listener, router).await?;
     Ok(())
+}
+
+/// `PHONE_ID=WA_ID,token=T,app_secret=S,verify_token=V,webhook=URL[,name=N]`.
+fn parse_number(spec: &str) -> Result<whatsapp::NumberSpec> {
+    let (phone_id, rest) = spec.split_once('=').context(
+        "--number needs PHONE_ID=WA_ID,token=..,app_secret=..,verify_token=..,webhook=..",
+    )?;
+    let mut parts = rest.split(',');
+    let wa_id = parts.next().unwrap_or_default().to_string();
+    let mut n = whatsapp::NumberSpec {
+        phone_id: phone_id.into(),
+        name: format!("+{wa_id}"),
+        wa_id,
+        token: String::new(),
+        app_secret: String::new(),
+        verify_token: String::new(),
+        webhook: String::new(),
+    };
+    for kv in parts {
+        let (k, v) = kv
+            .split_once('=')
+            .context("--number: settings are key=value")?;
+        match k {
+            "token" => n.token = v.into(),
+            "app_secret" => n.app_secret = v.into(),
+            "verify_token" => n.verify_token = v.into(),
+            "webhook" => n.webhook = v.into(),
+            "name" => n.name = v.into(),
+            other => bail!("--number: unknown setting {other:?}"),
+        }
+    }
+    if n.token.is_empty()
+        || n.app_secret.is_empty()
+        || n.verify_token.is_empty()
+        || n.webhook.is_empty()
+    {
+        bail!("--number needs token=, app_secret=, verify_token= and webhook=");
+    }
+    Ok(n)
 }

@@ -967,7 +967,7 @@ async fn list(
                 lock(&hooks.lists).remove(&request);
                 return Err(CoreError::Timeout {
                     secs: limit.as_secs(),
-                    transport: node.transports_label(),
+                    transport: node.transports_report(),
                 });
             }
             node.send_control(&peer, &ask);

@@ -292,6 +292,18 @@ impl Node {
         }
     }
 
+    /// The transports, and what is wrong with them if anything is: for
+    /// the error of a peer that did not answer.
+    pub fn transports_report(&self) -> String {
+        let mut out = self.transports_label();
+        for l in &self.links {
+            for p in l.problems() {
+                out.push_str(&format!("; {p}"));
+            }
+        }
+        out
+    }
+
     pub fn transports_label(&self) -> String {
         self.links
             .iter()
@@ -383,6 +395,18 @@ pub(crate) fn open_links(
                     })?;
                 Ok(link::start(shipper, "shipper", i, inbound.clone()))
             }
+            TransportUri::Whatsapp(t) => {
+                use crate::transport::whatsapp::{Mode, Whatsapp};
+                let wa = Whatsapp::open(t.clone()).map_err(|reason| CoreError::BadTransport {
+                    uri: t.to_string(),
+                    reason,
+                })?;
+                let profile = match t.mode {
+                    Mode::Text => "whatsapp-text",
+                    Mode::Document => "whatsapp-doc",
+                };
+                Ok(link::start(wa, profile, i, inbound.clone()))
+            }
         })
         .collect()
 }
@@ -458,7 +482,7 @@ pub(crate) fn silent_peer(node: &Node, limit: Duration, fail: bool) -> sender::O
     sender::Outcome::Failed(format!(
         "no answer from the peer for {} s over {}; is the agent running and does it trust this key? Run the same command again to resume",
         limit.as_secs(),
-        node.transports_label()
+        node.transports_report()
     ))
 }
 

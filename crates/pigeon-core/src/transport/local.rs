@@ -152,6 +152,7 @@ pub struct LocalSpool {
     rng: StdRng,
     inbox: Option<mpsc::Receiver<Message>>,
     transcript: Option<Arc<std::sync::Mutex<std::fs::File>>>,
+    health: Arc<super::Health>,
 }
 
 impl LocalSpool {
@@ -188,6 +189,7 @@ impl LocalSpool {
             rng,
             inbox: Some(rx),
             transcript,
+            health: Arc::default(),
         })
     }
 
@@ -302,6 +304,10 @@ impl Transport for LocalSpool {
 
     fn describe(&self) -> String {
         self.uri.to_string()
+    }
+
+    fn health(&self) -> Arc<super::Health> {
+        self.health.clone()
     }
 
     async fn send(&mut self, to: &Address, message: Message) -> Result<(), SendError> {

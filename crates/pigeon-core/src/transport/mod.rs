@@ -10,8 +10,10 @@
 
 pub mod http;
 pub mod local;
+pub mod meta;
 pub mod shipper;
 pub mod telegram;
+pub mod whatsapp;
 
 use std::future::Future;
 use std::time::Duration;
@@ -75,8 +77,47 @@ pub enum SendError {
     },
     #[error("message of {size} exceeds the channel's limit of {limit}")]
     TooLarge { size: usize, limit: usize },
+    /// Worth trying again (a timeout, a 5xx).
     #[error("{0}")]
     Failed(String),
+    /// Will not work until the user changes something (a bad token, a
+    /// closed 24-hour window): said to them, with what to do.
+    #[error("{0}")]
+    Permanent(String),
+}
+
+/// What a transport knows of its own state: problems only the user can
+/// fix, by where they were met (`send`, `receive`, `webhook`), shown by
+/// `pigeon transports`, the TUI and the errors of a client that got no
+/// answer. Shared between the transport's tasks and its link.
+#[derive(Debug, Default)]
+pub struct Health {
+    problems: std::sync::Mutex<std::collections::BTreeMap<&'static str, String>>,
+}
+
+impl Health {
+    /// Note a problem met at `place`; said once (at error level) when new.
+    pub fn problem(&self, place: &'static str, message: String) {
+        let mut p = self.problems.lock().unwrap_or_else(|e| e.into_inner());
+        if p.get(place) != Some(&message) {
+            tracing::error!("{message}");
+            p.insert(place, message);
+        }
+    }
+
+    /// `place` works again.
+    pub fn clear(&self, place: &'static str) {
+        let mut p = self.problems.lock().unwrap_or_else(|e| e.into_inner());
+        if p.remove(place).is_some() {
+            tracing::info!("the transport's {place} works again");
+        }
+    }
+
+    /// The problems now, one sentence each.
+    pub fn problems(&self) -> Vec<String> {
+        let p = self.problems.lock().unwrap_or_else(|e| e.into_inner());
+        p.values().cloned().collect()
+    }
 }
 
 /// A channel that moves messages. Sending and receiving are separate: the
@@ -97,6 +138,9 @@ pub trait Transport: Send + 'static {
     /// The messages that arrive for this party. Called once; later calls
     /// get a closed channel.
     fn incoming(&mut self) -> tokio::sync::mpsc::Receiver<Message>;
+
+    /// Its health, shared with the tasks that poll or listen for it.
+    fn health(&self) -> std::sync::Arc<Health>;
 }
 
 /// The channels the local spool can imitate (DESIGN.md section 6).
@@ -207,6 +251,8 @@ pub enum TransportUri {
     Telegram(telegram::TelegramUri),
     /// `shipper:<PEER>?base_url=<URL>&api_key_env=<VAR>&api_secret_env=<VAR>[&rate_limit=N][&timeout=S]`
     Shipper(shipper::ShipperUri),
+    /// `whatsapp:<WA_ID>?phone_id=<ID>&token_env=<VAR>&app_secret_env=<VAR>&verify_token_env=<VAR>&listen=<HOST:PORT>[&api=<URL>][&mode=text|document]`
+    Whatsapp(whatsapp::WhatsappUri),
 }
 
 impl TransportUri {
@@ -228,11 +274,14 @@ impl TransportUri {
             "shipper" => Ok(TransportUri::Shipper(
                 shipper::ShipperUri::parse(rest).map_err(bad)?,
             )),
-            "whatsapp" | "messenger" => Err(bad(format!(
+            "whatsapp" => Ok(TransportUri::Whatsapp(
+                whatsapp::WhatsappUri::parse(rest).map_err(bad)?,
+            )),
+            "messenger" => Err(bad(format!(
                 "the {scheme} transport is not built yet; use local:<SPOOL_DIR>?profile={scheme}-text to rehearse its limits"
             ))),
             other => Err(bad(format!(
-                "unknown transport kind {other:?}; known: local, telegram, shipper"
+                "unknown transport kind {other:?}; known: local, telegram, whatsapp, shipper"
             ))),
         }
     }
@@ -244,6 +293,7 @@ impl std::fmt::Display for TransportUri {
             TransportUri::Local(l) => write!(f, "{l}"),
             TransportUri::Telegram(t) => write!(f, "{t}"),
             TransportUri::Shipper(t) => write!(f, "{t}"),
+            TransportUri::Whatsapp(t) => write!(f, "{t}"),
         }
     }
 }

@@ -24,7 +24,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use super::http::{self, SecretSource};
-use super::{Capabilities, Message, SendError, Transport};
+use super::{Capabilities, Health, Message, SendError, Transport};
 
 /// Seconds a poll waits for news.
 const POLL_SECONDS: u64 = 25;
@@ -319,6 +319,7 @@ pub struct Shipper {
     caps: Capabilities,
     api: Arc<Api>,
     inbox: Option<mpsc::Receiver<Message>>,
+    health: Arc<Health>,
 }
 
 impl Shipper {
@@ -328,12 +329,14 @@ impl Shipper {
         let api = Arc::new(Api::new(&uri)?);
         let caps = uri.capabilities();
         let (tx, rx) = mpsc::channel(16);
-        tokio::spawn(poll(api.clone(), uri.peer.clone(), tx));
+        let health = Arc::new(Health::default());
+        tokio::spawn(poll(api.clone(), uri.peer.clone(), tx, health.clone()));
         Ok(Shipper {
             uri,
             caps,
             api,
             inbox: Some(rx),
+            health,
         })
     }
 
@@ -381,6 +384,7 @@ impl Transport for Shipper {
                 retry_after,
                 message,
             }),
+            Err(CallError::Permanent(m)) => Err(SendError::Permanent(m)),
             Err(e) => Err(SendError::Failed(e.message())),
         }
     }
@@ -388,11 +392,15 @@ impl Transport for Shipper {
     fn incoming(&mut self) -> mpsc::Receiver<Message> {
         self.inbox.take().unwrap_or_else(|| mpsc::channel(1).1)
     }
+
+    fn health(&self) -> Arc<Health> {
+        self.health.clone()
+    }
 }
 
 /// Poll the mailbox for ever, handing each message from the peer to the
 /// link; `after` moves past a message only once the link has taken it.
-async fn poll(api: Arc<Api>, peer: String, tx: mpsc::Sender<Message>) {
+async fn poll(api: Arc<Api>, peer: String, tx: mpsc::Sender<Message>, health: Arc<Health>) {
     let mut after = 0u64;
     let mut seen: HashSet<String> = HashSet::new();
     let mut seen_order: VecDeque<String> = VecDeque::new();
@@ -411,13 +419,14 @@ async fn poll(api: Arc<Api>, peer: String, tx: mpsc::Sender<Message>) {
         let mailbox = match mailbox {
             Ok(m) => {
                 backoff = Duration::from_secs(1);
+                health.clear("receive");
                 m
             }
             Err(e) => {
                 let wait = match e {
                     CallError::RateLimited(d) => d,
                     CallError::Permanent(m) => {
-                        tracing::error!("{m}");
+                        health.problem("receive", m);
                         Duration::from_secs(30)
                     }
                     CallError::Transient(m) => {

@@ -28,7 +28,7 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 
 use super::http::{self, SecretSource};
-use super::{Capabilities, Message, SendError, Transport};
+use super::{Capabilities, Health, Message, SendError, Transport};
 
 /// The public Bot API server.
 pub const PUBLIC_API: &str = "https://api.telegram.org";
@@ -306,6 +306,7 @@ pub struct Telegram {
     caps: Capabilities,
     api: Arc<Api>,
     inbox: Option<mpsc::Receiver<Message>>,
+    health: Arc<Health>,
 }
 
 impl Telegram {
@@ -315,12 +316,14 @@ impl Telegram {
         let api = Arc::new(Api::new(&uri)?);
         let caps = uri.capabilities();
         let (tx, rx) = mpsc::channel(16);
-        tokio::spawn(poll(api.clone(), uri.clone(), tx));
+        let health = Arc::new(Health::default());
+        tokio::spawn(poll(api.clone(), uri.clone(), tx, health.clone()));
         Ok(Telegram {
             uri,
             caps,
             api,
             inbox: Some(rx),
+            health,
         })
     }
 
@@ -393,21 +396,24 @@ impl Transport for Telegram {
                 retry_after,
                 message,
             }),
-            Err(CallError::Permanent(m)) | Err(CallError::Transient(m)) => {
-                Err(SendError::Failed(m))
-            }
+            Err(CallError::Permanent(m)) => Err(SendError::Permanent(m)),
+            Err(CallError::Transient(m)) => Err(SendError::Failed(m)),
         }
     }
 
     fn incoming(&mut self) -> mpsc::Receiver<Message> {
         self.inbox.take().unwrap_or_else(|| mpsc::channel(1).1)
     }
+
+    fn health(&self) -> Arc<Health> {
+        self.health.clone()
+    }
 }
 
 /// Long-poll `getUpdates` for ever, handing each message from the peer's
 /// chat to the link. An update is confirmed (the next poll's offset) only
 /// once the link has taken it.
-async fn poll(api: Arc<Api>, uri: TelegramUri, tx: mpsc::Sender<Message>) {
+async fn poll(api: Arc<Api>, uri: TelegramUri, tx: mpsc::Sender<Message>, health: Arc<Health>) {
     let mut offset: Option<i64> = None;
     let mut seen: HashSet<i64> = HashSet::new();
     let mut seen_order: VecDeque<i64> = VecDeque::new();
@@ -429,13 +435,14 @@ async fn poll(api: Arc<Api>, uri: TelegramUri, tx: mpsc::Sender<Message>) {
         let updates: Vec<Update> = match api.call("getUpdates", request).await {
             Ok(u) => {
                 backoff = Duration::from_secs(1);
+                health.clear("receive");
                 u
             }
             Err(e) => {
                 let wait = match e {
                     CallError::RateLimited(d) => d,
                     CallError::Permanent(m) => {
-                        tracing::error!("{m}");
+                        health.problem("receive", m);
                         Duration::from_secs(30)
                     }
                     CallError::Transient(m) => {

@@ -1,0 +1,294 @@
+//! What Meta's platforms (WhatsApp Cloud API, Messenger) share: the Graph
+//! error envelope and what its codes mean, and the webhook receiver.
+//!
+//! The webhook is how Meta hands over inbound messages: a `GET` handshake
+//! that echoes `hub.challenge` when `hub.verify_token` matches, then `POST`s
+//! signed `X-Hub-Signature-256: sha256=HMAC-SHA256(app_secret, raw body)`.
+//! The signature is checked over the raw bytes as they arrived (Meta
+//! escapes non-ASCII as `\uXXXX` in what it signs, so re-serialising would
+//! break it), in constant time, before anything is parsed. A `POST` is
+//! answered 200 only once what it carried has been handed on, so a crash
+//! before that makes Meta deliver it again.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use hmac::{Hmac, Mac};
+use serde::Deserialize;
+use sha2::Sha256;
+use tokio::sync::mpsc;
+
+/// The Graph API's error envelope.
+#[derive(Debug, Deserialize)]
+pub struct GraphErrorReply {
+    pub error: GraphError,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct GraphError {
+    #[serde(default)]
+    pub message: String,
+    #[serde(default, rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub code: i64,
+    pub error_subcode: Option<i64>,
+    pub fbtrace_id: Option<String>,
+    pub error_data: Option<serde_json::Value>,
+}
+
+/// What a failed Graph call means for the caller.
+#[derive(Debug)]
+pub enum CallError {
+    RateLimited(Duration),
+    /// Will not work until the user changes something.
+    Permanent(String),
+    Transient(String),
+}
+
+impl CallError {
+    pub fn message(self) -> String {
+        match self {
+            CallError::RateLimited(d) => format!("rate limited for {d:?}"),
+            CallError::Permanent(m) | CallError::Transient(m) => m,
+        }
+    }
+}
+
+/// Classify a Graph error by its code (the HTTP status varies for one
+/// code across endpoints; the code does not). `platform` names it in the
+/// message.
+pub fn classify(platform: &str, status: u16, e: &GraphError) -> CallError {
+    let what = crate::policy::escape_control(&e.message).into_owned();
+    let said = format!(
+        "{platform}: {what} (code {}{})",
+        e.code,
+        match e.error_subcode {
+            Some(s) => format!(", subcode {s}"),
+            None => String::new(),
+        }
+    );
+    match e.code {
+        // Pair rate (one message every ~6 s to one user).
+        131056 => CallError::RateLimited(Duration::from_secs(6)),
+        // Throughput, and the app- and account-level call limits.
+        130429 | 4 | 17 | 32 | 613 | 80007 => CallError::RateLimited(Duration::from_secs(
+            if e.code == 130429 { 1 } else { 60 },
+        )),
+        190 | 102 => CallError::Permanent(format!(
+            "{said}: the access token is invalid or expired; make a new one (a System User token does not expire) and put it where token_env/token_file points"
+        )),
+        10 | 200..=299 => CallError::Permanent(format!(
+            "{said}: the token lacks a permission (whatsapp_business_messaging / pages_messaging)"
+        )),
+        131047 | 10_001 => CallError::Permanent(format!(
+            "{said}: outside the 24-hour window; the other side must write first (or send it a template message) before pigeon can"
+        )),
+        131026 | 131030 | 551 => CallError::Permanent(format!(
+            "{said}: the recipient cannot get messages from this sender (not on the platform, blocked, or not allowed for a test number)"
+        )),
+        // 1 and 2: unknown and temporary errors; 131000 "something went
+        // wrong"; 131016 service unavailable.
+        1 | 2 | 131000 | 131016 => CallError::Transient(said),
+        _ if status >= 500 => CallError::Transient(said),
+        _ => CallError::Permanent(said),
+    }
+}
+
+/// Read a Graph answer: `T` on 2xx, else the classified error.
+pub async fn read<T: serde::de::DeserializeOwned>(
+    platform: &str,
+    what: &str,
+    response: Result<reqwest::Response, reqwest::Error>,
+) -> Result<T, CallError> {
+    let response = response.map_err(|e| {
+        CallError::Transient(format!("{platform} {what}: {}", super::http::describe(e)))
+    })?;
+    let status = response.status();
+    let header_wait = super::http::retry_after(response.headers());
+    let body = response.bytes().await.map_err(|e| {
+        CallError::Transient(format!("{platform} {what}: {}", super::http::describe(e)))
+    })?;
+    if status.is_success() {
+        return serde_json::from_slice(&body).map_err(|_| {
+            CallError::Transient(format!(
+                "{platform} {what}: HTTP {status} with an answer that is not the Graph API's"
+            ))
+        });
+    }
+    Err(match serde_json::from_slice::<GraphErrorReply>(&body) {
+        Ok(reply) => match classify(platform, status.as_u16(), &reply.error) {
+            CallError::RateLimited(d) => CallError::RateLimited(header_wait.unwrap_or(d)),
+            other => other,
+        },
+        Err(_) if status.as_u16() == 429 => {
+            CallError::RateLimited(header_wait.unwrap_or(Duration::from_secs(1)))
+        }
+        Err(_) if status.is_server_error() => {
+            CallError::Transient(format!("{platform} {what}: HTTP {status}"))
+        }
+        Err(_) => CallError::Permanent(format!("{platform} {what}: HTTP {status}")),
+    })
+}
+
+/// `sha256=<hex>` of HMAC-SHA256(`secret`, `body`) matches `header`, in
+/// constant time.
+pub fn signature_valid(secret: &[u8], body: &[u8], header: Option<&str>) -> bool {
+    let Some(hex_sig) = header.and_then(|h| h.strip_prefix("sha256=")) else {
+        return false;
+    };
+    let Ok(sig) = hex::decode(hex_sig) else {
+        return false;
+    };
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(body);
+    mac.verify_slice(&sig).is_ok()
+}
+
+/// Where a webhook hands what it was given: the raw, verified JSON bodies.
+pub type Deliveries = mpsc::Sender<serde_json::Value>;
+
+/// A webhook receiver's settings.
+pub struct Webhook {
+    /// The `object` Meta names in the payloads this hook takes.
+    pub object: &'static str,
+    pub app_secret: zeroize::Zeroizing<String>,
+    pub verify_token: zeroize::Zeroizing<String>,
+    /// Where verified payloads go.
+    pub out: Deliveries,
+    /// Where refused handshakes and signatures are said.
+    pub health: Arc<super::Health>,
+}
+
+/// Listen for Meta's webhook on `listen` (bound now, so a taken port is
+/// said at once).
+pub fn serve_webhook(listen: SocketAddr, hook: Webhook) -> Result<SocketAddr, String> {
+    let listener = std::net::TcpListener::bind(listen)
+        .map_err(|e| format!("cannot listen for the webhook on {listen}: {e}"))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| format!("webhook listener: {e}"))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| format!("webhook listener: {e}"))?;
+    let hook = Arc::new(hook);
+    let app = axum::Router::new()
+        .fallback(axum::routing::get(verify).post(deliver))
+        .layer(axum::extract::DefaultBodyLimit::max(4 * 1024 * 1024))
+        .with_state(hook);
+    tokio::spawn(async move {
+        match tokio::net::TcpListener::from_std(listener) {
+            Ok(l) => {
+                if let Err(e) = axum::serve(l, app).await {
+                    tracing::error!("the webhook listener stopped: {e}");
+                }
+            }
+            Err(e) => tracing::error!("webhook listener: {e}"),
+        }
+    });
+    Ok(bound)
+}
+
+#[derive(Deserialize)]
+struct Handshake {
+    #[serde(rename = "hub.mode")]
+    mode: Option<String>,
+    #[serde(rename = "hub.verify_token")]
+    verify_token: Option<String>,
+    #[serde(rename = "hub.challenge")]
+    challenge: Option<String>,
+}
+
+async fn verify(State(hook): State<Arc<Webhook>>, Query(q): Query<Handshake>) -> Response {
+    let token_ok = q.verify_token.as_deref().is_some_and(|t| {
+        use subtle::ConstantTimeEq;
+        bool::from(t.as_bytes().ct_eq(hook.verify_token.as_bytes()))
+    });
+    match (q.mode.as_deref(), token_ok, q.challenge) {
+        (Some("subscribe"), true, Some(challenge)) => {
+            tracing::info!("the webhook was verified by the platform");
+            hook.health.clear("webhook");
+            challenge.into_response()
+        }
+        _ => {
+            hook.health.problem(
+                "webhook",
+                "a webhook verification with a wrong hub.verify_token was refused: is verify_token the one set in the app's webhook settings?".into(),
+            );
+            (StatusCode::FORBIDDEN, "verify token mismatch").into_response()
+        }
+    }
+}
+
+async fn deliver(State(hook): State<Arc<Webhook>>, headers: HeaderMap, body: Bytes) -> Response {
+    let signature = headers
+        .get("x-hub-signature-256")
+        .and_then(|v| v.to_str().ok());
+    if !signature_valid(hook.app_secret.as_bytes(), &body, signature) {
+        hook.health.problem(
+            "webhook",
+            "webhook POSTs without a valid X-Hub-Signature-256 are refused, so nothing arrives: is app_secret the app's secret (App settings, Basic)?".into(),
+        );
+        return (StatusCode::UNAUTHORIZED, "bad signature").into_response();
+    }
+    hook.health.clear("webhook");
+    let Ok(payload) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return (StatusCode::BAD_REQUEST, "not JSON").into_response();
+    };
+    if payload["object"] != hook.object {
+        // Signed by our app but not for this product: nothing to do here.
+        return StatusCode::OK.into_response();
+    }
+    // 200 only once the payload is handed on: otherwise Meta sends it again.
+    match hook.out.send(payload).await {
+        Ok(()) => StatusCode::OK.into_response(),
+        Err(_) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_are_checked_over_the_raw_bytes() {
+        // The bytes as Meta sends them: non-ASCII escaped.
+        let body = br#"{"object":"whatsapp_business_account","name":"Caf\u00e9"}"#;
+        let mut mac = Hmac::<Sha256>::new_from_slice(b"app-secret").unwrap();
+        mac.update(body);
+        let good = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+        assert!(signature_valid(b"app-secret", body, Some(&good)));
+        assert!(!signature_valid(b"other", body, Some(&good)));
+        // The same JSON re-serialised (é unescaped) is different bytes.
+        let reserialised = "{\"object\":\"whatsapp_business_account\",\"name\":\"Café\"}";
+        assert!(!signature_valid(
+            b"app-secret",
+            reserialised.as_bytes(),
+            Some(&good)
+        ));
+        assert!(!signature_valid(b"app-secret", body, None));
+        assert!(!signature_valid(b"app-secret", body, Some("sha1=00")));
+    }
+
+    #[test]
+    fn graph_errors_are_classified_by_code() {
+        let e = |code, status| {
+            let reply: GraphErrorReply = serde_json::from_value(serde_json::json!({
+                "error": {"message": "m", "type": "OAuthException", "code": code, "fbtrace_id": "A"}
+            }))
+            .unwrap();
+            classify("whatsapp", status, &reply.error)
+        };
+        assert!(matches!(e(131056, 400), CallError::RateLimited(d) if d == Duration::from_secs(6)));
+        assert!(matches!(e(130429, 400), CallError::RateLimited(_)));
+        assert!(matches!(e(190, 401), CallError::Permanent(m) if m.contains("access token")));
+        assert!(matches!(e(131047, 400), CallError::Permanent(m) if m.contains("24-hour")));
+        assert!(matches!(e(131000, 500), CallError::Transient(_)));
+        assert!(matches!(e(100, 400), CallError::Permanent(_)));
+    }
+}

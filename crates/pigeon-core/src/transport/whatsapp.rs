@@ -1,0 +1,658 @@
+//! `whatsapp:` the WhatsApp Cloud API (Graph), the business number's side.
+//!
+//! ```text
+//! whatsapp:<WA_ID>?phone_id=<ID>&token_env=<VAR>&app_secret_env=<VAR>&verify_token_env=<VAR>&listen=<HOST:PORT>[&api=<URL>][&mode=text|document]
+//! ```
+//!
+//! (each `_env` may be `_file=<PATH>` instead). Sends go to
+//! `POST /{phone_id}/messages`; what the peer's number sends arrives by the
+//! webhook this transport listens for on `listen` (put a tunnel with a
+//! valid certificate in front: Meta calls only public HTTPS). Topology:
+//! two business numbers, one per party, each writing to the other's
+//! `wa_id` (see the README for what Meta does and does not promise there).
+//!
+//! - `text` (default): base64 in text messages of up to 4,096 characters;
+//! - `document`: chunks as documents uploaded with `POST /{phone_id}/media`.
+//!   WhatsApp takes documents of listed types only (`text/plain`, PDF,
+//!   office formats), so a chunk travels as a `text/plain` file of its
+//!   base64: 100 MB of document, 75 MB of chunk. The receiver asks
+//!   `GET /{media_id}` for a URL (valid 5 minutes) and fetches it with the
+//!   token.
+//!
+//! About one message every 6 s to one user (the pair rate, error 131056),
+//! which is the pace the link keeps. A message sent outside the 24-hour
+//! window fails later, in a `failed` status on the webhook (131047): that
+//! is said, with what to do.
+
+use std::collections::{HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use super::http::{self, SecretSource};
+use super::meta::{self, CallError};
+use super::{Capabilities, Health, Message, SendError, Transport};
+
+/// The public Graph API, with the version pigeon was written against.
+pub const PUBLIC_API: &str = "https://graph.facebook.com/v25.0";
+/// Largest text message, characters.
+pub const MAX_TEXT: usize = 4096;
+/// Largest document, bytes.
+pub const MAX_DOCUMENT: usize = 100_000_000;
+/// Message ids remembered to drop redeliveries.
+const REMEMBER: usize = 4096;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Text,
+    Document,
+}
+
+/// A parsed `whatsapp:` URI.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WhatsappUri {
+    /// The peer's number as WhatsApp ids it (digits, no `+`).
+    pub peer: String,
+    pub phone_id: String,
+    pub token: SecretSource,
+    pub app_secret: SecretSource,
+    pub verify_token: SecretSource,
+    pub listen: SocketAddr,
+    pub api: String,
+    pub mode: Mode,
+    /// Messages a minute to the peer (WhatsApp's pair rate is about 10).
+    pub msgs_per_min: Option<u32>,
+}
+
+/// `key=value` pairs of a URI query, with the rules every Meta URI shares.
+pub(crate) struct Query<'a> {
+    pub pairs: Vec<(&'a str, &'a str)>,
+}
+
+impl<'a> Query<'a> {
+    pub fn parse(query: &'a str) -> Result<Query<'a>, String> {
+        let pairs = query
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                p.split_once('=')
+                    .ok_or_else(|| format!("{p:?} is not key=value"))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Query { pairs })
+    }
+
+    /// The secret `name` as `name_env=` or `name_file=`; never `name=`.
+    pub fn secret(&self, name: &str) -> Result<SecretSource, String> {
+        let mut found = None;
+        for &(k, v) in &self.pairs {
+            if k == name {
+                return Err(format!(
+                    "{name} is never given on the command line: put it in an environment variable ({name}_env=VAR) or a file ({name}_file=PATH)"
+                ));
+            }
+            if k.strip_suffix("_env") == Some(name) {
+                found = Some(SecretSource::Env(v.to_string()));
+            }
+            if k.strip_suffix("_file") == Some(name) {
+                found = Some(SecretSource::File(PathBuf::from(v)));
+            }
+        }
+        found.ok_or_else(|| format!("needs {name}_env=<VAR> or {name}_file=<PATH>"))
+    }
+
+    pub fn get(&self, key: &str) -> Option<&'a str> {
+        self.pairs
+            .iter()
+            .rev()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| *v)
+    }
+
+    /// Refuse keys not in `known` (the `_env`/`_file` forms of `secrets`
+    /// count as known).
+    pub fn only(&self, kind: &str, known: &[&str], secrets: &[&str]) -> Result<(), String> {
+        for (k, _) in &self.pairs {
+            let base = k
+                .strip_suffix("_env")
+                .or(k.strip_suffix("_file"))
+                .unwrap_or(k);
+            if !known.contains(k) && !secrets.contains(&base) {
+                return Err(format!(
+                    "unknown {kind} setting {k:?}; known: {}, and {} as _env or _file",
+                    known.join(", "),
+                    secrets.join(", ")
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `source` as its URI key.
+pub(crate) fn secret_key(source: &SecretSource, name: &str) -> String {
+    match source {
+        SecretSource::Env(v) => format!("{name}_env={v}"),
+        SecretSource::File(p) => format!("{name}_file={}", p.display()),
+    }
+}
+
+impl WhatsappUri {
+    pub fn parse(rest: &str) -> Result<WhatsappUri, String> {
+        let (peer, query) = rest.split_once('?').unwrap_or((rest, ""));
+        if peer.is_empty() || peer.len() > 20 || !peer.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!(
+                "whatsapp: needs the peer's number as its wa_id: digits with the country code, no + (got {peer:?})"
+            ));
+        }
+        let q = Query::parse(query)?;
+        q.only(
+            "whatsapp",
+            &["phone_id", "listen", "api", "mode", "msgs_per_min"],
+            &["token", "app_secret", "verify_token"],
+        )?;
+        let phone_id = q
+            .get("phone_id")
+            .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+            .ok_or("whatsapp: needs phone_id=<ID>, the business number's id from the app's WhatsApp setup page")?;
+        let listen = q
+            .get("listen")
+            .ok_or("whatsapp: needs listen=<HOST:PORT> for the webhook (e.g. 127.0.0.1:8443, behind a tunnel)")?;
+        let listen: SocketAddr = listen.parse().map_err(|_| {
+            format!("listen={listen:?} is not HOST:PORT (an IP address and a port)")
+        })?;
+        let mode = match q.get("mode").unwrap_or("text") {
+            "text" => Mode::Text,
+            "document" => Mode::Document,
+            other => return Err(format!("mode={other:?}: use text or document")),
+        };
+        let msgs_per_min = match q.get("msgs_per_min") {
+            None => None,
+            Some(v) => Some(
+                v.parse()
+                    .ok()
+                    .filter(|&n: &u32| n > 0)
+                    .ok_or_else(|| format!("msgs_per_min={v:?} is not a positive whole number"))?,
+            ),
+        };
+        Ok(WhatsappUri {
+            peer: peer.to_string(),
+            phone_id: phone_id.to_string(),
+            token: q.secret("token").map_err(|e| format!("whatsapp: {e}"))?,
+            app_secret: q
+                .secret("app_secret")
+                .map_err(|e| format!("whatsapp: {e}"))?,
+            verify_token: q
+                .secret("verify_token")
+                .map_err(|e| format!("whatsapp: {e}"))?,
+            listen,
+            api: q.get("api").map_or(PUBLIC_API.to_string(), |a| {
+                a.trim_end_matches('/').to_string()
+            }),
+            mode,
+            msgs_per_min,
+        })
+    }
+
+    pub fn capabilities(&self) -> Capabilities {
+        let mut caps = match self.mode {
+            Mode::Text => Capabilities {
+                max_message: MAX_TEXT,
+                text_only: true,
+                messages_per_minute: Some(10),
+                bytes_per_minute: Some(10_000_000),
+            },
+            // A chunk travels as its base64 in a text/plain document.
+            Mode::Document => Capabilities {
+                max_message: MAX_DOCUMENT / 4 * 3,
+                text_only: false,
+                messages_per_minute: Some(10),
+                bytes_per_minute: Some(10_000_000),
+            },
+        };
+        if let Some(m) = self.msgs_per_min {
+            caps.messages_per_minute = Some(m);
+            caps.bytes_per_minute = caps
+                .bytes_per_minute
+                .map(|b| b.max(u64::from(m) * caps.payload_bytes().min(4_000_000) as u64));
+        }
+        caps
+    }
+}
+
+impl std::fmt::Display for WhatsappUri {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "whatsapp:{}?phone_id={}&{}&{}&{}&listen={}",
+            self.peer,
+            self.phone_id,
+            secret_key(&self.token, "token"),
+            secret_key(&self.app_secret, "app_secret"),
+            secret_key(&self.verify_token, "verify_token"),
+            self.listen
+        )?;
+        if self.api != PUBLIC_API {
+            write!(f, "&api={}", self.api)?;
+        }
+        if self.mode == Mode::Document {
+            f.write_str("&mode=document")?;
+        }
+        if let Some(m) = self.msgs_per_min {
+            write!(f, "&msgs_per_min={m}")?;
+        }
+        Ok(())
+    }
+}
+
+/// What `GET /{phone_id}` answers (the fields pigeon shows).
+#[derive(Debug, Deserialize)]
+pub struct PhoneNumber {
+    pub id: String,
+    pub display_phone_number: Option<String>,
+    pub verified_name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct MediaUrl {
+    url: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct Uploaded {
+    id: String,
+}
+
+struct Api {
+    http: reqwest::Client,
+    base: String,
+    phone_id: String,
+    token: zeroize::Zeroizing<String>,
+}
+
+impl Api {
+    fn new(uri: &WhatsappUri) -> Result<Api, String> {
+        Ok(Api {
+            http: http::client()?,
+            base: uri.api.clone(),
+            phone_id: uri.phone_id.clone(),
+            token: uri.token.load()?,
+        })
+    }
+
+    fn get(&self, url: &str) -> reqwest::RequestBuilder {
+        self.http.get(url).bearer_auth(self.token.as_str())
+    }
+
+    fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .post(format!("{}/{}/{path}", self.base, self.phone_id))
+            .bearer_auth(self.token.as_str())
+    }
+
+    async fn send_message(&self, to: &str, content: Value) -> Result<(), CallError> {
+        let mut body = json!({
+            "messaging_product": "whatsapp",
+            "recipient_type": "individual",
+            "to": to,
+        });
+        if let (Some(b), Some(c)) = (body.as_object_mut(), content.as_object()) {
+            b.extend(c.clone());
+        }
+        let response = self.post("messages").json(&body).send().await;
+        meta::read::<Value>("whatsapp", "send", response)
+            .await
+            .map(drop)
+    }
+
+    /// Upload `text` as a `text/plain` document; its media id.
+    async fn upload(&self, text: String) -> Result<String, CallError> {
+        let part = reqwest::multipart::Part::bytes(text.into_bytes())
+            .file_name("pigeon.txt")
+            .mime_str("text/plain")
+            .map_err(|e| CallError::Permanent(e.to_string()))?;
+        let form = reqwest::multipart::Form::new()
+            .text("messaging_product", "whatsapp")
+            .text("type", "text/plain")
+            .part("file", part);
+        let response = self
+            .post("media")
+            .timeout(Duration::from_secs(300))
+            .multipart(form)
+            .send()
+            .await;
+        Ok(meta::read::<Uploaded>("whatsapp", "media upload", response)
+            .await?
+            .id)
+    }
+
+    /// The bytes of media `id`: its URL (valid 5 minutes), then the file.
+    async fn download(&self, id: &str) -> Result<Vec<u8>, CallError> {
+        let lookup = self.get(&format!("{}/{id}", self.base)).send().await;
+        let url = meta::read::<MediaUrl>("whatsapp", "media lookup", lookup)
+            .await?
+            .url;
+        let response = self
+            .get(&url)
+            .timeout(Duration::from_secs(300))
+            .send()
+            .await
+            .map_err(|e| {
+                CallError::Transient(format!("whatsapp media download: {}", http::describe(e)))
+            })?;
+        if !response.status().is_success() {
+            return Err(CallError::Transient(format!(
+                "whatsapp media download: HTTP {}",
+                response.status()
+            )));
+        }
+        Ok(response
+            .bytes()
+            .await
+            .map_err(|e| {
+                CallError::Transient(format!("whatsapp media download: {}", http::describe(e)))
+            })?
+            .to_vec())
+    }
+}
+
+/// An open WhatsApp link.
+pub struct Whatsapp {
+    uri: WhatsappUri,
+    caps: Capabilities,
+    api: Arc<Api>,
+    inbox: Option<mpsc::Receiver<Message>>,
+    webhook: SocketAddr,
+    health: Arc<Health>,
+}
+
+impl Whatsapp {
+    /// Load the secrets, listen for the webhook and start handing on what
+    /// it brings. Fails at once when a secret is missing or the port is
+    /// taken; a wrong token is reported by the first call.
+    pub fn open(uri: WhatsappUri) -> Result<Whatsapp, String> {
+        let api = Arc::new(Api::new(&uri)?);
+        let (hook_tx, hook_rx) = mpsc::channel(4);
+        let health = Arc::new(Health::default());
+        let webhook = meta::serve_webhook(
+            uri.listen,
+            meta::Webhook {
+                object: "whatsapp_business_account",
+                app_secret: uri.app_secret.load()?,
+                verify_token: uri.verify_token.load()?,
+                out: hook_tx,
+                health: health.clone(),
+            },
+        )?;
+        let caps = uri.capabilities();
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(hand_on(
+            api.clone(),
+            uri.clone(),
+            hook_rx,
+            tx,
+            health.clone(),
+        ));
+        Ok(Whatsapp {
+            uri,
+            caps,
+            api,
+            inbox: Some(rx),
+            webhook,
+            health,
+        })
+    }
+
+    /// Where the webhook listens (the port, when `listen` asked for 0).
+    pub fn webhook_addr(&self) -> SocketAddr {
+        self.webhook
+    }
+
+    /// `GET /{phone_id}`: the number the token speaks for. Opens no
+    /// webhook, so a running pigeon is not disturbed.
+    pub async fn check(uri: &WhatsappUri) -> Result<PhoneNumber, String> {
+        let api = Api::new(uri)?;
+        uri.app_secret.load()?;
+        uri.verify_token.load()?;
+        let response = api
+            .get(&format!("{}/{}", api.base, api.phone_id))
+            .send()
+            .await;
+        meta::read("whatsapp", "phone number lookup", response)
+            .await
+            .map_err(CallError::message)
+    }
+}
+
+impl Transport for Whatsapp {
+    fn capabilities(&self) -> &Capabilities {
+        &self.caps
+    }
+
+    fn describe(&self) -> String {
+        self.uri.to_string()
+    }
+
+    async fn send(&mut self, _to: &super::Address, message: Message) -> Result<(), SendError> {
+        let size = message.len();
+        if size > self.caps.max_message {
+            return Err(SendError::TooLarge {
+                size,
+                limit: self.caps.max_message,
+            });
+        }
+        let outcome = match &message {
+            Message::Text(text) => {
+                self.api
+                    .send_message(
+                        &self.uri.peer,
+                        json!({"type": "text", "text": {"preview_url": false, "body": text}}),
+                    )
+                    .await
+            }
+            Message::Binary(bytes) => {
+                let text = base64::engine::general_purpose::STANDARD.encode(bytes);
+                match self.api.upload(text).await {
+                    Ok(id) => {
+                        self.api
+                            .send_message(
+                                &self.uri.peer,
+                                json!({"type": "document", "document": {"id": id, "filename": "pigeon.txt"}}),
+                            )
+                            .await
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        match outcome {
+            Ok(()) => Ok(()),
+            Err(CallError::RateLimited(retry_after)) => Err(SendError::RateLimited {
+                retry_after,
+                message,
+            }),
+            Err(CallError::Permanent(m)) => Err(SendError::Permanent(m)),
+            Err(e) => Err(SendError::Failed(e.message())),
+        }
+    }
+
+    fn incoming(&mut self) -> mpsc::Receiver<Message> {
+        self.inbox.take().unwrap_or_else(|| mpsc::channel(1).1)
+    }
+
+    fn health(&self) -> Arc<Health> {
+        self.health.clone()
+    }
+}
+
+/// Take the webhook's payloads apart: messages from the peer go to the
+/// link (documents fetched first), repeats by message id are dropped, and
+/// failed statuses of what we sent are said.
+async fn hand_on(
+    api: Arc<Api>,
+    uri: WhatsappUri,
+    mut hooks: mpsc::Receiver<Value>,
+    tx: mpsc::Sender<Message>,
+    health: Arc<Health>,
+) {
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut seen_order: VecDeque<String> = VecDeque::new();
+    while let Some(payload) = hooks.recv().await {
+        let values = payload["entry"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|e| e["changes"].as_array().into_iter().flatten())
+            .filter(|c| c["field"] == "messages")
+            .map(|c| &c["value"]);
+        for value in values {
+            if value["metadata"]["phone_number_id"].as_str() != Some(uri.phone_id.as_str()) {
+                continue;
+            }
+            for status in value["statuses"].as_array().into_iter().flatten() {
+                match status["status"].as_str() {
+                    Some("failed") => report_failed_status(&health, status),
+                    Some("sent" | "delivered" | "read") => health.clear("delivery"),
+                    _ => {}
+                }
+            }
+            for m in value["messages"].as_array().into_iter().flatten() {
+                if m["from"].as_str() != Some(uri.peer.as_str()) {
+                    tracing::debug!("a WhatsApp message from another number; ignored");
+                    continue;
+                }
+                let Some(id) = m["id"].as_str() else { continue };
+                if seen.contains(id) {
+                    continue;
+                }
+                let message = match m["type"].as_str() {
+                    Some("text") => match m["text"]["body"].as_str() {
+                        Some(body) => Message::Text(body.to_string()),
+                        None => continue,
+                    },
+                    Some("document") => {
+                        let Some(media) = m["document"]["id"].as_str() else {
+                            continue;
+                        };
+                        match fetch(&api, media).await {
+                            Some(bytes) => Message::Binary(bytes),
+                            // Gone for good: the sender sends the chunk again.
+                            None => continue,
+                        }
+                    }
+                    _ => continue,
+                };
+                seen.insert(id.to_string());
+                seen_order.push_back(id.to_string());
+                if seen_order.len() > REMEMBER {
+                    if let Some(old) = seen_order.pop_front() {
+                        seen.remove(&old);
+                    }
+                }
+                // The peer wrote: our window to it is open.
+                health.clear("delivery");
+                if tx.send(message).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// A document's chunk: its base64 text decoded. A failure is logged and
+/// the chunk left to the sender's retransmission.
+async fn fetch(api: &Api, media: &str) -> Option<Vec<u8>> {
+    let mut wait = Duration::from_millis(500);
+    for attempt in 0..4 {
+        match api.download(media).await {
+            Ok(text) => {
+                return match base64::engine::general_purpose::STANDARD.decode(text.trim_ascii()) {
+                    Ok(bytes) => Some(bytes),
+                    Err(_) => {
+                        tracing::warn!("a WhatsApp document that is not pigeon's; dropped");
+                        None
+                    }
+                };
+            }
+            Err(CallError::Transient(m)) if attempt < 3 => {
+                tracing::debug!("{m}; trying again");
+            }
+            Err(CallError::RateLimited(d)) if attempt < 3 => wait = d,
+            Err(e) => {
+                tracing::warn!("{}; the chunk will be sent again", e.message());
+                return None;
+            }
+        }
+        tokio::time::sleep(wait).await;
+        wait *= 2;
+    }
+    None
+}
+
+fn report_failed_status(health: &Health, status: &Value) {
+    for e in status["errors"].as_array().into_iter().flatten() {
+        let error = meta::GraphError {
+            message: e["title"]
+                .as_str()
+                .or(e["message"].as_str())
+                .unwrap_or("failed")
+                .to_string(),
+            kind: String::new(),
+            code: e["code"].as_i64().unwrap_or(0),
+            error_subcode: None,
+            fbtrace_id: None,
+            error_data: None,
+        };
+        match meta::classify("whatsapp", 400, &error) {
+            CallError::Permanent(m) => {
+                health.problem("delivery", format!("a message was not delivered: {m}"))
+            }
+            other => tracing::warn!("a message was not delivered: {}", other.message()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const URI: &str = "15550001111?phone_id=106540352242922&token_env=WA_TOKEN&app_secret_file=/run/wa-app&verify_token_env=WA_VERIFY&listen=127.0.0.1:8443&mode=document";
+
+    #[test]
+    fn uris_parse_round_trip_and_never_hold_a_secret() {
+        let u = WhatsappUri::parse(URI).unwrap();
+        assert_eq!(u.peer, "15550001111");
+        assert_eq!(u.phone_id, "106540352242922");
+        assert_eq!(u.api, PUBLIC_API);
+        assert_eq!(u.mode, Mode::Document);
+        assert_eq!(
+            WhatsappUri::parse(&u.to_string()["whatsapp:".len()..]).unwrap(),
+            u
+        );
+        for bad in [
+            "+15550001111?phone_id=1&token_env=A&app_secret_env=B&verify_token_env=C&listen=127.0.0.1:1",
+            "15550001111?token_env=A&app_secret_env=B&verify_token_env=C&listen=127.0.0.1:1",
+            "15550001111?phone_id=1&token_env=A&app_secret_env=B&verify_token_env=C",
+            "15550001111?phone_id=1&token_env=A&app_secret_env=B&listen=127.0.0.1:1",
+            "15550001111?phone_id=1&token=EAAhunter2&app_secret_env=B&verify_token_env=C&listen=127.0.0.1:1",
+            "15550001111?phone_id=1&token_env=A&app_secret_env=B&verify_token_env=C&listen=localhost",
+            "15550001111?phone_id=1&token_env=A&app_secret_env=B&verify_token_env=C&listen=127.0.0.1:1&colour=red",
+        ] {
+            let err = WhatsappUri::parse(bad).expect_err(bad);
+            assert!(!err.contains("hunter2"), "{err}");
+        }
+    }
+
+    #[test]
+    fn documents_leave_room_for_their_base64() {
+        let caps = WhatsappUri::parse(URI).unwrap().capabilities();
+        assert!(caps.max_message.div_ceil(3) * 4 <= MAX_DOCUMENT);
+        assert_eq!(caps.messages_per_minute, Some(10));
+    }
+}
