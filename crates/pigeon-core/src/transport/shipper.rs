@@ -28,6 +28,9 @@ use super::{Capabilities, Health, Message, SendError, Transport};
 
 /// Seconds a poll waits for news.
 const POLL_SECONDS: u64 = 25;
+/// The least time between the starts of two polls that found nothing (a
+/// server that ignores `wait` would otherwise be asked in a loop).
+const EMPTY_POLL_FLOOR: Duration = Duration::from_millis(500);
 /// Message ids remembered to drop redeliveries.
 const REMEMBER: usize = 4096;
 /// The protocol's largest message.
@@ -406,6 +409,7 @@ async fn poll(api: Arc<Api>, peer: String, tx: mpsc::Sender<Message>, health: Ar
     let mut seen_order: VecDeque<String> = VecDeque::new();
     let mut backoff = Duration::from_secs(1);
     loop {
+        let poll_started = tokio::time::Instant::now();
         let path = format!("/v1/messages?after={after}&wait={POLL_SECONDS}");
         let mailbox: Result<Mailbox, CallError> = match api.request(
             reqwest::Method::GET,
@@ -420,6 +424,9 @@ async fn poll(api: Arc<Api>, peer: String, tx: mpsc::Sender<Message>, health: Ar
             Ok(m) => {
                 backoff = Duration::from_secs(1);
                 health.clear("receive");
+                if m.messages.is_empty() {
+                    tokio::time::sleep_until(poll_started + EMPTY_POLL_FLOOR).await;
+                }
                 m
             }
             Err(e) => {

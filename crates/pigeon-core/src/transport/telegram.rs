@@ -34,6 +34,9 @@ use super::{Capabilities, Health, Message, SendError, Transport};
 pub const PUBLIC_API: &str = "https://api.telegram.org";
 /// Seconds a `getUpdates` long poll waits for news.
 const POLL_SECONDS: u64 = 25;
+/// The least time between the starts of two polls that found nothing (a
+/// server that ignores `timeout` would otherwise be asked in a loop).
+const EMPTY_POLL_FLOOR: Duration = Duration::from_millis(500);
 /// Update ids remembered to drop redeliveries.
 const REMEMBER: usize = 4096;
 
@@ -427,15 +430,19 @@ async fn poll(api: Arc<Api>, uri: TelegramUri, tx: mpsc::Sender<Message>, health
         if let Some(o) = offset {
             body["offset"] = serde_json::Value::from(o);
         }
+        let poll_started = tokio::time::Instant::now();
         let request = api
             .http
             .post(api.url("getUpdates"))
             .timeout(Duration::from_secs(POLL_SECONDS + 15))
             .json(&body);
-        let updates: Vec<Update> = match api.call("getUpdates", request).await {
+        let updates: Vec<Update> = match api.call::<Vec<Update>>("getUpdates", request).await {
             Ok(u) => {
                 backoff = Duration::from_secs(1);
                 health.clear("receive");
+                if u.is_empty() {
+                    tokio::time::sleep_until(poll_started + EMPTY_POLL_FLOOR).await;
+                }
                 u
             }
             Err(e) => {
