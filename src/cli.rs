@@ -178,6 +178,24 @@ pub async fn transports(cmd: TransportsCommand) -> Result<bool> {
                 }
             }
         }
+        TransportUri::Messenger(t) => {
+            match pigeon_core::transport::messenger::Messenger::check(t).await {
+                Ok(page) => {
+                    println!(
+                        "{parsed}: ok, the token speaks for the Page {:?} (id {}); it writes to the person {}; the webhook will listen on {}",
+                        page.name.as_deref().unwrap_or("?"),
+                        page.id,
+                        t.psid,
+                        t.listen
+                    );
+                    Ok(true)
+                }
+                Err(e) => {
+                    println!("{parsed}: {e}");
+                    Ok(false)
+                }
+            }
+        }
         TransportUri::Shipper(t) => {
             match pigeon_core::transport::shipper::Shipper::check(t).await {
                 Ok(ping) => {

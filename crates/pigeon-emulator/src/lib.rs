@@ -14,8 +14,10 @@
 #![forbid(unsafe_code)]
 
 mod common;
+pub mod messenger;
 pub mod shipper;
 pub mod telegram;
+pub mod webhook;
 pub mod whatsapp;
 
 pub use common::Faults;

@@ -1,11 +1,12 @@
 //! `pigeon-emulator telegram|shipper --listen 127.0.0.1:PORT ...`
 
 use anyhow::{bail, Context, Result};
-use pigeon_emulator::{shipper, telegram, whatsapp};
+use pigeon_emulator::{messenger, shipper, telegram, whatsapp};
 
 const USAGE: &str = "usage:
   pigeon-emulator telegram [--listen 127.0.0.1:8081] [--rate 1] --bot TOKEN=USERNAME [--bot ...]
   pigeon-emulator whatsapp [--listen 127.0.0.1:8083] [--pair-rate 0.1667] [--burst 5] --number PHONE_ID=WA_ID,token=T,app_secret=S,verify_token=V,webhook=URL[,name=N] [--number ...]
+  pigeon-emulator messenger [--listen 127.0.0.1:8084] [--rate 1] --page PAGE_ID,token=T,app_secret=S,verify_token=V,webhook=URL[,name=N] --person PSID=PAGE_ID [...]
   pigeon-emulator shipper  [--listen 127.0.0.1:8082] [--rate-limit 1000] [--max-message 1000000] --account NAME=KEY:SECRET [--account ...]
 
 Local servers of the platforms' APIs for rehearsing pigeon:
@@ -14,6 +15,9 @@ Local servers of the platforms' APIs for rehearsing pigeon:
   whatsapp: the Cloud API for business numbers writing to each other, with
             signed webhooks; point pigeon at it with
             whatsapp:OTHER_WA_ID?phone_id=ID&token_env=..&app_secret_env=..&verify_token_env=..&listen=..&api=http://ADDR/v25.0
+  messenger: the Send API for Pages and the people who write to them, with
+            signed webhooks; a person is played with
+            POST /_emulator/person/PSID/send {\"text\":..} and GET /_emulator/person/PSID/inbox
   shipper:  the SM APOS Shipper protocol (docs/shipper-protocol.md); point pigeon at it with
             shipper:OTHER_ACCOUNT?base_url=http://ADDR&api_key_env=VAR&api_secret_env=VAR";
 
@@ -29,6 +33,8 @@ async fn main() -> Result<()> {
     let mut max_message = shipper::MAX_MESSAGE;
     let mut numbers = vec![];
     let (mut pair_rate, mut burst) = (1.0 / 6.0, 5.0);
+    let mut pages = vec![];
+    let mut people = vec![];
     let value = |args: &mut dyn Iterator<Item = String>, what: &str| {
         args.next().with_context(|| format!("{what}\n{USAGE}"))
     };
@@ -85,6 +91,27 @@ async fn main() -> Result<()> {
                     .parse()
                     .context("--burst needs a number of messages")?
             }
+            ("messenger", "--page") => pages.push(parse_page(&value(
+                &mut args,
+                "--page needs PAGE_ID,token=..",
+            )?)?),
+            ("messenger", "--person") => {
+                let spec = value(&mut args, "--person needs PSID=PAGE_ID")?;
+                let (psid, page_id) = spec
+                    .split_once('=')
+                    .context("--person needs PSID=PAGE_ID")?;
+                people.push(messenger::PersonSpec {
+                    psid: psid.into(),
+                    page_id: page_id.into(),
+                });
+            }
+            ("messenger", "--rate") => {
+                rate = value(&mut args, "--rate needs messages a second per person")?
+                    .parse()
+                    .ok()
+                    .filter(|&r: &f64| r > 0.0)
+                    .context("--rate needs messages a second per person")?
+            }
             _ => bail!("unknown argument {a:?} for {kind:?}\n{USAGE}"),
         }
     }
@@ -106,7 +133,16 @@ async fn main() -> Result<()> {
                 .router(),
             format!("whatsapp emulator with {} numbers", numbers.len()),
         ),
-        "messenger" => bail!("the {kind} emulator is not built yet"),
+        "messenger" => (
+            messenger::Emulator::new(&pages, &people)
+                .with_rate(rate, 3.0)
+                .router(),
+            format!(
+                "messenger emulator with {} pages and {} people",
+                pages.len(),
+                people.len()
+            ),
+        ),
         _ => {
             eprintln!("{USAGE}");
             std::process::exit(2);
@@ -115,6 +151,7 @@ async fn main() -> Result<()> {
     let default_port = match kind.as_str() {
         "shipper" => 8082,
         "whatsapp" => 8083,
+        "messenger" => 8084,
         _ => 8081,
     };
     let listen = listen.unwrap_or_else(|| format!("127.0.0.1:{default_port}"));
@@ -163,4 +200,40 @@ fn parse_number(spec: &str) -> Result<whatsapp::NumberSpec> {
         bail!("--number needs token=, app_secret=, verify_token= and webhook=");
     }
     Ok(n)
+}
+
+/// `PAGE_ID,token=T,app_secret=S,verify_token=V,webhook=URL[,name=N]`.
+fn parse_page(spec: &str) -> Result<messenger::PageSpec> {
+    let mut parts = spec.split(',');
+    let page_id = parts.next().unwrap_or_default().to_string();
+    let mut p = messenger::PageSpec {
+        name: format!("Page {page_id}"),
+        page_id,
+        token: String::new(),
+        app_secret: String::new(),
+        verify_token: String::new(),
+        webhook: String::new(),
+    };
+    for kv in parts {
+        let (k, v) = kv
+            .split_once('=')
+            .context("--page: settings are key=value")?;
+        match k {
+            "token" => p.token = v.into(),
+            "app_secret" => p.app_secret = v.into(),
+            "verify_token" => p.verify_token = v.into(),
+            "webhook" => p.webhook = v.into(),
+            "name" => p.name = v.into(),
+            other => bail!("--page: unknown setting {other:?}"),
+        }
+    }
+    if p.page_id.is_empty()
+        || p.token.is_empty()
+        || p.app_secret.is_empty()
+        || p.verify_token.is_empty()
+        || p.webhook.is_empty()
+    {
+        bail!("--page needs PAGE_ID, token=, app_secret=, verify_token= and webhook=");
+    }
+    Ok(p)
 }

@@ -27,7 +27,7 @@
 //! fail, stalls, redelivery of confirmed webhooks, expired media, a closed
 //! window.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -36,13 +36,13 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 pub use crate::common::Faults;
 use crate::common::{unix_ms, Bucket};
+use crate::webhook::{graph_error, Failure, Subscriber, Webhooks};
 
 pub const MAX_TEXT: usize = 4096;
 pub const MAX_DOCUMENT: usize = 100 * 1000 * 1000;
@@ -104,14 +104,6 @@ struct Media {
 
 struct Number {
     spec: NumberSpec,
-    /// Webhook payloads not yet answered 200, oldest first.
-    outbox: VecDeque<Value>,
-    /// Delivered payloads, kept for redelivery faults.
-    delivered: VecDeque<Value>,
-    verified: bool,
-    /// When the next delivery may be tried (after a failure).
-    next_try: Instant,
-    backoff: Duration,
     /// Pair-rate buckets by recipient.
     pairs: HashMap<String, Bucket>,
     throughput: Option<Bucket>,
@@ -131,31 +123,36 @@ struct Inner {
     /// The 24-hour windows: false once a fault closed them.
     windows_open: bool,
     next_id: u64,
-    delivering: bool,
+    hooks: Webhooks,
 }
 
 #[derive(Clone)]
 pub struct Emulator {
     inner: Arc<Mutex<Inner>>,
-    news: Arc<tokio::sync::Notify>,
 }
-
-type Failure = (StatusCode, i64, Option<i64>, String);
 
 impl Emulator {
     pub fn new(numbers: &[NumberSpec]) -> Emulator {
+        let started = Instant::now();
+        let hooks = Webhooks::new(
+            started,
+            numbers
+                .iter()
+                .map(|n| Subscriber {
+                    name: n.phone_id.clone(),
+                    url: n.webhook.clone(),
+                    app_secret: n.app_secret.clone(),
+                    verify_token: n.verify_token.clone(),
+                })
+                .collect(),
+        );
         Emulator {
             inner: Arc::new(Mutex::new(Inner {
-                started: Instant::now(),
+                started,
                 numbers: numbers
                     .iter()
                     .map(|spec| Number {
                         spec: spec.clone(),
-                        outbox: VecDeque::new(),
-                        delivered: VecDeque::new(),
-                        verified: false,
-                        next_try: Instant::now(),
-                        backoff: Duration::from_millis(250),
                         pairs: HashMap::new(),
                         throughput: None,
                     })
@@ -168,9 +165,8 @@ impl Emulator {
                 pair_rate: (1.0 / 6.0, 5.0),
                 windows_open: true,
                 next_id: 1,
-                delivering: false,
+                hooks,
             })),
-            news: Arc::new(tokio::sync::Notify::new()),
         }
     }
 
@@ -199,8 +195,22 @@ impl Emulator {
         axum::serve(listener, self.router()).await
     }
 
+    /// Every request and webhook delivery, in time order.
     pub fn record(&self) -> Vec<Request> {
-        self.lock().record.clone()
+        let s = self.lock();
+        let mut all = s.record.clone();
+        all.extend(s.hooks.log().into_iter().map(|d| Request {
+            at_ms: d.at_ms,
+            number: d.name,
+            method: d.method.to_string(),
+            to: None,
+            size: d.size,
+            status: d.status,
+            code: None,
+            retry_after_ms: None,
+        }));
+        all.sort_by_key(|r| r.at_ms);
+        all
     }
 
     /// Every text and document sent, in order.
@@ -214,32 +224,15 @@ impl Emulator {
     /// 24-hour window.
     pub fn inject(&self, faults: Faults) {
         let mut s = self.lock();
-        for n in &mut s.numbers {
-            let k = n.delivered.len().min(faults.redeliver);
-            let again: Vec<Value> = n.delivered.iter().rev().take(k).cloned().collect();
-            for p in again {
-                n.outbox.push_front(p);
-            }
-        }
+        s.hooks.redeliver(faults.redeliver);
         if faults.method == "window" {
             s.windows_open = false;
         }
         s.faults = faults;
-        drop(s);
-        self.news.notify_waiters();
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Start the webhook deliverer (once, from inside the runtime).
-    fn ensure_delivering(&self) {
-        let mut s = self.lock();
-        if !s.delivering {
-            s.delivering = true;
-            tokio::spawn(deliver(self.clone()));
-        }
     }
 }
 
@@ -317,7 +310,7 @@ impl Inner {
                 "changes": [{ "value": change, "field": "messages" }],
             }],
         });
-        self.numbers[to].outbox.push_back(payload);
+        self.hooks.push(to, payload);
     }
 
     fn status(&mut self, sender: usize, wamid: &str, to: &str, failed: Option<(i64, &str)>) {
@@ -339,19 +332,6 @@ impl Inner {
     }
 }
 
-fn graph_error((status, code, subcode, message): Failure) -> Response {
-    let mut error = json!({
-        "message": message,
-        "type": "OAuthException",
-        "code": code,
-        "fbtrace_id": format!("A{:016x}", rand::random::<u64>()),
-    });
-    if let Some(s) = subcode {
-        error["error_subcode"] = json!(s);
-    }
-    (status, Json(json!({ "error": error }))).into_response()
-}
-
 fn bad_param(message: impl Into<String>) -> Failure {
     (StatusCode::BAD_REQUEST, 100, None, message.into())
 }
@@ -367,7 +347,6 @@ fn no_object(id: &str) -> Failure {
 
 /// Wait out an injected stall; answer an injected failure.
 async fn admit(emu: &Emulator, method: &str) -> Option<Failure> {
-    emu.ensure_delivering();
     let stall = emu.lock().faults.take_stall();
     if let Some(d) = stall {
         tokio::time::sleep(d).await;
@@ -420,8 +399,6 @@ async fn messages(
         .map(|i| s.numbers[i].spec.phone_id.clone())
         .unwrap_or_default();
     s.note(&caller, "messages", Some(&to), size, status, code, retry);
-    drop(s);
-    emu.news.notify_waiters();
     response
 }
 
@@ -773,138 +750,6 @@ async fn download(
     response
 }
 
-/// `s` as Meta signs it: JSON with non-ASCII escaped `\uXXXX`.
-pub fn escaped_json(v: &Value) -> String {
-    let raw = v.to_string();
-    let mut out = String::with_capacity(raw.len());
-    for c in raw.chars() {
-        if c.is_ascii() {
-            out.push(c);
-        } else {
-            let mut units = [0u16; 2];
-            for u in c.encode_utf16(&mut units) {
-                out.push_str(&format!("\\u{u:04x}"));
-            }
-        }
-    }
-    out
-}
-
-/// Deliver webhooks for ever: per number, oldest first, the handshake
-/// before the first, each retried with backoff until answered 200.
-async fn deliver(emu: Emulator) {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("an HTTP client");
-    loop {
-        let notified = emu.news.notified();
-        let due: Vec<(usize, NumberSpec, bool, Value)> = {
-            let s = emu.lock();
-            let now = Instant::now();
-            s.numbers
-                .iter()
-                .enumerate()
-                .filter(|(_, n)| n.next_try <= now)
-                .filter_map(|(i, n)| {
-                    n.outbox
-                        .front()
-                        .map(|p| (i, n.spec.clone(), n.verified, p.clone()))
-                })
-                .collect()
-        };
-        if due.is_empty() {
-            let _ = tokio::time::timeout(Duration::from_millis(100), notified).await;
-            continue;
-        }
-        let mut attempts = tokio::task::JoinSet::new();
-        for (i, spec, verified, payload) in due {
-            let http = http.clone();
-            let emu = emu.clone();
-            attempts.spawn(async move {
-                let ok = if verified {
-                    post_webhook(&emu, &http, &spec, &payload).await
-                } else {
-                    verify_webhook(&emu, &http, &spec).await
-                };
-                let mut s = emu.lock();
-                let n = &mut s.numbers[i];
-                if !ok {
-                    n.next_try = Instant::now() + n.backoff;
-                    n.backoff = (n.backoff * 2).min(Duration::from_secs(5));
-                } else if !verified {
-                    n.verified = true;
-                } else {
-                    n.backoff = Duration::from_millis(250);
-                    if let Some(p) = n.outbox.pop_front() {
-                        n.delivered.push_back(p);
-                        if n.delivered.len() > 256 {
-                            n.delivered.pop_front();
-                        }
-                    }
-                }
-            });
-        }
-        while attempts.join_next().await.is_some() {}
-    }
-}
-
-async fn verify_webhook(emu: &Emulator, http: &reqwest::Client, spec: &NumberSpec) -> bool {
-    let challenge = format!("{}", rand::random::<u32>());
-    let answer = http
-        .get(&spec.webhook)
-        .query(&[
-            ("hub.mode", "subscribe"),
-            ("hub.verify_token", spec.verify_token.as_str()),
-            ("hub.challenge", challenge.as_str()),
-        ])
-        .send()
-        .await;
-    let (status, ok) = match answer {
-        Ok(r) => {
-            let status = r.status().as_u16();
-            let body = r.text().await.unwrap_or_default();
-            (status, status == 200 && body == challenge)
-        }
-        Err(_) => (0, false),
-    };
-    emu.lock().note(
-        &spec.phone_id,
-        "webhook_verify",
-        None,
-        0,
-        status,
-        None,
-        None,
-    );
-    ok
-}
-
-async fn post_webhook(
-    emu: &Emulator,
-    http: &reqwest::Client,
-    spec: &NumberSpec,
-    payload: &Value,
-) -> bool {
-    let body = escaped_json(payload);
-    let mut mac =
-        Hmac::<Sha256>::new_from_slice(spec.app_secret.as_bytes()).expect("any key length");
-    mac.update(body.as_bytes());
-    let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
-    let size = body.len();
-    let status = http
-        .post(&spec.webhook)
-        .header(axum::http::header::CONTENT_TYPE, "application/json")
-        .header("X-Hub-Signature-256", signature)
-        .body(body)
-        .send()
-        .await
-        .map_or(0, |r| r.status().as_u16());
-    emu.lock()
-        .note(&spec.phone_id, "webhook", None, size, status, None, None);
-    status == 200
-}
-
 async fn record(State(emu): State<Emulator>) -> Json<Vec<Request>> {
     Json(emu.record())
 }
@@ -912,17 +757,4 @@ async fn record(State(emu): State<Emulator>) -> Json<Vec<Request>> {
 async fn set_faults(State(emu): State<Emulator>, Json(f): Json<Faults>) -> Json<Value> {
     emu.inject(f);
     Json(json!({"ok": true}))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn webhook_bodies_escape_non_ascii_as_meta_does() {
-        let v = json!({"name": "Café ✉ 𝄞"});
-        let s = escaped_json(&v);
-        assert_eq!(s, r#"{"name":"Caf\u00e9 \u2709 \ud834\udd1e"}"#);
-        assert_eq!(serde_json::from_str::<Value>(&s).unwrap(), v);
-    }
 }

@@ -407,6 +407,18 @@ pub(crate) fn open_links(
                 };
                 Ok(link::start(wa, profile, i, inbound.clone()))
             }
+            TransportUri::Messenger(t) => {
+                use crate::transport::messenger::{Messenger, Mode};
+                let fb = Messenger::open(t.clone()).map_err(|reason| CoreError::BadTransport {
+                    uri: t.to_string(),
+                    reason,
+                })?;
+                let profile = match t.mode {
+                    Mode::Text => "messenger-text",
+                    Mode::Document => "messenger-doc",
+                };
+                Ok(link::start(fb, profile, i, inbound.clone()))
+            }
         })
         .collect()
 }

@@ -11,6 +11,7 @@
 //! before that makes Meta deliver it again.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +23,8 @@ use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use sha2::Sha256;
 use tokio::sync::mpsc;
+
+use super::http::SecretSource;
 
 /// The Graph API's error envelope.
 #[derive(Debug, Deserialize)]
@@ -73,20 +76,30 @@ pub fn classify(platform: &str, status: u16, e: &GraphError) -> CallError {
             None => String::new(),
         }
     );
+    // Messenger's window: code 10 with this subcode (10 alone is a
+    // missing permission).
+    if e.code == 10 && e.error_subcode == Some(2_018_278) {
+        return CallError::Permanent(format!(
+            "{said}: outside the 24-hour window; the person must write to the Page first"
+        ));
+    }
     match e.code {
         // Pair rate (one message every ~6 s to one user).
         131056 => CallError::RateLimited(Duration::from_secs(6)),
-        // Throughput, and the app- and account-level call limits.
-        130429 | 4 | 17 | 32 | 613 | 80007 => CallError::RateLimited(Duration::from_secs(
-            if e.code == 130429 { 1 } else { 60 },
-        )),
+        // Throughput (per second).
+        130429 => CallError::RateLimited(Duration::from_secs(1)),
+        // Messenger's send rate; Meta gives no wait, so a short one that
+        // the link's backoff stretches if it comes again.
+        613 => CallError::RateLimited(Duration::from_secs(10)),
+        // The app- and account-level call limits (per hour).
+        4 | 17 | 32 | 80007 => CallError::RateLimited(Duration::from_secs(60)),
         190 | 102 => CallError::Permanent(format!(
             "{said}: the access token is invalid or expired; make a new one (a System User token does not expire) and put it where token_env/token_file points"
         )),
         10 | 200..=299 => CallError::Permanent(format!(
             "{said}: the token lacks a permission (whatsapp_business_messaging / pages_messaging)"
         )),
-        131047 | 10_001 => CallError::Permanent(format!(
+        131047 => CallError::Permanent(format!(
             "{said}: outside the 24-hour window; the other side must write first (or send it a template message) before pigeon can"
         )),
         131026 | 131030 | 551 => CallError::Permanent(format!(
@@ -134,6 +147,110 @@ pub async fn read<T: serde::de::DeserializeOwned>(
         }
         Err(_) => CallError::Permanent(format!("{platform} {what}: HTTP {status}")),
     })
+}
+
+/// `key=value` pairs of a URI query, with the rules every Meta URI shares.
+pub struct UriQuery<'a> {
+    pub pairs: Vec<(&'a str, &'a str)>,
+}
+
+impl<'a> UriQuery<'a> {
+    pub fn parse(query: &'a str) -> Result<UriQuery<'a>, String> {
+        let pairs = query
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                p.split_once('=')
+                    .ok_or_else(|| format!("{p:?} is not key=value"))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(UriQuery { pairs })
+    }
+
+    /// The secret `name` as `name_env=` or `name_file=`; never `name=`.
+    pub fn secret(&self, name: &str) -> Result<SecretSource, String> {
+        let mut found = None;
+        for &(k, v) in &self.pairs {
+            if k == name {
+                return Err(format!(
+                    "{name} is never given on the command line: put it in an environment variable ({name}_env=VAR) or a file ({name}_file=PATH)"
+                ));
+            }
+            if k.strip_suffix("_env") == Some(name) {
+                found = Some(SecretSource::Env(v.to_string()));
+            }
+            if k.strip_suffix("_file") == Some(name) {
+                found = Some(SecretSource::File(PathBuf::from(v)));
+            }
+        }
+        found.ok_or_else(|| format!("needs {name}_env=<VAR> or {name}_file=<PATH>"))
+    }
+
+    /// `listen=HOST:PORT`, required: where the webhook listens.
+    pub fn listen(&self) -> Result<SocketAddr, String> {
+        let listen = self.get("listen").ok_or(
+            "needs listen=<HOST:PORT> for the webhook (e.g. 127.0.0.1:8443, behind a tunnel)",
+        )?;
+        listen
+            .parse()
+            .map_err(|_| format!("listen={listen:?} is not HOST:PORT (an IP address and a port)"))
+    }
+
+    /// `mode=text|document`: whether it is document.
+    pub fn mode(&self) -> Result<bool, String> {
+        match self.get("mode").unwrap_or("text") {
+            "text" => Ok(false),
+            "document" => Ok(true),
+            other => Err(format!("mode={other:?}: use text or document")),
+        }
+    }
+
+    /// `msgs_per_min=N`, optional.
+    pub fn msgs_per_min(&self) -> Result<Option<u32>, String> {
+        self.get("msgs_per_min")
+            .map(|v| {
+                v.parse()
+                    .ok()
+                    .filter(|&n: &u32| n > 0)
+                    .ok_or_else(|| format!("msgs_per_min={v:?} is not a positive whole number"))
+            })
+            .transpose()
+    }
+
+    pub fn get(&self, key: &str) -> Option<&'a str> {
+        self.pairs
+            .iter()
+            .rev()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| *v)
+    }
+
+    /// Refuse keys not in `known` (the `_env`/`_file` forms of `secrets`
+    /// count as known).
+    pub fn only(&self, kind: &str, known: &[&str], secrets: &[&str]) -> Result<(), String> {
+        for (k, _) in &self.pairs {
+            let base = k
+                .strip_suffix("_env")
+                .or(k.strip_suffix("_file"))
+                .unwrap_or(k);
+            if !known.contains(k) && !secrets.contains(&base) {
+                return Err(format!(
+                    "unknown {kind} setting {k:?}; known: {}, and {} as _env or _file",
+                    known.join(", "),
+                    secrets.join(", ")
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `source` as its URI key.
+pub fn secret_key(source: &SecretSource, name: &str) -> String {
+    match source {
+        SecretSource::Env(v) => format!("{name}_env={v}"),
+        SecretSource::File(p) => format!("{name}_file={}", p.display()),
+    }
 }
 
 /// `sha256=<hex>` of HMAC-SHA256(`secret`, `body`) matches `header`, in
@@ -290,5 +407,13 @@ mod tests {
         assert!(matches!(e(131047, 400), CallError::Permanent(m) if m.contains("24-hour")));
         assert!(matches!(e(131000, 500), CallError::Transient(_)));
         assert!(matches!(e(100, 400), CallError::Permanent(_)));
+        let window: GraphErrorReply = serde_json::from_value(serde_json::json!({
+            "error": {"message": "(#10) This message is sent outside of allowed window.",
+                      "type": "OAuthException", "code": 10, "error_subcode": 2018278}
+        }))
+        .unwrap();
+        assert!(
+            matches!(classify("messenger", 400, &window.error), CallError::Permanent(m) if m.contains("write to the Page first"))
+        );
     }
 }

@@ -10,6 +10,7 @@
 
 pub mod http;
 pub mod local;
+pub mod messenger;
 pub mod meta;
 pub mod shipper;
 pub mod telegram;
@@ -253,6 +254,8 @@ pub enum TransportUri {
     Shipper(shipper::ShipperUri),
     /// `whatsapp:<WA_ID>?phone_id=<ID>&token_env=<VAR>&app_secret_env=<VAR>&verify_token_env=<VAR>&listen=<HOST:PORT>[&api=<URL>][&mode=text|document]`
     Whatsapp(whatsapp::WhatsappUri),
+    /// `messenger:<PSID>?page_id=<ID>&token_env=<VAR>&app_secret_env=<VAR>&verify_token_env=<VAR>&listen=<HOST:PORT>[&api=<URL>][&mode=text|document]`
+    Messenger(messenger::MessengerUri),
 }
 
 impl TransportUri {
@@ -277,11 +280,11 @@ impl TransportUri {
             "whatsapp" => Ok(TransportUri::Whatsapp(
                 whatsapp::WhatsappUri::parse(rest).map_err(bad)?,
             )),
-            "messenger" => Err(bad(format!(
-                "the {scheme} transport is not built yet; use local:<SPOOL_DIR>?profile={scheme}-text to rehearse its limits"
-            ))),
+            "messenger" => Ok(TransportUri::Messenger(
+                messenger::MessengerUri::parse(rest).map_err(bad)?,
+            )),
             other => Err(bad(format!(
-                "unknown transport kind {other:?}; known: local, telegram, whatsapp, shipper"
+                "unknown transport kind {other:?}; known: local, telegram, whatsapp, messenger, shipper"
             ))),
         }
     }
@@ -294,6 +297,7 @@ impl std::fmt::Display for TransportUri {
             TransportUri::Telegram(t) => write!(f, "{t}"),
             TransportUri::Shipper(t) => write!(f, "{t}"),
             TransportUri::Whatsapp(t) => write!(f, "{t}"),
+            TransportUri::Messenger(t) => write!(f, "{t}"),
         }
     }
 }

@@ -26,7 +26,6 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,7 +35,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use super::http::{self, SecretSource};
-use super::meta::{self, CallError};
+use super::meta::{self, secret_key, CallError, UriQuery};
 use super::{Capabilities, Health, Message, SendError, Transport};
 
 /// The public Graph API, with the version pigeon was written against.
@@ -70,79 +69,6 @@ pub struct WhatsappUri {
     pub msgs_per_min: Option<u32>,
 }
 
-/// `key=value` pairs of a URI query, with the rules every Meta URI shares.
-pub(crate) struct Query<'a> {
-    pub pairs: Vec<(&'a str, &'a str)>,
-}
-
-impl<'a> Query<'a> {
-    pub fn parse(query: &'a str) -> Result<Query<'a>, String> {
-        let pairs = query
-            .split('&')
-            .filter(|p| !p.is_empty())
-            .map(|p| {
-                p.split_once('=')
-                    .ok_or_else(|| format!("{p:?} is not key=value"))
-            })
-            .collect::<Result<_, _>>()?;
-        Ok(Query { pairs })
-    }
-
-    /// The secret `name` as `name_env=` or `name_file=`; never `name=`.
-    pub fn secret(&self, name: &str) -> Result<SecretSource, String> {
-        let mut found = None;
-        for &(k, v) in &self.pairs {
-            if k == name {
-                return Err(format!(
-                    "{name} is never given on the command line: put it in an environment variable ({name}_env=VAR) or a file ({name}_file=PATH)"
-                ));
-            }
-            if k.strip_suffix("_env") == Some(name) {
-                found = Some(SecretSource::Env(v.to_string()));
-            }
-            if k.strip_suffix("_file") == Some(name) {
-                found = Some(SecretSource::File(PathBuf::from(v)));
-            }
-        }
-        found.ok_or_else(|| format!("needs {name}_env=<VAR> or {name}_file=<PATH>"))
-    }
-
-    pub fn get(&self, key: &str) -> Option<&'a str> {
-        self.pairs
-            .iter()
-            .rev()
-            .find(|(k, _)| *k == key)
-            .map(|(_, v)| *v)
-    }
-
-    /// Refuse keys not in `known` (the `_env`/`_file` forms of `secrets`
-    /// count as known).
-    pub fn only(&self, kind: &str, known: &[&str], secrets: &[&str]) -> Result<(), String> {
-        for (k, _) in &self.pairs {
-            let base = k
-                .strip_suffix("_env")
-                .or(k.strip_suffix("_file"))
-                .unwrap_or(k);
-            if !known.contains(k) && !secrets.contains(&base) {
-                return Err(format!(
-                    "unknown {kind} setting {k:?}; known: {}, and {} as _env or _file",
-                    known.join(", "),
-                    secrets.join(", ")
-                ));
-            }
-        }
-        Ok(())
-    }
-}
-
-/// `source` as its URI key.
-pub(crate) fn secret_key(source: &SecretSource, name: &str) -> String {
-    match source {
-        SecretSource::Env(v) => format!("{name}_env={v}"),
-        SecretSource::File(p) => format!("{name}_file={}", p.display()),
-    }
-}
-
 impl WhatsappUri {
     pub fn parse(rest: &str) -> Result<WhatsappUri, String> {
         let (peer, query) = rest.split_once('?').unwrap_or((rest, ""));
@@ -151,7 +77,7 @@ impl WhatsappUri {
                 "whatsapp: needs the peer's number as its wa_id: digits with the country code, no + (got {peer:?})"
             ));
         }
-        let q = Query::parse(query)?;
+        let q = UriQuery::parse(query)?;
         q.only(
             "whatsapp",
             &["phone_id", "listen", "api", "mode", "msgs_per_min"],
@@ -161,26 +87,8 @@ impl WhatsappUri {
             .get("phone_id")
             .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
             .ok_or("whatsapp: needs phone_id=<ID>, the business number's id from the app's WhatsApp setup page")?;
-        let listen = q
-            .get("listen")
-            .ok_or("whatsapp: needs listen=<HOST:PORT> for the webhook (e.g. 127.0.0.1:8443, behind a tunnel)")?;
-        let listen: SocketAddr = listen.parse().map_err(|_| {
-            format!("listen={listen:?} is not HOST:PORT (an IP address and a port)")
-        })?;
-        let mode = match q.get("mode").unwrap_or("text") {
-            "text" => Mode::Text,
-            "document" => Mode::Document,
-            other => return Err(format!("mode={other:?}: use text or document")),
-        };
-        let msgs_per_min = match q.get("msgs_per_min") {
-            None => None,
-            Some(v) => Some(
-                v.parse()
-                    .ok()
-                    .filter(|&n: &u32| n > 0)
-                    .ok_or_else(|| format!("msgs_per_min={v:?} is not a positive whole number"))?,
-            ),
-        };
+        let (listen, document, msgs_per_min) = (q.listen()?, q.mode()?, q.msgs_per_min()?);
+        let mode = if document { Mode::Document } else { Mode::Text };
         Ok(WhatsappUri {
             peer: peer.to_string(),
             phone_id: phone_id.to_string(),

@@ -1,0 +1,428 @@
+//! `messenger:` the Messenger Platform's Send API, the Page's side.
+//!
+//! ```text
+//! messenger:<PSID>?page_id=<ID>&token_env=<VAR>&app_secret_env=<VAR>&verify_token_env=<VAR>&listen=<HOST:PORT>[&api=<URL>][&mode=text|document]
+//! ```
+//!
+//! A Page speaks to people who wrote to it first, for 24 hours after their
+//! last message; `<PSID>` is the person's page-scoped id (it arrives in the
+//! webhook when they write). Sends go to `POST /{page_id}/messages`; what
+//! the person sends arrives by the webhook this transport listens for on
+//! `listen`. There is no official API for the person's side: see the
+//! README for what that means for pigeon.
+//!
+//! - `text` (default): base64 in messages of up to 2,000 characters;
+//! - `document`: chunks as file attachments (up to 25 MB), uploaded with
+//!   the message and fetched from the URL the webhook names.
+
+use std::collections::{HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use super::http::{self, SecretSource};
+use super::meta::{self, secret_key, CallError, UriQuery};
+use super::{Capabilities, Health, Message, SendError, Transport};
+
+/// The public Graph API, with the version pigeon was written against.
+pub const PUBLIC_API: &str = "https://graph.facebook.com/v25.0";
+pub const MAX_TEXT: usize = 2000;
+pub const MAX_ATTACHMENT: usize = 25_000_000;
+/// Message ids remembered to drop redeliveries.
+const REMEMBER: usize = 4096;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Text,
+    Document,
+}
+
+/// A parsed `messenger:` URI.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MessengerUri {
+    /// The person's page-scoped id.
+    pub psid: String,
+    pub page_id: String,
+    pub token: SecretSource,
+    pub app_secret: SecretSource,
+    pub verify_token: SecretSource,
+    pub listen: SocketAddr,
+    pub api: String,
+    pub mode: Mode,
+    pub msgs_per_min: Option<u32>,
+}
+
+impl MessengerUri {
+    pub fn parse(rest: &str) -> Result<MessengerUri, String> {
+        let (psid, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let digits =
+            |s: &str| !s.is_empty() && s.len() <= 32 && s.bytes().all(|b| b.is_ascii_digit());
+        if !digits(psid) {
+            return Err(format!(
+                "messenger: needs the person's page-scoped id (PSID, digits; it is in the webhook when they write to the Page) (got {psid:?})"
+            ));
+        }
+        let q = UriQuery::parse(query)?;
+        q.only(
+            "messenger",
+            &["page_id", "listen", "api", "mode", "msgs_per_min"],
+            &["token", "app_secret", "verify_token"],
+        )?;
+        let page_id = q
+            .get("page_id")
+            .filter(|p| digits(p))
+            .ok_or("messenger: needs page_id=<ID>, the Page's id (Page settings, About)")?;
+        let (listen, mode, msgs_per_min) = (q.listen()?, q.mode()?, q.msgs_per_min()?);
+        Ok(MessengerUri {
+            psid: psid.to_string(),
+            page_id: page_id.to_string(),
+            token: q.secret("token").map_err(|e| format!("messenger: {e}"))?,
+            app_secret: q
+                .secret("app_secret")
+                .map_err(|e| format!("messenger: {e}"))?,
+            verify_token: q
+                .secret("verify_token")
+                .map_err(|e| format!("messenger: {e}"))?,
+            listen,
+            api: q.get("api").map_or(PUBLIC_API.to_string(), |a| {
+                a.trim_end_matches('/').to_string()
+            }),
+            mode: if mode { Mode::Document } else { Mode::Text },
+            msgs_per_min,
+        })
+    }
+
+    pub fn capabilities(&self) -> Capabilities {
+        let (max_message, text_only) = match self.mode {
+            Mode::Text => (MAX_TEXT, true),
+            Mode::Document => (MAX_ATTACHMENT, false),
+        };
+        let mut caps = Capabilities {
+            max_message,
+            text_only,
+            messages_per_minute: Some(60),
+            bytes_per_minute: Some(10_000_000),
+        };
+        if let Some(m) = self.msgs_per_min {
+            caps.messages_per_minute = Some(m);
+            caps.bytes_per_minute = caps
+                .bytes_per_minute
+                .map(|b| b.max(u64::from(m) * caps.payload_bytes().min(4_000_000) as u64));
+        }
+        caps
+    }
+}
+
+impl std::fmt::Display for MessengerUri {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "messenger:{}?page_id={}&{}&{}&{}&listen={}",
+            self.psid,
+            self.page_id,
+            secret_key(&self.token, "token"),
+            secret_key(&self.app_secret, "app_secret"),
+            secret_key(&self.verify_token, "verify_token"),
+            self.listen
+        )?;
+        if self.api != PUBLIC_API {
+            write!(f, "&api={}", self.api)?;
+        }
+        if self.mode == Mode::Document {
+            f.write_str("&mode=document")?;
+        }
+        if let Some(m) = self.msgs_per_min {
+            write!(f, "&msgs_per_min={m}")?;
+        }
+        Ok(())
+    }
+}
+
+/// What `GET /{page_id}` answers (the fields pigeon shows).
+#[derive(Debug, Deserialize)]
+pub struct Page {
+    pub id: String,
+    pub name: Option<String>,
+}
+
+struct Api {
+    http: reqwest::Client,
+    base: String,
+    page_id: String,
+    token: zeroize::Zeroizing<String>,
+}
+
+impl Api {
+    fn new(uri: &MessengerUri) -> Result<Api, String> {
+        Ok(Api {
+            http: http::client()?,
+            base: uri.api.clone(),
+            page_id: uri.page_id.clone(),
+            token: uri.token.load()?,
+        })
+    }
+
+    fn messages(&self) -> reqwest::RequestBuilder {
+        self.http
+            .post(format!("{}/{}/messages", self.base, self.page_id))
+            .bearer_auth(self.token.as_str())
+    }
+
+    async fn send(&self, psid: &str, message: &Message) -> Result<(), CallError> {
+        let recipient = json!({ "id": psid }).to_string();
+        let request = match message {
+            Message::Text(text) => self.messages().json(&json!({
+                "recipient": { "id": psid },
+                "messaging_type": "RESPONSE",
+                "message": { "text": text },
+            })),
+            Message::Binary(bytes) => {
+                let part = reqwest::multipart::Part::bytes(bytes.clone())
+                    .file_name("pigeon.bin")
+                    .mime_str("application/octet-stream")
+                    .map_err(|e| CallError::Permanent(e.to_string()))?;
+                let form = reqwest::multipart::Form::new()
+                    .text("recipient", recipient)
+                    .text("messaging_type", "RESPONSE")
+                    .text(
+                        "message",
+                        json!({"attachment": {"type": "file", "payload": {"is_reusable": false}}})
+                            .to_string(),
+                    )
+                    .part("filedata", part);
+                self.messages()
+                    .timeout(Duration::from_secs(300))
+                    .multipart(form)
+            }
+        };
+        meta::read::<Value>("messenger", "send", request.send().await)
+            .await
+            .map(drop)
+    }
+}
+
+/// An open Messenger link (the Page's side).
+pub struct Messenger {
+    uri: MessengerUri,
+    caps: Capabilities,
+    api: Arc<Api>,
+    inbox: Option<mpsc::Receiver<Message>>,
+    health: Arc<Health>,
+}
+
+impl Messenger {
+    /// Load the secrets, listen for the webhook and start handing on what
+    /// it brings.
+    pub fn open(uri: MessengerUri) -> Result<Messenger, String> {
+        let api = Arc::new(Api::new(&uri)?);
+        let (hook_tx, hook_rx) = mpsc::channel(4);
+        let health = Arc::new(Health::default());
+        meta::serve_webhook(
+            uri.listen,
+            meta::Webhook {
+                object: "page",
+                app_secret: uri.app_secret.load()?,
+                verify_token: uri.verify_token.load()?,
+                out: hook_tx,
+                health: health.clone(),
+            },
+        )?;
+        let caps = uri.capabilities();
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(hand_on(api.clone(), uri.clone(), hook_rx, tx));
+        Ok(Messenger {
+            uri,
+            caps,
+            api,
+            inbox: Some(rx),
+            health,
+        })
+    }
+
+    /// `GET /{page_id}`: the Page the token speaks for. Opens no webhook.
+    pub async fn check(uri: &MessengerUri) -> Result<Page, String> {
+        let api = Api::new(uri)?;
+        uri.app_secret.load()?;
+        uri.verify_token.load()?;
+        let response = api
+            .http
+            .get(format!("{}/{}", api.base, api.page_id))
+            .bearer_auth(api.token.as_str())
+            .send()
+            .await;
+        meta::read("messenger", "page lookup", response)
+            .await
+            .map_err(CallError::message)
+    }
+}
+
+impl Transport for Messenger {
+    fn capabilities(&self) -> &Capabilities {
+        &self.caps
+    }
+
+    fn describe(&self) -> String {
+        self.uri.to_string()
+    }
+
+    async fn send(&mut self, _to: &super::Address, message: Message) -> Result<(), SendError> {
+        let size = message.len();
+        if size > self.caps.max_message {
+            return Err(SendError::TooLarge {
+                size,
+                limit: self.caps.max_message,
+            });
+        }
+        match self.api.send(&self.uri.psid, &message).await {
+            Ok(()) => Ok(()),
+            Err(CallError::RateLimited(retry_after)) => Err(SendError::RateLimited {
+                retry_after,
+                message,
+            }),
+            Err(CallError::Permanent(m)) => Err(SendError::Permanent(m)),
+            Err(e) => Err(SendError::Failed(e.message())),
+        }
+    }
+
+    fn incoming(&mut self) -> mpsc::Receiver<Message> {
+        self.inbox.take().unwrap_or_else(|| mpsc::channel(1).1)
+    }
+
+    fn health(&self) -> Arc<Health> {
+        self.health.clone()
+    }
+}
+
+/// Take the webhook's payloads apart: messages from the person go to the
+/// link (attachments fetched first); echoes of the Page's own messages and
+/// repeats by message id are dropped.
+async fn hand_on(
+    api: Arc<Api>,
+    uri: MessengerUri,
+    mut hooks: mpsc::Receiver<Value>,
+    tx: mpsc::Sender<Message>,
+) {
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut seen_order: VecDeque<String> = VecDeque::new();
+    while let Some(payload) = hooks.recv().await {
+        let events = payload["entry"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["id"].as_str() == Some(uri.page_id.as_str()))
+            .flat_map(|e| e["messaging"].as_array().into_iter().flatten());
+        for event in events {
+            let m = &event["message"];
+            if event["sender"]["id"].as_str() != Some(uri.psid.as_str()) || m["is_echo"] == true {
+                continue;
+            }
+            let Some(mid) = m["mid"].as_str() else {
+                continue;
+            };
+            if seen.contains(mid) {
+                continue;
+            }
+            let message = if let Some(text) = m["text"].as_str() {
+                Message::Text(text.to_string())
+            } else if let Some(url) = m["attachments"][0]["payload"]["url"].as_str() {
+                match fetch(&api, url).await {
+                    Some(bytes) => Message::Binary(bytes),
+                    None => continue,
+                }
+            } else {
+                continue;
+            };
+            seen.insert(mid.to_string());
+            seen_order.push_back(mid.to_string());
+            if seen_order.len() > REMEMBER {
+                if let Some(old) = seen_order.pop_front() {
+                    seen.remove(&old);
+                }
+            }
+            if tx.send(message).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// An attachment's bytes from its CDN URL. A failure is logged and the
+/// chunk left to the sender's retransmission.
+async fn fetch(api: &Api, url: &str) -> Option<Vec<u8>> {
+    let mut wait = Duration::from_millis(500);
+    for attempt in 0..4 {
+        let outcome = async {
+            let r = api
+                .http
+                .get(url)
+                .timeout(Duration::from_secs(300))
+                .send()
+                .await
+                .map_err(|e| (true, http::describe(e)))?;
+            let status = r.status();
+            if !status.is_success() {
+                return Err((status.is_server_error(), format!("HTTP {status}")));
+            }
+            r.bytes()
+                .await
+                .map(|b| b.to_vec())
+                .map_err(|e| (true, http::describe(e)))
+        }
+        .await;
+        match outcome {
+            Ok(bytes) => return Some(bytes),
+            Err((true, e)) if attempt < 3 => {
+                tracing::debug!("messenger attachment: {e}; trying again")
+            }
+            Err((_, e)) => {
+                tracing::warn!("messenger attachment: {e}; the chunk will be sent again");
+                return None;
+            }
+        }
+        tokio::time::sleep(wait).await;
+        wait *= 2;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uris_parse_round_trip_and_never_hold_a_secret() {
+        let u = MessengerUri::parse(
+            "2417001122334455?page_id=106540352242922&token_env=FB_TOKEN&app_secret_env=FB_APP&verify_token_file=/run/v&listen=127.0.0.1:8444&mode=document",
+        )
+        .unwrap();
+        assert_eq!(u.psid, "2417001122334455");
+        assert_eq!(u.mode, Mode::Document);
+        assert_eq!(u.capabilities().max_message, MAX_ATTACHMENT);
+        assert_eq!(
+            MessengerUri::parse(&u.to_string()["messenger:".len()..]).unwrap(),
+            u
+        );
+        for bad in [
+            "person?page_id=1&token_env=A&app_secret_env=B&verify_token_env=C&listen=127.0.0.1:1",
+            "1?token_env=A&app_secret_env=B&verify_token_env=C&listen=127.0.0.1:1",
+            "1?page_id=1&token=EAAhunter2&app_secret_env=B&verify_token_env=C&listen=127.0.0.1:1",
+            "1?page_id=1&token_env=A&app_secret_env=B&verify_token_env=C",
+        ] {
+            let err = MessengerUri::parse(bad).expect_err(bad);
+            assert!(!err.contains("hunter2"), "{err}");
+        }
+        assert_eq!(
+            MessengerUri::parse(
+                "1?page_id=2&token_env=A&app_secret_env=B&verify_token_env=C&listen=127.0.0.1:1"
+            )
+            .unwrap()
+            .capabilities()
+            .payload_bytes(),
+            1500
+        );
+    }
+}

@@ -1,0 +1,312 @@
+//! Issue 7 (Messenger): the agent is a Page on a local emulator of the
+//! Messenger Platform (Send API out, signed webhooks in); the client is
+//! the person who writes to it. There is no API for a person's side, so
+//! the person is played the way a human at the Messenger app would: what
+//! the Page sends reaches the client's inbox, and what the client writes
+//! is typed to the Page (`Bridge`). Both parties are real pigeon
+//! processes; every line of the Page's side is the shipped client code.
+
+mod e2e_common;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use e2e_common::*;
+use pigeon_emulator::messenger::{Emulator, PageSpec, PersonMessage, PersonSpec, Request};
+use pigeon_emulator::Faults;
+
+const PAGE_TOKEN: &str = "EAApage-fb-secret-token";
+const APP_SECRET: &str = "fb-app-secret-value";
+const VERIFY: &str = "fb-verify-token-value";
+const PAGE_ID: &str = "104000000000001";
+const PSID: &str = "2417001122334455";
+const CANARY: &[u8] = b"PIGEON-CANARY-fb-9e07";
+
+/// The person between the client's inbox and the Page, carrying each
+/// message across as it comes, until dropped.
+struct Bridge {
+    stop: Arc<AtomicBool>,
+}
+
+impl Bridge {
+    fn start(
+        emu: Emulator,
+        base: String,
+        to_page: PathBuf,
+        to_client: PathBuf,
+        text: bool,
+    ) -> Bridge {
+        let stop = Arc::new(AtomicBool::new(false));
+        let done = stop.clone();
+        std::thread::spawn(move || {
+            let mut seq = 0u64;
+            while !done.load(Ordering::Relaxed) {
+                for path in messages_in(&to_page) {
+                    let Ok(bytes) = std::fs::read(&path) else {
+                        continue;
+                    };
+                    let _ = std::fs::remove_file(&path);
+                    let m = if text {
+                        PersonMessage::Text(String::from_utf8_lossy(&bytes).into_owned())
+                    } else {
+                        PersonMessage::File(bytes)
+                    };
+                    emu.person_send(PSID, m, &base);
+                }
+                for m in emu.person_take(PSID) {
+                    let bytes = match m {
+                        PersonMessage::Text(t) => t.into_bytes(),
+                        PersonMessage::File(b) => b,
+                    };
+                    seq += 1;
+                    let name = format!("{:020}-bridge-{seq:010}.msg", seq);
+                    let tmp = to_client.join(format!(".tmp-{name}"));
+                    std::fs::create_dir_all(&to_client).expect("the client's inbox");
+                    std::fs::write(&tmp, bytes).expect("writing to the client's inbox");
+                    std::fs::rename(&tmp, to_client.join(name)).expect("delivering");
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        Bridge { stop }
+    }
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn messages_in(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.ends_with(".msg") && !n.starts_with('.'))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+struct Fb {
+    w: World,
+    emu: Emulator,
+    base: String,
+    port: u16,
+    _bridge: Bridge,
+    mode: &'static str,
+}
+
+impl Fb {
+    fn new(mode: &'static str) -> Fb {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let emu = Emulator::new(
+            &[PageSpec {
+                page_id: PAGE_ID.into(),
+                name: "Pigeon Agent — test Page".into(),
+                token: PAGE_TOKEN.into(),
+                app_secret: APP_SECRET.into(),
+                verify_token: VERIFY.into(),
+                webhook: format!("http://127.0.0.1:{port}/webhook"),
+            }],
+            &[PersonSpec {
+                psid: PSID.into(),
+                page_id: PAGE_ID.into(),
+            }],
+        )
+        .with_rate(25.0, 5.0);
+        let base = pigeon_emulator::serve_in_background(emu.router())
+            .expect("the emulator listens on 127.0.0.1");
+        let w = World::new("");
+        let bridge = Bridge::start(
+            emu.clone(),
+            base.clone(),
+            w.agent_inbox(),
+            w.client_inbox(),
+            mode == "text",
+        );
+        Fb {
+            w,
+            emu,
+            base,
+            port,
+            _bridge: bridge,
+            mode,
+        }
+    }
+
+    fn page_uri(&self) -> String {
+        format!(
+            "messenger:{PSID}?page_id={PAGE_ID}&token_env=PIGEON_FB_TOKEN&app_secret_env=PIGEON_FB_APP_SECRET&verify_token_env=PIGEON_FB_VERIFY&listen=127.0.0.1:{}&api={}/v25.0&mode={}&msgs_per_min=1200",
+            self.port, self.base, self.mode
+        )
+    }
+
+    fn start_agent(&self, token: &str) -> Proc {
+        let uri = self.page_uri();
+        let mut p = Proc::spawn_env(
+            &self.w.agent_home,
+            &["agent", "--transport", &uri],
+            &self.w.logs,
+            "agent",
+            &[
+                ("PIGEON_FB_TOKEN", token),
+                ("PIGEON_FB_APP_SECRET", APP_SECRET),
+                ("PIGEON_FB_VERIFY", VERIFY),
+            ],
+        );
+        wait_until("the agent is ready", Duration::from_secs(60), || {
+            p.stderr().contains("agent ready") || p.exited()
+        });
+        assert!(!p.exited(), "the agent exited:\n{}", p.stderr());
+        p
+    }
+
+    /// The person's side: a spool whose far end is the bridge.
+    fn client(&self, args: &[&str]) -> Run {
+        let profile = if self.mode == "text" {
+            "messenger-text"
+        } else {
+            "messenger-doc"
+        };
+        let uri = format!(
+            "local:{}?profile={profile}&msgs_per_min=1200",
+            self.w.spool.display()
+        );
+        let mut v: Vec<&str> = args.to_vec();
+        v.extend(["--json", "--transport", &uri]);
+        Proc::spawn(&self.w.client_home, &v, &self.w.logs, "client").wait(CLIENT_TIMEOUT)
+    }
+
+    fn record(&self) -> Vec<Request> {
+        self.emu.record()
+    }
+
+    fn canary_file(&self, name: &str, len: usize, seed: u64) -> PathBuf {
+        let p = self.w.random_file(name, len, seed);
+        let mut data = std::fs::read(&p).unwrap();
+        for at in (0..len.saturating_sub(CANARY.len())).step_by(1024) {
+            data[at..at + CANARY.len()].copy_from_slice(CANARY);
+        }
+        std::fs::write(&p, data).unwrap();
+        p
+    }
+}
+
+fn check_record(fb: &Fb, agent_log: &str) {
+    let record = fb.record();
+    for r in record
+        .iter()
+        .filter(|r| r.method == "messages" && r.status == 200)
+    {
+        if fb.mode == "text" {
+            assert!(r.size <= 2000, "a text of {} characters", r.size);
+        } else {
+            assert!(r.size <= 25_000_000, "an attachment of {} bytes", r.size);
+        }
+    }
+    for limited in record.iter().filter(|r| r.code == Some(613)) {
+        let until = limited.at_ms + limited.retry_after_ms.unwrap_or(0);
+        let early: Vec<_> = record
+            .iter()
+            .filter(|r| r.method == "messages" && r.at_ms > limited.at_ms && r.at_ms + 50 < until)
+            .collect();
+        assert!(early.is_empty(), "sent inside a rate-limit wait: {early:?}");
+    }
+    for body in fb.emu.bodies() {
+        assert!(
+            !body.windows(CANARY.len()).any(|w| w == CANARY),
+            "the provider saw plaintext"
+        );
+    }
+    for secret in [PAGE_TOKEN, APP_SECRET, VERIFY] {
+        assert!(!agent_log.contains(secret), "a secret was logged");
+    }
+}
+
+fn round_trip(fb: &Fb, size: usize, seed: u64) {
+    let f = fb.canary_file("data.bin", size, seed);
+    fb.client(&["upload", f.to_str().unwrap()]).assert_ok();
+    assert_same_file(&f, &fb.w.storage().join("data.bin"));
+    let out = fb.w.work.join("data.back");
+    fb.client(&["download", "data.bin", "-o", out.to_str().unwrap()])
+        .assert_ok();
+    assert_same_file(&f, &out);
+}
+
+#[test]
+fn text_mode_moves_300_kb_through_a_page_up_and_down() {
+    let fb = Fb::new("text");
+    let mut agent = fb.start_agent(PAGE_TOKEN);
+    round_trip(&fb, 300_000, 1);
+    let sent = fb
+        .record()
+        .iter()
+        .filter(|r| r.method == "messages" && r.status == 200)
+        .count();
+    assert!(sent >= 200, "300 KB down in 1.5 KB texts: {sent}");
+    check_record(&fb, &agent.stderr());
+    agent.terminate(Duration::from_secs(10));
+}
+
+#[test]
+fn document_mode_moves_5_mb_with_throttling_redelivery_and_dead_links() {
+    let fb = Fb::new("document");
+    let mut agent = fb.start_agent(PAGE_TOKEN);
+    fb.emu.inject(Faults {
+        method: "messages".into(),
+        count: 1,
+        status: 429,
+        redeliver: 3,
+        expire_media: 1,
+        ..Faults::default()
+    });
+    round_trip(&fb, 5_000_000, 2);
+    let record = fb.record();
+    assert!(
+        record.iter().any(|r| r.code == Some(613)),
+        "the throttling was served"
+    );
+    assert!(
+        record
+            .iter()
+            .any(|r| r.method == "attachment" && r.status == 404),
+        "a dead attachment link was met"
+    );
+    check_record(&fb, &agent.stderr());
+    agent.terminate(Duration::from_secs(10));
+}
+
+#[test]
+fn a_bad_page_token_and_a_closed_window_are_said_plainly() {
+    let fb = Fb::new("text");
+    let mut agent = fb.start_agent("EAAwrong-page-token");
+    let run = fb.client(&["ls", "--timeout", "8"]);
+    run.assert_failed();
+    wait_until("the agent says why", Duration::from_secs(20), || {
+        agent.stderr().contains("access token is invalid")
+    });
+    assert!(!agent.stderr().contains("EAAwrong-page-token"));
+    agent.terminate(Duration::from_secs(10));
+    // The right token, but the person has not written for a day.
+    let mut agent = fb.start_agent(PAGE_TOKEN);
+    fb.emu.inject(Faults {
+        method: "window".into(),
+        ..Faults::default()
+    });
+    let run = fb.client(&["ls"]);
+    run.assert_ok();
+    agent.terminate(Duration::from_secs(10));
+    check_record(&fb, &agent.stderr());
+}
