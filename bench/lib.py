@@ -151,34 +151,10 @@ def firstmsg(argv):
 
 # -------------------------------------------------------------- transcript
 
-def transcript(argv):
-    path = argv[0]
-    opts = {"--t0": None, "--t1": None, "--max-message": None, "--msgs-per-min": None,
-            "--bytes-per-min": None}
-    text = False
-    i = 1
-    while i < len(argv):
-        if argv[i] == "--text":
-            text = True; i += 1
-        else:
-            opts[argv[i]] = float(argv[i + 1]); i += 2
-    t0 = opts["--t0"]
-    max_msg = int(opts["--max-message"])
-    mpm = opts["--msgs-per-min"]
-    bpm = opts["--bytes-per-min"]
-    msgs = []  # (time, wire bytes, raw bytes)
-    with open(path, "rb") as f:
-        for line in f:
-            ts, hx = line.split(b" ", 1)
-            raw = bytes.fromhex(hx.strip().decode())
-            carried = len(raw)
-            if text:
-                try:
-                    carried = len(base64.b64decode(raw))
-                except Exception:
-                    pass
-            msgs.append((int(ts) / 1e6, len(raw), carried))
-    msgs.sort()
+def pace_stats(msgs, t0, max_msg, mpm, bpm):
+    """Pace figures of messages [(time s, wire size, carried bytes)], as a
+    share of the tighter of (max message x msgs/min) and the byte ceiling."""
+    msgs = sorted(msgs)
     # The pace a sender may use: the tighter of messages x size and the byte ceiling.
     limits = []
     if mpm:
@@ -219,6 +195,73 @@ def transcript(argv):
             "pct_pace_whole": round(100 * sum(m[1] for m in whole) / whole_span / pace, 1)
             if pace else None,
         })
+    return out
+
+
+def transcript(argv):
+    path = argv[0]
+    opts = {"--t0": None, "--t1": None, "--max-message": None, "--msgs-per-min": None,
+            "--bytes-per-min": None}
+    text = False
+    i = 1
+    while i < len(argv):
+        if argv[i] == "--text":
+            text = True; i += 1
+        else:
+            opts[argv[i]] = float(argv[i + 1]); i += 2
+    t0 = opts["--t0"]
+    max_msg = int(opts["--max-message"])
+    mpm = opts["--msgs-per-min"]
+    bpm = opts["--bytes-per-min"]
+    msgs = []  # (time, wire bytes, raw bytes)
+    with open(path, "rb") as f:
+        for line in f:
+            ts, hx = line.split(b" ", 1)
+            raw = bytes.fromhex(hx.strip().decode())
+            carried = len(raw)
+            if text:
+                try:
+                    carried = len(base64.b64decode(raw))
+                except Exception:
+                    pass
+            msgs.append((int(ts) / 1e6, len(raw), carried))
+    print(json.dumps(pace_stats(msgs, t0, max_msg, mpm, bpm)))
+
+
+def channel(argv):
+    """Pace figures of one party's sends in an emulator's record (JSON).
+
+    channel RECORD --who NAME --field bot|number|account --methods m1,m2
+            --t0-ms T --max-message N --msgs-per-min M --bytes-per-min B
+            [--text] [--b64-doc]
+    """
+    opts = {"--who": None, "--field": None, "--methods": None, "--t0-ms": "0",
+            "--max-message": None, "--msgs-per-min": None, "--bytes-per-min": None}
+    flags = set()
+    i = 1
+    while i < len(argv):
+        if argv[i] in ("--text", "--b64-doc"):
+            flags.add(argv[i]); i += 1
+        else:
+            opts[argv[i]] = argv[i + 1]; i += 2
+    record = json.load(open(argv[0]))
+    methods = opts["--methods"].split(",")
+    msgs = []
+    for r in record:
+        if r.get(opts["--field"]) != opts["--who"] or r["method"] not in methods:
+            continue
+        if r["status"] not in (200, 201):
+            continue
+        size = r["size"]
+        carried = size * 3 // 4 if ("--text" in flags or "--b64-doc" in flags) else size
+        wire = carried if "--b64-doc" in flags else size
+        msgs.append((r["at_ms"] / 1000.0, wire, carried))
+    bpm = float(opts["--bytes-per-min"]) if opts["--bytes-per-min"] not in (None, "0") else None
+    out = pace_stats(msgs, float(opts["--t0-ms"]) / 1000.0, int(opts["--max-message"]),
+                     float(opts["--msgs-per-min"]), bpm)
+    limited = [r for r in record if r.get(opts["--field"]) == opts["--who"]
+               and (r["status"] == 429 or r.get("code") in (131056, 130429, 613))]
+    out["rate_limited"] = len(limited)
     print(json.dumps(out))
 
 
@@ -473,6 +516,58 @@ def report(argv):
                   f"after the command started.")
         p("")
 
+    # 6. real channels
+    chans = by.get("channel", [])
+    if chans:
+        p("### 6. Through the platforms' emulators at their real limits (all at once)")
+        p("")
+        p("Each platform's transport (the shipped client code) against `pigeon-emulator` with "
+          "the platform's own pacing: Telegram one message a second per chat (20 documents a "
+          "minute), WhatsApp one message every 6 s to a user (burst 1), Shipper 1000 posts a "
+          "minute; the messaging channels' 10 MB/min byte ceiling on top. From the emulator's "
+          "record of the client's successful sends; the data phase runs from the first data "
+          "message to the last.")
+        p("")
+        rows = []
+        for r in chans:
+            if "data_bytes_s" not in r:
+                rows.append([f"`{r['channel']}`", "n/a"] + [""] * 5)
+                targets.append((f"{r['channel']} at >= 95% of pace", "no data", False))
+                continue
+            unit = "chars" if r["text"] else "B"
+            rows.append([
+                f"`{r['channel']}`", f"{r['pace_bytes_s']:,.0f} {unit}/s",
+                f"{r['run_s']:.0f} s, {r['messages']} msgs",
+                f"{r['data_bytes_s']:,.0f} {unit}/s",
+                f"**{r['pct_pace']:.1f}%**",
+                f"{r['first_data_s']:.2f} s",
+                f"{r.get('rate_limited', 0)}",
+            ])
+            targets.append((f"{r['channel']} at >= 95% of pace", f"{r['pct_pace']:.1f}%",
+                            r["pct_pace"] >= 95))
+            targets.append((f"{r['channel']}: first data message < 5 s", f"{r['first_data_s']:.2f} s",
+                            r["first_data_s"] < 5))
+        p(fmt_table(["channel", "pace", "run", "achieved", "% of pace", "first data message",
+                     "429s met"], rows))
+        p("")
+
+    # 7. HTTP overhead
+    over = by.get("overhead", [])
+    if over:
+        p("### 7. The HTTP layer's cost per message")
+        p("")
+        p("Sequential sends to the emulator on 127.0.0.1, pacing off: pigeon's transport "
+          "(serialisation, signing, error classification) next to a bare `reqwest` POST of the "
+          "same body to the same server (for Shipper the bare POST is unsigned and refused "
+          "after its body is read: the same bytes move, without pigeon's SHA-256 and HMAC).")
+        p("")
+        rows = [[r["platform"], f"{r['message_size']:,} B", str(r["messages"]),
+                 f"{r['pigeon']['mean_ms']:.3f} ms", f"{r['bare']['mean_ms']:.3f} ms",
+                 f"**{r['overhead_ms']:.3f} ms**", f"{r['pigeon']['p99_ms']:.3f} ms"] for r in over]
+        p(fmt_table(["platform", "message", "sends", "pigeon mean", "bare POST mean",
+                     "overhead", "pigeon p99"], rows))
+        p("")
+
     if targets:
         p("### Targets")
         p("")
@@ -487,5 +582,5 @@ def report(argv):
 
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
-    {"firstmsg": firstmsg, "transcript": transcript, "rss": rss, "median": median,
-     "report": report}[cmd](args)
+    {"firstmsg": firstmsg, "transcript": transcript, "channel": channel, "rss": rss,
+     "median": median, "report": report}[cmd](args)

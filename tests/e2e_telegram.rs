@@ -351,3 +351,69 @@ fn transports_test_checks_the_token_and_says_what_is_wrong() {
         bad.describe()
     );
 }
+
+/// An agent on `telegram:*` answers whoever writes: two clients, each its
+/// own bot (and key), upload through it, and each gets its answers in its
+/// own chat. A bot the agent does not trust gets nothing.
+#[test]
+fn an_agent_on_star_answers_each_client_in_its_own_chat() {
+    let tg = Tg::new(25.0);
+    let second_token = "1003:second-client-token";
+    tg.emu.add_bot(BotSpec {
+        token: second_token.into(),
+        username: "second_bot".into(),
+    });
+    let star = format!(
+        "telegram:*?token_env=PIGEON_TG_TOKEN&api={}&mode=text&msgs_per_min=1200",
+        tg.api
+    );
+    let mut agent = Proc::spawn_env(
+        &tg.w.agent_home,
+        &["agent", "--transport", &star],
+        &tg.w.logs,
+        "agent",
+        &[("PIGEON_TG_TOKEN", AGENT_TOKEN)],
+    );
+    wait_until("the agent is ready", Duration::from_secs(60), || {
+        agent.stderr().contains("agent ready") || agent.exited()
+    });
+    // The first client, as always.
+    let f = tg.w.random_file("first.bin", 40_000, 11);
+    tg.client("text", 1200, &["upload", f.to_str().unwrap()])
+        .assert_ok();
+    assert_same_file(&f, &tg.w.storage().join("first.bin"));
+    // A second client: its own home and key, trusted by the agent, its own bot.
+    let (home, key) = tg.w.stranger("second");
+    pigeon(
+        &tg.w.agent_home,
+        &["keys", "trust", &key, "--name", "second"],
+        &tg.w.logs,
+        Duration::from_secs(30),
+    )
+    .assert_ok();
+    let uri = tg.uri("agent_bot", "text", 1200);
+    let g = tg.w.random_file("second.bin", 40_000, 12);
+    Proc::spawn_env(
+        &home,
+        &["upload", g.to_str().unwrap(), "--json", "--transport", &uri],
+        &tg.w.logs,
+        "second",
+        &[("PIGEON_TG_TOKEN", second_token)],
+    )
+    .wait(CLIENT_TIMEOUT)
+    .assert_ok();
+    assert_same_file(&g, &tg.w.storage().join("second.bin"));
+    // The agent wrote to both chats, and to no other.
+    let chats: std::collections::BTreeSet<String> = tg
+        .record()
+        .iter()
+        .filter(|r| r.bot == "agent_bot" && r.method == "sendMessage" && r.status == 200)
+        .filter_map(|r| r.chat.clone())
+        .collect();
+    assert_eq!(
+        chats.len(),
+        2,
+        "the agent answered each client in its chat: {chats:?}"
+    );
+    agent.terminate(Duration::from_secs(10));
+}

@@ -249,9 +249,14 @@ async fn text_exchange_through_telegram_test_api() {
         .expect("the user's message reached incoming() in time")
         .expect("the transport's inbox stayed open");
     assert_eq!(
-        got,
+        got.message,
         Message::Text(up),
         "the bot read the user's text byte-exact"
+    );
+    assert_eq!(
+        got.from.as_deref(),
+        Some(USER_ID.to_string().as_str()),
+        "the transport says which chat wrote"
     );
 
     eprintln!(

@@ -274,6 +274,10 @@ impl LinkHandle {
 pub struct Inbound {
     pub frame: Vec<u8>,
     pub link: usize,
+    /// Who sent the message that completed the frame, as the channel
+    /// names them (learned as a reply address once the frame is
+    /// authenticated).
+    pub from: Option<Address>,
 }
 
 /// Start a link over `transport`: returns its handle; arriving frames go to
@@ -313,14 +317,14 @@ pub fn start<T: Transport>(
 }
 
 async fn receive_loop(
-    mut incoming: mpsc::Receiver<Message>,
+    mut incoming: mpsc::Receiver<crate::transport::Received>,
     text: bool,
     index: usize,
     inbound: mpsc::Sender<Inbound>,
     stats: Arc<LinkStats>,
 ) {
     let mut reassembler = Reassembler::new(64 * 1024 * 1024);
-    while let Some(message) = incoming.recv().await {
+    while let Some(crate::transport::Received { from, message }) = incoming.recv().await {
         let bytes = match message {
             Message::Text(s) if text => {
                 match base64::engine::general_purpose::STANDARD.decode(s.trim()) {
@@ -342,7 +346,16 @@ async fn receive_loop(
             }
         };
         for frame in frames {
-            if inbound.send(Inbound { frame, link: index }).await.is_err() {
+            let from = from.clone();
+            if inbound
+                .send(Inbound {
+                    frame,
+                    link: index,
+                    from,
+                })
+                .await
+                .is_err()
+            {
                 return;
             }
         }

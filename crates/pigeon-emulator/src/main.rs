@@ -5,7 +5,7 @@ use pigeon_emulator::{messenger, shipper, telegram, whatsapp};
 
 const USAGE: &str = "usage:
   pigeon-emulator telegram [--listen 127.0.0.1:8081] [--rate 1] --bot TOKEN=USERNAME [--bot ...]
-  pigeon-emulator whatsapp [--listen 127.0.0.1:8083] [--pair-rate 0.1667] [--burst 5] --number PHONE_ID=WA_ID,token=T,app_secret=S,verify_token=V,webhook=URL[,name=N] [--number ...]
+  pigeon-emulator whatsapp [--listen 127.0.0.1:8083] [--pair-rate 0.1667] [--burst 1] --number PHONE_ID=WA_ID,token=T,app_secret=S,verify_token=V,webhook=URL[,name=N] [--number ...]
   pigeon-emulator messenger [--listen 127.0.0.1:8084] [--rate 1] --page PAGE_ID,token=T,app_secret=S,verify_token=V,webhook=URL[,name=N] --person PSID=PAGE_ID [...]
   pigeon-emulator shipper  [--listen 127.0.0.1:8082] [--rate-limit 1000] [--max-message 1000000] --account NAME=KEY:SECRET [--account ...]
 
@@ -32,7 +32,7 @@ async fn main() -> Result<()> {
     let mut rate_limit = shipper::RATE_LIMIT;
     let mut max_message = shipper::MAX_MESSAGE;
     let mut numbers = vec![];
-    let (mut pair_rate, mut burst) = (1.0 / 6.0, 5.0);
+    let (mut pair_rate, mut burst) = (1.0 / 6.0, 1.0);
     let mut pages = vec![];
     let mut people = vec![];
     let value = |args: &mut dyn Iterator<Item = String>, what: &str| {

@@ -161,6 +161,7 @@ impl Emulator {
             .route("/{version}/{id}/messages", post(messages))
             .route("/_cdn/{file}", get(attachment))
             .route("/_emulator/record", get(record))
+            .route("/_emulator/clock", get(clock))
             .route("/_emulator/faults", post(set_faults))
             .route("/_emulator/person/{psid}/send", post(person_post))
             .route("/_emulator/person/{psid}/inbox", get(person_inbox))
@@ -593,6 +594,11 @@ async fn attachment(State(emu): State<Emulator>, Path(file): Path<String>) -> Re
     };
     s.note("", "attachment", None, size, status, None, None);
     response
+}
+
+/// Milliseconds since the emulator started: the clock of the record.
+async fn clock(State(emu): State<Emulator>) -> Json<Value> {
+    Json(json!({ "at_ms": emu.lock().started.elapsed().as_millis() as u64 }))
 }
 
 async fn record(State(emu): State<Emulator>) -> Json<Vec<Request>> {

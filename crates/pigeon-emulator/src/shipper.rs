@@ -191,6 +191,7 @@ impl Emulator {
             .route("/v1/messages/{to}", post(send))
             .route("/v1/messages", get(poll))
             .route("/_emulator/record", get(record))
+            .route("/_emulator/clock", get(clock))
             .route("/_emulator/bodies", get(bodies))
             .route("/_emulator/faults", post(set_faults))
             .layer(axum::extract::DefaultBodyLimit::max(MAX_MESSAGE * 4))
@@ -596,6 +597,11 @@ async fn poll(
         let left = deadline.saturating_duration_since(Instant::now());
         let _ = tokio::time::timeout(left, notified).await;
     }
+}
+
+/// Milliseconds since the emulator started: the clock of the record.
+async fn clock(State(emu): State<Emulator>) -> Json<Value> {
+    Json(json!({ "at_ms": emu.lock().started.elapsed().as_millis() as u64 }))
 }
 
 async fn record(State(emu): State<Emulator>) -> Json<Vec<Request>> {

@@ -116,6 +116,7 @@ impl Emulator {
             .route("/bot{token}/{method}", post(api_post).get(api_get))
             .route("/file/bot{token}/{*path}", get(file))
             .route("/_emulator/record", get(record))
+            .route("/_emulator/clock", get(clock))
             .route("/_emulator/faults", post(set_faults))
             .route("/_emulator/bots", post(add_bot))
             .layer(axum::extract::DefaultBodyLimit::max(MAX_UPLOAD + 1_000_000))
@@ -129,6 +130,14 @@ impl Emulator {
 
     pub fn record(&self) -> Vec<Request> {
         self.lock().record.clone()
+    }
+
+    /// Another bot, from now on; its id.
+    pub fn add_bot(&self, b: BotSpec) -> i64 {
+        let mut s = self.lock();
+        let id = 1_000_000 + s.bots.len() as i64;
+        s.bots.insert(b.token.clone(), new_bot(id, &b.username));
+        id
     }
 
     pub fn inject(&self, faults: Faults) {
@@ -538,6 +547,11 @@ async fn file(
     }
 }
 
+/// Milliseconds since the emulator started: the clock of the record.
+async fn clock(State(emu): State<Emulator>) -> Json<Value> {
+    Json(json!({ "at_ms": emu.lock().started.elapsed().as_millis() as u64 }))
+}
+
 async fn record(State(emu): State<Emulator>) -> Json<Vec<Request>> {
     Json(emu.record())
 }
@@ -548,8 +562,6 @@ async fn set_faults(State(emu): State<Emulator>, Json(f): Json<Faults>) -> Json<
 }
 
 async fn add_bot(State(emu): State<Emulator>, Json(b): Json<BotSpec>) -> Json<Value> {
-    let mut s = emu.lock();
-    let id = 1_000_000 + s.bots.len() as i64;
-    s.bots.insert(b.token.clone(), new_bot(id, &b.username));
+    let id = emu.add_bot(b);
     Json(json!({"ok": true, "id": id}))
 }

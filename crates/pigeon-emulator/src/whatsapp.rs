@@ -120,6 +120,8 @@ struct Inner {
     faults: Faults,
     /// Messages a second to one recipient, and the burst.
     pair_rate: (f64, f64),
+    /// Messages a second one number may send (Cloud API's default: 80).
+    throughput: f64,
     /// The 24-hour windows: false once a fault closed them.
     windows_open: bool,
     next_id: u64,
@@ -162,7 +164,8 @@ impl Emulator {
                 record: vec![],
                 bodies: vec![],
                 faults: Faults::default(),
-                pair_rate: (1.0 / 6.0, 5.0),
+                pair_rate: (1.0 / 6.0, 1.0),
+                throughput: 80.0,
                 windows_open: true,
                 next_id: 1,
                 hooks,
@@ -177,6 +180,12 @@ impl Emulator {
         self
     }
 
+    /// Allow `per_second` messages a second from one number instead of 80.
+    pub fn with_throughput(self, per_second: f64) -> Emulator {
+        self.lock().throughput = per_second.max(1.0);
+        self
+    }
+
     pub fn router(&self) -> Router {
         Router::new()
             .route("/{version}/{id}", get(lookup))
@@ -184,6 +193,7 @@ impl Emulator {
             .route("/{version}/{id}/media", post(upload))
             .route("/_media/{token}", get(download))
             .route("/_emulator/record", get(record))
+            .route("/_emulator/clock", get(clock))
             .route("/_emulator/faults", post(set_faults))
             .layer(axum::extract::DefaultBodyLimit::max(
                 MAX_DOCUMENT + 1_000_000,
@@ -448,11 +458,12 @@ fn send(s: &mut Inner, phone_id: &str, headers: &HeaderMap, req: &Value) -> Resu
     };
     // Throughput (80 messages a second per number), then the pair rate.
     let (pair_rate, pair_burst) = s.pair_rate;
+    let throughput = s.throughput;
     let number = &mut s.numbers[caller];
     if number
         .throughput
-        .get_or_insert_with(|| Bucket::full(80.0))
-        .take(80.0, 80.0)
+        .get_or_insert_with(|| Bucket::full(throughput))
+        .take(throughput, throughput)
         .is_err()
     {
         return Err((
@@ -748,6 +759,11 @@ async fn download(
     };
     s.note(&number, "media_download", None, size, status, None, None);
     response
+}
+
+/// Milliseconds since the emulator started: the clock of the record.
+async fn clock(State(emu): State<Emulator>) -> Json<Value> {
+    Json(json!({ "at_ms": emu.lock().started.elapsed().as_millis() as u64 }))
 }
 
 async fn record(State(emu): State<Emulator>) -> Json<Vec<Request>> {

@@ -821,6 +821,7 @@ impl Hooks for AgentHooks {
         session: [u8; 16],
         from: PublicKey,
         noise: Vec<u8>,
+        sender: Option<crate::transport::Address>,
     ) {
         self.reload_trust(node);
         let Some(peer) = lock(&node.peers).values().find(|p| p.key == from).cloned() else {
@@ -834,8 +835,11 @@ impl Hooks for AgentHooks {
             }
             return;
         };
+        // The answer goes where the Hello came from (not learned: a Hello
+        // can be replayed; only an opened sealed frame moves replies).
+        let reply_to = sender.unwrap_or_else(|| peer.address_on(link));
         if let Some(welcome) = lock(&self.welcomes).get(&session).cloned() {
-            node.links[link].send_control(&peer.address, welcome, None);
+            node.links[link].send_control(&reply_to, welcome, None);
             return;
         }
         // A session by this id exists but its answer was forgotten: never
@@ -884,7 +888,7 @@ impl Hooks for AgentHooks {
         // authenticate too. The session becomes the peer's current one when
         // a sealed frame arrives in it, which only the real client can make.
         let _ = slot;
-        node.links[link].send_control(&peer.address, welcome, None);
+        node.links[link].send_control(&reply_to, welcome, None);
     }
 
     fn on_welcome(&self, _: &Arc<Node>, _: usize, _: [u8; 16], _: Vec<u8>) {}

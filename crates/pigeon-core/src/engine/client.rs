@@ -180,7 +180,16 @@ struct ClientHooks {
 }
 
 impl Hooks for ClientHooks {
-    fn on_hello(&self, _: &Arc<Node>, _: usize, _: [u8; 16], _: PublicKey, _: Vec<u8>) {}
+    fn on_hello(
+        &self,
+        _: &Arc<Node>,
+        _: usize,
+        _: [u8; 16],
+        _: PublicKey,
+        _: Vec<u8>,
+        _: Option<crate::transport::Address>,
+    ) {
+    }
 
     fn on_welcome(&self, node: &Arc<Node>, link: usize, session: [u8; 16], noise: Vec<u8>) {
         let Some(init) = lock(&self.pending).remove(&session) else {
@@ -297,8 +306,8 @@ async fn connect(node: Arc<Node>, peer: Arc<Peer>, hooks: Arc<ClientHooks>) {
         let started = std::time::Instant::now();
         let mut attempts = 0;
         let established = 'handshake: loop {
-            node.control_link(0)
-                .send_control(&peer.address, hello.clone(), None);
+            let (index, link) = node.control_link(0);
+            link.send_control(&peer.address_on(index), hello.clone(), None);
             attempts += 1;
             let deadline = tokio::time::sleep(wait);
             tokio::pin!(deadline);

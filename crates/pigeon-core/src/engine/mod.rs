@@ -60,6 +60,10 @@ pub(crate) struct Peer {
     pub name: PeerName,
     pub key: PublicKey,
     pub address: Address,
+    /// Where the peer's authenticated frames came from, per link (a chat
+    /// id, a number): where replies go on a transport that answers
+    /// whoever writes.
+    replies: Mutex<HashMap<usize, Address>>,
     pub permissions: Mutex<Permissions>,
     /// The current session; transfer tasks watch it to resynchronise
     /// (re-offer) when a new one replaces it.
@@ -70,11 +74,31 @@ impl Peer {
     pub fn new(name: PeerName, key: PublicKey, permissions: Permissions) -> Arc<Peer> {
         Arc::new(Peer {
             address: key.id().to_string(),
+            replies: Mutex::new(HashMap::new()),
             name,
             key,
             permissions: Mutex::new(permissions),
             session: watch::channel(None).0,
         })
+    }
+
+    /// Where to send to this peer on `link`: where its authenticated
+    /// frames came from, else its inbox name.
+    pub fn address_on(&self, link: usize) -> Address {
+        lock(&self.replies)
+            .get(&link)
+            .cloned()
+            .unwrap_or_else(|| self.address.clone())
+    }
+
+    /// An authenticated frame of this peer came from `from` on `link`.
+    pub fn learn(&self, link: usize, from: Option<&Address>) {
+        if let Some(from) = from {
+            let mut replies = lock(&self.replies);
+            if replies.get(&link) != Some(from) {
+                replies.insert(link, from.clone());
+            }
+        }
     }
 }
 
@@ -224,8 +248,8 @@ impl Node {
         });
         match sealed {
             Ok(frame) => {
-                let link = self.control_link(slot.link);
-                link.send_control(&peer.address, frame, coalesce);
+                let (index, link) = self.control_link(slot.link);
+                link.send_control(&peer.address_on(index), frame, coalesce);
                 true
             }
             Err(e) => {
@@ -236,15 +260,19 @@ impl Node {
     }
 
     /// The session's link if it is up, else the first one that is.
-    fn control_link(&self, preferred: usize) -> &LinkHandle {
+    fn control_link(&self, preferred: usize) -> (usize, &LinkHandle) {
         let up = |l: &LinkHandle| l.stats.up.load(std::sync::atomic::Ordering::Relaxed);
         match self.links.get(preferred) {
-            Some(l) if up(l) => l,
+            Some(l) if up(l) => (preferred, l),
             _ => self
                 .links
                 .iter()
-                .find(|l| up(l))
-                .unwrap_or(&self.links[preferred.min(self.links.len() - 1)]),
+                .enumerate()
+                .find(|(_, l)| up(l))
+                .unwrap_or_else(|| {
+                    let i = preferred.min(self.links.len() - 1);
+                    (i, &self.links[i])
+                }),
         }
     }
 
@@ -271,7 +299,7 @@ impl Node {
         frame: Vec<u8>,
         permit: OwnedSemaphorePermit,
     ) {
-        self.links[link].send_reserved(&peer.address, frame, permit);
+        self.links[link].send_reserved(&peer.address_on(link), frame, permit);
     }
 
     /// Wait (up to `limit`) until every link has sent what it was given:

@@ -27,6 +27,7 @@ pub(crate) trait Hooks: Send + Sync + 'static {
         session: [u8; 16],
         from: PublicKey,
         noise: Vec<u8>,
+        sender: Option<crate::transport::Address>,
     );
     fn on_welcome(&self, node: &Arc<Node>, link: usize, session: [u8; 16], noise: Vec<u8>);
     fn on_unknown_session(&self, node: &Arc<Node>, session: [u8; 16], from: PublicKey);
@@ -52,7 +53,12 @@ pub(crate) async fn route<H: Hooks>(
     mut inbound: mpsc::Receiver<Inbound>,
 ) {
     let mut last_hint: Option<std::time::Instant> = None;
-    while let Some(Inbound { frame, link }) = inbound.recv().await {
+    while let Some(Inbound {
+        frame,
+        link,
+        from: sender,
+    }) = inbound.recv().await
+    {
         let frame = match Frame::decode_owned(frame) {
             Ok(f) => f,
             Err(_) => {
@@ -67,7 +73,7 @@ pub(crate) async fn route<H: Hooks>(
                 session,
                 from,
                 noise,
-            } => hooks.on_hello(&node, link, session, PublicKey(from), noise),
+            } => hooks.on_hello(&node, link, session, PublicKey(from), noise, sender),
             Frame::Welcome { session, noise } => hooks.on_welcome(&node, link, session, noise),
             Frame::UnknownSession { session, from } => {
                 hooks.on_unknown_session(&node, session, PublicKey(from))
@@ -100,6 +106,9 @@ pub(crate) async fn route<H: Hooks>(
                 match decode_sealed(&slot, nonce, &body) {
                     Ok(Some(control)) => {
                         slot.confirmed.store(true, Ordering::Relaxed);
+                        // Only a frame that opened (not a replay) says where
+                        // the peer is now.
+                        peer.learn(link, sender.as_ref());
                         // Proof that the peer holds this session: make it the
                         // one replies go out in.
                         let newer = peer
@@ -178,7 +187,7 @@ fn send_unknown_session_hint(node: &Node, link: usize, peer: &Peer, session: [u8
     })
     .encode()
     {
-        node.links[link].send_control(&peer.address, hint, None);
+        node.links[link].send_control(&peer.address_on(link), hint, None);
     }
 }
 

@@ -21,7 +21,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::mpsc;
 
-use super::{Address, Capabilities, Faults, Message, Profile, SendError, Transport};
+use super::{Address, Capabilities, Faults, Message, Profile, Received, SendError, Transport};
 
 /// A parsed `local:` URI.
 #[derive(Clone, Debug, PartialEq)]
@@ -150,7 +150,7 @@ pub struct LocalSpool {
     uri: LocalUri,
     caps: Capabilities,
     rng: StdRng,
-    inbox: Option<mpsc::Receiver<Message>>,
+    inbox: Option<mpsc::Receiver<Received>>,
     transcript: Option<Arc<std::sync::Mutex<std::fs::File>>>,
     health: Arc<super::Health>,
 }
@@ -246,7 +246,7 @@ fn deliver(
 /// Poll the inbox folder, oldest first, handing messages to `tx` and
 /// deleting each file once read. Backs off to 25 ms when idle (a
 /// readdir of an empty folder 40 times a second costs next to nothing).
-async fn read_inbox(dir: PathBuf, text: bool, tx: mpsc::Sender<Message>) {
+async fn read_inbox(dir: PathBuf, text: bool, tx: mpsc::Sender<Received>) {
     let mut idle = Duration::from_millis(2);
     loop {
         let listing = {
@@ -282,7 +282,10 @@ async fn read_inbox(dir: PathBuf, text: bool, tx: mpsc::Sender<Message>) {
             } else {
                 Message::Binary(bytes)
             };
-            permit.send(msg);
+            permit.send(Received {
+                from: None,
+                message: msg,
+            });
         }
     }
 }
@@ -367,7 +370,7 @@ impl Transport for LocalSpool {
         Ok(())
     }
 
-    fn incoming(&mut self) -> mpsc::Receiver<Message> {
+    fn incoming(&mut self) -> mpsc::Receiver<Received> {
         self.inbox.take().unwrap_or_else(|| mpsc::channel(1).1)
     }
 }
@@ -392,7 +395,10 @@ mod tests {
                 .unwrap();
         }
         for i in 0..20u8 {
-            assert_eq!(b.recv().await.unwrap(), Message::Binary(vec![i; 10]));
+            assert_eq!(
+                b.recv().await.unwrap().message,
+                Message::Binary(vec![i; 10])
+            );
         }
     }
 

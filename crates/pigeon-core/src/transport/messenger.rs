@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 
 use super::http::{self, SecretSource};
 use super::meta::{self, secret_key, CallError, UriQuery};
-use super::{Capabilities, Health, Message, SendError, Transport};
+use super::{Capabilities, Correspondents, Health, Message, Received, SendError, Transport};
 
 /// The public Graph API, with the version pigeon was written against.
 pub const PUBLIC_API: &str = "https://graph.facebook.com/v25.0";
@@ -61,7 +61,7 @@ impl MessengerUri {
         let (psid, query) = rest.split_once('?').unwrap_or((rest, ""));
         let digits =
             |s: &str| !s.is_empty() && s.len() <= 32 && s.bytes().all(|b| b.is_ascii_digit());
-        if !digits(psid) {
+        if psid != "*" && !digits(psid) {
             return Err(format!(
                 "messenger: needs the person's page-scoped id (PSID, digits; it is in the webhook when they write to the Page) (got {psid:?})"
             ));
@@ -210,8 +210,9 @@ pub struct Messenger {
     uri: MessengerUri,
     caps: Capabilities,
     api: Arc<Api>,
-    inbox: Option<mpsc::Receiver<Message>>,
+    inbox: Option<mpsc::Receiver<Received>>,
     health: Arc<Health>,
+    correspondents: Arc<Correspondents>,
 }
 
 impl Messenger {
@@ -233,13 +234,21 @@ impl Messenger {
         )?;
         let caps = uri.capabilities();
         let (tx, rx) = mpsc::channel(16);
-        tokio::spawn(hand_on(api.clone(), uri.clone(), hook_rx, tx));
+        let correspondents = Arc::new(Correspondents::new(&uri.psid));
+        tokio::spawn(hand_on(
+            api.clone(),
+            uri.page_id.clone(),
+            correspondents.clone(),
+            hook_rx,
+            tx,
+        ));
         Ok(Messenger {
             uri,
             caps,
             api,
             inbox: Some(rx),
             health,
+            correspondents,
         })
     }
 
@@ -269,7 +278,7 @@ impl Transport for Messenger {
         self.uri.to_string()
     }
 
-    async fn send(&mut self, _to: &super::Address, message: Message) -> Result<(), SendError> {
+    async fn send(&mut self, to: &super::Address, message: Message) -> Result<(), SendError> {
         let size = message.len();
         if size > self.caps.max_message {
             return Err(SendError::TooLarge {
@@ -277,7 +286,8 @@ impl Transport for Messenger {
                 limit: self.caps.max_message,
             });
         }
-        match self.api.send(&self.uri.psid, &message).await {
+        let to = self.correspondents.recipient(to)?;
+        match self.api.send(&to, &message).await {
             Ok(()) => Ok(()),
             Err(CallError::RateLimited(retry_after)) => Err(SendError::RateLimited {
                 retry_after,
@@ -288,7 +298,7 @@ impl Transport for Messenger {
         }
     }
 
-    fn incoming(&mut self) -> mpsc::Receiver<Message> {
+    fn incoming(&mut self) -> mpsc::Receiver<Received> {
         self.inbox.take().unwrap_or_else(|| mpsc::channel(1).1)
     }
 
@@ -302,9 +312,10 @@ impl Transport for Messenger {
 /// repeats by message id are dropped.
 async fn hand_on(
     api: Arc<Api>,
-    uri: MessengerUri,
+    page_id: String,
+    correspondents: Arc<Correspondents>,
     mut hooks: mpsc::Receiver<Value>,
-    tx: mpsc::Sender<Message>,
+    tx: mpsc::Sender<Received>,
 ) {
     let mut seen: HashSet<String> = HashSet::new();
     let mut seen_order: VecDeque<String> = VecDeque::new();
@@ -313,11 +324,14 @@ async fn hand_on(
             .as_array()
             .into_iter()
             .flatten()
-            .filter(|e| e["id"].as_str() == Some(uri.page_id.as_str()))
+            .filter(|e| e["id"].as_str() == Some(page_id.as_str()))
             .flat_map(|e| e["messaging"].as_array().into_iter().flatten());
         for event in events {
             let m = &event["message"];
-            if event["sender"]["id"].as_str() != Some(uri.psid.as_str()) || m["is_echo"] == true {
+            let from = event["sender"]["id"].as_str().unwrap_or("");
+            let psid_ok =
+                !from.is_empty() && from.len() <= 32 && from.bytes().all(|b| b.is_ascii_digit());
+            if m["is_echo"] == true || !psid_ok || !correspondents.accept(from, &[]) {
                 continue;
             }
             let Some(mid) = m["mid"].as_str() else {
@@ -343,7 +357,8 @@ async fn hand_on(
                     seen.remove(&old);
                 }
             }
-            if tx.send(message).await.is_err() {
+            let from = Some(from.to_string());
+            if tx.send(Received { from, message }).await.is_err() {
                 return;
             }
         }

@@ -45,6 +45,84 @@ impl Message {
     }
 }
 
+/// A message as it arrived, with who sent it on the channel (a chat id, a
+/// `wa_id`, a page-scoped id, an account name; `None` where the channel
+/// does not say, as on the spool). The engine answers an authenticated
+/// peer where its frames come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Received {
+    pub from: Option<Address>,
+    pub message: Message,
+}
+
+/// Who a transport talks to: one fixed correspondent (the peer's chat,
+/// number, account), or, on an agent given `*`, whoever writes, answered
+/// at the address its messages came from.
+#[derive(Debug)]
+pub struct Correspondents {
+    fixed: Option<Address>,
+    /// Senders seen, oldest first (bounded), for `*`.
+    seen: std::sync::Mutex<std::collections::VecDeque<Address>>,
+}
+
+/// Senders a `*` transport remembers.
+const CORRESPONDENTS: usize = 256;
+
+impl Correspondents {
+    /// `peer` is the URI's address; `*` means whoever writes.
+    pub fn new(peer: &str) -> Correspondents {
+        Correspondents {
+            fixed: (peer != "*").then(|| peer.to_string()),
+            seen: std::sync::Mutex::new(std::collections::VecDeque::new()),
+        }
+    }
+
+    pub fn is_any(&self) -> bool {
+        self.fixed.is_none()
+    }
+
+    /// Whether a message from `from` is for us (and, for `*`, remember it
+    /// as someone who may be answered).
+    pub fn accept(&self, from: &str, also: &[&str]) -> bool {
+        match &self.fixed {
+            Some(peer) => {
+                let peer = peer.trim_start_matches('@');
+                std::iter::once(from)
+                    .chain(also.iter().copied())
+                    .any(|f| f.trim_start_matches('@').eq_ignore_ascii_case(peer))
+            }
+            None => {
+                let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+                if !seen.iter().any(|s| s == from) {
+                    seen.push_back(from.to_string());
+                    if seen.len() > CORRESPONDENTS {
+                        seen.pop_front();
+                    }
+                }
+                true
+            }
+        }
+    }
+
+    /// Where a message the engine addressed to `to` goes: the fixed
+    /// correspondent, or (for `*`) `to` itself if it has written to us.
+    pub fn recipient(&self, to: &Address) -> Result<Address, SendError> {
+        match &self.fixed {
+            Some(peer) => Ok(peer.clone()),
+            None => {
+                let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+                if seen.iter().any(|s| s == to) {
+                    Ok(to.clone())
+                } else {
+                    Err(SendError::Failed(
+                        "this transport answers whoever writes (*), and this peer has not written on it yet".into(),
+                    ))
+                }
+            }
+        }
+    }
+}
+
 /// What a channel can carry.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Capabilities {
@@ -138,7 +216,7 @@ pub trait Transport: Send + 'static {
 
     /// The messages that arrive for this party. Called once; later calls
     /// get a closed channel.
-    fn incoming(&mut self) -> tokio::sync::mpsc::Receiver<Message>;
+    fn incoming(&mut self) -> tokio::sync::mpsc::Receiver<Received>;
 
     /// Its health, shared with the tasks that poll or listen for it.
     fn health(&self) -> std::sync::Arc<Health>;

@@ -24,7 +24,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use super::http::{self, SecretSource};
-use super::{Capabilities, Health, Message, SendError, Transport};
+use super::{Capabilities, Correspondents, Health, Message, Received, SendError, Transport};
 
 /// Seconds a poll waits for news.
 const POLL_SECONDS: u64 = 25;
@@ -55,10 +55,11 @@ pub struct ShipperUri {
 impl ShipperUri {
     pub fn parse(rest: &str) -> Result<ShipperUri, String> {
         let (peer, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let name_ok = (1..=64).contains(&peer.len())
-            && peer
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+        let name_ok = peer == "*"
+            || (1..=64).contains(&peer.len())
+                && peer.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'
+                });
         if !name_ok {
             return Err(format!(
                 "shipper: needs the peer's account name, of a-z, 0-9, _ and - (got {peer:?})"
@@ -321,8 +322,9 @@ pub struct Shipper {
     uri: ShipperUri,
     caps: Capabilities,
     api: Arc<Api>,
-    inbox: Option<mpsc::Receiver<Message>>,
+    inbox: Option<mpsc::Receiver<Received>>,
     health: Arc<Health>,
+    correspondents: Arc<Correspondents>,
 }
 
 impl Shipper {
@@ -333,13 +335,20 @@ impl Shipper {
         let caps = uri.capabilities();
         let (tx, rx) = mpsc::channel(16);
         let health = Arc::new(Health::default());
-        tokio::spawn(poll(api.clone(), uri.peer.clone(), tx, health.clone()));
+        let correspondents = Arc::new(Correspondents::new(&uri.peer));
+        tokio::spawn(poll(
+            api.clone(),
+            correspondents.clone(),
+            tx,
+            health.clone(),
+        ));
         Ok(Shipper {
             uri,
             caps,
             api,
             inbox: Some(rx),
             health,
+            correspondents,
         })
     }
 
@@ -363,7 +372,7 @@ impl Transport for Shipper {
         self.uri.to_string()
     }
 
-    async fn send(&mut self, _to: &super::Address, message: Message) -> Result<(), SendError> {
+    async fn send(&mut self, to: &super::Address, message: Message) -> Result<(), SendError> {
         let size = message.len();
         if size > self.caps.max_message {
             return Err(SendError::TooLarge {
@@ -375,7 +384,7 @@ impl Transport for Shipper {
             Message::Text(t) => ("text/plain; charset=utf-8", t.as_bytes().to_vec()),
             Message::Binary(b) => ("application/octet-stream", b.clone()),
         };
-        let path = format!("/v1/messages/{}", self.uri.peer);
+        let path = format!("/v1/messages/{}", self.correspondents.recipient(to)?);
         let request = self
             .api
             .request(reqwest::Method::POST, &path, body, self.api.timeout)
@@ -392,7 +401,7 @@ impl Transport for Shipper {
         }
     }
 
-    fn incoming(&mut self) -> mpsc::Receiver<Message> {
+    fn incoming(&mut self) -> mpsc::Receiver<Received> {
         self.inbox.take().unwrap_or_else(|| mpsc::channel(1).1)
     }
 
@@ -403,7 +412,12 @@ impl Transport for Shipper {
 
 /// Poll the mailbox for ever, handing each message from the peer to the
 /// link; `after` moves past a message only once the link has taken it.
-async fn poll(api: Arc<Api>, peer: String, tx: mpsc::Sender<Message>, health: Arc<Health>) {
+async fn poll(
+    api: Arc<Api>,
+    correspondents: Arc<Correspondents>,
+    tx: mpsc::Sender<Received>,
+    health: Arc<Health>,
+) {
     let mut after = 0u64;
     let mut seen: HashSet<String> = HashSet::new();
     let mut seen_order: VecDeque<String> = VecDeque::new();
@@ -448,7 +462,12 @@ async fn poll(api: Arc<Api>, peer: String, tx: mpsc::Sender<Message>, health: Ar
             }
         };
         for m in mailbox.messages {
-            if m.from != peer {
+            // Names are the server's, checked before use as an address.
+            let name_ok = (1..=64).contains(&m.from.len())
+                && m.from.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'
+                });
+            if !name_ok || !correspondents.accept(&m.from, &[]) {
                 tracing::debug!(from = %crate::policy::escape_control(&m.from), "a message from another account; ignored");
                 continue;
             }
@@ -476,7 +495,8 @@ async fn poll(api: Arc<Api>, peer: String, tx: mpsc::Sender<Message>, health: Ar
             } else {
                 Message::Binary(bytes)
             };
-            if tx.send(message).await.is_err() {
+            let from = Some(m.from.clone());
+            if tx.send(Received { from, message }).await.is_err() {
                 return;
             }
         }

@@ -28,7 +28,7 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 
 use super::http::{self, SecretSource};
-use super::{Capabilities, Health, Message, SendError, Transport};
+use super::{Capabilities, Correspondents, Health, Message, Received, SendError, Transport};
 
 /// The public Bot API server.
 pub const PUBLIC_API: &str = "https://api.telegram.org";
@@ -63,12 +63,14 @@ pub struct TelegramUri {
 impl TelegramUri {
     pub fn parse(rest: &str) -> Result<TelegramUri, String> {
         let (chat, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let chat_ok = chat.strip_prefix('@').is_some_and(|u| {
-            !u.is_empty() && u.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-        }) || chat.parse::<i64>().is_ok();
+        let chat_ok = chat == "*"
+            || chat.strip_prefix('@').is_some_and(|u| {
+                !u.is_empty() && u.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            })
+            || chat.parse::<i64>().is_ok();
         if !chat_ok {
             return Err(format!(
-                "telegram: needs the peer's chat: its bot's @username or a numeric chat id (got {chat:?})"
+                "telegram: needs the peer's chat: its bot's @username, a numeric chat id, or * on an agent to answer whoever writes (got {chat:?})"
             ));
         }
         let mut token = None;
@@ -308,8 +310,9 @@ pub struct Telegram {
     uri: TelegramUri,
     caps: Capabilities,
     api: Arc<Api>,
-    inbox: Option<mpsc::Receiver<Message>>,
+    inbox: Option<mpsc::Receiver<Received>>,
     health: Arc<Health>,
+    correspondents: Arc<Correspondents>,
 }
 
 impl Telegram {
@@ -320,13 +323,20 @@ impl Telegram {
         let caps = uri.capabilities();
         let (tx, rx) = mpsc::channel(16);
         let health = Arc::new(Health::default());
-        tokio::spawn(poll(api.clone(), uri.clone(), tx, health.clone()));
+        let correspondents = Arc::new(Correspondents::new(&uri.chat));
+        tokio::spawn(poll(
+            api.clone(),
+            correspondents.clone(),
+            tx,
+            health.clone(),
+        ));
         Ok(Telegram {
             uri,
             caps,
             api,
             inbox: Some(rx),
             health,
+            correspondents,
         })
     }
 
@@ -341,10 +351,10 @@ impl Telegram {
         })
     }
 
-    fn chat_id(&self) -> serde_json::Value {
-        match self.uri.chat.parse::<i64>() {
+    fn chat_id(chat: &str) -> serde_json::Value {
+        match chat.parse::<i64>() {
             Ok(id) => serde_json::Value::from(id),
-            Err(_) => serde_json::Value::from(self.uri.chat.clone()),
+            Err(_) => serde_json::Value::from(chat),
         }
     }
 }
@@ -358,7 +368,7 @@ impl Transport for Telegram {
         self.uri.to_string()
     }
 
-    async fn send(&mut self, _to: &super::Address, message: Message) -> Result<(), SendError> {
+    async fn send(&mut self, to: &super::Address, message: Message) -> Result<(), SendError> {
         let size = message.len();
         if size > self.caps.max_message {
             return Err(SendError::TooLarge {
@@ -366,7 +376,8 @@ impl Transport for Telegram {
                 limit: self.caps.max_message,
             });
         }
-        let chat = self.chat_id();
+        let to = self.correspondents.recipient(to)?;
+        let chat = Self::chat_id(&to);
         let (method, request) = match &message {
             Message::Text(text) => (
                 "sendMessage",
@@ -381,7 +392,7 @@ impl Transport for Telegram {
                     .mime_str("application/octet-stream")
                     .map_err(|e| SendError::Failed(e.to_string()))?;
                 let form = reqwest::multipart::Form::new()
-                    .text("chat_id", self.uri.chat.clone())
+                    .text("chat_id", to.clone())
                     .part("document", part);
                 (
                     "sendDocument",
@@ -404,7 +415,7 @@ impl Transport for Telegram {
         }
     }
 
-    fn incoming(&mut self) -> mpsc::Receiver<Message> {
+    fn incoming(&mut self) -> mpsc::Receiver<Received> {
         self.inbox.take().unwrap_or_else(|| mpsc::channel(1).1)
     }
 
@@ -416,12 +427,16 @@ impl Transport for Telegram {
 /// Long-poll `getUpdates` for ever, handing each message from the peer's
 /// chat to the link. An update is confirmed (the next poll's offset) only
 /// once the link has taken it.
-async fn poll(api: Arc<Api>, uri: TelegramUri, tx: mpsc::Sender<Message>, health: Arc<Health>) {
+async fn poll(
+    api: Arc<Api>,
+    correspondents: Arc<Correspondents>,
+    tx: mpsc::Sender<Received>,
+    health: Arc<Health>,
+) {
     let mut offset: Option<i64> = None;
     let mut seen: HashSet<i64> = HashSet::new();
     let mut seen_order: VecDeque<i64> = VecDeque::new();
     let mut backoff = Duration::from_secs(1);
-    let peer = uri.chat.trim_start_matches('@').to_ascii_lowercase();
     loop {
         let mut body = serde_json::json!({
             "timeout": POLL_SECONDS,
@@ -467,14 +482,15 @@ async fn poll(api: Arc<Api>, uri: TelegramUri, tx: mpsc::Sender<Message>, health
         for update in updates {
             offset = Some(offset.map_or(update.update_id + 1, |o| o.max(update.update_id + 1)));
             let Some(m) = update.message else { continue };
-            let from_peer = m
-                .from
-                .as_ref()
-                .and_then(|u| u.username.as_deref())
-                .is_some_and(|u| u.eq_ignore_ascii_case(&peer))
-                || m.chat.id.to_string() == peer
-                || m.from.as_ref().is_some_and(|u| u.id.to_string() == peer);
-            if !from_peer {
+            let chat = m.chat.id.to_string();
+            let username = m.from.as_ref().and_then(|u| u.username.clone());
+            let user_id = m.from.as_ref().map(|u| u.id.to_string());
+            let also: Vec<&str> = username
+                .iter()
+                .chain(user_id.iter())
+                .map(String::as_str)
+                .collect();
+            if !correspondents.accept(&chat, &also) {
                 tracing::debug!(chat = m.chat.id, "a message from another chat; ignored");
                 continue;
             }
@@ -500,7 +516,8 @@ async fn poll(api: Arc<Api>, uri: TelegramUri, tx: mpsc::Sender<Message>, health
                 },
                 _ => continue,
             };
-            if tx.send(message).await.is_err() {
+            let from = Some(chat);
+            if tx.send(Received { from, message }).await.is_err() {
                 return;
             }
         }

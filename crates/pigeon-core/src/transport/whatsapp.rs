@@ -36,7 +36,7 @@ use tokio::sync::mpsc;
 
 use super::http::{self, SecretSource};
 use super::meta::{self, secret_key, CallError, UriQuery};
-use super::{Capabilities, Health, Message, SendError, Transport};
+use super::{Capabilities, Correspondents, Health, Message, Received, SendError, Transport};
 
 /// The public Graph API, with the version pigeon was written against.
 pub const PUBLIC_API: &str = "https://graph.facebook.com/v25.0";
@@ -72,7 +72,9 @@ pub struct WhatsappUri {
 impl WhatsappUri {
     pub fn parse(rest: &str) -> Result<WhatsappUri, String> {
         let (peer, query) = rest.split_once('?').unwrap_or((rest, ""));
-        if peer.is_empty() || peer.len() > 20 || !peer.bytes().all(|b| b.is_ascii_digit()) {
+        if peer != "*"
+            && (peer.is_empty() || peer.len() > 20 || !peer.bytes().all(|b| b.is_ascii_digit()))
+        {
             return Err(format!(
                 "whatsapp: needs the peer's number as its wa_id: digits with the country code, no + (got {peer:?})"
             ));
@@ -275,9 +277,10 @@ pub struct Whatsapp {
     uri: WhatsappUri,
     caps: Capabilities,
     api: Arc<Api>,
-    inbox: Option<mpsc::Receiver<Message>>,
+    inbox: Option<mpsc::Receiver<Received>>,
     webhook: SocketAddr,
     health: Arc<Health>,
+    correspondents: Arc<Correspondents>,
 }
 
 impl Whatsapp {
@@ -300,9 +303,11 @@ impl Whatsapp {
         )?;
         let caps = uri.capabilities();
         let (tx, rx) = mpsc::channel(16);
+        let correspondents = Arc::new(Correspondents::new(&uri.peer));
         tokio::spawn(hand_on(
             api.clone(),
             uri.clone(),
+            correspondents.clone(),
             hook_rx,
             tx,
             health.clone(),
@@ -314,6 +319,7 @@ impl Whatsapp {
             inbox: Some(rx),
             webhook,
             health,
+            correspondents,
         })
     }
 
@@ -347,7 +353,7 @@ impl Transport for Whatsapp {
         self.uri.to_string()
     }
 
-    async fn send(&mut self, _to: &super::Address, message: Message) -> Result<(), SendError> {
+    async fn send(&mut self, to: &super::Address, message: Message) -> Result<(), SendError> {
         let size = message.len();
         if size > self.caps.max_message {
             return Err(SendError::TooLarge {
@@ -355,11 +361,12 @@ impl Transport for Whatsapp {
                 limit: self.caps.max_message,
             });
         }
+        let to = self.correspondents.recipient(to)?;
         let outcome = match &message {
             Message::Text(text) => {
                 self.api
                     .send_message(
-                        &self.uri.peer,
+                        &to,
                         json!({"type": "text", "text": {"preview_url": false, "body": text}}),
                     )
                     .await
@@ -370,7 +377,7 @@ impl Transport for Whatsapp {
                     Ok(id) => {
                         self.api
                             .send_message(
-                                &self.uri.peer,
+                                &to,
                                 json!({"type": "document", "document": {"id": id, "filename": "pigeon.txt"}}),
                             )
                             .await
@@ -390,7 +397,7 @@ impl Transport for Whatsapp {
         }
     }
 
-    fn incoming(&mut self) -> mpsc::Receiver<Message> {
+    fn incoming(&mut self) -> mpsc::Receiver<Received> {
         self.inbox.take().unwrap_or_else(|| mpsc::channel(1).1)
     }
 
@@ -405,8 +412,9 @@ impl Transport for Whatsapp {
 async fn hand_on(
     api: Arc<Api>,
     uri: WhatsappUri,
+    correspondents: Arc<Correspondents>,
     mut hooks: mpsc::Receiver<Value>,
-    tx: mpsc::Sender<Message>,
+    tx: mpsc::Sender<Received>,
     health: Arc<Health>,
 ) {
     let mut seen: HashSet<String> = HashSet::new();
@@ -431,7 +439,11 @@ async fn hand_on(
                 }
             }
             for m in value["messages"].as_array().into_iter().flatten() {
-                if m["from"].as_str() != Some(uri.peer.as_str()) {
+                let from = m["from"].as_str().unwrap_or("");
+                let wa_id_ok = !from.is_empty()
+                    && from.len() <= 20
+                    && from.bytes().all(|b| b.is_ascii_digit());
+                if !wa_id_ok || !correspondents.accept(from, &[]) {
                     tracing::debug!("a WhatsApp message from another number; ignored");
                     continue;
                 }
@@ -465,7 +477,8 @@ async fn hand_on(
                 }
                 // The peer wrote: our window to it is open.
                 health.clear("delivery");
-                if tx.send(message).await.is_err() {
+                let from = Some(from.to_string());
+                if tx.send(Received { from, message }).await.is_err() {
                     return;
                 }
             }
