@@ -114,8 +114,13 @@ pub enum Command {
 
 #[derive(Subcommand, Debug)]
 pub enum TransportsCommand {
+    /// The transports in config.toml, each checked now (as `test` does).
+    List,
     /// Check one transport: its secrets are found, the service answers and
-    /// accepts them (Telegram: `getMe`; Shipper: a signed ping); says exactly what is wrong.
+    /// accepts them (Telegram: `getMe`; WhatsApp and Messenger: the number
+    /// or Page the token speaks for; Shipper: a signed ping); says exactly
+    /// what is wrong. Never polls or listens, so a running pigeon on the
+    /// same credentials is not disturbed.
     Test {
         /// A transport URI, e.g. telegram:@agent_bot?token_env=PIGEON_TG_TOKEN
         #[arg(value_name = "URI")]
@@ -123,11 +128,41 @@ pub enum TransportsCommand {
     },
 }
 
-/// `pigeon transports test URI`.
-pub async fn transports(cmd: TransportsCommand) -> Result<bool> {
-    let TransportsCommand::Test { uri } = cmd;
-    let parsed = TransportUri::parse(&uri).map_err(|e| anyhow!(e))?;
-    match &parsed {
+/// `pigeon transports list` and `pigeon transports test URI`.
+pub async fn transports(home: &Home, cmd: TransportsCommand) -> Result<bool> {
+    match cmd {
+        TransportsCommand::Test { uri } => {
+            let parsed = TransportUri::parse(&uri).map_err(|e| anyhow!(e))?;
+            check_transport(&parsed).await
+        }
+        TransportsCommand::List => {
+            let cfg = home.config()?;
+            if cfg.transports.is_empty() {
+                println!(
+                    "no transports in {}; add e.g. transports = [\"telegram:@phone_pigeon_bot?token_env=PIGEON_TG_TOKEN\"] (without any, pigeon uses the embedded local spool)",
+                    home.config_path().display()
+                );
+                return Ok(true);
+            }
+            let mut all_ok = true;
+            for (i, raw) in cfg.transports.iter().enumerate() {
+                print!("{}. ", i + 1);
+                match TransportUri::parse(raw) {
+                    Ok(parsed) => all_ok &= check_transport(&parsed).await?,
+                    Err(e) => {
+                        println!("{e}");
+                        all_ok = false;
+                    }
+                }
+            }
+            Ok(all_ok)
+        }
+    }
+}
+
+/// Check one transport and say how it is, on one line: true when it works.
+async fn check_transport(parsed: &TransportUri) -> Result<bool> {
+    match parsed {
         TransportUri::Local(l) => {
             if !l.dir.is_dir() {
                 println!(

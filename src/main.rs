@@ -60,7 +60,7 @@ async fn run(args: Cli) -> Result<bool> {
     match args.command {
         None => run_tui(home, args.tui).await.map(|()| true),
         Some(Command::Keys(k)) => cli::keys(&home, k).map(|()| true),
-        Some(Command::Transports(t)) => cli::transports(t).await,
+        Some(Command::Transports(t)) => cli::transports(&home, t).await,
         Some(Command::Agent { transports, root }) => {
             cli::run_agent(home, transports, root).await.map(|()| true)
         }

@@ -145,13 +145,8 @@ fn check_record(s: &Ship, runs: &[&Run]) {
         );
     }
     let bodies = s.emu.bodies();
-    assert!(!bodies.is_empty(), "messages went through the server");
-    for body in &bodies {
-        assert!(
-            !body.windows(CANARY.len()).any(|w| w == CANARY),
-            "the provider saw plaintext"
-        );
-    }
+    assert!(!bodies.is_empty(), "messages went through the provider");
+    assert_no_plaintext(&bodies, CANARY);
     for run in runs {
         for secret in [CLIENT_SECRET, AGENT_SECRET, "shipper-secret"] {
             assert!(
@@ -294,6 +289,32 @@ fn a_wrong_secret_is_refused_with_what_to_do_and_never_printed() {
         bad.stdout.contains("bad_signature") && !bad.stdout.contains("not-the-secret"),
         "{}",
         bad.describe()
+    );
+    // `transports list` checks what config.toml names, one line each.
+    std::fs::write(
+        s.w.client_home.join("config.toml"),
+        format!("transports = [{uri:?}, \"shipper:nobody\"]\n"),
+    )
+    .unwrap();
+    let list = Proc::spawn_env(
+        &s.w.client_home,
+        &["transports", "list"],
+        &s.w.logs,
+        "list",
+        &[
+            ("PIGEON_SHIPPER_KEY", CLIENT_KEY),
+            ("PIGEON_SHIPPER_SECRET", CLIENT_SECRET),
+        ],
+    )
+    .wait(CLIENT_TIMEOUT);
+    list.assert_failed();
+    assert!(
+        list.stdout.contains("1. shipper:agent-phone")
+            && list.stdout.contains("ok, these credentials")
+            && list.stdout.contains("2. ")
+            && list.stdout.contains("needs base_url"),
+        "{}",
+        list.describe()
     );
     agent.terminate(Duration::from_secs(10));
 }

@@ -13,6 +13,8 @@ use pigeon_emulator::telegram::{BotSpec, Emulator, Faults, Request};
 
 const CLIENT_TOKEN: &str = "1001:client-secret-token";
 const AGENT_TOKEN: &str = "1002:agent-secret-token";
+/// Written through every test file: must never reach the provider in clear.
+const CANARY: &[u8] = b"PIGEON-CANARY-tg-5b8e";
 
 /// An emulator on 127.0.0.1 in a thread of its own, and two parties.
 struct Tg {
@@ -93,6 +95,9 @@ impl Tg {
 /// Every message within Telegram's limits, no 429 unanswered by a wait,
 /// and no token anywhere in what the parties printed.
 fn check_record(tg: &Tg, runs: &[&Run]) {
+    let bodies = tg.emu.bodies();
+    assert!(!bodies.is_empty(), "messages went through the provider");
+    assert_no_plaintext(&bodies, CANARY);
     let record = tg.record();
     for r in &record {
         if r.method == "sendMessage" {
@@ -131,7 +136,7 @@ fn check_record(tg: &Tg, runs: &[&Run]) {
 }
 
 fn round_trip(tg: &Tg, mode: &str, pace: u32, size: usize, seed: u64) -> (Run, Run) {
-    let f = tg.w.random_file(&format!("{mode}.bin"), size, seed);
+    let f = canary_file(&tg.w, &format!("{mode}.bin"), size, seed);
     let up = tg.client(mode, pace, &["upload", f.to_str().unwrap()]);
     up.assert_ok();
     assert_same_file(&f, &tg.w.storage().join(format!("{mode}.bin")));
@@ -185,7 +190,7 @@ fn document_mode_moves_5_mb_up_and_down_byte_exact() {
 fn injected_429s_and_5xx_are_obeyed_and_survived() {
     let mut tg = Tg::new(25.0);
     let mut agent = tg.start_agent("text", 1200);
-    let f = tg.w.random_file("limited.bin", 120_000, 3);
+    let f = canary_file(&tg.w, "limited.bin", 120_000, 3);
     // Let the transfer start, then the provider says "slow down", twice,
     // and fails a few sends outright.
     let emu = tg.emu.clone();
@@ -262,7 +267,7 @@ fn a_wrong_token_is_refused_with_what_to_do_and_never_printed() {
 fn redelivered_updates_and_a_client_killed_mid_upload_lose_nothing() {
     let mut tg = Tg::new(25.0);
     let mut agent = tg.start_agent("text", 1200);
-    let f = tg.w.random_file("battered.bin", 200_000, 4);
+    let f = canary_file(&tg.w, "battered.bin", 200_000, 4);
     let uri = tg.uri("agent_bot", "text", 1200);
     let spawn = |tg: &Tg| {
         tg.spawn_client(
@@ -301,7 +306,7 @@ fn redelivered_updates_and_a_client_killed_mid_upload_lose_nothing() {
 fn an_agent_killed_mid_upload_and_a_stalled_provider_lose_nothing() {
     let mut tg = Tg::new(25.0);
     let mut agent = tg.start_agent("text", 1200);
-    let f = tg.w.random_file("agent-dies.bin", 200_000, 6);
+    let f = canary_file(&tg.w, "agent-dies.bin", 200_000, 6);
     let uri = tg.uri("agent_bot", "text", 1200);
     let client = tg.spawn_client(
         CLIENT_TOKEN,
@@ -378,7 +383,7 @@ fn an_agent_on_star_answers_each_client_in_its_own_chat() {
         agent.stderr().contains("agent ready") || agent.exited()
     });
     // The first client, as always.
-    let f = tg.w.random_file("first.bin", 40_000, 11);
+    let f = canary_file(&tg.w, "first.bin", 40_000, 11);
     tg.client("text", 1200, &["upload", f.to_str().unwrap()])
         .assert_ok();
     assert_same_file(&f, &tg.w.storage().join("first.bin"));
@@ -392,7 +397,7 @@ fn an_agent_on_star_answers_each_client_in_its_own_chat() {
     )
     .assert_ok();
     let uri = tg.uri("agent_bot", "text", 1200);
-    let g = tg.w.random_file("second.bin", 40_000, 12);
+    let g = canary_file(&tg.w, "second.bin", 40_000, 12);
     Proc::spawn_env(
         &home,
         &["upload", g.to_str().unwrap(), "--json", "--transport", &uri],
@@ -416,4 +421,25 @@ fn an_agent_on_star_answers_each_client_in_its_own_chat() {
         "the agent answered each client in its chat: {chats:?}"
     );
     agent.terminate(Duration::from_secs(10));
+}
+
+/// A seeded random file with the canary every 2 KiB.
+fn canary_file(w: &World, name: &str, len: usize, seed: u64) -> std::path::PathBuf {
+    let p = w.random_file(name, len, seed);
+    let mut data = std::fs::read(&p).unwrap();
+    for at in (0..len.saturating_sub(CANARY.len())).step_by(2048) {
+        data[at..at + CANARY.len()].copy_from_slice(CANARY);
+    }
+    std::fs::write(&p, data).unwrap();
+    p
+}
+
+/// The scan sees a canary through base64, as a text channel would carry it.
+#[test]
+#[should_panic(expected = "base64-encoded")]
+fn the_plaintext_scan_sees_through_base64() {
+    use base64::Engine as _;
+    let leaked =
+        base64::engine::general_purpose::STANDARD.encode([b"xx".as_slice(), CANARY].concat());
+    assert_no_plaintext(&[leaked.into_bytes()], CANARY);
 }

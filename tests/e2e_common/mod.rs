@@ -1017,3 +1017,26 @@ pub fn text<'a>(r: &'a Value, field: &str) -> &'a str {
         .as_str()
         .unwrap_or_else(|| panic!("no string {field} in {r}"))
 }
+
+/// No body a provider held contains `canary`, in clear or inside base64
+/// (text channels carry base64: a leak would be encoded, and a canary
+/// with a character outside the base64 alphabet could never match the
+/// raw text).
+#[track_caller]
+pub fn assert_no_plaintext(bodies: &[Vec<u8>], canary: &[u8]) {
+    use base64::Engine as _;
+    let has = |b: &[u8]| b.windows(canary.len()).any(|w| w == canary);
+    for (i, body) in bodies.iter().enumerate() {
+        assert!(
+            !has(body),
+            "body {i} held by the provider has the plaintext"
+        );
+        let text = String::from_utf8_lossy(body);
+        if let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(text.trim()) {
+            assert!(
+                !has(&decoded),
+                "body {i} held by the provider has the plaintext, base64-encoded"
+            );
+        }
+    }
+}

@@ -67,6 +67,8 @@ struct Inner {
     next_update: i64,
     next_message: i64,
     files: HashMap<String, (String, Vec<u8>)>,
+    /// Every text and document sent, for scanning.
+    bodies: Vec<Vec<u8>>,
     buckets: HashMap<(i64, i64), Bucket>,
     record: Vec<Request>,
     faults: Faults,
@@ -94,6 +96,7 @@ impl Emulator {
                 next_update: 100_000,
                 next_message: 1,
                 files: HashMap::new(),
+                bodies: vec![],
                 buckets: HashMap::new(),
                 record: vec![],
                 faults: Faults::default(),
@@ -130,6 +133,11 @@ impl Emulator {
 
     pub fn record(&self) -> Vec<Request> {
         self.lock().record.clone()
+    }
+
+    /// Every text and document sent, in order.
+    pub fn bodies(&self) -> Vec<Vec<u8>> {
+        self.lock().bodies.clone()
     }
 
     /// Another bot, from now on; its id.
@@ -434,6 +442,7 @@ fn send(s: &mut Inner, token: &str, method: &str, p: &Params) -> Result<Value, F
         if text.chars().count() > MAX_TEXT {
             return Err(bad("message is too long"));
         }
+        s.bodies.push(text.as_bytes().to_vec());
         message["text"] = json!(text);
     } else {
         let data = p
@@ -452,6 +461,7 @@ fn send(s: &mut Inner, token: &str, method: &str, p: &Params) -> Result<Value, F
             "mime_type": "application/octet-stream",
             "file_size": data.len(),
         });
+        s.bodies.push(data.clone());
         s.files.insert(file_id, (path, data));
     }
     let update_id = s.next_update;
