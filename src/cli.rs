@@ -182,7 +182,7 @@ async fn check_transport(parsed: &TransportUri) -> Result<bool> {
                 Ok(me) => {
                     println!(
                         "{parsed}: ok, this bot is @{} (id {}); it writes to {}",
-                        me.username.as_deref().unwrap_or("?"),
+                        escape_control(me.username.as_deref().unwrap_or("?")),
                         me.id,
                         t.chat
                     );
@@ -199,8 +199,8 @@ async fn check_transport(parsed: &TransportUri) -> Result<bool> {
                 Ok(number) => {
                     println!(
                         "{parsed}: ok, the token speaks for {} ({}, id {}); it writes to {}; the webhook will listen on {}",
-                        number.display_phone_number.as_deref().unwrap_or("?"),
-                        number.verified_name.as_deref().unwrap_or("no verified name"),
+                        escape_control(number.display_phone_number.as_deref().unwrap_or("?")),
+                        escape_control(number.verified_name.as_deref().unwrap_or("no verified name")),
                         number.id,
                         t.peer,
                         t.listen
@@ -218,7 +218,7 @@ async fn check_transport(parsed: &TransportUri) -> Result<bool> {
                 Ok(page) => {
                     println!(
                         "{parsed}: ok, the token speaks for the Page {:?} (id {}); it writes to the person {}; the webhook will listen on {}",
-                        page.name.as_deref().unwrap_or("?"),
+                        escape_control(page.name.as_deref().unwrap_or("?")),
                         page.id,
                         t.psid,
                         t.listen
@@ -236,7 +236,7 @@ async fn check_transport(parsed: &TransportUri) -> Result<bool> {
                 Ok(ping) => {
                     println!(
                         "{parsed}: ok, these credentials are the account {:?} ({} messages a minute, {} a message); it writes to {}",
-                        ping.account,
+                        escape_control(&ping.account),
                         ping.rate_limit,
                         pigeon_core::view::human_bytes(ping.max_message as u64),
                         t.peer

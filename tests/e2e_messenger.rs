@@ -28,6 +28,8 @@ const CANARY: &[u8] = b"PIGEON-CANARY-fb-9e07";
 /// message across as it comes, until dropped.
 struct Bridge {
     stop: Arc<AtomicBool>,
+    /// While set, the person reads but does not write.
+    hold: Arc<AtomicBool>,
 }
 
 impl Bridge {
@@ -39,11 +41,13 @@ impl Bridge {
         text: bool,
     ) -> Bridge {
         let stop = Arc::new(AtomicBool::new(false));
-        let done = stop.clone();
+        let hold = Arc::new(AtomicBool::new(false));
+        let (done, held) = (stop.clone(), hold.clone());
         std::thread::spawn(move || {
             let mut seq = 0u64;
             while !done.load(Ordering::Relaxed) {
-                for path in messages_in(&to_page) {
+                let writing = !held.load(Ordering::Relaxed);
+                for path in messages_in(&to_page).into_iter().filter(|_| writing) {
                     let Ok(bytes) = std::fs::read(&path) else {
                         continue;
                     };
@@ -70,7 +74,7 @@ impl Bridge {
                 std::thread::sleep(Duration::from_millis(5));
             }
         });
-        Bridge { stop }
+        Bridge { stop, hold }
     }
 }
 
@@ -101,7 +105,7 @@ struct Fb {
     emu: Emulator,
     base: String,
     port: u16,
-    _bridge: Bridge,
+    bridge: Bridge,
     mode: &'static str,
 }
 
@@ -141,7 +145,7 @@ impl Fb {
             emu,
             base,
             port,
-            _bridge: bridge,
+            bridge,
             mode,
         }
     }
@@ -265,11 +269,33 @@ fn document_mode_moves_5_mb_with_throttling_redelivery_and_dead_links() {
         method: "messages".into(),
         count: 1,
         status: 429,
-        redeliver: 3,
         expire_media: 1,
         ..Faults::default()
     });
-    round_trip(&fb, 5_000_000, 2);
+    let f = fb.canary_file("data.bin", 5_000_000, 2);
+    fb.client(&["upload", f.to_str().unwrap()]).assert_ok();
+    assert_same_file(&f, &fb.w.storage().join("data.bin"));
+    // Meta posts the last webhooks again (as it does after a timeout).
+    let posted = |fb: &Fb| {
+        fb.record()
+            .iter()
+            .filter(|r| r.method == "webhook" && r.status == 200)
+            .count()
+    };
+    let before = posted(&fb);
+    fb.emu.inject(Faults {
+        redeliver: 3,
+        ..Faults::default()
+    });
+    wait_until(
+        "the webhooks are posted again",
+        Duration::from_secs(20),
+        || posted(&fb) >= before + 3,
+    );
+    let out = fb.w.work.join("data.back");
+    fb.client(&["download", "data.bin", "-o", out.to_str().unwrap()])
+        .assert_ok();
+    assert_same_file(&f, &out);
     let record = fb.record();
     assert!(
         record.iter().any(|r| r.code == Some(613)),
@@ -296,14 +322,57 @@ fn a_bad_page_token_and_a_closed_window_are_said_plainly() {
     });
     assert!(!agent.stderr().contains("EAAwrong-page-token"));
     agent.terminate(Duration::from_secs(10));
-    // The right token, but the person has not written for a day.
+    // The right token. Mid-download the person stops writing and a day
+    // passes: the Page may not send, and says why; when the person writes
+    // again the download goes on.
     let mut agent = fb.start_agent(PAGE_TOKEN);
+    fb.w.put_remote("big.bin", &vec![7u8; 200_000]);
+    let out = fb.w.work.join("big.back");
+    let profile = "messenger-text";
+    let uri = format!(
+        "local:{}?profile={profile}&msgs_per_min=1200",
+        fb.w.spool.display()
+    );
+    let download = Proc::spawn(
+        &fb.w.client_home,
+        &[
+            "download",
+            "big.bin",
+            "-o",
+            out.to_str().unwrap(),
+            "--json",
+            "--transport",
+            &uri,
+        ],
+        &fb.w.logs,
+        "client",
+    );
+    let sent = |fb: &Fb| {
+        fb.record()
+            .iter()
+            .filter(|r| r.method == "messages" && r.status == 200)
+            .count()
+    };
+    let before = sent(&fb);
+    wait_until("the download is under way", Duration::from_secs(60), || {
+        sent(&fb) >= before + 10
+    });
+    fb.bridge.hold.store(true, Ordering::Relaxed);
     fb.emu.inject(Faults {
         method: "window".into(),
         ..Faults::default()
     });
-    let run = fb.client(&["ls"]);
-    run.assert_ok();
+    wait_until(
+        "the Page is refused and says why",
+        Duration::from_secs(30),
+        || {
+            fb.record().iter().any(|r| r.code == Some(10))
+                && agent.stderr().contains("write to the Page first")
+        },
+    );
+    fb.bridge.hold.store(false, Ordering::Relaxed);
+    download.wait(CLIENT_TIMEOUT).assert_ok();
+    assert_eq!(std::fs::read(&out).unwrap(), vec![7u8; 200_000]);
     agent.terminate(Duration::from_secs(10));
     check_record(&fb, &agent.stderr());
 }

@@ -408,6 +408,29 @@ fn an_agent_on_star_answers_each_client_in_its_own_chat() {
     .wait(CLIENT_TIMEOUT)
     .assert_ok();
     assert_same_file(&g, &tg.w.storage().join("second.bin"));
+    // A stranger's bot writes too, with a key the agent does not trust:
+    // it gets nothing back.
+    let stranger_token = "1004:stranger-token";
+    let stranger_id = tg.emu.add_bot(BotSpec {
+        token: stranger_token.into(),
+        username: "stranger_bot".into(),
+    });
+    let (stranger_home, _) = tg.w.stranger("intruder");
+    let run = Proc::spawn_env(
+        &stranger_home,
+        &["ls", "--timeout", "5", "--transport", &uri],
+        &tg.w.logs,
+        "intruder",
+        &[("PIGEON_TG_TOKEN", stranger_token)],
+    )
+    .wait(CLIENT_TIMEOUT);
+    run.assert_failed();
+    assert!(
+        !tg.record().iter().any(|r| r.bot == "agent_bot"
+            && r.method.starts_with("send")
+            && r.chat.as_deref() == Some(stranger_id.to_string().as_str())),
+        "the agent wrote to a chat whose key it does not trust"
+    );
     // The agent wrote to both chats, and to no other.
     let chats: std::collections::BTreeSet<String> = tg
         .record()

@@ -506,6 +506,7 @@ async fn send_loop<T: Transport>(
                     message,
                 }) => {
                     stats.errors.fetch_add(1, Ordering::Relaxed);
+                    let retry_after = retry_after.min(crate::transport::http::MAX_WAIT);
                     let until = Instant::now().duration_since(started) + retry_after;
                     stats
                         .retry_after_until_ms

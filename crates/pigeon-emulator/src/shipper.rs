@@ -35,8 +35,9 @@ pub const MAX_MESSAGE: usize = 1_000_000;
 pub const RATE_LIMIT: u32 = 1000;
 /// Largest clock difference accepted, seconds.
 pub const MAX_SKEW: u64 = 300;
-/// How long a nonce is remembered, seconds.
-const NONCE_MEMORY: Duration = Duration::from_secs(600);
+/// A nonce is remembered until its timestamp is this far behind the
+/// clock: past the skew allowed, with room for the clock to step back.
+const NONCE_MEMORY: u64 = 2 * MAX_SKEW + 60;
 /// Longest long poll, seconds.
 const MAX_WAIT: u64 = 30;
 /// Messages in one answer.
@@ -112,13 +113,18 @@ struct Account {
     confirmed: VecDeque<Stored>,
     next_seq: u64,
     bucket: Option<Bucket>,
-    nonces: HashMap<String, Instant>,
+    /// Nonces seen, with the Unix second after which they may be
+    /// forgotten, in the order they came (pruned from the front).
+    nonces: HashMap<String, u64>,
+    nonce_order: VecDeque<(u64, String)>,
     /// The poll in progress (its generation), for 409s.
     polling: u64,
 }
 
 struct Inner {
     started: Instant,
+    /// The Unix second the server started.
+    started_unix: u64,
     /// By key.
     accounts: HashMap<String, Account>,
     record: Vec<Request>,
@@ -153,6 +159,7 @@ impl Emulator {
                         next_seq: 1,
                         bucket: None,
                         nonces: HashMap::new(),
+                        nonce_order: VecDeque::new(),
                         polling: 0,
                     },
                 )
@@ -161,6 +168,7 @@ impl Emulator {
         Emulator {
             inner: Arc::new(Mutex::new(Inner {
                 started: Instant::now(),
+                started_unix: unix_ms() / 1000,
                 accounts,
                 record: vec![],
                 bodies: vec![],
@@ -284,6 +292,14 @@ impl Inner {
                 "the timestamp is not whole seconds".into(),
             );
         };
+        // The nonces of an earlier run are gone: what was signed before
+        // this server started could be a replay, so it is refused as stale.
+        if at < self.started_unix {
+            return unauthorized(
+                "stale_timestamp",
+                "signed before this server started; sign again".into(),
+            );
+        }
         if now.abs_diff(at) > MAX_SKEW {
             return unauthorized(
                 "stale_timestamp",
@@ -313,13 +329,23 @@ impl Inner {
                 "the signature does not match: check the API secret".into(),
             );
         }
-        let fresh = Instant::now();
-        account
-            .nonces
-            .retain(|_, seen| fresh.duration_since(*seen) < NONCE_MEMORY);
-        if account.nonces.insert(nonce.to_string(), fresh).is_some() {
+        // Kept until its timestamp can no longer pass the skew check, by
+        // the wall clock the check uses (not by when it was seen).
+        while account
+            .nonce_order
+            .front()
+            .is_some_and(|(until, _)| *until < now)
+        {
+            if let Some((_, old)) = account.nonce_order.pop_front() {
+                account.nonces.remove(&old);
+            }
+        }
+        if account.nonces.contains_key(nonce) {
             return unauthorized("replayed", "this nonce was used already".into());
         }
+        let until = at.max(now) + NONCE_MEMORY;
+        account.nonces.insert(nonce.to_string(), until);
+        account.nonce_order.push_back((until, nonce.to_string()));
         Ok(key.to_string())
     }
 }

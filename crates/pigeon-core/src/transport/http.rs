@@ -21,6 +21,18 @@ pub fn client() -> Result<reqwest::Client, String> {
         .map_err(|e| format!("cannot set up HTTPS: {e}"))
 }
 
+/// A client that follows no redirects, for URLs a message names (a
+/// redirect could point anywhere, the machine's own network included).
+pub fn client_no_redirects() -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(REQUEST_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("pigeon/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| format!("cannot set up HTTPS: {e}"))
+}
+
 /// An HTTP error as a user may see it: never with the URL (a bot token is
 /// part of Telegram's URLs).
 pub fn describe(e: reqwest::Error) -> String {
@@ -34,8 +46,17 @@ pub fn describe(e: reqwest::Error) -> String {
     }
 }
 
+/// The longest wait a provider may ask for: a hostile one must not park a
+/// link for ever (or overflow its clock).
+pub const MAX_WAIT: Duration = Duration::from_secs(3600);
+
+/// A wait of `secs` a provider asked for, capped at [`MAX_WAIT`].
+pub fn provider_wait(secs: u64) -> Duration {
+    Duration::from_secs(secs).min(MAX_WAIT)
+}
+
 /// `Retry-After` in seconds (the HTTP-date form is not used by the APIs
-/// pigeon speaks), capped at an hour.
+/// pigeon speaks), capped at [`MAX_WAIT`].
 pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     let secs: u64 = headers
         .get(reqwest::header::RETRY_AFTER)?
@@ -44,7 +65,27 @@ pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
         .trim()
         .parse()
         .ok()?;
-    Some(Duration::from_secs(secs.min(3600)))
+    Some(provider_wait(secs))
+}
+
+/// Largest answer to an API call (JSON), bytes.
+pub const MAX_ANSWER: usize = 8 * 1024 * 1024;
+
+/// Read a response's body, refusing one over `limit` bytes (by its
+/// Content-Length at once, else as it streams in): a hostile server must
+/// not fill memory.
+pub async fn read_capped(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, String> {
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(format!("the answer is over {limit} bytes; refused"));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(describe)? {
+        if body.len() + chunk.len() > limit {
+            return Err(format!("the answer is over {limit} bytes; refused"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// A secret named in a transport URI: where it is, never what it is.

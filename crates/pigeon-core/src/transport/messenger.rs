@@ -32,6 +32,8 @@ use super::{Capabilities, Correspondents, Health, Message, Received, SendError, 
 pub const PUBLIC_API: &str = "https://graph.facebook.com/v25.0";
 pub const MAX_TEXT: usize = 2000;
 pub const MAX_ATTACHMENT: usize = 25_000_000;
+/// The longest an attachment's fetch may take, retries included.
+const FETCH_DEADLINE: Duration = Duration::from_secs(120);
 /// Message ids remembered to drop redeliveries.
 const REMEMBER: usize = 4096;
 
@@ -151,6 +153,8 @@ pub struct Page {
 
 struct Api {
     http: reqwest::Client,
+    /// For attachment URLs: no redirects.
+    fetcher: reqwest::Client,
     base: String,
     page_id: String,
     token: zeroize::Zeroizing<String>,
@@ -160,6 +164,7 @@ impl Api {
     fn new(uri: &MessengerUri) -> Result<Api, String> {
         Ok(Api {
             http: http::client()?,
+            fetcher: http::client_no_redirects()?,
             base: uri.api.clone(),
             page_id: uri.page_id.clone(),
             token: uri.token.load()?,
@@ -220,7 +225,7 @@ impl Messenger {
     /// it brings.
     pub fn open(uri: MessengerUri) -> Result<Messenger, String> {
         let api = Arc::new(Api::new(&uri)?);
-        let (hook_tx, hook_rx) = mpsc::channel(4);
+        let (hook_tx, hook_rx) = mpsc::channel(64);
         let health = Arc::new(Health::default());
         meta::serve_webhook(
             uri.listen,
@@ -342,8 +347,13 @@ async fn hand_on(
             }
             let message = if let Some(text) = m["text"].as_str() {
                 Message::Text(text.to_string())
-            } else if let Some(url) = m["attachments"][0]["payload"]["url"].as_str() {
-                match fetch(&api, url).await {
+            } else if let Some(url) = file_attachment(&api.base, m) {
+                // Bounded: the webhooks behind it wait.
+                match tokio::time::timeout(FETCH_DEADLINE, fetch(&api, &url))
+                    .await
+                    .ok()
+                    .flatten()
+                {
                     Some(bytes) => Message::Binary(bytes),
                     None => continue,
                 }
@@ -357,7 +367,7 @@ async fn hand_on(
                     seen.remove(&old);
                 }
             }
-            let from = Some(from.to_string());
+            let from = correspondents.is_any().then(|| from.to_string());
             if tx.send(Received { from, message }).await.is_err() {
                 return;
             }
@@ -365,14 +375,42 @@ async fn hand_on(
     }
 }
 
-/// An attachment's bytes from its CDN URL. A failure is logged and the
-/// chunk left to the sender's retransmission.
+/// The URL of a message's file attachment, if it is one pigeon may fetch:
+/// a `file` (a person sharing a link makes a `fallback` attachment with
+/// any URL in it), on Meta's CDN over HTTPS, or on the API's own host (an
+/// emulator). Anything else would let whoever writes make the agent fetch
+/// from its own network.
+fn file_attachment(api: &str, m: &Value) -> Option<String> {
+    let a = &m["attachments"][0];
+    if a["type"] != "file" {
+        return None;
+    }
+    let url = reqwest::Url::parse(a["payload"]["url"].as_str()?).ok()?;
+    let host = url.host_str()?.to_ascii_lowercase();
+    let meta_cdn = url.scheme() == "https"
+        && ["fbcdn.net", "fbsbx.com"]
+            .iter()
+            .any(|d| host == *d || host.ends_with(&format!(".{d}")));
+    let api = reqwest::Url::parse(api).ok()?;
+    let same_as_api = url.scheme() == api.scheme()
+        && url.host_str() == api.host_str()
+        && url.port_or_known_default() == api.port_or_known_default();
+    if meta_cdn || same_as_api {
+        Some(url.to_string())
+    } else {
+        tracing::warn!("an attachment URL off Meta's CDN; not fetched");
+        None
+    }
+}
+
+/// An attachment's bytes from its CDN URL (at most 25 MB). A failure is
+/// logged and the chunk left to the sender's retransmission.
 async fn fetch(api: &Api, url: &str) -> Option<Vec<u8>> {
     let mut wait = Duration::from_millis(500);
     for attempt in 0..4 {
         let outcome = async {
             let r = api
-                .http
+                .fetcher
                 .get(url)
                 .timeout(Duration::from_secs(300))
                 .send()
@@ -382,10 +420,9 @@ async fn fetch(api: &Api, url: &str) -> Option<Vec<u8>> {
             if !status.is_success() {
                 return Err((status.is_server_error(), format!("HTTP {status}")));
             }
-            r.bytes()
+            http::read_capped(r, MAX_ATTACHMENT)
                 .await
-                .map(|b| b.to_vec())
-                .map_err(|e| (true, http::describe(e)))
+                .map_err(|e| (false, e))
         }
         .await;
         match outcome {
@@ -407,6 +444,71 @@ async fn fetch(api: &Api, url: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What a webhook hands over twice, and the Page's own echoes, reach
+    /// the link once and never, even on `*` (an echo's sender is the Page).
+    #[tokio::test]
+    async fn repeats_and_echoes_are_dropped_below_the_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("s");
+        std::fs::write(&secret, "x").unwrap();
+        let s = secret.display();
+        let uri = MessengerUri::parse(&format!(
+            "*?page_id=7&token_file={s}&app_secret_file={s}&verify_token_file={s}&listen=127.0.0.1:1"
+        ))
+        .unwrap();
+        let api = Arc::new(Api::new(&uri).unwrap());
+        let (hooks, hooks_rx) = mpsc::channel(8);
+        let (tx, mut rx) = mpsc::channel(8);
+        tokio::spawn(hand_on(
+            api,
+            "7".into(),
+            Arc::new(Correspondents::new("*")),
+            hooks_rx,
+            tx,
+        ));
+        let event = |sender: &str, mid: &str, echo: bool| {
+            json!({"object": "page", "entry": [{"id": "7", "time": 1, "messaging": [{
+                "sender": {"id": sender}, "recipient": {"id": "7"}, "timestamp": 1,
+                "message": {"mid": mid, "text": "aGk=", "is_echo": echo}}]}]})
+        };
+        hooks.send(event("5", "m_1", false)).await.unwrap();
+        hooks.send(event("5", "m_1", false)).await.unwrap();
+        hooks.send(event("7", "m_2", true)).await.unwrap();
+        hooks.send(event("6", "m_3", false)).await.unwrap();
+        let first = rx.recv().await.unwrap();
+        assert_eq!(first.message, Message::Text("aGk=".into()));
+        assert_eq!(first.from.as_deref(), Some("5"));
+        // The next is the other person's, not the repeat or the echo.
+        let next = rx.recv().await.unwrap();
+        assert_eq!(next.from.as_deref(), Some("6"));
+        assert!(tokio::time::timeout(Duration::from_millis(100), rx.recv())
+            .await
+            .is_err());
+    }
+
+    #[test]
+    fn only_file_attachments_on_metas_cdn_or_the_api_host_are_fetched() {
+        let m = |kind: &str, url: &str| json!({"attachments": [{"type": kind, "payload": {"url": url}}]});
+        let api = "https://graph.facebook.com/v25.0";
+        let cdn = "https://cdn.fbsbx.com/v/t59/file.bin?_nc=1";
+        assert_eq!(file_attachment(api, &m("file", cdn)).as_deref(), Some(cdn));
+        assert!(file_attachment(api, &m("file", "https://scontent.xx.fbcdn.net/a")).is_some());
+        for (kind, url) in [
+            ("fallback", cdn),
+            ("file", "http://cdn.fbsbx.com/a"),
+            ("file", "https://169.254.169.254/latest/meta-data"),
+            ("file", "https://fbsbx.com.evil.example/a"),
+            ("file", "https://evilfbcdn.net/a"),
+            ("file", "http://127.0.0.1:8080/admin"),
+        ] {
+            assert_eq!(file_attachment(api, &m(kind, url)), None, "{kind} {url}");
+        }
+        // The emulator: the API's own host and port.
+        let local = "http://127.0.0.1:8084/v25.0";
+        assert!(file_attachment(local, &m("file", "http://127.0.0.1:8084/_cdn/ab")).is_some());
+        assert!(file_attachment(local, &m("file", "http://127.0.0.1:22/")).is_none());
+    }
 
     #[test]
     fn uris_parse_round_trip_and_never_hold_a_secret() {

@@ -7,8 +7,11 @@
 //! The signature is checked over the raw bytes as they arrived (Meta
 //! escapes non-ASCII as `\uXXXX` in what it signs, so re-serialising would
 //! break it), in constant time, before anything is parsed. A `POST` is
-//! answered 200 only once what it carried has been handed on, so a crash
-//! before that makes Meta deliver it again.
+//! answered at once: 200 when its payload is queued for the transport, 503
+//! when the queue is full (Meta then delivers it again later), so a slow
+//! media download never holds up Meta's calls. A payload queued but not
+//! yet handed on when the process dies is lost to the transport; the
+//! engine's retransmission covers it.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -83,6 +86,9 @@ pub fn classify(platform: &str, status: u16, e: &GraphError) -> CallError {
             "{said}: outside the 24-hour window; the person must write to the Page first"
         ));
     }
+    if status == 429 && !matches!(e.code, 131056 | 130429 | 613 | 4 | 17 | 32 | 80007) {
+        return CallError::RateLimited(Duration::from_secs(10));
+    }
     match e.code {
         // Pair rate (one message every ~6 s to one user).
         131056 => CallError::RateLimited(Duration::from_secs(6)),
@@ -105,9 +111,12 @@ pub fn classify(platform: &str, status: u16, e: &GraphError) -> CallError {
         131026 | 131030 | 551 => CallError::Permanent(format!(
             "{said}: the recipient cannot get messages from this sender (not on the platform, blocked, or not allowed for a test number)"
         )),
+        // WhatsApp's spam rate limit: slow down for a while.
+        131048 => CallError::RateLimited(Duration::from_secs(60)),
         // 1 and 2: unknown and temporary errors; 131000 "something went
-        // wrong"; 131016 service unavailable.
-        1 | 2 | 131000 | 131016 => CallError::Transient(said),
+        // wrong"; 131016 service unavailable; Messenger's 1200 "temporary
+        // send message failure".
+        1 | 2 | 1200 | 131000 | 131016 => CallError::Transient(said),
         _ if status >= 500 => CallError::Transient(said),
         _ => CallError::Permanent(said),
     }
@@ -124,9 +133,9 @@ pub async fn read<T: serde::de::DeserializeOwned>(
     })?;
     let status = response.status();
     let header_wait = super::http::retry_after(response.headers());
-    let body = response.bytes().await.map_err(|e| {
-        CallError::Transient(format!("{platform} {what}: {}", super::http::describe(e)))
-    })?;
+    let body = super::http::read_capped(response, super::http::MAX_ANSWER)
+        .await
+        .map_err(|e| CallError::Transient(format!("{platform} {what}: {e}")))?;
     if status.is_success() {
         return serde_json::from_slice(&body).map_err(|_| {
             CallError::Transient(format!(
@@ -296,7 +305,8 @@ pub fn serve_webhook(listen: SocketAddr, hook: Webhook) -> Result<SocketAddr, St
     let hook = Arc::new(hook);
     let app = axum::Router::new()
         .fallback(axum::routing::get(verify).post(deliver))
-        .layer(axum::extract::DefaultBodyLimit::max(4 * 1024 * 1024))
+        // Meta's payloads are kilobytes.
+        .layer(axum::extract::DefaultBodyLimit::max(1024 * 1024))
         .with_state(hook);
     tokio::spawn(async move {
         match tokio::net::TcpListener::from_std(listener) {
@@ -329,12 +339,12 @@ async fn verify(State(hook): State<Arc<Webhook>>, Query(q): Query<Handshake>) ->
     match (q.mode.as_deref(), token_ok, q.challenge) {
         (Some("subscribe"), true, Some(challenge)) => {
             tracing::info!("the webhook was verified by the platform");
-            hook.health.clear("webhook");
+            hook.health.clear("webhook handshake");
             challenge.into_response()
         }
         _ => {
             hook.health.problem(
-                "webhook",
+                "webhook handshake",
                 "a webhook verification with a wrong hub.verify_token was refused: is verify_token the one set in the app's webhook settings?".into(),
             );
             (StatusCode::FORBIDDEN, "verify token mismatch").into_response()
@@ -348,12 +358,12 @@ async fn deliver(State(hook): State<Arc<Webhook>>, headers: HeaderMap, body: Byt
         .and_then(|v| v.to_str().ok());
     if !signature_valid(hook.app_secret.as_bytes(), &body, signature) {
         hook.health.problem(
-            "webhook",
+            "webhook signature",
             "webhook POSTs without a valid X-Hub-Signature-256 are refused, so nothing arrives: is app_secret the app's secret (App settings, Basic)?".into(),
         );
         return (StatusCode::UNAUTHORIZED, "bad signature").into_response();
     }
-    hook.health.clear("webhook");
+    hook.health.clear("webhook signature");
     let Ok(payload) = serde_json::from_slice::<serde_json::Value>(&body) else {
         return (StatusCode::BAD_REQUEST, "not JSON").into_response();
     };
@@ -361,8 +371,8 @@ async fn deliver(State(hook): State<Arc<Webhook>>, headers: HeaderMap, body: Byt
         // Signed by our app but not for this product: nothing to do here.
         return StatusCode::OK.into_response();
     }
-    // 200 only once the payload is handed on: otherwise Meta sends it again.
-    match hook.out.send(payload).await {
+    // Never wait here: a full queue is a 503, which Meta retries.
+    match hook.out.try_send(payload) {
         Ok(()) => StatusCode::OK.into_response(),
         Err(_) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
     }

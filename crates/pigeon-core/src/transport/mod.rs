@@ -92,12 +92,15 @@ impl Correspondents {
                     .any(|f| f.trim_start_matches('@').eq_ignore_ascii_case(peer))
             }
             None => {
+                // Least recently heard from goes first: strangers writing
+                // in a crowd do not push out a peer that keeps writing.
                 let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-                if !seen.iter().any(|s| s == from) {
-                    seen.push_back(from.to_string());
-                    if seen.len() > CORRESPONDENTS {
-                        seen.pop_front();
-                    }
+                if let Some(at) = seen.iter().position(|s| s == from) {
+                    seen.remove(at);
+                }
+                seen.push_back(from.to_string());
+                if seen.len() > CORRESPONDENTS {
+                    seen.pop_front();
                 }
                 true
             }

@@ -279,10 +279,10 @@ impl Api {
             .map_err(|e| CallError::Transient(format!("shipper {what}: {}", http::describe(e))))?;
         let status = response.status();
         let header_wait = http::retry_after(response.headers());
-        let body = response
-            .bytes()
+        // A poll answers up to 100 messages of 1 MB, in base64.
+        let body = http::read_capped(response, 100 * MAX_MESSAGE * 4 / 3 + http::MAX_ANSWER)
             .await
-            .map_err(|e| CallError::Transient(format!("shipper {what}: {}", http::describe(e))))?;
+            .map_err(|e| CallError::Transient(format!("shipper {what}: {e}")))?;
         if status.is_success() {
             return serde_json::from_slice(&body).map_err(|_| {
                 CallError::Transient(format!(
@@ -294,7 +294,7 @@ impl Api {
             Ok(r) => (
                 r.error.code,
                 crate::policy::escape_control(&r.error.message).into_owned(),
-                r.error.retry_after.map(Duration::from_secs).or(header_wait),
+                r.error.retry_after.map(http::provider_wait).or(header_wait),
             ),
             Err(_) => (String::new(), format!("HTTP {status}"), header_wait),
         };
@@ -495,7 +495,7 @@ async fn poll(
             } else {
                 Message::Binary(bytes)
             };
-            let from = Some(m.from.clone());
+            let from = correspondents.is_any().then(|| m.from.clone());
             if tx.send(Received { from, message }).await.is_err() {
                 return;
             }

@@ -32,6 +32,9 @@ use super::{Capabilities, Correspondents, Health, Message, Received, SendError, 
 
 /// The public Bot API server.
 pub const PUBLIC_API: &str = "https://api.telegram.org";
+/// The most `getFile` serves on the public Bot API server (and the largest
+/// document pigeon reads).
+const MAX_DOWNLOAD: usize = 20_000_000;
 /// Seconds a `getUpdates` long poll waits for news.
 const POLL_SECONDS: u64 = 25;
 /// The least time between the starts of two polls that found nothing (a
@@ -214,6 +217,7 @@ struct User {
 #[derive(Debug, Deserialize)]
 struct Document {
     file_id: String,
+    file_size: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -266,9 +270,9 @@ impl Api {
         })?;
         let status = response.status();
         let header_wait = http::retry_after(response.headers());
-        let body = response.bytes().await.map_err(|e| {
-            CallError::Transient(format!("telegram {method}: {}", http::describe(e)))
-        })?;
+        let body = http::read_capped(response, http::MAX_ANSWER)
+            .await
+            .map_err(|e| CallError::Transient(format!("telegram {method}: {e}")))?;
         let reply: Reply<T> = serde_json::from_slice(&body).map_err(|_| {
             CallError::Transient(format!(
                 "telegram {method}: HTTP {status} with an answer that is not the Bot API's"
@@ -286,7 +290,7 @@ impl Api {
         let wait = reply
             .parameters
             .and_then(|p| p.retry_after)
-            .map(Duration::from_secs)
+            .map(http::provider_wait)
             .or(header_wait);
         Err(match code {
             429 => CallError::RateLimited(wait.unwrap_or(Duration::from_secs(1))),
@@ -507,6 +511,11 @@ async fn poll(
             }
             let message = match (m.text, m.document) {
                 (Some(text), _) => Message::Text(text),
+                // Never fetched: bigger than any chunk pigeon sends.
+                (None, Some(doc)) if doc.file_size.is_some_and(|n| n > MAX_DOWNLOAD as u64) => {
+                    tracing::warn!("a document over 20 MB in the chat; not pigeon's, ignored");
+                    continue;
+                }
                 (None, Some(doc)) => match fetch_document(&api, &doc.file_id).await {
                     Ok(bytes) => Message::Binary(bytes),
                     Err(e) => {
@@ -516,7 +525,9 @@ async fn poll(
                 },
                 _ => continue,
             };
-            let from = Some(chat);
+            // Only a `*` transport needs to say who wrote: with a fixed peer,
+            // replies keep one address (and one pace).
+            let from = correspondents.is_any().then_some(chat);
             if tx.send(Received { from, message }).await.is_err() {
                 return;
             }
@@ -557,11 +568,9 @@ async fn fetch_document(api: &Api, file_id: &str) -> Result<Vec<u8>, String> {
             response.status()
         ));
     }
-    Ok(response
-        .bytes()
+    http::read_capped(response, MAX_DOWNLOAD)
         .await
-        .map_err(|e| format!("telegram file download: {}", http::describe(e)))?
-        .to_vec())
+        .map_err(|e| format!("telegram file download: {e}"))
 }
 
 #[cfg(test)]

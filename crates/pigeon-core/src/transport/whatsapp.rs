@@ -44,6 +44,8 @@ pub const PUBLIC_API: &str = "https://graph.facebook.com/v25.0";
 pub const MAX_TEXT: usize = 4096;
 /// Largest document, bytes.
 pub const MAX_DOCUMENT: usize = 100_000_000;
+/// The longest a document's fetch may take, retries included.
+const FETCH_DEADLINE: Duration = Duration::from_secs(120);
 /// Message ids remembered to drop redeliveries.
 const REMEMBER: usize = 4096;
 
@@ -262,13 +264,9 @@ impl Api {
                 response.status()
             )));
         }
-        Ok(response
-            .bytes()
+        http::read_capped(response, MAX_DOCUMENT)
             .await
-            .map_err(|e| {
-                CallError::Transient(format!("whatsapp media download: {}", http::describe(e)))
-            })?
-            .to_vec())
+            .map_err(|e| CallError::Permanent(format!("whatsapp media download: {e}")))
     }
 }
 
@@ -289,7 +287,7 @@ impl Whatsapp {
     /// taken; a wrong token is reported by the first call.
     pub fn open(uri: WhatsappUri) -> Result<Whatsapp, String> {
         let api = Arc::new(Api::new(&uri)?);
-        let (hook_tx, hook_rx) = mpsc::channel(4);
+        let (hook_tx, hook_rx) = mpsc::channel(64);
         let health = Arc::new(Health::default());
         let webhook = meta::serve_webhook(
             uri.listen,
@@ -460,7 +458,10 @@ async fn hand_on(
                         let Some(media) = m["document"]["id"].as_str() else {
                             continue;
                         };
-                        match fetch(&api, media).await {
+                        // Bounded: the webhooks behind it wait.
+                        let fetched =
+                            tokio::time::timeout(FETCH_DEADLINE, fetch(&api, media)).await;
+                        match fetched.ok().flatten() {
                             Some(bytes) => Message::Binary(bytes),
                             // Gone for good: the sender sends the chunk again.
                             None => continue,
@@ -477,7 +478,7 @@ async fn hand_on(
                 }
                 // The peer wrote: our window to it is open.
                 health.clear("delivery");
-                let from = Some(from.to_string());
+                let from = correspondents.is_any().then(|| from.to_string());
                 if tx.send(Received { from, message }).await.is_err() {
                     return;
                 }
@@ -504,7 +505,7 @@ async fn fetch(api: &Api, media: &str) -> Option<Vec<u8>> {
             Err(CallError::Transient(m)) if attempt < 3 => {
                 tracing::debug!("{m}; trying again");
             }
-            Err(CallError::RateLimited(d)) if attempt < 3 => wait = d,
+            Err(CallError::RateLimited(d)) if attempt < 3 => wait = d.min(Duration::from_secs(10)),
             Err(e) => {
                 tracing::warn!("{}; the chunk will be sent again", e.message());
                 return None;
