@@ -88,6 +88,40 @@ pub async fn read_capped(mut response: reqwest::Response, limit: usize) -> Resul
     Ok(body)
 }
 
+/// What a failed call to a provider means for the caller.
+#[derive(Debug)]
+pub enum CallError {
+    /// Slow down: nothing before this much time has passed.
+    RateLimited(Duration),
+    /// Will not work until the user changes something (a token, a chat,
+    /// a setting): said to them, with what to do.
+    Permanent(String),
+    /// Worth trying again (a timeout, a 5xx).
+    Transient(String),
+}
+
+impl CallError {
+    pub fn message(self) -> String {
+        match self {
+            CallError::RateLimited(d) => format!("rate limited for {d:?}"),
+            CallError::Permanent(m) | CallError::Transient(m) => m,
+        }
+    }
+
+    /// The link's view of a send that failed this way (a rate-limited
+    /// message comes back to be sent again).
+    pub fn into_send_error(self, message: super::Message) -> super::SendError {
+        match self {
+            CallError::RateLimited(retry_after) => super::SendError::RateLimited {
+                retry_after,
+                message,
+            },
+            CallError::Permanent(m) => super::SendError::Permanent(m),
+            CallError::Transient(m) => super::SendError::Failed(m),
+        }
+    }
+}
+
 /// A secret named in a transport URI: where it is, never what it is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SecretSource {

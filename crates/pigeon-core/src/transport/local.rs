@@ -314,13 +314,7 @@ impl Transport for LocalSpool {
     }
 
     async fn send(&mut self, to: &Address, message: Message) -> Result<(), SendError> {
-        let size = message.len();
-        if size > self.caps.max_message {
-            return Err(SendError::TooLarge {
-                size,
-                limit: self.caps.max_message,
-            });
-        }
+        self.caps.admit(&message)?;
         let mut bytes = match message {
             Message::Text(s) => s.into_bytes(),
             Message::Binary(b) => b,

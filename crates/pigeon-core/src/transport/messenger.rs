@@ -15,7 +15,6 @@
 //! - `document`: chunks as file attachments (up to 25 MB), uploaded with
 //!   the message and fetched from the URL the webhook names.
 
-use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,8 +33,6 @@ pub const MAX_TEXT: usize = 2000;
 pub const MAX_ATTACHMENT: usize = 25_000_000;
 /// The longest an attachment's fetch may take, retries included.
 const FETCH_DEADLINE: Duration = Duration::from_secs(120);
-/// Message ids remembered to drop redeliveries.
-const REMEMBER: usize = 4096;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -284,22 +281,11 @@ impl Transport for Messenger {
     }
 
     async fn send(&mut self, to: &super::Address, message: Message) -> Result<(), SendError> {
-        let size = message.len();
-        if size > self.caps.max_message {
-            return Err(SendError::TooLarge {
-                size,
-                limit: self.caps.max_message,
-            });
-        }
+        self.caps.admit(&message)?;
         let to = self.correspondents.recipient(to)?;
         match self.api.send(&to, &message).await {
             Ok(()) => Ok(()),
-            Err(CallError::RateLimited(retry_after)) => Err(SendError::RateLimited {
-                retry_after,
-                message,
-            }),
-            Err(CallError::Permanent(m)) => Err(SendError::Permanent(m)),
-            Err(e) => Err(SendError::Failed(e.message())),
+            Err(e) => Err(e.into_send_error(message)),
         }
     }
 
@@ -322,8 +308,7 @@ async fn hand_on(
     mut hooks: mpsc::Receiver<Value>,
     tx: mpsc::Sender<Received>,
 ) {
-    let mut seen: HashSet<String> = HashSet::new();
-    let mut seen_order: VecDeque<String> = VecDeque::new();
+    let mut seen: super::Seen<String> = super::Seen::new();
     while let Some(payload) = hooks.recv().await {
         let events = payload["entry"]
             .as_array()
@@ -361,12 +346,6 @@ async fn hand_on(
                 continue;
             };
             seen.insert(mid.to_string());
-            seen_order.push_back(mid.to_string());
-            if seen_order.len() > REMEMBER {
-                if let Some(old) = seen_order.pop_front() {
-                    seen.remove(&old);
-                }
-            }
             let from = correspondents.is_any().then(|| from.to_string());
             if tx.send(Received { from, message }).await.is_err() {
                 return;

@@ -48,23 +48,7 @@ pub struct GraphError {
     pub error_data: Option<serde_json::Value>,
 }
 
-/// What a failed Graph call means for the caller.
-#[derive(Debug)]
-pub enum CallError {
-    RateLimited(Duration),
-    /// Will not work until the user changes something.
-    Permanent(String),
-    Transient(String),
-}
-
-impl CallError {
-    pub fn message(self) -> String {
-        match self {
-            CallError::RateLimited(d) => format!("rate limited for {d:?}"),
-            CallError::Permanent(m) | CallError::Transient(m) => m,
-        }
-    }
-}
+pub use super::http::CallError;
 
 /// Classify a Graph error by its code (the HTTP status varies for one
 /// code across endpoints; the code does not). `platform` names it in the

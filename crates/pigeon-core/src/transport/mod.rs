@@ -55,6 +55,47 @@ pub struct Received {
     pub message: Message,
 }
 
+/// Provider message ids seen lately, to drop redeliveries below the
+/// engine; bounded, the oldest forgotten first.
+pub(crate) struct Seen<K> {
+    set: std::collections::HashSet<K>,
+    order: std::collections::VecDeque<K>,
+}
+
+/// Message ids a transport remembers.
+const REMEMBER: usize = 4096;
+
+impl<K: std::hash::Hash + Eq + Clone> Seen<K> {
+    pub fn new() -> Seen<K> {
+        Seen {
+            set: std::collections::HashSet::new(),
+            order: std::collections::VecDeque::new(),
+        }
+    }
+
+    pub fn contains<Q>(&self, k: &Q) -> bool
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ?Sized,
+    {
+        self.set.contains(k)
+    }
+
+    /// Remember `k`; false when it was seen already.
+    pub fn insert(&mut self, k: K) -> bool {
+        if !self.set.insert(k.clone()) {
+            return false;
+        }
+        self.order.push_back(k);
+        if self.order.len() > REMEMBER {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        true
+    }
+}
+
 /// Who a transport talks to: one fixed correspondent (the peer's chat,
 /// number, account), or, on an agent given `*`, whoever writes, answered
 /// at the address its messages came from.
@@ -137,6 +178,18 @@ pub struct Capabilities {
 }
 
 impl Capabilities {
+    /// Refuse a message over the channel's limit.
+    pub fn admit(&self, message: &Message) -> std::result::Result<(), SendError> {
+        let size = message.len();
+        if size > self.max_message {
+            return Err(SendError::TooLarge {
+                size,
+                limit: self.max_message,
+            });
+        }
+        Ok(())
+    }
+
     /// Raw bytes one message can carry (base64 costs 4 characters per 3 bytes).
     pub fn payload_bytes(&self) -> usize {
         if self.text_only {

@@ -12,7 +12,6 @@
 //! A 429's `Retry-After` is obeyed. Neither secret appears in a message, a
 //! log line or `describe()`.
 
-use std::collections::{HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,7 +22,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
-use super::http::{self, SecretSource};
+use super::http::{self, CallError, SecretSource};
 use super::{Capabilities, Correspondents, Health, Message, Received, SendError, Transport};
 
 /// Seconds a poll waits for news.
@@ -31,8 +30,6 @@ const POLL_SECONDS: u64 = 25;
 /// The least time between the starts of two polls that found nothing (a
 /// server that ignores `wait` would otherwise be asked in a loop).
 const EMPTY_POLL_FLOOR: Duration = Duration::from_millis(500);
-/// Message ids remembered to drop redeliveries.
-const REMEMBER: usize = 4096;
 /// The protocol's largest message.
 pub const MAX_MESSAGE: usize = 1_000_000;
 /// The protocol's default posts a minute.
@@ -189,24 +186,6 @@ struct ErrorBody {
     code: String,
     message: String,
     retry_after: Option<u64>,
-}
-
-/// What a failed call means for the caller.
-#[derive(Debug)]
-enum CallError {
-    RateLimited(Duration),
-    /// Will not work until the user changes something.
-    Permanent(String),
-    Transient(String),
-}
-
-impl CallError {
-    fn message(self) -> String {
-        match self {
-            CallError::RateLimited(d) => format!("shipper: rate limited for {d:?}"),
-            CallError::Permanent(m) | CallError::Transient(m) => m,
-        }
-    }
 }
 
 struct Api {
@@ -373,13 +352,7 @@ impl Transport for Shipper {
     }
 
     async fn send(&mut self, to: &super::Address, message: Message) -> Result<(), SendError> {
-        let size = message.len();
-        if size > self.caps.max_message {
-            return Err(SendError::TooLarge {
-                size,
-                limit: self.caps.max_message,
-            });
-        }
+        self.caps.admit(&message)?;
         let (kind, body) = match &message {
             Message::Text(t) => ("text/plain; charset=utf-8", t.as_bytes().to_vec()),
             Message::Binary(b) => ("application/octet-stream", b.clone()),
@@ -392,12 +365,7 @@ impl Transport for Shipper {
             .header(reqwest::header::CONTENT_TYPE, kind);
         match self.api.call::<serde_json::Value>("send", request).await {
             Ok(_) => Ok(()),
-            Err(CallError::RateLimited(retry_after)) => Err(SendError::RateLimited {
-                retry_after,
-                message,
-            }),
-            Err(CallError::Permanent(m)) => Err(SendError::Permanent(m)),
-            Err(e) => Err(SendError::Failed(e.message())),
+            Err(e) => Err(e.into_send_error(message)),
         }
     }
 
@@ -419,8 +387,7 @@ async fn poll(
     health: Arc<Health>,
 ) {
     let mut after = 0u64;
-    let mut seen: HashSet<String> = HashSet::new();
-    let mut seen_order: VecDeque<String> = VecDeque::new();
+    let mut seen: super::Seen<String> = super::Seen::new();
     let mut backoff = Duration::from_secs(1);
     loop {
         let poll_started = tokio::time::Instant::now();
@@ -473,12 +440,6 @@ async fn poll(
             }
             if !seen.insert(m.id.clone()) {
                 continue;
-            }
-            seen_order.push_back(m.id);
-            if seen_order.len() > REMEMBER {
-                if let Some(old) = seen_order.pop_front() {
-                    seen.remove(&old);
-                }
             }
             let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(&m.body) else {
                 tracing::warn!(

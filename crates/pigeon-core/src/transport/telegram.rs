@@ -19,7 +19,6 @@
 //! dropped by message id. A 429 carries `retry_after`, which is obeyed.
 //! The token never appears in a message, a log line or `describe()`.
 
-use std::collections::{HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,7 +26,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
-use super::http::{self, SecretSource};
+use super::http::{self, CallError, SecretSource};
 use super::{Capabilities, Correspondents, Health, Message, Received, SendError, Transport};
 
 /// The public Bot API server.
@@ -40,8 +39,6 @@ const POLL_SECONDS: u64 = 25;
 /// The least time between the starts of two polls that found nothing (a
 /// server that ignores `timeout` would otherwise be asked in a loop).
 const EMPTY_POLL_FLOOR: Duration = Duration::from_millis(500);
-/// Update ids remembered to drop redeliveries.
-const REMEMBER: usize = 4096;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -231,15 +228,6 @@ pub struct Me {
     pub username: Option<String>,
 }
 
-/// What a failed call means for the caller.
-#[derive(Debug)]
-enum CallError {
-    RateLimited(Duration),
-    /// Will not work until the user changes something (token, chat, mode).
-    Permanent(String),
-    Transient(String),
-}
-
 /// The Bot API as this bot sees it.
 struct Api {
     http: reqwest::Client,
@@ -373,13 +361,7 @@ impl Transport for Telegram {
     }
 
     async fn send(&mut self, to: &super::Address, message: Message) -> Result<(), SendError> {
-        let size = message.len();
-        if size > self.caps.max_message {
-            return Err(SendError::TooLarge {
-                size,
-                limit: self.caps.max_message,
-            });
-        }
+        self.caps.admit(&message)?;
         let to = self.correspondents.recipient(to)?;
         let chat = Self::chat_id(&to);
         let (method, request) = match &message {
@@ -410,12 +392,7 @@ impl Transport for Telegram {
         };
         match self.api.call::<serde_json::Value>(method, request).await {
             Ok(_) => Ok(()),
-            Err(CallError::RateLimited(retry_after)) => Err(SendError::RateLimited {
-                retry_after,
-                message,
-            }),
-            Err(CallError::Permanent(m)) => Err(SendError::Permanent(m)),
-            Err(CallError::Transient(m)) => Err(SendError::Failed(m)),
+            Err(e) => Err(e.into_send_error(message)),
         }
     }
 
@@ -438,8 +415,7 @@ async fn poll(
     health: Arc<Health>,
 ) {
     let mut offset: Option<i64> = None;
-    let mut seen: HashSet<i64> = HashSet::new();
-    let mut seen_order: VecDeque<i64> = VecDeque::new();
+    let mut seen: super::Seen<i64> = super::Seen::new();
     let mut backoff = Duration::from_secs(1);
     loop {
         let mut body = serde_json::json!({
@@ -502,12 +478,6 @@ async fn poll(
             let key = m.chat.id.wrapping_mul(1 << 20) ^ m.message_id;
             if !seen.insert(key) {
                 continue;
-            }
-            seen_order.push_back(key);
-            if seen_order.len() > REMEMBER {
-                if let Some(old) = seen_order.pop_front() {
-                    seen.remove(&old);
-                }
             }
             let message = match (m.text, m.document) {
                 (Some(text), _) => Message::Text(text),

@@ -24,7 +24,6 @@
 //! window fails later, in a `failed` status on the webhook (131047): that
 //! is said, with what to do.
 
-use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,8 +45,6 @@ pub const MAX_TEXT: usize = 4096;
 pub const MAX_DOCUMENT: usize = 100_000_000;
 /// The longest a document's fetch may take, retries included.
 const FETCH_DEADLINE: Duration = Duration::from_secs(120);
-/// Message ids remembered to drop redeliveries.
-const REMEMBER: usize = 4096;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -352,13 +349,7 @@ impl Transport for Whatsapp {
     }
 
     async fn send(&mut self, to: &super::Address, message: Message) -> Result<(), SendError> {
-        let size = message.len();
-        if size > self.caps.max_message {
-            return Err(SendError::TooLarge {
-                size,
-                limit: self.caps.max_message,
-            });
-        }
+        self.caps.admit(&message)?;
         let to = self.correspondents.recipient(to)?;
         let outcome = match &message {
             Message::Text(text) => {
@@ -386,12 +377,7 @@ impl Transport for Whatsapp {
         };
         match outcome {
             Ok(()) => Ok(()),
-            Err(CallError::RateLimited(retry_after)) => Err(SendError::RateLimited {
-                retry_after,
-                message,
-            }),
-            Err(CallError::Permanent(m)) => Err(SendError::Permanent(m)),
-            Err(e) => Err(SendError::Failed(e.message())),
+            Err(e) => Err(e.into_send_error(message)),
         }
     }
 
@@ -415,8 +401,7 @@ async fn hand_on(
     tx: mpsc::Sender<Received>,
     health: Arc<Health>,
 ) {
-    let mut seen: HashSet<String> = HashSet::new();
-    let mut seen_order: VecDeque<String> = VecDeque::new();
+    let mut seen: super::Seen<String> = super::Seen::new();
     while let Some(payload) = hooks.recv().await {
         let values = payload["entry"]
             .as_array()
@@ -470,12 +455,6 @@ async fn hand_on(
                     _ => continue,
                 };
                 seen.insert(id.to_string());
-                seen_order.push_back(id.to_string());
-                if seen_order.len() > REMEMBER {
-                    if let Some(old) = seen_order.pop_front() {
-                        seen.remove(&old);
-                    }
-                }
                 // The peer wrote: our window to it is open.
                 health.clear("delivery");
                 let from = correspondents.is_any().then(|| from.to_string());
