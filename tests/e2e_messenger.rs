@@ -220,14 +220,16 @@ fn check_record(fb: &Fb, agent_log: &str) {
             assert!(r.size <= 25_000_000, "an attachment of {} bytes", r.size);
         }
     }
-    for limited in record.iter().filter(|r| r.code == Some(613)) {
-        let until = limited.at_ms + limited.retry_after_ms.unwrap_or(0);
-        let early: Vec<_> = record
-            .iter()
-            .filter(|r| r.method == "messages" && r.at_ms > limited.at_ms && r.at_ms + 50 < until)
-            .collect();
-        assert!(early.is_empty(), "sent inside a rate-limit wait: {early:?}");
-    }
+    let calls: Vec<Call> = record
+        .iter()
+        .map(|r| Call {
+            who: r.page.clone(),
+            send: r.method == "messages",
+            at_ms: r.at_ms,
+            wait_ms: r.retry_after_ms.filter(|_| r.code == Some(613)),
+        })
+        .collect();
+    assert_no_send_inside_a_wait(&calls);
     let bodies = fb.emu.bodies();
     assert!(!bodies.is_empty(), "messages went through the provider");
     assert_no_plaintext(&bodies, CANARY);
@@ -375,4 +377,36 @@ fn a_bad_page_token_and_a_closed_window_are_said_plainly() {
     assert_eq!(std::fs::read(&out).unwrap(), vec![7u8; 200_000]);
     agent.terminate(Duration::from_secs(10));
     check_record(&fb, &agent.stderr());
+}
+
+/// The Page's agent dies mid-upload and comes back: the person's pigeon
+/// goes on, and the file arrives whole.
+#[test]
+fn the_page_killed_mid_upload_loses_nothing() {
+    let fb = Fb::new("text");
+    let mut agent = fb.start_agent(PAGE_TOKEN);
+    let f = fb.canary_file("dies.bin", 150_000, 5);
+    let uri = format!(
+        "local:{}?profile=messenger-text&msgs_per_min=1200",
+        fb.w.spool.display()
+    );
+    let upload = Proc::spawn(
+        &fb.w.client_home,
+        &["upload", f.to_str().unwrap(), "--json", "--transport", &uri],
+        &fb.w.logs,
+        "client",
+    );
+    wait_until("the upload is under way", Duration::from_secs(60), || {
+        fb.record()
+            .iter()
+            .filter(|r| r.method == "webhook" && r.status == 200)
+            .count()
+            >= 20
+    });
+    agent.kill9();
+    let mut agent = fb.start_agent(PAGE_TOKEN);
+    upload.wait(CLIENT_TIMEOUT).assert_ok();
+    assert_same_file(&f, &fb.w.storage().join("dies.bin"));
+    check_record(&fb, &agent.stderr());
+    agent.terminate(Duration::from_secs(10));
 }

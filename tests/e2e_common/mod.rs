@@ -1040,3 +1040,33 @@ pub fn assert_no_plaintext(bodies: &[Vec<u8>], canary: &[u8]) {
         }
     }
 }
+
+/// One request to a provider, as [`assert_no_send_inside_a_wait`] sees it.
+#[derive(Debug)]
+pub struct Call {
+    pub who: String,
+    /// A send (not a poll or a lookup).
+    pub send: bool,
+    pub at_ms: u64,
+    /// Set when the provider refused this call and said how long to wait.
+    pub wait_ms: Option<u64>,
+}
+
+/// After every refusal that named a wait, its sender sent nothing until
+/// the wait was over (50 ms of slack for the two clocks' reading).
+#[track_caller]
+pub fn assert_no_send_inside_a_wait(calls: &[Call]) {
+    for limited in calls.iter().filter(|c| c.wait_ms.is_some()) {
+        let until = limited.at_ms + limited.wait_ms.unwrap_or(0);
+        let early: Vec<&Call> = calls
+            .iter()
+            .filter(|c| {
+                c.who == limited.who && c.send && c.at_ms > limited.at_ms && c.at_ms + 50 < until
+            })
+            .collect();
+        assert!(
+            early.is_empty(),
+            "sent inside a wait the provider asked for ({limited:?}): {early:?}"
+        );
+    }
+}

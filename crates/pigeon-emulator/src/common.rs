@@ -31,6 +31,10 @@ pub struct Faults {
     /// that is already stale when fetched).
     #[serde(default)]
     pub expire_media: u32,
+    /// On the Graph emulators: the error code the injected failures
+    /// carry (say 131056, the pair rate), instead of the status's usual.
+    #[serde(default)]
+    pub code: Option<i64>,
 }
 
 impl Faults {

@@ -361,8 +361,12 @@ async fn admit(emu: &Emulator, method: &str) -> Option<Failure> {
     if let Some(d) = stall {
         tokio::time::sleep(d).await;
     }
-    let (status, _) = emu.lock().faults.take_failure(method)?;
-    let (code, message) = match status {
+    let (status, code) = {
+        let mut s = emu.lock();
+        let code = s.faults.code;
+        (s.faults.take_failure(method)?.0, code)
+    };
+    let (usual, message) = match status {
         429 => (130429, "Rate limit hit"),
         401 => (
             190,
@@ -370,6 +374,11 @@ async fn admit(emu: &Emulator, method: &str) -> Option<Failure> {
         ),
         500..=599 => (131000, "Something went wrong"),
         _ => (100, "Invalid parameter"),
+    };
+    let code = code.unwrap_or(usual);
+    let message = match code {
+        131056 => "(#131056) (Business Account, Consumer Account) pair rate limit hit",
+        _ => message,
     };
     Some((
         StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
