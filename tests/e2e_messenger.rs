@@ -197,14 +197,8 @@ impl Fb {
         self.emu.record()
     }
 
-    fn canary_file(&self, name: &str, len: usize, seed: u64) -> PathBuf {
-        let p = self.w.random_file(name, len, seed);
-        let mut data = std::fs::read(&p).unwrap();
-        for at in (0..len.saturating_sub(CANARY.len())).step_by(1024) {
-            data[at..at + CANARY.len()].copy_from_slice(CANARY);
-        }
-        std::fs::write(&p, data).unwrap();
-        p
+    fn canary_file(&self, name: &str, len: usize, seed: u64) -> std::path::PathBuf {
+        self.w.canary_file(name, len, seed, CANARY)
     }
 }
 

@@ -111,13 +111,7 @@ impl Ship {
 
     /// A file of `len` bytes: random, with the canary every 4 KiB.
     fn canary_file(&self, name: &str, len: usize, seed: u64) -> std::path::PathBuf {
-        let p = self.w.random_file(name, len, seed);
-        let mut data = std::fs::read(&p).unwrap();
-        for at in (0..len.saturating_sub(CANARY.len())).step_by(4096) {
-            data[at..at + CANARY.len()].copy_from_slice(CANARY);
-        }
-        std::fs::write(&p, data).unwrap();
-        p
+        self.w.canary_file(name, len, seed, CANARY)
     }
 }
 

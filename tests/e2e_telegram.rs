@@ -440,15 +440,9 @@ fn an_agent_on_star_answers_each_client_in_its_own_chat() {
     agent.terminate(Duration::from_secs(10));
 }
 
-/// A seeded random file with the canary every 2 KiB.
+/// A seeded random file with the canary in it.
 fn canary_file(w: &World, name: &str, len: usize, seed: u64) -> std::path::PathBuf {
-    let p = w.random_file(name, len, seed);
-    let mut data = std::fs::read(&p).unwrap();
-    for at in (0..len.saturating_sub(CANARY.len())).step_by(2048) {
-        data[at..at + CANARY.len()].copy_from_slice(CANARY);
-    }
-    std::fs::write(&p, data).unwrap();
-    p
+    w.canary_file(name, len, seed, CANARY)
 }
 
 /// The scan sees a canary through base64, as a text channel would carry it.

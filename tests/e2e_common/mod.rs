@@ -626,6 +626,18 @@ impl World {
         p
     }
 
+    /// A seeded random file of `len` bytes in `work/` with `canary` written
+    /// into it every 2 KiB: what a provider must never see in clear.
+    pub fn canary_file(&self, name: &str, len: usize, seed: u64, canary: &[u8]) -> PathBuf {
+        let p = self.random_file(name, len, seed);
+        let mut data = std::fs::read(&p).expect("reading the file just written");
+        for at in (0..len.saturating_sub(canary.len())).step_by(2048) {
+            data[at..at + canary.len()].copy_from_slice(canary);
+        }
+        std::fs::write(&p, data).expect("writing the canary into it");
+        p
+    }
+
     /// Put a file straight into the agent's storage (as if it was there before).
     pub fn put_remote(&self, rel: &str, data: &[u8]) -> PathBuf {
         let p = self.storage().join(rel);
