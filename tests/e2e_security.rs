@@ -754,3 +754,45 @@ fn homes_are_private_whatever_the_umask() {
     let back = std::fs::metadata(w.work.join("modes.back")).unwrap();
     assert_eq!(back.permissions().mode() & 0o777, 0o644);
 }
+
+/// A provider that replays a client's Hello in a loop gets its cached
+/// Welcome a few times a second at most: the answers would spend the
+/// channel's budget (on Telegram, a bot's shared rate) otherwise.
+#[test]
+fn a_hello_replayed_in_a_loop_is_answered_a_few_times_a_second_at_most() {
+    let mut w = World::new("transcript=1");
+    w.start_agent();
+    w.client(&["ls"]).assert_ok();
+    // The client's first message on the wire is its Hello.
+    let hello = w.client_transcript()[0].bytes.clone();
+    let before = w.agent_transcript().len();
+    let inbox = w.agent_inbox();
+    let started = std::time::Instant::now();
+    for i in 0..200 {
+        let name = format!("99999999999999999999-replay-{i:010}.msg");
+        let tmp = inbox.join(format!(".tmp-{name}"));
+        std::fs::write(&tmp, &hello).unwrap();
+        std::fs::rename(&tmp, inbox.join(&name)).unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    wait_until(
+        "the agent read the replays",
+        Duration::from_secs(20),
+        || {
+            std::fs::read_dir(&inbox)
+                .map(|d| d.flatten().count() == 0)
+                .unwrap_or(false)
+        },
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let secs = started.elapsed().as_secs_f64();
+    let answers = w.agent_transcript().len() - before;
+    assert!(
+        answers >= 1,
+        "the repeated Hello is still answered (its Welcome may have been lost)"
+    );
+    assert!(
+        (answers as f64) <= secs * 4.0 + 2.0,
+        "{answers} answers to 200 replays in {secs:.1} s"
+    );
+}

@@ -36,6 +36,10 @@ pub struct AgentConfig {
     pub transports: Vec<TransportUri>,
 }
 
+/// The least time between two answers to one repeated Hello (a client that
+/// lost the first asks again after its own timeout, which is longer).
+const WELCOME_AGAIN: Duration = Duration::from_millis(250);
+
 /// Partial uploads with no progress for this long are dropped at start.
 const PARTIAL_EXPIRY: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -192,6 +196,9 @@ struct Req<'a> {
     path: &'a str,
 }
 
+/// A Welcome as sent, and when it last went.
+type SentWelcome = (Vec<u8>, std::time::Instant);
+
 /// SHA-256 of files by path, valid while their stamp is unchanged.
 type HashCache = HashMap<PathBuf, (SourceStamp, [u8; 32])>;
 
@@ -199,7 +206,9 @@ struct AgentHooks {
     home: Home,
     root: StorageRoot,
     /// The answer to each handshake, sent again if the client repeats it.
-    welcomes: Mutex<HashMap<[u8; 16], Vec<u8>>>,
+    /// (When it was last sent: a Hello replayed in a loop gets at most
+    /// one every [`WELCOME_AGAIN`].)
+    welcomes: Mutex<HashMap<[u8; 16], SentWelcome>>,
     /// Refusals of untrusted keys, summed per minute.
     refused: Mutex<RefusalTally>,
     /// The trust file as last read (size, mtime): re-read only on change.
@@ -838,8 +847,23 @@ impl Hooks for AgentHooks {
         // The answer goes where the Hello came from (not learned: a Hello
         // can be replayed; only an opened sealed frame moves replies).
         let reply_to = sender.unwrap_or_else(|| peer.address_on(link));
-        if let Some(welcome) = lock(&self.welcomes).get(&session).cloned() {
-            node.links[link].send_control(&reply_to, welcome, None);
+        let again = {
+            let mut w = lock(&self.welcomes);
+            match w.get_mut(&session) {
+                Some((welcome, sent)) => {
+                    let due = sent.elapsed() >= WELCOME_AGAIN;
+                    if due {
+                        *sent = std::time::Instant::now();
+                    }
+                    Some(due.then(|| welcome.clone()))
+                }
+                None => None,
+            }
+        };
+        if let Some(welcome) = again {
+            if let Some(welcome) = welcome {
+                node.links[link].send_control(&reply_to, welcome, None);
+            }
             return;
         }
         // A session by this id exists but its answer was forgotten: never
@@ -868,10 +892,13 @@ impl Hooks for AgentHooks {
         node.add_session(slot.clone());
         {
             let mut w = lock(&self.welcomes);
-            if w.len() > 1024 {
-                w.clear();
+            // Bounded: the one answered longest ago goes first.
+            if w.len() >= 1024 {
+                if let Some(oldest) = w.iter().min_by_key(|(_, (_, at))| *at).map(|(k, _)| *k) {
+                    w.remove(&oldest);
+                }
             }
-            w.insert(session, welcome.clone());
+            w.insert(session, (welcome.clone(), std::time::Instant::now()));
         }
         let _ = node.store.replace_sessions(&SessionRecord {
             id: session,
