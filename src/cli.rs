@@ -203,7 +203,7 @@ async fn check_transport(parsed: &TransportUri) -> Result<bool> {
                         escape_control(number.verified_name.as_deref().unwrap_or("no verified name")),
                         number.id,
                         t.peer,
-                        t.listen
+                        t.meta.listen
                     );
                     Ok(true)
                 }
@@ -221,7 +221,7 @@ async fn check_transport(parsed: &TransportUri) -> Result<bool> {
                         escape_control(page.name.as_deref().unwrap_or("?")),
                         page.id,
                         t.psid,
-                        t.listen
+                        t.meta.listen
                     );
                     Ok(true)
                 }

@@ -429,7 +429,7 @@ pub(crate) fn open_links(
                     uri: t.to_string(),
                     reason,
                 })?;
-                let profile = match t.mode {
+                let profile = match t.meta.mode {
                     Mode::Text => "whatsapp-text",
                     Mode::Document => "whatsapp-doc",
                 };
@@ -441,7 +441,7 @@ pub(crate) fn open_links(
                     uri: t.to_string(),
                     reason,
                 })?;
-                let profile = match t.mode {
+                let profile = match t.meta.mode {
                     Mode::Text => "messenger-text",
                     Mode::Document => "messenger-doc",
                 };

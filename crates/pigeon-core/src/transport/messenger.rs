@@ -15,7 +15,6 @@
 //! - `document`: chunks as file attachments (up to 25 MB), uploaded with
 //!   the message and fetched from the URL the webhook names.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,22 +22,15 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use super::http::{self, SecretSource};
-use super::meta::{self, secret_key, CallError, UriQuery};
+use super::http;
+use super::meta::{self, CallError, MetaSettings, UriQuery};
 use super::{Capabilities, Correspondents, Health, Message, Received, SendError, Transport};
 
-/// The public Graph API, with the version pigeon was written against.
-pub const PUBLIC_API: &str = "https://graph.facebook.com/v25.0";
+pub use super::meta::{Mode, PUBLIC_API};
 pub const MAX_TEXT: usize = 2000;
 pub const MAX_ATTACHMENT: usize = 25_000_000;
 /// The longest an attachment's fetch may take, retries included.
 const FETCH_DEADLINE: Duration = Duration::from_secs(120);
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
-    Text,
-    Document,
-}
 
 /// A parsed `messenger:` URI.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,13 +38,8 @@ pub struct MessengerUri {
     /// The person's page-scoped id.
     pub psid: String,
     pub page_id: String,
-    pub token: SecretSource,
-    pub app_secret: SecretSource,
-    pub verify_token: SecretSource,
-    pub listen: SocketAddr,
-    pub api: String,
-    pub mode: Mode,
-    pub msgs_per_min: Option<u32>,
+    /// Secrets, webhook, API, mode and pace.
+    pub meta: MetaSettings,
 }
 
 impl MessengerUri {
@@ -75,69 +62,22 @@ impl MessengerUri {
             .get("page_id")
             .filter(|p| digits(p))
             .ok_or("messenger: needs page_id=<ID>, the Page's id (Page settings, About)")?;
-        let (listen, mode, msgs_per_min) = (q.listen()?, q.mode()?, q.msgs_per_min()?);
         Ok(MessengerUri {
             psid: psid.to_string(),
             page_id: page_id.to_string(),
-            token: q.secret("token").map_err(|e| format!("messenger: {e}"))?,
-            app_secret: q
-                .secret("app_secret")
-                .map_err(|e| format!("messenger: {e}"))?,
-            verify_token: q
-                .secret("verify_token")
-                .map_err(|e| format!("messenger: {e}"))?,
-            listen,
-            api: q.get("api").map_or(PUBLIC_API.to_string(), |a| {
-                a.trim_end_matches('/').to_string()
-            }),
-            mode: if mode { Mode::Document } else { Mode::Text },
-            msgs_per_min,
+            meta: MetaSettings::parse("messenger", &q)?,
         })
     }
 
     pub fn capabilities(&self) -> Capabilities {
-        let (max_message, text_only) = match self.mode {
-            Mode::Text => (MAX_TEXT, true),
-            Mode::Document => (MAX_ATTACHMENT, false),
-        };
-        let mut caps = Capabilities {
-            max_message,
-            text_only,
-            messages_per_minute: Some(60),
-            bytes_per_minute: Some(10_000_000),
-        };
-        if let Some(m) = self.msgs_per_min {
-            caps.messages_per_minute = Some(m);
-            caps.bytes_per_minute = caps
-                .bytes_per_minute
-                .map(|b| b.max(u64::from(m) * caps.payload_bytes().min(4_000_000) as u64));
-        }
-        caps
+        self.meta.capabilities(MAX_TEXT, MAX_ATTACHMENT, 60)
     }
 }
 
 impl std::fmt::Display for MessengerUri {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "messenger:{}?page_id={}&{}&{}&{}&listen={}",
-            self.psid,
-            self.page_id,
-            secret_key(&self.token, "token"),
-            secret_key(&self.app_secret, "app_secret"),
-            secret_key(&self.verify_token, "verify_token"),
-            self.listen
-        )?;
-        if self.api != PUBLIC_API {
-            write!(f, "&api={}", self.api)?;
-        }
-        if self.mode == Mode::Document {
-            f.write_str("&mode=document")?;
-        }
-        if let Some(m) = self.msgs_per_min {
-            write!(f, "&msgs_per_min={m}")?;
-        }
-        Ok(())
+        write!(f, "messenger:{}?page_id={}", self.psid, self.page_id)?;
+        self.meta.fmt_query(f)
     }
 }
 
@@ -162,9 +102,9 @@ impl Api {
         Ok(Api {
             http: http::client()?,
             fetcher: http::client_no_redirects()?,
-            base: uri.api.clone(),
+            base: uri.meta.api.clone(),
             page_id: uri.page_id.clone(),
-            token: uri.token.load()?,
+            token: uri.meta.token.load()?,
         })
     }
 
@@ -225,11 +165,11 @@ impl Messenger {
         let (hook_tx, hook_rx) = mpsc::channel(64);
         let health = Arc::new(Health::default());
         meta::serve_webhook(
-            uri.listen,
+            uri.meta.listen,
             meta::Webhook {
                 object: "page",
-                app_secret: uri.app_secret.load()?,
-                verify_token: uri.verify_token.load()?,
+                app_secret: uri.meta.app_secret.load()?,
+                verify_token: uri.meta.verify_token.load()?,
                 out: hook_tx,
                 health: health.clone(),
             },
@@ -257,8 +197,8 @@ impl Messenger {
     /// `GET /{page_id}`: the Page the token speaks for. Opens no webhook.
     pub async fn check(uri: &MessengerUri) -> Result<Page, String> {
         let api = Api::new(uri)?;
-        uri.app_secret.load()?;
-        uri.verify_token.load()?;
+        uri.meta.app_secret.load()?;
+        uri.meta.verify_token.load()?;
         let response = api
             .http
             .get(format!("{}/{}", api.base, api.page_id))
@@ -496,7 +436,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(u.psid, "2417001122334455");
-        assert_eq!(u.mode, Mode::Document);
+        assert_eq!(u.meta.mode, Mode::Document);
         assert_eq!(u.capabilities().max_message, MAX_ATTACHMENT);
         assert_eq!(
             MessengerUri::parse(&u.to_string()["messenger:".len()..]).unwrap(),

@@ -28,6 +28,7 @@ use sha2::Sha256;
 use tokio::sync::mpsc;
 
 use super::http::SecretSource;
+use super::Capabilities;
 
 /// The Graph API's error envelope.
 #[derive(Debug, Deserialize)]
@@ -243,6 +244,100 @@ pub fn secret_key(source: &SecretSource, name: &str) -> String {
     match source {
         SecretSource::Env(v) => format!("{name}_env={v}"),
         SecretSource::File(p) => format!("{name}_file={}", p.display()),
+    }
+}
+
+/// Text messages or documents.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Text,
+    Document,
+}
+
+/// What every Meta URI (`whatsapp:`, `messenger:`) says besides whom it
+/// talks to: where its three secrets are, where its webhook listens, the
+/// Graph API, text or documents, and an asked-for pace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetaSettings {
+    pub token: SecretSource,
+    pub app_secret: SecretSource,
+    pub verify_token: SecretSource,
+    pub listen: SocketAddr,
+    pub api: String,
+    pub mode: Mode,
+    /// Messages a minute to the peer, instead of the platform's.
+    pub msgs_per_min: Option<u32>,
+}
+
+/// The public Graph API, with the version pigeon was written against.
+pub const PUBLIC_API: &str = "https://graph.facebook.com/v25.0";
+
+impl MetaSettings {
+    /// The shared keys of `q` (`platform` names the URI in errors); the
+    /// caller has checked the other keys.
+    pub fn parse(platform: &str, q: &UriQuery) -> Result<MetaSettings, String> {
+        let secret = |name: &str| q.secret(name).map_err(|e| format!("{platform}: {e}"));
+        Ok(MetaSettings {
+            token: secret("token")?,
+            app_secret: secret("app_secret")?,
+            verify_token: secret("verify_token")?,
+            listen: q.listen()?,
+            api: q.get("api").map_or(PUBLIC_API.to_string(), |a| {
+                a.trim_end_matches('/').to_string()
+            }),
+            mode: if q.mode()? {
+                Mode::Document
+            } else {
+                Mode::Text
+            },
+            msgs_per_min: q.msgs_per_min()?,
+        })
+    }
+
+    /// The shared keys, as `parse` reads them (after the URI's own).
+    pub fn fmt_query(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "&{}&{}&{}&listen={}",
+            secret_key(&self.token, "token"),
+            secret_key(&self.app_secret, "app_secret"),
+            secret_key(&self.verify_token, "verify_token"),
+            self.listen
+        )?;
+        if self.api != PUBLIC_API {
+            write!(f, "&api={}", self.api)?;
+        }
+        if self.mode == Mode::Document {
+            f.write_str("&mode=document")?;
+        }
+        if let Some(m) = self.msgs_per_min {
+            write!(f, "&msgs_per_min={m}")?;
+        }
+        Ok(())
+    }
+
+    /// The link's limits: texts of `text_max` characters or documents of
+    /// `document_max` bytes, `per_min` a minute (or the pace asked for),
+    /// under the messaging channels' 10 MB a minute.
+    pub fn capabilities(&self, text_max: usize, document_max: usize, per_min: u32) -> Capabilities {
+        let (max_message, text_only) = match self.mode {
+            Mode::Text => (text_max, true),
+            Mode::Document => (document_max, false),
+        };
+        let mut caps = Capabilities {
+            max_message,
+            text_only,
+            messages_per_minute: Some(per_min),
+            bytes_per_minute: Some(10_000_000),
+        };
+        if let Some(m) = self.msgs_per_min {
+            // The byte ceiling scales with a pace that is asked for.
+            caps.messages_per_minute = Some(m);
+            caps.bytes_per_minute = caps
+                .bytes_per_minute
+                .map(|b| b.max(u64::from(m) * caps.payload_bytes().min(4_000_000) as u64));
+        }
+        caps
     }
 }
 

@@ -33,12 +33,11 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use super::http::{self, SecretSource};
-use super::meta::{self, secret_key, CallError, UriQuery};
+use super::http;
+use super::meta::{self, CallError, MetaSettings, UriQuery};
 use super::{Capabilities, Correspondents, Health, Message, Received, SendError, Transport};
 
-/// The public Graph API, with the version pigeon was written against.
-pub const PUBLIC_API: &str = "https://graph.facebook.com/v25.0";
+pub use super::meta::{Mode, PUBLIC_API};
 /// Largest text message, characters.
 pub const MAX_TEXT: usize = 4096;
 /// Largest document, bytes.
@@ -46,26 +45,15 @@ pub const MAX_DOCUMENT: usize = 100_000_000;
 /// The longest a document's fetch may take, retries included.
 const FETCH_DEADLINE: Duration = Duration::from_secs(120);
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
-    Text,
-    Document,
-}
-
 /// A parsed `whatsapp:` URI.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WhatsappUri {
     /// The peer's number as WhatsApp ids it (digits, no `+`).
     pub peer: String,
     pub phone_id: String,
-    pub token: SecretSource,
-    pub app_secret: SecretSource,
-    pub verify_token: SecretSource,
-    pub listen: SocketAddr,
-    pub api: String,
-    pub mode: Mode,
-    /// Messages a minute to the peer (WhatsApp's pair rate is about 10).
-    pub msgs_per_min: Option<u32>,
+    /// Secrets, webhook, API, mode and pace (WhatsApp's pair rate is
+    /// about 10 a minute).
+    pub meta: MetaSettings,
 }
 
 impl WhatsappUri {
@@ -88,75 +76,23 @@ impl WhatsappUri {
             .get("phone_id")
             .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
             .ok_or("whatsapp: needs phone_id=<ID>, the business number's id from the app's WhatsApp setup page")?;
-        let (listen, document, msgs_per_min) = (q.listen()?, q.mode()?, q.msgs_per_min()?);
-        let mode = if document { Mode::Document } else { Mode::Text };
         Ok(WhatsappUri {
             peer: peer.to_string(),
             phone_id: phone_id.to_string(),
-            token: q.secret("token").map_err(|e| format!("whatsapp: {e}"))?,
-            app_secret: q
-                .secret("app_secret")
-                .map_err(|e| format!("whatsapp: {e}"))?,
-            verify_token: q
-                .secret("verify_token")
-                .map_err(|e| format!("whatsapp: {e}"))?,
-            listen,
-            api: q.get("api").map_or(PUBLIC_API.to_string(), |a| {
-                a.trim_end_matches('/').to_string()
-            }),
-            mode,
-            msgs_per_min,
+            meta: MetaSettings::parse("whatsapp", &q)?,
         })
     }
 
+    /// A chunk travels as its base64 in a text/plain document.
     pub fn capabilities(&self) -> Capabilities {
-        let mut caps = match self.mode {
-            Mode::Text => Capabilities {
-                max_message: MAX_TEXT,
-                text_only: true,
-                messages_per_minute: Some(10),
-                bytes_per_minute: Some(10_000_000),
-            },
-            // A chunk travels as its base64 in a text/plain document.
-            Mode::Document => Capabilities {
-                max_message: MAX_DOCUMENT / 4 * 3,
-                text_only: false,
-                messages_per_minute: Some(10),
-                bytes_per_minute: Some(10_000_000),
-            },
-        };
-        if let Some(m) = self.msgs_per_min {
-            caps.messages_per_minute = Some(m);
-            caps.bytes_per_minute = caps
-                .bytes_per_minute
-                .map(|b| b.max(u64::from(m) * caps.payload_bytes().min(4_000_000) as u64));
-        }
-        caps
+        self.meta.capabilities(MAX_TEXT, MAX_DOCUMENT / 4 * 3, 10)
     }
 }
 
 impl std::fmt::Display for WhatsappUri {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "whatsapp:{}?phone_id={}&{}&{}&{}&listen={}",
-            self.peer,
-            self.phone_id,
-            secret_key(&self.token, "token"),
-            secret_key(&self.app_secret, "app_secret"),
-            secret_key(&self.verify_token, "verify_token"),
-            self.listen
-        )?;
-        if self.api != PUBLIC_API {
-            write!(f, "&api={}", self.api)?;
-        }
-        if self.mode == Mode::Document {
-            f.write_str("&mode=document")?;
-        }
-        if let Some(m) = self.msgs_per_min {
-            write!(f, "&msgs_per_min={m}")?;
-        }
-        Ok(())
+        write!(f, "whatsapp:{}?phone_id={}", self.peer, self.phone_id)?;
+        self.meta.fmt_query(f)
     }
 }
 
@@ -189,9 +125,9 @@ impl Api {
     fn new(uri: &WhatsappUri) -> Result<Api, String> {
         Ok(Api {
             http: http::client()?,
-            base: uri.api.clone(),
+            base: uri.meta.api.clone(),
             phone_id: uri.phone_id.clone(),
-            token: uri.token.load()?,
+            token: uri.meta.token.load()?,
         })
     }
 
@@ -287,11 +223,11 @@ impl Whatsapp {
         let (hook_tx, hook_rx) = mpsc::channel(64);
         let health = Arc::new(Health::default());
         let webhook = meta::serve_webhook(
-            uri.listen,
+            uri.meta.listen,
             meta::Webhook {
                 object: "whatsapp_business_account",
-                app_secret: uri.app_secret.load()?,
-                verify_token: uri.verify_token.load()?,
+                app_secret: uri.meta.app_secret.load()?,
+                verify_token: uri.meta.verify_token.load()?,
                 out: hook_tx,
                 health: health.clone(),
             },
@@ -327,8 +263,8 @@ impl Whatsapp {
     /// webhook, so a running pigeon is not disturbed.
     pub async fn check(uri: &WhatsappUri) -> Result<PhoneNumber, String> {
         let api = Api::new(uri)?;
-        uri.app_secret.load()?;
-        uri.verify_token.load()?;
+        uri.meta.app_secret.load()?;
+        uri.meta.verify_token.load()?;
         let response = api
             .get(&format!("{}/{}", api.base, api.phone_id))
             .send()
@@ -530,8 +466,8 @@ mod tests {
         let u = WhatsappUri::parse(URI).unwrap();
         assert_eq!(u.peer, "15550001111");
         assert_eq!(u.phone_id, "106540352242922");
-        assert_eq!(u.api, PUBLIC_API);
-        assert_eq!(u.mode, Mode::Document);
+        assert_eq!(u.meta.api, PUBLIC_API);
+        assert_eq!(u.meta.mode, Mode::Document);
         assert_eq!(
             WhatsappUri::parse(&u.to_string()["whatsapp:".len()..]).unwrap(),
             u
