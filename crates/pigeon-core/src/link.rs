@@ -372,8 +372,8 @@ struct Dest {
     oldest: Option<Instant>,
     /// Earliest time the next message may go (message and byte pace).
     free_at: Instant,
-    /// A message the provider refused for now (rate limit), to send first.
-    retry: Option<Message>,
+    /// Messages the provider refused for now (rate limit), to send first.
+    retry: VecDeque<Message>,
 }
 
 impl Dest {
@@ -385,7 +385,7 @@ impl Dest {
             data_bytes: 0,
             oldest: None,
             free_at: Instant::now(),
-            retry: None,
+            retry: VecDeque::new(),
         }
     }
 
@@ -393,7 +393,7 @@ impl Dest {
         self.control.is_empty()
             && self.data.is_empty()
             && self.partial.is_none()
-            && self.retry.is_none()
+            && self.retry.is_empty()
     }
 
     fn pending_bytes(&self) -> usize {
@@ -443,8 +443,13 @@ impl Pacer {
     }
 }
 
+/// Messages one link has on the wire at once. Sends run side by side, so
+/// one hung HTTPS call (each transport bounds its own with a timeout) does
+/// not stop the link, and a send's own duration never stretches the pace.
+const MAX_IN_FLIGHT: usize = 4;
+
 async fn send_loop<T: Transport>(
-    mut transport: T,
+    transport: T,
     mut rx: mpsc::UnboundedReceiver<Outgoing>,
     stats: Arc<LinkStats>,
     health: Arc<crate::transport::Health>,
@@ -455,19 +460,22 @@ async fn send_loop<T: Transport>(
     let capacity = message_payload(&caps);
     let mut dests: HashMap<Address, Dest> = HashMap::new();
     let mut next_frame_id: u64 = rand::random();
+    let mut in_flight = futures::stream::FuturesUnordered::new();
     loop {
-        stats
-            .busy
-            .store(dests.values().any(|d| !d.is_empty()), Ordering::Relaxed);
+        stats.busy.store(
+            !in_flight.is_empty() || dests.values().any(|d| !d.is_empty()),
+            Ordering::Relaxed,
+        );
         // When could each destination send, and is it worth sending?
         let now = Instant::now();
         let mut wake: Option<Instant> = None;
         let mut ready: Option<Address> = None;
         for (addr, d) in &dests {
-            if d.is_empty() {
+            if d.is_empty() || in_flight.len() >= MAX_IN_FLIGHT {
                 continue;
             }
-            let full = d.pending_bytes() >= capacity || !d.control.is_empty() || d.retry.is_some();
+            let full =
+                d.pending_bytes() >= capacity || !d.control.is_empty() || !d.retry.is_empty();
             let linger_done = d.oldest.is_none_or(|t| t + pacer.linger <= now);
             let at = if full || linger_done {
                 d.free_at
@@ -482,7 +490,7 @@ async fn send_loop<T: Transport>(
         }
         if let Some(addr) = ready {
             let d = dests.get_mut(&addr).expect("address came from the map");
-            let message = match d.retry.take() {
+            let message = match d.retry.pop_front() {
                 Some(m) => m,
                 None => {
                     let bytes = pack(d, capacity, &mut next_frame_id);
@@ -495,41 +503,14 @@ async fn send_loop<T: Transport>(
             };
             let size = message.len();
             let raw = if caps.text_only { size / 4 * 3 } else { size };
-            match transport.send(&addr, message).await {
-                Ok(()) => {
-                    stats.record_send(raw, started);
-                    pacer.charge(d, Instant::now(), raw);
-                    health.clear("send");
-                }
-                Err(SendError::RateLimited {
-                    retry_after,
-                    message,
-                }) => {
-                    stats.errors.fetch_add(1, Ordering::Relaxed);
-                    let retry_after = retry_after.min(crate::transport::http::MAX_WAIT);
-                    let until = Instant::now().duration_since(started) + retry_after;
-                    stats
-                        .retry_after_until_ms
-                        .store(until.as_millis() as u64, Ordering::Relaxed);
-                    d.free_at = Instant::now() + retry_after;
-                    d.retry = Some(message);
-                }
-                Err(SendError::Permanent(m)) => {
-                    stats.errors.fetch_add(1, Ordering::Relaxed);
-                    stats.up.store(false, Ordering::Relaxed);
-                    health.problem("send", m);
-                    // Tried again now and then: the user may fix it.
-                    d.free_at = Instant::now() + Duration::from_secs(5);
-                }
-                Err(e) => {
-                    stats.errors.fetch_add(1, Ordering::Relaxed);
-                    stats.up.store(false, Ordering::Relaxed);
-                    tracing::warn!(error = %e, size, "transport send failed; the engine will retransmit");
-                    d.free_at = Instant::now() + Duration::from_millis(500);
-                }
-            }
-            // An emptied queue keeps its place: its pace (free_at) must
-            // hold for the next message too.
+            // The pace counts from when a message leaves, as the provider
+            // counts it, not from when its answer came back.
+            pacer.charge(d, now, raw);
+            let transport = &transport;
+            in_flight.push(async move {
+                let outcome = transport.send(&addr, message).await;
+                (addr, raw, outcome)
+            });
             continue;
         }
         let sleep = async {
@@ -540,7 +521,7 @@ async fn send_loop<T: Transport>(
         };
         tokio::select! {
             out = rx.recv() => {
-                let Some(out) = out else { return };
+                let Some(out) = out else { break };
                 enqueue(dests.entry(out.to.clone()).or_insert_with(Dest::new), out);
                 let mut n = 1;
                 // Take whatever else is already waiting before deciding.
@@ -551,7 +532,57 @@ async fn send_loop<T: Transport>(
                 stats.busy.store(true, Ordering::Relaxed);
                 stats.taken.fetch_add(n, Ordering::Relaxed);
             }
+            Some((addr, raw, outcome)) = futures::StreamExt::next(&mut in_flight) => {
+                let d = dests.entry(addr).or_insert_with(Dest::new);
+                sent(d, raw, outcome, &stats, &health, started);
+            }
             () = sleep => {}
+        }
+    }
+    // The engine is gone: let what is on the wire finish.
+    while futures::StreamExt::next(&mut in_flight).await.is_some() {}
+}
+
+/// Take in the provider's answer to one message sent to `d`.
+fn sent(
+    d: &mut Dest,
+    raw: usize,
+    outcome: Result<(), SendError>,
+    stats: &LinkStats,
+    health: &crate::transport::Health,
+    started: Instant,
+) {
+    match outcome {
+        Ok(()) => {
+            stats.record_send(raw, started);
+            health.clear("send");
+        }
+        Err(SendError::RateLimited {
+            retry_after,
+            message,
+        }) => {
+            stats.errors.fetch_add(1, Ordering::Relaxed);
+            let retry_after = retry_after.min(crate::transport::http::MAX_WAIT);
+            let until = Instant::now().duration_since(started) + retry_after;
+            stats
+                .retry_after_until_ms
+                .fetch_max(until.as_millis() as u64, Ordering::Relaxed);
+            d.free_at = d.free_at.max(Instant::now() + retry_after);
+            // Sent again first, in the order they were refused.
+            d.retry.push_back(message);
+        }
+        Err(SendError::Permanent(m)) => {
+            stats.errors.fetch_add(1, Ordering::Relaxed);
+            stats.up.store(false, Ordering::Relaxed);
+            health.problem("send", m);
+            // Tried again now and then: the user may fix it.
+            d.free_at = d.free_at.max(Instant::now() + Duration::from_secs(5));
+        }
+        Err(e) => {
+            stats.errors.fetch_add(1, Ordering::Relaxed);
+            stats.up.store(false, Ordering::Relaxed);
+            tracing::warn!(error = %e, size = raw, "transport send failed; the engine will retransmit");
+            d.free_at = d.free_at.max(Instant::now() + Duration::from_millis(500));
         }
     }
 }
@@ -1193,5 +1224,98 @@ mod tests {
         pacer.charge(&mut d, t0, 3000);
         // 3000 bytes at 1000 B/s take 3 s, more than the 1 s message pace.
         assert_eq!(d.free_at - t0, Duration::from_secs(4));
+    }
+
+    /// A channel whose sends take as long as the test says, and that tells
+    /// the test when each one started.
+    struct Slow {
+        caps: Capabilities,
+        started: mpsc::UnboundedSender<(Address, Instant)>,
+        delay: fn(&Address) -> Option<Duration>,
+    }
+
+    impl Transport for Slow {
+        fn capabilities(&self) -> &Capabilities {
+            &self.caps
+        }
+        fn describe(&self) -> String {
+            "slow:".into()
+        }
+        async fn send(&self, to: &Address, _: Message) -> Result<(), SendError> {
+            let _ = self.started.send((to.clone(), Instant::now()));
+            match (self.delay)(to) {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+            Ok(())
+        }
+        fn incoming(&mut self) -> mpsc::Receiver<crate::transport::Received> {
+            mpsc::channel(1).1
+        }
+        fn health(&self) -> Arc<crate::transport::Health> {
+            Arc::default()
+        }
+    }
+
+    fn slow_link(
+        per_minute: Option<u32>,
+        delay: fn(&Address) -> Option<Duration>,
+    ) -> (LinkHandle, mpsc::UnboundedReceiver<(Address, Instant)>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let transport = Slow {
+            caps: Capabilities {
+                max_message: 4096,
+                text_only: false,
+                messages_per_minute: per_minute,
+                bytes_per_minute: None,
+            },
+            started: tx,
+            delay,
+        };
+        let (inbound, _) = mpsc::channel(1);
+        (start(transport, "slow", 0, inbound), rx)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hung_send_does_not_stop_the_link() {
+        // Every send to "stuck" hangs for ever; the others take 10 ms.
+        let (link, mut started) = slow_link(None, |to| {
+            (to != "stuck").then_some(Duration::from_millis(10))
+        });
+        link.send_control(&"stuck".to_string(), vec![1; 10], None);
+        assert_eq!(started.recv().await.unwrap().0, "stuck");
+        for _ in 0..3 {
+            link.send_control(&"peer".to_string(), vec![2; 10], None);
+            let (to, _) = tokio::time::timeout(Duration::from_secs(1), started.recv())
+                .await
+                .expect("the link sent on while one call hung")
+                .unwrap();
+            assert_eq!(to, "peer");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_send_slower_than_the_pace_does_not_stretch_it() {
+        // 600 messages a minute (one per 100 ms), each send taking 80 ms:
+        // twenty messages leave on the pace's 100 ms grid, not every 180 ms.
+        let (link, mut started) = slow_link(Some(600), |_| Some(Duration::from_millis(80)));
+        let t0 = Instant::now();
+        let mut at = vec![];
+        for _ in 0..20 {
+            link.send_control(&"peer".to_string(), vec![3; 10], None);
+            at.push(started.recv().await.unwrap().1 - t0);
+        }
+        let last = *at.last().unwrap();
+        assert!(
+            last >= Duration::from_millis(1900) && last < Duration::from_millis(2000),
+            "20 messages at 600 a minute took {last:?}: {at:?}"
+        );
+        for pair in at.windows(2) {
+            assert!(
+                pair[1] - pair[0] >= Duration::from_millis(99),
+                "too close: {at:?}"
+            );
+        }
     }
 }

@@ -14,7 +14,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rand::rngs::StdRng;
@@ -149,7 +149,7 @@ static DELIVERY_SEQ: AtomicU64 = AtomicU64::new(0);
 pub struct LocalSpool {
     uri: LocalUri,
     caps: Capabilities,
-    rng: StdRng,
+    rng: Mutex<StdRng>,
     inbox: Option<mpsc::Receiver<Received>>,
     transcript: Option<Arc<std::sync::Mutex<std::fs::File>>>,
     health: Arc<super::Health>,
@@ -186,7 +186,7 @@ impl LocalSpool {
         Ok(LocalSpool {
             uri,
             caps,
-            rng,
+            rng: Mutex::new(rng),
             inbox: Some(rx),
             transcript,
             health: Arc::default(),
@@ -313,42 +313,53 @@ impl Transport for LocalSpool {
         self.health.clone()
     }
 
-    async fn send(&mut self, to: &Address, message: Message) -> Result<(), SendError> {
+    async fn send(&self, to: &Address, message: Message) -> Result<(), SendError> {
         self.caps.admit(&message)?;
         let mut bytes = match message {
             Message::Text(s) => s.into_bytes(),
             Message::Binary(b) => b,
         };
-        let faults = self.uri.faults.clone();
-        if faults.loss > 0.0 && self.rng.gen_bool(faults.loss) {
-            return Ok(());
-        }
-        if faults.corrupt > 0.0 && self.rng.gen_bool(faults.corrupt) && !bytes.is_empty() {
-            // Alter a few bytes somewhere inside. On text channels keep it
-            // text, as a provider mangling characters would.
-            for _ in 0..self.rng.gen_range(1..=3) {
-                let i = self.rng.gen_range(0..bytes.len());
-                bytes[i] = if self.caps.text_only {
-                    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-                        [self.rng.gen_range(0..64)]
-                } else {
-                    bytes[i] ^ (1 << self.rng.gen_range(0..8))
-                };
+        // The fate of this message, drawn in one go: the generator is
+        // shared by sends that run at once, and its lock is never held
+        // across an await.
+        let (copies, delay, extra) = {
+            let faults = &self.uri.faults;
+            let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
+            if faults.loss > 0.0 && rng.gen_bool(faults.loss) {
+                return Ok(());
             }
-        }
-        let copies = if faults.dup > 0.0 && self.rng.gen_bool(faults.dup) {
-            2
-        } else {
-            1
+            if faults.corrupt > 0.0 && rng.gen_bool(faults.corrupt) && !bytes.is_empty() {
+                // Alter a few bytes somewhere inside. On text channels keep it
+                // text, as a provider mangling characters would.
+                for _ in 0..rng.gen_range(1..=3) {
+                    let i = rng.gen_range(0..bytes.len());
+                    bytes[i] = if self.caps.text_only {
+                        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+                            [rng.gen_range(0..64)]
+                    } else {
+                        bytes[i] ^ (1 << rng.gen_range(0..8))
+                    };
+                }
+            }
+            let copies = if faults.dup > 0.0 && rng.gen_bool(faults.dup) {
+                2
+            } else {
+                1
+            };
+            let reorder = faults.reorder > 0.0 && rng.gen_bool(faults.reorder);
+            let mut delay = faults.delay;
+            if reorder {
+                // Held back long enough for later messages to overtake it.
+                delay += Duration::from_millis(rng.gen_range(20..250));
+            }
+            let extra = if copies == 2 {
+                Duration::from_millis(rng.gen_range(0..50))
+            } else {
+                Duration::ZERO
+            };
+            (copies, delay, extra)
         };
-        let reorder = faults.reorder > 0.0 && self.rng.gen_bool(faults.reorder);
-        let mut delay = faults.delay;
-        if reorder {
-            // Held back long enough for later messages to overtake it.
-            delay += Duration::from_millis(self.rng.gen_range(20..250));
-        }
         if copies == 2 {
-            let extra = Duration::from_millis(self.rng.gen_range(0..50));
             self.deliver_later(to, bytes.clone(), delay + extra);
         }
         if !delay.is_zero() {

@@ -220,7 +220,7 @@ impl Transport for Messenger {
         self.uri.to_string()
     }
 
-    async fn send(&mut self, to: &super::Address, message: Message) -> Result<(), SendError> {
+    async fn send(&self, to: &super::Address, message: Message) -> Result<(), SendError> {
         self.caps.admit(&message)?;
         let to = self.correspondents.recipient(to)?;
         match self.api.send(&to, &message).await {

@@ -258,14 +258,14 @@ impl Health {
 /// A channel that moves messages. Sending and receiving are separate: the
 /// link sends from one task and reads [`Transport::incoming`] in another, so
 /// a slow reader never holds up a sender.
-pub trait Transport: Send + 'static {
+pub trait Transport: Send + Sync + 'static {
     fn capabilities(&self) -> &Capabilities;
 
     /// The URI it was opened with, for display.
     fn describe(&self) -> String;
 
     fn send(
-        &mut self,
+        &self,
         to: &Address,
         message: Message,
     ) -> impl Future<Output = std::result::Result<(), SendError>> + Send;

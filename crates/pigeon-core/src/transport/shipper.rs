@@ -351,7 +351,7 @@ impl Transport for Shipper {
         self.uri.to_string()
     }
 
-    async fn send(&mut self, to: &super::Address, message: Message) -> Result<(), SendError> {
+    async fn send(&self, to: &super::Address, message: Message) -> Result<(), SendError> {
         self.caps.admit(&message)?;
         let (kind, body) = match &message {
             Message::Text(t) => ("text/plain; charset=utf-8", t.as_bytes().to_vec()),

@@ -284,7 +284,7 @@ impl Transport for Whatsapp {
         self.uri.to_string()
     }
 
-    async fn send(&mut self, to: &super::Address, message: Message) -> Result<(), SendError> {
+    async fn send(&self, to: &super::Address, message: Message) -> Result<(), SendError> {
         self.caps.admit(&message)?;
         let to = self.correspondents.recipient(to)?;
         let outcome = match &message {
