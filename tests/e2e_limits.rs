@@ -500,3 +500,50 @@ fn first_chunk_leaves_before_the_whole_file_could_be_hashed() {
         "first chunk after {latency:?}"
     );
 }
+
+/// Issue 7's first-data target and issue 9's "every message counts": on a
+/// link where messages are seconds apart, a new upload's offer rides in the
+/// Hello and its first chunk fills the rest of that message, so data leaves
+/// in the first message instead of the third (12 s later on WhatsApp).
+#[test]
+fn on_a_slow_link_an_upload_starts_in_the_message_that_opens_its_session() {
+    // whatsapp-text at 30 a minute: 2 s apart, slow enough to go early.
+    let mut w = World::new("profile=whatsapp-text&msgs_per_min=30&transcript=1");
+    w.start_agent();
+    let file = w.random_file("first.bin", 9_000, 7);
+    w.upload(&[&file], &[]).assert_ok();
+    assert_same_file(&file, &w.storage().join("first.bin"));
+    let client = classify(&w.client_transcript(), true);
+    let first = &client[0];
+    assert_eq!(
+        first.frames.first().map(String::as_str),
+        Some("hello"),
+        "{client:#?}"
+    );
+    assert!(
+        first.chunk && first.fresh,
+        "the first message carries data: {client:#?}"
+    );
+    assert!(
+        first.len * 100 >= 4096 * 95,
+        "and is filled: {} of 4096 characters",
+        first.len
+    );
+    // 9 KB and the Hello fill four messages of 3 KB, the finish a fifth
+    // (seven without early data: the Hello and the offer alone first).
+    assert!(client.len() <= 5, "{} messages: {client:#?}", client.len());
+}
+
+/// Where a round trip is cheap, nothing waits for early data and the Hello
+/// carries none (it keeps the session's forward secrecy for everything).
+#[test]
+fn on_a_fast_link_the_hello_goes_alone_and_at_once() {
+    let mut w = World::new(&format!(
+        "profile=telegram-text&msgs_per_min={FAST_PACE}&transcript=1"
+    ));
+    w.start_agent();
+    let file = w.random_file("fast.bin", 9_000, 8);
+    w.upload(&[&file], &[]).assert_ok();
+    let client = classify(&w.client_transcript(), true);
+    assert_eq!(client[0].frames, vec!["hello".to_string()], "{client:#?}");
+}

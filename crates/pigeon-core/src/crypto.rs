@@ -146,10 +146,19 @@ pub struct Initiator {
 
 impl Initiator {
     /// Start a handshake; returns the state and the first message to send.
+    ///
+    /// `early` rides in that message (Noise's first payload, sealed under
+    /// the `es` and `ss` secrets): only the holder of `peer`'s key can read
+    /// it and only ours can have made it, but unlike everything sealed in
+    /// the session it is not forward secret against a later theft of
+    /// `peer`'s static key, and a recording of it can be replayed. See
+    /// [`crate::protocol::Early`] for what may go there and how replays
+    /// are refused.
     pub fn start(
         me: &Identity,
         peer: &PublicKey,
         session_id: &[u8; 16],
+        early: &[u8],
     ) -> Result<(Initiator, Vec<u8>)> {
         let prologue = prologue(session_id);
         let mut state = snow::Builder::new(noise_params())
@@ -158,8 +167,14 @@ impl Initiator {
             .prologue(&prologue)
             .build_initiator()
             .map_err(noise_err)?;
-        let mut msg = vec![0u8; 256];
-        let n = state.write_message(&[], &mut msg).map_err(noise_err)?;
+        if early.len() > MAX_EARLY {
+            return Err(CoreError::Encode {
+                what: "early data",
+                reason: format!("{} bytes, more than {MAX_EARLY}", early.len()),
+            });
+        }
+        let mut msg = vec![0u8; 256 + early.len()];
+        let n = state.write_message(early, &mut msg).map_err(noise_err)?;
         msg.truncate(n);
         Ok((Initiator { state }, msg))
     }
@@ -174,14 +189,19 @@ impl Initiator {
     }
 }
 
+/// Most bytes of early data a first handshake message carries.
+pub const MAX_EARLY: usize = 16 * 1024;
+
 /// Answer a first handshake message from `peer`. Fails unless it was made
-/// by the holder of `peer`'s private key for `session_id`.
+/// by the holder of `peer`'s private key for `session_id`. Returns the
+/// session, the answer, and the early data the message carried (empty if
+/// none; see [`Initiator::start`] for what it is worth).
 pub fn respond(
     me: &Identity,
     peer: &PublicKey,
     session_id: &[u8; 16],
     first: &[u8],
-) -> Result<(Session, Vec<u8>)> {
+) -> Result<(Session, Vec<u8>, Vec<u8>)> {
     let prologue = prologue(session_id);
     let mut state = snow::Builder::new(noise_params())
         .local_private_key(&me.private[..])
@@ -189,12 +209,13 @@ pub fn respond(
         .prologue(&prologue)
         .build_responder()
         .map_err(noise_err)?;
-    let mut buf = vec![0u8; first.len()];
-    state.read_message(first, &mut buf).map_err(noise_err)?;
+    let mut early = vec![0u8; first.len()];
+    let len = state.read_message(first, &mut early).map_err(noise_err)?;
+    early.truncate(len);
     let mut msg = vec![0u8; 256];
     let n = state.write_message(&[], &mut msg).map_err(noise_err)?;
     msg.truncate(n);
-    Ok((Session::from_handshake(state)?, msg))
+    Ok((Session::from_handshake(state)?, msg, early))
 }
 
 fn noise_err(e: snow::Error) -> CoreError {
@@ -442,8 +463,9 @@ mod tests {
     fn sessions() -> (Session, Session) {
         let (a, b) = pair();
         let sid = [7u8; 16];
-        let (init, m1) = Initiator::start(&a, &b.public(), &sid).unwrap();
-        let (resp, m2) = respond(&b, &a.public(), &sid, &m1).unwrap();
+        let (init, m1) = Initiator::start(&a, &b.public(), &sid, &[]).unwrap();
+        let (resp, m2, early) = respond(&b, &a.public(), &sid, &m1).unwrap();
+        assert!(early.is_empty());
         (init.finish(&m2).unwrap(), resp)
     }
 
@@ -462,14 +484,36 @@ mod tests {
         let mallory = Identity::generate().unwrap();
         let sid = [1u8; 16];
         // Mallory claims to be `a`.
-        let (_, m1) = Initiator::start(&mallory, &b.public(), &sid).unwrap();
+        let (_, m1) = Initiator::start(&mallory, &b.public(), &sid, b"early").unwrap();
         assert!(respond(&b, &a.public(), &sid, &m1).is_err());
+    }
+
+    #[test]
+    fn early_data_reaches_only_the_responder_and_only_unaltered() {
+        let (a, b) = pair();
+        let sid = [3u8; 16];
+        let secret = b"offer: transfer key 0123456789abcdef";
+        let (init, m1) = Initiator::start(&a, &b.public(), &sid, secret).unwrap();
+        assert!(
+            !m1.windows(secret.len()).any(|w| w == secret),
+            "early data travels sealed"
+        );
+        let (_, m2, early) = respond(&b, &a.public(), &sid, &m1).unwrap();
+        assert_eq!(early, secret);
+        init.finish(&m2).unwrap();
+        // Anyone else's key cannot read it; one flipped bit is refused.
+        let eve = Identity::generate().unwrap();
+        assert!(respond(&eve, &a.public(), &sid, &m1).is_err());
+        let mut bent = m1.clone();
+        *bent.last_mut().unwrap() ^= 1;
+        assert!(respond(&b, &a.public(), &sid, &bent).is_err());
+        assert!(Initiator::start(&a, &b.public(), &sid, &vec![0; MAX_EARLY + 1]).is_err());
     }
 
     #[test]
     fn handshake_replayed_under_another_session_id_fails() {
         let (a, b) = pair();
-        let (_, m1) = Initiator::start(&a, &b.public(), &[1u8; 16]).unwrap();
+        let (_, m1) = Initiator::start(&a, &b.public(), &[1u8; 16], b"early").unwrap();
         assert!(respond(&b, &a.public(), &[2u8; 16], &m1).is_err());
     }
 

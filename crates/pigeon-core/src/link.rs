@@ -374,6 +374,8 @@ struct Dest {
     free_at: Instant,
     /// Messages the provider refused for now (rate limit), to send first.
     retry: VecDeque<Message>,
+    /// Messages sent and not yet answered.
+    in_flight: usize,
 }
 
 impl Dest {
@@ -386,6 +388,7 @@ impl Dest {
             oldest: None,
             free_at: Instant::now(),
             retry: VecDeque::new(),
+            in_flight: 0,
         }
     }
 
@@ -471,7 +474,8 @@ async fn send_loop<T: Transport>(
         let mut wake: Option<Instant> = None;
         let mut ready: Option<Address> = None;
         for (addr, d) in &dests {
-            if d.is_empty() || in_flight.len() >= MAX_IN_FLIGHT {
+            if d.is_empty() || in_flight.len() >= MAX_IN_FLIGHT || (!caps.burst && d.in_flight > 0)
+            {
                 continue;
             }
             let full =
@@ -503,9 +507,13 @@ async fn send_loop<T: Transport>(
             };
             let size = message.len();
             let raw = if caps.text_only { size / 4 * 3 } else { size };
-            // The pace counts from when a message leaves, as the provider
-            // counts it, not from when its answer came back.
-            pacer.charge(d, now, raw);
+            // With bursts allowed the pace counts from when a message
+            // leaves, so a send's own duration does not stretch it; without,
+            // from its answer ([`Capabilities::burst`]).
+            if caps.burst {
+                pacer.charge(d, now, raw);
+            }
+            d.in_flight += 1;
             let transport = &transport;
             in_flight.push(async move {
                 let outcome = transport.send(&addr, message).await;
@@ -534,6 +542,10 @@ async fn send_loop<T: Transport>(
             }
             Some((addr, raw, outcome)) = futures::StreamExt::next(&mut in_flight) => {
                 let d = dests.entry(addr).or_insert_with(Dest::new);
+                d.in_flight -= 1;
+                if !caps.burst && outcome.is_ok() {
+                    pacer.charge(d, Instant::now(), raw);
+                }
                 sent(d, raw, outcome, &stats, &health, started);
             }
             () = sleep => {}
@@ -1214,6 +1226,7 @@ mod tests {
             text_only: true,
             messages_per_minute: Some(60),
             bytes_per_minute: Some(60_000),
+            burst: false,
         };
         let pacer = Pacer::new(&caps);
         let mut d = Dest::new();
@@ -1259,6 +1272,7 @@ mod tests {
 
     fn slow_link(
         per_minute: Option<u32>,
+        burst: bool,
         delay: fn(&Address) -> Option<Duration>,
     ) -> (LinkHandle, mpsc::UnboundedReceiver<(Address, Instant)>) {
         let (tx, rx) = mpsc::unbounded_channel();
@@ -1268,6 +1282,7 @@ mod tests {
                 text_only: false,
                 messages_per_minute: per_minute,
                 bytes_per_minute: None,
+                burst,
             },
             started: tx,
             delay,
@@ -1279,7 +1294,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_hung_send_does_not_stop_the_link() {
         // Every send to "stuck" hangs for ever; the others take 10 ms.
-        let (link, mut started) = slow_link(None, |to| {
+        // A channel without bursts: one message at a time per destination,
+        // but a destination whose call hangs holds up only itself.
+        let (link, mut started) = slow_link(Some(6000), false, |to| {
             (to != "stuck").then_some(Duration::from_millis(10))
         });
         link.send_control(&"stuck".to_string(), vec![1; 10], None);
@@ -1299,7 +1316,7 @@ mod tests {
     async fn a_send_slower_than_the_pace_does_not_stretch_it() {
         // 600 messages a minute (one per 100 ms), each send taking 80 ms:
         // twenty messages leave on the pace's 100 ms grid, not every 180 ms.
-        let (link, mut started) = slow_link(Some(600), |_| Some(Duration::from_millis(80)));
+        let (link, mut started) = slow_link(Some(600), true, |_| Some(Duration::from_millis(80)));
         let t0 = Instant::now();
         let mut at = vec![];
         for _ in 0..20 {

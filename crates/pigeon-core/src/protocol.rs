@@ -233,6 +233,41 @@ pub enum RefuseCode {
     Internal,
 }
 
+/// Early data: offers of new uploads that ride in the client's first
+/// handshake message (the Noise payload of [`Frame::Hello`]), so a transfer
+/// starts in the message that opens its session, and its first chunks
+/// (sealed with the transfer's own key) in the same message behind it. On a
+/// channel of one message per 6 s that is two messages, 12 s, saved.
+///
+/// What it costs, and why it is bounded (DESIGN.md section 3): early data
+/// is confidential and authenticated to the client's key, but not forward
+/// secret against a later theft of the agent's static key, and a recording
+/// of it can be replayed. So a client sends it only on links where a round
+/// trip costs seconds, and an agent takes it only while `made_unix` is
+/// within [`Early::WINDOW_SECS`] of its own clock and only once per session
+/// id; anything else is ignored and the offer comes again, sealed, once
+/// the session is up.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Early {
+    /// When the client made it, by its clock (Unix seconds).
+    pub made_unix: u64,
+    /// [`Control::Offer`]s only; anything else is dropped.
+    pub offers: Vec<Control>,
+}
+
+impl Early {
+    /// How far early data's clock may be from the agent's.
+    pub const WINDOW_SECS: u64 = 600;
+
+    pub fn encode(&self) -> Result<Vec<u8>> {
+        codec::encode("early data", PROTOCOL_VERSION, self)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Early> {
+        codec::decode("early data", PROTOCOL_VERSION, bytes)
+    }
+}
+
 /// Control messages, always sealed in a session.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Control {

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use super::early::EarlyGate;
 use super::receiver::{Receiver, ReceiverConfig};
 use super::router::{route, Hooks};
 use super::sender::{finish_record, Outcome, Sender, SenderConfig};
@@ -23,7 +24,7 @@ use crate::engine::handle::RemoteEntry;
 use crate::error::Result;
 use crate::home::Home;
 use crate::policy::{EntryKind, RemotePath, StorageRoot};
-use crate::protocol::{Control, Frame, Manifest, RefuseCode};
+use crate::protocol::{Control, Early, Frame, Manifest, RefuseCode};
 use crate::store::{
     now_unix, AuditRecord, Role, SessionRecord, SessionStatus, SourceStamp, Store, TransferRecord,
 };
@@ -155,6 +156,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
         home: cfg.home.clone(),
         root,
         welcomes: Mutex::new(HashMap::new()),
+        early: Mutex::new(EarlyGate::default()),
         refused: Mutex::new(RefusalTally::default()),
         trust_stamp: Mutex::new(None),
         hashes: Arc::new(Mutex::new(HashMap::new())),
@@ -209,6 +211,8 @@ struct AgentHooks {
     /// (When it was last sent: a Hello replayed in a loop gets at most
     /// one every [`WELCOME_AGAIN`].)
     welcomes: Mutex<HashMap<[u8; 16], SentWelcome>>,
+    /// Sessions whose early data was taken, so a replay of it is not.
+    early: Mutex<EarlyGate>,
     /// Refusals of untrusted keys, summed per minute.
     refused: Mutex<RefusalTally>,
     /// The trust file as last read (size, mtime): re-read only on change.
@@ -277,6 +281,33 @@ impl RefusalTally {
 }
 
 impl AgentHooks {
+    /// The offers in a Hello's early data, if the gate lets them in.
+    fn take_early(&self, peer: &Peer, session: [u8; 16], early: &[u8]) -> Option<Vec<Control>> {
+        if early.is_empty() {
+            return None;
+        }
+        let early = match Early::decode(early) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::debug!(peer = %peer.name, "early data unreadable ({e}); ignored");
+                return None;
+            }
+        };
+        if let Err(why) = lock(&self.early).admit(session, &early, now_unix()) {
+            tracing::info!(
+                peer = %peer.name,
+                "early data not taken: {why}; the offers come again in the session"
+            );
+            return None;
+        }
+        let offers: Vec<Control> = early
+            .offers
+            .into_iter()
+            .filter(|c| matches!(c, Control::Offer { .. }))
+            .collect();
+        Some(offers)
+    }
+
     /// Bring the node's peers in line with the trust file, when it changed
     /// since it was last read (a flood of handshakes must not mean a flood
     /// of file reads).
@@ -831,7 +862,7 @@ impl Hooks for AgentHooks {
         from: PublicKey,
         noise: Vec<u8>,
         sender: Option<crate::transport::Address>,
-    ) {
+    ) -> Option<(Arc<Peer>, Vec<Control>)> {
         self.reload_trust(node);
         let Some(peer) = lock(&node.peers).values().find(|p| p.key == from).cloned() else {
             // Anyone can send these, from as many keys as they like: the
@@ -842,11 +873,11 @@ impl Hooks for AgentHooks {
                 tracing::warn!(peer = %peer, "{outcome}");
                 audit(node, &peer, "handshake", "", &outcome, None);
             }
-            return;
+            return None;
         };
         // The answer goes where the Hello came from (not learned: a Hello
         // can be replayed; only an opened sealed frame moves replies).
-        let reply_to = sender.unwrap_or_else(|| peer.address_on(link));
+        let reply_to = sender.clone().unwrap_or_else(|| peer.address_on(link));
         let again = {
             let mut w = lock(&self.welcomes);
             match w.get_mut(&session) {
@@ -864,21 +895,21 @@ impl Hooks for AgentHooks {
             if let Some(welcome) = welcome {
                 node.links[link].send_control(&reply_to, welcome, None);
             }
-            return;
+            return None;
         }
         // A session by this id exists but its answer was forgotten: never
         // replace it (the live client holds its keys).
         if lock(&node.sessions).contains_key(&session) {
-            return;
+            return None;
         }
-        let (sess, reply) = match respond(&node.me, &peer.key, &session, &noise) {
+        let (sess, reply, early) = match respond(&node.me, &peer.key, &session, &noise) {
             Ok(x) => x,
             Err(e) => {
                 node.record_fault(link, |s| {
                     s.corrupt.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 });
                 tracing::debug!("bad handshake: {e}");
-                return;
+                return None;
             }
         };
         let Ok(welcome) = (Frame::Welcome {
@@ -886,7 +917,7 @@ impl Hooks for AgentHooks {
             noise: reply.clone(),
         })
         .encode() else {
-            return;
+            return None;
         };
         let slot = Arc::new(SessionSlot::new(session, peer.clone(), link, sess, &reply));
         node.add_session(slot.clone());
@@ -911,11 +942,15 @@ impl Hooks for AgentHooks {
         });
         audit(node, peer.name.as_str(), "session", "", "opened", None);
         tracing::info!(peer = %peer.name, session = %token(&session), "session opened");
+        node.links[link].send_control(&reply_to, welcome, None);
         // Not current yet: a recorded Hello replayed by the provider would
         // authenticate too. The session becomes the peer's current one when
-        // a sealed frame arrives in it, which only the real client can make.
-        let _ = slot;
-        node.links[link].send_control(&reply_to, welcome, None);
+        // a sealed frame arrives in it, which only the real client can make,
+        // or when its early data is fresh and new ([`EarlyGate`]).
+        let offers = self.take_early(&peer, session, &early)?;
+        peer.learn(link, sender.as_ref());
+        peer.session.send_replace(Some(slot));
+        Some((peer, offers))
     }
 
     fn on_welcome(&self, _: &Arc<Node>, _: usize, _: [u8; 16], _: Vec<u8>) {}

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch, Notify};
 
+use super::early::EARLY_WAIT;
 use super::handle::{ClientCommand, ClientHandle, RemoteEntry, UploadOptions};
 use super::receiver::{Receiver, ReceiverConfig};
 use super::router::{route, Hooks};
@@ -29,7 +30,7 @@ use crate::error::{CoreError, Result};
 use crate::home::Home;
 use crate::link::{message_payload, LinkHandle, WHOLE_RECORD_OVERHEAD};
 use crate::policy::RemotePath;
-use crate::protocol::{Control, Frame, Manifest, CHUNK_FRAME_OVERHEAD};
+use crate::protocol::{Control, Early, Frame, Manifest, CHUNK_FRAME_OVERHEAD};
 use crate::store::{
     now_unix, Role, SessionRecord, SessionStatus, SourceStamp, Store, TransferRecord,
 };
@@ -188,7 +189,8 @@ impl Hooks for ClientHooks {
         _: PublicKey,
         _: Vec<u8>,
         _: Option<crate::transport::Address>,
-    ) {
+    ) -> Option<(Arc<Peer>, Vec<Control>)> {
+        None
     }
 
     fn on_welcome(&self, node: &Arc<Node>, link: usize, session: [u8; 16], noise: Vec<u8>) {
@@ -285,7 +287,36 @@ async fn connect(node: Arc<Node>, peer: Arc<Peer>, hooks: Arc<ClientHooks>) {
     let floor = Rto::for_link(&node.links[0]).get();
     loop {
         let sid = random_session_id();
-        let (init, first) = match Initiator::start(&node.me, &peer.key, &sid) {
+        // On a slow link the first uploads' offers ride in the Hello, and
+        // their first chunks right behind it in the same message.
+        let mut early = match node.early_room() {
+            Some(_) => peer.early.take(EARLY_WAIT).await,
+            None => vec![],
+        };
+        let payload = match early.as_slice() {
+            [] => vec![],
+            entries => Early {
+                made_unix: now_unix(),
+                offers: entries.iter().map(|e| e.offer.clone()).collect(),
+            }
+            .encode()
+            .unwrap_or_default(),
+        };
+        let mut behind: Vec<Vec<u8>> = early
+            .iter_mut()
+            .flat_map(|e| std::mem::take(&mut e.chunks))
+            .collect();
+        if !early.is_empty() {
+            tracing::debug!(
+                offers = early.len(),
+                chunks = behind.len(),
+                "early data rides in the Hello"
+            );
+        }
+        for entry in early {
+            let _ = entry.taken.send(());
+        }
+        let (init, first) = match Initiator::start(&node.me, &peer.key, &sid, &payload) {
             Ok(x) => x,
             Err(e) => {
                 node.log(LogLevel::Error, format!("cannot start a handshake: {e}"));
@@ -307,7 +338,12 @@ async fn connect(node: Arc<Node>, peer: Arc<Peer>, hooks: Arc<ClientHooks>) {
         let mut attempts = 0;
         let established = 'handshake: loop {
             let (index, link) = node.control_link(0);
-            link.send_control(&peer.address_on(index), hello.clone(), None);
+            let to = peer.address_on(index);
+            link.send_control(&to, hello.clone(), None);
+            // Once: later copies of the chunks are their senders' to time.
+            for chunk in behind.drain(..) {
+                link.send_control(&to, chunk, None);
+            }
             attempts += 1;
             let deadline = tokio::time::sleep(wait);
             tokio::pin!(deadline);

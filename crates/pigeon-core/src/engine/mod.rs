@@ -19,6 +19,7 @@
 
 pub mod agent;
 pub mod client;
+mod early;
 pub mod handle;
 mod progress;
 mod receiver;
@@ -35,7 +36,7 @@ use tokio::sync::{broadcast, mpsc, watch, OwnedSemaphorePermit};
 use crate::crypto::{ChunkNonce, Identity, KeyId, PublicKey, Session};
 use crate::error::{CoreError, IoContext, Result};
 use crate::home::PeerName;
-use crate::link::{self, Inbound, LinkHandle};
+use crate::link::{self, message_payload, Inbound, LinkHandle};
 use crate::policy::Permissions;
 use crate::protocol::{Control, Frame};
 use crate::store::Store;
@@ -68,6 +69,8 @@ pub(crate) struct Peer {
     /// The current session; transfer tasks watch it to resynchronise
     /// (re-offer) when a new one replaces it.
     pub session: watch::Sender<Option<Arc<SessionSlot>>>,
+    /// New uploads' offers and first chunks for the next Hello (client).
+    pub(crate) early: early::EarlyBox,
 }
 
 impl Peer {
@@ -79,6 +82,7 @@ impl Peer {
             key,
             permissions: Mutex::new(permissions),
             session: watch::channel(None).0,
+            early: early::EarlyBox::default(),
         })
     }
 
@@ -274,6 +278,24 @@ impl Node {
                     (i, &self.links[i])
                 }),
         }
+    }
+
+    /// The link a Hello would go on now, and the room its message has for
+    /// early data besides the Hello, if that link takes early data.
+    pub(crate) fn early_room(&self) -> Option<(usize, usize)> {
+        let (index, link) = self.control_link(0);
+        let caps = link.capabilities();
+        let interval = caps
+            .messages_per_minute
+            .map(|m| Duration::from_secs_f64(60.0 / f64::from(m.max(1))));
+        interval
+            .is_some_and(|i| i >= early::EARLY_MIN_INTERVAL)
+            .then(|| {
+                (
+                    index,
+                    message_payload(caps).saturating_sub(early::HELLO_OVERHEAD),
+                )
+            })
     }
 
     /// Wait for room for one data frame of up to `bytes` on the link with

@@ -20,6 +20,8 @@ use crate::view::TransferId;
 
 /// What differs between a client and an agent.
 pub(crate) trait Hooks: Send + Sync + 'static {
+    /// A Hello; returns the offers its early data carried, if they are to
+    /// be taken ([`crate::protocol::Early`]), for the peer that made them.
     fn on_hello(
         &self,
         node: &Arc<Node>,
@@ -28,7 +30,7 @@ pub(crate) trait Hooks: Send + Sync + 'static {
         from: PublicKey,
         noise: Vec<u8>,
         sender: Option<crate::transport::Address>,
-    );
+    ) -> Option<(Arc<Peer>, Vec<Control>)>;
     fn on_welcome(&self, node: &Arc<Node>, link: usize, session: [u8; 16], noise: Vec<u8>);
     fn on_unknown_session(&self, node: &Arc<Node>, session: [u8; 16], from: PublicKey);
     /// A control frame no running task took.
@@ -73,7 +75,17 @@ pub(crate) async fn route<H: Hooks>(
                 session,
                 from,
                 noise,
-            } => hooks.on_hello(&node, link, session, PublicKey(from), noise, sender),
+            } => {
+                // Early offers are taken before the frames behind the Hello
+                // (their first chunks) are routed.
+                if let Some((peer, offers)) =
+                    hooks.on_hello(&node, link, session, PublicKey(from), noise, sender)
+                {
+                    for offer in offers {
+                        dispatch(&node, &*hooks, peer.clone(), offer).await;
+                    }
+                }
+            }
             Frame::Welcome { session, noise } => hooks.on_welcome(&node, link, session, noise),
             Frame::UnknownSession { session, from } => {
                 hooks.on_unknown_session(&node, session, PublicKey(from))

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::early::{EarlyEntry, EARLY_WAIT};
 use super::seal::{SealBook, SealError};
 use super::{lock, Node, Peer, Progress, Rto, TaskInput};
 use crate::bitmap::Bitmap;
@@ -225,7 +226,11 @@ impl Sender {
 
     async fn run_states(&mut self, inbox: &mut mpsc::Receiver<TaskInput>) -> Outcome {
         let mut sessions = self.peer.session.subscribe();
-        self.send_offer();
+        match self.go_early().await {
+            Ok(true) => {}
+            Ok(false) => self.send_offer(),
+            Err(e) => return self.abort(e.to_string()),
+        }
         loop {
             let now = Instant::now();
             if now.duration_since(self.last_heard) > self.cfg.silence_limit {
@@ -316,6 +321,8 @@ impl Sender {
                     }
                 }
                 changed = sessions.changed() => {
+                    // Also after an early offer: the agent may not have
+                    // taken it (its clock, say), and an offer costs little.
                     if changed.is_ok() && self.state != State::Finishing {
                         // A new session: ask again what the receiver holds.
                         self.send_offer();
@@ -388,15 +395,77 @@ impl Sender {
         self.node.store.flush_async().await
     }
 
-    fn send_offer(&mut self) {
-        let offer = Control::Offer {
+    fn offer(&self) -> Control {
+        Control::Offer {
             transfer: self.rec.id,
             manifest: self.rec.manifest.clone(),
             secret: self.secret.clone(),
             path: self.rec.remote_path.clone(),
             overwrite: self.rec.overwrite,
             restarted: self.cfg.restarted,
+        }
+    }
+
+    /// A new upload with no session yet, on a link where a round trip
+    /// costs seconds: put the offer and the first chunks, filling the
+    /// Hello's message, into the Hello that opens the session
+    /// ([`crate::protocol::Early`]). True when a Hello took them: they are
+    /// in flight and the transfer is sending; false to offer as usual.
+    async fn go_early(&mut self) -> Result<bool> {
+        let new = self.cfg.root.is_none() && self.acked.count() == 0 && self.inflight.is_empty();
+        if !new || self.peer.session.borrow().is_some() {
+            return Ok(false);
+        }
+        let Some((link, room)) = self.node.early_room() else {
+            return Ok(false);
         };
+        let offer = self.offer();
+        let mut used = offer.encode()?.len();
+        let first = self.cursor;
+        let mut chunks = vec![];
+        while used < room {
+            let Some(index) = self.next_new() else { break };
+            self.cursor = index + 1;
+            let mut prep = self.spawn_prep(index, false);
+            let built = (&mut prep.job)
+                .await
+                .map_err(|e| CoreError::Transfer(format!("chunk worker failed: {e}")))?
+                .map_err(|e| self.explain_read_error(e))?;
+            let frame = self.check_prepared(&prep, built)?;
+            used += frame.len() + crate::link::WHOLE_RECORD_OVERHEAD;
+            chunks.push((index, frame));
+        }
+        let indices: Vec<u32> = chunks.iter().map(|(i, _)| *i).collect();
+        let (taken_tx, taken) = tokio::sync::oneshot::channel();
+        self.peer.early.put(EarlyEntry {
+            transfer: self.rec.id,
+            offer,
+            chunks: chunks.into_iter().map(|(_, f)| f).collect(),
+            taken: taken_tx,
+        });
+        match tokio::time::timeout(EARLY_WAIT, taken).await {
+            Ok(Ok(())) => {}
+            // No Hello took it in time (one had gone already): offer as usual.
+            _ if self.peer.early.withdraw(&self.rec.id) => {
+                self.cursor = first;
+                return Ok(false);
+            }
+            // Taken just as the wait ran out.
+            _ => {}
+        }
+        tracing::debug!(transfer = %self.rec.id.short(), chunks = indices.len(), "offer and first chunks ride in the Hello");
+        for index in indices {
+            self.mark_sent(index, false, link);
+        }
+        self.state = State::Sending;
+        self.answer_due = true;
+        self.offers_unanswered = 1;
+        self.resync_at = None;
+        Ok(true)
+    }
+
+    fn send_offer(&mut self) {
+        let offer = self.offer();
         let sent = self.node.send_control(&self.peer, &offer);
         self.answer_due |= sent;
         // Answering an offer costs the receiver a few syncs to disk, more
@@ -706,6 +775,11 @@ impl Sender {
             return;
         }
         self.node.send_data(link, &self.peer, frame, permit);
+        self.mark_sent(index, retry, link);
+    }
+
+    /// Chunk `index` was handed to `link`: time it, and show it.
+    fn mark_sent(&mut self, index: u32, retry: bool, link: usize) {
         self.link = link;
         let now = Instant::now();
         self.seq += 1;

@@ -392,7 +392,7 @@ mod tests {
     #[tokio::test]
     async fn messages_arrive_in_order_without_faults() {
         let dir = tempfile::tempdir().unwrap();
-        let mut a = spool(dir.path(), "", "a");
+        let a = spool(dir.path(), "", "a");
         let mut b = spool(dir.path(), "", "b").incoming();
         for i in 0..20u8 {
             a.send(&"b".to_string(), Message::Binary(vec![i; 10]))
@@ -410,7 +410,7 @@ mod tests {
     #[tokio::test]
     async fn oversized_messages_are_refused_like_a_provider_would() {
         let dir = tempfile::tempdir().unwrap();
-        let mut a = spool(dir.path(), "profile=telegram-text", "a");
+        let a = spool(dir.path(), "profile=telegram-text", "a");
         let err = a
             .send(&"b".to_string(), Message::Text("x".repeat(4097)))
             .await
@@ -430,7 +430,7 @@ mod tests {
     #[tokio::test]
     async fn loss_and_duplication_happen_at_the_asked_rate() {
         let dir = tempfile::tempdir().unwrap();
-        let mut a = spool(dir.path(), "loss=0.3&dup=0.2&seed=1", "a");
+        let a = spool(dir.path(), "loss=0.3&dup=0.2&seed=1", "a");
         let n = 400;
         for i in 0..n {
             a.send(&"b".to_string(), Message::Binary(vec![(i % 256) as u8]))

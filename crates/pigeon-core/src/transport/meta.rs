@@ -329,6 +329,7 @@ impl MetaSettings {
             text_only,
             messages_per_minute: Some(per_min),
             bytes_per_minute: Some(10_000_000),
+            burst: false,
         };
         if let Some(m) = self.msgs_per_min {
             // The byte ceiling scales with a pace that is asked for.

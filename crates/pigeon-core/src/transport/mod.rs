@@ -175,6 +175,13 @@ pub struct Capabilities {
     pub text_only: bool,
     pub messages_per_minute: Option<u32>,
     pub bytes_per_minute: Option<u64>,
+    /// The provider takes short bursts over its pace (Shipper: a tenth of
+    /// a minute's messages): the pace is charged when a message leaves and
+    /// several may be on the wire at once. Without (the messaging apps'
+    /// per-chat limits), the next message to a destination leaves only
+    /// once the last one was answered and the interval has passed since,
+    /// so no two ever arrive closer than the pace, whatever the network.
+    pub burst: bool,
 }
 
 impl Capabilities {
@@ -356,6 +363,7 @@ impl Profile {
             text_only,
             messages_per_minute: per_min,
             bytes_per_minute: bytes,
+            burst: matches!(self, Profile::Shipper | Profile::Unlimited),
         }
     }
 }

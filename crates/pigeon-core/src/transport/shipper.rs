@@ -124,6 +124,8 @@ impl ShipperUri {
             text_only: false,
             messages_per_minute: Some(self.rate_limit),
             bytes_per_minute: None,
+            // docs/shipper-protocol.md: a burst of a tenth of a minute.
+            burst: true,
         }
     }
 }

@@ -131,12 +131,14 @@ impl TelegramUri {
                 text_only: true,
                 messages_per_minute: Some(60),
                 bytes_per_minute: Some(10_000_000),
+                burst: false,
             },
             Mode::Document => Capabilities {
                 max_message: 20_000_000,
                 text_only: false,
                 messages_per_minute: Some(20),
                 bytes_per_minute: Some(10_000_000),
+                burst: false,
             },
         };
         if let Some(m) = self.msgs_per_min {
