@@ -264,6 +264,12 @@ pub enum KeysCommand {
         /// Comma-separated: upload, download, list.
         #[arg(long, default_value = "upload,download,list")]
         allow: String,
+        /// Where the peer is on one kind of transport, as KIND=ADDRESS
+        /// (`telegram=123456789`, `whatsapp=15550001111`; `KIND=` forgets
+        /// one); repeatable. A transport given `*` answers the peer there,
+        /// and only there.
+        #[arg(long = "address", value_name = "KIND=ADDRESS")]
+        addresses: Vec<String>,
     },
     /// List trusted peers.
     List,
@@ -302,13 +308,41 @@ pub fn keys(home: &Home, cmd: KeysCommand) -> Result<()> {
         KeysCommand::Show => {
             println!("{}", home.identity()?.public());
         }
-        KeysCommand::Trust { key, name, allow } => {
+        KeysCommand::Trust {
+            key,
+            name,
+            allow,
+            addresses,
+        } => {
+            let name = PeerName::parse(&name)?;
+            let mut all = home.trusted()?;
+            // Trusting a name again keeps the addresses it had.
+            let mut known = all
+                .iter()
+                .find(|p| p.name == name)
+                .map(|p| p.addresses.clone())
+                .unwrap_or_default();
+            for a in &addresses {
+                let (kind, address) = a
+                    .split_once('=')
+                    .filter(|(k, _)| pigeon_core::home::ADDRESS_KINDS.contains(k))
+                    .ok_or_else(|| {
+                        anyhow!(
+                            "--address {a:?}: give KIND=ADDRESS, KIND one of {}",
+                            pigeon_core::home::ADDRESS_KINDS.join(", ")
+                        )
+                    })?;
+                match address.trim() {
+                    "" => known.remove(kind),
+                    address => known.insert(kind.to_string(), address.to_string()),
+                };
+            }
             let peer = TrustedPeer {
-                name: PeerName::parse(&name)?,
+                name,
                 key: key.parse()?,
                 permissions: Permissions::parse(&allow)?,
+                addresses: known,
             };
-            let mut all = home.trusted()?;
             all.retain(|p| p.name != peer.name);
             eprintln!(
                 "trusting {} ({}) to {}",
@@ -325,7 +359,16 @@ pub fn keys(home: &Home, cmd: KeysCommand) -> Result<()> {
                 eprintln!("no trusted peers; add one with `pigeon keys trust <KEY> --name <NAME>`");
             }
             for p in all {
-                println!("{}\t{}\t{}", p.name, p.key, p.permissions);
+                let addresses: Vec<String> = p
+                    .addresses
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                let addresses = match addresses.as_slice() {
+                    [] => "-".to_string(),
+                    some => some.join(","),
+                };
+                println!("{}\t{}\t{}\t{addresses}", p.name, p.key, p.permissions);
             }
         }
         KeysCommand::Revoke { name } => {

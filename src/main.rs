@@ -187,6 +187,7 @@ async fn start_embedded_agent(
             name: name.clone(),
             key: agent_key,
             permissions: Permissions::default(),
+            addresses: Default::default(),
         });
         home.save_trusted(&mine)?;
     }
@@ -195,6 +196,7 @@ async fn start_embedded_agent(
         name: client_name,
         key: me.public(),
         permissions: Permissions::default(),
+        addresses: Default::default(),
     }])?;
     let spool = home.dir().join("spool");
     let uri = TransportUri::parse(&format!("local:{}", spool.display()))?;

@@ -454,3 +454,75 @@ fn the_plaintext_scan_sees_through_base64() {
         base64::engine::general_purpose::STANDARD.encode([b"xx".as_slice(), CANARY].concat());
     assert_no_plaintext(&[leaked.into_bytes()], CANARY);
 }
+
+/// An address in peers.toml pins where an agent on `*` answers a peer:
+/// pinned at another chat, the laptop's own chat hears nothing (even
+/// though its frames authenticate); the pin forgotten, it is answered in
+/// its chat again.
+#[test]
+fn an_address_in_peers_toml_pins_where_the_agent_answers() {
+    let tg = Tg::new(25.0);
+    let decoy = tg.emu.add_bot(BotSpec {
+        token: "1005:decoy-token".into(),
+        username: "decoy_bot".into(),
+    });
+    let trust = |address: &str| {
+        pigeon(
+            &tg.w.agent_home,
+            &[
+                "keys",
+                "trust",
+                &tg.w.client_key,
+                "--name",
+                "laptop",
+                "--address",
+                address,
+            ],
+            &tg.w.logs,
+            Duration::from_secs(30),
+        )
+        .assert_ok();
+    };
+    trust(&format!("telegram={decoy}"));
+    let listed = pigeon(
+        &tg.w.agent_home,
+        &["keys", "list"],
+        &tg.w.logs,
+        Duration::from_secs(30),
+    );
+    assert!(
+        listed.stdout.contains(&format!("telegram={decoy}")),
+        "{}",
+        listed.stdout
+    );
+    let star = format!(
+        "telegram:*?token_env=PIGEON_TG_TOKEN&api={}&mode=text&msgs_per_min=1200",
+        tg.api
+    );
+    let mut agent = Proc::spawn_env(
+        &tg.w.agent_home,
+        &["agent", "--transport", &star],
+        &tg.w.logs,
+        "agent",
+        &[("PIGEON_TG_TOKEN", AGENT_TOKEN)],
+    );
+    wait_until("the agent is ready", Duration::from_secs(60), || {
+        agent.stderr().contains("agent ready") || agent.exited()
+    });
+    tg.client("text", 1200, &["ls", "--timeout", "4"])
+        .assert_failed();
+    let answered: std::collections::BTreeSet<String> = tg
+        .record()
+        .iter()
+        .filter(|r| r.bot == "agent_bot" && r.method == "sendMessage" && r.status == 200)
+        .filter_map(|r| r.chat.clone())
+        .collect();
+    assert_eq!(
+        answered,
+        [decoy.to_string()].into(),
+        "the agent answered only at the pinned chat"
+    );
+    trust("telegram=");
+    tg.client("text", 1200, &["ls"]).assert_ok();
+    agent.terminate(Duration::from_secs(10));
+}

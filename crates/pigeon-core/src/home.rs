@@ -82,7 +82,14 @@ pub struct TrustedPeer {
     pub name: PeerName,
     pub key: PublicKey,
     pub permissions: Permissions,
+    /// Where the peer is, per kind of transport (`telegram = "123456"`):
+    /// replies go there, and only there, on a transport that answers
+    /// whoever writes (`*`), even before the peer has written.
+    pub addresses: std::collections::BTreeMap<String, String>,
 }
+
+/// The kinds of transport a peer can have an address on.
+pub const ADDRESS_KINDS: [&str; 5] = ["local", "telegram", "whatsapp", "messenger", "shipper"];
 
 #[derive(Serialize, Deserialize, Default)]
 struct TrustFile {
@@ -95,6 +102,8 @@ struct TrustEntry {
     name: PeerName,
     key: String,
     allow: Vec<String>,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    addresses: std::collections::BTreeMap<String, String>,
 }
 
 /// `<home>/config.toml`.
@@ -110,6 +119,11 @@ pub struct Config {
     pub parallel: Option<usize>,
     /// Ring the terminal bell when a transfer finishes or fails (TUI).
     pub bell: Option<bool>,
+    /// Let a new upload's offer and first chunk ride in the handshake on
+    /// slow links (default true). Early data is not forward secret against
+    /// a later theft of the agent's key (README, "Security model"); false
+    /// keeps every byte of every transfer inside the session.
+    pub early_data: Option<bool>,
 }
 
 impl Home {
@@ -198,10 +212,19 @@ impl Home {
         file.peer
             .into_iter()
             .map(|e| {
+                if let Some(kind) = e.addresses.keys().find(|k| !ADDRESS_KINDS.contains(&k.as_str())) {
+                    return Err(CoreError::Config(format!(
+                        "{}: peer {:?} has an address on {kind:?}, which is not a kind of transport (one of {})",
+                        path.display(),
+                        e.name.as_str(),
+                        ADDRESS_KINDS.join(", ")
+                    )));
+                }
                 Ok(TrustedPeer {
                     name: e.name,
                     key: e.key.parse()?,
                     permissions: Permissions::parse(&e.allow.join(","))?,
+                    addresses: e.addresses,
                 })
             })
             .collect()
@@ -221,6 +244,7 @@ impl Home {
                         .filter(|w| *w != "none")
                         .map(String::from)
                         .collect(),
+                    addresses: p.addresses.clone(),
                 })
                 .collect(),
         };
@@ -428,6 +452,7 @@ mod tests {
             name: PeerName::parse("laptop").unwrap(),
             key: Identity::generate().unwrap().public(),
             permissions: Permissions::parse("upload,list").unwrap(),
+            addresses: [("telegram".to_string(), "123456789".to_string())].into(),
         };
         home.save_trusted(std::slice::from_ref(&peer)).unwrap();
         assert_eq!(home.trusted().unwrap(), vec![peer]);

@@ -70,6 +70,13 @@ pub enum Class {
     Data,
 }
 
+/// What the engine asks of a link's send loop.
+enum Op {
+    Send(Outgoing),
+    /// A trusted peer is configured at this address ([`Transport::introduce`]).
+    Introduce(Address),
+}
+
 struct Outgoing {
     to: Address,
     frame: Vec<u8>,
@@ -144,7 +151,7 @@ impl LinkStats {
 /// The sending side of a link, cheap to clone.
 #[derive(Clone)]
 pub struct LinkHandle {
-    tx: mpsc::UnboundedSender<Outgoing>,
+    tx: mpsc::UnboundedSender<Op>,
     data_budget: Arc<Semaphore>,
     caps: Capabilities,
     describe: String,
@@ -179,13 +186,13 @@ impl LinkHandle {
     /// Queue a control frame. Never waits.
     pub fn send_control(&self, to: &Address, frame: Vec<u8>, coalesce: Option<[u8; 17]>) {
         self.stats.submitted.fetch_add(1, Ordering::Relaxed);
-        let _ = self.tx.send(Outgoing {
+        let _ = self.tx.send(Op::Send(Outgoing {
             to: to.clone(),
             frame,
             class: Class::Control,
             coalesce,
             _permit: None,
-        });
+        }));
     }
 
     /// Wait for room for one data frame of `bytes` (cancel-safe: dropping
@@ -203,13 +210,24 @@ impl LinkHandle {
     /// room is given back when the frame has been packed into a message.
     pub fn send_reserved(&self, to: &Address, frame: Vec<u8>, permit: OwnedSemaphorePermit) {
         self.stats.submitted.fetch_add(1, Ordering::Relaxed);
-        let _ = self.tx.send(Outgoing {
+        let _ = self.tx.send(Op::Send(Outgoing {
             to: to.clone(),
             frame,
             class: Class::Data,
             coalesce: None,
             _permit: Some(permit),
-        });
+        }));
+    }
+
+    /// A trusted peer is configured at `to` on this link (peers.toml):
+    /// messages to it may go before it has written.
+    pub fn introduce(&self, to: &Address) {
+        let _ = self.tx.send(Op::Introduce(to.clone()));
+    }
+
+    /// The kind of transport: the URI's scheme (`telegram`, `local`, …).
+    pub fn scheme(&self) -> &str {
+        self.describe.split(':').next().unwrap_or_default()
     }
 
     /// Everything handed to this link has left in a message (or been
@@ -453,7 +471,7 @@ const MAX_IN_FLIGHT: usize = 4;
 
 async fn send_loop<T: Transport>(
     transport: T,
-    mut rx: mpsc::UnboundedReceiver<Outgoing>,
+    mut rx: mpsc::UnboundedReceiver<Op>,
     stats: Arc<LinkStats>,
     health: Arc<crate::transport::Health>,
     started: Instant,
@@ -528,14 +546,18 @@ async fn send_loop<T: Transport>(
             }
         };
         tokio::select! {
-            out = rx.recv() => {
-                let Some(out) = out else { break };
-                enqueue(dests.entry(out.to.clone()).or_insert_with(Dest::new), out);
-                let mut n = 1;
+            op = rx.recv() => {
+                let Some(op) = op else { break };
+                let mut n = 0;
                 // Take whatever else is already waiting before deciding.
-                while let Ok(out) = rx.try_recv() {
-                    enqueue(dests.entry(out.to.clone()).or_insert_with(Dest::new), out);
-                    n += 1;
+                for op in std::iter::once(op).chain(std::iter::from_fn(|| rx.try_recv().ok())) {
+                    match op {
+                        Op::Send(out) => {
+                            enqueue(dests.entry(out.to.clone()).or_insert_with(Dest::new), out);
+                            n += 1;
+                        }
+                        Op::Introduce(to) => transport.introduce(&to),
+                    }
                 }
                 stats.busy.store(true, Ordering::Relaxed);
                 stats.taken.fetch_add(n, Ordering::Relaxed);

@@ -335,12 +335,18 @@ impl AgentHooks {
         let mut peers = lock(&node.peers);
         peers.retain(|name, p| trusted.iter().any(|t| &t.name == name && t.key == p.key));
         for t in trusted {
-            match peers.get(&t.name) {
-                Some(p) => *lock(&p.permissions) = t.permissions,
-                None => {
-                    peers.insert(t.name.clone(), Peer::new(t.name, t.key, t.permissions));
+            let peer = match peers.get(&t.name) {
+                Some(p) => {
+                    *lock(&p.permissions) = t.permissions;
+                    p.clone()
                 }
-            }
+                None => {
+                    let p = Peer::new(t.name.clone(), t.key, t.permissions);
+                    peers.insert(t.name, p.clone());
+                    p
+                }
+            };
+            node.pin(&peer, &t.addresses);
         }
     }
 
@@ -875,9 +881,13 @@ impl Hooks for AgentHooks {
             }
             return None;
         };
-        // The answer goes where the Hello came from (not learned: a Hello
-        // can be replayed; only an opened sealed frame moves replies).
-        let reply_to = sender.clone().unwrap_or_else(|| peer.address_on(link));
+        // The answer goes where the trust list pins the peer, else where the
+        // Hello came from (not learned: a Hello can be replayed; only an
+        // opened sealed frame moves replies).
+        let reply_to = peer
+            .pinned_on(link)
+            .or_else(|| sender.clone())
+            .unwrap_or_else(|| peer.address_on(link));
         let again = {
             let mut w = lock(&self.welcomes);
             match w.get_mut(&session) {

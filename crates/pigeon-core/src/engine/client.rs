@@ -86,7 +86,12 @@ pub async fn start(cfg: ClientConfig) -> Result<ClientHandle> {
     let (tx, rx) = mpsc::channel(8);
     let links = open_links(&cfg.transports, me.public().id(), tx)?;
     let node = Arc::new(Node::new(me, store, links));
+    if cfg.home.config()?.early_data == Some(false) {
+        node.early_data
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+    }
     let peer = Peer::new(chosen.name.clone(), chosen.key, chosen.permissions);
+    node.pin(&peer, &chosen.addresses);
     lock(&node.peers).insert(chosen.name.clone(), peer.clone());
     let hooks = Arc::new(ClientHooks {
         agent: chosen.key,

@@ -65,6 +65,9 @@ pub(crate) struct Peer {
     /// id, a number): where replies go on a transport that answers
     /// whoever writes.
     replies: Mutex<HashMap<usize, Address>>,
+    /// Where the trust list says the peer is, per link: replies go there
+    /// and nothing moves them ([`Node::pin`]).
+    pinned: Mutex<HashMap<usize, Address>>,
     pub permissions: Mutex<Permissions>,
     /// The current session; transfer tasks watch it to resynchronise
     /// (re-offer) when a new one replaces it.
@@ -78,6 +81,7 @@ impl Peer {
         Arc::new(Peer {
             address: key.id().to_string(),
             replies: Mutex::new(HashMap::new()),
+            pinned: Mutex::new(HashMap::new()),
             name,
             key,
             permissions: Mutex::new(permissions),
@@ -88,7 +92,15 @@ impl Peer {
 
     /// Where to send to this peer on `link`: where its authenticated
     /// frames came from, else its inbox name.
+    /// Where the trust list pins the peer on `link`, if it does.
+    pub fn pinned_on(&self, link: usize) -> Option<Address> {
+        lock(&self.pinned).get(&link).cloned()
+    }
+
     pub fn address_on(&self, link: usize) -> Address {
+        if let Some(pinned) = self.pinned_on(link) {
+            return pinned;
+        }
         lock(&self.replies)
             .get(&link)
             .cloned()
@@ -97,6 +109,9 @@ impl Peer {
 
     /// An authenticated frame of this peer came from `from` on `link`.
     pub fn learn(&self, link: usize, from: Option<&Address>) {
+        if lock(&self.pinned).contains_key(&link) {
+            return;
+        }
         if let Some(from) = from {
             let mut replies = lock(&self.replies);
             if replies.get(&link) != Some(from) {
@@ -158,6 +173,9 @@ pub(crate) struct Node {
     pub events: broadcast::Sender<Event>,
     /// Bumped whenever something a snapshot shows has changed.
     pub changes: watch::Sender<u64>,
+    /// New uploads may start in the handshake on slow links (config.toml
+    /// `early_data`; [`Node::early_room`]).
+    pub early_data: std::sync::atomic::AtomicBool,
 }
 
 impl Node {
@@ -173,6 +191,7 @@ impl Node {
             progress: Mutex::new(HashMap::new()),
             events: broadcast::channel(1024).0,
             changes: watch::channel(0).0,
+            early_data: std::sync::atomic::AtomicBool::new(true),
         }
     }
 
@@ -280,9 +299,25 @@ impl Node {
         }
     }
 
+    /// Pin `peer` at the addresses the trust list gives it, on every link
+    /// of their kind, and tell those links it may be written to there.
+    pub(crate) fn pin(&self, peer: &Peer, addresses: &std::collections::BTreeMap<String, String>) {
+        let mut pinned = HashMap::new();
+        for (i, link) in self.links.iter().enumerate() {
+            if let Some(address) = addresses.get(link.scheme()) {
+                link.introduce(address);
+                pinned.insert(i, address.clone());
+            }
+        }
+        *lock(&peer.pinned) = pinned;
+    }
+
     /// The link a Hello would go on now, and the room its message has for
     /// early data besides the Hello, if that link takes early data.
     pub(crate) fn early_room(&self) -> Option<(usize, usize)> {
+        if !self.early_data.load(std::sync::atomic::Ordering::Relaxed) {
+            return None;
+        }
         let (index, link) = self.control_link(0);
         let caps = link.capabilities();
         let interval = caps

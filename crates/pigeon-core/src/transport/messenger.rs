@@ -212,6 +212,10 @@ impl Messenger {
 }
 
 impl Transport for Messenger {
+    fn introduce(&self, to: &super::Address) {
+        self.correspondents.introduce(to);
+    }
+
     fn capabilities(&self) -> &Capabilities {
         &self.caps
     }

@@ -104,6 +104,8 @@ pub struct Correspondents {
     fixed: Option<Address>,
     /// Senders seen, oldest first (bounded), for `*`.
     seen: std::sync::Mutex<std::collections::VecDeque<Address>>,
+    /// Addresses trusted peers are configured at, for `*`.
+    introduced: std::sync::Mutex<std::collections::HashSet<Address>>,
 }
 
 /// Senders a `*` transport remembers.
@@ -115,6 +117,16 @@ impl Correspondents {
         Correspondents {
             fixed: (peer != "*").then(|| peer.to_string()),
             seen: std::sync::Mutex::new(std::collections::VecDeque::new()),
+            introduced: std::sync::Mutex::default(),
+        }
+    }
+
+    /// A trusted peer is configured at `to` ([`Transport::introduce`]).
+    pub fn introduce(&self, to: &Address) {
+        if self.fixed.is_none() {
+            let mut known = self.introduced.lock().unwrap_or_else(|e| e.into_inner());
+            // Bounded by the trust list, which the owner writes.
+            known.insert(to.clone());
         }
     }
 
@@ -155,7 +167,8 @@ impl Correspondents {
             Some(peer) => Ok(peer.clone()),
             None => {
                 let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-                if seen.iter().any(|s| s == to) {
+                let introduced = self.introduced.lock().unwrap_or_else(|e| e.into_inner());
+                if seen.iter().any(|s| s == to) || introduced.contains(to) {
                     Ok(to.clone())
                 } else {
                     Err(SendError::Failed(
@@ -283,6 +296,14 @@ pub trait Transport: Send + Sync + 'static {
 
     /// Its health, shared with the tasks that poll or listen for it.
     fn health(&self) -> std::sync::Arc<Health>;
+
+    /// A trusted peer is configured at `to` (its address for this kind of
+    /// transport in peers.toml): a transport that answers whoever writes
+    /// (`*`) may send there before the peer has written. Others need not
+    /// care: their one correspondent is in their URI.
+    fn introduce(&self, to: &Address) {
+        let _ = to;
+    }
 }
 
 /// The channels the local spool can imitate (DESIGN.md section 6).

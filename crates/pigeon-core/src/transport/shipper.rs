@@ -345,6 +345,10 @@ impl Shipper {
 }
 
 impl Transport for Shipper {
+    fn introduce(&self, to: &super::Address) {
+        self.correspondents.introduce(to);
+    }
+
     fn capabilities(&self) -> &Capabilities {
         &self.caps
     }

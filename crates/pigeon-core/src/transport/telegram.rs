@@ -354,6 +354,10 @@ impl Telegram {
 }
 
 impl Transport for Telegram {
+    fn introduce(&self, to: &super::Address) {
+        self.correspondents.introduce(to);
+    }
+
     fn capabilities(&self) -> &Capabilities {
         &self.caps
     }

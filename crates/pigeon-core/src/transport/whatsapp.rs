@@ -276,6 +276,10 @@ impl Whatsapp {
 }
 
 impl Transport for Whatsapp {
+    fn introduce(&self, to: &super::Address) {
+        self.correspondents.introduce(to);
+    }
+
     fn capabilities(&self) -> &Capabilities {
         &self.caps
     }
