@@ -245,17 +245,35 @@ fn telegram_text_spool_carries_no_plaintext_canary_and_no_key_bytes() {
 fn untrusted_key_is_refused_nothing_is_stored_and_the_refusal_is_audited() {
     let mut w = World::new("");
     w.start_agent();
-    let (stranger, _key) = w.stranger("stranger-home");
+    let (stranger, key) = w.stranger("stranger-home");
     let f = w.random_file("intrusion.bin", 50_000, 9);
+    // Issue 10: the agent says so at once (not after the client's silence
+    // limit, here a minute), with the command that would fix it.
+    let started = std::time::Instant::now();
     let run = w.client_in(
         &stranger,
-        &["upload", f.to_str().unwrap(), "--json", "--timeout", "5"],
+        &["upload", f.to_str().unwrap(), "--json", "--timeout", "60"],
     );
     run.assert_failed();
+    let out = format!("{}{}", run.stderr, run.stdout);
     assert!(
-        run.stderr.contains("trust") || run.stdout.contains("trust"),
-        "a clear message about trust\n{}",
+        out.contains("does not trust this key")
+            && out.contains(&format!("pigeon keys trust {key}")),
+        "a clear message about trust, with what to run\n{}",
         run.describe()
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "refused at once, not after the silence limit: {:?}",
+        started.elapsed()
+    );
+    // Listing too.
+    let ls = w.client_in(&stranger, &["ls", "--timeout", "60"]);
+    ls.assert_failed();
+    assert!(
+        ls.stderr.contains("does not trust this key"),
+        "{}",
+        ls.describe()
     );
     assert!(
         w.stored_files().is_empty(),

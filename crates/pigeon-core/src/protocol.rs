@@ -347,6 +347,10 @@ pub enum Control {
         request: u64,
         reason: String,
     },
+    /// The agent does not trust the key that handshook: sealed in the
+    /// session that handshake opened, so only the agent can have said it
+    /// (a provider cannot make a client give up), and then forgotten.
+    NotTrusted,
 }
 
 impl Control {
@@ -371,7 +375,10 @@ impl Control {
             | Control::Fetch { transfer, .. }
             | Control::Cancel { transfer }
             | Control::Abort { transfer, .. } => Some(*transfer),
-            Control::List { .. } | Control::Listing { .. } | Control::ListRefused { .. } => None,
+            Control::List { .. }
+            | Control::Listing { .. }
+            | Control::ListRefused { .. }
+            | Control::NotTrusted => None,
         }
     }
 }

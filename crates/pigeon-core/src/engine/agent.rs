@@ -230,11 +230,35 @@ struct RefusalTally {
     window: Option<std::time::Instant>,
     more: u64,
     keys: std::collections::HashSet<crate::crypto::KeyId>,
+    /// Keys answered with a refusal in the last minute, and when.
+    answered: HashMap<crate::crypto::KeyId, std::time::Instant>,
 }
 
 impl RefusalTally {
     const WINDOW: Duration = Duration::from_secs(60);
     const MAX_KEYS: usize = 4096;
+    const ANSWERS: usize = 30;
+    const ANSWER_AGAIN: Duration = Duration::from_secs(5);
+
+    /// Whether to answer this untrusted key's Hello with a refusal: at most
+    /// [`Self::ANSWERS`] a minute in all, and one per key every
+    /// [`Self::ANSWER_AGAIN`], so Hellos from many keys cost little.
+    fn may_answer(&mut self, key: PublicKey, now: std::time::Instant) -> bool {
+        let minute = std::time::Duration::from_secs(60);
+        self.answered
+            .retain(|_, at| now.duration_since(*at) < minute);
+        let id = key.id();
+        if self.answered.len() >= Self::ANSWERS
+            || self
+                .answered
+                .get(&id)
+                .is_some_and(|at| now.duration_since(*at) < Self::ANSWER_AGAIN)
+        {
+            return false;
+        }
+        self.answered.insert(id, now);
+        true
+    }
 
     /// Count one refused handshake from `key`; returns the audit records
     /// now due, as (peer, outcome).
@@ -874,10 +898,14 @@ impl Hooks for AgentHooks {
             // Anyone can send these, from as many keys as they like: the
             // first of a minute is logged and audited at once, the rest of
             // that minute in one record when it ends.
-            let due = lock(&self.refused).refuse(from, std::time::Instant::now());
+            let now = std::time::Instant::now();
+            let due = lock(&self.refused).refuse(from, now);
             for (peer, outcome) in due {
                 tracing::warn!(peer = %peer, "{outcome}");
                 audit(node, &peer, "handshake", "", &outcome, None);
+            }
+            if lock(&self.refused).may_answer(from, now) {
+                answer_untrusted(node, link, session, from, &noise, sender);
             }
             return None;
         };
@@ -1054,6 +1082,46 @@ impl Hooks for AgentHooks {
             return;
         };
         spawn_receiver(node.clone(), peer, rec, Some(input), &self.root);
+    }
+}
+
+/// Tell the holder of an untrusted key that it is not trusted, so its
+/// client can say so at once: finish the handshake its Hello began (which
+/// fails unless the Hello was made with that key's private half), seal one
+/// [`Control::NotTrusted`] in it, and forget the session. Nothing in the
+/// Hello's early data is looked at.
+fn answer_untrusted(
+    node: &Node,
+    link: usize,
+    session: [u8; 16],
+    from: PublicKey,
+    noise: &[u8],
+    sender: Option<crate::transport::Address>,
+) {
+    let Ok((mut sess, reply, _)) = respond(&node.me, &from, &session, noise) else {
+        return;
+    };
+    let frames = Frame::Welcome {
+        session,
+        noise: reply,
+    }
+    .encode()
+    .and_then(|welcome| {
+        let (nonce, body) = sess.seal(&Control::NotTrusted.encode()?)?;
+        let sealed = Frame::Sealed {
+            session,
+            from: node.my_id.0,
+            nonce,
+            body,
+        }
+        .encode()?;
+        Ok([welcome, sealed])
+    });
+    if let Ok(frames) = frames {
+        let to = sender.unwrap_or_else(|| from.id().to_string());
+        for frame in frames {
+            node.links[link].send_control(&to, frame, None);
+        }
     }
 }
 

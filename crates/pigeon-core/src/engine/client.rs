@@ -30,7 +30,7 @@ use crate::error::{CoreError, Result};
 use crate::home::Home;
 use crate::link::{message_payload, LinkHandle, WHOLE_RECORD_OVERHEAD};
 use crate::policy::RemotePath;
-use crate::protocol::{Control, Early, Frame, Manifest, CHUNK_FRAME_OVERHEAD};
+use crate::protocol::{Control, Early, Frame, Manifest, RefuseCode, CHUNK_FRAME_OVERHEAD};
 use crate::store::{
     now_unix, Role, SessionRecord, SessionStatus, SourceStamp, Store, TransferRecord,
 };
@@ -258,6 +258,7 @@ impl Hooks for ClientHooks {
 
     async fn on_control(&self, node: &Arc<Node>, peer: Arc<Peer>, control: Control) {
         let request = match &control {
+            Control::NotTrusted => return self.not_trusted(node, &peer),
             Control::Listing { request, .. } | Control::ListRefused { request, .. } => *request,
             // Our Done for a finished download was lost: say it again, or
             // the agent never learns the file arrived.
@@ -285,6 +286,38 @@ impl Hooks for ClientHooks {
     }
 
     async fn on_orphan_chunk(&self, _: &Arc<Node>, _: TransferId, _: TaskInput) {}
+}
+
+impl ClientHooks {
+    /// The agent said, in a session only it could have opened, that it does
+    /// not trust our key: every transfer and listing waiting on it fails
+    /// now, with what to run on the agent.
+    fn not_trusted(&self, node: &Node, peer: &Peer) {
+        let me = node.me.public();
+        let reason = format!(
+            "it does not trust this key (id {}): on the agent run `pigeon keys trust {me} --name <NAME>`",
+            me.id()
+        );
+        node.log(LogLevel::Error, format!("the agent refused: {reason}"));
+        let tasks: Vec<_> = lock(&node.tasks)
+            .iter()
+            .filter(|(_, (owner, _))| *owner == peer.name)
+            .map(|(id, (_, tx))| (*id, tx.clone()))
+            .collect();
+        for (transfer, tx) in tasks {
+            let _ = tx.try_send(TaskInput::Control(Control::Refuse {
+                transfer,
+                code: RefuseCode::Permission,
+                reason: reason.clone(),
+            }));
+        }
+        for (request, tx) in lock(&self.lists).iter() {
+            let _ = tx.try_send(Control::ListRefused {
+                request: *request,
+                reason: reason.clone(),
+            });
+        }
+    }
 }
 
 /// Keep a session with the agent: handshake, and again when told it is gone.
