@@ -346,3 +346,19 @@ fn a_name_and_its_decomposed_spelling_are_one_file() {
     );
     assert_eq!(w.stored_files().len(), 1, "{:?}", w.stored_files());
 }
+
+/// Issue 10: a spool is one channel, and a profile only how each side
+/// paces itself. Seen: a client on `shipper` and an agent on
+/// `telegram-text` that silently never met. Now they do, both ways.
+#[test]
+fn a_client_and_an_agent_on_one_spool_with_different_profiles_meet() {
+    let mut w = World::new("profile=telegram-text&msgs_per_min=3000");
+    w.start_agent();
+    w.query = "profile=shipper".into();
+    let f = w.random_file("mixed.bin", 200_000, 21);
+    w.upload(&[&f], &[]).assert_ok();
+    assert_same_file(&f, &w.storage().join("mixed.bin"));
+    let back = w.work.join("mixed.back");
+    w.download("mixed.bin", &back, &[]).assert_ok();
+    assert_same_file(&f, &back);
+}

@@ -322,13 +322,7 @@ pub fn start<T: Transport>(
         started,
     };
     let incoming = transport.incoming();
-    tokio::spawn(receive_loop(
-        incoming,
-        caps.text_only,
-        index,
-        inbound,
-        stats.clone(),
-    ));
+    tokio::spawn(receive_loop(incoming, index, inbound, stats.clone()));
     let health = transport.health();
     tokio::spawn(send_loop(transport, rx, stats, health, started));
     handle
@@ -336,25 +330,15 @@ pub fn start<T: Transport>(
 
 async fn receive_loop(
     mut incoming: mpsc::Receiver<crate::transport::Received>,
-    text: bool,
     index: usize,
     inbound: mpsc::Sender<Inbound>,
     stats: Arc<LinkStats>,
 ) {
     let mut reassembler = Reassembler::new(64 * 1024 * 1024);
     while let Some(crate::transport::Received { from, message }) = incoming.recv().await {
-        let bytes = match message {
-            Message::Text(s) if text => {
-                match base64::engine::general_purpose::STANDARD.decode(s.trim()) {
-                    Ok(b) => b,
-                    Err(_) => {
-                        stats.corrupt.fetch_add(1, Ordering::Relaxed);
-                        continue;
-                    }
-                }
-            }
-            Message::Text(s) => s.into_bytes(),
-            Message::Binary(b) => b,
+        let Some(bytes) = link_bytes(message) else {
+            stats.corrupt.fetch_add(1, Ordering::Relaxed);
+            continue;
         };
         let frames = match unpack_owned(bytes, &mut reassembler) {
             Ok(frames) => frames,
@@ -378,6 +362,25 @@ async fn receive_loop(
             }
         }
     }
+}
+
+/// A message's link bytes: as they came when they begin with the link's
+/// header, else their base64, whatever kind of message carried them (a
+/// text channel's sender base64-encodes, a binary one does not, and on a
+/// shared spool each side may use either).
+fn link_bytes(message: Message) -> Option<Vec<u8>> {
+    let raw = match message {
+        Message::Text(s) => s.into_bytes(),
+        Message::Binary(b) => b,
+    };
+    if raw.starts_with(MAGIC) {
+        return Some(raw);
+    }
+    let text = std::str::from_utf8(&raw).ok()?.trim();
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .ok()
+        .filter(|b| b.starts_with(MAGIC))
 }
 
 /// Per-destination queue and pace.

@@ -177,7 +177,7 @@ impl LocalSpool {
         // Hold few messages in memory: a few MB whatever the profile.
         let depth = (4 * 1024 * 1024 / caps.payload_bytes().max(1)).clamp(2, 64);
         let (tx, rx) = mpsc::channel(depth);
-        tokio::spawn(read_inbox(inbox_dir, caps.text_only, tx));
+        tokio::spawn(read_inbox(inbox_dir, tx));
         let rng = match uri.faults.seed {
             // Each party gets its own stream from one seed.
             Some(seed) => StdRng::seed_from_u64(seed ^ fxhash(&me)),
@@ -246,7 +246,7 @@ fn deliver(
 /// Poll the inbox folder, oldest first, handing messages to `tx` and
 /// deleting each file once read. Backs off to 25 ms when idle (a
 /// readdir of an empty folder 40 times a second costs next to nothing).
-async fn read_inbox(dir: PathBuf, text: bool, tx: mpsc::Sender<Received>) {
+async fn read_inbox(dir: PathBuf, tx: mpsc::Sender<Received>) {
     let mut idle = Duration::from_millis(2);
     loop {
         let listing = {
@@ -275,16 +275,13 @@ async fn read_inbox(dir: PathBuf, text: bool, tx: mpsc::Sender<Received>) {
             })
             .await;
             let Ok(Ok(bytes)) = read else { continue };
-            let msg = if text {
-                // A text channel delivers text; bytes that are not UTF-8 are
-                // passed on lossily, as a provider would mangle them.
-                Message::Text(String::from_utf8_lossy(&bytes).into_owned())
-            } else {
-                Message::Binary(bytes)
-            };
+            // The bytes as the sender wrote them: a spool is one channel
+            // whatever profile each side paces itself by, and the link
+            // tells base64 from raw (a client on `shipper` and an agent on
+            // `telegram-text` meet).
             permit.send(Received {
                 from: None,
-                message: msg,
+                message: Message::Binary(bytes),
             });
         }
     }
