@@ -362,3 +362,30 @@ fn a_client_and_an_agent_on_one_spool_with_different_profiles_meet() {
     w.download("mixed.bin", &back, &[]).assert_ok();
     assert_same_file(&f, &back);
 }
+
+/// Issue 10: a client's spool folder that does not exist is a typo, said at
+/// once, and not made.
+#[test]
+fn a_client_on_a_spool_folder_that_does_not_exist_says_so_and_makes_nothing() {
+    let w = World::new("");
+    let typo = w.dir.path().join("spoool");
+    let f = w.random_file("typo.bin", 1_000, 22);
+    let run = pigeon(
+        &w.client_home,
+        &[
+            "upload",
+            f.to_str().unwrap(),
+            "--transport",
+            &format!("local:{}", typo.display()),
+        ],
+        &w.logs,
+        std::time::Duration::from_secs(30),
+    );
+    run.assert_failed();
+    assert!(
+        run.stderr.contains("does not exist") && run.stderr.contains("spoool"),
+        "{}",
+        run.describe()
+    );
+    assert!(!typo.exists(), "the typo's folder was made");
+}

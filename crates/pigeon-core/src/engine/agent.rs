@@ -150,7 +150,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
     let root = StorageRoot::open(&cfg.root)?;
     // Few frames in flight between link and router: memory stays bounded.
     let (tx, rx) = mpsc::channel(8);
-    let links = open_links(&cfg.transports, me.public().id(), tx)?;
+    let links = open_links(&cfg.transports, me.public().id(), tx, false)?;
     let node = Arc::new(Node::new(me, store, links));
     let hooks = Arc::new(AgentHooks {
         home: cfg.home.clone(),

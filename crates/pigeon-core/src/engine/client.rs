@@ -84,7 +84,7 @@ pub async fn start(cfg: ClientConfig) -> Result<ClientHandle> {
     let store = Store::open(&cfg.home.store_dir())?;
     // Few frames in flight between link and router: memory stays bounded.
     let (tx, rx) = mpsc::channel(8);
-    let links = open_links(&cfg.transports, me.public().id(), tx)?;
+    let links = open_links(&cfg.transports, me.public().id(), tx, true)?;
     let node = Arc::new(Node::new(me, store, links));
     if cfg.home.config()?.early_data == Some(false) {
         node.early_data

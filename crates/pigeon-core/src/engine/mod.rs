@@ -438,10 +438,13 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Open the transports named by `uris` for the party with key id `me`.
+/// Open a link on each transport. `client`: a spool folder that does not
+/// exist is a typo to report, not a folder to make (an agent makes it).
 pub(crate) fn open_links(
     uris: &[TransportUri],
     me: KeyId,
     inbound: mpsc::Sender<Inbound>,
+    client: bool,
 ) -> Result<Vec<LinkHandle>> {
     if uris.is_empty() {
         return Err(CoreError::Config(
@@ -452,6 +455,15 @@ pub(crate) fn open_links(
         .enumerate()
         .map(|(i, uri)| match uri {
             TransportUri::Local(l) => {
+                if client && !l.dir.is_dir() {
+                    return Err(CoreError::BadTransport {
+                        uri: l.to_string(),
+                        reason: format!(
+                            "the spool folder {} does not exist: check the path (the agent's `--transport` names the same folder, and the agent creates it when it starts)",
+                            l.dir.display()
+                        ),
+                    });
+                }
                 let spool = LocalSpool::open(l.clone(), me.to_string())
                     .ctx(|| format!("opening spool {}", l.dir.display()))?;
                 Ok(link::start(spool, l.profile.name(), i, inbound.clone()))
