@@ -389,3 +389,34 @@ fn a_client_on_a_spool_folder_that_does_not_exist_says_so_and_makes_nothing() {
     );
     assert!(!typo.exists(), "the typo's folder was made");
 }
+
+/// Issue 10: two agents with one identity on one spool would each take
+/// half of every transfer; the second refuses to start and says why, and
+/// once the first is killed (its hold dies with it) an agent starts again.
+#[test]
+fn a_second_agent_with_the_same_identity_on_the_spool_refuses_to_start() {
+    let mut w = World::new("");
+    w.start_agent();
+    let twin = w.dir.path().join("twin-home");
+    std::fs::create_dir_all(&twin).unwrap();
+    for f in ["identity.key", "peers.toml"] {
+        std::fs::copy(w.agent_home.join(f), twin.join(f)).unwrap();
+    }
+    let uri = w.uri();
+    let run = pigeon(
+        &twin,
+        &["agent", "--transport", &uri],
+        &w.logs,
+        std::time::Duration::from_secs(30),
+    );
+    run.assert_failed();
+    assert!(
+        run.stderr.contains("already reading") && run.stderr.contains("pid"),
+        "{}",
+        run.describe()
+    );
+    w.kill_agent();
+    w.start_agent();
+    let f = w.random_file("after.bin", 10_000, 23);
+    w.upload(&[&f], &[]).assert_ok();
+}

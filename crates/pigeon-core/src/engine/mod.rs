@@ -34,7 +34,7 @@ use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, watch, OwnedSemaphorePermit};
 
 use crate::crypto::{ChunkNonce, Identity, KeyId, PublicKey, Session};
-use crate::error::{CoreError, IoContext, Result};
+use crate::error::{CoreError, Result};
 use crate::home::PeerName;
 use crate::link::{self, message_payload, Inbound, LinkHandle};
 use crate::policy::Permissions;
@@ -464,8 +464,17 @@ pub(crate) fn open_links(
                         ),
                     });
                 }
-                let spool = LocalSpool::open(l.clone(), me.to_string())
-                    .ctx(|| format!("opening spool {}", l.dir.display()))?;
+                let spool = LocalSpool::open(l.clone(), me.to_string(), !client).map_err(
+                    |e| match e {
+                        crate::transport::local::OpenError::Io(e) => {
+                            CoreError::io(format!("opening spool {}", l.dir.display()), e)
+                        }
+                        taken => CoreError::BadTransport {
+                            uri: l.to_string(),
+                            reason: taken.to_string(),
+                        },
+                    },
+                )?;
                 Ok(link::start(spool, l.profile.name(), i, inbound.clone()))
             }
             TransportUri::Telegram(t) => {

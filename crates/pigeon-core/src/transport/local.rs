@@ -153,15 +153,36 @@ pub struct LocalSpool {
     inbox: Option<mpsc::Receiver<Received>>,
     transcript: Option<Arc<std::sync::Mutex<std::fs::File>>>,
     health: Arc<super::Health>,
+    /// Held while this party reads its inbox alone ([`LocalSpool::open`]).
+    _inbox_lock: Option<std::fs::File>,
+}
+
+/// Why a spool's inbox cannot be read by this process.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("another process with this identity is already reading {inbox} ({holder}): stop it first; two readers of one inbox would split every transfer between them")]
+    InboxTaken { inbox: String, holder: String },
 }
 
 impl LocalSpool {
     /// Open the spool as party `me`, creating its inbox, and start reading it.
-    pub fn open(uri: LocalUri, me: Address) -> std::io::Result<LocalSpool> {
+    ///
+    /// `alone`: refuse if another process holds the inbox (an agent: two
+    /// agents with one identity on one spool would each take half of every
+    /// transfer). The hold is a lock the system drops with the process,
+    /// so one killed leaves nothing stale.
+    pub fn open(uri: LocalUri, me: Address, alone: bool) -> Result<LocalSpool, OpenError> {
         let inbox_dir = uri.dir.join(&me);
         // The spool is shared with the other party: the user's own umask
         // decides who else may use it, not pigeon's private one.
         crate::home::create_public_dirs(&inbox_dir)?;
+        let inbox_lock = if alone {
+            Some(lock_inbox(&inbox_dir)?)
+        } else {
+            None
+        };
         let caps = uri.capabilities();
         let transcript = if uri.transcript {
             let dir = uri.dir.join("transcript");
@@ -190,6 +211,7 @@ impl LocalSpool {
             inbox: Some(rx),
             transcript,
             health: Arc::default(),
+            _inbox_lock: inbox_lock,
         })
     }
 
@@ -297,6 +319,34 @@ fn list_messages(dir: &Path) -> std::io::Result<Vec<String>> {
     Ok(names)
 }
 
+/// Take `<inbox>/.reader` for this process, or say who holds it.
+fn lock_inbox(inbox: &Path) -> Result<std::fs::File, OpenError> {
+    use std::io::{Read, Seek};
+    let path = inbox.join(".reader");
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)?;
+    if rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
+        let mut holder = String::new();
+        let _ = file.read_to_string(&mut holder);
+        let holder = match holder.trim() {
+            "" => "another process".to_string(),
+            pid => format!("pid {pid}"),
+        };
+        return Err(OpenError::InboxTaken {
+            inbox: inbox.display().to_string(),
+            holder,
+        });
+    }
+    file.set_len(0)?;
+    file.rewind()?;
+    write!(file, "{}", std::process::id())?;
+    Ok(file)
+}
+
 impl Transport for LocalSpool {
     fn capabilities(&self) -> &Capabilities {
         &self.caps
@@ -383,7 +433,7 @@ mod tests {
 
     fn spool(dir: &Path, query: &str, me: &str) -> LocalSpool {
         let uri = LocalUri::parse(&format!("{}?{query}", dir.display())).unwrap();
-        LocalSpool::open(uri, me.to_string()).unwrap()
+        LocalSpool::open(uri, me.to_string(), false).unwrap()
     }
 
     #[tokio::test]
