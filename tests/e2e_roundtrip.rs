@@ -420,3 +420,29 @@ fn a_second_agent_with_the_same_identity_on_the_spool_refuses_to_start() {
     let f = w.random_file("after.bin", 10_000, 23);
     w.upload(&[&f], &[]).assert_ok();
 }
+
+/// Issue 10: a silent agent is mentioned within about 10 s, with what
+/// happens next, long before the --timeout gives up.
+#[test]
+fn a_silent_agent_is_mentioned_within_seconds_with_what_happens_next() {
+    let w = World::new("");
+    let f = w.random_file("waiting.bin", 10_000, 24);
+    let started = std::time::Instant::now();
+    let mut client = w.spawn_upload(&[&f], &["--timeout", "120"]);
+    wait_until("the notice", std::time::Duration::from_secs(30), || {
+        client.stderr().contains("no answer from the agent") || client.exited()
+    });
+    let said = client.stderr();
+    assert!(
+        said.contains("for 10 s")
+            && said.contains("still trying until")
+            && said.contains("progress is kept"),
+        "{said}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(25),
+        "{:?}",
+        started.elapsed()
+    );
+    client.kill9();
+}

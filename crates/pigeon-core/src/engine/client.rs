@@ -138,6 +138,9 @@ pub async fn start(cfg: ClientConfig) -> Result<ClientHandle> {
     })
 }
 
+/// How long a silent agent goes unmentioned while transfers wait on it.
+const SILENCE_NOTICE: Duration = Duration::from_secs(10);
+
 /// Largest chunk that, incompressible, still fits one message of every link.
 pub(crate) fn chunk_size_for(links: &[LinkHandle]) -> u32 {
     let payload = links
@@ -464,6 +467,7 @@ impl Core {
         let (done_tx, mut done_rx) = mpsc::channel::<Done>(64);
         self.schedule(&done_tx);
         let mut ticker = tokio::time::interval(Duration::from_secs(1));
+        let mut silence_told = false;
         loop {
             tokio::select! {
                 cmd = commands.recv() => {
@@ -484,11 +488,40 @@ impl Core {
                     // Transport health moves on its own while transfers run.
                     if !self.running.is_empty() {
                         self.node.touch();
+                        self.say_if_silent(&mut silence_told);
                     }
                 }
             }
         }
         self.shutdown().await;
+    }
+
+    /// Say once per silence, after [`SILENCE_NOTICE`], that the agent is
+    /// not answering and what happens next.
+    fn say_if_silent(&self, told: &mut bool) {
+        let silent = self.node.silent_for();
+        // A channel of a message per 6 s answers in up to two of them.
+        let interval = self.node.links[0]
+            .capabilities()
+            .messages_per_minute
+            .map_or(Duration::ZERO, |m| Duration::from_secs(60) / m.max(1));
+        if silent < SILENCE_NOTICE.max(interval * 2 + Duration::from_secs(2)) {
+            *told = false;
+            return;
+        }
+        if *told || silent >= self.silence_limit {
+            return;
+        }
+        *told = true;
+        self.node.log(
+            LogLevel::Warn,
+            format!(
+                "no answer from the agent over {} for {} s; still trying until the --timeout of {} s (progress is kept)",
+                self.node.transports_label(),
+                silent.as_secs(),
+                self.silence_limit.as_secs()
+            ),
+        );
     }
 
     async fn shutdown(&mut self) {

@@ -176,6 +176,9 @@ pub(crate) struct Node {
     /// New uploads may start in the handshake on slow links (config.toml
     /// `early_data`; [`Node::early_room`]).
     pub early_data: std::sync::atomic::AtomicBool,
+    /// When the peer was last heard from (a handshake answer, a frame that
+    /// opened, a chunk for a running transfer), or when this node started.
+    heard: Mutex<std::time::Instant>,
 }
 
 impl Node {
@@ -192,7 +195,19 @@ impl Node {
             events: broadcast::channel(1024).0,
             changes: watch::channel(0).0,
             early_data: std::sync::atomic::AtomicBool::new(true),
+            heard: Mutex::new(std::time::Instant::now()),
         }
+    }
+
+    /// The peer spoke.
+    pub(crate) fn heard(&self) {
+        *lock(&self.heard) = std::time::Instant::now();
+    }
+
+    /// How long the peer has been silent (since this node started, if it
+    /// never spoke).
+    pub fn silent_for(&self) -> Duration {
+        lock(&self.heard).elapsed()
     }
 
     pub fn touch(&self) {

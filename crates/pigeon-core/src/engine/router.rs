@@ -86,7 +86,10 @@ pub(crate) async fn route<H: Hooks>(
                     }
                 }
             }
-            Frame::Welcome { session, noise } => hooks.on_welcome(&node, link, session, noise),
+            Frame::Welcome { session, noise } => {
+                node.heard();
+                hooks.on_welcome(&node, link, session, noise)
+            }
             Frame::UnknownSession { session, from } => {
                 hooks.on_unknown_session(&node, session, PublicKey(from))
             }
@@ -117,6 +120,7 @@ pub(crate) async fn route<H: Hooks>(
                 };
                 match decode_sealed(&slot, nonce, &body) {
                     Ok(Some(control)) => {
+                        node.heard();
                         slot.confirmed.store(true, Ordering::Relaxed);
                         // Only a frame that opened (not a replay) says where
                         // the peer is now.
@@ -162,6 +166,7 @@ pub(crate) async fn route<H: Hooks>(
                 let tx = lock(&node.tasks).get(&id).map(|(_, tx)| tx.clone());
                 match tx {
                     Some(tx) if !tx.is_closed() => {
+                        node.heard();
                         let _ = tx.send(input).await;
                     }
                     _ => hooks.on_orphan_chunk(&node, id, input).await,
