@@ -51,6 +51,7 @@ pub enum Command {
     Transports(TransportsCommand),
     /// Run the agent in the foreground until SIGINT or SIGTERM.
     Agent {
+        /// Transport to serve on, e.g. local:/srv/spool or telegram:*?token_env=…; repeat for several.
         #[arg(long = "transport", value_name = "URI", required = true)]
         transports: Vec<String>,
         /// Storage root (default: <home>/storage).
@@ -59,6 +60,7 @@ pub enum Command {
     },
     /// Upload files to the agent and wait until it confirms each SHA-256.
     Upload {
+        /// Files to upload.
         #[arg(required = true)]
         files: Vec<PathBuf>,
         /// Remote file name (one file) or folder (several files).
@@ -75,6 +77,7 @@ pub enum Command {
     },
     /// Download a file from the agent.
     Download {
+        /// The file on the agent, as `pigeon ls` shows it.
         remote: String,
         /// Local file or folder (default: the remote file's name, here).
         #[arg(short = 'o', long = "output")]
@@ -84,6 +87,7 @@ pub enum Command {
     },
     /// List a folder on the agent: name, size, SHA-256, modified.
     Ls {
+        /// The folder on the agent (default: its root).
         #[arg(default_value = "")]
         dir: String,
         #[command(flatten)]
@@ -91,11 +95,13 @@ pub enum Command {
     },
     /// This party's transfers and their progress.
     Status {
+        /// One JSON object per transfer, on stdout.
         #[arg(long)]
         json: bool,
     },
     /// Finished transfers.
     History {
+        /// One JSON object per transfer, on stdout.
         #[arg(long)]
         json: bool,
     },
@@ -103,13 +109,25 @@ pub enum Command {
     Resume {
         /// Transfer id, or a unique prefix of it (see `pigeon status`).
         id: Option<String>,
+        /// Every transfer that is not finished.
         #[arg(long, conflicts_with = "id")]
         all: bool,
         #[command(flatten)]
         conn: Conn,
     },
     /// Cancel a transfer.
-    Cancel { id: String },
+    Cancel {
+        /// Transfer id, or a unique prefix of it (see `pigeon status`).
+        id: String,
+    },
+    /// Print a completion script for a shell, e.g.
+    /// `pigeon completions bash > ~/.local/share/bash-completion/completions/pigeon`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), e.g. `pigeon man | man -l -`.
+    Man,
 }
 
 #[derive(Subcommand, Debug)]
@@ -258,7 +276,9 @@ pub enum KeysCommand {
     Show,
     /// Trust a peer's key.
     Trust {
+        /// The peer's public key: 64 hex characters, from `pigeon keys show` there.
         key: String,
+        /// A name for the peer (letters, digits, `-`, `_`, `.`).
         #[arg(long)]
         name: String,
         /// Comma-separated: upload, download, list.
@@ -274,7 +294,10 @@ pub enum KeysCommand {
     /// List trusted peers.
     List,
     /// Stop trusting a peer.
-    Revoke { name: String },
+    Revoke {
+        /// The peer's name, as `pigeon keys list` shows it.
+        name: String,
+    },
 }
 
 /// How a client reaches its agent.
@@ -295,6 +318,19 @@ pub struct Conn {
     /// Give up after this many seconds without a word from the agent.
     #[arg(long, default_value_t = 120)]
     pub timeout: u64,
+}
+
+/// `pigeon completions SHELL`: the script, on stdout.
+pub fn completions(shell: clap_complete::Shell) {
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    clap_complete::generate(shell, &mut cmd, "pigeon", &mut std::io::stdout());
+}
+
+/// `pigeon man`: the manual page, on stdout.
+pub fn man() -> Result<()> {
+    let cmd = <Cli as clap::CommandFactory>::command();
+    clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?;
+    Ok(())
 }
 
 pub fn parse_transports(raw: &[String]) -> Result<Vec<TransportUri>> {
@@ -601,6 +637,18 @@ fn print_report(r: &TransferReport, json: bool) {
         escape_control(&r.remote_path),
     );
     match r.status {
+        // Nothing needed sending: the agent had it whole and verified it.
+        TransferStatus::Completed
+            if r.direction == pigeon_core::view::Direction::Upload
+                && r.chunks_sent == 0
+                && r.chunks_total > 0 =>
+        {
+            println!(
+                "already on the agent, verified: {local} {arrow} {remote}: {} bytes, sha256 {}",
+                r.size,
+                r.sha256.as_deref().unwrap_or("?"),
+            )
+        }
         TransferStatus::Completed => println!(
             "completed {local} {arrow} {remote}: {} bytes, sha256 {}, {} chunks sent{} in {:.1}s",
             r.size,
@@ -710,12 +758,12 @@ pub fn status(home: &Home, json: bool, finished_only: bool) -> Result<()> {
             .map(|e| format!("\n          error: {}", escape_control(e)))
             .unwrap_or_default();
         println!(
-            "{}  {:<8} {:<11} {:>5.1}%  {:>12} B  {} {} {}  faults: corrupt {} dup {} reordered {} retransmitted {}{error}",
+            "{}  {:<8} {:<11} {:>5.1}%  {:>9}  {} {} {}  faults: corrupt {} dup {} reordered {} retransmitted {}{error}",
             &rep.id[..8],
             if upload { "upload" } else { "download" },
             rep.status.as_str(),
             pct,
-            rep.size,
+            pigeon_core::view::human_bytes(rep.size),
             escape_control(&rep.local_path),
             if upload { "->" } else { "<-" },
             escape_control(&rep.remote_path),
@@ -837,5 +885,59 @@ mod tests {
         assert!(!line.contains('\u{9b}') && !line.contains('\u{202e}') && !line.contains('\u{1b}'));
         let back: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(back, v);
+    }
+}
+
+#[cfg(test)]
+mod help_tests {
+    use super::Cli;
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_command_and_argument_says_what_it_is_for() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} <{id}>"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                let here = format!("{path} {}", sub.get_name());
+                if sub.get_about().is_none() {
+                    missing.push(here.clone());
+                }
+                walk(sub, &here, missing);
+            }
+        }
+        let mut missing = vec![];
+        walk(&Cli::command(), "pigeon", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:#?}");
+    }
+
+    #[test]
+    fn completions_and_the_man_page_cover_every_command() {
+        for shell in [
+            clap_complete::Shell::Bash,
+            clap_complete::Shell::Zsh,
+            clap_complete::Shell::Fish,
+        ] {
+            let mut out = vec![];
+            clap_complete::generate(shell, &mut Cli::command(), "pigeon", &mut out);
+            let text = String::from_utf8(out).unwrap();
+            for word in ["upload", "download", "agent", "completions", "transport"] {
+                assert!(text.contains(word), "{shell:?} completion lacks {word}");
+            }
+        }
+        let mut page = vec![];
+        clap_mangen::Man::new(Cli::command())
+            .render(&mut page)
+            .unwrap();
+        let page = String::from_utf8(page).unwrap();
+        assert!(page.starts_with(".ie") || page.contains(".TH"), "{page}");
+        assert!(page.contains("upload"), "{page}");
     }
 }

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Parser;
 use pigeon_core::engine::client::{self, ClientConfig};
 use pigeon_core::engine::{agent, UploadOptions};
@@ -53,6 +53,15 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Cli) -> Result<bool> {
+    match &args.command {
+        // Neither needs a home, nor makes one.
+        Some(Command::Completions { shell }) => {
+            cli::completions(*shell);
+            return Ok(true);
+        }
+        Some(Command::Man) => return cli::man().map(|()| true),
+        _ => {}
+    }
     let home = Home::resolve(args.home.clone())?;
     let is_agent = matches!(args.command, Some(Command::Agent { .. }));
     let is_tui = args.command.is_none();
@@ -87,6 +96,8 @@ async fn run(args: Cli) -> Result<bool> {
         Some(Command::History { json }) => cli::status(&home, json, true).map(|()| true),
         Some(Command::Resume { id, all, conn }) => cli::resume(home, id, all, conn).await,
         Some(Command::Cancel { id }) => cli::cancel(&home, &id).map(|()| true),
+        // Answered before the home was made.
+        Some(Command::Completions { .. } | Command::Man) => Ok(true),
     }
 }
 
@@ -199,6 +210,9 @@ async fn start_embedded_agent(
         addresses: Default::default(),
     }])?;
     let spool = home.dir().join("spool");
+    // Made here, not by the agent task: the client opens it at once.
+    pigeon_core::home::create_public_dirs(&spool)
+        .with_context(|| format!("creating {}", spool.display()))?;
     let uri = TransportUri::parse(&format!("local:{}", spool.display()))?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let cfg = agent::AgentConfig {

@@ -180,3 +180,36 @@ fn a_download_whose_source_breaks_on_the_agent_fails_at_once_with_the_reason() {
     );
     assert!(!out.exists(), "nothing in place");
 }
+
+/// Issue 10: re-running an upload whose file already reached the agent
+/// succeeds once the agent's copy is shown to have this file's SHA-256; a
+/// different file of the same size under that name is still refused.
+#[test]
+fn re_running_an_upload_that_already_arrived_verifies_it_and_succeeds() {
+    let mut w = World::new("");
+    w.start_agent();
+    let f = w.random_file("again.bin", 200_000, 31);
+    w.upload(&[&f], &[]).assert_ok();
+    let run = w.upload(&[&f], &[]);
+    run.assert_ok();
+    assert_eq!(num(&run.report(), "chunks_sent"), 0, "{}", run.describe());
+    // As a person reads it.
+    let run = w.client(&["upload", f.to_str().unwrap()]);
+    run.assert_ok();
+    assert!(
+        run.stdout.contains("already on the agent, verified"),
+        "{}",
+        run.describe()
+    );
+    let impostor = w.random_file("impostor.bin", 200_000, 32);
+    let run = w.upload(&[&impostor], &["--to", "again.bin", "--timeout", "30"]);
+    run.assert_failed();
+    let all = format!("{}{}", run.stdout, run.stderr);
+    assert!(
+        all.contains("already exists on the agent with other content")
+            && all.contains("--overwrite"),
+        "{}",
+        run.describe()
+    );
+    assert_same_file(&f, &w.storage().join("again.bin"));
+}

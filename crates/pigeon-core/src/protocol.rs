@@ -347,6 +347,13 @@ pub enum Control {
         request: u64,
         reason: String,
     },
+    /// The offer's target already exists on the agent with the offer's size
+    /// and this SHA-256 (a re-run after an interruption, say): the sender
+    /// compares it with its own file's and decides, instead of a refusal.
+    Present {
+        transfer: TransferId,
+        sha256: [u8; 32],
+    },
     /// The agent does not trust the key that handshook: sealed in the
     /// session that handshake opened, so only the agent can have said it
     /// (a provider cannot make a client give up), and then forgotten.
@@ -374,7 +381,8 @@ impl Control {
             | Control::Mismatch { transfer, .. }
             | Control::Fetch { transfer, .. }
             | Control::Cancel { transfer }
-            | Control::Abort { transfer, .. } => Some(*transfer),
+            | Control::Abort { transfer, .. }
+            | Control::Present { transfer, .. } => Some(*transfer),
             Control::List { .. }
             | Control::Listing { .. }
             | Control::ListRefused { .. }

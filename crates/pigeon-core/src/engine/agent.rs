@@ -480,6 +480,28 @@ impl AgentHooks {
             return refuse(RefuseCode::Exists, format!("{remote} is a folder"));
         }
         if existing.is_some() && !overwrite {
+            // The same size: perhaps the same file, sent again after an
+            // interruption. Its hash (on a worker, not the router's time)
+            // lets the sender tell; anything else is a plain refusal.
+            if let Some(file) = self
+                .root
+                .open_file(&remote)
+                .ok()
+                .filter(|f| f.metadata().is_ok_and(|m| m.len() == manifest.size))
+            {
+                let node = node.clone();
+                tokio::spawn(async move {
+                    let size = manifest.size;
+                    let hashed = tokio::task::spawn_blocking(move || {
+                        super::sender::hash_open_file(&file, size)
+                    })
+                    .await;
+                    if let Ok(Ok(sha256)) = hashed {
+                        node.send_control(&peer, &Control::Present { transfer, sha256 });
+                    }
+                });
+                return;
+            }
             return refuse(
                 RefuseCode::Exists,
                 format!(

@@ -29,7 +29,7 @@ use crate::crypto::{ChunkCipher, TransferSecret};
 use crate::error::{CoreError, Result};
 use crate::protocol::{AckState, ChunkBody, Control, Gzip};
 use crate::store::{now_unix, SourceStamp, TransferRecord};
-use crate::view::{ChunkState, FaultCounters, TransferStatus};
+use crate::view::{ChunkState, FaultCounters, LogLevel, TransferStatus};
 
 /// How a transfer task ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,6 +132,8 @@ pub(crate) struct Sender {
     /// Offers sent since the receiver last answered.
     offers_unanswered: u32,
     resync_at: Option<Instant>,
+    /// The agent holds a file of this size at the target, with this hash.
+    present: Option<[u8; 32]>,
     last_heard: Instant,
     last_persist: Instant,
     link: usize,
@@ -190,6 +192,7 @@ impl Sender {
             answer_due: false,
             offers_unanswered: 0,
             resync_at: None,
+            present: None,
             last_heard: Instant::now(),
             last_persist: Instant::now(),
             link: 0,
@@ -224,6 +227,37 @@ impl Sender {
         (self.rec, outcome)
     }
 
+    /// The agent already holds a file of this size at the target, with
+    /// SHA-256 `theirs`: complete if it is this file, else say how to
+    /// replace it.
+    async fn already_there(&mut self, theirs: [u8; 32]) -> Outcome {
+        let ours = match self.file_hash {
+            Some(h) => h,
+            None => match self.whole_file_hash().await {
+                Ok(h) => h,
+                Err(e) => return Outcome::Failed(e.to_string()),
+            },
+        };
+        if ours == theirs {
+            self.node.log(
+                LogLevel::Info,
+                format!(
+                    "{}: already on the agent, verified (sha256 {})",
+                    crate::policy::escape_control(&self.rec.remote_path),
+                    &hex::encode(ours)[..16]
+                ),
+            );
+            Outcome::Completed(ours)
+        } else {
+            Outcome::Failed(format!(
+                "{} already exists on the agent with other content (sha256 {}, this file's {}); upload with --overwrite to replace it",
+                crate::policy::escape_control(&self.rec.remote_path),
+                &hex::encode(theirs)[..16],
+                &hex::encode(ours)[..16]
+            ))
+        }
+    }
+
     async fn run_states(&mut self, inbox: &mut mpsc::Receiver<TaskInput>) -> Outcome {
         let mut sessions = self.peer.session.subscribe();
         match self.go_early().await {
@@ -232,6 +266,9 @@ impl Sender {
             Err(e) => return self.abort(e.to_string()),
         }
         loop {
+            if let Some(theirs) = self.present.take() {
+                return self.already_there(theirs).await;
+            }
             let now = Instant::now();
             if now.duration_since(self.last_heard) > self.cfg.silence_limit {
                 return super::silent_peer(
@@ -556,6 +593,7 @@ impl Sender {
                     Control::Refuse { reason, .. } => {
                         return Some(Outcome::Failed(format!("the agent refused: {reason}")))
                     }
+                    Control::Present { sha256, .. } => self.present = Some(sha256),
                     Control::Cancel { .. } => {
                         return Some(Outcome::Failed(
                             "the receiver cancelled this transfer (a newer one to the same path replaced it)".into(),
