@@ -115,10 +115,38 @@ pub enum Command {
         #[command(flatten)]
         conn: Conn,
     },
-    /// Cancel a transfer.
+    /// Cancel a transfer, and tell the agent so it drops what it holds of
+    /// it (an upload's partial file).
     Cancel {
         /// Transfer id, or a unique prefix of it (see `pigeon status`).
         id: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Remove a finished (completed, failed or cancelled) transfer from this
+    /// party's list, with its key and any partial file it left here.
+    Forget {
+        /// Transfer id, or a unique prefix of it (see `pigeon status`).
+        id: String,
+    },
+    /// Remove finished transfers in bulk: failed and cancelled ones unless
+    /// told which; `--completed` ones only when asked.
+    Clean {
+        /// Failed transfers.
+        #[arg(long)]
+        failed: bool,
+        /// Cancelled transfers.
+        #[arg(long)]
+        cancelled: bool,
+        /// Completed transfers (their files stay where they are).
+        #[arg(long)]
+        completed: bool,
+        /// Only those that ended (or began) longer ago than this: 30d, 12h, 90m, 45s.
+        #[arg(long, value_name = "AGE", value_parser = parse_age)]
+        older_than: Option<Duration>,
+        /// Say what would be removed, and remove nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Print a completion script for a shell, e.g.
     /// `pigeon completions bash > ~/.local/share/bash-completion/completions/pigeon`.
@@ -776,9 +804,117 @@ pub fn status(home: &Home, json: bool, finished_only: bool) -> Result<()> {
     Ok(())
 }
 
-pub fn cancel(home: &Home, id: &str) -> Result<()> {
+/// `30d`, `12h`, `90m`, `45s`, or plain seconds.
+fn parse_age(s: &str) -> std::result::Result<Duration, String> {
+    let s = s.trim();
+    let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?}: give a number and a unit, e.g. 30d, 12h, 90m, 45s"))?;
+    let secs = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        other => return Err(format!("{other:?} is not a unit: use s, m, h, d or w")),
+    };
+    Ok(Duration::from_secs(n.saturating_mul(secs)))
+}
+
+/// Remove one finished transfer's record, key and chunk state, and a
+/// download's partial file here (a completed file is never touched).
+fn remove_finished(store: &Store, rec: &pigeon_core::store::TransferRecord) -> Result<()> {
+    if rec.status != TransferStatus::Completed {
+        if let Some(p) = &rec.partial_path {
+            if rec.direction == pigeon_core::view::Direction::Download {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+    }
+    store.delete_transfer(&rec.id)?;
+    Ok(())
+}
+
+pub fn forget(home: &Home, id: &str) -> Result<()> {
     let store = Store::open(&home.store_dir())?;
-    let mut rec = store.find_transfer(id)?;
+    let rec = store.find_transfer(id)?;
+    if !rec.status.is_finished() {
+        bail!(
+            "transfer {} is {}: cancel it first (`pigeon cancel {}`), then forget it",
+            rec.id.short(),
+            rec.status.as_str(),
+            rec.id.short()
+        );
+    }
+    remove_finished(&store, &rec)?;
+    store.flush()?;
+    eprintln!(
+        "forgot {} ({} {})",
+        rec.id.short(),
+        rec.status.as_str(),
+        escape_control(&rec.remote_path)
+    );
+    Ok(())
+}
+
+pub struct CleanChoice {
+    pub failed: bool,
+    pub cancelled: bool,
+    pub completed: bool,
+    pub older_than: Option<Duration>,
+    pub dry_run: bool,
+}
+
+pub fn clean(home: &Home, choice: CleanChoice) -> Result<()> {
+    let store = Store::open(&home.store_dir())?;
+    let (failed, cancelled) = if choice.failed || choice.cancelled || choice.completed {
+        (choice.failed, choice.cancelled)
+    } else {
+        (true, true)
+    };
+    let now = pigeon_core::store::now_unix();
+    let chosen: Vec<_> = store
+        .transfers()?
+        .into_iter()
+        .filter(|r| match r.status {
+            TransferStatus::Failed => failed,
+            TransferStatus::Cancelled => cancelled,
+            TransferStatus::Completed => choice.completed,
+            _ => false,
+        })
+        .filter(|r| {
+            choice.older_than.is_none_or(|age| {
+                let ended = r.completed_unix.unwrap_or(r.created_unix);
+                now.saturating_sub(ended) >= age.as_secs()
+            })
+        })
+        .collect();
+    for rec in &chosen {
+        if !choice.dry_run {
+            remove_finished(&store, rec)?;
+        }
+        println!(
+            "{} {}  {:<9}  {}",
+            if choice.dry_run {
+                "would remove"
+            } else {
+                "removed"
+            },
+            rec.id.short(),
+            rec.status.as_str(),
+            escape_control(&rec.remote_path)
+        );
+    }
+    store.flush()?;
+    if chosen.is_empty() {
+        eprintln!("nothing to clean");
+    }
+    Ok(())
+}
+
+pub async fn cancel(home: Home, id: String, conn: Conn) -> Result<()> {
+    let rec = Store::open(&home.store_dir())?.find_transfer(&id)?;
     if rec.status.is_finished() {
         bail!(
             "transfer {} already {}",
@@ -786,15 +922,36 @@ pub fn cancel(home: &Home, id: &str) -> Result<()> {
             rec.status.as_str()
         );
     }
-    rec.status = TransferStatus::Cancelled;
+    let short = rec.id.short();
+    let told = if resolve_transports(&home, &conn.transports).is_ok() {
+        let handle = start_client(&home, &conn).await?;
+        let wait = Duration::from_secs(conn.timeout.clamp(1, 30));
+        let told = handle.cancel_telling(rec.id, wait).await?;
+        handle.shutdown().await;
+        Some(told)
+    } else {
+        // No way to the agent: cancel here alone.
+        let store = Store::open(&home.store_dir())?;
+        let mut rec = rec.clone();
+        rec.status = TransferStatus::Cancelled;
+        store.put_transfer(&rec)?;
+        store.flush()?;
+        None
+    };
     if rec.direction == pigeon_core::view::Direction::Download {
         if let Some(p) = &rec.partial_path {
             let _ = std::fs::remove_file(p);
         }
     }
-    store.put_transfer(&rec)?;
-    store.flush()?;
-    eprintln!("cancelled {}", rec.id.short());
+    match told {
+        Some(true) => eprintln!("cancelled {short}; the agent was told and drops what it holds of it"),
+        Some(false) => eprintln!(
+            "cancelled {short}; the agent did not answer in time, so it still holds what it received (it removes partial uploads after a week)"
+        ),
+        None => eprintln!(
+            "cancelled {short} here; no transport to tell the agent (give --transport), which removes partial uploads after a week"
+        ),
+    }
     Ok(())
 }
 

@@ -95,7 +95,25 @@ async fn run(args: Cli) -> Result<bool> {
         Some(Command::Status { json }) => cli::status(&home, json, false).map(|()| true),
         Some(Command::History { json }) => cli::status(&home, json, true).map(|()| true),
         Some(Command::Resume { id, all, conn }) => cli::resume(home, id, all, conn).await,
-        Some(Command::Cancel { id }) => cli::cancel(&home, &id).map(|()| true),
+        Some(Command::Cancel { id, conn }) => cli::cancel(home, id, conn).await.map(|()| true),
+        Some(Command::Forget { id }) => cli::forget(&home, &id).map(|()| true),
+        Some(Command::Clean {
+            failed,
+            cancelled,
+            completed,
+            older_than,
+            dry_run,
+        }) => cli::clean(
+            &home,
+            cli::CleanChoice {
+                failed,
+                cancelled,
+                completed,
+                older_than,
+                dry_run,
+            },
+        )
+        .map(|()| true),
         // Answered before the home was made.
         Some(Command::Completions { .. } | Command::Man) => Ok(true),
     }
@@ -132,10 +150,21 @@ fn init_logging(
     };
     tracing_subscriber::registry()
         .with(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level)))
-        .with(to_stderr.then(|| tracing_subscriber::fmt::layer().with_writer(std::io::stderr)))
+        .with(to_stderr.then(|| {
+            tracing_subscriber::fmt::layer()
+                .with_ansi(colours_on_stderr())
+                .with_writer(std::io::stderr)
+        }))
         .with(file_layer)
         .init();
     guard
+}
+
+/// Colours only for a person at a terminal, and never with `NO_COLOR`
+/// (no-color.org): a log piped to a file gets plain text.
+fn colours_on_stderr() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// The TUI: on the configured agent, or on the embedded local default.

@@ -358,3 +358,82 @@ fn client_killed_mid_download_resumes_with_what_it_already_had() {
         .collect();
     assert!(left.is_empty(), "no partial left: {left:?}");
 }
+
+/// Issue 10: failed and cancelled transfers can be removed, one by one or
+/// in bulk, completed ones only when asked; an unfinished one is not
+/// forgotten by accident.
+#[test]
+fn failed_and_cancelled_transfers_can_be_forgotten_and_cleaned() {
+    let mut w = World::new("");
+    // With no agent: the upload fails after its timeout.
+    let lost = w.random_file("lost.bin", 5_000, 41);
+    w.upload(&[&lost], &["--timeout", "2"]).assert_failed();
+    w.start_agent();
+    let kept = w.random_file("kept.bin", 5_000, 42);
+    let done = w.upload(&[&kept], &[]);
+    done.assert_ok();
+    let done_id = text(&done.report(), "id").to_string();
+    let ids = |w: &World| -> Vec<(String, String)> {
+        w.client(&["status", "--json"])
+            .reports()
+            .iter()
+            .map(|r| (text(r, "id").to_string(), text(r, "status").to_string()))
+            .collect()
+    };
+    assert_eq!(ids(&w).len(), 2, "{:?}", ids(&w));
+
+    let dry = w.client(&["clean", "--dry-run"]);
+    dry.assert_ok();
+    assert!(
+        dry.stdout.contains("would remove") && dry.stdout.contains("lost.bin"),
+        "{}",
+        dry.describe()
+    );
+    assert!(!dry.stdout.contains("kept.bin"), "{}", dry.describe());
+    assert_eq!(ids(&w).len(), 2, "a dry run removes nothing");
+
+    let clean = w.client(&["clean"]);
+    clean.assert_ok();
+    assert_eq!(ids(&w), vec![(done_id.clone(), "completed".to_string())]);
+
+    // Completed ones go only when asked, and only those old enough.
+    w.client(&["clean", "--completed", "--older-than", "1d"])
+        .assert_ok();
+    assert_eq!(ids(&w).len(), 1);
+    w.client(&["forget", &done_id[..8]]).assert_ok();
+    assert!(ids(&w).is_empty());
+    assert_same_file(&kept, &w.storage().join("kept.bin"));
+}
+
+/// Issue 10: cancelling an interrupted upload tells the agent, which drops
+/// its staged partial file (on a full disk that is what frees the room).
+#[test]
+fn cancelling_an_interrupted_upload_makes_the_agent_drop_its_partial_file() {
+    let mut w = World::new("profile=telegram-text&msgs_per_min=600");
+    w.start_agent();
+    let f = w.random_file("big.bin", 400_000, 43);
+    let mut up = w.spawn_upload(&[&f], &[]);
+    wait_until(
+        "the agent stages the upload",
+        Duration::from_secs(60),
+        || !w.staged_files().is_empty(),
+    );
+    up.kill9();
+    let status = w.client(&["status", "--json"]);
+    let id = text(&status.reports()[0], "id").to_string();
+    let run = w.client(&["cancel", &id[..8]]);
+    run.assert_ok();
+    assert!(
+        run.stderr.contains("the agent was told"),
+        "{}",
+        run.describe()
+    );
+    wait_until(
+        "the agent drops the partial file",
+        Duration::from_secs(20),
+        || w.staged_files().is_empty(),
+    );
+    let status = w.client(&["status", "--json"]);
+    assert_eq!(text(&status.reports()[0], "status"), "cancelled");
+    assert!(w.stored_files().is_empty(), "{:?}", w.stored_files());
+}

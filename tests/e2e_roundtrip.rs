@@ -415,6 +415,8 @@ fn a_second_agent_with_the_same_identity_on_the_spool_refuses_to_start() {
         "{}",
         run.describe()
     );
+    // Its log went to a pipe: plain text, no colour codes.
+    assert!(!w.agent_log().contains('\u{1b}'), "{}", w.agent_log());
     w.kill_agent();
     w.start_agent();
     let f = w.random_file("after.bin", 10_000, 23);

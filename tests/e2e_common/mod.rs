@@ -516,7 +516,7 @@ impl World {
         let mut v: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         let needs = matches!(
             args.first(),
-            Some(&("upload" | "download" | "ls" | "resume"))
+            Some(&("upload" | "download" | "ls" | "resume" | "cancel"))
         );
         if needs && !args.contains(&"--transport") {
             v.push("--transport".into());

@@ -138,6 +138,21 @@ pub async fn start(cfg: ClientConfig) -> Result<ClientHandle> {
     })
 }
 
+/// Send `control` to `peer` as soon as a session is up, within `wait`.
+async fn tell_when_up(node: &Node, peer: &Peer, control: &Control, wait: Duration) -> bool {
+    let mut sessions = peer.session.subscribe();
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        if node.send_control(peer, control) {
+            return true;
+        }
+        tokio::select! {
+            changed = sessions.changed() => if changed.is_err() { return false },
+            () = tokio::time::sleep_until(deadline) => return false,
+        }
+    }
+}
+
 /// How long a silent agent goes unmentioned while transfers wait on it.
 const SILENCE_NOTICE: Duration = Duration::from_secs(10);
 
@@ -606,6 +621,18 @@ impl Core {
                         .send_control(&self.peer, &Control::Cancel { transfer: id });
                     let _ = self.node.events.send(Event::Cancelled { id });
                 }
+            }
+            ClientCommand::CancelTelling { id, wait, reply } => {
+                // A running task tells the agent itself as it stops.
+                let running = self.running.contains(&id);
+                self.command(ClientCommand::Cancel(id));
+                let (node, peer) = (self.node.clone(), self.peer.clone());
+                tokio::spawn(async move {
+                    let told = running
+                        || tell_when_up(&node, &peer, &Control::Cancel { transfer: id }, wait)
+                            .await;
+                    let _ = reply.send(told);
+                });
             }
             ClientCommand::Reprioritize(id, delta) => {
                 self.update(&id, |r| r.priority += delta);

@@ -57,6 +57,13 @@ pub enum ClientCommand {
     Pause(TransferId),
     Resume(TransferId),
     Cancel(TransferId),
+    /// Cancel, and answer whether the agent was told (within `wait`), so
+    /// it drops what it holds of the transfer (an upload's partial file).
+    CancelTelling {
+        id: TransferId,
+        wait: std::time::Duration,
+        reply: oneshot::Sender<bool>,
+    },
     /// Start a failed or cancelled transfer again (resuming what it has).
     Retry(TransferId),
     /// Move in the queue: negative runs sooner.
@@ -129,6 +136,13 @@ impl ClientHandle {
 
     pub async fn cancel(&self, id: TransferId) -> Result<()> {
         self.tell(ClientCommand::Cancel(id)).await
+    }
+
+    /// Cancel `id` and tell the agent, waiting up to `wait` for a session
+    /// with it; true when it was told.
+    pub async fn cancel_telling(&self, id: TransferId, wait: std::time::Duration) -> Result<bool> {
+        self.ask(|reply| ClientCommand::CancelTelling { id, wait, reply })
+            .await
     }
 
     pub async fn retry(&self, id: TransferId) -> Result<()> {
