@@ -58,12 +58,14 @@ pub enum Command {
         #[arg(long)]
         root: Option<PathBuf>,
     },
-    /// Upload files to the agent and wait until it confirms each SHA-256.
+    /// Upload files and folders to the agent and wait until it confirms
+    /// each file's SHA-256.
     Upload {
-        /// Files to upload.
+        /// Files and folders to upload (folders with everything in them).
         #[arg(required = true)]
         files: Vec<PathBuf>,
-        /// Remote file name (one file) or folder (several files).
+        /// Remote file name (one file), or the remote folder (one folder, or
+        /// several sources, or a trailing `/`).
         #[arg(long)]
         to: Option<String>,
         /// Do not gzip chunks, even where it would help.
@@ -514,33 +516,45 @@ pub async fn upload(
     options: UploadOptions,
     conn: Conn,
 ) -> Result<bool> {
-    let handle = start_client(&home, &conn).await?;
-    let mut events = handle.events();
-    let mut ids = vec![];
-    let mut ok = true;
-    let remotes: Vec<String> = files
+    // Each source lands on one remote path: a lone source on `--to` itself
+    // (a folder's files then go under it), several under `--to` as a folder.
+    let roots: Vec<(PathBuf, String)> = files
         .iter()
         .map(|file| {
             let name = file
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            match (&to, files.len()) {
+            let remote = match (&to, files.len()) {
                 (Some(t), 1) if !t.ends_with('/') => t.clone(),
-                (Some(dir), _) => format!("{}/{name}", dir.trim_end_matches('/')),
+                (Some(dir), _) => crate::local_tree::join_remote(dir, &name),
                 (None, _) => name,
-            }
+            };
+            (file.clone(), remote)
         })
         .collect();
+    let (pairs, capped) = crate::local_tree::expand_roots(roots);
+    if capped {
+        bail!(
+            "these folders hold more than {} files; upload them in parts",
+            crate::local_tree::MAX_FILES
+        );
+    }
+    if pairs.is_empty() {
+        bail!("no files to upload: the folders given are empty");
+    }
     let mut seen = std::collections::HashSet::new();
-    if let Some(dup) = remotes.iter().find(|r| !seen.insert(r.as_str())) {
-        handle.shutdown().await;
+    if let Some((_, dup)) = pairs.iter().find(|(_, r)| !seen.insert(r.as_str())) {
         bail!(
             "two of these files would land on the same remote path {}; rename one or upload them separately",
             escape_control(dup)
         );
     }
-    for (file, remote) in files.iter().zip(remotes) {
+    let handle = start_client(&home, &conn).await?;
+    let mut events = handle.events();
+    let mut ids = vec![];
+    let mut ok = true;
+    for (file, remote) in pairs {
         match handle.upload(file.clone(), remote, options.clone()).await {
             Ok(id) => ids.push(id),
             Err(e) => {

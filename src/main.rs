@@ -9,6 +9,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 mod cli;
+mod local_tree;
 mod tui;
 
 use std::path::PathBuf;

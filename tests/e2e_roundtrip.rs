@@ -448,3 +448,33 @@ fn a_silent_agent_is_mentioned_within_seconds_with_what_happens_next() {
     );
     client.kill9();
 }
+
+/// Issue 10: `pigeon upload DIR` sends the folder with everything in it, as
+/// the TUI does; `--to` names the remote folder.
+#[test]
+fn uploading_a_folder_sends_everything_in_it_and_to_names_the_remote_folder() {
+    let mut w = World::new("");
+    w.start_agent();
+    let proj = w.work.join("proj");
+    std::fs::create_dir_all(proj.join("src/deep")).unwrap();
+    let files = [
+        ("README.md", 1_000usize),
+        ("src/main.rs", 20_000),
+        ("src/deep/data.bin", 300_000),
+        ("src/deep/empty", 0),
+    ];
+    for (i, (name, len)) in files.iter().enumerate() {
+        let bytes: Vec<u8> = (0..*len).map(|k| (k * 31 + i) as u8).collect();
+        std::fs::write(proj.join(name), bytes).unwrap();
+    }
+    let run = w.upload(&[&proj], &[]);
+    run.assert_ok();
+    assert_eq!(run.reports().len(), files.len(), "{}", run.describe());
+    for (name, _) in files {
+        assert_same_file(&proj.join(name), &w.storage().join("proj").join(name));
+    }
+    w.upload(&[&proj], &["--to", "backup/v1"]).assert_ok();
+    for (name, _) in files {
+        assert_same_file(&proj.join(name), &w.storage().join("backup/v1").join(name));
+    }
+}

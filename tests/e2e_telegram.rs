@@ -51,9 +51,22 @@ impl Tg {
 
     fn start_agent(&mut self, mode: &str, pace: u32) -> Proc {
         let uri = self.uri("client_bot", mode, pace);
+        self.spawn_agent(&uri)
+    }
+
+    /// An agent on `telegram:*`: it answers whoever writes.
+    fn start_star_agent(&self) -> Proc {
+        let star = format!(
+            "telegram:*?token_env=PIGEON_TG_TOKEN&api={}&mode=text&msgs_per_min=1200",
+            self.api
+        );
+        self.spawn_agent(&star)
+    }
+
+    fn spawn_agent(&self, uri: &str) -> Proc {
         let mut p = Proc::spawn_env(
             &self.w.agent_home,
-            &["agent", "--transport", &uri],
+            &["agent", "--transport", uri],
             &self.w.logs,
             "agent",
             &[("PIGEON_TG_TOKEN", AGENT_TOKEN)],
@@ -362,20 +375,7 @@ fn an_agent_on_star_answers_each_client_in_its_own_chat() {
         token: second_token.into(),
         username: "second_bot".into(),
     });
-    let star = format!(
-        "telegram:*?token_env=PIGEON_TG_TOKEN&api={}&mode=text&msgs_per_min=1200",
-        tg.api
-    );
-    let mut agent = Proc::spawn_env(
-        &tg.w.agent_home,
-        &["agent", "--transport", &star],
-        &tg.w.logs,
-        "agent",
-        &[("PIGEON_TG_TOKEN", AGENT_TOKEN)],
-    );
-    wait_until("the agent is ready", Duration::from_secs(60), || {
-        agent.stderr().contains("agent ready") || agent.exited()
-    });
+    let mut agent = tg.start_star_agent();
     // The first client, as always.
     let f = canary_file(&tg.w, "first.bin", 40_000, 11);
     tg.client("text", 1200, &["upload", f.to_str().unwrap()])
@@ -507,20 +507,7 @@ fn an_address_in_peers_toml_pins_where_the_agent_answers() {
         "{}",
         listed.stdout
     );
-    let star = format!(
-        "telegram:*?token_env=PIGEON_TG_TOKEN&api={}&mode=text&msgs_per_min=1200",
-        tg.api
-    );
-    let mut agent = Proc::spawn_env(
-        &tg.w.agent_home,
-        &["agent", "--transport", &star],
-        &tg.w.logs,
-        "agent",
-        &[("PIGEON_TG_TOKEN", AGENT_TOKEN)],
-    );
-    wait_until("the agent is ready", Duration::from_secs(60), || {
-        agent.stderr().contains("agent ready") || agent.exited()
-    });
+    let mut agent = tg.start_star_agent();
     tg.client("text", 1200, &["ls", "--timeout", "4"])
         .assert_failed();
     let answered: std::collections::BTreeSet<String> = tg

@@ -6,7 +6,7 @@
 //! loop's channel. The UI stays responsive whatever the disk or the channel
 //! is doing, and handlers stay pure functions of state, easy to test.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use tokio::sync::mpsc;
 
@@ -15,9 +15,6 @@ use pigeon_core::view::TransferId;
 
 use super::panes::files::{self, LocalEntry};
 use super::panes::remote::RemoteItem;
-
-/// Most files one upload of folders expands to; beyond this we stop and say so.
-const MAX_EXPANDED_FILES: usize = 10_000;
 
 /// Something the UI wants done outside itself.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -145,7 +142,8 @@ async fn upload(
     remote_dir: String,
     tx: mpsc::UnboundedSender<Msg>,
 ) {
-    let expanded = tokio::task::spawn_blocking(move || expand(&sources, &remote_dir)).await;
+    let expanded =
+        tokio::task::spawn_blocking(move || crate::local_tree::expand(&sources, &remote_dir)).await;
     let (pairs, truncated) = match expanded {
         Ok(result) => result,
         Err(e) => {
@@ -158,7 +156,8 @@ async fn upload(
     };
     if truncated {
         let _ = tx.send(Msg::Note(format!(
-            "folder upload stopped at {MAX_EXPANDED_FILES} files; upload the rest separately"
+            "folder upload stopped at {} files; upload the rest separately",
+            crate::local_tree::MAX_FILES
         )));
     }
     for (local, remote) in pairs {
@@ -168,85 +167,5 @@ async fn upload(
             .await
             .map_err(|e| e.to_string());
         let _ = tx.send(Msg::Queued { what, result });
-    }
-}
-
-/// (local file, remote path) for every file under `sources`, folders walked
-/// depth first. Links to folders are not followed (no cycles).
-fn expand(sources: &[PathBuf], remote_dir: &str) -> (Vec<(PathBuf, String)>, bool) {
-    let mut out = Vec::new();
-    let mut stack: Vec<(PathBuf, String)> = sources
-        .iter()
-        .rev()
-        .filter_map(|p| {
-            let name = p.file_name()?.to_string_lossy().into_owned();
-            Some((p.clone(), join_remote(remote_dir, &name)))
-        })
-        .collect();
-    while let Some((local, remote)) = stack.pop() {
-        if out.len() >= MAX_EXPANDED_FILES {
-            return (out, true);
-        }
-        if is_real_dir(&local) {
-            let Ok(entries) = files::read_dir(&local) else {
-                continue;
-            };
-            for entry in entries.into_iter().rev() {
-                if entry.is_symlink && entry.is_dir {
-                    continue;
-                }
-                let child_remote = join_remote(&remote, &entry.name);
-                stack.push((entry.path, child_remote));
-            }
-        } else {
-            out.push((local, remote));
-        }
-    }
-    (out, false)
-}
-
-fn is_real_dir(path: &Path) -> bool {
-    std::fs::metadata(path).is_ok_and(|m| m.is_dir())
-}
-
-/// `dir/name`, or `name` at the root.
-pub fn join_remote(dir: &str, name: &str) -> String {
-    let dir = dir.trim_matches('/');
-    if dir.is_empty() {
-        name.to_owned()
-    } else {
-        format!("{dir}/{name}")
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn remote_paths_join_without_doubled_slashes() {
-        assert_eq!(join_remote("", "a.txt"), "a.txt");
-        assert_eq!(join_remote("docs/", "a.txt"), "docs/a.txt");
-        assert_eq!(join_remote("/docs/x", "a.txt"), "docs/x/a.txt");
-    }
-
-    #[test]
-    fn folders_expand_into_their_files_with_remote_paths() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let root = dir.path().join("proj");
-        std::fs::create_dir_all(root.join("src")).expect("mkdir");
-        std::fs::write(root.join("README"), b"r").expect("write");
-        std::fs::write(root.join("src/main.rs"), b"m").expect("write");
-        let single = dir.path().join("single.txt");
-        std::fs::write(&single, b"s").expect("write");
-
-        let (pairs, truncated) = expand(&[root.clone(), single.clone()], "up");
-        assert!(!truncated);
-        let remotes: Vec<&str> = pairs.iter().map(|(_, r)| r.as_str()).collect();
-        assert_eq!(
-            remotes,
-            ["up/proj/src/main.rs", "up/proj/README", "up/single.txt"]
-        );
-        assert_eq!(pairs[2].0, single);
     }
 }

@@ -479,17 +479,7 @@ pub(crate) fn open_links(
                         ),
                     });
                 }
-                let spool = LocalSpool::open(l.clone(), me.to_string(), !client).map_err(
-                    |e| match e {
-                        crate::transport::local::OpenError::Io(e) => {
-                            CoreError::io(format!("opening spool {}", l.dir.display()), e)
-                        }
-                        taken => CoreError::BadTransport {
-                            uri: l.to_string(),
-                            reason: taken.to_string(),
-                        },
-                    },
-                )?;
+                let spool = LocalSpool::open(l.clone(), me.to_string(), !client)?;
                 Ok(link::start(spool, l.profile.name(), i, inbound.clone()))
             }
             TransportUri::Telegram(t) => {

@@ -22,6 +22,7 @@ use rand::{Rng, SeedableRng};
 use tokio::sync::mpsc;
 
 use super::{Address, Capabilities, Faults, Message, Profile, Received, SendError, Transport};
+use crate::error::CoreError;
 
 /// A parsed `local:` URI.
 #[derive(Clone, Debug, PartialEq)]
@@ -157,15 +158,6 @@ pub struct LocalSpool {
     _inbox_lock: Option<std::fs::File>,
 }
 
-/// Why a spool's inbox cannot be read by this process.
-#[derive(Debug, thiserror::Error)]
-pub enum OpenError {
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
-    #[error("another process with this identity is already reading {inbox} ({holder}): stop it first; two readers of one inbox would split every transfer between them")]
-    InboxTaken { inbox: String, holder: String },
-}
-
 impl LocalSpool {
     /// Open the spool as party `me`, creating its inbox, and start reading it.
     ///
@@ -173,24 +165,37 @@ impl LocalSpool {
     /// agents with one identity on one spool would each take half of every
     /// transfer). The hold is a lock the system drops with the process,
     /// so one killed leaves nothing stale.
-    pub fn open(uri: LocalUri, me: Address, alone: bool) -> Result<LocalSpool, OpenError> {
+    pub fn open(uri: LocalUri, me: Address, alone: bool) -> crate::error::Result<LocalSpool> {
+        let opening = |e| CoreError::io(format!("opening spool {}", uri.dir.display()), e);
         let inbox_dir = uri.dir.join(&me);
         // The spool is shared with the other party: the user's own umask
         // decides who else may use it, not pigeon's private one.
-        crate::home::create_public_dirs(&inbox_dir)?;
+        crate::home::create_public_dirs(&inbox_dir).map_err(opening)?;
         let inbox_lock = if alone {
-            Some(lock_inbox(&inbox_dir)?)
+            match lock_inbox(&inbox_dir).map_err(opening)? {
+                Ok(file) => Some(file),
+                Err(holder) => {
+                    return Err(CoreError::BadTransport {
+                        uri: uri.to_string(),
+                        reason: format!(
+                            "another process with this identity is already reading {} ({holder}): stop it first; two readers of one inbox would split every transfer between them",
+                            inbox_dir.display()
+                        ),
+                    })
+                }
+            }
         } else {
             None
         };
         let caps = uri.capabilities();
         let transcript = if uri.transcript {
             let dir = uri.dir.join("transcript");
-            crate::home::create_public_dirs(&dir)?;
+            crate::home::create_public_dirs(&dir).map_err(opening)?;
             let file = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
-                .open(dir.join(format!("{me}.log")))?;
+                .open(dir.join(format!("{me}.log")))
+                .map_err(opening)?;
             Some(Arc::new(std::sync::Mutex::new(file)))
         } else {
             None
@@ -319,8 +324,9 @@ fn list_messages(dir: &Path) -> std::io::Result<Vec<String>> {
     Ok(names)
 }
 
-/// Take `<inbox>/.reader` for this process, or say who holds it.
-fn lock_inbox(inbox: &Path) -> Result<std::fs::File, OpenError> {
+/// Take `<inbox>/.reader` for this process; `Ok(Err(holder))` when
+/// another process holds it.
+fn lock_inbox(inbox: &Path) -> std::io::Result<Result<std::fs::File, String>> {
     use std::io::{Read, Seek};
     let path = inbox.join(".reader");
     let mut file = std::fs::OpenOptions::new()
@@ -332,19 +338,15 @@ fn lock_inbox(inbox: &Path) -> Result<std::fs::File, OpenError> {
     if rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
         let mut holder = String::new();
         let _ = file.read_to_string(&mut holder);
-        let holder = match holder.trim() {
+        return Ok(Err(match holder.trim() {
             "" => "another process".to_string(),
             pid => format!("pid {pid}"),
-        };
-        return Err(OpenError::InboxTaken {
-            inbox: inbox.display().to_string(),
-            holder,
-        });
+        }));
     }
     file.set_len(0)?;
     file.rewind()?;
     write!(file, "{}", std::process::id())?;
-    Ok(file)
+    Ok(Ok(file))
 }
 
 impl Transport for LocalSpool {
