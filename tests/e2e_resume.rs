@@ -437,3 +437,55 @@ fn cancelling_an_interrupted_upload_makes_the_agent_drop_its_partial_file() {
     assert_eq!(text(&status.reports()[0], "status"), "cancelled");
     assert!(w.stored_files().is_empty(), "{:?}", w.stored_files());
 }
+
+/// Early data is replayable, and an agent that restarted has forgotten
+/// which early data it took: a recording of an upload's first message
+/// (its Hello, offer and first chunk) replayed after that upload failed
+/// on the agent (which keeps a failed upload's key, to resume it) and the
+/// agent restarted must not start that upload over.
+#[test]
+fn a_replayed_early_hello_does_not_restart_a_failed_upload() {
+    let mut w = World::new("profile=whatsapp-text&msgs_per_min=30&transcript=1");
+    w.start_agent();
+    let f = w.random_file("shrinks.bin", 40_000, 44);
+    let up = w.spawn_upload(&[&f], &[]);
+    wait_until(
+        "the agent stages the upload",
+        Duration::from_secs(60),
+        || !w.staged_files().is_empty(),
+    );
+    // The source shrinks: the client tells the agent, which fails the upload.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&f)
+        .unwrap()
+        .set_len(5_000)
+        .unwrap();
+    up.wait(Duration::from_secs(60)).assert_failed();
+    wait_until(
+        "the agent drops the partial file",
+        Duration::from_secs(30),
+        || w.staged_files().is_empty(),
+    );
+    w.kill_agent();
+    w.start_agent();
+    // The provider delivers the upload's first message again.
+    let first = w.client_transcript()[0].bytes.clone();
+    let inbox = w.agent_inbox();
+    let name = "99999999999999999999-replay.msg";
+    std::fs::write(inbox.join(format!(".tmp-{name}")), &first).unwrap();
+    std::fs::rename(inbox.join(format!(".tmp-{name}")), inbox.join(name)).unwrap();
+    wait_until(
+        "the agent reads the replay",
+        Duration::from_secs(20),
+        || !inbox.join(name).exists(),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        w.staged_files().is_empty(),
+        "started over: {:?}\n{}",
+        w.staged_files(),
+        w.agent_log()
+    );
+    assert!(w.stored_files().is_empty(), "{:?}", w.stored_files());
+}

@@ -1007,7 +1007,15 @@ impl Hooks for AgentHooks {
         // authenticate too. The session becomes the peer's current one when
         // a sealed frame arrives in it, which only the real client can make,
         // or when its early data is fresh and new ([`EarlyGate`]).
-        let offers = self.take_early(&peer, session, &early)?;
+        let mut offers = self.take_early(&peer, session, &early)?;
+        // Early data is for new uploads: an offer of a transfer this agent
+        // already knows could be a recording replayed after a restart (the
+        // gate's memory is gone), and would start a cancelled upload over.
+        // The genuine client offers again, sealed, once the session is up.
+        offers.retain(|o| {
+            o.transfer()
+                .is_some_and(|id| matches!(node.store.transfer(&id), Ok(None)))
+        });
         peer.learn(link, sender.as_ref());
         peer.session.send_replace(Some(slot));
         Some((peer, offers))
