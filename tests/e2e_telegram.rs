@@ -100,6 +100,15 @@ impl Tg {
         )
     }
 
+    /// The chats the agent's bot sent a message to.
+    fn chats_the_agent_wrote_to(&self) -> std::collections::BTreeSet<String> {
+        self.record()
+            .iter()
+            .filter(|r| r.bot == "agent_bot" && r.method == "sendMessage" && r.status == 200)
+            .filter_map(|r| r.chat.clone())
+            .collect()
+    }
+
     fn record(&self) -> Vec<Request> {
         self.emu.record()
     }
@@ -438,12 +447,7 @@ fn an_agent_on_star_answers_each_client_in_its_own_chat() {
         "the agent wrote {to_stranger} messages to a chat whose key it does not trust"
     );
     // The agent wrote to both chats, and to no other but the refusal's.
-    let chats: std::collections::BTreeSet<String> = tg
-        .record()
-        .iter()
-        .filter(|r| r.bot == "agent_bot" && r.method == "sendMessage" && r.status == 200)
-        .filter_map(|r| r.chat.clone())
-        .collect();
+    let chats = tg.chats_the_agent_wrote_to();
     assert_eq!(
         chats.len(),
         3,
@@ -510,12 +514,7 @@ fn an_address_in_peers_toml_pins_where_the_agent_answers() {
     let mut agent = tg.start_star_agent();
     tg.client("text", 1200, &["ls", "--timeout", "4"])
         .assert_failed();
-    let answered: std::collections::BTreeSet<String> = tg
-        .record()
-        .iter()
-        .filter(|r| r.bot == "agent_bot" && r.method == "sendMessage" && r.status == 200)
-        .filter_map(|r| r.chat.clone())
-        .collect();
+    let answered = tg.chats_the_agent_wrote_to();
     assert_eq!(
         answered,
         [decoy.to_string()].into(),
