@@ -225,6 +225,10 @@ async fn check_transport(parsed: &TransportUri) -> Result<bool> {
             );
             Ok(true)
         }
+        TransportUri::Memory(_) => {
+            println!("{parsed}: an in-memory channel joins parties of one process only (the simulator's); use local:<SPOOL_DIR> between processes");
+            Ok(false)
+        }
         TransportUri::Telegram(t) => {
             match pigeon_core::transport::telegram::Telegram::check(t).await {
                 Ok(me) => {

@@ -43,10 +43,13 @@ pub mod codec;
 pub mod crypto;
 pub mod engine;
 pub mod error;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod home;
 pub mod link;
 pub mod policy;
 pub mod protocol;
 pub mod store;
+pub mod task;
 pub mod transport;
 pub mod view;

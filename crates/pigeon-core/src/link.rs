@@ -19,7 +19,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use base64::Engine as _;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
@@ -322,9 +323,9 @@ pub fn start<T: Transport>(
         started,
     };
     let incoming = transport.incoming();
-    tokio::spawn(receive_loop(incoming, index, inbound, stats.clone()));
+    crate::task::spawn(receive_loop(incoming, index, inbound, stats.clone()));
     let health = transport.health();
-    tokio::spawn(send_loop(transport, rx, stats, health, started));
+    crate::task::spawn(send_loop(transport, rx, stats, health, started));
     handle
 }
 

@@ -171,8 +171,8 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
         "agent ready"
     );
     let hooks_ref = hooks.clone();
-    let router = tokio::spawn(route(node.clone(), hooks, rx));
-    let mirror = tokio::spawn(super::mirror_status(
+    let router = crate::task::spawn(route(node.clone(), hooks, rx));
+    let mirror = crate::task::spawn(super::mirror_status(
         node.clone(),
         cfg.home.dir().join("status.json"),
     ));
@@ -199,7 +199,7 @@ struct Req<'a> {
 }
 
 /// A Welcome as sent, and when it last went.
-type SentWelcome = (Vec<u8>, std::time::Instant);
+type SentWelcome = (Vec<u8>, tokio::time::Instant);
 
 /// SHA-256 of files by path, valid while their stamp is unchanged.
 type HashCache = HashMap<PathBuf, (SourceStamp, [u8; 32])>;
@@ -227,11 +227,11 @@ struct AgentHooks {
 /// [`RefusalTally::MAX_KEYS`] key ids held to count them.
 #[derive(Default)]
 struct RefusalTally {
-    window: Option<std::time::Instant>,
+    window: Option<tokio::time::Instant>,
     more: u64,
     keys: std::collections::HashSet<crate::crypto::KeyId>,
     /// Keys answered with a refusal in the last minute, and when.
-    answered: HashMap<crate::crypto::KeyId, std::time::Instant>,
+    answered: HashMap<crate::crypto::KeyId, tokio::time::Instant>,
 }
 
 impl RefusalTally {
@@ -243,7 +243,7 @@ impl RefusalTally {
     /// Whether to answer this untrusted key's Hello with a refusal: at most
     /// [`Self::ANSWERS`] a minute in all, and one per key every
     /// [`Self::ANSWER_AGAIN`], so Hellos from many keys cost little.
-    fn may_answer(&mut self, key: PublicKey, now: std::time::Instant) -> bool {
+    fn may_answer(&mut self, key: PublicKey, now: tokio::time::Instant) -> bool {
         let minute = std::time::Duration::from_secs(60);
         self.answered
             .retain(|_, at| now.duration_since(*at) < minute);
@@ -262,7 +262,7 @@ impl RefusalTally {
 
     /// Count one refused handshake from `key`; returns the audit records
     /// now due, as (peer, outcome).
-    fn refuse(&mut self, key: PublicKey, now: std::time::Instant) -> Vec<(String, String)> {
+    fn refuse(&mut self, key: PublicKey, now: tokio::time::Instant) -> Vec<(String, String)> {
         let mut due = vec![];
         if self
             .window
@@ -490,7 +490,7 @@ impl AgentHooks {
                 .filter(|f| f.metadata().is_ok_and(|m| m.len() == manifest.size))
             {
                 let node = node.clone();
-                tokio::spawn(async move {
+                crate::task::spawn(async move {
                     let size = manifest.size;
                     let hashed = tokio::task::spawn_blocking(move || {
                         super::sender::hash_open_file(&file, size)
@@ -731,7 +731,7 @@ impl AgentHooks {
         let root = self.root.clone();
         let hashes = self.hashes.clone();
         let node = node.clone();
-        tokio::spawn(async move {
+        crate::task::spawn(async move {
             let cache: HashCache = lock(&hashes).clone();
             let listed = tokio::task::spawn_blocking(move || list_dir(&root, &remote, cache)).await;
             let (entries, fresh) = match listed {
@@ -920,7 +920,7 @@ impl Hooks for AgentHooks {
             // Anyone can send these, from as many keys as they like: the
             // first of a minute is logged and audited at once, the rest of
             // that minute in one record when it ends.
-            let now = std::time::Instant::now();
+            let now = tokio::time::Instant::now();
             let due = lock(&self.refused).refuse(from, now);
             for (peer, outcome) in due {
                 tracing::warn!(peer = %peer, "{outcome}");
@@ -944,7 +944,7 @@ impl Hooks for AgentHooks {
                 Some((welcome, sent)) => {
                     let due = sent.elapsed() >= WELCOME_AGAIN;
                     if due {
-                        *sent = std::time::Instant::now();
+                        *sent = tokio::time::Instant::now();
                     }
                     Some(due.then(|| welcome.clone()))
                 }
@@ -989,7 +989,7 @@ impl Hooks for AgentHooks {
                     w.remove(&oldest);
                 }
             }
-            w.insert(session, (welcome.clone(), std::time::Instant::now()));
+            w.insert(session, (welcome.clone(), tokio::time::Instant::now()));
         }
         let _ = node.store.replace_sessions(&SessionRecord {
             id: session,
@@ -1195,7 +1195,7 @@ fn spawn_receiver(
             let _ = tx.try_send(first);
         }
     }
-    tokio::spawn(async move {
+    crate::task::spawn(async move {
         let (mut rec, outcome) = receiver.run(inbox).await;
         node.unregister_task(&rec.id);
         conclude(&node, &mut rec, &outcome, "upload");
@@ -1214,7 +1214,7 @@ fn spawn_sender(
         // Already sending: a repeated fetch means "offer again".
         let id = rec.id;
         let node2 = node.clone();
-        tokio::spawn(async move {
+        crate::task::spawn(async move {
             node2
                 .deliver(
                     &id,
@@ -1246,7 +1246,7 @@ fn spawn_sender(
         }
     };
     let inbox = node.register_task(id, &peer.name);
-    tokio::spawn(async move {
+    crate::task::spawn(async move {
         let (mut rec, outcome) = sender.run(inbox).await;
         node.unregister_task(&rec.id);
         conclude(&node, &mut rec, &outcome, "download");
@@ -1360,7 +1360,7 @@ mod tests {
     #[test]
     fn ten_thousand_untrusted_handshakes_in_a_minute_cost_two_audit_records() {
         let mut tally = RefusalTally::default();
-        let t0 = std::time::Instant::now();
+        let t0 = tokio::time::Instant::now();
         let mut records = vec![];
         for i in 0..10_000u64 {
             let key = Identity::generate().unwrap().public();

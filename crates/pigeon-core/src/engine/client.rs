@@ -13,7 +13,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use tokio::sync::{mpsc, watch, Notify};
 
@@ -101,9 +102,9 @@ pub async fn start(cfg: ClientConfig) -> Result<ClientHandle> {
         restart_handshake: Notify::new(),
         lists: Mutex::new(HashMap::new()),
     });
-    tokio::spawn(route(node.clone(), hooks.clone(), rx));
-    tokio::spawn(connect(node.clone(), peer.clone(), hooks.clone()));
-    tokio::spawn(super::mirror_status(
+    crate::task::spawn(route(node.clone(), hooks.clone(), rx));
+    crate::task::spawn(connect(node.clone(), peer.clone(), hooks.clone()));
+    crate::task::spawn(super::mirror_status(
         node.clone(),
         cfg.home.dir().join("status.json"),
     ));
@@ -123,14 +124,14 @@ pub async fn start(cfg: ClientConfig) -> Result<ClientHandle> {
     };
     core.load(cfg.run_queue)?;
     let events = node.events.clone();
-    tokio::spawn(publish(
+    crate::task::spawn(publish(
         node.clone(),
         records,
         snap_tx,
         chosen.name.to_string(),
         cfg.embedded_agent,
     ));
-    tokio::spawn(core.run(cmd_rx));
+    crate::task::spawn(core.run(cmd_rx));
     Ok(ClientHandle {
         commands: cmd_tx,
         snapshot: snap_rx,
@@ -390,7 +391,7 @@ async fn connect(node: Arc<Node>, peer: Arc<Peer>, hooks: Arc<ClientHooks>) {
         };
         let mut sessions = peer.session.subscribe();
         let mut wait = floor;
-        let started = std::time::Instant::now();
+        let started = tokio::time::Instant::now();
         let mut attempts = 0;
         let established = 'handshake: loop {
             let (index, link) = node.control_link(0);
@@ -588,14 +589,14 @@ impl Core {
                 let peer = self.peer.clone();
                 let hooks = self.hooks.clone();
                 let limit = self.silence_limit;
-                tokio::spawn(async move {
+                crate::task::spawn(async move {
                     let _ = reply.send(list(node, peer, hooks, dir, limit).await);
                 });
             }
             ClientCommand::Pause(id) => {
                 if self.running.contains(&id) {
                     let node = self.node.clone();
-                    tokio::spawn(async move { node.deliver(&id, TaskInput::Pause).await });
+                    crate::task::spawn(async move { node.deliver(&id, TaskInput::Pause).await });
                 } else {
                     self.eligible.remove(&id);
                     self.set_status(&id, TransferStatus::Paused, |s| !s.is_finished());
@@ -614,7 +615,7 @@ impl Core {
             ClientCommand::Cancel(id) => {
                 if self.running.contains(&id) {
                     let node = self.node.clone();
-                    tokio::spawn(async move { node.deliver(&id, TaskInput::Cancel).await });
+                    crate::task::spawn(async move { node.deliver(&id, TaskInput::Cancel).await });
                 } else if self.set_status(&id, TransferStatus::Cancelled, |s| !s.is_finished()) {
                     self.eligible.remove(&id);
                     self.node
@@ -627,7 +628,7 @@ impl Core {
                 let running = self.running.contains(&id);
                 self.command(ClientCommand::Cancel(id));
                 let (node, peer) = (self.node.clone(), self.peer.clone());
-                tokio::spawn(async move {
+                crate::task::spawn(async move {
                     let told = running
                         || tell_when_up(&node, &peer, &Control::Cancel { transfer: id }, wait)
                             .await;
@@ -966,7 +967,7 @@ impl Core {
         let inbox = node.register_task(id, &peer.name);
         self.running.insert(id);
         let _ = node.events.send(Event::Started { id, resumed });
-        tokio::spawn(async move {
+        crate::task::spawn(async move {
             let fallback = rec.clone();
             let result = match rec.role {
                 Role::Sender => {

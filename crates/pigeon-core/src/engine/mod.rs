@@ -124,7 +124,7 @@ impl Peer {
 pub(crate) struct SessionSlot {
     pub id: [u8; 16],
     /// When the handshake completed: a newer session supersedes an older one.
-    pub created: std::time::Instant,
+    pub created: tokio::time::Instant,
     pub peer: Arc<Peer>,
     pub link: usize,
     pub session: Mutex<Session>,
@@ -146,7 +146,7 @@ impl SessionSlot {
     ) -> SessionSlot {
         SessionSlot {
             id,
-            created: std::time::Instant::now(),
+            created: tokio::time::Instant::now(),
             peer,
             link,
             session: Mutex::new(session),
@@ -178,7 +178,7 @@ pub(crate) struct Node {
     pub early_data: std::sync::atomic::AtomicBool,
     /// When the peer was last heard from (a handshake answer, a frame that
     /// opened, a chunk for a running transfer), or when this node started.
-    heard: Mutex<std::time::Instant>,
+    heard: Mutex<tokio::time::Instant>,
 }
 
 impl Node {
@@ -195,13 +195,13 @@ impl Node {
             events: broadcast::channel(1024).0,
             changes: watch::channel(0).0,
             early_data: std::sync::atomic::AtomicBool::new(true),
-            heard: Mutex::new(std::time::Instant::now()),
+            heard: Mutex::new(tokio::time::Instant::now()),
         }
     }
 
     /// The peer spoke.
     pub(crate) fn heard(&self) {
-        *lock(&self.heard) = std::time::Instant::now();
+        *lock(&self.heard) = tokio::time::Instant::now();
     }
 
     /// How long the peer has been silent (since this node started, if it
@@ -232,7 +232,7 @@ impl Node {
         let mut sessions = lock(&self.sessions);
         sessions.insert(slot.id, slot.clone());
         sessions.retain(|_, s| trusted.contains(&s.peer.key));
-        let mut same: Vec<(std::time::Instant, [u8; 16])> = sessions
+        let mut same: Vec<(tokio::time::Instant, [u8; 16])> = sessions
             .values()
             .filter(|s| s.peer.key == slot.peer.key && Some(s.id) != current)
             .map(|s| (s.created, s.id))
@@ -481,6 +481,11 @@ pub(crate) fn open_links(
                 }
                 let spool = LocalSpool::open(l.clone(), me.to_string(), !client)?;
                 Ok(link::start(spool, l.profile.name(), i, inbound.clone()))
+            }
+            TransportUri::Memory(m) => {
+                let profile = m.0.profile.name();
+                let net = crate::transport::memory::Memory::open(m.clone(), me.to_string());
+                Ok(link::start(net, profile, i, inbound.clone()))
             }
             TransportUri::Telegram(t) => {
                 let tg =

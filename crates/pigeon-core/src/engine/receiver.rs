@@ -15,7 +15,8 @@
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
@@ -512,7 +513,7 @@ impl Receiver {
         self.unsynced = false;
         let node = self.node.clone();
         let peer = self.peer.clone();
-        self.ack_job = Some(tokio::spawn(async move {
+        self.ack_job = Some(crate::task::spawn(async move {
             if let Some(file) = file {
                 tokio::task::spawn_blocking(move || file.sync_data())
                     .await

@@ -54,7 +54,7 @@ pub(crate) async fn route<H: Hooks>(
     hooks: Arc<H>,
     mut inbound: mpsc::Receiver<Inbound>,
 ) {
-    let mut last_hint: Option<std::time::Instant> = None;
+    let mut last_hint: Option<tokio::time::Instant> = None;
     while let Some(Inbound {
         frame,
         link,
@@ -210,8 +210,8 @@ fn send_unknown_session_hint(node: &Node, link: usize, peer: &Peer, session: [u8
 
 /// At most five "unknown session" hints a second: injected frames must not
 /// make us write without bound.
-fn hint_allowed(last: &mut Option<std::time::Instant>) -> bool {
-    let now = std::time::Instant::now();
+fn hint_allowed(last: &mut Option<tokio::time::Instant>) -> bool {
+    let now = tokio::time::Instant::now();
     if last.is_some_and(|t| now.duration_since(t) < std::time::Duration::from_millis(200)) {
         return false;
     }

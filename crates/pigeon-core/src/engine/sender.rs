@@ -16,7 +16,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -962,7 +963,7 @@ impl Sender {
 }
 
 fn sleep_until(t: Instant) -> tokio::time::Sleep {
-    tokio::time::sleep_until(t.into())
+    tokio::time::sleep_until(t)
 }
 
 /// SHA-256 of the first `size` bytes of a file, read in 1 MiB blocks.

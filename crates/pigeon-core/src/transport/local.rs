@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use tokio::sync::mpsc;
 
 use super::{Address, Capabilities, Faults, Message, Profile, Received, SendError, Transport};
@@ -203,7 +203,7 @@ impl LocalSpool {
         // Hold few messages in memory: a few MB whatever the profile.
         let depth = (4 * 1024 * 1024 / caps.payload_bytes().max(1)).clamp(2, 64);
         let (tx, rx) = mpsc::channel(depth);
-        tokio::spawn(read_inbox(inbox_dir, tx));
+        crate::task::spawn(read_inbox(inbox_dir, tx));
         let rng = match uri.faults.seed {
             // Each party gets its own stream from one seed.
             Some(seed) => StdRng::seed_from_u64(seed ^ fxhash(&me)),
@@ -223,7 +223,7 @@ impl LocalSpool {
     fn deliver_later(&self, to: &Address, bytes: Vec<u8>, delay: Duration) {
         let dir = self.uri.dir.join(to);
         let transcript = self.transcript.clone();
-        tokio::spawn(async move {
+        crate::task::spawn(async move {
             tokio::time::sleep(delay).await;
             let _ =
                 tokio::task::spawn_blocking(move || deliver(&dir, &bytes, transcript.as_deref()))
@@ -232,7 +232,7 @@ impl LocalSpool {
     }
 }
 
-fn fxhash(s: &str) -> u64 {
+pub(crate) fn fxhash(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
     })
@@ -368,51 +368,20 @@ impl Transport for LocalSpool {
             Message::Text(s) => s.into_bytes(),
             Message::Binary(b) => b,
         };
-        // The fate of this message, drawn in one go: the generator is
-        // shared by sends that run at once, and its lock is never held
-        // across an await.
-        let (copies, delay, extra) = {
-            let faults = &self.uri.faults;
+        let fate = {
             let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
-            if faults.loss > 0.0 && rng.gen_bool(faults.loss) {
-                return Ok(());
-            }
-            if faults.corrupt > 0.0 && rng.gen_bool(faults.corrupt) && !bytes.is_empty() {
-                // Alter a few bytes somewhere inside. On text channels keep it
-                // text, as a provider mangling characters would.
-                for _ in 0..rng.gen_range(1..=3) {
-                    let i = rng.gen_range(0..bytes.len());
-                    bytes[i] = if self.caps.text_only {
-                        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-                            [rng.gen_range(0..64)]
-                    } else {
-                        bytes[i] ^ (1 << rng.gen_range(0..8))
-                    };
-                }
-            }
-            let copies = if faults.dup > 0.0 && rng.gen_bool(faults.dup) {
-                2
-            } else {
-                1
-            };
-            let reorder = faults.reorder > 0.0 && rng.gen_bool(faults.reorder);
-            let mut delay = faults.delay;
-            if reorder {
-                // Held back long enough for later messages to overtake it.
-                delay += Duration::from_millis(rng.gen_range(20..250));
-            }
-            let extra = if copies == 2 {
-                Duration::from_millis(rng.gen_range(0..50))
-            } else {
-                Duration::ZERO
-            };
-            (copies, delay, extra)
+            self.uri
+                .faults
+                .draw(&mut *rng, &mut bytes, self.caps.text_only)
         };
-        if copies == 2 {
-            self.deliver_later(to, bytes.clone(), delay + extra);
+        let Some(fate) = fate else {
+            return Ok(());
+        };
+        if let Some(after) = fate.copy_after {
+            self.deliver_later(to, bytes.clone(), after);
         }
-        if !delay.is_zero() {
-            self.deliver_later(to, bytes, delay);
+        if !fate.delay.is_zero() {
+            self.deliver_later(to, bytes, fate.delay);
             return Ok(());
         }
         let dir = self.uri.dir.join(to);

@@ -177,7 +177,7 @@ impl Messenger {
         let caps = uri.capabilities();
         let (tx, rx) = mpsc::channel(16);
         let correspondents = Arc::new(Correspondents::new(&uri.psid));
-        tokio::spawn(hand_on(
+        crate::task::spawn(hand_on(
             api.clone(),
             uri.page_id.clone(),
             correspondents.clone(),
@@ -383,7 +383,7 @@ mod tests {
         let api = Arc::new(Api::new(&uri).unwrap());
         let (hooks, hooks_rx) = mpsc::channel(8);
         let (tx, mut rx) = mpsc::channel(8);
-        tokio::spawn(hand_on(
+        crate::task::spawn(hand_on(
             api,
             "7".into(),
             Arc::new(Correspondents::new("*")),

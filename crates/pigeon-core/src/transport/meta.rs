@@ -388,7 +388,7 @@ pub fn serve_webhook(listen: SocketAddr, hook: Webhook) -> Result<SocketAddr, St
         // Meta's payloads are kilobytes.
         .layer(axum::extract::DefaultBodyLimit::max(1024 * 1024))
         .with_state(hook);
-    tokio::spawn(async move {
+    crate::task::spawn(async move {
         match tokio::net::TcpListener::from_std(listener) {
             Ok(l) => {
                 if let Err(e) = axum::serve(l, app).await {

@@ -10,6 +10,7 @@
 
 pub mod http;
 pub mod local;
+pub mod memory;
 pub mod messenger;
 pub mod meta;
 pub mod shipper;
@@ -404,6 +405,59 @@ impl Faults {
     pub fn any(&self) -> bool {
         self.loss > 0.0 || self.dup > 0.0 || self.reorder > 0.0 || self.corrupt > 0.0
     }
+
+    /// The fate of one message, drawn in one go (the generator is shared
+    /// by sends that run at once, and its lock is never held across an
+    /// await): `None` when it is lost; `bytes` altered in place when it is
+    /// corrupted (kept text on text channels, as a provider mangling
+    /// characters would).
+    pub(crate) fn draw(
+        &self,
+        rng: &mut impl rand::Rng,
+        bytes: &mut [u8],
+        text_only: bool,
+    ) -> Option<Fate> {
+        if self.loss > 0.0 && rng.gen_bool(self.loss) {
+            return None;
+        }
+        let corrupted = self.corrupt > 0.0 && rng.gen_bool(self.corrupt) && !bytes.is_empty();
+        if corrupted {
+            for _ in 0..rng.gen_range(1..=3) {
+                let i = rng.gen_range(0..bytes.len());
+                bytes[i] = if text_only {
+                    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+                        [rng.gen_range(0..64)]
+                } else {
+                    bytes[i] ^ (1 << rng.gen_range(0..8))
+                };
+            }
+        }
+        let duplicated = self.dup > 0.0 && rng.gen_bool(self.dup);
+        let reordered = self.reorder > 0.0 && rng.gen_bool(self.reorder);
+        let mut delay = self.delay;
+        if reordered {
+            // Held back long enough for later messages to overtake it.
+            delay += Duration::from_millis(rng.gen_range(20..250));
+        }
+        let copy_after = duplicated.then(|| delay + Duration::from_millis(rng.gen_range(0..50)));
+        Some(Fate {
+            delay,
+            copy_after,
+            corrupted,
+            reordered,
+        })
+    }
+}
+
+/// What a hostile provider does to one message that it does not lose.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Fate {
+    /// Delivered after this long.
+    pub delay: Duration,
+    /// Delivered a second time, after this long.
+    pub copy_after: Option<Duration>,
+    pub corrupted: bool,
+    pub reordered: bool,
 }
 
 /// A parsed `--transport` value.
@@ -419,6 +473,9 @@ pub enum TransportUri {
     Whatsapp(whatsapp::WhatsappUri),
     /// `messenger:<PSID>?page_id=<ID>&token_env=<VAR>&app_secret_env=<VAR>&verify_token_env=<VAR>&listen=<HOST:PORT>[&api=<URL>][&mode=text|document]`
     Messenger(messenger::MessengerUri),
+    /// `mem:<NET>[?profile=..&loss=..]`, the spool's options: an in-memory
+    /// channel between parties of one process (the simulator's).
+    Memory(memory::MemUri),
 }
 
 impl TransportUri {
@@ -446,6 +503,9 @@ impl TransportUri {
             "messenger" => Ok(TransportUri::Messenger(
                 messenger::MessengerUri::parse(rest).map_err(bad)?,
             )),
+            "mem" => Ok(TransportUri::Memory(
+                memory::MemUri::parse(rest).map_err(bad)?,
+            )),
             other => Err(bad(format!(
                 "unknown transport kind {other:?}; known: local, telegram, whatsapp, messenger, shipper"
             ))),
@@ -461,6 +521,7 @@ impl std::fmt::Display for TransportUri {
             TransportUri::Shipper(t) => write!(f, "{t}"),
             TransportUri::Whatsapp(t) => write!(f, "{t}"),
             TransportUri::Messenger(t) => write!(f, "{t}"),
+            TransportUri::Memory(t) => write!(f, "{t}"),
         }
     }
 }

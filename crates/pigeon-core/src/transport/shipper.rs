@@ -317,7 +317,7 @@ impl Shipper {
         let (tx, rx) = mpsc::channel(16);
         let health = Arc::new(Health::default());
         let correspondents = Arc::new(Correspondents::new(&uri.peer));
-        tokio::spawn(poll(
+        crate::task::spawn(poll(
             api.clone(),
             correspondents.clone(),
             tx,

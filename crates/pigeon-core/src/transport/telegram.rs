@@ -318,7 +318,7 @@ impl Telegram {
         let (tx, rx) = mpsc::channel(16);
         let health = Arc::new(Health::default());
         let correspondents = Arc::new(Correspondents::new(&uri.chat));
-        tokio::spawn(poll(
+        crate::task::spawn(poll(
             api.clone(),
             correspondents.clone(),
             tx,

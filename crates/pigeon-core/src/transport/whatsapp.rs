@@ -235,7 +235,7 @@ impl Whatsapp {
         let caps = uri.capabilities();
         let (tx, rx) = mpsc::channel(16);
         let correspondents = Arc::new(Correspondents::new(&uri.peer));
-        tokio::spawn(hand_on(
+        crate::task::spawn(hand_on(
             api.clone(),
             uri.clone(),
             correspondents.clone(),
@@ -525,7 +525,7 @@ mod tests {
         let health = Arc::new(Health::default());
         let (hooks, hooks_rx) = mpsc::channel(8);
         let (tx, mut rx) = mpsc::channel(8);
-        tokio::spawn(hand_on(
+        crate::task::spawn(hand_on(
             api,
             uri,
             correspondents,
