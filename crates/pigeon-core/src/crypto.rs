@@ -380,6 +380,9 @@ pub struct ChunkCipher {
     aead: XChaCha20Poly1305,
     nonce_prefix: [u8; NONCE_PREFIX_LEN],
     aad: Vec<u8>,
+    /// Names the key to the simulator's seal watch, never the key itself.
+    #[cfg(any(test, feature = "sim"))]
+    fingerprint: [u8; 8],
 }
 
 impl ChunkCipher {
@@ -393,6 +396,12 @@ impl ChunkCipher {
             aead: XChaCha20Poly1305::new((&secret.key).into()),
             nonce_prefix: secret.nonce_prefix,
             aad,
+            #[cfg(any(test, feature = "sim"))]
+            fingerprint: {
+                let mut f = [0u8; 8];
+                f.copy_from_slice(&sha256(&[&secret.key[..], b"fingerprint"].concat())[..8]);
+                f
+            },
         }
     }
 
@@ -416,6 +425,8 @@ impl ChunkCipher {
 
     /// Seal `buf` where it lies; returns the tag to append.
     pub fn seal_in_place(&self, at: ChunkNonce, buf: &mut [u8]) -> Result<[u8; TAG_LEN]> {
+        #[cfg(any(test, feature = "sim"))]
+        seal_watch::sealed(self.fingerprint, self.nonce(at).into(), buf);
         self.aead
             .encrypt_in_place_detached(&self.nonce(at), &self.aad, buf)
             .map(Into::into)
@@ -450,6 +461,70 @@ impl ChunkCipher {
 
 pub fn sha256(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
+}
+
+/// The simulator's proof of the nonce rule: while [`seal_watch::watch`]
+/// is on, every chunk seal is recorded as (key, nonce) → SHA-256 of the
+/// plaintext, across every node of the process and across their crashes
+/// and restarts, and a second, different plaintext under one (key, nonce)
+/// is kept as a violation for the simulator to report.
+#[cfg(any(test, feature = "sim"))]
+pub mod seal_watch {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Mutex, OnceLock};
+
+    static ON: AtomicBool = AtomicBool::new(false);
+
+    #[derive(Default)]
+    struct Book {
+        seals: HashMap<([u8; 8], [u8; 24]), [u8; 32]>,
+        violations: Vec<String>,
+    }
+
+    fn book() -> std::sync::MutexGuard<'static, Book> {
+        static BOOK: OnceLock<Mutex<Book>> = OnceLock::new();
+        crate::engine::lock(BOOK.get_or_init(Mutex::default))
+    }
+
+    /// Record seals from now on.
+    pub fn watch() {
+        ON.store(true, Ordering::Relaxed);
+    }
+
+    /// Seals recorded so far.
+    pub fn seals() -> usize {
+        book().seals.len()
+    }
+
+    /// Forget the seals recorded (between scenarios of a long soak, to
+    /// keep the book's memory bounded; violations stay).
+    pub fn clear() {
+        book().seals.clear();
+    }
+
+    /// The nonce reuses seen, one sentence each.
+    pub fn violations() -> Vec<String> {
+        book().violations.clone()
+    }
+
+    pub(super) fn sealed(key: [u8; 8], nonce: [u8; 24], plaintext: &[u8]) {
+        if !ON.load(Ordering::Relaxed) {
+            return;
+        }
+        let digest = super::sha256(plaintext);
+        let mut book = book();
+        if let Some(before) = book.seals.insert((key, nonce), digest) {
+            if before != digest {
+                let what = format!(
+                    "nonce {} of key {} sealed two different plaintexts",
+                    hex::encode(nonce),
+                    hex::encode(key)
+                );
+                book.violations.push(what);
+            }
+        }
+    }
 }
 
 #[cfg(test)]

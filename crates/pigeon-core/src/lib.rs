@@ -49,6 +49,8 @@ pub mod home;
 pub mod link;
 pub mod policy;
 pub mod protocol;
+#[cfg(any(test, feature = "sim"))]
+pub mod sim;
 pub mod store;
 pub mod task;
 pub mod transport;

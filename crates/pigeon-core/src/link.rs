@@ -545,7 +545,7 @@ async fn send_loop<T: Transport>(
         }
         let sleep = async {
             match wake {
-                Some(at) => tokio::time::sleep_until(at.into()).await,
+                Some(at) => tokio::time::sleep_until(at).await,
                 None => std::future::pending().await,
             }
         };

@@ -425,8 +425,15 @@ impl Store {
         Ok(())
     }
 
+    /// [`flush`](Self::flush) on tokio's blocking pool. Not sled's own
+    /// `flush_async`, which waits on a thread tokio does not know: on a
+    /// paused clock (the simulator) the runtime would look idle and time
+    /// would leap ahead while the disk works.
     pub async fn flush_async(&self) -> Result<()> {
-        self.db.flush_async().await?;
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.flush())
+            .await
+            .map_err(|e| CoreError::Transfer(format!("flushing the store: {e}")))??;
         Ok(())
     }
 }

@@ -216,7 +216,7 @@ impl Receiver {
                         self.send_fetch();
                     }
                 }
-                () = tokio::time::sleep_until(wake.into()) => {}
+                () = tokio::time::sleep_until(wake) => {}
             }
         }
     }

@@ -600,9 +600,19 @@ impl Sender {
                             "the receiver cancelled this transfer (a newer one to the same path replaced it)".into(),
                         ))
                     }
-                    // The client asked again (it restarted): offer again.
-                    Control::Fetch { .. } if self.state != State::Finishing => self.send_offer(),
-                    Control::Fetch { .. } => self.resync_at = None,
+                    // The client asked again (it restarted): offer again,
+                    // also when finishing. A receiver that restarted opens
+                    // its partial file only on an offer and ignores a
+                    // Finish before it; the Finish follows the offer at
+                    // once (found by the simulator, seed 185: a download
+                    // whose client was killed after the last chunk's
+                    // acknowledgement fetched and was told Finish forever).
+                    Control::Fetch { .. } => {
+                        self.send_offer();
+                        if self.state == State::Finishing {
+                            self.resync_at = None;
+                        }
+                    }
                     _ => {}
                 }
             }
@@ -766,13 +776,18 @@ impl Sender {
     }
 
     fn next_wake(&self) -> Instant {
-        let mut wake = Instant::now() + Duration::from_secs(1);
+        let now = Instant::now();
+        let mut wake = now + Duration::from_secs(1);
         for f in self.inflight.values() {
             if let Some(d) = f.deadline {
                 wake = wake.min(d);
             }
         }
-        if let Some(t) = self.resync_at {
+        // A resynchronisation time already past is not a reason to wake:
+        // while chunks flow and answers come it stays past, and waking for
+        // it would spin the loop until the peer fell quiet (found by the
+        // simulator, seed 15: a paused clock never advanced).
+        if let Some(t) = self.resync_at.filter(|&t| t > now) {
             wake = wake.min(t);
         }
         wake

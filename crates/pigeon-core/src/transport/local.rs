@@ -232,7 +232,7 @@ impl LocalSpool {
     }
 }
 
-pub(crate) fn fxhash(s: &str) -> u64 {
+fn fxhash(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
     })

@@ -66,6 +66,7 @@ pub struct Net {
     inboxes: Mutex<HashMap<Address, Inbox>>,
     partitioned: AtomicBool,
     failing: AtomicBool,
+    calm: AtomicBool,
     stalled_until: Mutex<Option<Instant>>,
     pub counts: NetCounts,
 }
@@ -97,6 +98,11 @@ impl Net {
         self.failing.store(on, Ordering::Relaxed);
     }
 
+    /// No more probabilistic faults while `on`: the provider behaves.
+    pub fn calm(&self, on: bool) {
+        self.calm.store(on, Ordering::Relaxed);
+    }
+
     /// Hold every send until `until`.
     pub fn stall(&self, until: Instant) {
         *lock(&self.stalled_until) = Some(until);
@@ -117,7 +123,7 @@ impl Net {
         };
         if let Some(reader) = &inbox.reader {
             match reader.send(message) {
-                Ok(()) => return,
+                Ok(()) => {}
                 Err(back) => {
                     inbox.reader = None;
                     if let Message::Binary(b) = back.0.message {
@@ -161,7 +167,9 @@ impl Memory {
         let net = net(&uri.net());
         let caps = uri.0.capabilities();
         let rng = match uri.0.faults.seed {
-            Some(seed) => StdRng::seed_from_u64(seed ^ super::local::fxhash(&me)),
+            // The seed as given: the simulator gives each party its own,
+            // so a seed replays the same faults whatever the keys.
+            Some(seed) => StdRng::seed_from_u64(seed),
             None => StdRng::from_entropy(),
         };
         // The link reads a bounded channel; the net's own queue is not.
@@ -235,7 +243,10 @@ impl Transport for Memory {
             Message::Text(s) => s.into_bytes(),
             Message::Binary(b) => b,
         };
-        let fate = {
+        let fate = if self.net.calm.load(Ordering::Relaxed) {
+            self.net.deliver(to, bytes);
+            return Ok(());
+        } else {
             let mut rng = lock(&self.rng);
             self.uri
                 .0

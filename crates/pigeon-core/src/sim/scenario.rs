@@ -1,0 +1,223 @@
+//! Scenarios drawn from a seed.
+
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::transport::{Faults, Profile};
+
+/// Who crashes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Party {
+    Client,
+    Agent,
+}
+
+/// A crash: when (from the start), who, and how long it stays down.
+#[derive(Clone, Copy, Debug)]
+pub struct Crash {
+    pub at: Duration,
+    pub party: Party,
+    pub down_for: Duration,
+}
+
+/// How hard the seeds may push.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub max_size: u64,
+    pub max_crashes: u32,
+    /// Profiles to draw from: all of them, or only the fast ones (whose
+    /// files take few messages, so a `cargo test` seed stays quick).
+    pub slow_profiles: bool,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_size: 256 * 1024,
+            max_crashes: 3,
+            slow_profiles: true,
+        }
+    }
+}
+
+/// What happens in one simulated run.
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    pub seed: u64,
+    pub size: u64,
+    pub kind: Content,
+    pub profile: Profile,
+    pub faults: Faults,
+    pub download: bool,
+    /// Oldest first.
+    pub crashes: Vec<Crash>,
+    /// Everything sent in this window (from, until) is lost.
+    pub partition: Option<(Duration, Duration)>,
+    /// A key the agent does not trust tries to upload too.
+    pub stranger: bool,
+}
+
+/// What the file holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Content {
+    /// Incompressible.
+    Random,
+    /// Log lines, which gzip shrinks about five times.
+    Log,
+    Zeros,
+}
+
+impl Scenario {
+    pub fn from_seed(seed: u64, limits: &Limits) -> Scenario {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let profiles: &[Profile] = if limits.slow_profiles {
+            &Profile::ALL
+        } else {
+            &[Profile::TelegramDoc, Profile::Shipper, Profile::Unlimited]
+        };
+        let profile = profiles[rng.gen_range(0..profiles.len())];
+        // Sizes spread over orders of magnitude: empty, one chunk, many.
+        let size = match rng.gen_range(0..10) {
+            0 => 0,
+            1 => rng.gen_range(1..64),
+            _ => {
+                let exp = rng.gen_range(6.0..(limits.max_size.max(128) as f64).log2());
+                2f64.powf(exp) as u64
+            }
+        }
+        .min(limits.max_size);
+        let kind = match rng.gen_range(0..3) {
+            0 => Content::Random,
+            1 => Content::Log,
+            _ => Content::Zeros,
+        };
+        let prob = |rng: &mut StdRng, max: f64| {
+            if rng.gen_bool(0.3) {
+                0.0
+            } else {
+                rng.gen_range(0.0..max)
+            }
+        };
+        let faults = Faults {
+            loss: prob(&mut rng, 0.2),
+            dup: prob(&mut rng, 0.1),
+            reorder: prob(&mut rng, 0.3),
+            corrupt: prob(&mut rng, 0.02),
+            delay: Duration::from_millis(rng.gen_range(0..200)),
+            seed: Some(rng.gen()),
+        };
+        let scenario_length = ideal_time(profile, size) + Duration::from_secs(10);
+        let mut crashes: Vec<Crash> = (0..rng.gen_range(0..=limits.max_crashes))
+            .map(|_| Crash {
+                at: scenario_length.mul_f64(rng.gen_range(0.0..1.2)),
+                party: if rng.gen_bool(0.5) {
+                    Party::Client
+                } else {
+                    Party::Agent
+                },
+                down_for: Duration::from_millis(rng.gen_range(0..20_000)),
+            })
+            .collect();
+        crashes.sort_by_key(|c| c.at);
+        let partition = rng.gen_bool(0.2).then(|| {
+            let from = scenario_length.mul_f64(rng.gen_range(0.0..1.0));
+            (
+                from,
+                from + Duration::from_millis(rng.gen_range(1_000..60_000)),
+            )
+        });
+        Scenario {
+            seed,
+            size,
+            kind,
+            profile,
+            faults,
+            download: rng.gen_bool(0.3),
+            crashes,
+            partition,
+            stranger: rng.gen_bool(0.25),
+        }
+    }
+
+    /// The `mem:` URI's options for one party (each draws its own faults).
+    pub fn query(&self, party: u64) -> String {
+        let f = &self.faults;
+        format!(
+            "profile={}&loss={}&dup={}&reorder={}&corrupt={}&delay_ms={}&seed={}",
+            self.profile.name(),
+            f.loss,
+            f.dup,
+            f.reorder,
+            f.corrupt,
+            f.delay.as_millis(),
+            f.seed.unwrap_or(0) ^ party.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        )
+    }
+
+    /// The file's bytes, from the seed.
+    pub fn content(&self) -> Vec<u8> {
+        let mut rng = StdRng::seed_from_u64(self.seed ^ 0x5eed);
+        let n = self.size as usize;
+        match self.kind {
+            Content::Random => (0..n).map(|_| rng.gen()).collect(),
+            Content::Zeros => vec![0; n],
+            Content::Log => {
+                let mut out = Vec::with_capacity(n + 100);
+                let mut line = 0u64;
+                while out.len() < n {
+                    let level = ["INFO", "WARN", "DEBUG"][rng.gen_range(0..3)];
+                    out.extend_from_slice(
+                        format!(
+                            "2026-12-01T10:{:02}:{:02} {level} worker-{} handled request {line} in {} ms\n",
+                            line / 60 % 60,
+                            line % 60,
+                            rng.gen_range(0..8),
+                            rng.gen_range(1..900)
+                        )
+                        .as_bytes(),
+                    );
+                    line += 1;
+                }
+                out.truncate(n);
+                out
+            }
+        }
+    }
+
+    /// When the faults stop: after the last crash is over and the
+    /// partition has healed.
+    pub fn calm_after(&self) -> Duration {
+        let crashes = self.crashes.iter().map(|c| c.at + c.down_for);
+        let partition = self.partition.map(|(_, until)| until);
+        crashes
+            .chain(partition)
+            .max()
+            .unwrap_or_default()
+            .max(ideal_time(self.profile, self.size) / 2)
+    }
+
+    /// How long the transfer may take once the faults have stopped: twice
+    /// its ideal time on the channel, plus what recovering costs (a
+    /// handshake, a resynchronisation, retransmission timers backed off
+    /// to their 60 s ceiling while the channel was dead).
+    pub fn calm_bound(&self) -> Duration {
+        ideal_time(self.profile, self.size) * 2 + Duration::from_secs(180)
+    }
+}
+
+/// The time `size` bytes take at the profile's pace, incompressible,
+/// in base64 on a text channel.
+pub fn ideal_time(profile: Profile, size: u64) -> Duration {
+    let caps = profile.capabilities();
+    let payload = caps.payload_bytes().max(1) as u64;
+    let messages = size.div_ceil(payload) + 2;
+    let by_messages = caps
+        .messages_per_minute
+        .map_or(0.0, |m| messages as f64 * 60.0 / f64::from(m));
+    let by_bytes = caps
+        .bytes_per_minute
+        .map_or(0.0, |b| size as f64 * 60.0 / b as f64);
+    Duration::from_secs_f64(by_messages.max(by_bytes))
+}

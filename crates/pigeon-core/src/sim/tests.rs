@@ -1,0 +1,52 @@
+use super::*;
+
+/// Seeds `cargo test` plays; `scripts/soak` plays as many as asked.
+const SEEDS: u64 = 300;
+
+#[test]
+fn seeded_hostile_transfers_keep_every_invariant() {
+    // The soak's own limits, so `scripts/soak --seed N` replays seed N.
+    let limits = Limits::default();
+    let mut failures = vec![];
+    let mut total = Outcome::default();
+    for seed in 0..SEEDS {
+        let scenario = Scenario::from_seed(seed, &limits);
+        match run(&scenario) {
+            Ok(out) => {
+                total.crashes += out.crashes;
+                total.acked_checked += out.acked_checked;
+                total.lost += out.lost;
+            }
+            Err(f) => failures.push(format!("{f}\n  {scenario:?}")),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // The seeds did what they are for.
+    assert!(total.crashes > 10, "{total:?}");
+    assert!(total.acked_checked > 0, "{total:?}");
+    assert!(total.lost > 0, "{total:?}");
+    assert!(crate::crypto::seal_watch::seals() > 0);
+}
+
+/// `PIGEON_SIM_SEED=N cargo test -p pigeon-core --lib sim::tests::one_seed -- --nocapture`
+#[test]
+fn one_seed() {
+    let Some(seed) = std::env::var("PIGEON_SIM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    else {
+        return;
+    };
+    if std::env::var_os("PIGEON_SIM_TRACE").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("pigeon_core=debug")
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
+    let scenario = Scenario::from_seed(seed, &Limits::default());
+    eprintln!("{scenario:?}");
+    let t = std::time::Instant::now();
+    let out = run(&scenario);
+    eprintln!("{out:?} in {:?}", t.elapsed());
+    assert!(out.is_ok());
+}
