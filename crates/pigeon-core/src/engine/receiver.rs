@@ -30,6 +30,10 @@ use crate::protocol::{AckState, ChunkBody, Control, RefuseCode};
 use crate::store::TransferRecord;
 use crate::view::{ChunkState, LogLevel, TransferStatus};
 
+/// The longest a downloading receiver stays quiet before asking the
+/// sender again (one small message a minute at worst).
+const REFETCH_MAX: Duration = Duration::from_secs(60);
+
 pub(crate) struct ReceiverConfig {
     /// The client drives a download: it sends the fetch and repeats it.
     pub initiator: bool,
@@ -221,6 +225,16 @@ impl Receiver {
         }
     }
 
+    /// How long a downloading receiver waits, while chunks flow, before it
+    /// asks again. Four round trips, but never more than [`REFETCH_MAX`]:
+    /// after the last chunk it waits for the sender's Finish, and a sender
+    /// that restarted in between says nothing until asked (the simulator,
+    /// seed 745: four timeouts of a lossy 10-a-minute channel were 226 s
+    /// of silence after the agent came back).
+    fn refetch_after(&self) -> Duration {
+        (self.rto.get() * 4).min(REFETCH_MAX)
+    }
+
     fn send_fetch(&mut self) {
         let sent = self.node.send_control(
             &self.peer,
@@ -230,7 +244,7 @@ impl Receiver {
             },
         );
         let wait = if sent {
-            self.rto.get() * 2
+            (self.rto.get() * 2).min(REFETCH_MAX)
         } else {
             Duration::from_millis(200)
         };
@@ -259,7 +273,7 @@ impl Receiver {
                             self.last_heard = Instant::now();
                             if self.cfg.initiator {
                                 // Chunks are flowing: no need to ask again soon.
-                                self.fetch_at = Some(Instant::now() + self.rto.get() * 4);
+                                self.fetch_at = Some(Instant::now() + self.refetch_after());
                             }
                         }
                         Ok(None)
@@ -313,7 +327,7 @@ impl Receiver {
                 self.fetch_at = self
                     .cfg
                     .initiator
-                    .then(|| Instant::now() + self.rto.get() * 4);
+                    .then(|| Instant::now() + self.refetch_after());
                 self.sync_and_persist().await?;
                 self.node.send_control(
                     &self.peer,

@@ -40,6 +40,8 @@ fn one_seed() {
     if std::env::var_os("PIGEON_SIM_TRACE").is_some() {
         let _ = tracing_subscriber::fmt()
             .with_env_filter("pigeon_core=debug")
+            .with_ansi(false)
+            .with_timer(Simulated)
             .with_writer(std::io::stderr)
             .try_init();
     }
@@ -49,4 +51,15 @@ fn one_seed() {
     let out = run(&scenario);
     eprintln!("{out:?} in {:?}", t.elapsed());
     assert!(out.is_ok());
+}
+
+/// Log lines stamped with the simulated clock (seconds since the first).
+struct Simulated;
+
+impl tracing_subscriber::fmt::time::FormatTime for Simulated {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        static START: std::sync::OnceLock<tokio::time::Instant> = std::sync::OnceLock::new();
+        let start = *START.get_or_init(tokio::time::Instant::now);
+        write!(w, "{:>9.3}", start.elapsed().as_secs_f64())
+    }
 }

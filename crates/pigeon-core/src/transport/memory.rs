@@ -229,6 +229,7 @@ impl Transport for Memory {
         }
         let counts = &self.net.counts;
         counts.sent.fetch_add(1, Ordering::Relaxed);
+        tracing::trace!(%to, size = message.len(), "mem: a message leaves");
         if self.net.failing.load(Ordering::Relaxed) {
             counts.cut.fetch_add(1, Ordering::Relaxed);
             return Err(SendError::Failed(
