@@ -1,0 +1,397 @@
+//! Frames to messages and back: packing, fragmentation, base64, pacing.
+//!
+//! A [`Link`] wraps one [`Transport`]. Outgoing frames wait in a queue per
+//! destination; when the destination's pace allows a message, the link
+//! packs control frames first, then data frames, into one message filled to
+//! the channel's limit, splitting the frame that does not fit into a
+//! fragment that continues in the next message. On text channels the
+//! message is base64 (standard alphabet, no line breaks).
+//!
+//! Pacing is a GCRA per destination on messages and on bytes, with no burst:
+//! the provider's limits are never hit, and a provider's `retry_after` is
+//! obeyed. Arriving messages are unpacked and fragments reassembled with
+//! bounded memory ([`Reassembler`]).
+//!
+//! Message layout: `b"PG" ++ [version]` then records, each
+//! `0x01 varint(len) frame` or `0x02 u64(frame id) varint(total)
+//! varint(offset) varint(len) bytes`.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+
+use base64::Engine as _;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+
+use crate::transport::{Address, Capabilities, Message, SendError, Transport};
+use crate::view::{FaultCounters, TransportHealth};
+
+const MAGIC: &[u8; 2] = b"PG";
+const LINK_VERSION: u8 = 1;
+const HEADER_LEN: usize = 3;
+const TAG_WHOLE: u8 = 1;
+const TAG_FRAGMENT: u8 = 2;
+/// Worst-case record header of a whole frame: tag + varint length.
+pub const WHOLE_RECORD_OVERHEAD: usize = 1 + 5;
+/// Worst-case fragment header: tag, id, three varints.
+const FRAGMENT_OVERHEAD: usize = 1 + 8 + 5 + 5 + 5;
+/// Do not start a fragment in less room than this.
+const MIN_FRAGMENT_ROOM: usize = FRAGMENT_OVERHEAD + 16;
+/// Message size on channels with no pace: a 1 MiB chunk and its overheads.
+const UNPACED_MESSAGE: usize = 1024 * 1024 + 256;
+/// Most control frames waiting for one destination.
+const MAX_CONTROL_QUEUE: usize = 1024;
+/// Largest frame the link accepts from a peer.
+pub const MAX_FRAME: usize = 8 * 1024 * 1024;
+
+/// Raw bytes one message carries for records: the channel's limit, or a
+/// tenth of a minute's byte budget when that is smaller, so a channel with
+/// a byte ceiling gets an even flow instead of one huge message a minute.
+pub fn message_payload(caps: &Capabilities) -> usize {
+    // Without a pace there is nothing to gain from packing big messages,
+    // and much memory to lose: one chunk's worth is enough.
+    let limit = match caps.messages_per_minute {
+        None => caps.payload_bytes().min(UNPACED_MESSAGE),
+        Some(_) => caps.payload_bytes(),
+    };
+    let paced = caps
+        .bytes_per_minute
+        .map_or(usize::MAX, |b| (b / 10).max(64 * 1024) as usize);
+    limit.min(paced).saturating_sub(HEADER_LEN)
+}
+
+/// Which queue a frame waits in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Class {
+    /// Handshakes, offers, acknowledgements: small, go first.
+    Control,
+    /// Chunks.
+    Data,
+}
+
+/// What the engine asks of a link's send loop.
+enum Op {
+    Send(Outgoing),
+    /// A trusted peer is configured at this address ([`Transport::introduce`]).
+    Introduce(Address),
+}
+
+struct Outgoing {
+    to: Address,
+    frame: Vec<u8>,
+    class: Class,
+    /// A newer control frame with the same key replaces a queued older one
+    /// (acknowledgements carry the full state, so only the latest matters).
+    coalesce: Option<[u8; 17]>,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+/// Counters the link and the engine both write, read for health.
+#[derive(Default)]
+pub struct LinkStats {
+    pub errors: AtomicU64,
+    pub corrupt: AtomicU64,
+    pub duplicate: AtomicU64,
+    pub reordered: AtomicU64,
+    pub retransmitted: AtomicU64,
+    pub rtt_micros: AtomicU64,
+    pub retry_after_until_ms: AtomicU64,
+    pub up: std::sync::atomic::AtomicBool,
+    /// Frames handed to the link, and taken into its queues.
+    submitted: AtomicU64,
+    taken: AtomicU64,
+    /// Something is still queued for a destination.
+    busy: std::sync::atomic::AtomicBool,
+    recent: Mutex<Recent>,
+}
+
+#[derive(Default)]
+struct Recent {
+    /// Send times of the last minute's messages.
+    sends: VecDeque<Instant>,
+    /// Bytes sent per second, last 60 s: (second number, bytes).
+    per_second: VecDeque<(u64, u64)>,
+}
+
+impl LinkStats {
+    fn record_send(&self, bytes: usize, started: Instant) {
+        self.up.store(true, Ordering::Relaxed);
+        let now = Instant::now();
+        if let Ok(mut r) = self.recent.lock() {
+            r.sends.push_back(now);
+            while r
+                .sends
+                .front()
+                .is_some_and(|t| now.duration_since(*t) > Duration::from_secs(60))
+            {
+                r.sends.pop_front();
+            }
+            let sec = now.duration_since(started).as_secs();
+            match r.per_second.back_mut() {
+                Some((s, b)) if *s == sec => *b += bytes as u64,
+                _ => r.per_second.push_back((sec, bytes as u64)),
+            }
+            while r.per_second.len() > 60 {
+                r.per_second.pop_front();
+            }
+        }
+    }
+
+    pub fn faults(&self) -> FaultCounters {
+        FaultCounters {
+            corrupt: self.corrupt.load(Ordering::Relaxed),
+            duplicate: self.duplicate.load(Ordering::Relaxed),
+            reordered: self.reordered.load(Ordering::Relaxed),
+            retransmitted: self.retransmitted.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The sending side of a link, cheap to clone.
+#[derive(Clone)]
+pub struct LinkHandle {
+    tx: mpsc::UnboundedSender<Op>,
+    data_budget: Arc<Semaphore>,
+    caps: Capabilities,
+    describe: String,
+    profile: String,
+    pub stats: Arc<LinkStats>,
+    health: Arc<crate::transport::Health>,
+    started: Instant,
+}
+
+/// Bytes of data frames a link lets wait in its queues. Enough to fill two
+/// messages, so a paced channel never waits for the engine when its turn
+/// comes, and no more, so retransmission timers start close to the real
+/// send. Counted in bytes: small compressed frames take only their size.
+fn data_budget(caps: &Capabilities) -> usize {
+    (2 * (message_payload(caps) + HEADER_LEN) + 1024).min(8 * 1024 * 1024)
+}
+
+impl LinkHandle {
+    pub fn capabilities(&self) -> &Capabilities {
+        &self.caps
+    }
+
+    pub fn describe(&self) -> &str {
+        &self.describe
+    }
+
+    /// Problems the transport met that only the user can fix.
+    pub fn problems(&self) -> Vec<String> {
+        self.health.problems()
+    }
+
+    /// Queue a control frame. Never waits.
+    pub fn send_control(&self, to: &Address, frame: Vec<u8>, coalesce: Option<[u8; 17]>) {
+        self.stats.submitted.fetch_add(1, Ordering::Relaxed);
+        let _ = self.tx.send(Op::Send(Outgoing {
+            to: to.clone(),
+            frame,
+            class: Class::Control,
+            coalesce,
+            _permit: None,
+        }));
+    }
+
+    /// Wait for room for one data frame of `bytes` (cancel-safe: dropping
+    /// the future reserves nothing).
+    pub async fn reserve(&self, bytes: usize) -> OwnedSemaphorePermit {
+        let n = bytes.clamp(1, data_budget(&self.caps)) as u32;
+        self.data_budget
+            .clone()
+            .acquire_many_owned(n)
+            .await
+            .expect("the data budget semaphore is never closed")
+    }
+
+    /// Queue a data frame in the room [`reserve`](Self::reserve) made; the
+    /// room is given back when the frame has been packed into a message.
+    pub fn send_reserved(&self, to: &Address, frame: Vec<u8>, permit: OwnedSemaphorePermit) {
+        self.stats.submitted.fetch_add(1, Ordering::Relaxed);
+        let _ = self.tx.send(Op::Send(Outgoing {
+            to: to.clone(),
+            frame,
+            class: Class::Data,
+            coalesce: None,
+            _permit: Some(permit),
+        }));
+    }
+
+    /// A trusted peer is configured at `to` on this link (peers.toml):
+    /// messages to it may go before it has written.
+    pub fn introduce(&self, to: &Address) {
+        let _ = self.tx.send(Op::Introduce(to.clone()));
+    }
+
+    /// The kind of transport: the URI's scheme (`telegram`, `local`, …).
+    pub fn scheme(&self) -> &str {
+        self.describe.split(':').next().unwrap_or_default()
+    }
+
+    /// Everything handed to this link has left in a message (or been
+    /// superseded): nothing would be lost by stopping now.
+    pub fn is_drained(&self) -> bool {
+        self.stats.submitted.load(Ordering::Relaxed) == self.stats.taken.load(Ordering::Relaxed)
+            && !self.stats.busy.load(Ordering::Relaxed)
+    }
+
+    /// Free room in the data queue, in bytes.
+    pub fn room(&self) -> usize {
+        self.data_budget.available_permits()
+    }
+
+    pub fn record_rtt(&self, rtt: Duration) {
+        self.stats
+            .rtt_micros
+            .store(rtt.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    pub fn health(&self) -> TransportHealth {
+        let s = &self.stats;
+        let now = Instant::now();
+        let (messages_last_minute, throughput) = match s.recent.lock() {
+            Ok(r) => {
+                let n = r
+                    .sends
+                    .iter()
+                    .filter(|t| now.duration_since(**t) <= Duration::from_secs(60))
+                    .count() as u32;
+                let current = now.duration_since(self.started).as_secs();
+                let first = current.saturating_sub(59);
+                let mut series = vec![0u64; (current - first + 1) as usize];
+                for &(sec, b) in &r.per_second {
+                    if sec >= first {
+                        series[(sec - first) as usize] = b;
+                    }
+                }
+                (n, series)
+            }
+            Err(_) => (0, vec![]),
+        };
+        let rtt = s.rtt_micros.load(Ordering::Relaxed);
+        let until = s.retry_after_until_ms.load(Ordering::Relaxed);
+        let now_ms = now.duration_since(self.started).as_millis() as u64;
+        TransportHealth {
+            uri: self.describe.clone(),
+            profile: self.profile.clone(),
+            up: s.up.load(Ordering::Relaxed),
+            rtt: (rtt > 0).then(|| Duration::from_micros(rtt)),
+            throughput,
+            messages_last_minute,
+            messages_per_minute_limit: self.caps.messages_per_minute,
+            errors: s.errors.load(Ordering::Relaxed),
+            retry_after: (until > now_ms).then(|| Duration::from_millis(until - now_ms)),
+            faults: s.faults(),
+        }
+    }
+}
+
+/// A frame that arrived, with the index of the link it came by.
+pub struct Inbound {
+    pub frame: Vec<u8>,
+    pub link: usize,
+    /// Who sent the message that completed the frame, as the channel
+    /// names them (learned as a reply address once the frame is
+    /// authenticated).
+    pub from: Option<Address>,
+}
+
+/// Start a link over `transport`: returns its handle; arriving frames go to
+/// `inbound`.
+pub fn start<T: Transport>(
+    mut transport: T,
+    profile: &str,
+    index: usize,
+    inbound: mpsc::Sender<Inbound>,
+) -> LinkHandle {
+    let caps = transport.capabilities().clone();
+    let stats = Arc::new(LinkStats::default());
+    stats.up.store(true, Ordering::Relaxed);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let started = Instant::now();
+    let handle = LinkHandle {
+        tx,
+        data_budget: Arc::new(Semaphore::new(data_budget(&caps))),
+        caps: caps.clone(),
+        describe: transport.describe(),
+        profile: profile.to_string(),
+        stats: stats.clone(),
+        health: transport.health(),
+        started,
+    };
+    let incoming = transport.incoming();
+    crate::task::spawn(receive_loop(incoming, index, inbound, stats.clone()));
+    let health = transport.health();
+    crate::task::spawn(send_loop(transport, rx, stats, health, started));
+    handle
+}
+
+async fn receive_loop(
+    mut incoming: mpsc::Receiver<crate::transport::Received>,
+    index: usize,
+    inbound: mpsc::Sender<Inbound>,
+    stats: Arc<LinkStats>,
+) {
+    let mut reassembler = Reassembler::new(64 * 1024 * 1024);
+    while let Some(crate::transport::Received { from, message }) = incoming.recv().await {
+        let Some(bytes) = link_bytes(message) else {
+            stats.corrupt.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
+        let frames = match unpack_owned(bytes, &mut reassembler) {
+            Ok(frames) => frames,
+            Err(Malformed) => {
+                stats.corrupt.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+        };
+        for frame in frames {
+            let from = from.clone();
+            if inbound
+                .send(Inbound {
+                    frame,
+                    link: index,
+                    from,
+                })
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+}
+
+/// A message's link bytes: as they came when they begin with the link's
+/// header, else their base64, whatever kind of message carried them (a
+/// text channel's sender base64-encodes, a binary one does not, and on a
+/// shared spool each side may use either).
+fn link_bytes(message: Message) -> Option<Vec<u8>> {
+    let raw = match message {
+        Message::Text(s) => s.into_bytes(),
+        Message::Binary(b) => b,
+    };
+    if raw.starts_with(MAGIC) {
+        return Some(raw);
+    }
+    let text = std::str::from_utf8(&raw).ok()?.trim();
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .ok()
+        .filter(|b| b.starts_with(MAGIC))
+}
+
+mod pace;
+mod reassembly;
+mod wire;
+
+use pace::*;
+pub use reassembly::{Reassembler, MAX_PIECES, PIECE_COST};
+use wire::*;
+pub use wire::{unpack, unpack_owned, Malformed};
+
+#[cfg(test)]
+mod tests;

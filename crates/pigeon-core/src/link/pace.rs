@@ -1,0 +1,335 @@
+//! Per-destination queues, packing into messages, and the pace they leave at.
+
+use super::*;
+
+/// Per-destination queue and pace.
+pub(super) struct Dest {
+    pub(super) control: VecDeque<Outgoing>,
+    pub(super) data: VecDeque<Outgoing>,
+    /// The frame being split across messages: (id, bytes, next offset).
+    pub(super) partial: Option<(u64, Vec<u8>, usize, Option<OwnedSemaphorePermit>)>,
+    pub(super) data_bytes: usize,
+    pub(super) oldest: Option<Instant>,
+    /// Earliest time the next message may go (message and byte pace).
+    pub(super) free_at: Instant,
+    /// Messages the provider refused for now (rate limit), to send first.
+    pub(super) retry: VecDeque<Message>,
+    /// Messages sent and not yet answered.
+    pub(super) in_flight: usize,
+}
+
+impl Dest {
+    pub(super) fn new() -> Dest {
+        Dest {
+            control: VecDeque::new(),
+            data: VecDeque::new(),
+            partial: None,
+            data_bytes: 0,
+            oldest: None,
+            free_at: Instant::now(),
+            retry: VecDeque::new(),
+            in_flight: 0,
+        }
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.control.is_empty()
+            && self.data.is_empty()
+            && self.partial.is_none()
+            && self.retry.is_empty()
+    }
+
+    pub(super) fn pending_bytes(&self) -> usize {
+        let partial = self
+            .partial
+            .as_ref()
+            .map_or(0, |(_, f, off, _)| f.len() - off);
+        self.data_bytes + partial + self.control.iter().map(|o| o.frame.len()).sum::<usize>()
+    }
+}
+
+pub(super) struct Pacer {
+    pub(super) interval: Option<Duration>,
+    pub(super) bytes_per_sec: Option<f64>,
+    pub(super) linger: Duration,
+}
+
+impl Pacer {
+    pub(super) fn new(caps: &Capabilities) -> Pacer {
+        let interval = caps
+            .messages_per_minute
+            .map(|m| Duration::from_secs_f64(60.0 / f64::from(m.max(1))));
+        let bytes_per_sec = caps.bytes_per_minute.map(|b| b as f64 / 60.0);
+        // Wait a little for a message to fill only when messages are
+        // scarce: a quarter of the interval, but long enough for a sender
+        // that has just started (after an offer's answer) to prepare the
+        // chunks that fill it, even on a busy machine.
+        let linger = match interval {
+            Some(i) => (i / 4).clamp(Duration::from_millis(25), Duration::from_millis(150)),
+            None => Duration::ZERO,
+        };
+        Pacer {
+            interval,
+            bytes_per_sec,
+            linger,
+        }
+    }
+
+    /// Charge one message of `size` bytes sent at `now`.
+    pub(super) fn charge(&self, dest: &mut Dest, now: Instant, size: usize) {
+        let start = dest.free_at.max(now);
+        let by_count = self.interval.unwrap_or(Duration::ZERO);
+        let by_bytes = self
+            .bytes_per_sec
+            .map_or(Duration::ZERO, |r| Duration::from_secs_f64(size as f64 / r));
+        dest.free_at = start + by_count.max(by_bytes);
+    }
+}
+
+/// Messages one link has on the wire at once. Sends run side by side, so
+/// one hung HTTPS call (each transport bounds its own with a timeout) does
+/// not stop the link, and a send's own duration never stretches the pace.
+pub(super) const MAX_IN_FLIGHT: usize = 4;
+
+pub(super) async fn send_loop<T: Transport>(
+    transport: T,
+    mut rx: mpsc::UnboundedReceiver<Op>,
+    stats: Arc<LinkStats>,
+    health: Arc<crate::transport::Health>,
+    started: Instant,
+) {
+    let caps = transport.capabilities().clone();
+    let pacer = Pacer::new(&caps);
+    let capacity = message_payload(&caps);
+    let mut dests: HashMap<Address, Dest> = HashMap::new();
+    let mut next_frame_id: u64 = rand::random();
+    let mut in_flight = futures::stream::FuturesUnordered::new();
+    loop {
+        stats.busy.store(
+            !in_flight.is_empty() || dests.values().any(|d| !d.is_empty()),
+            Ordering::Relaxed,
+        );
+        // When could each destination send, and is it worth sending?
+        let now = Instant::now();
+        let mut wake: Option<Instant> = None;
+        let mut ready: Option<Address> = None;
+        for (addr, d) in &dests {
+            if d.is_empty() || in_flight.len() >= MAX_IN_FLIGHT || (!caps.burst && d.in_flight > 0)
+            {
+                continue;
+            }
+            let full =
+                d.pending_bytes() >= capacity || !d.control.is_empty() || !d.retry.is_empty();
+            let linger_done = d.oldest.is_none_or(|t| t + pacer.linger <= now);
+            let at = if full || linger_done {
+                d.free_at
+            } else {
+                d.free_at.max(d.oldest.map_or(now, |t| t + pacer.linger))
+            };
+            if at <= now {
+                ready = Some(addr.clone());
+                break;
+            }
+            wake = Some(wake.map_or(at, |w: Instant| w.min(at)));
+        }
+        if let Some(addr) = ready {
+            let d = dests.get_mut(&addr).expect("address came from the map");
+            let message = match d.retry.pop_front() {
+                Some(m) => m,
+                None => {
+                    let bytes = pack(d, capacity, &mut next_frame_id);
+                    if caps.text_only {
+                        Message::Text(base64::engine::general_purpose::STANDARD.encode(&bytes))
+                    } else {
+                        Message::Binary(bytes)
+                    }
+                }
+            };
+            let size = message.len();
+            let raw = if caps.text_only { size / 4 * 3 } else { size };
+            // With bursts allowed the pace counts from when a message
+            // leaves, so a send's own duration does not stretch it; without,
+            // from its answer ([`Capabilities::burst`]).
+            if caps.burst {
+                pacer.charge(d, now, raw);
+            }
+            d.in_flight += 1;
+            let transport = &transport;
+            in_flight.push(async move {
+                let outcome = transport.send(&addr, message).await;
+                (addr, raw, outcome)
+            });
+            continue;
+        }
+        let sleep = async {
+            match wake {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            op = rx.recv() => {
+                let Some(op) = op else { break };
+                let mut n = 0;
+                // Take whatever else is already waiting before deciding.
+                for op in std::iter::once(op).chain(std::iter::from_fn(|| rx.try_recv().ok())) {
+                    match op {
+                        Op::Send(out) => {
+                            enqueue(dests.entry(out.to.clone()).or_insert_with(Dest::new), out);
+                            n += 1;
+                        }
+                        Op::Introduce(to) => transport.introduce(&to),
+                    }
+                }
+                stats.busy.store(true, Ordering::Relaxed);
+                stats.taken.fetch_add(n, Ordering::Relaxed);
+            }
+            Some((addr, raw, outcome)) = futures::StreamExt::next(&mut in_flight) => {
+                let d = dests.entry(addr).or_insert_with(Dest::new);
+                d.in_flight -= 1;
+                if !caps.burst && outcome.is_ok() {
+                    pacer.charge(d, Instant::now(), raw);
+                }
+                sent(d, raw, outcome, &stats, &health, started);
+            }
+            () = sleep => {}
+        }
+    }
+    // The engine is gone: let what is on the wire finish.
+    while futures::StreamExt::next(&mut in_flight).await.is_some() {}
+}
+
+/// Take in the provider's answer to one message sent to `d`.
+pub(super) fn sent(
+    d: &mut Dest,
+    raw: usize,
+    outcome: Result<(), SendError>,
+    stats: &LinkStats,
+    health: &crate::transport::Health,
+    started: Instant,
+) {
+    match outcome {
+        Ok(()) => {
+            stats.record_send(raw, started);
+            health.clear("send");
+        }
+        Err(SendError::RateLimited {
+            retry_after,
+            message,
+        }) => {
+            stats.errors.fetch_add(1, Ordering::Relaxed);
+            let retry_after = retry_after.min(crate::transport::http::MAX_WAIT);
+            let until = Instant::now().duration_since(started) + retry_after;
+            stats
+                .retry_after_until_ms
+                .fetch_max(until.as_millis() as u64, Ordering::Relaxed);
+            d.free_at = d.free_at.max(Instant::now() + retry_after);
+            // Sent again first, in the order they were refused.
+            d.retry.push_back(message);
+        }
+        Err(SendError::Permanent(m)) => {
+            stats.errors.fetch_add(1, Ordering::Relaxed);
+            stats.up.store(false, Ordering::Relaxed);
+            health.problem("send", m);
+            // Tried again now and then: the user may fix it.
+            d.free_at = d.free_at.max(Instant::now() + Duration::from_secs(5));
+        }
+        Err(e) => {
+            stats.errors.fetch_add(1, Ordering::Relaxed);
+            stats.up.store(false, Ordering::Relaxed);
+            tracing::warn!(error = %e, size = raw, "transport send failed; the engine will retransmit");
+            d.free_at = d.free_at.max(Instant::now() + Duration::from_millis(500));
+        }
+    }
+}
+
+pub(super) fn enqueue(d: &mut Dest, out: Outgoing) {
+    if d.oldest.is_none() {
+        d.oldest = Some(Instant::now());
+    }
+    match out.class {
+        Class::Control => {
+            if let Some(key) = out.coalesce {
+                if let Some(old) = d.control.iter_mut().find(|o| o.coalesce == Some(key)) {
+                    *old = out;
+                    return;
+                }
+            }
+            // Bounded: a channel this far behind gets the newest frames
+            // (every control frame is repeated or superseded by a later one).
+            if d.control.len() >= MAX_CONTROL_QUEUE {
+                d.control.pop_front();
+            }
+            d.control.push_back(out);
+        }
+        Class::Data => {
+            d.data_bytes += out.frame.len();
+            d.data.push_back(out);
+        }
+    }
+}
+
+/// Fill one message from `d`'s queues: control first, then the partial
+/// frame, then data; the last frame that does not fit is split.
+pub(super) fn pack(d: &mut Dest, capacity: usize, next_id: &mut u64) -> Vec<u8> {
+    let mut msg = Vec::with_capacity(capacity.min(4 * 1024 * 1024) + HEADER_LEN);
+    msg.extend_from_slice(MAGIC);
+    msg.push(LINK_VERSION);
+    let limit = capacity + HEADER_LEN;
+    // A partial frame goes first so it finishes as soon as possible.
+    if let Some((id, frame, off, permit)) = d.partial.take() {
+        let room = limit - msg.len();
+        let rest = frame.len() - off;
+        let take = rest.min(room.saturating_sub(FRAGMENT_OVERHEAD));
+        put_fragment(&mut msg, id, frame.len(), off, &frame[off..off + take]);
+        if off + take < frame.len() {
+            d.partial = Some((id, frame, off + take, permit));
+        }
+    }
+    loop {
+        let from_control = !d.control.is_empty();
+        let next = if from_control {
+            d.control.front()
+        } else {
+            d.data.front()
+        };
+        let Some(next) = next else { break };
+        if d.partial.is_some() {
+            break;
+        }
+        let room = limit - msg.len();
+        let need = next.frame.len() + WHOLE_RECORD_OVERHEAD;
+        if need <= room {
+            let out = pop(d, from_control);
+            msg.push(TAG_WHOLE);
+            put_varint(&mut msg, out.frame.len() as u64);
+            msg.extend_from_slice(&out.frame);
+            continue;
+        }
+        if room < MIN_FRAGMENT_ROOM {
+            break;
+        }
+        let out = pop(d, from_control);
+        *next_id = next_id.wrapping_add(1);
+        let take = room - FRAGMENT_OVERHEAD;
+        put_fragment(&mut msg, *next_id, out.frame.len(), 0, &out.frame[..take]);
+        d.partial = Some((*next_id, out.frame, take, out._permit));
+        break;
+    }
+    d.oldest = if d.is_empty() {
+        None
+    } else {
+        Some(Instant::now())
+    };
+    msg
+}
+
+pub(super) fn pop(d: &mut Dest, control: bool) -> Outgoing {
+    if control {
+        d.control.pop_front().expect("checked non-empty")
+    } else {
+        let out = d.data.pop_front().expect("checked non-empty");
+        d.data_bytes -= out.frame.len();
+        out
+    }
+}

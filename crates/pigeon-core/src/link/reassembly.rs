@@ -1,0 +1,222 @@
+//! Frames from their fragments, in bounded memory and time.
+
+use super::*;
+
+/// Puts fragmented frames back together with bounded memory and time,
+/// whatever arrives (fragments are not authenticated: anyone who can post
+/// to the channel can send them).
+///
+/// Bounds, all charged before anything is kept:
+/// - memory: the bytes actually received plus [`PIECE_COST`] per piece,
+///   within `budget` in all (nothing is allocated for a frame's declared
+///   size until it is complete); the oldest partial frame is dropped to
+///   make room (its sender retransmits);
+/// - pieces: at most [`MAX_PIECES`] per frame (a real sender's fragments
+///   fill whole messages: a frame of 8 MiB over 4 KB messages is 2,000);
+/// - time: O(log n) per fragment, amortised: the received ranges are kept
+///   merged, and each range is merged away at most once.
+pub struct Reassembler {
+    pub(super) budget: usize,
+    pub(super) used: usize,
+    pub(super) partials: HashMap<u64, Partial>,
+    pub(super) order: VecDeque<u64>,
+    pub(super) done: HashSet<u64>,
+    pub(super) done_order: VecDeque<u64>,
+    /// Ranges visited, for the tests that prove the time bound.
+    pub(super) steps: u64,
+}
+
+/// What a piece costs besides its bytes (map node, vector header).
+pub const PIECE_COST: usize = 64;
+/// Most pieces one frame may arrive in.
+pub const MAX_PIECES: usize = 4096;
+
+pub(super) struct Partial {
+    pub(super) total: usize,
+    /// Received bytes by offset; pieces never overlap.
+    pub(super) pieces: BTreeMap<usize, Vec<u8>>,
+    /// The received ranges, merged: start -> end.
+    pub(super) covered: BTreeMap<usize, usize>,
+    pub(super) have: usize,
+    pub(super) cost: usize,
+    pub(super) started: Instant,
+}
+
+impl Reassembler {
+    pub(super) const TIMEOUT: Duration = Duration::from_secs(600);
+    pub(super) const REMEMBER_DONE: usize = 4096;
+
+    pub fn new(budget: usize) -> Reassembler {
+        Reassembler {
+            budget,
+            used: 0,
+            partials: HashMap::new(),
+            order: VecDeque::new(),
+            done: HashSet::new(),
+            done_order: VecDeque::new(),
+            steps: 0,
+        }
+    }
+
+    /// Add a fragment; returns the whole frame when this completes it.
+    pub fn add(
+        &mut self,
+        id: u64,
+        total: usize,
+        offset: usize,
+        part: &[u8],
+    ) -> Result<Option<Vec<u8>>, Malformed> {
+        let end = offset.checked_add(part.len()).ok_or(Malformed)?;
+        if total > MAX_FRAME || end > total {
+            return Err(Malformed);
+        }
+        if self.done.contains(&id) {
+            return Ok(None);
+        }
+        self.expire();
+        let p = match self.partials.entry(id) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                self.order.push_back(id);
+                e.insert(Partial {
+                    total,
+                    pieces: BTreeMap::new(),
+                    covered: BTreeMap::new(),
+                    have: 0,
+                    cost: 0,
+                    started: Instant::now(),
+                })
+            }
+        };
+        if p.total != total {
+            return Err(Malformed);
+        }
+        let gaps = cover(&mut p.covered, offset, end, &mut self.steps);
+        let mut added = 0;
+        for (s, e) in gaps {
+            p.pieces.insert(s, part[s - offset..e - offset].to_vec());
+            p.have += e - s;
+            added += e - s + PIECE_COST;
+        }
+        p.cost += added;
+        self.used += added;
+        if p.pieces.len() > MAX_PIECES {
+            self.drop_partial(id);
+            return Err(Malformed);
+        }
+        if p.have == total {
+            let p = self.take(id).expect("present");
+            let mut frame = Vec::with_capacity(total);
+            for piece in p.pieces.into_values() {
+                frame.extend_from_slice(&piece);
+            }
+            self.done.insert(id);
+            self.done_order.push_back(id);
+            if self.done_order.len() > Self::REMEMBER_DONE {
+                if let Some(old) = self.done_order.pop_front() {
+                    self.done.remove(&old);
+                }
+            }
+            return Ok(Some(frame));
+        }
+        // Over budget: the oldest partial frames go first (this one last).
+        while self.used > self.budget {
+            match self.order.pop_front() {
+                Some(old) if old == id && !self.order.is_empty() => self.order.push_back(old),
+                Some(old) => self.drop_partial(old),
+                None => {
+                    self.drop_partial(id);
+                    break;
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Remove a partial frame. Its id stays in `order` until it reaches the
+    /// front (no linear search); `order` is compacted when stale ids
+    /// outnumber live ones.
+    pub(super) fn take(&mut self, id: u64) -> Option<Partial> {
+        let p = self.partials.remove(&id)?;
+        self.used -= p.cost;
+        if self.order.len() > 2 * self.partials.len() + 64 {
+            let live = &self.partials;
+            self.order.retain(|o| live.contains_key(o));
+        }
+        Some(p)
+    }
+
+    pub(super) fn drop_partial(&mut self, id: u64) {
+        self.take(id);
+    }
+
+    pub(super) fn expire(&mut self) {
+        let now = Instant::now();
+        while let Some(&id) = self.order.front() {
+            let stale = self
+                .partials
+                .get(&id)
+                .is_none_or(|p| now.duration_since(p.started) > Self::TIMEOUT);
+            if !stale {
+                break;
+            }
+            self.order.pop_front();
+            if let Some(p) = self.partials.remove(&id) {
+                self.used -= p.cost;
+            }
+        }
+    }
+
+    /// Bytes held for partial frames, overheads included.
+    pub fn bytes_held(&self) -> usize {
+        self.used
+    }
+
+    /// Received ranges visited so far (the work the time bound is about).
+    pub fn steps(&self) -> u64 {
+        self.steps
+    }
+}
+
+/// Add `[start, end)` to the merged ranges in `covered`; returns the parts
+/// of it that were not covered before. Each range it visits is merged into
+/// the new one and removed, so the work is amortised O(log n).
+pub(super) fn cover(
+    covered: &mut BTreeMap<usize, usize>,
+    start: usize,
+    end: usize,
+    steps: &mut u64,
+) -> Vec<(usize, usize)> {
+    if start == end {
+        return vec![];
+    }
+    let mut lo = start;
+    let mut hi = end;
+    // A range that starts before `start` and reaches it.
+    if let Some((&s, &e)) = covered.range(..start).next_back() {
+        if e >= start {
+            lo = s;
+            hi = hi.max(e);
+        }
+    }
+    let mut gaps = vec![];
+    let mut cursor = start;
+    if lo < start {
+        cursor = covered[&lo].min(end).max(start);
+    }
+    let touching: Vec<(usize, usize)> = covered.range(lo..=end).map(|(&s, &e)| (s, e)).collect();
+    for (s, e) in touching {
+        *steps += 1;
+        if s > cursor && cursor < end {
+            gaps.push((cursor, s.min(end)));
+        }
+        cursor = cursor.max(e.min(end));
+        hi = hi.max(e);
+        covered.remove(&s);
+    }
+    if cursor < end {
+        gaps.push((cursor, end));
+    }
+    covered.insert(lo, hi);
+    gaps
+}

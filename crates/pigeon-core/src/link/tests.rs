@@ -1,0 +1,320 @@
+use super::*;
+use proptest::prelude::*;
+
+fn out(frame: Vec<u8>, class: Class) -> Outgoing {
+    Outgoing {
+        to: "x".into(),
+        frame,
+        class,
+        coalesce: None,
+        _permit: None,
+    }
+}
+
+/// Pack everything queued into messages of `capacity`.
+fn pack_all(frames: &[Vec<u8>], capacity: usize) -> Vec<Vec<u8>> {
+    let mut d = Dest::new();
+    for f in frames {
+        enqueue(&mut d, out(f.clone(), Class::Data));
+    }
+    let mut id = 0;
+    let mut msgs = vec![];
+    while !d.is_empty() {
+        msgs.push(pack(&mut d, capacity, &mut id));
+    }
+    msgs
+}
+
+#[test]
+fn messages_are_filled_to_the_limit() {
+    let frames: Vec<Vec<u8>> = (0..50).map(|i| vec![i as u8; 700]).collect();
+    let msgs = pack_all(&frames, 3069);
+    for m in &msgs[..msgs.len() - 1] {
+        assert!(m.len() <= 3072);
+        assert!(m.len() as f64 >= 0.95 * 3072.0, "{}", m.len());
+    }
+}
+
+#[test]
+fn control_frames_replace_older_ones_with_the_same_key() {
+    let mut d = Dest::new();
+    let mut a = out(vec![1], Class::Control);
+    a.coalesce = Some([1; 17]);
+    let mut b = out(vec![2], Class::Control);
+    b.coalesce = Some([1; 17]);
+    enqueue(&mut d, a);
+    enqueue(&mut d, b);
+    assert_eq!(d.control.len(), 1);
+    assert_eq!(d.control[0].frame, vec![2]);
+}
+
+proptest! {
+    #[test]
+    fn any_frames_survive_packing_shuffling_and_duplication(
+        sizes in proptest::collection::vec(0usize..9000, 1..30),
+        capacity in 200usize..5000,
+        seed in any::<u64>(),
+    ) {
+        use rand::{seq::SliceRandom, SeedableRng};
+        let frames: Vec<Vec<u8>> = sizes.iter().enumerate()
+            .map(|(i, &n)| (0..n).map(|j| (i * 31 + j) as u8).collect()).collect();
+        let mut msgs = pack_all(&frames, capacity);
+        for m in &msgs { prop_assert!(m.len() <= capacity + HEADER_LEN); }
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let dups: Vec<_> = msgs.iter().step_by(3).cloned().collect();
+        msgs.extend(dups);
+        msgs.shuffle(&mut rng);
+        let mut r = Reassembler::new(64 * 1024 * 1024);
+        let mut got: Vec<Vec<u8>> = vec![];
+        for m in &msgs { got.extend(unpack(m, &mut r).unwrap()); }
+        got.sort();
+        got.dedup();
+        let mut want = frames.clone();
+        want.sort();
+        want.dedup();
+        prop_assert_eq!(got, want);
+        prop_assert_eq!(r.bytes_held(), 0);
+    }
+
+    #[test]
+    fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+        let mut r = Reassembler::new(1024 * 1024);
+        let mut with_header = b"PG\x01".to_vec();
+        with_header.extend_from_slice(&bytes);
+        let _ = unpack(&bytes, &mut r);
+        let _ = unpack(&with_header, &mut r);
+    }
+}
+
+#[test]
+fn overlapping_and_duplicate_fragments_rebuild_the_frame_exactly() {
+    let frame: Vec<u8> = (0..10_000u32).map(|i| (i * 7) as u8).collect();
+    let mut r = Reassembler::new(1 << 20);
+    let parts = [
+        (5000, 9000),
+        (0, 10),
+        (5, 3000),
+        (2000, 6000),
+        (0, 10),
+        (8999, 10_000),
+    ];
+    let mut out = None;
+    for (i, &(s, e)) in parts.iter().enumerate() {
+        let got = r.add(1, frame.len(), s, &frame[s..e]).unwrap();
+        if i + 1 < parts.len() {
+            assert!(got.is_none(), "complete too early at {i}");
+        }
+        out = got;
+    }
+    assert_eq!(out.unwrap(), frame);
+    assert_eq!(r.bytes_held(), 0);
+    // A late copy of a finished frame is ignored.
+    assert!(r.add(1, frame.len(), 0, &frame[..10]).unwrap().is_none());
+}
+
+proptest! {
+    #[test]
+    fn any_fragments_rebuild_the_frame_exactly_when_they_cover_it(
+        total in 1usize..400,
+        parts in proptest::collection::vec((0usize..400, 0usize..120), 1..60),
+    ) {
+        let frame: Vec<u8> = (0..total).map(|i| (i * 31 + 7) as u8).collect();
+        let mut r = Reassembler::new(1 << 20);
+        let mut covered = vec![false; total];
+        let mut done = None;
+        for (start, len) in parts {
+            let start = start % total;
+            let end = (start + len).min(total);
+            let got = r.add(5, total, start, &frame[start..end]).unwrap();
+            for c in &mut covered[start..end] {
+                *c = true;
+            }
+            if done.is_some() {
+                prop_assert!(got.is_none());
+                continue;
+            }
+            let all = covered.iter().all(|&c| c);
+            prop_assert_eq!(got.is_some(), all, "complete exactly when covered");
+            if let Some(f) = got {
+                prop_assert_eq!(&f, &frame);
+                done = Some(f);
+            }
+        }
+    }
+}
+
+#[test]
+fn what_is_held_is_exactly_the_bytes_received_and_their_pieces() {
+    // The bound below is only worth something if the accounting is
+    // the real cost: pin it to what was actually kept.
+    let mut r = Reassembler::new(1 << 20);
+    r.add(1, 100_000, 0, &[1; 10]).unwrap();
+    r.add(1, 100_000, 50, &[1; 20]).unwrap();
+    assert_eq!(r.bytes_held(), 30 + 2 * PIECE_COST);
+    // Overlaps and repeats add only what is new.
+    r.add(1, 100_000, 5, &[1; 50]).unwrap();
+    assert_eq!(r.bytes_held(), 30 + 40 + 3 * PIECE_COST);
+    r.add(1, 100_000, 0, &[1; 70]).unwrap();
+    assert_eq!(r.bytes_held(), 70 + 3 * PIECE_COST);
+    r.add(2, 100, 0, &[2; 10]).unwrap();
+    assert_eq!(r.bytes_held(), 80 + 4 * PIECE_COST);
+    // A completed frame gives back all it held.
+    assert!(r.add(2, 100, 10, &[2; 90]).unwrap().is_some());
+    assert_eq!(r.bytes_held(), 70 + 3 * PIECE_COST);
+}
+
+#[test]
+fn forty_thousand_one_byte_fragments_cost_flat_time_and_memory() {
+    // Unauthenticated input: a frame declared at the largest size sent
+    // one byte at a time, every other byte, then covered whole, over and
+    // over. The work per fragment stays constant, memory within budget,
+    // and nothing of the declared 8 MiB is allocated.
+    let budget = 1 << 20;
+    let mut r = Reassembler::new(budget);
+    let mut worst = 0u64;
+    for k in 0..40_000usize {
+        let before = r.steps();
+        let id = (k / 3000) as u64;
+        let offset = (k % 3000) * 2;
+        let _ = r.add(id, MAX_FRAME, offset, &[1]);
+        let _ = r.add(id, MAX_FRAME, 0, &[2; 512]);
+        worst = worst.max(r.steps() - before);
+        assert!(r.bytes_held() <= budget, "{} held", r.bytes_held());
+    }
+    assert!(worst <= 8, "one fragment visited {worst} ranges");
+    // More pieces than a frame may have: that frame is dropped.
+    let mut r = Reassembler::new(64 << 20);
+    let mut refused = false;
+    for k in 0..(MAX_PIECES + 10) {
+        refused |= r.add(9, MAX_FRAME, k * 2, &[1]).is_err();
+    }
+    assert!(refused, "a frame in more than {MAX_PIECES} pieces was kept");
+    assert!(r.bytes_held() < (MAX_PIECES + 10) * (PIECE_COST + 1));
+}
+
+#[test]
+fn reassembly_memory_is_bounded() {
+    let mut r = Reassembler::new(10_000);
+    for id in 0..100u64 {
+        r.add(id, 4000, 0, &[0; 10]).unwrap();
+        assert!(r.bytes_held() <= 10_000);
+    }
+    assert!(r.add(1, MAX_FRAME + 1, 0, &[0]).is_err());
+}
+
+#[test]
+fn pacing_holds_messages_and_bytes_per_minute() {
+    let caps = Capabilities {
+        max_message: 4096,
+        text_only: true,
+        messages_per_minute: Some(60),
+        bytes_per_minute: Some(60_000),
+        burst: false,
+    };
+    let pacer = Pacer::new(&caps);
+    let mut d = Dest::new();
+    let t0 = Instant::now();
+    d.free_at = t0;
+    pacer.charge(&mut d, t0, 100);
+    assert_eq!(d.free_at - t0, Duration::from_secs(1));
+    pacer.charge(&mut d, t0, 3000);
+    // 3000 bytes at 1000 B/s take 3 s, more than the 1 s message pace.
+    assert_eq!(d.free_at - t0, Duration::from_secs(4));
+}
+
+/// A channel whose sends take as long as the test says, and that tells
+/// the test when each one started.
+struct Slow {
+    caps: Capabilities,
+    started: mpsc::UnboundedSender<(Address, Instant)>,
+    delay: fn(&Address) -> Option<Duration>,
+}
+
+impl Transport for Slow {
+    fn capabilities(&self) -> &Capabilities {
+        &self.caps
+    }
+    fn describe(&self) -> String {
+        "slow:".into()
+    }
+    async fn send(&self, to: &Address, _: Message) -> Result<(), SendError> {
+        let _ = self.started.send((to.clone(), Instant::now()));
+        match (self.delay)(to) {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+        Ok(())
+    }
+    fn incoming(&mut self) -> mpsc::Receiver<crate::transport::Received> {
+        mpsc::channel(1).1
+    }
+    fn health(&self) -> Arc<crate::transport::Health> {
+        Arc::default()
+    }
+}
+
+fn slow_link(
+    per_minute: Option<u32>,
+    burst: bool,
+    delay: fn(&Address) -> Option<Duration>,
+) -> (LinkHandle, mpsc::UnboundedReceiver<(Address, Instant)>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let transport = Slow {
+        caps: Capabilities {
+            max_message: 4096,
+            text_only: false,
+            messages_per_minute: per_minute,
+            bytes_per_minute: None,
+            burst,
+        },
+        started: tx,
+        delay,
+    };
+    let (inbound, _) = mpsc::channel(1);
+    (start(transport, "slow", 0, inbound), rx)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hung_send_does_not_stop_the_link() {
+    // Every send to "stuck" hangs for ever; the others take 10 ms.
+    // A channel without bursts: one message at a time per destination,
+    // but a destination whose call hangs holds up only itself.
+    let (link, mut started) = slow_link(Some(6000), false, |to| {
+        (to != "stuck").then_some(Duration::from_millis(10))
+    });
+    link.send_control(&"stuck".to_string(), vec![1; 10], None);
+    assert_eq!(started.recv().await.unwrap().0, "stuck");
+    for _ in 0..3 {
+        link.send_control(&"peer".to_string(), vec![2; 10], None);
+        let (to, _) = tokio::time::timeout(Duration::from_secs(1), started.recv())
+            .await
+            .expect("the link sent on while one call hung")
+            .unwrap();
+        assert_eq!(to, "peer");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_send_slower_than_the_pace_does_not_stretch_it() {
+    // 600 messages a minute (one per 100 ms), each send taking 80 ms:
+    // twenty messages leave on the pace's 100 ms grid, not every 180 ms.
+    let (link, mut started) = slow_link(Some(600), true, |_| Some(Duration::from_millis(80)));
+    let t0 = Instant::now();
+    let mut at = vec![];
+    for _ in 0..20 {
+        link.send_control(&"peer".to_string(), vec![3; 10], None);
+        at.push(started.recv().await.unwrap().1 - t0);
+    }
+    let last = *at.last().unwrap();
+    assert!(
+        last >= Duration::from_millis(1900) && last < Duration::from_millis(2000),
+        "20 messages at 600 a minute took {last:?}: {at:?}"
+    );
+    for pair in at.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= Duration::from_millis(99),
+            "too close: {at:?}"
+        );
+    }
+}
