@@ -9,23 +9,11 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::error::{CoreError, Result};
+pub use crate::protocol::RemoteEntry;
 use crate::view::{EngineSnapshot, Event, TransferId};
-
-/// One entry of a remote listing.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RemoteEntry {
-    /// Path relative to the agent's storage root, `/`-separated.
-    pub path: String,
-    pub size: u64,
-    pub is_dir: bool,
-    /// Hex SHA-256, when the agent knows it (files it received or hashed).
-    pub sha256: Option<String>,
-    pub modified_unix: u64,
-}
 
 /// Options of one upload.
 #[derive(Clone, Debug, Default)]

@@ -1,0 +1,184 @@
+//! Control messages, sealed in the Noise session, and the early data of a Hello.
+
+use super::*;
+
+/// Why a request was refused, for the requester to act on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RefuseCode {
+    Permission,
+    BadPath,
+    Exists,
+    NotFound,
+    TooLarge,
+    Internal,
+}
+
+/// Early data: offers of new uploads that ride in the client's first
+/// handshake message (the Noise payload of [`Frame::Hello`]), so a transfer
+/// starts in the message that opens its session, and its first chunks
+/// (sealed with the transfer's own key) in the same message behind it. On a
+/// channel of one message per 6 s that is two messages, 12 s, saved.
+///
+/// What it costs, and why it is bounded (DESIGN.md section 3): early data
+/// is confidential and authenticated to the client's key, but not forward
+/// secret against a later theft of the agent's static key, and a recording
+/// of it can be replayed. So a client sends it only on links where a round
+/// trip costs seconds, and an agent takes it only while `made_unix` is
+/// within [`Early::WINDOW_SECS`] of its own clock and only once per session
+/// id; anything else is ignored and the offer comes again, sealed, once
+/// the session is up.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Early {
+    /// When the client made it, by its clock (Unix seconds).
+    pub made_unix: u64,
+    /// [`Control::Offer`]s only; anything else is dropped.
+    pub offers: Vec<Control>,
+}
+
+impl Early {
+    /// How far early data's clock may be from the agent's.
+    pub const WINDOW_SECS: u64 = 600;
+
+    pub fn encode(&self) -> Result<Vec<u8>> {
+        codec::encode("early data", PROTOCOL_VERSION, self)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Early> {
+        codec::decode("early data", PROTOCOL_VERSION, bytes)
+    }
+}
+
+/// Control messages, always sealed in a session.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Control {
+    /// The sender proposes a transfer. Repeated on every new session, so
+    /// the receiver can answer what it already has.
+    Offer {
+        transfer: TransferId,
+        manifest: Manifest,
+        secret: TransferSecret,
+        path: String,
+        overwrite: bool,
+        /// True when this transfer replaces an earlier one of the same file
+        /// whose source changed (downloads).
+        restarted: bool,
+    },
+    /// The receiver takes it, and already has these chunks. `epoch` names
+    /// the key and manifest the answer is about ([`Manifest::epoch`]): a
+    /// download re-keyed under the same id must not count old answers.
+    Accept {
+        transfer: TransferId,
+        epoch: [u8; 8],
+        have: AckState,
+    },
+    /// The receiver (or the agent, for a fetch) will not.
+    Refuse {
+        transfer: TransferId,
+        code: RefuseCode,
+        reason: String,
+    },
+    Ack {
+        transfer: TransferId,
+        epoch: [u8; 8],
+        have: AckState,
+    },
+    /// All chunks are acknowledged; this is the whole file's SHA-256.
+    Finish {
+        transfer: TransferId,
+        sha256: [u8; 32],
+    },
+    /// The receiver verified the whole file and put it in place; these
+    /// are the faults it saw (the sender shows them with its own).
+    Done {
+        transfer: TransferId,
+        sha256: [u8; 32],
+        faults: FaultCounters,
+    },
+    /// The receiver's whole-file hash did not match: nothing was kept.
+    Mismatch {
+        transfer: TransferId,
+        reason: String,
+    },
+    /// Client asks the agent to send a file (a download).
+    Fetch {
+        transfer: TransferId,
+        path: String,
+    },
+    Cancel {
+        transfer: TransferId,
+    },
+    /// The sender cannot go on (its source changed or cannot be read):
+    /// the receiver stops at once and shows why.
+    Abort {
+        transfer: TransferId,
+        reason: String,
+    },
+    List {
+        request: u64,
+        dir: String,
+        offset: u32,
+    },
+    Listing {
+        request: u64,
+        entries: Vec<RemoteEntry>,
+        more: bool,
+    },
+    ListRefused {
+        request: u64,
+        reason: String,
+    },
+    /// The offer's target already exists on the agent with the offer's size
+    /// and this SHA-256 (a re-run after an interruption, say): the sender
+    /// compares it with its own file's and decides, instead of a refusal.
+    Present {
+        transfer: TransferId,
+        sha256: [u8; 32],
+    },
+    /// The agent does not trust the key that handshook: sealed in the
+    /// session that handshake opened, so only the agent can have said it
+    /// (a provider cannot make a client give up), and then forgotten.
+    NotTrusted,
+}
+
+impl Control {
+    pub fn encode(&self) -> Result<Vec<u8>> {
+        codec::encode("control", PROTOCOL_VERSION, self)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Control> {
+        codec::decode("control", PROTOCOL_VERSION, bytes)
+    }
+
+    /// The transfer this message is about, if any.
+    pub fn transfer(&self) -> Option<TransferId> {
+        match self {
+            Control::Offer { transfer, .. }
+            | Control::Accept { transfer, .. }
+            | Control::Refuse { transfer, .. }
+            | Control::Ack { transfer, .. }
+            | Control::Finish { transfer, .. }
+            | Control::Done { transfer, .. }
+            | Control::Mismatch { transfer, .. }
+            | Control::Fetch { transfer, .. }
+            | Control::Cancel { transfer }
+            | Control::Abort { transfer, .. }
+            | Control::Present { transfer, .. } => Some(*transfer),
+            Control::List { .. }
+            | Control::Listing { .. }
+            | Control::ListRefused { .. }
+            | Control::NotTrusted => None,
+        }
+    }
+}
+
+/// One entry of a remote listing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteEntry {
+    /// Path relative to the agent's storage root, `/`-separated.
+    pub path: String,
+    pub size: u64,
+    pub is_dir: bool,
+    /// Hex SHA-256, when the agent knows it (files it received or hashed).
+    pub sha256: Option<String>,
+    pub modified_unix: u64,
+}
