@@ -1,0 +1,413 @@
+//! The agent: serves uploads, downloads and listings to trusted peers.
+//!
+//! It answers handshakes only from keys in the trust list (re-read on
+//! every handshake, so `pigeon keys trust` works while it runs), checks
+//! each request against the peer's permissions and the storage root's
+//! rules ([`crate::policy`]), records every request and outcome in the
+//! hash-chained audit log, and runs one transfer task per file. After a
+//! restart it picks transfers up from the store as their frames arrive.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::early::EarlyGate;
+use super::receiver::{Receiver, ReceiverConfig};
+use super::router::{route, Hooks};
+use super::sender::{finish_record, Outcome, Sender, SenderConfig};
+use super::{lock, open_links, sha_hex, token, Node, Peer, Progress, SessionSlot, TaskInput};
+use crate::crypto::{respond, PublicKey, TransferSecret};
+use crate::engine::handle::RemoteEntry;
+use crate::error::Result;
+use crate::home::Home;
+use crate::policy::{EntryKind, RemotePath, StorageRoot};
+use crate::protocol::{Control, Early, Frame, Manifest, RefuseCode};
+use crate::store::{
+    now_unix, AuditRecord, Role, SessionRecord, SessionStatus, SourceStamp, Store, TransferRecord,
+};
+use crate::transport::TransportUri;
+use crate::view::{Direction, FaultCounters, LogLevel, TransferId, TransferStatus};
+
+pub struct AgentConfig {
+    pub home: Home,
+    pub root: PathBuf,
+    pub transports: Vec<TransportUri>,
+}
+
+/// The least time between two answers to one repeated Hello (a client that
+/// lost the first asks again after its own timeout, which is longer).
+const WELCOME_AGAIN: Duration = Duration::from_millis(250);
+
+/// Partial uploads with no progress for this long are dropped at start.
+const PARTIAL_EXPIRY: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Drop partial uploads that have not moved for `max_age`, and staging
+/// files no transfer owns.
+fn expire_partials(node: &Node, root: &StorageRoot, max_age: Duration) {
+    let stale = |p: &std::path::Path| {
+        std::fs::metadata(p)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > max_age)
+    };
+    let Ok(all) = node.store.transfers() else {
+        return;
+    };
+    let mut owned = std::collections::HashSet::new();
+    for mut rec in all {
+        let Some(partial) = rec.partial_path.clone() else {
+            continue;
+        };
+        if rec.role != Role::Receiver || rec.status.is_finished() {
+            continue;
+        }
+        if stale(&partial) {
+            let _ = std::fs::remove_file(&partial);
+            let _ = node.store.clear_chunks(&rec.id);
+            rec.status = TransferStatus::Failed;
+            rec.error = Some(format!(
+                "expired: no progress for {} days",
+                max_age.as_secs() / 86400
+            ));
+            let _ = node.store.put_transfer(&rec);
+            tracing::info!(path = %rec.remote_path, "expired a partial upload");
+        } else {
+            owned.insert(partial);
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir(root.staging_dir()) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if !owned.contains(&path) && stale(&path) {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+}
+
+/// Most uploads one peer may have open at once.
+pub const MAX_OPEN_UPLOADS: usize = 16;
+/// Most chunks one peer's open uploads may hold in all. Each chunk costs
+/// the agent a bit of bitmap and a byte of progress map while its upload is
+/// open, so a peer's open uploads cost at most about 80 MiB of memory
+/// (however many chunks each declares: a manifest may declare 2^26).
+pub const MAX_OPEN_CHUNKS: u64 = 1 << 26;
+
+/// Whether one more upload of `manifest` fits beside a peer's `open` ones:
+/// their number, their chunks, and the bytes still to land against the
+/// storage root's free space (`free`), all checked before anything is
+/// allocated for it.
+fn within_open_limits(
+    open: &[TransferRecord],
+    manifest: &Manifest,
+    free: Option<u64>,
+) -> std::result::Result<(), String> {
+    if open.len() >= MAX_OPEN_UPLOADS {
+        return Err(format!(
+            "{} uploads of this peer are already open (at most {MAX_OPEN_UPLOADS}); let them finish or cancel some",
+            open.len()
+        ));
+    }
+    let chunks: u64 = open.iter().map(|t| u64::from(t.chunks_total)).sum();
+    if chunks + u64::from(manifest.chunk_count()) > MAX_OPEN_CHUNKS {
+        return Err(format!(
+            "this peer's open uploads would hold {} chunks, more than {MAX_OPEN_CHUNKS}",
+            chunks + u64::from(manifest.chunk_count())
+        ));
+    }
+    let pending: u64 = open
+        .iter()
+        .map(|t| {
+            let landed = u64::from(t.chunks_done) * u64::from(t.manifest.chunk_size);
+            t.manifest.size.saturating_sub(landed)
+        })
+        .sum();
+    if let Some(free) = free {
+        let needed = pending.saturating_add(manifest.size);
+        if needed > free {
+            return Err(format!(
+                "not enough space on the agent ({} needed with this peer's open uploads, {} free)",
+                crate::view::human_bytes(needed),
+                crate::view::human_bytes(free)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// How long a transfer task waits for a silent client before it stops
+/// (its state stays in the store for when the client comes back).
+const IDLE_LIMIT: Duration = Duration::from_secs(600);
+
+/// Run the agent until `shutdown` resolves.
+pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
+    let me = cfg.home.identity()?;
+    let store = Store::open(&cfg.home.store_dir())?;
+    let root = StorageRoot::open(&cfg.root)?;
+    // Few frames in flight between link and router: memory stays bounded.
+    let (tx, rx) = mpsc::channel(8);
+    let links = open_links(&cfg.transports, me.public().id(), tx, false)?;
+    let node = Arc::new(Node::new(me, store, links));
+    let hooks = Arc::new(AgentHooks {
+        home: cfg.home.clone(),
+        root,
+        welcomes: Mutex::new(HashMap::new()),
+        early: Mutex::new(EarlyGate::default()),
+        refused: Mutex::new(RefusalTally::default()),
+        trust_stamp: Mutex::new(None),
+        hashes: Arc::new(Mutex::new(HashMap::new())),
+    });
+    hooks.reload_trust(&node);
+    expire_partials(&node, &hooks.root, PARTIAL_EXPIRY);
+    tracing::info!(
+        key = %node.me.public(),
+        inbox = %node.my_id,
+        root = %hooks.root.path().display(),
+        transports = %node.transports_label(),
+        "agent ready"
+    );
+    let hooks_ref = hooks.clone();
+    let router = crate::task::spawn(route(node.clone(), hooks, rx));
+    let mirror = crate::task::spawn(super::mirror_status(
+        node.clone(),
+        cfg.home.dir().join("status.json"),
+    ));
+    shutdown.await;
+    node.drain(Duration::from_secs(2)).await;
+    router.abort();
+    let summary = lock(&hooks_ref.refused).close();
+    if let Some((peer, outcome)) = summary {
+        audit(&node, &peer, "handshake", "", &outcome, None);
+    }
+    mirror.abort();
+    // Tasks keep their state in the store; make it durable before leaving.
+    node.store.flush()?;
+    tracing::info!("agent stopped; unfinished transfers resume when their clients return");
+    Ok(())
+}
+
+/// Which request a refusal answers.
+#[derive(Clone, Copy)]
+struct Req<'a> {
+    transfer: TransferId,
+    action: &'static str,
+    path: &'a str,
+}
+
+/// A Welcome as sent, and when it last went.
+type SentWelcome = (Vec<u8>, tokio::time::Instant);
+
+/// SHA-256 of files by path, valid while their stamp is unchanged.
+type HashCache = HashMap<PathBuf, (SourceStamp, [u8; 32])>;
+
+struct AgentHooks {
+    home: Home,
+    root: StorageRoot,
+    /// The answer to each handshake, sent again if the client repeats it.
+    /// (When it was last sent: a Hello replayed in a loop gets at most
+    /// one every [`WELCOME_AGAIN`].)
+    welcomes: Mutex<HashMap<[u8; 16], SentWelcome>>,
+    /// Sessions whose early data was taken, so a replay of it is not.
+    early: Mutex<EarlyGate>,
+    /// Refusals of untrusted keys, summed per minute.
+    refused: Mutex<RefusalTally>,
+    /// The trust file as last read (size, mtime): re-read only on change.
+    trust_stamp: Mutex<Option<(u64, u64, std::time::SystemTime)>>,
+    /// SHA-256 of files listed before, while they stay unchanged.
+    hashes: Arc<Mutex<HashCache>>,
+}
+
+/// Refusals of untrusted keys in the current minute. Bounds: one audit
+/// record at the first refusal of a minute and one summing up the rest
+/// when the minute is over, whatever the number of keys; at most
+/// [`RefusalTally::MAX_KEYS`] key ids held to count them.
+#[derive(Default)]
+struct RefusalTally {
+    window: Option<tokio::time::Instant>,
+    more: u64,
+    keys: std::collections::HashSet<crate::crypto::KeyId>,
+    /// Keys answered with a refusal in the last minute, and when.
+    answered: HashMap<crate::crypto::KeyId, tokio::time::Instant>,
+}
+
+impl RefusalTally {
+    const WINDOW: Duration = Duration::from_secs(60);
+    const MAX_KEYS: usize = 4096;
+    const ANSWERS: usize = 30;
+    const ANSWER_AGAIN: Duration = Duration::from_secs(5);
+
+    /// Whether to answer this untrusted key's Hello with a refusal: at most
+    /// [`Self::ANSWERS`] a minute in all, and one per key every
+    /// [`Self::ANSWER_AGAIN`], so Hellos from many keys cost little.
+    fn may_answer(&mut self, key: PublicKey, now: tokio::time::Instant) -> bool {
+        let minute = std::time::Duration::from_secs(60);
+        self.answered
+            .retain(|_, at| now.duration_since(*at) < minute);
+        let id = key.id();
+        if self.answered.len() >= Self::ANSWERS
+            || self
+                .answered
+                .get(&id)
+                .is_some_and(|at| now.duration_since(*at) < Self::ANSWER_AGAIN)
+        {
+            return false;
+        }
+        self.answered.insert(id, now);
+        true
+    }
+
+    /// Count one refused handshake from `key`; returns the audit records
+    /// now due, as (peer, outcome).
+    fn refuse(&mut self, key: PublicKey, now: tokio::time::Instant) -> Vec<(String, String)> {
+        let mut due = vec![];
+        if self
+            .window
+            .is_some_and(|start| now.duration_since(start) < Self::WINDOW)
+        {
+            self.more += 1;
+            if self.keys.len() < Self::MAX_KEYS {
+                self.keys.insert(key.id());
+            }
+            return due;
+        }
+        due.extend(self.close());
+        self.window = Some(now);
+        due.push((
+            format!("untrusted:{}", key.id()),
+            "refused: untrusted key".to_string(),
+        ));
+        due
+    }
+
+    /// The summary of the minute that ended, if more than its first refusal came.
+    fn close(&mut self) -> Option<(String, String)> {
+        let more = std::mem::take(&mut self.more);
+        let keys = std::mem::take(&mut self.keys).len();
+        self.window = None;
+        (more > 0).then(|| {
+            let many = if keys >= Self::MAX_KEYS {
+                "or more "
+            } else {
+                ""
+            };
+            (
+                "untrusted:*".to_string(),
+                format!(
+                    "refused: {more} more handshakes from {keys} {many}untrusted keys in a minute"
+                ),
+            )
+        })
+    }
+}
+
+impl AgentHooks {
+    /// The offers in a Hello's early data, if the gate lets them in.
+    fn take_early(&self, peer: &Peer, session: [u8; 16], early: &[u8]) -> Option<Vec<Control>> {
+        if early.is_empty() {
+            return None;
+        }
+        let early = match Early::decode(early) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::debug!(peer = %peer.name, "early data unreadable ({e}); ignored");
+                return None;
+            }
+        };
+        if let Err(why) = lock(&self.early).admit(session, &early, now_unix()) {
+            tracing::info!(
+                peer = %peer.name,
+                "early data not taken: {why}; the offers come again in the session"
+            );
+            return None;
+        }
+        let offers: Vec<Control> = early
+            .offers
+            .into_iter()
+            .filter(|c| matches!(c, Control::Offer { .. }))
+            .collect();
+        Some(offers)
+    }
+
+    /// Bring the node's peers in line with the trust file, when it changed
+    /// since it was last read (a flood of handshakes must not mean a flood
+    /// of file reads).
+    fn reload_trust(&self, node: &Node) {
+        let path = self.home.dir().join("peers.toml");
+        let stamp = std::fs::metadata(&path).ok().and_then(|m| {
+            use std::os::unix::fs::MetadataExt;
+            // Rewritten by rename: a new inode every time.
+            Some((m.ino(), m.len(), m.modified().ok()?))
+        });
+        {
+            let mut last = lock(&self.trust_stamp);
+            if stamp.is_some() && *last == stamp {
+                return;
+            }
+            *last = stamp;
+        }
+        let trusted = match self.home.trusted() {
+            Ok(t) => t,
+            Err(e) => {
+                node.log(LogLevel::Error, format!("cannot read the trust list: {e}"));
+                return;
+            }
+        };
+        let mut peers = lock(&node.peers);
+        peers.retain(|name, p| trusted.iter().any(|t| &t.name == name && t.key == p.key));
+        for t in trusted {
+            let peer = match peers.get(&t.name) {
+                Some(p) => {
+                    *lock(&p.permissions) = t.permissions;
+                    p.clone()
+                }
+                None => {
+                    let p = Peer::new(t.name.clone(), t.key, t.permissions);
+                    peers.insert(t.name, p.clone());
+                    p
+                }
+            };
+            node.pin(&peer, &t.addresses);
+        }
+    }
+
+    fn refuse(&self, node: &Node, peer: &Peer, req: Req<'_>, code: RefuseCode, reason: String) {
+        let Req {
+            transfer,
+            action,
+            path,
+        } = req;
+        node.log(
+            LogLevel::Warn,
+            format!("refused {action} of {path:?} by {}: {reason}", peer.name),
+        );
+        audit(
+            node,
+            peer.name.as_str(),
+            action,
+            path,
+            &format!("refused: {reason}"),
+            None,
+        );
+        node.send_control(
+            peer,
+            &Control::Refuse {
+                transfer,
+                code,
+                reason,
+            },
+        );
+    }
+}
+
+mod hooks;
+mod requests;
+
+use hooks::*;
+use requests::*;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,514 @@
+//! The requests a peer makes: uploads (offers), downloads (fetches) and listings.
+
+use super::*;
+
+impl AgentHooks {
+    pub(super) async fn on_offer(&self, node: &Arc<Node>, peer: Arc<Peer>, offer: Control) {
+        let Control::Offer {
+            transfer,
+            manifest,
+            secret,
+            path,
+            overwrite,
+            ..
+        } = offer.clone()
+        else {
+            return;
+        };
+        let req = Req {
+            transfer,
+            action: "upload",
+            path: &path,
+        };
+        let refuse = |code, reason: String| self.refuse(node, &peer, req, code, reason);
+        if let Ok(Some(rec)) = node.store.transfer(&transfer) {
+            // A completed transfer's key is gone: the same peer offering the
+            // same manifest in its authenticated session is enough to say Done.
+            let same_key =
+                rec.status == TransferStatus::Completed || rec.secret.as_ref() == Some(&secret);
+            if rec.peer != peer.name.as_str() || rec.manifest != manifest || !same_key {
+                return refuse(RefuseCode::Internal, "transfer id already in use".into());
+            }
+            match rec.status {
+                TransferStatus::Completed => {
+                    if let Some(sha256) = rec.sha256 {
+                        node.send_control(
+                            &peer,
+                            &Control::Done {
+                                transfer,
+                                sha256,
+                                faults: rec.faults,
+                            },
+                        );
+                    }
+                }
+                TransferStatus::Cancelled | TransferStatus::Failed => {
+                    // Offered again after it failed here: start it over.
+                    if let Some(p) = &rec.partial_path {
+                        let _ = std::fs::remove_file(p);
+                    }
+                    let _ = node.store.delete_transfer(&transfer);
+                }
+                _ => {
+                    let input = TaskInput::Control(offer);
+                    spawn_receiver(node.clone(), peer, rec, Some(input), &self.root);
+                    return;
+                }
+            }
+            if rec.status == TransferStatus::Completed {
+                return;
+            }
+        }
+        if let Err(reason) = manifest.check() {
+            return refuse(RefuseCode::TooLarge, reason);
+        }
+        if !lock(&peer.permissions).upload {
+            return refuse(
+                RefuseCode::Permission,
+                format!("peer {} may not upload", peer.name),
+            );
+        }
+        let remote = match RemotePath::parse_file(&path) {
+            Ok(p) => p,
+            Err(e) => return refuse(RefuseCode::BadPath, e.to_string()),
+        };
+        let target = match self.root.prepare_parent(&remote) {
+            Ok(t) => t,
+            Err(e) => return refuse(RefuseCode::BadPath, e.to_string()),
+        };
+        let existing = self.root.kind(&remote);
+        if existing == Some(EntryKind::Folder) {
+            return refuse(RefuseCode::Exists, format!("{remote} is a folder"));
+        }
+        if existing.is_some() && !overwrite {
+            // The same size: perhaps the same file, sent again after an
+            // interruption. Its hash (on a worker, not the router's time)
+            // lets the sender tell; anything else is a plain refusal.
+            if let Some(file) = self
+                .root
+                .open_file(&remote)
+                .ok()
+                .filter(|f| f.metadata().is_ok_and(|m| m.len() == manifest.size))
+            {
+                let node = node.clone();
+                crate::task::spawn(async move {
+                    let size = manifest.size;
+                    let hashed = tokio::task::spawn_blocking(move || {
+                        crate::engine::sender::hash_open_file(&file, size)
+                    })
+                    .await;
+                    if let Ok(Ok(sha256)) = hashed {
+                        node.send_control(&peer, &Control::Present { transfer, sha256 });
+                    }
+                });
+                return;
+            }
+            return refuse(
+                RefuseCode::Exists,
+                format!(
+                    "{remote} already exists on the agent; upload with --overwrite to replace it"
+                ),
+            );
+        }
+        let open: Vec<TransferRecord> = match node.store.transfers() {
+            Ok(all) => all
+                .into_iter()
+                .filter(|t| {
+                    t.role == Role::Receiver
+                        && t.peer == peer.name.as_str()
+                        && !t.status.is_finished()
+                })
+                .collect(),
+            Err(e) => return refuse(RefuseCode::Internal, e.to_string()),
+        };
+        let (same_path, others): (Vec<_>, Vec<_>) = open
+            .into_iter()
+            .partition(|t| t.remote_path == remote.to_string());
+        if let Err(reason) = within_open_limits(&others, &manifest, self.root.free_bytes()) {
+            return refuse(RefuseCode::TooLarge, reason);
+        }
+        // An interrupted upload of the same path by the same peer is
+        // superseded by this one (its source changed): drop its partial.
+        {
+            for old in same_path {
+                // A newer offer for the same path replaces it: a running
+                // task discards its own partial (and tells its sender).
+                if node.deliver(&old.id, TaskInput::Cancel).await {
+                    continue;
+                }
+                if let Some(p) = &old.partial_path {
+                    let _ = std::fs::remove_file(p);
+                }
+                let _ = node.store.delete_transfer(&old.id);
+            }
+        }
+        let rec = TransferRecord {
+            id: transfer,
+            direction: Direction::Upload,
+            role: Role::Receiver,
+            peer: peer.name.to_string(),
+            local_path: target,
+            remote_path: remote.to_string(),
+            partial_path: Some(self.root.staging_dir().join(format!("{transfer}.part"))),
+            chunks_total: manifest.chunk_count(),
+            manifest,
+            secret: Some(secret),
+            seal_run: 0,
+            sha256: None,
+            status: TransferStatus::InProgress,
+            transport: node.transports_label(),
+            chunks_done: 0,
+            created_unix: now_unix(),
+            completed_unix: None,
+            source: None,
+            error: None,
+            priority: 0,
+            no_compress: false,
+            overwrite,
+            faults: FaultCounters::default(),
+        };
+        let stored = rec
+            .live_secret()
+            .and_then(|secret| node.store.put_secret(&rec.id, secret))
+            .and_then(|()| node.store.put_transfer(&rec));
+        if let Err(e) = stored {
+            return refuse(RefuseCode::Internal, e.to_string());
+        }
+        audit(
+            node,
+            peer.name.as_str(),
+            "upload",
+            &rec.remote_path,
+            "accepted",
+            None,
+        );
+        node.log(
+            LogLevel::Info,
+            format!(
+                "{} uploads {} ({} bytes)",
+                peer.name, rec.remote_path, rec.manifest.size
+            ),
+        );
+        spawn_receiver(
+            node.clone(),
+            peer,
+            rec,
+            Some(TaskInput::Control(offer)),
+            &self.root,
+        );
+    }
+
+    pub(super) async fn on_fetch(
+        &self,
+        node: &Arc<Node>,
+        peer: Arc<Peer>,
+        transfer: TransferId,
+        path: String,
+    ) {
+        let req = Req {
+            transfer,
+            action: "download",
+            path: &path,
+        };
+        let refuse = |code, reason: String| self.refuse(node, &peer, req, code, reason);
+        if !lock(&peer.permissions).download {
+            return refuse(
+                RefuseCode::Permission,
+                format!("peer {} may not download", peer.name),
+            );
+        }
+        let remote = match RemotePath::parse_file(&path) {
+            Ok(p) => p,
+            Err(e) => return refuse(RefuseCode::BadPath, e.to_string()),
+        };
+        let file = match self.root.resolve(&remote) {
+            Ok(f) => f,
+            Err(e) => return refuse(RefuseCode::BadPath, e.to_string()),
+        };
+        // Opened through the root's handle: what is sent is what was checked.
+        let opened = self.root.open_file(&remote).and_then(|f| {
+            let meta = f.metadata()?;
+            Ok((f, meta))
+        });
+        let (source, meta) = match opened {
+            Ok((f, m)) if m.is_file() => (f, m),
+            Ok(_) => return refuse(RefuseCode::NotFound, format!("{remote} is not a file")),
+            Err(_) => return refuse(RefuseCode::NotFound, format!("{remote} does not exist")),
+        };
+        let stamp = SourceStamp::of(&meta);
+        let existing = node.store.transfer(&transfer).ok().flatten();
+        let (rec, restarted) = match existing {
+            Some(rec) if rec.peer != peer.name.as_str() || rec.role != Role::Sender => {
+                return refuse(RefuseCode::Internal, "transfer id already in use".into())
+            }
+            Some(rec) if rec.source == Some(stamp) && rec.local_path == file => (rec, false),
+            Some(mut rec) => {
+                // Changed since the interrupted download: new key, new manifest.
+                let _ = node.store.clear_chunks(&transfer);
+                rec.manifest = manifest_for(&remote, &source, &meta, rec.manifest.chunk_size);
+                rec.chunks_total = rec.manifest.chunk_count();
+                rec.secret = Some(TransferSecret::random());
+                rec.source = Some(stamp);
+                rec.local_path = file.clone();
+                rec.status = TransferStatus::InProgress;
+                (rec, true)
+            }
+            None => {
+                let chunk_size = crate::engine::client::chunk_size_for(&node.links);
+                let manifest = manifest_for(&remote, &source, &meta, chunk_size);
+                let rec = TransferRecord {
+                    id: transfer,
+                    direction: Direction::Download,
+                    role: Role::Sender,
+                    peer: peer.name.to_string(),
+                    local_path: file.clone(),
+                    remote_path: remote.to_string(),
+                    partial_path: None,
+                    chunks_total: manifest.chunk_count(),
+                    manifest,
+                    secret: Some(TransferSecret::random()),
+                    seal_run: 0,
+                    sha256: None,
+                    status: TransferStatus::InProgress,
+                    transport: node.transports_label(),
+                    chunks_done: 0,
+                    created_unix: now_unix(),
+                    completed_unix: None,
+                    source: Some(stamp),
+                    error: None,
+                    priority: 0,
+                    no_compress: false,
+                    overwrite: false,
+                    faults: FaultCounters::default(),
+                };
+                audit(
+                    node,
+                    peer.name.as_str(),
+                    "download",
+                    &rec.remote_path,
+                    "accepted",
+                    None,
+                );
+                (rec, false)
+            }
+        };
+        let stored = rec
+            .live_secret()
+            .and_then(|secret| node.store.put_secret(&rec.id, secret))
+            .and_then(|()| node.store.put_transfer(&rec));
+        if let Err(e) = stored {
+            return refuse(RefuseCode::Internal, e.to_string());
+        }
+        // Durable before the offer leaves: a restart must offer the same key.
+        if let Err(e) = node.store.flush_async().await {
+            return refuse(RefuseCode::Internal, e.to_string());
+        }
+        if let Err(reason) = spawn_sender(node.clone(), peer.clone(), rec, restarted, &self.root) {
+            refuse(RefuseCode::Internal, reason);
+        }
+    }
+
+    pub(super) async fn on_list(
+        &self,
+        node: &Arc<Node>,
+        peer: Arc<Peer>,
+        request: u64,
+        dir: String,
+        offset: u32,
+    ) {
+        let refuse = |reason: String| refuse_list(node, &peer, request, &dir, reason);
+        if !lock(&peer.permissions).list {
+            return refuse(format!("peer {} may not list", peer.name));
+        }
+        let remote = match RemotePath::parse(&dir) {
+            Ok(p) => p,
+            Err(e) => return refuse(e.to_string()),
+        };
+        if let Err(e) = self.root.resolve(&remote) {
+            return refuse(e.to_string());
+        }
+        // Listing (and hashing) runs beside the router: a big folder must
+        // not hold up every other peer's frames.
+        let root = self.root.clone();
+        let hashes = self.hashes.clone();
+        let node = node.clone();
+        crate::task::spawn(async move {
+            let cache: HashCache = lock(&hashes).clone();
+            let listed = tokio::task::spawn_blocking(move || list_dir(&root, &remote, cache)).await;
+            let (entries, fresh) = match listed {
+                Ok(Ok(x)) => x,
+                Ok(Err(reason)) => return refuse_list(&node, &peer, request, &dir, reason),
+                Err(_) => return,
+            };
+            lock(&hashes).extend(fresh);
+            if offset == 0 {
+                audit(&node, peer.name.as_str(), "list", &dir, "ok", None);
+            }
+            // Pages small enough to seal in one control frame.
+            let mut page = vec![];
+            let mut bytes = 0;
+            let mut i = offset as usize;
+            while i < entries.len() && bytes < 40_000 {
+                bytes += entries[i].path.len() + 120;
+                page.push(entries[i].clone());
+                i += 1;
+            }
+            node.send_control(
+                &peer,
+                &Control::Listing {
+                    request,
+                    entries: page,
+                    more: i < entries.len(),
+                },
+            );
+        });
+    }
+}
+
+/// Refuse a listing: audited, and the reason goes back to the peer.
+pub(super) fn refuse_list(node: &Node, peer: &Peer, request: u64, dir: &str, reason: String) {
+    audit(
+        node,
+        peer.name.as_str(),
+        "list",
+        dir,
+        &format!("refused: {reason}"),
+        None,
+    );
+    node.send_control(peer, &Control::ListRefused { request, reason });
+}
+
+/// Append one line to the audit log (a failure is logged, not fatal).
+pub(super) fn audit(
+    node: &Node,
+    peer: &str,
+    action: &str,
+    path: &str,
+    outcome: &str,
+    sha: Option<[u8; 32]>,
+) {
+    let rec = AuditRecord {
+        seq: 0,
+        prev: [0; 32],
+        time_unix: 0,
+        peer: peer.to_string(),
+        action: action.to_string(),
+        path: path.to_string(),
+        outcome: outcome.to_string(),
+        sha256: sha.as_ref().map(sha_hex),
+        transport: node.transports_label(),
+    };
+    if let Err(e) = node.store.audit(rec) {
+        node.log(LogLevel::Error, format!("audit log write failed: {e}"));
+    }
+}
+
+pub(super) fn manifest_for(
+    remote: &RemotePath,
+    file: &std::fs::File,
+    meta: &std::fs::Metadata,
+    chunk_size: u32,
+) -> Manifest {
+    use std::os::unix::fs::{FileExt, PermissionsExt};
+    let mut head = vec![0u8; 8192];
+    let n = file.read_at(&mut head, 0).unwrap_or(0);
+    head.truncate(n);
+    Manifest {
+        name: remote.file_name().unwrap_or_default().to_string(),
+        size: meta.len(),
+        chunk_size,
+        mime: crate::engine::client::mime_of(&head),
+        modified_unix: meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs()),
+        mode: meta.permissions().mode() & 0o777,
+    }
+}
+
+/// Largest file a listing hashes when it has no cached hash.
+pub(super) const LIST_HASH_LIMIT: u64 = 64 * 1024 * 1024;
+
+/// List the entries of `remote` with sizes and (for files up to
+/// [`LIST_HASH_LIMIT`], or cached) hashes, through the root's handle:
+/// symlinks are not listed, and pigeon's own folder never is.
+/// Returns the entries and the hashes computed on the way (for the cache).
+pub(super) fn list_dir(
+    root: &StorageRoot,
+    remote: &RemotePath,
+    cache: HashCache,
+) -> std::result::Result<(Vec<RemoteEntry>, HashCache), String> {
+    let dir = match root.kind(remote) {
+        Some(EntryKind::Folder) => root
+            .open_dir(remote)
+            .map_err(|e| format!("cannot read {remote}: {e}"))?,
+        Some(EntryKind::File) => return Err(format!("{remote} is not a folder")),
+        None => return Err(format!("{remote} does not exist")),
+    };
+    let mut entries = vec![];
+    let mut fresh = HashCache::new();
+    let read = dir
+        .entries()
+        .map_err(|e| format!("cannot read {remote}: {e}"))?;
+    for entry in read.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if remote.is_root() && crate::policy::is_reserved(&name) {
+            continue;
+        }
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        if kind.is_symlink() {
+            continue;
+        }
+        let rel = if remote.is_root() {
+            name.clone()
+        } else {
+            format!("{remote}/{name}")
+        };
+        let on_disk = root.path().join(&rel);
+        let (size, modified, sha256) = if kind.is_dir() {
+            let modified = entry
+                .metadata()
+                .ok()
+                .and_then(|m| m.modified().ok())
+                .map(|t| t.into_std());
+            (0, modified, None)
+        } else {
+            let Ok(file) = entry.open() else {
+                continue;
+            };
+            let file = file.into_std();
+            let Ok(meta) = file.metadata() else {
+                continue;
+            };
+            let stamp = SourceStamp::of(&meta);
+            let sha256 = match cache.get(&on_disk) {
+                Some((s, h)) if *s == stamp => Some(sha_hex(h)),
+                // Big files are not hashed on a listing's time: the router
+                // waits for it.
+                _ if meta.len() > LIST_HASH_LIMIT => None,
+                _ => crate::engine::sender::hash_open_file(&file, meta.len())
+                    .ok()
+                    .map(|h| {
+                        fresh.insert(on_disk.clone(), (stamp, h));
+                        sha_hex(&h)
+                    }),
+            };
+            (meta.len(), meta.modified().ok(), sha256)
+        };
+        let modified_unix = modified
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs());
+        entries.push(RemoteEntry {
+            path: rel,
+            size,
+            is_dir: kind.is_dir(),
+            sha256,
+            modified_unix,
+        });
+    }
+    entries.sort_by(|a, b| (!a.is_dir, &a.path).cmp(&(!b.is_dir, &b.path)));
+    Ok((entries, fresh))
+}
