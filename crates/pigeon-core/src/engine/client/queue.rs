@@ -1,0 +1,265 @@
+//! The queue: which transfers run, what the front end asks, and the records behind the snapshots.
+
+use super::*;
+
+pub(super) struct Core {
+    pub(super) node: Arc<Node>,
+    pub(super) peer: Arc<Peer>,
+    pub(super) hooks: Arc<ClientHooks>,
+    pub(super) parallel: usize,
+    pub(super) silence_limit: Duration,
+    pub(super) records: Arc<Mutex<BTreeMap<TransferId, TransferRecord>>>,
+    pub(super) running: HashSet<TransferId>,
+    pub(super) eligible: HashSet<TransferId>,
+}
+
+pub(super) type Done = (TransferRecord, Outcome);
+
+impl Core {
+    pub(super) fn load(&mut self, run_queue: bool) -> Result<()> {
+        let all = self.node.store.transfers()?;
+        let mut records = lock(&self.records);
+        for mut rec in all {
+            if rec.peer != self.peer.name.as_str() {
+                continue;
+            }
+            if rec.status == TransferStatus::InProgress {
+                rec.status = TransferStatus::Pending;
+            }
+            if run_queue && rec.status == TransferStatus::Pending {
+                self.eligible.insert(rec.id);
+            }
+            let held = self.node.store.bitmap(&rec.id).ok().flatten();
+            let progress = Progress::new(&rec, held.as_ref(), self.node.transports_label());
+            lock(&self.node.progress).insert(rec.id, Arc::new(Mutex::new(progress)));
+            records.insert(rec.id, rec);
+        }
+        drop(records);
+        self.node.touch();
+        Ok(())
+    }
+
+    pub(super) async fn run(mut self, mut commands: mpsc::Receiver<ClientCommand>) {
+        let (done_tx, mut done_rx) = mpsc::channel::<Done>(64);
+        self.schedule(&done_tx);
+        let mut ticker = tokio::time::interval(Duration::from_secs(1));
+        let mut silence_told = false;
+        loop {
+            tokio::select! {
+                cmd = commands.recv() => {
+                    let Some(cmd) = cmd else { break };
+                    if let ClientCommand::Shutdown(reply) = cmd {
+                        self.shutdown().await;
+                        let _ = reply.send(());
+                        return;
+                    }
+                    self.command(cmd);
+                    self.schedule(&done_tx);
+                }
+                Some((rec, outcome)) = done_rx.recv() => {
+                    self.finished(rec, outcome);
+                    self.schedule(&done_tx);
+                }
+                _ = ticker.tick() => {
+                    // Transport health moves on its own while transfers run.
+                    if !self.running.is_empty() {
+                        self.node.touch();
+                        self.say_if_silent(&mut silence_told);
+                    }
+                }
+            }
+        }
+        self.shutdown().await;
+    }
+
+    /// Say once per silence, after [`SILENCE_NOTICE`], that the agent is
+    /// not answering and what happens next.
+    pub(super) fn say_if_silent(&self, told: &mut bool) {
+        let silent = self.node.silent_for();
+        // A channel of a message per 6 s answers in up to two of them.
+        let interval = self.node.links[0]
+            .capabilities()
+            .messages_per_minute
+            .map_or(Duration::ZERO, |m| Duration::from_secs(60) / m.max(1));
+        if silent < SILENCE_NOTICE.max(interval * 2 + Duration::from_secs(2)) {
+            *told = false;
+            return;
+        }
+        if *told || silent >= self.silence_limit {
+            return;
+        }
+        *told = true;
+        self.node.log(
+            LogLevel::Warn,
+            format!(
+                "no answer from the agent over {} for {} s; still trying until the --timeout of {} s (progress is kept)",
+                self.node.transports_label(),
+                silent.as_secs(),
+                self.silence_limit.as_secs()
+            ),
+        );
+    }
+
+    pub(super) async fn shutdown(&mut self) {
+        let ids: Vec<_> = self.running.iter().copied().collect();
+        for id in &ids {
+            self.node.deliver(id, TaskInput::Pause).await;
+        }
+        // Give tasks a moment to persist, then leave them Pending for next time.
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline && ids.iter().any(|id| self.node.has_task(id)) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for id in ids {
+            // The task stored its progress as it stopped: start from that.
+            let Ok(Some(mut rec)) = self.node.store.transfer(&id) else {
+                continue;
+            };
+            if matches!(
+                rec.status,
+                TransferStatus::Paused | TransferStatus::InProgress
+            ) {
+                rec.status = TransferStatus::Pending;
+                let _ = self.node.store.put_transfer(&rec);
+            }
+        }
+        let _ = self.node.store.flush();
+        self.node.drain(Duration::from_secs(3)).await;
+    }
+
+    pub(super) fn command(&mut self, cmd: ClientCommand) {
+        match cmd {
+            ClientCommand::Upload {
+                local,
+                remote,
+                options,
+                reply,
+            } => {
+                let _ = reply.send(self.new_upload(&local, &remote, &options));
+            }
+            ClientCommand::Download {
+                remote,
+                local,
+                reply,
+            } => {
+                let _ = reply.send(self.new_download(&remote, &local));
+            }
+            ClientCommand::List { dir, reply } => {
+                let node = self.node.clone();
+                let peer = self.peer.clone();
+                let hooks = self.hooks.clone();
+                let limit = self.silence_limit;
+                crate::task::spawn(async move {
+                    let _ = reply.send(list(node, peer, hooks, dir, limit).await);
+                });
+            }
+            ClientCommand::Pause(id) => {
+                if self.running.contains(&id) {
+                    let node = self.node.clone();
+                    crate::task::spawn(async move { node.deliver(&id, TaskInput::Pause).await });
+                } else {
+                    self.eligible.remove(&id);
+                    self.set_status(&id, TransferStatus::Paused, |s| !s.is_finished());
+                }
+            }
+            ClientCommand::Resume(id) | ClientCommand::Retry(id) => {
+                if self.set_status(&id, TransferStatus::Pending, |s| {
+                    matches!(
+                        s,
+                        TransferStatus::Paused | TransferStatus::Failed | TransferStatus::Pending
+                    )
+                }) {
+                    self.eligible.insert(id);
+                }
+            }
+            ClientCommand::Cancel(id) => {
+                if self.running.contains(&id) {
+                    let node = self.node.clone();
+                    crate::task::spawn(async move { node.deliver(&id, TaskInput::Cancel).await });
+                } else if self.set_status(&id, TransferStatus::Cancelled, |s| !s.is_finished()) {
+                    self.eligible.remove(&id);
+                    self.node
+                        .send_control(&self.peer, &Control::Cancel { transfer: id });
+                    let _ = self.node.events.send(Event::Cancelled { id });
+                }
+            }
+            ClientCommand::CancelTelling { id, wait, reply } => {
+                // A running task tells the agent itself as it stops.
+                let running = self.running.contains(&id);
+                self.command(ClientCommand::Cancel(id));
+                let (node, peer) = (self.node.clone(), self.peer.clone());
+                crate::task::spawn(async move {
+                    let told = running
+                        || tell_when_up(&node, &peer, &Control::Cancel { transfer: id }, wait)
+                            .await;
+                    let _ = reply.send(told);
+                });
+            }
+            ClientCommand::Reprioritize(id, delta) => {
+                self.update(&id, |r| r.priority += delta);
+            }
+            ClientCommand::ResumeMatching { prefix, reply } => {
+                let _ = reply.send(self.resume_matching(prefix.as_deref()));
+            }
+            ClientCommand::Shutdown(_) => {}
+        }
+    }
+
+    pub(super) fn resume_matching(&mut self, prefix: Option<&str>) -> Result<Vec<TransferId>> {
+        let candidates: Vec<TransferId> = lock(&self.records)
+            .values()
+            .filter(|r| {
+                !matches!(
+                    r.status,
+                    TransferStatus::Completed | TransferStatus::Cancelled
+                )
+            })
+            .filter(|r| {
+                prefix.is_none_or(|p| r.id.to_string().starts_with(&p.to_ascii_lowercase()))
+            })
+            .map(|r| r.id)
+            .collect();
+        if let Some(p) = prefix {
+            match candidates.len() {
+                0 => return Err(CoreError::UnknownTransfer(p.to_string())),
+                1 => {}
+                n => {
+                    return Err(CoreError::Transfer(format!(
+                        "{n} unfinished transfers start with {p:?}; give more of the id"
+                    )))
+                }
+            }
+        }
+        for id in &candidates {
+            self.update(id, |r| r.status = TransferStatus::Pending);
+            self.eligible.insert(*id);
+        }
+        Ok(candidates)
+    }
+
+    /// Apply `f` to a record, store it, and show it.
+    pub(super) fn update(&self, id: &TransferId, f: impl FnOnce(&mut TransferRecord)) -> bool {
+        let mut records = lock(&self.records);
+        let Some(rec) = records.get_mut(id) else {
+            return false;
+        };
+        f(rec);
+        let _ = self.node.store.put_transfer(rec);
+        if let Some(p) = lock(&self.node.progress).get(id) {
+            lock(p).status = rec.status;
+        }
+        drop(records);
+        self.node.touch();
+        true
+    }
+
+    pub(super) fn set_status(
+        &self,
+        id: &TransferId,
+        to: TransferStatus,
+        when: impl Fn(TransferStatus) -> bool,
+    ) -> bool {
+        let ok = lock(&self.records).get(id).is_some_and(|r| when(r.status));
+        ok && self.update(id, |r| r.status = to)
+    }
+}

@@ -1,0 +1,94 @@
+//! What front ends read: reports, snapshots, and the stored transfers.
+
+use super::*;
+
+pub(super) fn report_of(rec: &TransferRecord, p: &Progress) -> TransferReport {
+    let elapsed_ms = p.started.elapsed().as_millis() as u64;
+    report(rec, p.this_run.count(), p.faults, p.resumed, elapsed_ms)
+}
+
+/// A transfer as `--json` and `status` print it; the run's own figures
+/// (chunks sent, faults, resumed, elapsed) come from the caller.
+pub(super) fn report(
+    rec: &TransferRecord,
+    chunks_sent: u32,
+    faults: FaultCounters,
+    resumed: bool,
+    elapsed_ms: u64,
+) -> TransferReport {
+    TransferReport {
+        id: rec.id.to_string(),
+        direction: rec.direction,
+        local_path: rec.local_path.display().to_string(),
+        remote_path: rec.remote_path.clone(),
+        size: rec.manifest.size,
+        sha256: rec.sha256.as_ref().map(hex::encode),
+        mime: rec.manifest.mime.clone(),
+        status: rec.status,
+        chunks_total: u64::from(rec.chunks_total),
+        chunks_sent: u64::from(chunks_sent),
+        chunks_retransmitted: faults.retransmitted,
+        resumed,
+        transport: rec.transport.clone(),
+        elapsed_ms,
+        faults,
+        error: rec.error.clone(),
+    }
+}
+
+/// Publish snapshots when something changed, at most 20 times a second.
+pub(super) async fn publish(
+    node: Arc<Node>,
+    records: Arc<Mutex<BTreeMap<TransferId, TransferRecord>>>,
+    tx: watch::Sender<Arc<EngineSnapshot>>,
+    peer: String,
+    embedded: bool,
+) {
+    let mut changes = node.changes.subscribe();
+    let mut version = 0;
+    loop {
+        if changes.changed().await.is_err() {
+            return;
+        }
+        version += 1;
+        let transfers = {
+            let records = lock(&records);
+            let progress = lock(&node.progress);
+            records
+                .values()
+                .filter_map(|rec| {
+                    let p = progress.get(&rec.id)?;
+                    let p = lock(p);
+                    let map: Arc<[u8]> = Arc::from(p.chunks.as_slice());
+                    Some(p.view(rec, map))
+                })
+                .collect()
+        };
+        let snapshot = EngineSnapshot {
+            peer: peer.clone(),
+            embedded_agent: embedded,
+            transfers,
+            transports: node.links.iter().map(|l| l.health()).collect(),
+            version,
+        };
+        if tx.send(Arc::new(snapshot)).is_err() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// For `pigeon status` and `history`: reports from the store alone.
+pub fn stored_reports(store: &Store) -> Result<Vec<(TransferRecord, TransferReport)>> {
+    Ok(store
+        .transfers()?
+        .into_iter()
+        .map(|rec| {
+            let elapsed_ms = rec
+                .completed_unix
+                .map_or(0, |c| c.saturating_sub(rec.created_unix) * 1000);
+            let report = report(&rec, rec.chunks_done, rec.faults, false, elapsed_ms);
+            (rec, report)
+        })
+        .collect())
+}

@@ -1,0 +1,351 @@
+//! New uploads and downloads, and the tasks that run them.
+
+use super::*;
+
+impl Core {
+    pub(super) fn new_upload(
+        &mut self,
+        local: &Path,
+        remote: &str,
+        options: &UploadOptions,
+    ) -> Result<TransferId> {
+        let path = local
+            .canonicalize()
+            .map_err(|e| CoreError::io(format!("cannot upload {}", local.display()), e))?;
+        let meta = std::fs::metadata(&path)
+            .map_err(|e| CoreError::io(format!("cannot upload {}", path.display()), e))?;
+        if !meta.is_file() {
+            return Err(CoreError::Transfer(format!(
+                "{} is not a regular file; pigeon uploads files (name each one)",
+                path.display()
+            )));
+        }
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let remote = if remote.is_empty() {
+            name.clone()
+        } else {
+            remote.to_string()
+        };
+        let remote = RemotePath::parse_file(&remote)?.to_string();
+        let stamp = SourceStamp::of(&meta);
+        let previous = lock(&self.records)
+            .values()
+            .find(|t| {
+                t.direction == Direction::Upload
+                    && t.local_path == path
+                    && t.remote_path == remote
+                    && !matches!(
+                        t.status,
+                        TransferStatus::Completed | TransferStatus::Cancelled
+                    )
+            })
+            .cloned();
+        if let Some(old) = previous {
+            if self.running.contains(&old.id) {
+                return Ok(old.id);
+            }
+            if old.source == Some(stamp) && old.no_compress == options.no_compress {
+                self.update(&old.id, |r| {
+                    r.status = TransferStatus::Pending;
+                    r.overwrite = options.overwrite;
+                });
+                self.eligible.insert(old.id);
+                return Ok(old.id);
+            }
+            self.update(&old.id, |r| {
+                r.status = TransferStatus::Cancelled;
+                r.error = Some("the source changed; restarted under a new key".into());
+            });
+            self.node.log(
+                LogLevel::Warn,
+                format!(
+                    "{} changed since the interrupted upload; restarting it under a new key",
+                    path.display()
+                ),
+            );
+        }
+        let chunk_size = chunk_size_for(&self.node.links);
+        let manifest = Manifest {
+            name,
+            size: meta.len(),
+            chunk_size,
+            mime: detect_mime(&path),
+            modified_unix: (stamp.modified_nanos / 1_000_000_000) as u64,
+            mode: {
+                use std::os::unix::fs::PermissionsExt;
+                meta.permissions().mode() & 0o777
+            },
+        };
+        let rec = TransferRecord {
+            id: TransferId::random(),
+            direction: Direction::Upload,
+            role: Role::Sender,
+            peer: self.peer.name.to_string(),
+            local_path: path,
+            remote_path: remote,
+            partial_path: None,
+            chunks_total: manifest.chunk_count(),
+            manifest,
+            secret: Some(TransferSecret::random()),
+            seal_run: 0,
+            sha256: None,
+            status: TransferStatus::Pending,
+            transport: self.node.transports_label(),
+            chunks_done: 0,
+            created_unix: now_unix(),
+            completed_unix: None,
+            source: Some(stamp),
+            error: None,
+            priority: self.next_priority(),
+            no_compress: options.no_compress,
+            overwrite: options.overwrite,
+            faults: FaultCounters::default(),
+        };
+        self.add(rec)
+    }
+
+    pub(super) fn new_download(&mut self, remote: &str, local: &Path) -> Result<TransferId> {
+        let remote_path = RemotePath::parse_file(remote)?;
+        let name = remote_path.file_name().unwrap_or("download").to_string();
+        let local = if local.as_os_str().is_empty() {
+            PathBuf::from(&name)
+        } else if local.is_dir() {
+            local.join(&name)
+        } else {
+            local.to_path_buf()
+        };
+        let local = std::path::absolute(&local)
+            .map_err(|e| CoreError::io(format!("resolving {}", local.display()), e))?;
+        let parent = local.parent().map(Path::to_path_buf).unwrap_or_default();
+        if !parent.is_dir() {
+            return Err(CoreError::Transfer(format!(
+                "cannot download into {}: the folder does not exist",
+                parent.display()
+            )));
+        }
+        let remote = remote_path.to_string();
+        let previous = lock(&self.records)
+            .values()
+            .find(|t| {
+                t.direction == Direction::Download
+                    && t.local_path == local
+                    && t.remote_path == remote
+                    && !matches!(
+                        t.status,
+                        TransferStatus::Completed | TransferStatus::Cancelled
+                    )
+            })
+            .cloned();
+        if let Some(old) = previous {
+            if !self.running.contains(&old.id) {
+                self.update(&old.id, |r| r.status = TransferStatus::Pending);
+                self.eligible.insert(old.id);
+            }
+            return Ok(old.id);
+        }
+        if local.exists() {
+            return Err(CoreError::Transfer(format!(
+                "{} already exists; remove it or choose another name with -o",
+                local.display()
+            )));
+        }
+        let id = TransferId::random();
+        let rec = TransferRecord {
+            id,
+            direction: Direction::Download,
+            role: Role::Receiver,
+            peer: self.peer.name.to_string(),
+            // Short whatever the file's name (a name of 250 bytes must
+            // still leave room), and hidden beside it until verified.
+            partial_path: Some(parent.join(format!(".pigeon-{}.partial", id.short()))),
+            local_path: local,
+            remote_path: remote,
+            manifest: Manifest {
+                name,
+                size: 0,
+                chunk_size: 0,
+                mime: String::new(),
+                modified_unix: 0,
+                mode: 0o644,
+            },
+            secret: Some(TransferSecret::random()),
+            seal_run: 0,
+            sha256: None,
+            status: TransferStatus::Pending,
+            transport: self.node.transports_label(),
+            chunks_total: 0,
+            chunks_done: 0,
+            created_unix: now_unix(),
+            completed_unix: None,
+            source: None,
+            error: None,
+            priority: self.next_priority(),
+            no_compress: false,
+            overwrite: true,
+            faults: FaultCounters::default(),
+        };
+        self.add(rec)
+    }
+
+    pub(super) fn next_priority(&self) -> i64 {
+        lock(&self.records)
+            .values()
+            .map(|r| r.priority)
+            .max()
+            .map_or(0, |p| p + 1)
+    }
+
+    pub(super) fn add(&mut self, rec: TransferRecord) -> Result<TransferId> {
+        if let Some(secret) = &rec.secret {
+            self.node.store.put_secret(&rec.id, secret)?;
+        }
+        self.node.store.put_transfer(&rec)?;
+        // Durable before its first chunk leaves: a kill in the next instant
+        // must find it to resume, not start over.
+        self.node.store.flush()?;
+        let id = rec.id;
+        let progress = Progress::new(&rec, None, self.node.transports_label());
+        lock(&self.node.progress).insert(id, Arc::new(Mutex::new(progress)));
+        lock(&self.records).insert(id, rec);
+        self.eligible.insert(id);
+        let _ = self.node.events.send(Event::Queued { id });
+        self.node.touch();
+        Ok(id)
+    }
+
+    pub(super) fn schedule(&mut self, done: &mpsc::Sender<Done>) {
+        while self.running.len() < self.parallel {
+            let next = {
+                let records = lock(&self.records);
+                records
+                    .values()
+                    .filter(|r| self.eligible.contains(&r.id) && !self.running.contains(&r.id))
+                    .filter(|r| {
+                        matches!(
+                            r.status,
+                            TransferStatus::Pending | TransferStatus::InProgress
+                        )
+                    })
+                    .min_by_key(|r| (r.priority, r.created_unix))
+                    .cloned()
+            };
+            let Some(rec) = next else { return };
+            self.spawn(rec, done.clone());
+        }
+    }
+
+    pub(super) fn spawn(&mut self, mut rec: TransferRecord, done: mpsc::Sender<Done>) {
+        rec.status = TransferStatus::InProgress;
+        let id = rec.id;
+        self.update(&id, |r| r.status = TransferStatus::InProgress);
+        let progress = lock(&self.node.progress)
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| {
+                Arc::new(Mutex::new(Progress::new(
+                    &rec,
+                    None,
+                    self.node.transports_label(),
+                )))
+            });
+        {
+            let mut p = lock(&progress);
+            p.status = TransferStatus::InProgress;
+            p.started = Instant::now();
+            p.error = None;
+            p.faults = FaultCounters::default();
+            p.this_run = crate::bitmap::Bitmap::new(rec.chunks_total.max(1));
+            p.resumed = false;
+        }
+        let node = self.node.clone();
+        let peer = self.peer.clone();
+        let limit = self.silence_limit;
+        let resumed = rec.chunks_done > 0;
+        let inbox = node.register_task(id, &peer.name);
+        self.running.insert(id);
+        let _ = node.events.send(Event::Started { id, resumed });
+        crate::task::spawn(async move {
+            let fallback = rec.clone();
+            let result = match rec.role {
+                Role::Sender => {
+                    let cfg = SenderConfig {
+                        silence_limit: limit,
+                        fail_on_silence: true,
+                        restarted: false,
+                        root: None,
+                    };
+                    match Sender::new(node.clone(), peer, rec, cfg, progress) {
+                        Ok(s) => s.run(inbox).await,
+                        Err(e) => (fallback, Outcome::Failed(e.to_string())),
+                    }
+                }
+                Role::Receiver => {
+                    let cfg = ReceiverConfig {
+                        initiator: true,
+                        silence_limit: limit,
+                        fail_on_silence: true,
+                        root: None,
+                        audit: false,
+                    };
+                    match Receiver::new(node.clone(), peer, rec, cfg, progress) {
+                        Ok(r) => r.run(inbox).await,
+                        Err(e) => (fallback, Outcome::Failed(e.to_string())),
+                    }
+                }
+            };
+            node.unregister_task(&id);
+            let _ = done.send(result).await;
+        });
+    }
+
+    pub(super) fn finished(&mut self, mut rec: TransferRecord, outcome: Outcome) {
+        let id = rec.id;
+        self.running.remove(&id);
+        finish_record(&mut rec, &outcome);
+        if outcome == Outcome::Stopped || outcome == Outcome::Paused {
+            self.eligible.remove(&id);
+        }
+        if outcome == Outcome::Stopped {
+            rec.status = TransferStatus::Pending;
+        }
+        let _ = self.node.store.put_transfer(&rec);
+        let _ = self.node.store.flush();
+        crate::engine::forget_key_if_ended(&self.node, &mut rec);
+        let progress = lock(&self.node.progress).get(&id).cloned();
+        let report = progress.as_ref().map(|p| {
+            let mut p = lock(p);
+            p.status = rec.status;
+            p.error = rec.error.clone();
+            if rec.status == TransferStatus::Completed {
+                for i in 0..rec.chunks_total {
+                    p.set(i, crate::view::ChunkState::Acked);
+                }
+            }
+            report_of(&rec, &p)
+        });
+        lock(&self.records).insert(id, rec.clone());
+        let name = rec.remote_path.clone();
+        let event = match &outcome {
+            Outcome::Completed(_) => Some(Event::Completed { id, name }),
+            Outcome::Failed(e) => Some(Event::Failed {
+                id,
+                name,
+                error: e.clone(),
+            }),
+            Outcome::Cancelled => Some(Event::Cancelled { id }),
+            Outcome::Paused | Outcome::Stopped => None,
+        };
+        if let Some(e) = event {
+            let _ = self.node.events.send(e);
+        }
+        if let Some(r) = report {
+            if outcome != Outcome::Stopped {
+                let _ = self.node.events.send(Event::Finished(Box::new(r)));
+            }
+        }
+        self.node.touch();
+    }
+}
