@@ -576,6 +576,17 @@ impl Rto {
         }
     }
 
+    /// A timeout of `d` and a floor of `d`, for tests of what uses one.
+    #[cfg(test)]
+    pub fn fixed(d: Duration) -> Rto {
+        Rto {
+            srtt: None,
+            rttvar: Duration::ZERO,
+            floor: d,
+            current: d,
+        }
+    }
+
     pub fn sample(&mut self, rtt: Duration) {
         match self.srtt {
             None => {

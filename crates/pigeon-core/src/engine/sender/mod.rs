@@ -13,7 +13,7 @@
 //! repeats the offer, and the receiver's answer says what it already holds,
 //! so nothing acknowledged is ever sent twice across a restart.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -24,13 +24,15 @@ use tokio::task::JoinHandle;
 
 use super::early::{EarlyEntry, EARLY_WAIT};
 use super::seal::{SealBook, SealError};
+mod window;
+
 use super::{lock, Node, Peer, Progress, Rto, TaskInput};
-use crate::bitmap::Bitmap;
 use crate::crypto::{ChunkCipher, TransferSecret};
 use crate::error::{CoreError, Result};
 use crate::protocol::{AckState, ChunkBody, Control, Gzip};
 use crate::store::{now_unix, SourceStamp, TransferRecord};
 use crate::view::{ChunkState, FaultCounters, LogLevel, TransferStatus};
+use window::{AckScope, Window};
 
 /// How a transfer task ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,13 +50,6 @@ enum State {
     Offering,
     Sending,
     Finishing,
-}
-
-/// How much of an acknowledgement a sender reads ([`Sender::on_ack`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum AckScope {
-    All,
-    InFlight,
 }
 
 /// Chunks prepared at once: one per core keeps a compressing sender busy.
@@ -76,13 +71,6 @@ struct Ready {
     index: u32,
     retry: bool,
     frame: Vec<u8>,
-}
-
-struct Flight {
-    sent_at: Instant,
-    seq: u64,
-    retries: u32,
-    deadline: Option<Instant>,
 }
 
 pub(crate) struct SenderConfig {
@@ -107,12 +95,8 @@ pub(crate) struct Sender {
     /// How every chunk of this run is sealed ([`SealBook`]).
     book: SealBook,
     file: Arc<std::fs::File>,
-    acked: Bitmap,
-    inflight: HashMap<u32, Flight>,
-    resend: VecDeque<u32>,
-    cursor: u32,
-    seq: u64,
-    rto: Rto,
+    /// Acknowledged, in flight, to resend ([`Window`]: pure).
+    win: Window,
     progress: Arc<Mutex<Progress>>,
     /// The whole file's SHA-256, computed beside the sending (so the first
     /// chunk leaves before the file is hashed).
@@ -120,7 +104,6 @@ pub(crate) struct Sender {
     /// Chunks being read, compressed and sealed, in the order they go out.
     preps: VecDeque<Prep>,
     file_hash: Option<[u8; 32]>,
-    window: usize,
     state: State,
     /// Which keying answers must be about ([`Manifest::epoch`]).
     epoch: [u8; 8],
@@ -160,7 +143,6 @@ impl Sender {
         }
         let secret = rec.live_secret()?.clone();
         let cipher = ChunkCipher::new(&secret, &rec.id.0, &rec.manifest.hash()?);
-        let acked = Bitmap::new(rec.chunks_total);
         let compress = !rec.no_compress && !already_compressed(&rec.manifest.mime);
         let book = SealBook::start(rec.seal_run, rec.chunks_total, compress).ok_or_else(|| {
             CoreError::Transfer(format!(
@@ -177,17 +159,11 @@ impl Sender {
             secret,
             book,
             file: Arc::new(file),
-            acked,
-            inflight: HashMap::new(),
-            resend: VecDeque::new(),
-            cursor: 0,
-            seq: 0,
-            rto,
+            win: Window::new(rec.chunks_total, rto, window),
             progress,
             hash_job: None,
             preps: VecDeque::new(),
             file_hash: None,
-            window,
             state: State::Offering,
             ready: None,
             answer_due: false,
@@ -278,7 +254,7 @@ impl Sender {
                     self.cfg.fail_on_silence,
                 );
             }
-            if self.state == State::Sending && self.acked.is_complete() {
+            if self.state == State::Sending && self.win.acked.is_complete() {
                 tracing::debug!(transfer = %self.rec.id.short(), "all chunks acknowledged");
                 self.state = State::Finishing;
                 match self.whole_file_hash().await {
@@ -297,7 +273,7 @@ impl Sender {
                         sha256,
                     },
                 );
-                self.resync_at = Some(now + self.rto.get());
+                self.resync_at = Some(now + self.win.rto.get());
             }
             if self.state == State::Offering && self.resync_at.is_some_and(|t| t <= now) {
                 self.send_offer();
@@ -306,14 +282,14 @@ impl Sender {
             // have restarted without our session. A sealed offer makes it
             // say so (and answers with what it holds if it did not).
             if self.state == State::Sending
-                && now.duration_since(self.last_heard) > self.rto.get() * 3
+                && now.duration_since(self.last_heard) > self.win.rto.get() * 3
                 && self.resync_at.is_none_or(|t| t <= now)
             {
                 self.send_offer();
             }
             self.expire_timers(now);
             // Silent receiver: probe with offers, do not pour chunks into the void.
-            let quiet = now.duration_since(self.last_heard) > self.rto.get() * 3;
+            let quiet = now.duration_since(self.last_heard) > self.win.rto.get() * 3;
             // Prepare the next chunk first, then wait for room for exactly
             // its size: small compressed frames pack many to a message.
             if self.state == State::Sending && !quiet {
@@ -450,7 +426,8 @@ impl Sender {
     /// ([`crate::protocol::Early`]). True when a Hello took them: they are
     /// in flight and the transfer is sending; false to offer as usual.
     async fn go_early(&mut self) -> Result<bool> {
-        let new = self.cfg.root.is_none() && self.acked.count() == 0 && self.inflight.is_empty();
+        let new =
+            self.cfg.root.is_none() && self.win.acked.count() == 0 && self.win.inflight.is_empty();
         if !new || self.peer.session.borrow().is_some() {
             return Ok(false);
         }
@@ -459,11 +436,11 @@ impl Sender {
         };
         let offer = self.offer();
         let mut used = offer.encode()?.len();
-        let first = self.cursor;
+        let first = self.win.cursor;
         let mut chunks = vec![];
         while used < room {
             let Some(index) = self.next_new() else { break };
-            self.cursor = index + 1;
+            self.win.cursor = index + 1;
             let mut prep = self.spawn_prep(index, false);
             let built = (&mut prep.job)
                 .await
@@ -485,7 +462,7 @@ impl Sender {
             Ok(Ok(())) => {}
             // No Hello took it in time (one had gone already): offer as usual.
             _ if self.peer.early.withdraw(&self.rec.id) => {
-                self.cursor = first;
+                self.win.cursor = first;
                 return Ok(false);
             }
             // Taken just as the wait ran out.
@@ -511,7 +488,7 @@ impl Sender {
         // unanswered (each repeat also forces a message out).
         self.offers_unanswered = self.offers_unanswered.saturating_add(u32::from(sent));
         let wait = if sent {
-            self.rto.get() * 2u32.pow(self.offers_unanswered.clamp(1, 4))
+            self.win.rto.get() * 2u32.pow(self.offers_unanswered.clamp(1, 4))
         } else {
             Duration::from_millis(200)
         };
@@ -541,7 +518,7 @@ impl Sender {
                         tracing::debug!(transfer = %self.rec.id.short(), ?have, "answer about another keying dropped");
                     }
                     Control::Accept { have, .. } => {
-                        let have = have.normalized(self.acked.len());
+                        let have = have.normalized(self.win.acked.len());
                         if self.state == State::Offering {
                             tracing::debug!(transfer = %self.rec.id.short(), "accepted");
                             self.state = State::Sending;
@@ -557,7 +534,7 @@ impl Sender {
                         }
                     }
                     Control::Ack { have, .. } => {
-                        let have = have.normalized(self.acked.len());
+                        let have = have.normalized(self.win.acked.len());
                         if self.state == State::Offering {
                             // An acknowledgement means it was accepted before.
                             self.state = State::Sending;
@@ -572,7 +549,7 @@ impl Sender {
                         } else {
                             self.on_ack(&have, AckScope::InFlight);
                         }
-                        if self.state == State::Finishing && !self.acked.is_complete() {
+                        if self.state == State::Finishing && !self.win.acked.is_complete() {
                             self.state = State::Sending;
                         }
                     }
@@ -623,80 +600,24 @@ impl Sender {
     /// Take in a (normalized) acknowledgement: of every chunk it names
     /// (`All`: answers to our offer or finish), or of the chunks in flight.
     fn on_ack(&mut self, have: &AckState, scope: AckScope) {
-        let now = Instant::now();
-        let mut max_seq = 0;
-        let mut newly = vec![];
-        match scope {
-            AckScope::All => {
-                let start = self.acked.first_clear().unwrap_or(self.acked.len());
-                for i in start..have.base.min(self.acked.len()) {
-                    if self.acked.set(i) {
-                        newly.push(i);
-                    }
-                }
-                for &(s, e) in &have.ranges {
-                    for i in s..e.min(self.acked.len()) {
-                        if self.acked.set(i) {
-                            newly.push(i);
-                        }
-                    }
-                }
-            }
-            AckScope::InFlight => {
-                newly = self
-                    .inflight
-                    .keys()
-                    .copied()
-                    .filter(|&i| have.contains(i))
-                    .collect();
-                newly.sort_unstable();
-                for &i in &newly {
-                    self.acked.set(i);
-                }
-            }
-        }
-        if newly.is_empty() {
+        let got = self.win.on_ack(have, scope, Instant::now());
+        if got.newly.is_empty() {
             return;
         }
         let mut progress = lock(&self.progress);
-        for i in newly {
+        for &i in &got.newly {
             // Held by the receiver before this run sent it: a resumption.
             if !progress.this_run.get(i) {
                 progress.resumed = true;
             }
             progress.set(i, ChunkState::Acked);
-            if let Some(f) = self.inflight.remove(&i) {
-                // An acknowledgement of a resent chunk may answer either
-                // copy (Karn): it says nothing of round trips or gaps.
-                if f.retries == 0 {
-                    max_seq = max_seq.max(f.seq);
-                    self.rto.sample(now.duration_since(f.sent_at));
-                }
-            }
         }
         drop(progress);
-        if let Some(srtt) = self.rto.srtt() {
+        if let Some(srtt) = self.win.rto.srtt() {
             self.node.links[self.link].record_rtt(srtt);
         }
-        // Gaps: three later chunks got through and this one did not, and
-        // it is older than a round trip plus a reordering allowance (a
-        // channel that delays some messages must not cost a resend each).
-        let srtt = self.rto.srtt().unwrap_or(self.rto.get());
-        let patience = srtt + (srtt / 4).max(Duration::from_millis(100));
-        let mut lost: Vec<u32> = self
-            .inflight
-            .iter()
-            .filter(|(_, f)| {
-                f.deadline.is_some()
-                    && f.seq + 3 <= max_seq
-                    && now.duration_since(f.sent_at) > patience
-            })
-            .map(|(&i, _)| i)
-            .collect();
-        lost.sort_unstable();
-        for i in lost {
-            tracing::debug!(transfer = %self.rec.id.short(), chunk = i, max_seq, "gap: resending");
-            self.queue_resend(i);
+        for i in got.gaps {
+            tracing::debug!(transfer = %self.rec.id.short(), chunk = i, "gap: resending");
         }
         self.node.touch();
     }
@@ -704,84 +625,47 @@ impl Sender {
     /// Un-acknowledge what the receiver says it does not hold (as far as
     /// its answer reaches: beyond its last range nothing is said).
     fn forget_missing(&mut self, have: &AckState) {
-        let told_up_to = have
-            .ranges
-            .last()
-            .map_or(have.base, |&(_, e)| e.max(have.base));
-        let truncated = have.ranges.len() >= AckState::MAX_RANGES;
-        let limit = if truncated {
-            told_up_to
-        } else {
-            self.acked.len()
-        };
-        let mut fresh = Bitmap::new(self.acked.len());
-        for i in 0..self.acked.len() {
-            // Only take away here; `on_ack` adds what is new.
-            let keep = self.acked.get(i) && (i >= limit || have.contains(i));
-            if keep {
-                fresh.set(i);
-            }
+        let lost = self.win.forget_missing(have);
+        if lost.is_empty() {
+            return;
         }
-        if fresh.count() < self.acked.count() {
-            tracing::debug!(
-                transfer = %self.rec.id.short(),
-                lost = self.acked.count() - fresh.count(),
-                "the receiver holds less than acknowledged; sending again"
-            );
-            self.cursor = 0;
-            let mut p = lock(&self.progress);
-            for i in 0..self.acked.len() {
-                if self.acked.get(i) && !fresh.get(i) {
-                    p.chunks_reset(i);
-                }
-            }
-        }
-        self.acked = fresh;
-    }
-
-    fn queue_resend(&mut self, i: u32) {
-        if let Some(f) = self.inflight.get_mut(&i) {
-            f.deadline = None;
-            self.resend.push_back(i);
+        tracing::debug!(
+            transfer = %self.rec.id.short(),
+            lost = lost.len(),
+            "the receiver holds less than acknowledged; sending again"
+        );
+        let mut p = lock(&self.progress);
+        for i in lost {
+            p.chunks_reset(i);
         }
     }
 
     fn expire_timers(&mut self, now: Instant) {
-        let mut expired: Vec<u32> = self
-            .inflight
-            .iter()
-            .filter(|(_, f)| f.deadline.is_some_and(|d| d <= now))
-            .map(|(&i, _)| i)
-            .collect();
-        expired.sort_unstable();
-        for i in expired {
-            tracing::debug!(transfer = %self.rec.id.short(), chunk = i, rto = ?self.rto.get(), "timer: resending");
-            self.queue_resend(i);
+        for i in self.win.expire(now) {
+            tracing::debug!(transfer = %self.rec.id.short(), chunk = i, rto = ?self.win.rto.get(), "timer: resending");
         }
     }
 
+    /// A chunk being prepared or waiting for room on a link.
+    fn busy(&self, i: u32) -> bool {
+        self.preps.iter().any(|p| p.index == i) || self.ready.as_ref().is_some_and(|r| r.index == i)
+    }
+
     fn has_work(&self) -> bool {
-        let out = self.inflight.len() + self.preps.len() + usize::from(self.ready.is_some());
-        !self.resend.is_empty() || (out < self.window && self.next_new().is_some())
+        let preparing = self.preps.len() + usize::from(self.ready.is_some());
+        self.win.has_work(preparing, |i| self.busy(i))
     }
 
     /// The next chunk never sent in this run, nor being prepared.
     fn next_new(&self) -> Option<u32> {
-        let busy = |i: &u32| {
-            self.inflight.contains_key(i)
-                || self.preps.iter().any(|p| p.index == *i)
-                || self.ready.as_ref().is_some_and(|r| r.index == *i)
-        };
-        (self.cursor..self.acked.len()).find(|i| !self.acked.get(*i) && !busy(i))
+        self.win.next_new(|i| self.busy(i))
     }
 
     fn next_wake(&self) -> Instant {
         let now = Instant::now();
         let mut wake = now + Duration::from_secs(1);
-        for f in self.inflight.values() {
-            if let Some(d) = f.deadline {
-                wake = wake.min(d);
-            }
+        if let Some(d) = self.win.next_deadline() {
+            wake = wake.min(d);
         }
         // A resynchronisation time already past is not a reason to wake:
         // while chunks flow and answers come it stays past, and waking for
@@ -797,12 +681,12 @@ impl Sender {
     fn start_preps(&mut self) {
         while self.preps.len() < PREP_DEPTH && self.has_work() {
             let (index, retry) = loop {
-                match self.resend.pop_front() {
-                    Some(i) if self.acked.get(i) => continue,
+                match self.win.resend.pop_front() {
+                    Some(i) if self.win.acked.get(i) => continue,
                     Some(i) => break (i, true),
                     None => match self.next_new() {
                         Some(i) => {
-                            self.cursor = i + 1;
+                            self.win.cursor = i + 1;
                             break (i, false);
                         }
                         None => return,
@@ -824,7 +708,7 @@ impl Sender {
         else {
             return;
         };
-        if self.acked.get(index) {
+        if self.win.acked.get(index) {
             // Acknowledged while it waited (a resend the original beat).
             return;
         }
@@ -835,26 +719,7 @@ impl Sender {
     /// Chunk `index` was handed to `link`: time it, and show it.
     fn mark_sent(&mut self, index: u32, retry: bool, link: usize) {
         self.link = link;
-        let now = Instant::now();
-        self.seq += 1;
-        let retries = self
-            .inflight
-            .get(&index)
-            .map_or(0, |f| f.retries + u32::from(retry));
-        // Exponential backoff with up to a quarter of jitter, so timers of
-        // many chunks (and of many senders) do not all fire at once.
-        let backoff = (self.rto.get() * 2u32.saturating_pow(retries.min(5)))
-            .min(Duration::from_secs(120))
-            .mul_f64(1.0 + rand::random::<f64>() * 0.25);
-        self.inflight.insert(
-            index,
-            Flight {
-                sent_at: now,
-                seq: self.seq,
-                retries,
-                deadline: Some(now + backoff),
-            },
-        );
+        self.win.sent(index, retry, Instant::now(), rand::random());
         let mut p = lock(&self.progress);
         p.this_run.set(index);
         if retry {
@@ -968,11 +833,11 @@ impl Sender {
             return;
         }
         self.last_persist = Instant::now();
-        self.rec.chunks_done = self.acked.count();
+        self.rec.chunks_done = self.win.acked.count();
         if self.rec.status == TransferStatus::Pending {
             self.rec.status = TransferStatus::InProgress;
         }
-        let _ = self.node.store.put_bitmap(&self.rec.id, &self.acked);
+        let _ = self.node.store.put_bitmap(&self.rec.id, &self.win.acked);
         let _ = self.node.store.put_transfer(&self.rec);
     }
 }

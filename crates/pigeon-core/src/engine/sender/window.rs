@@ -1,0 +1,412 @@
+//! The sender's window: which chunks the receiver holds, which are on the
+//! wire and when each times out, and which go out again.
+//!
+//! Pure: no I/O, no clock (what needs the time takes `now`), no randomness
+//! (a timer's jitter is given). The sender applies what it returns: the
+//! progress it shows, the log, the link's round trip. That is what lets
+//! the tests below walk it through acknowledgements, gaps, timeouts and a
+//! receiver that lost chunks, with no task, link or file.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::bitmap::Bitmap;
+use crate::engine::Rto;
+use crate::protocol::AckState;
+
+/// How much of an acknowledgement is read: all of it (the answer to an
+/// offer or a finish, O(chunks)), or only the chunks in flight (any other,
+/// O(window): a peer that floods acknowledgements gains nothing).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum AckScope {
+    All,
+    InFlight,
+}
+
+/// A chunk on the wire.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Flight {
+    pub sent_at: Instant,
+    /// Order of sending, across resends: gaps are counted in it.
+    pub seq: u64,
+    pub retries: u32,
+    /// None once it is queued for resending.
+    pub deadline: Option<Instant>,
+}
+
+/// What an acknowledgement changed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Acked {
+    /// Chunks acknowledged for the first time, in order.
+    pub newly: Vec<u32>,
+    /// Chunks found lost behind later ones, now queued for resending.
+    pub gaps: Vec<u32>,
+}
+
+pub(crate) struct Window {
+    pub acked: Bitmap,
+    pub inflight: HashMap<u32, Flight>,
+    pub resend: VecDeque<u32>,
+    /// New chunks are taken from here on.
+    pub cursor: u32,
+    pub rto: Rto,
+    /// Most chunks on the wire or being prepared at once.
+    pub size: usize,
+    seq: u64,
+}
+
+/// The longest a chunk's timer runs, whatever its retries.
+const MAX_BACKOFF: Duration = Duration::from_secs(120);
+
+impl Window {
+    pub fn new(chunks: u32, rto: Rto, size: usize) -> Window {
+        Window {
+            acked: Bitmap::new(chunks),
+            inflight: HashMap::new(),
+            resend: VecDeque::new(),
+            cursor: 0,
+            rto,
+            size,
+            seq: 0,
+        }
+    }
+
+    /// Chunk `index` was handed to a link at `now` (`retry`: again).
+    /// `jitter` in [0, 1) spreads timers by up to a quarter, so the timers
+    /// of many chunks (and many senders) do not fire at once. Returns how
+    /// many times it has been resent.
+    pub fn sent(&mut self, index: u32, retry: bool, now: Instant, jitter: f64) -> u32 {
+        self.seq += 1;
+        let retries = self
+            .inflight
+            .get(&index)
+            .map_or(0, |f| f.retries + u32::from(retry));
+        // Exponential backoff.
+        let backoff = (self.rto.get() * 2u32.saturating_pow(retries.min(5)))
+            .min(MAX_BACKOFF)
+            .mul_f64(1.0 + jitter.clamp(0.0, 1.0) * 0.25);
+        self.inflight.insert(
+            index,
+            Flight {
+                sent_at: now,
+                seq: self.seq,
+                retries,
+                deadline: Some(now + backoff),
+            },
+        );
+        retries
+    }
+
+    /// Take in an acknowledgement that arrived at `now`.
+    pub fn on_ack(&mut self, have: &AckState, scope: AckScope, now: Instant) -> Acked {
+        let mut newly = vec![];
+        match scope {
+            AckScope::All => {
+                let start = self.acked.first_clear().unwrap_or(self.acked.len());
+                for i in start..have.base.min(self.acked.len()) {
+                    if self.acked.set(i) {
+                        newly.push(i);
+                    }
+                }
+                for &(s, e) in &have.ranges {
+                    for i in s..e.min(self.acked.len()) {
+                        if self.acked.set(i) {
+                            newly.push(i);
+                        }
+                    }
+                }
+                newly.sort_unstable();
+            }
+            AckScope::InFlight => {
+                newly = self
+                    .inflight
+                    .keys()
+                    .copied()
+                    .filter(|&i| have.contains(i))
+                    .collect();
+                newly.sort_unstable();
+                for &i in &newly {
+                    self.acked.set(i);
+                }
+            }
+        }
+        if newly.is_empty() {
+            return Acked::default();
+        }
+        let mut max_seq = 0;
+        for &i in &newly {
+            if let Some(f) = self.inflight.remove(&i) {
+                // An acknowledgement of a resent chunk may answer either
+                // copy (Karn): it says nothing of round trips or gaps.
+                if f.retries == 0 {
+                    max_seq = max_seq.max(f.seq);
+                    self.rto.sample(now.duration_since(f.sent_at));
+                }
+            }
+        }
+        // Gaps: three later chunks got through and this one did not, and
+        // it is older than a round trip plus a reordering allowance (a
+        // channel that delays some messages must not cost a resend each).
+        let srtt = self.rto.srtt().unwrap_or(self.rto.get());
+        let patience = srtt + (srtt / 4).max(Duration::from_millis(100));
+        let mut gaps: Vec<u32> = self
+            .inflight
+            .iter()
+            .filter(|(_, f)| {
+                f.deadline.is_some()
+                    && f.seq + 3 <= max_seq
+                    && now.duration_since(f.sent_at) > patience
+            })
+            .map(|(&i, _)| i)
+            .collect();
+        gaps.sort_unstable();
+        for &i in &gaps {
+            self.queue_resend(i);
+        }
+        Acked { newly, gaps }
+    }
+
+    /// Un-acknowledge what the receiver says it does not hold (as far as
+    /// its answer reaches: beyond its last range nothing is said). Returns
+    /// the chunks taken back; sending starts over from the first chunk.
+    pub fn forget_missing(&mut self, have: &AckState) -> Vec<u32> {
+        let told_up_to = have
+            .ranges
+            .last()
+            .map_or(have.base, |&(_, e)| e.max(have.base));
+        let truncated = have.ranges.len() >= AckState::MAX_RANGES;
+        let limit = if truncated {
+            told_up_to
+        } else {
+            self.acked.len()
+        };
+        let mut fresh = Bitmap::new(self.acked.len());
+        let mut lost = vec![];
+        for i in 0..self.acked.len() {
+            // Only take away here; `on_ack` adds what is new.
+            if !self.acked.get(i) {
+                continue;
+            }
+            if i >= limit || have.contains(i) {
+                fresh.set(i);
+            } else {
+                lost.push(i);
+            }
+        }
+        if !lost.is_empty() {
+            self.cursor = 0;
+        }
+        self.acked = fresh;
+        lost
+    }
+
+    /// Send chunk `i` again, if it is on the wire.
+    pub fn queue_resend(&mut self, i: u32) {
+        if let Some(f) = self.inflight.get_mut(&i) {
+            f.deadline = None;
+            self.resend.push_back(i);
+        }
+    }
+
+    /// Queue for resending every chunk whose timer ran out by `now`.
+    pub fn expire(&mut self, now: Instant) -> Vec<u32> {
+        let mut expired: Vec<u32> = self
+            .inflight
+            .iter()
+            .filter(|(_, f)| f.deadline.is_some_and(|d| d <= now))
+            .map(|(&i, _)| i)
+            .collect();
+        expired.sort_unstable();
+        for &i in &expired {
+            self.queue_resend(i);
+        }
+        expired
+    }
+
+    /// The next chunk never sent in this run and not `busy` elsewhere.
+    pub fn next_new(&self, busy: impl Fn(u32) -> bool) -> Option<u32> {
+        (self.cursor..self.acked.len())
+            .find(|&i| !self.acked.get(i) && !self.inflight.contains_key(&i) && !busy(i))
+    }
+
+    /// Whether there is a chunk to prepare, with `preparing` chunks
+    /// between preparation and the wire.
+    pub fn has_work(&self, preparing: usize, busy: impl Fn(u32) -> bool) -> bool {
+        !self.resend.is_empty()
+            || (self.inflight.len() + preparing < self.size && self.next_new(busy).is_some())
+    }
+
+    /// The first chunk timer to run out.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.inflight.values().filter_map(|f| f.deadline).min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rto() -> Rto {
+        Rto::fixed(Duration::from_secs(1))
+    }
+
+    fn have(base: u32, ranges: &[(u32, u32)]) -> AckState {
+        AckState {
+            base,
+            ranges: ranges.to_vec(),
+        }
+    }
+
+    #[test]
+    fn chunks_acknowledged_leave_the_window_and_time_the_round_trip() {
+        let t0 = Instant::now();
+        let mut w = Window::new(4, rto(), 16);
+        for i in 0..3 {
+            assert_eq!(w.next_new(|_| false), Some(i));
+            w.cursor = i + 1;
+            w.sent(i, false, t0, 0.0);
+        }
+        let got = w.on_ack(
+            &have(2, &[]),
+            AckScope::InFlight,
+            t0 + Duration::from_millis(300),
+        );
+        assert_eq!(got.newly, vec![0, 1]);
+        assert!(got.gaps.is_empty());
+        assert_eq!(w.inflight.len(), 1);
+        assert_eq!(w.rto.srtt(), Some(Duration::from_millis(300)));
+        // Told again: nothing new.
+        assert_eq!(
+            w.on_ack(
+                &have(2, &[]),
+                AckScope::InFlight,
+                t0 + Duration::from_secs(1)
+            ),
+            Acked::default()
+        );
+    }
+
+    #[test]
+    fn a_chunk_three_behind_and_older_than_a_round_trip_is_a_gap() {
+        let t0 = Instant::now();
+        let mut w = Window::new(8, rto(), 16);
+        for i in 0..5 {
+            w.sent(i, false, t0 + Duration::from_millis(u64::from(i)), 0.0);
+        }
+        // 1..5 arrive, 0 did not; soon after, patience holds it back.
+        let early = w.on_ack(
+            &have(0, &[(1, 5)]),
+            AckScope::InFlight,
+            t0 + Duration::from_millis(50),
+        );
+        assert_eq!(early.newly, vec![1, 2, 3, 4]);
+        assert!(early.gaps.is_empty(), "a reordering allowance first");
+        // A later acknowledgement, past a round trip plus the allowance.
+        w.sent(5, false, t0 + Duration::from_millis(10), 0.0);
+        w.sent(6, false, t0 + Duration::from_millis(11), 0.0);
+        w.sent(7, false, t0 + Duration::from_millis(12), 0.0);
+        let late = w.on_ack(
+            &have(0, &[(1, 8)]),
+            AckScope::InFlight,
+            t0 + Duration::from_secs(3),
+        );
+        assert_eq!(late.gaps, vec![0]);
+        assert_eq!(w.resend, VecDeque::from([0]));
+        assert_eq!(w.inflight[&0].deadline, None, "its timer stops once queued");
+    }
+
+    #[test]
+    fn timers_back_off_per_retry_and_resent_chunks_do_not_time_the_round_trip() {
+        let t0 = Instant::now();
+        let mut w = Window::new(2, rto(), 16);
+        w.sent(0, false, t0, 0.0);
+        assert_eq!(w.next_deadline(), Some(t0 + Duration::from_secs(1)));
+        assert!(w.expire(t0 + Duration::from_millis(999)).is_empty());
+        assert_eq!(w.expire(t0 + Duration::from_secs(1)), vec![0]);
+        assert_eq!(w.next_deadline(), None);
+        let t1 = t0 + Duration::from_secs(1);
+        assert_eq!(w.sent(0, true, t1, 0.0), 1);
+        assert_eq!(w.next_deadline(), Some(t1 + Duration::from_secs(2)));
+        assert_eq!(w.sent(0, true, t1, 0.0), 2);
+        assert_eq!(w.next_deadline(), Some(t1 + Duration::from_secs(4)));
+        // Doubling stops at 32 times the timeout; jitter stretches a
+        // timer by a quarter at most.
+        for _ in 0..20 {
+            w.sent(0, true, t1, 0.999);
+        }
+        assert_eq!(
+            w.next_deadline(),
+            Some(t1 + Duration::from_secs(32).mul_f64(1.0 + 0.999 * 0.25))
+        );
+        let got = w.on_ack(
+            &have(1, &[]),
+            AckScope::InFlight,
+            t1 + Duration::from_secs(9),
+        );
+        assert_eq!(got.newly, vec![0]);
+        assert_eq!(
+            w.rto.srtt(),
+            None,
+            "Karn: a resent chunk's answer times nothing"
+        );
+    }
+
+    #[test]
+    fn a_receiver_that_lost_chunks_gets_them_again() {
+        let mut w = Window::new(6, rto(), 16);
+        w.on_ack(&have(6, &[]), AckScope::All, Instant::now());
+        assert!(w.acked.is_complete());
+        w.cursor = 6;
+        // It restarted and kept 0..2 and 4.
+        let lost = w.forget_missing(&have(2, &[(4, 5)]));
+        assert_eq!(lost, vec![2, 3, 5]);
+        assert_eq!(w.cursor, 0);
+        assert_eq!(w.next_new(|_| false), Some(2));
+        assert_eq!(w.next_new(|i| i == 2), Some(3));
+        // An answer cut short (too many ranges) says nothing past its end.
+        let mut w = Window::new(8, rto(), 16);
+        w.on_ack(&have(8, &[]), AckScope::All, Instant::now());
+        let ranges: Vec<(u32, u32)> = (0..AckState::MAX_RANGES as u32)
+            .map(|r| (r * 2, r * 2 + 1))
+            .collect();
+        let cut = have(0, &ranges);
+        let lost = w.forget_missing(&cut);
+        assert!(lost.iter().all(|&i| i < 8 && i % 2 == 1), "{lost:?}");
+    }
+
+    #[test]
+    fn an_acknowledgement_read_in_flight_only_ignores_the_rest() {
+        let t0 = Instant::now();
+        let mut w = Window::new(100, rto(), 16);
+        w.sent(7, false, t0, 0.0);
+        // Claims everything; only chunk 7 was on the wire.
+        let got = w.on_ack(&have(100, &[]), AckScope::InFlight, t0);
+        assert_eq!(got.newly, vec![7]);
+        assert_eq!(w.acked.count(), 1);
+        // The answer to an offer is read whole.
+        let got = w.on_ack(&have(100, &[]), AckScope::All, t0);
+        assert_eq!(got.newly.len(), 99);
+        assert!(w.acked.is_complete());
+    }
+
+    #[test]
+    fn the_window_bounds_what_is_prepared_and_on_the_wire() {
+        let t0 = Instant::now();
+        let mut w = Window::new(10, rto(), 3);
+        w.sent(0, false, t0, 0.0);
+        w.sent(1, false, t0, 0.0);
+        w.cursor = 2;
+        assert!(w.has_work(0, |_| false));
+        assert!(
+            !w.has_work(1, |_| false),
+            "two on the wire and one being prepared fill three"
+        );
+        w.queue_resend(0);
+        assert!(
+            w.has_work(1, |_| false),
+            "a resend goes whatever the window"
+        );
+    }
+}
