@@ -73,6 +73,20 @@ impl RemotePath {
             }
             components.push(part);
         }
+        // What is kept is the normalised form, and it is parsed again
+        // wherever it goes (stored, offered, put in place): it must pass
+        // the same checks, or a path taken here is refused after the whole
+        // file has come (found by fuzzing: `./C:x` hid its drive prefix
+        // behind `./`; a name under 1024 bytes grew past it in NFC).
+        let kept: usize = components.iter().map(|c| c.len() + 1).sum();
+        if kept > MAX_PATH_BYTES + 1 {
+            return Err(bad("longer than 1024 bytes"));
+        }
+        if components.first().is_some_and(|c| has_drive_prefix(c)) {
+            return Err(bad(
+                "absolute paths are not allowed; name a path under the agent's root",
+            ));
+        }
         Ok(RemotePath { components })
     }
 
@@ -561,5 +575,25 @@ mod tests {
         assert!(p.upload && p.list && !p.download);
         assert_eq!(p.to_string(), "upload,list");
         assert!(Permissions::parse("delete").is_err());
+    }
+
+    #[test]
+    fn a_path_taken_is_taken_again_in_the_form_that_is_kept() {
+        // Regressions from fuzzing (fuzz/regressions/name).
+        let nfc_grows = vec!["\u{0958}".repeat(42); 8].join("/");
+        assert!(nfc_grows.len() <= MAX_PATH_BYTES);
+        for raw in ["./C:x", "a/./b", nfc_grows.as_str(), "./t:p022025", "x/C:y"] {
+            if let Ok(p) = RemotePath::parse(raw) {
+                let again = RemotePath::parse(&p.to_string())
+                    .unwrap_or_else(|e| panic!("{raw:?} taken as {p} but then refused: {e}"));
+                assert_eq!(again, p);
+            }
+        }
+        assert!(RemotePath::parse("./C:x").is_err());
+        assert!(RemotePath::parse(&nfc_grows).is_err());
+        assert!(
+            RemotePath::parse("x/C:y").is_ok(),
+            "only a first component is a drive"
+        );
     }
 }

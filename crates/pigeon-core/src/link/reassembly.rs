@@ -119,10 +119,20 @@ impl Reassembler {
             }
             return Ok(Some(frame));
         }
-        // Over budget: the oldest partial frames go first (this one last).
+        // Over budget: the oldest partial frames go first (this one last,
+        // and once round: its id may be in `order` twice, a stale copy
+        // left by an earlier drop; found by fuzzing, a loop for ever).
+        let mut spared = false;
         while self.used > self.budget {
             match self.order.pop_front() {
-                Some(old) if old == id && !self.order.is_empty() => self.order.push_back(old),
+                Some(old) if old == id && !spared && !self.order.is_empty() => {
+                    spared = true;
+                    self.order.push_back(old);
+                }
+                Some(old) if old == id => {
+                    self.drop_partial(id);
+                    break;
+                }
                 Some(old) => self.drop_partial(old),
                 None => {
                     self.drop_partial(id);

@@ -318,3 +318,30 @@ async fn a_send_slower_than_the_pace_does_not_stretch_it() {
         );
     }
 }
+
+#[test]
+fn a_frame_alone_over_the_budget_with_its_id_queued_twice_is_dropped_not_looped_on() {
+    // Regression from fuzzing (fuzz/regressions/link_unpack): frame 1 is
+    // dropped for too many pieces, which leaves its id queued behind a
+    // live frame; it comes again, alone over the budget.
+    let mut r = Reassembler::new(300 * 1024);
+    // A live frame in front keeps the stale id from expiring.
+    assert_eq!(r.add(2, 100, 0, &[3; 10]), Ok(None));
+    let mut dropped = false;
+    for piece in 0..=MAX_PIECES {
+        if r.add(1, 4 * MAX_PIECES + 8, piece * 4, &[1]).is_err() {
+            dropped = true;
+            break;
+        }
+    }
+    assert!(dropped);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let got = r.add(1, 400_000, 0, &[2; 310_000]);
+        let _ = tx.send(got.map(|f| f.is_some()));
+    });
+    let got = rx
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("add returned");
+    assert_eq!(got, Ok(false));
+}
