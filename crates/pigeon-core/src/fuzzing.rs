@@ -115,7 +115,7 @@ pub fn link_input(budget: u8, messages: &[Message]) -> Vec<u8> {
 
 /// What the link's receive loop unpacks from a message: its bytes when they
 /// begin with the link's magic, else their base64 (the rule `link_bytes` in
-/// link.rs applies, restated here as the reference).
+/// link/mod.rs applies, restated here as the reference).
 fn link_bytes(m: &Message) -> Option<Vec<u8>> {
     use base64::Engine as _;
     let raw = match m {
@@ -377,22 +377,14 @@ fn check_path(p: &RemotePath) {
         "{s:?}"
     );
     assert_eq!(path.components().count(), p.components().len(), "{s:?}");
-    // One name is one file: what it shows parses back to itself.
-    // KNOWN: two paths are taken whose shown (stored, offered) form is then
-    // refused (fuzz/regressions/name/): the 1024-byte limit is checked
-    // before NFC, which can lengthen a path (U+0958 is 3 bytes, its NFC 6),
-    // and the drive-prefix check looks at the raw path, so `./C:x` is taken
-    // and shows as `C:x`. Once they are fixed, assert this always.
-    let b = s.as_bytes();
-    let drive = b.len() >= 2 && b[0].is_ascii_alphabetic() && b[1] == b':';
-    if (s.len() <= 1024 && !drive) || strict() {
-        let again = RemotePath::parse(&s);
-        assert!(
-            again.as_ref().is_ok_and(|q| q == p),
-            "{} bytes shown, parsed back as {again:?}",
-            s.len()
-        );
-    }
+    // One name is one file: what it shows parses back to itself (the
+    // `./C:x` and NFC-length cases found here are fixed in policy.rs).
+    let again = RemotePath::parse(&s);
+    assert!(
+        again.as_ref().is_ok_and(|q| q == p),
+        "{} bytes shown, parsed back as {again:?}",
+        s.len()
+    );
 }
 
 /// The bounded gunzip of a chunk body ([`ChunkBody::open_owned`] on a
@@ -412,7 +404,7 @@ pub fn gunzip(data: &[u8]) {
         .read_to_end(&mut reference)
         .is_ok();
     let fits = clean && reference.len() == expected;
-    let mut plain = vec![1]; // protocol.rs's FLAG_GZIP
+    let mut plain = vec![1]; // FLAG_GZIP, protocol/chunk.rs
     plain.extend_from_slice(&sha256(&reference[..reference.len().min(expected)]));
     plain.extend_from_slice(gz);
     let secret = TransferSecret {
