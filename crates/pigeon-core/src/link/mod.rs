@@ -370,10 +370,7 @@ async fn receive_loop(
 /// text channel's sender base64-encodes, a binary one does not, and on a
 /// shared spool each side may use either).
 fn link_bytes(message: Message) -> Option<Vec<u8>> {
-    let raw = match message {
-        Message::Text(s) => s.into_bytes(),
-        Message::Binary(b) => b,
-    };
+    let raw = message.into_bytes();
     if raw.starts_with(MAGIC) {
         return Some(raw);
     }

@@ -28,15 +28,14 @@ fn seeded_hostile_transfers_keep_every_invariant() {
     assert!(crate::crypto::seal_watch::seals() > 0);
 }
 
-/// `PIGEON_SIM_SEED=N cargo test -p pigeon-core --lib sim::tests::one_seed -- --nocapture`
+/// `PIGEON_SIM_SEED=N cargo test -p pigeon-core --lib sim::tests::one_seed -- --ignored --nocapture`
 #[test]
+#[ignore = "replays the seed in PIGEON_SIM_SEED"]
 fn one_seed() {
-    let Some(seed) = std::env::var("PIGEON_SIM_SEED")
+    let seed: u64 = std::env::var("PIGEON_SIM_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-    else {
-        return;
-    };
+        .expect("PIGEON_SIM_SEED=N names the seed to replay");
     if std::env::var_os("PIGEON_SIM_TRACE").is_some() {
         let _ = tracing_subscriber::fmt()
             .with_env_filter("pigeon_core=debug")

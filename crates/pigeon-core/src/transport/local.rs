@@ -364,10 +364,7 @@ impl Transport for LocalSpool {
 
     async fn send(&self, to: &Address, message: Message) -> Result<(), SendError> {
         self.caps.admit(&message)?;
-        let mut bytes = match message {
-            Message::Text(s) => s.into_bytes(),
-            Message::Binary(b) => b,
-        };
+        let mut bytes = message.into_bytes();
         let fate = {
             let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
             self.uri

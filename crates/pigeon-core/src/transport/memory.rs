@@ -108,11 +108,6 @@ impl Net {
         *lock(&self.stalled_until) = Some(until);
     }
 
-    /// Messages waiting for a reader or in a reader's queue, over all inboxes.
-    pub fn backlog(&self) -> usize {
-        lock(&self.inboxes).values().map(|i| i.waiting.len()).sum()
-    }
-
     fn deliver(&self, to: &Address, bytes: Vec<u8>) {
         self.counts.delivered.fetch_add(1, Ordering::Relaxed);
         let mut inboxes = lock(&self.inboxes);
@@ -240,10 +235,7 @@ impl Transport for Memory {
             counts.cut.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
-        let mut bytes = match message {
-            Message::Text(s) => s.into_bytes(),
-            Message::Binary(b) => b,
-        };
+        let mut bytes = message.into_bytes();
         let fate = if self.net.calm.load(Ordering::Relaxed) {
             self.net.deliver(to, bytes);
             return Ok(());

@@ -44,6 +44,14 @@ impl Message {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// The bytes as they travel (text as UTF-8).
+    pub fn into_bytes(self) -> Vec<u8> {
+        match self {
+            Message::Text(s) => s.into_bytes(),
+            Message::Binary(b) => b,
+        }
+    }
 }
 
 /// A message as it arrived, with who sent it on the channel (a chat id, a
