@@ -24,6 +24,7 @@ use tokio::task::JoinHandle;
 
 use super::early::{EarlyEntry, EARLY_WAIT};
 use super::seal::{SealBook, SealError};
+mod dialogue;
 mod window;
 
 use super::{lock, Node, Peer, Progress, Rto, TaskInput};
@@ -32,6 +33,7 @@ use crate::error::{CoreError, Result};
 use crate::protocol::{AckState, ChunkBody, Control, Gzip};
 use crate::store::{now_unix, SourceStamp, TransferRecord};
 use crate::view::{ChunkState, FaultCounters, LogLevel, TransferStatus};
+use dialogue::{Answer, Dialogue, Due, Phase};
 use window::{AckScope, Window};
 
 /// How a transfer task ended.
@@ -43,13 +45,6 @@ pub(crate) enum Outcome {
     Paused,
     /// The other side went quiet; state is kept for a later resume.
     Stopped,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum State {
-    Offering,
-    Sending,
-    Finishing,
 }
 
 /// Chunks prepared at once: one per core keeps a compressing sender busy.
@@ -104,21 +99,11 @@ pub(crate) struct Sender {
     /// Chunks being read, compressed and sealed, in the order they go out.
     preps: VecDeque<Prep>,
     file_hash: Option<[u8; 32]>,
-    state: State,
-    /// Which keying answers must be about ([`Manifest::epoch`]).
-    epoch: [u8; 8],
+    /// Offering, sending, finishing; when to speak again ([`Dialogue`]: pure).
+    talk: Dialogue,
     ready: Option<Ready>,
-    /// An offer or a finish went out and its answer has not come: only
-    /// then is a whole answer taken in (O(chunks)); other acknowledgements
-    /// are read only for the chunks in flight, so a peer that floods them
-    /// costs O(window) each.
-    answer_due: bool,
-    /// Offers sent since the receiver last answered.
-    offers_unanswered: u32,
-    resync_at: Option<Instant>,
     /// The agent holds a file of this size at the target, with this hash.
     present: Option<[u8; 32]>,
-    last_heard: Instant,
     last_persist: Instant,
     link: usize,
 }
@@ -155,7 +140,11 @@ impl Sender {
         let rto = Rto::for_link(&node.links[0]);
         Ok(Sender {
             cipher: Arc::new(cipher),
-            epoch: rec.manifest.epoch(&secret)?,
+            talk: Dialogue::new(
+                rec.manifest.epoch(&secret)?,
+                cfg.silence_limit,
+                Instant::now(),
+            ),
             secret,
             book,
             file: Arc::new(file),
@@ -164,13 +153,8 @@ impl Sender {
             hash_job: None,
             preps: VecDeque::new(),
             file_hash: None,
-            state: State::Offering,
             ready: None,
-            answer_due: false,
-            offers_unanswered: 0,
-            resync_at: None,
             present: None,
-            last_heard: Instant::now(),
             last_persist: Instant::now(),
             link: 0,
             node,
@@ -247,52 +231,43 @@ impl Sender {
                 return self.already_there(theirs).await;
             }
             let now = Instant::now();
-            if now.duration_since(self.last_heard) > self.cfg.silence_limit {
-                return super::silent_peer(
-                    &self.node,
-                    self.cfg.silence_limit,
-                    self.cfg.fail_on_silence,
-                );
-            }
-            if self.state == State::Sending && self.win.acked.is_complete() {
-                tracing::debug!(transfer = %self.rec.id.short(), "all chunks acknowledged");
-                self.state = State::Finishing;
-                match self.whole_file_hash().await {
-                    Ok(h) => self.file_hash = Some(h),
-                    Err(e) => return self.abort(e.to_string()),
+            let rto = self.win.rto.get();
+            while let Some(due) = self.talk.due(now, rto, self.win.acked.is_complete()) {
+                match due {
+                    Due::Silent => {
+                        return super::silent_peer(
+                            &self.node,
+                            self.cfg.silence_limit,
+                            self.cfg.fail_on_silence,
+                        )
+                    }
+                    Due::Hash => {
+                        tracing::debug!(transfer = %self.rec.id.short(), "all chunks acknowledged");
+                        match self.whole_file_hash().await {
+                            Ok(h) => self.file_hash = Some(h),
+                            Err(e) => return self.abort(e.to_string()),
+                        }
+                        self.talk.hashed();
+                    }
+                    Due::Finish => {
+                        let sha256 = self.file_hash.expect("hashed before finishing");
+                        self.node.send_control(
+                            &self.peer,
+                            &Control::Finish {
+                                transfer: self.rec.id,
+                                sha256,
+                            },
+                        );
+                        self.talk.finish_sent(now, rto);
+                    }
+                    Due::Offer => self.send_offer(),
                 }
-                self.resync_at = None;
-            }
-            if self.state == State::Finishing && self.resync_at.is_none_or(|t| t <= now) {
-                let sha256 = self.file_hash.expect("hashed on entering Finishing");
-                self.answer_due = true;
-                self.node.send_control(
-                    &self.peer,
-                    &Control::Finish {
-                        transfer: self.rec.id,
-                        sha256,
-                    },
-                );
-                self.resync_at = Some(now + self.win.rto.get());
-            }
-            if self.state == State::Offering && self.resync_at.is_some_and(|t| t <= now) {
-                self.send_offer();
-            }
-            // Chunks going out but nothing coming back: the receiver may
-            // have restarted without our session. A sealed offer makes it
-            // say so (and answers with what it holds if it did not).
-            if self.state == State::Sending
-                && now.duration_since(self.last_heard) > self.win.rto.get() * 3
-                && self.resync_at.is_none_or(|t| t <= now)
-            {
-                self.send_offer();
             }
             self.expire_timers(now);
-            // Silent receiver: probe with offers, do not pour chunks into the void.
-            let quiet = now.duration_since(self.last_heard) > self.win.rto.get() * 3;
+            let quiet = self.talk.quiet(now, rto);
             // Prepare the next chunk first, then wait for room for exactly
             // its size: small compressed frames pack many to a message.
-            if self.state == State::Sending && !quiet {
+            if self.talk.phase() == Phase::Sending && !quiet {
                 self.start_preps();
             }
             let next_prepared = self.ready.is_none() && !self.preps.is_empty();
@@ -337,7 +312,7 @@ impl Sender {
                 changed = sessions.changed() => {
                     // Also after an early offer: the agent may not have
                     // taken it (its clock, say), and an offer costs little.
-                    if changed.is_ok() && self.state != State::Finishing {
+                    if changed.is_ok() && self.talk.reoffer_on_new_session() {
                         // A new session: ask again what the receiver holds.
                         self.send_offer();
                     }
@@ -472,27 +447,15 @@ impl Sender {
         for index in indices {
             self.mark_sent(index, false, link);
         }
-        self.state = State::Sending;
-        self.answer_due = true;
-        self.offers_unanswered = 1;
-        self.resync_at = None;
+        self.talk.went_early();
         Ok(true)
     }
 
     fn send_offer(&mut self) {
         let offer = self.offer();
         let sent = self.node.send_control(&self.peer, &offer);
-        self.answer_due |= sent;
-        // Answering an offer costs the receiver a few syncs to disk, more
-        // than a chunk's round trip: wait two, then back off while it is
-        // unanswered (each repeat also forces a message out).
-        self.offers_unanswered = self.offers_unanswered.saturating_add(u32::from(sent));
-        let wait = if sent {
-            self.win.rto.get() * 2u32.pow(self.offers_unanswered.clamp(1, 4))
-        } else {
-            Duration::from_millis(200)
-        };
-        self.resync_at = Some(Instant::now() + wait.min(Duration::from_secs(60)));
+        self.talk
+            .offer_sent(sent, Instant::now(), self.win.rto.get());
     }
 
     fn on_input(&mut self, input: TaskInput) -> Option<Outcome> {
@@ -509,50 +472,10 @@ impl Sender {
             }
             TaskInput::Chunk { .. } => {}
             TaskInput::Control(c) => {
-                self.last_heard = Instant::now();
-                self.offers_unanswered = 0;
+                self.talk.heard(Instant::now());
                 match c {
-                    Control::Accept { have, epoch, .. } | Control::Ack { have, epoch, .. }
-                        if epoch != self.epoch =>
-                    {
-                        tracing::debug!(transfer = %self.rec.id.short(), ?have, "answer about another keying dropped");
-                    }
-                    Control::Accept { have, .. } => {
-                        let have = have.normalized(self.win.acked.len());
-                        if self.state == State::Offering {
-                            tracing::debug!(transfer = %self.rec.id.short(), "accepted");
-                            self.state = State::Sending;
-                            self.resync_at = None;
-                        }
-                        if std::mem::take(&mut self.answer_due) {
-                            // What the receiver holds now is the truth, also
-                            // when it holds less than we thought.
-                            self.forget_missing(&have);
-                            self.on_ack(&have, AckScope::All);
-                        } else {
-                            self.on_ack(&have, AckScope::InFlight);
-                        }
-                    }
-                    Control::Ack { have, .. } => {
-                        let have = have.normalized(self.win.acked.len());
-                        if self.state == State::Offering {
-                            // An acknowledgement means it was accepted before.
-                            self.state = State::Sending;
-                            self.resync_at = None;
-                        }
-                        if std::mem::take(&mut self.answer_due) {
-                            if self.state == State::Finishing {
-                                // Answering our Finish with gaps: send them again.
-                                self.forget_missing(&have);
-                            }
-                            self.on_ack(&have, AckScope::All);
-                        } else {
-                            self.on_ack(&have, AckScope::InFlight);
-                        }
-                        if self.state == State::Finishing && !self.win.acked.is_complete() {
-                            self.state = State::Sending;
-                        }
-                    }
+                    Control::Accept { have, epoch, .. } => self.answer(Answer::Accept, epoch, &have),
+                    Control::Ack { have, epoch, .. } => self.answer(Answer::Ack, epoch, &have),
                     Control::Done { sha256, faults, .. } => {
                         // What the channel did on the way in, as the receiver saw it.
                         let seen = FaultCounters {
@@ -586,15 +509,28 @@ impl Sender {
                     // acknowledgement fetched and was told Finish forever).
                     Control::Fetch { .. } => {
                         self.send_offer();
-                        if self.state == State::Finishing {
-                            self.resync_at = None;
-                        }
+                        self.talk.fetched();
                     }
                     _ => {}
                 }
             }
         }
         None
+    }
+
+    /// Take in an answer saying what the receiver holds, as the dialogue
+    /// says to believe it.
+    fn answer(&mut self, kind: Answer, epoch: [u8; 8], have: &AckState) {
+        let have = have.normalized(self.win.acked.len());
+        let Some(take) = self.talk.answer(kind, epoch) else {
+            tracing::debug!(transfer = %self.rec.id.short(), ?have, "answer about another keying dropped");
+            return;
+        };
+        if take.forget_missing {
+            self.forget_missing(&have);
+        }
+        self.on_ack(&have, take.scope);
+        self.talk.applied(kind, self.win.acked.is_complete());
     }
 
     /// Take in a (normalized) acknowledgement: of every chunk it names
@@ -667,11 +603,7 @@ impl Sender {
         if let Some(d) = self.win.next_deadline() {
             wake = wake.min(d);
         }
-        // A resynchronisation time already past is not a reason to wake:
-        // while chunks flow and answers come it stays past, and waking for
-        // it would spin the loop until the peer fell quiet (found by the
-        // simulator, seed 15: a paused clock never advanced).
-        if let Some(t) = self.resync_at.filter(|&t| t > now) {
+        if let Some(t) = self.talk.next_wake(now) {
             wake = wake.min(t);
         }
         wake

@@ -29,10 +29,9 @@ use crate::error::{CoreError, IoContext, Result};
 use crate::protocol::{AckState, ChunkBody, Control, RefuseCode};
 use crate::store::TransferRecord;
 use crate::view::{ChunkState, LogLevel, TransferStatus};
+use intake::{AckPlan, Arrival, FinishStep, Intake};
 
-/// The longest a downloading receiver stays quiet before asking the
-/// sender again (one small message a minute at worst).
-const REFETCH_MAX: Duration = Duration::from_secs(60);
+mod intake;
 
 pub(crate) struct ReceiverConfig {
     /// The client drives a download: it sends the fetch and repeats it.
@@ -54,21 +53,16 @@ pub(crate) struct Receiver {
     cfg: ReceiverConfig,
     cipher: Option<Arc<ChunkCipher>>,
     file: Option<Arc<std::fs::File>>,
-    have: Bitmap,
-    highest: Option<u32>,
-    ack_due: Option<Instant>,
-    ack_delay: Duration,
-    unsynced: bool,
+    /// Held chunks, acknowledgements, fetches, silence ([`Intake`]: pure).
+    intake: Intake,
     progress: Arc<Mutex<Progress>>,
     rto: Rto,
-    fetch_at: Option<Instant>,
-    last_heard: Instant,
     /// The verified file was already renamed into place by a run that
     /// died before recording it.
     renamed: bool,
-    /// SHA-256 of the chunks received in order from the first, and the
-    /// next index it needs; dropped at the first gap.
-    running: Option<(Sha256, u32)>,
+    /// SHA-256 of the chunks received in order from the first (the
+    /// intake says which chunk it needs next); dropped at the first gap.
+    running: Option<Sha256>,
     /// The acknowledgement being made durable and sent.
     ack_job: Option<tokio::task::JoinHandle<Result<()>>>,
 }
@@ -96,31 +90,30 @@ impl Receiver {
             }
             None => Duration::from_millis(20),
         };
+        let running = (have.count() == 0).then(Sha256::new);
+        let intake = Intake::new(
+            have,
+            ack_delay,
+            cfg.initiator,
+            cfg.silence_limit,
+            Instant::now(),
+        );
         let mut r = Receiver {
             node,
             peer,
             cfg,
             cipher: None,
             file: None,
-            have,
-            highest: None,
-            ack_due: None,
-            ack_delay,
-            unsynced: false,
+            intake,
             progress,
             rto,
-            fetch_at: None,
-            last_heard: Instant::now(),
             renamed: false,
-            running: None,
+            running,
             ack_job: None,
             rec,
         };
         if !r.cfg.initiator {
             r.open_partial(false)?;
-        }
-        if r.have.count() == 0 {
-            r.running = Some((Sha256::new(), 0));
         }
         Ok(r)
     }
@@ -142,7 +135,7 @@ impl Receiver {
         )));
         // Killed between putting the file in place and recording it: the
         // whole file is already there, to be checked against the final hash.
-        if !reset && !path.exists() && self.have.is_complete() && self.target_exists() {
+        if !reset && !path.exists() && self.intake.have().is_complete() && self.target_exists() {
             self.renamed = true;
             return Ok(());
         }
@@ -186,26 +179,20 @@ impl Receiver {
         }
         loop {
             let now = Instant::now();
-            if now.duration_since(self.last_heard) > self.cfg.silence_limit {
+            if self.intake.silent(now) {
                 return super::silent_peer(
                     &self.node,
                     self.cfg.silence_limit,
                     self.cfg.fail_on_silence,
                 );
             }
-            if self.fetch_at.is_some_and(|t| t <= now) {
+            if self.intake.fetch_due(now) {
                 self.send_fetch();
             }
-            if self.ack_due.is_some_and(|t| t <= now) {
-                if let Err(e) = self.acknowledge().await {
-                    return Outcome::Failed(e.to_string());
-                }
+            if let Err(e) = self.ack_timer(now).await {
+                return Outcome::Failed(e.to_string());
             }
-            let wake = [self.fetch_at, self.ack_due]
-                .into_iter()
-                .flatten()
-                .min()
-                .unwrap_or(now + Duration::from_secs(1));
+            let wake = self.intake.next_wake(now);
             tokio::select! {
                 input = inbox.recv() => {
                     let Some(input) = input else { return Outcome::Stopped };
@@ -225,16 +212,6 @@ impl Receiver {
         }
     }
 
-    /// How long a downloading receiver waits, while chunks flow, before it
-    /// asks again. Four round trips, but never more than [`REFETCH_MAX`]:
-    /// after the last chunk it waits for the sender's Finish, and a sender
-    /// that restarted in between says nothing until asked (the simulator,
-    /// seed 745: four timeouts of a lossy 10-a-minute channel were 226 s
-    /// of silence after the agent came back).
-    fn refetch_after(&self) -> Duration {
-        (self.rto.get() * 4).min(REFETCH_MAX)
-    }
-
     fn send_fetch(&mut self) {
         let sent = self.node.send_control(
             &self.peer,
@@ -243,12 +220,7 @@ impl Receiver {
                 path: self.rec.remote_path.clone(),
             },
         );
-        let wait = if sent {
-            (self.rto.get() * 2).min(REFETCH_MAX)
-        } else {
-            Duration::from_millis(200)
-        };
-        self.fetch_at = Some(Instant::now() + wait);
+        self.intake.fetched(sent, Instant::now(), self.rto.get());
     }
 
     async fn on_input(&mut self, input: TaskInput) -> Result<Option<Outcome>> {
@@ -264,25 +236,12 @@ impl Receiver {
                 self.discard();
                 Ok(Some(Outcome::Cancelled))
             }
-            TaskInput::Chunk { at, body } => {
-                match self.on_chunk(at, body).await {
-                    Ok(authentic) => {
-                        // Only a chunk that opened under the key proves the
-                        // sender is there: forged ones keep nothing alive.
-                        if authentic {
-                            self.last_heard = Instant::now();
-                            if self.cfg.initiator {
-                                // Chunks are flowing: no need to ask again soon.
-                                self.fetch_at = Some(Instant::now() + self.refetch_after());
-                            }
-                        }
-                        Ok(None)
-                    }
-                    Err(e) => Ok(Some(self.cannot_write(e))),
-                }
-            }
+            TaskInput::Chunk { at, body } => match self.on_chunk(at, body).await {
+                Ok(()) => Ok(None),
+                Err(e) => Ok(Some(self.cannot_write(e))),
+            },
             TaskInput::Control(c) => {
-                self.last_heard = Instant::now();
+                self.intake.heard(Instant::now());
                 self.on_control(c).await
             }
         }
@@ -304,7 +263,7 @@ impl Receiver {
                 let rekeyed =
                     manifest != self.rec.manifest || Some(&secret) != self.rec.secret.as_ref();
                 if self.cfg.initiator && (self.file.is_none() || rekeyed) {
-                    let had = self.have.count();
+                    let had = self.intake.have().count();
                     let changed = self.rec.chunks_total > 0 && rekeyed;
                     if changed || self.file.is_none() && had == 0 {
                         self.reset_to(manifest, secret).await?;
@@ -321,20 +280,17 @@ impl Receiver {
                         );
                     }
                 }
-                if self.have.count() > 0 {
+                if self.intake.have().count() > 0 {
                     lock(&self.progress).resumed = true;
                 }
-                self.fetch_at = self
-                    .cfg
-                    .initiator
-                    .then(|| Instant::now() + self.refetch_after());
+                self.intake.answered_offer(Instant::now(), self.rto.get());
                 self.sync_and_persist().await?;
                 self.node.send_control(
                     &self.peer,
                     &Control::Accept {
                         transfer: self.rec.id,
                         epoch: self.rec.manifest.epoch(self.rec.live_secret()?)?,
-                        have: AckState::from_bitmap(&self.have),
+                        have: AckState::from_bitmap(self.intake.have()),
                     },
                 );
                 Ok(None)
@@ -377,9 +333,8 @@ impl Receiver {
         self.node.store.put_secret(&self.rec.id, &secret)?;
         self.rec.secret = Some(secret);
         self.rec.chunks_done = 0;
-        self.have = Bitmap::new(self.rec.chunks_total);
-        self.highest = None;
-        self.running = Some((Sha256::new(), 0));
+        self.intake.reset(self.rec.chunks_total);
+        self.running = Some(Sha256::new());
         self.node.store.clear_chunks(&self.rec.id)?;
         self.open_partial(true)?;
         lock(&self.progress).reshape(
@@ -394,56 +349,68 @@ impl Receiver {
 
     /// Take one chunk. Only a local write failure (a full disk, say) is an
     /// error; anything wrong with the chunk itself is counted and dropped.
-    async fn on_chunk(&mut self, at: ChunkNonce, body: Vec<u8>) -> Result<bool> {
+    async fn on_chunk(&mut self, at: ChunkNonce, body: Vec<u8>) -> Result<()> {
         let index = at.index;
         let (Some(cipher), Some(file)) = (self.cipher.clone(), self.file.clone()) else {
-            return Ok(false);
+            return Ok(());
         };
-        if index >= self.rec.chunks_total {
-            self.count(|f| f.corrupt += 1, |s| &s.corrupt);
-            return Ok(false);
-        }
-        if self.have.get(index) {
-            self.count(|f| f.duplicate += 1, |s| &s.duplicate);
-            self.schedule_ack();
-            return Ok(false);
+        let extends_hash = match self.intake.arrive(index, Instant::now()) {
+            Arrival::OutOfRange => {
+                self.count(|f| f.corrupt += 1, |s| &s.corrupt);
+                return Ok(());
+            }
+            Arrival::Duplicate => {
+                self.count(|f| f.duplicate += 1, |s| &s.duplicate);
+                return Ok(());
+            }
+            Arrival::New { extends_hash } => extends_hash,
+        };
+        if !extends_hash {
+            self.running = None;
         }
         let len = self.rec.manifest.chunk_len(index);
         let offset = self.rec.manifest.offset(index);
         // While chunks come in order, hash the whole file as they land, so
-        // the final check need not read it all again.
-        let mut running = self.running.take().filter(|(_, next)| *next == index);
-        let opened = tokio::task::spawn_blocking(move || -> Result<_> {
-            let (data, hash) = ChunkBody::open_owned(&cipher, at, body, len)?;
-            file.write_all_at(&data, offset).map_err(|e| {
-                CoreError::io(format!("writing chunk {index} (is the disk full?)"), e)
-            })?;
-            if let Some((hasher, next)) = running.as_mut() {
-                hasher.update(&data);
-                *next += 1;
-            }
-            Ok((hash, running))
+        // the final check need not read it all again. A chunk that does
+        // not open leaves the running hash as it was.
+        let mut running = self.running.take();
+        let opened = tokio::task::spawn_blocking(move || {
+            let taken = ChunkBody::open_owned(&cipher, at, body, len).and_then(|(data, hash)| {
+                file.write_all_at(&data, offset).map_err(|e| {
+                    CoreError::io(format!("writing chunk {index} (is the disk full?)"), e)
+                })?;
+                if let Some(hasher) = running.as_mut() {
+                    hasher.update(&data);
+                }
+                Ok(hash)
+            });
+            (taken, running)
         })
         .await;
         let hash = match opened {
-            Ok(Ok((h, running))) => {
+            Ok((taken, running)) => {
                 self.running = running;
-                h
+                match taken {
+                    Ok(h) => h,
+                    Err(e @ CoreError::Io { .. }) => return Err(e),
+                    Err(e) => {
+                        tracing::debug!("dropping chunk {index}: {e}");
+                        self.count(|f| f.corrupt += 1, |s| &s.corrupt);
+                        return Ok(());
+                    }
+                }
             }
-            Ok(Err(e @ CoreError::Io { .. })) => return Err(e),
-            Ok(Err(e)) => {
-                tracing::debug!("dropping chunk {index}: {e}");
-                self.count(|f| f.corrupt += 1, |s| &s.corrupt);
-                return Ok(false);
-            }
-            Err(_) => return Ok(false),
+            Err(_) => return Ok(()),
         };
-        if self.highest.is_some_and(|h| index < h) {
+        // Only a chunk that opened under the key proves the sender is
+        // there: forged ones keep nothing alive.
+        let hashed = extends_hash && self.running.is_some();
+        if self
+            .intake
+            .stored(index, hashed, Instant::now(), self.rto.get())
+        {
             self.count(|f| f.reordered += 1, |s| &s.reordered);
         }
-        self.highest = Some(self.highest.map_or(index, |h| h.max(index)));
-        self.have.set(index);
-        self.unsynced = true;
         let _ = self.node.store.put_chunk_hash(&self.rec.id, index, &hash);
         {
             let mut p = lock(&self.progress);
@@ -451,8 +418,7 @@ impl Receiver {
             p.this_run.set(index);
         }
         self.node.touch();
-        self.schedule_ack();
-        Ok(true)
+        Ok(())
     }
 
     /// This side cannot store what it received: stop, keeping every chunk
@@ -496,37 +462,42 @@ impl Receiver {
         });
     }
 
-    fn schedule_ack(&mut self) {
-        if self.ack_due.is_none() {
-            self.ack_due = Some(Instant::now() + self.ack_delay);
+    /// Wait for the acknowledgement in flight, if any, and say it settled.
+    async fn settle_ack(&mut self) -> Result<()> {
+        if let Some(job) = self.ack_job.take() {
+            let done = job.await;
+            self.intake.ack_settled();
+            done.map_err(|e| CoreError::Transfer(e.to_string()))??;
+        }
+        Ok(())
+    }
+
+    /// The acknowledgement timer: send one if it is due and the last has
+    /// settled (one at a time, beside the receiving).
+    async fn ack_timer(&mut self, now: Instant) -> Result<()> {
+        if self.ack_job.as_ref().is_some_and(|j| j.is_finished()) {
+            self.settle_ack().await?;
+        }
+        match self.intake.ack_timer(now) {
+            Some(plan) => self.acknowledge(plan),
+            None => Ok(()),
         }
     }
 
-    /// Make every held chunk durable, then say so.
-    /// Make every held chunk durable, then say so. Runs beside the
+    /// Make the chunks of `plan` durable, then say so. Runs beside the
     /// receiving: the acknowledgement names only chunks written before the
-    /// sync began, and one sync at a time is in flight.
-    async fn acknowledge(&mut self) -> Result<()> {
-        if self.ack_job.as_ref().is_some_and(|j| !j.is_finished()) {
-            self.ack_due = Some(Instant::now() + self.ack_delay);
-            return Ok(());
-        }
-        if let Some(job) = self.ack_job.take() {
-            job.await
-                .map_err(|e| CoreError::Transfer(e.to_string()))??;
-        }
-        self.ack_due = None;
-        self.rec.chunks_done = self.have.count();
+    /// sync began.
+    fn acknowledge(&mut self, plan: AckPlan) -> Result<()> {
+        self.rec.chunks_done = plan.have.count();
         if self.rec.status == TransferStatus::Pending {
             self.rec.status = TransferStatus::InProgress;
         }
-        let have = self.have.clone();
         let rec = self.rec.clone();
         let epoch = rec.manifest.epoch(rec.live_secret()?)?;
-        let file = self.file.clone().filter(|_| self.unsynced);
-        self.unsynced = false;
+        let file = self.file.clone().filter(|_| plan.sync);
         let node = self.node.clone();
         let peer = self.peer.clone();
+        let have = plan.have;
         self.ack_job = Some(crate::task::spawn(async move {
             if let Some(file) = file {
                 tokio::task::spawn_blocking(move || file.sync_data())
@@ -551,24 +522,22 @@ impl Receiver {
     }
 
     async fn sync_and_persist(&mut self) -> Result<()> {
-        if let Some(job) = self.ack_job.take() {
-            job.await
-                .map_err(|e| CoreError::Transfer(e.to_string()))??;
-        }
-        if self.unsynced {
+        self.settle_ack().await?;
+        if self.intake.synced() {
             if let Some(file) = self.file.clone() {
                 tokio::task::spawn_blocking(move || file.sync_data())
                     .await
                     .map_err(|e| CoreError::Transfer(e.to_string()))?
                     .ctx(|| "syncing the partial file (is the disk full?)".to_string())?;
             }
-            self.unsynced = false;
         }
-        self.rec.chunks_done = self.have.count();
+        self.rec.chunks_done = self.intake.have().count();
         if self.rec.status == TransferStatus::Pending {
             self.rec.status = TransferStatus::InProgress;
         }
-        self.node.store.put_bitmap(&self.rec.id, &self.have)?;
+        self.node
+            .store
+            .put_bitmap(&self.rec.id, self.intake.have())?;
         self.node.store.put_transfer(&self.rec)?;
         self.node.store.flush_async().await?;
         Ok(())
@@ -581,13 +550,18 @@ impl Receiver {
         if self.file.is_none() {
             return Ok(None);
         }
-        if !self.have.is_complete() {
-            self.acknowledge().await?;
-            return Ok(None);
-        }
+        let running = match self.intake.finish() {
+            FinishStep::AckFirst => {
+                self.settle_ack().await?;
+                let plan = self.intake.ack_now();
+                self.acknowledge(plan)?;
+                return Ok(None);
+            }
+            FinishStep::Verify { running } => running,
+        };
         self.sync_and_persist().await?;
         let actual = match self.running.take() {
-            Some((hasher, next)) if next == self.rec.chunks_total => hasher.finalize().into(),
+            Some(hasher) if running => hasher.finalize().into(),
             _ => {
                 let partial = self.partial_path();
                 let size = self.rec.manifest.size;
@@ -759,6 +733,6 @@ impl Receiver {
             let _ = std::fs::remove_file(p);
         }
         let _ = self.node.store.clear_chunks(&self.rec.id);
-        self.have = Bitmap::new(self.rec.chunks_total);
+        self.intake.forget();
     }
 }
