@@ -28,6 +28,21 @@ fn seeded_hostile_transfers_keep_every_invariant() {
     assert!(crate::crypto::seal_watch::seals() > 0);
 }
 
+/// Seeds beyond the first [`SEEDS`] that once failed, each for a bug since
+/// fixed (the commit that fixed it names the seed).
+const FOUND: &[u64] = &[468, 481, 745, 6271, 6482, 7563, 7754];
+
+#[test]
+fn seeds_that_found_bugs_stay_fixed() {
+    let limits = Limits::default();
+    let failures: Vec<String> = FOUND
+        .iter()
+        .map(|&seed| Scenario::from_seed(seed, &limits))
+        .filter_map(|s| run(&s).err().map(|f| format!("{f}\n  {s:?}")))
+        .collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 /// `PIGEON_SIM_SEED=N cargo test -p pigeon-core --lib sim::tests::one_seed -- --ignored --nocapture`
 #[test]
 #[ignore = "replays the seed in PIGEON_SIM_SEED"]

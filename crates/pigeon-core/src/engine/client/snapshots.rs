@@ -45,6 +45,11 @@ pub(super) async fn publish(
     embedded: bool,
 ) {
     let mut changes = node.changes.subscribe();
+    // The first snapshot goes out at once: what was loaded from the store
+    // changed the node before this task subscribed (found by the
+    // simulator, seed 6271: a client restarted after its download had
+    // completed showed no transfers at all until something else changed).
+    changes.mark_changed();
     let mut version = 0;
     loop {
         if changes.changed().await.is_err() {
