@@ -24,6 +24,7 @@ pub mod handle;
 mod progress;
 mod receiver;
 mod router;
+mod rto;
 mod seal;
 mod sender;
 
@@ -40,12 +41,12 @@ use crate::link::{self, message_payload, Inbound, LinkHandle};
 use crate::policy::Permissions;
 use crate::protocol::{Control, Frame};
 use crate::store::Store;
-use crate::transport::local::LocalSpool;
-use crate::transport::{Address, TransportUri};
+use crate::transport::{self, Address, Side, TransportUri};
 use crate::view::{Event, LogLevel, TransferId};
 
 pub use handle::{ClientCommand, ClientHandle, RemoteEntry, UploadOptions};
 pub(crate) use progress::Progress;
+pub(crate) use rto::Rto;
 
 /// What a transfer task is told.
 #[derive(Debug)]
@@ -452,9 +453,9 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Open the transports named by `uris` for the party with key id `me`.
-/// Open a link on each transport. `client`: a spool folder that does not
-/// exist is a typo to report, not a folder to make (an agent makes it).
+/// Open a link on each transport `uris` names, for the party with key id
+/// `me`. `client`: a spool folder that does not exist is a typo to report,
+/// not a folder to make (an agent makes it).
 pub(crate) fn open_links(
     uris: &[TransportUri],
     me: KeyId,
@@ -466,150 +467,20 @@ pub(crate) fn open_links(
             "no transport given; pass --transport local:<SPOOL_DIR> (or set transports in config.toml)".into(),
         ));
     }
+    let side = if client { Side::Client } else { Side::Agent };
+    let me = me.to_string();
     uris.iter()
         .enumerate()
-        .map(|(i, uri)| match uri {
-            TransportUri::Local(l) => {
-                if client && !l.dir.is_dir() {
-                    return Err(CoreError::BadTransport {
-                        uri: l.to_string(),
-                        reason: format!(
-                            "the spool folder {} does not exist: check the path (the agent's `--transport` names the same folder, and the agent creates it when it starts)",
-                            l.dir.display()
-                        ),
-                    });
-                }
-                let spool = LocalSpool::open(l.clone(), me.to_string(), !client)?;
-                Ok(link::start(spool, l.profile.name(), i, inbound.clone()))
-            }
-            TransportUri::Memory(m) => {
-                let profile = m.0.profile.name();
-                let net = crate::transport::memory::Memory::open(m.clone(), me.to_string());
-                Ok(link::start(net, profile, i, inbound.clone()))
-            }
-            TransportUri::Telegram(t) => {
-                let tg =
-                    crate::transport::telegram::Telegram::open(t.clone()).map_err(|reason| {
-                        CoreError::BadTransport {
-                            uri: t.to_string(),
-                            reason,
-                        }
-                    })?;
-                let profile = match t.mode {
-                    crate::transport::telegram::Mode::Text => "telegram-text",
-                    crate::transport::telegram::Mode::Document => "telegram-doc",
-                };
-                Ok(link::start(tg, profile, i, inbound.clone()))
-            }
-            TransportUri::Shipper(t) => {
-                let shipper =
-                    crate::transport::shipper::Shipper::open(t.clone()).map_err(|reason| {
-                        CoreError::BadTransport {
-                            uri: t.to_string(),
-                            reason,
-                        }
-                    })?;
-                Ok(link::start(shipper, "shipper", i, inbound.clone()))
-            }
-            TransportUri::Whatsapp(t) => {
-                use crate::transport::whatsapp::{Mode, Whatsapp};
-                let wa = Whatsapp::open(t.clone()).map_err(|reason| CoreError::BadTransport {
-                    uri: t.to_string(),
-                    reason,
-                })?;
-                let profile = match t.meta.mode {
-                    Mode::Text => "whatsapp-text",
-                    Mode::Document => "whatsapp-doc",
-                };
-                Ok(link::start(wa, profile, i, inbound.clone()))
-            }
-            TransportUri::Messenger(t) => {
-                use crate::transport::messenger::{Messenger, Mode};
-                let fb = Messenger::open(t.clone()).map_err(|reason| CoreError::BadTransport {
-                    uri: t.to_string(),
-                    reason,
-                })?;
-                let profile = match t.meta.mode {
-                    Mode::Text => "messenger-text",
-                    Mode::Document => "messenger-doc",
-                };
-                Ok(link::start(fb, profile, i, inbound.clone()))
-            }
+        .map(|(i, uri)| {
+            let transport = transport::open(uri, &me, side)?;
+            Ok(link::start(
+                transport,
+                transport::profile(uri),
+                i,
+                inbound.clone(),
+            ))
         })
         .collect()
-}
-
-/// Round-trip timeout estimator (RFC 6298), with a floor that accounts for
-/// the channel's pace.
-#[derive(Clone, Debug)]
-pub(crate) struct Rto {
-    srtt: Option<Duration>,
-    rttvar: Duration,
-    floor: Duration,
-    current: Duration,
-}
-
-impl Rto {
-    pub fn for_link(link: &LinkHandle) -> Rto {
-        let caps = link.capabilities();
-        let interval = caps.messages_per_minute.map_or(Duration::ZERO, |m| {
-            Duration::from_secs_f64(60.0 / f64::from(m.max(1)))
-        });
-        // A frame may wait behind two messages here and two there.
-        let floor = (interval * 5).max(Duration::from_millis(300));
-        // Start from a round trip already measured on this link (the
-        // handshake's), else from a cautious guess.
-        let measured = link
-            .stats
-            .rtt_micros
-            .load(std::sync::atomic::Ordering::Relaxed);
-        let current = if measured > 0 {
-            (Duration::from_micros(measured) * 3).max(floor)
-        } else {
-            floor.max(Duration::from_secs(1)) * 2
-        };
-        Rto {
-            srtt: None,
-            rttvar: Duration::ZERO,
-            floor,
-            current,
-        }
-    }
-
-    /// A timeout of `d` and a floor of `d`, for tests of what uses one.
-    #[cfg(test)]
-    pub fn fixed(d: Duration) -> Rto {
-        Rto {
-            srtt: None,
-            rttvar: Duration::ZERO,
-            floor: d,
-            current: d,
-        }
-    }
-
-    pub fn sample(&mut self, rtt: Duration) {
-        match self.srtt {
-            None => {
-                self.srtt = Some(rtt);
-                self.rttvar = rtt / 2;
-            }
-            Some(s) => {
-                let diff = s.abs_diff(rtt);
-                self.rttvar = (self.rttvar * 3 + diff) / 4;
-                self.srtt = Some((s * 7 + rtt) / 8);
-            }
-        }
-        let s = self.srtt.unwrap_or(rtt);
-        self.current = (s + self.rttvar * 4).clamp(self.floor, Duration::from_secs(60));
-    }
-
-    pub fn get(&self) -> Duration {
-        self.current
-    }
-
-    pub fn srtt(&self) -> Option<Duration> {
-        self.srtt
-    }
 }
 
 /// How a transfer task ends when the other side has been silent too long:

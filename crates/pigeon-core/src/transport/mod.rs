@@ -13,6 +13,7 @@ pub mod local;
 pub mod memory;
 pub mod messenger;
 pub mod meta;
+mod open;
 pub mod shipper;
 pub mod telegram;
 pub mod whatsapp;
@@ -21,6 +22,8 @@ use std::future::Future;
 use std::time::Duration;
 
 use crate::error::{CoreError, Result};
+
+pub use open::{open, profile, AnyTransport, Side};
 
 /// Where a message goes: the recipient's inbox name on the channel
 /// (a key id on the local spool; a chat id on a messenger).

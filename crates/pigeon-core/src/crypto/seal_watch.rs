@@ -1,0 +1,61 @@
+//! The simulator's proof of the nonce rule: while [`watch`]
+//! is on, every chunk seal is recorded as (key, nonce) → SHA-256 of the
+//! plaintext, across every node of the process and across their crashes
+//! and restarts, and a second, different plaintext under one (key, nonce)
+//! is kept as a violation for the simulator to report.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+static ON: AtomicBool = AtomicBool::new(false);
+
+#[derive(Default)]
+struct Book {
+    seals: HashMap<([u8; 8], [u8; 24]), [u8; 32]>,
+    violations: Vec<String>,
+}
+
+fn book() -> std::sync::MutexGuard<'static, Book> {
+    static BOOK: OnceLock<Mutex<Book>> = OnceLock::new();
+    crate::engine::lock(BOOK.get_or_init(Mutex::default))
+}
+
+/// Record seals from now on.
+pub fn watch() {
+    ON.store(true, Ordering::Relaxed);
+}
+
+/// Seals recorded so far.
+pub fn seals() -> usize {
+    book().seals.len()
+}
+
+/// Forget the seals recorded (between scenarios of a long soak, to
+/// keep the book's memory bounded; violations stay).
+pub fn clear() {
+    book().seals.clear();
+}
+
+/// The nonce reuses seen, one sentence each.
+pub fn violations() -> Vec<String> {
+    book().violations.clone()
+}
+
+pub(super) fn sealed(key: [u8; 8], nonce: [u8; 24], plaintext: &[u8]) {
+    if !ON.load(Ordering::Relaxed) {
+        return;
+    }
+    let digest = super::sha256(plaintext);
+    let mut book = book();
+    if let Some(before) = book.seals.insert((key, nonce), digest) {
+        if before != digest {
+            let what = format!(
+                "nonce {} of key {} sealed two different plaintexts",
+                hex::encode(nonce),
+                hex::encode(key)
+            );
+            book.violations.push(what);
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! The end of a received transfer: the whole file's hash checked against
+//! the sender's, the file put in place (through the agent's root, never
+//! executable), the completion made durable before the sender is told.
+
+use super::*;
+
+impl Receiver {
+    pub(super) async fn on_finish(&mut self, sha256: [u8; 32]) -> Result<Option<Outcome>> {
+        if self.renamed {
+            return self.check_renamed(sha256).await;
+        }
+        if self.file.is_none() {
+            return Ok(None);
+        }
+        let running = match self.intake.finish() {
+            FinishStep::AckFirst => {
+                self.settle_ack().await?;
+                let plan = self.intake.ack_now();
+                self.acknowledge(plan)?;
+                return Ok(None);
+            }
+            FinishStep::Verify { running } => running,
+        };
+        self.sync_and_persist().await?;
+        let actual = match self.running.take() {
+            Some(hasher) if running => hasher.finalize().into(),
+            _ => {
+                let partial = self.partial_path();
+                let size = self.rec.manifest.size;
+                tokio::task::spawn_blocking(move || hash_file(&partial, size))
+                    .await
+                    .map_err(|e| CoreError::Transfer(e.to_string()))??
+            }
+        };
+        if actual != sha256 {
+            let reason = format!(
+                "received {} but the sender says {}",
+                &hex::encode(actual)[..16],
+                &hex::encode(sha256)[..16]
+            );
+            self.node.send_control(
+                &self.peer,
+                &Control::Mismatch {
+                    transfer: self.rec.id,
+                    reason: reason.clone(),
+                },
+            );
+            self.discard();
+            return Ok(Some(Outcome::Failed(format!(
+                "whole-file SHA-256 mismatch ({reason}); nothing was kept"
+            ))));
+        }
+        if self.target_exists() && !self.rec.overwrite {
+            return Ok(Some(self.refuse_exists()));
+        }
+        let partial = self.partial_path();
+        let target = self.rec.local_path.clone();
+        let file = self.file.clone();
+        let root = self.cfg.root.clone();
+        let remote = self.rec.remote_path.clone();
+        let overwrite = self.rec.overwrite;
+        let placed = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            use std::os::unix::fs::PermissionsExt;
+            // Never executable, whatever it is; readable as the user's
+            // umask says (pigeon's own is private).
+            let mode = std::fs::Permissions::from_mode(crate::home::public_file_mode());
+            match &file {
+                Some(f) => f.set_permissions(mode)?,
+                None => std::fs::set_permissions(&partial, mode)?,
+            }
+            match root {
+                Some(root) => {
+                    let remote = crate::policy::RemotePath::parse_file(&remote)
+                        .map_err(std::io::Error::other)?;
+                    root.place(&partial, &remote, overwrite)
+                }
+                None => {
+                    std::fs::rename(&partial, &target)?;
+                    match target.parent() {
+                        Some(dir) => crate::home::sync_dir(dir),
+                        None => Ok(()),
+                    }
+                }
+            }
+        })
+        .await
+        .map_err(|e| CoreError::Transfer(e.to_string()))?;
+        match placed {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Ok(Some(self.refuse_exists()))
+            }
+            Err(e) => {
+                return Err(CoreError::io(
+                    format!("putting {} in place", self.rec.local_path.display()),
+                    e,
+                ))
+            }
+        }
+        self.done(sha256).await.map(Some)
+    }
+
+    /// The target exists and may not be replaced: say so and stop.
+    pub(super) fn refuse_exists(&mut self) -> Outcome {
+        let reason = format!("{} already exists", self.rec.remote_path);
+        self.node.send_control(
+            &self.peer,
+            &Control::Refuse {
+                transfer: self.rec.id,
+                code: RefuseCode::Exists,
+                reason: reason.clone(),
+            },
+        );
+        Outcome::Failed(reason)
+    }
+
+    /// Whether the destination exists (through the root, on an agent).
+    pub(super) fn target_exists(&self) -> bool {
+        match &self.cfg.root {
+            Some(root) => crate::policy::RemotePath::parse_file(&self.rec.remote_path)
+                .ok()
+                .and_then(|p| root.kind(&p))
+                .is_some(),
+            None => self.rec.local_path.exists(),
+        }
+    }
+
+    /// Record the verified file as completed, durably, and only then
+    /// confirm it to the sender: a sender told "done" always finds the
+    /// completion recorded here, even if this process dies the next moment.
+    pub(super) async fn done(&mut self, sha256: [u8; 32]) -> Result<Outcome> {
+        let outcome = Outcome::Completed(sha256);
+        crate::engine::sender::finish_record(&mut self.rec, &outcome);
+        self.node.store.put_transfer(&self.rec)?;
+        if self.cfg.audit {
+            self.node.store.audit(crate::store::AuditRecord {
+                seq: 0,
+                prev: [0; 32],
+                time_unix: 0,
+                peer: self.rec.peer.clone(),
+                action: "upload".into(),
+                path: self.rec.remote_path.clone(),
+                outcome: "completed".into(),
+                sha256: Some(crate::engine::sha_hex(&sha256)),
+                transport: self.rec.transport.clone(),
+            })?;
+        }
+        self.node.store.flush_async().await?;
+        self.node.send_control(
+            &self.peer,
+            &Control::Done {
+                transfer: self.rec.id,
+                sha256,
+                faults: self.rec.faults,
+            },
+        );
+        Ok(outcome)
+    }
+
+    /// Finish a transfer whose file is already in place: complete only if
+    /// it is the file the sender means.
+    pub(super) async fn check_renamed(&mut self, sha256: [u8; 32]) -> Result<Option<Outcome>> {
+        let target = self.rec.local_path.clone();
+        let size = self.rec.manifest.size;
+        let root = self.cfg.root.clone();
+        let remote = self.rec.remote_path.clone();
+        let actual = tokio::task::spawn_blocking(move || match root {
+            Some(root) => {
+                let p = crate::policy::RemotePath::parse_file(&remote)?;
+                let f = root
+                    .open_file(&p)
+                    .map_err(|e| CoreError::io(format!("checking {remote}"), e))?;
+                crate::engine::sender::hash_open_file(&f, size)
+            }
+            None => hash_file(&target, size),
+        })
+        .await
+        .map_err(|e| CoreError::Transfer(e.to_string()))??;
+        if actual != sha256 {
+            let reason = format!("{} changed after it was received", self.rec.remote_path);
+            self.node.send_control(
+                &self.peer,
+                &Control::Mismatch {
+                    transfer: self.rec.id,
+                    reason: reason.clone(),
+                },
+            );
+            return Ok(Some(Outcome::Failed(reason)));
+        }
+        self.done(sha256).await.map(Some)
+    }
+}

@@ -1,0 +1,78 @@
+//! The retransmission timeout (RFC 6298), floored by the channel's pace.
+
+use std::time::Duration;
+
+use crate::link::LinkHandle;
+
+/// Round-trip timeout estimator (RFC 6298), with a floor that accounts for
+/// the channel's pace.
+#[derive(Clone, Debug)]
+pub(crate) struct Rto {
+    srtt: Option<Duration>,
+    rttvar: Duration,
+    floor: Duration,
+    current: Duration,
+}
+
+impl Rto {
+    pub fn for_link(link: &LinkHandle) -> Rto {
+        let caps = link.capabilities();
+        let interval = caps.messages_per_minute.map_or(Duration::ZERO, |m| {
+            Duration::from_secs_f64(60.0 / f64::from(m.max(1)))
+        });
+        // A frame may wait behind two messages here and two there.
+        let floor = (interval * 5).max(Duration::from_millis(300));
+        // Start from a round trip already measured on this link (the
+        // handshake's), else from a cautious guess.
+        let measured = link
+            .stats
+            .rtt_micros
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let current = if measured > 0 {
+            (Duration::from_micros(measured) * 3).max(floor)
+        } else {
+            floor.max(Duration::from_secs(1)) * 2
+        };
+        Rto {
+            srtt: None,
+            rttvar: Duration::ZERO,
+            floor,
+            current,
+        }
+    }
+
+    /// A timeout of `d` and a floor of `d`, for tests of what uses one.
+    #[cfg(test)]
+    pub fn fixed(d: Duration) -> Rto {
+        Rto {
+            srtt: None,
+            rttvar: Duration::ZERO,
+            floor: d,
+            current: d,
+        }
+    }
+
+    pub fn sample(&mut self, rtt: Duration) {
+        match self.srtt {
+            None => {
+                self.srtt = Some(rtt);
+                self.rttvar = rtt / 2;
+            }
+            Some(s) => {
+                let diff = s.abs_diff(rtt);
+                self.rttvar = (self.rttvar * 3 + diff) / 4;
+                self.srtt = Some((s * 7 + rtt) / 8);
+            }
+        }
+        let s = self.srtt.unwrap_or(rtt);
+        self.current = (s + self.rttvar * 4).clamp(self.floor, Duration::from_secs(60));
+    }
+
+    pub fn get(&self) -> Duration {
+        self.current
+    }
+
+    pub fn srtt(&self) -> Option<Duration> {
+        self.srtt
+    }
+}

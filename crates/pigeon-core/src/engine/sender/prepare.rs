@@ -1,0 +1,330 @@
+//! Chunks made ready to go: read, compressed when that helps, sealed as
+//! the seal book plans, on blocking threads ahead of the link; the offer
+//! and first chunks in the Hello; the whole file's hash.
+
+use super::*;
+
+/// Chunks prepared at once: one per core keeps a compressing sender busy.
+pub(super) const PREP_DEPTH: usize = 2;
+
+/// A built chunk frame: (frame bytes, plaintext SHA-256, gzipped).
+pub(super) type Built = (Vec<u8>, [u8; 32], bool);
+
+/// A chunk being prepared on a blocking thread.
+pub(super) struct Prep {
+    pub(super) index: u32,
+    pub(super) retry: bool,
+    pub(super) planned: Gzip,
+    pub(super) job: JoinHandle<Result<Built>>,
+}
+
+/// A chunk frame built and waiting for room on a link.
+pub(super) struct Ready {
+    pub(super) index: u32,
+    pub(super) retry: bool,
+    pub(super) frame: Vec<u8>,
+}
+
+/// SHA-256 of the first `size` bytes of a file, read in 1 MiB blocks.
+pub(crate) fn hash_file(path: &std::path::Path, size: u64) -> Result<[u8; 32]> {
+    let f = std::fs::File::open(path)
+        .map_err(|e| CoreError::io(format!("hashing {}", path.display()), e))?;
+    hash_open_file(&f, size).map_err(|e| at_path(e, path))
+}
+
+/// SHA-256 of the first `size` bytes of an open file (read at offsets, so
+/// the file's own position is left alone).
+pub(crate) fn hash_open_file(f: &std::fs::File, size: u64) -> Result<[u8; 32]> {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1024 * 1024];
+    let mut total = 0u64;
+    while total < size {
+        let want = (size - total).min(buf.len() as u64) as usize;
+        let n = f
+            .read_at(&mut buf[..want], total)
+            .map_err(|e| CoreError::io("hashing the file".to_string(), e))?;
+        if n == 0 {
+            return Err(CoreError::Transfer(
+                "the file is shorter than when the transfer started; run the command again".into(),
+            ));
+        }
+        total += n as u64;
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher.finalize().into())
+}
+
+/// Name the file an error is about.
+pub(super) fn at_path(e: CoreError, path: &std::path::Path) -> CoreError {
+    match e {
+        CoreError::Io { source, .. } => {
+            CoreError::io(format!("hashing {}", path.display()), source)
+        }
+        CoreError::Transfer(m) => {
+            CoreError::Transfer(m.replace("the file", &path.display().to_string()))
+        }
+        other => other,
+    }
+}
+
+/// Types whose content is already compressed: gzip is not even tried.
+pub(super) fn already_compressed(mime: &str) -> bool {
+    mime.starts_with("image/") && mime != "image/bmp" && mime != "image/svg+xml"
+        || mime.starts_with("video/")
+        || mime.starts_with("audio/")
+        || matches!(
+            mime,
+            "application/gzip"
+                | "application/zip"
+                | "application/x-bzip2"
+                | "application/x-xz"
+                | "application/zstd"
+                | "application/x-7z-compressed"
+                | "application/vnd.rar"
+                | "application/x-rar-compressed"
+                | "application/pdf"
+                | "application/epub+zip"
+        )
+}
+
+impl Sender {
+    /// A chunk that cannot be read whole means the file shrank: say that.
+    pub(super) fn explain_read_error(&self, e: CoreError) -> CoreError {
+        match e {
+            CoreError::Io { source, .. } if source.kind() == std::io::ErrorKind::UnexpectedEof => {
+                CoreError::Transfer(format!(
+                    "{} is shorter than when the transfer started; run the command again to send it afresh",
+                    self.source_name()
+                ))
+            }
+            other => other,
+        }
+    }
+
+    /// A new upload with no session yet, on a link where a round trip
+    /// costs seconds: put the offer and the first chunks, filling the
+    /// Hello's message, into the Hello that opens the session
+    /// ([`crate::protocol::Early`]). True when a Hello took them: they are
+    /// in flight and the transfer is sending; false to offer as usual.
+    pub(super) async fn go_early(&mut self) -> Result<bool> {
+        let new =
+            self.cfg.root.is_none() && self.win.acked.count() == 0 && self.win.inflight.is_empty();
+        if !new || self.peer.session.borrow().is_some() {
+            return Ok(false);
+        }
+        let Some((link, room)) = self.node.early_room() else {
+            return Ok(false);
+        };
+        let offer = self.offer();
+        let mut used = offer.encode()?.len();
+        let first = self.win.cursor;
+        let mut chunks = vec![];
+        while used < room {
+            let Some(index) = self.next_new() else { break };
+            self.win.cursor = index + 1;
+            let mut prep = self.spawn_prep(index, false);
+            let built = (&mut prep.job)
+                .await
+                .map_err(|e| CoreError::Transfer(format!("chunk worker failed: {e}")))?
+                .map_err(|e| self.explain_read_error(e))?;
+            let frame = self.check_prepared(&prep, built)?;
+            used += frame.len() + crate::link::WHOLE_RECORD_OVERHEAD;
+            chunks.push((index, frame));
+        }
+        let indices: Vec<u32> = chunks.iter().map(|(i, _)| *i).collect();
+        let (taken_tx, taken) = tokio::sync::oneshot::channel();
+        self.peer.early.put(EarlyEntry {
+            transfer: self.rec.id,
+            offer,
+            chunks: chunks.into_iter().map(|(_, f)| f).collect(),
+            taken: taken_tx,
+        });
+        match tokio::time::timeout(EARLY_WAIT, taken).await {
+            Ok(Ok(())) => {}
+            // No Hello took it in time (one had gone already): offer as usual.
+            _ if self.peer.early.withdraw(&self.rec.id) => {
+                self.win.cursor = first;
+                return Ok(false);
+            }
+            // Taken just as the wait ran out.
+            _ => {}
+        }
+        tracing::debug!(transfer = %self.rec.id.short(), chunks = indices.len(), "offer and first chunks ride in the Hello");
+        for index in indices {
+            self.mark_sent(index, false, link);
+        }
+        self.talk.went_early();
+        Ok(true)
+    }
+
+    /// A chunk being prepared or waiting for room on a link.
+    pub(super) fn busy(&self, i: u32) -> bool {
+        self.preps.iter().any(|p| p.index == i) || self.ready.as_ref().is_some_and(|r| r.index == i)
+    }
+
+    pub(super) fn has_work(&self) -> bool {
+        let preparing = self.preps.len() + usize::from(self.ready.is_some());
+        self.win.has_work(preparing, |i| self.busy(i))
+    }
+
+    /// The next chunk never sent in this run, nor being prepared.
+    pub(super) fn next_new(&self) -> Option<u32> {
+        self.win.next_new(|i| self.busy(i))
+    }
+
+    /// Start preparing chunks (resends first) up to [`PREP_DEPTH`] at once.
+    pub(super) fn start_preps(&mut self) {
+        while self.preps.len() < PREP_DEPTH && self.has_work() {
+            let (index, retry) = loop {
+                match self.win.resend.pop_front() {
+                    Some(i) if self.win.acked.get(i) => continue,
+                    Some(i) => break (i, true),
+                    None => match self.next_new() {
+                        Some(i) => {
+                            self.win.cursor = i + 1;
+                            break (i, false);
+                        }
+                        None => return,
+                    },
+                }
+            };
+            let prep = self.spawn_prep(index, retry);
+            self.preps.push_back(prep);
+        }
+    }
+
+    /// Hand the prepared frame to the link, in the room reserved for it.
+    pub(super) fn send_ready(&mut self, link: usize, permit: tokio::sync::OwnedSemaphorePermit) {
+        let Some(Ready {
+            index,
+            retry,
+            frame,
+        }) = self.ready.take()
+        else {
+            return;
+        };
+        if self.win.acked.get(index) {
+            // Acknowledged while it waited (a resend the original beat).
+            return;
+        }
+        self.node.send_data(link, &self.peer, frame, permit);
+        self.mark_sent(index, retry, link);
+    }
+
+    /// Chunk `index` was handed to `link`: time it, and show it.
+    pub(super) fn mark_sent(&mut self, index: u32, retry: bool, link: usize) {
+        self.link = link;
+        self.win.sent(index, retry, Instant::now(), rand::random());
+        let mut p = lock(&self.progress);
+        p.this_run.set(index);
+        if retry {
+            p.faults.retransmitted += 1;
+            self.rec.faults.retransmitted += 1;
+            self.node.record_fault(link, |s| {
+                s.retransmitted
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            });
+        }
+        p.set(
+            index,
+            if retry {
+                ChunkState::Retried
+            } else {
+                ChunkState::InFlight
+            },
+        );
+        drop(p);
+        self.node.touch();
+    }
+
+    /// Read, hash, maybe compress, and seal chunk `index` on a blocking
+    /// thread, as the seal book plans it.
+    pub(super) fn spawn_prep(&self, index: u32, retry: bool) -> Prep {
+        let m = &self.rec.manifest;
+        let offset = m.offset(index);
+        let len = m.chunk_len(index);
+        let at = self.book.nonce(index);
+        let planned = self.book.plan(index);
+        let file = self.file.clone();
+        let cipher = self.cipher.clone();
+        let transfer = self.rec.id.0;
+        let job = tokio::task::spawn_blocking(move || {
+            ChunkBody::frame(
+                &cipher,
+                &transfer,
+                at,
+                len,
+                planned,
+                |buf| file.read_exact_at(buf, offset),
+                |_| {},
+            )
+        });
+        Prep {
+            index,
+            retry,
+            planned,
+            job,
+        }
+    }
+
+    /// Let a prepared chunk go only if the seal book admits it: the same
+    /// bytes as recorded, built as this run first built it.
+    pub(super) fn check_prepared(
+        &mut self,
+        prep: &Prep,
+        (frame, hash, compressed): Built,
+    ) -> Result<Vec<u8>> {
+        let index = prep.index;
+        let recorded = self.node.store.chunk_hash(&self.rec.id, index)?;
+        match self
+            .book
+            .admit(index, prep.planned, &hash, compressed, recorded.as_ref())
+        {
+            Ok(admitted) => {
+                if admitted.record {
+                    self.node.store.put_chunk_hash(&self.rec.id, index, &hash)?;
+                }
+                Ok(frame)
+            }
+            Err(SealError::SourceChanged { index }) => Err(CoreError::Transfer(format!(
+                "{} changed while it was being sent (chunk {index} differs); run the command again to send it afresh",
+                self.source_name()
+            ))),
+            Err(SealError::Conflict { index }) => Err(CoreError::Transfer(format!(
+                "internal error: chunk {index} was built two ways in one run; nothing was sent (please report this)"
+            ))),
+        }
+    }
+
+    pub(super) async fn whole_file_hash(&mut self) -> Result<[u8; 32]> {
+        let job = match self.hash_job.take() {
+            Some(job) => job,
+            None => {
+                let file = self.file.clone();
+                let size = self.rec.manifest.size;
+                let path = self.rec.local_path.clone();
+                tokio::task::spawn_blocking(move || {
+                    hash_open_file(&file, size).map_err(|e| at_path(e, &path))
+                })
+            }
+        };
+        let hash = job
+            .await
+            .map_err(|e| CoreError::Transfer(format!("hashing failed: {e}")))??;
+        // The file must still be the one the chunks came from.
+        let meta = self
+            .file
+            .metadata()
+            .map_err(|e| CoreError::io(format!("checking {}", self.source_name()), e))?;
+        if let Some(stamp) = self.rec.source {
+            if SourceStamp::of(&meta) != stamp {
+                return Err(CoreError::Transfer(format!(
+                    "{} changed while it was being sent; run the command again to send it afresh",
+                    self.source_name()
+                )));
+            }
+        }
+        Ok(hash)
+    }
+}
