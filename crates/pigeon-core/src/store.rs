@@ -105,7 +105,51 @@ pub struct TransferRecord {
     pub faults: FaultCounters,
 }
 
+/// What a new transfer is about; the rest of its record starts empty.
+pub struct NewTransfer<'a> {
+    pub id: TransferId,
+    pub direction: Direction,
+    pub role: Role,
+    pub peer: &'a str,
+    pub local_path: PathBuf,
+    pub remote_path: String,
+    pub manifest: Manifest,
+    /// None for a record whose secret lives elsewhere (tests).
+    pub secret: Option<TransferSecret>,
+    pub transport: String,
+}
+
 impl TransferRecord {
+    /// A transfer that starts now: pending, nothing sent or held, no
+    /// sealing run yet, no fault seen. Set what differs with `..`.
+    pub fn begin(n: NewTransfer<'_>) -> TransferRecord {
+        TransferRecord {
+            id: n.id,
+            direction: n.direction,
+            role: n.role,
+            peer: n.peer.to_string(),
+            local_path: n.local_path,
+            remote_path: n.remote_path,
+            partial_path: None,
+            chunks_total: n.manifest.chunk_count(),
+            manifest: n.manifest,
+            secret: n.secret,
+            seal_run: 0,
+            sha256: None,
+            status: TransferStatus::Pending,
+            transport: n.transport,
+            chunks_done: 0,
+            created_unix: now_unix(),
+            completed_unix: None,
+            source: None,
+            error: None,
+            priority: 0,
+            no_compress: false,
+            overwrite: false,
+            faults: FaultCounters::default(),
+        }
+    }
+
     pub fn mime(&self) -> &str {
         &self.manifest.mime
     }
@@ -450,14 +494,13 @@ mod tests {
     use super::*;
 
     fn record(id: TransferId) -> TransferRecord {
-        TransferRecord {
+        TransferRecord::begin(NewTransfer {
             id,
             direction: Direction::Upload,
             role: Role::Sender,
-            peer: "agent".into(),
+            peer: "agent",
             local_path: "/tmp/x".into(),
             remote_path: "x".into(),
-            partial_path: None,
             manifest: Manifest {
                 name: "x".into(),
                 size: 10,
@@ -467,21 +510,8 @@ mod tests {
                 mode: 0o644,
             },
             secret: Some(TransferSecret::random()),
-            seal_run: 0,
-            sha256: None,
-            status: TransferStatus::Pending,
             transport: "local:/s".into(),
-            chunks_total: 3,
-            chunks_done: 0,
-            created_unix: now_unix(),
-            completed_unix: None,
-            source: None,
-            error: None,
-            priority: 0,
-            no_compress: false,
-            overwrite: false,
-            faults: FaultCounters::default(),
-        }
+        })
     }
 
     #[test]

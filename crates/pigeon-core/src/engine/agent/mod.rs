@@ -26,10 +26,11 @@ use crate::home::Home;
 use crate::policy::{EntryKind, RemotePath, StorageRoot};
 use crate::protocol::{Control, Early, Frame, Manifest, RefuseCode};
 use crate::store::{
-    now_unix, AuditRecord, Role, SessionRecord, SessionStatus, SourceStamp, Store, TransferRecord,
+    now_unix, AuditRecord, NewTransfer, Role, SessionRecord, SessionStatus, SourceStamp, Store,
+    TransferRecord,
 };
 use crate::transport::TransportUri;
-use crate::view::{Direction, FaultCounters, LogLevel, TransferId, TransferStatus};
+use crate::view::{Direction, LogLevel, TransferId, TransferStatus};
 
 pub struct AgentConfig {
     pub home: Home,

@@ -143,29 +143,20 @@ impl AgentHooks {
             }
         }
         let rec = TransferRecord {
-            id: transfer,
-            direction: Direction::Upload,
-            role: Role::Receiver,
-            peer: peer.name.to_string(),
-            local_path: target,
-            remote_path: remote.to_string(),
             partial_path: Some(self.root.staging_dir().join(format!("{transfer}.part"))),
-            chunks_total: manifest.chunk_count(),
-            manifest,
-            secret: Some(secret),
-            seal_run: 0,
-            sha256: None,
             status: TransferStatus::InProgress,
-            transport: node.transports_label(),
-            chunks_done: 0,
-            created_unix: now_unix(),
-            completed_unix: None,
-            source: None,
-            error: None,
-            priority: 0,
-            no_compress: false,
             overwrite,
-            faults: FaultCounters::default(),
+            ..TransferRecord::begin(NewTransfer {
+                id: transfer,
+                direction: Direction::Upload,
+                role: Role::Receiver,
+                peer: peer.name.as_str(),
+                local_path: target,
+                remote_path: remote.to_string(),
+                manifest,
+                secret: Some(secret),
+                transport: node.transports_label(),
+            })
         };
         let stored = rec
             .live_secret()
@@ -257,29 +248,19 @@ impl AgentHooks {
                 let chunk_size = crate::engine::client::chunk_size_for(&node.links);
                 let manifest = manifest_for(&remote, &source, &meta, chunk_size);
                 let rec = TransferRecord {
-                    id: transfer,
-                    direction: Direction::Download,
-                    role: Role::Sender,
-                    peer: peer.name.to_string(),
-                    local_path: file.clone(),
-                    remote_path: remote.to_string(),
-                    partial_path: None,
-                    chunks_total: manifest.chunk_count(),
-                    manifest,
-                    secret: Some(TransferSecret::random()),
-                    seal_run: 0,
-                    sha256: None,
                     status: TransferStatus::InProgress,
-                    transport: node.transports_label(),
-                    chunks_done: 0,
-                    created_unix: now_unix(),
-                    completed_unix: None,
                     source: Some(stamp),
-                    error: None,
-                    priority: 0,
-                    no_compress: false,
-                    overwrite: false,
-                    faults: FaultCounters::default(),
+                    ..TransferRecord::begin(NewTransfer {
+                        id: transfer,
+                        direction: Direction::Download,
+                        role: Role::Sender,
+                        peer: peer.name.as_str(),
+                        local_path: file.clone(),
+                        remote_path: remote.to_string(),
+                        manifest,
+                        secret: Some(TransferSecret::random()),
+                        transport: node.transports_label(),
+                    })
                 };
                 audit(
                     node,

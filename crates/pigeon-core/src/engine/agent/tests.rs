@@ -11,29 +11,20 @@ fn open_upload(size: u64, chunk_size: u32, done: u32) -> TransferRecord {
         mode: 0o644,
     };
     TransferRecord {
-        id: TransferId::random(),
-        direction: Direction::Upload,
-        role: Role::Receiver,
-        peer: "laptop".into(),
-        local_path: "/r/x".into(),
-        remote_path: "x".into(),
-        partial_path: None,
-        chunks_total: manifest.chunk_count(),
-        manifest,
-        secret: None,
-        seal_run: 0,
-        sha256: None,
         status: TransferStatus::InProgress,
-        transport: String::new(),
         chunks_done: done,
         created_unix: 0,
-        completed_unix: None,
-        source: None,
-        error: None,
-        priority: 0,
-        no_compress: false,
-        overwrite: false,
-        faults: FaultCounters::default(),
+        ..TransferRecord::begin(NewTransfer {
+            id: TransferId::random(),
+            direction: Direction::Upload,
+            role: Role::Receiver,
+            peer: "laptop",
+            local_path: "/r/x".into(),
+            remote_path: "x".into(),
+            manifest,
+            secret: None,
+            transport: String::new(),
+        })
     }
 }
 

@@ -33,7 +33,7 @@ use crate::link::{message_payload, LinkHandle, WHOLE_RECORD_OVERHEAD};
 use crate::policy::RemotePath;
 use crate::protocol::{Control, Early, Frame, Manifest, RefuseCode, CHUNK_FRAME_OVERHEAD};
 use crate::store::{
-    now_unix, Role, SessionRecord, SessionStatus, SourceStamp, Store, TransferRecord,
+    now_unix, NewTransfer, Role, SessionRecord, SessionStatus, SourceStamp, Store, TransferRecord,
 };
 use crate::transport::TransportUri;
 use crate::view::{

@@ -80,29 +80,21 @@ impl Core {
             },
         };
         let rec = TransferRecord {
-            id: TransferId::random(),
-            direction: Direction::Upload,
-            role: Role::Sender,
-            peer: self.peer.name.to_string(),
-            local_path: path,
-            remote_path: remote,
-            partial_path: None,
-            chunks_total: manifest.chunk_count(),
-            manifest,
-            secret: Some(TransferSecret::random()),
-            seal_run: 0,
-            sha256: None,
-            status: TransferStatus::Pending,
-            transport: self.node.transports_label(),
-            chunks_done: 0,
-            created_unix: now_unix(),
-            completed_unix: None,
             source: Some(stamp),
-            error: None,
             priority: self.next_priority(),
             no_compress: options.no_compress,
             overwrite: options.overwrite,
-            faults: FaultCounters::default(),
+            ..TransferRecord::begin(NewTransfer {
+                id: TransferId::random(),
+                direction: Direction::Upload,
+                role: Role::Sender,
+                peer: self.peer.name.as_str(),
+                local_path: path,
+                remote_path: remote,
+                manifest,
+                secret: Some(TransferSecret::random()),
+                transport: self.node.transports_label(),
+            })
         };
         self.add(rec)
     }
@@ -154,38 +146,30 @@ impl Core {
         }
         let id = TransferId::random();
         let rec = TransferRecord {
-            id,
-            direction: Direction::Download,
-            role: Role::Receiver,
-            peer: self.peer.name.to_string(),
             // Short whatever the file's name (a name of 250 bytes must
             // still leave room), and hidden beside it until verified.
             partial_path: Some(parent.join(format!(".pigeon-{}.partial", id.short()))),
-            local_path: local,
-            remote_path: remote,
-            manifest: Manifest {
-                name,
-                size: 0,
-                chunk_size: 0,
-                mime: String::new(),
-                modified_unix: 0,
-                mode: 0o644,
-            },
-            secret: Some(TransferSecret::random()),
-            seal_run: 0,
-            sha256: None,
-            status: TransferStatus::Pending,
-            transport: self.node.transports_label(),
-            chunks_total: 0,
-            chunks_done: 0,
-            created_unix: now_unix(),
-            completed_unix: None,
-            source: None,
-            error: None,
             priority: self.next_priority(),
-            no_compress: false,
             overwrite: true,
-            faults: FaultCounters::default(),
+            ..TransferRecord::begin(NewTransfer {
+                id,
+                direction: Direction::Download,
+                role: Role::Receiver,
+                peer: self.peer.name.as_str(),
+                local_path: local,
+                remote_path: remote,
+                // Known once the agent offers the file.
+                manifest: Manifest {
+                    name,
+                    size: 0,
+                    chunk_size: 0,
+                    mime: String::new(),
+                    modified_unix: 0,
+                    mode: 0o644,
+                },
+                secret: Some(TransferSecret::random()),
+                transport: self.node.transports_label(),
+            })
         };
         self.add(rec)
     }
