@@ -23,7 +23,7 @@ use crate::crypto::{respond, PublicKey, TransferSecret};
 use crate::engine::handle::RemoteEntry;
 use crate::error::Result;
 use crate::home::Home;
-use crate::policy::{EntryKind, RemotePath, StorageRoot};
+use crate::policy::{authorize, EntryKind, RemotePath, Request, StorageRoot, Target};
 use crate::protocol::{Control, Early, Frame, Manifest, RefuseCode};
 use crate::store::{
     now_unix, AuditRecord, NewTransfer, Role, SessionRecord, SessionStatus, SourceStamp, Store,

@@ -62,19 +62,14 @@ impl AgentHooks {
         if let Err(reason) = manifest.check() {
             return refuse(RefuseCode::TooLarge, reason);
         }
-        if !lock(&peer.permissions).upload {
-            return refuse(
-                RefuseCode::Permission,
-                format!("peer {} may not upload", peer.name),
-            );
-        }
-        let remote = match RemotePath::parse_file(&path) {
-            Ok(p) => p,
-            Err(e) => return refuse(RefuseCode::BadPath, e.to_string()),
-        };
-        let target = match self.root.prepare_parent(&remote) {
+        let perms = *lock(&peer.permissions);
+        let request = Request::Upload { path: &path };
+        let Target {
+            remote,
+            path: target,
+        } = match authorize(peer.name.as_str(), &perms, &self.root, request) {
             Ok(t) => t,
-            Err(e) => return refuse(RefuseCode::BadPath, e.to_string()),
+            Err(r) => return refuse(r.code, r.reason),
         };
         let existing = self.root.kind(&remote);
         if existing == Some(EntryKind::Folder) {
@@ -202,20 +197,13 @@ impl AgentHooks {
             path: &path,
         };
         let refuse = |code, reason: String| self.refuse(node, &peer, req, code, reason);
-        if !lock(&peer.permissions).download {
-            return refuse(
-                RefuseCode::Permission,
-                format!("peer {} may not download", peer.name),
-            );
-        }
-        let remote = match RemotePath::parse_file(&path) {
-            Ok(p) => p,
-            Err(e) => return refuse(RefuseCode::BadPath, e.to_string()),
-        };
-        let file = match self.root.resolve(&remote) {
-            Ok(f) => f,
-            Err(e) => return refuse(RefuseCode::BadPath, e.to_string()),
-        };
+        let perms = *lock(&peer.permissions);
+        let request = Request::Download { path: &path };
+        let Target { remote, path: file } =
+            match authorize(peer.name.as_str(), &perms, &self.root, request) {
+                Ok(t) => t,
+                Err(r) => return refuse(r.code, r.reason),
+            };
         // Opened through the root's handle: what is sent is what was checked.
         let opened = self.root.open_file(&remote).and_then(|f| {
             let meta = f.metadata()?;
@@ -298,16 +286,12 @@ impl AgentHooks {
         offset: u32,
     ) {
         let refuse = |reason: String| refuse_list(node, &peer, request, &dir, reason);
-        if !lock(&peer.permissions).list {
-            return refuse(format!("peer {} may not list", peer.name));
-        }
-        let remote = match RemotePath::parse(&dir) {
-            Ok(p) => p,
-            Err(e) => return refuse(e.to_string()),
+        let perms = *lock(&peer.permissions);
+        let asked = Request::List { dir: &dir };
+        let remote = match authorize(peer.name.as_str(), &perms, &self.root, asked) {
+            Ok(t) => t.remote,
+            Err(r) => return refuse(r.reason),
         };
-        if let Err(e) = self.root.resolve(&remote) {
-            return refuse(e.to_string());
-        }
         // Listing (and hashing) runs beside the router: a big folder must
         // not hold up every other peer's frames.
         let root = self.root.clone();

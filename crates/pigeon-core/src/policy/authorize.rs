@@ -1,0 +1,166 @@
+//! Who may do what, and where: one decision for every request a peer
+//! makes, before anything is opened, allocated or answered.
+//!
+//! The agent asks [`authorize`] first; what it gets back is either where
+//! the request may act (a path already checked under the root) or a
+//! [`Refusal`] to send as it is. Checks that need the store or the file's
+//! content (a transfer id in use, the open-upload limits, a file that is
+//! there already) follow in the agent, on the target this returns.
+
+use std::path::PathBuf;
+
+use super::{Permissions, RemotePath, StorageRoot};
+use crate::protocol::RefuseCode;
+
+/// A peer's request, as it named it.
+#[derive(Clone, Copy, Debug)]
+pub enum Request<'a> {
+    /// Put a file at `path`.
+    Upload { path: &'a str },
+    /// Send the file at `path`.
+    Download { path: &'a str },
+    /// List the folder `dir` (`""` or `.` for the root).
+    List { dir: &'a str },
+}
+
+impl Request<'_> {
+    /// The audit log's word for it.
+    pub fn action(&self) -> &'static str {
+        match self {
+            Request::Upload { .. } => "upload",
+            Request::Download { .. } => "download",
+            Request::List { .. } => "list",
+        }
+    }
+}
+
+/// Where an authorised request acts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// The path under the root, in the form that is kept.
+    pub remote: RemotePath,
+    /// On disk, resolved under the root (an upload's parent folders made).
+    pub path: PathBuf,
+}
+
+/// A request refused: what to tell the peer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    pub code: RefuseCode,
+    pub reason: String,
+}
+
+impl Refusal {
+    fn new(code: RefuseCode, reason: impl Into<String>) -> Refusal {
+        Refusal {
+            code,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// May `peer` (holding `perms`) do `request` under `root`, and where.
+pub fn authorize(
+    peer: &str,
+    perms: &Permissions,
+    root: &StorageRoot,
+    request: Request<'_>,
+) -> Result<Target, Refusal> {
+    let (allowed, raw) = match request {
+        Request::Upload { path } => (perms.upload, path),
+        Request::Download { path } => (perms.download, path),
+        Request::List { dir } => (perms.list, dir),
+    };
+    if !allowed {
+        return Err(Refusal::new(
+            RefuseCode::Permission,
+            format!("peer {peer} may not {}", request.action()),
+        ));
+    }
+    let bad_path = |e: crate::error::CoreError| Refusal::new(RefuseCode::BadPath, e.to_string());
+    let remote = match request {
+        Request::List { .. } => RemotePath::parse(raw),
+        _ => RemotePath::parse_file(raw),
+    }
+    .map_err(bad_path)?;
+    let path = match request {
+        Request::Upload { .. } => root.prepare_parent(&remote),
+        _ => root.resolve(&remote),
+    }
+    .map_err(bad_path)?;
+    Ok(Target { remote, path })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn root() -> (tempfile::TempDir, StorageRoot) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = StorageRoot::open(&dir.path().join("storage")).unwrap();
+        (dir, root)
+    }
+
+    const ALL: Permissions = Permissions {
+        upload: true,
+        download: true,
+        list: true,
+    };
+
+    #[test]
+    fn each_request_needs_its_own_permission() {
+        let (_d, root) = root();
+        let none = Permissions {
+            upload: false,
+            download: false,
+            list: false,
+        };
+        for (request, word) in [
+            (Request::Upload { path: "a.bin" }, "upload"),
+            (Request::Download { path: "a.bin" }, "download"),
+            (Request::List { dir: "" }, "list"),
+        ] {
+            let refused = authorize("laptop", &none, &root, request).unwrap_err();
+            assert_eq!(refused.code, RefuseCode::Permission);
+            assert_eq!(refused.reason, format!("peer laptop may not {word}"));
+            assert!(authorize("laptop", &ALL, &root, request).is_ok());
+        }
+    }
+
+    #[test]
+    fn hostile_paths_are_refused_before_anything_is_made() {
+        let (dir, root) = root();
+        for path in [
+            "../x",
+            "/etc/passwd",
+            "a/../../b",
+            ".pigeon/staging/x",
+            "",
+            "C:x",
+        ] {
+            let refused = authorize("p", &ALL, &root, Request::Upload { path }).unwrap_err();
+            assert_eq!(refused.code, RefuseCode::BadPath, "{path:?}: {refused:?}");
+        }
+        assert!(!dir.path().join("x").exists() && !dir.path().join("b").exists());
+        // A folder is no file to download, and the root lists.
+        assert!(authorize("p", &ALL, &root, Request::Download { path: "" }).is_err());
+        assert!(authorize("p", &ALL, &root, Request::List { dir: "" }).is_ok());
+    }
+
+    #[test]
+    fn an_upload_gets_its_folders_and_a_path_under_the_root() {
+        let (_d, root) = root();
+        let t = authorize(
+            "p",
+            &ALL,
+            &root,
+            Request::Upload {
+                path: "logs/2026/a.txt",
+            },
+        )
+        .unwrap();
+        assert_eq!(t.remote.to_string(), "logs/2026/a.txt");
+        assert!(t.path.starts_with(root.path()));
+        assert!(t.path.parent().unwrap().is_dir(), "parent folders are made");
+    }
+}
