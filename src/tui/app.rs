@@ -493,9 +493,9 @@ impl App {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tui::effect::Control;
     use crate::tui::fixtures::{self, id, remote_entry, snapshot, transfer};
     use crossterm::event::KeyModifiers;
+    use pigeon_core::engine::TransferAction;
     use pigeon_core::view::TransferStatus;
 
     fn press(app: &mut App, code: KeyCode) -> Vec<Effect> {
@@ -593,7 +593,7 @@ mod tests {
         press(&mut app, KeyCode::Char('x'));
         chars(&mut app, "x");
         let effects = chars(&mut app, "y");
-        assert_eq!(effects, [Effect::Control(Control::Cancel(id(1)))]);
+        assert_eq!(effects, [Effect::Act(id(1), TransferAction::Cancel)]);
         assert!(app.popups.is_empty());
     }
 
@@ -609,15 +609,15 @@ mod tests {
         )]));
         assert_eq!(
             chars(&mut app, "p"),
-            [Effect::Control(Control::Pause(id(1)))]
+            [Effect::Act(id(1), TransferAction::Pause)]
         );
         assert_eq!(
             chars(&mut app, "K"),
-            [Effect::Control(Control::Reprioritize(id(1), -1))]
+            [Effect::Act(id(1), TransferAction::Reprioritize(-1))]
         );
         assert_eq!(
             chars(&mut app, "J"),
-            [Effect::Control(Control::Reprioritize(id(1), 1))]
+            [Effect::Act(id(1), TransferAction::Reprioritize(1))]
         );
         // Retrying a running transfer is refused with a reason.
         assert!(chars(&mut app, "r").is_empty());

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use tokio::sync::mpsc;
 
-use pigeon_core::engine::{ClientHandle, RemoteEntry, UploadOptions};
+use pigeon_core::engine::{ClientHandle, RemoteEntry, TransferAction, UploadOptions};
 use pigeon_core::view::TransferId;
 
 use super::panes::files::{self, LocalEntry};
@@ -33,21 +33,10 @@ pub enum Effect {
         items: Vec<RemoteItem>,
         local_dir: PathBuf,
     },
-    /// Change a queued transfer.
-    Control(Control),
+    /// Pause, resume, cancel, retry or move a queued transfer.
+    Act(TransferId, TransferAction),
     /// Ring the terminal bell.
     Bell,
-}
-
-/// Commands on one transfer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Control {
-    Pause(TransferId),
-    Resume(TransferId),
-    Cancel(TransferId),
-    Retry(TransferId),
-    /// Negative runs sooner.
-    Reprioritize(TransferId, i64),
 }
 
 /// What comes back from a spawned effect.
@@ -111,19 +100,17 @@ pub fn spawn(effect: Effect, handle: &ClientHandle, tx: &mpsc::UnboundedSender<M
                 }
             });
         }
-        Effect::Control(control) => {
+        Effect::Act(id, action) => {
             let handle = handle.clone();
             tokio::spawn(async move {
-                let (context, result) = match control {
-                    Control::Pause(id) => ("pause", handle.pause(id).await),
-                    Control::Resume(id) => ("resume", handle.resume(id).await),
-                    Control::Cancel(id) => ("cancel", handle.cancel(id).await),
-                    Control::Retry(id) => ("retry", handle.retry(id).await),
-                    Control::Reprioritize(id, delta) => {
-                        ("reprioritize", handle.reprioritize(id, delta).await)
-                    }
-                };
-                if let Err(e) = result {
+                if let Err(e) = handle.act(id, action).await {
+                    let context = match action {
+                        TransferAction::Pause => "pause",
+                        TransferAction::Resume => "resume",
+                        TransferAction::Cancel => "cancel",
+                        TransferAction::Retry => "retry",
+                        TransferAction::Reprioritize(_) => "reprioritize",
+                    };
                     let _ = tx.send(Msg::Failed {
                         context: context.to_owned(),
                         error: e.to_string(),

@@ -12,11 +12,12 @@ use ratatui::widgets::{Block, BorderType, Borders, Clear, Paragraph, Widget, Wra
 
 use pigeon_core::view::TransferId;
 
-use super::effect::{Control, Effect};
+use super::effect::Effect;
 use super::help::{self, HelpOverlay};
 use super::keymap::{Action, Keymap};
 use super::panes::log::LogPane;
 use super::theme::Theme;
+use pigeon_core::engine::TransferAction;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Popup {
@@ -87,7 +88,7 @@ impl Popup {
             }
             Popup::ConfirmCancel { id, .. } => match key.code {
                 KeyCode::Char('y' | 'Y') | KeyCode::Enter => {
-                    Outcome::CloseAndRun(Effect::Control(Control::Cancel(*id)))
+                    Outcome::CloseAndRun(Effect::Act(*id, TransferAction::Cancel))
                 }
                 KeyCode::Char('n' | 'N') | KeyCode::Esc => Outcome::Close,
                 _ if action == Some(Action::Quit) => Outcome::Close,
@@ -208,7 +209,7 @@ mod tests {
         );
         assert_eq!(
             popup.handle_key(&key(KeyCode::Char('y')), None, &keymap, 0),
-            Outcome::CloseAndRun(Effect::Control(Control::Cancel(id)))
+            Outcome::CloseAndRun(Effect::Act(id, TransferAction::Cancel))
         );
     }
 

@@ -6,7 +6,7 @@
 //! id) while transfers move between views. Rows are drawn only for the
 //! window on screen, so a queue of thousands costs what a screenful does.
 //! Queue actions (pause, cancel, retry, priority) return an
-//! [`Effect::Control`] or, when they make no sense for the selected
+//! [`Effect::Act`] or, when they make no sense for the selected
 //! transfer, a message saying why.
 
 use ratatui::buffer::Buffer;
@@ -19,11 +19,12 @@ use pigeon_core::view::{Direction, EngineSnapshot, TransferId, TransferStatus, T
 
 use super::cursor::ListCursor;
 use super::{pane_block, Focus};
-use crate::tui::effect::{Control, Effect};
+use crate::tui::effect::Effect;
 use crate::tui::escape::escape_control;
 use crate::tui::format;
 use crate::tui::keymap::Action;
 use crate::tui::theme::Theme;
+use pigeon_core::engine::TransferAction;
 
 /// Which transfers the queue lists.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -183,11 +184,11 @@ impl QueuePane {
             .ok_or_else(|| "no transfer selected in Queue".to_owned())?;
         let id = transfer.id;
         let name = display_name(transfer);
-        let control = match (action, transfer.status) {
+        let act = match (action, transfer.status) {
             (Action::PauseResume, TransferStatus::Pending | TransferStatus::InProgress) => {
-                Control::Pause(id)
+                TransferAction::Pause
             }
-            (Action::PauseResume, TransferStatus::Paused) => Control::Resume(id),
+            (Action::PauseResume, TransferStatus::Paused) => TransferAction::Resume,
             (Action::PauseResume, status) => {
                 return Err(format!(
                     "{name} is {}: nothing to pause",
@@ -195,11 +196,15 @@ impl QueuePane {
                 ));
             }
             (Action::Retry, TransferStatus::Failed | TransferStatus::Cancelled) => {
-                Control::Retry(id)
+                TransferAction::Retry
             }
             (Action::Retry, _) => return Err(format!("{name} has not failed: nothing to retry")),
-            (Action::PriorityUp, status) if !status.is_finished() => Control::Reprioritize(id, -1),
-            (Action::PriorityDown, status) if !status.is_finished() => Control::Reprioritize(id, 1),
+            (Action::PriorityUp, status) if !status.is_finished() => {
+                TransferAction::Reprioritize(-1)
+            }
+            (Action::PriorityDown, status) if !status.is_finished() => {
+                TransferAction::Reprioritize(1)
+            }
             (Action::PriorityUp | Action::PriorityDown, _) => {
                 return Err(format!(
                     "{name} is finished: its priority no longer matters"
@@ -207,7 +212,7 @@ impl QueuePane {
             }
             _ => return Err("not a queue action".to_owned()),
         };
-        Ok(Effect::Control(control))
+        Ok(Effect::Act(id, act))
     }
 
     pub fn render(
@@ -527,11 +532,11 @@ mod tests {
         let id = TransferId([1; 16]);
         assert_eq!(
             queue.command(Action::PauseResume, &snap),
-            Ok(Effect::Control(Control::Pause(id)))
+            Ok(Effect::Act(id, TransferAction::Pause))
         );
         assert_eq!(
             queue.command(Action::PriorityUp, &snap),
-            Ok(Effect::Control(Control::Reprioritize(id, -1)))
+            Ok(Effect::Act(id, TransferAction::Reprioritize(-1)))
         );
         assert!(queue.command(Action::Retry, &snap).is_err());
 
@@ -540,7 +545,7 @@ mod tests {
         queue.navigate(Action::ViewFailed, &snap);
         assert_eq!(
             queue.command(Action::Retry, &snap),
-            Ok(Effect::Control(Control::Retry(id)))
+            Ok(Effect::Act(id, TransferAction::Retry))
         );
         assert!(queue.command(Action::PauseResume, &snap).is_err());
 

@@ -24,6 +24,19 @@ pub struct UploadOptions {
     pub overwrite: bool,
 }
 
+/// What can be done to one queued transfer: the one vocabulary of the
+/// command line, the TUI's keys and the engine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TransferAction {
+    Pause,
+    Resume,
+    Cancel,
+    /// Start a failed or cancelled transfer again (resuming what it has).
+    Retry,
+    /// Move in the queue: negative runs sooner.
+    Reprioritize(i64),
+}
+
 /// What a front end can ask of the engine.
 #[derive(Debug)]
 pub enum ClientCommand {
@@ -42,9 +55,8 @@ pub enum ClientCommand {
         dir: String,
         reply: oneshot::Sender<Result<Vec<RemoteEntry>>>,
     },
-    Pause(TransferId),
-    Resume(TransferId),
-    Cancel(TransferId),
+    /// Pause, resume, cancel, retry or move one transfer.
+    Act(TransferId, TransferAction),
     /// Cancel, and answer whether the agent was told (within `wait`), so
     /// it drops what it holds of the transfer (an upload's partial file).
     CancelTelling {
@@ -52,10 +64,6 @@ pub enum ClientCommand {
         wait: std::time::Duration,
         reply: oneshot::Sender<bool>,
     },
-    /// Start a failed or cancelled transfer again (resuming what it has).
-    Retry(TransferId),
-    /// Move in the queue: negative runs sooner.
-    Reprioritize(TransferId, i64),
     /// Resume the unfinished transfer whose id starts with `prefix`, or
     /// every unfinished one (`prefix` None); replies with their ids.
     ResumeMatching {
@@ -114,16 +122,21 @@ impl ClientHandle {
         self.ask(|reply| ClientCommand::List { dir, reply }).await?
     }
 
+    /// Do `action` to transfer `id`.
+    pub async fn act(&self, id: TransferId, action: TransferAction) -> Result<()> {
+        self.tell(ClientCommand::Act(id, action)).await
+    }
+
     pub async fn pause(&self, id: TransferId) -> Result<()> {
-        self.tell(ClientCommand::Pause(id)).await
+        self.act(id, TransferAction::Pause).await
     }
 
     pub async fn resume(&self, id: TransferId) -> Result<()> {
-        self.tell(ClientCommand::Resume(id)).await
+        self.act(id, TransferAction::Resume).await
     }
 
     pub async fn cancel(&self, id: TransferId) -> Result<()> {
-        self.tell(ClientCommand::Cancel(id)).await
+        self.act(id, TransferAction::Cancel).await
     }
 
     /// Cancel `id` and tell the agent, waiting up to `wait` for a session
@@ -134,11 +147,11 @@ impl ClientHandle {
     }
 
     pub async fn retry(&self, id: TransferId) -> Result<()> {
-        self.tell(ClientCommand::Retry(id)).await
+        self.act(id, TransferAction::Retry).await
     }
 
     pub async fn reprioritize(&self, id: TransferId, delta: i64) -> Result<()> {
-        self.tell(ClientCommand::Reprioritize(id, delta)).await
+        self.act(id, TransferAction::Reprioritize(delta)).await
     }
 
     /// Resume by id prefix (as `pigeon resume ID`), or all unfinished

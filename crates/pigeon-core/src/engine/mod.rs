@@ -44,7 +44,7 @@ use crate::store::Store;
 use crate::transport::{self, Address, Side, TransportUri};
 use crate::view::{Event, LogLevel, TransferId};
 
-pub use handle::{ClientCommand, ClientHandle, RemoteEntry, UploadOptions};
+pub use handle::{ClientCommand, ClientHandle, RemoteEntry, TransferAction, UploadOptions};
 pub(crate) use progress::Progress;
 pub(crate) use rto::Rto;
 

@@ -153,7 +153,7 @@ impl Core {
                     let _ = reply.send(list(node, peer, hooks, dir, limit).await);
                 });
             }
-            ClientCommand::Pause(id) => {
+            ClientCommand::Act(id, TransferAction::Pause) => {
                 if self.running.contains(&id) {
                     let node = self.node.clone();
                     crate::task::spawn(async move { node.deliver(&id, TaskInput::Pause).await });
@@ -162,7 +162,7 @@ impl Core {
                     self.set_status(&id, TransferStatus::Paused, |s| !s.is_finished());
                 }
             }
-            ClientCommand::Resume(id) | ClientCommand::Retry(id) => {
+            ClientCommand::Act(id, TransferAction::Resume | TransferAction::Retry) => {
                 if self.set_status(&id, TransferStatus::Pending, |s| {
                     matches!(
                         s,
@@ -172,7 +172,7 @@ impl Core {
                     self.eligible.insert(id);
                 }
             }
-            ClientCommand::Cancel(id) => {
+            ClientCommand::Act(id, TransferAction::Cancel) => {
                 if self.running.contains(&id) {
                     let node = self.node.clone();
                     crate::task::spawn(async move { node.deliver(&id, TaskInput::Cancel).await });
@@ -186,7 +186,7 @@ impl Core {
             ClientCommand::CancelTelling { id, wait, reply } => {
                 // A running task tells the agent itself as it stops.
                 let running = self.running.contains(&id);
-                self.command(ClientCommand::Cancel(id));
+                self.command(ClientCommand::Act(id, TransferAction::Cancel));
                 let (node, peer) = (self.node.clone(), self.peer.clone());
                 crate::task::spawn(async move {
                     let told = running
@@ -195,7 +195,7 @@ impl Core {
                     let _ = reply.send(told);
                 });
             }
-            ClientCommand::Reprioritize(id, delta) => {
+            ClientCommand::Act(id, TransferAction::Reprioritize(delta)) => {
                 self.update(&id, |r| r.priority += delta);
             }
             ClientCommand::ResumeMatching { prefix, reply } => {
