@@ -23,7 +23,6 @@ use ratatui::Frame;
 use pigeon_core::view::{Direction, EngineSnapshot, Event, LogLevel, TransferId, TransferView};
 
 use super::effect::{Effect, Msg};
-use super::escape::escape_control;
 use super::keymap::{Action, Keymap};
 use super::layout;
 use super::panes::files::FilesPane;
@@ -176,7 +175,7 @@ impl App {
                     Some(Direction::Upload) => "uploaded",
                     None => "completed",
                 };
-                self.notify(Level::Success, format!("{what} {}", escape_control(&name)));
+                self.notify(Level::Success, format!("{what} {name}"));
                 match transfer {
                     Some(t) if t.direction == Direction::Download => {
                         let landed_here =
@@ -195,11 +194,8 @@ impl App {
             Event::Failed { id: _, name, error } => {
                 self.notify(
                     Level::Error,
-                    format!(
-                        "failed {}: {} (r retries)",
-                        escape_control(&name),
-                        escape_control(&error)
-                    ),
+                    // The log line escapes what it shows.
+                    format!("failed {name}: {error} (r retries)"),
                 );
                 if self.config.bell {
                     effects.push(Effect::Bell);
@@ -410,14 +406,7 @@ impl App {
             ),
             many => format!("{} entries", many.len()),
         };
-        self.notify(
-            Level::Info,
-            format!(
-                "uploading {} to /{}",
-                escape_control(&what),
-                escape_control(&remote_dir)
-            ),
-        );
+        self.notify(Level::Info, format!("uploading {what} to /{remote_dir}"));
         self.files.browser_mut().clear_selection();
         Some(Effect::Upload {
             sources,
@@ -445,7 +434,7 @@ impl App {
             format!(
                 "downloading {} file(s) into {}",
                 items.len(),
-                escape_control(&local_dir.to_string_lossy())
+                local_dir.display()
             ),
         );
         self.remote.browser_mut().clear_selection();
@@ -657,11 +646,15 @@ mod tests {
         assert_eq!(effects, [Effect::Bell]);
         let notice = app.notice.as_ref().expect("a notice");
         assert_eq!(notice.level, Level::Error);
-        assert!(
-            notice.text.contains("b\\x1b[1m.bin: quota exceeded"),
-            "{}",
-            notice.text
-        );
+        // Kept as it came; escaped where it is shown.
+        let shown: String = notice
+            .to_line(crate::tui::theme::Theme::monochrome())
+            .spans
+            .iter()
+            .map(|s| s.content.as_ref())
+            .collect();
+        assert!(shown.contains("b\\x1b[1m.bin: quota exceeded"), "{shown}");
+        assert!(!shown.contains('\x1b'), "{shown}");
     }
 
     #[test]

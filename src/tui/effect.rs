@@ -13,8 +13,7 @@ use tokio::sync::mpsc;
 use pigeon_core::engine::{ClientHandle, RemoteEntry, TransferAction, UploadOptions};
 use pigeon_core::view::TransferId;
 
-use super::panes::files::{self, LocalEntry};
-use super::panes::remote::RemoteItem;
+use super::entries::{self, LocalEntry, RemoteItem};
 
 /// Something the UI wants done outside itself.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,7 +67,7 @@ pub fn spawn(effect: Effect, handle: &ClientHandle, tx: &mpsc::UnboundedSender<M
     match effect {
         Effect::ReadDir(dir) => {
             tokio::task::spawn_blocking(move || {
-                let result = files::read_dir(&dir).map_err(|e| e.to_string());
+                let result = entries::read_dir(&dir).map_err(|e| e.to_string());
                 let _ = tx.send(Msg::DirRead { dir, result });
             });
         }

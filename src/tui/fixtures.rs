@@ -13,8 +13,8 @@ use pigeon_core::view::{
 
 use super::app::{App, AppConfig};
 use super::effect::Msg;
+use super::entries::LocalEntry;
 use super::keymap::Keymap;
-use super::panes::files::LocalEntry;
 use super::theme::Theme;
 
 pub const START_DIR: &str = "/home/dev/project";

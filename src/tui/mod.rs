@@ -16,11 +16,11 @@
 //!   [`help`] draws the help overlay from it; [`popup`] the modal layers;
 //! - [`theme`]: basic ANSI colours, or none under `NO_COLOR`;
 //! - [`terminal`]: raw mode and the alternate screen, restored on every exit;
-//! - [`escape::escape_control`]: names made safe to print.
+//! - [`pigeon_core::policy::escape_control`]: names made safe to print.
 
 pub mod app;
 pub mod effect;
-pub mod escape;
+pub mod entries;
 pub mod event_loop;
 pub mod format;
 pub mod help;

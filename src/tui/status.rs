@@ -14,10 +14,10 @@ use ratatui::widgets::Widget;
 
 use pigeon_core::view::{Direction, EngineSnapshot, TransferStatus};
 
-use super::escape::escape_control;
 use super::format;
 use super::panes::log::LogLine;
 use super::theme::Theme;
+use pigeon_core::policy::escape_control;
 
 pub struct StatusLine<'a> {
     pub snapshot: &'a EngineSnapshot,

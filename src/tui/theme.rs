@@ -12,8 +12,6 @@ use ratatui::widgets::BorderType;
 
 use pigeon_core::view::{ChunkState, TransferStatus};
 
-use super::panes::log::Level;
-
 /// Every chunk state, best first, as the legend lists them.
 pub const CHUNK_STATES: [ChunkState; 5] = [
     ChunkState::Acked,
@@ -100,15 +98,6 @@ impl Theme {
         }
     }
 
-    pub fn level_style(self, level: Level) -> Style {
-        match level {
-            Level::Info => Style::default(),
-            Level::Success => self.fg(Color::Green),
-            Level::Warn => self.fg(Color::Yellow),
-            Level::Error => self.fg(Color::Red).add_modifier(Modifier::BOLD),
-        }
-    }
-
     pub fn border_type(self, focused: bool) -> BorderType {
         if focused {
             BorderType::Thick
@@ -180,7 +169,7 @@ impl Theme {
         self.fg(Color::Cyan)
     }
 
-    fn fg(self, color: Color) -> Style {
+    pub fn fg(self, color: Color) -> Style {
         if self.color {
             Style::default().fg(color)
         } else {

@@ -17,10 +17,10 @@ use ratatui::layout::Rect;
 use ratatui::style::Style;
 
 use super::cursor::ListCursor;
-use crate::tui::escape::escape_control;
 use crate::tui::format;
 use crate::tui::keymap::Action;
 use crate::tui::theme::Theme;
+use pigeon_core::policy::escape_control;
 
 /// One row of a listing.
 pub trait BrowserEntry {

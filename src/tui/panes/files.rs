@@ -1,13 +1,12 @@
 //! The "Files" pane: the local file browser.
 //!
 //! [`FilesPane`] never touches the disk itself. Entering a folder returns an
-//! [`Effect::ReadDir`]; the event loop runs [`read_dir`] on a blocking
+//! [`Effect::ReadDir`]; the event loop runs [`read_dir`](crate::tui::entries::read_dir) on a blocking
 //! thread and hands the result back through [`FilesPane::on_listing`]. While
 //! the answer is on its way the old listing stays on screen, marked as
 //! loading, and a late answer for a folder the user has already left is
 //! dropped.
 
-use std::cmp::Ordering;
 use std::path::{Path, PathBuf};
 
 use ratatui::buffer::Buffer;
@@ -18,22 +17,11 @@ use ratatui::widgets::Widget;
 use super::browser::{Browser, BrowserEntry};
 use super::{pane_block, Focus};
 use crate::tui::effect::Effect;
-use crate::tui::escape::escape_control;
+use crate::tui::entries::LocalEntry;
 use crate::tui::format;
 use crate::tui::keymap::Action;
 use crate::tui::theme::Theme;
-
-/// One entry of a local folder.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LocalEntry {
-    /// The file name, lossily decoded for display and matching.
-    pub name: String,
-    pub path: PathBuf,
-    /// A folder, or a link to one.
-    pub is_dir: bool,
-    pub is_symlink: bool,
-    pub size: u64,
-}
+use pigeon_core::policy::escape_control;
 
 impl BrowserEntry for LocalEntry {
     fn name(&self) -> &str {
@@ -56,42 +44,6 @@ impl BrowserEntry for LocalEntry {
             base
         }
     }
-}
-
-/// Read a folder: folders first, then files, each by name ignoring case.
-/// Blocking: call it from `spawn_blocking`, never from the UI loop.
-pub fn read_dir(dir: &Path) -> std::io::Result<Vec<LocalEntry>> {
-    let mut entries = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let Ok(entry) = entry else { continue };
-        let path = entry.path();
-        let Ok(link_meta) = entry.metadata() else {
-            continue;
-        };
-        let is_symlink = link_meta.file_type().is_symlink();
-        // Follow links for what they point to; a dangling link is a file.
-        let meta = if is_symlink {
-            std::fs::metadata(&path).unwrap_or(link_meta)
-        } else {
-            link_meta
-        };
-        entries.push(LocalEntry {
-            name: entry.file_name().to_string_lossy().into_owned(),
-            path,
-            is_dir: meta.is_dir(),
-            is_symlink,
-            size: meta.len(),
-        });
-    }
-    entries.sort_by(compare_entries);
-    Ok(entries)
-}
-
-fn compare_entries(a: &LocalEntry, b: &LocalEntry) -> Ordering {
-    b.is_dir
-        .cmp(&a.is_dir)
-        .then_with(|| a.name.to_lowercase().cmp(&b.name.to_lowercase()))
-        .then_with(|| a.name.cmp(&b.name))
 }
 
 /// The local file browser.
@@ -243,6 +195,7 @@ impl FilesPane {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tui::entries::read_dir;
 
     fn entry(name: &str, is_dir: bool) -> LocalEntry {
         LocalEntry {

@@ -7,13 +7,14 @@ use std::collections::VecDeque;
 
 use ratatui::buffer::Buffer;
 use ratatui::layout::Rect;
+use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Widget;
 
 use super::{pane_block, Focus};
-use crate::tui::escape::escape_control;
 use crate::tui::keymap::Action;
 use crate::tui::theme::Theme;
+use pigeon_core::policy::escape_control;
 
 /// Lines kept.
 pub const CAPACITY: usize = 500;
@@ -28,6 +29,16 @@ pub enum Level {
 }
 
 impl Level {
+    /// How a line of this level looks in `theme`.
+    pub fn style(self, theme: Theme) -> Style {
+        match self {
+            Level::Info => Style::default(),
+            Level::Success => theme.fg(Color::Green),
+            Level::Warn => theme.fg(Color::Yellow),
+            Level::Error => theme.fg(Color::Red).add_modifier(Modifier::BOLD),
+        }
+    }
+
     /// A glyph so that levels read without colour.
     pub fn glyph(self) -> &'static str {
         match self {
@@ -55,13 +66,10 @@ impl LogLine {
 
     pub fn to_line(&self, theme: Theme) -> Line<'static> {
         Line::from(vec![
-            Span::styled(
-                format!("{} ", self.level.glyph()),
-                theme.level_style(self.level),
-            ),
+            Span::styled(format!("{} ", self.level.glyph()), self.level.style(theme)),
             Span::styled(
                 escape_control(&self.text).into_owned(),
-                theme.level_style(self.level),
+                self.level.style(theme),
             ),
         ])
     }

@@ -20,11 +20,11 @@ use pigeon_core::view::{Direction, EngineSnapshot, TransferId, TransferStatus, T
 use super::cursor::ListCursor;
 use super::{pane_block, Focus};
 use crate::tui::effect::Effect;
-use crate::tui::escape::escape_control;
 use crate::tui::format;
 use crate::tui::keymap::Action;
 use crate::tui::theme::Theme;
 use pigeon_core::engine::TransferAction;
+use pigeon_core::policy::escape_control;
 
 /// Which transfers the queue lists.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -15,21 +15,11 @@ use pigeon_core::engine::RemoteEntry;
 use super::browser::{Browser, BrowserEntry};
 use super::{pane_block, Focus};
 use crate::tui::effect::Effect;
-use crate::tui::escape::escape_control;
+use crate::tui::entries::RemoteItem;
 use crate::tui::format;
 use crate::tui::keymap::Action;
 use crate::tui::theme::Theme;
-
-/// One entry of the remote folder shown.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RemoteItem {
-    /// The last path component.
-    pub name: String,
-    /// The full path under the agent's root, `/`-separated.
-    pub path: String,
-    pub is_dir: bool,
-    pub size: u64,
-}
+use pigeon_core::policy::escape_control;
 
 impl BrowserEntry for RemoteItem {
     fn name(&self) -> &str {

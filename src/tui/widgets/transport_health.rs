@@ -20,9 +20,9 @@ use ratatui::widgets::{Sparkline, Widget};
 
 use pigeon_core::view::TransportHealth;
 
-use crate::tui::escape::escape_control;
 use crate::tui::format;
 use crate::tui::theme::Theme;
+use pigeon_core::policy::escape_control;
 
 /// Lines one transport takes.
 pub const HEIGHT: u16 = 3;

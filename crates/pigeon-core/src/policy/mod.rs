@@ -163,8 +163,12 @@ fn is_forbidden_char(c: char) -> bool {
             | '\u{E0000}'..='\u{E007F}')
 }
 
-/// Show `name` safely on a terminal: control and bidi characters become
-/// visible escapes (`\x1b`, `\u{202e}`), everything else stays as it is.
+/// Show `name` safely on a terminal: control, bidi and invisible characters
+/// become visible escapes (`\n`, `\r`, `\t`, `\x1b`, `\u{202e}`) and a
+/// backslash is doubled, so what is shown is unambiguous; everything else
+/// stays as it is. Borrows when there is nothing to escape, which is nearly
+/// always. The one escape of pigeon: the CLI, the TUI and the engine's log
+/// all use it for whatever a peer, a channel or a disk named.
 pub fn escape_control(name: &str) -> Cow<'_, str> {
     if !name.chars().any(is_forbidden_char) {
         return Cow::Borrowed(name);
@@ -173,6 +177,13 @@ pub fn escape_control(name: &str) -> Cow<'_, str> {
     for c in name.chars() {
         if c == '\\' {
             out.push_str("\\\\");
+        } else if let Some(short) = match c {
+            '\n' => Some("\\n"),
+            '\r' => Some("\\r"),
+            '\t' => Some("\\t"),
+            _ => None,
+        } {
+            out.push_str(short);
         } else if is_forbidden_char(c) {
             if (c as u32) < 0x100 {
                 let _ = write!(out, "\\x{:02x}", c as u32);

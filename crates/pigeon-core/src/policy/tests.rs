@@ -70,7 +70,7 @@ fn escape_control_renders_ansi_inert() {
     assert_eq!(escape_control("plain"), "plain");
     assert_eq!(escape_control("a\u{1b}[2Jb"), "a\\x1b[2Jb");
     assert_eq!(escape_control("x\u{202e}y"), "x\\u{202e}y");
-    assert_eq!(escape_control("c\u{9b}d\r"), "c\\x9bd\\x0d");
+    assert_eq!(escape_control("c\u{9b}d\r"), "c\\x9bd\\r");
     assert!(!escape_control("\u{1b}]0;title\u{7}").contains('\u{1b}'));
 }
 
@@ -161,4 +161,75 @@ fn a_path_taken_is_taken_again_in_the_form_that_is_kept() {
         RemotePath::parse("x/C:y").is_ok(),
         "only a first component is a drive"
     );
+}
+
+// The terminal's view of hostile names (the TUI shows them through this too).
+
+#[test]
+fn plain_names_are_borrowed_unchanged() {
+    let name = "report (final) – ünïcode 日本.pdf";
+    assert!(matches!(escape_control(name), std::borrow::Cow::Borrowed(n) if n == name));
+}
+
+#[test]
+fn ansi_colour_sequence_is_rendered_inert() {
+    assert_eq!(
+        escape_control("\x1b[31mred\x1b[0m.txt"),
+        "\\x1b[31mred\\x1b[0m.txt"
+    );
+}
+
+#[test]
+fn osc52_clipboard_write_is_rendered_inert() {
+    let hostile = "a\x1b]52;c;ZXZpbA==\x07b";
+    let shown = escape_control(hostile);
+    assert_eq!(shown, "a\\x1b]52;c;ZXZpbA==\\x07b");
+    assert!(!shown.contains('\x1b') && !shown.contains('\x07'));
+}
+
+#[test]
+fn c1_csi_and_del_are_escaped() {
+    assert_eq!(escape_control("x\u{9b}2Jy\u{7f}"), "x\\x9b2Jy\\x7f");
+}
+
+#[test]
+fn line_breaks_and_tabs_use_short_escapes() {
+    assert_eq!(
+        escape_control("fake\rreal\n\tname"),
+        "fake\\rreal\\n\\tname"
+    );
+}
+
+#[test]
+fn bidi_override_is_escaped() {
+    assert_eq!(
+        escape_control("invoice\u{202e}fdp.exe"),
+        "invoice\\u{202e}fdp.exe"
+    );
+}
+
+#[test]
+fn escaped_output_contains_no_control_characters() {
+    let fixtures = [
+        "\x1b[2J\x1b[H",
+        "\x1bP+q\x1b\\",
+        "\x1b[?1049l",
+        "\u{0}\u{1}\u{1f}",
+        "\u{85}\u{9f}",
+        "\u{2066}\u{2069}\u{200b}\u{feff}",
+    ];
+    for fixture in fixtures {
+        let shown = escape_control(fixture);
+        // Nothing forbidden is left but the backslashes of the escapes.
+        assert!(
+            shown.chars().all(|c| c == '\\' || !is_forbidden_char(c)),
+            "{fixture:?} -> {shown:?}"
+        );
+    }
+}
+
+#[test]
+fn a_backslash_is_doubled_so_escapes_cannot_be_faked() {
+    assert_eq!(escape_control("a\\x1b"), "a\\\\x1b");
+    assert_ne!(escape_control("a\\x1b"), escape_control("a\x1b"));
 }
