@@ -52,14 +52,17 @@ pub(super) const CHUNK_VARIANT: u8 = 3;
 /// length), when `bytes` is a well-formed chunk frame whose body runs to the
 /// end. Anything else is left to the generic decoder.
 pub(super) fn parse_chunk_head(bytes: &[u8]) -> Option<([u8; 16], ChunkNonce, usize)> {
-    pub(super) fn varint(bytes: &[u8], pos: &mut usize) -> Option<u64> {
+    /// bincode's varint; `wide`: a u64 (an 8-byte form is allowed), else a
+    /// u32, for which bincode refuses the 8-byte form, and so must this
+    /// (found by fuzzing: the two decoders of one format disagreed).
+    fn varint(bytes: &[u8], pos: &mut usize, wide: bool) -> Option<u64> {
         let first = *bytes.get(*pos)?;
         *pos += 1;
         let width = match first {
             0..=250 => return Some(u64::from(first)),
             251 => 2,
             252 => 4,
-            253 => 8,
+            253 if wide => 8,
             _ => return None,
         };
         let raw = bytes.get(*pos..*pos + width)?;
@@ -73,15 +76,15 @@ pub(super) fn parse_chunk_head(bytes: &[u8]) -> Option<([u8; 16], ChunkNonce, us
     }
     let transfer: [u8; 16] = bytes.get(2..18)?.try_into().ok()?;
     let mut pos = 18;
-    let run = u32::try_from(varint(bytes, &mut pos)?).ok()?;
-    let index = u32::try_from(varint(bytes, &mut pos)?).ok()?;
+    let run = u32::try_from(varint(bytes, &mut pos, false)?).ok()?;
+    let index = u32::try_from(varint(bytes, &mut pos, false)?).ok()?;
     let last = match *bytes.get(pos)? {
         0 => false,
         1 => true,
         _ => return None,
     };
     pos += 1;
-    let len = varint(bytes, &mut pos)?;
+    let len = varint(bytes, &mut pos, true)?;
     (pos as u64)
         .checked_add(len)
         .filter(|&end| end == bytes.len() as u64)?;

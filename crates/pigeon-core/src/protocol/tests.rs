@@ -334,3 +334,12 @@ proptest! {
         prop_assert_eq!(out, data);
     }
 }
+
+#[test]
+fn both_decoders_refuse_an_eight_byte_varint_where_a_u32_belongs() {
+    // Found by fuzzing (fuzz/regressions/frame/chunk-run-u64-varint): a
+    // chunk frame whose run is written in the u64 form.
+    let input = include_bytes!("../../../../fuzz/regressions/frame/chunk-run-u64-varint");
+    assert!(Frame::decode(input).is_err());
+    assert!(Frame::decode_owned(input.to_vec()).is_err());
+}
