@@ -9,8 +9,8 @@ use clap::{Args, Parser, Subcommand};
 use pigeon_core::engine::client::{self, ClientConfig};
 use pigeon_core::engine::{agent, ClientHandle, UploadOptions};
 use pigeon_core::home::{Home, PeerName, TrustedPeer};
+use pigeon_core::ledger::{CleanChoice, Ledger};
 use pigeon_core::policy::{escape_control, Permissions};
-use pigeon_core::store::Store;
 use pigeon_core::transport::TransportUri;
 use pigeon_core::view::{Event, LogLevel, TransferId, TransferReport, TransferStatus};
 
@@ -750,11 +750,8 @@ fn progress_bars(handle: &ClientHandle, ids: &[TransferId]) -> Option<indicatif:
 }
 
 pub fn status(home: &Home, json: bool, finished_only: bool) -> Result<()> {
-    let reports = match Store::open(&home.store_dir()) {
-        Ok(store) => client::stored_reports(&store)?
-            .into_iter()
-            .map(|(_, rep)| rep)
-            .collect::<Vec<_>>(),
+    let reports = match Ledger::open(home) {
+        Ok(ledger) => ledger.reports()?,
         // Another pigeon owns the store: show what it last mirrored.
         Err(pigeon_core::error::CoreError::StoreLocked { .. }) => {
             let path = home.dir().join("status.json");
@@ -840,33 +837,8 @@ fn parse_age(s: &str) -> std::result::Result<Duration, String> {
     Ok(Duration::from_secs(n.saturating_mul(secs)))
 }
 
-/// Remove one finished transfer's record, key and chunk state, and a
-/// download's partial file here (a completed file is never touched).
-fn remove_finished(store: &Store, rec: &pigeon_core::store::TransferRecord) -> Result<()> {
-    if rec.status != TransferStatus::Completed {
-        if let Some(p) = &rec.partial_path {
-            if rec.direction == pigeon_core::view::Direction::Download {
-                let _ = std::fs::remove_file(p);
-            }
-        }
-    }
-    store.delete_transfer(&rec.id)?;
-    Ok(())
-}
-
 pub fn forget(home: &Home, id: &str) -> Result<()> {
-    let store = Store::open(&home.store_dir())?;
-    let rec = store.find_transfer(id)?;
-    if !rec.status.is_finished() {
-        bail!(
-            "transfer {} is {}: cancel it first (`pigeon cancel {}`), then forget it",
-            rec.id.short(),
-            rec.status.as_str(),
-            rec.id.short()
-        );
-    }
-    remove_finished(&store, &rec)?;
-    store.flush()?;
+    let rec = Ledger::open(home)?.forget(id)?;
     eprintln!(
         "forgot {} ({} {})",
         rec.id.short(),
@@ -876,55 +848,17 @@ pub fn forget(home: &Home, id: &str) -> Result<()> {
     Ok(())
 }
 
-pub struct CleanChoice {
-    pub failed: bool,
-    pub cancelled: bool,
-    pub completed: bool,
-    pub older_than: Option<Duration>,
-    pub dry_run: bool,
-}
-
-pub fn clean(home: &Home, choice: CleanChoice) -> Result<()> {
-    let store = Store::open(&home.store_dir())?;
-    let (failed, cancelled) = if choice.failed || choice.cancelled || choice.completed {
-        (choice.failed, choice.cancelled)
-    } else {
-        (true, true)
-    };
-    let now = pigeon_core::store::now_unix();
-    let chosen: Vec<_> = store
-        .transfers()?
-        .into_iter()
-        .filter(|r| match r.status {
-            TransferStatus::Failed => failed,
-            TransferStatus::Cancelled => cancelled,
-            TransferStatus::Completed => choice.completed,
-            _ => false,
-        })
-        .filter(|r| {
-            choice.older_than.is_none_or(|age| {
-                let ended = r.completed_unix.unwrap_or(r.created_unix);
-                now.saturating_sub(ended) >= age.as_secs()
-            })
-        })
-        .collect();
+pub fn clean(home: &Home, choice: CleanChoice, dry_run: bool) -> Result<()> {
+    let chosen = Ledger::open(home)?.clean(&choice, dry_run)?;
     for rec in &chosen {
-        if !choice.dry_run {
-            remove_finished(&store, rec)?;
-        }
         println!(
             "{} {}  {:<9}  {}",
-            if choice.dry_run {
-                "would remove"
-            } else {
-                "removed"
-            },
+            if dry_run { "would remove" } else { "removed" },
             rec.id.short(),
             rec.status.as_str(),
             escape_control(&rec.remote_path)
         );
     }
-    store.flush()?;
     if chosen.is_empty() {
         eprintln!("nothing to clean");
     }
@@ -932,7 +866,7 @@ pub fn clean(home: &Home, choice: CleanChoice) -> Result<()> {
 }
 
 pub async fn cancel(home: Home, id: String, conn: Conn) -> Result<()> {
-    let rec = Store::open(&home.store_dir())?.find_transfer(&id)?;
+    let rec = Ledger::open(&home)?.find(&id)?;
     if rec.status.is_finished() {
         bail!(
             "transfer {} already {}",
@@ -949,11 +883,7 @@ pub async fn cancel(home: Home, id: String, conn: Conn) -> Result<()> {
         Some(told)
     } else {
         // No way to the agent: cancel here alone.
-        let store = Store::open(&home.store_dir())?;
-        let mut rec = rec.clone();
-        rec.status = TransferStatus::Cancelled;
-        store.put_transfer(&rec)?;
-        store.flush()?;
+        Ledger::open(&home)?.cancel_here(&rec)?;
         None
     };
     if rec.direction == pigeon_core::view::Direction::Download {

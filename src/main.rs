@@ -106,13 +106,13 @@ async fn run(args: Cli) -> Result<bool> {
             dry_run,
         }) => cli::clean(
             &home,
-            cli::CleanChoice {
+            pigeon_core::ledger::CleanChoice {
                 failed,
                 cancelled,
                 completed,
                 older_than,
-                dry_run,
             },
+            dry_run,
         )
         .map(|()| true),
         // Answered before the home was made.

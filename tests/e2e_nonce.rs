@@ -14,8 +14,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use e2e_common::*;
-use pigeon_core::link::{unpack, Reassembler};
 use pigeon_core::protocol::Frame;
+use pigeon_core::wire::{unpack, Reassembler};
 use rand::{Rng, SeedableRng};
 
 const QUERY: &str = "profile=telegram-text&msgs_per_min=1200&transcript=1";

@@ -296,7 +296,7 @@ fn untrusted_key_is_refused_nothing_is_stored_and_the_refusal_is_audited() {
     ok.assert_ok();
 
     w.stop_agent();
-    let store = pigeon_core::store::Store::open(&w.agent_home.join("db")).unwrap();
+    let store = agent_ledger(&w);
     let audit = store.audit_log().expect("the audit chain verifies");
     assert!(
         audit
@@ -707,7 +707,7 @@ fn ten_thousand_hellos_from_random_keys_cost_flat_memory_and_two_audit_records()
     );
     assert_same_file(&f, &w.storage().join("during-the-flood.bin"));
     w.stop_agent();
-    let store = pigeon_core::store::Store::open(&w.agent_home.join("db")).unwrap();
+    let store = agent_ledger(&w);
     let refusals: Vec<_> = store
         .audit_log()
         .expect("the audit chain verifies")
@@ -817,4 +817,10 @@ fn a_hello_replayed_in_a_loop_is_answered_a_few_times_a_second_at_most() {
         (answers as f64) <= secs * 4.0 + 2.0,
         "{answers} answers to 200 replays in {secs:.1} s"
     );
+}
+
+/// The stopped agent's records (its store), to read its audit log.
+fn agent_ledger(w: &World) -> pigeon_core::ledger::Ledger {
+    let home = pigeon_core::home::Home::resolve(Some(w.agent_home.clone())).unwrap();
+    pigeon_core::ledger::Ledger::open(&home).unwrap()
 }

@@ -28,6 +28,10 @@ use crate::policy::{escape_control, is_reserved, RemotePath};
 use crate::protocol::{AckState, ChunkBody, Control, Early, Frame, Manifest};
 use crate::transport::{Address, Capabilities, Health, Message, Received, SendError, Transport};
 
+/// What the seed builder needs of the crate's inner layers.
+pub use crate::codec::encode as codec_encode;
+pub use crate::link::start as start_link;
+
 /// [`Frame::decode`] and [`Frame::decode_owned`] (its fast path for chunks):
 /// they agree, and what they take encodes, no longer, to the same frame.
 pub fn frame(data: &[u8]) {

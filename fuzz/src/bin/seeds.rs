@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use pigeon_core::codec;
+use pigeon_core::fuzzing;
 use pigeon_core::crypto::{ChunkCipher, ChunkNonce, TransferSecret};
 use pigeon_core::engine::handle::RemoteEntry;
 use pigeon_core::fuzzing::{gunzip_input, link_input};
@@ -48,7 +48,7 @@ fn main() {
         write(
             "manifest",
             name,
-            &codec::encode("manifest", 1, &m).expect("encode"),
+            &fuzzing::codec_encode("manifest", 1, &m).expect("encode"),
         );
     }
     for (name, raw) in names() {
@@ -380,7 +380,7 @@ fn send_through_link(frames: &[Vec<u8>], max_message: usize, text_only: bool) ->
             burst: false,
         };
         let (inbound, _keep) = mpsc::channel(1);
-        let link = pigeon_core::link::start(Capture { caps, sent: tx }, "capture", 0, inbound);
+        let link = pigeon_core::fuzzing::start_link(Capture { caps, sent: tx }, "capture", 0, inbound);
         for f in frames {
             link.send_control(&"peer".to_string(), f.clone(), None);
         }

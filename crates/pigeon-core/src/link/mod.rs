@@ -386,7 +386,9 @@ mod reassembly;
 mod wire;
 
 use pace::*;
-pub use reassembly::{Reassembler, MAX_PIECES, PIECE_COST};
+pub use reassembly::Reassembler;
+#[cfg(test)]
+pub use reassembly::{MAX_PIECES, PIECE_COST};
 use wire::*;
 pub use wire::{unpack, unpack_owned, Malformed};
 
