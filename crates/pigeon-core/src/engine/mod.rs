@@ -45,7 +45,7 @@ use crate::transport::{self, Address, Side, TransportUri};
 use crate::view::{Event, LogLevel, TransferId};
 
 pub use handle::{ClientCommand, ClientHandle, RemoteEntry, TransferAction, UploadOptions};
-pub(crate) use progress::Progress;
+pub(crate) use progress::{Event as ProgressEvent, Fault, Progress, ProgressSink};
 pub(crate) use rto::Rto;
 
 /// What a transfer task is told.
@@ -170,7 +170,7 @@ pub(crate) struct Node {
     pub peers: Mutex<HashMap<PeerName, Arc<Peer>>>,
     pub sessions: Mutex<HashMap<[u8; 16], Arc<SessionSlot>>>,
     pub tasks: Mutex<HashMap<TransferId, (PeerName, mpsc::Sender<TaskInput>)>>,
-    pub progress: Mutex<HashMap<TransferId, Arc<Mutex<Progress>>>>,
+    pub progress: Mutex<HashMap<TransferId, ProgressSink>>,
     pub events: broadcast::Sender<Event>,
     /// Bumped whenever something a snapshot shows has changed.
     pub changes: watch::Sender<u64>,

@@ -1,16 +1,93 @@
 //! [`Progress`]: the live state of one transfer that snapshots are made of.
 //!
-//! The transfer task writes it (briefly locked); the snapshot publisher
-//! reads it. Front ends never see it, only the [`TransferView`] it becomes.
+//! A transfer task never writes it: it reports what happened as
+//! [`Event`]s through its [`ProgressSink`], and [`Progress::apply`], a pure
+//! fold of an event and the time, is the one place the state changes. The
+//! fold runs as the event is reported (so a final report always counts
+//! every event of the run), and the snapshot publisher reads the result.
+//! Front ends never see it, only the [`TransferView`] it becomes.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::bitmap::Bitmap;
 use crate::store::TransferRecord;
 use crate::view::{ChunkState, FaultCounters, TransferStatus, TransferView};
+
+/// What a transfer task reports about its chunks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Event {
+    /// Chunk handed to a link (`retry`: again).
+    Sent { index: u32, retry: bool },
+    /// The receiver holds it (it may have held it before this run).
+    Acked { index: u32 },
+    /// Counted as acknowledged, but the receiver does not hold it.
+    Lost { index: u32 },
+    /// This side received and stored it.
+    Received { index: u32 },
+    /// What the channel did, as this side saw it.
+    Fault(Fault),
+    /// What the channel did on the way in, as the receiver saw it.
+    Seen(FaultCounters),
+    /// Part of the file was already there from an earlier run.
+    Resumed,
+    /// A new manifest: a new map.
+    Reshaped {
+        size: u64,
+        chunk_size: u32,
+        total: u32,
+    },
+    /// A run of the transfer starts: counters and this run's chunks afresh.
+    RunStarted,
+    /// The queue changed its status (paused, pending, cancelled...).
+    Status(TransferStatus),
+    /// The run ended so; a completed transfer holds every chunk.
+    Ended {
+        status: TransferStatus,
+        error: Option<String>,
+    },
+}
+
+/// One fault seen by this side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Fault {
+    Corrupt,
+    Duplicate,
+    Reordered,
+}
+
+impl Fault {
+    /// Count it in `faults`.
+    pub fn count(self, faults: &mut FaultCounters) {
+        match self {
+            Fault::Corrupt => faults.corrupt += 1,
+            Fault::Duplicate => faults.duplicate += 1,
+            Fault::Reordered => faults.reordered += 1,
+        }
+    }
+}
+
+/// Where a transfer task reports its events: folded at once into the
+/// progress the node shows.
+#[derive(Clone)]
+pub(crate) struct ProgressSink(Arc<Mutex<Progress>>);
+
+impl ProgressSink {
+    pub fn new(progress: Progress) -> ProgressSink {
+        ProgressSink(Arc::new(Mutex::new(progress)))
+    }
+
+    pub fn emit(&self, event: Event) {
+        super::lock(&self.0).apply(event, Instant::now());
+    }
+
+    /// The progress, to read (snapshots, reports).
+    pub fn read(&self) -> std::sync::MutexGuard<'_, Progress> {
+        super::lock(&self.0)
+    }
+}
 
 pub(crate) struct Progress {
     pub status: TransferStatus,
@@ -57,8 +134,64 @@ impl Progress {
         }
     }
 
+    /// Fold one event, at `now`.
+    pub fn apply(&mut self, event: Event, now: Instant) {
+        match event {
+            Event::Sent { index, retry } => {
+                self.this_run.set(index);
+                if retry {
+                    self.faults.retransmitted += 1;
+                }
+                let state = if retry {
+                    ChunkState::Retried
+                } else {
+                    ChunkState::InFlight
+                };
+                self.set(index, state, now);
+            }
+            Event::Acked { index } => {
+                // Held by the receiver before this run sent it: a resumption.
+                if !self.this_run.get(index) {
+                    self.resumed = true;
+                }
+                self.set(index, ChunkState::Acked, now);
+            }
+            Event::Lost { index } => self.chunks_reset(index),
+            Event::Received { index } => {
+                self.set(index, ChunkState::Acked, now);
+                self.this_run.set(index);
+            }
+            Event::Fault(f) => f.count(&mut self.faults),
+            Event::Seen(seen) => self.faults.add(&seen),
+            Event::Resumed => self.resumed = true,
+            Event::Reshaped {
+                size,
+                chunk_size,
+                total,
+            } => self.reshape(size, chunk_size, total),
+            Event::RunStarted => {
+                self.status = TransferStatus::InProgress;
+                self.started = now;
+                self.error = None;
+                self.faults = FaultCounters::default();
+                self.this_run = Bitmap::new(self.this_run.len());
+                self.resumed = false;
+            }
+            Event::Status(status) => self.status = status,
+            Event::Ended { status, error } => {
+                self.status = status;
+                self.error = error;
+                if status == TransferStatus::Completed {
+                    for i in 0..self.chunks.len() as u32 {
+                        self.set(i, ChunkState::Acked, now);
+                    }
+                }
+            }
+        }
+    }
+
     /// Reset the map when the transfer's shape changes (a new manifest).
-    pub fn reshape(&mut self, size: u64, chunk_size: u32, total: u32) {
+    fn reshape(&mut self, size: u64, chunk_size: u32, total: u32) {
         self.size = size;
         self.chunk_size = chunk_size.max(1);
         self.chunks = vec![ChunkState::Pending as u8; total.max(1) as usize];
@@ -66,7 +199,7 @@ impl Progress {
         self.this_run = Bitmap::new(total.max(1));
     }
 
-    pub fn set(&mut self, index: u32, state: ChunkState) {
+    fn set(&mut self, index: u32, state: ChunkState, now: Instant) {
         let Some(&old) = self.chunks.get(index as usize) else {
             return;
         };
@@ -77,12 +210,12 @@ impl Progress {
         self.chunks[index as usize] = state as u8;
         if was != ChunkState::Acked && state == ChunkState::Acked {
             self.done += 1;
-            self.sample();
+            self.sample(now);
         }
     }
 
     /// A chunk counted as acknowledged turned out not to be held.
-    pub fn chunks_reset(&mut self, index: u32) {
+    fn chunks_reset(&mut self, index: u32) {
         if let Some(slot) = self.chunks.get_mut(index as usize) {
             if *slot == ChunkState::Acked as u8 {
                 *slot = ChunkState::Pending as u8;
@@ -95,8 +228,7 @@ impl Progress {
         (u64::from(self.done) * u64::from(self.chunk_size)).min(self.size)
     }
 
-    fn sample(&mut self) {
-        let now = Instant::now();
+    fn sample(&mut self, now: Instant) {
         let bytes = self.bytes_done();
         if self
             .samples
@@ -153,5 +285,137 @@ impl Progress {
             resumed: self.resumed,
             created_unix: rec.created_unix,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Manifest;
+    use crate::store::{NewTransfer, Role};
+    use crate::view::{Direction, TransferId};
+
+    fn progress(chunks: u32, held: &[u32]) -> Progress {
+        let manifest = Manifest {
+            name: "x".into(),
+            size: u64::from(chunks) * 10,
+            chunk_size: 10,
+            mime: String::new(),
+            modified_unix: 0,
+            mode: 0o644,
+        };
+        let rec = TransferRecord::begin(NewTransfer {
+            id: TransferId::random(),
+            direction: Direction::Upload,
+            role: Role::Sender,
+            peer: "agent",
+            local_path: "/x".into(),
+            remote_path: "x".into(),
+            manifest,
+            secret: None,
+            transport: String::new(),
+        });
+        let mut bits = Bitmap::new(chunks);
+        for &i in held {
+            bits.set(i);
+        }
+        Progress::new(&rec, Some(&bits), "mem:t".into())
+    }
+
+    fn states(p: &Progress) -> Vec<ChunkState> {
+        p.chunks.iter().map(|&c| ChunkState::from_u8(c)).collect()
+    }
+
+    #[test]
+    fn a_sending_run_folds_into_the_chunk_map_and_counters() {
+        let t0 = Instant::now();
+        let mut p = progress(3, &[]);
+        p.apply(Event::RunStarted, t0);
+        p.apply(
+            Event::Sent {
+                index: 0,
+                retry: false,
+            },
+            t0,
+        );
+        p.apply(
+            Event::Sent {
+                index: 1,
+                retry: false,
+            },
+            t0,
+        );
+        p.apply(
+            Event::Sent {
+                index: 1,
+                retry: true,
+            },
+            t0,
+        );
+        p.apply(Event::Acked { index: 0 }, t0);
+        use ChunkState::*;
+        assert_eq!(states(&p), [Acked, Retried, Pending]);
+        assert_eq!((p.done, p.faults.retransmitted), (1, 1));
+        assert!(!p.resumed, "every acknowledged chunk was sent by this run");
+        // An acknowledgement never goes back to in flight.
+        p.apply(
+            Event::Sent {
+                index: 0,
+                retry: true,
+            },
+            t0,
+        );
+        assert_eq!(states(&p)[0], Acked);
+        // The receiver held less than it said: chunk 0 is to send again.
+        p.apply(Event::Lost { index: 0 }, t0);
+        assert_eq!((states(&p)[0], p.done), (Pending, 0));
+        p.apply(
+            Event::Ended {
+                status: TransferStatus::Completed,
+                error: None,
+            },
+            t0,
+        );
+        assert_eq!(states(&p), [Acked, Acked, Acked]);
+        assert_eq!(p.bytes_done(), 30);
+    }
+
+    #[test]
+    fn a_chunk_acknowledged_that_this_run_never_sent_is_a_resumption() {
+        let t0 = Instant::now();
+        let mut p = progress(4, &[0]);
+        assert_eq!(p.done, 1, "what an earlier run left shows at once");
+        p.apply(Event::RunStarted, t0);
+        p.apply(Event::Acked { index: 2 }, t0);
+        assert!(p.resumed);
+        p.apply(Event::RunStarted, t0);
+        assert!(!p.resumed && p.this_run.count() == 0 && p.faults == FaultCounters::default());
+    }
+
+    #[test]
+    fn a_receiver_counts_what_it_stores_and_what_it_drops() {
+        let t0 = Instant::now();
+        let mut p = progress(2, &[]);
+        p.apply(Event::Received { index: 1 }, t0);
+        p.apply(Event::Fault(Fault::Duplicate), t0);
+        p.apply(Event::Fault(Fault::Corrupt), t0);
+        p.apply(Event::Fault(Fault::Reordered), t0);
+        assert_eq!((p.done, p.this_run.count()), (1, 1));
+        assert_eq!(
+            (p.faults.duplicate, p.faults.corrupt, p.faults.reordered),
+            (1, 1, 1)
+        );
+        // A new manifest (the source changed): a new, empty map.
+        p.apply(
+            Event::Reshaped {
+                size: 50,
+                chunk_size: 10,
+                total: 5,
+            },
+            t0,
+        );
+        assert_eq!((p.chunks.len(), p.done, p.this_run.count()), (5, 0, 0));
+        p.apply(Event::Status(TransferStatus::Paused), t0);
+        assert_eq!(p.status, TransferStatus::Paused);
     }
 }

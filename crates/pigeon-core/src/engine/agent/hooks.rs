@@ -263,11 +263,7 @@ pub(super) fn spawn_receiver(
         return;
     }
     let held = node.store.bitmap(&rec.id).ok().flatten();
-    let progress = Arc::new(Mutex::new(Progress::new(
-        &rec,
-        held.as_ref(),
-        rec.transport.clone(),
-    )));
+    let progress = ProgressSink::new(Progress::new(&rec, held.as_ref(), rec.transport.clone()));
     let cfg = ReceiverConfig {
         initiator: false,
         silence_limit: IDLE_LIMIT,
@@ -324,7 +320,7 @@ pub(super) fn spawn_sender(
         });
         return Ok(());
     }
-    let progress = Arc::new(Mutex::new(Progress::new(&rec, None, rec.transport.clone())));
+    let progress = ProgressSink::new(Progress::new(&rec, None, rec.transport.clone()));
     let cfg = SenderConfig {
         silence_limit: IDLE_LIMIT,
         fail_on_silence: false,

@@ -18,7 +18,9 @@ use super::early::EarlyGate;
 use super::receiver::{Receiver, ReceiverConfig};
 use super::router::{route, Hooks};
 use super::sender::{finish_record, Outcome, Sender, SenderConfig};
-use super::{lock, open_links, sha_hex, token, Node, Peer, Progress, SessionSlot, TaskInput};
+use super::{
+    lock, open_links, sha_hex, token, Node, Peer, Progress, ProgressSink, SessionSlot, TaskInput,
+};
 use crate::crypto::{respond, PublicKey, TransferSecret};
 use crate::engine::handle::RemoteEntry;
 use crate::error::Result;

@@ -23,7 +23,8 @@ use super::handle::{ClientCommand, ClientHandle, RemoteEntry, TransferAction, Up
 use super::receiver::{Receiver, ReceiverConfig};
 use super::router::{route, Hooks};
 use super::{
-    lock, open_links, random_session_id, token, Node, Peer, Progress, Rto, SessionSlot, TaskInput,
+    lock, open_links, random_session_id, token, Node, Peer, Progress, ProgressEvent, ProgressSink,
+    Rto, SessionSlot, TaskInput,
 };
 use crate::crypto::{Initiator, PublicKey, TransferSecret};
 use crate::engine::sender::{finish_record, Outcome, Sender, SenderConfig};

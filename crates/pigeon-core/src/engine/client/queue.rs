@@ -31,7 +31,7 @@ impl Core {
             }
             let held = self.node.store.bitmap(&rec.id).ok().flatten();
             let progress = Progress::new(&rec, held.as_ref(), self.node.transports_label());
-            lock(&self.node.progress).insert(rec.id, Arc::new(Mutex::new(progress)));
+            lock(&self.node.progress).insert(rec.id, ProgressSink::new(progress));
             records.insert(rec.id, rec);
         }
         drop(records);
@@ -246,7 +246,7 @@ impl Core {
         f(rec);
         let _ = self.node.store.put_transfer(rec);
         if let Some(p) = lock(&self.node.progress).get(id) {
-            lock(p).status = rec.status;
+            p.emit(ProgressEvent::Status(rec.status));
         }
         drop(records);
         self.node.touch();

@@ -63,7 +63,7 @@ pub(super) async fn publish(
                 .values()
                 .filter_map(|rec| {
                     let p = progress.get(&rec.id)?;
-                    let p = lock(p);
+                    let p = p.read();
                     let map: Arc<[u8]> = Arc::from(p.chunks.as_slice());
                     Some(p.view(rec, map))
                 })

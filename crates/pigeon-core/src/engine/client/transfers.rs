@@ -192,7 +192,7 @@ impl Core {
         self.node.store.flush()?;
         let id = rec.id;
         let progress = Progress::new(&rec, None, self.node.transports_label());
-        lock(&self.node.progress).insert(id, Arc::new(Mutex::new(progress)));
+        lock(&self.node.progress).insert(id, ProgressSink::new(progress));
         lock(&self.records).insert(id, rec);
         self.eligible.insert(id);
         let _ = self.node.events.send(Event::Queued { id });
@@ -229,21 +229,9 @@ impl Core {
             .get(&id)
             .cloned()
             .unwrap_or_else(|| {
-                Arc::new(Mutex::new(Progress::new(
-                    &rec,
-                    None,
-                    self.node.transports_label(),
-                )))
+                ProgressSink::new(Progress::new(&rec, None, self.node.transports_label()))
             });
-        {
-            let mut p = lock(&progress);
-            p.status = TransferStatus::InProgress;
-            p.started = Instant::now();
-            p.error = None;
-            p.faults = FaultCounters::default();
-            p.this_run = crate::bitmap::Bitmap::new(rec.chunks_total.max(1));
-            p.resumed = false;
-        }
+        progress.emit(ProgressEvent::RunStarted);
         let node = self.node.clone();
         let peer = self.peer.clone();
         let limit = self.silence_limit;
@@ -300,15 +288,11 @@ impl Core {
         crate::engine::forget_key_if_ended(&self.node, &mut rec);
         let progress = lock(&self.node.progress).get(&id).cloned();
         let report = progress.as_ref().map(|p| {
-            let mut p = lock(p);
-            p.status = rec.status;
-            p.error = rec.error.clone();
-            if rec.status == TransferStatus::Completed {
-                for i in 0..rec.chunks_total {
-                    p.set(i, crate::view::ChunkState::Acked);
-                }
-            }
-            report_of(&rec, &p)
+            p.emit(ProgressEvent::Ended {
+                status: rec.status,
+                error: rec.error.clone(),
+            });
+            report_of(&rec, &p.read())
         });
         lock(&self.records).insert(id, rec.clone());
         let name = rec.remote_path.clone();

@@ -14,7 +14,7 @@
 
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -22,13 +22,13 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use super::sender::{hash_file, Outcome};
-use super::{lock, Node, Peer, Progress, Rto, TaskInput};
+use super::{Fault, Node, Peer, ProgressEvent, ProgressSink, Rto, TaskInput};
 use crate::bitmap::Bitmap;
 use crate::crypto::{ChunkCipher, ChunkNonce};
 use crate::error::{CoreError, IoContext, Result};
 use crate::protocol::{AckState, ChunkBody, Control, RefuseCode};
 use crate::store::TransferRecord;
-use crate::view::{ChunkState, LogLevel, TransferStatus};
+use crate::view::{LogLevel, TransferStatus};
 use intake::{AckPlan, Arrival, FinishStep, Intake};
 
 mod finish;
@@ -56,7 +56,7 @@ pub(crate) struct Receiver {
     file: Option<Arc<std::fs::File>>,
     /// Held chunks, acknowledgements, fetches, silence ([`Intake`]: pure).
     intake: Intake,
-    progress: Arc<Mutex<Progress>>,
+    progress: ProgressSink,
     rto: Rto,
     /// The verified file was already renamed into place by a run that
     /// died before recording it.
@@ -74,7 +74,7 @@ impl Receiver {
         peer: Arc<Peer>,
         mut rec: TransferRecord,
         cfg: ReceiverConfig,
-        progress: Arc<Mutex<Progress>>,
+        progress: ProgressSink,
     ) -> Result<Receiver> {
         if rec.secret.is_none() {
             rec.secret = node.store.secret(&rec.id)?;
@@ -282,7 +282,7 @@ impl Receiver {
                     }
                 }
                 if self.intake.have().count() > 0 {
-                    lock(&self.progress).resumed = true;
+                    self.progress.emit(ProgressEvent::Resumed);
                 }
                 self.intake.answered_offer(Instant::now(), self.rto.get());
                 self.sync_and_persist().await?;
@@ -338,11 +338,11 @@ impl Receiver {
         self.running = Some(Sha256::new());
         self.node.store.clear_chunks(&self.rec.id)?;
         self.open_partial(true)?;
-        lock(&self.progress).reshape(
-            self.rec.manifest.size,
-            self.rec.manifest.chunk_size,
-            self.rec.chunks_total,
-        );
+        self.progress.emit(ProgressEvent::Reshaped {
+            size: self.rec.manifest.size,
+            chunk_size: self.rec.manifest.chunk_size,
+            total: self.rec.chunks_total,
+        });
         self.node.store.put_transfer(&self.rec)?;
         self.node.touch();
         Ok(())
@@ -357,11 +357,11 @@ impl Receiver {
         };
         let extends_hash = match self.intake.arrive(index, Instant::now()) {
             Arrival::OutOfRange => {
-                self.count(|f| f.corrupt += 1, |s| &s.corrupt);
+                self.count(Fault::Corrupt, |s| &s.corrupt);
                 return Ok(());
             }
             Arrival::Duplicate => {
-                self.count(|f| f.duplicate += 1, |s| &s.duplicate);
+                self.count(Fault::Duplicate, |s| &s.duplicate);
                 return Ok(());
             }
             Arrival::New { extends_hash } => extends_hash,
@@ -396,7 +396,7 @@ impl Receiver {
                     Err(e @ CoreError::Io { .. }) => return Err(e),
                     Err(e) => {
                         tracing::debug!("dropping chunk {index}: {e}");
-                        self.count(|f| f.corrupt += 1, |s| &s.corrupt);
+                        self.count(Fault::Corrupt, |s| &s.corrupt);
                         return Ok(());
                     }
                 }
@@ -410,14 +410,10 @@ impl Receiver {
             .intake
             .stored(index, hashed, Instant::now(), self.rto.get())
         {
-            self.count(|f| f.reordered += 1, |s| &s.reordered);
+            self.count(Fault::Reordered, |s| &s.reordered);
         }
         let _ = self.node.store.put_chunk_hash(&self.rec.id, index, &hash);
-        {
-            let mut p = lock(&self.progress);
-            p.set(index, ChunkState::Acked);
-            p.this_run.set(index);
-        }
+        self.progress.emit(ProgressEvent::Received { index });
         self.node.touch();
         Ok(())
     }
@@ -453,11 +449,11 @@ impl Receiver {
 
     fn count(
         &mut self,
-        f: impl Fn(&mut crate::view::FaultCounters),
+        fault: Fault,
         stat: impl Fn(&crate::link::LinkStats) -> &std::sync::atomic::AtomicU64,
     ) {
-        f(&mut self.rec.faults);
-        f(&mut lock(&self.progress).faults);
+        fault.count(&mut self.rec.faults);
+        self.progress.emit(ProgressEvent::Fault(fault));
         self.node.record_fault(0, |s| {
             stat(s).fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         });

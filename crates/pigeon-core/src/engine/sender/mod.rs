@@ -15,7 +15,7 @@
 
 use std::collections::VecDeque;
 use std::os::unix::fs::FileExt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -31,12 +31,12 @@ use prepare::{already_compressed, at_path, Prep, Ready};
 pub(crate) use prepare::{hash_file, hash_open_file};
 mod window;
 
-use super::{lock, Node, Peer, Progress, Rto, TaskInput};
+use super::{Node, Peer, ProgressEvent, ProgressSink, Rto, TaskInput};
 use crate::crypto::{ChunkCipher, TransferSecret};
 use crate::error::{CoreError, Result};
 use crate::protocol::{AckState, ChunkBody, Control, Gzip};
 use crate::store::{now_unix, SourceStamp, TransferRecord};
-use crate::view::{ChunkState, FaultCounters, LogLevel, TransferStatus};
+use crate::view::{FaultCounters, LogLevel, TransferStatus};
 use dialogue::{Answer, Dialogue, Due, Phase};
 use window::{AckScope, Window};
 
@@ -75,7 +75,7 @@ pub(crate) struct Sender {
     file: Arc<std::fs::File>,
     /// Acknowledged, in flight, to resend ([`Window`]: pure).
     win: Window,
-    progress: Arc<Mutex<Progress>>,
+    progress: ProgressSink,
     /// The whole file's SHA-256, computed beside the sending (so the first
     /// chunk leaves before the file is hashed).
     hash_job: Option<JoinHandle<Result<[u8; 32]>>>,
@@ -99,7 +99,7 @@ impl Sender {
         peer: Arc<Peer>,
         mut rec: TransferRecord,
         cfg: SenderConfig,
-        progress: Arc<Mutex<Progress>>,
+        progress: ProgressSink,
     ) -> Result<Sender> {
         let file = match &cfg.root {
             Some(root) => root.open_file(&crate::policy::RemotePath::parse_file(&rec.remote_path)?),
@@ -397,7 +397,7 @@ impl Sender {
                             ..faults
                         };
                         self.rec.faults.add(&seen);
-                        lock(&self.progress).faults.add(&seen);
+                        self.progress.emit(ProgressEvent::Seen(seen));
                         return Some(Outcome::Completed(sha256));
                     }
                     Control::Mismatch { reason, .. } => {
@@ -454,15 +454,9 @@ impl Sender {
         if got.newly.is_empty() {
             return;
         }
-        let mut progress = lock(&self.progress);
-        for &i in &got.newly {
-            // Held by the receiver before this run sent it: a resumption.
-            if !progress.this_run.get(i) {
-                progress.resumed = true;
-            }
-            progress.set(i, ChunkState::Acked);
+        for &index in &got.newly {
+            self.progress.emit(ProgressEvent::Acked { index });
         }
-        drop(progress);
         if let Some(srtt) = self.win.rto.srtt() {
             self.node.links[self.link].record_rtt(srtt);
         }
@@ -484,9 +478,8 @@ impl Sender {
             lost = lost.len(),
             "the receiver holds less than acknowledged; sending again"
         );
-        let mut p = lock(&self.progress);
-        for i in lost {
-            p.chunks_reset(i);
+        for index in lost {
+            self.progress.emit(ProgressEvent::Lost { index });
         }
     }
 

@@ -216,25 +216,14 @@ impl Sender {
     pub(super) fn mark_sent(&mut self, index: u32, retry: bool, link: usize) {
         self.link = link;
         self.win.sent(index, retry, Instant::now(), rand::random());
-        let mut p = lock(&self.progress);
-        p.this_run.set(index);
+        self.progress.emit(ProgressEvent::Sent { index, retry });
         if retry {
-            p.faults.retransmitted += 1;
             self.rec.faults.retransmitted += 1;
             self.node.record_fault(link, |s| {
                 s.retransmitted
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             });
         }
-        p.set(
-            index,
-            if retry {
-                ChunkState::Retried
-            } else {
-                ChunkState::InFlight
-            },
-        );
-        drop(p);
         self.node.touch();
     }
 
