@@ -105,7 +105,7 @@ pub(crate) async fn route<H: Hooks>(
                     // make us write to arbitrary inboxes.
                     if let Some(peer) = node
                         .peer_by_key_id(&from)
-                        .filter(|_| hint_allowed(&mut last_hint))
+                        .filter(|_| hint_allowed(&mut last_hint, tokio::time::Instant::now()))
                     {
                         send_unknown_session_hint(&node, link, &peer, session);
                     }
@@ -147,7 +147,9 @@ pub(crate) async fn route<H: Hooks>(
                         // Nothing has ever opened in this session: it was
                         // made from a redelivered Hello, and the peer holds
                         // other keys under its id. Say so, as if unknown.
-                        if !slot.confirmed.load(Ordering::Relaxed) && hint_allowed(&mut last_hint) {
+                        if !slot.confirmed.load(Ordering::Relaxed)
+                            && hint_allowed(&mut last_hint, tokio::time::Instant::now())
+                        {
                             send_unknown_session_hint(&node, link, &peer, session);
                         }
                     }
@@ -208,13 +210,29 @@ fn send_unknown_session_hint(node: &Node, link: usize, peer: &Peer, session: [u8
     }
 }
 
+const HINT_GAP: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// At most five "unknown session" hints a second: injected frames must not
 /// make us write without bound.
-fn hint_allowed(last: &mut Option<tokio::time::Instant>) -> bool {
-    let now = tokio::time::Instant::now();
-    if last.is_some_and(|t| now.duration_since(t) < std::time::Duration::from_millis(200)) {
+fn hint_allowed(last: &mut Option<tokio::time::Instant>, now: tokio::time::Instant) -> bool {
+    if last.is_some_and(|t| now.duration_since(t) < HINT_GAP) {
         return false;
     }
     *last = Some(now);
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn injected_frames_get_at_most_five_hints_a_second() {
+        let t0 = tokio::time::Instant::now();
+        let mut last = None;
+        let sent = (0..100)
+            .filter(|i| hint_allowed(&mut last, t0 + std::time::Duration::from_millis(10 * i)))
+            .count();
+        assert_eq!(sent, 5, "100 frames over a second");
+    }
 }

@@ -195,6 +195,7 @@ pub fn mime_of(head: &[u8]) -> String {
     }
 }
 
+mod handshake;
 mod listings;
 mod queue;
 mod sessions;

@@ -1,5 +1,6 @@
 //! The client's side of sessions: the handshake it keeps up, and what the router hands it.
 
+use super::handshake::HandshakeTimer;
 use super::*;
 
 pub(super) struct ClientHooks {
@@ -198,9 +199,7 @@ pub(super) async fn connect(node: Arc<Node>, peer: Arc<Peer>, hooks: Arc<ClientH
             return;
         };
         let mut sessions = peer.session.subscribe();
-        let mut wait = floor;
-        let started = tokio::time::Instant::now();
-        let mut attempts = 0;
+        let mut timer = HandshakeTimer::new(floor, tokio::time::Instant::now());
         let established = 'handshake: loop {
             let (index, link) = node.control_link(0);
             let to = peer.address_on(index);
@@ -209,8 +208,7 @@ pub(super) async fn connect(node: Arc<Node>, peer: Arc<Peer>, hooks: Arc<ClientH
             for chunk in behind.drain(..) {
                 link.send_control(&to, chunk, None);
             }
-            attempts += 1;
-            let deadline = tokio::time::sleep(wait);
+            let deadline = tokio::time::sleep(timer.sent());
             tokio::pin!(deadline);
             loop {
                 tokio::select! {
@@ -222,7 +220,7 @@ pub(super) async fn connect(node: Arc<Node>, peer: Arc<Peer>, hooks: Arc<ClientH
                     }
                     () = hooks.restart_handshake.notified() => break 'handshake false,
                     () = &mut deadline => {
-                        wait = (wait * 2).min(Duration::from_secs(20));
+                        timer.timed_out();
                         continue 'handshake;
                     }
                 }
@@ -232,20 +230,17 @@ pub(super) async fn connect(node: Arc<Node>, peer: Arc<Peer>, hooks: Arc<ClientH
         if !established {
             continue;
         }
-        if attempts == 1 {
-            // A first measure of the round trip, so the first transfer's
-            // timers need not start from a guess.
+        // A first measure of the round trip, so the first transfer's
+        // timers need not start from a guess.
+        if let Some(rtt) = timer.round_trip(tokio::time::Instant::now()) {
             if let Some(slot) = peer.session.borrow().as_ref() {
-                node.links[slot.link].record_rtt(started.elapsed());
+                node.links[slot.link].record_rtt(rtt);
             }
         }
         hooks.need_session.notified().await;
         tracing::info!("the agent lost our session (it restarted?); handshaking again");
         // Hints are unauthenticated: at most one new handshake a second,
         // but no wait at all when the last one is older than that.
-        let since = started.elapsed();
-        if since < Duration::from_secs(1) {
-            tokio::time::sleep(Duration::from_secs(1) - since).await;
-        }
+        tokio::time::sleep(timer.restart_after(tokio::time::Instant::now())).await;
     }
 }
