@@ -155,14 +155,7 @@ mod tests {
                 peer: "agent",
                 local_path: "/tmp/x".into(),
                 remote_path: "x".into(),
-                manifest: Manifest {
-                    name: "x".into(),
-                    size: 1,
-                    chunk_size: 1,
-                    mime: String::new(),
-                    modified_unix: 0,
-                    mode: 0o644,
-                },
+                manifest: Manifest::sample("x", 1, 1),
                 secret: None,
                 transport: String::new(),
             })

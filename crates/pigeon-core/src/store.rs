@@ -502,12 +502,8 @@ mod tests {
             local_path: "/tmp/x".into(),
             remote_path: "x".into(),
             manifest: Manifest {
-                name: "x".into(),
-                size: 10,
-                chunk_size: 4,
                 mime: "text/plain".into(),
-                modified_unix: 0,
-                mode: 0o644,
+                ..Manifest::sample("x", 10, 4)
             },
             secret: Some(TransferSecret::random()),
             transport: "local:/s".into(),

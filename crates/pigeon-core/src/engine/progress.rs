@@ -296,14 +296,7 @@ mod tests {
     use crate::view::{Direction, TransferId};
 
     fn progress(chunks: u32, held: &[u32]) -> Progress {
-        let manifest = Manifest {
-            name: "x".into(),
-            size: u64::from(chunks) * 10,
-            chunk_size: 10,
-            mime: String::new(),
-            modified_unix: 0,
-            mode: 0o644,
-        };
+        let manifest = Manifest::sample("x", u64::from(chunks) * 10, 10);
         let rec = TransferRecord::begin(NewTransfer {
             id: TransferId::random(),
             direction: Direction::Upload,

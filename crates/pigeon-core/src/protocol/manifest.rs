@@ -14,6 +14,19 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// A manifest for tests: `name`, `size` bytes in chunks of `chunk_size`.
+    #[cfg(test)]
+    pub(crate) fn sample(name: &str, size: u64, chunk_size: u32) -> Manifest {
+        Manifest {
+            name: name.into(),
+            size,
+            chunk_size,
+            mime: String::new(),
+            modified_unix: 0,
+            mode: 0o644,
+        }
+    }
+
     pub fn chunk_count(&self) -> u32 {
         chunk_count(self.size, self.chunk_size)
     }

@@ -2,14 +2,7 @@ use super::*;
 use crate::crypto::Identity;
 
 fn open_upload(size: u64, chunk_size: u32, done: u32) -> TransferRecord {
-    let manifest = Manifest {
-        name: "x".into(),
-        size,
-        chunk_size,
-        mime: String::new(),
-        modified_unix: 0,
-        mode: 0o644,
-    };
+    let manifest = Manifest::sample("x", size, chunk_size);
     TransferRecord {
         status: TransferStatus::InProgress,
         chunks_done: done,
