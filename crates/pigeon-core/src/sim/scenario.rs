@@ -22,6 +22,9 @@ pub struct Crash {
     pub down_for: Duration,
 }
 
+/// The longest a scenario's transfer may take at its channel's pace.
+const MAX_IDEAL: Duration = Duration::from_secs(2 * 3600);
+
 /// How hard the seeds may push.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
@@ -88,6 +91,12 @@ impl Scenario {
             }
         }
         .min(limits.max_size);
+        // A channel's pace bounds what one scenario can carry: 256 MiB over
+        // ten 4 KB messages a minute is weeks. Halve until it fits.
+        let mut size = size;
+        while ideal_time(profile, size) > MAX_IDEAL {
+            size /= 2;
+        }
         let kind = match rng.gen_range(0..3) {
             0 => Content::Random,
             1 => Content::Log,
