@@ -164,27 +164,28 @@ fn is_forbidden_char(c: char) -> bool {
 }
 
 /// Show `name` safely on a terminal: control, bidi and invisible characters
-/// become visible escapes (`\n`, `\r`, `\t`, `\x1b`, `\u{202e}`) and a
-/// backslash is doubled, so what is shown is unambiguous; everything else
-/// stays as it is. Borrows when there is nothing to escape, which is nearly
-/// always. The one escape of pigeon: the CLI, the TUI and the engine's log
-/// all use it for whatever a peer, a channel or a disk named.
+/// become visible escapes (`\n`, `\r`, `\t`, `\x1b`, `\u{202e}`);
+/// everything else, a backslash too, stays as it is. Borrows when there is
+/// nothing to escape, which is nearly always. Idempotent: what the engine
+/// escaped into a message (a peer's reason, an API's error) shows the same
+/// when a front end escapes it again where it is shown. The one escape of
+/// pigeon: the CLI, the TUI and the engine's log all use it for whatever a
+/// peer, a channel or a disk named.
 pub fn escape_control(name: &str) -> Cow<'_, str> {
-    if !name.chars().any(is_forbidden_char) {
+    let shown = |c: char| c != '\\' && is_forbidden_char(c);
+    if !name.chars().any(shown) {
         return Cow::Borrowed(name);
     }
     let mut out = String::with_capacity(name.len() + 8);
     for c in name.chars() {
-        if c == '\\' {
-            out.push_str("\\\\");
-        } else if let Some(short) = match c {
+        if let Some(short) = match c {
             '\n' => Some("\\n"),
             '\r' => Some("\\r"),
             '\t' => Some("\\t"),
             _ => None,
         } {
             out.push_str(short);
-        } else if is_forbidden_char(c) {
+        } else if shown(c) {
             if (c as u32) < 0x100 {
                 let _ = write!(out, "\\x{:02x}", c as u32);
             } else {

@@ -151,6 +151,8 @@ impl Core {
             partial_path: Some(parent.join(format!(".pigeon-{}.partial", id.short()))),
             priority: self.next_priority(),
             overwrite: true,
+            // Nothing is known of the file until the agent offers it.
+            chunks_total: 0,
             ..TransferRecord::begin(NewTransfer {
                 id,
                 direction: Direction::Download,

@@ -106,11 +106,15 @@ impl Intake {
     }
 
     /// Start over with `chunks` chunks, none held (a new manifest or key).
+    /// The caller has waited for any acknowledgement in flight: it was of
+    /// the old keying, and the next one is of the new.
     pub fn reset(&mut self, chunks: u32) {
         self.have = Bitmap::new(chunks);
         self.highest = None;
         self.hash_next = Some(0);
         self.unsynced = false;
+        self.ack_in_flight = false;
+        self.ack_due = None;
     }
 
     /// What was held is gone (the partial file was deleted).
@@ -452,6 +456,23 @@ mod tests {
         i.heard(t0 + Duration::from_secs(15));
         assert!(!i.silent(t0 + Duration::from_secs(25)));
         assert!(i.silent(t0 + Duration::from_secs(26)));
+    }
+
+    #[test]
+    fn a_reset_while_an_acknowledgement_is_in_flight_does_not_stop_the_next() {
+        // A rekeyed offer arrives while an ack of the old keying is being
+        // made durable: the receiver waits for it, then resets. Found in
+        // review: the flag stayed set and no ack went out again.
+        let (mut i, t0) = intake(4, true);
+        take(&mut i, 0, t0);
+        assert!(i.ack_timer(t0 + 20 * MS).is_some());
+        assert!(i.ack_in_flight());
+        i.reset(6);
+        take(&mut i, 0, t0 + 30 * MS);
+        let plan = i
+            .ack_timer(t0 + 50 * MS)
+            .expect("the new keying's ack goes");
+        assert_eq!((plan.have.len(), plan.have.count()), (6, 1));
     }
 
     #[test]

@@ -327,6 +327,7 @@ impl Receiver {
         // after the reset and overwrite it.
         if let Some(job) = self.ack_job.take() {
             let _ = job.await;
+            self.intake.ack_settled();
         }
         self.rec.chunks_total = manifest.chunk_count();
         self.rec.manifest = manifest;
