@@ -13,6 +13,14 @@ use std::sync::{Arc, Mutex};
 
 use tokio::task::{AbortHandle, JoinHandle};
 
+/// Lock a mutex, recovering the data if a panicking thread poisoned it
+/// (every critical section of pigeon leaves the data consistent). Here, at
+/// the bottom of the layers, so that transports and crypto need not reach
+/// up into the engine for it.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 tokio::task_local! {
     static SCOPE: Scope;
 }
@@ -43,7 +51,7 @@ impl Scope {
 
     /// Abort every task of the scope; any spawned later is aborted at once.
     pub fn end(&self) {
-        let mut tasks = crate::engine::lock(&self.tasks);
+        let mut tasks = lock(&self.tasks);
         tasks.ended = true;
         for task in tasks.running.drain(..) {
             task.abort();
@@ -52,12 +60,12 @@ impl Scope {
 
     /// Tasks of the scope that have not finished.
     pub fn live(&self) -> usize {
-        let tasks = crate::engine::lock(&self.tasks);
+        let tasks = lock(&self.tasks);
         tasks.running.iter().filter(|t| !t.is_finished()).count()
     }
 
     fn adopt(&self, task: AbortHandle) {
-        let mut tasks = crate::engine::lock(&self.tasks);
+        let mut tasks = lock(&self.tasks);
         if tasks.ended {
             task.abort();
             return;

@@ -18,7 +18,7 @@ struct Book {
 
 fn book() -> std::sync::MutexGuard<'static, Book> {
     static BOOK: OnceLock<Mutex<Book>> = OnceLock::new();
-    crate::engine::lock(BOOK.get_or_init(Mutex::default))
+    crate::task::lock(BOOK.get_or_init(Mutex::default))
 }
 
 /// Record seals from now on.

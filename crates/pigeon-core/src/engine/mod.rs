@@ -447,11 +447,7 @@ impl Node {
     }
 }
 
-/// Lock a mutex, recovering the data if a panicking thread poisoned it
-/// (every critical section here leaves the data consistent).
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+pub(crate) use crate::task::lock;
 
 /// Open a link on each transport `uris` names, for the party with key id
 /// `me`. `client`: a spool folder that does not exist is a typo to report,

@@ -23,7 +23,7 @@ use tokio::time::Instant;
 
 use super::local::LocalUri;
 use super::{Address, Capabilities, Message, Received, SendError, Transport};
-use crate::engine::lock;
+use crate::task::lock;
 
 /// A parsed `mem:` URI: the spool's options, with the net's name for a
 /// folder.
