@@ -43,6 +43,7 @@ pub(crate) mod codec;
 pub mod crypto;
 pub mod engine;
 pub mod error;
+pub mod files;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod home;

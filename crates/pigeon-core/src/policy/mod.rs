@@ -269,14 +269,14 @@ pub struct StorageRoot {
 
 impl StorageRoot {
     pub fn open(root: &Path) -> Result<StorageRoot> {
-        crate::home::create_public_dirs(root)
+        crate::files::create_public_dirs(root)
             .ctx(|| format!("creating storage root {}", root.display()))?;
         let root = root
             .canonicalize()
             .ctx(|| format!("resolving storage root {}", root.display()))?;
         let staging = root.join(INTERNAL_DIR).join("staging");
         // Other peers' partial files: pigeon's alone.
-        crate::home::create_private_dir(&staging)?;
+        crate::files::create_private_dir(&staging)?;
         let dir = cap_std::fs::Dir::open_ambient_dir(&root, cap_std::ambient_authority())
             .ctx(|| format!("opening storage root {}", root.display()))?;
         Ok(StorageRoot {
@@ -345,7 +345,7 @@ impl StorageRoot {
             match self.dir.create_dir(&at) {
                 Ok(()) => {
                     use std::os::unix::fs::PermissionsExt;
-                    let mode = std::fs::Permissions::from_mode(0o777 & !crate::home::user_umask());
+                    let mode = std::fs::Permissions::from_mode(0o777 & !crate::files::user_umask());
                     self.dir
                         .set_permissions(&at, cap_std::fs::Permissions::from_std(mode))
                         .ctx(|| format!("creating {}", self.root.join(&at).display()))?;
