@@ -78,6 +78,8 @@ pub fn transport(profile: &str) -> TransportHealth {
         uri: format!("local:/home/dev/.pigeon/spool?profile={profile}"),
         profile: profile.into(),
         up: true,
+        state: pigeon_core::view::LinkState::Up,
+        share: None,
         rtt: Some(Duration::from_millis(42)),
         throughput: (0..60).map(|i| 100_000 + (i % 7) * 20_000).collect(),
         messages_last_minute: 180,

@@ -171,7 +171,11 @@ pub struct TransportHealth {
     /// The URI it was opened with, e.g. `local:/tmp/spool?profile=telegram-text`.
     pub uri: String,
     pub profile: String,
+    /// Data may go on it (its circuit is not open).
     pub up: bool,
+    pub state: LinkState,
+    /// Its part of the data bytes all links sent in the last minute.
+    pub share: Option<f64>,
     pub rtt: Option<Duration>,
     /// Bytes per second sent, newest last, one sample per second (at most 60).
     pub throughput: Vec<u64>,
@@ -180,6 +184,34 @@ pub struct TransportHealth {
     pub errors: u64,
     pub retry_after: Option<Duration>,
     pub faults: FaultCounters,
+}
+
+/// What a link is doing, as its circuit breaker and the provider say.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum LinkState {
+    /// Data flows.
+    #[default]
+    Up,
+    /// The provider asked to wait this long before the next message.
+    RateLimited { wait: Duration },
+    /// Out after failures: no data until it is probed in `retry_in`.
+    /// `silent`: sends succeeded but nothing they carried arrived.
+    Open { silent: bool, retry_in: Duration },
+    /// Being probed: what goes on it now decides whether it is back.
+    Probing,
+}
+
+impl LinkState {
+    /// A short word for it: `up`, `rate limited`, `down`, `silent`, `probing`.
+    pub fn word(&self) -> &'static str {
+        match self {
+            LinkState::Up => "up",
+            LinkState::RateLimited { .. } => "rate limited",
+            LinkState::Open { silent: false, .. } => "down",
+            LinkState::Open { silent: true, .. } => "silent",
+            LinkState::Probing => "probing",
+        }
+    }
 }
 
 /// Everything a front end needs to draw one frame.

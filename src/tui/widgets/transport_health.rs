@@ -1,12 +1,14 @@
 //! [`TransportHealthWidget`]: one channel's health in three lines.
 //!
 //! ```text
-//! ● up   telegram-text     rtt 120 ms
+//! ● up   telegram-text     rtt 120 ms  38%
 //! ▁▂▄█▆▃▁              2.0 KiB/s
 //! 12/60 msg/min  errors 0  retry in 4s
 //! ```
 //!
-//! Line one says whether the channel works and how far away it is; line two
+//! Line one says whether the channel works (up; rate limited; DOWN or
+//! SILENT while its circuit is open; probing), how far away it is, and its
+//! share of what all channels sent in the last minute; line two
 //! is a sparkline of bytes per second over the last minute and the latest
 //! rate; line three the message budget, errors, and the provider's
 //! `retry_after` when it asked us to slow down. Lines are dropped from the
@@ -18,7 +20,7 @@ use ratatui::style::Style;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Sparkline, Widget};
 
-use pigeon_core::view::TransportHealth;
+use pigeon_core::view::{LinkState, TransportHealth};
 
 use crate::tui::format;
 use crate::tui::theme::Theme;
@@ -43,10 +45,12 @@ impl<'a> TransportHealthWidget<'a> {
     fn status_line(&self) -> Line<'static> {
         let h = self.health;
         let theme = self.theme;
-        let (glyph, word, style) = if h.up {
-            ("●", "up  ", theme.good())
-        } else {
-            ("○", "DOWN", theme.bad())
+        let (glyph, word, style) = match h.state {
+            LinkState::Up => ("●", "up  ", theme.good()),
+            LinkState::RateLimited { .. } => ("◑", "rate limited", theme.warn()),
+            LinkState::Probing => ("◐", "probing", theme.warn()),
+            LinkState::Open { silent: false, .. } => ("○", "DOWN", theme.bad()),
+            LinkState::Open { silent: true, .. } => ("○", "SILENT", theme.bad()),
         };
         let profile = escape_control(if h.profile.is_empty() {
             format::transport_label(&h.uri)
@@ -61,6 +65,9 @@ impl<'a> TransportHealthWidget<'a> {
         ];
         if let Some(rtt) = h.rtt {
             spans.push(Span::raw(format!("  rtt {}", format::rtt(rtt))));
+        }
+        if let Some(share) = h.share {
+            spans.push(Span::raw(format!("  {:.0}%", share * 100.0)));
         }
         Line::from(spans)
     }
@@ -87,7 +94,11 @@ impl<'a> TransportHealthWidget<'a> {
                 Style::default()
             },
         ));
-        if let Some(wait) = h.retry_after {
+        let wait = match h.state {
+            LinkState::Open { retry_in, .. } => Some(retry_in),
+            _ => h.retry_after,
+        };
+        if let Some(wait) = wait {
             spans.push(Span::styled(
                 format!("  retry in {}", format::duration(wait)),
                 theme.warn(),
@@ -146,6 +157,8 @@ mod tests {
             uri: "local:/tmp/spool?profile=telegram-text".into(),
             profile: "telegram-text".into(),
             up: true,
+            state: LinkState::Up,
+            share: None,
             rtt: Some(Duration::from_millis(120)),
             throughput: vec![0, 1024, 2048, 4096, 8192, 4096, 2048],
             messages_last_minute: 12,
@@ -178,6 +191,10 @@ mod tests {
     fn channel_that_is_down_and_was_told_to_wait() {
         let h = TransportHealth {
             up: false,
+            state: LinkState::Open {
+                silent: false,
+                retry_in: Duration::from_secs(42),
+            },
             rtt: None,
             throughput: vec![],
             messages_last_minute: 60,

@@ -42,7 +42,7 @@ use crate::policy::Permissions;
 use crate::protocol::{Control, Frame};
 use crate::store::Store;
 use crate::transport::{self, Address, Side, TransportUri};
-use crate::view::{Event, LogLevel, TransferId};
+use crate::view::{Event, LogLevel, TransferId, TransportHealth};
 
 pub use handle::{ClientCommand, ClientHandle, RemoteEntry, TransferAction, UploadOptions};
 pub(crate) use progress::{Event as ProgressEvent, Fault, Progress, ProgressSink};
@@ -52,7 +52,12 @@ pub(crate) use rto::Rto;
 #[derive(Debug)]
 pub(crate) enum TaskInput {
     Control(Control),
-    Chunk { at: ChunkNonce, body: Vec<u8> },
+    /// A chunk, and the link it came by.
+    Chunk {
+        at: ChunkNonce,
+        body: Vec<u8>,
+        link: usize,
+    },
     Pause,
     Cancel,
 }
@@ -160,6 +165,10 @@ impl SessionSlot {
 /// Sessions held per peer: the current one and the newest few handshakes
 /// (one of which may be about to become current).
 pub(crate) const SESSIONS_PER_PEER: usize = 4;
+
+/// How often a sender waiting for room on the links looks again at which
+/// of them are usable.
+const RESERVE_RECHECK: Duration = Duration::from_millis(250);
 
 /// One party at run time.
 pub(crate) struct Node {
@@ -298,21 +307,22 @@ impl Node {
         }
     }
 
-    /// The session's link if it is up, else the first one that is.
-    fn control_link(&self, preferred: usize) -> (usize, &LinkHandle) {
-        let up = |l: &LinkHandle| l.stats.up.load(std::sync::atomic::Ordering::Relaxed);
-        match self.links.get(preferred) {
-            Some(l) if up(l) => (preferred, l),
-            _ => self
-                .links
-                .iter()
-                .enumerate()
-                .find(|(_, l)| up(l))
-                .unwrap_or_else(|| {
-                    let i = preferred.min(self.links.len() - 1);
-                    (i, &self.links[i])
-                }),
-        }
+    /// The link control frames go on: of those whose circuit is closed,
+    /// the one with the shortest round trip (the session's when none is
+    /// measured yet); if none is usable, the session's (its link retries
+    /// it when it may).
+    pub(crate) fn control_link(&self, preferred: usize) -> (usize, &LinkHandle) {
+        let preferred = preferred.min(self.links.len() - 1);
+        let best = (0..self.links.len())
+            .filter(|&i| self.links[i].usable())
+            .min_by_key(|&i| {
+                (
+                    self.links[i].rtt().unwrap_or(Duration::MAX),
+                    usize::from(i != preferred),
+                )
+            })
+            .unwrap_or(preferred);
+        (best, &self.links[best])
     }
 
     /// Pin `peer` at the addresses the trust list gives it, on every link
@@ -349,20 +359,39 @@ impl Node {
             })
     }
 
-    /// Wait for room for one data frame of up to `bytes` on the link with
-    /// the most room; returns the link index and the reservation.
+    /// Wait for room for one data frame of up to `bytes` on any link whose
+    /// circuit is not open, and take the first that has it: each link's
+    /// queue drains at its own pace, so each takes chunks as fast as it
+    /// carries them and a transfer runs at the sum of their paces. Returns
+    /// the link index and the reservation. If every circuit is open, any
+    /// link will do: its send loop holds the frame until it is probed.
     pub async fn reserve_data(&self, bytes: usize) -> (usize, OwnedSemaphorePermit) {
-        let best = (0..self.links.len())
-            .filter(|&i| {
-                self.links[i]
-                    .stats
-                    .up
-                    .load(std::sync::atomic::Ordering::Relaxed)
-            })
-            .max_by_key(|&i| self.links[i].room())
-            .unwrap_or(0);
-        let permit = self.links[best].reserve(bytes).await;
-        (best, permit)
+        loop {
+            let mut usable: Vec<usize> = (0..self.links.len())
+                .filter(|&i| self.links[i].usable())
+                .collect();
+            if usable.is_empty() {
+                usable = (0..self.links.len()).collect();
+            }
+            // With room on several, the one with the most room (the one
+            // furthest from being the bottleneck).
+            usable.sort_by_key(|&i| std::cmp::Reverse(self.links[i].room()));
+            if let Some(got) = usable
+                .iter()
+                .find_map(|&i| self.links[i].try_reserve(bytes).map(|p| (i, p)))
+            {
+                return got;
+            }
+            let waits = usable.iter().map(|&i| {
+                let link = self.links[i].clone();
+                Box::pin(async move { (i, link.reserve(bytes).await) })
+            });
+            tokio::select! {
+                (got, _, _) = futures::future::select_all(waits) => return got,
+                // A circuit may have opened or closed meanwhile.
+                () = tokio::time::sleep(RESERVE_RECHECK) => {}
+            }
+        }
     }
 
     pub fn send_data(
@@ -403,6 +432,19 @@ impl Node {
             }
         }
         out
+    }
+
+    /// Each link's health, with its share of the bytes all of them sent
+    /// in the last minute when there are several.
+    pub fn transports_health(&self) -> Vec<TransportHealth> {
+        let mut all: Vec<TransportHealth> = self.links.iter().map(LinkHandle::health).collect();
+        let total: u64 = all.iter().map(|h| h.throughput.iter().sum::<u64>()).sum();
+        if all.len() > 1 && total > 0 {
+            for h in &mut all {
+                h.share = Some(h.throughput.iter().sum::<u64>() as f64 / total as f64);
+            }
+        }
+        all
     }
 
     pub fn transports_label(&self) -> String {

@@ -164,7 +164,7 @@ pub(crate) async fn route<H: Hooks>(
             } => {
                 let id = TransferId(transfer);
                 let at = ChunkNonce { run, index, last };
-                let input = TaskInput::Chunk { at, body };
+                let input = TaskInput::Chunk { at, body, link };
                 let tx = lock(&node.tasks).get(&id).map(|(_, tx)| tx.clone());
                 match tx {
                     Some(tx) if !tx.is_closed() => {

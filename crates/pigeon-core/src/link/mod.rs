@@ -26,7 +26,7 @@ use base64::Engine as _;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use crate::transport::{Address, Capabilities, Message, SendError, Transport};
-use crate::view::{FaultCounters, TransportHealth};
+use crate::view::{FaultCounters, LinkState, TransportHealth};
 
 const MAGIC: &[u8; 2] = b"PG";
 const LINK_VERSION: u8 = 1;
@@ -98,7 +98,8 @@ pub struct LinkStats {
     pub retransmitted: AtomicU64,
     pub rtt_micros: AtomicU64,
     pub retry_after_until_ms: AtomicU64,
-    pub up: std::sync::atomic::AtomicBool,
+    /// Whether data may go on the link ([`Breaker`]).
+    breaker: Mutex<Breaker>,
     /// Frames handed to the link, and taken into its queues.
     submitted: AtomicU64,
     taken: AtomicU64,
@@ -117,8 +118,8 @@ struct Recent {
 
 impl LinkStats {
     fn record_send(&self, bytes: usize, started: Instant) {
-        self.up.store(true, Ordering::Relaxed);
         let now = Instant::now();
+        crate::task::lock(&self.breaker).sent(now);
         if let Ok(mut r) = self.recent.lock() {
             r.sends.push_back(now);
             while r
@@ -137,6 +138,13 @@ impl LinkStats {
                 r.per_second.pop_front();
             }
         }
+    }
+
+    /// A send failed (`permanent`: the provider will not take it as
+    /// things are).
+    pub(crate) fn send_failed(&self, permanent: bool) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        crate::task::lock(&self.breaker).send_failed(Instant::now(), permanent, rand::random());
     }
 
     pub fn faults(&self) -> FaultCounters {
@@ -243,6 +251,34 @@ impl LinkHandle {
         self.data_budget.available_permits()
     }
 
+    /// Whether data may be handed to the link now: its circuit is not
+    /// open ([`Breaker`]).
+    pub fn usable(&self) -> bool {
+        crate::task::lock(&self.stats.breaker).allows_data(Instant::now())
+    }
+
+    /// Room for a data frame of `bytes` now, if there is.
+    pub fn try_reserve(&self, bytes: usize) -> Option<OwnedSemaphorePermit> {
+        let n = bytes.clamp(1, data_budget(&self.caps)) as u32;
+        self.data_budget.clone().try_acquire_many_owned(n).ok()
+    }
+
+    /// A chunk that went (only) on this link was acknowledged.
+    pub fn delivered(&self) {
+        crate::task::lock(&self.stats.breaker).delivered();
+    }
+
+    /// A chunk sent on this link timed out or was found missing.
+    pub fn lost(&self) {
+        crate::task::lock(&self.stats.breaker).lost(Instant::now(), rand::random());
+    }
+
+    /// The measured round trip, if any.
+    pub fn rtt(&self) -> Option<Duration> {
+        let micros = self.stats.rtt_micros.load(Ordering::Relaxed);
+        (micros > 0).then(|| Duration::from_micros(micros))
+    }
+
     pub fn record_rtt(&self, rtt: Duration) {
         self.stats
             .rtt_micros
@@ -274,16 +310,31 @@ impl LinkHandle {
         let rtt = s.rtt_micros.load(Ordering::Relaxed);
         let until = s.retry_after_until_ms.load(Ordering::Relaxed);
         let now_ms = now.duration_since(self.started).as_millis() as u64;
+        let retry_after = (until > now_ms).then(|| Duration::from_millis(until - now_ms));
+        let breaker = crate::task::lock(&s.breaker).state(now);
+        let state = match breaker {
+            breaker::State::Open { why, until } => LinkState::Open {
+                silent: why == breaker::Why::Silent,
+                retry_in: until.saturating_duration_since(now),
+            },
+            breaker::State::HalfOpen { .. } => LinkState::Probing,
+            breaker::State::Closed => match retry_after {
+                Some(wait) => LinkState::RateLimited { wait },
+                None => LinkState::Up,
+            },
+        };
         TransportHealth {
             uri: self.describe.clone(),
             profile: self.profile.clone(),
-            up: s.up.load(Ordering::Relaxed),
+            up: !matches!(state, LinkState::Open { .. }),
+            state,
+            share: None,
             rtt: (rtt > 0).then(|| Duration::from_micros(rtt)),
             throughput,
             messages_last_minute,
             messages_per_minute_limit: self.caps.messages_per_minute,
             errors: s.errors.load(Ordering::Relaxed),
-            retry_after: (until > now_ms).then(|| Duration::from_millis(until - now_ms)),
+            retry_after,
             faults: s.faults(),
         }
     }
@@ -309,7 +360,6 @@ pub fn start<T: Transport>(
 ) -> LinkHandle {
     let caps = transport.capabilities().clone();
     let stats = Arc::new(LinkStats::default());
-    stats.up.store(true, Ordering::Relaxed);
     let (tx, rx) = mpsc::unbounded_channel();
     let started = Instant::now();
     let handle = LinkHandle {
@@ -381,10 +431,12 @@ fn link_bytes(message: Message) -> Option<Vec<u8>> {
         .filter(|b| b.starts_with(MAGIC))
 }
 
+pub(crate) mod breaker;
 mod pace;
 mod reassembly;
 mod wire;
 
+use breaker::Breaker;
 use pace::*;
 pub use reassembly::Reassembler;
 #[cfg(test)]

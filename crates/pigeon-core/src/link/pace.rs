@@ -113,6 +113,10 @@ pub(super) async fn send_loop<T: Transport>(
         let now = Instant::now();
         let mut wake: Option<Instant> = None;
         let mut ready: Option<Address> = None;
+        // An open circuit sends nothing until it is probed.
+        let gate = crate::task::lock(&stats.breaker)
+            .reopens_at()
+            .filter(|t| *t > now);
         for (addr, d) in &dests {
             if d.is_empty() || in_flight.len() >= MAX_IN_FLIGHT || (!caps.burst && d.in_flight > 0)
             {
@@ -126,6 +130,7 @@ pub(super) async fn send_loop<T: Transport>(
             } else {
                 d.free_at.max(d.oldest.map_or(now, |t| t + pacer.linger))
             };
+            let at = gate.map_or(at, |g| at.max(g));
             if at <= now {
                 ready = Some(addr.clone());
                 break;
@@ -217,6 +222,7 @@ pub(super) fn sent(
             retry_after,
             message,
         }) => {
+            // Not a failure: the provider is there, and said when.
             stats.errors.fetch_add(1, Ordering::Relaxed);
             let retry_after = retry_after.min(crate::transport::http::MAX_WAIT);
             let until = Instant::now().duration_since(started) + retry_after;
@@ -228,15 +234,13 @@ pub(super) fn sent(
             d.retry.push_back(message);
         }
         Err(SendError::Permanent(m)) => {
-            stats.errors.fetch_add(1, Ordering::Relaxed);
-            stats.up.store(false, Ordering::Relaxed);
+            stats.send_failed(true);
             health.problem("send", m);
             // Tried again now and then: the user may fix it.
             d.free_at = d.free_at.max(Instant::now() + Duration::from_secs(5));
         }
         Err(e) => {
-            stats.errors.fetch_add(1, Ordering::Relaxed);
-            stats.up.store(false, Ordering::Relaxed);
+            stats.send_failed(false);
             tracing::warn!(error = %e, size = raw, "transport send failed; the engine will retransmit");
             d.free_at = d.free_at.max(Instant::now() + Duration::from_millis(500));
         }

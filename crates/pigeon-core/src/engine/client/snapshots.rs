@@ -73,7 +73,7 @@ pub(super) async fn publish(
             peer: peer.clone(),
             embedded_agent: embedded,
             transfers,
-            transports: node.links.iter().map(|l| l.health()).collect(),
+            transports: node.transports_health(),
             version,
         };
         if tx.send(Arc::new(snapshot)).is_err() {

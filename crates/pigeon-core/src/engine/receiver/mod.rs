@@ -66,6 +66,8 @@ pub(crate) struct Receiver {
     running: Option<Sha256>,
     /// The acknowledgement being made durable and sent.
     ack_job: Option<tokio::task::JoinHandle<Result<()>>>,
+    /// The link the chunk being taken in came by: its faults are its link's.
+    arrived_on: usize,
 }
 
 impl Receiver {
@@ -84,8 +86,11 @@ impl Receiver {
             .bitmap(&rec.id)?
             .filter(|b| b.len() == rec.chunks_total)
             .unwrap_or_else(|| Bitmap::new(rec.chunks_total));
-        let rto = Rto::for_link(&node.links[0]);
-        let ack_delay = match node.links[0].capabilities().messages_per_minute {
+        // Answers go on the control link: its timing is theirs.
+        let session_link = peer.session.borrow().as_ref().map_or(0, |s| s.link);
+        let (_, control) = node.control_link(session_link);
+        let rto = Rto::for_link(control);
+        let ack_delay = match control.capabilities().messages_per_minute {
             Some(m) => {
                 Duration::from_secs_f64(30.0 / f64::from(m.max(1))).min(Duration::from_millis(500))
             }
@@ -100,6 +105,7 @@ impl Receiver {
             Instant::now(),
         );
         let mut r = Receiver {
+            arrived_on: 0,
             node,
             peer,
             cfg,
@@ -237,7 +243,10 @@ impl Receiver {
                 self.discard();
                 Ok(Some(Outcome::Cancelled))
             }
-            TaskInput::Chunk { at, body } => match self.on_chunk(at, body).await {
+            TaskInput::Chunk { at, body, link } => match {
+                self.arrived_on = link;
+                self.on_chunk(at, body).await
+            } {
                 Ok(()) => Ok(None),
                 Err(e) => Ok(Some(self.cannot_write(e))),
             },
@@ -455,7 +464,7 @@ impl Receiver {
     ) {
         fault.count(&mut self.rec.faults);
         self.progress.emit(ProgressEvent::Fault(fault));
-        self.node.record_fault(0, |s| {
+        self.node.record_fault(self.arrived_on, |s| {
             stat(s).fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         });
     }

@@ -88,7 +88,6 @@ pub(crate) struct Sender {
     /// The agent holds a file of this size at the target, with this hash.
     present: Option<[u8; 32]>,
     last_persist: Instant,
-    link: usize,
 }
 
 impl Sender {
@@ -120,7 +119,7 @@ impl Sender {
         })?;
         rec.seal_run = book.run();
         let window = (32 * 1024 * 1024 / rec.manifest.chunk_size.max(1) as usize).clamp(16, 4096);
-        let rto = Rto::for_link(&node.links[0]);
+        let rtos = node.links.iter().map(Rto::for_link).collect();
         Ok(Sender {
             cipher: Arc::new(cipher),
             talk: Dialogue::new(
@@ -131,7 +130,7 @@ impl Sender {
             secret,
             book,
             file: Arc::new(file),
-            win: Window::new(rec.chunks_total, rto, window),
+            win: Window::new(rec.chunks_total, rtos, window),
             progress,
             hash_job: None,
             preps: VecDeque::new(),
@@ -139,7 +138,6 @@ impl Sender {
             ready: None,
             present: None,
             last_persist: Instant::now(),
-            link: 0,
             node,
             peer,
             rec,
@@ -214,7 +212,7 @@ impl Sender {
                 return self.already_there(theirs).await;
             }
             let now = Instant::now();
-            let rto = self.win.rto.get();
+            let rto = self.win.control_rto().get();
             while let Some(due) = self.talk.due(now, rto, self.win.acked.is_complete()) {
                 match due {
                     Due::Silent => {
@@ -369,7 +367,7 @@ impl Sender {
         let offer = self.offer();
         let sent = self.node.send_control(&self.peer, &offer);
         self.talk
-            .offer_sent(sent, Instant::now(), self.win.rto.get());
+            .offer_sent(sent, Instant::now(), self.win.control_rto().get());
     }
 
     fn on_input(&mut self, input: TaskInput) -> Option<Outcome> {
@@ -457,8 +455,16 @@ impl Sender {
         for &index in &got.newly {
             self.progress.emit(ProgressEvent::Acked { index });
         }
-        if let Some(srtt) = self.win.rto.srtt() {
-            self.node.links[self.link].record_rtt(srtt);
+        for (i, link) in self.node.links.iter().enumerate() {
+            if let Some(srtt) = self.win.rto(i).srtt() {
+                link.record_rtt(srtt);
+            }
+        }
+        for &link in &got.delivered {
+            self.node.links[link].delivered();
+        }
+        for &link in &got.lost {
+            self.node.links[link].lost();
         }
         for i in got.gaps {
             tracing::debug!(transfer = %self.rec.id.short(), chunk = i, "gap: resending");
@@ -484,8 +490,9 @@ impl Sender {
     }
 
     fn expire_timers(&mut self, now: Instant) {
-        for i in self.win.expire(now) {
-            tracing::debug!(transfer = %self.rec.id.short(), chunk = i, rto = ?self.win.rto.get(), "timer: resending");
+        for (i, link) in self.win.expire(now) {
+            tracing::debug!(transfer = %self.rec.id.short(), chunk = i, link, rto = ?self.win.rto(link).get(), "timer: resending");
+            self.node.links[link].lost();
         }
     }
 

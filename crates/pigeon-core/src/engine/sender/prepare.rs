@@ -214,8 +214,8 @@ impl Sender {
 
     /// Chunk `index` was handed to `link`: time it, and show it.
     pub(super) fn mark_sent(&mut self, index: u32, retry: bool, link: usize) {
-        self.link = link;
-        self.win.sent(index, retry, Instant::now(), rand::random());
+        self.win
+            .sent(index, link, retry, Instant::now(), rand::random());
         self.progress.emit(ProgressEvent::Sent { index, retry });
         if retry {
             self.rec.faults.retransmitted += 1;

@@ -1,5 +1,12 @@
 //! The sender's window: which chunks the receiver holds, which are on the
-//! wire and when each times out, and which go out again.
+//! wire (on which link) and when each times out, and which go out again.
+//!
+//! Each link has its own round-trip timer: a chunk's timeout is its link's,
+//! and a gap is three later chunks of the same link getting through (on
+//! links of different speeds, chunks on the slow one are always behind).
+//! What was learned of each link (a chunk that went only on it was
+//! acknowledged, or one timed out there) is returned for its circuit
+//! breaker.
 //!
 //! Pure: no I/O, no clock (what needs the time takes `now`), no randomness
 //! (a timer's jitter is given). The sender applies what it returns: the
@@ -29,6 +36,10 @@ pub(crate) enum AckScope {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Flight {
     pub sent_at: Instant,
+    /// The link its latest copy went on.
+    pub link: usize,
+    /// Every link a copy went on, one bit each (links 0..63).
+    pub links: u64,
     /// Order of sending, across resends: gaps are counted in it.
     pub seq: u64,
     pub retries: u32,
@@ -43,6 +54,10 @@ pub(crate) struct Acked {
     pub newly: Vec<u32>,
     /// Chunks found lost behind later ones, now queued for resending.
     pub gaps: Vec<u32>,
+    /// For each chunk acknowledged whose copies all went on one link, that
+    /// link (it carried it); for each gap, the link its copy was lost on.
+    pub delivered: Vec<usize>,
+    pub lost: Vec<usize>,
 }
 
 pub(crate) struct Window {
@@ -51,7 +66,8 @@ pub(crate) struct Window {
     pub resend: VecDeque<u32>,
     /// New chunks are taken from here on.
     pub cursor: u32,
-    pub rto: Rto,
+    /// One per link.
+    rtos: Vec<Rto>,
     /// Most chunks on the wire or being prepared at once.
     pub size: usize,
     seq: u64,
@@ -61,36 +77,55 @@ pub(crate) struct Window {
 const MAX_BACKOFF: Duration = Duration::from_secs(120);
 
 impl Window {
-    pub fn new(chunks: u32, rto: Rto, size: usize) -> Window {
+    /// A window over `chunks` chunks and links timed by `rtos` (one each,
+    /// at least one).
+    pub fn new(chunks: u32, rtos: Vec<Rto>, size: usize) -> Window {
+        assert!(!rtos.is_empty(), "a window needs a link");
         Window {
             acked: Bitmap::new(chunks),
             inflight: HashMap::new(),
             resend: VecDeque::new(),
             cursor: 0,
-            rto,
+            rtos,
             size,
             seq: 0,
         }
     }
 
-    /// Chunk `index` was handed to a link at `now` (`retry`: again).
+    /// Link `link`'s timer.
+    pub fn rto(&self, link: usize) -> &Rto {
+        &self.rtos[link.min(self.rtos.len() - 1)]
+    }
+
+    /// The timer control frames are timed by: the shortest (they go on
+    /// the link with the shortest round trip).
+    pub fn control_rto(&self) -> &Rto {
+        self.rtos
+            .iter()
+            .min_by_key(|r| r.get())
+            .expect("a window has a link")
+    }
+
+    /// Chunk `index` was handed to link `link` at `now` (`retry`: again).
     /// `jitter` in [0, 1) spreads timers by up to a quarter, so the timers
     /// of many chunks (and many senders) do not fire at once. Returns how
     /// many times it has been resent.
-    pub fn sent(&mut self, index: u32, retry: bool, now: Instant, jitter: f64) -> u32 {
+    pub fn sent(&mut self, index: u32, link: usize, retry: bool, now: Instant, jitter: f64) -> u32 {
+        let link = link.min(self.rtos.len() - 1);
         self.seq += 1;
-        let retries = self
-            .inflight
-            .get(&index)
-            .map_or(0, |f| f.retries + u32::from(retry));
+        let before = self.inflight.get(&index);
+        let retries = before.map_or(0, |f| f.retries + u32::from(retry));
+        let links = before.map_or(0, |f| f.links) | (1u64 << link.min(63));
         // Exponential backoff.
-        let backoff = (self.rto.get() * 2u32.saturating_pow(retries.min(5)))
+        let backoff = (self.rtos[link].get() * 2u32.saturating_pow(retries.min(5)))
             .min(MAX_BACKOFF)
             .mul_f64(1.0 + jitter.clamp(0.0, 1.0) * 0.25);
         self.inflight.insert(
             index,
             Flight {
                 sent_at: now,
+                link,
+                links,
                 seq: self.seq,
                 retries,
                 deadline: Some(now + backoff),
@@ -135,37 +170,54 @@ impl Window {
         if newly.is_empty() {
             return Acked::default();
         }
-        let mut max_seq = 0;
+        // The newest first copy acknowledged, per link.
+        let mut max_seq = vec![0u64; self.rtos.len()];
+        let mut delivered = vec![];
         for &i in &newly {
             if let Some(f) = self.inflight.remove(&i) {
+                if f.links.count_ones() == 1 {
+                    delivered.push(f.link);
+                }
                 // An acknowledgement of a resent chunk may answer either
                 // copy (Karn): it says nothing of round trips or gaps.
                 if f.retries == 0 {
-                    max_seq = max_seq.max(f.seq);
-                    self.rto.sample(now.duration_since(f.sent_at));
+                    max_seq[f.link] = max_seq[f.link].max(f.seq);
+                    self.rtos[f.link].sample(now.duration_since(f.sent_at));
                 }
             }
         }
-        // Gaps: three later chunks got through and this one did not, and
-        // it is older than a round trip plus a reordering allowance (a
-        // channel that delays some messages must not cost a resend each).
-        let srtt = self.rto.srtt().unwrap_or(self.rto.get());
-        let patience = srtt + (srtt / 4).max(Duration::from_millis(100));
-        let mut gaps: Vec<u32> = self
+        // Gaps: three later chunks got through on the same link and this
+        // one did not, and it is older than that link's round trip plus a
+        // reordering allowance (a channel that delays some messages must
+        // not cost a resend each).
+        let patience: Vec<Duration> = self
+            .rtos
+            .iter()
+            .map(|r| {
+                let srtt = r.srtt().unwrap_or(r.get());
+                srtt + (srtt / 4).max(Duration::from_millis(100))
+            })
+            .collect();
+        let mut gaps: Vec<(u32, usize)> = self
             .inflight
             .iter()
             .filter(|(_, f)| {
                 f.deadline.is_some()
-                    && f.seq + 3 <= max_seq
-                    && now.duration_since(f.sent_at) > patience
+                    && f.seq + 3 <= max_seq[f.link]
+                    && now.duration_since(f.sent_at) > patience[f.link]
             })
-            .map(|(&i, _)| i)
+            .map(|(&i, f)| (i, f.link))
             .collect();
         gaps.sort_unstable();
-        for &i in &gaps {
+        for &(i, _) in &gaps {
             self.queue_resend(i);
         }
-        Acked { newly, gaps }
+        Acked {
+            newly,
+            lost: gaps.iter().map(|&(_, l)| l).collect(),
+            gaps: gaps.into_iter().map(|(i, _)| i).collect(),
+            delivered,
+        }
     }
 
     /// Un-acknowledge what the receiver says it does not hold (as far as
@@ -210,16 +262,17 @@ impl Window {
         }
     }
 
-    /// Queue for resending every chunk whose timer ran out by `now`.
-    pub fn expire(&mut self, now: Instant) -> Vec<u32> {
-        let mut expired: Vec<u32> = self
+    /// Queue for resending every chunk whose timer ran out by `now`;
+    /// returns each with the link its copy was lost on.
+    pub fn expire(&mut self, now: Instant) -> Vec<(u32, usize)> {
+        let mut expired: Vec<(u32, usize)> = self
             .inflight
             .iter()
             .filter(|(_, f)| f.deadline.is_some_and(|d| d <= now))
-            .map(|(&i, _)| i)
+            .map(|(&i, f)| (i, f.link))
             .collect();
         expired.sort_unstable();
-        for &i in &expired {
+        for &(i, _) in &expired {
             self.queue_resend(i);
         }
         expired
@@ -262,11 +315,11 @@ mod tests {
     #[test]
     fn chunks_acknowledged_leave_the_window_and_time_the_round_trip() {
         let t0 = Instant::now();
-        let mut w = Window::new(4, rto(), 16);
+        let mut w = Window::new(4, vec![rto()], 16);
         for i in 0..3 {
             assert_eq!(w.next_new(|_| false), Some(i));
             w.cursor = i + 1;
-            w.sent(i, false, t0, 0.0);
+            w.sent(i, 0, false, t0, 0.0);
         }
         let got = w.on_ack(
             &have(2, &[]),
@@ -276,7 +329,7 @@ mod tests {
         assert_eq!(got.newly, vec![0, 1]);
         assert!(got.gaps.is_empty());
         assert_eq!(w.inflight.len(), 1);
-        assert_eq!(w.rto.srtt(), Some(Duration::from_millis(300)));
+        assert_eq!(w.rto(0).srtt(), Some(Duration::from_millis(300)));
         // Told again: nothing new.
         assert_eq!(
             w.on_ack(
@@ -291,9 +344,9 @@ mod tests {
     #[test]
     fn a_chunk_three_behind_and_older_than_a_round_trip_is_a_gap() {
         let t0 = Instant::now();
-        let mut w = Window::new(8, rto(), 16);
+        let mut w = Window::new(8, vec![rto()], 16);
         for i in 0..5 {
-            w.sent(i, false, t0 + Duration::from_millis(u64::from(i)), 0.0);
+            w.sent(i, 0, false, t0 + Duration::from_millis(u64::from(i)), 0.0);
         }
         // 1..5 arrive, 0 did not; soon after, patience holds it back.
         let early = w.on_ack(
@@ -304,9 +357,9 @@ mod tests {
         assert_eq!(early.newly, vec![1, 2, 3, 4]);
         assert!(early.gaps.is_empty(), "a reordering allowance first");
         // A later acknowledgement, past a round trip plus the allowance.
-        w.sent(5, false, t0 + Duration::from_millis(10), 0.0);
-        w.sent(6, false, t0 + Duration::from_millis(11), 0.0);
-        w.sent(7, false, t0 + Duration::from_millis(12), 0.0);
+        w.sent(5, 0, false, t0 + Duration::from_millis(10), 0.0);
+        w.sent(6, 0, false, t0 + Duration::from_millis(11), 0.0);
+        w.sent(7, 0, false, t0 + Duration::from_millis(12), 0.0);
         let late = w.on_ack(
             &have(0, &[(1, 8)]),
             AckScope::InFlight,
@@ -320,21 +373,21 @@ mod tests {
     #[test]
     fn timers_back_off_per_retry_and_resent_chunks_do_not_time_the_round_trip() {
         let t0 = Instant::now();
-        let mut w = Window::new(2, rto(), 16);
-        w.sent(0, false, t0, 0.0);
+        let mut w = Window::new(2, vec![rto()], 16);
+        w.sent(0, 0, false, t0, 0.0);
         assert_eq!(w.next_deadline(), Some(t0 + Duration::from_secs(1)));
         assert!(w.expire(t0 + Duration::from_millis(999)).is_empty());
-        assert_eq!(w.expire(t0 + Duration::from_secs(1)), vec![0]);
+        assert_eq!(w.expire(t0 + Duration::from_secs(1)), vec![(0, 0)]);
         assert_eq!(w.next_deadline(), None);
         let t1 = t0 + Duration::from_secs(1);
-        assert_eq!(w.sent(0, true, t1, 0.0), 1);
+        assert_eq!(w.sent(0, 0, true, t1, 0.0), 1);
         assert_eq!(w.next_deadline(), Some(t1 + Duration::from_secs(2)));
-        assert_eq!(w.sent(0, true, t1, 0.0), 2);
+        assert_eq!(w.sent(0, 0, true, t1, 0.0), 2);
         assert_eq!(w.next_deadline(), Some(t1 + Duration::from_secs(4)));
         // Doubling stops at 32 times the timeout; jitter stretches a
         // timer by a quarter at most.
         for _ in 0..20 {
-            w.sent(0, true, t1, 0.999);
+            w.sent(0, 0, true, t1, 0.999);
         }
         assert_eq!(
             w.next_deadline(),
@@ -347,15 +400,83 @@ mod tests {
         );
         assert_eq!(got.newly, vec![0]);
         assert_eq!(
-            w.rto.srtt(),
+            w.rto(0).srtt(),
             None,
             "Karn: a resent chunk's answer times nothing"
         );
     }
 
     #[test]
+    fn each_link_times_its_own_chunks_and_a_slow_link_is_not_a_gap() {
+        let t0 = Instant::now();
+        let fast = Rto::fixed(Duration::from_millis(200));
+        let slow = Rto::fixed(Duration::from_secs(6));
+        let mut w = Window::new(10, vec![fast, slow], 16);
+        // Chunk 0 on the slow link, 1..=5 on the fast one.
+        w.sent(0, 1, false, t0, 0.0);
+        for i in 1..=5 {
+            w.sent(i, 0, false, t0 + Duration::from_millis(u64::from(i)), 0.0);
+        }
+        assert_eq!(w.inflight[&0].deadline, Some(t0 + Duration::from_secs(6)));
+        assert_eq!(
+            w.inflight[&1].deadline,
+            Some(t0 + Duration::from_millis(201))
+        );
+        // Long after, the fast chunks are acknowledged: chunk 0 is behind
+        // them, but on another link, so it is no gap.
+        let got = w.on_ack(
+            &have(0, &[(1, 6)]),
+            AckScope::InFlight,
+            t0 + Duration::from_secs(2),
+        );
+        assert_eq!(got.newly, vec![1, 2, 3, 4, 5]);
+        assert!(got.gaps.is_empty(), "{got:?}");
+        assert_eq!(got.delivered, vec![0; 5], "the fast link carried them");
+        assert!(w.rto(0).srtt().is_some() && w.rto(1).srtt().is_none());
+        // Its own timer runs out, on its link.
+        assert_eq!(w.expire(t0 + Duration::from_secs(6)), vec![(0, 1)]);
+        // Resent on the fast link and acknowledged: either copy may have
+        // arrived, so neither link is credited.
+        w.sent(0, 0, true, t0 + Duration::from_secs(6), 0.0);
+        let got = w.on_ack(
+            &have(6, &[]),
+            AckScope::InFlight,
+            t0 + Duration::from_secs(7),
+        );
+        assert_eq!(got.newly, vec![0]);
+        assert!(got.delivered.is_empty());
+    }
+
+    #[test]
+    fn a_gap_on_one_link_is_charged_to_it() {
+        let t0 = Instant::now();
+        let mut w = Window::new(10, vec![rto(), rto()], 16);
+        for i in 0..5 {
+            w.sent(i, 1, false, t0 + Duration::from_millis(u64::from(i)), 0.0);
+        }
+        let got = w.on_ack(
+            &have(0, &[(1, 5)]),
+            AckScope::InFlight,
+            t0 + Duration::from_millis(50),
+        );
+        assert!(got.gaps.is_empty());
+        assert_eq!(got.delivered, vec![1; 4]);
+        for i in 5..8 {
+            w.sent(i, 1, false, t0 + Duration::from_millis(10), 0.0);
+        }
+        let got = w.on_ack(
+            &have(0, &[(1, 8)]),
+            AckScope::InFlight,
+            t0 + Duration::from_secs(3),
+        );
+        assert_eq!(got.gaps, vec![0]);
+        assert_eq!(got.lost, vec![1]);
+        assert_eq!(w.control_rto().get(), Duration::from_secs(1));
+    }
+
+    #[test]
     fn a_receiver_that_lost_chunks_gets_them_again() {
-        let mut w = Window::new(6, rto(), 16);
+        let mut w = Window::new(6, vec![rto()], 16);
         w.on_ack(&have(6, &[]), AckScope::All, Instant::now());
         assert!(w.acked.is_complete());
         w.cursor = 6;
@@ -366,7 +487,7 @@ mod tests {
         assert_eq!(w.next_new(|_| false), Some(2));
         assert_eq!(w.next_new(|i| i == 2), Some(3));
         // An answer cut short (too many ranges) says nothing past its end.
-        let mut w = Window::new(8, rto(), 16);
+        let mut w = Window::new(8, vec![rto()], 16);
         w.on_ack(&have(8, &[]), AckScope::All, Instant::now());
         let ranges: Vec<(u32, u32)> = (0..AckState::MAX_RANGES as u32)
             .map(|r| (r * 2, r * 2 + 1))
@@ -379,8 +500,8 @@ mod tests {
     #[test]
     fn an_acknowledgement_read_in_flight_only_ignores_the_rest() {
         let t0 = Instant::now();
-        let mut w = Window::new(100, rto(), 16);
-        w.sent(7, false, t0, 0.0);
+        let mut w = Window::new(100, vec![rto()], 16);
+        w.sent(7, 0, false, t0, 0.0);
         // Claims everything; only chunk 7 was on the wire.
         let got = w.on_ack(&have(100, &[]), AckScope::InFlight, t0);
         assert_eq!(got.newly, vec![7]);
@@ -394,9 +515,9 @@ mod tests {
     #[test]
     fn the_window_bounds_what_is_prepared_and_on_the_wire() {
         let t0 = Instant::now();
-        let mut w = Window::new(10, rto(), 3);
-        w.sent(0, false, t0, 0.0);
-        w.sent(1, false, t0, 0.0);
+        let mut w = Window::new(10, vec![rto()], 3);
+        w.sent(0, 0, false, t0, 0.0);
+        w.sent(1, 0, false, t0, 0.0);
         w.cursor = 2;
         assert!(w.has_work(0, |_| false));
         assert!(

@@ -1,0 +1,261 @@
+//! A link's circuit breaker: whether data may go on it now.
+//!
+//! Two things take a link out: its sends failing (the provider answers
+//! with errors, or not at all), and its messages vanishing (sends succeed
+//! but the chunks they carried time out, none acknowledged: a provider
+//! that swallows everything). Either opens the circuit: no data goes on
+//! the link until a backoff (1 s, doubling to 60 s, with jitter) has
+//! passed; then it is half-open, and what goes on it is a probe. The
+//! probe's fate closes it again or opens it for longer. Nothing takes a
+//! link out for good: a user may fix what was wrong at any time.
+//!
+//! Pure: no clock (the time is an argument), no randomness (the jitter
+//! is given), so the tests below walk it through its states.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// Consecutive send failures that open the circuit.
+pub const FAILURES_TO_OPEN: u32 = 3;
+/// Consecutive chunks lost (none acknowledged in between) that open it.
+pub const LOSSES_TO_OPEN: u32 = 6;
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// Why a circuit opened: what a probe must show to close it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Why {
+    /// Sends failed: a send that succeeds closes it.
+    Errors,
+    /// Sends succeeded but nothing arrived: only a chunk acknowledged
+    /// closes it.
+    Silent,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    /// Data flows.
+    Closed,
+    /// No data until `until`.
+    Open { why: Why, until: Instant },
+    /// What goes on the link is a probe.
+    HalfOpen { why: Why },
+}
+
+#[derive(Clone, Debug)]
+pub struct Breaker {
+    state: State,
+    failures: u32,
+    losses: u32,
+    /// Times it opened without closing in between: the backoff's exponent.
+    opened: u32,
+}
+
+impl Default for Breaker {
+    fn default() -> Self {
+        Breaker::new()
+    }
+}
+
+impl Breaker {
+    pub fn new() -> Breaker {
+        Breaker {
+            state: State::Closed,
+            failures: 0,
+            losses: 0,
+            opened: 0,
+        }
+    }
+
+    /// The state at `now` (an open circuit whose backoff has passed is
+    /// half-open).
+    pub fn state(&mut self, now: Instant) -> State {
+        if let State::Open { why, until } = self.state {
+            if now >= until {
+                self.state = State::HalfOpen { why };
+            }
+        }
+        self.state
+    }
+
+    /// Whether data may be handed to the link at `now`.
+    pub fn allows_data(&mut self, now: Instant) -> bool {
+        !matches!(self.state(now), State::Open { .. })
+    }
+
+    /// When an open circuit turns half-open.
+    pub fn reopens_at(&self) -> Option<Instant> {
+        match self.state {
+            State::Open { until, .. } => Some(until),
+            _ => None,
+        }
+    }
+
+    /// A message left: the provider took it.
+    pub fn sent(&mut self, now: Instant) {
+        self.failures = 0;
+        match self.state(now) {
+            State::HalfOpen { why: Why::Errors } => self.close(),
+            // Sends that succeed are what a silent provider does.
+            State::HalfOpen { why: Why::Silent } | State::Open { .. } | State::Closed => {}
+        }
+    }
+
+    /// A send failed (`jitter` in [0, 1)). `permanent`: the provider said
+    /// it will not take it as things are (a revoked token), which opens
+    /// the circuit at once.
+    pub fn send_failed(&mut self, now: Instant, permanent: bool, jitter: f64) {
+        self.failures += 1;
+        match self.state(now) {
+            State::HalfOpen { .. } => self.open(Why::Errors, now, jitter),
+            State::Closed if permanent || self.failures >= FAILURES_TO_OPEN => {
+                self.open(Why::Errors, now, jitter)
+            }
+            _ => {}
+        }
+    }
+
+    /// A chunk sent on the link was acknowledged.
+    pub fn delivered(&mut self) {
+        self.losses = 0;
+        if !matches!(
+            self.state,
+            State::Open {
+                why: Why::Errors,
+                ..
+            }
+        ) {
+            self.close();
+        }
+    }
+
+    /// A chunk sent on the link timed out.
+    pub fn lost(&mut self, now: Instant, jitter: f64) {
+        self.losses += 1;
+        match self.state(now) {
+            State::HalfOpen { .. } => self.open(Why::Silent, now, jitter),
+            State::Closed if self.losses >= LOSSES_TO_OPEN => self.open(Why::Silent, now, jitter),
+            _ => {}
+        }
+    }
+
+    fn open(&mut self, why: Why, now: Instant, jitter: f64) {
+        let backoff = (FIRST_BACKOFF * 2u32.saturating_pow(self.opened.min(6)))
+            .min(MAX_BACKOFF)
+            .mul_f64(1.0 + jitter.clamp(0.0, 1.0) * 0.5);
+        self.opened += 1;
+        self.losses = 0;
+        self.failures = 0;
+        self.state = State::Open {
+            why,
+            until: now + backoff,
+        };
+    }
+
+    fn close(&mut self) {
+        self.state = State::Closed;
+        self.opened = 0;
+        self.failures = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn failures_in_a_row_open_it_and_a_success_between_them_does_not() {
+        let t = Instant::now();
+        let mut b = Breaker::new();
+        b.send_failed(t, false, 0.0);
+        b.send_failed(t, false, 0.0);
+        b.sent(t);
+        b.send_failed(t, false, 0.0);
+        b.send_failed(t, false, 0.0);
+        assert!(b.allows_data(t), "two in a row, not three");
+        b.send_failed(t, false, 0.0);
+        assert_eq!(
+            b.state(t),
+            State::Open {
+                why: Why::Errors,
+                until: t + S
+            }
+        );
+        assert!(!b.allows_data(t));
+    }
+
+    #[test]
+    fn an_open_circuit_is_probed_with_a_growing_backoff_and_closes_on_success() {
+        let t = Instant::now();
+        let mut b = Breaker::new();
+        b.send_failed(t, true, 0.0);
+        assert_eq!(
+            b.reopens_at(),
+            Some(t + S),
+            "a permanent error opens at once"
+        );
+        // Half-open after its backoff; the probe fails: open twice as long.
+        assert_eq!(b.state(t + S), State::HalfOpen { why: Why::Errors });
+        assert!(b.allows_data(t + S));
+        b.send_failed(t + S, false, 0.0);
+        assert_eq!(b.reopens_at(), Some(t + 3 * S));
+        b.send_failed(t + 3 * S, false, 0.0);
+        assert_eq!(b.reopens_at(), Some(t + 7 * S));
+        // Capped at a minute; jitter stretches by half at most.
+        let mut at = t + 7 * S;
+        for _ in 0..10 {
+            b.send_failed(at, false, 0.999);
+            let until = b.reopens_at().unwrap();
+            assert!(until - at <= Duration::from_secs(90), "{:?}", until - at);
+            at = until;
+        }
+        // A probe that gets through closes it, and the backoff starts over.
+        b.sent(at);
+        assert_eq!(b.state(at), State::Closed);
+        for _ in 0..FAILURES_TO_OPEN {
+            b.send_failed(at, false, 0.0);
+        }
+        assert_eq!(b.reopens_at(), Some(at + S));
+    }
+
+    #[test]
+    fn a_provider_that_swallows_everything_opens_it_and_only_a_delivery_closes_it() {
+        let t = Instant::now();
+        let mut b = Breaker::new();
+        for _ in 0..LOSSES_TO_OPEN - 1 {
+            b.sent(t);
+            b.lost(t, 0.0);
+        }
+        b.delivered();
+        for _ in 0..LOSSES_TO_OPEN - 1 {
+            b.lost(t, 0.0);
+        }
+        assert!(b.allows_data(t), "an acknowledgement in between resets it");
+        b.lost(t, 0.0);
+        assert!(!b.allows_data(t));
+        assert_eq!(b.state(t + S), State::HalfOpen { why: Why::Silent });
+        // Sends succeed, as they did all along: that proves nothing.
+        b.sent(t + S);
+        assert_eq!(b.state(t + S), State::HalfOpen { why: Why::Silent });
+        // The probe is lost: open again, for longer.
+        b.lost(t + S, 0.0);
+        assert_eq!(b.reopens_at(), Some(t + 3 * S));
+        // A chunk the probe carried is acknowledged: closed.
+        b.state(t + 3 * S);
+        b.delivered();
+        assert_eq!(b.state(t + 3 * S), State::Closed);
+    }
+
+    #[test]
+    fn a_late_acknowledgement_does_not_close_a_circuit_open_for_errors() {
+        let t = Instant::now();
+        let mut b = Breaker::new();
+        b.send_failed(t, true, 0.0);
+        // A chunk that left before the errors is acknowledged now.
+        b.delivered();
+        assert!(!b.allows_data(t), "the sends still fail");
+    }
+}
