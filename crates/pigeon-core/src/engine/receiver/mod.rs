@@ -243,13 +243,13 @@ impl Receiver {
                 self.discard();
                 Ok(Some(Outcome::Cancelled))
             }
-            TaskInput::Chunk { at, body, link } => match {
+            TaskInput::Chunk { at, body, link } => {
                 self.arrived_on = link;
-                self.on_chunk(at, body).await
-            } {
-                Ok(()) => Ok(None),
-                Err(e) => Ok(Some(self.cannot_write(e))),
-            },
+                match self.on_chunk(at, body).await {
+                    Ok(()) => Ok(None),
+                    Err(e) => Ok(Some(self.cannot_write(e))),
+                }
+            }
             TaskInput::Control(c) => {
                 self.intake.heard(Instant::now());
                 self.on_control(c).await
