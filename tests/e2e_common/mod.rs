@@ -472,6 +472,36 @@ impl World {
         self.agent = Some(p);
     }
 
+    /// Start `pigeon agent` on these transports (several: one link each).
+    #[track_caller]
+    pub fn start_agent_on(&mut self, uris: &[String]) {
+        assert!(self.agent.is_none(), "the agent is already running");
+        self.agent_starts += 1;
+        let mut args = vec!["agent".to_string()];
+        for u in uris {
+            args.push("--transport".into());
+            args.push(u.clone());
+        }
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut p = Proc::spawn(
+            &self.agent_home,
+            &refs,
+            &self.logs,
+            &format!("agent{}", self.agent_starts),
+        );
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !p.stderr().contains("agent ready") {
+            assert!(!p.exited(), "the agent exited at start:\n{}", p.stderr());
+            assert!(
+                Instant::now() < deadline,
+                "the agent did not get ready in 60 s:\n{}",
+                p.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.agent = Some(p);
+    }
+
     /// kill -9 the agent.
     pub fn kill_agent(&mut self) {
         if let Some(mut p) = self.agent.take() {

@@ -309,14 +309,17 @@ impl Node {
 
     /// The link control frames go on: of those whose circuit is closed,
     /// the one with the shortest round trip (the session's when none is
-    /// measured yet); if none is usable, the session's (its link retries
-    /// it when it may).
+    /// measured yet). A link whose last send failed comes after those whose
+    /// did not (a lost acknowledgement costs a round trip, and one failure
+    /// is enough to doubt it), then one being probed; if none is usable,
+    /// the session's (its link retries it when it may).
     pub(crate) fn control_link(&self, preferred: usize) -> (usize, &LinkHandle) {
         let preferred = preferred.min(self.links.len() - 1);
         let best = (0..self.links.len())
             .filter(|&i| self.links[i].usable())
             .min_by_key(|&i| {
                 (
+                    !self.links[i].clean(),
                     self.links[i].rtt().unwrap_or(Duration::MAX),
                     usize::from(i != preferred),
                 )
@@ -399,9 +402,10 @@ impl Node {
         link: usize,
         peer: &Peer,
         frame: Vec<u8>,
+        chunk: link::ChunkRef,
         permit: OwnedSemaphorePermit,
     ) {
-        self.links[link].send_reserved(&peer.address_on(link), frame, permit);
+        self.links[link].send_reserved(&peer.address_on(link), frame, chunk, permit);
     }
 
     /// Wait (up to `limit`) until every link has sent what it was given:

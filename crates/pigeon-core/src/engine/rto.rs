@@ -20,8 +20,17 @@ impl Rto {
         let interval = caps.messages_per_minute.map_or(Duration::ZERO, |m| {
             Duration::from_secs_f64(60.0 / f64::from(m.max(1)))
         });
-        // A frame may wait behind two messages here and two there.
-        let floor = (interval * 5).max(Duration::from_millis(300));
+        // A channel with a byte ceiling sends a full message only so often.
+        let message_time = caps.bytes_per_minute.map_or(Duration::ZERO, |b| {
+            Duration::from_secs_f64(
+                crate::link::message_payload(caps) as f64 / (b.max(1) as f64 / 60.0),
+            )
+        });
+        // A frame may wait behind two messages here and two there, and a
+        // chunk behind the two messages' worth of data queued on its link.
+        let floor = (interval * 5)
+            .max(message_time * 3)
+            .max(Duration::from_millis(300));
         // Start from a round trip already measured on this link (the
         // handshake's), else from a cautious guess.
         let measured = link

@@ -50,6 +50,9 @@ pub struct Breaker {
     losses: u32,
     /// Times it opened without closing in between: the backoff's exponent.
     opened: u32,
+    /// Times it opened, ever: one who looked before can tell it opened
+    /// since, even if it is half-open again by now.
+    openings: u64,
 }
 
 impl Default for Breaker {
@@ -65,6 +68,7 @@ impl Breaker {
             failures: 0,
             losses: 0,
             opened: 0,
+            openings: 0,
         }
     }
 
@@ -82,6 +86,17 @@ impl Breaker {
     /// Whether data may be handed to the link at `now`.
     pub fn allows_data(&mut self, now: Instant) -> bool {
         !matches!(self.state(now), State::Open { .. })
+    }
+
+    /// How many times it has opened.
+    pub fn openings(&self) -> u64 {
+        self.openings
+    }
+
+    /// Closed, and its last send succeeded: where a control frame, whose
+    /// loss costs a round trip, should go when there is a choice.
+    pub fn clean(&self) -> bool {
+        self.state == State::Closed && self.failures == 0
     }
 
     /// When an open circuit turns half-open.
@@ -145,6 +160,7 @@ impl Breaker {
             .min(MAX_BACKOFF)
             .mul_f64(1.0 + jitter.clamp(0.0, 1.0) * 0.5);
         self.opened += 1;
+        self.openings += 1;
         self.losses = 0;
         self.failures = 0;
         self.state = State::Open {
@@ -174,6 +190,7 @@ mod tests {
         b.send_failed(t, false, 0.0);
         b.sent(t);
         b.send_failed(t, false, 0.0);
+        assert!(!b.clean(), "one failure makes it suspect");
         b.send_failed(t, false, 0.0);
         assert!(b.allows_data(t), "two in a row, not three");
         b.send_failed(t, false, 0.0);

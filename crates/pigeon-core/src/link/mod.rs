@@ -85,8 +85,16 @@ struct Outgoing {
     /// A newer control frame with the same key replaces a queued older one
     /// (acknowledgements carry the full state, so only the latest matters).
     coalesce: Option<[u8; 17]>,
+    /// The chunk a data frame carries, told back if its message fails.
+    chunk: Option<ChunkRef>,
     _permit: Option<OwnedSemaphorePermit>,
 }
+
+/// A chunk as the link knows it: its transfer's id and its index.
+pub type ChunkRef = ([u8; 16], u32);
+
+/// Most chunk references a link keeps for senders to collect.
+const MAX_DROPPED: usize = 16 * 1024;
 
 /// Counters the link and the engine both write, read for health.
 #[derive(Default)]
@@ -100,6 +108,9 @@ pub struct LinkStats {
     pub retry_after_until_ms: AtomicU64,
     /// Whether data may go on the link ([`Breaker`]).
     breaker: Mutex<Breaker>,
+    /// Chunks whose message the provider did not take, for their senders
+    /// to send again at once (not after their timers).
+    dropped: Mutex<Vec<ChunkRef>>,
     /// Frames handed to the link, and taken into its queues.
     submitted: AtomicU64,
     taken: AtomicU64,
@@ -138,6 +149,20 @@ impl LinkStats {
                 r.per_second.pop_front();
             }
         }
+    }
+
+    /// The messages that carried `chunks` failed.
+    fn dropped(&self, chunks: Vec<ChunkRef>) {
+        if chunks.is_empty() {
+            return;
+        }
+        let mut d = crate::task::lock(&self.dropped);
+        // Bounded: the oldest go first (a transfer no longer running never
+        // collects its own; a running one's timers still cover them).
+        let over = (d.len() + chunks.len()).saturating_sub(MAX_DROPPED);
+        let over = over.min(d.len());
+        d.drain(..over);
+        d.extend(chunks.into_iter().take(MAX_DROPPED));
     }
 
     /// A send failed (`permanent`: the provider will not take it as
@@ -200,6 +225,7 @@ impl LinkHandle {
             frame,
             class: Class::Control,
             coalesce,
+            chunk: None,
             _permit: None,
         }));
     }
@@ -215,17 +241,43 @@ impl LinkHandle {
             .expect("the data budget semaphore is never closed")
     }
 
-    /// Queue a data frame in the room [`reserve`](Self::reserve) made; the
-    /// room is given back when the frame has been packed into a message.
-    pub fn send_reserved(&self, to: &Address, frame: Vec<u8>, permit: OwnedSemaphorePermit) {
+    /// Queue a data frame carrying `chunk` in the room
+    /// [`reserve`](Self::reserve) made; the room is given back when the
+    /// frame has been packed into a message.
+    pub fn send_reserved(
+        &self,
+        to: &Address,
+        frame: Vec<u8>,
+        chunk: ChunkRef,
+        permit: OwnedSemaphorePermit,
+    ) {
         self.stats.submitted.fetch_add(1, Ordering::Relaxed);
         let _ = self.tx.send(Op::Send(Outgoing {
             to: to.clone(),
             frame,
             class: Class::Data,
             coalesce: None,
+            chunk: Some(chunk),
             _permit: Some(permit),
         }));
+    }
+
+    /// Take the chunks of transfer `transfer` whose messages failed on
+    /// this link since the last call.
+    pub fn take_dropped(&self, transfer: &[u8; 16]) -> Vec<u32> {
+        let mut d = crate::task::lock(&self.stats.dropped);
+        if d.is_empty() {
+            return vec![];
+        }
+        let mut mine = vec![];
+        d.retain(|(t, i)| {
+            let keep = t != transfer;
+            if !keep {
+                mine.push(*i);
+            }
+            keep
+        });
+        mine
     }
 
     /// A trusted peer is configured at `to` on this link (peers.toml):
@@ -255,6 +307,16 @@ impl LinkHandle {
     /// open ([`Breaker`]).
     pub fn usable(&self) -> bool {
         crate::task::lock(&self.stats.breaker).allows_data(Instant::now())
+    }
+
+    /// How many times its circuit has opened.
+    pub fn openings(&self) -> u64 {
+        crate::task::lock(&self.stats.breaker).openings()
+    }
+
+    /// Its circuit is closed and its last send succeeded.
+    pub fn clean(&self) -> bool {
+        crate::task::lock(&self.stats.breaker).clean()
     }
 
     /// Room for a data frame of `bytes` now, if there is.

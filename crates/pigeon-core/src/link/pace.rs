@@ -7,15 +7,26 @@ pub(super) struct Dest {
     pub(super) control: VecDeque<Outgoing>,
     pub(super) data: VecDeque<Outgoing>,
     /// The frame being split across messages: (id, bytes, next offset).
-    pub(super) partial: Option<(u64, Vec<u8>, usize, Option<OwnedSemaphorePermit>)>,
+    pub(super) partial: Option<Partial>,
     pub(super) data_bytes: usize,
     pub(super) oldest: Option<Instant>,
     /// Earliest time the next message may go (message and byte pace).
     pub(super) free_at: Instant,
-    /// Messages the provider refused for now (rate limit), to send first.
-    pub(super) retry: VecDeque<Message>,
+    /// Messages the provider refused for now (rate limit), to send first,
+    /// with the chunks they carry.
+    pub(super) retry: VecDeque<(Message, Vec<ChunkRef>)>,
     /// Messages sent and not yet answered.
     pub(super) in_flight: usize,
+}
+
+/// The frame being split across messages.
+pub(super) struct Partial {
+    pub(super) id: u64,
+    pub(super) frame: Vec<u8>,
+    /// Where the next fragment starts.
+    pub(super) offset: usize,
+    pub(super) chunk: Option<ChunkRef>,
+    pub(super) _permit: Option<OwnedSemaphorePermit>,
 }
 
 impl Dest {
@@ -43,7 +54,7 @@ impl Dest {
         let partial = self
             .partial
             .as_ref()
-            .map_or(0, |(_, f, off, _)| f.len() - off);
+            .map_or(0, |p| p.frame.len() - p.offset);
         self.data_bytes + partial + self.control.iter().map(|o| o.frame.len()).sum::<usize>()
     }
 }
@@ -139,15 +150,16 @@ pub(super) async fn send_loop<T: Transport>(
         }
         if let Some(addr) = ready {
             let d = dests.get_mut(&addr).expect("address came from the map");
-            let message = match d.retry.pop_front() {
+            let (message, chunks) = match d.retry.pop_front() {
                 Some(m) => m,
                 None => {
-                    let bytes = pack(d, capacity, &mut next_frame_id);
-                    if caps.text_only {
+                    let (bytes, chunks) = pack(d, capacity, &mut next_frame_id);
+                    let message = if caps.text_only {
                         Message::Text(base64::engine::general_purpose::STANDARD.encode(&bytes))
                     } else {
                         Message::Binary(bytes)
-                    }
+                    };
+                    (message, chunks)
                 }
             };
             let size = message.len();
@@ -162,7 +174,7 @@ pub(super) async fn send_loop<T: Transport>(
             let transport = &transport;
             in_flight.push(async move {
                 let outcome = transport.send(&addr, message).await;
-                (addr, raw, outcome)
+                (addr, raw, chunks, outcome)
             });
             continue;
         }
@@ -189,13 +201,13 @@ pub(super) async fn send_loop<T: Transport>(
                 stats.busy.store(true, Ordering::Relaxed);
                 stats.taken.fetch_add(n, Ordering::Relaxed);
             }
-            Some((addr, raw, outcome)) = futures::StreamExt::next(&mut in_flight) => {
+            Some((addr, raw, chunks, outcome)) = futures::StreamExt::next(&mut in_flight) => {
                 let d = dests.entry(addr).or_insert_with(Dest::new);
                 d.in_flight -= 1;
                 if !caps.burst && outcome.is_ok() {
                     pacer.charge(d, Instant::now(), raw);
                 }
-                sent(d, raw, outcome, &stats, &health, started);
+                sent(d, raw, chunks, outcome, &stats, &health, started);
             }
             () = sleep => {}
         }
@@ -208,6 +220,7 @@ pub(super) async fn send_loop<T: Transport>(
 pub(super) fn sent(
     d: &mut Dest,
     raw: usize,
+    chunks: Vec<ChunkRef>,
     outcome: Result<(), SendError>,
     stats: &LinkStats,
     health: &crate::transport::Health,
@@ -231,18 +244,21 @@ pub(super) fn sent(
                 .fetch_max(until.as_millis() as u64, Ordering::Relaxed);
             d.free_at = d.free_at.max(Instant::now() + retry_after);
             // Sent again first, in the order they were refused.
-            d.retry.push_back(message);
+            d.retry.push_back((message, chunks));
         }
         Err(SendError::Permanent(m)) => {
             stats.send_failed(true);
+            stats.dropped(chunks);
             health.problem("send", m);
             // Tried again now and then: the user may fix it.
             d.free_at = d.free_at.max(Instant::now() + Duration::from_secs(5));
         }
         Err(e) => {
             stats.send_failed(false);
+            stats.dropped(chunks);
+            // What the provider did not carry is not charged to its pace.
             tracing::warn!(error = %e, size = raw, "transport send failed; the engine will retransmit");
-            d.free_at = d.free_at.max(Instant::now() + Duration::from_millis(500));
+            d.free_at = Instant::now() + Duration::from_millis(500);
         }
     }
 }
@@ -274,20 +290,30 @@ pub(super) fn enqueue(d: &mut Dest, out: Outgoing) {
 }
 
 /// Fill one message from `d`'s queues: control first, then the partial
-/// frame, then data; the last frame that does not fit is split.
-pub(super) fn pack(d: &mut Dest, capacity: usize, next_id: &mut u64) -> Vec<u8> {
+/// frame, then data; the last frame that does not fit is split. Returns
+/// the message and the chunks it carries (whole or in part).
+pub(super) fn pack(d: &mut Dest, capacity: usize, next_id: &mut u64) -> (Vec<u8>, Vec<ChunkRef>) {
+    let mut chunks = vec![];
     let mut msg = Vec::with_capacity(capacity.min(4 * 1024 * 1024) + HEADER_LEN);
     msg.extend_from_slice(MAGIC);
     msg.push(LINK_VERSION);
     let limit = capacity + HEADER_LEN;
     // A partial frame goes first so it finishes as soon as possible.
-    if let Some((id, frame, off, permit)) = d.partial.take() {
+    if let Some(mut p) = d.partial.take() {
         let room = limit - msg.len();
-        let rest = frame.len() - off;
+        let rest = p.frame.len() - p.offset;
         let take = rest.min(room.saturating_sub(FRAGMENT_OVERHEAD));
-        put_fragment(&mut msg, id, frame.len(), off, &frame[off..off + take]);
-        if off + take < frame.len() {
-            d.partial = Some((id, frame, off + take, permit));
+        put_fragment(
+            &mut msg,
+            p.id,
+            p.frame.len(),
+            p.offset,
+            &p.frame[p.offset..p.offset + take],
+        );
+        chunks.extend(p.chunk);
+        if p.offset + take < p.frame.len() {
+            p.offset += take;
+            d.partial = Some(p);
         }
     }
     loop {
@@ -305,6 +331,7 @@ pub(super) fn pack(d: &mut Dest, capacity: usize, next_id: &mut u64) -> Vec<u8> 
         let need = next.frame.len() + WHOLE_RECORD_OVERHEAD;
         if need <= room {
             let out = pop(d, from_control);
+            chunks.extend(out.chunk);
             msg.push(TAG_WHOLE);
             put_varint(&mut msg, out.frame.len() as u64);
             msg.extend_from_slice(&out.frame);
@@ -317,7 +344,14 @@ pub(super) fn pack(d: &mut Dest, capacity: usize, next_id: &mut u64) -> Vec<u8> 
         *next_id = next_id.wrapping_add(1);
         let take = room - FRAGMENT_OVERHEAD;
         put_fragment(&mut msg, *next_id, out.frame.len(), 0, &out.frame[..take]);
-        d.partial = Some((*next_id, out.frame, take, out._permit));
+        chunks.extend(out.chunk);
+        d.partial = Some(Partial {
+            id: *next_id,
+            frame: out.frame,
+            offset: take,
+            chunk: out.chunk,
+            _permit: out._permit,
+        });
         break;
     }
     d.oldest = if d.is_empty() {
@@ -325,7 +359,7 @@ pub(super) fn pack(d: &mut Dest, capacity: usize, next_id: &mut u64) -> Vec<u8> 
     } else {
         Some(Instant::now())
     };
-    msg
+    (msg, chunks)
 }
 
 pub(super) fn pop(d: &mut Dest, control: bool) -> Outgoing {

@@ -7,6 +7,7 @@ fn out(frame: Vec<u8>, class: Class) -> Outgoing {
         frame,
         class,
         coalesce: None,
+        chunk: None,
         _permit: None,
     }
 }
@@ -20,7 +21,7 @@ fn pack_all(frames: &[Vec<u8>], capacity: usize) -> Vec<Vec<u8>> {
     let mut id = 0;
     let mut msgs = vec![];
     while !d.is_empty() {
-        msgs.push(pack(&mut d, capacity, &mut id));
+        msgs.push(pack(&mut d, capacity, &mut id).0);
     }
     msgs
 }

@@ -88,6 +88,8 @@ pub(crate) struct Sender {
     /// The agent holds a file of this size at the target, with this hash.
     present: Option<[u8; 32]>,
     last_persist: Instant,
+    /// How many times each link's circuit had opened when last looked at.
+    openings: Vec<u64>,
 }
 
 impl Sender {
@@ -138,6 +140,11 @@ impl Sender {
             ready: None,
             present: None,
             last_persist: Instant::now(),
+            openings: node
+                .links
+                .iter()
+                .map(crate::link::LinkHandle::openings)
+                .collect(),
             node,
             peer,
             rec,
@@ -245,6 +252,7 @@ impl Sender {
                 }
             }
             self.expire_timers(now);
+            self.abandon_dead_links();
             let quiet = self.talk.quiet(now, rto);
             // Prepare the next chunk first, then wait for room for exactly
             // its size: small compressed frames pack many to a message.
@@ -486,6 +494,26 @@ impl Sender {
         );
         for index in lost {
             self.progress.emit(ProgressEvent::Lost { index });
+        }
+    }
+
+    /// Chunks on a link whose circuit just opened go again on the others
+    /// at once: a dead link costs only what was in flight on it.
+    fn abandon_dead_links(&mut self) {
+        for (i, link) in self.node.links.iter().enumerate() {
+            let dropped = link.take_dropped(&self.rec.id.0);
+            if !dropped.is_empty() {
+                let again = self.win.dropped(i, &dropped);
+                tracing::debug!(transfer = %self.rec.id.short(), link = i, chunks = again.len(), "messages failed: resending their chunks");
+            }
+            let openings = link.openings();
+            if openings != self.openings[i] {
+                self.openings[i] = openings;
+                let gone = self.win.abandon(i);
+                if !gone.is_empty() {
+                    tracing::debug!(transfer = %self.rec.id.short(), link = i, chunks = gone.len(), "link out: resending its chunks in flight");
+                }
+            }
         }
     }
 

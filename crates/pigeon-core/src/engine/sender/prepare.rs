@@ -208,7 +208,8 @@ impl Sender {
             // Acknowledged while it waited (a resend the original beat).
             return;
         }
-        self.node.send_data(link, &self.peer, frame, permit);
+        self.node
+            .send_data(link, &self.peer, frame, (self.rec.id.0, index), permit);
         self.mark_sent(index, retry, link);
     }
 

@@ -262,6 +262,43 @@ impl Window {
         }
     }
 
+    /// The messages carrying `chunks` failed on `link`: send again those
+    /// whose latest copy went there. Returns them.
+    pub fn dropped(&mut self, link: usize, chunks: &[u32]) -> Vec<u32> {
+        let mut gone: Vec<u32> = chunks
+            .iter()
+            .copied()
+            .filter(|i| {
+                self.inflight
+                    .get(i)
+                    .is_some_and(|f| f.link == link && f.deadline.is_some())
+            })
+            .collect();
+        gone.sort_unstable();
+        gone.dedup();
+        for &i in &gone {
+            self.queue_resend(i);
+        }
+        gone
+    }
+
+    /// Link `link` is out (its circuit opened): queue for resending every
+    /// chunk whose latest copy went on it, without waiting for their
+    /// timers. Returns them.
+    pub fn abandon(&mut self, link: usize) -> Vec<u32> {
+        let mut gone: Vec<u32> = self
+            .inflight
+            .iter()
+            .filter(|(_, f)| f.link == link && f.deadline.is_some())
+            .map(|(&i, _)| i)
+            .collect();
+        gone.sort_unstable();
+        for &i in &gone {
+            self.queue_resend(i);
+        }
+        gone
+    }
+
     /// Queue for resending every chunk whose timer ran out by `now`;
     /// returns each with the link its copy was lost on.
     pub fn expire(&mut self, now: Instant) -> Vec<(u32, usize)> {

@@ -1,0 +1,164 @@
+//! Several channels at once, with the real binary: one transfer striped
+//! over two spools of different paces, and a spool that dies mid-transfer
+//! and comes back.
+
+mod e2e_common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use e2e_common::*;
+
+/// A second spool in the world's folder.
+fn second_spool(w: &World) -> PathBuf {
+    let dir = w.dir.path().join("spool2");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Data bytes a party sent over a spool (its transcript).
+fn sent_over(spool: &Path, key: &str) -> usize {
+    read_transcript(
+        &spool
+            .join("transcript")
+            .join(format!("{}.log", key_id(key))),
+    )
+    .iter()
+    .map(Msg::len)
+    .sum()
+}
+
+fn upload_over(w: &World, uris: &[String], file: &Path) -> Run {
+    let mut args = vec!["upload".to_string(), file.display().to_string()];
+    for u in uris {
+        args.push("--transport".into());
+        args.push(u.clone());
+    }
+    args.push("--json".into());
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    w.client(&refs)
+}
+
+#[test]
+fn one_transfer_runs_at_the_sum_of_two_links_paces() {
+    let _heavy = heavy_lock();
+    let mut w = World::new("");
+    let spool2 = second_spool(&w);
+    // 10 KB/s and 20 KB/s: 30 KB/s together.
+    let (slow, fast) = (600_000u64, 1_200_000u64);
+    let uris = vec![
+        uri_for(
+            &w.spool,
+            &format!("profile=shipper&bytes_per_min={slow}&transcript=1"),
+        ),
+        uri_for(
+            &spool2,
+            &format!("profile=shipper&bytes_per_min={fast}&transcript=1"),
+        ),
+    ];
+    w.start_agent_on(&uris);
+    let size = 600 * 1024;
+    let file = w.random_file("striped.bin", size, 1);
+    let run = upload_over(&w, &uris, &file);
+    run.assert_ok();
+    let report = run.report();
+    assert_eq!(report["status"], "completed", "{}", run.describe());
+    assert_eq!(
+        std::fs::read(w.storage().join("striped.bin")).unwrap(),
+        std::fs::read(&file).unwrap()
+    );
+    let on_slow = sent_over(&w.spool, &w.client_key);
+    let on_fast = sent_over(&spool2, &w.client_key);
+    let secs = report["elapsed_ms"].as_f64().unwrap() / 1000.0;
+    let sum = (slow + fast) as f64 / 60.0;
+    let achieved = (on_slow + on_fast) as f64 / secs;
+    eprintln!(
+        "striped: {on_slow} B on the slow link, {on_fast} B on the fast one, {secs:.1} s, {:.0}% of the summed pace",
+        achieved / sum * 100.0
+    );
+    // Each link carried about its part of the pace (a third, two thirds).
+    let share = on_slow as f64 / (on_slow + on_fast) as f64;
+    assert!((0.2..0.5).contains(&share), "slow link's share {share:.2}");
+    // Faster than the fast link alone could have carried it.
+    let alone = size as f64 / (fast as f64 / 60.0);
+    assert!(
+        secs < alone * 0.85,
+        "{secs:.1} s striped; the fast link alone takes {alone:.1} s"
+    );
+}
+
+/// Take a spool out (each inbox becomes a plain file: every send fails,
+/// as when a provider is unreachable) or put it back.
+fn set_spool(spool: &Path, keys: &[&str], up: bool) {
+    for k in keys {
+        let live = spool.join(key_id(k));
+        let dead = spool.join(format!("{}.dead", key_id(k)));
+        if up {
+            std::fs::remove_file(&live).unwrap();
+            std::fs::rename(&dead, &live).unwrap();
+        } else {
+            std::fs::rename(&live, &dead).unwrap();
+            std::fs::write(&live, b"not an inbox").unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_link_that_dies_mid_transfer_costs_only_its_chunks_in_flight_and_is_used_again_when_back() {
+    let _heavy = heavy_lock();
+    let mut w = World::new("");
+    let spool2 = second_spool(&w);
+    // Text channels, ten messages a second each: chunks of one message
+    // (3 KiB), so what a dead link costs is counted in small units.
+    let query = "profile=telegram-text&msgs_per_min=600&transcript=1";
+    let uris = vec![uri_for(&w.spool, query), uri_for(&spool2, query)];
+    w.start_agent_on(&uris);
+    let chunks = 200;
+    let file = w.random_file("fallback.bin", chunks * 3000, 2);
+    let mut args = vec!["upload".to_string(), file.display().to_string()];
+    for u in &uris {
+        args.push("--transport".into());
+        args.push(u.clone());
+    }
+    args.push("--json".into());
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let upload = w.spawn_client(&refs);
+    // Once both links carry data, the first one dies.
+    wait_until("both links carry data", Duration::from_secs(30), || {
+        sent_over(&w.spool, &w.client_key) > 60_000 && sent_over(&spool2, &w.client_key) > 60_000
+    });
+    let keys = [w.client_key.clone(), w.agent_key.clone()];
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    set_spool(&w.spool, &keys, false);
+    let died = Instant::now();
+    let run = upload.wait(Duration::from_secs(120));
+    run.assert_ok();
+    let report = run.report();
+    assert_eq!(report["status"], "completed", "{}", run.describe());
+    assert_eq!(
+        std::fs::read(w.storage().join("fallback.bin")).unwrap(),
+        std::fs::read(&file).unwrap()
+    );
+    // Re-sent: at most what was in flight on the dead link (its queue of
+    // two messages, the one on the wire) and the probes that found it
+    // still dead, one message each.
+    let resent = report["chunks_retransmitted"].as_u64().unwrap();
+    let total = report["chunks_total"].as_u64().unwrap();
+    eprintln!(
+        "fallback: finished {:.1} s after the link died, {resent} of {total} chunks re-sent",
+        died.elapsed().as_secs_f64()
+    );
+    assert!(resent <= 12, "{resent} of {total} chunks re-sent");
+    // It comes back: the next transfer uses it again.
+    set_spool(&w.spool, &keys, true);
+    let before = sent_over(&w.spool, &w.client_key);
+    let again = w.random_file("again.bin", 100 * 3000, 3);
+    let run = upload_over(&w, &uris, &again);
+    run.assert_ok();
+    let after = sent_over(&w.spool, &w.client_key);
+    assert!(
+        after - before > 60_000,
+        "the link that came back carried {} B",
+        after - before
+    );
+}
