@@ -39,6 +39,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod bitmap;
+pub mod bwlimit;
 pub(crate) mod codec;
 pub mod crypto;
 pub mod engine;

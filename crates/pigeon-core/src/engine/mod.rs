@@ -369,6 +369,12 @@ impl Node {
     /// the link index and the reservation. If every circuit is open, any
     /// link will do: its send loop holds the frame until it is probed.
     pub async fn reserve_data(&self, bytes: usize) -> (usize, OwnedSemaphorePermit) {
+        // One link: nothing to choose, and a waiter keeps its place in the
+        // queue (looking again would put it at the back, behind smaller
+        // frames of other transfers).
+        if let [only] = self.links.as_slice() {
+            return (0, only.reserve(bytes).await);
+        }
         loop {
             let mut usable: Vec<usize> = (0..self.links.len())
                 .filter(|&i| self.links[i].usable())

@@ -88,6 +88,20 @@ impl Breaker {
         !matches!(self.state(now), State::Open { .. })
     }
 
+    /// Until when the link itself must send nothing: a circuit open for
+    /// errors (hammering a provider that fails is pointless). One open
+    /// for silence only keeps the engine's data off it (the messages do
+    /// leave; with no other link, the engine uses it anyway).
+    pub fn holds_sends_until(&self) -> Option<Instant> {
+        match self.state {
+            State::Open {
+                why: Why::Errors,
+                until,
+            } => Some(until),
+            _ => None,
+        }
+    }
+
     /// How many times it has opened.
     pub fn openings(&self) -> u64 {
         self.openings
@@ -100,6 +114,7 @@ impl Breaker {
     }
 
     /// When an open circuit turns half-open.
+    #[cfg(test)]
     pub fn reopens_at(&self) -> Option<Instant> {
         match self.state {
             State::Open { until, .. } => Some(until),
@@ -214,6 +229,7 @@ mod tests {
             Some(t + S),
             "a permanent error opens at once"
         );
+        assert_eq!(b.holds_sends_until(), Some(t + S));
         // Half-open after its backoff; the probe fails: open twice as long.
         assert_eq!(b.state(t + S), State::HalfOpen { why: Why::Errors });
         assert!(b.allows_data(t + S));
@@ -253,6 +269,7 @@ mod tests {
         assert!(b.allows_data(t), "an acknowledgement in between resets it");
         b.lost(t, 0.0);
         assert!(!b.allows_data(t));
+        assert_eq!(b.holds_sends_until(), None, "its messages do leave");
         assert_eq!(b.state(t + S), State::HalfOpen { why: Why::Silent });
         // Sends succeed, as they did all along: that proves nothing.
         b.sent(t + S);

@@ -124,9 +124,9 @@ pub(super) async fn send_loop<T: Transport>(
         let now = Instant::now();
         let mut wake: Option<Instant> = None;
         let mut ready: Option<Address> = None;
-        // An open circuit sends nothing until it is probed.
+        // A circuit open for errors sends nothing until it is probed.
         let gate = crate::task::lock(&stats.breaker)
-            .reopens_at()
+            .holds_sends_until()
             .filter(|t| *t > now);
         for (addr, d) in &dests {
             if d.is_empty() || in_flight.len() >= MAX_IN_FLIGHT || (!caps.burst && d.in_flight > 0)
