@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
+use pigeon_core::bwlimit::BwLimit;
 use pigeon_core::engine::client::{self, ClientConfig};
 use pigeon_core::engine::{agent, ClientHandle, UploadOptions};
 use pigeon_core::home::{Home, PeerName, TrustedPeer};
@@ -57,6 +58,11 @@ pub enum Command {
         /// Storage root (default: <home>/storage).
         #[arg(long)]
         root: Option<PathBuf>,
+        /// Most this agent sends per second over all its transports, in
+        /// rclone's syntax: 512k, 10M, or a timetable "08:00,512k 19:00,off"
+        /// (overrides bwlimit in config.toml).
+        #[arg(long, value_name = "RATE")]
+        bwlimit: Option<String>,
     },
     /// Upload files and folders to the agent and wait until it confirms
     /// each file's SHA-256.
@@ -352,6 +358,11 @@ pub struct Conn {
     /// Give up after this many seconds without a word from the agent.
     #[arg(long, default_value_t = 120)]
     pub timeout: u64,
+    /// Most this client sends per second over all its transports, in
+    /// rclone's syntax: 512k, 10M, or a timetable "08:00,512k 19:00,off"
+    /// (overrides bwlimit in config.toml).
+    #[arg(long, value_name = "RATE")]
+    pub bwlimit: Option<String>,
 }
 
 /// `pigeon completions SHELL`: the script, on stdout.
@@ -455,8 +466,34 @@ pub fn keys(home: &Home, cmd: KeysCommand) -> Result<()> {
     Ok(())
 }
 
-pub async fn run_agent(home: Home, transports: Vec<String>, root: Option<PathBuf>) -> Result<()> {
+/// The bandwidth limit: `given` on the command line, else config.toml's.
+/// A party limits what it sends (one rate is that limit): a separate
+/// download rate (`UP:DOWN`) is refused rather than silently ignored.
+pub fn resolve_bwlimit(home: &Home, given: Option<&str>) -> Result<Option<BwLimit>> {
+    let config = home.config()?;
+    let Some(spec) = given.map(str::to_string).or(config.bwlimit) else {
+        return Ok(None);
+    };
+    let limit = BwLimit::parse(&spec).map_err(|e| anyhow::anyhow!("--bwlimit {spec:?}: {e}"))?;
+    for weekday in 0..7 {
+        for minute in 0..1440 {
+            let at = limit.at(weekday, minute);
+            if at.down.is_some() && at.down != at.up {
+                bail!("--bwlimit {spec:?}: a party limits what it sends; a download rate is not enforced here: set --bwlimit on the agent to limit what it sends (e.g. --bwlimit 1M there)");
+            }
+        }
+    }
+    Ok(Some(limit))
+}
+
+pub async fn run_agent(
+    home: Home,
+    transports: Vec<String>,
+    root: Option<PathBuf>,
+    bwlimit: Option<String>,
+) -> Result<()> {
     let transports = parse_transports(&transports)?;
+    let bwlimit = resolve_bwlimit(&home, bwlimit.as_deref())?;
     let root = root.unwrap_or_else(|| home.storage_dir());
     eprintln!("pigeon agent: key {}", home.identity()?.public());
     agent::run(
@@ -464,6 +501,7 @@ pub async fn run_agent(home: Home, transports: Vec<String>, root: Option<PathBuf
             home,
             root,
             transports,
+            bwlimit,
         },
         shutdown_signal(),
     )
@@ -499,6 +537,7 @@ fn resolve_transports(home: &Home, given: &[String]) -> Result<Vec<TransportUri>
 
 pub async fn start_client(home: &Home, conn: &Conn) -> Result<ClientHandle> {
     let transports = resolve_transports(home, &conn.transports)?;
+    let bwlimit = resolve_bwlimit(home, conn.bwlimit.as_deref())?;
     let cfg = home.config()?;
     let handle = client::start(ClientConfig {
         home: home.clone(),
@@ -508,6 +547,7 @@ pub async fn start_client(home: &Home, conn: &Conn) -> Result<ClientHandle> {
         run_queue: false,
         silence_limit: Duration::from_secs(conn.timeout.max(1)),
         embedded_agent: false,
+        bwlimit,
     })
     .await?;
     Ok(handle)

@@ -71,9 +71,13 @@ async fn run(args: Cli) -> Result<bool> {
         None => run_tui(home, args.tui).await.map(|()| true),
         Some(Command::Keys(k)) => cli::keys(&home, k).map(|()| true),
         Some(Command::Transports(t)) => cli::transports(&home, t).await,
-        Some(Command::Agent { transports, root }) => {
-            cli::run_agent(home, transports, root).await.map(|()| true)
-        }
+        Some(Command::Agent {
+            transports,
+            root,
+            bwlimit,
+        }) => cli::run_agent(home, transports, root, bwlimit)
+            .await
+            .map(|()| true),
         Some(Command::Upload {
             files,
             to,
@@ -195,6 +199,7 @@ async fn run_tui(home: Home, args: cli::TuiArgs) -> Result<()> {
         run_queue: true,
         silence_limit: Duration::from_secs(3600 * 24),
         embedded_agent: embedded.is_some(),
+        bwlimit: cli::resolve_bwlimit(&home, None)?,
     })
     .await?;
     let options = tui::TuiOptions {
@@ -249,6 +254,7 @@ async fn start_embedded_agent(
         home: agent_home,
         root: home.storage_dir(),
         transports: vec![uri.clone()],
+        bwlimit: None,
     };
     tokio::spawn(async move {
         if let Err(e) = agent::run(cfg, async {

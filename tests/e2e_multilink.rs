@@ -162,3 +162,66 @@ fn a_link_that_dies_mid_transfer_costs_only_its_chunks_in_flight_and_is_used_aga
         after - before
     );
 }
+
+#[test]
+fn a_bandwidth_limit_holds_over_every_span_of_the_transcript() {
+    let _heavy = heavy_lock();
+    let mut w = World::new("profile=telegram-text&msgs_per_min=6000&transcript=1");
+    w.start_agent();
+    let file = w.random_file("limited.bin", 200 * 1024, 4);
+    let run = w.upload(&[&file], &["--bwlimit", "20k"]);
+    run.assert_ok();
+    assert_eq!(run.report()["status"], "completed", "{}", run.describe());
+    // Raw bytes (base64 carries three per four characters) per message.
+    let msgs: Vec<(f64, f64)> = w
+        .client_transcript()
+        .iter()
+        .map(|m| (m.micros as f64 / 1e6, (m.len() / 4 * 3) as f64))
+        .collect();
+    let rate = 20.0 * 1024.0;
+    let biggest = msgs.iter().map(|m| m.1).fold(0.0, f64::max);
+    let mut worst: f64 = 0.0;
+    // Every span from one message to a later one: what left in it, less
+    // the one message a span may start with, within the rate.
+    for i in 0..msgs.len() {
+        let mut bytes = 0.0;
+        for j in i + 1..msgs.len() {
+            bytes += msgs[j].1;
+            let span = msgs[j].0 - msgs[i].0;
+            if span >= 1.0 {
+                worst = worst.max((bytes - biggest) / span);
+            }
+        }
+    }
+    let total: f64 = msgs.iter().map(|m| m.1).sum();
+    let secs = msgs.last().unwrap().0 - msgs[0].0;
+    eprintln!(
+        "bwlimit 20k: {:.0} B/s on average, at most {worst:.0} B/s over any span of 1 s or more",
+        total / secs
+    );
+    assert!(
+        worst <= rate * 1.01,
+        "{worst:.0} B/s over a limit of {rate} B/s"
+    );
+    assert!(
+        total / secs > rate * 0.7,
+        "the limit is used: {:.0} B/s",
+        total / secs
+    );
+}
+
+#[test]
+fn a_download_rate_in_a_bandwidth_limit_is_refused_with_what_to_do() {
+    let w = World::new("");
+    let file = w.random_file("x.bin", 10, 5);
+    let run = w.upload(&[&file], &["--bwlimit", "1M:512k"]);
+    run.assert_failed();
+    let err = run.stderr;
+    assert!(
+        err.contains("download rate") && err.contains("on the agent"),
+        "{err}"
+    );
+    let run = w.upload(&[&file], &["--bwlimit", "12M/s"]);
+    run.assert_failed();
+    assert!(run.stderr.contains("no \"/s\""), "{}", run.stderr);
+}

@@ -1,8 +1,7 @@
 //! Bandwidth limits written in rclone's `--bwlimit` syntax: one rate, separate upload and
 //! download rates, or a daily or weekly timetable of rates.
 //!
-//! This is the parser and the timetable; the links do not enforce it yet
-//! (README, "Not built yet").
+//! The links enforce it ([`crate::link::Limiter`]).
 
 use std::fmt;
 use std::str::FromStr;

@@ -120,6 +120,9 @@ pub struct Config {
     pub transports: Vec<String>,
     /// Transfers running at once.
     pub parallel: Option<usize>,
+    /// What this party sends, over all its links, in rclone's `--bwlimit`
+    /// syntax (`512k`, `10M`, or a timetable `"08:00,512k 19:00,off"`).
+    pub bwlimit: Option<String>,
     /// Ring the terminal bell when a transfer finishes or fails (TUI).
     pub bell: Option<bool>,
     /// Let a new upload's offer and first chunk ride in the handshake on

@@ -29,6 +29,7 @@
 //!     run_queue: false,
 //!     silence_limit: std::time::Duration::from_secs(120),
 //!     embedded_agent: false,
+//!     bwlimit: None,
 //! })
 //! .await?;
 //! let id = client.upload("data.csv".into(), "data.csv".into(), Default::default()).await?;

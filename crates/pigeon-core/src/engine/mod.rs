@@ -509,7 +509,11 @@ pub(crate) fn open_links(
     me: KeyId,
     inbound: mpsc::Sender<Inbound>,
     client: bool,
+    bwlimit: Option<&crate::bwlimit::BwLimit>,
 ) -> Result<Vec<LinkHandle>> {
+    let limit = bwlimit
+        .filter(|b| !b.is_off())
+        .map(|b| Arc::new(link::Limiter::new(b.clone())));
     if uris.is_empty() {
         return Err(CoreError::Config(
             "no transport given; pass --transport local:<SPOOL_DIR> (or set transports in config.toml)".into(),
@@ -526,6 +530,7 @@ pub(crate) fn open_links(
                 transport::profile(uri),
                 i,
                 inbound.clone(),
+                limit.clone(),
             ))
         })
         .collect()

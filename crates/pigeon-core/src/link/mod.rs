@@ -413,12 +413,14 @@ pub struct Inbound {
 }
 
 /// Start a link over `transport`: returns its handle; arriving frames go to
-/// `inbound`.
+/// `inbound`. What it sends counts against `limit` (shared by a party's
+/// links), if there is one.
 pub fn start<T: Transport>(
     mut transport: T,
     profile: &str,
     index: usize,
     inbound: mpsc::Sender<Inbound>,
+    limit: Option<Arc<Limiter>>,
 ) -> LinkHandle {
     let caps = transport.capabilities().clone();
     let stats = Arc::new(LinkStats::default());
@@ -437,7 +439,7 @@ pub fn start<T: Transport>(
     let incoming = transport.incoming();
     crate::task::spawn(receive_loop(incoming, index, inbound, stats.clone()));
     let health = transport.health();
-    crate::task::spawn(send_loop(transport, rx, stats, health, started));
+    crate::task::spawn(send_loop(transport, rx, stats, health, started, limit));
     handle
 }
 
@@ -494,11 +496,13 @@ fn link_bytes(message: Message) -> Option<Vec<u8>> {
 }
 
 pub(crate) mod breaker;
+mod limit;
 mod pace;
 mod reassembly;
 mod wire;
 
 use breaker::Breaker;
+pub use limit::Limiter;
 use pace::*;
 pub use reassembly::Reassembler;
 #[cfg(test)]

@@ -108,6 +108,7 @@ pub(super) async fn send_loop<T: Transport>(
     stats: Arc<LinkStats>,
     health: Arc<crate::transport::Health>,
     started: Instant,
+    limit: Option<Arc<Limiter>>,
 ) {
     let caps = transport.capabilities().clone();
     let pacer = Pacer::new(&caps);
@@ -125,8 +126,10 @@ pub(super) async fn send_loop<T: Transport>(
         let mut wake: Option<Instant> = None;
         let mut ready: Option<Address> = None;
         // A circuit open for errors sends nothing until it is probed.
-        let gate = crate::task::lock(&stats.breaker)
-            .holds_sends_until()
+        let held = crate::task::lock(&stats.breaker).holds_sends_until();
+        // And the party's bandwidth limit, over all its links.
+        let gate = held
+            .max(limit.as_ref().map(|l| l.free_at()))
             .filter(|t| *t > now);
         for (addr, d) in &dests {
             if d.is_empty() || in_flight.len() >= MAX_IN_FLIGHT || (!caps.burst && d.in_flight > 0)
@@ -171,6 +174,9 @@ pub(super) async fn send_loop<T: Transport>(
                 pacer.charge(d, now, raw);
             }
             d.in_flight += 1;
+            if let Some(l) = &limit {
+                l.charge(raw, now);
+            }
             let transport = &transport;
             in_flight.push(async move {
                 let outcome = transport.send(&addr, message).await;

@@ -272,7 +272,7 @@ fn slow_link(
         delay,
     };
     let (inbound, _) = mpsc::channel(1);
-    (start(transport, "slow", 0, inbound), rx)
+    (start(transport, "slow", 0, inbound, None), rx)
 }
 
 #[tokio::test(start_paused = true)]

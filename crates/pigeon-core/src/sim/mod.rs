@@ -413,6 +413,7 @@ impl<'a> World<'a> {
                 home: self.agent_home.clone(),
                 root: self.root.clone(),
                 transports: vec![self.uris[1].clone()],
+                bwlimit: None,
             };
             scope
                 .enter(async {
@@ -452,6 +453,7 @@ impl<'a> World<'a> {
                 run_queue: true,
                 silence_limit: Duration::from_secs(120),
                 embedded_agent: false,
+                bwlimit: None,
             };
             match scope.enter(client::start(cfg)).await {
                 Ok(handle) => return Ok((scope, handle)),

@@ -38,6 +38,8 @@ pub struct AgentConfig {
     pub home: Home,
     pub root: PathBuf,
     pub transports: Vec<TransportUri>,
+    /// What this party sends, over all its links (`--bwlimit`).
+    pub bwlimit: Option<crate::bwlimit::BwLimit>,
 }
 
 /// The least time between two answers to one repeated Hello (a client that
@@ -153,7 +155,13 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
     let root = StorageRoot::open(&cfg.root)?;
     // Few frames in flight between link and router: memory stays bounded.
     let (tx, rx) = mpsc::channel(8);
-    let links = open_links(&cfg.transports, me.public().id(), tx, false)?;
+    let links = open_links(
+        &cfg.transports,
+        me.public().id(),
+        tx,
+        false,
+        cfg.bwlimit.as_ref(),
+    )?;
     let node = Arc::new(Node::new(me, store, links));
     let hooks = Arc::new(AgentHooks {
         home: cfg.home.clone(),

@@ -55,6 +55,8 @@ pub struct ClientConfig {
     pub silence_limit: Duration,
     /// Shown in snapshots: the agent runs inside this process.
     pub embedded_agent: bool,
+    /// What this party sends, over all its links (`--bwlimit`).
+    pub bwlimit: Option<crate::bwlimit::BwLimit>,
 }
 
 /// Start the client engine.
@@ -86,7 +88,13 @@ pub async fn start(cfg: ClientConfig) -> Result<ClientHandle> {
     let store = Store::open(&cfg.home.store_dir())?;
     // Few frames in flight between link and router: memory stays bounded.
     let (tx, rx) = mpsc::channel(8);
-    let links = open_links(&cfg.transports, me.public().id(), tx, true)?;
+    let links = open_links(
+        &cfg.transports,
+        me.public().id(),
+        tx,
+        true,
+        cfg.bwlimit.as_ref(),
+    )?;
     let node = Arc::new(Node::new(me, store, links));
     if cfg.home.config()?.early_data == Some(false) {
         node.early_data
