@@ -225,3 +225,59 @@ fn a_download_rate_in_a_bandwidth_limit_is_refused_with_what_to_do() {
     run.assert_failed();
     assert!(run.stderr.contains("no \"/s\""), "{}", run.stderr);
 }
+
+#[test]
+fn a_flapping_link_never_stops_the_transfer_and_is_used_between_its_outages() {
+    let _heavy = heavy_lock();
+    let mut w = World::new("");
+    let spool2 = second_spool(&w);
+    let query = "profile=telegram-text&msgs_per_min=600&transcript=1";
+    let uris = vec![uri_for(&w.spool, query), uri_for(&spool2, query)];
+    w.start_agent_on(&uris);
+    let file = w.random_file("flap.bin", 300 * 3000, 6);
+    let mut args = vec!["upload".to_string(), file.display().to_string()];
+    for u in &uris {
+        args.push("--transport".into());
+        args.push(u.clone());
+    }
+    args.push("--json".into());
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut upload = w.spawn_client(&refs);
+    let keys = [w.client_key.clone(), w.agent_key.clone()];
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    // Up 4 s, down 3 s, until the upload ends.
+    let mut carried_while_up = 0;
+    let mut outages = 0;
+    std::thread::sleep(Duration::from_secs(2));
+    while !upload.exited() && outages < 8 {
+        set_spool(&w.spool, &keys, false);
+        outages += 1;
+        std::thread::sleep(Duration::from_secs(3));
+        set_spool(&w.spool, &keys, true);
+        let before = sent_over(&w.spool, &w.client_key);
+        std::thread::sleep(Duration::from_secs(4));
+        carried_while_up += sent_over(&w.spool, &w.client_key) - before;
+    }
+    let run = upload.wait(Duration::from_secs(120));
+    run.assert_ok();
+    let report = run.report();
+    assert_eq!(report["status"], "completed", "{}", run.describe());
+    assert_eq!(
+        std::fs::read(w.storage().join("flap.bin")).unwrap(),
+        std::fs::read(&file).unwrap()
+    );
+    let resent = report["chunks_retransmitted"].as_u64().unwrap();
+    eprintln!(
+        "flapping: {outages} outages, {carried_while_up} B on the flapping link between them, {resent} of {} chunks re-sent",
+        report["chunks_total"]
+    );
+    assert!(
+        outages >= 2,
+        "the upload outran the test: {outages} outages"
+    );
+    assert!(
+        carried_while_up > 10_000,
+        "the link that came back was used again: {carried_while_up} B"
+    );
+    assert!(resent <= 12 * outages, "{resent} chunks re-sent");
+}

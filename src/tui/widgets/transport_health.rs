@@ -215,6 +215,57 @@ mod tests {
     }
 
     #[test]
+    fn a_silent_link_a_probed_one_and_a_rate_limited_one_say_so_with_their_share() {
+        let line = |h: &TransportHealth| {
+            let buf = render(h, 44, 3);
+            let rows: Vec<String> = (0..3)
+                .map(|y| {
+                    (0..44)
+                        .map(|x| buf[(x, y)].symbol().to_owned())
+                        .collect::<String>()
+                        .trim_end()
+                        .to_owned()
+                })
+                .collect();
+            rows
+        };
+        let silent = TransportHealth {
+            up: false,
+            state: LinkState::Open {
+                silent: true,
+                retry_in: Duration::from_secs(8),
+            },
+            share: Some(0.0),
+            ..health()
+        };
+        let rows = line(&silent);
+        assert_eq!(rows[0], "○ SILENT telegram-text  rtt 120 ms  0%");
+        assert!(rows[2].ends_with("retry in 8s"), "{rows:?}");
+        let probing = TransportHealth {
+            state: LinkState::Probing,
+            share: Some(0.375),
+            ..health()
+        };
+        assert_eq!(
+            line(&probing)[0],
+            "◐ probing telegram-text  rtt 120 ms  38%"
+        );
+        let limited = TransportHealth {
+            state: LinkState::RateLimited {
+                wait: Duration::from_secs(30),
+            },
+            retry_after: Some(Duration::from_secs(30)),
+            ..health()
+        };
+        let rows = line(&limited);
+        assert!(
+            rows[0].starts_with("◑ rate limited telegram-text"),
+            "{rows:?}"
+        );
+        assert!(rows[2].ends_with("retry in 30s"), "{rows:?}");
+    }
+
+    #[test]
     fn unlimited_channel_and_short_area() {
         let h = TransportHealth {
             profile: String::new(),
