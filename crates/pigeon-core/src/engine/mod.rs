@@ -521,7 +521,8 @@ pub(crate) fn open_links(
     }
     let side = if client { Side::Client } else { Side::Agent };
     let me = me.to_string();
-    uris.iter()
+    let links: Vec<LinkHandle> = uris
+        .iter()
         .enumerate()
         .map(|(i, uri)| {
             let transport = transport::open(uri, &me, side)?;
@@ -533,8 +534,16 @@ pub(crate) fn open_links(
                 limit.clone(),
             ))
         })
-        .collect()
+        .collect::<Result<_>>()?;
+    if let [only] = links.as_slice() {
+        // Nothing else can carry what waits for it: probe it often.
+        only.cap_backoff(ONLY_LINK_BACKOFF);
+    }
+    Ok(links)
 }
+
+/// The longest a party's only link stays out after failures.
+const ONLY_LINK_BACKOFF: Duration = Duration::from_secs(5);
 
 /// How a transfer task ends when the other side has been silent too long:
 /// a client fails with advice, an agent stops and keeps the state.

@@ -53,6 +53,8 @@ pub struct Breaker {
     /// Times it opened, ever: one who looked before can tell it opened
     /// since, even if it is half-open again by now.
     openings: u64,
+    /// The longest it stays open.
+    max_backoff: Duration,
 }
 
 impl Default for Breaker {
@@ -69,7 +71,14 @@ impl Breaker {
             losses: 0,
             opened: 0,
             openings: 0,
+            max_backoff: MAX_BACKOFF,
         }
+    }
+
+    /// Stay open at most `d`: a party's only link is probed often, since
+    /// nothing else can carry what waits for it.
+    pub fn cap_backoff(&mut self, d: Duration) {
+        self.max_backoff = d.min(MAX_BACKOFF);
     }
 
     /// The state at `now` (an open circuit whose backoff has passed is
@@ -160,19 +169,25 @@ impl Breaker {
         }
     }
 
-    /// A chunk sent on the link timed out.
+    /// A chunk sent on the link timed out. Counted only while the link
+    /// carries data (closed) or is probed for silence: timers of chunks
+    /// held behind an open circuit say nothing of the provider.
     pub fn lost(&mut self, now: Instant, jitter: f64) {
-        self.losses += 1;
         match self.state(now) {
-            State::HalfOpen { .. } => self.open(Why::Silent, now, jitter),
-            State::Closed if self.losses >= LOSSES_TO_OPEN => self.open(Why::Silent, now, jitter),
-            _ => {}
+            State::HalfOpen { why: Why::Silent } => self.open(Why::Silent, now, jitter),
+            State::Closed => {
+                self.losses += 1;
+                if self.losses >= LOSSES_TO_OPEN {
+                    self.open(Why::Silent, now, jitter);
+                }
+            }
+            State::Open { .. } | State::HalfOpen { why: Why::Errors } => {}
         }
     }
 
     fn open(&mut self, why: Why, now: Instant, jitter: f64) {
         let backoff = (FIRST_BACKOFF * 2u32.saturating_pow(self.opened.min(6)))
-            .min(MAX_BACKOFF)
+            .min(self.max_backoff)
             .mul_f64(1.0 + jitter.clamp(0.0, 1.0) * 0.5);
         self.opened += 1;
         self.openings += 1;
@@ -188,6 +203,7 @@ impl Breaker {
         self.state = State::Closed;
         self.opened = 0;
         self.failures = 0;
+        self.losses = 0;
     }
 }
 
@@ -281,6 +297,32 @@ mod tests {
         b.state(t + 3 * S);
         b.delivered();
         assert_eq!(b.state(t + 3 * S), State::Closed);
+    }
+
+    #[test]
+    fn timers_of_chunks_held_behind_an_open_circuit_do_not_reopen_it() {
+        let t = Instant::now();
+        let mut b = Breaker::new();
+        b.send_failed(t, true, 0.0);
+        for _ in 0..2 * LOSSES_TO_OPEN {
+            b.lost(t, 0.0);
+            b.lost(t + S, 0.0);
+        }
+        assert_eq!(b.state(t + S), State::HalfOpen { why: Why::Errors });
+        b.sent(t + S);
+        assert_eq!(b.state(t + S), State::Closed);
+        b.lost(t + S, 0.0);
+        assert!(b.allows_data(t + S), "losses start over when it closes");
+        // An only link is probed at least every few seconds.
+        let mut only = Breaker::new();
+        only.cap_backoff(Duration::from_secs(5));
+        let mut at = t;
+        for _ in 0..10 {
+            only.send_failed(at, true, 0.999);
+            let until = only.reopens_at().unwrap();
+            assert!(until - at <= Duration::from_secs(8), "{:?}", until - at);
+            at = until;
+        }
     }
 
     #[test]

@@ -34,8 +34,13 @@ impl Limiter {
         self.schedule.at(weekday, minute).up
     }
 
-    /// When the next message may leave.
+    /// When the next message may leave: now if no limit is in force now
+    /// (a timetable that turned it off forgets the debt of the last
+    /// message sent under it).
     pub fn free_at(&self) -> Instant {
+        if self.rate_now().is_none() {
+            return Instant::now();
+        }
         *crate::task::lock(&self.next_free)
     }
 

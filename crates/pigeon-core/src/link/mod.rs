@@ -309,6 +309,11 @@ impl LinkHandle {
         crate::task::lock(&self.stats.breaker).allows_data(Instant::now())
     }
 
+    /// Its circuit stays open at most `d` (a party's only link).
+    pub fn cap_backoff(&self, d: Duration) {
+        crate::task::lock(&self.stats.breaker).cap_backoff(d);
+    }
+
     /// How many times its circuit has opened.
     pub fn openings(&self) -> u64 {
         crate::task::lock(&self.stats.breaker).openings()

@@ -262,9 +262,9 @@ pub(super) fn sent(
         Err(e) => {
             stats.send_failed(false);
             stats.dropped(chunks);
-            // What the provider did not carry is not charged to its pace.
             tracing::warn!(error = %e, size = raw, "transport send failed; the engine will retransmit");
-            d.free_at = Instant::now() + Duration::from_millis(500);
+            // Never sooner than the pace or a provider's wait allows.
+            d.free_at = d.free_at.max(Instant::now() + Duration::from_millis(500));
         }
     }
 }

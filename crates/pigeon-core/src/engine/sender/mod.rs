@@ -219,7 +219,7 @@ impl Sender {
                 return self.already_there(theirs).await;
             }
             let now = Instant::now();
-            let rto = self.win.control_rto().get();
+            let rto = self.control_rto();
             while let Some(due) = self.talk.due(now, rto, self.win.acked.is_complete()) {
                 match due {
                     Due::Silent => {
@@ -375,7 +375,7 @@ impl Sender {
         let offer = self.offer();
         let sent = self.node.send_control(&self.peer, &offer);
         self.talk
-            .offer_sent(sent, Instant::now(), self.win.control_rto().get());
+            .offer_sent(sent, Instant::now(), self.control_rto());
     }
 
     fn on_input(&mut self, input: TaskInput) -> Option<Outcome> {
@@ -497,6 +497,14 @@ impl Sender {
         }
     }
 
+    /// The timeout of the link control frames go on now (not of the
+    /// fastest link, which may be the one that is out).
+    fn control_rto(&self) -> Duration {
+        let session_link = self.peer.session.borrow().as_ref().map_or(0, |s| s.link);
+        let (link, _) = self.node.control_link(session_link);
+        self.win.rto(link).get()
+    }
+
     /// Chunks on a link whose circuit just opened go again on the others
     /// at once: a dead link costs only what was in flight on it.
     fn abandon_dead_links(&mut self) {
@@ -507,8 +515,19 @@ impl Sender {
                 tracing::debug!(transfer = %self.rec.id.short(), link = i, chunks = again.len(), "messages failed: resending their chunks");
             }
             let openings = link.openings();
+            // Sent again at once only where another link can take them
+            // (on the same link, their copies are still queued).
+            let elsewhere = self
+                .node
+                .links
+                .iter()
+                .enumerate()
+                .any(|(j, l)| j != i && l.usable());
             if openings != self.openings[i] {
                 self.openings[i] = openings;
+                if !elsewhere {
+                    continue;
+                }
                 let gone = self.win.abandon(i);
                 if !gone.is_empty() {
                     tracing::debug!(transfer = %self.rec.id.short(), link = i, chunks = gone.len(), "link out: resending its chunks in flight");

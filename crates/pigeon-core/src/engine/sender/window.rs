@@ -97,15 +97,6 @@ impl Window {
         &self.rtos[link.min(self.rtos.len() - 1)]
     }
 
-    /// The timer control frames are timed by: the shortest (they go on
-    /// the link with the shortest round trip).
-    pub fn control_rto(&self) -> &Rto {
-        self.rtos
-            .iter()
-            .min_by_key(|r| r.get())
-            .expect("a window has a link")
-    }
-
     /// Chunk `index` was handed to link `link` at `now` (`retry`: again).
     /// `jitter` in [0, 1) spreads timers by up to a quarter, so the timers
     /// of many chunks (and many senders) do not fire at once. Returns how
@@ -508,7 +499,6 @@ mod tests {
         );
         assert_eq!(got.gaps, vec![0]);
         assert_eq!(got.lost, vec![1]);
-        assert_eq!(w.control_rto().get(), Duration::from_secs(1));
     }
 
     #[test]
