@@ -28,15 +28,41 @@ fn sent_over(spool: &Path, key: &str) -> usize {
     .sum()
 }
 
-fn upload_over(w: &World, uris: &[String], file: &Path) -> Run {
+/// `pigeon upload FILE --transport URI... --json`.
+fn upload_args(uris: &[String], file: &Path) -> Vec<String> {
     let mut args = vec!["upload".to_string(), file.display().to_string()];
     for u in uris {
         args.push("--transport".into());
         args.push(u.clone());
     }
     args.push("--json".into());
+    args
+}
+
+fn upload_over(w: &World, uris: &[String], file: &Path) -> Run {
+    let args = upload_args(uris, file);
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     w.client(&refs)
+}
+
+fn spawn_upload_over(w: &World, uris: &[String], file: &Path) -> Proc {
+    let args = upload_args(uris, file);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    w.spawn_client(&refs)
+}
+
+/// Wait for an upload's end; it completed, and the agent holds `name`
+/// byte for byte as `file`. Returns its report.
+fn completed(w: &World, upload: Proc, name: &str, file: &Path) -> serde_json::Value {
+    let run = upload.wait(Duration::from_secs(120));
+    run.assert_ok();
+    let report = run.report();
+    assert_eq!(report["status"], "completed", "{}", run.describe());
+    assert_eq!(
+        std::fs::read(w.storage().join(name)).unwrap(),
+        std::fs::read(file).unwrap()
+    );
+    report
 }
 
 #[test]
@@ -87,6 +113,17 @@ fn one_transfer_runs_at_the_sum_of_two_links_paces() {
     );
 }
 
+/// An agent on two text spools, ten messages a second each: chunks of one
+/// message (3 KiB), so what a dead link costs is counted in small units.
+fn two_text_spools() -> (World, Vec<String>) {
+    let mut w = World::new("");
+    let spool2 = second_spool(&w);
+    let query = "profile=telegram-text&msgs_per_min=600&transcript=1";
+    let uris = vec![uri_for(&w.spool, query), uri_for(&spool2, query)];
+    w.start_agent_on(&uris);
+    (w, uris)
+}
+
 /// Take a spool out (each inbox becomes a plain file: every send fails,
 /// as when a provider is unreachable) or put it back.
 fn set_spool(spool: &Path, keys: &[&str], up: bool) {
@@ -106,39 +143,20 @@ fn set_spool(spool: &Path, keys: &[&str], up: bool) {
 #[test]
 fn a_link_that_dies_mid_transfer_costs_only_its_chunks_in_flight_and_is_used_again_when_back() {
     let _heavy = heavy_lock();
-    let mut w = World::new("");
-    let spool2 = second_spool(&w);
-    // Text channels, ten messages a second each: chunks of one message
-    // (3 KiB), so what a dead link costs is counted in small units.
-    let query = "profile=telegram-text&msgs_per_min=600&transcript=1";
-    let uris = vec![uri_for(&w.spool, query), uri_for(&spool2, query)];
-    w.start_agent_on(&uris);
+    let (w, uris) = two_text_spools();
     let chunks = 200;
     let file = w.random_file("fallback.bin", chunks * 3000, 2);
-    let mut args = vec!["upload".to_string(), file.display().to_string()];
-    for u in &uris {
-        args.push("--transport".into());
-        args.push(u.clone());
-    }
-    args.push("--json".into());
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let upload = w.spawn_client(&refs);
+    let upload = spawn_upload_over(&w, &uris, &file);
     // Once both links carry data, the first one dies.
     wait_until("both links carry data", Duration::from_secs(30), || {
-        sent_over(&w.spool, &w.client_key) > 60_000 && sent_over(&spool2, &w.client_key) > 60_000
+        sent_over(&w.spool, &w.client_key) > 60_000
+            && sent_over(&second_spool(&w), &w.client_key) > 60_000
     });
     let keys = [w.client_key.clone(), w.agent_key.clone()];
     let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
     set_spool(&w.spool, &keys, false);
     let died = Instant::now();
-    let run = upload.wait(Duration::from_secs(120));
-    run.assert_ok();
-    let report = run.report();
-    assert_eq!(report["status"], "completed", "{}", run.describe());
-    assert_eq!(
-        std::fs::read(w.storage().join("fallback.bin")).unwrap(),
-        std::fs::read(&file).unwrap()
-    );
+    let report = completed(&w, upload, "fallback.bin", &file);
     // Re-sent: at most what was in flight on the dead link (its queue of
     // two messages, the one on the wire) and the probes that found it
     // still dead, one message each.
@@ -229,20 +247,9 @@ fn a_download_rate_in_a_bandwidth_limit_is_refused_with_what_to_do() {
 #[test]
 fn a_flapping_link_never_stops_the_transfer_and_is_used_between_its_outages() {
     let _heavy = heavy_lock();
-    let mut w = World::new("");
-    let spool2 = second_spool(&w);
-    let query = "profile=telegram-text&msgs_per_min=600&transcript=1";
-    let uris = vec![uri_for(&w.spool, query), uri_for(&spool2, query)];
-    w.start_agent_on(&uris);
+    let (w, uris) = two_text_spools();
     let file = w.random_file("flap.bin", 300 * 3000, 6);
-    let mut args = vec!["upload".to_string(), file.display().to_string()];
-    for u in &uris {
-        args.push("--transport".into());
-        args.push(u.clone());
-    }
-    args.push("--json".into());
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut upload = w.spawn_client(&refs);
+    let mut upload = spawn_upload_over(&w, &uris, &file);
     let keys = [w.client_key.clone(), w.agent_key.clone()];
     let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
     // Up 4 s, down 3 s, until the upload ends.
@@ -258,14 +265,7 @@ fn a_flapping_link_never_stops_the_transfer_and_is_used_between_its_outages() {
         std::thread::sleep(Duration::from_secs(4));
         carried_while_up += sent_over(&w.spool, &w.client_key) - before;
     }
-    let run = upload.wait(Duration::from_secs(120));
-    run.assert_ok();
-    let report = run.report();
-    assert_eq!(report["status"], "completed", "{}", run.describe());
-    assert_eq!(
-        std::fs::read(w.storage().join("flap.bin")).unwrap(),
-        std::fs::read(&file).unwrap()
-    );
+    let report = completed(&w, upload, "flap.bin", &file);
     let resent = report["chunks_retransmitted"].as_u64().unwrap();
     eprintln!(
         "flapping: {outages} outages, {carried_while_up} B on the flapping link between them, {resent} of {} chunks re-sent",
