@@ -8,12 +8,14 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use pigeon_core::bwlimit::BwLimit;
 use pigeon_core::engine::client::{self, ClientConfig};
-use pigeon_core::engine::{agent, ClientHandle, UploadOptions};
+use pigeon_core::engine::{agent, ClientHandle, TransferAction, UploadOptions};
 use pigeon_core::home::{Home, PeerName, TrustedPeer};
-use pigeon_core::ledger::{CleanChoice, Ledger};
+use pigeon_core::ledger::{self, CleanChoice, Ledger};
 use pigeon_core::policy::{escape_control, Permissions};
 use pigeon_core::transport::TransportUri;
 use pigeon_core::view::{Event, LogLevel, TransferId, TransferReport, TransferStatus};
+
+use crate::owner;
 
 /// Encrypted, resumable file transfer over messaging channels.
 ///
@@ -122,6 +124,12 @@ pub enum Command {
         all: bool,
         #[command(flatten)]
         conn: Conn,
+    },
+    /// Pause a transfer, keeping its progress, until `pigeon resume` (or the
+    /// same upload or download again).
+    Pause {
+        /// Transfer id, or a unique prefix of it (see `pigeon status`).
+        id: String,
     },
     /// Cancel a transfer, and tell the agent so it drops what it holds of
     /// it (an upload's partial file).
@@ -341,7 +349,7 @@ pub enum KeysCommand {
 }
 
 /// How a client reaches its agent.
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 pub struct Conn {
     /// Transport URI, e.g. local:/tmp/spool?profile=telegram-text; repeat for several.
     #[arg(long = "transport", value_name = "URI")]
@@ -594,12 +602,16 @@ pub async fn upload(
             escape_control(dup)
         );
     }
-    let handle = start_client(&home, &conn).await?;
-    let mut events = handle.events();
+    let client = owner::client(&home, &conn, "pigeon upload", true).await?;
+    let events = client.handle.events();
     let mut ids = vec![];
     let mut ok = true;
     for (file, remote) in pairs {
-        match handle.upload(file.clone(), remote, options.clone()).await {
+        match client
+            .handle
+            .upload(file.clone(), remote, options.clone())
+            .await
+        {
             Ok(id) => ids.push(id),
             Err(e) => {
                 eprintln!(
@@ -610,8 +622,7 @@ pub async fn upload(
             }
         }
     }
-    let done = wait_for(&handle, &mut events, &ids, conn.json).await;
-    handle.shutdown().await;
+    let done = follow(&home, &conn, client, events, ids, "pigeon upload").await?;
     Ok(ok && done)
 }
 
@@ -621,70 +632,183 @@ pub async fn download(
     output: Option<PathBuf>,
     conn: Conn,
 ) -> Result<bool> {
-    let handle = start_client(&home, &conn).await?;
-    let mut events = handle.events();
-    let id = handle
+    let client = owner::client(&home, &conn, "pigeon download", true).await?;
+    let events = client.handle.events();
+    let id = match client
+        .handle
         .download(remote.clone(), output.unwrap_or_default())
         .await
-        .with_context(|| format!("cannot download {}", escape_control(&remote)))?;
-    let done = wait_for(&handle, &mut events, &[id], conn.json).await;
-    handle.shutdown().await;
-    Ok(done)
+    {
+        Ok(id) => id,
+        Err(e) => {
+            client.close().await;
+            return Err(anyhow!(e).context(format!("cannot download {}", escape_control(&remote))));
+        }
+    };
+    follow(&home, &conn, client, events, vec![id], "pigeon download").await
 }
 
 pub async fn resume(home: Home, id: Option<String>, all: bool, conn: Conn) -> Result<bool> {
     if id.is_none() && !all {
         bail!("name a transfer id (see `pigeon status`) or pass --all");
     }
-    let handle = start_client(&home, &conn).await?;
-    let mut events = handle.events();
-    let ids = handle.resume_matching(id, all).await?;
+    let client = owner::client(&home, &conn, "pigeon resume", true).await?;
+    let events = client.handle.events();
+    let ids = match client.handle.resume_matching(id, all).await {
+        Ok(ids) => ids,
+        Err(e) => {
+            client.close().await;
+            return Err(e.into());
+        }
+    };
     if ids.is_empty() {
         eprintln!("nothing to resume");
-        handle.shutdown().await;
+        client.close().await;
         return Ok(true);
     }
-    let done = wait_for(&handle, &mut events, &ids, conn.json).await;
-    handle.shutdown().await;
-    Ok(done)
+    follow(&home, &conn, client, events, ids, "pigeon resume").await
+}
+
+/// Follow `ids` to their end on `client`'s engine, printing each as it
+/// finishes, then let the engine go. If the process that held the home
+/// stops meanwhile, carry on here: take the home over (or attach to the
+/// command that did) and resume what was left. True when all completed.
+async fn follow(
+    home: &Home,
+    conn: &Conn,
+    mut client: owner::Client,
+    mut events: tokio::sync::broadcast::Receiver<Event>,
+    mut ids: Vec<TransferId>,
+    command: &str,
+) -> Result<bool> {
+    let mut all_ok = true;
+    loop {
+        match wait_for(&client.handle, &mut events, &ids, conn.json).await {
+            Waited::Finished { ok } => {
+                client.close().await;
+                return Ok(all_ok && ok);
+            }
+            Waited::Interrupted => {
+                client.close_now().await;
+                return Ok(false);
+            }
+            Waited::OwnerGone { left, ok } => {
+                all_ok &= ok;
+                let gone = client.owner.take();
+                eprintln!(
+                    "pigeon: the pigeon process that held this home ({}) stopped; carrying on from here",
+                    gone.as_ref().map_or_else(|| "?".into(), |o| o.describe())
+                );
+                let conn = owner::takeover_conn(conn, gone.as_ref());
+                client = owner::client(home, &conn, command, true).await?;
+                events = client.handle.events();
+                ids = vec![];
+                for id in left {
+                    match client
+                        .handle
+                        .resume_matching(Some(id.to_string()), false)
+                        .await
+                    {
+                        Ok(resumed) => ids.extend(resumed),
+                        // It ended before the owner stopped: say how.
+                        Err(_) => match client.handle.find(id.to_string()).await {
+                            Ok(report) => {
+                                all_ok &= report.status == TransferStatus::Completed;
+                                print_report(&report, conn.json);
+                            }
+                            Err(e) => {
+                                all_ok = false;
+                                eprintln!("pigeon: transfer {}: {e}", id.short());
+                            }
+                        },
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// How [`wait_for`] ended.
+enum Waited {
+    /// Every transfer ended; `ok` when all completed.
+    Finished { ok: bool },
+    /// Ctrl-C or SIGTERM: they stop, progress kept.
+    Interrupted,
+    /// The engine went away (the process holding the home stopped) with
+    /// these still running.
+    OwnerGone { left: Vec<TransferId>, ok: bool },
 }
 
 /// Wait until every transfer in `ids` has finished; print each as it does.
-/// True when all completed.
 async fn wait_for(
     handle: &ClientHandle,
     events: &mut tokio::sync::broadcast::Receiver<Event>,
     ids: &[TransferId],
     json: bool,
-) -> bool {
-    let mut pending: std::collections::HashSet<String> =
-        ids.iter().map(|i| i.to_string()).collect();
+) -> Waited {
+    let mut pending: std::collections::HashSet<TransferId> = ids.iter().copied().collect();
     let mut all_ok = true;
     let bars = progress_bars(handle, ids);
     let interrupted = shutdown_signal();
     tokio::pin!(interrupted);
+    // Closes when the engine does: the owner's, if it stops.
+    let mut engine = handle.snapshot();
+    let clear = |bars: &Option<indicatif::MultiProgress>| {
+        if let Some(b) = bars {
+            let _ = b.clear();
+        }
+    };
     while !pending.is_empty() {
         let received = tokio::select! {
             e = events.recv() => e,
             () = &mut interrupted => {
-                if let Some(b) = &bars {
-                    let _ = b.clear();
-                }
+                clear(&bars);
                 eprintln!(
                     "pigeon: interrupted; {} transfer(s) stopped with their progress kept: run the same command again to resume",
                     pending.len()
                 );
-                return false;
+                return Waited::Interrupted;
+            }
+            () = async { while engine.changed().await.is_ok() {} } => {
+                // Events already sent still count.
+                while let Ok(e) = events.try_recv() {
+                    if let Event::Finished(report) = e {
+                        if let Ok(id) = report.id.parse() {
+                            if pending.remove(&id) {
+                                all_ok &= report.status == TransferStatus::Completed;
+                                print_report(&report, json);
+                            }
+                        }
+                    }
+                }
+                clear(&bars);
+                if pending.is_empty() {
+                    break;
+                }
+                return Waited::OwnerGone { left: pending.into_iter().collect(), ok: all_ok };
             }
         };
         let event = match received {
             Ok(e) => e,
             Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-            Err(_) => break,
+            Err(_) => {
+                clear(&bars);
+                return Waited::OwnerGone {
+                    left: pending.into_iter().collect(),
+                    ok: all_ok,
+                };
+            }
         };
         match event {
-            Event::Finished(report) if pending.contains(&report.id) => {
-                pending.remove(&report.id);
+            Event::Finished(report)
+                if report
+                    .id
+                    .parse::<TransferId>()
+                    .is_ok_and(|id| pending.contains(&id)) =>
+            {
+                if let Ok(id) = report.id.parse::<TransferId>() {
+                    pending.remove(&id);
+                }
                 if report.status != TransferStatus::Completed {
                     all_ok = false;
                 }
@@ -703,10 +827,8 @@ async fn wait_for(
             _ => {}
         }
     }
-    if let Some(b) = bars {
-        let _ = b.clear();
-    }
-    all_ok
+    clear(&bars);
+    Waited::Finished { ok: all_ok }
 }
 
 fn print_report(r: &TransferReport, json: bool) {
@@ -789,10 +911,20 @@ fn progress_bars(handle: &ClientHandle, ids: &[TransferId]) -> Option<indicatif:
     Some(multi)
 }
 
-pub fn status(home: &Home, json: bool, finished_only: bool) -> Result<()> {
-    let reports = match Ledger::open(home) {
-        Ok(ledger) => ledger.reports()?,
-        // Another pigeon owns the store: show what it last mirrored.
+pub async fn status(home: &Home, json: bool, finished_only: bool) -> Result<()> {
+    let live = match owner::attached(home).await? {
+        Some(owner) => {
+            let reports = owner.handle.reports().await;
+            owner.handle.shutdown().await;
+            Some(reports?)
+        }
+        None => None,
+    };
+    let reports = match live.map_or_else(|| Ledger::open(home).map(|l| l.reports()), |r| Ok(Ok(r)))
+    {
+        Ok(reports) => reports?,
+        // A process that takes no commands (an agent) holds the store:
+        // show what it last mirrored.
         Err(pigeon_core::error::CoreError::StoreLocked { .. }) => {
             let path = home.dir().join("status.json");
             let text = std::fs::read(&path).with_context(|| {
@@ -877,26 +1009,49 @@ fn parse_age(s: &str) -> std::result::Result<Duration, String> {
     Ok(Duration::from_secs(n.saturating_mul(secs)))
 }
 
-pub fn forget(home: &Home, id: &str) -> Result<()> {
-    let rec = Ledger::open(home)?.forget(id)?;
+/// The first 8 characters of a transfer id, as `status` shows it.
+fn short(id: &str) -> &str {
+    id.get(..8).unwrap_or(id)
+}
+
+pub async fn forget(home: &Home, id: &str) -> Result<()> {
+    let report = match owner::attached(home).await? {
+        Some(owner) => {
+            let forgotten = owner.handle.forget(id.to_string()).await;
+            owner.handle.shutdown().await;
+            forgotten?
+        }
+        None => ledger::report(&Ledger::open(home)?.forget(id)?),
+    };
     eprintln!(
         "forgot {} ({} {})",
-        rec.id.short(),
-        rec.status.as_str(),
-        escape_control(&rec.remote_path)
+        short(&report.id),
+        report.status.as_str(),
+        escape_control(&report.remote_path)
     );
     Ok(())
 }
 
-pub fn clean(home: &Home, choice: CleanChoice, dry_run: bool) -> Result<()> {
-    let chosen = Ledger::open(home)?.clean(&choice, dry_run)?;
-    for rec in &chosen {
+pub async fn clean(home: &Home, choice: CleanChoice, dry_run: bool) -> Result<()> {
+    let chosen = match owner::attached(home).await? {
+        Some(owner) => {
+            let cleaned = owner.handle.clean(choice, dry_run).await;
+            owner.handle.shutdown().await;
+            cleaned?
+        }
+        None => Ledger::open(home)?
+            .clean(&choice, dry_run)?
+            .iter()
+            .map(ledger::report)
+            .collect(),
+    };
+    for report in &chosen {
         println!(
             "{} {}  {:<9}  {}",
             if dry_run { "would remove" } else { "removed" },
-            rec.id.short(),
-            rec.status.as_str(),
-            escape_control(&rec.remote_path)
+            short(&report.id),
+            report.status.as_str(),
+            escape_control(&report.remote_path)
         );
     }
     if chosen.is_empty() {
@@ -905,32 +1060,91 @@ pub fn clean(home: &Home, choice: CleanChoice, dry_run: bool) -> Result<()> {
     Ok(())
 }
 
-pub async fn cancel(home: Home, id: String, conn: Conn) -> Result<()> {
-    let rec = Ledger::open(&home)?.find(&id)?;
-    if rec.status.is_finished() {
+pub async fn pause(home: &Home, id: &str) -> Result<()> {
+    let report = match owner::attached(home).await? {
+        Some(owner) => {
+            let paused = act_on(&owner.handle, id, TransferAction::Pause).await;
+            owner.handle.shutdown().await;
+            paused?
+        }
+        // Nothing runs it: marked paused, nothing starts it until resumed.
+        None => ledger::report(&Ledger::open(home)?.pause(id)?),
+    };
+    eprintln!(
+        "paused {} ({}); `pigeon resume {}` continues it where it stopped",
+        short(&report.id),
+        escape_control(&report.remote_path),
+        short(&report.id)
+    );
+    Ok(())
+}
+
+/// Do `action` to the unfinished transfer `prefix` names.
+async fn act_on(
+    handle: &ClientHandle,
+    prefix: &str,
+    action: TransferAction,
+) -> Result<TransferReport> {
+    let report = handle.find(prefix.to_string()).await?;
+    if report.status.is_finished() {
         bail!(
             "transfer {} already {}",
-            rec.id.short(),
-            rec.status.as_str()
+            short(&report.id),
+            report.status.as_str()
         );
     }
-    let short = rec.id.short();
-    let told = if resolve_transports(&home, &conn.transports).is_ok() {
-        let handle = start_client(&home, &conn).await?;
-        let wait = Duration::from_secs(conn.timeout.clamp(1, 30));
-        let told = handle.cancel_telling(rec.id, wait).await?;
-        handle.shutdown().await;
-        Some(told)
+    let id: TransferId = report.id.parse().map_err(|e: String| anyhow!(e))?;
+    handle.act(id, action).await?;
+    Ok(report)
+}
+
+/// Cancel the transfer `prefix` names on `handle`'s engine, telling the
+/// agent within `wait`; whether it was told.
+async fn cancel_on(
+    handle: &ClientHandle,
+    prefix: &str,
+    wait: Duration,
+) -> Result<(TransferReport, bool)> {
+    let report = handle.find(prefix.to_string()).await?;
+    if report.status.is_finished() {
+        bail!(
+            "transfer {} already {}",
+            short(&report.id),
+            report.status.as_str()
+        );
+    }
+    let id: TransferId = report.id.parse().map_err(|e: String| anyhow!(e))?;
+    let told = handle.cancel_telling(id, wait).await?;
+    Ok((report, told))
+}
+
+pub async fn cancel(home: Home, id: String, conn: Conn) -> Result<()> {
+    let wait = Duration::from_secs(conn.timeout.clamp(1, 30));
+    let (short, told) = if let Some(owner) = owner::attached(&home).await? {
+        let cancelled = cancel_on(&owner.handle, &id, wait).await;
+        owner.handle.shutdown().await;
+        let (report, told) = cancelled?;
+        (short(&report.id).to_string(), Some(told))
+    } else if resolve_transports(&home, &conn.transports).is_ok() {
+        let client = owner::client(&home, &conn, "pigeon cancel", false).await?;
+        let cancelled = cancel_on(&client.handle, &id, wait).await;
+        client.close().await;
+        let (report, told) = cancelled?;
+        (short(&report.id).to_string(), Some(told))
     } else {
         // No way to the agent: cancel here alone.
-        Ledger::open(&home)?.cancel_here(&rec)?;
-        None
-    };
-    if rec.direction == pigeon_core::view::Direction::Download {
-        if let Some(p) = &rec.partial_path {
-            let _ = std::fs::remove_file(p);
+        let ledger = Ledger::open(&home)?;
+        let rec = ledger.find(&id)?;
+        if rec.status.is_finished() {
+            bail!(
+                "transfer {} already {}",
+                rec.id.short(),
+                rec.status.as_str()
+            );
         }
-    }
+        ledger.cancel_here(&rec)?;
+        (rec.id.short(), None)
+    };
     match told {
         Some(true) => eprintln!("cancelled {short}; the agent was told and drops what it holds of it"),
         Some(false) => eprintln!(
@@ -944,9 +1158,9 @@ pub async fn cancel(home: Home, id: String, conn: Conn) -> Result<()> {
 }
 
 pub async fn ls(home: Home, dir: String, conn: Conn) -> Result<()> {
-    let handle = start_client(&home, &conn).await?;
-    let entries = handle.list(dir).await;
-    handle.shutdown().await;
+    let client = owner::client(&home, &conn, "pigeon ls", false).await?;
+    let entries = client.handle.list(dir).await;
+    client.close().await;
     let entries = entries?;
     for e in entries {
         if conn.json {

@@ -10,6 +10,7 @@
 
 mod cli;
 mod local_tree;
+mod owner;
 mod tui;
 
 use std::path::PathBuf;
@@ -97,11 +98,12 @@ async fn run(args: Cli) -> Result<bool> {
             conn,
         }) => cli::download(home, remote, output, conn).await,
         Some(Command::Ls { dir, conn }) => cli::ls(home, dir, conn).await.map(|()| true),
-        Some(Command::Status { json }) => cli::status(&home, json, false).map(|()| true),
-        Some(Command::History { json }) => cli::status(&home, json, true).map(|()| true),
+        Some(Command::Status { json }) => cli::status(&home, json, false).await.map(|()| true),
+        Some(Command::History { json }) => cli::status(&home, json, true).await.map(|()| true),
         Some(Command::Resume { id, all, conn }) => cli::resume(home, id, all, conn).await,
         Some(Command::Cancel { id, conn }) => cli::cancel(home, id, conn).await.map(|()| true),
-        Some(Command::Forget { id }) => cli::forget(&home, &id).map(|()| true),
+        Some(Command::Pause { id }) => cli::pause(&home, &id).await.map(|()| true),
+        Some(Command::Forget { id }) => cli::forget(&home, &id).await.map(|()| true),
         Some(Command::Clean {
             failed,
             cancelled,
@@ -118,6 +120,7 @@ async fn run(args: Cli) -> Result<bool> {
             },
             dry_run,
         )
+        .await
         .map(|()| true),
         // Answered before the home was made.
         Some(Command::Completions { .. } | Command::Man) => Ok(true),
@@ -175,6 +178,21 @@ fn colours_on_stderr() -> bool {
 /// The TUI: on the configured agent, or on the embedded local default.
 async fn run_tui(home: Home, args: cli::TuiArgs) -> Result<()> {
     let config = home.config()?;
+    let options = |embedded_agent: bool, attached_to: Option<String>| tui::TuiOptions {
+        home: home.dir().to_path_buf(),
+        keymap_path: home.keymap_path(),
+        start_dir: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
+        embedded_agent,
+        bell: config.bell.unwrap_or(true),
+        attached_to,
+    };
+    // Another pigeon holds the home: a second screen on its engine.
+    if let Some(owner) = owner::attached(&home).await? {
+        let options = options(owner.owner.embedded_agent, Some(owner.owner.describe()));
+        let result = tui::run(owner.handle.clone(), options).await;
+        owner.handle.shutdown().await;
+        return result;
+    }
     let configured = !args.transports.is_empty() || !config.transports.is_empty();
     let (transports, peer, embedded) = if configured {
         let raw = if args.transports.is_empty() {
@@ -202,14 +220,10 @@ async fn run_tui(home: Home, args: cli::TuiArgs) -> Result<()> {
         bwlimit: cli::resolve_bwlimit(&home, None)?,
     })
     .await?;
-    let options = tui::TuiOptions {
-        home: home.dir().to_path_buf(),
-        keymap_path: home.keymap_path(),
-        start_dir: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
-        embedded_agent: embedded.is_some(),
-        bell: config.bell.unwrap_or(true),
-    };
-    let result = tui::run(handle.clone(), options).await;
+    let served = owner::serve(&home, &handle, "the TUI").await;
+    let result = tui::run(handle.clone(), options(embedded.is_some(), None)).await;
+    // Commands attached to this engine take the home over as it goes.
+    drop(served);
     handle.shutdown().await;
     if let Some(stop) = embedded {
         let _ = stop.send(());

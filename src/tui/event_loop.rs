@@ -34,6 +34,7 @@ pub async fn run(
     app: &mut App,
     handle: ClientHandle,
     initial: Vec<Effect>,
+    stopped: &str,
 ) -> anyhow::Result<()> {
     let (tx, mut results) = mpsc::unbounded_channel();
     let mut snapshots = handle.snapshot();
@@ -92,7 +93,7 @@ pub async fn run(
                     Ok(()) => app.on_snapshot(snapshots.borrow_and_update().clone()),
                     Err(_) => {
                         engine_running = false;
-                        app.notify(Level::Error, "the engine has stopped; q quits");
+                        app.notify(Level::Error, stopped.to_string());
                     }
                 }
                 Vec::new()

@@ -62,6 +62,9 @@ pub struct TuiOptions {
     pub embedded_agent: bool,
     /// Ring the terminal bell when a transfer finishes or fails.
     pub bell: bool,
+    /// The engine is another process's (`pid 1234, pigeon upload`): this
+    /// TUI is attached to it through the home's control socket.
+    pub attached_to: Option<String>,
 }
 
 /// Run the TUI until the user quits. Owns the terminal meanwhile and gives
@@ -80,13 +83,25 @@ pub async fn run(handle: ClientHandle, options: TuiOptions) -> anyhow::Result<()
         Level::Info,
         format!("pigeon home: {}", options.home.display()),
     ));
+    if let Some(owner) = &options.attached_to {
+        app.log(LogLine::new(
+            Level::Info,
+            format!("attached to the pigeon process holding this home ({owner})"),
+        ));
+    }
     for note in keymap_notes {
         app.notify(Level::Warn, note);
     }
 
     let (mut terminal, guard) = terminal::enter()
         .context("the TUI needs an interactive terminal; from scripts use `pigeon upload`, `download` or `status`")?;
-    let result = event_loop::run(&mut terminal, &mut app, handle, initial).await;
+    let stopped = match &options.attached_to {
+        Some(owner) => format!(
+            "the pigeon process holding this home ({owner}) has stopped; q quits, and `pigeon` again takes over"
+        ),
+        None => "the engine has stopped; q quits".to_string(),
+    };
+    let result = event_loop::run(&mut terminal, &mut app, handle, initial, &stopped).await;
     drop(guard);
     result
 }

@@ -14,7 +14,7 @@ use crate::view::{Direction, TransferReport, TransferStatus};
 pub use crate::store::{AuditRecord, TransferRecord};
 
 /// Which finished transfers [`Ledger::clean`] removes.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct CleanChoice {
     pub failed: bool,
     pub cancelled: bool,
@@ -60,6 +60,11 @@ impl Ledger {
         Ok(Ledger {
             store: Store::open(&home.store_dir())?,
         })
+    }
+
+    /// The ledger of a store the engine already holds.
+    pub(crate) fn over(store: Store) -> Ledger {
+        Ledger { store }
     }
 
     /// Every transfer, oldest first, as `status --json` reports it.
@@ -110,12 +115,35 @@ impl Ledger {
         Ok(chosen)
     }
 
+    /// Pause a transfer no process is running: nothing runs it until it is
+    /// resumed (`pigeon resume`, or the same upload or download again).
+    pub fn pause(&self, prefix: &str) -> Result<TransferRecord> {
+        let mut rec = self.find(prefix)?;
+        if rec.status.is_finished() {
+            return Err(CoreError::Transfer(format!(
+                "transfer {} already {}",
+                rec.id.short(),
+                rec.status.as_str()
+            )));
+        }
+        rec.status = TransferStatus::Paused;
+        self.store.put_transfer(&rec)?;
+        self.store.flush()?;
+        Ok(rec)
+    }
+
     /// Mark a transfer cancelled here alone (no way to tell the agent).
     pub fn cancel_here(&self, rec: &TransferRecord) -> Result<()> {
         let mut rec = rec.clone();
         rec.status = TransferStatus::Cancelled;
         self.store.put_transfer(&rec)?;
-        self.store.flush()
+        self.store.flush()?;
+        if rec.direction == Direction::Download {
+            if let Some(p) = &rec.partial_path {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+        Ok(())
     }
 
     /// The agent's audit log, its hash chain checked.
@@ -133,6 +161,11 @@ impl Ledger {
         }
         self.store.delete_transfer(&rec.id)
     }
+}
+
+/// One stored transfer as `status --json` reports it.
+pub fn report(rec: &TransferRecord) -> TransferReport {
+    crate::engine::client::stored_report(rec)
 }
 
 #[cfg(test)]

@@ -15,6 +15,9 @@
 //! - [`policy`]: remote paths, the storage root, permissions;
 //! - [`home`]: a party's folder: identity, trust list, config.
 //!
+//! Beside them, [`socket`]: the home's control socket, through which every
+//! other command on a home drives the engine of the process that holds it.
+//!
 //! A client and an agent on one machine, through a spool folder:
 //!
 //! ```no_run
@@ -55,6 +58,7 @@ pub mod policy;
 pub mod protocol;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;
+pub mod socket;
 pub(crate) mod store;
 pub mod task;
 pub mod transport;

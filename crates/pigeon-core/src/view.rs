@@ -139,7 +139,7 @@ impl FaultCounters {
 }
 
 /// One transfer as a front end sees it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TransferView {
     pub id: TransferId,
     pub direction: Direction,
@@ -160,13 +160,14 @@ pub struct TransferView {
     pub error: Option<String>,
     pub faults: FaultCounters,
     /// One [`ChunkState`] byte per chunk (`ChunkState as u8`).
+    #[serde(with = "shared_bytes")]
     pub chunk_map: Arc<[u8]>,
     pub resumed: bool,
     pub created_unix: u64,
 }
 
 /// A transport's health as a front end sees it.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TransportHealth {
     /// The URI it was opened with, e.g. `local:/tmp/spool?profile=telegram-text`.
     pub uri: String,
@@ -187,7 +188,7 @@ pub struct TransportHealth {
 }
 
 /// What a link is doing, as its circuit breaker and the provider say.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum LinkState {
     /// Data flows.
     #[default]
@@ -215,7 +216,7 @@ impl LinkState {
 }
 
 /// Everything a front end needs to draw one frame.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct EngineSnapshot {
     /// The peer this party talks to (the agent, for a client).
     pub peer: String,
@@ -227,7 +228,7 @@ pub struct EngineSnapshot {
     pub version: u64,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum LogLevel {
     Info,
     Warn,
@@ -235,7 +236,7 @@ pub enum LogLevel {
 }
 
 /// Things that happened, in order.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Event {
     Queued {
         id: TransferId,
@@ -285,6 +286,22 @@ pub struct TransferReport {
     pub elapsed_ms: u64,
     pub faults: FaultCounters,
     pub error: Option<String>,
+}
+
+/// A chunk map on the wire: bytes, shared again once read.
+mod shared_bytes {
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(map: &Arc<[u8]>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(map)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<[u8]>, D::Error> {
+        let bytes: serde_bytes::ByteBuf = Deserialize::deserialize(d)?;
+        Ok(Arc::from(bytes.into_vec()))
+    }
 }
 
 /// `1023 B`, `1.5 KiB`, `12 MiB`, `3.2 GiB`: at most 8 characters.

@@ -12,11 +12,12 @@ use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::error::{CoreError, Result};
+use crate::ledger::CleanChoice;
 pub use crate::protocol::RemoteEntry;
-use crate::view::{EngineSnapshot, Event, TransferId};
+use crate::view::{EngineSnapshot, Event, TransferId, TransferReport};
 
 /// Options of one upload.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct UploadOptions {
     /// Skip gzip even where it would help.
     pub no_compress: bool,
@@ -26,7 +27,7 @@ pub struct UploadOptions {
 
 /// What can be done to one queued transfer: the one vocabulary of the
 /// command line, the TUI's keys and the engine.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum TransferAction {
     Pause,
     Resume,
@@ -69,6 +70,27 @@ pub enum ClientCommand {
     ResumeMatching {
         prefix: Option<String>,
         reply: oneshot::Sender<Result<Vec<TransferId>>>,
+    },
+    /// Every transfer of this home, oldest first (`status`, `history`).
+    Reports {
+        reply: oneshot::Sender<Result<Vec<TransferReport>>>,
+    },
+    /// The transfer whose id is or starts with `prefix`.
+    Find {
+        prefix: String,
+        reply: oneshot::Sender<Result<TransferReport>>,
+    },
+    /// Remove one finished transfer (`pigeon forget`).
+    Forget {
+        prefix: String,
+        reply: oneshot::Sender<Result<TransferReport>>,
+    },
+    /// Remove the finished transfers `choice` names (`pigeon clean`), or
+    /// only name them (`dry_run`).
+    Clean {
+        choice: CleanChoice,
+        dry_run: bool,
+        reply: oneshot::Sender<Result<Vec<TransferReport>>>,
     },
     Shutdown(oneshot::Sender<()>),
 }
@@ -164,6 +186,33 @@ impl ClientHandle {
         let prefix = if all { None } else { prefix };
         self.ask(|reply| ClientCommand::ResumeMatching { prefix, reply })
             .await?
+    }
+
+    /// Every transfer of this home, oldest first.
+    pub async fn reports(&self) -> Result<Vec<TransferReport>> {
+        self.ask(|reply| ClientCommand::Reports { reply }).await?
+    }
+
+    /// The transfer whose id is or starts with `prefix`.
+    pub async fn find(&self, prefix: String) -> Result<TransferReport> {
+        self.ask(|reply| ClientCommand::Find { prefix, reply })
+            .await?
+    }
+
+    /// Remove one finished transfer: its record, key and chunk state.
+    pub async fn forget(&self, prefix: String) -> Result<TransferReport> {
+        self.ask(|reply| ClientCommand::Forget { prefix, reply })
+            .await?
+    }
+
+    /// Remove (or with `dry_run` only name) the finished transfers `choice` names.
+    pub async fn clean(&self, choice: CleanChoice, dry_run: bool) -> Result<Vec<TransferReport>> {
+        self.ask(|reply| ClientCommand::Clean {
+            choice,
+            dry_run,
+            reply,
+        })
+        .await?
     }
 
     /// Stop every transfer (they stay queued in the store) and the engine.

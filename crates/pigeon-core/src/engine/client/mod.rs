@@ -213,5 +213,5 @@ mod transfers;
 use listings::*;
 use queue::*;
 use sessions::*;
-pub use snapshots::stored_reports;
 use snapshots::*;
+pub use snapshots::{stored_report, stored_reports};

@@ -178,6 +178,7 @@ impl Core {
                     crate::task::spawn(async move { node.deliver(&id, TaskInput::Cancel).await });
                 } else if self.set_status(&id, TransferStatus::Cancelled, |s| !s.is_finished()) {
                     self.eligible.remove(&id);
+                    self.remove_partial_download(&id);
                     self.node
                         .send_control(&self.peer, &Control::Cancel { transfer: id });
                     let _ = self.node.events.send(Event::Cancelled { id });
@@ -201,8 +202,47 @@ impl Core {
             ClientCommand::ResumeMatching { prefix, reply } => {
                 let _ = reply.send(self.resume_matching(prefix.as_deref()));
             }
+            ClientCommand::Reports { reply } => {
+                let reports = stored_reports(&self.node.store)
+                    .map(|all| all.into_iter().map(|(_, report)| report).collect());
+                let _ = reply.send(reports);
+            }
+            ClientCommand::Find { prefix, reply } => {
+                let found = self.node.store.find_transfer(&prefix);
+                let _ = reply.send(found.map(|rec| stored_report(&rec)));
+            }
+            ClientCommand::Forget { prefix, reply } => {
+                let ledger = crate::ledger::Ledger::over(self.node.store.clone());
+                let forgotten = ledger.forget(&prefix);
+                if let Ok(rec) = &forgotten {
+                    self.drop_record(&rec.id);
+                }
+                let _ = reply.send(forgotten.map(|rec| stored_report(&rec)));
+            }
+            ClientCommand::Clean {
+                choice,
+                dry_run,
+                reply,
+            } => {
+                let ledger = crate::ledger::Ledger::over(self.node.store.clone());
+                let cleaned = ledger.clean(&choice, dry_run);
+                if let (Ok(recs), false) = (&cleaned, dry_run) {
+                    for rec in recs {
+                        self.drop_record(&rec.id);
+                    }
+                }
+                let _ = reply.send(cleaned.map(|recs| recs.iter().map(stored_report).collect()));
+            }
             ClientCommand::Shutdown(_) => {}
         }
+    }
+
+    /// Forget a transfer the store no longer holds (nothing runs it).
+    fn drop_record(&mut self, id: &TransferId) {
+        lock(&self.records).remove(id);
+        lock(&self.node.progress).remove(id);
+        self.eligible.remove(id);
+        self.node.touch();
     }
 
     pub(super) fn resume_matching(&mut self, prefix: Option<&str>) -> Result<Vec<TransferId>> {
@@ -235,6 +275,17 @@ impl Core {
             self.eligible.insert(*id);
         }
         Ok(candidates)
+    }
+
+    /// A cancelled download's hidden partial file goes with it.
+    pub(super) fn remove_partial_download(&self, id: &TransferId) {
+        let partial = lock(&self.records)
+            .get(id)
+            .filter(|r| r.direction == Direction::Download)
+            .and_then(|r| r.partial_path.clone());
+        if let Some(path) = partial {
+            let _ = std::fs::remove_file(path);
+        }
     }
 
     /// Apply `f` to a record, store it, and show it.

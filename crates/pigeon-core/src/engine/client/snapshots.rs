@@ -89,11 +89,16 @@ pub fn stored_reports(store: &Store) -> Result<Vec<(TransferRecord, TransferRepo
         .transfers()?
         .into_iter()
         .map(|rec| {
-            let elapsed_ms = rec
-                .completed_unix
-                .map_or(0, |c| c.saturating_sub(rec.created_unix) * 1000);
-            let report = report(&rec, rec.chunks_done, rec.faults, false, elapsed_ms);
+            let report = stored_report(&rec);
             (rec, report)
         })
         .collect())
+}
+
+/// One stored transfer's report: its figures are the whole transfer's.
+pub fn stored_report(rec: &TransferRecord) -> TransferReport {
+    let elapsed_ms = rec
+        .completed_unix
+        .map_or(0, |c| c.saturating_sub(rec.created_unix) * 1000);
+    report(rec, rec.chunks_done, rec.faults, false, elapsed_ms)
 }

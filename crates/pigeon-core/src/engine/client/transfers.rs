@@ -297,6 +297,9 @@ impl Core {
             report_of(&rec, &p.read())
         });
         lock(&self.records).insert(id, rec.clone());
+        if outcome == Outcome::Cancelled {
+            self.remove_partial_download(&id);
+        }
         let name = rec.remote_path.clone();
         let event = match &outcome {
             Outcome::Completed(_) => Some(Event::Completed { id, name }),

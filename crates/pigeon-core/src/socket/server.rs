@@ -1,0 +1,288 @@
+//! The owner's side: serve the home's engine to the other commands.
+
+use std::collections::HashSet;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use super::wire::{self, Answer, Ask, FromOwner, ToOwner};
+use super::{OwnerInfo, PROTOCOL};
+use crate::engine::ClientHandle;
+use crate::error::{CoreError, Result};
+use crate::view::TransferId;
+
+/// Snapshots go to each client at most this often.
+const SNAPSHOT_EVERY: Duration = Duration::from_millis(100);
+
+/// A client must say hello within this.
+const HELLO_WITHIN: Duration = Duration::from_secs(5);
+
+/// The socket being served. Dropping it stops serving and removes the
+/// socket file (if it is still ours).
+pub struct Served {
+    path: PathBuf,
+    inode: u64,
+    clients: watch::Receiver<usize>,
+    accept: JoinHandle<()>,
+}
+
+impl Served {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Commands attached right now.
+    pub fn clients(&self) -> usize {
+        *self.clients.borrow()
+    }
+
+    /// Wait until no command is attached.
+    pub async fn idle(&mut self) {
+        let _ = self.clients.wait_for(|n| *n == 0).await;
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.accept.abort();
+        // Another owner may have bound the path since (we were killed,
+        // it took over): leave its socket alone.
+        if std::fs::symlink_metadata(&self.path).is_ok_and(|m| m.ino() == self.inode) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Serve `handle` on `<home>/pigeon.sock`. Call only while holding the
+/// home's store: a socket file already there is then a dead owner's.
+pub fn serve(home: &Path, handle: ClientHandle, info: OwnerInfo) -> Result<Served> {
+    let path = super::path(home);
+    let listener = match std::os::unix::net::UnixListener::bind(&path) {
+        Ok(l) => l,
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            std::fs::remove_file(&path)
+                .map_err(|e| CoreError::io(format!("removing the stale {}", path.display()), e))?;
+            std::os::unix::net::UnixListener::bind(&path)
+                .map_err(|e| CoreError::io(format!("serving {}", path.display()), e))?
+        }
+        Err(e) => return Err(CoreError::io(format!("serving {}", path.display()), e)),
+    };
+    let io = |e| CoreError::io(format!("serving {}", path.display()), e);
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+    let inode = std::fs::symlink_metadata(&path).map_err(io)?.ino();
+    listener.set_nonblocking(true).map_err(io)?;
+    let listener = UnixListener::from_std(listener).map_err(io)?;
+    let (count_tx, clients) = watch::channel(0usize);
+    let count = Arc::new(count_tx);
+    let info = Arc::new(info);
+    let accept = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                // Out of descriptors, say: try again shortly.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
+            let (handle, info, count) = (handle.clone(), info.clone(), count.clone());
+            tokio::spawn(async move {
+                if let Err(e) = connection(stream, handle, &info, &count).await {
+                    tracing::debug!("control socket client: {e}");
+                }
+            });
+        }
+    });
+    Ok(Served {
+        path,
+        inode,
+        clients,
+        accept,
+    })
+}
+
+/// One attached command, counted while it is.
+struct Counted(Arc<watch::Sender<usize>>);
+
+impl Counted {
+    fn new(count: &Arc<watch::Sender<usize>>) -> Counted {
+        count.send_modify(|n| *n += 1);
+        Counted(count.clone())
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+/// The transfers a following client started, and whether it has gone.
+#[derive(Default)]
+struct Followed {
+    gone: bool,
+    ids: HashSet<TransferId>,
+}
+
+async fn connection(
+    stream: UnixStream,
+    handle: ClientHandle,
+    info: &OwnerInfo,
+    count: &Arc<watch::Sender<usize>>,
+) -> Result<()> {
+    let cred = stream
+        .peer_cred()
+        .map_err(|e| CoreError::io("reading a control client's credentials", e))?;
+    if cred.uid() != rustix::process::getuid().as_raw() {
+        // The file's mode already keeps others out; this is the second lock.
+        return Err(CoreError::Transfer(format!(
+            "refused a control client of uid {}",
+            cred.uid()
+        )));
+    }
+    let _counted = Counted::new(count);
+    let (mut rd, mut wr) = stream.into_split();
+    let follow = match tokio::time::timeout(HELLO_WITHIN, wire::read(&mut rd)).await {
+        Ok(Ok(Some(ToOwner::Hello { protocol, follow }))) if protocol == PROTOCOL => follow,
+        Ok(Ok(Some(ToOwner::Hello { protocol, .. }))) => {
+            let why = format!(
+                "the pigeon holding this home ({}) speaks control protocol {PROTOCOL} and this one {protocol}: use the same pigeon, or wait for it to finish",
+                info.describe()
+            );
+            return wire::write(&mut wr, &FromOwner::Refused(why)).await;
+        }
+        _ => return Ok(()),
+    };
+    // Subscribed before the first question is read: no event of a transfer
+    // this client starts can be missed.
+    let mut events = handle.events();
+    let mut snapshots = handle.snapshot();
+    wire::write(&mut wr, &FromOwner::Hello(info.clone())).await?;
+
+    let (out, mut outgoing) = mpsc::channel::<FromOwner>(64);
+    let writer = tokio::spawn(async move {
+        while let Some(message) = outgoing.recv().await {
+            if wire::write(&mut wr, &message).await.is_err() {
+                return;
+            }
+        }
+    });
+    let snapshot_out = out.clone();
+    let forward_snapshots = tokio::spawn(async move {
+        snapshots.mark_changed();
+        while snapshots.changed().await.is_ok() {
+            let snapshot = (**snapshots.borrow_and_update()).clone();
+            if snapshot_out
+                .send(FromOwner::Snapshot(Box::new(snapshot)))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            tokio::time::sleep(SNAPSHOT_EVERY).await;
+        }
+    });
+    let event_out = out.clone();
+    let forward_events = tokio::spawn(async move {
+        loop {
+            match events.recv().await {
+                Ok(e) => {
+                    if event_out.send(FromOwner::Event(Box::new(e))).await.is_err() {
+                        return;
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
+
+    let followed = Arc::new(Mutex::new(Followed::default()));
+    while let Ok(Some(message)) = wire::read::<_, ToOwner>(&mut rd).await {
+        let ToOwner::Ask { seq, ask } = message else {
+            continue;
+        };
+        let (handle, out, followed) = (handle.clone(), out.clone(), followed.clone());
+        tokio::spawn(async move {
+            let (result, started) = answer(&handle, ask).await;
+            if follow && !started.is_empty() {
+                let gone = {
+                    let mut f = lock(&followed);
+                    f.ids.extend(started.iter().copied());
+                    f.gone
+                };
+                if gone {
+                    pause_all(&handle, started).await;
+                }
+            }
+            let _ = out.send(FromOwner::Answer { seq, result }).await;
+        });
+    }
+    forward_snapshots.abort();
+    forward_events.abort();
+    drop(out);
+    let left = {
+        let mut f = lock(&followed);
+        f.gone = true;
+        std::mem::take(&mut f.ids)
+    };
+    // Finished ones are left as they are; the others stop, progress kept.
+    pause_all(&handle, left.into_iter().collect()).await;
+    let _ = writer.await;
+    Ok(())
+}
+
+async fn pause_all(handle: &ClientHandle, ids: Vec<TransferId>) {
+    for id in ids {
+        let _ = handle.pause(id).await;
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Do what a client asked; also the transfers it started.
+async fn answer(
+    handle: &ClientHandle,
+    ask: Ask,
+) -> (std::result::Result<Answer, String>, Vec<TransferId>) {
+    let mut started = vec![];
+    let result = match ask {
+        Ask::Upload {
+            local,
+            remote,
+            options,
+        } => handle.upload(local, remote, options).await.map(|id| {
+            started.push(id);
+            Answer::Id(id)
+        }),
+        Ask::Download { remote, local } => handle.download(remote, local).await.map(|id| {
+            started.push(id);
+            Answer::Id(id)
+        }),
+        Ask::ResumeMatching { prefix } => {
+            let all = prefix.is_none();
+            handle.resume_matching(prefix, all).await.map(|ids| {
+                started.extend(ids.iter().copied());
+                Answer::Ids(ids)
+            })
+        }
+        Ask::List { dir } => handle.list(dir).await.map(Answer::Entries),
+        Ask::Act { id, action } => handle.act(id, action).await.map(|()| Answer::Done),
+        Ask::CancelTelling { id, wait } => handle.cancel_telling(id, wait).await.map(Answer::Told),
+        Ask::Reports => handle.reports().await.map(Answer::Reports),
+        Ask::Find { prefix } => handle
+            .find(prefix)
+            .await
+            .map(|r| Answer::Report(Box::new(r))),
+        Ask::Forget { prefix } => handle
+            .forget(prefix)
+            .await
+            .map(|r| Answer::Report(Box::new(r))),
+        Ask::Clean { choice, dry_run } => handle.clean(choice, dry_run).await.map(Answer::Reports),
+    };
+    (result.map_err(|e| e.to_string()), started)
+}

@@ -1,0 +1,249 @@
+//! Issue 10, part 1: one home, many commands at once. The process that
+//! holds a home's store serves `<home>/pigeon.sock`, and every other
+//! command on the home runs through it: uploads queue into it and follow
+//! their own transfers, `ls`, `status`, `pause`, `resume`, `cancel`,
+//! `forget` act on the live engine. A killed owner leaves nothing stale:
+//! the next command (or a command that was following) takes over.
+//!
+//! The channel is paced (telegram-text at 600 messages a minute, about
+//! 30 KB/s of random data) so the owner's upload runs for many seconds.
+
+mod e2e_common;
+
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::time::Duration;
+
+use e2e_common::*;
+
+const SLOW: &str = "profile=telegram-text&msgs_per_min=600";
+
+/// Start a long upload that owns the client home; returns once it serves
+/// the socket.
+fn start_owner(w: &World, name: &str, len: usize) -> Proc {
+    let file = w.random_file(name, len, 7);
+    let mut owner = w.spawn_upload(&[&file], &[]);
+    let sock = w.client_home.join("pigeon.sock");
+    wait_until(
+        "the upload serves the home",
+        Duration::from_secs(30),
+        || sock.exists() || owner.exited(),
+    );
+    assert!(
+        !owner.exited(),
+        "the upload ended early:\n{}",
+        owner.stderr()
+    );
+    owner
+}
+
+fn status(w: &World) -> Vec<serde_json::Value> {
+    let run = w.client(&["status", "--json"]);
+    run.assert_ok();
+    run.reports()
+}
+
+fn status_of(w: &World, remote: &str) -> serde_json::Value {
+    status(w)
+        .into_iter()
+        .find(|r| r["remote_path"] == remote)
+        .unwrap_or_else(|| panic!("no transfer to {remote} in status"))
+}
+
+#[test]
+fn commands_on_a_busy_home_run_through_the_process_that_holds_it() {
+    let _heavy = heavy_lock();
+    let mut w = World::new(SLOW);
+    w.start_agent();
+    w.put_remote("docs/readme.txt", b"already there\n");
+    let mut owner = start_owner(&w, "big.bin", 900_000);
+
+    // The socket is the user's alone.
+    let sock = w.client_home.join("pigeon.sock");
+    let meta = std::fs::symlink_metadata(&sock).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+
+    // Listing, status and a second upload, while the first one runs.
+    let ls = w.client(&["ls", "docs"]);
+    ls.assert_ok();
+    assert!(ls.stdout.contains("docs/readme.txt"), "{}", ls.describe());
+    assert_eq!(status_of(&w, "big.bin")["status"], "in_progress");
+    let small = w.file("small.txt", b"a small file\n");
+    let second = w.upload(&[&small], &[]);
+    second.assert_ok();
+    assert_eq!(second.report()["status"], "completed");
+    assert_eq!(
+        std::fs::read(w.storage().join("small.txt")).unwrap(),
+        b"a small file\n"
+    );
+    assert!(!owner.exited(), "the owner stopped:\n{}", owner.stderr());
+
+    // Pause the owner's own transfer from another shell: it stops with
+    // its progress kept, and the owner says so.
+    let id = status_of(&w, "big.bin")["id"].as_str().unwrap().to_string();
+    let paused = w.client(&["pause", &id[..8]]);
+    paused.assert_ok();
+    assert!(paused.stderr.contains("paused"), "{}", paused.describe());
+    let owner_run = owner.wait(Duration::from_secs(30));
+    owner_run.assert_failed();
+    assert_eq!(owner_run.report()["status"], "paused");
+    let done_before = status_of(&w, "big.bin")["chunks_sent"].as_u64().unwrap();
+    assert!(done_before > 0, "nothing was sent before the pause");
+
+    // Nothing holds the home now: a stale socket is not left behind, and
+    // `resume` runs in-process and finishes what was paused.
+    assert!(!sock.exists(), "the owner left its socket behind");
+    let resumed = w.client(&["resume", &id[..8], "--json"]);
+    resumed.assert_ok();
+    let report = resumed.report();
+    assert_eq!(report["status"], "completed");
+    assert_eq!(report["resumed"], true);
+    assert_eq!(
+        std::fs::read(w.storage().join("big.bin")).unwrap(),
+        std::fs::read(w.work.join("big.bin")).unwrap()
+    );
+
+    // Cancel a running upload from another shell: the owner reports it
+    // cancelled, and the agent was told (its staged partial file goes).
+    let owner = start_owner(&w, "doomed.bin", 900_000);
+    wait_until(
+        "the doomed upload makes progress",
+        Duration::from_secs(30),
+        || status_of(&w, "doomed.bin")["chunks_sent"].as_u64() > Some(3),
+    );
+    let id = status_of(&w, "doomed.bin")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let cancel = w.client(&["cancel", &id[..8]]);
+    cancel.assert_ok();
+    assert!(
+        cancel.stderr.contains("the agent was told"),
+        "{}",
+        cancel.describe()
+    );
+    let owner_run = owner.wait(Duration::from_secs(30));
+    owner_run.assert_failed();
+    assert_eq!(owner_run.report()["status"], "cancelled");
+    wait_until(
+        "the agent drops the partial upload",
+        Duration::from_secs(30),
+        || w.staged_files().is_empty(),
+    );
+
+    // `forget` works on the home whoever holds it.
+    let forget = w.client(&["forget", &id[..8]]);
+    forget.assert_ok();
+    assert!(status(&w).iter().all(|r| r["id"] != id.as_str()));
+}
+
+#[test]
+fn a_command_naming_another_transport_is_told_who_holds_the_home() {
+    let _heavy = heavy_lock();
+    let mut w = World::new(SLOW);
+    w.start_agent();
+    let mut owner = start_owner(&w, "big.bin", 600_000);
+    let other_spool = w.dir.path().join("other-spool");
+    std::fs::create_dir_all(&other_spool).unwrap();
+    let other = uri_for(&other_spool, "");
+    let small = w.file("small.txt", b"x");
+    let refused = w.client(&["upload", small.to_str().unwrap(), "--transport", &other]);
+    refused.assert_failed();
+    assert!(
+        refused
+            .stderr
+            .contains("this home is held by a pigeon process")
+            && refused.stderr.contains("pigeon upload")
+            && refused.stderr.contains("another --home"),
+        "{}",
+        refused.describe()
+    );
+    owner.kill9();
+}
+
+#[test]
+fn a_killed_owner_is_taken_over_by_the_command_that_followed_it() {
+    let _heavy = heavy_lock();
+    let mut w = World::new(SLOW);
+    w.start_agent();
+    let mut owner = start_owner(&w, "big.bin", 900_000);
+    let mid = w.random_file("mid.bin", 150_000, 9);
+    let follower = w.spawn_upload(&[&mid], &[]);
+    wait_until(
+        "the follower's upload makes progress",
+        Duration::from_secs(30),
+        || {
+            status(&w)
+                .iter()
+                .any(|r| r["remote_path"] == "mid.bin" && r["chunks_sent"].as_u64() > Some(2))
+        },
+    );
+    owner.kill9();
+
+    // The follower notices, holds the home itself and finishes its file.
+    let run = follower.wait(Duration::from_secs(120));
+    run.assert_ok();
+    assert!(
+        run.stderr.contains("stopped; carrying on from here"),
+        "{}",
+        run.describe()
+    );
+    assert_eq!(run.report()["status"], "completed");
+    assert_eq!(
+        std::fs::read(w.storage().join("mid.bin")).unwrap(),
+        std::fs::read(&mid).unwrap()
+    );
+
+    // The killed owner's socket is stale: the next command takes over and
+    // the owner's own command, run again, resumes its file.
+    assert_eq!(status_of(&w, "big.bin")["status"], "in_progress");
+    let big = w.work.join("big.bin");
+    let again = w.upload(&[&big], &[]);
+    again.assert_ok();
+    assert_eq!(again.report()["resumed"], true);
+    assert_eq!(
+        std::fs::read(w.storage().join("big.bin")).unwrap(),
+        std::fs::read(&big).unwrap()
+    );
+}
+
+#[test]
+fn a_follower_stopped_with_ctrl_c_leaves_its_transfer_paused_and_resumable() {
+    let _heavy = heavy_lock();
+    let mut w = World::new(SLOW);
+    w.start_agent();
+    let mut owner = start_owner(&w, "big.bin", 600_000);
+    let mid = w.random_file("mid.bin", 300_000, 9);
+    let mut follower = w.spawn_upload(&[&mid], &[]);
+    wait_until(
+        "the follower's upload makes progress",
+        Duration::from_secs(30),
+        || {
+            status(&w)
+                .iter()
+                .any(|r| r["remote_path"] == "mid.bin" && r["chunks_sent"].as_u64() > Some(2))
+        },
+    );
+    follower.terminate(Duration::from_secs(10));
+    assert!(
+        follower
+            .stderr()
+            .contains("stopped with their progress kept"),
+        "{}",
+        follower.stderr()
+    );
+    wait_until(
+        "the follower's transfer is paused",
+        Duration::from_secs(10),
+        || status_of(&w, "mid.bin")["status"] == "paused",
+    );
+    // The owner is not disturbed, and the same command again resumes the
+    // file (through the owner, if it still runs).
+    assert!(!owner.exited(), "the owner stopped:\n{}", owner.stderr());
+    let again = w.upload(&[&mid], &[]);
+    again.assert_ok();
+    let report = again.report();
+    assert_eq!(report["status"], "completed");
+    assert_eq!(report["resumed"], true);
+    owner.kill9();
+}
