@@ -296,6 +296,7 @@ impl App {
             keymap: &self.keymap,
             theme,
             log: &self.log,
+            snapshot: &snapshot,
         };
         let body = Rect {
             height: area.height - 1,
@@ -372,6 +373,16 @@ impl App {
         match self.focus {
             Focus::Files => self.files.handle(action),
             Focus::Remote => self.remote.handle(action),
+            Focus::Queue if action == Action::Open => {
+                match self.queue.selected(&self.snapshot) {
+                    Some(t) => self.popups.push(Popup::Detail {
+                        id: t.id,
+                        scroll: 0,
+                    }),
+                    None => self.notify(Level::Warn, "no transfer selected in Queue"),
+                }
+                None
+            }
             Focus::Queue => {
                 self.queue.navigate(action, &self.snapshot);
                 None

@@ -70,6 +70,8 @@ pub fn transfer(
         chunk_map: Arc::from(map),
         resumed: false,
         created_unix: 1_700_000_000 + u64::from(n),
+        sha256: None,
+        mime: "application/octet-stream".into(),
     }
 }
 

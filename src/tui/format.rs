@@ -29,6 +29,17 @@ pub fn duration(d: Duration) -> String {
     }
 }
 
+/// A time as RFC 3339 in UTC, seconds precision; raw seconds if absurd.
+pub fn unix_time(unix: u64) -> String {
+    std::time::UNIX_EPOCH
+        .checked_add(Duration::from_secs(unix))
+        .filter(|_| unix < 253_402_300_800)
+        .map_or_else(
+            || format!("@{unix}"),
+            |t| humantime::format_rfc3339_seconds(t).to_string(),
+        )
+}
+
 /// Milliseconds below ten seconds, else the short duration form.
 pub fn rtt(d: Duration) -> String {
     if d < Duration::from_secs(10) {

@@ -167,7 +167,7 @@ impl Action {
             Action::PageDown => "page down",
             Action::Top => "first entry",
             Action::Bottom => "last entry",
-            Action::Open => "open folder",
+            Action::Open => "open folder; a transfer's details",
             Action::Parent => "parent folder",
             Action::Select => "select / unselect",
             Action::Filter => "filter by typing (Esc clears)",

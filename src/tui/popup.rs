@@ -10,9 +10,11 @@ use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, BorderType, Borders, Clear, Paragraph, Widget, Wrap};
 
-use pigeon_core::view::TransferId;
+use pigeon_core::policy::escape_control;
+use pigeon_core::view::{Direction, EngineSnapshot, TransferId, TransferView};
 
 use super::effect::Effect;
+use super::format;
 use super::help::{self, HelpOverlay};
 use super::keymap::{Action, Keymap};
 use super::panes::log::LogPane;
@@ -27,6 +29,9 @@ pub enum Popup {
     ConfirmCancel { id: TransferId, name: String },
     /// The event log, full screen, `back` lines from the newest.
     Log { back: usize },
+    /// One transfer whole: paths, hashes, transports, faults and its
+    /// error without a character cut, scrolled by `scroll` lines.
+    Detail { id: TransferId, scroll: usize },
 }
 
 /// What a key did to the popup on top.
@@ -42,6 +47,7 @@ pub struct Context<'a> {
     pub keymap: &'a Keymap,
     pub theme: Theme,
     pub log: &'a LogPane,
+    pub snapshot: &'a EngineSnapshot,
 }
 
 impl Popup {
@@ -94,6 +100,26 @@ impl Popup {
                 _ if action == Some(Action::Quit) => Outcome::Close,
                 _ => Outcome::Keep,
             },
+            Popup::Detail { scroll, .. } => match (key.code, action) {
+                (KeyCode::Esc | KeyCode::Enter, _) | (_, Some(Action::Quit)) => Outcome::Close,
+                (_, Some(Action::Down)) => {
+                    *scroll = (*scroll + 1).min(DETAIL_LINES);
+                    Outcome::Keep
+                }
+                (_, Some(Action::Up)) => {
+                    *scroll = scroll.saturating_sub(1);
+                    Outcome::Keep
+                }
+                (_, Some(Action::PageDown)) => {
+                    *scroll = (*scroll + 10).min(DETAIL_LINES);
+                    Outcome::Keep
+                }
+                (_, Some(Action::PageUp)) => {
+                    *scroll = scroll.saturating_sub(10);
+                    Outcome::Keep
+                }
+                _ => Outcome::Keep,
+            },
             Popup::Log { back } => {
                 let max = log_len.saturating_sub(1);
                 match (key.code, action) {
@@ -130,6 +156,10 @@ impl Popup {
             }
             .render(area, buf),
             Popup::ConfirmCancel { name, .. } => render_confirm(area, buf, name, cx.theme),
+            Popup::Detail { id, scroll } => {
+                let transfer = cx.snapshot.transfers.iter().find(|t| t.id == *id);
+                render_detail(area, buf, transfer, cx.theme, *scroll);
+            }
             Popup::Log { back } => {
                 let block = frame(" Log ", cx.theme).title_bottom(
                     Line::styled(" ↑↓ scroll · esc closes ", cx.theme.dim()).right_aligned(),
@@ -147,6 +177,120 @@ impl Popup {
             }
         }
     }
+}
+
+/// Most a detail popup scrolls (its text is about 20 lines before wrapping).
+const DETAIL_LINES: usize = 60;
+
+/// The lines of a transfer's detail popup.
+fn detail_lines(t: &TransferView, theme: Theme) -> Vec<Line<'static>> {
+    let field = |label: &'static str, value: String| {
+        Line::from(vec![
+            Span::styled(format!("{label:<12}"), theme.dim()),
+            Span::raw(value),
+        ])
+    };
+    let (arrow, direction) = match t.direction {
+        Direction::Upload => ("->", "upload"),
+        Direction::Download => ("<-", "download"),
+    };
+    let mut lines = vec![
+        field("transfer", t.id.to_string()),
+        Line::from(vec![
+            Span::styled(format!("{:<12}", "status"), theme.dim()),
+            Span::styled(
+                super::theme::Theme::status_label(t.status).to_string(),
+                theme.status_style(t.status),
+            ),
+            Span::raw(if t.resumed { " (resumed)" } else { "" }),
+        ]),
+    ];
+    if let Some(error) = &t.error {
+        lines.push(Line::from(vec![
+            Span::styled(format!("{:<12}", "error"), theme.dim()),
+            Span::styled(escape_control(error).into_owned(), theme.bad()),
+        ]));
+    }
+    lines.extend([
+        field("direction", format!("{direction} {arrow}")),
+        field("local", escape_control(&t.local_path).into_owned()),
+        field("remote", escape_control(&t.remote_path).into_owned()),
+        field("peer", escape_control(&t.peer).into_owned()),
+        field(
+            "size",
+            format!("{} ({} bytes), {}", format::bytes(t.size), t.size, {
+                if t.mime.is_empty() {
+                    "type not known yet".to_string()
+                } else {
+                    escape_control(&t.mime).into_owned()
+                }
+            }),
+        ),
+        field(
+            "sha256",
+            t.sha256
+                .clone()
+                .unwrap_or_else(|| "not known yet (an upload hashes its file first; a download learns it from the offer)".into()),
+        ),
+        field(
+            "progress",
+            format!(
+                "{} of {} chunks, {} of {}",
+                t.chunks_done,
+                t.chunks_total,
+                format::bytes(t.bytes_done),
+                format::bytes(t.size)
+            ),
+        ),
+        field(
+            "rate",
+            match t.eta {
+                Some(eta) => format!("{}, about {} left", format::rate(t.rate), format::duration(eta)),
+                None => format::rate(t.rate),
+            },
+        ),
+        field("transports", escape_control(&t.transport).into_owned()),
+        field(
+            "faults",
+            format!(
+                "corrupt {} · duplicate {} · reordered {} · retransmitted {}",
+                t.faults.corrupt, t.faults.duplicate, t.faults.reordered, t.faults.retransmitted
+            ),
+        ),
+        field("queued", crate::tui::format::unix_time(t.created_unix)),
+        field("priority", t.priority.to_string()),
+    ]);
+    lines
+}
+
+fn render_detail(
+    area: Rect,
+    buf: &mut Buffer,
+    t: Option<&TransferView>,
+    theme: Theme,
+    scroll: usize,
+) {
+    let block = frame(" Transfer ", theme)
+        .title_bottom(Line::styled(" ↑↓ scroll · esc closes ", theme.dim()).right_aligned());
+    let popup = Rect {
+        x: area.x + 1,
+        y: area.y + 1,
+        width: area.width.saturating_sub(2),
+        height: area.height.saturating_sub(2),
+    };
+    Clear.render(popup, buf);
+    let lines = match t {
+        Some(t) => detail_lines(t, theme),
+        None => vec![Line::styled(
+            "this transfer is no longer in the list (forgotten or cleaned)",
+            theme.dim(),
+        )],
+    };
+    Paragraph::new(lines)
+        .wrap(Wrap { trim: false })
+        .scroll((u16::try_from(scroll).unwrap_or(u16::MAX), 0))
+        .block(block)
+        .render(popup, buf);
 }
 
 fn frame(title: &'static str, theme: Theme) -> Block<'static> {

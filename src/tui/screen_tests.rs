@@ -82,6 +82,39 @@ fn screen_failed_transfer() {
 }
 
 #[test]
+fn screen_transfer_detail() {
+    let mut app = fixtures::app(vec![]);
+    let mut failed = transfer(3, "runs/42/model.bin", TransferStatus::Failed, 40, 13);
+    failed.error = Some(
+        "cannot write /srv/pigeon/storage/runs/42/.pigeon-3f2a.part: No space left on device (os error 28): free space on the agent, then press r to resume: the 13 chunks it holds are kept".into(),
+    );
+    failed.sha256 = Some("9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into());
+    failed.faults.retransmitted = 4;
+    failed.faults.corrupt = 1;
+    app.on_snapshot(snapshot(vec![failed]));
+    press(&mut app, KeyCode::Char('4'));
+    press(&mut app, KeyCode::Tab);
+    press(&mut app, KeyCode::Tab);
+    press(&mut app, KeyCode::Enter);
+    // The whole error, wrapped, never cut.
+    let text = draw(&mut app, 80, 24).backend().to_string();
+    let flat: String = text
+        .lines()
+        .filter_map(|l| l.split('║').nth(1))
+        .map(str::trim_end)
+        .collect::<Vec<_>>()
+        .join(" ");
+    for part in [
+        "No space left on device",
+        "chunks it holds are kept",
+        "9f86d081884c7d65",
+    ] {
+        assert!(flat.contains(part), "{part} missing:\n{text}");
+    }
+    assert_screens("detail", app);
+}
+
+#[test]
 fn screen_help_open() {
     let mut app = fixtures::app(vec![]);
     app.on_snapshot(snapshot(vec![]));

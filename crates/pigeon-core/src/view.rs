@@ -164,6 +164,10 @@ pub struct TransferView {
     pub chunk_map: Arc<[u8]>,
     pub resumed: bool,
     pub created_unix: u64,
+    /// The whole file's SHA-256 in hex, once known (an upload hashes its
+    /// file before it offers it; a download learns it from the offer).
+    pub sha256: Option<String>,
+    pub mime: String,
 }
 
 /// A transport's health as a front end sees it.

@@ -474,6 +474,8 @@ mod tests {
             chunk_map: Arc::from(vec![0u8; 10]),
             resumed: false,
             created_unix: u64::from(n),
+            sha256: None,
+            mime: String::new(),
         }
     }
 

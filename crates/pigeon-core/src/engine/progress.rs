@@ -284,6 +284,8 @@ impl Progress {
             chunk_map: map,
             resumed: self.resumed,
             created_unix: rec.created_unix,
+            sha256: rec.sha256.as_ref().map(hex::encode),
+            mime: rec.manifest.mime.clone(),
         }
     }
 }
