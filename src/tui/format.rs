@@ -76,6 +76,25 @@ pub fn truncate(s: &str, width: usize) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
+/// Cut `s` to at most `width` characters by taking out its middle: the
+/// start says what failed, the end what to do about it, and both stay.
+pub fn elide_middle(s: &str, width: usize) -> std::borrow::Cow<'_, str> {
+    let count = s.chars().count();
+    if count <= width {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    if width < 3 {
+        return truncate(s, width);
+    }
+    // A little more of the end: that is where the remedy usually is.
+    let head = (width - 1) * 2 / 5;
+    let tail = width - 1 - head;
+    let mut out: String = s.chars().take(head).collect();
+    out.push('…');
+    out.extend(s.chars().skip(count - tail));
+    std::borrow::Cow::Owned(out)
+}
+
 /// Keep the end of `s` (the interesting part of a path), starting with `…`.
 pub fn truncate_start(s: &str, width: usize) -> std::borrow::Cow<'_, str> {
     let count = s.chars().count();
@@ -102,6 +121,18 @@ mod tests {
         assert_eq!(bytes(1536), "1.5 KiB");
         assert_eq!(bytes(100 * 1024 * 1024), "100 MiB");
         assert_eq!(bytes(u64::MAX), "16384 PiB");
+    }
+
+    #[test]
+    fn elide_middle_keeps_both_ends() {
+        let s = "cannot upload a.bin: already exists; upload with --overwrite";
+        assert_eq!(elide_middle(s, 100), s);
+        let cut = elide_middle(s, 30);
+        assert_eq!(cut.chars().count(), 30);
+        assert!(cut.starts_with("cannot up"), "{cut}");
+        assert!(cut.ends_with("with --overwrite"), "{cut}");
+        assert_eq!(elide_middle("abcdef", 2), "a…");
+        assert_eq!(elide_middle("ab", 0), "");
     }
 
     #[test]

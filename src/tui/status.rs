@@ -55,6 +55,23 @@ impl StatusLine<'_> {
         }
         format!("↑ {} ↓ {}", format::rate(up), format::rate(down))
     }
+
+    /// Nothing runs because everything left is paused: said, so a rate of
+    /// zero is not read as a stall.
+    fn all_paused(&self) -> Option<String> {
+        let transfers = &self.snapshot.transfers;
+        let running = transfers.iter().any(|t| {
+            matches!(
+                t.status,
+                TransferStatus::InProgress | TransferStatus::Pending
+            )
+        });
+        let paused = transfers
+            .iter()
+            .filter(|t| t.status == TransferStatus::Paused)
+            .count();
+        (!running && paused > 0).then(|| format!("{paused} paused (p resumes)"))
+    }
 }
 
 impl Widget for StatusLine<'_> {
@@ -67,14 +84,20 @@ impl Widget for StatusLine<'_> {
             .unwrap_or_default();
         let help_width = help.chars().count() as u16;
         let mut spans = vec![self.peer(), separator(), Span::raw(self.rates())];
-        if let Some(notice) = self.notice {
+        if let Some(paused) = self.all_paused() {
             spans.push(separator());
-            spans.extend(notice.to_line(self.theme).spans);
+            spans.push(Span::styled(paused, self.theme.warn()));
         }
         let left = Rect {
             width: area.width.saturating_sub(help_width),
             ..area
         };
+        if let Some(notice) = self.notice {
+            spans.push(separator());
+            let used = Line::from(spans.clone()).width();
+            let room = usize::from(left.width).saturating_sub(used);
+            spans.extend(notice.to_line_within(self.theme, room).spans);
+        }
         Line::from(spans).render(left, buf);
         if help_width > 0 && area.width > help_width {
             buf.set_string(area.right() - help_width, area.y, help, self.theme.dim());

@@ -65,10 +65,18 @@ impl LogLine {
     }
 
     pub fn to_line(&self, theme: Theme) -> Line<'static> {
+        self.to_line_within(theme, usize::MAX)
+    }
+
+    /// The line in at most `width` characters: a long one loses its middle,
+    /// never its end (where what to do is said).
+    pub fn to_line_within(&self, theme: Theme, width: usize) -> Line<'static> {
+        let text = escape_control(&self.text);
+        let room = width.saturating_sub(2);
         Line::from(vec![
             Span::styled(format!("{} ", self.level.glyph()), self.level.style(theme)),
             Span::styled(
-                escape_control(&self.text).into_owned(),
+                crate::tui::format::elide_middle(&text, room).into_owned(),
                 self.level.style(theme),
             ),
         ])
@@ -152,7 +160,7 @@ impl LogPane {
         let end = self.lines.len() - back.min(self.lines.len());
         let start = end.saturating_sub(area.height as usize);
         for (row, line) in self.lines.range(start..end).enumerate() {
-            line.to_line(theme)
+            line.to_line_within(theme, usize::from(area.width))
                 .render(Rect::new(area.x, area.y + row as u16, area.width, 1), buf);
         }
     }

@@ -93,9 +93,14 @@ impl ChunkLegend {
         ChunkLegend { counts, theme }
     }
 
-    fn line(&self, long: bool) -> Line<'static> {
+    /// Every state named (`long`), or only those some chunk is in, named
+    /// (`!long && named`) or by glyph alone.
+    fn line(&self, long: bool, named: bool) -> Line<'static> {
         let mut spans = Vec::with_capacity(CHUNK_STATES.len() * 2);
-        for (i, state) in CHUNK_STATES.into_iter().enumerate() {
+        let shown = CHUNK_STATES
+            .into_iter()
+            .filter(|&s| long || self.counts.get(s) > 0);
+        for (i, state) in shown.enumerate() {
             if i > 0 {
                 spans.push(Span::raw(if long { "  " } else { " " }));
             }
@@ -105,24 +110,35 @@ impl ChunkLegend {
                 glyph.to_string(),
                 self.theme.chunk_style(state),
             ));
-            spans.push(Span::raw(if long {
-                format!(" {} {count}", Theme::chunk_label(state))
-            } else {
-                count.to_string()
+            spans.push(Span::raw(match (long, named) {
+                (true, _) => format!(" {} {count}", Theme::chunk_label(state)),
+                (false, true) => format!("{count} {}", short_label(state)),
+                (false, false) => count.to_string(),
             }));
         }
         Line::from(spans)
     }
 }
 
+/// The words of the middle-sized legend: `█800 done ·797 to go ▒2 in flight`.
+fn short_label(state: ChunkState) -> &'static str {
+    match state {
+        ChunkState::Acked => "done",
+        ChunkState::Pending => "to go",
+        ChunkState::InFlight => "in flight",
+        ChunkState::Retried => "retried",
+        ChunkState::Failed => "failed",
+    }
+}
+
 impl Widget for ChunkLegend {
     fn render(self, area: Rect, buf: &mut Buffer) {
-        let long = self.line(true);
-        let line = if long.width() <= area.width as usize {
-            long
-        } else {
-            self.line(false)
-        };
+        let fits = |l: &Line| l.width() <= area.width as usize;
+        let line = [(true, true), (false, true)]
+            .into_iter()
+            .map(|(long, named)| self.line(long, named))
+            .find(fits)
+            .unwrap_or_else(|| self.line(false, false));
         line.render(area, buf);
     }
 }
@@ -201,7 +217,11 @@ mod tests {
     #[test]
     fn legend_goes_short_when_narrow() {
         let counts = ChunkCounts::of(&[A, A, P]);
+        // Named while it fits, states no chunk is in left out.
         let buf = render(ChunkLegend::new(counts, Theme::monochrome()), 20, 1);
-        assert_eq!(buf, Buffer::with_lines(["█2 ·1 ▒0 r0 X0      "]));
+        assert_eq!(buf, Buffer::with_lines(["█2 done ·1 to go    "]));
+        // Glyphs and counts when even that does not.
+        let buf = render(ChunkLegend::new(counts, Theme::monochrome()), 10, 1);
+        assert_eq!(buf, Buffer::with_lines(["█2 ·1     "]));
     }
 }

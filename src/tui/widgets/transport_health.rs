@@ -32,6 +32,9 @@ pub const HEIGHT: u16 = 3;
 /// Width of the rate figure after the sparkline.
 const RATE_WIDTH: u16 = 11;
 
+/// The rate shown is the mean of this many one-second samples.
+const RATE_SECONDS: usize = 5;
+
 pub struct TransportHealthWidget<'a> {
     health: &'a TransportHealth,
     theme: Theme,
@@ -42,7 +45,17 @@ impl<'a> TransportHealthWidget<'a> {
         TransportHealthWidget { health, theme }
     }
 
-    fn status_line(&self) -> Line<'static> {
+    /// The first line in `width`: the share, then the round trip, left out
+    /// whole when they do not fit (a figure is never cut from its unit).
+    fn status_line_within(&self, width: usize) -> Line<'static> {
+        [(true, true), (true, false), (false, false)]
+            .into_iter()
+            .map(|(rtt, share)| self.status_line(rtt, share))
+            .find(|l| l.width() <= width)
+            .unwrap_or_else(|| self.status_line(false, false))
+    }
+
+    fn status_line(&self, with_rtt: bool, with_share: bool) -> Line<'static> {
         let h = self.health;
         let theme = self.theme;
         let (glyph, word, style) = match h.state {
@@ -63,10 +76,10 @@ impl<'a> TransportHealthWidget<'a> {
             Span::raw(" "),
             Span::styled(profile, theme.accent()),
         ];
-        if let Some(rtt) = h.rtt {
+        if let Some(rtt) = h.rtt.filter(|_| with_rtt) {
             spans.push(Span::raw(format!("  rtt {}", format::rtt(rtt))));
         }
-        if let Some(share) = h.share {
+        if let Some(share) = h.share.filter(|_| with_share) {
             spans.push(Span::raw(format!("  {:.0}%", share * 100.0)));
         }
         Line::from(spans)
@@ -114,7 +127,8 @@ impl Widget for TransportHealthWidget<'_> {
             return;
         }
         let row = |i: u16| Rect::new(area.x, area.y + i, area.width, 1);
-        self.status_line().render(row(0), buf);
+        self.status_line_within(usize::from(area.width))
+            .render(row(0), buf);
         if area.height < 2 {
             return;
         }
@@ -125,10 +139,17 @@ impl Widget for TransportHealthWidget<'_> {
             .data(tail.iter().copied())
             .style(self.theme.accent())
             .render(Rect::new(area.x, area.y + 1, graph_width, 1), buf);
-        let latest = samples.last().copied().unwrap_or(0);
+        // Over the same few seconds as a transfer's rate (the status bar's),
+        // in bytes on the wire (encoding and framing included).
+        let recent = &samples[samples.len().saturating_sub(RATE_SECONDS)..];
+        let mean = if recent.is_empty() {
+            0.0
+        } else {
+            recent.iter().sum::<u64>() as f64 / recent.len() as f64
+        };
         let rate = format!(
             "{:>width$}",
-            format::rate(latest as f64),
+            format::rate(mean),
             width = RATE_WIDTH as usize
         );
         buf.set_stringn(
@@ -181,10 +202,27 @@ mod tests {
             render(&health(), 32, 3),
             Buffer::with_lines([
                 "● up   telegram-text  rtt 120 ms",
-                " ▁▂▄█▄▂                2.0 KiB/s",
+                " ▁▂▄█▄▂                4.0 KiB/s",
                 "12/60 msg/min  errors 0         ",
             ])
         );
+    }
+
+    #[test]
+    fn a_figure_that_does_not_fit_is_left_out_not_cut() {
+        let h = TransportHealth {
+            share: Some(0.38),
+            ..health()
+        };
+        let first = |width| {
+            let buf = render(&h, width, 1);
+            (0..width)
+                .map(|x| buf[(x, 0)].symbol().to_string())
+                .collect::<String>()
+        };
+        assert_eq!(first(37), "● up   telegram-text  rtt 120 ms  38%");
+        assert_eq!(first(33), "● up   telegram-text  rtt 120 ms ");
+        assert_eq!(first(28), "● up   telegram-text        ");
     }
 
     #[test]
