@@ -13,6 +13,7 @@ mod e2e_common;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::time::Duration;
 
+use e2e_common::pty;
 use e2e_common::*;
 
 const SLOW: &str = "profile=telegram-text&msgs_per_min=600";
@@ -246,4 +247,69 @@ fn a_follower_stopped_with_ctrl_c_leaves_its_transfer_paused_and_resumable() {
     assert_eq!(report["status"], "completed");
     assert_eq!(report["resumed"], true);
     owner.kill9();
+}
+
+#[test]
+fn the_tui_and_the_command_line_share_one_home() {
+    let _heavy = heavy_lock();
+    let mut w = World::new(SLOW);
+    w.start_agent();
+    let uri = w.uri();
+    let mut tui = pty::Session::start_with(&w.client_home, &w.work, &["--transport", &uri]);
+    tui.wait_for("peer agent", Duration::from_secs(30));
+
+    // An upload from the command line runs in the TUI's engine and shows
+    // in its queue.
+    let data = random_bytes(240_000, 5);
+    let file = w.file("shared.bin", &data);
+    let follower = w.spawn_upload(&[&file], &[]);
+    tui.wait_for("shared.bin", Duration::from_secs(30));
+
+    // Cancelled from the command line, it is started again with r.
+    wait_until("the upload makes progress", Duration::from_secs(30), || {
+        status_of(&w, "shared.bin")["chunks_sent"].as_u64() > Some(2)
+    });
+    let id = status_of(&w, "shared.bin")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    w.client(&["cancel", &id[..8]]).assert_ok();
+    let run = follower.wait(Duration::from_secs(30));
+    assert_eq!(run.report()["status"], "cancelled");
+    tui.press("2");
+    tui.press("\t");
+    tui.press("\t");
+    tui.wait_for("cancelled", Duration::from_secs(10));
+    tui.press("r");
+    tui.wait_for("starting shared.bin again", Duration::from_secs(10));
+    let stored = w.storage().join("shared.bin");
+    wait_until(
+        "the restarted upload arrives",
+        Duration::from_secs(90),
+        || std::fs::read(&stored).is_ok_and(|got| got == data),
+    );
+
+    // Its details: the whole file's hash, on screen.
+    tui.press("3");
+    tui.wait_for("uploaded shared.bin", Duration::from_secs(10));
+    tui.press("\r");
+    let sha = sha256_hex(&data);
+    tui.wait_for(&sha[..32], Duration::from_secs(10));
+    tui.press("\x1b");
+    std::thread::sleep(Duration::from_millis(300));
+
+    // A second TUI on the same home attaches to the first one's engine.
+    let mut second = pty::Session::start_with(&w.client_home, &w.work, &[]);
+    second.wait_for("peer agent", Duration::from_secs(30));
+    second.press("L");
+    second.wait_for("attached to the pigeon process", Duration::from_secs(10));
+    second.press("\x1b");
+    // Esc alone: a key in the same read would make it Alt-q.
+    std::thread::sleep(Duration::from_millis(300));
+    second.press("q");
+    assert!(second.wait_exit(Duration::from_secs(20)).success());
+    // The first one was not disturbed by the second's quitting.
+    assert!(tui.child.try_wait().unwrap().is_none());
+    tui.press("q");
+    assert!(tui.wait_exit(Duration::from_secs(30)).success());
 }

@@ -334,7 +334,10 @@ impl App {
             Action::RefreshRemote => Some(self.remote.reload()),
             Action::PauseResume | Action::Retry | Action::PriorityUp | Action::PriorityDown => {
                 match self.queue.command(action, &self.snapshot) {
-                    Ok(effect) => Some(effect),
+                    Ok((effect, said)) => {
+                        self.notify(Level::Info, said);
+                        Some(effect)
+                    }
                     Err(why) => {
                         self.notify(Level::Warn, why);
                         None
@@ -659,7 +662,7 @@ mod tests {
         assert_eq!(notice.level, Level::Error);
         // Kept as it came; escaped where it is shown.
         let shown: String = notice
-            .to_line(crate::tui::theme::Theme::monochrome())
+            .to_line_within(crate::tui::theme::Theme::monochrome(), usize::MAX)
             .spans
             .iter()
             .map(|s| s.content.as_ref())

@@ -309,7 +309,10 @@ fn render_confirm(area: Rect, buf: &mut Buffer, name: &str, theme: Theme) {
             Span::styled(name.to_owned(), theme.title_style(false)),
             Span::raw("?"),
         ]),
-        Line::styled("Received chunks are kept; r retries it later.", theme.dim()),
+        Line::styled(
+            "The agent drops what it holds; r starts it again.",
+            theme.dim(),
+        ),
         Line::raw(""),
         Line::from(vec![
             Span::styled("y", theme.bad()),

@@ -21,6 +21,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+pub mod pty;
+
 use rand::{RngCore, SeedableRng};
 use serde_json::Value;
 use sha2::Digest;

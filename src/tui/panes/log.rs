@@ -64,10 +64,6 @@ impl LogLine {
         }
     }
 
-    pub fn to_line(&self, theme: Theme) -> Line<'static> {
-        self.to_line_within(theme, usize::MAX)
-    }
-
     /// The line in at most `width` characters: a long one loses its middle,
     /// never its end (where what to do is said).
     pub fn to_line_within(&self, theme: Theme, width: usize) -> Line<'static> {

@@ -178,7 +178,13 @@ impl QueuePane {
 
     /// A queue action on the selected transfer: the engine command, or why
     /// there is none. Cancel is not here: it asks for confirmation first.
-    pub fn command(&self, action: Action, snapshot: &EngineSnapshot) -> Result<Effect, String> {
+    /// The effect of a queue key on the selected transfer and what to say
+    /// about it, or why it does not apply.
+    pub fn command(
+        &self,
+        action: Action,
+        snapshot: &EngineSnapshot,
+    ) -> Result<(Effect, String), String> {
         let transfer = self
             .selected(snapshot)
             .ok_or_else(|| "no transfer selected in Queue".to_owned())?;
@@ -212,7 +218,18 @@ impl QueuePane {
             }
             _ => return Err("not a queue action".to_owned()),
         };
-        Ok(Effect::Act(id, act))
+        let said = match act {
+            TransferAction::Pause => format!("pausing {name} (p resumes it)"),
+            TransferAction::Resume => format!("resuming {name}"),
+            TransferAction::Retry if transfer.status == TransferStatus::Cancelled => {
+                format!("starting {name} again (a cancelled transfer starts over)")
+            }
+            TransferAction::Retry => format!("retrying {name} from where it stopped"),
+            TransferAction::Reprioritize(d) if d < 0 => format!("moved {name} up the queue"),
+            TransferAction::Reprioritize(_) => format!("moved {name} down the queue"),
+            TransferAction::Cancel => format!("cancelling {name}"),
+        };
+        Ok((Effect::Act(id, act), said))
     }
 
     pub fn render(
@@ -533,11 +550,11 @@ mod tests {
         queue.refresh(&snap);
         let id = TransferId([1; 16]);
         assert_eq!(
-            queue.command(Action::PauseResume, &snap),
+            queue.command(Action::PauseResume, &snap).map(|(e, _)| e),
             Ok(Effect::Act(id, TransferAction::Pause))
         );
         assert_eq!(
-            queue.command(Action::PriorityUp, &snap),
+            queue.command(Action::PriorityUp, &snap).map(|(e, _)| e),
             Ok(Effect::Act(id, TransferAction::Reprioritize(-1)))
         );
         assert!(queue.command(Action::Retry, &snap).is_err());
@@ -546,7 +563,10 @@ mod tests {
         queue.refresh(&snap);
         queue.navigate(Action::ViewFailed, &snap);
         assert_eq!(
-            queue.command(Action::Retry, &snap),
+            queue.command(Action::Retry, &snap).map(|(e, s)| {
+                assert!(s.contains("from where it stopped"), "{s}");
+                e
+            }),
             Ok(Effect::Act(id, TransferAction::Retry))
         );
         assert!(queue.command(Action::PauseResume, &snap).is_err());

@@ -162,6 +162,11 @@ impl Core {
                     self.set_status(&id, TransferStatus::Paused, |s| !s.is_finished());
                 }
             }
+            ClientCommand::Act(id, TransferAction::Retry)
+                if self.is(&id, TransferStatus::Cancelled) =>
+            {
+                self.restart_cancelled(&id);
+            }
             ClientCommand::Act(id, TransferAction::Resume | TransferAction::Retry) => {
                 if self.set_status(&id, TransferStatus::Pending, |s| {
                     matches!(
@@ -197,7 +202,7 @@ impl Core {
                 });
             }
             ClientCommand::Act(id, TransferAction::Reprioritize(delta)) => {
-                self.update(&id, |r| r.priority += delta);
+                self.reorder(&id, delta);
             }
             ClientCommand::ResumeMatching { prefix, reply } => {
                 let _ = reply.send(self.resume_matching(prefix.as_deref()));
@@ -277,6 +282,58 @@ impl Core {
         Ok(candidates)
     }
 
+    fn is(&self, id: &TransferId, status: TransferStatus) -> bool {
+        lock(&self.records)
+            .get(id)
+            .is_some_and(|r| r.status == status)
+    }
+
+    /// Retry a cancelled transfer: its key was deleted as it was
+    /// cancelled (and the agent dropped what it held), so it starts over
+    /// as a new transfer of the same file, in the old one's place.
+    fn restart_cancelled(&mut self, id: &TransferId) {
+        let Some(old) = lock(&self.records).get(id).cloned() else {
+            return;
+        };
+        let restarted = match old.direction {
+            Direction::Upload => self.new_upload(
+                &old.local_path,
+                &old.remote_path,
+                &UploadOptions {
+                    no_compress: old.no_compress,
+                    overwrite: old.overwrite,
+                },
+            ),
+            Direction::Download => self.new_download(&old.remote_path, &old.local_path),
+        };
+        match restarted {
+            Ok(new) => {
+                self.update(&new, |r| r.priority = old.priority);
+                let _ =
+                    crate::ledger::Ledger::over(self.node.store.clone()).forget(&id.to_string());
+                self.drop_record(id);
+            }
+            Err(e) => self.node.log(
+                LogLevel::Warn,
+                format!("cannot start {} again: {e}", old.remote_path),
+            ),
+        }
+    }
+
+    /// Move a transfer `delta` places in the queue (negative: sooner), by
+    /// renumbering the unfinished ones in their order: one step always
+    /// passes exactly one neighbour, whatever priorities were tied.
+    fn reorder(&self, id: &TransferId, delta: i64) {
+        let order: Vec<(i64, u64, TransferId)> = lock(&self.records)
+            .values()
+            .filter(|r| !r.status.is_finished())
+            .map(|r| (r.priority, r.created_unix, r.id))
+            .collect();
+        for (other, priority) in reordered(order, id, delta) {
+            self.update(&other, |r| r.priority = priority);
+        }
+    }
+
     /// A cancelled download's hidden partial file goes with it.
     pub(super) fn remove_partial_download(&self, id: &TransferId) {
         let partial = lock(&self.records)
@@ -312,5 +369,66 @@ impl Core {
     ) -> bool {
         let ok = lock(&self.records).get(id).is_some_and(|r| when(r.status));
         ok && self.update(id, |r| r.status = to)
+    }
+}
+
+/// The new priorities after moving `id` by `delta` places in `order`
+/// (`(priority, created, id)` of the unfinished transfers): only the
+/// transfers whose priority changes.
+fn reordered(
+    mut order: Vec<(i64, u64, TransferId)>,
+    id: &TransferId,
+    delta: i64,
+) -> Vec<(TransferId, i64)> {
+    order.sort();
+    let Some(from) = order.iter().position(|(_, _, i)| i == id) else {
+        return vec![];
+    };
+    let last = order.len() as i64 - 1;
+    let to = (from as i64 + delta).clamp(0, last.max(0)) as usize;
+    let moved = order.remove(from);
+    order.insert(to, moved);
+    let base = order.iter().map(|(p, _, _)| *p).min().unwrap_or(0);
+    order
+        .iter()
+        .enumerate()
+        .filter_map(|(place, (priority, _, other))| {
+            let wanted = base + place as i64;
+            (*priority != wanted).then_some((*other, wanted))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn apply(order: &mut [(i64, u64, TransferId)], changes: Vec<(TransferId, i64)>) {
+        for (id, p) in changes {
+            if let Some(e) = order.iter_mut().find(|e| e.2 == id) {
+                e.0 = p;
+            }
+        }
+        order.sort();
+    }
+
+    #[test]
+    fn one_step_passes_exactly_one_neighbour_even_with_tied_priorities() {
+        let id = |n| TransferId([n; 16]);
+        // Three transfers, two tied at priority 5 (created 1 and 2).
+        let mut order = vec![(5, 1, id(1)), (5, 2, id(2)), (9, 0, id(3))];
+        let ids = |o: &[(i64, u64, TransferId)]| o.iter().map(|e| e.2 .0[0]).collect::<Vec<_>>();
+        let changes = reordered(order.clone(), &id(2), -1);
+        apply(&mut order, changes);
+        assert_eq!(ids(&order), [2, 1, 3]);
+        let changes = reordered(order.clone(), &id(2), 1);
+        apply(&mut order, changes);
+        assert_eq!(ids(&order), [1, 2, 3]);
+        let changes = reordered(order.clone(), &id(3), -5);
+        apply(&mut order, changes);
+        assert_eq!(ids(&order), [3, 1, 2], "clamped at the top");
+        // At the edge nothing moves, nothing is rewritten.
+        assert!(reordered(order.clone(), &id(3), -1).is_empty());
+        assert!(reordered(order, &id(9), 1).is_empty(), "unknown id");
     }
 }
