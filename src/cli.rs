@@ -8,7 +8,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use pigeon_core::bwlimit::BwLimit;
 use pigeon_core::engine::client::{self, ClientConfig};
-use pigeon_core::engine::{agent, ClientHandle, TransferAction, UploadOptions};
+use pigeon_core::engine::{agent, ClientHandle, DownloadOptions, TransferAction, UploadOptions};
 use pigeon_core::home::{Home, PeerName, TrustedPeer};
 use pigeon_core::ledger::{self, CleanChoice, Ledger};
 use pigeon_core::policy::{escape_control, Permissions};
@@ -85,13 +85,19 @@ pub enum Command {
         #[command(flatten)]
         conn: Conn,
     },
-    /// Download a file from the agent.
+    /// Download a file from the agent, or a folder with everything in it.
     Download {
-        /// The file on the agent, as `pigeon ls` shows it.
+        /// The file on the agent, as `pigeon ls` shows it; a folder ends
+        /// with `/` (`runs/42/`).
         remote: String,
-        /// Local file or folder (default: the remote file's name, here).
+        /// Local file or folder (default: the remote file's or folder's
+        /// name, here).
         #[arg(short = 'o', long = "output")]
         output: Option<PathBuf>,
+        /// Replace local files that already exist (each once its download
+        /// is verified).
+        #[arg(long)]
+        overwrite: bool,
         #[command(flatten)]
         conn: Conn,
     },
@@ -615,8 +621,8 @@ pub async fn upload(
             Ok(id) => ids.push(id),
             Err(e) => {
                 eprintln!(
-                    "pigeon: cannot upload {}: {e}",
-                    escape_control(&file.display().to_string())
+                    "pigeon: {}",
+                    cannot("upload", &file.display().to_string(), &e)
                 );
                 ok = false;
             }
@@ -630,22 +636,112 @@ pub async fn download(
     home: Home,
     remote: String,
     output: Option<PathBuf>,
+    overwrite: bool,
     conn: Conn,
 ) -> Result<bool> {
     let client = owner::client(&home, &conn, "pigeon download", true).await?;
     let events = client.handle.events();
+    let options = DownloadOptions { overwrite };
+    if remote.is_empty() || remote.ends_with('/') {
+        return download_folder(&home, &conn, client, events, &remote, output, options).await;
+    }
     let id = match client
         .handle
-        .download(remote.clone(), output.unwrap_or_default())
+        .download_with(remote.clone(), output.unwrap_or_default(), options)
         .await
     {
         Ok(id) => id,
         Err(e) => {
             client.close().await;
-            return Err(anyhow!(e).context(format!("cannot download {}", escape_control(&remote))));
+            return Err(anyhow!(cannot("download", &remote, &e)));
         }
     };
     follow(&home, &conn, client, events, vec![id], "pigeon download").await
+}
+
+/// Everything under the remote folder `remote` into `output` (default:
+/// the folder's name, here), as one download per file.
+async fn download_folder(
+    home: &Home,
+    conn: &Conn,
+    client: owner::Client,
+    events: tokio::sync::broadcast::Receiver<Event>,
+    remote: &str,
+    output: Option<PathBuf>,
+    options: DownloadOptions,
+) -> Result<bool> {
+    let dir = remote.trim_matches('/');
+    let root = output.unwrap_or_else(|| match dir.rsplit('/').next() {
+        Some(name) if !name.is_empty() => PathBuf::from(name),
+        _ => PathBuf::from("."),
+    });
+    let tree = match crate::remote_tree::walk(&client.handle, dir, &root).await {
+        Ok(tree) => tree,
+        Err(e) => {
+            client.close().await;
+            return Err(anyhow!(cannot("download", remote, &e)));
+        }
+    };
+    if tree.capped {
+        client.close().await;
+        bail!(
+            "{} holds more than {} files; download its folders one by one",
+            escape_control(remote),
+            crate::remote_tree::MAX_FILES
+        );
+    }
+    if tree.refused > 0 {
+        eprintln!(
+            "pigeon: left out {} entries the agent listed outside {} or under names that cannot be files here",
+            tree.refused,
+            escape_control(remote)
+        );
+    }
+    if tree.files.is_empty() {
+        client.close().await;
+        eprintln!(
+            "nothing to download: {} holds no files",
+            escape_control(remote)
+        );
+        return Ok(tree.refused == 0);
+    }
+    let mut ids = vec![];
+    let mut ok = true;
+    for (entry, local) in tree.files {
+        let queued = match local.parent().map(std::fs::create_dir_all) {
+            Some(Err(e)) => Err(anyhow!(
+                "cannot download {}: cannot create {}: {e}",
+                escape_control(&entry.path),
+                local.display()
+            )),
+            _ => client
+                .handle
+                .download_with(entry.path.clone(), local, options.clone())
+                .await
+                .map_err(|e| anyhow!(cannot("download", &entry.path, &e))),
+        };
+        match queued {
+            Ok(id) => ids.push(id),
+            Err(e) => {
+                eprintln!("pigeon: {e}");
+                ok = false;
+            }
+        }
+    }
+    let done = follow(home, conn, client, events, ids, "pigeon download").await?;
+    Ok(ok && done)
+}
+
+/// "cannot upload x: why", without saying "cannot upload x" twice when the
+/// engine's own message already does.
+fn cannot(verb: &str, what: &str, e: &dyn std::fmt::Display) -> String {
+    let why = e.to_string();
+    let what = escape_control(what);
+    if why.starts_with(&format!("cannot {verb}")) || why.contains(what.as_ref()) {
+        why
+    } else {
+        format!("cannot {verb} {what}: {why}")
+    }
 }
 
 pub async fn resume(home: Home, id: Option<String>, all: bool, conn: Conn) -> Result<bool> {

@@ -11,6 +11,7 @@
 mod cli;
 mod local_tree;
 mod owner;
+mod remote_tree;
 mod tui;
 
 use std::path::PathBuf;
@@ -95,8 +96,9 @@ async fn run(args: Cli) -> Result<bool> {
         Some(Command::Download {
             remote,
             output,
+            overwrite,
             conn,
-        }) => cli::download(home, remote, output, conn).await,
+        }) => cli::download(home, remote, output, overwrite, conn).await,
         Some(Command::Ls { dir, conn }) => cli::ls(home, dir, conn).await.map(|()| true),
         Some(Command::Status { json }) => cli::status(&home, json, false).await.map(|()| true),
         Some(Command::History { json }) => cli::status(&home, json, true).await.map(|()| true),

@@ -147,3 +147,35 @@ fn idle_cpu_over_ten_seconds() {
     println!("idle for 10 s: {ticks} clock ticks of CPU (1 tick = 10 ms), {bytes} bytes written");
     assert_eq!(bytes, 0);
 }
+
+#[test]
+fn d_on_a_remote_folder_downloads_everything_in_it() {
+    let home = tempfile::tempdir().expect("home");
+    let work = tempfile::tempdir().expect("work dir");
+    let storage = home.path().join("storage");
+    std::fs::create_dir_all(storage.join("proj/sub")).expect("remote folders");
+    std::fs::write(storage.join("proj/a.txt"), b"alpha\n").expect("a");
+    std::fs::write(storage.join("proj/sub/b.txt"), b"beta\n").expect("b");
+
+    let mut pigeon = Session::start(home.path(), work.path());
+    pigeon.wait_for("local agent (embedded)", Duration::from_secs(30));
+    pigeon.wait_for("proj/", Duration::from_secs(10));
+    // To Remote, where the only entry is under the cursor.
+    pigeon.press("\t");
+    pigeon.press("d");
+    pigeon.wait_for("downloading 1 folder(s)", Duration::from_secs(10));
+    for (rel, data) in [
+        ("proj/a.txt", &b"alpha\n"[..]),
+        ("proj/sub/b.txt", b"beta\n"),
+    ] {
+        let local = work.path().join(rel);
+        assert!(
+            wait_for_file(&local, data, Duration::from_secs(30)),
+            "{} did not arrive:\n{}",
+            local.display(),
+            pigeon.contents()
+        );
+    }
+    pigeon.press("q");
+    assert!(pigeon.wait_exit(Duration::from_secs(30)).success());
+}

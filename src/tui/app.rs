@@ -430,29 +430,29 @@ impl App {
 
     fn download(&mut self) -> Option<Effect> {
         let (items, folders) = self.remote.download_targets();
-        if folders > 0 {
+        if items.is_empty() && folders.is_empty() {
             self.notify(
                 Level::Warn,
-                "folders are not downloaded whole: open the folder and select its files",
+                "nothing to download: pick a file or folder in Remote",
             );
-        }
-        if items.is_empty() {
-            if folders == 0 {
-                self.notify(Level::Warn, "nothing to download: pick a file in Remote");
-            }
             return None;
         }
         let local_dir = self.files.cwd().to_path_buf();
+        let what = match (items.len(), folders.len()) {
+            (n, 0) => format!("{n} file(s)"),
+            (0, f) => format!("{f} folder(s) with everything in them"),
+            (n, f) => format!("{n} file(s) and {f} folder(s)"),
+        };
         self.notify(
             Level::Info,
-            format!(
-                "downloading {} file(s) into {}",
-                items.len(),
-                local_dir.display()
-            ),
+            format!("downloading {what} into {}", local_dir.display()),
         );
         self.remote.browser_mut().clear_selection();
-        Some(Effect::Download { items, local_dir })
+        Some(Effect::Download {
+            items,
+            folders,
+            local_dir,
+        })
     }
 
     fn confirm_cancel(&mut self) {
@@ -568,10 +568,16 @@ mod tests {
         let mut app = fixtures::app(vec![remote_entry("report.pdf", 10)]);
         press(&mut app, KeyCode::Tab);
         let effects = chars(&mut app, "d");
-        let [Effect::Download { items, local_dir }] = effects.as_slice() else {
+        let [Effect::Download {
+            items,
+            folders,
+            local_dir,
+        }] = effects.as_slice()
+        else {
             panic!("expected one download, got {effects:?}");
         };
         assert_eq!(items[0].path, "report.pdf");
+        assert!(folders.is_empty());
         assert_eq!(local_dir, &PathBuf::from(fixtures::START_DIR));
     }
 

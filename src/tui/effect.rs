@@ -27,9 +27,11 @@ pub enum Effect {
         sources: Vec<PathBuf>,
         remote_dir: String,
     },
-    /// Queue downloads of remote files into a local folder.
+    /// Queue downloads of remote files, and of every file in remote
+    /// folders, into a local folder.
     Download {
         items: Vec<RemoteItem>,
+        folders: Vec<RemoteItem>,
         local_dir: PathBuf,
     },
     /// Pause, resume, cancel, retry or move a queued transfer.
@@ -85,17 +87,19 @@ pub fn spawn(effect: Effect, handle: &ClientHandle, tx: &mpsc::UnboundedSender<M
             let handle = handle.clone();
             tokio::spawn(async move { upload(handle, sources, remote_dir, tx).await });
         }
-        Effect::Download { items, local_dir } => {
+        Effect::Download {
+            items,
+            folders,
+            local_dir,
+        } => {
             let handle = handle.clone();
             tokio::spawn(async move {
                 for item in items {
                     let local = local_dir.join(&item.name);
-                    let result = handle
-                        .download(item.path.clone(), local)
-                        .await
-                        .map_err(|e| e.to_string());
-                    let what = format!("download of {}", item.path);
-                    let _ = tx.send(Msg::Queued { what, result });
+                    queue_download(&handle, &item.path, local, &tx).await;
+                }
+                for folder in folders {
+                    download_folder(&handle, &folder, &local_dir, &tx).await;
                 }
             });
         }
@@ -118,6 +122,67 @@ pub fn spawn(effect: Effect, handle: &ClientHandle, tx: &mpsc::UnboundedSender<M
             });
         }
         Effect::Bell => {}
+    }
+}
+
+async fn queue_download(
+    handle: &ClientHandle,
+    remote: &str,
+    local: PathBuf,
+    tx: &mpsc::UnboundedSender<Msg>,
+) {
+    let result = handle
+        .download(remote.to_string(), local)
+        .await
+        .map_err(|e| e.to_string());
+    let what = format!("download of {remote}");
+    let _ = tx.send(Msg::Queued { what, result });
+}
+
+/// Walk a remote folder (a listing per folder) and queue a download of
+/// each file into `local_dir/<folder name>/…`.
+async fn download_folder(
+    handle: &ClientHandle,
+    folder: &RemoteItem,
+    local_dir: &std::path::Path,
+    tx: &mpsc::UnboundedSender<Msg>,
+) {
+    let root = local_dir.join(&folder.name);
+    let tree = match crate::remote_tree::walk(handle, &folder.path, &root).await {
+        Ok(tree) => tree,
+        Err(e) => {
+            let _ = tx.send(Msg::Failed {
+                context: format!("download of {}/", folder.path),
+                error: e.to_string(),
+            });
+            return;
+        }
+    };
+    if tree.capped {
+        let _ = tx.send(Msg::Note(format!(
+            "{}/ holds more than {} files: only the first ones are queued",
+            folder.path,
+            crate::remote_tree::MAX_FILES
+        )));
+    }
+    if tree.refused > 0 {
+        let _ = tx.send(Msg::Note(format!(
+            "left out {} entries of {}/ listed outside it or under names that cannot be files here",
+            tree.refused, folder.path
+        )));
+    }
+    if tree.files.is_empty() {
+        let _ = tx.send(Msg::Note(format!("{}/ holds no files", folder.path)));
+    }
+    for (entry, local) in tree.files {
+        if let Some(Err(e)) = local.parent().map(std::fs::create_dir_all) {
+            let _ = tx.send(Msg::Queued {
+                what: format!("download of {}", entry.path),
+                result: Err(format!("cannot create {}: {e}", local.display())),
+            });
+            continue;
+        }
+        queue_download(handle, &entry.path, local, tx).await;
     }
 }
 

@@ -178,10 +178,14 @@ impl RemotePane {
 
     /// Files to download: the marks, or the entry under the cursor. Folders
     /// are left out and counted.
-    pub fn download_targets(&self) -> (Vec<RemoteItem>, usize) {
+    /// The files and the folders selected (or under the cursor).
+    pub fn download_targets(&self) -> (Vec<RemoteItem>, Vec<RemoteItem>) {
         let (dirs, files): (Vec<&RemoteItem>, Vec<&RemoteItem>) =
             self.browser.targets().into_iter().partition(|e| e.is_dir);
-        (files.into_iter().cloned().collect(), dirs.len())
+        (
+            files.into_iter().cloned().collect(),
+            dirs.into_iter().cloned().collect(),
+        )
     }
 
     pub fn render(&mut self, area: Rect, buf: &mut Buffer, theme: Theme, focused: bool) {
@@ -314,7 +318,7 @@ mod tests {
     }
 
     #[test]
-    fn download_targets_leave_folders_out() {
+    fn download_targets_split_files_and_folders() {
         let (mut pane, _) = RemotePane::new();
         pane.on_listing(
             String::new(),
@@ -322,12 +326,15 @@ mod tests {
         );
         pane.handle(Action::Select);
         pane.handle(Action::Select);
-        let (files, skipped) = pane.download_targets();
+        let (files, folders) = pane.download_targets();
         assert_eq!(
             files.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(),
             ["z"]
         );
-        assert_eq!(skipped, 1);
+        assert_eq!(
+            folders.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(),
+            ["docs"]
+        );
     }
 
     #[test]

@@ -25,6 +25,14 @@ pub struct UploadOptions {
     pub overwrite: bool,
 }
 
+/// Options of one download.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct DownloadOptions {
+    /// Replace a local file that already exists (once the download is
+    /// verified; until then the old file stays as it was).
+    pub overwrite: bool,
+}
+
 /// What can be done to one queued transfer: the one vocabulary of the
 /// command line, the TUI's keys and the engine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -50,6 +58,7 @@ pub enum ClientCommand {
     Download {
         remote: String,
         local: PathBuf,
+        options: DownloadOptions,
         reply: oneshot::Sender<Result<TransferId>>,
     },
     List {
@@ -131,9 +140,21 @@ impl ClientHandle {
 
     /// Queue a download of `remote` into the local file `local`.
     pub async fn download(&self, remote: String, local: PathBuf) -> Result<TransferId> {
+        self.download_with(remote, local, DownloadOptions::default())
+            .await
+    }
+
+    /// Queue a download with `options`.
+    pub async fn download_with(
+        &self,
+        remote: String,
+        local: PathBuf,
+        options: DownloadOptions,
+    ) -> Result<TransferId> {
         self.ask(|reply| ClientCommand::Download {
             remote,
             local,
+            options,
             reply,
         })
         .await?

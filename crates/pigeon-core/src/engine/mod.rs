@@ -44,7 +44,9 @@ use crate::store::Store;
 use crate::transport::{self, Address, Side, TransportUri};
 use crate::view::{Event, LogLevel, TransferId, TransportHealth};
 
-pub use handle::{ClientCommand, ClientHandle, RemoteEntry, TransferAction, UploadOptions};
+pub use handle::{
+    ClientCommand, ClientHandle, DownloadOptions, RemoteEntry, TransferAction, UploadOptions,
+};
 pub(crate) use progress::{Event as ProgressEvent, Fault, Progress, ProgressSink};
 pub(crate) use rto::Rto;
 

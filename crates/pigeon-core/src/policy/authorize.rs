@@ -72,9 +72,18 @@ pub fn authorize(
         Request::List { dir } => (perms.list, dir),
     };
     if !allowed {
+        let mut granted = *perms;
+        match request {
+            Request::Upload { .. } => granted.upload = true,
+            Request::Download { .. } => granted.download = true,
+            Request::List { .. } => granted.list = true,
+        }
         return Err(Refusal::new(
             RefuseCode::Permission,
-            format!("peer {peer} may not {}", request.action()),
+            format!(
+                "peer {peer} may not {}; to allow it, on the agent run `pigeon keys trust <KEY> --name {peer} --allow {granted}` (the key as `pigeon keys list` shows it; a running agent re-reads the list)",
+                request.action()
+            ),
         ));
     }
     let bad_path = |e: crate::error::CoreError| Refusal::new(RefuseCode::BadPath, e.to_string());
@@ -122,7 +131,16 @@ mod tests {
         ] {
             let refused = authorize("laptop", &none, &root, request).unwrap_err();
             assert_eq!(refused.code, RefuseCode::Permission);
-            assert_eq!(refused.reason, format!("peer laptop may not {word}"));
+            assert!(
+                refused
+                    .reason
+                    .starts_with(&format!("peer laptop may not {word}; to allow it"))
+                    && refused
+                        .reason
+                        .contains(&format!("--name laptop --allow {word}`")),
+                "{}",
+                refused.reason
+            );
             assert!(authorize("laptop", &ALL, &root, request).is_ok());
         }
     }

@@ -233,11 +233,13 @@ fn split(command: ClientCommand) -> Option<(Ask, Reply)> {
         ClientCommand::Download {
             remote,
             local,
+            options,
             reply,
         } => (
             Ask::Download {
                 remote,
                 local: ours(local),
+                options,
             },
             Reply::Id(reply),
         ),

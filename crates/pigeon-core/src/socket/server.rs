@@ -259,10 +259,17 @@ async fn answer(
             started.push(id);
             Answer::Id(id)
         }),
-        Ask::Download { remote, local } => handle.download(remote, local).await.map(|id| {
-            started.push(id);
-            Answer::Id(id)
-        }),
+        Ask::Download {
+            remote,
+            local,
+            options,
+        } => handle
+            .download_with(remote, local, options)
+            .await
+            .map(|id| {
+                started.push(id);
+                Answer::Id(id)
+            }),
         Ask::ResumeMatching { prefix } => {
             let all = prefix.is_none();
             handle.resume_matching(prefix, all).await.map(|ids| {

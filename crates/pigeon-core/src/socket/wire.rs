@@ -9,7 +9,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::{OwnerInfo, FRAME_LIMIT};
 use crate::codec;
-use crate::engine::{RemoteEntry, TransferAction, UploadOptions};
+use crate::engine::{DownloadOptions, RemoteEntry, TransferAction, UploadOptions};
 use crate::error::{CoreError, Result};
 use crate::ledger::CleanChoice;
 use crate::view::{EngineSnapshot, Event, TransferId, TransferReport};
@@ -43,6 +43,7 @@ pub(super) enum Ask {
     Download {
         remote: String,
         local: PathBuf,
+        options: DownloadOptions,
     },
     List {
         dir: String,

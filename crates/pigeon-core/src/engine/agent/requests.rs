@@ -73,7 +73,10 @@ impl AgentHooks {
         };
         let existing = self.root.kind(&remote);
         if existing == Some(EntryKind::Folder) {
-            return refuse(RefuseCode::Exists, format!("{remote} is a folder"));
+            return refuse(
+                RefuseCode::Exists,
+                format!("{remote} is a folder on the agent; to upload into it, end the name with a slash (--to {remote}/)"),
+            );
         }
         if existing.is_some() && !overwrite {
             // The same size: perhaps the same file, sent again after an
@@ -211,6 +214,12 @@ impl AgentHooks {
         });
         let (source, meta) = match opened {
             Ok((f, m)) if m.is_file() => (f, m),
+            Ok((_, m)) if m.is_dir() => {
+                return refuse(
+                    RefuseCode::BadPath,
+                    format!("{remote} is a folder; to download everything in it, end the name with a slash ({remote}/)"),
+                )
+            }
             Ok(_) => return refuse(RefuseCode::NotFound, format!("{remote} is not a file")),
             Err(_) => return refuse(RefuseCode::NotFound, format!("{remote} does not exist")),
         };

@@ -19,7 +19,9 @@ use tokio::time::Instant;
 use tokio::sync::{mpsc, watch, Notify};
 
 use super::early::EARLY_WAIT;
-use super::handle::{ClientCommand, ClientHandle, RemoteEntry, TransferAction, UploadOptions};
+use super::handle::{
+    ClientCommand, ClientHandle, DownloadOptions, RemoteEntry, TransferAction, UploadOptions,
+};
 use super::receiver::{Receiver, ReceiverConfig};
 use super::router::{route, Hooks};
 use super::{

@@ -140,9 +140,10 @@ impl Core {
             ClientCommand::Download {
                 remote,
                 local,
+                options,
                 reply,
             } => {
-                let _ = reply.send(self.new_download(&remote, &local));
+                let _ = reply.send(self.new_download(&remote, &local, &options));
             }
             ClientCommand::List { dir, reply } => {
                 let node = self.node.clone();
@@ -304,7 +305,11 @@ impl Core {
                     overwrite: old.overwrite,
                 },
             ),
-            Direction::Download => self.new_download(&old.remote_path, &old.local_path),
+            Direction::Download => self.new_download(
+                &old.remote_path,
+                &old.local_path,
+                &DownloadOptions::default(),
+            ),
         };
         match restarted {
             Ok(new) => {

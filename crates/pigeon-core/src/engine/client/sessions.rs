@@ -126,12 +126,16 @@ impl ClientHooks {
             "it does not trust this key (id {}): on the agent run `pigeon keys trust {me} --name <NAME>`",
             me.id()
         );
-        node.log(LogLevel::Error, format!("the agent refused: {reason}"));
         let tasks: Vec<_> = lock(&node.tasks)
             .iter()
             .filter(|(_, (owner, _))| *owner == peer.name)
             .map(|(id, (_, tx))| (*id, tx.clone()))
             .collect();
+        // Whatever waits on the agent fails saying it; said here only when
+        // nothing does, so it is said once.
+        if tasks.is_empty() && lock(&self.lists).is_empty() {
+            node.log(LogLevel::Error, format!("the agent refused: {reason}"));
+        }
         for (transfer, tx) in tasks {
             let _ = tx.try_send(TaskInput::Control(Control::Refuse {
                 transfer,

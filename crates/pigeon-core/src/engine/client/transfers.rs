@@ -99,7 +99,12 @@ impl Core {
         self.add(rec)
     }
 
-    pub(super) fn new_download(&mut self, remote: &str, local: &Path) -> Result<TransferId> {
+    pub(super) fn new_download(
+        &mut self,
+        remote: &str,
+        local: &Path,
+        options: &DownloadOptions,
+    ) -> Result<TransferId> {
         let remote_path = RemotePath::parse_file(remote)?;
         let name = remote_path.file_name().unwrap_or("download").to_string();
         let local = if local.as_os_str().is_empty() {
@@ -138,9 +143,15 @@ impl Core {
             }
             return Ok(old.id);
         }
-        if local.exists() {
+        if local.is_dir() {
             return Err(CoreError::Transfer(format!(
-                "{} already exists; remove it or choose another name with -o",
+                "cannot download into {}: a folder of that name is in the way",
+                local.display()
+            )));
+        }
+        if local.exists() && !options.overwrite {
+            return Err(CoreError::Transfer(format!(
+                "{} already exists; pass --overwrite to replace it, or choose another name with -o",
                 local.display()
             )));
         }

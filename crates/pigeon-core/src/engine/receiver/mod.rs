@@ -432,11 +432,8 @@ impl Receiver {
     /// already acknowledged, and tell the sender why.
     fn cannot_write(&mut self, e: CoreError) -> Outcome {
         let reason = format!("{e}; free space and run the same command again to resume");
-        self.node.log(
-            LogLevel::Error,
-            format!("{}: {reason}", self.rec.remote_path),
-        );
         if self.cfg.initiator {
+            // The transfer's failure says it, once.
             self.node.send_control(
                 &self.peer,
                 &Control::Cancel {
@@ -445,6 +442,10 @@ impl Receiver {
             );
             Outcome::Failed(reason)
         } else {
+            self.node.log(
+                LogLevel::Error,
+                format!("{}: {reason}", self.rec.remote_path),
+            );
             self.node.send_control(
                 &self.peer,
                 &Control::Refuse {

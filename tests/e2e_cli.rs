@@ -1,0 +1,145 @@
+//! Issue 10, part 5: the command line as a new user meets it. Folders come
+//! down whole, `--overwrite` works both ways, and every refusal says what
+//! to do once, without repeating itself.
+
+mod e2e_common;
+
+use std::time::Duration;
+
+use e2e_common::*;
+
+/// Everything a command said: its `--json` reports and its stderr.
+fn said(run: &Run) -> String {
+    format!("{}{}", run.stdout, run.stderr)
+}
+
+#[test]
+fn downloading_a_folder_fetches_everything_in_it_and_nothing_beside_it() {
+    let mut w = World::new("");
+    w.start_agent();
+    let files = [
+        ("runs/42/model.bin", random_bytes(200_000, 1)),
+        ("runs/42/logs/a.txt", b"first log\n".to_vec()),
+        ("runs/42/logs/deep/b.txt", b"deeper\n".to_vec()),
+    ];
+    for (path, data) in &files {
+        w.put_remote(path, data);
+    }
+    w.put_remote("runs/other.txt", b"not asked for\n");
+    let out = w.work.join("out");
+
+    // Without the slash: a clear word on how to ask for a folder.
+    let refused = w.download("runs/42", &out, &[]);
+    refused.assert_failed();
+    assert!(
+        said(&refused).contains(
+            "is a folder; to download everything in it, end the name with a slash (runs/42/)"
+        ),
+        "{}",
+        refused.describe()
+    );
+
+    let run = w.download("runs/42/", &out, &[]);
+    run.assert_ok();
+    let reports = run.reports();
+    assert_eq!(reports.len(), 3, "{}", run.describe());
+    assert!(reports.iter().all(|r| r["status"] == "completed"));
+    for (path, data) in &files {
+        let local = out.join(path.strip_prefix("runs/42/").unwrap());
+        assert_eq!(&std::fs::read(&local).unwrap(), data, "{}", local.display());
+    }
+    assert!(!out.join("other.txt").exists());
+    // No hidden partial file is left anywhere under it.
+    let mut left = vec![];
+    walk_files(&out, &mut left);
+    assert_eq!(left.len(), 3, "{left:?}");
+}
+
+fn walk_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            walk_files(&p, out);
+        } else {
+            out.push(p);
+        }
+    }
+}
+
+#[test]
+fn download_overwrite_replaces_a_local_file_and_without_it_nothing_is_touched() {
+    let mut w = World::new("");
+    w.start_agent();
+    w.put_remote("notes.txt", b"the agent's notes\n");
+    let local = w.file("notes.txt", b"mine, older\n");
+
+    let refused = w.download("notes.txt", &local, &[]);
+    refused.assert_failed();
+    assert!(
+        said(&refused).contains("already exists; pass --overwrite to replace it"),
+        "{}",
+        refused.describe()
+    );
+    assert_eq!(std::fs::read(&local).unwrap(), b"mine, older\n");
+
+    let run = w.download("notes.txt", &local, &["--overwrite"]);
+    run.assert_ok();
+    assert_eq!(run.report()["status"], "completed");
+    assert_eq!(std::fs::read(&local).unwrap(), b"the agent's notes\n");
+}
+
+#[test]
+fn refusals_say_what_to_do_once() {
+    let mut w = World::with_permissions("", "list");
+    w.start_agent();
+    w.put_remote("docs/readme.txt", b"x");
+
+    // A missing local file: one "cannot upload", not two.
+    let missing = w.work.join("missing.bin");
+    let run = w.upload(&[&missing], &[]);
+    run.assert_failed();
+    assert_eq!(
+        said(&run).matches("cannot upload").count(),
+        1,
+        "{}",
+        run.describe()
+    );
+
+    // Not allowed to upload: how to allow it, on the agent.
+    let file = w.file("a.txt", b"a");
+    let run = w.upload(&[&file], &[]);
+    run.assert_failed();
+    assert!(
+        said(&run).contains("may not upload; to allow it, on the agent run `pigeon keys trust <KEY> --name laptop --allow upload,list`"),
+        "{}",
+        run.describe()
+    );
+    assert_eq!(
+        said(&run).matches("may not upload").count(),
+        1,
+        "{}",
+        run.describe()
+    );
+}
+
+#[test]
+fn uploading_onto_a_remote_folder_hints_at_the_trailing_slash() {
+    let mut w = World::new("");
+    w.start_agent();
+    w.put_remote("docs/readme.txt", b"x");
+    let file = w.file("a.txt", b"a");
+    let run = w.upload(&[&file], &["--to", "docs"]);
+    run.assert_failed();
+    assert!(
+        said(&run).contains("docs is a folder on the agent; to upload into it, end the name with a slash (--to docs/)"),
+        "{}",
+        run.describe()
+    );
+    let run = w.upload(&[&file], &["--to", "docs/"]);
+    run.assert_ok();
+    wait_until(
+        "the file lands in the folder",
+        Duration::from_secs(5),
+        || w.storage().join("docs/a.txt").exists(),
+    );
+}
