@@ -179,3 +179,41 @@ fn d_on_a_remote_folder_downloads_everything_in_it() {
     pigeon.press("q");
     assert!(pigeon.wait_exit(Duration::from_secs(30)).success());
 }
+
+#[test]
+fn uploading_over_a_different_remote_file_asks_first() {
+    let home = tempfile::tempdir().expect("home");
+    let work = tempfile::tempdir().expect("work dir");
+    let storage = home.path().join("storage");
+    std::fs::create_dir_all(&storage).expect("storage");
+    std::fs::write(storage.join("notes.txt"), b"the agent's notes\n").expect("theirs");
+    std::fs::write(work.path().join("notes.txt"), b"my newer notes\n").expect("mine");
+
+    let mut pigeon = Session::start(home.path(), work.path());
+    pigeon.wait_for("local agent (embedded)", Duration::from_secs(30));
+    pigeon.wait_for("notes.txt", Duration::from_secs(10));
+    pigeon.press("u");
+    pigeon.wait_for("already exists on the agent", Duration::from_secs(30));
+    // n keeps the agent's file.
+    pigeon.press("n");
+    pigeon.wait_gone("already exists on the agent", Duration::from_secs(5));
+    assert_eq!(
+        std::fs::read(storage.join("notes.txt")).expect("theirs"),
+        b"the agent's notes\n"
+    );
+    // Asked again, y replaces it.
+    pigeon.press("u");
+    pigeon.wait_for("already exists on the agent", Duration::from_secs(30));
+    pigeon.press("y");
+    assert!(
+        wait_for_file(
+            &storage.join("notes.txt"),
+            b"my newer notes\n",
+            Duration::from_secs(30)
+        ),
+        "the agent's file was not replaced:\n{}",
+        pigeon.contents()
+    );
+    pigeon.press("q");
+    assert!(pigeon.wait_exit(Duration::from_secs(30)).success());
+}

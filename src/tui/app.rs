@@ -20,6 +20,7 @@ use ratatui::layout::Rect;
 use ratatui::widgets::{Paragraph, Widget, Wrap};
 use ratatui::Frame;
 
+use pigeon_core::engine::REPLACE_HINT;
 use pigeon_core::view::{Direction, EngineSnapshot, Event, LogLevel, TransferId, TransferView};
 
 use super::effect::{Effect, Msg};
@@ -186,6 +187,22 @@ impl App {
                     }
                     // An upload changes the remote side: show it.
                     _ => effects.push(self.remote.reload()),
+                }
+                if self.config.bell {
+                    effects.push(Effect::Bell);
+                }
+            }
+            Event::Failed { id, name, error } if error.contains(REPLACE_HINT) => {
+                // Not a failure to retry but a question to ask.
+                self.notify(
+                    Level::Warn,
+                    format!("{name} exists on the agent: replace it?"),
+                );
+                let asked = self.popups.iter().any(
+                    |p| matches!(p, Popup::ConfirmOverwrite { id: other, .. } if *other == id),
+                );
+                if !asked {
+                    self.popups.push(Popup::ConfirmOverwrite { id, name });
                 }
                 if self.config.bell {
                     effects.push(Effect::Bell);

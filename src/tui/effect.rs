@@ -112,6 +112,7 @@ pub fn spawn(effect: Effect, handle: &ClientHandle, tx: &mpsc::UnboundedSender<M
                         TransferAction::Resume => "resume",
                         TransferAction::Cancel => "cancel",
                         TransferAction::Retry => "retry",
+                        TransferAction::Overwrite => "overwrite",
                         TransferAction::Reprioritize(_) => "reprioritize",
                     };
                     let _ = tx.send(Msg::Failed {

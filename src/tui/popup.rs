@@ -27,6 +27,8 @@ pub enum Popup {
     Help { scroll: usize },
     /// "Cancel this transfer?"
     ConfirmCancel { id: TransferId, name: String },
+    /// "The agent holds another file under this name: replace it?"
+    ConfirmOverwrite { id: TransferId, name: String },
     /// The event log, full screen, `back` lines from the newest.
     Log { back: usize },
     /// One transfer whole: paths, hashes, transports, faults and its
@@ -92,6 +94,14 @@ impl Popup {
                     _ => Outcome::Keep,
                 }
             }
+            Popup::ConfirmOverwrite { id, .. } => match key.code {
+                KeyCode::Char('y' | 'Y') => {
+                    Outcome::CloseAndRun(Effect::Act(*id, TransferAction::Overwrite))
+                }
+                KeyCode::Char('n' | 'N') | KeyCode::Esc => Outcome::Close,
+                _ if action == Some(Action::Quit) => Outcome::Close,
+                _ => Outcome::Keep,
+            },
             Popup::ConfirmCancel { id, .. } => match key.code {
                 KeyCode::Char('y' | 'Y') | KeyCode::Enter => {
                     Outcome::CloseAndRun(Effect::Act(*id, TransferAction::Cancel))
@@ -156,6 +166,7 @@ impl Popup {
             }
             .render(area, buf),
             Popup::ConfirmCancel { name, .. } => render_confirm(area, buf, name, cx.theme),
+            Popup::ConfirmOverwrite { name, .. } => render_overwrite(area, buf, name, cx.theme),
             Popup::Detail { id, scroll } => {
                 let transfer = cx.snapshot.transfers.iter().find(|t| t.id == *id);
                 render_detail(area, buf, transfer, cx.theme, *scroll);
@@ -301,6 +312,33 @@ fn frame(title: &'static str, theme: Theme) -> Block<'static> {
         .title(Line::styled(title, theme.title_style(true)))
 }
 
+fn render_overwrite(area: Rect, buf: &mut Buffer, name: &str, theme: Theme) {
+    let popup = help::centered(area, 56, 8);
+    let text = vec![
+        Line::from(vec![
+            Span::styled(escape_control(name).into_owned(), theme.title_style(false)),
+            Span::raw(" already exists on the agent, with other content."),
+        ]),
+        Line::styled(
+            "Replace it? Its file stays until this one is verified.",
+            theme.dim(),
+        ),
+        Line::raw(""),
+        Line::from(vec![
+            Span::styled("y", theme.bad()),
+            Span::raw(" replace it    "),
+            Span::styled("n", theme.good()),
+            Span::raw(" keep the agent's"),
+        ]),
+    ];
+    let block = frame(" File exists ", theme);
+    Clear.render(popup, buf);
+    Paragraph::new(text)
+        .wrap(Wrap { trim: true })
+        .block(block)
+        .render(popup, buf);
+}
+
 fn render_confirm(area: Rect, buf: &mut Buffer, name: &str, theme: Theme) {
     let popup = help::centered(area, 52, 7);
     let text = vec![
@@ -357,6 +395,29 @@ mod tests {
         assert_eq!(
             popup.handle_key(&key(KeyCode::Char('y')), None, &keymap, 0),
             Outcome::CloseAndRun(Effect::Act(id, TransferAction::Cancel))
+        );
+    }
+
+    #[test]
+    fn overwrite_runs_only_on_yes_and_enter_is_not_yes() {
+        let id = TransferId([8; 16]);
+        let keymap = Keymap::defaults();
+        let mut popup = Popup::ConfirmOverwrite {
+            id,
+            name: "a".into(),
+        };
+        // Replacing a file is never the default.
+        assert_eq!(
+            popup.handle_key(&key(KeyCode::Enter), None, &keymap, 0),
+            Outcome::Keep
+        );
+        assert_eq!(
+            popup.handle_key(&key(KeyCode::Char('n')), None, &keymap, 0),
+            Outcome::Close
+        );
+        assert_eq!(
+            popup.handle_key(&key(KeyCode::Char('y')), None, &keymap, 0),
+            Outcome::CloseAndRun(Effect::Act(id, TransferAction::Overwrite))
         );
     }
 

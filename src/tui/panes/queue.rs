@@ -228,6 +228,7 @@ impl QueuePane {
             TransferAction::Reprioritize(d) if d < 0 => format!("moved {name} up the queue"),
             TransferAction::Reprioritize(_) => format!("moved {name} down the queue"),
             TransferAction::Cancel => format!("cancelling {name}"),
+            TransferAction::Overwrite => format!("replacing the agent's {name}"),
         };
         Ok((Effect::Act(id, act), said))
     }

@@ -33,6 +33,10 @@ pub struct DownloadOptions {
     pub overwrite: bool,
 }
 
+/// The words an upload's failure ends with when the agent holds another
+/// file under its name; a front end that can ask instead looks for them.
+pub const REPLACE_HINT: &str = "upload with --overwrite to replace it";
+
 /// What can be done to one queued transfer: the one vocabulary of the
 /// command line, the TUI's keys and the engine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -42,6 +46,9 @@ pub enum TransferAction {
     Cancel,
     /// Start a failed or cancelled transfer again (resuming what it has).
     Retry,
+    /// Start a failed upload again, replacing the agent's file of that
+    /// name (the answer to [`REPLACE_HINT`]).
+    Overwrite,
     /// Move in the queue: negative runs sooner.
     Reprioritize(i64),
 }

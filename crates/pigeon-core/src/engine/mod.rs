@@ -46,6 +46,7 @@ use crate::view::{Event, LogLevel, TransferId, TransportHealth};
 
 pub use handle::{
     ClientCommand, ClientHandle, DownloadOptions, RemoteEntry, TransferAction, UploadOptions,
+    REPLACE_HINT,
 };
 pub(crate) use progress::{Event as ProgressEvent, Fault, Progress, ProgressSink};
 pub(crate) use rto::Rto;

@@ -104,7 +104,8 @@ impl AgentHooks {
             return refuse(
                 RefuseCode::Exists,
                 format!(
-                    "{remote} already exists on the agent; upload with --overwrite to replace it"
+                    "{remote} already exists on the agent; {}",
+                    crate::engine::REPLACE_HINT
                 ),
             );
         }

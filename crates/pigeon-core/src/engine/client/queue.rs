@@ -168,6 +168,22 @@ impl Core {
             {
                 self.restart_cancelled(&id);
             }
+            ClientCommand::Act(id, TransferAction::Overwrite) => {
+                let upload = lock(&self.records)
+                    .get(&id)
+                    .is_some_and(|r| r.direction == Direction::Upload);
+                if upload
+                    && self.set_status(&id, TransferStatus::Pending, |s| {
+                        s == TransferStatus::Failed
+                    })
+                {
+                    self.update(&id, |r| {
+                        r.overwrite = true;
+                        r.error = None;
+                    });
+                    self.eligible.insert(id);
+                }
+            }
             ClientCommand::Act(id, TransferAction::Resume | TransferAction::Retry) => {
                 if self.set_status(&id, TransferStatus::Pending, |s| {
                     matches!(

@@ -199,10 +199,11 @@ impl Sender {
             Outcome::Completed(ours)
         } else {
             Outcome::Failed(format!(
-                "{} already exists on the agent with other content (sha256 {}, this file's {}); upload with --overwrite to replace it",
+                "{} already exists on the agent with other content (sha256 {}, this file's {}); {}",
                 crate::policy::escape_control(&self.rec.remote_path),
                 &hex::encode(theirs)[..16],
-                &hex::encode(ours)[..16]
+                &hex::encode(ours)[..16],
+                crate::engine::REPLACE_HINT
             ))
         }
     }
