@@ -280,8 +280,13 @@ impl App {
         let snapshot = Arc::clone(&self.snapshot);
         self.files
             .render(screen.files, buf, theme, focus == Focus::Files);
-        self.remote
-            .render(screen.remote, buf, theme, focus == Focus::Remote);
+        self.remote.render(
+            screen.remote,
+            buf,
+            snapshot.agent_silent,
+            theme,
+            focus == Focus::Remote,
+        );
         self.queue
             .render(screen.queue, buf, &snapshot, theme, focus == Focus::Queue);
         chunks::render(
@@ -295,6 +300,7 @@ impl App {
             screen.transports,
             buf,
             &snapshot.transports,
+            snapshot.agent_silent,
             theme,
             focus == Focus::Transports,
         );

@@ -98,6 +98,7 @@ pub fn snapshot(transfers: Vec<TransferView>) -> Arc<EngineSnapshot> {
         embedded_agent: true,
         transfers,
         transports: vec![transport("shipper")],
+        agent_silent: None,
         version: 1,
     })
 }
@@ -115,6 +116,16 @@ fn local(name: &str, is_dir: bool, size: u64) -> LocalEntry {
 /// An app whose Files pane lists a small project and whose Remote pane
 /// lists `remote`.
 pub fn app(remote: Vec<RemoteEntry>) -> App {
+    let mut app = app_unlisted();
+    app.on_msg(Msg::RemoteListed {
+        dir: String::new(),
+        result: Ok(remote),
+    });
+    app
+}
+
+/// The app with Files read and Remote still waiting for its first listing.
+pub fn app_unlisted() -> App {
     let config = AppConfig {
         start_dir: PathBuf::from(START_DIR),
         embedded_agent: true,
@@ -132,10 +143,6 @@ pub fn app(remote: Vec<RemoteEntry>) -> App {
             local("notes \x1b[31mred\x1b[0m.txt", false, 77),
             local("README.md", false, 5_120),
         ]),
-    });
-    app.on_msg(Msg::RemoteListed {
-        dir: String::new(),
-        result: Ok(remote),
     });
     app
 }

@@ -115,6 +115,32 @@ fn screen_transfer_detail() {
 }
 
 #[test]
+fn a_silent_agent_is_said_in_every_pane_that_waits_on_it() {
+    // The Remote pane still waits for its first listing.
+    let mut app = fixtures::app_unlisted();
+    let mut silent = (*snapshot(vec![transfer(
+        1,
+        "dataset.bin",
+        TransferStatus::InProgress,
+        1600,
+        800,
+    )]))
+    .clone();
+    silent.agent_silent = Some(std::time::Duration::from_secs(42));
+    app.on_snapshot(std::sync::Arc::new(silent));
+    let text = draw(&mut app, 120, 40).backend().to_string();
+    for said in [
+        "no answer from the agent for 42s",
+        "waiting for agent",
+        "SILENT",
+        "no answer 42s",
+    ] {
+        assert!(text.contains(said), "{said:?} missing:\n{text}");
+    }
+    assert!(!text.contains("● up"), "{text}");
+}
+
+#[test]
 fn screen_help_open() {
     let mut app = fixtures::app(vec![]);
     app.on_snapshot(snapshot(vec![]));

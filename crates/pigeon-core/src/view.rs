@@ -228,6 +228,10 @@ pub struct EngineSnapshot {
     pub embedded_agent: bool,
     pub transfers: Vec<TransferView>,
     pub transports: Vec<TransportHealth>,
+    /// How long the peer has not answered something waiting on it (a
+    /// transfer, a listing), once that is long enough to say (10 s, more
+    /// on the slowest channels); None while it answers.
+    pub agent_silent: Option<Duration>,
     /// Monotonic counter, bumped on every publish.
     pub version: u64,
 }

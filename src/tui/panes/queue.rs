@@ -272,7 +272,8 @@ impl QueuePane {
         for (line, row) in window.enumerate() {
             let transfer = &snapshot.transfers[self.rows[row]];
             let y = rows_area.y + line as u16;
-            columns.row(buf, rows_area.x, y, transfer, theme);
+            let silent = snapshot.agent_silent.is_some();
+            columns.row(buf, rows_area.x, y, transfer, theme, silent);
             if row == cursor {
                 buf.set_style(
                     Rect::new(rows_area.x, y, rows_area.width, 1),
@@ -371,7 +372,8 @@ impl Columns {
         }
     }
 
-    fn row(&self, buf: &mut Buffer, x: u16, y: u16, t: &TransferView, theme: Theme) {
+    /// One transfer's row; `silent`: the agent is not answering.
+    fn row(&self, buf: &mut Buffer, x: u16, y: u16, t: &TransferView, theme: Theme, silent: bool) {
         let mut cx = x;
         let arrow = match t.direction {
             Direction::Upload => "↑",
@@ -430,6 +432,21 @@ impl Columns {
                     false,
                     theme.bad(),
                 );
+            }
+            (_, TransferStatus::InProgress) if silent => {
+                // Not an ETA of 14 hours: nothing moves until it answers.
+                put(
+                    buf,
+                    cx,
+                    y,
+                    "waiting for agent",
+                    Self::RATE + 1 + Self::ETA,
+                    true,
+                    theme.warn(),
+                );
+                cx += Self::RATE + 1 + Self::ETA + 1;
+                let transport = escape_control(format::transport_label(&t.transport));
+                put(buf, cx, y, &transport, self.transport, false, theme.dim());
             }
             _ => {
                 let running = t.status == TransferStatus::InProgress;

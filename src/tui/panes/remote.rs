@@ -188,7 +188,14 @@ impl RemotePane {
         )
     }
 
-    pub fn render(&mut self, area: Rect, buf: &mut Buffer, theme: Theme, focused: bool) {
+    pub fn render(
+        &mut self,
+        area: Rect,
+        buf: &mut Buffer,
+        agent_silent: Option<std::time::Duration>,
+        theme: Theme,
+        focused: bool,
+    ) {
         let shown = format!("/{}", escape_control(&self.cwd));
         let width = area.width.saturating_sub(13) as usize;
         let mut block = pane_block(Focus::Remote, focused, theme).title(
@@ -214,10 +221,18 @@ impl RemotePane {
         }
         let inner = block.inner(area);
         block.render(area, buf);
-        let placeholder = match (&self.error, &self.loading) {
-            (Some(error), _) => error.as_str(),
-            (None, Some(_)) => "listing…",
-            (None, None) => "empty: press u in Files to upload",
+        let silent;
+        let placeholder = match (&self.error, &self.loading, agent_silent) {
+            (Some(error), _, _) => error.as_str(),
+            (None, Some(_), Some(for_)) => {
+                silent = format!(
+                    "no answer from the agent for {}; still asking (R asks again)",
+                    format::duration(for_)
+                );
+                silent.as_str()
+            }
+            (None, Some(_), None) => "listing…",
+            (None, None, _) => "empty: press u in Files to upload",
         };
         self.browser.render(inner, buf, theme, focused, placeholder);
         if let Some(error) = self.error.as_deref().filter(|_| !self.browser.is_empty()) {

@@ -37,6 +37,7 @@ impl TransportsPane {
         area: Rect,
         buf: &mut Buffer,
         transports: &[TransportHealth],
+        agent_silent: Option<std::time::Duration>,
         theme: Theme,
         focused: bool,
     ) {
@@ -79,6 +80,7 @@ impl TransportsPane {
             }
             let height = transport_health::HEIGHT.min(inner.bottom() - y);
             TransportHealthWidget::new(health, theme)
+                .agent_silent(agent_silent)
                 .render(Rect::new(inner.x, y, inner.width, height), buf);
             y += transport_health::HEIGHT + 1;
         }

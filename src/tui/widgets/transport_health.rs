@@ -20,6 +20,8 @@ use ratatui::style::Style;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Sparkline, Widget};
 
+use std::time::Duration;
+
 use pigeon_core::view::{LinkState, TransportHealth};
 
 use crate::tui::format;
@@ -38,11 +40,24 @@ const RATE_SECONDS: usize = 5;
 pub struct TransportHealthWidget<'a> {
     health: &'a TransportHealth,
     theme: Theme,
+    /// The agent has not answered for this long over the links.
+    agent_silent: Option<Duration>,
 }
 
 impl<'a> TransportHealthWidget<'a> {
     pub fn new(health: &'a TransportHealth, theme: Theme) -> Self {
-        TransportHealthWidget { health, theme }
+        TransportHealthWidget {
+            health,
+            theme,
+            agent_silent: None,
+        }
+    }
+
+    /// The agent is not answering: a link that takes our messages is
+    /// shown as silent, not up.
+    pub fn agent_silent(mut self, silent: Option<Duration>) -> Self {
+        self.agent_silent = silent;
+        self
     }
 
     /// The first line in `width`: the share, then the round trip, left out
@@ -59,6 +74,7 @@ impl<'a> TransportHealthWidget<'a> {
         let h = self.health;
         let theme = self.theme;
         let (glyph, word, style) = match h.state {
+            LinkState::Up if self.agent_silent.is_some() => ("○", "SILENT", theme.bad()),
             LinkState::Up => ("●", "up  ", theme.good()),
             LinkState::RateLimited { .. } => ("◑", "rate limited", theme.warn()),
             LinkState::Probing => ("◐", "probing", theme.warn()),
@@ -76,7 +92,13 @@ impl<'a> TransportHealthWidget<'a> {
             Span::raw(" "),
             Span::styled(profile, theme.accent()),
         ];
-        if let Some(rtt) = h.rtt.filter(|_| with_rtt) {
+        if let Some(silent) = self.agent_silent.filter(|_| h.state == LinkState::Up) {
+            // How long matters more than the last round trip.
+            spans.push(Span::styled(
+                format!("  no answer {}", format::duration(silent)),
+                theme.bad(),
+            ));
+        } else if let Some(rtt) = h.rtt.filter(|_| with_rtt) {
             spans.push(Span::raw(format!("  rtt {}", format::rtt(rtt))));
         }
         if let Some(share) = h.share.filter(|_| with_share) {

@@ -192,6 +192,9 @@ pub(crate) struct Node {
     /// When the peer was last heard from (a handshake answer, a frame that
     /// opened, a chunk for a running transfer), or when this node started.
     heard: Mutex<tokio::time::Instant>,
+    /// Since when something (a transfer, a listing) has been waiting on
+    /// the peer without a break; None while nothing waits.
+    waiting_since: Mutex<Option<tokio::time::Instant>>,
 }
 
 impl Node {
@@ -209,7 +212,25 @@ impl Node {
             changes: watch::channel(0).0,
             early_data: std::sync::atomic::AtomicBool::new(true),
             heard: Mutex::new(tokio::time::Instant::now()),
+            waiting_since: Mutex::new(None),
         }
+    }
+
+    /// Whether something waits on the peer now; its silence counts from
+    /// the moment something began to wait, not from an idle hour before.
+    pub(crate) fn set_waiting(&self, waiting: bool) {
+        let mut since = lock(&self.waiting_since);
+        match (waiting, *since) {
+            (true, None) => *since = Some(tokio::time::Instant::now()),
+            (false, Some(_)) => *since = None,
+            _ => {}
+        }
+    }
+
+    /// How long the peer has not answered while something waited on it.
+    pub fn silent_while_waiting(&self) -> Option<Duration> {
+        let since = (*lock(&self.waiting_since))?;
+        Some(self.silent_for().min(since.elapsed()))
     }
 
     /// The peer spoke.

@@ -61,13 +61,15 @@ impl Core {
                     self.schedule(&done_tx);
                 }
                 _ = ticker.tick() => {
-                    // Transport health moves on its own while transfers run.
-                    if !self.running.is_empty() {
+                    // Transport health and the agent's silence move on
+                    // their own while something waits on it.
+                    if self.waiting() {
                         self.node.touch();
                         self.say_if_silent(&mut silence_told);
                     }
                 }
             }
+            self.node.set_waiting(self.waiting());
         }
         self.shutdown().await;
     }
@@ -75,13 +77,8 @@ impl Core {
     /// Say once per silence, after [`SILENCE_NOTICE`], that the agent is
     /// not answering and what happens next.
     pub(super) fn say_if_silent(&self, told: &mut bool) {
-        let silent = self.node.silent_for();
-        // A channel of a message per 6 s answers in up to two of them.
-        let interval = self.node.links[0]
-            .capabilities()
-            .messages_per_minute
-            .map_or(Duration::ZERO, |m| Duration::from_secs(60) / m.max(1));
-        if silent < SILENCE_NOTICE.max(interval * 2 + Duration::from_secs(2)) {
+        let silent = self.node.silent_while_waiting().unwrap_or_default();
+        if silent < silence_notice(&self.node) {
             *told = false;
             return;
         }
@@ -259,6 +256,11 @@ impl Core {
         }
     }
 
+    /// A transfer runs or a listing waits: the agent owes an answer.
+    fn waiting(&self) -> bool {
+        !self.running.is_empty() || !lock(&self.hooks.lists).is_empty()
+    }
+
     /// Forget a transfer the store no longer holds (nothing runs it).
     fn drop_record(&mut self, id: &TransferId) {
         lock(&self.records).remove(id);
@@ -391,6 +393,16 @@ impl Core {
         let ok = lock(&self.records).get(id).is_some_and(|r| when(r.status));
         ok && self.update(id, |r| r.status = to)
     }
+}
+
+/// How long the agent may be silent before it is said: 10 s, or two
+/// message intervals and a little on a channel of a message per 6 s.
+pub(super) fn silence_notice(node: &Node) -> Duration {
+    let interval = node.links[0]
+        .capabilities()
+        .messages_per_minute
+        .map_or(Duration::ZERO, |m| Duration::from_secs(60) / m.max(1));
+    SILENCE_NOTICE.max(interval * 2 + Duration::from_secs(2))
 }
 
 /// The new priorities after moving `id` by `delta` places in `order`

@@ -74,6 +74,9 @@ pub(super) async fn publish(
             embedded_agent: embedded,
             transfers,
             transports: node.transports_health(),
+            agent_silent: node
+                .silent_while_waiting()
+                .filter(|silent| *silent >= silence_notice(&node)),
             version,
         };
         if tx.send(Arc::new(snapshot)).is_err() {
