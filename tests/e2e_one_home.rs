@@ -297,6 +297,12 @@ fn the_tui_and_the_command_line_share_one_home() {
     tui.wait_for(&sha[..32], Duration::from_secs(10));
     tui.press("\x1b");
     std::thread::sleep(Duration::from_millis(300));
+    // X removes the finished transfer from the list, for every command.
+    tui.press("X");
+    tui.wait_for("removed shared.bin from the list", Duration::from_secs(10));
+    wait_until("the transfer is forgotten", Duration::from_secs(10), || {
+        status(&w).iter().all(|r| r["remote_path"] != "shared.bin" || r["status"] != "completed")
+    });
 
     // A second TUI on the same home attaches to the first one's engine.
     let mut second = pty::Session::start_with(&w.client_home, &w.work, &[]);

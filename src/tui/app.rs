@@ -160,13 +160,11 @@ impl App {
         match event {
             // The per-run report is for `--json`; the notices above cover it.
             Event::Finished(_) => {}
-            Event::Queued { id } => {
-                let name = self.name_of(id);
+            Event::Queued { name, .. } => {
                 self.log(LogLine::new(Level::Info, format!("queued {name}")));
             }
-            Event::Started { id, resumed } => {
+            Event::Started { name, resumed, .. } => {
                 let verb = if resumed { "resumed" } else { "started" };
-                let name = self.name_of(id);
                 self.log(LogLine::new(Level::Info, format!("{verb} {name}")));
             }
             Event::Completed { id, name } => {
@@ -218,8 +216,7 @@ impl App {
                     effects.push(Effect::Bell);
                 }
             }
-            Event::Cancelled { id } => {
-                let name = self.name_of(id);
+            Event::Cancelled { name, .. } => {
                 self.notify(Level::Warn, format!("cancelled {name}"));
             }
             Event::Log { level, message } => match level {
@@ -241,10 +238,7 @@ impl App {
                 self.remote.on_listing(dir, result);
             }
             Msg::Queued { what, result } => match result {
-                Ok(id) => self.log(LogLine::new(
-                    Level::Info,
-                    format!("{what} queued as {}", id.short()),
-                )),
+                Ok(_) => self.log(LogLine::new(Level::Info, format!("{what} queued"))),
                 Err(error) => self.notify(Level::Error, format!("{what} refused: {error}")),
             },
             Msg::Failed { context, error } => {
@@ -371,6 +365,7 @@ impl App {
                 self.confirm_cancel();
                 None
             }
+            Action::Forget => self.forget(),
             Action::CycleView
             | Action::ViewActive
             | Action::ViewFailed
@@ -478,6 +473,24 @@ impl App {
         })
     }
 
+    fn forget(&mut self) -> Option<Effect> {
+        let Some(transfer) = self.queue.selected(&self.snapshot) else {
+            self.notify(Level::Warn, "no transfer selected in Queue");
+            return None;
+        };
+        let name = display_name(transfer);
+        if !transfer.status.is_finished() {
+            self.notify(
+                Level::Warn,
+                format!("{name} is not finished: cancel it first (x), then remove it"),
+            );
+            return None;
+        }
+        let id = transfer.id;
+        self.notify(Level::Info, format!("removed {name} from the list"));
+        Some(Effect::Forget(id))
+    }
+
     fn confirm_cancel(&mut self) {
         let Some(transfer) = self.queue.selected(&self.snapshot) else {
             self.notify(Level::Warn, "no transfer selected in Queue");
@@ -509,11 +522,6 @@ impl App {
         self.snapshot.transfers.iter().find(|t| t.id == id)
     }
 
-    /// A transfer's display name, or its short id when the snapshot does
-    /// not have it yet.
-    fn name_of(&self, id: TransferId) -> String {
-        self.transfer(id).map_or_else(|| id.short(), display_name)
-    }
 }
 
 #[cfg(test)]

@@ -36,6 +36,8 @@ pub enum Effect {
     },
     /// Pause, resume, cancel, retry or move a queued transfer.
     Act(TransferId, TransferAction),
+    /// Remove a finished transfer from the list (its record and key).
+    Forget(TransferId),
     /// Ring the terminal bell.
     Bell,
 }
@@ -117,6 +119,17 @@ pub fn spawn(effect: Effect, handle: &ClientHandle, tx: &mpsc::UnboundedSender<M
                     };
                     let _ = tx.send(Msg::Failed {
                         context: context.to_owned(),
+                        error: e.to_string(),
+                    });
+                }
+            });
+        }
+        Effect::Forget(id) => {
+            let handle = handle.clone();
+            tokio::spawn(async move {
+                if let Err(e) = handle.forget(id.to_string()).await {
+                    let _ = tx.send(Msg::Failed {
+                        context: "forget".to_owned(),
                         error: e.to_string(),
                     });
                 }

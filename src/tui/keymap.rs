@@ -52,6 +52,8 @@ pub enum Action {
     ViewFailed,
     ViewCompleted,
     ViewAll,
+    /// Remove a finished transfer from the list (`pigeon forget`).
+    Forget,
 }
 
 /// Where an action shows up in the help overlay.
@@ -82,7 +84,7 @@ impl Section {
 }
 
 impl Action {
-    pub const ALL: [Action; 29] = [
+    pub const ALL: [Action; 30] = [
         Action::Quit,
         Action::Help,
         Action::NextPane,
@@ -107,6 +109,7 @@ impl Action {
         Action::Retry,
         Action::PriorityUp,
         Action::PriorityDown,
+        Action::Forget,
         Action::CycleView,
         Action::ViewActive,
         Action::ViewFailed,
@@ -146,6 +149,7 @@ impl Action {
             Action::ViewFailed => "view_failed",
             Action::ViewCompleted => "view_completed",
             Action::ViewAll => "view_all",
+            Action::Forget => "forget",
         }
     }
 
@@ -185,6 +189,7 @@ impl Action {
             Action::ViewFailed => "queue view: failed",
             Action::ViewCompleted => "queue view: completed",
             Action::ViewAll => "queue view: all",
+            Action::Forget => "remove a finished transfer from the list",
         }
     }
 
@@ -194,8 +199,8 @@ impl Action {
             Quit | Help | NextPane | PrevPane | ShowLog => Section::Global,
             Up | Down | PageUp | PageDown | Top | Bottom | Open | Parent => Section::Move,
             Select | Filter | ToggleHidden | Upload | Download | RefreshRemote => Section::Files,
-            PauseResume | Cancel | Retry | PriorityUp | PriorityDown | CycleView | ViewActive
-            | ViewFailed | ViewCompleted | ViewAll => Section::Queue,
+            PauseResume | Cancel | Retry | PriorityUp | PriorityDown | Forget | CycleView
+            | ViewActive | ViewFailed | ViewCompleted | ViewAll => Section::Queue,
         }
     }
 
@@ -230,6 +235,7 @@ impl Action {
             Action::ViewFailed => &["2"],
             Action::ViewCompleted => &["3"],
             Action::ViewAll => &["4"],
+            Action::Forget => &["delete", "X"],
         }
     }
 }

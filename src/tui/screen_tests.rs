@@ -50,6 +50,7 @@ fn screen_uploading() {
     ]));
     let _ = app.on_event(Event::Started {
         id: fixtures::id(1),
+        name: "dataset.bin".into(),
         resumed: false,
     });
     assert_screens("uploading", app);

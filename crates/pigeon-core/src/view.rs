@@ -246,11 +246,15 @@ pub enum LogLevel {
 /// Things that happened, in order.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Event {
+    /// `name`: the remote path, as in every event about a transfer (a
+    /// front end names files, not ids, even before its snapshot has them).
     Queued {
         id: TransferId,
+        name: String,
     },
     Started {
         id: TransferId,
+        name: String,
         resumed: bool,
     },
     Completed {
@@ -264,6 +268,7 @@ pub enum Event {
     },
     Cancelled {
         id: TransferId,
+        name: String,
     },
     Log {
         level: LogLevel,

@@ -200,7 +200,11 @@ impl Core {
                     self.remove_partial_download(&id);
                     self.node
                         .send_control(&self.peer, &Control::Cancel { transfer: id });
-                    let _ = self.node.events.send(Event::Cancelled { id });
+                    let name = lock(&self.records)
+                        .get(&id)
+                        .map(|r| r.remote_path.clone())
+                        .unwrap_or_default();
+                    let _ = self.node.events.send(Event::Cancelled { id, name });
                 }
             }
             ClientCommand::CancelTelling { id, wait, reply } => {

@@ -204,11 +204,12 @@ impl Core {
         // must find it to resume, not start over.
         self.node.store.flush()?;
         let id = rec.id;
+        let name = rec.remote_path.clone();
         let progress = Progress::new(&rec, None, self.node.transports_label());
         lock(&self.node.progress).insert(id, ProgressSink::new(progress));
         lock(&self.records).insert(id, rec);
         self.eligible.insert(id);
-        let _ = self.node.events.send(Event::Queued { id });
+        let _ = self.node.events.send(Event::Queued { id, name });
         self.node.touch();
         Ok(id)
     }
@@ -251,7 +252,11 @@ impl Core {
         let resumed = rec.chunks_done > 0;
         let inbox = node.register_task(id, &peer.name);
         self.running.insert(id);
-        let _ = node.events.send(Event::Started { id, resumed });
+        let _ = node.events.send(Event::Started {
+            id,
+            name: rec.remote_path.clone(),
+            resumed,
+        });
         crate::task::spawn(async move {
             let fallback = rec.clone();
             let result = match rec.role {
@@ -319,7 +324,7 @@ impl Core {
                 name,
                 error: e.clone(),
             }),
-            Outcome::Cancelled => Some(Event::Cancelled { id }),
+            Outcome::Cancelled => Some(Event::Cancelled { id, name }),
             Outcome::Paused | Outcome::Stopped => None,
         };
         if let Some(e) = event {
