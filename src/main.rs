@@ -186,6 +186,7 @@ async fn run_tui(home: Home, args: cli::TuiArgs) -> Result<()> {
         start_dir: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
         embedded_agent,
         bell: config.bell.unwrap_or(true),
+        mouse: config.mouse.unwrap_or(true),
         attached_to,
     };
     // Another pigeon holds the home: a second screen on its engine.

@@ -301,7 +301,9 @@ fn the_tui_and_the_command_line_share_one_home() {
     tui.press("X");
     tui.wait_for("removed shared.bin from the list", Duration::from_secs(10));
     wait_until("the transfer is forgotten", Duration::from_secs(10), || {
-        status(&w).iter().all(|r| r["remote_path"] != "shared.bin" || r["status"] != "completed")
+        status(&w)
+            .iter()
+            .all(|r| r["remote_path"] != "shared.bin" || r["status"] != "completed")
     });
 
     // A second TUI on the same home attaches to the first one's engine.

@@ -217,3 +217,41 @@ fn uploading_over_a_different_remote_file_asks_first() {
     pigeon.press("q");
     assert!(pigeon.wait_exit(Duration::from_secs(30)).success());
 }
+
+#[test]
+fn a_click_selects_the_file_that_u_then_uploads() {
+    let home = tempfile::tempdir().expect("home");
+    let work = tempfile::tempdir().expect("work dir");
+    std::fs::write(work.path().join("first.txt"), b"first\n").expect("first");
+    std::fs::write(work.path().join("second.txt"), b"second\n").expect("second");
+
+    let mut pigeon = Session::start(home.path(), work.path());
+    pigeon.wait_for("local agent (embedded)", Duration::from_secs(30));
+    pigeon.wait_for("second.txt", Duration::from_secs(10));
+    let screen = pigeon.contents();
+    let row = screen
+        .lines()
+        .position(|l| l.contains("second.txt"))
+        .expect("second.txt on screen");
+    // An SGR mouse report: left button pressed and released at column 6
+    // of that line (1-based).
+    pigeon.press(&format!("\x1b[<0;6;{}M\x1b[<0;6;{}m", row + 1, row + 1));
+    std::thread::sleep(Duration::from_millis(300));
+    pigeon.press("u");
+    let stored = home.path().join("storage");
+    assert!(
+        wait_for_file(
+            &stored.join("second.txt"),
+            b"second\n",
+            Duration::from_secs(30)
+        ),
+        "the clicked file was not uploaded:\n{}",
+        pigeon.contents()
+    );
+    assert!(
+        !stored.join("first.txt").exists(),
+        "the file under the old cursor went"
+    );
+    pigeon.press("q");
+    assert!(pigeon.wait_exit(Duration::from_secs(30)).success());
+}

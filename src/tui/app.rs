@@ -15,7 +15,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crossterm::event::{KeyCode, KeyEvent, KeyEventKind};
+use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, MouseButton, MouseEvent, MouseEventKind};
 use ratatui::layout::Rect;
 use ratatui::widgets::{Paragraph, Widget, Wrap};
 use ratatui::Frame;
@@ -64,6 +64,8 @@ pub struct App {
     notice: Option<LogLine>,
     /// Whether the last frame had room for the Log pane (Tab skips it if not).
     log_visible: bool,
+    /// Where the panes were in the last frame, for the mouse.
+    screen: Option<layout::Screen>,
     quit: bool,
 }
 
@@ -86,6 +88,7 @@ impl App {
             snapshot: Arc::default(),
             notice: None,
             log_visible: false,
+            screen: None,
             quit: false,
         };
         (app, vec![read_files, list_remote])
@@ -110,6 +113,68 @@ impl App {
     pub fn on_snapshot(&mut self, snapshot: Arc<EngineSnapshot>) {
         self.queue.refresh(&snapshot);
         self.snapshot = snapshot;
+    }
+
+    /// A click focuses the pane under it and selects the row (a second
+    /// click on the selected row opens it, as Enter); the wheel moves the
+    /// cursor of the pane under it. Popups take no mouse.
+    pub fn on_mouse(&mut self, mouse: MouseEvent) -> Vec<Effect> {
+        let Some(screen) = self.screen else {
+            return Vec::new();
+        };
+        if !self.popups.is_empty() {
+            return Vec::new();
+        }
+        let at = ratatui::layout::Position::new(mouse.column, mouse.row);
+        let panes = [
+            (Focus::Files, Some(screen.files)),
+            (Focus::Remote, Some(screen.remote)),
+            (Focus::Queue, Some(screen.queue)),
+            (Focus::Chunks, Some(screen.chunks)),
+            (Focus::Transports, Some(screen.transports)),
+            (Focus::Log, screen.log),
+        ];
+        let Some((pane, rect)) = panes
+            .into_iter()
+            .find_map(|(pane, rect)| rect.filter(|r| r.contains(at)).map(|r| (pane, r)))
+        else {
+            return Vec::new();
+        };
+        match mouse.kind {
+            MouseEventKind::Down(MouseButton::Left) => {
+                self.focus = pane;
+                // Below the border and the column header.
+                let Some(row) = mouse.row.checked_sub(rect.y + 2).map(usize::from) else {
+                    return Vec::new();
+                };
+                let again = match pane {
+                    Focus::Files => self.files.browser_mut().click(row),
+                    Focus::Remote => self.remote.browser_mut().click(row),
+                    Focus::Queue => self.queue.click(row, &self.snapshot),
+                    _ => None,
+                };
+                if again == Some(true) {
+                    return self.dispatch(Action::Open);
+                }
+                Vec::new()
+            }
+            MouseEventKind::ScrollUp | MouseEventKind::ScrollDown => {
+                self.focus = pane;
+                let action = if mouse.kind == MouseEventKind::ScrollUp {
+                    Action::Up
+                } else {
+                    Action::Down
+                };
+                (0..3).flat_map(|_| self.dispatch(action)).collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// The name under the Files cursor (for tests).
+    #[cfg(test)]
+    pub fn files_current(&self) -> Option<String> {
+        self.files.browser().current().map(|e| e.name.clone())
     }
 
     pub fn on_key(&mut self, key: KeyEvent) -> Vec<Effect> {
@@ -266,6 +331,7 @@ impl App {
             return;
         };
         self.log_visible = screen.log.is_some();
+        self.screen = Some(screen);
         if self.focus == Focus::Log && !self.log_visible {
             self.focus = Focus::Queue;
         }
@@ -521,7 +587,6 @@ impl App {
     fn transfer(&self, id: TransferId) -> Option<&TransferView> {
         self.snapshot.transfers.iter().find(|t| t.id == id)
     }
-
 }
 
 #[cfg(test)]

@@ -77,6 +77,10 @@ pub async fn run(
                     dirty = true;
                     app.on_key(key)
                 }
+                Some(Ok(TermEvent::Mouse(mouse))) => {
+                    dirty = true;
+                    app.on_mouse(mouse)
+                }
                 Some(Ok(TermEvent::Resize(..))) => {
                     // `draw` resizes its buffers to the new size.
                     dirty = true;

@@ -62,6 +62,9 @@ pub struct TuiOptions {
     pub embedded_agent: bool,
     /// Ring the terminal bell when a transfer finishes or fails.
     pub bell: bool,
+    /// Clicks and the wheel (config.toml `mouse = false` leaves the mouse
+    /// to the terminal).
+    pub mouse: bool,
     /// The engine is another process's (`pid 1234, pigeon upload`): this
     /// TUI is attached to it through the home's control socket.
     pub attached_to: Option<String>,
@@ -93,7 +96,7 @@ pub async fn run(handle: ClientHandle, options: TuiOptions) -> anyhow::Result<()
         app.notify(Level::Warn, note);
     }
 
-    let (mut terminal, guard) = terminal::enter()
+    let (mut terminal, guard) = terminal::enter(options.mouse)
         .context("the TUI needs an interactive terminal; from scripts use `pigeon upload`, `download` or `status`")?;
     let stopped = match &options.attached_to {
         Some(owner) => format!(

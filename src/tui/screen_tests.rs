@@ -141,6 +141,72 @@ fn a_silent_agent_is_said_in_every_pane_that_waits_on_it() {
     assert!(!text.contains("● up"), "{text}");
 }
 
+fn click(app: &mut App, column: u16, row: u16) -> Vec<super::effect::Effect> {
+    app.on_mouse(crossterm::event::MouseEvent {
+        kind: crossterm::event::MouseEventKind::Down(crossterm::event::MouseButton::Left),
+        column,
+        row,
+        modifiers: KeyModifiers::NONE,
+    })
+}
+
+#[test]
+fn the_mouse_focuses_selects_opens_and_scrolls() {
+    let mut app = fixtures::app(vec![remote_entry("earlier.txt", 12)]);
+    app.on_snapshot(snapshot(vec![
+        transfer(1, "one.bin", TransferStatus::InProgress, 10, 5),
+        transfer(2, "two.bin", TransferStatus::Pending, 10, 0),
+    ]));
+    let text = |app: &mut App| draw(app, 80, 24).backend().to_string();
+    let screen = text(&mut app);
+    let line_of = |needle: &str| {
+        screen
+            .lines()
+            .position(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("{needle} not on screen:\n{screen}")) as u16
+    };
+    // A click on Files' third row ("src/" is second after "docs/"...).
+    let src = line_of("src/");
+    assert!(click(&mut app, 5, src).is_empty());
+    assert_eq!(
+        app_files_current(&app).as_deref(),
+        Some("src"),
+        "the click selects the row"
+    );
+    // A second click on it opens the folder.
+    let effects = click(&mut app, 5, src);
+    assert!(
+        matches!(effects.as_slice(), [super::effect::Effect::ReadDir(p)] if p.ends_with("src")),
+        "{effects:?}"
+    );
+    // A click in the Queue on the second transfer selects it; a second
+    // click opens its details.
+    let two = line_of("two.bin");
+    click(&mut app, 10, two);
+    click(&mut app, 10, two);
+    let screen = text(&mut app);
+    assert!(
+        screen.contains("Transfer") && screen.contains("02020202"),
+        "{screen}"
+    );
+    press(&mut app, KeyCode::Esc);
+    // The wheel over Files moves its cursor three rows.
+    let _ = app.on_mouse(crossterm::event::MouseEvent {
+        kind: crossterm::event::MouseEventKind::ScrollDown,
+        column: 5,
+        row: src,
+        modifiers: KeyModifiers::NONE,
+    });
+    assert_eq!(
+        app_files_current(&app).as_deref(),
+        Some("notes \x1b[31mred\x1b[0m.txt")
+    );
+}
+
+fn app_files_current(app: &App) -> Option<String> {
+    app.files_current()
+}
+
 #[test]
 fn screen_help_open() {
     let mut app = fixtures::app(vec![]);

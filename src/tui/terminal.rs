@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Once;
 
 use crossterm::cursor::Show;
+use crossterm::event::{DisableMouseCapture, EnableMouseCapture};
 use crossterm::execute;
 use crossterm::terminal::{
     disable_raw_mode, enable_raw_mode, EnterAlternateScreen, LeaveAlternateScreen,
@@ -31,8 +32,9 @@ static HOOK: Once = Once::new();
 /// Restores the terminal when dropped.
 pub struct TerminalGuard(());
 
-/// Take over the terminal.
-pub fn enter() -> io::Result<(Tui, TerminalGuard)> {
+/// Take over the terminal; with `mouse`, clicks and the wheel come to us
+/// (the terminal's own selection then needs Shift held).
+pub fn enter(mouse: bool) -> io::Result<(Tui, TerminalGuard)> {
     HOOK.call_once(|| {
         let previous = panic::take_hook();
         panic::set_hook(Box::new(move |info| {
@@ -47,6 +49,9 @@ pub fn enter() -> io::Result<(Tui, TerminalGuard)> {
     let guard = TerminalGuard(());
     enable_raw_mode()?;
     execute!(io::stdout(), EnterAlternateScreen)?;
+    if mouse {
+        execute!(io::stdout(), EnableMouseCapture)?;
+    }
     let mut terminal = Terminal::new(CrosstermBackend::new(io::stdout()))?;
     terminal.clear()?;
     Ok((terminal, guard))
@@ -57,7 +62,7 @@ pub fn enter() -> io::Result<(Tui, TerminalGuard)> {
 fn restore() {
     let _ = disable_raw_mode();
     let mut out = io::stdout();
-    let _ = execute!(out, LeaveAlternateScreen, Show);
+    let _ = execute!(out, DisableMouseCapture, LeaveAlternateScreen, Show);
     let _ = out.flush();
 }
 

@@ -125,6 +125,9 @@ pub struct Config {
     pub bwlimit: Option<String>,
     /// Ring the terminal bell when a transfer finishes or fails (TUI).
     pub bell: Option<bool>,
+    /// Take clicks and the wheel in the TUI (default true; false leaves
+    /// the mouse to the terminal's own selection).
+    pub mouse: Option<bool>,
     /// Let a new upload's offer and first chunk ride in the handshake on
     /// slow links (default true). Early data is not forward secret against
     /// a later theft of the agent's key (README, "Security model"); false

@@ -143,6 +143,11 @@ impl<E: BrowserEntry> Browser<E> {
             .map(|&i| &self.entries[i])
     }
 
+    /// A click on the `row`-th listed line (see [`ListCursor::click`]).
+    pub fn click(&mut self, row: usize) -> Option<bool> {
+        self.cursor.click(row, self.visible.len())
+    }
+
     /// The marked entries in listing order, or else the one under the cursor.
     pub fn targets(&self) -> Vec<&E> {
         if self.selected.is_empty() {

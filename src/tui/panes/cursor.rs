@@ -43,6 +43,19 @@ impl ListCursor {
         self.selected = len.saturating_sub(1);
     }
 
+    /// A click on the `row`-th line of the window shown last: the cursor
+    /// goes there. Some(true) when it was there already (a second click
+    /// opens), None when the line holds no row.
+    pub fn click(&mut self, row: usize, len: usize) -> Option<bool> {
+        let index = self.offset + row;
+        if index >= len {
+            return None;
+        }
+        let again = index == self.selected;
+        self.selected = index;
+        Some(again)
+    }
+
     /// Keep the cursor inside a list that changed length.
     pub fn clamp(&mut self, len: usize) {
         self.select(self.selected, len);

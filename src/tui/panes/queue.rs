@@ -167,6 +167,16 @@ impl QueuePane {
         true
     }
 
+    /// A click on the `row`-th listed line (see [`ListCursor::click`]).
+    pub fn click(&mut self, row: usize, snapshot: &EngineSnapshot) -> Option<bool> {
+        let again = self.cursor.click(row, self.rows.len())?;
+        self.selected = self
+            .rows
+            .get(self.cursor.selected())
+            .map(|&i| snapshot.transfers[i].id);
+        Some(again)
+    }
+
     fn set_view(&mut self, view: QueueView, snapshot: &EngineSnapshot) -> bool {
         if view != self.view {
             self.view = view;
@@ -176,10 +186,9 @@ impl QueuePane {
         true
     }
 
-    /// A queue action on the selected transfer: the engine command, or why
-    /// there is none. Cancel is not here: it asks for confirmation first.
     /// The effect of a queue key on the selected transfer and what to say
-    /// about it, or why it does not apply.
+    /// about it, or why it does not apply. Cancel is not here: it asks
+    /// for confirmation first.
     pub fn command(
         &self,
         action: Action,
