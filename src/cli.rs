@@ -748,8 +748,12 @@ pub async fn resume(home: Home, id: Option<String>, all: bool, conn: Conn) -> Re
     if id.is_none() && !all {
         bail!("name a transfer id (see `pigeon status`) or pass --all");
     }
+    let conn = match recorded_transports(&home, &conn, id.as_deref())? {
+        Some(transports) => Conn { transports, ..conn },
+        None => conn,
+    };
     let client = owner::client(&home, &conn, "pigeon resume", true).await?;
-    let events = client.handle.events();
+    let mut events = client.handle.events();
     let ids = match client.handle.resume_matching(id, all).await {
         Ok(ids) => ids,
         Err(e) => {
@@ -757,12 +761,65 @@ pub async fn resume(home: Home, id: Option<String>, all: bool, conn: Conn) -> Re
             return Err(e.into());
         }
     };
+    // What it said while choosing (the transfers it left, and why).
+    while let Ok(event) = events.try_recv() {
+        if let Event::Log {
+            level: LogLevel::Warn | LogLevel::Error,
+            message,
+        } = event
+        {
+            eprintln!("pigeon: {}", escape_control(&message));
+        }
+    }
     if ids.is_empty() {
         eprintln!("nothing to resume");
         client.close().await;
         return Ok(true);
     }
     follow(&home, &conn, client, events, ids, "pigeon resume").await
+}
+
+/// With no `--transport` and none in config.toml, the transports the
+/// transfers to resume went over (as each record names them): the ones
+/// most of them used (they all go to the same agent).
+/// None when given or configured, or when a running pigeon holds the home
+/// (its engine has its own).
+fn recorded_transports(
+    home: &Home,
+    conn: &Conn,
+    prefix: Option<&str>,
+) -> Result<Option<Vec<String>>> {
+    if !conn.transports.is_empty() || !home.config()?.transports.is_empty() {
+        return Ok(None);
+    }
+    let reports = match Ledger::open(home) {
+        Ok(ledger) => ledger.reports()?,
+        Err(pigeon_core::error::CoreError::StoreLocked { .. }) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let wanted: Vec<&TransferReport> = reports
+        .iter()
+        .filter(|r| {
+            !matches!(
+                r.status,
+                TransferStatus::Completed | TransferStatus::Cancelled
+            )
+        })
+        .filter(|r| prefix.is_none_or(|p| r.id.starts_with(&p.to_ascii_lowercase())))
+        .filter(|r| !r.transport.is_empty())
+        .collect();
+    let mut counts: std::collections::BTreeMap<&str, usize> = Default::default();
+    for r in &wanted {
+        *counts.entry(r.transport.as_str()).or_default() += 1;
+    }
+    let Some((&chosen, _)) = counts.iter().max_by_key(|(_, n)| **n) else {
+        return Ok(None);
+    };
+    eprintln!(
+        "pigeon: resuming over {}, as recorded",
+        escape_control(chosen)
+    );
+    Ok(Some(chosen.split(", ").map(str::to_string).collect()))
 }
 
 /// Follow `ids` to their end on `client`'s engine, printing each as it

@@ -143,3 +143,53 @@ fn uploading_onto_a_remote_folder_hints_at_the_trailing_slash() {
         || w.storage().join("docs/a.txt").exists(),
     );
 }
+
+#[test]
+fn resume_all_skips_what_cannot_succeed_and_uses_the_recorded_transports() {
+    let mut w = World::new("profile=telegram-text&msgs_per_min=600");
+    w.start_agent();
+    let keep = w.random_file("keep.bin", 150_000, 3);
+    let gone = w.random_file("gone.bin", 150_000, 4);
+    for file in [&keep, &gone] {
+        let mut p = w.spawn_upload(&[file], &[]);
+        let name = file.file_name().unwrap().to_str().unwrap().to_string();
+        wait_until("the upload makes progress", Duration::from_secs(30), || {
+            let run = w.client(&["status", "--json"]);
+            run.reports()
+                .iter()
+                .any(|r| r["remote_path"] == name.as_str() && r["chunks_sent"].as_u64() > Some(2))
+        });
+        p.kill9();
+    }
+    std::fs::remove_file(&gone).unwrap();
+
+    // No --transport, and none configured: the records say which.
+    let run = pigeon(
+        &w.client_home,
+        &["resume", "--all", "--json"],
+        &w.logs,
+        Duration::from_secs(120),
+    );
+    run.assert_ok();
+    let said = said(&run);
+    assert!(said.contains("as recorded"), "{}", run.describe());
+    assert_eq!(
+        said.matches("not resuming").count(),
+        1,
+        "{}",
+        run.describe()
+    );
+    assert!(
+        said.contains("is gone; forget it with `pigeon forget"),
+        "{}",
+        run.describe()
+    );
+    let reports = run.reports();
+    assert_eq!(reports.len(), 1, "{}", run.describe());
+    assert_eq!(reports[0]["remote_path"], "keep.bin");
+    assert_eq!(reports[0]["status"], "completed");
+    assert_eq!(
+        std::fs::read(w.storage().join("keep.bin")).unwrap(),
+        std::fs::read(&keep).unwrap()
+    );
+}

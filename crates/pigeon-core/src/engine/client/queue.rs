@@ -287,6 +287,33 @@ impl Core {
             })
             .map(|r| r.id)
             .collect();
+        // All of them: those that can never succeed are left as they are,
+        // each said once with what would make it go.
+        let candidates = if prefix.is_none() {
+            let records = lock(&self.records);
+            let (go, stuck): (Vec<_>, Vec<_>) = candidates
+                .into_iter()
+                .map(|id| (id, records.get(&id).and_then(unresumable)))
+                .partition(|(_, why)| why.is_none());
+            drop(records);
+            for (id, why) in stuck {
+                let name = lock(&self.records)
+                    .get(&id)
+                    .map(|r| r.remote_path.clone())
+                    .unwrap_or_default();
+                self.node.log(
+                    LogLevel::Warn,
+                    format!(
+                        "not resuming {} ({name}): {}",
+                        id.short(),
+                        why.unwrap_or_default()
+                    ),
+                );
+            }
+            go.into_iter().map(|(id, _)| id).collect()
+        } else {
+            candidates
+        };
         if let Some(p) = prefix {
             match candidates.len() {
                 0 => return Err(CoreError::UnknownTransfer(p.to_string())),
@@ -397,6 +424,42 @@ impl Core {
         let ok = lock(&self.records).get(id).is_some_and(|r| when(r.status));
         ok && self.update(id, |r| r.status = to)
     }
+}
+
+/// Why a transfer cannot succeed if resumed as it is, if it cannot: its
+/// file is gone, or the agent refused it in a way only a person can fix.
+fn unresumable(rec: &TransferRecord) -> Option<String> {
+    match rec.direction {
+        Direction::Upload if !rec.local_path.is_file() => {
+            return Some(format!(
+                "its file {} is gone; forget it with `pigeon forget {}`",
+                rec.local_path.display(),
+                rec.id.short()
+            ))
+        }
+        Direction::Download if rec.local_path.parent().is_some_and(|p| !p.is_dir()) => {
+            return Some(format!(
+                "the folder it downloads into, {}, is gone",
+                rec.local_path
+                    .parent()
+                    .map(Path::display)
+                    .map(|d| d.to_string())
+                    .unwrap_or_default()
+            ))
+        }
+        _ => {}
+    }
+    let error = rec
+        .error
+        .as_deref()
+        .filter(|_| rec.status == TransferStatus::Failed)?;
+    if error.contains(crate::engine::REPLACE_HINT) {
+        return Some("the agent holds another file under its name: upload it again with --overwrite to replace it".into());
+    }
+    if error.contains(" may not ") {
+        return Some(format!("the agent does not allow it: {error}"));
+    }
+    None
 }
 
 /// How long the agent may be silent before it is said: 10 s, or two
