@@ -1331,7 +1331,8 @@ pub async fn ls(home: Home, dir: String, conn: Conn) -> Result<()> {
                 escape_control(e.sha256.as_deref().unwrap_or(if e.is_dir {
                     "(folder)"
                 } else {
-                    ""
+                    // A big file is hashed after the listing, once.
+                    "(not hashed yet: ls again shortly)"
                 })),
                 escape_control(&e.path),
                 if e.is_dir { "/" } else { "" }

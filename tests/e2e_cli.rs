@@ -193,3 +193,33 @@ fn resume_all_skips_what_cannot_succeed_and_uses_the_recorded_transports() {
         std::fs::read(&keep).unwrap()
     );
 }
+
+#[test]
+fn ls_shows_the_hash_of_a_big_file_once_hashed_and_after_a_restart() {
+    let mut w = World::new("");
+    w.start_agent();
+    // Above what a listing hashes on its own time; sparse, so quick to make.
+    let big = w.storage().join("big.img");
+    std::fs::create_dir_all(w.storage()).unwrap();
+    let len = 65 * 1024 * 1024;
+    std::fs::File::create(&big).unwrap().set_len(len).unwrap();
+    let zeros = sha256_hex(&vec![0u8; len as usize]);
+
+    let first = w.client(&["ls"]);
+    first.assert_ok();
+    assert!(
+        first.stdout.contains("(not hashed yet"),
+        "{}",
+        first.describe()
+    );
+    wait_until(
+        "the agent hashes it in the background",
+        Duration::from_secs(60),
+        || w.client(&["ls"]).stdout.contains(&zeros),
+    );
+    // Kept across a restart: no second hashing needed.
+    w.stop_agent();
+    w.start_agent();
+    let again = w.client(&["ls"]);
+    assert!(again.stdout.contains(&zeros), "{}", again.describe());
+}

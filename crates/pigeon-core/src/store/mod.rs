@@ -8,7 +8,9 @@
 //!   a sender compares a chunk it reads again with it, so a source that
 //!   changed under an unchanged stamp is caught;
 //! - `sessions`: [`SessionRecord`] by session id (TransferSession);
-//! - `audit`: the agent's hash-chained [`AuditRecord`]s.
+//! - `audit`: the agent's hash-chained [`AuditRecord`]s;
+//! - `file_hashes`: an agent's SHA-256 of stored files by path, with the
+//!   [`SourceStamp`] it holds for (what `ls` shows, hashed once).
 //!
 //! sled 0.34 is beta by its own README, so: small records, a flush before
 //! anything is acknowledged ([`Store::flush`]), a small cache so memory
@@ -216,6 +218,7 @@ pub struct Store {
     chunk_hashes: sled::Tree,
     sessions: sled::Tree,
     audit: sled::Tree,
+    file_hashes: sled::Tree,
     /// One file per live transfer secret.
     keys: PathBuf,
     /// Appends to the audit chain one at a time (read last, then insert).
@@ -250,6 +253,7 @@ impl Store {
             chunk_hashes: db.open_tree("chunk_hashes")?,
             sessions: db.open_tree("sessions")?,
             audit: db.open_tree("audit")?,
+            file_hashes: db.open_tree("file_hashes")?,
             audit_lock: Default::default(),
             keys,
             db,
@@ -373,6 +377,30 @@ impl Store {
             .get(id.0)?
             .map(|v| codec::decode("chunk bitmap", RECORD_VERSION, &v))
             .transpose()
+    }
+
+    /// Remember a stored file's SHA-256 while its stamp holds.
+    pub fn put_file_hash(&self, path: &Path, stamp: SourceStamp, sha256: [u8; 32]) -> Result<()> {
+        let value = codec::encode("file hash", RECORD_VERSION, &(stamp, sha256))?;
+        self.file_hashes
+            .insert(path.as_os_str().as_encoded_bytes(), value)?;
+        Ok(())
+    }
+
+    /// Every remembered file hash (unreadable records are skipped: a hash
+    /// is only ever a cache, computed again when missing).
+    pub fn file_hashes(&self) -> Vec<(PathBuf, SourceStamp, [u8; 32])> {
+        self.file_hashes
+            .iter()
+            .flatten()
+            .filter_map(|(k, v)| {
+                use std::os::unix::ffi::OsStringExt;
+                let path = PathBuf::from(std::ffi::OsString::from_vec(k.to_vec()));
+                let (stamp, sha): (SourceStamp, [u8; 32]) =
+                    codec::decode("file hash", RECORD_VERSION, &v).ok()?;
+                Some((path, stamp, sha))
+            })
+            .collect()
     }
 
     /// Record chunk `index`'s plaintext hash.

@@ -7,7 +7,7 @@
 //! hash-chained audit log, and runs one transfer task per file. After a
 //! restart it picks transfers up from the store as their frames arrive.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -170,7 +170,15 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
         early: Mutex::new(EarlyGate::default()),
         refused: Mutex::new(RefusalTally::default()),
         trust_stamp: Mutex::new(None),
-        hashes: Arc::new(Mutex::new(HashMap::new())),
+        hashes: Arc::new(Mutex::new(
+            node.store
+                .file_hashes()
+                .into_iter()
+                .map(|(path, stamp, sha)| (path, (stamp, sha)))
+                .collect(),
+        )),
+        hashing: Arc::new(Mutex::new(HashSet::new())),
+        hasher: Arc::new(tokio::sync::Semaphore::new(1)),
     });
     hooks.reload_trust(&node);
     expire_partials(&node, &hooks.root, PARTIAL_EXPIRY);
@@ -228,8 +236,14 @@ struct AgentHooks {
     refused: Mutex<RefusalTally>,
     /// The trust file as last read (size, mtime): re-read only on change.
     trust_stamp: Mutex<Option<(u64, u64, std::time::SystemTime)>>,
-    /// SHA-256 of files listed before, while they stay unchanged.
+    /// SHA-256 of files listed before, while they stay unchanged (kept
+    /// in the store across restarts).
     hashes: Arc<Mutex<HashCache>>,
+    /// Big files being hashed in the background, so each is hashed once.
+    hashing: Arc<Mutex<HashSet<PathBuf>>>,
+    /// One background hash at a time: the agent's CPU and disk stay
+    /// available to transfers.
+    hasher: Arc<tokio::sync::Semaphore>,
 }
 
 /// Refusals of untrusted keys in the current minute. Bounds: one audit

@@ -307,15 +307,22 @@ impl AgentHooks {
         let root = self.root.clone();
         let hashes = self.hashes.clone();
         let node = node.clone();
+        let background = (self.hashing.clone(), self.hasher.clone());
         crate::task::spawn(async move {
             let cache: HashCache = lock(&hashes).clone();
-            let listed = tokio::task::spawn_blocking(move || list_dir(&root, &remote, cache)).await;
-            let (entries, fresh) = match listed {
+            let lister = root.clone();
+            let listed =
+                tokio::task::spawn_blocking(move || list_dir(&lister, &remote, cache)).await;
+            let (entries, fresh, unhashed) = match listed {
                 Ok(Ok(x)) => x,
                 Ok(Err(reason)) => return refuse_list(&node, &peer, request, &dir, reason),
                 Err(_) => return,
             };
+            for (path, (stamp, sha)) in &fresh {
+                let _ = node.store.put_file_hash(path, *stamp, *sha);
+            }
             lock(&hashes).extend(fresh);
+            hash_in_background(&node, &root, &hashes, background, unhashed);
             if offset == 0 {
                 audit(&node, peer.name.as_str(), "list", &dir, "ok", None);
             }
@@ -402,6 +409,47 @@ pub(super) fn manifest_for(
     }
 }
 
+/// Hash the big files a listing left unhashed, one at a time, each once,
+/// so the next listing shows them.
+fn hash_in_background(
+    node: &Arc<Node>,
+    root: &StorageRoot,
+    hashes: &Arc<Mutex<HashCache>>,
+    (hashing, hasher): (Arc<Mutex<HashSet<PathBuf>>>, Arc<tokio::sync::Semaphore>),
+    unhashed: Vec<(RemotePath, PathBuf)>,
+) {
+    for (remote, on_disk) in unhashed {
+        if !lock(&hashing).insert(on_disk.clone()) {
+            continue;
+        }
+        let (node, root, hashes, hashing, hasher) = (
+            node.clone(),
+            root.clone(),
+            hashes.clone(),
+            hashing.clone(),
+            hasher.clone(),
+        );
+        crate::task::spawn(async move {
+            let Ok(_permit) = hasher.acquire_owned().await else {
+                return;
+            };
+            let hashed = tokio::task::spawn_blocking(move || {
+                let file = root.open_file(&remote).ok()?;
+                let meta = file.metadata().ok()?;
+                meta.is_file().then_some(())?;
+                let sha = crate::engine::sender::hash_open_file(&file, meta.len()).ok()?;
+                Some((SourceStamp::of(&meta), sha))
+            })
+            .await;
+            if let Ok(Some((stamp, sha))) = hashed {
+                let _ = node.store.put_file_hash(&on_disk, stamp, sha);
+                lock(&hashes).insert(on_disk.clone(), (stamp, sha));
+            }
+            lock(&hashing).remove(&on_disk);
+        });
+    }
+}
+
 /// Largest file a listing hashes when it has no cached hash.
 pub(super) const LIST_HASH_LIMIT: u64 = 64 * 1024 * 1024;
 
@@ -413,7 +461,7 @@ pub(super) fn list_dir(
     root: &StorageRoot,
     remote: &RemotePath,
     cache: HashCache,
-) -> std::result::Result<(Vec<RemoteEntry>, HashCache), String> {
+) -> std::result::Result<(Vec<RemoteEntry>, HashCache, Vec<(RemotePath, PathBuf)>), String> {
     let dir = match root.kind(remote) {
         Some(EntryKind::Folder) => root
             .open_dir(remote)
@@ -423,6 +471,7 @@ pub(super) fn list_dir(
     };
     let mut entries = vec![];
     let mut fresh = HashCache::new();
+    let mut unhashed = vec![];
     let read = dir
         .entries()
         .map_err(|e| format!("cannot read {remote}: {e}"))?;
@@ -461,9 +510,14 @@ pub(super) fn list_dir(
             let stamp = SourceStamp::of(&meta);
             let sha256 = match cache.get(&on_disk) {
                 Some((s, h)) if *s == stamp => Some(sha_hex(h)),
-                // Big files are not hashed on a listing's time: the router
-                // waits for it.
-                _ if meta.len() > LIST_HASH_LIMIT => None,
+                // Big files are not hashed on a listing's time (its answer
+                // waits for it) but in the background, for the next one.
+                _ if meta.len() > LIST_HASH_LIMIT => {
+                    if let Ok(path) = RemotePath::parse_file(&rel) {
+                        unhashed.push((path, on_disk.clone()));
+                    }
+                    None
+                }
                 _ => crate::engine::sender::hash_open_file(&file, meta.len())
                     .ok()
                     .map(|h| {
@@ -485,5 +539,5 @@ pub(super) fn list_dir(
         });
     }
     entries.sort_by(|a, b| (!a.is_dir, &a.path).cmp(&(!b.is_dir, &b.path)));
-    Ok((entries, fresh))
+    Ok((entries, fresh, unhashed))
 }
