@@ -313,7 +313,11 @@ impl AgentHooks {
             let lister = root.clone();
             let listed =
                 tokio::task::spawn_blocking(move || list_dir(&lister, &remote, cache)).await;
-            let (entries, fresh, unhashed) = match listed {
+            let Listed {
+                entries,
+                fresh,
+                unhashed,
+            } = match listed {
                 Ok(Ok(x)) => x,
                 Ok(Err(reason)) => return refuse_list(&node, &peer, request, &dir, reason),
                 Err(_) => return,
@@ -450,6 +454,14 @@ fn hash_in_background(
     }
 }
 
+/// What [`list_dir`] found: the entries, the hashes it computed on the way
+/// (for the cache), and the big files it left to hash in the background.
+pub(super) struct Listed {
+    entries: Vec<RemoteEntry>,
+    fresh: HashCache,
+    unhashed: Vec<(RemotePath, PathBuf)>,
+}
+
 /// Largest file a listing hashes when it has no cached hash.
 pub(super) const LIST_HASH_LIMIT: u64 = 64 * 1024 * 1024;
 
@@ -461,7 +473,7 @@ pub(super) fn list_dir(
     root: &StorageRoot,
     remote: &RemotePath,
     cache: HashCache,
-) -> std::result::Result<(Vec<RemoteEntry>, HashCache, Vec<(RemotePath, PathBuf)>), String> {
+) -> std::result::Result<Listed, String> {
     let dir = match root.kind(remote) {
         Some(EntryKind::Folder) => root
             .open_dir(remote)
@@ -539,5 +551,9 @@ pub(super) fn list_dir(
         });
     }
     entries.sort_by(|a, b| (!a.is_dir, &a.path).cmp(&(!b.is_dir, &b.path)));
-    Ok((entries, fresh, unhashed))
+    Ok(Listed {
+        entries,
+        fresh,
+        unhashed,
+    })
 }
