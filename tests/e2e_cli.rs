@@ -44,6 +44,14 @@ fn downloading_a_folder_fetches_everything_in_it_and_nothing_beside_it() {
     let reports = run.reports();
     assert_eq!(reports.len(), 3, "{}", run.describe());
     assert!(reports.iter().all(|r| r["status"] == "completed"));
+    // A download's --json counts the chunks it received.
+    assert!(
+        reports.iter().all(|r| r["chunks_sent"].as_u64() >= Some(1)),
+        "{}",
+        run.describe()
+    );
+    // Not a terminal: no colour codes in what the agent logged.
+    assert!(!w.agent_log().contains('\x1b'), "{}", w.agent_log());
     for (path, data) in &files {
         let local = out.join(path.strip_prefix("runs/42/").unwrap());
         assert_eq!(&std::fs::read(&local).unwrap(), data, "{}", local.display());
