@@ -1018,6 +1018,10 @@ fn print_report(r: &TransferReport, json: bool) {
             if r.resumed { " (resumed)" } else { "" },
             r.elapsed_ms as f64 / 1000.0
         ),
+        TransferStatus::Paused => eprintln!(
+            "pigeon: paused {local} {arrow} {remote}; `pigeon resume {}` or the same command again continues it",
+            short(&r.id)
+        ),
         status => eprintln!(
             "pigeon: {} {local} {arrow} {remote}: {}",
             status.as_str(),
@@ -1273,6 +1277,8 @@ async fn cancel_on(
 
 pub async fn cancel(home: Home, id: String, conn: Conn) -> Result<()> {
     let wait = Duration::from_secs(conn.timeout.clamp(1, 30));
+    // An engine of our own is let go after saying what happened.
+    let mut ours = None;
     let (short, told) = if let Some(owner) = owner::attached(&home).await? {
         let cancelled = cancel_on(&owner.handle, &id, wait).await;
         owner.handle.shutdown().await;
@@ -1281,9 +1287,16 @@ pub async fn cancel(home: Home, id: String, conn: Conn) -> Result<()> {
     } else if resolve_transports(&home, &conn.transports).is_ok() {
         let client = owner::client(&home, &conn, "pigeon cancel", false).await?;
         let cancelled = cancel_on(&client.handle, &id, wait).await;
-        client.close().await;
-        let (report, told) = cancelled?;
-        (short(&report.id).to_string(), Some(told))
+        ours = Some(client);
+        match cancelled {
+            Ok((report, told)) => (short(&report.id).to_string(), Some(told)),
+            Err(e) => {
+                if let Some(client) = ours {
+                    client.close().await;
+                }
+                return Err(e);
+            }
+        }
     } else {
         // No way to the agent: cancel here alone.
         let ledger = Ledger::open(&home)?;
@@ -1307,17 +1320,31 @@ pub async fn cancel(home: Home, id: String, conn: Conn) -> Result<()> {
             "cancelled {short} here; no transport to tell the agent (give --transport), which removes partial uploads after a week"
         ),
     }
+    if let Some(client) = ours {
+        client.close().await;
+    }
     Ok(())
 }
 
 pub async fn ls(home: Home, dir: String, conn: Conn) -> Result<()> {
     let client = owner::client(&home, &conn, "pigeon ls", false).await?;
-    let entries = client.handle.list(dir).await;
+    let entries = match client.handle.list(dir).await {
+        Ok(entries) => entries,
+        Err(e) => {
+            client.close().await;
+            return Err(e.into());
+        }
+    };
+    print_entries(&entries, conn.json);
+    // Printed first: commands attached meanwhile may keep this one serving.
     client.close().await;
-    let entries = entries?;
+    Ok(())
+}
+
+fn print_entries(entries: &[pigeon_core::engine::RemoteEntry], json: bool) {
     for e in entries {
-        if conn.json {
-            println!("{}", json_line(&e));
+        if json {
+            println!("{}", json_line(e));
         } else {
             let when = format_time(e.modified_unix);
             println!(
@@ -1339,7 +1366,6 @@ pub async fn ls(home: Home, dir: String, conn: Conn) -> Result<()> {
             );
         }
     }
-    Ok(())
 }
 
 /// RFC 3339 for times up to the year 9999 (all a peer should send), the

@@ -21,7 +21,9 @@ use crate::cli::{parse_transports, shutdown_signal, start_client, Conn};
 /// How long a command waits for a home whose store is held by a process
 /// that is not (yet) serving its socket: an owner starting up binds it
 /// within milliseconds of opening the store.
-const OWNER_STARTING: Duration = Duration::from_secs(3);
+/// (Longer than an owner takes to let go as it stops: up to 6 s while its
+/// transfers store their progress.)
+const OWNER_STARTING: Duration = Duration::from_secs(10);
 
 /// A client engine and how this process came by it.
 pub struct Client {

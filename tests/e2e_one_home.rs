@@ -179,6 +179,16 @@ fn a_killed_owner_is_taken_over_by_the_command_that_followed_it() {
                 .any(|r| r["remote_path"] == "mid.bin" && r["chunks_sent"].as_u64() > Some(2))
         },
     );
+    // The owner's own file has acknowledged chunks on record.
+    wait_until(
+        "the owner's upload makes progress",
+        Duration::from_secs(30),
+        || {
+            status(&w)
+                .iter()
+                .any(|r| r["remote_path"] == "big.bin" && r["chunks_sent"].as_u64() > Some(2))
+        },
+    );
     owner.kill9();
 
     // The follower notices, holds the home itself and finishes its file.
@@ -320,4 +330,48 @@ fn the_tui_and_the_command_line_share_one_home() {
     assert!(tui.child.try_wait().unwrap().is_none());
     tui.press("q");
     assert!(tui.wait_exit(Duration::from_secs(30)).success());
+}
+
+#[test]
+fn a_follower_never_pauses_what_it_did_not_start_and_a_queued_pause_ends_the_wait() {
+    let _heavy = heavy_lock();
+    let mut w = World::new(SLOW);
+    w.start_agent();
+    let a = w.random_file("a.bin", 300_000, 1);
+    let b = w.random_file("b.bin", 300_000, 2);
+    // One at a time: b waits its turn behind a.
+    let owner = w.spawn_upload(&[&a, &b], &["--parallel", "1"]);
+    let sock = w.client_home.join("pigeon.sock");
+    wait_until(
+        "the upload serves the home",
+        Duration::from_secs(30),
+        || sock.exists(),
+    );
+    wait_until("both are queued", Duration::from_secs(30), || {
+        status(&w).len() == 2
+    });
+
+    // Another shell asks for b too, then gives up: b is the owner's.
+    let mut follower = w.spawn_upload(&[&b], &[]);
+    std::thread::sleep(Duration::from_secs(2));
+    follower.terminate(Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_ne!(status_of(&w, "b.bin")["status"], "paused");
+
+    // Paused while it waits its turn: the owner hears it is over and
+    // finishes with a.
+    let id = status_of(&w, "b.bin")["id"].as_str().unwrap().to_string();
+    w.client(&["pause", &id[..8]]).assert_ok();
+    let run = owner.wait(Duration::from_secs(90));
+    run.assert_failed();
+    let reports = run.reports();
+    let of = |name: &str| {
+        reports
+            .iter()
+            .find(|r| r["remote_path"] == name)
+            .unwrap_or_else(|| panic!("no report of {name}: {}", run.describe()))
+            .clone()
+    };
+    assert_eq!(of("a.bin")["status"], "completed");
+    assert_eq!(of("b.bin")["status"], "paused");
 }

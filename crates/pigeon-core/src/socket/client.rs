@@ -33,20 +33,16 @@ pub async fn attach(home: &Path, follow: bool) -> Result<Option<Attached>> {
     let path = super::path(home);
     let stream = match UnixStream::connect(&path).await {
         Ok(s) => s,
-        Err(e)
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
-            ) =>
-        {
-            return Ok(None)
-        }
-        Err(e) => {
+        // Not ours to use: said, since it will not work any other way.
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
             return Err(CoreError::io(
                 format!("connecting to {}", path.display()),
                 e,
             ))
         }
+        // No socket, a dead owner's, or a path too long for a socket (the
+        // owner could not serve it either): no owner to attach to.
+        Err(_) => return Ok(None),
     };
     let (mut rd, mut wr) = stream.into_split();
     let hello = ToOwner::Hello {
@@ -204,14 +200,22 @@ impl Reply {
 }
 
 /// A local path as the owner must see it: absolute (its working folder is
-/// not ours); an empty download target is our working folder.
-fn ours(path: PathBuf) -> PathBuf {
+/// not ours); an empty download target is our working folder. None when
+/// ours is gone (a relative path would name a file in the owner's).
+fn ours(path: PathBuf) -> Option<PathBuf> {
     let path = if path.as_os_str().is_empty() {
         PathBuf::from(".")
     } else {
         path
     };
-    std::path::absolute(&path).unwrap_or(path)
+    std::path::absolute(&path).ok().filter(|p| p.is_absolute())
+}
+
+fn no_working_folder() -> CoreError {
+    CoreError::Transfer(
+        "this command's working folder is gone: give an absolute path, or cd somewhere that exists"
+            .into(),
+    )
 }
 
 /// A command as a question and where its answer goes.
@@ -222,27 +226,39 @@ fn split(command: ClientCommand) -> Option<(Ask, Reply)> {
             remote,
             options,
             reply,
-        } => (
-            Ask::Upload {
-                local: ours(local),
-                remote,
-                options,
-            },
-            Reply::Id(reply),
-        ),
+        } => {
+            let Some(local) = ours(local) else {
+                let _ = reply.send(Err(no_working_folder()));
+                return None;
+            };
+            (
+                Ask::Upload {
+                    local,
+                    remote,
+                    options,
+                },
+                Reply::Id(reply),
+            )
+        }
         ClientCommand::Download {
             remote,
             local,
             options,
             reply,
-        } => (
-            Ask::Download {
-                remote,
-                local: ours(local),
-                options,
-            },
-            Reply::Id(reply),
-        ),
+        } => {
+            let Some(local) = ours(local) else {
+                let _ = reply.send(Err(no_working_folder()));
+                return None;
+            };
+            (
+                Ask::Download {
+                    remote,
+                    local,
+                    options,
+                },
+                Reply::Id(reply),
+            )
+        }
         ClientCommand::List { dir, reply } => (Ask::List { dir }, Reply::Entries(reply)),
         ClientCommand::Act(id, action) => (Ask::Act { id, action }, Reply::Nobody),
         ClientCommand::CancelTelling { id, wait, reply } => {

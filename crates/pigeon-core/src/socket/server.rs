@@ -14,7 +14,7 @@ use super::wire::{self, Answer, Ask, FromOwner, ToOwner};
 use super::{OwnerInfo, PROTOCOL};
 use crate::engine::ClientHandle;
 use crate::error::{CoreError, Result};
-use crate::view::TransferId;
+use crate::view::{TransferId, TransferStatus};
 
 /// Snapshots go to each client at most this often.
 const SNAPSHOT_EVERY: Duration = Duration::from_millis(100);
@@ -204,9 +204,41 @@ async fn connection(
         let ToOwner::Ask { seq, ask } = message else {
             continue;
         };
+        // Acts are quick and their order matters (pause, then resume):
+        // done in turn; questions that wait on the agent run beside.
+        if matches!(ask, Ask::Act { .. }) {
+            let (result, _) = answer(&handle, ask).await;
+            let _ = out.send(FromOwner::Answer { seq, result }).await;
+            continue;
+        }
         let (handle, out, followed) = (handle.clone(), out.clone(), followed.clone());
         tokio::spawn(async move {
-            let (result, started) = answer(&handle, ask).await;
+            // What already ran or waited its turn before this client asked
+            // is someone else's: never paused when this client goes. (From
+            // the engine's records, which every earlier command has reached;
+            // a snapshot may be a moment behind.)
+            let starts = matches!(
+                ask,
+                Ask::Upload { .. } | Ask::Download { .. } | Ask::ResumeMatching { .. }
+            );
+            let others: HashSet<TransferId> = match starts {
+                true => handle
+                    .reports()
+                    .await
+                    .unwrap_or_default()
+                    .iter()
+                    .filter(|r| {
+                        matches!(
+                            r.status,
+                            TransferStatus::InProgress | TransferStatus::Pending
+                        )
+                    })
+                    .filter_map(|r| r.id.parse().ok())
+                    .collect(),
+                false => HashSet::new(),
+            };
+            let (result, mut started) = answer(&handle, ask).await;
+            started.retain(|id| !others.contains(id));
             if follow && !started.is_empty() {
                 let gone = {
                     let mut f = lock(&followed);

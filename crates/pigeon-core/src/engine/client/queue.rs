@@ -157,7 +157,9 @@ impl Core {
                     crate::task::spawn(async move { node.deliver(&id, TaskInput::Pause).await });
                 } else {
                     self.eligible.remove(&id);
-                    self.set_status(&id, TransferStatus::Paused, |s| !s.is_finished());
+                    if self.set_status(&id, TransferStatus::Paused, |s| !s.is_finished()) {
+                        self.announce_end(&id);
+                    }
                 }
             }
             ClientCommand::Act(id, TransferAction::Retry)
@@ -205,6 +207,7 @@ impl Core {
                         .map(|r| r.remote_path.clone())
                         .unwrap_or_default();
                     let _ = self.node.events.send(Event::Cancelled { id, name });
+                    self.announce_end(&id);
                 }
             }
             ClientCommand::CancelTelling { id, wait, reply } => {
@@ -330,6 +333,23 @@ impl Core {
             self.eligible.insert(*id);
         }
         Ok(candidates)
+    }
+
+    /// The end of this run of a transfer no task runs (paused or cancelled
+    /// while it waited its turn), as a running one's task would say it:
+    /// whoever waits for it learns it is over.
+    fn announce_end(&self, id: &TransferId) {
+        let report = {
+            let records = lock(&self.records);
+            let Some(rec) = records.get(id) else {
+                return;
+            };
+            match lock(&self.node.progress).get(id) {
+                Some(p) => report_of(rec, &p.read()),
+                None => stored_report(rec),
+            }
+        };
+        let _ = self.node.events.send(Event::Finished(Box::new(report)));
     }
 
     fn is(&self, id: &TransferId, status: TransferStatus) -> bool {
