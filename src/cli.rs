@@ -1236,12 +1236,8 @@ pub async fn pause(home: &Home, id: &str) -> Result<()> {
     Ok(())
 }
 
-/// Do `action` to the unfinished transfer `prefix` names.
-async fn act_on(
-    handle: &ClientHandle,
-    prefix: &str,
-    action: TransferAction,
-) -> Result<TransferReport> {
+/// The unfinished transfer `prefix` names, and its id.
+async fn unfinished(handle: &ClientHandle, prefix: &str) -> Result<(TransferReport, TransferId)> {
     let report = handle.find(prefix.to_string()).await?;
     if report.status.is_finished() {
         bail!(
@@ -1251,6 +1247,16 @@ async fn act_on(
         );
     }
     let id: TransferId = report.id.parse().map_err(|e: String| anyhow!(e))?;
+    Ok((report, id))
+}
+
+/// Do `action` to the unfinished transfer `prefix` names.
+async fn act_on(
+    handle: &ClientHandle,
+    prefix: &str,
+    action: TransferAction,
+) -> Result<TransferReport> {
+    let (report, id) = unfinished(handle, prefix).await?;
     handle.act(id, action).await?;
     Ok(report)
 }
@@ -1262,15 +1268,7 @@ async fn cancel_on(
     prefix: &str,
     wait: Duration,
 ) -> Result<(TransferReport, bool)> {
-    let report = handle.find(prefix.to_string()).await?;
-    if report.status.is_finished() {
-        bail!(
-            "transfer {} already {}",
-            short(&report.id),
-            report.status.as_str()
-        );
-    }
-    let id: TransferId = report.id.parse().map_err(|e: String| anyhow!(e))?;
+    let (report, id) = unfinished(handle, prefix).await?;
     let told = handle.cancel_telling(id, wait).await?;
     Ok((report, told))
 }

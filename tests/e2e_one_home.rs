@@ -37,6 +37,19 @@ fn start_owner(w: &World, name: &str, len: usize) -> Proc {
     owner
 }
 
+/// Wait until the transfer to `remote` has more than `chunks` chunks on record.
+fn wait_for_progress(w: &World, remote: &str, chunks: u64) {
+    wait_until(
+        &format!("{remote} makes progress"),
+        Duration::from_secs(30),
+        || {
+            status(w)
+                .iter()
+                .any(|r| r["remote_path"] == remote && r["chunks_sent"].as_u64() > Some(chunks))
+        },
+    );
+}
+
 fn status(w: &World) -> Vec<serde_json::Value> {
     let run = w.client(&["status", "--json"]);
     run.assert_ok();
@@ -107,11 +120,7 @@ fn commands_on_a_busy_home_run_through_the_process_that_holds_it() {
     // Cancel a running upload from another shell: the owner reports it
     // cancelled, and the agent was told (its staged partial file goes).
     let owner = start_owner(&w, "doomed.bin", 900_000);
-    wait_until(
-        "the doomed upload makes progress",
-        Duration::from_secs(30),
-        || status_of(&w, "doomed.bin")["chunks_sent"].as_u64() > Some(3),
-    );
+    wait_for_progress(&w, "doomed.bin", 3);
     let id = status_of(&w, "doomed.bin")["id"]
         .as_str()
         .unwrap()
@@ -170,25 +179,9 @@ fn a_killed_owner_is_taken_over_by_the_command_that_followed_it() {
     let mut owner = start_owner(&w, "big.bin", 900_000);
     let mid = w.random_file("mid.bin", 150_000, 9);
     let follower = w.spawn_upload(&[&mid], &[]);
-    wait_until(
-        "the follower's upload makes progress",
-        Duration::from_secs(30),
-        || {
-            status(&w)
-                .iter()
-                .any(|r| r["remote_path"] == "mid.bin" && r["chunks_sent"].as_u64() > Some(2))
-        },
-    );
+    wait_for_progress(&w, "mid.bin", 2);
     // The owner's own file has acknowledged chunks on record.
-    wait_until(
-        "the owner's upload makes progress",
-        Duration::from_secs(30),
-        || {
-            status(&w)
-                .iter()
-                .any(|r| r["remote_path"] == "big.bin" && r["chunks_sent"].as_u64() > Some(2))
-        },
-    );
+    wait_for_progress(&w, "big.bin", 2);
     owner.kill9();
 
     // The follower notices, holds the home itself and finishes its file.
@@ -226,15 +219,7 @@ fn a_follower_stopped_with_ctrl_c_leaves_its_transfer_paused_and_resumable() {
     let mut owner = start_owner(&w, "big.bin", 600_000);
     let mid = w.random_file("mid.bin", 300_000, 9);
     let mut follower = w.spawn_upload(&[&mid], &[]);
-    wait_until(
-        "the follower's upload makes progress",
-        Duration::from_secs(30),
-        || {
-            status(&w)
-                .iter()
-                .any(|r| r["remote_path"] == "mid.bin" && r["chunks_sent"].as_u64() > Some(2))
-        },
-    );
+    wait_for_progress(&w, "mid.bin", 2);
     follower.terminate(Duration::from_secs(10));
     assert!(
         follower
@@ -276,9 +261,7 @@ fn the_tui_and_the_command_line_share_one_home() {
     tui.wait_for("shared.bin", Duration::from_secs(30));
 
     // Cancelled from the command line, it is started again with r.
-    wait_until("the upload makes progress", Duration::from_secs(30), || {
-        status_of(&w, "shared.bin")["chunks_sent"].as_u64() > Some(2)
-    });
+    wait_for_progress(&w, "shared.bin", 2);
     let id = status_of(&w, "shared.bin")["id"]
         .as_str()
         .unwrap()

@@ -313,58 +313,69 @@ fn frame(title: &'static str, theme: Theme) -> Block<'static> {
 }
 
 fn render_overwrite(area: Rect, buf: &mut Buffer, name: &str, theme: Theme) {
-    let popup = help::centered(area, 56, 8);
-    let text = vec![
-        Line::from(vec![
-            Span::styled(escape_control(name).into_owned(), theme.title_style(false)),
-            Span::raw(" already exists on the agent, with other content."),
-        ]),
-        Line::styled(
-            "Replace it? Its file stays until this one is verified.",
-            theme.dim(),
-        ),
-        Line::raw(""),
-        Line::from(vec![
-            Span::styled("y", theme.bad()),
-            Span::raw(" replace it    "),
-            Span::styled("n", theme.good()),
-            Span::raw(" keep the agent's"),
-        ]),
-    ];
-    let block = frame(" File exists ", theme);
-    Clear.render(popup, buf);
-    Paragraph::new(text)
-        .wrap(Wrap { trim: true })
-        .block(block)
-        .render(popup, buf);
+    let question = Line::from(vec![
+        Span::styled(escape_control(name).into_owned(), theme.title_style(false)),
+        Span::raw(" already exists on the agent, with other content."),
+    ]);
+    let question = Question {
+        title: " File exists ",
+        size: (56, 8),
+        question,
+        detail: "Replace it? Its file stays until this one is verified.",
+        yes: " replace it    ",
+        no: " keep the agent's",
+    };
+    question.render(area, buf, theme);
 }
 
 fn render_confirm(area: Rect, buf: &mut Buffer, name: &str, theme: Theme) {
-    let popup = help::centered(area, 52, 7);
-    let text = vec![
-        Line::from(vec![
-            Span::raw("Cancel "),
-            Span::styled(name.to_owned(), theme.title_style(false)),
-            Span::raw("?"),
-        ]),
-        Line::styled(
-            "The agent drops what it holds; r starts it again.",
-            theme.dim(),
-        ),
-        Line::raw(""),
-        Line::from(vec![
-            Span::styled("y", theme.bad()),
-            Span::raw(" cancel it    "),
-            Span::styled("n", theme.good()),
-            Span::raw(" keep it"),
-        ]),
-    ];
-    let block = frame(" Cancel transfer ", theme);
-    Clear.render(popup, buf);
-    Paragraph::new(text)
-        .wrap(Wrap { trim: true })
-        .block(block)
-        .render(popup, buf);
+    let question = Line::from(vec![
+        Span::raw("Cancel "),
+        Span::styled(name.to_owned(), theme.title_style(false)),
+        Span::raw("?"),
+    ]);
+    let question = Question {
+        title: " Cancel transfer ",
+        size: (52, 7),
+        question,
+        detail: "The agent drops what it holds; r starts it again.",
+        yes: " cancel it    ",
+        no: " keep it",
+    };
+    question.render(area, buf, theme);
+}
+
+/// A yes-or-no popup: a question, a line on what follows, `y` and `n`.
+struct Question {
+    title: &'static str,
+    size: (u16, u16),
+    question: Line<'static>,
+    detail: &'static str,
+    yes: &'static str,
+    no: &'static str,
+}
+
+impl Question {
+    fn render(self, area: Rect, buf: &mut Buffer, theme: Theme) {
+        let popup = help::centered(area, self.size.0, self.size.1);
+        let text = vec![
+            self.question,
+            Line::styled(self.detail, theme.dim()),
+            Line::raw(""),
+            Line::from(vec![
+                Span::styled("y", theme.bad()),
+                Span::raw(self.yes),
+                Span::styled("n", theme.good()),
+                Span::raw(self.no),
+            ]),
+        ];
+        let block = frame(self.title, theme);
+        Clear.render(popup, buf);
+        Paragraph::new(text)
+            .wrap(Wrap { trim: true })
+            .block(block)
+            .render(popup, buf);
+    }
 }
 
 #[cfg(test)]
