@@ -67,30 +67,7 @@ impl Popup {
                     (KeyCode::Esc | KeyCode::Enter, _) | (_, Some(Action::Help | Action::Quit)) => {
                         Outcome::Close
                     }
-                    (_, Some(Action::Down)) => {
-                        *scroll = (*scroll + 1).min(max);
-                        Outcome::Keep
-                    }
-                    (_, Some(Action::Up)) => {
-                        *scroll = scroll.saturating_sub(1);
-                        Outcome::Keep
-                    }
-                    (_, Some(Action::PageDown)) => {
-                        *scroll = (*scroll + 10).min(max);
-                        Outcome::Keep
-                    }
-                    (_, Some(Action::PageUp)) => {
-                        *scroll = scroll.saturating_sub(10);
-                        Outcome::Keep
-                    }
-                    (_, Some(Action::Top)) => {
-                        *scroll = 0;
-                        Outcome::Keep
-                    }
-                    (_, Some(Action::Bottom)) => {
-                        *scroll = max;
-                        Outcome::Keep
-                    }
+                    (_, Some(action)) => scroll_by(scroll, action, max),
                     _ => Outcome::Keep,
                 }
             }
@@ -112,22 +89,7 @@ impl Popup {
             },
             Popup::Detail { scroll, .. } => match (key.code, action) {
                 (KeyCode::Esc | KeyCode::Enter, _) | (_, Some(Action::Quit)) => Outcome::Close,
-                (_, Some(Action::Down)) => {
-                    *scroll = (*scroll + 1).min(DETAIL_LINES);
-                    Outcome::Keep
-                }
-                (_, Some(Action::Up)) => {
-                    *scroll = scroll.saturating_sub(1);
-                    Outcome::Keep
-                }
-                (_, Some(Action::PageDown)) => {
-                    *scroll = (*scroll + 10).min(DETAIL_LINES);
-                    Outcome::Keep
-                }
-                (_, Some(Action::PageUp)) => {
-                    *scroll = scroll.saturating_sub(10);
-                    Outcome::Keep
-                }
+                (_, Some(action)) => scroll_by(scroll, action, DETAIL_LINES),
                 _ => Outcome::Keep,
             },
             Popup::Log { back } => {
@@ -188,6 +150,21 @@ impl Popup {
             }
         }
     }
+}
+
+/// Move a popup's `scroll` (lines from its top, at most `max`) by a
+/// movement key; anything else leaves it.
+fn scroll_by(scroll: &mut usize, action: Action, max: usize) -> Outcome {
+    *scroll = match action {
+        Action::Down => (*scroll + 1).min(max),
+        Action::Up => scroll.saturating_sub(1),
+        Action::PageDown => (*scroll + 10).min(max),
+        Action::PageUp => scroll.saturating_sub(10),
+        Action::Top => 0,
+        Action::Bottom => max,
+        _ => *scroll,
+    };
+    Outcome::Keep
 }
 
 /// Most a detail popup scrolls (its text is about 20 lines before wrapping).

@@ -32,10 +32,6 @@ pub struct Served {
 }
 
 impl Served {
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Commands attached right now.
     pub fn clients(&self) -> usize {
         *self.clients.borrow()
