@@ -335,9 +335,13 @@ pub enum KeysCommand {
         /// A name for the peer (letters, digits, `-`, `_`, `.`).
         #[arg(long)]
         name: String,
-        /// Comma-separated: upload, download, list.
+        /// Comma-separated: upload, download, list, and exec (upload
+        /// programs under their own names; without it they are held in
+        /// quarantine).
         #[arg(long, default_value = "upload,download,list")]
         allow: String,
+        #[command(flatten)]
+        limits: LimitArgs,
         /// Where the peer is on one kind of transport, as KIND=ADDRESS
         /// (`telegram=123456789`, `whatsapp=15550001111`; `KIND=` forgets
         /// one); repeatable. A transport given `*` answers the peer there,
@@ -352,6 +356,64 @@ pub enum KeysCommand {
         /// The peer's name, as `pigeon keys list` shows it.
         name: String,
     },
+}
+
+/// A peer's quotas on the agent (each one kept from before when not given;
+/// `off` removes it).
+#[derive(Args, Debug, Clone, Default)]
+pub struct LimitArgs {
+    /// Most bytes the peer may keep on the agent: 500M, 2G.
+    #[arg(long, value_name = "SIZE")]
+    pub quota: Option<String>,
+    /// Largest file the peer may upload.
+    #[arg(long, value_name = "SIZE")]
+    pub max_file: Option<String>,
+    /// Most files the peer may keep on the agent.
+    #[arg(long, value_name = "N")]
+    pub max_files: Option<String>,
+    /// Most uploads the peer may have open at once.
+    #[arg(long, value_name = "N")]
+    pub max_open: Option<String>,
+    /// Most bytes the peer may upload in any 24 hours.
+    #[arg(long, value_name = "SIZE")]
+    pub daily: Option<String>,
+}
+
+impl LimitArgs {
+    /// `old` with these changes.
+    fn apply(&self, mut old: pigeon_core::policy::Limits) -> Result<pigeon_core::policy::Limits> {
+        use pigeon_core::policy::Size;
+        fn size(flag: &str, v: &str) -> Result<Option<Size>> {
+            match pigeon_core::bwlimit::parse_size(v).map_err(|e| anyhow!("--{flag} {e}"))? {
+                Some(0) | None => Ok(None),
+                Some(n) => Ok(Some(Size(n))),
+            }
+        }
+        fn count(flag: &str, v: &str) -> Result<Option<u64>> {
+            if v.eq_ignore_ascii_case("off") {
+                return Ok(None);
+            }
+            v.parse()
+                .map(Some)
+                .map_err(|_| anyhow!("--{flag} {v:?}: give a number, or off"))
+        }
+        if let Some(v) = &self.quota {
+            old.quota = size("quota", v)?;
+        }
+        if let Some(v) = &self.max_file {
+            old.max_file = size("max-file", v)?;
+        }
+        if let Some(v) = &self.daily {
+            old.daily = size("daily", v)?;
+        }
+        if let Some(v) = &self.max_files {
+            old.max_files = count("max-files", v)?;
+        }
+        if let Some(v) = &self.max_open {
+            old.max_open = count("max-open", v)?;
+        }
+        Ok(old)
+    }
 }
 
 /// How a client reaches its agent.
@@ -407,16 +469,15 @@ pub fn keys(home: &Home, cmd: KeysCommand) -> Result<()> {
             key,
             name,
             allow,
+            limits,
             addresses,
         } => {
             let name = PeerName::parse(&name)?;
             let mut all = home.trusted()?;
-            // Trusting a name again keeps the addresses it had.
-            let mut known = all
-                .iter()
-                .find(|p| p.name == name)
-                .map(|p| p.addresses.clone())
-                .unwrap_or_default();
+            // Trusting a name again keeps the addresses and limits it had.
+            let before = all.iter().find(|p| p.name == name);
+            let mut known = before.map(|p| p.addresses.clone()).unwrap_or_default();
+            let limits = limits.apply(before.map(|p| p.limits).unwrap_or_default())?;
             for a in &addresses {
                 let (kind, address) = a
                     .split_once('=')
@@ -437,6 +498,7 @@ pub fn keys(home: &Home, cmd: KeysCommand) -> Result<()> {
                 key: key.parse()?,
                 permissions: Permissions::parse(&allow)?,
                 addresses: known,
+                limits,
             };
             all.retain(|p| p.name != peer.name);
             eprintln!(
@@ -512,6 +574,7 @@ pub async fn run_agent(
     eprintln!("pigeon agent: key {}", home.identity()?.public());
     agent::run(
         agent::AgentConfig {
+            settings: home.config()?.agent,
             home,
             root,
             transports,

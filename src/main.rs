@@ -251,6 +251,7 @@ async fn start_embedded_agent(
             key: agent_key,
             permissions: Permissions::default(),
             addresses: Default::default(),
+            limits: Default::default(),
         });
         home.save_trusted(&mine)?;
     }
@@ -260,6 +261,7 @@ async fn start_embedded_agent(
         key: me.public(),
         permissions: Permissions::default(),
         addresses: Default::default(),
+        limits: Default::default(),
     }])?;
     let spool = home.dir().join("spool");
     // Made here, not by the agent task: the client opens it at once.
@@ -272,6 +274,7 @@ async fn start_embedded_agent(
         root: home.storage_dir(),
         transports: vec![uri.clone()],
         bwlimit: None,
+        settings: Default::default(),
     };
     tokio::spawn(async move {
         if let Err(e) = agent::run(cfg, async {

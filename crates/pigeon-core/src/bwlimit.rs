@@ -192,6 +192,18 @@ fn parse_limit(s: &str) -> Result<Limit, String> {
 
 /// Parses one rate: `off`, or a decimal number with an optional unit (none means K).
 fn parse_rate(s: &str) -> Result<Rate, String> {
+    parse_amount(s, 10)
+}
+
+/// Parses a size in the same syntax (`512k`, `2G`, `1.5M`, `off` for no
+/// limit), where a bare number is bytes: quotas and file size limits.
+pub fn parse_size(s: &str) -> Result<Option<u64>, String> {
+    parse_amount(s.trim(), 0).map_err(|e| e.replace("a rate", "a size").replace("rate ", "size "))
+}
+
+/// A decimal number with an optional binary unit; `default_shift` is the
+/// unit of a bare number (10: K, 0: bytes).
+fn parse_amount(s: &str, default_shift: usize) -> Result<Rate, String> {
     if s.eq_ignore_ascii_case("off") {
         return Ok(None);
     }
@@ -207,7 +219,7 @@ fn parse_rate(s: &str) -> Result<Rate, String> {
         return Err(format!("{s:?}: {msg}"));
     }
     let shift = match unit.to_ascii_lowercase().as_str() {
-        "" => 10,
+        "" => default_shift,
         u if u.len() == 1 && "bkmgtp".contains(u) => 10 * "bkmgtp".find(u).unwrap_or(0),
         _ => return Err(format!("{s:?}: unknown unit {unit:?} (use {UNITS})")),
     };

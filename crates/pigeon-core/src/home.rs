@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::crypto::{Identity, PublicKey};
 use crate::error::{CoreError, IoContext, Result};
-use crate::policy::Permissions;
+use crate::policy::{Limits, Permissions};
 
 pub use crate::files::{create_private_dir, create_public_dirs, public_file_mode, restrict_umask};
 pub(crate) use crate::files::{sync_dir, write_private};
@@ -89,6 +89,8 @@ pub struct TrustedPeer {
     /// replies go there, and only there, on a transport that answers
     /// whoever writes (`*`), even before the peer has written.
     pub addresses: std::collections::BTreeMap<String, String>,
+    /// This peer's own quotas (the agent's `[agent.limits]` fill the rest).
+    pub limits: Limits,
 }
 
 /// The kinds of transport a peer can have an address on.
@@ -107,6 +109,8 @@ struct TrustEntry {
     allow: Vec<String>,
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     addresses: std::collections::BTreeMap<String, String>,
+    #[serde(flatten)]
+    limits: Limits,
 }
 
 /// `<home>/config.toml`.
@@ -133,6 +137,43 @@ pub struct Config {
     /// a later theft of the agent's key (README, "Security model"); false
     /// keeps every byte of every transfer inside the session.
     pub early_data: Option<bool>,
+    /// The agent's policy: quotas, quarantine, cleanup.
+    #[serde(default)]
+    pub agent: AgentSettings,
+}
+
+/// `[agent]` in `config.toml`: what an agent enforces beside the trust list.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentSettings {
+    /// Every peer's limits, where its entry in `peers.toml` sets none.
+    pub limits: Limits,
+    /// All peers together.
+    pub total: Limits,
+    pub quarantine: crate::policy::quarantine::Rules,
+    pub cleanup: Cleanup,
+}
+
+/// `[agent.cleanup]`: how long what is left behind is kept, in days.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Cleanup {
+    /// Partial uploads with no progress.
+    pub partials_days: u64,
+    /// Files held in quarantine.
+    pub quarantine_days: u64,
+    /// Records of finished transfers (0: kept for ever).
+    pub records_days: u64,
+}
+
+impl Default for Cleanup {
+    fn default() -> Self {
+        Cleanup {
+            partials_days: 7,
+            quarantine_days: 30,
+            records_days: 0,
+        }
+    }
 }
 
 impl Home {
@@ -234,6 +275,7 @@ impl Home {
                     key: e.key.parse()?,
                     permissions: Permissions::parse(&e.allow.join(","))?,
                     addresses: e.addresses,
+                    limits: e.limits,
                 })
             })
             .collect()
@@ -254,6 +296,7 @@ impl Home {
                         .map(String::from)
                         .collect(),
                     addresses: p.addresses.clone(),
+                    limits: p.limits,
                 })
                 .collect(),
         };
@@ -361,6 +404,10 @@ mod tests {
             key: Identity::generate().unwrap().public(),
             permissions: Permissions::parse("upload,list").unwrap(),
             addresses: [("telegram".to_string(), "123456789".to_string())].into(),
+            limits: Limits {
+                quota: Some(crate::policy::Size(2 << 30)),
+                ..Limits::default()
+            },
         };
         home.save_trusted(std::slice::from_ref(&peer)).unwrap();
         assert_eq!(home.trusted().unwrap(), vec![peer]);

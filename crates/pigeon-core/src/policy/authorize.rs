@@ -114,6 +114,7 @@ mod tests {
         upload: true,
         download: true,
         list: true,
+        exec: false,
     };
 
     #[test]
@@ -123,6 +124,7 @@ mod tests {
             upload: false,
             download: false,
             list: false,
+            exec: false,
         };
         for (request, word) in [
             (Request::Upload { path: "a.bin" }, "upload"),

@@ -21,7 +21,10 @@ use unicode_normalization::UnicodeNormalization;
 use crate::error::{CoreError, IoContext, Result};
 
 mod authorize;
+pub mod limits;
+pub mod quarantine;
 pub use authorize::{authorize, Refusal, Request, Target};
+pub use limits::{Limits, QuotaLine, Size, Usage};
 
 /// The folder inside the storage root where pigeon keeps partial uploads.
 pub const INTERNAL_DIR: &str = ".pigeon";
@@ -204,6 +207,9 @@ pub struct Permissions {
     pub upload: bool,
     pub download: bool,
     pub list: bool,
+    /// Upload programs under their own names (never given an exec bit
+    /// by pigeon; without it, programs go to quarantine).
+    pub exec: bool,
 }
 
 impl Default for Permissions {
@@ -212,26 +218,29 @@ impl Default for Permissions {
             upload: true,
             download: true,
             list: true,
+            exec: false,
         }
     }
 }
 
 impl Permissions {
-    /// Parse `upload,download,list` (any subset, comma-separated).
+    /// Parse `upload,download,list,exec` (any subset, comma-separated).
     pub fn parse(s: &str) -> Result<Permissions> {
         let mut p = Permissions {
             upload: false,
             download: false,
             list: false,
+            exec: false,
         };
         for word in s.split(',').map(str::trim).filter(|w| !w.is_empty()) {
             match word {
                 "upload" => p.upload = true,
                 "download" => p.download = true,
                 "list" => p.list = true,
+                "exec" => p.exec = true,
                 other => {
                     return Err(CoreError::Config(format!(
-                        "unknown permission {other:?}; use upload, download, list"
+                        "unknown permission {other:?}; use upload, download, list, exec"
                     )))
                 }
             }
@@ -251,6 +260,9 @@ impl std::fmt::Display for Permissions {
         }
         if self.list {
             words.push("list");
+        }
+        if self.exec {
+            words.push("exec");
         }
         if words.is_empty() {
             words.push("none");

@@ -11,6 +11,10 @@ pub enum RefuseCode {
     NotFound,
     TooLarge,
     Internal,
+    /// A quota or limit of the agent's (the reason has the numbers).
+    Quota,
+    /// The upload arrived whole and is held in the agent's quarantine.
+    Quarantined,
 }
 
 /// Early data: offers of new uploads that ride in the client's first

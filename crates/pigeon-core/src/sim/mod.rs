@@ -211,6 +211,7 @@ impl<'a> World<'a> {
             key,
             permissions: Permissions::default(),
             addresses: Default::default(),
+            limits: Default::default(),
         };
         client_home
             .save_trusted(&[peer("agent", agent_key)])
@@ -414,6 +415,7 @@ impl<'a> World<'a> {
                 root: self.root.clone(),
                 transports: vec![self.uris[1].clone()],
                 bwlimit: None,
+                settings: Default::default(),
             };
             scope
                 .enter(async {

@@ -36,6 +36,8 @@ use crate::view::{Direction, LogLevel, TransferId, TransferStatus};
 
 pub struct AgentConfig {
     pub home: Home,
+    /// `[agent]` of the home's config: quotas, quarantine, cleanup.
+    pub settings: crate::home::AgentSettings,
     pub root: PathBuf,
     pub transports: Vec<TransportUri>,
     /// What this party sends, over all its links (`--bwlimit`).
@@ -103,20 +105,14 @@ pub const MAX_OPEN_UPLOADS: usize = 16;
 pub const MAX_OPEN_CHUNKS: u64 = 1 << 26;
 
 /// Whether one more upload of `manifest` fits beside a peer's `open` ones:
-/// their number, their chunks, and the bytes still to land against the
-/// storage root's free space (`free`), all checked before anything is
-/// allocated for it.
+/// their chunks, and the bytes still to land against the storage root's
+/// free space (`free`), all checked before anything is allocated for it.
+/// (Their number is a limit like the others: [`crate::policy::limits`].)
 fn within_open_limits(
     open: &[TransferRecord],
     manifest: &Manifest,
     free: Option<u64>,
 ) -> std::result::Result<(), String> {
-    if open.len() >= MAX_OPEN_UPLOADS {
-        return Err(format!(
-            "{} uploads of this peer are already open (at most {MAX_OPEN_UPLOADS}); let them finish or cancel some",
-            open.len()
-        ));
-    }
     let chunks: u64 = open.iter().map(|t| u64::from(t.chunks_total)).sum();
     if chunks + u64::from(manifest.chunk_count()) > MAX_OPEN_CHUNKS {
         return Err(format!(
@@ -166,6 +162,8 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
     let hooks = Arc::new(AgentHooks {
         home: cfg.home.clone(),
         root,
+        settings: cfg.settings,
+        limits: Mutex::new(HashMap::new()),
         welcomes: Mutex::new(HashMap::new()),
         early: Mutex::new(EarlyGate::default()),
         refused: Mutex::new(RefusalTally::default()),
@@ -226,6 +224,9 @@ type HashCache = HashMap<PathBuf, (SourceStamp, [u8; 32])>;
 struct AgentHooks {
     home: Home,
     root: StorageRoot,
+    settings: crate::home::AgentSettings,
+    /// Each trusted peer's own limits, from the trust list.
+    limits: Mutex<HashMap<String, crate::policy::Limits>>,
     /// The answer to each handshake, sent again if the client repeats it.
     /// (When it was last sent: a Hello replayed in a loop gets at most
     /// one every [`WELCOME_AGAIN`].)
@@ -381,6 +382,10 @@ impl AgentHooks {
                 return;
             }
         };
+        *lock(&self.limits) = trusted
+            .iter()
+            .map(|t| (t.name.to_string(), t.limits))
+            .collect();
         let mut peers = lock(&node.peers);
         peers.retain(|name, p| trusted.iter().any(|t| &t.name == name && t.key == p.key));
         for t in trusted {
@@ -429,6 +434,7 @@ impl AgentHooks {
 }
 
 mod hooks;
+pub mod policy;
 mod requests;
 
 use hooks::*;

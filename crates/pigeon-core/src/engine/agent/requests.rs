@@ -109,17 +109,31 @@ impl AgentHooks {
                 ),
             );
         }
-        let open: Vec<TransferRecord> = match node.store.transfers() {
-            Ok(all) => all
-                .into_iter()
-                .filter(|t| {
-                    t.role == Role::Receiver
-                        && t.peer == peer.name.as_str()
-                        && !t.status.is_finished()
-                })
-                .collect(),
+        let all = match node.store.transfers() {
+            Ok(all) => all,
             Err(e) => return refuse(RefuseCode::Internal, e.to_string()),
         };
+        // Quotas, counting this peer's open uploads whole, and again for
+        // every peer together.
+        let used = policy::usage(&all, now_unix());
+        let mine = used.get(peer.name.as_str()).copied().unwrap_or_default();
+        let mut everyone = crate::policy::Usage::default();
+        used.values().for_each(|u| everyone.add(u));
+        let limits = policy::effective(lock(&self.limits).get(peer.name.as_str()), &self.settings);
+        if let Err(reason) = crate::policy::limits::check(
+            peer.name.as_str(),
+            manifest.size,
+            (&mine, &limits),
+            (&everyone, &self.settings.total),
+        ) {
+            return refuse(RefuseCode::Quota, reason);
+        }
+        let open: Vec<TransferRecord> = all
+            .into_iter()
+            .filter(|t| {
+                t.role == Role::Receiver && t.peer == peer.name.as_str() && !t.status.is_finished()
+            })
+            .collect();
         let (same_path, others): (Vec<_>, Vec<_>) = open
             .into_iter()
             .partition(|t| t.remote_path == remote.to_string());

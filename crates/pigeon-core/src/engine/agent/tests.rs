@@ -28,9 +28,19 @@ fn open_limits_refuse_too_many_too_big_and_too_many_chunks_before_allocating() {
     let many: Vec<_> = (0..MAX_OPEN_UPLOADS)
         .map(|_| open_upload(10, 10, 0))
         .collect();
-    let err = within_open_limits(&many, &small, None).unwrap_err();
-    assert!(err.contains("already open"), "{err}");
-    assert!(within_open_limits(&many[1..], &small, None).is_ok());
+    let limits = policy::effective(None, &Default::default());
+    let fits = |open: &[TransferRecord]| {
+        let used = policy::usage(open, now_unix())["laptop"];
+        let none = crate::policy::Limits::default();
+        crate::policy::limits::check("laptop", 1000, (&used, &limits), (&used, &none))
+    };
+    let err = fits(&many).unwrap_err();
+    assert!(
+        err.contains("16 uploads of laptop are already open"),
+        "{err}"
+    );
+    assert!(fits(&many[1..]).is_ok());
+    assert!(within_open_limits(&many, &small, None).is_ok());
     // Chunks: 2^26 chunks of 16 MiB pass the manifest check, not this.
     let huge = open_upload(u64::from(u32::MAX) * 1024, 64 * 1024, 0).manifest;
     let err = within_open_limits(&[open_upload(1 << 20, 64, 0)], &huge, None).unwrap_err();

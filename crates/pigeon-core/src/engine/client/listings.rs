@@ -18,6 +18,10 @@ pub(super) async fn list(
         let request: u64 = rand::random();
         let (tx, mut rx) = mpsc::channel(4);
         lock(&hooks.lists).insert(request, tx);
+        if let Some(reason) = hooks.refusal() {
+            lock(&hooks.lists).remove(&request);
+            return Err(CoreError::Refused(reason));
+        }
         let ask = Control::List {
             request,
             dir: dir.clone(),

@@ -112,6 +112,7 @@ pub async fn start(cfg: ClientConfig) -> Result<ClientHandle> {
         need_session: Notify::new(),
         restart_handshake: Notify::new(),
         lists: Mutex::new(HashMap::new()),
+        refused: Mutex::new(None),
     });
     crate::task::spawn(route(node.clone(), hooks.clone(), rx));
     crate::task::spawn(connect(node.clone(), peer.clone(), hooks.clone()));

@@ -11,7 +11,16 @@ pub(super) struct ClientHooks {
     /// The pending handshake failed: the connector starts another.
     pub(super) restart_handshake: Notify,
     pub(super) lists: Mutex<HashMap<u64, mpsc::Sender<Control>>>,
+    /// The agent's last "not trusted", and when it came: a transfer or a
+    /// listing that starts a moment after it (its answer raced the
+    /// registration) fails at once too instead of waiting out its silence.
+    pub(super) refused: Mutex<Option<(Instant, String)>>,
 }
+
+/// How long an agent's refusal of our key answers for new work without
+/// asking again: long enough to cover a start racing the answer, short
+/// enough that a key trusted meanwhile is tried afresh.
+const REFUSAL_HOLDS: Duration = Duration::from_secs(10);
 
 impl Hooks for ClientHooks {
     fn on_hello(
@@ -126,6 +135,7 @@ impl ClientHooks {
             "it does not trust this key (id {}): on the agent run `pigeon keys trust {me} --name <NAME>`",
             me.id()
         );
+        *lock(&self.refused) = Some((Instant::now(), reason.clone()));
         let tasks: Vec<_> = lock(&node.tasks)
             .iter()
             .filter(|(_, (owner, _))| *owner == peer.name)
@@ -148,6 +158,19 @@ impl ClientHooks {
                 request: *request,
                 reason: reason.clone(),
             });
+        }
+    }
+
+    /// The agent's refusal of our key, if it came in the last few seconds.
+    pub(super) fn refusal(&self) -> Option<String> {
+        let mut refused = lock(&self.refused);
+        match refused.as_ref() {
+            Some((at, reason)) if at.elapsed() < REFUSAL_HOLDS => Some(reason.clone()),
+            Some(_) => {
+                *refused = None;
+                None
+            }
+            None => None,
         }
     }
 }

@@ -251,6 +251,15 @@ impl Core {
         let limit = self.silence_limit;
         let resumed = rec.chunks_done > 0;
         let inbox = node.register_task(id, &peer.name);
+        if let Some(reason) = self.hooks.refusal() {
+            if let Some((_, tx)) = lock(&node.tasks).get(&id) {
+                let _ = tx.try_send(TaskInput::Control(Control::Refuse {
+                    transfer: id,
+                    code: RefuseCode::Permission,
+                    reason,
+                }));
+            }
+        }
         self.running.insert(id);
         let _ = node.events.send(Event::Started {
             id,
