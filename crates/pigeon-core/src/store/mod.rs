@@ -201,7 +201,65 @@ pub struct AuditRecord {
     pub outcome: String,
     pub sha256: Option<String>,
     pub transport: String,
+    /// The key the peer spoke with (its id, as `pigeon keys list` shows).
+    pub key_id: Option<String>,
+    /// The file's size, where the request has one.
+    pub size: Option<u64>,
 }
+
+/// Audit records before they had a key id and a size (version 1): read,
+/// never written.
+#[derive(Deserialize)]
+struct AuditRecordV1 {
+    seq: u64,
+    prev: [u8; 32],
+    time_unix: u64,
+    peer: String,
+    action: String,
+    path: String,
+    outcome: String,
+    sha256: Option<String>,
+    transport: String,
+}
+
+impl AuditRecord {
+    /// A record of `peer` doing `action` on `path` with `outcome`; the
+    /// store sets its place in the chain and its time.
+    pub fn new(peer: &str, action: &str, path: &str, outcome: &str) -> AuditRecord {
+        AuditRecord {
+            seq: 0,
+            prev: [0; 32],
+            time_unix: 0,
+            peer: peer.to_string(),
+            action: action.to_string(),
+            path: path.to_string(),
+            outcome: outcome.to_string(),
+            sha256: None,
+            transport: String::new(),
+            key_id: None,
+            size: None,
+        }
+    }
+
+    /// Decode one stored record, of either version.
+    fn decode(bytes: &[u8]) -> Result<AuditRecord> {
+        if bytes.first() == Some(&1) {
+            let v1: AuditRecordV1 = codec::decode("audit record", 1, bytes)?;
+            return Ok(AuditRecord {
+                seq: v1.seq,
+                prev: v1.prev,
+                time_unix: v1.time_unix,
+                sha256: v1.sha256,
+                transport: v1.transport,
+                ..AuditRecord::new(&v1.peer, &v1.action, &v1.path, &v1.outcome)
+            });
+        }
+        codec::decode("audit record", AUDIT_VERSION, bytes)
+    }
+}
+
+/// The audit record's shape (1: before key ids and sizes).
+const AUDIT_VERSION: u8 = 2;
 
 pub fn now_unix() -> u64 {
     SystemTime::now()
@@ -466,28 +524,67 @@ impl Store {
         rec.time_unix = now_unix();
         self.audit.insert(
             seq.to_be_bytes(),
-            codec::encode("audit record", RECORD_VERSION, &rec)?,
+            codec::encode("audit record", AUDIT_VERSION, &rec)?,
         )?;
         Ok(())
     }
 
     /// The audit log, checking the chain: an error names the first broken link.
     pub fn audit_log(&self) -> Result<Vec<AuditRecord>> {
+        let (records, broken) = self.audit_chain();
+        match broken {
+            Some(why) => Err(CoreError::Integrity(why)),
+            None => Ok(records),
+        }
+    }
+
+    /// The audit log as far as it verifies, and what is wrong with the
+    /// first record that does not: one that does not decode, is out of
+    /// sequence, or does not hold the hash of the one before (so a record
+    /// changed, removed or inserted in the middle is named).
+    pub fn audit_chain(&self) -> (Vec<AuditRecord>, Option<String>) {
         let mut out = vec![];
         let mut prev = [0u8; 32];
-        for item in self.audit.iter() {
-            let (_, v) = item?;
-            let rec: AuditRecord = codec::decode("audit record", RECORD_VERSION, &v)?;
+        for (n, item) in self.audit.iter().enumerate() {
+            let (k, v) = match item {
+                Ok(kv) => kv,
+                Err(e) => return (out, Some(format!("the audit log cannot be read: {e}"))),
+            };
+            let key = u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0xff; 8]));
+            let rec = match AuditRecord::decode(&v) {
+                Ok(r) => r,
+                Err(e) => return (out, Some(format!("audit record {key} does not decode ({e})"))),
+            };
+            if rec.seq != key || key != n as u64 {
+                return (
+                    out,
+                    Some(format!(
+                        "audit record {key} is out of place (sequence {}, expected {n}): records were removed or moved",
+                        rec.seq
+                    )),
+                );
+            }
             if rec.prev != prev {
-                return Err(CoreError::Integrity(format!(
-                    "audit log altered before record {}",
-                    rec.seq
-                )));
+                return (
+                    out,
+                    Some(format!(
+                        "audit log altered at record {}: it does not hold the hash of record {} (one of the two was changed)",
+                        rec.seq,
+                        rec.seq.saturating_sub(1)
+                    )),
+                );
             }
             prev = crypto::sha256(&v);
             out.push(rec);
         }
-        Ok(out)
+        (out, None)
+    }
+
+    /// SHA-256 of the last audit record: note it elsewhere, and a log
+    /// rewritten whole from there on is caught too.
+    pub fn audit_head(&self) -> Option<[u8; 32]> {
+        let (_, v) = self.audit.last().ok()??;
+        Some(crypto::sha256(&v))
     }
 
     /// Make everything written so far durable. Blocking: call from

@@ -88,18 +88,8 @@ fn audit_log_is_chained() {
     let dir = tempfile::tempdir().unwrap();
     let s = Store::open(dir.path()).unwrap();
     for i in 0..3 {
-        s.audit(AuditRecord {
-            seq: 0,
-            prev: [0; 32],
-            time_unix: 0,
-            peer: "p".into(),
-            action: "upload".into(),
-            path: format!("f{i}"),
-            outcome: "ok".into(),
-            sha256: None,
-            transport: "local".into(),
-        })
-        .unwrap();
+        s.audit(AuditRecord::new("p", "upload", &format!("f{i}"), "ok"))
+            .unwrap();
     }
     let log = s.audit_log().unwrap();
     assert_eq!(log.len(), 3);
@@ -109,7 +99,7 @@ fn audit_log_is_chained() {
     s.audit
         .insert(
             1u64.to_be_bytes(),
-            codec::encode("a", RECORD_VERSION, &rec).unwrap(),
+            codec::encode("a", AUDIT_VERSION, &rec).unwrap(),
         )
         .unwrap();
     assert!(s.audit_log().is_err());

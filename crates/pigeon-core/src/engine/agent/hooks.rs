@@ -155,7 +155,7 @@ impl Hooks for AgentHooks {
                             peer,
                             rec,
                             Some(TaskInput::Control(control)),
-                            &self.root,
+                            self,
                         );
                     }
                     _ => {}
@@ -208,7 +208,7 @@ impl Hooks for AgentHooks {
         let Some(peer) = node.peer(&rec.peer) else {
             return;
         };
-        spawn_receiver(node.clone(), peer, rec, Some(input), &self.root);
+        spawn_receiver(node.clone(), peer, rec, Some(input), self);
     }
 }
 
@@ -257,7 +257,7 @@ pub(super) fn spawn_receiver(
     peer: Arc<Peer>,
     rec: TransferRecord,
     first: Option<TaskInput>,
-    root: &StorageRoot,
+    hooks: &AgentHooks,
 ) {
     if node.has_task(&rec.id) {
         return;
@@ -268,8 +268,9 @@ pub(super) fn spawn_receiver(
         initiator: false,
         silence_limit: IDLE_LIMIT,
         fail_on_silence: false,
-        root: Some(root.clone()),
+        root: Some(hooks.root.clone()),
         audit: true,
+        quarantine: Some(hooks.settings.quarantine.clone()),
     };
     let id = rec.id;
     let receiver = match Receiver::new(node.clone(), peer.clone(), rec, cfg, progress) {
@@ -362,15 +363,13 @@ pub(super) fn conclude(node: &Node, rec: &mut TransferRecord, outcome: &Outcome,
     let audited = action == "upload" && sha.is_some();
     let rec_copy = rec.clone();
     let entry = AuditRecord {
-        seq: 0,
-        prev: [0; 32],
-        time_unix: 0,
-        peer: rec_copy.peer.clone(),
-        action: action.to_string(),
-        path: rec_copy.remote_path.clone(),
-        outcome: outcome_text.clone(),
-        sha256: sha.as_ref().map(sha_hex),
+        sha256: sha.or(rec_copy.sha256).as_ref().map(sha_hex),
+        size: Some(rec_copy.manifest.size),
+        key_id: node
+            .peer(&rec_copy.peer)
+            .map(|p| p.key.id().to_string()),
         transport: rec_copy.transport.clone(),
+        ..AuditRecord::new(&rec_copy.peer, action, &rec_copy.remote_path, &outcome_text)
     };
     if !audited {
         let _ = node.store.audit(entry);

@@ -213,6 +213,7 @@ struct Req<'a> {
     transfer: TransferId,
     action: &'static str,
     path: &'a str,
+    size: Option<u64>,
 }
 
 /// A Welcome as sent, and when it last went.
@@ -409,6 +410,7 @@ impl AgentHooks {
             transfer,
             action,
             path,
+            size,
         } = req;
         node.log(
             LogLevel::Warn,
@@ -420,7 +422,7 @@ impl AgentHooks {
             action,
             path,
             &format!("refused: {reason}"),
-            None,
+            size,
         );
         node.send_control(
             peer,

@@ -19,6 +19,7 @@ impl AgentHooks {
             transfer,
             action: "upload",
             path: &path,
+            size: Some(manifest.size),
         };
         let refuse = |code, reason: String| self.refuse(node, &peer, req, code, reason);
         if let Ok(Some(rec)) = node.store.transfer(&transfer) {
@@ -51,7 +52,7 @@ impl AgentHooks {
                 }
                 _ => {
                     let input = TaskInput::Control(offer);
-                    spawn_receiver(node.clone(), peer, rec, Some(input), &self.root);
+                    spawn_receiver(node.clone(), peer, rec, Some(input), self);
                     return;
                 }
             }
@@ -184,7 +185,7 @@ impl AgentHooks {
             "upload",
             &rec.remote_path,
             "accepted",
-            None,
+            Some(rec.manifest.size),
         );
         node.log(
             LogLevel::Info,
@@ -198,7 +199,7 @@ impl AgentHooks {
             peer,
             rec,
             Some(TaskInput::Control(offer)),
-            &self.root,
+            self,
         );
     }
 
@@ -213,6 +214,7 @@ impl AgentHooks {
             transfer,
             action: "download",
             path: &path,
+            size: None,
         };
         let refuse = |code, reason: String| self.refuse(node, &peer, req, code, reason);
         let perms = *lock(&peer.permissions);
@@ -280,7 +282,7 @@ impl AgentHooks {
                     "download",
                     &rec.remote_path,
                     "accepted",
-                    None,
+                    Some(rec.manifest.size),
                 );
                 (rec, false)
             }
@@ -385,18 +387,18 @@ pub(super) fn audit(
     action: &str,
     path: &str,
     outcome: &str,
-    sha: Option<[u8; 32]>,
+    size: Option<u64>,
 ) {
+    // Who: the trusted peer's key, or the key an untrusted name carries.
+    let key_id = match peer.strip_prefix("untrusted:") {
+        Some(id) => Some(id.to_string()),
+        None => node.peer(peer).map(|p| p.key.id().to_string()),
+    };
     let rec = AuditRecord {
-        seq: 0,
-        prev: [0; 32],
-        time_unix: 0,
-        peer: peer.to_string(),
-        action: action.to_string(),
-        path: path.to_string(),
-        outcome: outcome.to_string(),
-        sha256: sha.as_ref().map(sha_hex),
         transport: node.transports_label(),
+        key_id,
+        size,
+        ..AuditRecord::new(peer, action, path, outcome)
     };
     if let Err(e) = node.store.audit(rec) {
         node.log(LogLevel::Error, format!("audit log write failed: {e}"));

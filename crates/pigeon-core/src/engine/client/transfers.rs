@@ -288,6 +288,7 @@ impl Core {
                         fail_on_silence: true,
                         root: None,
                         audit: false,
+                        quarantine: None,
                     };
                     match Receiver::new(node.clone(), peer, rec, cfg, progress) {
                         Ok(r) => r.run(inbox).await,

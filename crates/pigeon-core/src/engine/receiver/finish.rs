@@ -53,6 +53,9 @@ impl Receiver {
         if self.target_exists() && !self.rec.overwrite {
             return Ok(Some(self.refuse_exists()));
         }
+        if let Some(held) = self.hold_if_suspicious(sha256).await? {
+            return Ok(Some(held));
+        }
         let partial = self.partial_path();
         let target = self.rec.local_path.clone();
         let file = self.file.clone();
@@ -100,6 +103,69 @@ impl Receiver {
         self.done(sha256).await.map(Some)
     }
 
+    /// Judge the verified file by the quarantine's rules; a suspicious one
+    /// is moved into the quarantine (never placed, never executable), the
+    /// sender told why, the refusal audited.
+    async fn hold_if_suspicious(&mut self, sha256: [u8; 32]) -> Result<Option<Outcome>> {
+        let (Some(rules), Some(root)) = (self.cfg.quarantine.clone(), self.cfg.root.clone()) else {
+            return Ok(None);
+        };
+        let partial = self.partial_path();
+        let name = crate::policy::RemotePath::parse_file(&self.rec.remote_path)
+            .ok()
+            .and_then(|p| p.file_name().map(String::from))
+            .unwrap_or_default();
+        let declared = self.rec.manifest.mime.clone();
+        let may_exec = crate::engine::lock(&self.peer.permissions).exec;
+        let held = crate::engine::agent::policy::Held {
+            id: self.rec.id.to_string(),
+            peer: self.rec.peer.clone(),
+            path: self.rec.remote_path.clone(),
+            size: self.rec.manifest.size,
+            sha256: hex::encode(sha256),
+            reason: String::new(),
+            held_unix: crate::store::now_unix(),
+        };
+        let judged = tokio::task::spawn_blocking(move || -> Result<Option<String>> {
+            let verdict = crate::policy::quarantine::inspect(
+                &rules,
+                &crate::policy::quarantine::Upload {
+                    file: &partial,
+                    name: &name,
+                    declared_mime: &declared,
+                    may_exec,
+                },
+            );
+            let Some(reason) = verdict else {
+                return Ok(None);
+            };
+            crate::engine::agent::policy::Held { reason: reason.clone(), ..held }
+                .hold(root.path(), &partial)?;
+            Ok(Some(reason))
+        })
+        .await
+        .map_err(|e| CoreError::Transfer(e.to_string()))??;
+        let Some(why) = judged else {
+            return Ok(None);
+        };
+        let reason = format!("held in quarantine: {why}");
+        self.file = None;
+        self.node.log(
+            LogLevel::Warn,
+            format!("{} uploaded {}: {reason}", self.rec.peer, self.rec.remote_path),
+        );
+        self.rec.sha256 = Some(sha256);
+        self.node.send_control(
+            &self.peer,
+            &Control::Refuse {
+                transfer: self.rec.id,
+                code: RefuseCode::Quarantined,
+                reason: reason.clone(),
+            },
+        );
+        Ok(Some(Outcome::Failed(reason)))
+    }
+
     /// The target exists and may not be replaced: say so and stop.
     pub(super) fn refuse_exists(&mut self) -> Outcome {
         let reason = format!("{} already exists", self.rec.remote_path);
@@ -134,15 +200,16 @@ impl Receiver {
         self.node.store.put_transfer(&self.rec)?;
         if self.cfg.audit {
             self.node.store.audit(crate::store::AuditRecord {
-                seq: 0,
-                prev: [0; 32],
-                time_unix: 0,
-                peer: self.rec.peer.clone(),
-                action: "upload".into(),
-                path: self.rec.remote_path.clone(),
-                outcome: "completed".into(),
                 sha256: Some(crate::engine::sha_hex(&sha256)),
+                size: Some(self.rec.manifest.size),
+                key_id: Some(self.peer.key.id().to_string()),
                 transport: self.rec.transport.clone(),
+                ..crate::store::AuditRecord::new(
+                    &self.rec.peer,
+                    "upload",
+                    &self.rec.remote_path,
+                    "completed",
+                )
             })?;
         }
         self.node.store.flush_async().await?;

@@ -45,6 +45,9 @@ pub(crate) struct ReceiverConfig {
     /// Record the completion in the audit log (the agent does), in the
     /// same flush as the completion itself.
     pub audit: bool,
+    /// Look at the finished file before it is put in place, and hold it in
+    /// the root's quarantine if the rules say (the agent does).
+    pub quarantine: Option<crate::policy::quarantine::Rules>,
 }
 
 pub(crate) struct Receiver {
