@@ -30,6 +30,7 @@
 //! The wire: each frame is a big-endian `u32` length and a value encoded
 //! by [`crate::codec`] (version byte and bincode).
 
+pub mod admin;
 mod client;
 mod server;
 mod wire;

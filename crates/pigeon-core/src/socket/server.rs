@@ -32,6 +32,17 @@ pub struct Served {
 }
 
 impl Served {
+    /// A socket served by `accept` (which counts no clients).
+    pub(super) fn new(path: PathBuf, inode: u64, accept: JoinHandle<()>) -> Served {
+        let (_, clients) = watch::channel(0usize);
+        Served {
+            path,
+            inode,
+            clients,
+            accept,
+        }
+    }
+
     /// Commands attached right now.
     pub fn clients(&self) -> usize {
         *self.clients.borrow()
@@ -58,21 +69,7 @@ impl Drop for Served {
 /// home's store: a socket file already there is then a dead owner's.
 pub fn serve(home: &Path, handle: ClientHandle, info: OwnerInfo) -> Result<Served> {
     let path = super::path(home);
-    let listener = match std::os::unix::net::UnixListener::bind(&path) {
-        Ok(l) => l,
-        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
-            std::fs::remove_file(&path)
-                .map_err(|e| CoreError::io(format!("removing the stale {}", path.display()), e))?;
-            std::os::unix::net::UnixListener::bind(&path)
-                .map_err(|e| CoreError::io(format!("serving {}", path.display()), e))?
-        }
-        Err(e) => return Err(CoreError::io(format!("serving {}", path.display()), e)),
-    };
-    let io = |e| CoreError::io(format!("serving {}", path.display()), e);
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
-    let inode = std::fs::symlink_metadata(&path).map_err(io)?.ino();
-    listener.set_nonblocking(true).map_err(io)?;
-    let listener = UnixListener::from_std(listener).map_err(io)?;
+    let (listener, inode) = bind(&path)?;
     let (count_tx, clients) = watch::channel(0usize);
     let count = Arc::new(count_tx);
     let info = Arc::new(info);
@@ -97,6 +94,43 @@ pub fn serve(home: &Path, handle: ClientHandle, info: OwnerInfo) -> Result<Serve
         clients,
         accept,
     })
+}
+
+/// Listen on the socket `path` (a stale one there is removed: call only
+/// while holding what the socket serves), mode 0600; and its inode, to
+/// remove only our own when done.
+pub(super) fn bind(path: &Path) -> Result<(UnixListener, u64)> {
+    let listener = match std::os::unix::net::UnixListener::bind(path) {
+        Ok(l) => l,
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            std::fs::remove_file(&path)
+                .map_err(|e| CoreError::io(format!("removing the stale {}", path.display()), e))?;
+            std::os::unix::net::UnixListener::bind(&path)
+                .map_err(|e| CoreError::io(format!("serving {}", path.display()), e))?
+        }
+        Err(e) => return Err(CoreError::io(format!("serving {}", path.display()), e)),
+    };
+    let io = |e| CoreError::io(format!("serving {}", path.display()), e);
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+    let inode = std::fs::symlink_metadata(&path).map_err(io)?.ino();
+    listener.set_nonblocking(true).map_err(io)?;
+    let listener = UnixListener::from_std(listener).map_err(io)?;
+    Ok((listener, inode))
+}
+
+/// Only our own user may use a socket of ours (its mode already keeps
+/// others out; this is the second lock).
+pub(super) fn same_user(stream: &UnixStream) -> Result<()> {
+    let cred = stream
+        .peer_cred()
+        .map_err(|e| CoreError::io("reading a control client's credentials", e))?;
+    if cred.uid() != rustix::process::getuid().as_raw() {
+        return Err(CoreError::Transfer(format!(
+            "refused a control client of uid {}",
+            cred.uid()
+        )));
+    }
+    Ok(())
 }
 
 /// One attached command, counted while it is.
@@ -128,16 +162,7 @@ async fn connection(
     info: &OwnerInfo,
     count: &Arc<watch::Sender<usize>>,
 ) -> Result<()> {
-    let cred = stream
-        .peer_cred()
-        .map_err(|e| CoreError::io("reading a control client's credentials", e))?;
-    if cred.uid() != rustix::process::getuid().as_raw() {
-        // The file's mode already keeps others out; this is the second lock.
-        return Err(CoreError::Transfer(format!(
-            "refused a control client of uid {}",
-            cred.uid()
-        )));
-    }
+    same_user(&stream)?;
     let _counted = Counted::new(count);
     let (mut rd, mut wr) = stream.into_split();
     let follow = match tokio::time::timeout(HELLO_WITHIN, wire::read(&mut rd)).await {

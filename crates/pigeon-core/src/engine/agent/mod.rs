@@ -48,54 +48,6 @@ pub struct AgentConfig {
 /// lost the first asks again after its own timeout, which is longer).
 const WELCOME_AGAIN: Duration = Duration::from_millis(250);
 
-/// Partial uploads with no progress for this long are dropped at start.
-const PARTIAL_EXPIRY: Duration = Duration::from_secs(7 * 24 * 3600);
-
-/// Drop partial uploads that have not moved for `max_age`, and staging
-/// files no transfer owns.
-fn expire_partials(node: &Node, root: &StorageRoot, max_age: Duration) {
-    let stale = |p: &std::path::Path| {
-        std::fs::metadata(p)
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.elapsed().ok())
-            .is_some_and(|age| age > max_age)
-    };
-    let Ok(all) = node.store.transfers() else {
-        return;
-    };
-    let mut owned = std::collections::HashSet::new();
-    for mut rec in all {
-        let Some(partial) = rec.partial_path.clone() else {
-            continue;
-        };
-        if rec.role != Role::Receiver || rec.status.is_finished() {
-            continue;
-        }
-        if stale(&partial) {
-            let _ = std::fs::remove_file(&partial);
-            let _ = node.store.clear_chunks(&rec.id);
-            rec.status = TransferStatus::Failed;
-            rec.error = Some(format!(
-                "expired: no progress for {} days",
-                max_age.as_secs() / 86400
-            ));
-            let _ = node.store.put_transfer(&rec);
-            tracing::info!(path = %rec.remote_path, "expired a partial upload");
-        } else {
-            owned.insert(partial);
-        }
-    }
-    if let Ok(entries) = std::fs::read_dir(root.staging_dir()) {
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if !owned.contains(&path) && stale(&path) {
-                let _ = std::fs::remove_file(&path);
-            }
-        }
-    }
-}
-
 /// Most uploads one peer may have open at once.
 pub const MAX_OPEN_UPLOADS: usize = 16;
 /// Most chunks one peer's open uploads may hold in all. Each chunk costs
@@ -179,7 +131,27 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
         hasher: Arc::new(tokio::sync::Semaphore::new(1)),
     });
     hooks.reload_trust(&node);
-    expire_partials(&node, &hooks.root, PARTIAL_EXPIRY);
+    let admin = Arc::new(admin::Admin {
+        home: cfg.home.clone(),
+        store: node.store.clone(),
+        root: hooks.root.clone(),
+        settings: hooks.settings.clone(),
+    });
+    let busy: Arc<dyn Fn(&TransferId) -> bool + Send + Sync> = {
+        let node = node.clone();
+        Arc::new(move |id: &TransferId| node.has_task(id))
+    };
+    // The owner's questions (audit, quota, quarantine, clean) while we
+    // hold the store. Without it (a home path too long for a socket, say)
+    // those commands wait for the agent to stop; the agent runs anyway.
+    let _served = crate::socket::admin::serve(cfg.home.dir(), admin.clone(), busy.clone())
+        .map_err(|e| tracing::warn!("not answering `pigeon audit`, `quota`, `quarantine` while running: {e}"))
+        .ok();
+    // Before the first frame is routed: nothing can be using what goes.
+    for line in admin::cleanup(&admin.store, &admin.root, &admin.settings, false, &*busy) {
+        node.log(LogLevel::Info, format!("cleanup removed {line}"));
+    }
+    let cleaner = crate::task::spawn(clean_hourly(node.clone(), admin, busy));
     tracing::info!(
         key = %node.me.public(),
         inbox = %node.my_id,
@@ -201,10 +173,32 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
         audit(&node, &peer, "handshake", "", &outcome, None);
     }
     mirror.abort();
+    cleaner.abort();
     // Tasks keep their state in the store; make it durable before leaving.
     node.store.flush()?;
     tracing::info!("agent stopped; unfinished transfers resume when their clients return");
     Ok(())
+}
+
+/// Apply the cleanup policies every [`admin::CLEANUP_EVERY`], saying
+/// what went.
+async fn clean_hourly(
+    node: Arc<Node>,
+    admin: Arc<admin::Admin>,
+    busy: Arc<dyn Fn(&TransferId) -> bool + Send + Sync>,
+) {
+    loop {
+        tokio::time::sleep(admin::CLEANUP_EVERY).await;
+        let (a, b) = (admin.clone(), busy.clone());
+        let removed = tokio::task::spawn_blocking(move || {
+            admin::cleanup(&a.store, &a.root, &a.settings, false, &*b)
+        })
+        .await
+        .unwrap_or_default();
+        for line in removed {
+            node.log(LogLevel::Info, format!("cleanup removed {line}"));
+        }
+    }
 }
 
 /// Which request a refusal answers.
@@ -435,6 +429,7 @@ impl AgentHooks {
     }
 }
 
+pub mod admin;
 mod hooks;
 pub mod policy;
 mod requests;
