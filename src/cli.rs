@@ -169,6 +169,31 @@ pub enum Command {
         /// Say what would be removed, and remove nothing.
         #[arg(long)]
         dry_run: bool,
+        /// The agent's cleanup instead ([agent.cleanup] in its config.toml:
+        /// stale partial uploads, old quarantine, old records); the default
+        /// on a home where an agent is running.
+        #[arg(long, conflicts_with_all = ["failed", "cancelled", "completed", "older_than"])]
+        agent: bool,
+        #[command(flatten)]
+        root: crate::agent_admin::RootArg,
+    },
+    /// On the agent: its audit log, every request and outcome, hash-chained
+    /// (`verify` checks the chain, `export` writes JSON lines).
+    Audit(crate::agent_admin::AuditArgs),
+    /// On the agent: each peer's use against its quotas, and all peers'.
+    Quota {
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        root: crate::agent_admin::RootArg,
+    },
+    /// On the agent: uploads held in quarantine, and what to do with them.
+    Quarantine {
+        #[command(subcommand)]
+        command: crate::agent_admin::QuarantineCommand,
+        #[command(flatten)]
+        root: crate::agent_admin::RootArg,
     },
     /// Print a completion script for a shell, e.g.
     /// `pigeon completions bash > ~/.local/share/bash-completion/completions/pigeon`.
@@ -501,8 +526,18 @@ pub fn keys(home: &Home, cmd: KeysCommand) -> Result<()> {
                 limits,
             };
             all.retain(|p| p.name != peer.name);
+            let limits = match peer.limits.is_empty() {
+                true => String::new(),
+                false => format!(
+                    ", within {}",
+                    toml::to_string(&peer.limits)
+                        .unwrap_or_default()
+                        .trim()
+                        .replace('\n', ", ")
+                ),
+            };
             eprintln!(
-                "trusting {} ({}) to {}",
+                "trusting {} ({}) to {}{limits}",
                 peer.name,
                 &peer.key.to_string()[..16],
                 peer.permissions
@@ -1212,7 +1247,7 @@ pub async fn status(home: &Home, json: bool, finished_only: bool) -> Result<()> 
 }
 
 /// `30d`, `12h`, `90m`, `45s`, or plain seconds.
-fn parse_age(s: &str) -> std::result::Result<Duration, String> {
+pub fn parse_age(s: &str) -> std::result::Result<Duration, String> {
     let s = s.trim();
     let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
     let n: u64 = digits
@@ -1431,7 +1466,7 @@ fn print_entries(entries: &[pigeon_core::engine::RemoteEntry], json: bool) {
 
 /// RFC 3339 for times up to the year 9999 (all a peer should send), the
 /// raw seconds beyond, never a panic.
-fn format_time(unix: u64) -> String {
+pub fn format_time(unix: u64) -> String {
     const LAST_SECOND_OF_9999: u64 = 253_402_300_799;
     if unix > LAST_SECOND_OF_9999 {
         return format!("@{unix}");
@@ -1447,7 +1482,7 @@ fn format_time(unix: u64) -> String {
 /// One JSON object on one line, safe to print on a terminal: serde_json
 /// escapes C0 controls only, so C1 controls and bidi overrides (which some
 /// terminals act on) are escaped here as `\uXXXX`, still valid JSON.
-fn json_line(value: &impl serde::Serialize) -> String {
+pub fn json_line(value: &impl serde::Serialize) -> String {
     let raw = serde_json::to_string(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
     let unsafe_char = |c: char| {
         c.is_control()

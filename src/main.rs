@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+mod agent_admin;
 mod cli;
 mod local_tree;
 mod owner;
@@ -46,6 +47,15 @@ fn main() -> ExitCode {
     match runtime.block_on(run(args)) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
+        // `pigeon audit | head`: the reader had enough; not an error.
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             // Errors can quote the other side (an agent's refusal): escaped.
             let text = format!("{e:#}");
@@ -107,11 +117,22 @@ async fn run(args: Cli) -> Result<bool> {
         Some(Command::Pause { id }) => cli::pause(&home, &id).await.map(|()| true),
         Some(Command::Forget { id }) => cli::forget(&home, &id).await.map(|()| true),
         Some(Command::Clean {
+            dry_run,
+            agent,
+            root,
+            ..
+        }) if agent || agent_admin::agent_running(home.dir()) => {
+            agent_admin::clean(&home, dry_run, root)
+                .await
+                .map(|()| true)
+        }
+        Some(Command::Clean {
             failed,
             cancelled,
             completed,
             older_than,
             dry_run,
+            ..
         }) => cli::clean(
             &home,
             pigeon_core::ledger::CleanChoice {
@@ -124,6 +145,15 @@ async fn run(args: Cli) -> Result<bool> {
         )
         .await
         .map(|()| true),
+        Some(Command::Audit(args)) => agent_admin::audit(&home, args).await,
+        Some(Command::Quota { json, root }) => {
+            agent_admin::quota(&home, json, root).await.map(|()| true)
+        }
+        Some(Command::Quarantine { command, root }) => {
+            agent_admin::quarantine(&home, command, root)
+                .await
+                .map(|()| true)
+        }
         // Answered before the home was made.
         Some(Command::Completions { .. } | Command::Man) => Ok(true),
     }

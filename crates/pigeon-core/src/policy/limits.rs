@@ -43,14 +43,22 @@ impl std::fmt::Display for Size {
     }
 }
 
+/// Text (`"2G"`) in the config files, a plain number on the wire.
 impl Serialize for Size {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+        if s.is_human_readable() {
+            s.collect_str(self)
+        } else {
+            s.serialize_u64(self.0)
+        }
     }
 }
 
 impl<'de> Deserialize<'de> for Size {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Size, D::Error> {
+        if !d.is_human_readable() {
+            return u64::deserialize(d).map(Size);
+        }
         #[derive(Deserialize)]
         #[serde(untagged)]
         enum Raw {
@@ -68,19 +76,19 @@ impl<'de> Deserialize<'de> for Size {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Limits {
     /// Bytes stored (finished uploads still there, and open ones whole).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub quota: Option<Size>,
     /// Files stored, counted as `quota` counts bytes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub max_files: Option<u64>,
     /// The largest one file.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub max_file: Option<Size>,
     /// Uploads open at once.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub max_open: Option<u64>,
     /// Bytes offered in any 24 hours.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub daily: Option<Size>,
 }
 
@@ -130,23 +138,24 @@ pub struct QuotaLine {
 }
 
 impl QuotaLine {
-    /// `laptop: 1.2 GiB of 2.0 GiB, 14 files (no limit), 1 open of 16, 300 MiB today (no limit), files up to 500 MiB`
+    /// `laptop: stored 1.2 GiB of 2.0 GiB · files 14 · open 1 of 16 · today 300 MiB · largest file 500 MiB`
+    /// (a figure without "of" has no limit).
     pub fn describe(&self) -> String {
         let (u, l) = (&self.usage, &self.limits);
         let of_bytes = |n: u64, limit: Option<Size>| match limit {
             Some(Size(max)) => format!("{} of {}", human_bytes(n), human_bytes(max)),
-            None => format!("{} (no limit)", human_bytes(n)),
+            None => human_bytes(n),
         };
         let of = |n: u64, limit: Option<u64>| match limit {
             Some(max) => format!("{n} of {max}"),
-            None => format!("{n} (no limit)"),
+            None => n.to_string(),
         };
         let largest = match l.max_file {
-            Some(Size(max)) => format!("files up to {}", human_bytes(max)),
-            None => "files of any size".into(),
+            Some(Size(max)) => human_bytes(max),
+            None => "any".into(),
         };
         format!(
-            "{}: {} stored, {} files, {} open, {} today, {largest}",
+            "{}: stored {} · files {} · open {} · today {} · largest file {largest}",
             self.who,
             of_bytes(u.bytes, l.quota),
             of(u.files, l.max_files),
@@ -248,6 +257,12 @@ mod tests {
         assert_eq!(l.max_file, Some(Size(1000)));
         let back: Limits = toml::from_str(&toml::to_string(&l).unwrap()).unwrap();
         assert_eq!(back, l);
+        // And through the socket's codec (no self-describing format there).
+        let bytes = crate::codec::encode("limits", 1, &l).unwrap();
+        assert_eq!(
+            crate::codec::decode::<Limits>("limits", 1, &bytes).unwrap(),
+            l
+        );
     }
 
     #[test]

@@ -553,7 +553,12 @@ impl Store {
             let key = u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0xff; 8]));
             let rec = match AuditRecord::decode(&v) {
                 Ok(r) => r,
-                Err(e) => return (out, Some(format!("audit record {key} does not decode ({e})"))),
+                Err(e) => {
+                    return (
+                        out,
+                        Some(format!("audit record {key} does not decode ({e})")),
+                    )
+                }
             };
             if rec.seq != key || key != n as u64 {
                 return (

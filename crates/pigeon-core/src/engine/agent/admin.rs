@@ -12,7 +12,8 @@ use super::policy::{self, Held};
 use crate::error::Result;
 use crate::home::{AgentSettings, Home};
 use crate::policy::{QuotaLine, StorageRoot};
-use crate::store::{now_unix, AuditRecord, Role, Store};
+pub use crate::store::{now_unix, AuditRecord};
+use crate::store::{Role, Store};
 use crate::view::{human_bytes, TransferId, TransferStatus};
 
 /// A question for the agent.
@@ -90,6 +91,18 @@ impl Admin {
             AdminAsk::Release { id, overwrite } => {
                 let h = policy::find_held(root, &id)?;
                 let placed = policy::release(&self.root, &h, overwrite)?;
+                // Its upload is complete now, and counts against its quota.
+                let upload = self
+                    .store
+                    .transfers()?
+                    .into_iter()
+                    .find(|r| r.id.to_string() == h.id);
+                if let Some(mut rec) = upload {
+                    rec.status = TransferStatus::Completed;
+                    rec.error = None;
+                    rec.completed_unix = Some(now_unix());
+                    self.store.put_transfer(&rec)?;
+                }
                 self.audit(&h, "released from quarantine");
                 AdminAnswer::Released(placed.display().to_string())
             }
@@ -99,9 +112,13 @@ impl Admin {
                 self.audit(&h, "deleted from quarantine");
                 AdminAnswer::Deleted(h)
             }
-            AdminAsk::Clean { dry_run } => {
-                AdminAnswer::Cleaned(cleanup(&self.store, &self.root, &self.settings, dry_run, busy))
-            }
+            AdminAsk::Clean { dry_run } => AdminAnswer::Cleaned(cleanup(
+                &self.store,
+                &self.root,
+                &self.settings,
+                dry_run,
+                busy,
+            )),
         })
     }
 

@@ -365,9 +365,7 @@ pub(super) fn conclude(node: &Node, rec: &mut TransferRecord, outcome: &Outcome,
     let entry = AuditRecord {
         sha256: sha.or(rec_copy.sha256).as_ref().map(sha_hex),
         size: Some(rec_copy.manifest.size),
-        key_id: node
-            .peer(&rec_copy.peer)
-            .map(|p| p.key.id().to_string()),
+        key_id: node.peer(&rec_copy.peer).map(|p| p.key.id().to_string()),
         transport: rec_copy.transport.clone(),
         ..AuditRecord::new(&rec_copy.peer, action, &rec_copy.remote_path, &outcome_text)
     };

@@ -145,7 +145,9 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
     // hold the store. Without it (a home path too long for a socket, say)
     // those commands wait for the agent to stop; the agent runs anyway.
     let _served = crate::socket::admin::serve(cfg.home.dir(), admin.clone(), busy.clone())
-        .map_err(|e| tracing::warn!("not answering `pigeon audit`, `quota`, `quarantine` while running: {e}"))
+        .map_err(|e| {
+            tracing::warn!("not answering `pigeon audit`, `quota`, `quarantine` while running: {e}")
+        })
         .ok();
     // Before the first frame is routed: nothing can be using what goes.
     for line in admin::cleanup(&admin.store, &admin.root, &admin.settings, false, &*busy) {

@@ -139,8 +139,11 @@ impl Receiver {
             let Some(reason) = verdict else {
                 return Ok(None);
             };
-            crate::engine::agent::policy::Held { reason: reason.clone(), ..held }
-                .hold(root.path(), &partial)?;
+            crate::engine::agent::policy::Held {
+                reason: reason.clone(),
+                ..held
+            }
+            .hold(root.path(), &partial)?;
             Ok(Some(reason))
         })
         .await
@@ -152,7 +155,10 @@ impl Receiver {
         self.file = None;
         self.node.log(
             LogLevel::Warn,
-            format!("{} uploaded {}: {reason}", self.rec.peer, self.rec.remote_path),
+            format!(
+                "{} uploaded {}: {reason}",
+                self.rec.peer, self.rec.remote_path
+            ),
         );
         self.rec.sha256 = Some(sha256);
         self.node.send_control(

@@ -1,0 +1,304 @@
+//! The agent owner's commands: `pigeon audit`, `quota`, `quarantine` and
+//! `clean --agent`, asked of the running agent over its socket, or of the
+//! home's store when none runs.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use pigeon_core::engine::agent::admin::{now_unix, AdminAnswer, AdminAsk, AuditRecord};
+use pigeon_core::engine::agent::policy::Held;
+use pigeon_core::home::Home;
+use pigeon_core::policy::escape_control;
+use pigeon_core::view::human_bytes;
+
+/// Where the agent keeps its files when it is not running to say.
+#[derive(Args, Debug, Clone, Default)]
+pub struct RootArg {
+    /// The agent's storage root, when no agent is running on this home
+    /// (default: <home>/storage; a running agent knows its own).
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct AuditArgs {
+    #[command(subcommand)]
+    pub action: Option<AuditCommand>,
+    #[command(flatten)]
+    pub filter: AuditFilter,
+    /// One JSON object per record, on stdout.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub root: RootArg,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct AuditFilter {
+    /// Only records newer than this: 1d, 12h, 90m.
+    #[arg(long, value_name = "AGE", value_parser = crate::cli::parse_age)]
+    pub since: Option<Duration>,
+    /// Only this peer's records (`untrusted` for refused keys).
+    #[arg(long)]
+    pub peer: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Check the whole hash chain; name the first record that breaks it.
+    Verify,
+    /// Write the log as JSON lines (for a log shipper), to a file or stdout.
+    Export {
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        filter: AuditFilter,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum QuarantineCommand {
+    /// What the quarantine holds: id, peer, size, where it was to go, why.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Everything about one held file.
+    Show { id: String },
+    /// Put a held file where it was to go (checked against its SHA-256
+    /// first; never made executable).
+    Release {
+        id: String,
+        /// Replace a file that is there now.
+        #[arg(long)]
+        overwrite: bool,
+    },
+    /// Remove a held file for good.
+    Delete { id: String },
+}
+
+async fn ask(home: &Home, root: &RootArg, question: AdminAsk) -> Result<AdminAnswer> {
+    Ok(pigeon_core::socket::admin::ask(home, root.root.as_deref(), question).await?)
+}
+
+fn since_cut(since: Option<Duration>) -> u64 {
+    since.map_or(0, |d| now_unix().saturating_sub(d.as_secs()))
+}
+
+fn keep(filter: &AuditFilter, r: &AuditRecord) -> bool {
+    r.time_unix >= since_cut(filter.since)
+        && filter
+            .peer
+            .as_deref()
+            .is_none_or(|p| r.peer == p || (p == "untrusted" && r.peer.starts_with("untrusted:")))
+}
+
+fn when(t: u64) -> String {
+    crate::cli::format_time(t)
+}
+
+/// One record as a JSON object a log shipper can take.
+fn json_of(r: &AuditRecord) -> serde_json::Value {
+    serde_json::json!({
+        "seq": r.seq,
+        "time": when(r.time_unix),
+        "time_unix": r.time_unix,
+        "peer": r.peer,
+        "key_id": r.key_id,
+        "action": r.action,
+        "path": r.path,
+        "size": r.size,
+        "sha256": r.sha256,
+        "transport": r.transport,
+        "outcome": r.outcome,
+        "prev": r.prev.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+    })
+}
+
+pub async fn audit(home: &Home, args: AuditArgs) -> Result<bool> {
+    let root = args.root.clone();
+    let AdminAnswer::Audit {
+        records,
+        broken,
+        head,
+    } = ask(home, &root, AdminAsk::Audit).await?
+    else {
+        bail!("the agent answered something else");
+    };
+    match args.action {
+        Some(AuditCommand::Verify) => {
+            match &broken {
+                Some(why) => {
+                    eprintln!(
+                        "audit log BROKEN: {why}; the {} records before it verify",
+                        records.len()
+                    );
+                }
+                None => println!(
+                    "audit log intact: {} records, chained from the first; last record's SHA-256 {}",
+                    records.len(),
+                    head.as_deref().unwrap_or("-")
+                ),
+            }
+            return Ok(broken.is_none());
+        }
+        Some(AuditCommand::Export { output, filter }) => {
+            let mut out: Box<dyn std::io::Write> = match &output {
+                Some(path) => Box::new(std::io::BufWriter::new(
+                    std::fs::File::create(path)
+                        .with_context(|| format!("creating {}", path.display()))?,
+                )),
+                None => Box::new(std::io::stdout().lock()),
+            };
+            let mut n = 0;
+            for r in records.iter().filter(|r| keep(&filter, r)) {
+                writeln!(out, "{}", crate::cli::json_line(&json_of(r)))?;
+                n += 1;
+            }
+            out.flush()?;
+            if let Some(path) = output {
+                eprintln!("wrote {n} audit records to {}", path.display());
+            }
+        }
+        None => {
+            let mut out = std::io::stdout().lock();
+            for r in records.iter().filter(|r| keep(&args.filter, r)) {
+                if args.json {
+                    writeln!(out, "{}", crate::cli::json_line(&json_of(r)))?;
+                    continue;
+                }
+                let who = match &r.key_id {
+                    Some(k) if !r.peer.starts_with("untrusted") => {
+                        format!("{} ({})", r.peer, k.get(..8).unwrap_or(k))
+                    }
+                    _ => r.peer.clone(),
+                };
+                let size = r.size.map(human_bytes).unwrap_or_default();
+                let sha = r
+                    .sha256
+                    .as_deref()
+                    .map(|s| format!(" sha256 {}", s.get(..16).unwrap_or(s)))
+                    .unwrap_or_default();
+                writeln!(
+                    out,
+                    "{}  {who}  {}  {}  {size}  {}{sha}  [{}]",
+                    when(r.time_unix),
+                    r.action,
+                    escape_control(if r.path.is_empty() { "-" } else { &r.path }),
+                    escape_control(&r.outcome),
+                    r.transport
+                )?;
+            }
+        }
+    }
+    if let Some(why) = broken {
+        eprintln!("warning: the audit log does not verify past this point: {why}");
+        return Ok(false);
+    }
+    Ok(true)
+}
+
+pub async fn quota(home: &Home, json: bool, root: RootArg) -> Result<()> {
+    let AdminAnswer::Quota(lines) = ask(home, &root, AdminAsk::Quota).await? else {
+        bail!("the agent answered something else");
+    };
+    for line in lines {
+        if json {
+            println!("{}", crate::cli::json_line(&line));
+        } else {
+            println!("{}", line.describe());
+        }
+    }
+    Ok(())
+}
+
+fn held_line(h: &Held) -> String {
+    format!(
+        "{}  {}  {}  {}  held {}: {}",
+        h.id.get(..8).unwrap_or(&h.id),
+        h.peer,
+        human_bytes(h.size),
+        escape_control(&h.path),
+        when(h.held_unix),
+        escape_control(&h.reason)
+    )
+}
+
+pub async fn quarantine(home: &Home, cmd: QuarantineCommand, root: RootArg) -> Result<()> {
+    match cmd {
+        QuarantineCommand::List { json } => {
+            let AdminAnswer::Held(all) = ask(home, &root, AdminAsk::Held).await? else {
+                bail!("the agent answered something else");
+            };
+            if all.is_empty() && !json {
+                eprintln!("the quarantine is empty");
+            }
+            for h in all {
+                match json {
+                    true => println!("{}", crate::cli::json_line(&h)),
+                    false => println!("{}", held_line(&h)),
+                }
+            }
+        }
+        QuarantineCommand::Show { id } => {
+            let AdminAnswer::Held(all) = ask(home, &root, AdminAsk::Held).await? else {
+                bail!("the agent answered something else");
+            };
+            let found: Vec<&Held> = all.iter().filter(|h| h.id.starts_with(&id)).collect();
+            let [h] = found.as_slice() else {
+                bail!(
+                    "{id:?} names {} held files; see `pigeon quarantine list`",
+                    found.len()
+                );
+            };
+            println!("id        {}", h.id);
+            println!("peer      {}", h.peer);
+            println!("path      {}", escape_control(&h.path));
+            println!("size      {} ({} bytes)", human_bytes(h.size), h.size);
+            println!("sha256    {}", h.sha256);
+            println!("held      {}", when(h.held_unix));
+            println!("reason    {}", escape_control(&h.reason));
+        }
+        QuarantineCommand::Release { id, overwrite } => {
+            let AdminAnswer::Released(at) =
+                ask(home, &root, AdminAsk::Release { id, overwrite }).await?
+            else {
+                bail!("the agent answered something else");
+            };
+            println!("released to {at}");
+        }
+        QuarantineCommand::Delete { id } => {
+            let AdminAnswer::Deleted(h) = ask(home, &root, AdminAsk::Delete { id }).await? else {
+                bail!("the agent answered something else");
+            };
+            println!("deleted {} ({})", h.id, escape_control(&h.path));
+        }
+    }
+    Ok(())
+}
+
+/// `pigeon clean --agent`: the agent's cleanup policies, now.
+pub async fn clean(home: &Home, dry_run: bool, root: RootArg) -> Result<()> {
+    let AdminAnswer::Cleaned(lines) = ask(home, &root, AdminAsk::Clean { dry_run }).await? else {
+        bail!("the agent answered something else");
+    };
+    if lines.is_empty() {
+        eprintln!("nothing to clean under the agent's policies ([agent.cleanup] in config.toml)");
+    }
+    for line in lines {
+        println!(
+            "{} {line}",
+            if dry_run { "would remove" } else { "removed" }
+        );
+    }
+    Ok(())
+}
+
+/// Whether an agent answers on this home's socket right now.
+pub fn agent_running(home: &Path) -> bool {
+    std::os::unix::net::UnixStream::connect(pigeon_core::socket::admin::path(home)).is_ok()
+}
