@@ -34,7 +34,7 @@ impl std::fmt::Display for Size {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mut n = self.0;
         for unit in ["", "k", "M", "G", "T"] {
-            if n % 1024 != 0 || n == 0 || unit == "T" {
+            if !n.is_multiple_of(1024) || n == 0 || unit == "T" {
                 return write!(f, "{n}{unit}");
             }
             n /= 1024;

@@ -103,16 +103,16 @@ pub(super) fn bind(path: &Path) -> Result<(UnixListener, u64)> {
     let listener = match std::os::unix::net::UnixListener::bind(path) {
         Ok(l) => l,
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
-            std::fs::remove_file(&path)
+            std::fs::remove_file(path)
                 .map_err(|e| CoreError::io(format!("removing the stale {}", path.display()), e))?;
-            std::os::unix::net::UnixListener::bind(&path)
+            std::os::unix::net::UnixListener::bind(path)
                 .map_err(|e| CoreError::io(format!("serving {}", path.display()), e))?
         }
         Err(e) => return Err(CoreError::io(format!("serving {}", path.display()), e)),
     };
     let io = |e| CoreError::io(format!("serving {}", path.display()), e);
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
-    let inode = std::fs::symlink_metadata(&path).map_err(io)?.ino();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+    let inode = std::fs::symlink_metadata(path).map_err(io)?.ino();
     listener.set_nonblocking(true).map_err(io)?;
     let listener = UnixListener::from_std(listener).map_err(io)?;
     Ok((listener, inode))

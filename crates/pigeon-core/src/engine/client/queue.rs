@@ -482,7 +482,7 @@ fn unresumable(rec: &TransferRecord) -> Option<String> {
         ));
     }
     if error.contains("file too large") || error.contains("quota exceeded") {
-        return Some(format!("{error}"));
+        return Some(error.to_string());
     }
     if error.contains(" may not ") {
         return Some(format!("the agent does not allow it: {error}"));
