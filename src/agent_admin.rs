@@ -53,6 +53,7 @@ pub enum AuditCommand {
     Verify,
     /// Write the log as JSON lines (for a log shipper), to a file or stdout.
     Export {
+        /// The file to write (default: stdout).
         #[arg(short = 'o', long = "output", value_name = "FILE")]
         output: Option<PathBuf>,
         #[command(flatten)]
@@ -64,21 +65,29 @@ pub enum AuditCommand {
 pub enum QuarantineCommand {
     /// What the quarantine holds: id, peer, size, where it was to go, why.
     List {
+        /// One JSON object per held file.
         #[arg(long)]
         json: bool,
     },
     /// Everything about one held file.
-    Show { id: String },
+    Show {
+        /// The held file's id, or a unique prefix of it (see `list`).
+        id: String,
+    },
     /// Put a held file where it was to go (checked against its SHA-256
     /// first; never made executable).
     Release {
+        /// The held file's id, or a unique prefix of it (see `list`).
         id: String,
         /// Replace a file that is there now.
         #[arg(long)]
         overwrite: bool,
     },
     /// Remove a held file for good.
-    Delete { id: String },
+    Delete {
+        /// The held file's id, or a unique prefix of it (see `list`).
+        id: String,
+    },
 }
 
 async fn ask(home: &Home, root: &RootArg, question: AdminAsk) -> Result<AdminAnswer> {

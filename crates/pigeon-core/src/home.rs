@@ -396,6 +396,20 @@ mod tests {
     }
 
     #[test]
+    fn the_example_agent_config_parses_with_every_setting() {
+        let text = include_str!("../../../assets/agent-config.toml");
+        let cfg: Config = toml::from_str(text).expect("assets/agent-config.toml parses");
+        let a = cfg.agent;
+        assert_eq!(a.limits.quota, Some(crate::policy::Size(20 << 30)));
+        assert_eq!(a.limits.max_open, Some(16));
+        assert_eq!(a.total.quota, Some(crate::policy::Size(100 << 30)));
+        assert_eq!(a.quarantine, crate::policy::quarantine::Rules::default());
+        assert_eq!(a.cleanup, Cleanup::default());
+        // A misspelt setting is an error, not silently ignored.
+        assert!(toml::from_str::<Config>("[agent.cleanup]\npartial_days = 3\n").is_err());
+    }
+
+    #[test]
     fn trust_list_round_trips() {
         let dir = tempfile::tempdir().unwrap();
         let home = Home::resolve(Some(dir.path().to_path_buf())).unwrap();
