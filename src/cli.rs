@@ -177,6 +177,11 @@ pub enum Command {
         #[command(flatten)]
         root: crate::agent_admin::RootArg,
     },
+    /// Pair with a peer by a short code instead of exchanging keys. On the
+    /// agent, `pigeon pair` prints a code (like 7-gravel-ostrich) and waits
+    /// ten minutes for one try; on the client, `pigeon pair CODE` completes
+    /// it. Then each trusts the other.
+    Pair(PairArgs),
     /// On the agent: its audit log, every request and outcome, hash-chained
     /// (`verify` checks the chain, `export` writes JSON lines).
     Audit(crate::agent_admin::AuditArgs),
@@ -383,6 +388,29 @@ pub enum KeysCommand {
     },
 }
 
+#[derive(Args, Debug)]
+pub struct PairArgs {
+    /// The code the agent printed (on the client); without it, make one
+    /// and wait (on the agent).
+    pub code: Option<String>,
+    /// The name to trust the other side under (agent: default the client's
+    /// own host name; client: default "agent").
+    #[arg(long)]
+    pub name: Option<String>,
+    /// On the agent: what the client may do (upload, download, list, exec).
+    #[arg(long, default_value = "upload,download,list")]
+    pub allow: String,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+    /// Transport URI, the one the other side uses; repeat for several
+    /// (default: config.toml's).
+    #[arg(long = "transport", value_name = "URI")]
+    pub transports: Vec<String>,
+    /// On the client: seconds to wait for the agent's answer.
+    #[arg(long, default_value_t = 120)]
+    pub timeout: u64,
+}
+
 /// A peer's quotas on the agent (each one kept from before when not given;
 /// `off` removes it).
 #[derive(Args, Debug, Clone, Default)]
@@ -477,6 +505,127 @@ pub fn man() -> Result<()> {
     let cmd = <Cli as clap::CommandFactory>::command();
     clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?;
     Ok(())
+}
+
+/// This machine's name, as a peer name (what the other side trusts us as
+/// unless its owner says otherwise).
+fn own_name() -> String {
+    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .unwrap_or_default();
+    let name: String = raw
+        .trim()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        .take(64)
+        .collect();
+    match PeerName::parse(&name) {
+        Ok(_) => name,
+        Err(_) => "client".into(),
+    }
+}
+
+/// `pigeon pair`: without a code, make one and wait for the client (the
+/// agent's side); with one, complete it (the client's side).
+pub async fn pair(home: &Home, args: PairArgs) -> Result<bool> {
+    use pigeon_core::pair::{self, Ended, PairCode};
+    let transports = match args.transports.as_slice() {
+        [] => home.config()?.transports,
+        some => some.to_vec(),
+    };
+    if transports.is_empty() {
+        bail!("pairing needs a transport: pass --transport URI (the one the other side uses)");
+    }
+    let transports = parse_transports(&transports)?;
+    let me = home.identity()?.public();
+    let name = args.name.as_deref().map(PeerName::parse).transpose()?;
+    match args.code {
+        None => {
+            let permissions = Permissions::parse(&args.allow)?;
+            let limits = args.limits.apply(Default::default())?;
+            let code = PairCode::random();
+            println!("pairing code: {code}");
+            eprintln!(
+                "on the client, within {} minutes: pigeon pair {code} --transport <URI>\n(one try: a wrong code ends this and the code is burnt)",
+                pair::CODE_LIFETIME.as_secs() / 60
+            );
+            let chosen = name.clone();
+            let mut trusted_as = None;
+            let ended = pair::offer(&transports, code, me, &own_name(), |intro, _from| {
+                let name = match &chosen {
+                    Some(n) => n.clone(),
+                    None => PeerName::parse(&intro.name)
+                        .or_else(|_| PeerName::parse("client"))
+                        .map_err(|e| e.to_string())?,
+                };
+                let peer = TrustedPeer {
+                    name: name.clone(),
+                    key: pigeon_core::crypto::PublicKey(intro.key),
+                    permissions,
+                    addresses: Default::default(),
+                    limits,
+                };
+                let mut all = home.trusted().map_err(|e| e.to_string())?;
+                all.retain(|p| p.name != peer.name && p.key != peer.key);
+                all.push(peer);
+                home.save_trusted(&all).map_err(|e| e.to_string())?;
+                trusted_as = Some(name);
+                Ok(())
+            })
+            .await?;
+            match ended {
+                Ended::Paired { key, .. } => {
+                    let as_name = trusted_as.map(|n| n.to_string()).unwrap_or_default();
+                    eprintln!(
+                        "paired: trusting {as_name} ({}) to {permissions}; a running agent takes it at the next handshake",
+                        &key.to_string()[..16]
+                    );
+                    Ok(true)
+                }
+                Ended::Failed(why) => {
+                    eprintln!("pigeon: pairing failed: {why}");
+                    Ok(false)
+                }
+            }
+        }
+        Some(text) => {
+            let code = PairCode::parse(&text)?;
+            let limit = Duration::from_secs(args.timeout);
+            eprintln!(
+                "pairing with the agent waiting at code {}-… over {}",
+                code.slot(),
+                transports[0]
+            );
+            match pair::accept(&transports, code, me, &own_name(), limit).await? {
+                Ended::Paired { key, .. } => {
+                    let name = match name {
+                        Some(n) => n,
+                        None => PeerName::parse("agent")?,
+                    };
+                    let mut all = home.trusted()?;
+                    all.retain(|p| p.name != name && p.key != key);
+                    all.push(TrustedPeer {
+                        name: name.clone(),
+                        key,
+                        permissions: Permissions::default(),
+                        addresses: Default::default(),
+                        limits: Default::default(),
+                    });
+                    home.save_trusted(&all)?;
+                    eprintln!(
+                        "paired: trusting {name} ({}); try `pigeon ls --transport {}`",
+                        &key.to_string()[..16],
+                        transports[0]
+                    );
+                    Ok(true)
+                }
+                Ended::Failed(why) => {
+                    eprintln!("pigeon: pairing failed: {why}");
+                    Ok(false)
+                }
+            }
+        }
+    }
 }
 
 pub fn parse_transports(raw: &[String]) -> Result<Vec<TransportUri>> {

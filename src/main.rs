@@ -145,6 +145,7 @@ async fn run(args: Cli) -> Result<bool> {
         )
         .await
         .map(|()| true),
+        Some(Command::Pair(args)) => cli::pair(&home, args).await,
         Some(Command::Audit(args)) => agent_admin::audit(&home, args).await,
         Some(Command::Quota { json, root }) => {
             agent_admin::quota(&home, json, root).await.map(|()| true)

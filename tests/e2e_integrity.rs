@@ -78,7 +78,8 @@ fn uploads_are_staged_and_appear_in_place_only_once_complete() {
 
 #[test]
 fn stored_files_are_never_executable() {
-    let mut w = World::new("");
+    // Allowed to deploy programs (without `exec` a script goes to quarantine).
+    let mut w = World::with_permissions("", "upload,download,list,exec");
     w.start_agent();
     let f = w.file("tool.sh", b"#!/bin/sh\necho hi\n");
     std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o755)).unwrap();

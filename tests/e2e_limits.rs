@@ -83,6 +83,7 @@ fn classify(msgs: &[Msg], text: bool) -> Vec<Carried> {
             Ok(Frame::Welcome { .. }) => ("welcome".into(), false, false),
             Ok(Frame::Sealed { .. }) => ("sealed control".into(), false, false),
             Ok(Frame::UnknownSession { .. }) => ("unknown-session".into(), false, false),
+            Ok(Frame::Pair { .. }) => ("pair".into(), false, false),
             Err(e) => panic!("a frame in the transcript does not decode: {e}"),
         };
         for &i in at {

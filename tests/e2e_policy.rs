@@ -398,3 +398,159 @@ fn clean_on_the_agent_shows_then_removes_what_its_policies_say() {
     assert!(young.exists(), "a recent one stays");
     assert!(Path::new(&young).exists());
 }
+
+/// `pigeon pair` on a fresh agent home, waiting; its code, once printed.
+fn start_pairing(w: &World, home: &Path, extra: &[&str], tag: &str) -> (Proc, String) {
+    let uri = w.uri();
+    let mut args = vec!["pair", "--transport", &uri];
+    args.extend_from_slice(extra);
+    let p = Proc::spawn(home, &args, &w.logs, tag);
+    let mut code = String::new();
+    wait_until("the pairing code", Duration::from_secs(30), || {
+        code = p
+            .stdout()
+            .lines()
+            .find_map(|l| l.strip_prefix("pairing code: ").map(String::from))
+            .unwrap_or_default();
+        !code.is_empty()
+    });
+    (p, code)
+}
+
+#[test]
+fn pairing_by_a_short_code_trusts_both_ways_and_a_wrong_code_burns_it() {
+    let w = World::new("");
+    let agent_home = w.dir.path().join("paired-agent");
+    let client_home = w.dir.path().join("paired-client");
+    let (pairing, code) = start_pairing(
+        &w,
+        &agent_home,
+        &[
+            "--name",
+            "laptop",
+            "--allow",
+            "upload,list",
+            "--quota",
+            "1M",
+        ],
+        "pair-agent",
+    );
+    assert!(
+        code.split('-').count() == 3 && code.as_bytes()[0].is_ascii_digit(),
+        "{code}"
+    );
+    let uri = w.uri();
+    let client = pigeon(
+        &client_home,
+        &["pair", &code, "--transport", &uri],
+        &w.logs,
+        Duration::from_secs(60),
+    );
+    client.assert_ok();
+    let agent = pairing.wait(Duration::from_secs(30));
+    agent.assert_ok();
+    assert!(
+        agent.stderr.contains("paired: trusting laptop") && agent.stderr.contains("upload,list"),
+        "{}",
+        agent.describe()
+    );
+    // Each side holds the other's real key.
+    let key_of = |home: &Path| {
+        pigeon(home, &["keys", "show"], &w.logs, Duration::from_secs(30))
+            .stdout
+            .trim()
+            .to_string()
+    };
+    let listed =
+        |home: &Path| pigeon(home, &["keys", "list"], &w.logs, Duration::from_secs(30)).stdout;
+    assert!(
+        listed(&agent_home).contains(&format!("laptop\t{}\tupload,list", key_of(&client_home))),
+        "{}",
+        listed(&agent_home)
+    );
+    assert!(
+        listed(&client_home).contains(&format!("agent\t{}", key_of(&agent_home))),
+        "{}",
+        listed(&client_home)
+    );
+    let peers = std::fs::read_to_string(agent_home.join("peers.toml")).unwrap();
+    assert!(peers.contains("quota = \"1M\""), "{peers}");
+
+    // And the pair works: an agent on that home serves that client.
+    let mut served = Proc::spawn(
+        &agent_home,
+        &["agent", "--transport", &uri],
+        &w.logs,
+        "paired-agent",
+    );
+    wait_until("the agent is ready", Duration::from_secs(60), || {
+        served.stderr().contains("agent ready")
+    });
+    let f = w.random_file("after-pairing.bin", 20_000, 7);
+    pigeon(
+        &client_home,
+        &["upload", f.to_str().unwrap(), "--transport", &uri],
+        &w.logs,
+        Duration::from_secs(60),
+    )
+    .assert_ok();
+    assert_same_file(&f, &agent_home.join("storage/after-pairing.bin"));
+    // Its permissions are the ones given: no download.
+    let denied = pigeon(
+        &client_home,
+        &[
+            "download",
+            "after-pairing.bin",
+            "-o",
+            w.work.join("x").to_str().unwrap(),
+            "--transport",
+            &uri,
+        ],
+        &w.logs,
+        Duration::from_secs(60),
+    );
+    denied.assert_failed();
+    served.terminate(Duration::from_secs(20));
+
+    // A wrong code fails on both sides, and the right one is then useless.
+    let other_agent = w.dir.path().join("other-agent");
+    let (pairing, code) = start_pairing(&w, &other_agent, &[], "pair-agent-2");
+    let slot = code.split('-').next().unwrap().to_string();
+    let words = code.split('-').skip(1).collect::<Vec<_>>();
+    let wrong = format!("{slot}-{}-{}", words[1], words[0]);
+    let wrong = if wrong == code {
+        format!("{slot}-zebra-zebra")
+    } else {
+        wrong
+    };
+    let stranger = w.dir.path().join("stranger");
+    let guess = pigeon(
+        &stranger,
+        &["pair", &wrong, "--transport", &uri],
+        &w.logs,
+        Duration::from_secs(60),
+    );
+    guess.assert_failed();
+    assert!(guess.stderr.contains("wrong code"), "{}", guess.describe());
+    let agent = pairing.wait(Duration::from_secs(30));
+    agent.assert_failed();
+    assert!(agent.stderr.contains("burnt"), "{}", agent.describe());
+    let late = pigeon(
+        &w.dir.path().join("late"),
+        &["pair", &code, "--transport", &uri, "--timeout", "3"],
+        &w.logs,
+        Duration::from_secs(60),
+    );
+    late.assert_failed();
+    assert!(
+        late.stderr.contains("no agent answered"),
+        "{}",
+        late.describe()
+    );
+    assert!(
+        !std::fs::read_to_string(other_agent.join("peers.toml"))
+            .unwrap_or_default()
+            .contains("key"),
+        "the burnt code trusted nobody"
+    );
+}

@@ -54,6 +54,7 @@ pub mod fuzzing;
 pub mod home;
 pub mod ledger;
 pub(crate) mod link;
+pub mod pair;
 pub mod policy;
 pub mod protocol;
 #[cfg(any(test, feature = "sim"))]

@@ -535,6 +535,17 @@ pub(crate) fn open_links(
     client: bool,
     bwlimit: Option<&crate::bwlimit::BwLimit>,
 ) -> Result<Vec<LinkHandle>> {
+    open_links_named(uris, &me.to_string(), inbound, client, bwlimit)
+}
+
+/// [`open_links`] for an inbox not named by a key (a pairing's slot).
+pub(crate) fn open_links_named(
+    uris: &[TransportUri],
+    me: &str,
+    inbound: mpsc::Sender<Inbound>,
+    client: bool,
+    bwlimit: Option<&crate::bwlimit::BwLimit>,
+) -> Result<Vec<LinkHandle>> {
     let limit = bwlimit
         .filter(|b| !b.is_off())
         .map(|b| Arc::new(link::Limiter::new(b.clone())));
@@ -544,12 +555,11 @@ pub(crate) fn open_links(
         ));
     }
     let side = if client { Side::Client } else { Side::Agent };
-    let me = me.to_string();
     let links: Vec<LinkHandle> = uris
         .iter()
         .enumerate()
         .map(|(i, uri)| {
-            let transport = transport::open(uri, &me, side)?;
+            let transport = transport::open(uri, &me.to_string(), side)?;
             Ok(link::start(
                 transport,
                 transport::profile(uri),

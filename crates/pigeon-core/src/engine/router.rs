@@ -93,6 +93,8 @@ pub(crate) async fn route<H: Hooks>(
             Frame::UnknownSession { session, from } => {
                 hooks.on_unknown_session(&node, session, PublicKey(from))
             }
+            // For a `pigeon pair` waiting at its own inbox, not for us.
+            Frame::Pair { .. } => {}
             Frame::Sealed {
                 session,
                 from,

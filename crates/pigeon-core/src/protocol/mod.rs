@@ -62,6 +62,12 @@ pub enum Frame {
     /// "I have no session by that id; handshake again." Unauthenticated: at
     /// worst it makes the client handshake once more (rate limited).
     UnknownSession { session: [u8; 16], from: [u8; 32] },
+    /// A pairing message ([`crate::pair`]): between parties that trust
+    /// nothing of each other yet, so nothing but a pairing reads it.
+    Pair {
+        #[serde(with = "serde_bytes")]
+        body: Vec<u8>,
+    },
 }
 
 impl Frame {
