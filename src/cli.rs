@@ -185,11 +185,12 @@ pub enum Command {
     /// On the agent: its audit log, every request and outcome, hash-chained
     /// (`verify` checks the chain, `export` writes JSON lines).
     Audit(crate::agent_admin::AuditArgs),
-    /// On the agent: each peer's use against its quotas, and all peers'.
+    /// Use against quotas: on the agent's home each peer's and all peers';
+    /// on a client (with a transport, or one in config.toml) its own, as
+    /// the agent counts it.
     Quota {
-        /// One JSON object per line.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        conn: Conn,
         #[command(flatten)]
         root: crate::agent_admin::RootArg,
     },
@@ -1583,6 +1584,20 @@ pub async fn ls(home: Home, dir: String, conn: Conn) -> Result<()> {
     print_entries(&entries, conn.json);
     // Printed first: commands attached meanwhile may keep this one serving.
     client.close().await;
+    Ok(())
+}
+
+/// `pigeon quota` on a client: this peer's use, asked of the agent.
+pub async fn client_quota(home: Home, conn: Conn) -> Result<()> {
+    let client = owner::client(&home, &conn, "pigeon quota", false).await?;
+    let lines = client.handle.quota().await;
+    client.close().await;
+    for line in lines? {
+        match conn.json {
+            true => println!("{}", json_line(&line)),
+            false => println!("{}", line.describe()),
+        }
+    }
     Ok(())
 }
 

@@ -147,8 +147,18 @@ async fn run(args: Cli) -> Result<bool> {
         .map(|()| true),
         Some(Command::Pair(args)) => cli::pair(&home, args).await,
         Some(Command::Audit(args)) => agent_admin::audit(&home, args).await,
-        Some(Command::Quota { json, root }) => {
-            agent_admin::quota(&home, json, root).await.map(|()| true)
+        Some(Command::Quota { conn, root }) => {
+            // A client's question goes to its agent; the agent's home answers itself.
+            let client = !agent_admin::agent_running(home.dir())
+                && (!conn.transports.is_empty()
+                    || !home.config()?.transports.is_empty()
+                    || pigeon_core::socket::path(home.dir()).exists());
+            match client {
+                true => cli::client_quota(home, conn).await.map(|()| true),
+                false => agent_admin::quota(&home, conn.json, root)
+                    .await
+                    .map(|()| true),
+            }
         }
         Some(Command::Quarantine { command, root }) => {
             agent_admin::quarantine(&home, command, root)

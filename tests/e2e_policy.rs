@@ -129,6 +129,18 @@ fn quotas_refuse_at_offer_with_the_numbers_and_are_shown_and_audited() {
         "{}",
         quota.describe()
     );
+    // The client asks its own, over the channel: its line and the total,
+    // no other peer's.
+    let uri = w.uri();
+    let mine = w.client(&["quota", "--transport", &uri]);
+    mine.assert_ok();
+    assert!(
+        mine.stdout
+            .contains("laptop: stored 80 KiB of 100 KiB · files 2 · open 0 of 16")
+            && mine.stdout.contains("all peers: stored 80 KiB"),
+        "{}",
+        mine.describe()
+    );
     // Removing a file frees its share.
     std::fs::remove_file(w.storage().join("c.bin")).unwrap();
     w.upload(&[&d], &[]).assert_ok();

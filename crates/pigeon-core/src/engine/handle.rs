@@ -72,6 +72,10 @@ pub enum ClientCommand {
         dir: String,
         reply: oneshot::Sender<Result<Vec<RemoteEntry>>>,
     },
+    /// This peer's use of its quotas on the agent.
+    Quota {
+        reply: oneshot::Sender<Result<Vec<crate::policy::QuotaLine>>>,
+    },
     /// Pause, resume, cancel, retry or move one transfer.
     Act(TransferId, TransferAction),
     /// Cancel, and answer whether the agent was told (within `wait`), so
@@ -170,6 +174,11 @@ impl ClientHandle {
     /// List a remote folder ("" is the root).
     pub async fn list(&self, dir: String) -> Result<Vec<RemoteEntry>> {
         self.ask(|reply| ClientCommand::List { dir, reply }).await?
+    }
+
+    /// This peer's use of its quotas on the agent, and all peers' together.
+    pub async fn quota(&self) -> Result<Vec<crate::policy::QuotaLine>> {
+        self.ask(|reply| ClientCommand::Quota { reply }).await?
     }
 
     /// Do `action` to transfer `id`.

@@ -142,6 +142,16 @@ pub enum Control {
     /// session that handshake opened, so only the agent can have said it
     /// (a provider cannot make a client give up), and then forgotten.
     NotTrusted,
+    /// Client: how much of my quota is used?
+    QuotaAsk {
+        request: u64,
+    },
+    /// Agent: the asking peer's use against its limits, and all peers'
+    /// together (without the other peers' names).
+    Quota {
+        request: u64,
+        lines: Vec<crate::policy::QuotaLine>,
+    },
 }
 
 impl Control {
@@ -170,7 +180,9 @@ impl Control {
             Control::List { .. }
             | Control::Listing { .. }
             | Control::ListRefused { .. }
-            | Control::NotTrusted => None,
+            | Control::NotTrusted
+            | Control::QuotaAsk { .. }
+            | Control::Quota { .. } => None,
         }
     }
 }

@@ -146,6 +146,7 @@ enum Reply {
     Id(oneshot::Sender<Result<crate::view::TransferId>>),
     Ids(oneshot::Sender<Result<Vec<crate::view::TransferId>>>),
     Entries(oneshot::Sender<Result<Vec<crate::engine::RemoteEntry>>>),
+    Quota(oneshot::Sender<Result<Vec<crate::policy::QuotaLine>>>),
     Told(oneshot::Sender<bool>),
     Reports(oneshot::Sender<Result<Vec<crate::view::TransferReport>>>),
     Report(oneshot::Sender<Result<crate::view::TransferReport>>),
@@ -181,6 +182,10 @@ impl Reply {
             }),
             Reply::Entries(to) => pass(to, result, |a| match a {
                 Answer::Entries(e) => Some(e),
+                _ => None,
+            }),
+            Reply::Quota(to) => pass(to, result, |a| match a {
+                Answer::Quota(q) => Some(q),
                 _ => None,
             }),
             Reply::Reports(to) => pass(to, result, |a| match a {
@@ -260,6 +265,7 @@ fn split(command: ClientCommand) -> Option<(Ask, Reply)> {
             )
         }
         ClientCommand::List { dir, reply } => (Ask::List { dir }, Reply::Entries(reply)),
+        ClientCommand::Quota { reply } => (Ask::Quota, Reply::Quota(reply)),
         ClientCommand::Act(id, action) => (Ask::Act { id, action }, Reply::Nobody),
         ClientCommand::CancelTelling { id, wait, reply } => {
             (Ask::CancelTelling { id, wait }, Reply::Told(reply))

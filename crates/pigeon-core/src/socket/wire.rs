@@ -48,6 +48,7 @@ pub(super) enum Ask {
     List {
         dir: String,
     },
+    Quota,
     Act {
         id: TransferId,
         action: TransferAction,
@@ -78,6 +79,7 @@ pub(super) enum Answer {
     Id(TransferId),
     Ids(Vec<TransferId>),
     Entries(Vec<RemoteEntry>),
+    Quota(Vec<crate::policy::QuotaLine>),
     Told(bool),
     Reports(Vec<TransferReport>),
     Report(Box<TransferReport>),

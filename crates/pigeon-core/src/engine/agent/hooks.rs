@@ -131,6 +131,7 @@ impl Hooks for AgentHooks {
                 dir,
                 offset,
             } => self.on_list(node, peer, request, dir, offset).await,
+            Control::QuotaAsk { request } => self.on_quota(node, &peer, request),
             Control::Finish { transfer, .. } | Control::Cancel { transfer } => {
                 let Ok(Some(rec)) = node.store.transfer(&transfer) else {
                     return;

@@ -367,6 +367,21 @@ impl AgentHooks {
     }
 }
 
+impl AgentHooks {
+    /// A peer asks its quota: its own line, and all peers' summed.
+    pub(super) fn on_quota(&self, node: &Arc<Node>, peer: &Peer, request: u64) {
+        let Ok(all) = node.store.transfers() else {
+            return;
+        };
+        let own = lock(&self.limits).clone();
+        let lines: Vec<crate::policy::QuotaLine> = policy::quota_lines(&all, &self.settings, &own)
+            .into_iter()
+            .filter(|l| l.who == peer.name.as_str() || l.who == "all peers")
+            .collect();
+        node.send_control(peer, &Control::Quota { request, lines });
+    }
+}
+
 /// Refuse a listing: audited, and the reason goes back to the peer.
 pub(super) fn refuse_list(node: &Node, peer: &Peer, request: u64, dir: &str, reason: String) {
     audit(

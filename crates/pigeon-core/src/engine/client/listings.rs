@@ -1,6 +1,63 @@
-//! Listing a remote folder, page by page.
+//! Listing a remote folder, page by page; asking the agent's quota.
 
 use super::*;
+
+/// Ask the agent how much of this peer's quota is used.
+pub(super) async fn quota(
+    node: Arc<Node>,
+    peer: Arc<Peer>,
+    hooks: Arc<ClientHooks>,
+    limit: Duration,
+) -> Result<Vec<crate::policy::QuotaLine>> {
+    match ask(&node, &peer, &hooks, limit, |request| Control::QuotaAsk {
+        request,
+    })
+    .await?
+    {
+        Control::Quota { lines, .. } => Ok(lines),
+        Control::ListRefused { reason, .. } => Err(CoreError::Refused(reason)),
+        _ => Err(CoreError::Transfer(
+            "the agent answered something else".into(),
+        )),
+    }
+}
+
+/// Send what `ask` makes (under a fresh request number) until the agent
+/// answers it, asking again with backoff when an answer is lost.
+async fn ask(
+    node: &Node,
+    peer: &Peer,
+    hooks: &ClientHooks,
+    limit: Duration,
+    ask: impl Fn(u64) -> Control,
+) -> Result<Control> {
+    let started = Instant::now();
+    let request: u64 = rand::random();
+    let (tx, mut rx) = mpsc::channel(4);
+    lock(&hooks.lists).insert(request, tx);
+    if let Some(reason) = hooks.refusal() {
+        lock(&hooks.lists).remove(&request);
+        return Err(CoreError::Refused(reason));
+    }
+    let message = ask(request);
+    let mut wait = Rto::for_link(&node.links[0]).get();
+    let reply = loop {
+        if started.elapsed() > limit {
+            lock(&hooks.lists).remove(&request);
+            return Err(CoreError::Timeout {
+                secs: limit.as_secs(),
+                transport: node.transports_report(),
+            });
+        }
+        node.send_control(peer, &message);
+        match tokio::time::timeout(wait, rx.recv()).await {
+            Ok(Some(reply)) => break reply,
+            _ => wait = (wait * 2).min(Duration::from_secs(20)),
+        }
+    };
+    lock(&hooks.lists).remove(&request);
+    Ok(reply)
+}
 
 /// List a remote folder, page by page, asking again when an answer is lost.
 pub(super) async fn list(
@@ -12,37 +69,16 @@ pub(super) async fn list(
 ) -> Result<Vec<RemoteEntry>> {
     RemotePath::parse(&dir)?;
     let started = Instant::now();
-    let rto = Rto::for_link(&node.links[0]).get();
-    let mut all = vec![];
+    let mut all: Vec<RemoteEntry> = vec![];
     loop {
-        let request: u64 = rand::random();
-        let (tx, mut rx) = mpsc::channel(4);
-        lock(&hooks.lists).insert(request, tx);
-        if let Some(reason) = hooks.refusal() {
-            lock(&hooks.lists).remove(&request);
-            return Err(CoreError::Refused(reason));
-        }
-        let ask = Control::List {
+        let offset = all.len() as u32;
+        let left = limit.saturating_sub(started.elapsed());
+        let reply = ask(&node, &peer, &hooks, left, |request| Control::List {
             request,
             dir: dir.clone(),
-            offset: all.len() as u32,
-        };
-        let mut wait = rto;
-        let reply = loop {
-            if started.elapsed() > limit {
-                lock(&hooks.lists).remove(&request);
-                return Err(CoreError::Timeout {
-                    secs: limit.as_secs(),
-                    transport: node.transports_report(),
-                });
-            }
-            node.send_control(&peer, &ask);
-            match tokio::time::timeout(wait, rx.recv()).await {
-                Ok(Some(reply)) => break reply,
-                _ => wait = (wait * 2).min(Duration::from_secs(20)),
-            }
-        };
-        lock(&hooks.lists).remove(&request);
+            offset,
+        })
+        .await?;
         match reply {
             Control::Listing { entries, more, .. } => {
                 all.extend(entries);

@@ -151,6 +151,14 @@ impl Core {
                     let _ = reply.send(list(node, peer, hooks, dir, limit).await);
                 });
             }
+            ClientCommand::Quota { reply } => {
+                let (node, peer, hooks) =
+                    (self.node.clone(), self.peer.clone(), self.hooks.clone());
+                let limit = self.silence_limit;
+                crate::task::spawn(async move {
+                    let _ = reply.send(quota(node, peer, hooks, limit).await);
+                });
+            }
             ClientCommand::Act(id, TransferAction::Pause) => {
                 if self.running.contains(&id) {
                     let node = self.node.clone();

@@ -96,7 +96,9 @@ impl Hooks for ClientHooks {
     async fn on_control(&self, node: &Arc<Node>, peer: Arc<Peer>, control: Control) {
         let request = match &control {
             Control::NotTrusted => return self.not_trusted(node, &peer),
-            Control::Listing { request, .. } | Control::ListRefused { request, .. } => *request,
+            Control::Listing { request, .. }
+            | Control::ListRefused { request, .. }
+            | Control::Quota { request, .. } => *request,
             // Our Done for a finished download was lost: say it again, or
             // the agent never learns the file arrived.
             Control::Finish { transfer, .. } => {
