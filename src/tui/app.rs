@@ -272,10 +272,18 @@ impl App {
                 }
             }
             Event::Failed { id: _, name, error } => {
+                // A retry cannot help what only a person can decide.
+                let next = if error.contains("held in quarantine") {
+                    "the agent's owner decides: `pigeon quarantine` there"
+                } else if error.contains("quota exceeded") || error.contains("file too large") {
+                    "make room on the agent, or ask for a larger quota"
+                } else {
+                    "r retries"
+                };
                 self.notify(
                     Level::Error,
                     // The log line escapes what it shows.
-                    format!("failed {name}: {error} (r retries)"),
+                    format!("failed {name}: {error} ({next})"),
                 );
                 if self.config.bell {
                     effects.push(Effect::Bell);
@@ -302,6 +310,7 @@ impl App {
                 }
                 self.remote.on_listing(dir, result);
             }
+            Msg::Quota(line) => self.remote.set_quota(line),
             Msg::Queued { what, result } => match result {
                 Ok(_) => self.log(LogLine::new(Level::Info, format!("{what} queued"))),
                 Err(error) => self.notify(Level::Error, format!("{what} refused: {error}")),

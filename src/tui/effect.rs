@@ -53,6 +53,8 @@ pub enum Msg {
         dir: String,
         result: Result<Vec<RemoteEntry>, String>,
     },
+    /// This peer's use against its quotas on the agent.
+    Quota(pigeon_core::policy::QuotaLine),
     /// One upload or download was queued, or refused.
     Queued {
         what: String,
@@ -79,7 +81,17 @@ pub fn spawn(effect: Effect, handle: &ClientHandle, tx: &mpsc::UnboundedSender<M
             let handle = handle.clone();
             tokio::spawn(async move {
                 let result = handle.list(dir.clone()).await.map_err(|e| e.to_string());
+                let listed_root = dir.is_empty() && result.is_ok();
                 let _ = tx.send(Msg::RemoteListed { dir, result });
+                // With each listing of the root (one more question on a
+                // slow channel, not one per folder): the quota's use.
+                if listed_root {
+                    if let Ok(lines) = handle.quota().await {
+                        if let Some(mine) = lines.into_iter().find(|l| l.who != "all peers") {
+                            let _ = tx.send(Msg::Quota(mine));
+                        }
+                    }
+                }
             });
         }
         Effect::Upload {

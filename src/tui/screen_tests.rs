@@ -83,6 +83,36 @@ fn screen_failed_transfer() {
 }
 
 #[test]
+fn screen_held_in_quarantine_with_the_quota_in_use() {
+    let mut app = fixtures::app(vec![remote_entry("earlier.txt", 12)]);
+    app.on_msg(super::effect::Msg::Quota(pigeon_core::policy::QuotaLine {
+        who: "laptop".into(),
+        usage: pigeon_core::policy::Usage {
+            bytes: 1900 << 20,
+            files: 12,
+            open: 1,
+            today: 300 << 20,
+        },
+        limits: pigeon_core::policy::Limits {
+            quota: Some(pigeon_core::policy::Size(2 << 30)),
+            ..Default::default()
+        },
+    }));
+    let mut held = transfer(5, "report.pdf", TransferStatus::Failed, 10, 10);
+    held.error =
+        Some("the agent refused: held in quarantine: ELF executable named report.pdf".into());
+    let error = held.error.clone().unwrap_or_default();
+    app.on_snapshot(snapshot(vec![held]));
+    let _ = app.on_event(Event::Failed {
+        id: fixtures::id(5),
+        name: "report.pdf".into(),
+        error,
+    });
+    press(&mut app, KeyCode::Char('2'));
+    assert_screens("quarantined", app);
+}
+
+#[test]
 fn screen_transfer_detail() {
     let mut app = fixtures::app(vec![]);
     let mut failed = transfer(3, "runs/42/model.bin", TransferStatus::Failed, 40, 13);

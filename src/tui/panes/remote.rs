@@ -105,6 +105,8 @@ pub struct RemotePane {
     /// False until the first listing arrives.
     listed: bool,
     browser: Browser<RemoteItem>,
+    /// This peer's use of its quota, as the agent last said.
+    quota: Option<pigeon_core::policy::QuotaLine>,
 }
 
 impl RemotePane {
@@ -143,6 +145,20 @@ impl RemotePane {
                 None
             }
         }
+    }
+
+    pub fn set_quota(&mut self, line: pigeon_core::policy::QuotaLine) {
+        self.quota = Some(line);
+    }
+
+    /// `80 KiB of 100 KiB used`, or `80 KiB stored` without a quota.
+    fn quota_label(&self) -> Option<String> {
+        let q = self.quota.as_ref()?;
+        let used = pigeon_core::view::human_bytes(q.usage.bytes);
+        Some(match q.limits.quota {
+            Some(max) => format!(" {used} of {} used ", pigeon_core::view::human_bytes(max.0)),
+            None => format!(" {used} stored "),
+        })
     }
 
     /// List the current folder again.
@@ -207,6 +223,8 @@ impl RemotePane {
         );
         if let Some(label) = self.browser.filter().label() {
             block = block.title_bottom(Line::styled(label, theme.accent()));
+        } else if let Some(label) = self.quota_label() {
+            block = block.title_bottom(Line::styled(label, theme.dim()));
         }
         if self.browser.selection_len() > 0 {
             block = block.title_bottom(
