@@ -300,7 +300,11 @@ async fn start_embedded_agent(
     agent_home.save_trusted(&[TrustedPeer {
         name: client_name,
         key: me.public(),
-        permissions: Permissions::default(),
+        // The same user on the same machine: programs are theirs to deploy.
+        permissions: Permissions {
+            exec: true,
+            ..Permissions::default()
+        },
         addresses: Default::default(),
         limits: Default::default(),
     }])?;
