@@ -227,13 +227,18 @@ pub async fn quota(home: &Home, json: bool, root: RootArg) -> Result<()> {
 
 fn held_line(h: &Held) -> String {
     format!(
-        "{}  {}  {}  {}  held {}: {}",
+        "{}  {}  {}  {}  held {}: {}{}",
         h.id.get(..8).unwrap_or(&h.id),
         h.peer,
         human_bytes(h.size),
         escape_control(&h.path),
         when(h.held_unix),
-        escape_control(&h.reason)
+        escape_control(&h.reason),
+        if h.missing {
+            "  (its file is missing: only delete applies)"
+        } else {
+            ""
+        }
     )
 }
 
@@ -257,7 +262,11 @@ pub async fn quarantine(home: &Home, cmd: QuarantineCommand, root: RootArg) -> R
             let AdminAnswer::Held(all) = ask(home, &root, AdminAsk::Held).await? else {
                 bail!("the agent answered something else");
             };
-            let found: Vec<&Held> = all.iter().filter(|h| h.id.starts_with(&id)).collect();
+            let id = id.trim().to_ascii_lowercase();
+            let found: Vec<&Held> = all
+                .iter()
+                .filter(|h| !id.is_empty() && h.id.starts_with(&id))
+                .collect();
             let [h] = found.as_slice() else {
                 bail!(
                     "{id:?} names {} held files; see `pigeon quarantine list`",

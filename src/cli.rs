@@ -439,7 +439,10 @@ impl LimitArgs {
         use pigeon_core::policy::Size;
         fn size(flag: &str, v: &str) -> Result<Option<Size>> {
             match pigeon_core::bwlimit::parse_size(v).map_err(|e| anyhow!("--{flag} {e}"))? {
-                Some(0) | None => Ok(None),
+                None => Ok(None),
+                Some(0) => {
+                    bail!("--{flag} 0 would refuse everything: give a size, or off for no limit")
+                }
                 Some(n) => Ok(Some(Size(n))),
             }
         }
@@ -526,6 +529,60 @@ fn own_name() -> String {
     }
 }
 
+/// Who a pairing trusts, and under what name.
+struct Paired<'a> {
+    /// The name the owner gave (`--name`): it replaces whoever had it.
+    requested: Option<PeerName>,
+    /// The name the other side suggests, else `fallback`; made unique
+    /// (`laptop-2`) rather than replacing a different key.
+    suggested: &'a str,
+    fallback: &'a str,
+    key: pigeon_core::crypto::PublicKey,
+    permissions: Permissions,
+    limits: pigeon_core::policy::Limits,
+    /// Where it wrote from, pinned for a transport that names senders.
+    from: pigeon_core::pair::From<'a>,
+}
+
+/// Add a paired peer to the trust list; the name it is trusted under.
+/// The same key paired again replaces its old entry.
+fn trust_paired(home: &Home, p: Paired<'_>) -> Result<PeerName> {
+    let mut all = home.trusted()?;
+    let name = match p.requested {
+        Some(name) => name,
+        None => {
+            let base = PeerName::parse(p.suggested)
+                .or_else(|_| PeerName::parse(p.fallback))?
+                .to_string();
+            let free = |n: &str| all.iter().all(|t| t.name.as_str() != n || t.key == p.key);
+            let unique = (1..)
+                .map(|i| match i {
+                    1 => base.clone(),
+                    i => format!("{base}-{i}"),
+                })
+                .find(|n| free(n) && PeerName::parse(n).is_ok())
+                .unwrap_or(base);
+            PeerName::parse(&unique)?
+        }
+    };
+    all.retain(|t| t.name != name && t.key != p.key);
+    let mut addresses = std::collections::BTreeMap::new();
+    if let Some((kind, address)) = p.from {
+        if kind != "local" && pigeon_core::home::ADDRESS_KINDS.contains(&kind) {
+            addresses.insert(kind.to_string(), address.clone());
+        }
+    }
+    all.push(TrustedPeer {
+        name: name.clone(),
+        key: p.key,
+        permissions: p.permissions,
+        addresses,
+        limits: p.limits,
+    });
+    home.save_trusted(&all)?;
+    Ok(name)
+}
+
 /// `pigeon pair`: without a code, make one and wait for the client (the
 /// agent's side); with one, complete it (the client's side).
 pub async fn pair(home: &Home, args: PairArgs) -> Result<bool> {
@@ -552,25 +609,22 @@ pub async fn pair(home: &Home, args: PairArgs) -> Result<bool> {
             );
             let chosen = name.clone();
             let mut trusted_as = None;
-            let ended = pair::offer(&transports, code, me, &own_name(), |intro, _from| {
-                let name = match &chosen {
-                    Some(n) => n.clone(),
-                    None => PeerName::parse(&intro.name)
-                        .or_else(|_| PeerName::parse("client"))
-                        .map_err(|e| e.to_string())?,
-                };
-                let peer = TrustedPeer {
-                    name: name.clone(),
-                    key: pigeon_core::crypto::PublicKey(intro.key),
-                    permissions,
-                    addresses: Default::default(),
-                    limits,
-                };
-                let mut all = home.trusted().map_err(|e| e.to_string())?;
-                all.retain(|p| p.name != peer.name && p.key != peer.key);
-                all.push(peer);
-                home.save_trusted(&all).map_err(|e| e.to_string())?;
-                trusted_as = Some(name);
+            let ended = pair::offer(&transports, code, me, &own_name(), |intro, from| {
+                let key = pigeon_core::crypto::PublicKey(intro.key);
+                let named = trust_paired(
+                    home,
+                    Paired {
+                        requested: chosen.clone(),
+                        suggested: &intro.name,
+                        fallback: "client",
+                        key,
+                        permissions,
+                        limits,
+                        from,
+                    },
+                )
+                .map_err(|e| e.to_string())?;
+                trusted_as = Some(named);
                 Ok(())
             })
             .await?;
@@ -599,20 +653,18 @@ pub async fn pair(home: &Home, args: PairArgs) -> Result<bool> {
             );
             match pair::accept(&transports, code, me, &own_name(), limit).await? {
                 Ended::Paired { key, .. } => {
-                    let name = match name {
-                        Some(n) => n,
-                        None => PeerName::parse("agent")?,
-                    };
-                    let mut all = home.trusted()?;
-                    all.retain(|p| p.name != name && p.key != key);
-                    all.push(TrustedPeer {
-                        name: name.clone(),
-                        key,
-                        permissions: Permissions::default(),
-                        addresses: Default::default(),
-                        limits: Default::default(),
-                    });
-                    home.save_trusted(&all)?;
+                    let name = trust_paired(
+                        home,
+                        Paired {
+                            requested: name,
+                            suggested: "agent",
+                            fallback: "agent",
+                            key,
+                            permissions: Permissions::default(),
+                            limits: Default::default(),
+                            from: None,
+                        },
+                    )?;
                     eprintln!(
                         "paired: trusting {name} ({}); try `pigeon ls --transport {}`",
                         &key.to_string()[..16],

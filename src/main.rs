@@ -117,11 +117,17 @@ async fn run(args: Cli) -> Result<bool> {
         Some(Command::Pause { id }) => cli::pause(&home, &id).await.map(|()| true),
         Some(Command::Forget { id }) => cli::forget(&home, &id).await.map(|()| true),
         Some(Command::Clean {
+            failed,
+            cancelled,
+            completed,
+            older_than,
             dry_run,
             agent,
             root,
-            ..
-        }) if agent || agent_admin::agent_running(home.dir()) => {
+        }) if agent
+            || (agent_admin::agent_running(home.dir())
+                && !(failed || cancelled || completed || older_than.is_some())) =>
+        {
             agent_admin::clean(&home, dry_run, root)
                 .await
                 .map(|()| true)
@@ -315,11 +321,12 @@ async fn start_embedded_agent(
     let uri = TransportUri::parse(&format!("local:{}", spool.display()))?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let cfg = agent::AgentConfig {
+        // Its policy is its own home's (`<home>/local-agent/config.toml`).
+        settings: agent_home.config()?.agent,
         home: agent_home,
         root: home.storage_dir(),
         transports: vec![uri.clone()],
         bwlimit: None,
-        settings: Default::default(),
     };
     tokio::spawn(async move {
         if let Err(e) = agent::run(cfg, async {

@@ -28,6 +28,15 @@ fn owner(w: &World, args: &[&str]) -> Run {
     pigeon(&w.agent_home, args, &w.logs, Duration::from_secs(60))
 }
 
+/// Trust the world's client again as `laptop`, with `extra` flags.
+#[track_caller]
+fn trust_laptop(w: &World, extra: &[&str]) {
+    let key = w.client_key.clone();
+    let mut args = vec!["keys", "trust", &key, "--name", "laptop"];
+    args.extend_from_slice(extra);
+    owner(w, &args).assert_ok();
+}
+
 /// Everything a command said, on either stream (`--json` puts a failed
 /// transfer's error on stdout).
 fn said(run: &Run) -> String {
@@ -52,21 +61,7 @@ const EICAR: &str = r"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-
 #[test]
 fn quotas_refuse_at_offer_with_the_numbers_and_are_shown_and_audited() {
     let mut w = World::new("");
-    owner(
-        &w,
-        &[
-            "keys",
-            "trust",
-            &w.client_key.clone(),
-            "--name",
-            "laptop",
-            "--quota",
-            "100k",
-            "--max-file",
-            "60k",
-        ],
-    )
-    .assert_ok();
+    trust_laptop(&w, &["--quota", "100k", "--max-file", "60k"]);
     write_agent_config(&w, "[agent.total]\nmax_files = 2\n");
     w.start_agent();
 
@@ -144,6 +139,11 @@ fn quotas_refuse_at_offer_with_the_numbers_and_are_shown_and_audited() {
     // Removing a file frees its share.
     std::fs::remove_file(w.storage().join("c.bin")).unwrap();
     w.upload(&[&d], &[]).assert_ok();
+    // Replacing a file counts the new one, not both: 30 KiB kept beside
+    // a.bin, a 60 KiB a.bin in its place fits the 100 KiB.
+    let bigger = w.random_file("a.bin", 60 * 1024, 8);
+    w.upload(&[&bigger], &["--overwrite"]).assert_ok();
+    assert_same_file(&bigger, &w.storage().join("a.bin"));
 
     // Each refusal is audited with who, the key, the size and the reason.
     let audit = owner(&w, &["audit", "--peer", "laptop", "--json"]);
@@ -253,6 +253,14 @@ fn quarantine_holds_what_it_must_tells_the_client_and_the_owner_releases() {
     // A plain file passes.
     let plain = w.file("plain.txt", b"just text\n");
     w.upload(&[&plain], &[]).assert_ok();
+    // What is held takes the agent's disk: it counts against the quota.
+    let quota = owner(&w, &["quota"]);
+    assert!(
+        quota.stdout.contains(&format!("laptop: stored "))
+            && quota.stdout.contains(&format!("files {}", cases.len() + 1)),
+        "{}",
+        quota.describe()
+    );
 
     // The owner's view, from the running agent.
     let list = owner(&w, &["quarantine", "list"]);
@@ -299,19 +307,7 @@ fn quarantine_holds_what_it_must_tells_the_client_and_the_owner_releases() {
 
     // A peer allowed to deploy programs does, under their own names; not
     // under a document's.
-    owner(
-        &w,
-        &[
-            "keys",
-            "trust",
-            &w.client_key.clone(),
-            "--name",
-            "laptop",
-            "--allow",
-            "upload,download,list,exec",
-        ],
-    )
-    .assert_ok();
+    trust_laptop(&w, &["--allow", "upload,download,list,exec"]);
     let tool = w.file("tool", &elf(30_000));
     w.upload(&[&tool], &["--to", "bin/tool"]).assert_ok();
     let deployed = w.storage().join("bin/tool");

@@ -273,13 +273,7 @@ impl App {
             }
             Event::Failed { id: _, name, error } => {
                 // A retry cannot help what only a person can decide.
-                let next = if error.contains("held in quarantine") {
-                    "the agent's owner decides: `pigeon quarantine` there"
-                } else if error.contains("quota exceeded") || error.contains("file too large") {
-                    "make room on the agent, or ask for a larger quota"
-                } else {
-                    "r retries"
-                };
+                let next = pigeon_core::engine::policy_remedy(&error).unwrap_or("r retries");
                 self.notify(
                     Level::Error,
                     // The log line escapes what it shows.

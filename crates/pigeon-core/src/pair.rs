@@ -296,6 +296,11 @@ impl AgentSide {
         }
     }
 
+    /// Whether an attempt has taken the code.
+    pub fn taken(&self) -> bool {
+        self.attempt.is_some()
+    }
+
     /// Whether the code has expired (only before an attempt took it).
     pub fn expired(&self, now: Instant) -> bool {
         self.attempt.is_none() && now.duration_since(self.made) > CODE_LIFETIME
@@ -319,7 +324,7 @@ impl AgentSide {
         };
         match (&self.attempt, m.step) {
             (None, Step::Start) => {
-                if self.expired(now) || m.made_unix + CLOCK_SKEW < self.made_unix {
+                if self.expired(now) || m.made_unix.saturating_add(CLOCK_SKEW) < self.made_unix {
                     return (None, None);
                 }
                 let (spake, answer) = Spake2::<Ed25519Group>::start_b(
@@ -539,8 +544,23 @@ fn split_answer(body: &[u8]) -> Option<(&[u8], &[u8])> {
 }
 
 /// How long the agent keeps answering a repeated confirmation once paired
-/// (its last answer may have been lost).
+/// (its last answer may have been lost): a few of the slowest link's
+/// message intervals, at least this.
 const LINGER: Duration = Duration::from_secs(5);
+
+fn linger(links: &[crate::link::LinkHandle]) -> Duration {
+    links
+        .iter()
+        .filter_map(|l| l.capabilities().messages_per_minute)
+        .map(|per_minute| Duration::from_secs(4 * 60 / u64::from(per_minute.max(1))))
+        .max()
+        .unwrap_or_default()
+        .clamp(LINGER, CODE_LIFETIME)
+}
+
+/// Where a pairing client wrote from: the kind of transport and its
+/// address there, when the channel names senders (a bot's chat, a number).
+pub type From<'a> = Option<(&'a str, &'a crate::transport::Address)>;
 
 /// A spool inbox name as a client has one (its key id: 16 hex digits):
 /// the only `reply_to` the agent writes to.
@@ -580,10 +600,7 @@ pub async fn offer(
     code: PairCode,
     me: PublicKey,
     my_name: &str,
-    mut accept: impl FnMut(
-        &Introduction,
-        Option<&crate::transport::Address>,
-    ) -> std::result::Result<(), String>,
+    mut accept: impl FnMut(&Introduction, From<'_>) -> std::result::Result<(), String>,
 ) -> Result<Ended> {
     let (tx, mut rx) = tokio::sync::mpsc::channel(16);
     let links = crate::engine::open_links_named(transports, &code.inbox(), tx, false, None)?;
@@ -605,8 +622,9 @@ pub async fn offer(
             continue;
         };
         let from = inbound.from.clone();
+        let scheme = links[inbound.link].scheme().to_string();
         let (reply, end) = side.on_message(&m, Instant::now(), &mut |intro| {
-            accept(intro, from.as_ref())
+            accept(intro, from.as_ref().map(|f| (scheme.as_str(), f)))
         });
         if let Some(reply) = reply {
             let to = match from {
@@ -623,15 +641,18 @@ pub async fn offer(
             if !paired {
                 break;
             }
-            linger.get_or_insert(Instant::now() + LINGER);
+            linger.get_or_insert(Instant::now() + self::linger(&links));
         }
     }
     drain(&links).await;
-    Ok(ended.unwrap_or_else(|| {
-        Ended::Failed(format!(
+    Ok(ended.unwrap_or_else(|| match side.taken() {
+        true => Ended::Failed(
+            "an attempt took the code but never confirmed it (a guess on the channel, or a client that stopped); the code is burnt: run `pigeon pair` again".into(),
+        ),
+        false => Ended::Failed(format!(
             "no client paired within {} minutes; the code has expired (run `pigeon pair` again)",
             CODE_LIFETIME.as_secs() / 60
-        ))
+        )),
     }))
 }
 
@@ -667,7 +688,7 @@ pub async fn accept(
             Err(_) => {
                 if started.elapsed() > limit {
                     return Ok(Ended::Failed(format!(
-                        "no agent answered in {} s at code {}-…: is `pigeon pair` running on the agent, over the same transport ({}), and within its {} minutes?",
+                        "no agent answered in {} s at code {}-…: is `pigeon pair` running on the agent, over the same transport ({}), within its {} minutes, and is this machine's clock within a minute of the agent's?",
                         limit.as_secs(),
                         code.slot(),
                         transports.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", "),

@@ -37,6 +37,22 @@ pub struct DownloadOptions {
 /// file under its name; a front end that can ask instead looks for them.
 pub const REPLACE_HINT: &str = "upload with --overwrite to replace it";
 
+/// What to do about a failure no retry can fix, for the agent's policy
+/// refusals (quarantine, quotas): said instead of "try again" by `resume
+/// --all` and the TUI. `None` for everything else.
+pub fn policy_remedy(error: &str) -> Option<&'static str> {
+    if error.contains(crate::engine::agent::policy::HELD) {
+        Some("the agent's owner decides: `pigeon quarantine` there")
+    } else if ["quota exceeded", "file too large", "too many files"]
+        .iter()
+        .any(|w| error.contains(w))
+    {
+        Some("make room on the agent (`pigeon quota` shows the use), or ask for a larger quota")
+    } else {
+        None
+    }
+}
+
 /// What can be done to one queued transfer: the one vocabulary of the
 /// command line, the TUI's keys and the engine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

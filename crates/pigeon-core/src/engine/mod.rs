@@ -45,8 +45,8 @@ use crate::transport::{self, Address, Side, TransportUri};
 use crate::view::{Event, LogLevel, TransferId, TransportHealth};
 
 pub use handle::{
-    ClientCommand, ClientHandle, DownloadOptions, RemoteEntry, TransferAction, UploadOptions,
-    REPLACE_HINT,
+    policy_remedy, ClientCommand, ClientHandle, DownloadOptions, RemoteEntry, TransferAction,
+    UploadOptions, REPLACE_HINT,
 };
 pub(crate) use progress::{Event as ProgressEvent, Fault, Progress, ProgressSink};
 pub(crate) use rto::Rto;

@@ -21,8 +21,8 @@ pub struct Size(pub u64);
 impl Size {
     pub fn parse(s: &str) -> Result<Size, String> {
         match crate::bwlimit::parse_size(s)? {
-            Some(n) => Ok(Size(n)),
-            None => Err(format!(
+            Some(n) if n > 0 => Ok(Size(n)),
+            _ => Err(format!(
                 "{s:?}: a limit needs a size like 500M or 2G (leave it out for none)"
             )),
         }
@@ -66,6 +66,9 @@ impl<'de> Deserialize<'de> for Size {
             Text(String),
         }
         match Raw::deserialize(d)? {
+            Raw::Bytes(0) => Err(serde::de::Error::custom(
+                "a limit of 0 would refuse everything: give a size like 500M, or leave it out for none",
+            )),
             Raw::Bytes(n) => Ok(Size(n)),
             Raw::Text(t) => Size::parse(&t).map_err(serde::de::Error::custom),
         }
@@ -251,6 +254,8 @@ mod tests {
         assert_eq!(Size(1536).to_string(), "1536");
         assert_eq!(Size(3 << 40).to_string(), "3T");
         assert!(Size::parse("off").is_err());
+        assert!(Size::parse("0").is_err());
+        assert!(toml::from_str::<Limits>("quota = 0").is_err());
         assert!(Size::parse("2X").unwrap_err().contains("unit"));
         let l: Limits = toml::from_str("quota = \"2G\"\nmax_file = 1000\nmax_open = 3").unwrap();
         assert_eq!(l.quota, Some(Size(2 << 30)));

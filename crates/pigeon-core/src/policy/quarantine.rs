@@ -325,6 +325,16 @@ fn scan(rules: &Rules, file: &Path, shown: &str) -> Verdict {
             ))
         }
     };
+    // Read as it comes (a chatty scanner must not fill its pipe and stall);
+    // the first 512 bytes kept for the verdict, the rest dropped.
+    let reader = child.stdout.take().map(|mut out| {
+        std::thread::spawn(move || {
+            let mut kept = Vec::new();
+            let _ = out.by_ref().take(512).read_to_end(&mut kept);
+            let _ = std::io::copy(&mut out, &mut std::io::sink());
+            kept
+        })
+    });
     let deadline = std::time::Instant::now() + Duration::from_secs(rules.scanner_timeout);
     let status = loop {
         match child.try_wait() {
@@ -342,10 +352,12 @@ fn scan(rules: &Rules, file: &Path, shown: &str) -> Verdict {
             }
         }
     };
-    let mut said = String::new();
-    if let Some(mut out) = child.stdout.take() {
-        let _ = out.by_ref().take(512).read_to_string(&mut said);
-    }
+    let said = reader
+        .and_then(|r| r.join().ok())
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    // The peer is told this: its own file's name, not the agent's paths.
+    let said = said.replace(path.as_ref(), shown);
     let said = super::escape_control(said.trim()).into_owned();
     match status.code() {
         Some(0) => None,

@@ -48,7 +48,6 @@ pub(super) enum Ask {
     List {
         dir: String,
     },
-    Quota,
     Act {
         id: TransferId,
         action: TransferAction,
@@ -71,6 +70,8 @@ pub(super) enum Ask {
         choice: CleanChoice,
         dry_run: bool,
     },
+    // New variants go last: an owner of the same protocol may be older.
+    Quota,
 }
 
 /// What an [`Ask`] got.
@@ -79,11 +80,11 @@ pub(super) enum Answer {
     Id(TransferId),
     Ids(Vec<TransferId>),
     Entries(Vec<RemoteEntry>),
-    Quota(Vec<crate::policy::QuotaLine>),
     Told(bool),
     Reports(Vec<TransferReport>),
     Report(Box<TransferReport>),
     Done,
+    Quota(Vec<crate::policy::QuotaLine>),
 }
 
 /// From the owner to a command.

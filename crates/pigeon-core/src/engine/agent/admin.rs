@@ -83,6 +83,7 @@ impl Admin {
                     .collect();
                 AdminAnswer::Quota(policy::quota_lines(
                     &self.store.transfers()?,
+                    &policy::held(root),
                     &self.settings,
                     &own,
                 ))
@@ -97,7 +98,7 @@ impl Admin {
                     .transfers()?
                     .into_iter()
                     .find(|r| r.id.to_string() == h.id);
-                if let Some(mut rec) = upload {
+                if let Some(mut rec) = upload.filter(|r| policy::held_refusal(r).is_some()) {
                     rec.status = TransferStatus::Completed;
                     rec.error = None;
                     rec.completed_unix = Some(now_unix());

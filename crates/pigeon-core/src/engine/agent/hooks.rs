@@ -159,7 +159,17 @@ impl Hooks for AgentHooks {
                             self,
                         );
                     }
-                    _ => {}
+                    _ => {
+                        // Held: its refusal was lost; say it again.
+                        if let Some(reason) = super::policy::held_refusal(&rec) {
+                            let again = Control::Refuse {
+                                transfer,
+                                code: RefuseCode::Quarantined,
+                                reason,
+                            };
+                            node.send_control(&peer, &again);
+                        }
+                    }
                 }
             }
             Control::Abort { transfer, reason } => {

@@ -12,12 +12,33 @@ use crate::policy::{Limits, QuotaLine, RemotePath, StorageRoot, Usage, INTERNAL_
 use crate::store::{now_unix, Role, TransferRecord};
 use crate::view::TransferStatus;
 
+/// What an upload's error begins with once it is held (the agent's record
+/// and the client's both say it).
+pub const HELD: &str = "held in quarantine";
+
+/// The refusal to repeat for an upload held in quarantine, if `rec` is one:
+/// offered or finished again, it is told again, not received again.
+pub fn held_refusal(rec: &TransferRecord) -> Option<String> {
+    rec.error
+        .clone()
+        .filter(|e| rec.status == TransferStatus::Failed && e.starts_with(HELD))
+}
+
 /// Quota use per peer, from the agent's records: each peer's finished
 /// uploads whose file is still where it was put (a path counted once, for
-/// its latest upload), and its open ones whole; `today`: what it offered
-/// in the last 24 hours, open or finished well.
-pub fn usage(records: &[TransferRecord], now: u64) -> HashMap<String, Usage> {
+/// its latest upload), its open ones whole, and what it has in quarantine
+/// (`held`: a held file takes the agent's disk like any other); `today`:
+/// what it offered in the last 24 hours, open, finished well, or held.
+pub fn usage(records: &[TransferRecord], held: &[Held], now: u64) -> HashMap<String, Usage> {
     let mut by_peer: HashMap<String, Usage> = HashMap::new();
+    for h in held {
+        let u = by_peer.entry(h.peer.clone()).or_default();
+        u.bytes += h.size;
+        u.files += 1;
+        if h.held_unix + 86_400 > now {
+            u.today += h.size;
+        }
+    }
     let mut latest: BTreeMap<&Path, &TransferRecord> = BTreeMap::new();
     for rec in records.iter().filter(|r| r.role == Role::Receiver) {
         let u = by_peer.entry(rec.peer.clone()).or_default();
@@ -55,10 +76,11 @@ pub fn usage(records: &[TransferRecord], now: u64) -> HashMap<String, Usage> {
 /// Every peer's use against its limits, and all peers' together.
 pub fn quota_lines(
     records: &[TransferRecord],
+    held: &[Held],
     settings: &AgentSettings,
     own: &HashMap<String, Limits>,
 ) -> Vec<QuotaLine> {
-    let used = usage(records, now_unix());
+    let used = usage(records, held, now_unix());
     let mut names: Vec<&String> = own.keys().chain(used.keys()).collect();
     names.sort();
     names.dedup();
@@ -101,6 +123,10 @@ pub struct Held {
     pub sha256: String,
     pub reason: String,
     pub held_unix: u64,
+    /// Its file is not there (a crash between its record and its move, or
+    /// removed by hand): only `delete` applies.
+    #[serde(default)]
+    pub missing: bool,
 }
 
 /// `<root>/.pigeon/quarantine/`: the agent's alone (0700), files 0600.
@@ -113,16 +139,24 @@ impl Held {
         quarantine_dir(root).join(format!("{}.held", self.id))
     }
 
+    fn record(&self, root: &Path) -> PathBuf {
+        quarantine_dir(root).join(format!("{}.json", self.id))
+    }
+
     /// Move the verified `partial` into quarantine under this record: the
     /// record first (a crash after it leaves a record whose file is
     /// missing, which `list` shows as such), then the file, never
-    /// executable.
+    /// executable. A file already held under this id stays held.
     pub fn hold(&self, root: &Path, partial: &Path) -> Result<()> {
         let dir = quarantine_dir(root);
         crate::files::create_private_dir(&dir)?;
+        if self.file(root).exists() {
+            let _ = std::fs::remove_file(partial);
+            return Ok(());
+        }
         let json = serde_json::to_vec_pretty(self)
             .map_err(|e| CoreError::Transfer(format!("quarantine record: {e}")))?;
-        crate::files::write_private(&dir.join(format!("{}.json", self.id)), &json)?;
+        crate::files::write_private(&self.record(root), &json)?;
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(partial, std::fs::Permissions::from_mode(0o600))
             .ctx(|| format!("securing {}", partial.display()))?;
@@ -140,7 +174,11 @@ pub fn held(root: &Path) -> Vec<Held> {
     let mut all: Vec<Held> = entries
         .flatten()
         .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
-        .filter_map(|e| serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok())
+        .filter_map(|e| serde_json::from_slice::<Held>(&std::fs::read(e.path()).ok()?).ok())
+        .map(|mut h| {
+            h.missing = !h.file(root).is_file();
+            h
+        })
         .collect();
     all.sort_by_key(|h| (h.held_unix, h.id.clone()));
     all
@@ -148,8 +186,14 @@ pub fn held(root: &Path) -> Vec<Held> {
 
 /// The one held file `prefix` names.
 pub fn find_held(root: &Path, prefix: &str) -> Result<Held> {
+    let prefix = prefix.trim().to_ascii_lowercase();
+    if prefix.is_empty() {
+        return Err(CoreError::Config(
+            "give a held file's id (or its start), as `pigeon quarantine list` shows it".into(),
+        ));
+    }
     let all = held(root);
-    let matching: Vec<&Held> = all.iter().filter(|h| h.id.starts_with(prefix)).collect();
+    let matching: Vec<&Held> = all.iter().filter(|h| h.id.starts_with(&prefix)).collect();
     match matching.as_slice() {
         [one] => Ok((*one).clone()),
         [] => Err(CoreError::Config(format!(
@@ -176,14 +220,13 @@ pub fn release(root: &StorageRoot, h: &Held, overwrite: bool) -> Result<PathBuf>
     }
     let remote = RemotePath::parse_file(&h.path)?;
     root.prepare_parent(&remote)?;
-    // Into staging first: place() moves from there, through the root.
-    let staged = root.staging_dir().join(format!("{}.release", h.id));
-    std::fs::rename(&file, &staged).ctx(|| format!("moving {}", file.display()))?;
+    // Straight from the quarantine (inside the root), so a crash midway
+    // leaves it held, never an unowned staging file for cleanup to take.
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::Permissions::from_mode(crate::files::public_file_mode());
-    let _ = std::fs::set_permissions(&staged, mode);
-    if let Err(e) = root.place(&staged, &remote, overwrite) {
-        let _ = std::fs::rename(&staged, &file);
+    std::fs::set_permissions(&file, mode).ctx(|| format!("releasing {}", h.id))?;
+    if let Err(e) = root.place(&file, &remote, overwrite) {
+        let _ = std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600));
         return Err(match e.kind() {
             std::io::ErrorKind::AlreadyExists => CoreError::Config(format!(
                 "{} already exists; release with --overwrite to replace it",
@@ -192,7 +235,7 @@ pub fn release(root: &StorageRoot, h: &Held, overwrite: bool) -> Result<PathBuf>
             _ => CoreError::io(format!("putting {} in place", h.path), e),
         });
     }
-    let _ = std::fs::remove_file(quarantine_dir(root.path()).join(format!("{}.json", h.id)));
+    let _ = std::fs::remove_file(h.record(root.path()));
     Ok(root.path().join(&h.path))
 }
 
@@ -203,8 +246,7 @@ pub fn delete(root: &Path, h: &Held) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(CoreError::io(format!("removing {}", h.id), e)),
     }
-    std::fs::remove_file(quarantine_dir(root).join(format!("{}.json", h.id)))
-        .ctx(|| format!("removing the record of {}", h.id))
+    std::fs::remove_file(h.record(root)).ctx(|| format!("removing the record of {}", h.id))
 }
 
 #[cfg(test)]
@@ -269,7 +311,17 @@ mod tests {
             ),
             upload("phone", &b, 40, TransferStatus::Completed, 100),
         ];
-        let u = usage(&recs, 1_000_000);
+        let held = [Held {
+            id: "h".into(),
+            peer: "phone".into(),
+            path: "x.pdf".into(),
+            size: 60,
+            sha256: String::new(),
+            reason: String::new(),
+            held_unix: 1_000_000 - 10,
+            missing: false,
+        }];
+        let u = usage(&recs, &held, 1_000_000);
         assert_eq!(
             u["laptop"],
             Usage {
@@ -279,6 +331,15 @@ mod tests {
                 today: 300 + 5000 + 700
             }
         );
-        assert_eq!(u["phone"].bytes, 40);
+        // A held file counts against its peer like a stored one.
+        assert_eq!(
+            u["phone"],
+            Usage {
+                bytes: 100,
+                files: 2,
+                open: 0,
+                today: 100
+            }
+        );
     }
 }

@@ -30,6 +30,17 @@ impl AgentHooks {
             if rec.peer != peer.name.as_str() || rec.manifest != manifest || !same_key {
                 return refuse(RefuseCode::Internal, "transfer id already in use".into());
             }
+            // Held in quarantine: said again (its refusal was lost), not
+            // received and held again.
+            if let Some(reason) = policy::held_refusal(&rec) {
+                let again = Control::Refuse {
+                    transfer,
+                    code: RefuseCode::Quarantined,
+                    reason,
+                };
+                node.send_control(&peer, &again);
+                return;
+            }
             match rec.status {
                 TransferStatus::Completed => {
                     if let Some(sha256) = rec.sha256 {
@@ -115,8 +126,17 @@ impl AgentHooks {
             Err(e) => return refuse(RefuseCode::Internal, e.to_string()),
         };
         // Quotas, counting this peer's open uploads whole, and again for
-        // every peer together.
-        let used = policy::usage(&all, now_unix());
+        // every peer together; but not what this upload replaces (an open
+        // upload of the same path, and with overwrite the file there now).
+        let replaced = |t: &&TransferRecord| {
+            t.role == Role::Receiver
+                && t.remote_path == remote.to_string()
+                && ((t.peer == peer.name.as_str() && !t.status.is_finished())
+                    || (overwrite && t.status == TransferStatus::Completed))
+        };
+        let counted: Vec<TransferRecord> = all.iter().filter(|t| !replaced(t)).cloned().collect();
+        let held = policy::held(self.root.path());
+        let used = policy::usage(&counted, &held, now_unix());
         let mine = used.get(peer.name.as_str()).copied().unwrap_or_default();
         let mut everyone = crate::policy::Usage::default();
         used.values().for_each(|u| everyone.add(u));
@@ -374,10 +394,11 @@ impl AgentHooks {
             return;
         };
         let own = lock(&self.limits).clone();
-        let lines: Vec<crate::policy::QuotaLine> = policy::quota_lines(&all, &self.settings, &own)
-            .into_iter()
-            .filter(|l| l.who == peer.name.as_str() || l.who == "all peers")
-            .collect();
+        let lines: Vec<crate::policy::QuotaLine> =
+            policy::quota_lines(&all, &policy::held(self.root.path()), &self.settings, &own)
+                .into_iter()
+                .filter(|l| l.who == peer.name.as_str() || l.who == "all peers")
+                .collect();
         node.send_control(peer, &Control::Quota { request, lines });
     }
 }

@@ -30,7 +30,7 @@ fn open_limits_refuse_too_many_too_big_and_too_many_chunks_before_allocating() {
         .collect();
     let limits = policy::effective(None, &Default::default());
     let fits = |open: &[TransferRecord]| {
-        let used = policy::usage(open, now_unix())["laptop"];
+        let used = policy::usage(open, &[], now_unix())["laptop"];
         let none = crate::policy::Limits::default();
         crate::policy::limits::check("laptop", 1000, (&used, &limits), (&used, &none))
     };

@@ -484,13 +484,8 @@ fn unresumable(rec: &TransferRecord) -> Option<String> {
     if error.contains(crate::engine::REPLACE_HINT) {
         return Some("the agent holds another file under its name: upload it again with --overwrite to replace it".into());
     }
-    if error.contains("held in quarantine") {
-        return Some(format!(
-            "{error}; the agent's owner decides (`pigeon quarantine` there)"
-        ));
-    }
-    if error.contains("file too large") || error.contains("quota exceeded") {
-        return Some(error.to_string());
+    if let Some(remedy) = crate::engine::policy_remedy(error) {
+        return Some(format!("{error}; {remedy}"));
     }
     if error.contains(" may not ") {
         return Some(format!("the agent does not allow it: {error}"));

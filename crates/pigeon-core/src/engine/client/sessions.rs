@@ -94,6 +94,10 @@ impl Hooks for ClientHooks {
     }
 
     async fn on_control(&self, node: &Arc<Node>, peer: Arc<Peer>, control: Control) {
+        if !matches!(control, Control::NotTrusted) {
+            // Anything else sealed by the agent: it trusts us now.
+            *lock(&self.refused) = None;
+        }
         let request = match &control {
             Control::NotTrusted => return self.not_trusted(node, &peer),
             Control::Listing { request, .. }

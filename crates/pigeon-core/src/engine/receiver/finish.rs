@@ -117,41 +117,45 @@ impl Receiver {
             .unwrap_or_default();
         let declared = self.rec.manifest.mime.clone();
         let may_exec = crate::engine::lock(&self.peer.permissions).exec;
+        let judging = partial.clone();
+        let verdict = tokio::task::spawn_blocking(move || {
+            crate::policy::quarantine::inspect(
+                &rules,
+                &crate::policy::quarantine::Upload {
+                    file: &judging,
+                    name: &name,
+                    declared_mime: &declared,
+                    may_exec,
+                },
+            )
+        })
+        .await
+        .map_err(|e| CoreError::Transfer(e.to_string()))?;
+        let Some(why) = verdict else {
+            return Ok(None);
+        };
+        let reason = format!("{}: {why}", crate::engine::agent::policy::HELD);
+        // Recorded as held before the file moves: a crash in between
+        // leaves a failed upload and a staging file for cleanup, never a
+        // running one whose partial vanished.
+        self.rec.sha256 = Some(sha256);
+        self.rec.status = crate::view::TransferStatus::Failed;
+        self.rec.error = Some(reason.clone());
+        self.node.store.put_transfer(&self.rec)?;
+        self.node.store.flush_async().await?;
         let held = crate::engine::agent::policy::Held {
             id: self.rec.id.to_string(),
             peer: self.rec.peer.clone(),
             path: self.rec.remote_path.clone(),
             size: self.rec.manifest.size,
             sha256: hex::encode(sha256),
-            reason: String::new(),
+            reason: why,
             held_unix: crate::store::now_unix(),
+            missing: false,
         };
-        let judged = tokio::task::spawn_blocking(move || -> Result<Option<String>> {
-            let verdict = crate::policy::quarantine::inspect(
-                &rules,
-                &crate::policy::quarantine::Upload {
-                    file: &partial,
-                    name: &name,
-                    declared_mime: &declared,
-                    may_exec,
-                },
-            );
-            let Some(reason) = verdict else {
-                return Ok(None);
-            };
-            crate::engine::agent::policy::Held {
-                reason: reason.clone(),
-                ..held
-            }
-            .hold(root.path(), &partial)?;
-            Ok(Some(reason))
-        })
-        .await
-        .map_err(|e| CoreError::Transfer(e.to_string()))??;
-        let Some(why) = judged else {
-            return Ok(None);
-        };
-        let reason = format!("held in quarantine: {why}");
+        tokio::task::spawn_blocking(move || held.hold(root.path(), &partial))
+            .await
+            .map_err(|e| CoreError::Transfer(e.to_string()))??;
         self.file = None;
         self.node.log(
             LogLevel::Warn,
@@ -160,7 +164,6 @@ impl Receiver {
                 self.rec.peer, self.rec.remote_path
             ),
         );
-        self.rec.sha256 = Some(sha256);
         self.node.send_control(
             &self.peer,
             &Control::Refuse {
