@@ -256,7 +256,7 @@ fn quarantine_holds_what_it_must_tells_the_client_and_the_owner_releases() {
     // What is held takes the agent's disk: it counts against the quota.
     let quota = owner(&w, &["quota"]);
     assert!(
-        quota.stdout.contains(&format!("laptop: stored "))
+        quota.stdout.contains("laptop: stored ")
             && quota.stdout.contains(&format!("files {}", cases.len() + 1)),
         "{}",
         quota.describe()
