@@ -1730,6 +1730,51 @@ mod tests {
     }
 
     #[test]
+    fn pairing_never_takes_another_peers_name_and_re_pairing_replaces_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::resolve(Some(dir.path().to_path_buf())).unwrap();
+        let key = || pigeon_core::crypto::Identity::generate().unwrap().public();
+        let (first, second) = (key(), key());
+        let paired = |suggested, requested: Option<&str>, key| {
+            trust_paired(
+                &home,
+                Paired {
+                    requested: requested.map(|n| PeerName::parse(n).unwrap()),
+                    suggested,
+                    fallback: "client",
+                    key,
+                    permissions: Permissions::default(),
+                    limits: Default::default(),
+                    from: Some(("telegram", &"4242".to_string())),
+                },
+            )
+            .unwrap()
+            .to_string()
+        };
+        assert_eq!(paired("laptop", None, first), "laptop");
+        // Another machine that calls itself laptop too.
+        assert_eq!(paired("laptop", None, second), "laptop-2");
+        // The same one again: its own entry, not a third.
+        assert_eq!(paired("laptop", None, second), "laptop-2");
+        // A name that is no peer name falls back.
+        assert_eq!(paired("bad name!", None, key()), "client");
+        let all = home.trusted().unwrap();
+        assert_eq!(all.len(), 3, "{all:?}");
+        assert!(all
+            .iter()
+            .any(|p| p.name.as_str() == "laptop" && p.key == first));
+        assert_eq!(
+            all[0].addresses.get("telegram").map(String::as_str),
+            Some("4242")
+        );
+        // The owner's --name replaces whoever had it.
+        assert_eq!(paired("x", Some("laptop"), second), "laptop");
+        let all = home.trusted().unwrap();
+        assert_eq!(all.len(), 2, "{all:?}");
+        assert!(all.iter().all(|p| p.key != first));
+    }
+
+    #[test]
     fn json_lines_escape_c1_and_bidi_and_stay_json() {
         let v = serde_json::json!({ "name": "a\u{9b}31mb\u{202e}c\u{1b}" });
         let line = json_line(&v);
