@@ -541,7 +541,7 @@ struct Paired<'a> {
     permissions: Permissions,
     limits: pigeon_core::policy::Limits,
     /// Where it wrote from, pinned for a transport that names senders.
-    from: pigeon_core::pair::From<'a>,
+    from: pigeon_core::pair::Origin<'a>,
 }
 
 /// Add a paired peer to the trust list; the name it is trusted under.

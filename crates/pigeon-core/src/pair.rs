@@ -560,7 +560,7 @@ fn linger(links: &[crate::link::LinkHandle]) -> Duration {
 
 /// Where a pairing client wrote from: the kind of transport and its
 /// address there, when the channel names senders (a bot's chat, a number).
-pub type From<'a> = Option<(&'a str, &'a crate::transport::Address)>;
+pub type Origin<'a> = Option<(&'a str, &'a crate::transport::Address)>;
 
 /// A spool inbox name as a client has one (its key id: 16 hex digits):
 /// the only `reply_to` the agent writes to.
@@ -600,7 +600,7 @@ pub async fn offer(
     code: PairCode,
     me: PublicKey,
     my_name: &str,
-    mut accept: impl FnMut(&Introduction, From<'_>) -> std::result::Result<(), String>,
+    mut accept: impl FnMut(&Introduction, Origin<'_>) -> std::result::Result<(), String>,
 ) -> Result<Ended> {
     let (tx, mut rx) = tokio::sync::mpsc::channel(16);
     let links = crate::engine::open_links_named(transports, &code.inbox(), tx, false, None)?;
