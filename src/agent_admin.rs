@@ -225,6 +225,15 @@ pub async fn quota(home: &Home, json: bool, root: RootArg) -> Result<()> {
     Ok(())
 }
 
+/// `pigeon shares` on the agent: every share between its peers.
+pub async fn shares(home: &Home, json: bool, root: RootArg) -> Result<()> {
+    let AdminAnswer::Shares(all) = ask(home, &root, AdminAsk::Shares).await? else {
+        bail!("the agent answered something else");
+    };
+    crate::cli::print_shares(&all, json);
+    Ok(())
+}
+
 fn held_line(h: &Held) -> String {
     format!(
         "{}  {}  {}  {}  held {}: {}{}",

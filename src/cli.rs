@@ -12,6 +12,7 @@ use pigeon_core::engine::{agent, ClientHandle, DownloadOptions, TransferAction, 
 use pigeon_core::home::{Home, PeerName, TrustedPeer};
 use pigeon_core::ledger::{self, CleanChoice, Ledger};
 use pigeon_core::policy::{escape_control, Permissions};
+use pigeon_core::protocol::ShareOp;
 use pigeon_core::transport::TransportUri;
 use pigeon_core::view::{Event, LogLevel, TransferId, TransferReport, TransferStatus};
 
@@ -65,6 +66,11 @@ pub enum Command {
         /// (overrides bwlimit in config.toml).
         #[arg(long, value_name = "RATE")]
         bwlimit: Option<String>,
+        /// One namespace for every peer, as before folders per peer
+        /// (default: each peer in <root>/<peer>/; also `shared` under
+        /// [agent] in config.toml).
+        #[arg(long)]
+        shared: bool,
     },
     /// Upload files and folders to the agent and wait until it confirms
     /// each file's SHA-256.
@@ -82,6 +88,10 @@ pub enum Command {
         /// Replace a remote file that already exists.
         #[arg(long)]
         overwrite: bool,
+        /// The agent removes the uploaded files this long after the
+        /// upload: 7d, 12h, 90m.
+        #[arg(long, value_name = "AGE", value_parser = parse_age)]
+        expires: Option<Duration>,
         #[command(flatten)]
         conn: Conn,
     },
@@ -185,6 +195,39 @@ pub enum Command {
     /// On the agent: its audit log, every request and outcome, hash-chained
     /// (`verify` checks the chain, `export` writes JSON lines).
     Audit(crate::agent_admin::AuditArgs),
+    /// Share a file or folder of yours on the agent with another of its
+    /// peers, who finds it under shared/<you>/ (in `pigeon ls` and the TUI).
+    Share {
+        /// The file or folder on the agent, as `pigeon ls` shows it.
+        remote: String,
+        /// The peer to share it with, by the name the agent trusts it as.
+        #[arg(long, value_name = "PEER")]
+        with: String,
+        /// Stop sharing after this long: 24h, 7d.
+        #[arg(long, value_name = "AGE", value_parser = parse_age)]
+        expires: Option<Duration>,
+        /// The other peer may download, not upload or replace.
+        #[arg(long)]
+        read_only: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Stop sharing a file or folder (with one peer, or with everyone).
+    Unshare {
+        remote: String,
+        #[arg(long, value_name = "PEER")]
+        with: Option<String>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// What is shared: on a client, what you share and what is shared with
+    /// you; on the agent's home, every share.
+    Shares {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(flatten)]
+        root: crate::agent_admin::RootArg,
+    },
     /// Use against quotas: on the agent's home each peer's and all peers';
     /// on a client (with a transport, or one in config.toml) its own, as
     /// the agent counts it.
@@ -804,14 +847,19 @@ pub async fn run_agent(
     transports: Vec<String>,
     root: Option<PathBuf>,
     bwlimit: Option<String>,
+    shared: bool,
 ) -> Result<()> {
     let transports = parse_transports(&transports)?;
     let bwlimit = resolve_bwlimit(&home, bwlimit.as_deref())?;
     let root = root.unwrap_or_else(|| home.storage_dir());
     eprintln!("pigeon agent: key {}", home.identity()?.public());
+    let mut settings = home.config()?.agent;
+    if shared {
+        settings.shared = Some(true);
+    }
     agent::run(
         agent::AgentConfig {
-            settings: home.config()?.agent,
+            settings,
             home,
             root,
             transports,
@@ -1639,6 +1687,47 @@ pub async fn ls(home: Home, dir: String, conn: Conn) -> Result<()> {
     Ok(())
 }
 
+/// `pigeon share`, `unshare` and `shares` on a client: asked of the agent.
+pub async fn client_shares(home: Home, op: ShareOp, conn: Conn) -> Result<()> {
+    let client = owner::client(&home, &conn, "pigeon share", false).await?;
+    let answer = client.handle.shares(op).await;
+    client.close().await;
+    let (done, shares) = answer?;
+    if !done.is_empty() {
+        eprintln!("{}", escape_control(&done));
+        return Ok(());
+    }
+    print_shares(&shares, conn.json);
+    Ok(())
+}
+
+/// Shares one per line: who shares what with whom, on what terms.
+pub fn print_shares(shares: &[pigeon_core::policy::Share], json: bool) {
+    if shares.is_empty() && !json {
+        eprintln!("nothing is shared");
+    }
+    for s in shares {
+        if json {
+            println!("{}", json_line(s));
+            continue;
+        }
+        println!(
+            "{}/{}  with {}  {}{}",
+            s.owner,
+            escape_control(&s.path),
+            s.with,
+            if s.read_only {
+                "read-only"
+            } else {
+                "read-write"
+            },
+            s.expires_unix
+                .map(|t| format!("  until {}", format_time(t)))
+                .unwrap_or_default()
+        );
+    }
+}
+
 /// `pigeon quota` on a client: this peer's use, asked of the agent.
 pub async fn client_quota(home: Home, conn: Conn) -> Result<()> {
     let client = owner::client(&home, &conn, "pigeon quota", false).await?;
@@ -1680,20 +1769,7 @@ fn print_entries(entries: &[pigeon_core::engine::RemoteEntry], json: bool) {
     }
 }
 
-/// RFC 3339 for times up to the year 9999 (all a peer should send), the
-/// raw seconds beyond, never a panic.
-pub fn format_time(unix: u64) -> String {
-    const LAST_SECOND_OF_9999: u64 = 253_402_300_799;
-    if unix > LAST_SECOND_OF_9999 {
-        return format!("@{unix}");
-    }
-    std::time::UNIX_EPOCH
-        .checked_add(Duration::from_secs(unix))
-        .map_or_else(
-            || format!("@{unix}"),
-            |t| humantime::format_rfc3339_seconds(t).to_string(),
-        )
-}
+pub use pigeon_core::view::format_time;
 
 /// One JSON object on one line, safe to print on a terminal: serde_json
 /// escapes C0 controls only, so C1 controls and bidi overrides (which some

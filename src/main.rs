@@ -25,6 +25,7 @@ use pigeon_core::engine::client::{self, ClientConfig};
 use pigeon_core::engine::{agent, UploadOptions};
 use pigeon_core::home::{Home, PeerName, TrustedPeer};
 use pigeon_core::policy::Permissions;
+use pigeon_core::protocol::ShareOp;
 use pigeon_core::transport::TransportUri;
 
 use crate::cli::{Cli, Command};
@@ -87,7 +88,8 @@ async fn run(args: Cli) -> Result<bool> {
             transports,
             root,
             bwlimit,
-        }) => cli::run_agent(home, transports, root, bwlimit)
+            shared,
+        }) => cli::run_agent(home, transports, root, bwlimit, shared)
             .await
             .map(|()| true),
         Some(Command::Upload {
@@ -95,11 +97,14 @@ async fn run(args: Cli) -> Result<bool> {
             to,
             no_compress,
             overwrite,
+            expires,
             conn,
         }) => {
             let options = UploadOptions {
                 no_compress,
                 overwrite,
+                expires_unix: expires
+                    .map(|d| pigeon_core::engine::agent::admin::now_unix() + d.as_secs()),
             };
             cli::upload(home, files, to, options, conn).await
         }
@@ -153,19 +158,40 @@ async fn run(args: Cli) -> Result<bool> {
         .map(|()| true),
         Some(Command::Pair(args)) => cli::pair(&home, args).await,
         Some(Command::Audit(args)) => agent_admin::audit(&home, args).await,
-        Some(Command::Quota { conn, root }) => {
-            // A client's question goes to its agent; the agent's home answers itself.
-            let client = !agent_admin::agent_running(home.dir())
-                && (!conn.transports.is_empty()
-                    || !home.config()?.transports.is_empty()
-                    || pigeon_core::socket::path(home.dir()).exists());
-            match client {
-                true => cli::client_quota(home, conn).await.map(|()| true),
-                false => agent_admin::quota(&home, conn.json, root)
-                    .await
-                    .map(|()| true),
-            }
+        Some(Command::Share {
+            remote,
+            with,
+            expires,
+            read_only,
+            conn,
+        }) => {
+            let op = ShareOp::Add {
+                path: remote,
+                with,
+                read_only,
+                expires_unix: expires
+                    .map(|d| pigeon_core::engine::agent::admin::now_unix() + d.as_secs()),
+            };
+            cli::client_shares(home, op, conn).await.map(|()| true)
         }
+        Some(Command::Unshare { remote, with, conn }) => {
+            let op = ShareOp::Remove { path: remote, with };
+            cli::client_shares(home, op, conn).await.map(|()| true)
+        }
+        Some(Command::Shares { conn, root }) => match is_client(&home, &conn)? {
+            true => cli::client_shares(home, ShareOp::List, conn)
+                .await
+                .map(|()| true),
+            false => agent_admin::shares(&home, conn.json, root)
+                .await
+                .map(|()| true),
+        },
+        Some(Command::Quota { conn, root }) => match is_client(&home, &conn)? {
+            true => cli::client_quota(home, conn).await.map(|()| true),
+            false => agent_admin::quota(&home, conn.json, root)
+                .await
+                .map(|()| true),
+        },
         Some(Command::Quarantine { command, root }) => {
             agent_admin::quarantine(&home, command, root)
                 .await
@@ -321,8 +347,13 @@ async fn start_embedded_agent(
     let uri = TransportUri::parse(&format!("local:{}", spool.display()))?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let cfg = agent::AgentConfig {
-        // Its policy is its own home's (`<home>/local-agent/config.toml`).
-        settings: agent_home.config()?.agent,
+        // Its policy is its own home's (`<home>/local-agent/config.toml`);
+        // with one peer, its storage is that peer's alone: one namespace.
+        settings: {
+            let mut settings = agent_home.config()?.agent;
+            settings.shared.get_or_insert(true);
+            settings
+        },
         home: agent_home,
         root: home.storage_dir(),
         transports: vec![uri.clone()],
@@ -338,4 +369,14 @@ async fn start_embedded_agent(
         }
     });
     Ok((uri, stop_tx))
+}
+
+/// Whether a question that both sides answer is a client's, for its agent
+/// (with a transport, or one in config.toml, or a pigeon running here),
+/// and not the agent's home's own.
+fn is_client(home: &pigeon_core::home::Home, conn: &cli::Conn) -> anyhow::Result<bool> {
+    Ok(!agent_admin::agent_running(home.dir())
+        && (!conn.transports.is_empty()
+            || !home.config()?.transports.is_empty()
+            || pigeon_core::socket::path(home.dir()).exists()))
 }

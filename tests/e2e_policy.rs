@@ -228,7 +228,7 @@ fn quarantine_holds_what_it_must_tells_the_client_and_the_owner_releases() {
     }
     assert!(w.stored_files().is_empty(), "{:?}", w.stored_files());
     // Held where nobody can list, fetch or run it.
-    let qdir = w.storage().join(".pigeon/quarantine");
+    let qdir = w.storage_root().join(".pigeon/quarantine");
     let held: Vec<_> = std::fs::read_dir(&qdir)
         .unwrap()
         .flatten()

@@ -408,12 +408,19 @@ impl World {
         uri_for(&self.spool, &self.query)
     }
 
+    /// The client's folder on the agent (each peer has its own, under
+    /// the root; the client is trusted as `laptop`).
     pub fn storage(&self) -> PathBuf {
+        self.storage_root().join("laptop")
+    }
+
+    /// The agent's storage root.
+    pub fn storage_root(&self) -> PathBuf {
         self.agent_home.join("storage")
     }
 
     pub fn staging(&self) -> PathBuf {
-        self.storage().join(".pigeon").join("staging")
+        self.storage_root().join(".pigeon").join("staging")
     }
 
     /// The agent's inbox on the spool.

@@ -42,7 +42,9 @@ pub enum CoreError {
     )]
     BadKey(String),
 
-    #[error("invalid peer name {0:?}: use letters, digits, '-', '_' or '.', at most 64")]
+    #[error(
+        "invalid peer name {0:?}: use letters, digits, '-', '_' or '.' (not first), at most 64"
+    )]
     BadPeerName(String),
 
     #[error("no trusted peer named {0:?}; see `pigeon keys list`")]

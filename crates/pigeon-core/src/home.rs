@@ -45,7 +45,10 @@ pub struct PeerName(String);
 
 impl PeerName {
     pub fn parse(s: &str) -> Result<PeerName> {
+        // Also a folder's name on the agent (`<root>/<peer>/`): never `.`,
+        // `..` or hidden.
         let ok = !s.is_empty()
+            && !s.starts_with('.')
             && s.len() <= 64
             && s.chars()
                 .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
@@ -146,6 +149,10 @@ pub struct Config {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AgentSettings {
+    /// One namespace for every peer (`true`), or a folder each (`false`);
+    /// unset, a new root gets folders and a root that holds files from
+    /// before keeps one namespace ([`crate::policy::namespace::layout_of`]).
+    pub shared: Option<bool>,
     /// Every peer's limits, where its entry in `peers.toml` sets none.
     pub limits: Limits,
     /// All peers together.

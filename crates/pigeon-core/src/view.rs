@@ -335,3 +335,18 @@ pub fn human_bytes(n: u64) -> String {
         format!("{value:.0} {}", UNITS[unit])
     }
 }
+
+/// RFC 3339 for times up to the year 9999 (all a peer should send), the
+/// raw seconds beyond, never a panic.
+pub fn format_time(unix: u64) -> String {
+    const LAST_SECOND_OF_9999: u64 = 253_402_300_799;
+    if unix > LAST_SECOND_OF_9999 {
+        return format!("@{unix}");
+    }
+    std::time::UNIX_EPOCH
+        .checked_add(std::time::Duration::from_secs(unix))
+        .map_or_else(
+            || format!("@{unix}"),
+            |t| humantime::format_rfc3339_seconds(t).to_string(),
+        )
+}

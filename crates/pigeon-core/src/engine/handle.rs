@@ -23,7 +23,13 @@ pub struct UploadOptions {
     pub no_compress: bool,
     /// Replace an existing remote file with different content.
     pub overwrite: bool,
+    /// The agent removes the file at this time (Unix seconds).
+    #[serde(default)]
+    pub expires_unix: Option<u64>,
 }
+
+/// What the agent did about shares, and this peer's shares now.
+pub type SharesAnswer = (String, Vec<crate::policy::Share>);
 
 /// Options of one download.
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
@@ -91,6 +97,11 @@ pub enum ClientCommand {
     /// This peer's use of its quotas on the agent.
     Quota {
         reply: oneshot::Sender<Result<Vec<crate::policy::QuotaLine>>>,
+    },
+    /// Share, stop sharing, or list shares.
+    Shares {
+        op: crate::protocol::ShareOp,
+        reply: oneshot::Sender<Result<SharesAnswer>>,
     },
     /// Pause, resume, cancel, retry or move one transfer.
     Act(TransferId, TransferAction),
@@ -195,6 +206,13 @@ impl ClientHandle {
     /// This peer's use of its quotas on the agent, and all peers' together.
     pub async fn quota(&self) -> Result<Vec<crate::policy::QuotaLine>> {
         self.ask(|reply| ClientCommand::Quota { reply }).await?
+    }
+
+    /// Share, stop sharing, or list what is shared: what the agent did,
+    /// and this peer's shares now (made, and made with it).
+    pub async fn shares(&self, op: crate::protocol::ShareOp) -> Result<SharesAnswer> {
+        self.ask(|reply| ClientCommand::Shares { op, reply })
+            .await?
     }
 
     /// Do `action` to transfer `id`.

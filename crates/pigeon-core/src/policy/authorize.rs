@@ -9,7 +9,8 @@
 
 use std::path::PathBuf;
 
-use super::{Permissions, RemotePath, StorageRoot};
+use super::namespace::{Child, Namespace, Place};
+use super::{Permissions, RemotePath, Share, StorageRoot};
 use crate::protocol::RefuseCode;
 
 /// A peer's request, as it named it.
@@ -39,8 +40,21 @@ impl Request<'_> {
 pub struct Target {
     /// The path under the root, in the form that is kept.
     pub remote: RemotePath,
+    /// The path as the peer's view names it (what it is told).
+    pub shown: RemotePath,
     /// On disk, resolved under the root (an upload's parent folders made).
     pub path: PathBuf,
+    /// The share it is reached through, when it is another peer's.
+    pub share: Option<Share>,
+}
+
+/// What an authorised request found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Found {
+    At(Target),
+    /// A folder of the peer's view alone (`shared/`, an owner's folder in
+    /// it): only a listing finds one.
+    Virtual(Vec<Child>),
 }
 
 /// A request refused: what to tell the peer.
@@ -59,13 +73,15 @@ impl Refusal {
     }
 }
 
-/// May `peer` (holding `perms`) do `request` under `root`, and where.
+/// May `peer` (holding `perms`, seeing `ns`) do `request` under `root`,
+/// and where.
 pub fn authorize(
     peer: &str,
     perms: &Permissions,
     root: &StorageRoot,
+    ns: &Namespace<'_>,
     request: Request<'_>,
-) -> Result<Target, Refusal> {
+) -> Result<Found, Refusal> {
     let (allowed, raw) = match request {
         Request::Upload { path } => (perms.upload, path),
         Request::Download { path } => (perms.download, path),
@@ -87,17 +103,71 @@ pub fn authorize(
         ));
     }
     let bad_path = |e: crate::error::CoreError| Refusal::new(RefuseCode::BadPath, e.to_string());
-    let remote = match request {
+    let shown = match request {
         Request::List { .. } => RemotePath::parse(raw),
         _ => RemotePath::parse_file(raw),
     }
     .map_err(bad_path)?;
+    let (remote, share) = match ns.place(&shown) {
+        Ok(Place::Real { at, share }) => (at, share.cloned()),
+        Ok(Place::Virtual(children)) => {
+            return match request {
+                Request::List { .. } => Ok(Found::Virtual(children)),
+                _ => Err(Refusal::new(
+                    RefuseCode::BadPath,
+                    format!(
+                        "{shown} holds what other peers share with you; name a file inside what they shared (`pigeon shares` lists it)"
+                    ),
+                )),
+            }
+        }
+        Err(reason) => {
+            return Err(Refusal::new(
+                RefuseCode::NotFound,
+                format!("{reason}; `pigeon shares` lists what is"),
+            ))
+        }
+    };
+    if let (Request::Upload { .. }, Some(s)) = (request, &share) {
+        if s.read_only {
+            return Err(Refusal::new(
+                RefuseCode::Permission,
+                format!(
+                    "{} shared {} with you read-only; download it, or ask them to share it without --read-only",
+                    s.owner, s.path
+                ),
+            ));
+        }
+    }
     let path = match request {
         Request::Upload { .. } => root.prepare_parent(&remote),
         _ => root.resolve(&remote),
     }
     .map_err(bad_path)?;
-    Ok(Target { remote, path })
+    Ok(Found::At(Target {
+        remote,
+        shown,
+        path,
+        share,
+    }))
+}
+
+/// [`authorize`] for an upload or a download: a file, never a folder of
+/// the view.
+pub fn authorize_file(
+    peer: &str,
+    perms: &Permissions,
+    root: &StorageRoot,
+    ns: &Namespace<'_>,
+    request: Request<'_>,
+) -> Result<Target, Refusal> {
+    match authorize(peer, perms, root, ns, request)? {
+        Found::At(t) => Ok(t),
+        Found::Virtual(_) => Err(Refusal::new(
+            RefuseCode::BadPath,
+            "a listing of what is shared is no file",
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -109,6 +179,12 @@ mod tests {
         let root = StorageRoot::open(&dir.path().join("storage")).unwrap();
         (dir, root)
     }
+
+    const ONE: Namespace<'static> = Namespace {
+        layout: crate::policy::Layout::Shared,
+        peer: "p",
+        shares: &[],
+    };
 
     const ALL: Permissions = Permissions {
         upload: true,
@@ -131,7 +207,7 @@ mod tests {
             (Request::Download { path: "a.bin" }, "download"),
             (Request::List { dir: "" }, "list"),
         ] {
-            let refused = authorize("laptop", &none, &root, request).unwrap_err();
+            let refused = authorize("laptop", &none, &root, &ONE, request).unwrap_err();
             assert_eq!(refused.code, RefuseCode::Permission);
             assert!(
                 refused
@@ -143,7 +219,7 @@ mod tests {
                 "{}",
                 refused.reason
             );
-            assert!(authorize("laptop", &ALL, &root, request).is_ok());
+            assert!(authorize("laptop", &ALL, &root, &ONE, request).is_ok());
         }
     }
 
@@ -158,22 +234,23 @@ mod tests {
             "",
             "C:x",
         ] {
-            let refused = authorize("p", &ALL, &root, Request::Upload { path }).unwrap_err();
+            let refused = authorize("p", &ALL, &root, &ONE, Request::Upload { path }).unwrap_err();
             assert_eq!(refused.code, RefuseCode::BadPath, "{path:?}: {refused:?}");
         }
         assert!(!dir.path().join("x").exists() && !dir.path().join("b").exists());
         // A folder is no file to download, and the root lists.
-        assert!(authorize("p", &ALL, &root, Request::Download { path: "" }).is_err());
-        assert!(authorize("p", &ALL, &root, Request::List { dir: "" }).is_ok());
+        assert!(authorize("p", &ALL, &root, &ONE, Request::Download { path: "" }).is_err());
+        assert!(authorize("p", &ALL, &root, &ONE, Request::List { dir: "" }).is_ok());
     }
 
     #[test]
     fn an_upload_gets_its_folders_and_a_path_under_the_root() {
         let (_d, root) = root();
-        let t = authorize(
+        let t = authorize_file(
             "p",
             &ALL,
             &root,
+            &ONE,
             Request::Upload {
                 path: "logs/2026/a.txt",
             },

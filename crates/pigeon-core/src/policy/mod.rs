@@ -22,9 +22,11 @@ use crate::error::{CoreError, IoContext, Result};
 
 mod authorize;
 pub mod limits;
+pub mod namespace;
 pub mod quarantine;
-pub use authorize::{authorize, Refusal, Request, Target};
+pub use authorize::{authorize, authorize_file, Found, Refusal, Request, Target};
 pub use limits::{Limits, QuotaLine, Size, Usage};
+pub use namespace::{Layout, Namespace, Share};
 
 /// The folder inside the storage root where pigeon keeps partial uploads.
 pub const INTERNAL_DIR: &str = ".pigeon";
@@ -127,6 +129,12 @@ impl RemotePath {
 
     pub fn components(&self) -> &[String] {
         &self.components
+    }
+
+    /// From components that are each already a checked component (a
+    /// peer's folder before a parsed path's).
+    pub(crate) fn from_checked(components: Vec<String>) -> RemotePath {
+        RemotePath { components }
     }
 }
 
@@ -391,6 +399,11 @@ impl StorageRoot {
     /// Open `p` for reading, never outside the root whatever its parts are.
     pub fn open_file(&self, p: &RemotePath) -> std::io::Result<std::fs::File> {
         Ok(self.dir.open(relative(p))?.into_std())
+    }
+
+    /// Remove the file `p`, through the root's handle.
+    pub fn remove_file(&self, p: &RemotePath) -> std::io::Result<()> {
+        self.dir.remove_file(relative(p))
     }
 
     /// Open the folder `p` for listing.

@@ -66,6 +66,9 @@ pub enum Control {
         /// True when this transfer replaces an earlier one of the same file
         /// whose source changed (downloads).
         restarted: bool,
+        /// When the agent is to remove the uploaded file (Unix seconds;
+        /// `pigeon upload --expires`).
+        expires_unix: Option<u64>,
     },
     /// The receiver takes it, and already has these chunks. `epoch` names
     /// the key and manifest the answer is about ([`Manifest::epoch`]): a
@@ -152,6 +155,35 @@ pub enum Control {
         request: u64,
         lines: Vec<crate::policy::QuotaLine>,
     },
+    /// Client: share, stop sharing, or list what is shared.
+    ShareAsk {
+        request: u64,
+        op: ShareOp,
+    },
+    /// Agent: what it did, and the asker's shares now (those it made and
+    /// those made with it); or why not.
+    Shares {
+        request: u64,
+        result: std::result::Result<(String, Vec<crate::policy::Share>), String>,
+    },
+}
+
+/// What a [`Control::ShareAsk`] asks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ShareOp {
+    List,
+    /// Share `path` (in the asker's own folder) with the peer `with`.
+    Add {
+        path: String,
+        with: String,
+        read_only: bool,
+        expires_unix: Option<u64>,
+    },
+    /// Stop sharing `path`, with `with` or with everyone.
+    Remove {
+        path: String,
+        with: Option<String>,
+    },
 }
 
 impl Control {
@@ -182,7 +214,9 @@ impl Control {
             | Control::ListRefused { .. }
             | Control::NotTrusted
             | Control::QuotaAsk { .. }
-            | Control::Quota { .. } => None,
+            | Control::Quota { .. }
+            | Control::ShareAsk { .. }
+            | Control::Shares { .. } => None,
         }
     }
 }

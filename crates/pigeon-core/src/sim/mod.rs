@@ -181,6 +181,8 @@ struct World<'a> {
 
 const REMOTE: &str = "data/f.bin";
 const STRANGER_REMOTE: &str = "stranger.bin";
+/// The client's name on the agent, and so its folder under the root.
+const CLIENT: &str = "laptop";
 
 impl<'a> World<'a> {
     fn new(
@@ -217,12 +219,12 @@ impl<'a> World<'a> {
             .save_trusted(&[peer("agent", agent_key)])
             .map_err(e("client trust"))?;
         agent_home
-            .save_trusted(&[peer("laptop", client_key)])
+            .save_trusted(&[peer(CLIENT, client_key)])
             .map_err(e("agent trust"))?;
         let source = s.content();
         let local = dir.join("local.bin");
         if s.download {
-            let at = root.join(REMOTE);
+            let at = root.join(CLIENT).join(REMOTE);
             std::fs::create_dir_all(at.parent().expect("a nested path")).map_err(io("data"))?;
             std::fs::write(&at, &source).map_err(io("remote file"))?;
         } else {
@@ -387,7 +389,13 @@ impl<'a> World<'a> {
         if let Some((scope, handle)) = stranger {
             drop(handle);
             end(scope).await;
-            if self.root.join(STRANGER_REMOTE).exists() {
+            if [
+                self.root.join(STRANGER_REMOTE),
+                self.root.join(CLIENT).join(STRANGER_REMOTE),
+            ]
+            .iter()
+            .any(|p| p.exists())
+            {
                 return Err("a stranger's upload reached the storage root".into());
             }
         }
@@ -499,7 +507,7 @@ impl<'a> World<'a> {
         if self.s.download {
             self.local.clone()
         } else {
-            self.root.join(REMOTE)
+            self.root.join(CLIENT).join(REMOTE)
         }
     }
 

@@ -147,6 +147,7 @@ enum Reply {
     Ids(oneshot::Sender<Result<Vec<crate::view::TransferId>>>),
     Entries(oneshot::Sender<Result<Vec<crate::engine::RemoteEntry>>>),
     Quota(oneshot::Sender<Result<Vec<crate::policy::QuotaLine>>>),
+    Shares(oneshot::Sender<Result<crate::engine::handle::SharesAnswer>>),
     Told(oneshot::Sender<bool>),
     Reports(oneshot::Sender<Result<Vec<crate::view::TransferReport>>>),
     Report(oneshot::Sender<Result<crate::view::TransferReport>>),
@@ -186,6 +187,10 @@ impl Reply {
             }),
             Reply::Quota(to) => pass(to, result, |a| match a {
                 Answer::Quota(q) => Some(q),
+                _ => None,
+            }),
+            Reply::Shares(to) => pass(to, result, |a| match a {
+                Answer::Shares(s) => Some(s),
                 _ => None,
             }),
             Reply::Reports(to) => pass(to, result, |a| match a {
@@ -266,6 +271,7 @@ fn split(command: ClientCommand) -> Option<(Ask, Reply)> {
         }
         ClientCommand::List { dir, reply } => (Ask::List { dir }, Reply::Entries(reply)),
         ClientCommand::Quota { reply } => (Ask::Quota, Reply::Quota(reply)),
+        ClientCommand::Shares { op, reply } => (Ask::Shares { op }, Reply::Shares(reply)),
         ClientCommand::Act(id, action) => (Ask::Act { id, action }, Reply::Nobody),
         ClientCommand::CancelTelling { id, wait, reply } => {
             (Ask::CancelTelling { id, wait }, Reply::Told(reply))

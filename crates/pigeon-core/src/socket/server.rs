@@ -332,6 +332,7 @@ async fn answer(
         }
         Ask::List { dir } => handle.list(dir).await.map(Answer::Entries),
         Ask::Quota => handle.quota().await.map(Answer::Quota),
+        Ask::Shares { op } => handle.shares(op).await.map(Answer::Shares),
         Ask::Act { id, action } => handle.act(id, action).await.map(|()| Answer::Done),
         Ask::CancelTelling { id, wait } => handle.cancel_telling(id, wait).await.map(Answer::Told),
         Ask::Reports => handle.reports().await.map(Answer::Reports),

@@ -72,6 +72,9 @@ pub(super) enum Ask {
     },
     // New variants go last: an owner of the same protocol may be older.
     Quota,
+    Shares {
+        op: crate::protocol::ShareOp,
+    },
 }
 
 /// What an [`Ask`] got.
@@ -85,6 +88,7 @@ pub(super) enum Answer {
     Report(Box<TransferReport>),
     Done,
     Quota(Vec<crate::policy::QuotaLine>),
+    Shares(crate::engine::handle::SharesAnswer),
 }
 
 /// From the owner to a command.

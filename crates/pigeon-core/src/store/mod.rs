@@ -277,6 +277,13 @@ pub struct Store {
     sessions: sled::Tree,
     audit: sled::Tree,
     file_hashes: sled::Tree,
+    /// The agent's shares between peers ([`crate::policy::Share`]).
+    shares: sled::Tree,
+    /// The agent's files uploaded with an expiry: path under the root to
+    /// when, and the stamp of the file that was placed.
+    expiries: sled::Tree,
+    /// A client's terms of its offers beside the manifest (an expiry).
+    terms: sled::Tree,
     /// One file per live transfer secret.
     keys: PathBuf,
     /// Appends to the audit chain one at a time (read last, then insert).
@@ -312,6 +319,9 @@ impl Store {
             sessions: db.open_tree("sessions")?,
             audit: db.open_tree("audit")?,
             file_hashes: db.open_tree("file_hashes")?,
+            shares: db.open_tree("shares")?,
+            expiries: db.open_tree("expiries")?,
+            terms: db.open_tree("terms")?,
             audit_lock: Default::default(),
             keys,
             db,
@@ -421,6 +431,7 @@ impl Store {
     pub fn delete_transfer(&self, id: &TransferId) -> Result<()> {
         self.forget_secret(id)?;
         self.transfers.remove(id.0)?;
+        self.terms.remove(id.0)?;
         self.clear_chunks(id)
     }
 
@@ -459,6 +470,62 @@ impl Store {
                 Some((path, stamp, sha))
             })
             .collect()
+    }
+
+    /// Make or replace a share (one per owner, path and peer).
+    pub fn put_share(&self, share: &crate::policy::Share) -> Result<()> {
+        self.shares
+            .insert(share.key(), codec::encode("share", RECORD_VERSION, share)?)?;
+        Ok(())
+    }
+
+    pub fn delete_share(&self, share: &crate::policy::Share) -> Result<()> {
+        self.shares.remove(share.key())?;
+        Ok(())
+    }
+
+    /// Every share, live or expired.
+    pub fn shares(&self) -> Result<Vec<crate::policy::Share>> {
+        self.shares
+            .iter()
+            .map(|kv| Ok(codec::decode("share", RECORD_VERSION, &kv?.1)?))
+            .collect()
+    }
+
+    /// The file placed at `path` (under the root) goes at `expires_unix`
+    /// while it is the one with `stamp`.
+    pub fn put_expiry(&self, path: &str, expires_unix: u64, stamp: SourceStamp) -> Result<()> {
+        let value = codec::encode("expiry", RECORD_VERSION, &(expires_unix, stamp))?;
+        self.expiries.insert(path.as_bytes(), value)?;
+        Ok(())
+    }
+
+    pub fn delete_expiry(&self, path: &str) -> Result<()> {
+        self.expiries.remove(path.as_bytes())?;
+        Ok(())
+    }
+
+    /// Every expiry: (path under the root, when, the placed file's stamp).
+    pub fn expiries(&self) -> Result<Vec<(String, u64, SourceStamp)>> {
+        self.expiries
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv?;
+                let (when, stamp) = codec::decode("expiry", RECORD_VERSION, &v)?;
+                Ok((String::from_utf8_lossy(&k).into_owned(), when, stamp))
+            })
+            .collect()
+    }
+
+    /// A client's upload asks the agent to remove the file at `expires_unix`.
+    pub fn put_offer_expiry(&self, id: &TransferId, expires_unix: u64) -> Result<()> {
+        self.terms.insert(id.0, &expires_unix.to_be_bytes())?;
+        Ok(())
+    }
+
+    pub fn offer_expiry(&self, id: &TransferId) -> Option<u64> {
+        let v = self.terms.get(id.0).ok()??;
+        Some(u64::from_be_bytes(v.as_ref().try_into().ok()?))
     }
 
     /// Record chunk `index`'s plaintext hash.

@@ -31,6 +31,8 @@ pub enum AdminAsk {
     Delete { id: String },
     /// Apply the cleanup policies (or only say what they would remove).
     Clean { dry_run: bool },
+    /// Every share between peers.
+    Shares,
 }
 
 /// The agent's answer.
@@ -50,6 +52,7 @@ pub enum AdminAnswer {
     Deleted(Held),
     /// What was (or would be) removed, one line each.
     Cleaned(Vec<String>),
+    Shares(Vec<crate::policy::Share>),
 }
 
 /// What answers: the agent's home, store, root and settings.
@@ -120,6 +123,7 @@ impl Admin {
                 dry_run,
                 busy,
             )),
+            AdminAsk::Shares => AdminAnswer::Shares(self.store.shares()?),
         })
     }
 
@@ -259,10 +263,86 @@ pub fn cleanup(
             }
         }
     }
+    expire_uploads(store, root, dry_run, busy, &mut said);
+    for share in store.shares().unwrap_or_default() {
+        if share.is_live(now) {
+            continue;
+        }
+        said.push(format!(
+            "share of {} by {} with {} (expired)",
+            share.path, share.owner, share.with
+        ));
+        if !dry_run {
+            let _ = store.delete_share(&share);
+            let _ = store.audit(AuditRecord::new(
+                &share.owner,
+                "unshare",
+                &format!("{}/{}", share.owner, share.path),
+                &format!("expired: no longer shared with {}", share.with),
+            ));
+        }
+    }
     if !dry_run && !said.is_empty() {
         let _ = store.flush();
     }
     said
+}
+
+/// Remove the files uploaded with `--expires` whose time has come, while
+/// they are the file that upload placed (one replaced since is not its
+/// to remove) and no download of them is running.
+fn expire_uploads(
+    store: &Store,
+    root: &StorageRoot,
+    dry_run: bool,
+    busy: &dyn Fn(&TransferId) -> bool,
+    said: &mut Vec<String>,
+) {
+    let now = now_unix();
+    let Ok(expiries) = store.expiries() else {
+        return;
+    };
+    let records = store.transfers().unwrap_or_default();
+    for (path, when, stamp) in expiries {
+        if when > now {
+            continue;
+        }
+        let Ok(remote) = crate::policy::RemotePath::parse_file(&path) else {
+            let _ = store.delete_expiry(&path);
+            continue;
+        };
+        let on_disk = root.path().join(&path);
+        let reading = records
+            .iter()
+            .any(|r| r.role == Role::Sender && r.local_path == on_disk && busy(&r.id));
+        if reading {
+            continue;
+        }
+        let same = root
+            .open_file(&remote)
+            .and_then(|f| f.metadata())
+            .is_ok_and(|m| m.is_file() && crate::store::SourceStamp::of(&m) == stamp);
+        if !same {
+            // Gone or replaced: nothing of this upload's is left to remove.
+            if !dry_run {
+                let _ = store.delete_expiry(&path);
+            }
+            continue;
+        }
+        let owner = records
+            .iter()
+            .filter(|r| r.role == Role::Receiver && r.local_path == on_disk)
+            .max_by_key(|r| r.completed_unix)
+            .map_or_else(|| "?".to_string(), |r| r.peer.clone());
+        said.push(format!(
+            "{path} by {owner} (uploaded with an expiry that has come)"
+        ));
+        if !dry_run {
+            let _ = root.remove_file(&remote);
+            let _ = store.delete_expiry(&path);
+            let _ = store.audit(AuditRecord::new(&owner, "expire", &path, "removed"));
+        }
+    }
 }
 
 /// How often a running agent applies its cleanup policies.

@@ -132,6 +132,7 @@ impl Hooks for AgentHooks {
                 offset,
             } => self.on_list(node, peer, request, dir, offset).await,
             Control::QuotaAsk { request } => self.on_quota(node, &peer, request),
+            Control::ShareAsk { request, op } => self.on_share(node, &peer, request, op),
             Control::Finish { transfer, .. } | Control::Cancel { transfer } => {
                 let Ok(Some(rec)) = node.store.transfer(&transfer) else {
                     return;

@@ -25,7 +25,10 @@ use crate::crypto::{respond, PublicKey, TransferSecret};
 use crate::engine::handle::RemoteEntry;
 use crate::error::Result;
 use crate::home::Home;
-use crate::policy::{authorize, EntryKind, RemotePath, Request, StorageRoot, Target};
+use crate::policy::namespace::{Child, Layout, Namespace, SHARED_DIR};
+use crate::policy::{
+    authorize, authorize_file, EntryKind, Found, RemotePath, Request, Share, StorageRoot, Target,
+};
 use crate::protocol::{Control, Early, Frame, Manifest, RefuseCode};
 use crate::store::{
     now_unix, AuditRecord, NewTransfer, Role, SessionRecord, SessionStatus, SourceStamp, Store,
@@ -101,6 +104,15 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
     let me = cfg.home.identity()?;
     let store = Store::open(&cfg.home.store_dir())?;
     let root = StorageRoot::open(&cfg.root)?;
+    let peers: Vec<String> = cfg
+        .home
+        .trusted()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|t| t.name.to_string())
+        .collect();
+    let peers: Vec<&str> = peers.iter().map(String::as_str).collect();
+    let (layout, why) = crate::policy::namespace::layout_of(&root, cfg.settings.shared, &peers)?;
     // Few frames in flight between link and router: memory stays bounded.
     let (tx, rx) = mpsc::channel(8);
     let links = open_links(
@@ -114,6 +126,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
     let hooks = Arc::new(AgentHooks {
         home: cfg.home.clone(),
         root,
+        layout,
         settings: cfg.settings,
         limits: Mutex::new(HashMap::new()),
         welcomes: Mutex::new(HashMap::new()),
@@ -131,6 +144,9 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
         hasher: Arc::new(tokio::sync::Semaphore::new(1)),
     });
     hooks.reload_trust(&node);
+    if let Some(why) = why {
+        node.log(LogLevel::Warn, why);
+    }
     let admin = Arc::new(admin::Admin {
         home: cfg.home.clone(),
         store: node.store.clone(),
@@ -158,6 +174,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
         key = %node.me.public(),
         inbox = %node.my_id,
         root = %hooks.root.path().display(),
+        layout = %hooks.layout,
         transports = %node.transports_label(),
         "agent ready"
     );
@@ -221,6 +238,8 @@ type HashCache = HashMap<PathBuf, (SourceStamp, [u8; 32])>;
 struct AgentHooks {
     home: Home,
     root: StorageRoot,
+    /// A folder per peer, or one namespace.
+    layout: Layout,
     settings: crate::home::AgentSettings,
     /// Each trusted peer's own limits, from the trust list.
     limits: Mutex<HashMap<String, crate::policy::Limits>>,
@@ -401,6 +420,28 @@ impl AgentHooks {
         }
     }
 
+    /// The live shares made with `peer` (what its view's `shared/` holds).
+    fn shares_with(&self, node: &Node, peer: &Peer) -> Vec<Share> {
+        if self.layout == Layout::Shared {
+            return vec![];
+        }
+        let now = now_unix();
+        node.store
+            .shares()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|s| s.with == peer.name.as_str() && s.is_live(now))
+            .collect()
+    }
+
+    fn namespace<'a>(&self, peer: &'a Peer, shares: &'a [Share]) -> Namespace<'a> {
+        Namespace {
+            layout: self.layout,
+            peer: peer.name.as_str(),
+            shares,
+        }
+    }
+
     fn refuse(&self, node: &Node, peer: &Peer, req: Req<'_>, code: RefuseCode, reason: String) {
         let Req {
             transfer,
@@ -435,6 +476,7 @@ pub mod admin;
 mod hooks;
 pub mod policy;
 mod requests;
+mod shares;
 
 use hooks::*;
 use requests::*;

@@ -10,6 +10,7 @@ impl AgentHooks {
             secret,
             path,
             overwrite,
+            expires_unix,
             ..
         } = offer.clone()
         else {
@@ -76,10 +77,19 @@ impl AgentHooks {
         }
         let perms = *lock(&peer.permissions);
         let request = Request::Upload { path: &path };
+        let shares = self.shares_with(node, &peer);
         let Target {
             remote,
+            shown,
             path: target,
-        } = match authorize(peer.name.as_str(), &perms, &self.root, request) {
+            share,
+        } = match authorize_file(
+            peer.name.as_str(),
+            &perms,
+            &self.root,
+            &self.namespace(&peer, &shares),
+            request,
+        ) {
             Ok(t) => t,
             Err(r) => return refuse(r.code, r.reason),
         };
@@ -87,7 +97,7 @@ impl AgentHooks {
         if existing == Some(EntryKind::Folder) {
             return refuse(
                 RefuseCode::Exists,
-                format!("{remote} is a folder on the agent; to upload into it, end the name with a slash (--to {remote}/)"),
+                format!("{shown} is a folder on the agent; to upload into it, end the name with a slash (--to {shown}/)"),
             );
         }
         if existing.is_some() && !overwrite {
@@ -116,7 +126,7 @@ impl AgentHooks {
             return refuse(
                 RefuseCode::Exists,
                 format!(
-                    "{remote} already exists on the agent; {}",
+                    "{shown} already exists on the agent; {}",
                     crate::engine::REPLACE_HINT
                 ),
             );
@@ -195,6 +205,10 @@ impl AgentHooks {
         let stored = rec
             .live_secret()
             .and_then(|secret| node.store.put_secret(&rec.id, secret))
+            .and_then(|()| match expires_unix {
+                Some(t) => node.store.put_offer_expiry(&rec.id, t),
+                None => Ok(()),
+            })
             .and_then(|()| node.store.put_transfer(&rec));
         if let Err(e) = stored {
             return refuse(RefuseCode::Internal, e.to_string());
@@ -204,7 +218,7 @@ impl AgentHooks {
             peer.name.as_str(),
             "upload",
             &rec.remote_path,
-            "accepted",
+            &accepted(share.as_ref(), expires_unix),
             Some(rec.manifest.size),
         );
         node.log(
@@ -239,11 +253,22 @@ impl AgentHooks {
         let refuse = |code, reason: String| self.refuse(node, &peer, req, code, reason);
         let perms = *lock(&peer.permissions);
         let request = Request::Download { path: &path };
-        let Target { remote, path: file } =
-            match authorize(peer.name.as_str(), &perms, &self.root, request) {
-                Ok(t) => t,
-                Err(r) => return refuse(r.code, r.reason),
-            };
+        let shares = self.shares_with(node, &peer);
+        let Target {
+            remote,
+            shown,
+            path: file,
+            share,
+        } = match authorize_file(
+            peer.name.as_str(),
+            &perms,
+            &self.root,
+            &self.namespace(&peer, &shares),
+            request,
+        ) {
+            Ok(t) => t,
+            Err(r) => return refuse(r.code, r.reason),
+        };
         // Opened through the root's handle: what is sent is what was checked.
         let opened = self.root.open_file(&remote).and_then(|f| {
             let meta = f.metadata()?;
@@ -254,11 +279,11 @@ impl AgentHooks {
             Ok((_, m)) if m.is_dir() => {
                 return refuse(
                     RefuseCode::BadPath,
-                    format!("{remote} is a folder; to download everything in it, end the name with a slash ({remote}/)"),
+                    format!("{shown} is a folder; to download everything in it, end the name with a slash ({shown}/)"),
                 )
             }
-            Ok(_) => return refuse(RefuseCode::NotFound, format!("{remote} is not a file")),
-            Err(_) => return refuse(RefuseCode::NotFound, format!("{remote} does not exist")),
+            Ok(_) => return refuse(RefuseCode::NotFound, format!("{shown} is not a file")),
+            Err(_) => return refuse(RefuseCode::NotFound, format!("{shown} does not exist")),
         };
         let stamp = SourceStamp::of(&meta);
         let existing = node.store.transfer(&transfer).ok().flatten();
@@ -301,7 +326,7 @@ impl AgentHooks {
                     peer.name.as_str(),
                     "download",
                     &rec.remote_path,
-                    "accepted",
+                    &accepted(share.as_ref(), None),
                     Some(rec.manifest.size),
                 );
                 (rec, false)
@@ -334,8 +359,15 @@ impl AgentHooks {
         let refuse = |reason: String| refuse_list(node, &peer, request, &dir, reason);
         let perms = *lock(&peer.permissions);
         let asked = Request::List { dir: &dir };
-        let remote = match authorize(peer.name.as_str(), &perms, &self.root, asked) {
-            Ok(t) => t.remote,
+        let shares = self.shares_with(node, &peer);
+        let found = match authorize(
+            peer.name.as_str(),
+            &perms,
+            &self.root,
+            &self.namespace(&peer, &shares),
+            asked,
+        ) {
+            Ok(found) => found,
             Err(r) => return refuse(r.reason),
         };
         // Listing (and hashing) runs beside the router: a big folder must
@@ -344,25 +376,67 @@ impl AgentHooks {
         let hashes = self.hashes.clone();
         let node = node.clone();
         let background = (self.hashing.clone(), self.hasher.clone());
+        let layout = self.layout;
         crate::task::spawn(async move {
-            let cache: HashCache = lock(&hashes).clone();
-            let lister = root.clone();
-            let listed =
-                tokio::task::spawn_blocking(move || list_dir(&lister, &remote, cache)).await;
-            let Listed {
-                entries,
-                fresh,
-                unhashed,
-            } = match listed {
-                Ok(Ok(x)) => x,
-                Ok(Err(reason)) => return refuse_list(&node, &peer, request, &dir, reason),
-                Err(_) => return,
+            let ns = Namespace {
+                layout,
+                peer: peer.name.as_str(),
+                shares: &shares,
             };
-            for (path, (stamp, sha)) in &fresh {
-                let _ = node.store.put_file_hash(path, *stamp, *sha);
-            }
-            lock(&hashes).extend(fresh);
-            hash_in_background(&node, &root, &hashes, background, unhashed);
+            let entries = match found {
+                Found::Virtual(children) => {
+                    let shown = RemotePath::parse(&dir).unwrap_or_else(|_| RemotePath::root());
+                    let lister = root.clone();
+                    let listed = tokio::task::spawn_blocking(move || {
+                        list_virtual(&lister, &shown, &children)
+                    })
+                    .await;
+                    match listed {
+                        Ok(entries) => entries,
+                        Err(_) => return,
+                    }
+                }
+                Found::At(target) => {
+                    let cache: HashCache = lock(&hashes).clone();
+                    let lister = root.clone();
+                    let at = target.remote.clone();
+                    // A peer's own folder is there before its first upload.
+                    let own_root = layout == Layout::PerPeer
+                        && target.share.is_none()
+                        && target.shown.is_root();
+                    let listed = tokio::task::spawn_blocking(move || {
+                        if own_root && lister.kind(&at).is_none() {
+                            return Ok(Listed::default());
+                        }
+                        list_dir(&lister, &at, cache)
+                    })
+                    .await;
+                    let Listed {
+                        mut entries,
+                        fresh,
+                        unhashed,
+                    } = match listed {
+                        Ok(Ok(x)) => x,
+                        Ok(Err(reason)) => {
+                            let reason = reason.replace(&target.remote.to_string(), &dir);
+                            return refuse_list(&node, &peer, request, &dir, reason);
+                        }
+                        Err(_) => return,
+                    };
+                    for (path, (stamp, sha)) in &fresh {
+                        let _ = node.store.put_file_hash(path, *stamp, *sha);
+                    }
+                    lock(&hashes).extend(fresh);
+                    hash_in_background(&node, &root, &hashes, background, unhashed);
+                    for e in &mut entries {
+                        e.path = ns.view_of(&e.path, target.share.as_ref());
+                    }
+                    if own_root && shares.iter().any(|s| s.with == peer.name.as_str()) {
+                        entries.insert(0, virtual_dir(SHARED_DIR.to_string()));
+                    }
+                    entries
+                }
+            };
             if offset == 0 {
                 audit(&node, peer.name.as_str(), "list", &dir, "ok", None);
             }
@@ -506,8 +580,66 @@ fn hash_in_background(
     }
 }
 
+/// A folder of the view alone in a listing.
+fn virtual_dir(path: String) -> RemoteEntry {
+    RemoteEntry {
+        path,
+        size: 0,
+        is_dir: true,
+        sha256: None,
+        modified_unix: 0,
+    }
+}
+
+/// The entries of a folder of `shown`'s view alone: folders above what was
+/// shared, and the shared files and folders themselves as they are.
+fn list_virtual(root: &StorageRoot, shown: &RemotePath, children: &[Child]) -> Vec<RemoteEntry> {
+    let mut entries = vec![];
+    for child in children {
+        let Ok(path) = shown.join(&child.name) else {
+            continue;
+        };
+        let path = path.to_string();
+        let Some(real) = &child.real else {
+            entries.push(virtual_dir(path));
+            continue;
+        };
+        // A shared file or folder that is gone since is not listed.
+        let Ok(meta) = root.open_file(real).and_then(|f| f.metadata()) else {
+            continue;
+        };
+        let modified_unix = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs());
+        entries.push(RemoteEntry {
+            path,
+            size: if meta.is_dir() { 0 } else { meta.len() },
+            is_dir: meta.is_dir(),
+            sha256: None,
+            modified_unix,
+        });
+    }
+    entries.sort_by(|a, b| (!a.is_dir, &a.path).cmp(&(!b.is_dir, &b.path)));
+    entries
+}
+
+/// How an accepted request is audited: through whose share, until when.
+fn accepted(share: Option<&Share>, expires_unix: Option<u64>) -> String {
+    let mut out = "accepted".to_string();
+    if let Some(s) = share {
+        out.push_str(&format!(" (shared by {})", s.owner));
+    }
+    if let Some(t) = expires_unix {
+        out.push_str(&format!(" (expires {})", crate::view::format_time(t)));
+    }
+    out
+}
+
 /// What [`list_dir`] found: the entries, the hashes it computed on the way
 /// (for the cache), and the big files it left to hash in the background.
+#[derive(Default)]
 pub(super) struct Listed {
     entries: Vec<RemoteEntry>,
     fresh: HashCache,

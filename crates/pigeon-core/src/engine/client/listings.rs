@@ -22,6 +22,28 @@ pub(super) async fn quota(
     }
 }
 
+/// Ask the agent to share, stop sharing, or list shares.
+pub(super) async fn shares(
+    node: Arc<Node>,
+    peer: Arc<Peer>,
+    hooks: Arc<ClientHooks>,
+    op: crate::protocol::ShareOp,
+    limit: Duration,
+) -> Result<(String, Vec<crate::policy::Share>)> {
+    match ask(&node, &peer, &hooks, limit, |request| Control::ShareAsk {
+        request,
+        op: op.clone(),
+    })
+    .await?
+    {
+        Control::Shares { result, .. } => result.map_err(CoreError::Refused),
+        Control::ListRefused { reason, .. } => Err(CoreError::Refused(reason)),
+        _ => Err(CoreError::Transfer(
+            "the agent answered something else".into(),
+        )),
+    }
+}
+
 /// Send what `ask` makes (under a fresh request number) until the agent
 /// answers it, asking again with backoff when an answer is lost.
 async fn ask(

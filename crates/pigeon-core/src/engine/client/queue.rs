@@ -159,6 +159,14 @@ impl Core {
                     let _ = reply.send(quota(node, peer, hooks, limit).await);
                 });
             }
+            ClientCommand::Shares { op, reply } => {
+                let (node, peer, hooks) =
+                    (self.node.clone(), self.peer.clone(), self.hooks.clone());
+                let limit = self.silence_limit;
+                crate::task::spawn(async move {
+                    let _ = reply.send(shares(node, peer, hooks, op, limit).await);
+                });
+            }
             ClientCommand::Act(id, TransferAction::Pause) => {
                 if self.running.contains(&id) {
                     let node = self.node.clone();
@@ -380,6 +388,7 @@ impl Core {
                 &UploadOptions {
                     no_compress: old.no_compress,
                     overwrite: old.overwrite,
+                    expires_unix: self.node.store.offer_expiry(id),
                 },
             ),
             Direction::Download => self.new_download(

@@ -102,7 +102,8 @@ impl Hooks for ClientHooks {
             Control::NotTrusted => return self.not_trusted(node, &peer),
             Control::Listing { request, .. }
             | Control::ListRefused { request, .. }
-            | Control::Quota { request, .. } => *request,
+            | Control::Quota { request, .. }
+            | Control::Shares { request, .. } => *request,
             // Our Done for a finished download was lost: say it again, or
             // the agent never learns the file arrived.
             Control::Finish { transfer, .. } => {

@@ -48,6 +48,9 @@ impl Core {
                 return Ok(old.id);
             }
             if old.source == Some(stamp) && old.no_compress == options.no_compress {
+                if let Some(t) = options.expires_unix {
+                    self.node.store.put_offer_expiry(&old.id, t)?;
+                }
                 self.update(&old.id, |r| {
                     r.status = TransferStatus::Pending;
                     r.overwrite = options.overwrite;
@@ -96,6 +99,9 @@ impl Core {
                 transport: self.node.transports_label(),
             })
         };
+        if let Some(t) = options.expires_unix {
+            self.node.store.put_offer_expiry(&rec.id, t)?;
+        }
         self.add(rec)
     }
 

@@ -206,6 +206,7 @@ impl Receiver {
     pub(super) async fn done(&mut self, sha256: [u8; 32]) -> Result<Outcome> {
         let outcome = Outcome::Completed(sha256);
         crate::engine::sender::finish_record(&mut self.rec, &outcome);
+        self.keep_expiry()?;
         self.node.store.put_transfer(&self.rec)?;
         if self.cfg.audit {
             self.node.store.audit(crate::store::AuditRecord {
@@ -231,6 +232,33 @@ impl Receiver {
             },
         );
         Ok(outcome)
+    }
+
+    /// On an agent: the placed file goes when its upload asked
+    /// (`--expires`); a file placed without an expiry ends the expiry of
+    /// the one it replaced.
+    fn keep_expiry(&self) -> Result<()> {
+        let Some(root) = &self.cfg.root else {
+            return Ok(());
+        };
+        let path = &self.rec.remote_path;
+        match self.node.store.offer_expiry(&self.rec.id) {
+            Some(when) => {
+                let placed = crate::policy::RemotePath::parse_file(path)
+                    .ok()
+                    .and_then(|p| root.open_file(&p).ok())
+                    .and_then(|f| f.metadata().ok());
+                match placed {
+                    Some(meta) => {
+                        self.node
+                            .store
+                            .put_expiry(path, when, crate::store::SourceStamp::of(&meta))
+                    }
+                    None => Ok(()),
+                }
+            }
+            None => self.node.store.delete_expiry(path),
+        }
     }
 
     /// Finish a transfer whose file is already in place: complete only if

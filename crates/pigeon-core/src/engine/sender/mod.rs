@@ -369,6 +369,7 @@ impl Sender {
             path: self.rec.remote_path.clone(),
             overwrite: self.rec.overwrite,
             restarted: self.cfg.restarted,
+            expires_unix: self.node.store.offer_expiry(&self.rec.id),
         }
     }
 
