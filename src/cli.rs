@@ -214,7 +214,9 @@ pub enum Command {
     },
     /// Stop sharing a file or folder (with one peer, or with everyone).
     Unshare {
+        /// The shared file or folder, as you named it to `pigeon share`.
         remote: String,
+        /// Only with this peer (default: with every peer).
         #[arg(long, value_name = "PEER")]
         with: Option<String>,
         #[command(flatten)]
@@ -587,6 +589,23 @@ struct Paired<'a> {
     from: pigeon_core::pair::Origin<'a>,
 }
 
+/// Refuse a peer name that differs from a trusted one only in case: on a
+/// case-insensitive file system (a phone's shared storage) both would be
+/// one folder of the agent's root.
+fn refuse_case_twin(trusted: &[TrustedPeer], name: &PeerName) -> Result<()> {
+    if let Some(twin) = trusted
+        .iter()
+        .find(|t| t.name != *name && t.name.as_str().eq_ignore_ascii_case(name.as_str()))
+    {
+        bail!(
+            "{} is trusted already, and names that differ only in case share one folder on the agent on some file systems; choose another name, or `pigeon keys revoke {}` first",
+            twin.name,
+            twin.name
+        );
+    }
+    Ok(())
+}
+
 /// Add a paired peer to the trust list; the name it is trusted under.
 /// The same key paired again replaces its old entry.
 fn trust_paired(home: &Home, p: Paired<'_>) -> Result<PeerName> {
@@ -597,7 +616,10 @@ fn trust_paired(home: &Home, p: Paired<'_>) -> Result<PeerName> {
             let base = PeerName::parse(p.suggested)
                 .or_else(|_| PeerName::parse(p.fallback))?
                 .to_string();
-            let free = |n: &str| all.iter().all(|t| t.name.as_str() != n || t.key == p.key);
+            let free = |n: &str| {
+                all.iter()
+                    .all(|t| !t.name.as_str().eq_ignore_ascii_case(n) || t.key == p.key)
+            };
             let unique = (1..)
                 .map(|i| match i {
                     1 => base.clone(),
@@ -608,6 +630,13 @@ fn trust_paired(home: &Home, p: Paired<'_>) -> Result<PeerName> {
             PeerName::parse(&unique)?
         }
     };
+    refuse_case_twin(
+        &all.iter()
+            .filter(|t| t.key != p.key)
+            .cloned()
+            .collect::<Vec<_>>(),
+        &name,
+    )?;
     all.retain(|t| t.name != name && t.key != p.key);
     let mut addresses = std::collections::BTreeMap::new();
     if let Some((kind, address)) = p.from {
@@ -770,6 +799,7 @@ pub fn keys(home: &Home, cmd: KeysCommand) -> Result<()> {
                 addresses: known,
                 limits,
             };
+            refuse_case_twin(&all, &peer.name)?;
             all.retain(|p| p.name != peer.name);
             let limits = match peer.limits.is_empty() {
                 true => String::new(),

@@ -103,8 +103,7 @@ async fn run(args: Cli) -> Result<bool> {
             let options = UploadOptions {
                 no_compress,
                 overwrite,
-                expires_unix: expires
-                    .map(|d| pigeon_core::engine::agent::admin::now_unix() + d.as_secs()),
+                expires_after_secs: expires.map(|d| d.as_secs()),
             };
             cli::upload(home, files, to, options, conn).await
         }
@@ -169,8 +168,7 @@ async fn run(args: Cli) -> Result<bool> {
                 path: remote,
                 with,
                 read_only,
-                expires_unix: expires
-                    .map(|d| pigeon_core::engine::agent::admin::now_unix() + d.as_secs()),
+                expires_after_secs: expires.map(|d| d.as_secs()),
             };
             cli::client_shares(home, op, conn).await.map(|()| true)
         }

@@ -366,14 +366,16 @@ fn clean_on_the_agent_shows_then_removes_what_its_policies_say() {
     dry.assert_ok();
     assert!(
         dry.stdout
-            .contains("would remove quarantined report.pdf by laptop (held 0 days"),
+            .contains("would remove quarantined laptop/report.pdf by laptop (held 0 days"),
         "{}",
         dry.describe()
     );
     assert_eq!(owner(&w, &["quarantine", "list"]).stdout.lines().count(), 1);
     let clean = owner(&w, &["clean"]);
     assert!(
-        clean.stdout.contains("removed quarantined report.pdf"),
+        clean
+            .stdout
+            .contains("removed quarantined laptop/report.pdf"),
         "{}",
         clean.describe()
     );
@@ -502,7 +504,7 @@ fn pairing_by_a_short_code_trusts_both_ways_and_a_wrong_code_burns_it() {
         Duration::from_secs(60),
     )
     .assert_ok();
-    assert_same_file(&f, &agent_home.join("storage/after-pairing.bin"));
+    assert_same_file(&f, &agent_home.join("storage/laptop/after-pairing.bin"));
     // Its permissions are the ones given: no download.
     let denied = pigeon(
         &client_home,

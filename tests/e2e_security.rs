@@ -310,18 +310,18 @@ fn untrusted_key_is_refused_nothing_is_stored_and_the_refusal_is_audited() {
 fn list_only_peer_may_list_but_not_upload_or_download() {
     let mut w = World::with_permissions("", "list");
     w.start_agent();
-    w.put_remote("shared/readme.txt", b"hello");
+    w.put_remote("docs/readme.txt", b"hello");
     let f = w.random_file("push.bin", 10_000, 10);
 
     let up = w.upload(&[&f], &["--timeout", "30"]);
     up.assert_failed();
     let all = format!("{}{}", up.stdout, up.stderr);
     assert!(all.contains("may not upload"), "{}", up.describe());
-    assert_eq!(w.stored_files(), vec!["shared/readme.txt".to_string()]);
+    assert_eq!(w.stored_files(), vec!["docs/readme.txt".to_string()]);
     assert!(w.staged_files().is_empty());
 
     let out = w.work.join("readme.txt");
-    let down = w.download("shared/readme.txt", &out, &["--timeout", "30"]);
+    let down = w.download("docs/readme.txt", &out, &["--timeout", "30"]);
     down.assert_failed();
     let all = format!("{}{}", down.stdout, down.stderr);
     assert!(all.contains("may not download"), "{}", down.describe());
@@ -334,9 +334,9 @@ fn list_only_peer_may_list_but_not_upload_or_download() {
         list_files(&w.work)
     );
 
-    let ls = w.client(&["ls", "shared", "--timeout", "30"]);
+    let ls = w.client(&["ls", "docs", "--timeout", "30"]);
     ls.assert_ok();
-    assert!(ls.stdout.contains("shared/readme.txt"), "{}", ls.describe());
+    assert!(ls.stdout.contains("docs/readme.txt"), "{}", ls.describe());
 
     // The agent re-reads its trust list on every handshake: now upload only.
     pigeon(
@@ -371,6 +371,7 @@ fn absolute_dotdot_and_symlink_escaping_remote_paths_are_refused_and_nothing_lea
     let outside = w.dir.path().join("outside");
     std::fs::create_dir_all(&outside).unwrap();
     std::fs::write(outside.join("secret.txt"), b"outside the root").unwrap();
+    std::fs::create_dir_all(w.storage()).unwrap();
     std::os::unix::fs::symlink(&outside, w.storage().join("escape")).unwrap();
     std::os::unix::fs::symlink(outside.join("secret.txt"), w.storage().join("secret-link"))
         .unwrap();
@@ -753,7 +754,7 @@ fn homes_are_private_whatever_the_umask() {
             assert_eq!(mode, 0o700, "{} is {mode:o}", dir.display());
             for entry in std::fs::read_dir(&dir).unwrap().flatten() {
                 let path = entry.path();
-                if path == w.storage() {
+                if path == w.storage_root() {
                     continue;
                 }
                 let meta = std::fs::symlink_metadata(&path).unwrap();

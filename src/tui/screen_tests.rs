@@ -113,6 +113,49 @@ fn screen_held_in_quarantine_with_the_quota_in_use() {
 }
 
 #[test]
+fn screen_what_another_peer_shares() {
+    let dir = |path: &str| pigeon_core::engine::RemoteEntry {
+        is_dir: true,
+        ..remote_entry(path, 0)
+    };
+    let mut app = fixtures::app(vec![
+        dir("shared"),
+        dir("logs"),
+        remote_entry("notes.txt", 77),
+    ]);
+    app.on_snapshot(snapshot(vec![]));
+    press(&mut app, KeyCode::Char('2'));
+    assert_screens("shares_root", {
+        let mut copy = fixtures::app(vec![
+            dir("shared"),
+            dir("logs"),
+            remote_entry("notes.txt", 77),
+        ]);
+        copy.on_snapshot(snapshot(vec![]));
+        press(&mut copy, KeyCode::Char('2'));
+        copy
+    });
+    // Into shared/ and the folder one owner shares.
+    for (at, entries) in [
+        ("shared", vec![dir("shared/alice")]),
+        (
+            "shared/alice",
+            vec![
+                dir("shared/alice/results"),
+                remote_entry("shared/alice/model.bin", 52_428_800),
+            ],
+        ),
+    ] {
+        press(&mut app, KeyCode::Enter);
+        app.on_msg(super::effect::Msg::RemoteListed {
+            dir: at.into(),
+            result: Ok(entries),
+        });
+    }
+    assert_screens("shared_by_alice", app);
+}
+
+#[test]
 fn screen_transfer_detail() {
     let mut app = fixtures::app(vec![]);
     let mut failed = transfer(3, "runs/42/model.bin", TransferStatus::Failed, 40, 13);

@@ -555,7 +555,16 @@ impl World {
         let mut v: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         let needs = matches!(
             args.first(),
-            Some(&("upload" | "download" | "ls" | "resume" | "cancel"))
+            Some(
+                &("upload"
+                    | "download"
+                    | "ls"
+                    | "resume"
+                    | "cancel"
+                    | "share"
+                    | "unshare"
+                    | "shares")
+            )
         );
         if needs && !args.contains(&"--transport") {
             v.push("--transport".into());

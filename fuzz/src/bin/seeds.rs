@@ -168,7 +168,7 @@ fn controls() -> Vec<(&'static str, Control)> {
                 path: "inbox/report.csv".into(),
                 overwrite: false,
                 restarted: false,
-                expires_unix: None,
+                expires_after_secs: None,
             },
         ),
         (

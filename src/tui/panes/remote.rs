@@ -20,6 +20,7 @@ use crate::tui::format;
 use crate::tui::keymap::Action;
 use crate::tui::theme::Theme;
 use pigeon_core::policy::escape_control;
+use pigeon_core::policy::namespace::SHARED_DIR;
 
 impl BrowserEntry for RemoteItem {
     fn name(&self) -> &str {
@@ -33,6 +34,23 @@ impl BrowserEntry for RemoteItem {
     fn size(&self) -> Option<u64> {
         (!self.is_dir).then_some(self.size)
     }
+
+    /// What other peers share shows as such: `shared/` and its owners.
+    fn type_label(&self) -> std::borrow::Cow<'_, str> {
+        match shared_by(&self.path) {
+            Some(_) if self.is_dir && self.path.matches('/').count() <= 1 => "shared".into(),
+            _ => super::browser::type_from_name(&self.name, self.is_dir),
+        }
+    }
+}
+
+/// Whose share a remote path is in (`shared/<owner>/…`), if another's.
+fn shared_by(path: &str) -> Option<&str> {
+    let rest = path.trim_start_matches('/').strip_prefix(SHARED_DIR)?;
+    if rest.is_empty() {
+        return Some("");
+    }
+    rest.strip_prefix('/')?.split('/').next()
 }
 
 /// The entries directly inside `dir`, from a listing that may be flat or
@@ -221,7 +239,11 @@ impl RemotePane {
             )
             .right_aligned(),
         );
+        let owner = shared_by(&self.cwd).filter(|o| !o.is_empty());
         if let Some(label) = self.browser.filter().label() {
+            block = block.title_bottom(Line::styled(label, theme.accent()));
+        } else if let Some(owner) = owner {
+            let label = format!(" shared with you by {} ", escape_control(owner));
             block = block.title_bottom(Line::styled(label, theme.accent()));
         } else if let Some(label) = self.quota_label() {
             block = block.title_bottom(Line::styled(label, theme.dim()));

@@ -23,9 +23,9 @@ pub struct UploadOptions {
     pub no_compress: bool,
     /// Replace an existing remote file with different content.
     pub overwrite: bool,
-    /// The agent removes the file at this time (Unix seconds).
+    /// The agent removes the file this long after it takes the upload.
     #[serde(default)]
-    pub expires_unix: Option<u64>,
+    pub expires_after_secs: Option<u64>,
 }
 
 /// What the agent did about shares, and this peer's shares now.

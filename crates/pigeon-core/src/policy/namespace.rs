@@ -382,6 +382,41 @@ mod tests {
     }
 
     #[test]
+    fn a_root_keeps_the_layout_it_was_first_served_with() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = |name: &str| crate::policy::StorageRoot::open(&dir.path().join(name)).unwrap();
+        // New: a folder per peer, kept.
+        let fresh = open("fresh");
+        assert_eq!(
+            layout_of(&fresh, None, &[]).unwrap(),
+            (Layout::PerPeer, None)
+        );
+        std::fs::write(fresh.path().join("later.txt"), b"x").unwrap();
+        assert_eq!(layout_of(&fresh, None, &[]).unwrap().0, Layout::PerPeer);
+        // Files from before: one namespace, said, and kept.
+        let old = open("old");
+        std::fs::write(old.path().join("notes.txt"), b"x").unwrap();
+        let (layout, why) = layout_of(&old, None, &[]).unwrap();
+        assert_eq!(layout, Layout::Shared);
+        assert!(why.unwrap().contains("shared = false"));
+        std::fs::remove_file(old.path().join("notes.txt")).unwrap();
+        assert_eq!(layout_of(&old, None, &[]).unwrap(), (Layout::Shared, None));
+        // Only the trusted peers' folders: made ready for them, not from before.
+        let ready = open("ready");
+        std::fs::create_dir_all(ready.path().join("laptop/logs")).unwrap();
+        assert_eq!(
+            layout_of(&ready, None, &["laptop"]).unwrap().0,
+            Layout::PerPeer
+        );
+        // Asked for: what was asked, and kept from then on.
+        assert_eq!(
+            layout_of(&old, Some(false), &[]).unwrap().0,
+            Layout::PerPeer
+        );
+        assert_eq!(layout_of(&old, None, &[]).unwrap().0, Layout::PerPeer);
+    }
+
+    #[test]
     fn one_namespace_is_the_whole_root() {
         let ns = Namespace {
             layout: Layout::Shared,

@@ -66,9 +66,10 @@ pub enum Control {
         /// True when this transfer replaces an earlier one of the same file
         /// whose source changed (downloads).
         restarted: bool,
-        /// When the agent is to remove the uploaded file (Unix seconds;
-        /// `pigeon upload --expires`).
-        expires_unix: Option<u64>,
+        /// The agent removes the uploaded file this long after it first
+        /// takes the offer, by its own clock (`pigeon upload --expires`: a
+        /// phone's clock may be off by hours).
+        expires_after_secs: Option<u64>,
     },
     /// The receiver takes it, and already has these chunks. `epoch` names
     /// the key and manifest the answer is about ([`Manifest::epoch`]): a
@@ -177,7 +178,8 @@ pub enum ShareOp {
         path: String,
         with: String,
         read_only: bool,
-        expires_unix: Option<u64>,
+        /// From when the agent makes the share, by its clock.
+        expires_after_secs: Option<u64>,
     },
     /// Stop sharing `path`, with `with` or with everyone.
     Remove {

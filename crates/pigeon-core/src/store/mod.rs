@@ -517,13 +517,14 @@ impl Store {
             .collect()
     }
 
-    /// A client's upload asks the agent to remove the file at `expires_unix`.
-    pub fn put_offer_expiry(&self, id: &TransferId, expires_unix: u64) -> Result<()> {
-        self.terms.insert(id.0, &expires_unix.to_be_bytes())?;
+    /// An upload's expiry: on a client, the seconds after which it asks the
+    /// agent to remove the file; on the agent, when that is by its clock.
+    pub fn put_expiry_term(&self, id: &TransferId, value: u64) -> Result<()> {
+        self.terms.insert(id.0, &value.to_be_bytes())?;
         Ok(())
     }
 
-    pub fn offer_expiry(&self, id: &TransferId) -> Option<u64> {
+    pub fn expiry_term(&self, id: &TransferId) -> Option<u64> {
         let v = self.terms.get(id.0).ok()??;
         Some(u64::from_be_bytes(v.as_ref().try_into().ok()?))
     }

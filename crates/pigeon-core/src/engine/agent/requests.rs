@@ -10,7 +10,7 @@ impl AgentHooks {
             secret,
             path,
             overwrite,
-            expires_unix,
+            expires_after_secs,
             ..
         } = offer.clone()
         else {
@@ -186,6 +186,7 @@ impl AgentHooks {
                 let _ = node.store.delete_transfer(&old.id);
             }
         }
+        let expires_unix = expires_after_secs.map(|s| now_unix().saturating_add(s));
         let rec = TransferRecord {
             partial_path: Some(self.root.staging_dir().join(format!("{transfer}.part"))),
             status: TransferStatus::InProgress,
@@ -206,7 +207,7 @@ impl AgentHooks {
             .live_secret()
             .and_then(|secret| node.store.put_secret(&rec.id, secret))
             .and_then(|()| match expires_unix {
-                Some(t) => node.store.put_offer_expiry(&rec.id, t),
+                Some(t) => node.store.put_expiry_term(&rec.id, t),
                 None => Ok(()),
             })
             .and_then(|()| node.store.put_transfer(&rec));

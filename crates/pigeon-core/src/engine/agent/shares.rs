@@ -37,7 +37,7 @@ impl AgentHooks {
                 path,
                 with,
                 read_only,
-                expires_unix,
+                expires_after_secs,
             } => {
                 let refuse = |reason: String| {
                     audit(
@@ -67,9 +67,10 @@ impl AgentHooks {
                         "this agent trusts no peer named {with:?}; its owner adds one with `pigeon keys trust` or `pigeon pair`"
                     ));
                 }
-                if expires_unix.is_some_and(|t| t <= now_unix()) {
-                    return refuse("that expiry has passed already".into());
+                if expires_after_secs == Some(0) {
+                    return refuse("a share that expires at once is no share; give --expires a time above zero".into());
                 }
+                let expires_unix = expires_after_secs.map(|s| now_unix().saturating_add(s));
                 let at = match self.namespace(peer, &[]).place(&shown) {
                     Ok(crate::policy::namespace::Place::Real { at, .. }) => at,
                     _ => return refuse(format!("{shown} is not yours to share")),

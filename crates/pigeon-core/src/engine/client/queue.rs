@@ -388,7 +388,7 @@ impl Core {
                 &UploadOptions {
                     no_compress: old.no_compress,
                     overwrite: old.overwrite,
-                    expires_unix: self.node.store.offer_expiry(id),
+                    expires_after_secs: self.node.store.expiry_term(id),
                 },
             ),
             Direction::Download => self.new_download(

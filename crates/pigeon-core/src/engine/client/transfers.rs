@@ -48,8 +48,8 @@ impl Core {
                 return Ok(old.id);
             }
             if old.source == Some(stamp) && old.no_compress == options.no_compress {
-                if let Some(t) = options.expires_unix {
-                    self.node.store.put_offer_expiry(&old.id, t)?;
+                if let Some(t) = options.expires_after_secs {
+                    self.node.store.put_expiry_term(&old.id, t)?;
                 }
                 self.update(&old.id, |r| {
                     r.status = TransferStatus::Pending;
@@ -99,8 +99,8 @@ impl Core {
                 transport: self.node.transports_label(),
             })
         };
-        if let Some(t) = options.expires_unix {
-            self.node.store.put_offer_expiry(&rec.id, t)?;
+        if let Some(t) = options.expires_after_secs {
+            self.node.store.put_expiry_term(&rec.id, t)?;
         }
         self.add(rec)
     }

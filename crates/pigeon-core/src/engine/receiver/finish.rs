@@ -242,7 +242,7 @@ impl Receiver {
             return Ok(());
         };
         let path = &self.rec.remote_path;
-        match self.node.store.offer_expiry(&self.rec.id) {
+        match self.node.store.expiry_term(&self.rec.id) {
             Some(when) => {
                 let placed = crate::policy::RemotePath::parse_file(path)
                     .ok()

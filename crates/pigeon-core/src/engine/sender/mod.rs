@@ -369,7 +369,7 @@ impl Sender {
             path: self.rec.remote_path.clone(),
             overwrite: self.rec.overwrite,
             restarted: self.cfg.restarted,
-            expires_unix: self.node.store.offer_expiry(&self.rec.id),
+            expires_after_secs: self.node.store.expiry_term(&self.rec.id),
         }
     }
 
