@@ -118,23 +118,19 @@ fn screen_what_another_peer_shares() {
         is_dir: true,
         ..remote_entry(path, 0)
     };
-    let mut app = fixtures::app(vec![
-        dir("shared"),
-        dir("logs"),
-        remote_entry("notes.txt", 77),
-    ]);
-    app.on_snapshot(snapshot(vec![]));
-    press(&mut app, KeyCode::Char('2'));
-    assert_screens("shares_root", {
-        let mut copy = fixtures::app(vec![
+    let root = || {
+        let mut app = fixtures::app(vec![
             dir("shared"),
             dir("logs"),
             remote_entry("notes.txt", 77),
         ]);
-        copy.on_snapshot(snapshot(vec![]));
-        press(&mut copy, KeyCode::Char('2'));
-        copy
-    });
+        app.on_snapshot(snapshot(vec![]));
+        press(&mut app, KeyCode::Tab);
+        app
+    };
+    assert_screens("shares_root", root());
+    let mut app = root();
+    press(&mut app, KeyCode::Down);
     // Into shared/ and the folder one owner shares.
     for (at, entries) in [
         ("shared", vec![dir("shared/alice")]),

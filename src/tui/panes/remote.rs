@@ -38,7 +38,7 @@ impl BrowserEntry for RemoteItem {
     /// What other peers share shows as such: `shared/` and its owners.
     fn type_label(&self) -> std::borrow::Cow<'_, str> {
         match shared_by(&self.path) {
-            Some(_) if self.is_dir && self.path.matches('/').count() <= 1 => "shared".into(),
+            Some(_) if self.is_dir && self.path.matches('/').count() <= 1 => "⇄dir".into(),
             _ => super::browser::type_from_name(&self.name, self.is_dir),
         }
     }
