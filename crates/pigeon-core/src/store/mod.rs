@@ -488,7 +488,7 @@ impl Store {
     pub fn shares(&self) -> Result<Vec<crate::policy::Share>> {
         self.shares
             .iter()
-            .map(|kv| Ok(codec::decode("share", RECORD_VERSION, &kv?.1)?))
+            .map(|kv| codec::decode("share", RECORD_VERSION, &kv?.1))
             .collect()
     }
 
