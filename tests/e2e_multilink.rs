@@ -181,26 +181,16 @@ fn a_link_that_dies_mid_transfer_costs_only_its_chunks_in_flight_and_is_used_aga
     );
 }
 
-#[test]
-fn a_bandwidth_limit_holds_over_every_span_of_the_transcript() {
-    let _heavy = heavy_lock();
-    let mut w = World::new("profile=telegram-text&msgs_per_min=6000&transcript=1");
-    w.start_agent();
-    let file = w.random_file("limited.bin", 200 * 1024, 4);
-    let run = w.upload(&[&file], &["--bwlimit", "20k"]);
-    run.assert_ok();
-    assert_eq!(run.report()["status"], "completed", "{}", run.describe());
-    // Raw bytes (base64 carries three per four characters) per message.
-    let msgs: Vec<(f64, f64)> = w
-        .client_transcript()
+/// Of a transcript: the highest rate over any span of 1 s or more (less
+/// the one message a span may start with), the raw bytes in all (base64
+/// carries three per four characters), and the seconds from first to last.
+fn rates(transcript: &[Msg]) -> (f64, f64, f64) {
+    let msgs: Vec<(f64, f64)> = transcript
         .iter()
         .map(|m| (m.micros as f64 / 1e6, (m.len() / 4 * 3) as f64))
         .collect();
-    let rate = 20.0 * 1024.0;
     let biggest = msgs.iter().map(|m| m.1).fold(0.0, f64::max);
     let mut worst: f64 = 0.0;
-    // Every span from one message to a later one: what left in it, less
-    // the one message a span may start with, within the rate.
     for i in 0..msgs.len() {
         let mut bytes = 0.0;
         for j in i + 1..msgs.len() {
@@ -212,7 +202,71 @@ fn a_bandwidth_limit_holds_over_every_span_of_the_transcript() {
         }
     }
     let total: f64 = msgs.iter().map(|m| m.1).sum();
-    let secs = msgs.last().unwrap().0 - msgs[0].0;
+    let secs = match (msgs.first(), msgs.last()) {
+        (Some(a), Some(b)) => b.0 - a.0,
+        _ => 0.0,
+    };
+    (worst, total, secs)
+}
+
+#[test]
+fn each_transport_keeps_its_own_bandwidth_limit_and_the_transfer_uses_both() {
+    let _heavy = heavy_lock();
+    let mut w = World::new("profile=telegram-text&msgs_per_min=6000&transcript=1");
+    let spool2 = second_spool(&w);
+    let limited = |spool: &Path, rate: &str| {
+        format!(
+            "{}&bwlimit={rate}",
+            uri_for(
+                spool,
+                "profile=telegram-text&msgs_per_min=6000&transcript=1"
+            )
+        )
+    };
+    let uris = [limited(&w.spool, "10k"), limited(&spool2, "30k")];
+    w.start_agent_on(&uris);
+    let file = w.random_file("striped.bin", 400 * 1024, 8);
+    let run = upload_over(&w, &uris, &file);
+    run.assert_ok();
+    assert_same_file(&file, &w.storage().join("striped.bin"));
+    let mut sum = 0.0;
+    for (spool, rate) in [(&w.spool, 10.0 * 1024.0), (&spool2, 30.0 * 1024.0)] {
+        let transcript = read_transcript(
+            &spool
+                .join("transcript")
+                .join(format!("{}.log", key_id(&w.client_key))),
+        );
+        let (worst, total, secs) = rates(&transcript);
+        eprintln!(
+            "bwlimit {rate} B/s: {total:.0} B in {secs:.1} s, at most {worst:.0} B/s over any span of 1 s or more"
+        );
+        assert!(
+            worst <= rate * 1.01,
+            "{worst:.0} B/s over a limit of {rate} B/s"
+        );
+        sum += total;
+    }
+    // Both carried it: the transfer took about as long as the two limits
+    // summed allow, not the faster's alone.
+    let report = run.report();
+    let secs = report["elapsed_ms"].as_f64().unwrap() / 1000.0;
+    assert!(
+        secs < sum / (30.0 * 1024.0) * 0.9,
+        "{secs:.1} s for {sum:.0} B: no faster than the 30k link alone"
+    );
+}
+
+#[test]
+fn a_bandwidth_limit_holds_over_every_span_of_the_transcript() {
+    let _heavy = heavy_lock();
+    let mut w = World::new("profile=telegram-text&msgs_per_min=6000&transcript=1");
+    w.start_agent();
+    let file = w.random_file("limited.bin", 200 * 1024, 4);
+    let run = w.upload(&[&file], &["--bwlimit", "20k"]);
+    run.assert_ok();
+    assert_eq!(run.report()["status"], "completed", "{}", run.describe());
+    let rate = 20.0 * 1024.0;
+    let (worst, total, secs) = rates(&w.client_transcript());
     eprintln!(
         "bwlimit 20k: {:.0} B/s on average, at most {worst:.0} B/s over any span of 1 s or more",
         total / secs

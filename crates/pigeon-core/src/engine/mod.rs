@@ -560,12 +560,15 @@ pub(crate) fn open_links_named(
         .enumerate()
         .map(|(i, uri)| {
             let transport = transport::open(uri, &me.to_string(), side)?;
+            let own = uri
+                .bwlimit()
+                .map(|b| Arc::new(link::Limiter::new(b.clone())));
             Ok(link::start(
                 transport,
                 transport::profile(uri),
                 i,
                 inbound.clone(),
-                limit.clone(),
+                limit.iter().chain(own.iter()).cloned().collect(),
             ))
         })
         .collect::<Result<_>>()?;

@@ -418,14 +418,14 @@ pub struct Inbound {
 }
 
 /// Start a link over `transport`: returns its handle; arriving frames go to
-/// `inbound`. What it sends counts against `limit` (shared by a party's
-/// links), if there is one.
+/// `inbound`. What it sends counts against every one of `limits` (the
+/// party's, shared by its links, and the link's own).
 pub fn start<T: Transport>(
     mut transport: T,
     profile: &str,
     index: usize,
     inbound: mpsc::Sender<Inbound>,
-    limit: Option<Arc<Limiter>>,
+    limits: Vec<Arc<Limiter>>,
 ) -> LinkHandle {
     let caps = transport.capabilities().clone();
     let stats = Arc::new(LinkStats::default());
@@ -444,7 +444,7 @@ pub fn start<T: Transport>(
     let incoming = transport.incoming();
     crate::task::spawn(receive_loop(incoming, index, inbound, stats.clone()));
     let health = transport.health();
-    crate::task::spawn(send_loop(transport, rx, stats, health, started, limit));
+    crate::task::spawn(send_loop(transport, rx, stats, health, started, limits));
     handle
 }
 

@@ -108,7 +108,7 @@ pub(super) async fn send_loop<T: Transport>(
     stats: Arc<LinkStats>,
     health: Arc<crate::transport::Health>,
     started: Instant,
-    limit: Option<Arc<Limiter>>,
+    limits: Vec<Arc<Limiter>>,
 ) {
     let caps = transport.capabilities().clone();
     let pacer = Pacer::new(&caps);
@@ -127,9 +127,9 @@ pub(super) async fn send_loop<T: Transport>(
         let mut ready: Option<Address> = None;
         // A circuit open for errors sends nothing until it is probed.
         let held = crate::task::lock(&stats.breaker).holds_sends_until();
-        // And the party's bandwidth limit, over all its links.
+        // And the bandwidth limits: the party's over all its links, the link's own.
         let gate = held
-            .max(limit.as_ref().map(|l| l.free_at()))
+            .max(limits.iter().map(|l| l.free_at()).max())
             .filter(|t| *t > now);
         for (addr, d) in &dests {
             if d.is_empty() || in_flight.len() >= MAX_IN_FLIGHT || (!caps.burst && d.in_flight > 0)
@@ -174,7 +174,7 @@ pub(super) async fn send_loop<T: Transport>(
                 pacer.charge(d, now, raw);
             }
             d.in_flight += 1;
-            if let Some(l) = &limit {
+            for l in &limits {
                 l.charge(raw, now);
             }
             let transport = &transport;

@@ -272,7 +272,7 @@ fn slow_link(
         delay,
     };
     let (inbound, _) = mpsc::channel(1);
-    (start(transport, "slow", 0, inbound, None), rx)
+    (start(transport, "slow", 0, inbound, vec![]), rx)
 }
 
 #[tokio::test(start_paused = true)]

@@ -33,6 +33,8 @@ pub struct LocalUri {
     pub bytes_per_min: Option<u64>,
     pub msgs_per_min: Option<u32>,
     pub transcript: bool,
+    /// What this one link may send (`bwlimit=`, set by [`TransportUri::parse`](super::TransportUri::parse)).
+    pub bwlimit: Option<crate::bwlimit::BwLimit>,
 }
 
 impl LocalUri {
@@ -51,6 +53,7 @@ impl LocalUri {
             bytes_per_min: None,
             msgs_per_min: None,
             transcript: false,
+            bwlimit: None,
         };
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (key, value) = pair

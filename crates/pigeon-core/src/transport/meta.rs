@@ -267,6 +267,8 @@ pub struct MetaSettings {
     pub mode: Mode,
     /// Messages a minute to the peer, instead of the platform's.
     pub msgs_per_min: Option<u32>,
+    /// What this one link may send (`bwlimit=`, set by [`TransportUri::parse`](super::TransportUri::parse)).
+    pub bwlimit: Option<crate::bwlimit::BwLimit>,
 }
 
 /// The public Graph API, with the version pigeon was written against.
@@ -291,6 +293,7 @@ impl MetaSettings {
                 Mode::Text
             },
             msgs_per_min: q.msgs_per_min()?,
+            bwlimit: None,
         })
     }
 

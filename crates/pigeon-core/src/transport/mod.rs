@@ -500,39 +500,90 @@ impl TransportUri {
                 "expected <kind>:<address>, e.g. local:/tmp/pigeon-spool".into(),
             ));
         };
+        // `bwlimit=` is every kind's: taken out here, set on what is parsed.
+        let (rest, bwlimit) = take_bwlimit(rest).map_err(bad)?;
+        let mut uri = TransportUri::parse_kind(scheme, &rest).map_err(bad)?;
+        *uri.bwlimit_mut() = bwlimit;
+        Ok(uri)
+    }
+
+    /// What this link may send, over its own messages (`bwlimit=`; the
+    /// party's `--bwlimit` holds over all its links besides).
+    pub fn bwlimit(&self) -> Option<&crate::bwlimit::BwLimit> {
+        match self {
+            TransportUri::Local(l) => l.bwlimit.as_ref(),
+            TransportUri::Memory(m) => m.0.bwlimit.as_ref(),
+            TransportUri::Telegram(t) => t.bwlimit.as_ref(),
+            TransportUri::Shipper(s) => s.bwlimit.as_ref(),
+            TransportUri::Whatsapp(w) => w.meta.bwlimit.as_ref(),
+            TransportUri::Messenger(m) => m.meta.bwlimit.as_ref(),
+        }
+    }
+
+    fn bwlimit_mut(&mut self) -> &mut Option<crate::bwlimit::BwLimit> {
+        match self {
+            TransportUri::Local(l) => &mut l.bwlimit,
+            TransportUri::Memory(m) => &mut m.0.bwlimit,
+            TransportUri::Telegram(t) => &mut t.bwlimit,
+            TransportUri::Shipper(s) => &mut s.bwlimit,
+            TransportUri::Whatsapp(w) => &mut w.meta.bwlimit,
+            TransportUri::Messenger(m) => &mut m.meta.bwlimit,
+        }
+    }
+
+    fn parse_kind(scheme: &str, rest: &str) -> std::result::Result<TransportUri, String> {
         match scheme {
-            "local" => Ok(TransportUri::Local(local::LocalUri::parse(rest).map_err(bad)?)),
-            "telegram" => Ok(TransportUri::Telegram(
-                telegram::TelegramUri::parse(rest).map_err(bad)?,
-            )),
-            "shipper" => Ok(TransportUri::Shipper(
-                shipper::ShipperUri::parse(rest).map_err(bad)?,
-            )),
-            "whatsapp" => Ok(TransportUri::Whatsapp(
-                whatsapp::WhatsappUri::parse(rest).map_err(bad)?,
-            )),
-            "messenger" => Ok(TransportUri::Messenger(
-                messenger::MessengerUri::parse(rest).map_err(bad)?,
-            )),
-            "mem" => Ok(TransportUri::Memory(
-                memory::MemUri::parse(rest).map_err(bad)?,
-            )),
-            other => Err(bad(format!(
+            "local" => Ok(TransportUri::Local(local::LocalUri::parse(rest)?)),
+            "telegram" => Ok(TransportUri::Telegram(telegram::TelegramUri::parse(rest)?)),
+            "shipper" => Ok(TransportUri::Shipper(shipper::ShipperUri::parse(rest)?)),
+            "whatsapp" => Ok(TransportUri::Whatsapp(whatsapp::WhatsappUri::parse(rest)?)),
+            "messenger" => Ok(TransportUri::Messenger(messenger::MessengerUri::parse(rest)?)),
+            "mem" => Ok(TransportUri::Memory(memory::MemUri::parse(rest)?)),
+            other => Err(format!(
                 "unknown transport kind {other:?}; known: local, telegram, whatsapp, messenger, shipper"
-            ))),
+            )),
         }
     }
 }
 
+/// `rest` without its `bwlimit=` pair, and that limit (rclone's syntax:
+/// `512k`, `10M`, a timetable `"08:00,512k 19:00,off"`).
+fn take_bwlimit(
+    rest: &str,
+) -> std::result::Result<(String, Option<crate::bwlimit::BwLimit>), String> {
+    let Some((head, query)) = rest.split_once('?') else {
+        return Ok((rest.to_string(), None));
+    };
+    let mut limit = None;
+    let mut kept = vec![];
+    for pair in query.split('&') {
+        match pair.strip_prefix("bwlimit=") {
+            Some(spec) => {
+                let parsed = crate::bwlimit::BwLimit::parse(spec)
+                    .map_err(|e| format!("bwlimit={spec:?}: {e}"))?;
+                limit = (!parsed.is_off()).then_some(parsed);
+            }
+            None => kept.push(pair),
+        }
+    }
+    Ok((format!("{head}?{}", kept.join("&")), limit))
+}
+
 impl std::fmt::Display for TransportUri {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            TransportUri::Local(l) => write!(f, "{l}"),
-            TransportUri::Telegram(t) => write!(f, "{t}"),
-            TransportUri::Shipper(t) => write!(f, "{t}"),
-            TransportUri::Whatsapp(t) => write!(f, "{t}"),
-            TransportUri::Messenger(t) => write!(f, "{t}"),
-            TransportUri::Memory(t) => write!(f, "{t}"),
+        let shown = match self {
+            TransportUri::Local(l) => l.to_string(),
+            TransportUri::Telegram(t) => t.to_string(),
+            TransportUri::Shipper(t) => t.to_string(),
+            TransportUri::Whatsapp(t) => t.to_string(),
+            TransportUri::Messenger(t) => t.to_string(),
+            TransportUri::Memory(t) => t.to_string(),
+        };
+        f.write_str(&shown)?;
+        match self.bwlimit() {
+            Some(b) if shown.contains('?') => write!(f, "&bwlimit={b}"),
+            Some(b) => write!(f, "?bwlimit={b}"),
+            None => Ok(()),
         }
     }
 }
@@ -540,6 +591,27 @@ impl std::fmt::Display for TransportUri {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_kind_takes_its_own_bandwidth_limit() {
+        for raw in [
+            "local:/tmp/s?profile=shipper&bwlimit=512k",
+            "local:/tmp/s?bwlimit=08:00,512k 19:00,off",
+            "telegram:@bot?token_env=T&bwlimit=1M",
+            "shipper:peer?base_url=http://x&api_key_env=K&api_secret_env=S&bwlimit=10M",
+            "whatsapp:123?phone_id=1&token_env=T&app_secret_env=A&verify_token_env=V&listen=127.0.0.1:1&bwlimit=2M",
+        ] {
+            let uri = TransportUri::parse(raw).unwrap_or_else(|e| panic!("{raw}: {e}"));
+            assert!(uri.bwlimit().is_some(), "{raw}");
+            // Shown with it, and read back the same.
+            let again = TransportUri::parse(&uri.to_string()).unwrap();
+            assert_eq!(again, uri, "{raw} shown as {uri}");
+        }
+        let none = TransportUri::parse("local:/tmp/s?bwlimit=off").unwrap();
+        assert!(none.bwlimit().is_none());
+        let bad = TransportUri::parse("local:/tmp/s?bwlimit=fast").unwrap_err();
+        assert!(bad.to_string().contains("bwlimit=\"fast\""), "{bad}");
+    }
 
     #[test]
     fn parses_local_uris_with_knobs() {

@@ -47,6 +47,8 @@ pub struct ShipperUri {
     pub rate_limit: u32,
     /// Per-request timeout (a poll's is its wait plus this).
     pub timeout: Duration,
+    /// What this one link may send (`bwlimit=`, set by [`TransportUri::parse`](super::TransportUri::parse)).
+    pub bwlimit: Option<crate::bwlimit::BwLimit>,
 }
 
 impl ShipperUri {
@@ -115,6 +117,7 @@ impl ShipperUri {
                 .ok_or("shipper: needs api_secret_env=<VAR> or api_secret_file=<PATH>")?,
             rate_limit,
             timeout,
+            bwlimit: None,
         })
     }
 

@@ -58,6 +58,8 @@ pub struct TelegramUri {
     /// about one a second; a local Bot API server or an emulator may allow
     /// more).
     pub msgs_per_min: Option<u32>,
+    /// What this one link may send (`bwlimit=`, set by [`TransportUri::parse`](super::TransportUri::parse)).
+    pub bwlimit: Option<crate::bwlimit::BwLimit>,
 }
 
 impl TelegramUri {
@@ -121,6 +123,7 @@ impl TelegramUri {
             api,
             mode,
             msgs_per_min,
+            bwlimit: None,
         })
     }
 
