@@ -1447,9 +1447,13 @@ fn progress_bars(handle: &ClientHandle, ids: &[TransferId]) -> Option<indicatif:
 }
 
 pub async fn status(home: &Home, json: bool, finished_only: bool) -> Result<()> {
+    let mut links = vec![];
     let live = match owner::attached(home).await? {
         Some(owner) => {
             let reports = owner.handle.reports().await;
+            if !finished_only {
+                links = live_links(&owner.handle).await;
+            }
             owner.handle.shutdown().await;
             Some(reports?)
         }
@@ -1478,6 +1482,12 @@ pub async fn status(home: &Home, json: bool, finished_only: bool) -> Result<()> 
                     "(live view from the pigeon process using this home, updated {age} s ago)"
                 );
             }
+            if !finished_only {
+                links = std::fs::read(home.dir().join(pigeon_core::engine::LINKS_FILE))
+                    .ok()
+                    .and_then(|t| serde_json::from_slice(&t).ok())
+                    .unwrap_or_default();
+            }
             serde_json::from_slice(&text).with_context(|| format!("reading {}", path.display()))?
         }
         Err(e) => return Err(e.into()),
@@ -1487,10 +1497,16 @@ pub async fn status(home: &Home, json: bool, finished_only: bool) -> Result<()> 
         .filter(|r| !finished_only || r.status.is_finished())
         .collect();
     if json {
+        for (i, link) in links.iter().enumerate() {
+            println!("{}", json_line(&link_json(i, link)));
+        }
         for rep in &shown {
             println!("{}", json_line(rep));
         }
         return Ok(());
+    }
+    for (i, link) in links.iter().enumerate() {
+        println!("{}", link_line(i, link));
     }
     if shown.is_empty() {
         eprintln!("no transfers yet");
@@ -1524,6 +1540,64 @@ pub async fn status(home: &Home, json: bool, finished_only: bool) -> Result<()> 
         );
     }
     Ok(())
+}
+
+/// The links of the pigeon process serving this home, as its engine sees
+/// them (nothing when it says nothing within a second).
+async fn live_links(handle: &ClientHandle) -> Vec<pigeon_core::view::TransportHealth> {
+    let mut rx = handle.snapshot();
+    let seen = tokio::time::timeout(Duration::from_secs(1), rx.wait_for(|s| s.version > 0)).await;
+    match seen {
+        Ok(Ok(s)) => s.transports.clone(),
+        _ => vec![],
+    }
+}
+
+/// Bytes a second over the last five seconds.
+fn recent_rate(h: &pigeon_core::view::TransportHealth) -> u64 {
+    let last: Vec<u64> = h.throughput.iter().rev().take(5).copied().collect();
+    last.iter().sum::<u64>() / (last.len().max(1) as u64)
+}
+
+/// One link in `status --json`: `link` (its index) tells it from a transfer.
+fn link_json(i: usize, h: &pigeon_core::view::TransportHealth) -> serde_json::Value {
+    let ms = |d: Option<Duration>| d.map(|d| d.as_millis() as u64);
+    let (retry_in, wait) = match h.state {
+        pigeon_core::view::LinkState::Open { retry_in, .. } => (Some(retry_in), None),
+        pigeon_core::view::LinkState::RateLimited { wait } => (None, Some(wait)),
+        _ => (None, None),
+    };
+    serde_json::json!({
+        "link": i,
+        "uri": h.uri,
+        "profile": h.profile,
+        "state": h.state.word(),
+        "up": h.up,
+        "share": h.share,
+        "rtt_ms": ms(h.rtt),
+        "bytes_per_sec": recent_rate(h),
+        "messages_last_minute": h.messages_last_minute,
+        "messages_per_minute_limit": h.messages_per_minute_limit,
+        "errors": h.errors,
+        "retry_after_ms": ms(h.retry_after.or(wait)),
+        "probe_in_ms": ms(retry_in),
+        "faults": h.faults,
+    })
+}
+
+fn link_line(i: usize, h: &pigeon_core::view::TransportHealth) -> String {
+    format!(
+        "link {i}  {:<14} {:<12} rtt {:>7}  {:>10}/s  share {:>4}  errors {}  {}",
+        h.profile,
+        h.state.word(),
+        h.rtt
+            .map_or("-".to_string(), |d| format!("{} ms", d.as_millis())),
+        pigeon_core::view::human_bytes(recent_rate(h)),
+        h.share
+            .map_or("-".to_string(), |s| format!("{:.0}%", s * 100.0)),
+        h.errors,
+        escape_control(&h.uri)
+    )
 }
 
 /// `30d`, `12h`, `90m`, `45s`, or plain seconds.

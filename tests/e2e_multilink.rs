@@ -226,9 +226,31 @@ fn each_transport_keeps_its_own_bandwidth_limit_and_the_transfer_uses_both() {
     let uris = [limited(&w.spool, "10k"), limited(&spool2, "30k")];
     w.start_agent_on(&uris);
     let file = w.random_file("striped.bin", 400 * 1024, 8);
-    let run = upload_over(&w, &uris, &file);
-    run.assert_ok();
-    assert_same_file(&file, &w.storage().join("striped.bin"));
+    let upload = spawn_upload_over(&w, &uris, &file);
+    // Meanwhile `status --json` shows each link as the running engines
+    // see it: the client's (asked of the upload's process) and the agent's.
+    wait_until(
+        "both sides show both links carrying",
+        Duration::from_secs(30),
+        || {
+            let client = w.client(&["status", "--json"]).links();
+            let agent = pigeon(
+                &w.agent_home,
+                &["status", "--json"],
+                &w.logs,
+                Duration::from_secs(30),
+            )
+            .links();
+            client.len() == 2
+                && agent.len() == 2
+                && client.iter().all(|l| {
+                    l["state"] == "up"
+                        && l["profile"] == "telegram-text"
+                        && l["bytes_per_sec"].as_u64() > Some(0)
+                })
+        },
+    );
+    let report = completed(&w, upload, "striped.bin", &file);
     let mut sum = 0.0;
     for (spool, rate) in [(&w.spool, 10.0 * 1024.0), (&spool2, 30.0 * 1024.0)] {
         let transcript = read_transcript(
@@ -248,7 +270,6 @@ fn each_transport_keeps_its_own_bandwidth_limit_and_the_transfer_uses_both() {
     }
     // Both carried it: the transfer took about as long as the two limits
     // summed allow, not the faster's alone.
-    let report = run.report();
     let secs = report["elapsed_ms"].as_f64().unwrap() / 1000.0;
     assert!(
         secs < sum / (30.0 * 1024.0) * 0.9,

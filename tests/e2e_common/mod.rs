@@ -74,9 +74,21 @@ impl Run {
         self.status.success()
     }
 
-    /// The JSON objects printed on stdout, one per line.
+    /// The transfers' JSON objects printed on stdout, one per line (not
+    /// the links `status --json` puts first).
     pub fn reports(&self) -> Vec<Value> {
         json_lines(&self.stdout)
+            .into_iter()
+            .filter(|v| v.get("link").is_none())
+            .collect()
+    }
+
+    /// The links `status --json` shows (a live pigeon's).
+    pub fn links(&self) -> Vec<Value> {
+        json_lines(&self.stdout)
+            .into_iter()
+            .filter(|v| v.get("link").is_some())
+            .collect()
     }
 
     /// The single report of a one-file command.

@@ -639,9 +639,20 @@ pub(crate) fn decode_sealed(
 /// Keep `<home>/status.json` in step with the store, at most once a second,
 /// so `pigeon status` can show a running process's transfers (the store
 /// itself has one owner).
+/// Beside `status.json` in a home whose process takes no commands (an
+/// agent's): its links' health, for `pigeon status`.
+pub const LINKS_FILE: &str = "links.json";
+
 pub(crate) async fn mirror_status(node: Arc<Node>, path: std::path::PathBuf) {
     let mut changes = node.changes.subscribe();
+    let links = path.with_file_name(LINKS_FILE);
     loop {
+        if let Ok(json) = serde_json::to_vec_pretty(&node.transports_health()) {
+            let tmp = links.with_extension("json.tmp");
+            if std::fs::write(&tmp, json).is_ok() {
+                let _ = std::fs::rename(&tmp, &links);
+            }
+        }
         let reports = match client::stored_reports(&node.store) {
             Ok(r) => r.into_iter().map(|(_, rep)| rep).collect::<Vec<_>>(),
             Err(_) => vec![],
