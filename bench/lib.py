@@ -568,6 +568,30 @@ def report(argv):
                      "overhead", "pigeon p99"], rows))
         p("")
 
+    # 8. log text on paced channels
+    lt = by.get("logtext", [])
+    if lt:
+        p("### 8. Log text on paced channels")
+        p("")
+        p("One upload of log text (`bench/genlog.py`), elapsed time from `--json`: the "
+          "bytes of file one minute of the channel carries, against what the channel itself "
+          "carries raw in a minute (compression, chunk size and gzip level decide it).")
+        p("")
+        rows = []
+        for r in lt:
+            secs = r["elapsed_ms"] / 1000.0
+            per_min = r["bytes"] / secs * 60.0
+            times = per_min / r["raw_per_min"]
+            rows.append([r["channel"], f"{r['bytes']:,} B", f"{secs:.1f} s",
+                         f"{per_min / 1e6:.2f} MB/min", f"{r['raw_per_min'] / 1e6:.2f} MB/min",
+                         f"**{times:.1f}x**"])
+            if "doc" in r["channel"]:
+                targets.append((f"{r['channel']}: log text at >= 5x the raw pace",
+                                f"{times:.1f}x", times >= 5))
+        p(fmt_table(["channel", "log text", "took", "file bytes a minute", "channel raw",
+                     "ratio"], rows))
+        p("")
+
     if targets:
         p("### Targets")
         p("")

@@ -15,6 +15,23 @@ pub enum Gzip {
     IfUseful,
 }
 
+/// Whether a chunk is compressed ([`Gzip`]) and at which gzip level: both
+/// fixed for a sealing run, so a chunk sealed again under its nonce is the
+/// same plaintext, byte for byte (gzip's output is a function of the input
+/// and the level).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Squeeze {
+    pub plan: Gzip,
+    /// 1 (fast) to 9 (smallest).
+    pub level: u32,
+}
+
+impl From<Gzip> for Squeeze {
+    fn from(plan: Gzip) -> Squeeze {
+        Squeeze { plan, level: 1 }
+    }
+}
+
 /// Decompress at most `expected_len + 1` bytes: enough to tell a bomb.
 pub(super) fn inflate(payload: &[u8], expected_len: usize, index: u32) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(expected_len);
@@ -125,17 +142,17 @@ pub(super) fn chunk_frame_head(
     Ok(head)
 }
 
-pub(super) fn gzip_bytes(data: &[u8]) -> Result<Vec<u8>> {
-    gzip(data).ok_or_else(|| CoreError::Encode {
+pub(super) fn gzip_bytes(data: &[u8], level: u32) -> Result<Vec<u8>> {
+    gzip(data, level).ok_or_else(|| CoreError::Encode {
         what: "chunk",
         reason: "gzip failed".into(),
     })
 }
 
-pub(super) fn gzip(data: &[u8]) -> Option<Vec<u8>> {
+pub(super) fn gzip(data: &[u8], level: u32) -> Option<Vec<u8>> {
     let mut enc = flate2::write::GzEncoder::new(
         Vec::with_capacity(data.len() / 2),
-        flate2::Compression::fast(),
+        flate2::Compression::new(level.clamp(1, 9)),
     );
     enc.write_all(data).and_then(|_| enc.finish()).ok()
 }
@@ -151,7 +168,7 @@ pub(super) fn looks_compressible(data: &[u8]) -> bool {
     // From the middle: headers at the start of a file are often not
     // representative of the rest.
     let start = (data.len() / 2).saturating_sub(SAMPLE / 2);
-    gzip(&data[start..start + SAMPLE]).is_some_and(|c| c.len() < SAMPLE * 9 / 10)
+    gzip(&data[start..start + SAMPLE], 1).is_some_and(|c| c.len() < SAMPLE * 9 / 10)
 }
 
 /// A chunk's plaintext, ready to seal or just opened.
@@ -167,7 +184,7 @@ impl ChunkBody {
         transfer: &[u8; 16],
         at: ChunkNonce,
         len: usize,
-        gzip: Gzip,
+        gzip: impl Into<Squeeze>,
         read: impl FnOnce(&mut [u8]) -> std::io::Result<()>,
         seen: impl FnOnce(&[u8]),
     ) -> Result<(Vec<u8>, [u8; 32], bool)> {
@@ -182,11 +199,12 @@ impl ChunkBody {
         let data = &out[start + 33..];
         seen(data);
         let hash = crypto::sha256(data);
-        let compressed = match gzip {
+        let Squeeze { plan, level } = gzip.into();
+        let compressed = match plan {
             Gzip::Never => None,
-            Gzip::Always => Some(gzip_bytes(data)?),
+            Gzip::Always => Some(gzip_bytes(data, level)?),
             Gzip::IfUseful if data.len() >= 64 && looks_compressible(data) => {
-                Some(gzip_bytes(data)?).filter(|c| c.len() < data.len())
+                Some(gzip_bytes(data, level)?).filter(|c| c.len() < data.len())
             }
             Gzip::IfUseful => None,
         };

@@ -205,7 +205,7 @@ fn a_chunk_sealed_again_with_the_same_choice_is_the_same_bytes() {
     // different plaintexts: check that the same choice gives the same bytes.
     let c = cipher();
     let data = b"compressible compressible compressible\n".repeat(3000);
-    let build = |gzip| {
+    let build = |gzip: Squeeze| {
         ChunkBody::frame(
             &c,
             &[1; 16],
@@ -220,10 +220,33 @@ fn a_chunk_sealed_again_with_the_same_choice_is_the_same_bytes() {
         )
         .unwrap()
     };
-    for gzip in [Gzip::Never, Gzip::Always, Gzip::IfUseful] {
-        assert_eq!(build(gzip).0, build(gzip).0, "{gzip:?}");
+    for plan in [Gzip::Never, Gzip::Always, Gzip::IfUseful] {
+        for level in [1, 6, 9] {
+            let gzip = Squeeze { plan, level };
+            assert_eq!(build(gzip).0, build(gzip).0, "{gzip:?}");
+        }
     }
-    assert!(build(Gzip::Always).2 && !build(Gzip::Never).2);
+    assert!(build(Gzip::Always.into()).2 && !build(Gzip::Never.into()).2);
+    // A higher level is fewer bytes to send, and opens the same.
+    let fast = build(Gzip::Always.into()).0;
+    let small = build(Squeeze {
+        plan: Gzip::Always,
+        level: 6,
+    })
+    .0;
+    assert!(
+        small.len() < fast.len(),
+        "{} vs {}",
+        small.len(),
+        fast.len()
+    );
+    for frame in [fast, small] {
+        let Frame::Chunk { body, .. } = Frame::decode_owned(frame).unwrap() else {
+            panic!("not a chunk")
+        };
+        let (back, _) = ChunkBody::open_owned(&c, at(5, false), body, data.len()).unwrap();
+        assert_eq!(back, data);
+    }
 }
 
 #[test]

@@ -72,6 +72,8 @@ pub(crate) struct Sender {
     secret: TransferSecret,
     /// How every chunk of this run is sealed ([`SealBook`]).
     book: SealBook,
+    /// The gzip level of this sealing run ([`crate::protocol::Squeeze`]).
+    gzip_level: u32,
     file: Arc<std::fs::File>,
     /// Acknowledged, in flight, to resend ([`Window`]: pure).
     win: Window,
@@ -131,6 +133,7 @@ impl Sender {
             ),
             secret,
             book,
+            gzip_level: crate::engine::client::gzip_level_for(&node.links),
             file: Arc::new(file),
             win: Window::new(rec.chunks_total, rtos, window),
             progress,

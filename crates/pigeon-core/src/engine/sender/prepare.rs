@@ -236,6 +236,10 @@ impl Sender {
         let len = m.chunk_len(index);
         let at = self.book.nonce(index);
         let planned = self.book.plan(index);
+        let squeeze = crate::protocol::Squeeze {
+            plan: planned,
+            level: self.gzip_level,
+        };
         let file = self.file.clone();
         let cipher = self.cipher.clone();
         let transfer = self.rec.id.0;
@@ -245,7 +249,7 @@ impl Sender {
                 &transfer,
                 at,
                 len,
-                planned,
+                squeeze,
                 |buf| file.read_exact_at(buf, offset),
                 |_| {},
             )
