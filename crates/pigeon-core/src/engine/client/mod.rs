@@ -194,9 +194,8 @@ pub(crate) fn gzip_level_for(links: &[LinkHandle]) -> u32 {
     gzip_level_over(links.iter().map(LinkHandle::capabilities))
 }
 
-fn gzip_level_over<'a>(links: impl Iterator<Item = &'a crate::transport::Capabilities>) -> u32 {
-    let pace = links.fold(Some(0u64), |sum, caps| {
-        let sum = sum?;
+fn gzip_level_over<'a>(mut links: impl Iterator<Item = &'a crate::transport::Capabilities>) -> u32 {
+    let pace = links.try_fold(0u64, |sum, caps| {
         let per_minute = caps.messages_per_minute? as u64 * caps.payload_bytes() as u64;
         let per_minute = caps
             .bytes_per_minute
