@@ -410,7 +410,7 @@ fn an_agent_on_star_answers_each_client_in_its_own_chat() {
     )
     .wait(CLIENT_TIMEOUT)
     .assert_ok();
-    assert_same_file(&g, &tg.w.storage().join("second.bin"));
+    assert_same_file(&g, &tg.w.storage_root().join("second/second.bin"));
     // A stranger's bot writes too, with a key the agent does not trust:
     // it gets the refusal, and nothing else.
     let stranger_token = "1004:stranger-token";

@@ -388,7 +388,12 @@ fn load() {
         let batch: u64 = files.iter().map(|(_, l)| l).sum();
         for (p, len) in files {
             let name = p.file_name().unwrap().to_string_lossy().into_owned();
-            if sha256_file(p) != sha256_file(&w.storage().join(&name)) {
+            // Each client's files are in its own folder of the agent's root.
+            let folder = match c {
+                0 => "laptop".to_string(),
+                c => format!("c{c:02}"),
+            };
+            if sha256_file(p) != sha256_file(&w.storage_root().join(folder).join(&name)) {
                 failures.push(format!("{name} is not byte-exact on the agent"));
             }
             transfers += 1;
