@@ -434,6 +434,25 @@ impl AgentHooks {
             .collect()
     }
 
+    /// Where `peer` may upload or download: by its permissions, in its view
+    /// (its own folder, and what is shared with it).
+    fn authorize_file(
+        &self,
+        node: &Node,
+        peer: &Peer,
+        request: Request<'_>,
+    ) -> std::result::Result<Target, crate::policy::Refusal> {
+        let perms = *lock(&peer.permissions);
+        let shares = self.shares_with(node, peer);
+        authorize_file(
+            peer.name.as_str(),
+            &perms,
+            &self.root,
+            &self.namespace(peer, &shares),
+            request,
+        )
+    }
+
     fn namespace<'a>(&self, peer: &'a Peer, shares: &'a [Share]) -> Namespace<'a> {
         Namespace {
             layout: self.layout,

@@ -75,21 +75,12 @@ impl AgentHooks {
         if let Err(reason) = manifest.check() {
             return refuse(RefuseCode::TooLarge, reason);
         }
-        let perms = *lock(&peer.permissions);
-        let request = Request::Upload { path: &path };
-        let shares = self.shares_with(node, &peer);
         let Target {
             remote,
             shown,
             path: target,
             share,
-        } = match authorize_file(
-            peer.name.as_str(),
-            &perms,
-            &self.root,
-            &self.namespace(&peer, &shares),
-            request,
-        ) {
+        } = match self.authorize_file(node, &peer, Request::Upload { path: &path }) {
             Ok(t) => t,
             Err(r) => return refuse(r.code, r.reason),
         };
@@ -252,21 +243,12 @@ impl AgentHooks {
             size: None,
         };
         let refuse = |code, reason: String| self.refuse(node, &peer, req, code, reason);
-        let perms = *lock(&peer.permissions);
-        let request = Request::Download { path: &path };
-        let shares = self.shares_with(node, &peer);
         let Target {
             remote,
             shown,
             path: file,
             share,
-        } = match authorize_file(
-            peer.name.as_str(),
-            &perms,
-            &self.root,
-            &self.namespace(&peer, &shares),
-            request,
-        ) {
+        } = match self.authorize_file(node, &peer, Request::Download { path: &path }) {
             Ok(t) => t,
             Err(r) => return refuse(r.code, r.reason),
         };
