@@ -156,8 +156,9 @@ fn uploading_onto_a_remote_folder_hints_at_the_trailing_slash() {
 fn resume_all_skips_what_cannot_succeed_and_uses_the_recorded_transports() {
     let mut w = World::new("profile=telegram-text&msgs_per_min=600");
     w.start_agent();
-    let keep = w.random_file("keep.bin", 150_000, 3);
-    let gone = w.random_file("gone.bin", 150_000, 4);
+    // Ten 64 KiB chunks each: killed well before the end.
+    let keep = w.random_file("keep.bin", 600_000, 3);
+    let gone = w.random_file("gone.bin", 600_000, 4);
     for file in [&keep, &gone] {
         let mut p = w.spawn_upload(&[file], &[]);
         let name = file.file_name().unwrap().to_str().unwrap().to_string();

@@ -152,7 +152,9 @@ fn source_modified_during_upload_is_never_reported_completed_with_mixed_content(
 fn a_download_whose_source_breaks_on_the_agent_fails_at_once_with_the_reason() {
     let mut w = World::new("profile=telegram-text&msgs_per_min=600&transcript=1");
     w.start_agent();
-    let served = w.put_remote("shrinking.bin", &random_bytes(150_000, 70));
+    // Sixteen 64 KiB chunks: the sender reads only a few ahead, so most are
+    // still to be read when the file is cut.
+    let served = w.put_remote("shrinking.bin", &random_bytes(1_000_000, 70));
     let out = w.work.join("shrinking.bin");
     let started = std::time::Instant::now();
     let mut p = w.spawn_download("shrinking.bin", &out, &["--timeout", "120"]);

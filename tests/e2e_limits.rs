@@ -47,10 +47,15 @@ fn varint(b: &[u8], pos: &mut usize) -> u64 {
     panic!("bad varint");
 }
 
+/// A frame in parts: (fragment id, MAX, MAX), or a piece's (transfer tag,
+/// run, index).
+type PartKey = (u64, u64, u64);
+/// Its total length, the bytes so far, the messages that carried a part.
+type Parts = (usize, Vec<u8>, Vec<usize>);
+
 /// Classify every message of one sender, in delivery order.
 fn classify(msgs: &[Msg], text: bool) -> Vec<Carried> {
-    // Frame id -> (total, bytes so far, messages that carried a piece).
-    let mut partial: HashMap<u64, (usize, Vec<u8>, Vec<usize>)> = HashMap::new();
+    let mut partial: HashMap<PartKey, Parts> = HashMap::new();
     let mut out: Vec<Carried> = msgs
         .iter()
         .map(|m| Carried {
@@ -109,9 +114,18 @@ fn classify(msgs: &[Msg], text: bool) -> Vec<Carried> {
                     mark(&mut out, &[i], &bytes[pos..pos + len]);
                     pos += len;
                 }
-                2 => {
-                    let id = u64::from_be_bytes(bytes[pos..pos + 8].try_into().unwrap());
+                2 | 3 => {
+                    // A fragment (tag 2) is keyed by its frame id; a piece
+                    // of a chunk (tag 3) by transfer, sealing run and index.
+                    let tag8 = u64::from_be_bytes(bytes[pos..pos + 8].try_into().unwrap());
                     pos += 8;
+                    let id = if tag == 3 {
+                        let run = varint(&bytes, &mut pos);
+                        let index = varint(&bytes, &mut pos);
+                        (tag8, run, index)
+                    } else {
+                        (tag8, u64::MAX, u64::MAX)
+                    };
                     let total = varint(&bytes, &mut pos) as usize;
                     let offset = varint(&bytes, &mut pos) as usize;
                     let len = varint(&bytes, &mut pos) as usize;

@@ -322,7 +322,9 @@ fn a_bad_page_token_and_a_closed_window_are_said_plainly() {
     // passes: the Page may not send, and says why; when the person writes
     // again the download goes on.
     let mut agent = fb.start_agent(PAGE_TOKEN);
-    fb.w.put_remote("big.bin", &vec![7u8; 200_000]);
+    // Incompressible: a run of one byte would fit in a few messages.
+    let big = random_bytes(200_000, 9);
+    fb.w.put_remote("big.bin", &big);
     let out = fb.w.work.join("big.back");
     let profile = "messenger-text";
     let uri = format!(
@@ -368,7 +370,7 @@ fn a_bad_page_token_and_a_closed_window_are_said_plainly() {
     );
     fb.bridge.hold.store(false, Ordering::Relaxed);
     download.wait(CLIENT_TIMEOUT).assert_ok();
-    assert_eq!(std::fs::read(&out).unwrap(), vec![7u8; 200_000]);
+    assert_eq!(std::fs::read(&out).unwrap(), big);
     agent.terminate(Duration::from_secs(10));
     check_record(&fb, &agent.stderr());
 }

@@ -184,7 +184,7 @@ fn through_link(messages: Vec<Message>) -> Vec<Vec<u8>> {
             health: Arc::default(),
         };
         let (inbound, mut frames) = mpsc::channel(16);
-        let _link = link::start(feed, "fuzz", 0, inbound, vec![]);
+        let _link = link::start(feed, "fuzz", 0, inbound, vec![], link::shared_reassembler());
         let mut out = vec![];
         // Ends when the receive loop has read every message and stopped.
         while let Some(f) = frames.recv().await {

@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit};
 
 use crate::protocol::{Control, Early};
 use crate::view::TransferId;
@@ -38,8 +38,20 @@ pub(crate) struct EarlyEntry {
     pub offer: Control,
     /// Chunk frames, in order; they follow the Hello in its message.
     pub chunks: Vec<Vec<u8>>,
+    /// The next chunk, when it is larger than what is left of the Hello's
+    /// message (a chunk sized for a larger link, or a large file's first on
+    /// a text channel): it goes as pieces, the first filling that message,
+    /// in the room reserved for it on link `link`.
+    pub tail: Option<EarlyTail>,
     /// Told when a Hello took this entry.
     pub taken: oneshot::Sender<()>,
+}
+
+/// A chunk that starts in the Hello's message and goes on in the next.
+pub(crate) struct EarlyTail {
+    pub link: usize,
+    pub chunk: crate::link::ChunkFrame,
+    pub permit: OwnedSemaphorePermit,
 }
 
 /// What senders have put in for the next Hello.

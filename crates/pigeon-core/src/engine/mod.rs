@@ -306,6 +306,11 @@ impl Node {
                 k[..16].copy_from_slice(&transfer.0);
                 Some(k)
             }
+            Control::Pieces { transfer, .. } => {
+                let mut k = [1u8; 17];
+                k[..16].copy_from_slice(&transfer.0);
+                Some(k)
+            }
             _ => None,
         };
         let sealed = control.encode().and_then(|body| {
@@ -392,7 +397,11 @@ impl Node {
     /// carries them and a transfer runs at the sum of their paces. Returns
     /// the link index and the reservation. If every circuit is open, any
     /// link will do: its send loop holds the frame until it is probed.
-    pub async fn reserve_data(&self, bytes: usize) -> (usize, OwnedSemaphorePermit) {
+    ///
+    /// `rest`: the bytes of the transfer still to send, this frame
+    /// included. A link takes the frame only if it would send it before
+    /// the links together send all of that ([`worth_it`]).
+    pub async fn reserve_data(&self, bytes: usize, rest: u64) -> (usize, OwnedSemaphorePermit) {
         // One link: nothing to choose, and a waiter keeps its place in the
         // queue (looking again would put it at the back, behind smaller
         // frames of other transfers).
@@ -406,9 +415,24 @@ impl Node {
             if usable.is_empty() {
                 usable = (0..self.links.len()).collect();
             }
-            // With room on several, the one with the most room (the one
-            // furthest from being the bottleneck).
-            usable.sort_by_key(|&i| std::cmp::Reverse(self.links[i].room()));
+            let times: Vec<Duration> = usable
+                .iter()
+                .map(|&i| self.links[i].time_to_finish(bytes))
+                .collect();
+            let paces: Vec<Option<f64>> = usable.iter().map(|&i| self.links[i].pace()).collect();
+            let worth = worth_it(&times, &paces, rest);
+            // With room on several, the one that would have sent it
+            // soonest, behind what it holds: each link takes chunks in
+            // proportion to its pace (earliest finish first).
+            let mut by_finish: Vec<(usize, Duration)> = usable
+                .iter()
+                .zip(times)
+                .zip(worth)
+                .filter_map(|((&i, t), w)| w.then_some((i, t)))
+                .collect();
+            // Unpaced links all finish at once: the one with the most room.
+            by_finish.sort_by_key(|&(i, t)| (t, std::cmp::Reverse(self.links[i].room())));
+            let usable: Vec<usize> = by_finish.into_iter().map(|(i, _)| i).collect();
             if let Some(got) = usable
                 .iter()
                 .find_map(|&i| self.links[i].try_reserve(bytes).map(|p| (i, p)))
@@ -431,11 +455,10 @@ impl Node {
         &self,
         link: usize,
         peer: &Peer,
-        frame: Vec<u8>,
-        chunk: link::ChunkRef,
+        chunk: link::ChunkFrame,
         permit: OwnedSemaphorePermit,
     ) {
-        self.links[link].send_reserved(&peer.address_on(link), frame, chunk, permit);
+        self.links[link].send_reserved(&peer.address_on(link), chunk, permit);
     }
 
     /// Wait (up to `limit`) until every link has sent what it was given:
@@ -555,6 +578,7 @@ pub(crate) fn open_links_named(
         ));
     }
     let side = if client { Side::Client } else { Side::Agent };
+    let pieces = link::shared_reassembler();
     let links: Vec<LinkHandle> = uris
         .iter()
         .enumerate()
@@ -569,6 +593,7 @@ pub(crate) fn open_links_named(
                 i,
                 inbound.clone(),
                 limit.iter().chain(own.iter()).cloned().collect(),
+                pieces.clone(),
             ))
         })
         .collect::<Result<_>>()?;
@@ -577,6 +602,22 @@ pub(crate) fn open_links_named(
         only.cap_backoff(ONLY_LINK_BACKOFF);
     }
     Ok(links)
+}
+
+/// Which links may take a frame that each takes `times` to send (at
+/// `paces`, bytes a second; None: unpaced), with `rest` bytes of its
+/// transfer still to go: those that would have sent it before all of them
+/// together send the rest, and always the one that sends it soonest. A
+/// text channel beside a document channel would otherwise hold the
+/// transfer's end for minutes on one chunk in hundreds of pieces.
+fn worth_it(times: &[Duration], paces: &[Option<f64>], rest: u64) -> Vec<bool> {
+    let together: Option<f64> = paces.iter().copied().sum();
+    let all_of_it = together.map_or(Duration::ZERO, |p| {
+        Duration::from_secs_f64(rest as f64 / p.max(1.0))
+    });
+    let soonest = times.iter().min().copied().unwrap_or_default();
+    let bar = all_of_it.max(soonest);
+    times.iter().map(|t| *t <= bar).collect()
 }
 
 /// The longest a party's only link stays out after failures.

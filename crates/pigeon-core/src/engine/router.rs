@@ -187,7 +187,7 @@ async fn dispatch<H: Hooks>(node: &Arc<Node>, hooks: &H, peer: Arc<Peer>, contro
             .filter(|(owner, tx)| *owner == peer.name && !tx.is_closed())
             .map(|(_, tx)| tx.clone());
         if let Some(tx) = tx {
-            if matches!(control, Control::Ack { .. }) {
+            if matches!(control, Control::Ack { .. } | Control::Pieces { .. }) {
                 // Acknowledgements are cumulative: if the task is busy (a
                 // long hash), drop this one rather than hold up the router.
                 let _ = tx.try_send(TaskInput::Control(control));

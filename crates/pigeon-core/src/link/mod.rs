@@ -13,10 +13,20 @@
 //! bounded memory ([`Reassembler`]).
 //!
 //! Message layout: `b"PG" ++ [version]` then records, each
-//! `0x01 varint(len) frame` or `0x02 u64(frame id) varint(total)
-//! varint(offset) varint(len) bytes`.
+//! `0x01 varint(len) frame`, `0x02 u64(frame id) varint(total)
+//! varint(offset) varint(len) bytes` (a fragment of a control frame), or
+//! `0x03 u64(transfer) varint(run) varint(index) varint(total)
+//! varint(offset) varint(len) bytes` (a piece of a chunk's frame, named so
+//! that pieces of two copies fit together: [`PieceKey`]).
+//!
+//! A chunk larger than one message (a transfer's chunks are sized for its
+//! largest link) goes in pieces on a smaller link. The receiver keeps the
+//! pieces of every copy in one [`Reassembler`] shared by the party's links
+//! and says what it holds of a chunk not yet complete; a copy sent again
+//! then carries only the rest ([`ChunkFrame::held`]): one lost message costs
+//! one message, not the chunk.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -33,12 +43,13 @@ const LINK_VERSION: u8 = 1;
 const HEADER_LEN: usize = 3;
 const TAG_WHOLE: u8 = 1;
 const TAG_FRAGMENT: u8 = 2;
+const TAG_PIECE: u8 = 3;
 /// Worst-case record header of a whole frame: tag + varint length.
 pub const WHOLE_RECORD_OVERHEAD: usize = 1 + 5;
-/// Worst-case fragment header: tag, id, three varints.
-const FRAGMENT_OVERHEAD: usize = 1 + 8 + 5 + 5 + 5;
-/// Do not start a fragment in less room than this.
-const MIN_FRAGMENT_ROOM: usize = FRAGMENT_OVERHEAD + 16;
+/// Worst-case piece header: tag, transfer, five varints.
+pub const PIECE_OVERHEAD: usize = 1 + 8 + 5 * 5;
+/// Do not start a fragment or piece in less room than this.
+pub(crate) const MIN_FRAGMENT_ROOM: usize = PIECE_OVERHEAD + 16;
 /// Message size on channels with no pace: a 1 MiB chunk and its overheads.
 const UNPACED_MESSAGE: usize = 1024 * 1024 + 256;
 /// Most control frames waiting for one destination.
@@ -87,7 +98,22 @@ struct Outgoing {
     coalesce: Option<[u8; 17]>,
     /// The chunk a data frame carries, told back if its message fails.
     chunk: Option<ChunkRef>,
+    /// A chunk's name in pieces, and what of it the peer holds already.
+    piece: Option<(PieceKey, Vec<(usize, usize)>)>,
     _permit: Option<OwnedSemaphorePermit>,
+}
+
+/// A chunk's frame, for [`LinkHandle::send_reserved`].
+pub struct ChunkFrame {
+    pub frame: Vec<u8>,
+    pub transfer: [u8; 16],
+    /// The sealing run it was sealed in: with the index, what makes two
+    /// copies the same bytes.
+    pub run: u32,
+    pub index: u32,
+    /// Ranges of the frame the peer said it holds of an earlier copy: only
+    /// the rest is sent.
+    pub held: Vec<(usize, usize)>,
 }
 
 /// A chunk as the link knows it: its transfer's id and its index.
@@ -193,6 +219,11 @@ pub struct LinkHandle {
     pub stats: Arc<LinkStats>,
     health: Arc<crate::transport::Health>,
     started: Instant,
+    /// Where arriving fragments and pieces are put together, shared by the
+    /// party's links.
+    pieces: Arc<Mutex<Reassembler>>,
+    /// The bandwidth limits what it sends counts against.
+    limits: Vec<Arc<Limiter>>,
 }
 
 /// Bytes of data frames a link lets wait in its queues. Enough to fill two
@@ -201,6 +232,14 @@ pub struct LinkHandle {
 /// send. Counted in bytes: small compressed frames take only their size.
 fn data_budget(caps: &Capabilities) -> usize {
     (2 * (message_payload(caps) + HEADER_LEN) + 1024).min(8 * 1024 * 1024)
+}
+
+/// What a data frame of `bytes` takes of the budget: its size, but at most
+/// half of it, so that a frame larger than a message (a chunk sized for a
+/// larger link) leaves room for the next one behind it, and the message
+/// that carries its last piece is filled with the next chunk's first.
+fn frame_cost(caps: &Capabilities, bytes: usize) -> u32 {
+    bytes.clamp(1, data_budget(caps) / 2) as u32
 }
 
 impl LinkHandle {
@@ -226,6 +265,7 @@ impl LinkHandle {
             class: Class::Control,
             coalesce,
             chunk: None,
+            piece: None,
             _permit: None,
         }));
     }
@@ -233,7 +273,7 @@ impl LinkHandle {
     /// Wait for room for one data frame of `bytes` (cancel-safe: dropping
     /// the future reserves nothing).
     pub async fn reserve(&self, bytes: usize) -> OwnedSemaphorePermit {
-        let n = bytes.clamp(1, data_budget(&self.caps)) as u32;
+        let n = frame_cost(&self.caps, bytes);
         self.data_budget
             .clone()
             .acquire_many_owned(n)
@@ -241,25 +281,26 @@ impl LinkHandle {
             .expect("the data budget semaphore is never closed")
     }
 
-    /// Queue a data frame carrying `chunk` in the room
-    /// [`reserve`](Self::reserve) made; the room is given back when the
-    /// frame has been packed into a message.
-    pub fn send_reserved(
-        &self,
-        to: &Address,
-        frame: Vec<u8>,
-        chunk: ChunkRef,
-        permit: OwnedSemaphorePermit,
-    ) {
+    /// Queue a chunk's frame in the room [`reserve`](Self::reserve) made;
+    /// the room is given back when the frame has been packed into messages.
+    pub fn send_reserved(&self, to: &Address, chunk: ChunkFrame, permit: OwnedSemaphorePermit) {
         self.stats.submitted.fetch_add(1, Ordering::Relaxed);
+        let key = PieceKey::new(&chunk.transfer, chunk.run, chunk.index);
         let _ = self.tx.send(Op::Send(Outgoing {
             to: to.clone(),
-            frame,
+            frame: chunk.frame,
             class: Class::Data,
             coalesce: None,
-            chunk: Some(chunk),
+            chunk: Some((chunk.transfer, chunk.index)),
+            piece: Some((key, chunk.held)),
             _permit: Some(permit),
         }));
+    }
+
+    /// What this party holds of transfer `transfer`'s chunks that are not
+    /// yet complete (the pieces every link of the party brought).
+    pub fn held(&self, transfer: &[u8; 16]) -> Vec<Held> {
+        crate::task::lock(&self.pieces).held(transfer)
     }
 
     /// Take the chunks of transfer `transfer` whose messages failed on
@@ -298,6 +339,47 @@ impl LinkHandle {
             && !self.stats.busy.load(Ordering::Relaxed)
     }
 
+    /// The most bytes a second this link carries: its channel's pace and
+    /// its bandwidth limits (None: neither, as fast as the transport goes).
+    pub fn pace(&self) -> Option<f64> {
+        let caps = &self.caps;
+        let by_messages = caps
+            .messages_per_minute
+            .map(|m| f64::from(m) * message_payload(caps) as f64 / 60.0);
+        let by_bytes = caps.bytes_per_minute.map(|b| b as f64 / 60.0);
+        let limits = self
+            .limits
+            .iter()
+            .filter_map(|l| l.rate_now())
+            .map(|r| r as f64);
+        by_messages
+            .into_iter()
+            .chain(by_bytes)
+            .chain(limits)
+            .min_by(f64::total_cmp)
+    }
+
+    /// How long this link takes to send a frame of `bytes` at its pace: a
+    /// chunk in pieces on a text channel is many messages (zero unpaced).
+    pub fn time_to_send(&self, bytes: usize) -> Duration {
+        let caps = &self.caps;
+        let messages = bytes.div_ceil(message_payload(caps).max(1)).max(1);
+        let by_count = caps.messages_per_minute.map_or(Duration::ZERO, |m| {
+            Duration::from_secs_f64(60.0 * messages as f64 / f64::from(m.max(1)))
+        });
+        let by_bytes = self.pace().map_or(Duration::ZERO, |r| {
+            Duration::from_secs_f64(bytes as f64 / r.max(1.0))
+        });
+        by_count.max(by_bytes)
+    }
+
+    /// How long until this link has sent a frame of `bytes` given to it
+    /// now, behind what its queue already holds.
+    pub fn time_to_finish(&self, bytes: usize) -> Duration {
+        let queued = data_budget(&self.caps).saturating_sub(self.room());
+        self.time_to_send(queued + bytes)
+    }
+
     /// Free room in the data queue, in bytes.
     pub fn room(&self) -> usize {
         self.data_budget.available_permits()
@@ -326,7 +408,7 @@ impl LinkHandle {
 
     /// Room for a data frame of `bytes` now, if there is.
     pub fn try_reserve(&self, bytes: usize) -> Option<OwnedSemaphorePermit> {
-        let n = bytes.clamp(1, data_budget(&self.caps)) as u32;
+        let n = frame_cost(&self.caps, bytes);
         self.data_budget.clone().try_acquire_many_owned(n).ok()
     }
 
@@ -417,15 +499,26 @@ pub struct Inbound {
     pub from: Option<Address>,
 }
 
+/// How much the party's links hold of frames not yet complete.
+pub const REASSEMBLY_BUDGET: usize = 64 * 1024 * 1024;
+
+/// A reassembler for a party's links to share ([`start`]).
+pub fn shared_reassembler() -> Arc<Mutex<Reassembler>> {
+    Arc::new(Mutex::new(Reassembler::new(REASSEMBLY_BUDGET)))
+}
+
 /// Start a link over `transport`: returns its handle; arriving frames go to
-/// `inbound`. What it sends counts against every one of `limits` (the
-/// party's, shared by its links, and the link's own).
+/// `inbound`, put together in `pieces` (shared by the party's links, so the
+/// pieces of a chunk's copies fit together whichever link each took). What
+/// it sends counts against every one of `limits` (the party's, shared by
+/// its links, and the link's own).
 pub fn start<T: Transport>(
     mut transport: T,
     profile: &str,
     index: usize,
     inbound: mpsc::Sender<Inbound>,
     limits: Vec<Arc<Limiter>>,
+    pieces: Arc<Mutex<Reassembler>>,
 ) -> LinkHandle {
     let caps = transport.capabilities().clone();
     let stats = Arc::new(LinkStats::default());
@@ -440,9 +533,17 @@ pub fn start<T: Transport>(
         stats: stats.clone(),
         health: transport.health(),
         started,
+        pieces: pieces.clone(),
+        limits: limits.clone(),
     };
     let incoming = transport.incoming();
-    crate::task::spawn(receive_loop(incoming, index, inbound, stats.clone()));
+    crate::task::spawn(receive_loop(
+        incoming,
+        index,
+        inbound,
+        stats.clone(),
+        pieces,
+    ));
     let health = transport.health();
     crate::task::spawn(send_loop(transport, rx, stats, health, started, limits));
     handle
@@ -453,14 +554,15 @@ async fn receive_loop(
     index: usize,
     inbound: mpsc::Sender<Inbound>,
     stats: Arc<LinkStats>,
+    pieces: Arc<Mutex<Reassembler>>,
 ) {
-    let mut reassembler = Reassembler::new(64 * 1024 * 1024);
     while let Some(crate::transport::Received { from, message }) = incoming.recv().await {
         let Some(bytes) = link_bytes(message) else {
             stats.corrupt.fetch_add(1, Ordering::Relaxed);
             continue;
         };
-        let frames = match unpack_owned(bytes, &mut reassembler) {
+        let unpacked = unpack_owned(bytes, &mut crate::task::lock(&pieces));
+        let frames = match unpacked {
             Ok(frames) => frames,
             Err(Malformed) => {
                 stats.corrupt.fetch_add(1, Ordering::Relaxed);
@@ -509,7 +611,8 @@ mod wire;
 use breaker::Breaker;
 pub use limit::Limiter;
 use pace::*;
-pub use reassembly::Reassembler;
+use reassembly::Key;
+pub use reassembly::{Held, PieceKey, Reassembler};
 #[cfg(test)]
 pub use reassembly::{MAX_PIECES, PIECE_COST};
 use wire::*;

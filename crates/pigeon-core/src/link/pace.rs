@@ -21,12 +21,46 @@ pub(super) struct Dest {
 
 /// The frame being split across messages.
 pub(super) struct Partial {
-    pub(super) id: u64,
+    pub(super) key: Key,
     pub(super) frame: Vec<u8>,
-    /// Where the next fragment starts.
-    pub(super) offset: usize,
+    /// The ranges still to send, in order (all of the frame, or what the
+    /// peer said it lacks).
+    pub(super) todo: VecDeque<(usize, usize)>,
     pub(super) chunk: Option<ChunkRef>,
     pub(super) _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Partial {
+    fn left(&self) -> usize {
+        self.todo.iter().map(|(s, e)| e - s).sum()
+    }
+}
+
+/// The ranges of `0..len` not in `held` (merged, in order), or all of it
+/// when that would be nothing (a peer that holds every byte would have had
+/// the frame).
+pub(super) fn missing(held: &[(usize, usize)], len: usize) -> VecDeque<(usize, usize)> {
+    let mut todo = VecDeque::new();
+    let mut at = 0;
+    let mut held: Vec<(usize, usize)> = held
+        .iter()
+        .map(|&(s, e)| (s.min(len), e.min(len)))
+        .filter(|(s, e)| s < e)
+        .collect();
+    held.sort_unstable();
+    for (s, e) in held {
+        if s > at {
+            todo.push_back((at, s));
+        }
+        at = at.max(e);
+    }
+    if at < len {
+        todo.push_back((at, len));
+    }
+    if todo.is_empty() {
+        todo.push_back((0, len));
+    }
+    todo
 }
 
 impl Dest {
@@ -51,10 +85,7 @@ impl Dest {
     }
 
     pub(super) fn pending_bytes(&self) -> usize {
-        let partial = self
-            .partial
-            .as_ref()
-            .map_or(0, |p| p.frame.len() - p.offset);
+        let partial = self.partial.as_ref().map_or(0, Partial::left);
         self.data_bytes + partial + self.control.iter().map(|o| o.frame.len()).sum::<usize>()
     }
 }
@@ -296,8 +327,10 @@ pub(super) fn enqueue(d: &mut Dest, out: Outgoing) {
 }
 
 /// Fill one message from `d`'s queues: control first, then the partial
-/// frame, then data; the last frame that does not fit is split. Returns
-/// the message and the chunks it carries (whole or in part).
+/// frame, then data; the last frame that does not fit is split (a chunk in
+/// pieces, anything else in fragments), and a chunk the peer holds part of
+/// goes as pieces of the rest. Returns the message and the chunks it
+/// carries (whole or in part).
 pub(super) fn pack(d: &mut Dest, capacity: usize, next_id: &mut u64) -> (Vec<u8>, Vec<ChunkRef>) {
     let mut chunks = vec![];
     let mut msg = Vec::with_capacity(capacity.min(4 * 1024 * 1024) + HEADER_LEN);
@@ -305,24 +338,10 @@ pub(super) fn pack(d: &mut Dest, capacity: usize, next_id: &mut u64) -> (Vec<u8>
     msg.push(LINK_VERSION);
     let limit = capacity + HEADER_LEN;
     // A partial frame goes first so it finishes as soon as possible.
-    if let Some(mut p) = d.partial.take() {
-        let room = limit - msg.len();
-        let rest = p.frame.len() - p.offset;
-        let take = rest.min(room.saturating_sub(FRAGMENT_OVERHEAD));
-        put_fragment(
-            &mut msg,
-            p.id,
-            p.frame.len(),
-            p.offset,
-            &p.frame[p.offset..p.offset + take],
-        );
-        chunks.extend(p.chunk);
-        if p.offset + take < p.frame.len() {
-            p.offset += take;
-            d.partial = Some(p);
-        }
+    if let Some(p) = d.partial.take() {
+        d.partial = put_partial(&mut msg, limit, p, &mut chunks);
     }
-    loop {
+    while d.partial.is_none() {
         let from_control = !d.control.is_empty();
         let next = if from_control {
             d.control.front()
@@ -330,12 +349,10 @@ pub(super) fn pack(d: &mut Dest, capacity: usize, next_id: &mut u64) -> (Vec<u8>
             d.data.front()
         };
         let Some(next) = next else { break };
-        if d.partial.is_some() {
-            break;
-        }
         let room = limit - msg.len();
         let need = next.frame.len() + WHOLE_RECORD_OVERHEAD;
-        if need <= room {
+        let whole = next.piece.as_ref().is_none_or(|(_, held)| held.is_empty());
+        if whole && need <= room {
             let out = pop(d, from_control);
             chunks.extend(out.chunk);
             msg.push(TAG_WHOLE);
@@ -347,18 +364,21 @@ pub(super) fn pack(d: &mut Dest, capacity: usize, next_id: &mut u64) -> (Vec<u8>
             break;
         }
         let out = pop(d, from_control);
-        *next_id = next_id.wrapping_add(1);
-        let take = room - FRAGMENT_OVERHEAD;
-        put_fragment(&mut msg, *next_id, out.frame.len(), 0, &out.frame[..take]);
-        chunks.extend(out.chunk);
-        d.partial = Some(Partial {
-            id: *next_id,
+        let (key, todo) = match &out.piece {
+            Some((key, held)) => (Key::Piece(*key), missing(held, out.frame.len())),
+            None => {
+                *next_id = next_id.wrapping_add(1);
+                (Key::Id(*next_id), VecDeque::from([(0, out.frame.len())]))
+            }
+        };
+        let p = Partial {
+            key,
             frame: out.frame,
-            offset: take,
+            todo,
             chunk: out.chunk,
             _permit: out._permit,
-        });
-        break;
+        };
+        d.partial = put_partial(&mut msg, limit, p, &mut chunks);
     }
     d.oldest = if d.is_empty() {
         None
@@ -366,6 +386,45 @@ pub(super) fn pack(d: &mut Dest, capacity: usize, next_id: &mut u64) -> (Vec<u8>
         Some(Instant::now())
     };
     (msg, chunks)
+}
+
+/// Put as much of `p` as fits in `msg` (up to `limit`); returns it if some
+/// is left for the next message.
+fn put_partial(
+    msg: &mut Vec<u8>,
+    limit: usize,
+    mut p: Partial,
+    chunks: &mut Vec<ChunkRef>,
+) -> Option<Partial> {
+    let mut carried = false;
+    while let Some(&(start, end)) = p.todo.front() {
+        // The header as it will be written (its varints are short), so the
+        // message is filled to the byte.
+        let free = limit - msg.len();
+        let overhead = record_header(p.key, p.frame.len(), start, (end - start).min(free));
+        let room = free.saturating_sub(overhead);
+        // A piece too small to be worth its header waits for the next
+        // message, unless it finishes its range.
+        if room == 0 || (room < end - start && room + overhead < MIN_FRAGMENT_ROOM && carried) {
+            break;
+        }
+        let take = (end - start).min(room);
+        let part = &p.frame[start..start + take];
+        match p.key {
+            Key::Id(id) => put_fragment(msg, id, p.frame.len(), start, part),
+            Key::Piece(key) => put_piece(msg, key, p.frame.len(), start, part),
+        }
+        if !carried {
+            chunks.extend(p.chunk);
+            carried = true;
+        }
+        if start + take < end {
+            p.todo[0].0 = start + take;
+            return Some(p);
+        }
+        p.todo.pop_front();
+    }
+    (!p.todo.is_empty()).then_some(p)
 }
 
 pub(super) fn pop(d: &mut Dest, control: bool) -> Outgoing {

@@ -15,11 +15,19 @@ use super::*;
 ///   fill whole messages: a frame of 8 MiB over 4 KB messages is 2,000);
 /// - time: O(log n) per fragment, amortised: the received ranges are kept
 ///   merged, and each range is merged away at most once.
+///
+/// A chunk's pieces ([`PieceKey`]) are kept across copies: a chunk sent
+/// again under its sealing run is the same bytes, so what one copy brought
+/// fills the gaps another left, whichever link each came by, and the
+/// receiver can say what it holds ([`held`](Self::held)) for the sender to
+/// send only the rest.
 pub struct Reassembler {
     pub(super) budget: usize,
     pub(super) used: usize,
-    pub(super) partials: HashMap<u64, Partial>,
-    pub(super) order: VecDeque<u64>,
+    pub(super) partials: HashMap<Key, Partial>,
+    pub(super) order: VecDeque<Key>,
+    /// The chunks with pieces held, by transfer.
+    pub(super) chunks: BTreeSet<PieceKey>,
     pub(super) done: HashSet<u64>,
     pub(super) done_order: VecDeque<u64>,
     /// Ranges visited, for the tests that prove the time bound.
@@ -31,6 +39,53 @@ pub const PIECE_COST: usize = 64;
 /// Most pieces one frame may arrive in.
 pub const MAX_PIECES: usize = 4096;
 
+/// Which frame a fragment belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(super) enum Key {
+    /// A frame the sending link numbered (control frames): it is never
+    /// sent again under this number.
+    Id(u64),
+    /// A chunk's frame, the same bytes in every copy.
+    Piece(PieceKey),
+}
+
+/// A chunk frame's name in its pieces: its transfer (the id's first eight
+/// bytes), its sealing run and its index. Under one run a chunk is sealed
+/// to the same bytes every time (the nonce rule), so pieces of two copies
+/// fit together.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PieceKey {
+    pub transfer: u64,
+    pub index: u32,
+    pub run: u32,
+}
+
+impl PieceKey {
+    pub fn new(transfer: &[u8; 16], run: u32, index: u32) -> PieceKey {
+        PieceKey {
+            transfer: transfer_tag(transfer),
+            index,
+            run,
+        }
+    }
+}
+
+/// The part of a transfer id that pieces carry.
+pub fn transfer_tag(transfer: &[u8; 16]) -> u64 {
+    u64::from_be_bytes(transfer[..8].try_into().expect("eight bytes"))
+}
+
+/// What the receiver holds of a chunk frame not yet complete.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Held {
+    pub key: PieceKey,
+    pub total: usize,
+    /// Received ranges, merged and in order.
+    pub ranges: Vec<(usize, usize)>,
+    /// When its last piece came.
+    pub touched: Instant,
+}
+
 pub(super) struct Partial {
     pub(super) total: usize,
     /// Received bytes by offset; pieces never overlap.
@@ -39,7 +94,8 @@ pub(super) struct Partial {
     pub(super) covered: BTreeMap<usize, usize>,
     pub(super) have: usize,
     pub(super) cost: usize,
-    pub(super) started: Instant,
+    /// When its last new piece came: it expires that long after.
+    pub(super) touched: Instant,
 }
 
 impl Reassembler {
@@ -52,6 +108,7 @@ impl Reassembler {
             used: 0,
             partials: HashMap::new(),
             order: VecDeque::new(),
+            chunks: BTreeSet::new(),
             done: HashSet::new(),
             done_order: VecDeque::new(),
             steps: 0,
@@ -66,25 +123,61 @@ impl Reassembler {
         offset: usize,
         part: &[u8],
     ) -> Result<Option<Vec<u8>>, Malformed> {
+        if self.done.contains(&id) {
+            return Ok(None);
+        }
+        self.add_to(Key::Id(id), total, offset, part)
+    }
+
+    /// Add a piece of a chunk frame; returns the whole frame when this
+    /// completes it. A completed chunk is not remembered: a copy sent again
+    /// (its acknowledgement was lost) must reach the engine again, which
+    /// answers it. A piece that disagrees on the frame's size starts the
+    /// frame over (pieces are not authenticated: the newest claim wins, so
+    /// one forged piece cannot shut the real ones out).
+    pub fn add_piece(
+        &mut self,
+        key: PieceKey,
+        total: usize,
+        offset: usize,
+        part: &[u8],
+    ) -> Result<Option<Vec<u8>>, Malformed> {
+        if self
+            .partials
+            .get(&Key::Piece(key))
+            .is_some_and(|p| p.total != total)
+        {
+            self.drop_partial(Key::Piece(key));
+        }
+        self.add_to(Key::Piece(key), total, offset, part)
+    }
+
+    fn add_to(
+        &mut self,
+        id: Key,
+        total: usize,
+        offset: usize,
+        part: &[u8],
+    ) -> Result<Option<Vec<u8>>, Malformed> {
         let end = offset.checked_add(part.len()).ok_or(Malformed)?;
         if total > MAX_FRAME || end > total {
             return Err(Malformed);
-        }
-        if self.done.contains(&id) {
-            return Ok(None);
         }
         self.expire();
         let p = match self.partials.entry(id) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => {
                 self.order.push_back(id);
+                if let Key::Piece(k) = id {
+                    self.chunks.insert(k);
+                }
                 e.insert(Partial {
                     total,
                     pieces: BTreeMap::new(),
                     covered: BTreeMap::new(),
                     have: 0,
                     cost: 0,
-                    started: Instant::now(),
+                    touched: Instant::now(),
                 })
             }
         };
@@ -98,6 +191,9 @@ impl Reassembler {
             p.have += e - s;
             added += e - s + PIECE_COST;
         }
+        if added > 0 {
+            p.touched = Instant::now();
+        }
         p.cost += added;
         self.used += added;
         if p.pieces.len() > MAX_PIECES {
@@ -110,11 +206,13 @@ impl Reassembler {
             for piece in p.pieces.into_values() {
                 frame.extend_from_slice(&piece);
             }
-            self.done.insert(id);
-            self.done_order.push_back(id);
-            if self.done_order.len() > Self::REMEMBER_DONE {
-                if let Some(old) = self.done_order.pop_front() {
-                    self.done.remove(&old);
+            if let Key::Id(id) = id {
+                self.done.insert(id);
+                self.done_order.push_back(id);
+                if self.done_order.len() > Self::REMEMBER_DONE {
+                    if let Some(old) = self.done_order.pop_front() {
+                        self.done.remove(&old);
+                    }
                 }
             }
             return Ok(Some(frame));
@@ -146,9 +244,12 @@ impl Reassembler {
     /// Remove a partial frame. Its id stays in `order` until it reaches the
     /// front (no linear search); `order` is compacted when stale ids
     /// outnumber live ones.
-    pub(super) fn take(&mut self, id: u64) -> Option<Partial> {
+    pub(super) fn take(&mut self, id: Key) -> Option<Partial> {
         let p = self.partials.remove(&id)?;
         self.used -= p.cost;
+        if let Key::Piece(k) = id {
+            self.chunks.remove(&k);
+        }
         if self.order.len() > 2 * self.partials.len() + 64 {
             let live = &self.partials;
             self.order.retain(|o| live.contains_key(o));
@@ -156,8 +257,33 @@ impl Reassembler {
         Some(p)
     }
 
-    pub(super) fn drop_partial(&mut self, id: u64) {
+    pub(super) fn drop_partial(&mut self, id: Key) {
         self.take(id);
+    }
+
+    /// What is held of transfer `transfer`'s chunk frames that are not yet
+    /// complete, and not older than the timeout.
+    pub fn held(&self, transfer: &[u8; 16]) -> Vec<Held> {
+        let tag = transfer_tag(transfer);
+        let from = PieceKey {
+            transfer: tag,
+            index: 0,
+            run: 0,
+        };
+        let now = Instant::now();
+        self.chunks
+            .range(from..)
+            .take_while(|k| k.transfer == tag)
+            .filter_map(|k| {
+                let p = self.partials.get(&Key::Piece(*k))?;
+                (now.duration_since(p.touched) <= Self::TIMEOUT).then(|| Held {
+                    key: *k,
+                    total: p.total,
+                    ranges: p.covered.iter().map(|(&s, &e)| (s, e)).collect(),
+                    touched: p.touched,
+                })
+            })
+            .collect()
     }
 
     pub(super) fn expire(&mut self) {
@@ -166,14 +292,12 @@ impl Reassembler {
             let stale = self
                 .partials
                 .get(&id)
-                .is_none_or(|p| now.duration_since(p.started) > Self::TIMEOUT);
+                .is_none_or(|p| now.duration_since(p.touched) > Self::TIMEOUT);
             if !stale {
                 break;
             }
             self.order.pop_front();
-            if let Some(p) = self.partials.remove(&id) {
-                self.used -= p.cost;
-            }
+            self.take(id);
         }
     }
 

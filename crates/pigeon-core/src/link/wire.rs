@@ -11,6 +11,38 @@ pub(super) fn put_fragment(msg: &mut Vec<u8>, id: u64, total: usize, offset: usi
     msg.extend_from_slice(part);
 }
 
+pub(super) fn put_piece(
+    msg: &mut Vec<u8>,
+    key: PieceKey,
+    total: usize,
+    offset: usize,
+    part: &[u8],
+) {
+    msg.push(TAG_PIECE);
+    msg.extend_from_slice(&key.transfer.to_be_bytes());
+    put_varint(msg, u64::from(key.run));
+    put_varint(msg, u64::from(key.index));
+    put_varint(msg, total as u64);
+    put_varint(msg, offset as u64);
+    put_varint(msg, part.len() as u64);
+    msg.extend_from_slice(part);
+}
+
+/// The length of a fragment's or piece's header, for a part of `len`.
+pub(super) fn record_header(key: Key, total: usize, offset: usize, len: usize) -> usize {
+    let varints = varint_len(total as u64) + varint_len(offset as u64) + varint_len(len as u64);
+    match key {
+        Key::Id(_) => 1 + 8 + varints,
+        Key::Piece(k) => {
+            1 + 8 + varint_len(u64::from(k.run)) + varint_len(u64::from(k.index)) + varints
+        }
+    }
+}
+
+fn varint_len(v: u64) -> usize {
+    (64 - v.max(1).leading_zeros() as usize).div_ceil(7)
+}
+
 pub(super) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
@@ -80,12 +112,7 @@ pub fn unpack(buf: &[u8], reassembler: &mut Reassembler) -> Result<Vec<Vec<u8>>,
                 pos = end;
             }
             TAG_FRAGMENT => {
-                let id_bytes: [u8; 8] = buf
-                    .get(pos..pos + 8)
-                    .ok_or(Malformed)?
-                    .try_into()
-                    .map_err(|_| Malformed)?;
-                pos += 8;
+                let id_bytes = get_8(buf, &mut pos)?;
                 let total = get_varint(buf, &mut pos)? as usize;
                 let offset = get_varint(buf, &mut pos)? as usize;
                 let len = get_varint(buf, &mut pos)? as usize;
@@ -100,8 +127,40 @@ pub fn unpack(buf: &[u8], reassembler: &mut Reassembler) -> Result<Vec<Vec<u8>>,
                 }
                 pos = end;
             }
+            TAG_PIECE => {
+                let tag = get_8(buf, &mut pos)?;
+                let run = u32::try_from(get_varint(buf, &mut pos)?).map_err(|_| Malformed)?;
+                let index = u32::try_from(get_varint(buf, &mut pos)?).map_err(|_| Malformed)?;
+                let total = get_varint(buf, &mut pos)? as usize;
+                let offset = get_varint(buf, &mut pos)? as usize;
+                let len = get_varint(buf, &mut pos)? as usize;
+                let end = pos
+                    .checked_add(len)
+                    .filter(|&e| e <= buf.len())
+                    .ok_or(Malformed)?;
+                let key = PieceKey {
+                    transfer: u64::from_be_bytes(tag),
+                    index,
+                    run,
+                };
+                if let Some(frame) = reassembler.add_piece(key, total, offset, &buf[pos..end])? {
+                    frames.push(frame);
+                }
+                pos = end;
+            }
             _ => return Err(Malformed),
         }
     }
     Ok(frames)
+}
+
+/// The 8 bytes at `pos`, moving past them.
+fn get_8(buf: &[u8], pos: &mut usize) -> Result<[u8; 8], Malformed> {
+    let bytes: [u8; 8] = buf
+        .get(*pos..*pos + 8)
+        .ok_or(Malformed)?
+        .try_into()
+        .map_err(|_| Malformed)?;
+    *pos += 8;
+    Ok(bytes)
 }

@@ -167,6 +167,50 @@ pub enum Control {
         request: u64,
         result: std::result::Result<(String, Vec<crate::policy::Share>), String>,
     },
+    /// The receiver holds these chunks only in part (some of their pieces
+    /// came, not all): the sender sends only the rest of each
+    /// ([`crate::link::ChunkFrame::held`]). The latest replaces any before.
+    Pieces {
+        transfer: TransferId,
+        held: Vec<PiecesHeld>,
+    },
+}
+
+/// What a receiver holds of one chunk's frame ([`Control::Pieces`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PiecesHeld {
+    pub index: u32,
+    /// The sealing run of the copies it holds pieces of.
+    pub run: u32,
+    /// The frame's length.
+    pub total: u32,
+    /// Byte ranges held, merged and in order.
+    pub ranges: Vec<(u32, u32)>,
+}
+
+impl PiecesHeld {
+    /// Most chunks one report names, and ranges per chunk: enough for a
+    /// window of chunks on a text channel, and bounded work for the sender.
+    pub const MAX_CHUNKS: usize = 64;
+    pub const MAX_RANGES: usize = 32;
+
+    /// The ranges, if they are well formed: in order, not touching, within
+    /// the frame, at most [`MAX_RANGES`](Self::MAX_RANGES).
+    pub fn checked_ranges(&self) -> Option<Vec<(usize, usize)>> {
+        if self.ranges.len() > Self::MAX_RANGES {
+            return None;
+        }
+        let mut at = 0u32;
+        let mut out = Vec::with_capacity(self.ranges.len());
+        for (i, &(s, e)) in self.ranges.iter().enumerate() {
+            if s >= e || e > self.total || (i > 0 && s <= at) {
+                return None;
+            }
+            at = e;
+            out.push((s as usize, e as usize));
+        }
+        Some(out)
+    }
 }
 
 /// What a [`Control::ShareAsk`] asks.
@@ -210,7 +254,8 @@ impl Control {
             | Control::Fetch { transfer, .. }
             | Control::Cancel { transfer }
             | Control::Abort { transfer, .. }
-            | Control::Present { transfer, .. } => Some(*transfer),
+            | Control::Present { transfer, .. }
+            | Control::Pieces { transfer, .. } => Some(*transfer),
             Control::List { .. }
             | Control::Listing { .. }
             | Control::ListRefused { .. }

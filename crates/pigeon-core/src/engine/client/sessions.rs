@@ -206,6 +206,7 @@ pub(super) async fn connect(node: Arc<Node>, peer: Arc<Peer>, hooks: Arc<ClientH
             .iter_mut()
             .flat_map(|e| std::mem::take(&mut e.chunks))
             .collect();
+        let mut tails: Vec<_> = early.iter_mut().filter_map(|e| e.tail.take()).collect();
         if !early.is_empty() {
             tracing::debug!(
                 offers = early.len(),
@@ -241,6 +242,13 @@ pub(super) async fn connect(node: Arc<Node>, peer: Arc<Peer>, hooks: Arc<ClientH
             // Once: later copies of the chunks are their senders' to time.
             for chunk in behind.drain(..) {
                 link.send_control(&to, chunk, None);
+            }
+            for tail in tails.drain(..) {
+                node.links[tail.link].send_reserved(
+                    &peer.address_on(tail.link),
+                    tail.chunk,
+                    tail.permit,
+                );
             }
             let deadline = tokio::time::sleep(timer.sent());
             tokio::pin!(deadline);

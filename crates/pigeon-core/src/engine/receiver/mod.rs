@@ -71,7 +71,15 @@ pub(crate) struct Receiver {
     ack_job: Option<tokio::task::JoinHandle<Result<()>>>,
     /// The link the chunk being taken in came by: its faults are its link's.
     arrived_on: usize,
+    /// Pieces of a chunk that stopped coming for this long were lost: say
+    /// what is held, for the sender to send the rest.
+    stall: Duration,
+    /// The last such report and when.
+    pieces_said: Option<(Vec<HeldSaid>, Instant)>,
 }
+
+/// What a pieces report said of one chunk: its index, run and bytes held.
+type HeldSaid = (u32, u32, u64);
 
 impl Receiver {
     pub fn new(
@@ -107,8 +115,20 @@ impl Receiver {
             cfg.silence_limit,
             Instant::now(),
         );
+        // A chunk's pieces come one message apart on their link: two of the
+        // slowest link's intervals without one, and the rest was lost.
+        let stall = node
+            .links
+            .iter()
+            .filter_map(|l| l.capabilities().messages_per_minute)
+            .map(|m| Duration::from_secs_f64(120.0 / f64::from(m.max(1))))
+            .max()
+            .unwrap_or_default()
+            .clamp(Duration::from_secs(1), Duration::from_secs(20));
         let mut r = Receiver {
             arrived_on: 0,
+            stall,
+            pieces_said: None,
             node,
             peer,
             cfg,
@@ -202,6 +222,7 @@ impl Receiver {
             if let Err(e) = self.ack_timer(now).await {
                 return Outcome::Failed(e.to_string());
             }
+            self.report_pieces(now);
             let wake = self.intake.next_wake(now);
             tokio::select! {
                 input = inbox.recv() => {
@@ -219,6 +240,62 @@ impl Receiver {
                 }
                 () = tokio::time::sleep_until(wake) => {}
             }
+        }
+    }
+
+    /// Say what is held of chunks whose pieces stopped coming (some were
+    /// lost), when that changed or the last report may have been lost: the
+    /// sender then sends only the rest of each.
+    fn report_pieces(&mut self, now: Instant) {
+        if self.file.is_none() {
+            return;
+        }
+        let have = self.intake.have();
+        let held: Vec<crate::protocol::PiecesHeld> = self.node.links[0]
+            .held(&self.rec.id.0)
+            .into_iter()
+            .filter(|h| {
+                h.key.index < have.len()
+                    && !have.get(h.key.index)
+                    && now.duration_since(h.touched) >= self.stall
+            })
+            .take(crate::protocol::PiecesHeld::MAX_CHUNKS)
+            .map(|h| crate::protocol::PiecesHeld {
+                index: h.key.index,
+                run: h.key.run,
+                total: h.total as u32,
+                ranges: h
+                    .ranges
+                    .iter()
+                    .take(crate::protocol::PiecesHeld::MAX_RANGES)
+                    .map(|&(s, e)| (s as u32, e as u32))
+                    .collect(),
+            })
+            .collect();
+        if held.is_empty() {
+            self.pieces_said = None;
+            return;
+        }
+        let print: Vec<(u32, u32, u64)> = held
+            .iter()
+            .map(|h| {
+                let bytes = h.ranges.iter().map(|(s, e)| u64::from(e - s)).sum();
+                (h.index, h.run, bytes)
+            })
+            .collect();
+        let said_lately = self.pieces_said.as_ref().is_some_and(|(p, at)| {
+            *p == print && now.duration_since(*at) < (self.rto.get() * 2).max(self.stall)
+        });
+        if said_lately {
+            return;
+        }
+        let report = Control::Pieces {
+            transfer: self.rec.id,
+            held,
+        };
+        if self.node.send_control(&self.peer, &report) {
+            tracing::debug!(transfer = %self.rec.id.short(), chunks = print.len(), "told the sender which pieces arrived");
+            self.pieces_said = Some((print, now));
         }
     }
 

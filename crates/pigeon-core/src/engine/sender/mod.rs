@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::early::{EarlyEntry, EARLY_WAIT};
+use super::early::{EarlyEntry, EarlyTail, EARLY_WAIT};
 use super::seal::{SealBook, SealError};
 mod dialogue;
 mod prepare;
@@ -92,6 +92,9 @@ pub(crate) struct Sender {
     last_persist: Instant,
     /// How many times each link's circuit had opened when last looked at.
     openings: Vec<u64>,
+    /// What the receiver holds of chunks on the wire that reached it only
+    /// in part, by index: (frame length, byte ranges) of this run's copies.
+    held: std::collections::HashMap<u32, (usize, Vec<(usize, usize)>)>,
 }
 
 impl Sender {
@@ -143,6 +146,7 @@ impl Sender {
             ready: None,
             present: None,
             last_persist: Instant::now(),
+            held: std::collections::HashMap::new(),
             openings: node
                 .links
                 .iter()
@@ -265,6 +269,7 @@ impl Sender {
             }
             let next_prepared = self.ready.is_none() && !self.preps.is_empty();
             let wake = self.next_wake();
+            let rest = self.rest(self.ready.as_ref().map_or(0, |r| r.frame.len()));
             // select! evaluates every branch's future, enabled or not: this
             // one must exist even when there is nothing to wait for.
             let head_job = self.preps.front_mut().map(|p| &mut p.job);
@@ -328,12 +333,21 @@ impl Sender {
                         Err(e) => return self.abort(e.to_string()),
                     }
                 }
-                (link, permit) = self.node.reserve_data(ready_len.unwrap_or(0)), if ready_len.is_some() && !quiet => {
+                (link, permit) = self.node.reserve_data(ready_len.unwrap_or(0), rest), if ready_len.is_some() && !quiet => {
                     self.send_ready(link, permit);
                 }
             }
             self.persist(false);
         }
+    }
+
+    /// The bytes still to send, with a frame of `bytes` about to go: the
+    /// chunks neither acknowledged nor on the wire, at the chunk size.
+    fn rest(&self, bytes: usize) -> u64 {
+        let waiting = u64::from(self.win.acked.len())
+            .saturating_sub(u64::from(self.win.acked.count()))
+            .saturating_sub(self.win.inflight.len() as u64 + 1);
+        waiting * u64::from(self.rec.manifest.chunk_size) + bytes as u64
     }
 
     /// This side cannot go on (the source changed or cannot be read): tell
@@ -401,6 +415,7 @@ impl Sender {
                 match c {
                     Control::Accept { have, epoch, .. } => self.answer(Answer::Accept, epoch, &have),
                     Control::Ack { have, epoch, .. } => self.answer(Answer::Ack, epoch, &have),
+                    Control::Pieces { held, .. } => self.on_pieces(held),
                     Control::Done { sha256, faults, .. } => {
                         // What the channel did on the way in, as the receiver saw it.
                         let seen = FaultCounters {
@@ -466,6 +481,7 @@ impl Sender {
             return;
         }
         for &index in &got.newly {
+            self.held.remove(&index);
             self.progress.emit(ProgressEvent::Acked { index });
         }
         for (i, link) in self.node.links.iter().enumerate() {
@@ -483,6 +499,30 @@ impl Sender {
             tracing::debug!(transfer = %self.rec.id.short(), chunk = i, "gap: resending");
         }
         self.node.touch();
+    }
+
+    /// The receiver holds these chunks only in part. Kept for the chunks on
+    /// the wire in this run (a report is bounded, and names nothing else we
+    /// would send); a copy that has had the time to arrive whole goes again
+    /// now, as pieces of what is missing.
+    fn on_pieces(&mut self, held: Vec<crate::protocol::PiecesHeld>) {
+        let now = Instant::now();
+        let run = self.book.run();
+        for h in held
+            .into_iter()
+            .take(crate::protocol::PiecesHeld::MAX_CHUNKS)
+        {
+            if h.run != run || !self.win.inflight.contains_key(&h.index) {
+                continue;
+            }
+            let Some(ranges) = h.checked_ranges() else {
+                continue;
+            };
+            self.held.insert(h.index, (h.total as usize, ranges));
+            if self.win.partly_held(h.index, now) {
+                tracing::debug!(transfer = %self.rec.id.short(), chunk = h.index, "held in part: sending the rest");
+            }
+        }
     }
 
     /// Un-acknowledge what the receiver says it does not hold (as far as

@@ -120,6 +120,7 @@ impl Sender {
         let mut used = offer.encode()?.len();
         let first = self.win.cursor;
         let mut chunks = vec![];
+        let mut tail = None;
         while used < room {
             let Some(index) = self.next_new() else { break };
             self.win.cursor = index + 1;
@@ -129,15 +130,45 @@ impl Sender {
                 .map_err(|e| CoreError::Transfer(format!("chunk worker failed: {e}")))?
                 .map_err(|e| self.explain_read_error(e))?;
             let frame = self.check_prepared(&prep, built)?;
-            used += frame.len() + crate::link::WHOLE_RECORD_OVERHEAD;
+            let need = frame.len() + crate::link::WHOLE_RECORD_OVERHEAD;
+            if used + need > room {
+                // Larger than what is left of the Hello's message: it goes
+                // in pieces, the first filling that message, if the link
+                // has room for it now (else the ordinary way).
+                match self.node.links[link].try_reserve(frame.len()) {
+                    Some(permit) if room - used >= crate::link::MIN_FRAGMENT_ROOM => {
+                        tail = Some(EarlyTail {
+                            link,
+                            chunk: crate::link::ChunkFrame {
+                                frame,
+                                transfer: self.rec.id.0,
+                                run: self.book.nonce(index).run,
+                                index,
+                                held: vec![],
+                            },
+                            permit,
+                        });
+                    }
+                    _ => self.win.cursor = index,
+                }
+                break;
+            }
+            used += need;
             chunks.push((index, frame));
         }
-        let indices: Vec<u32> = chunks.iter().map(|(i, _)| *i).collect();
+        let whole: Vec<u32> = chunks.iter().map(|(i, _)| *i).collect();
+        let tail_sent = tail.as_ref().map(|t| {
+            (
+                t.chunk.index,
+                self.node.links[link].time_to_send(t.chunk.frame.len()),
+            )
+        });
         let (taken_tx, taken) = tokio::sync::oneshot::channel();
         self.peer.early.put(EarlyEntry {
             transfer: self.rec.id,
             offer,
             chunks: chunks.into_iter().map(|(_, f)| f).collect(),
+            tail,
             taken: taken_tx,
         });
         match tokio::time::timeout(EARLY_WAIT, taken).await {
@@ -150,9 +181,12 @@ impl Sender {
             // Taken just as the wait ran out.
             _ => {}
         }
-        tracing::debug!(transfer = %self.rec.id.short(), chunks = indices.len(), "offer and first chunks ride in the Hello");
-        for index in indices {
-            self.mark_sent(index, false, link);
+        tracing::debug!(transfer = %self.rec.id.short(), chunks = whole.len(), tail = tail_sent.is_some(), "offer and first chunks ride in the Hello");
+        for index in whole {
+            self.mark_sent(index, false, link, Duration::ZERO);
+        }
+        if let Some((index, transmit)) = tail_sent {
+            self.mark_sent(index, false, link, transmit);
         }
         self.talk.went_early();
         Ok(true)
@@ -208,15 +242,34 @@ impl Sender {
             // Acknowledged while it waited (a resend the original beat).
             return;
         }
-        self.node
-            .send_data(link, &self.peer, frame, (self.rec.id.0, index), permit);
-        self.mark_sent(index, retry, link);
+        let held = self.held_of(index, frame.len());
+        let sending = frame.len() - held.iter().map(|(s, e)| e - s).sum::<usize>();
+        let chunk = crate::link::ChunkFrame {
+            frame,
+            transfer: self.rec.id.0,
+            run: self.book.nonce(index).run,
+            index,
+            held,
+        };
+        self.node.send_data(link, &self.peer, chunk, permit);
+        let transmit = self.node.links[link].time_to_send(sending);
+        self.mark_sent(index, retry, link, transmit);
     }
 
-    /// Chunk `index` was handed to `link`: time it, and show it.
-    pub(super) fn mark_sent(&mut self, index: u32, retry: bool, link: usize) {
+    /// What the receiver said it holds of chunk `index`'s frame (of
+    /// `len` bytes, sealed in this run), for only the rest to go.
+    fn held_of(&self, index: u32, len: usize) -> Vec<(usize, usize)> {
+        match self.held.get(&index) {
+            Some((total, ranges)) if *total == len => ranges.clone(),
+            _ => vec![],
+        }
+    }
+
+    /// Chunk `index` was handed to `link`, which takes `transmit` to send
+    /// it: time it, and show it.
+    pub(super) fn mark_sent(&mut self, index: u32, retry: bool, link: usize, transmit: Duration) {
         self.win
-            .sent(index, link, retry, Instant::now(), rand::random());
+            .sent_over(index, link, retry, Instant::now(), rand::random(), transmit);
         self.progress.emit(ProgressEvent::Sent { index, retry });
         if retry {
             self.rec.faults.retransmitted += 1;

@@ -42,6 +42,10 @@ pub(crate) struct Flight {
     pub links: u64,
     /// Order of sending, across resends: gaps are counted in it.
     pub seq: u64,
+    /// How long its link takes to send it at its pace (a chunk in pieces on
+    /// a text channel: many messages): its timer and its round trip start
+    /// after that.
+    pub transmit: Duration,
     pub retries: u32,
     /// None once it is queued for resending.
     pub deadline: Option<Instant>,
@@ -97,11 +101,25 @@ impl Window {
         &self.rtos[link.min(self.rtos.len() - 1)]
     }
 
-    /// Chunk `index` was handed to link `link` at `now` (`retry`: again).
-    /// `jitter` in [0, 1) spreads timers by up to a quarter, so the timers
-    /// of many chunks (and many senders) do not fire at once. Returns how
-    /// many times it has been resent.
+    /// [`sent_over`](Self::sent_over) a link that sends it at once.
+    #[cfg(test)]
     pub fn sent(&mut self, index: u32, link: usize, retry: bool, now: Instant, jitter: f64) -> u32 {
+        self.sent_over(index, link, retry, now, jitter, Duration::ZERO)
+    }
+
+    /// Chunk `index` was handed to link `link` at `now` (`retry`: again),
+    /// which takes `transmit` to send it. `jitter` in [0, 1) spreads timers
+    /// by up to a quarter, so the timers of many chunks (and many senders)
+    /// do not fire at once. Returns how many times it has been resent.
+    pub fn sent_over(
+        &mut self,
+        index: u32,
+        link: usize,
+        retry: bool,
+        now: Instant,
+        jitter: f64,
+        transmit: Duration,
+    ) -> u32 {
         let link = link.min(self.rtos.len() - 1);
         self.seq += 1;
         let before = self.inflight.get(&index);
@@ -118,8 +136,9 @@ impl Window {
                 link,
                 links,
                 seq: self.seq,
+                transmit,
                 retries,
-                deadline: Some(now + backoff),
+                deadline: Some(now + transmit + backoff),
             },
         );
         retries
@@ -173,7 +192,8 @@ impl Window {
                 // copy (Karn): it says nothing of round trips or gaps.
                 if f.retries == 0 {
                     max_seq[f.link] = max_seq[f.link].max(f.seq);
-                    self.rtos[f.link].sample(now.duration_since(f.sent_at));
+                    let rtt = now.duration_since(f.sent_at).saturating_sub(f.transmit);
+                    self.rtos[f.link].sample(rtt);
                 }
             }
         }
@@ -181,21 +201,14 @@ impl Window {
         // one did not, and it is older than that link's round trip plus a
         // reordering allowance (a channel that delays some messages must
         // not cost a resend each).
-        let patience: Vec<Duration> = self
-            .rtos
-            .iter()
-            .map(|r| {
-                let srtt = r.srtt().unwrap_or(r.get());
-                srtt + (srtt / 4).max(Duration::from_millis(100))
-            })
-            .collect();
+        let patience: Vec<Duration> = (0..self.rtos.len()).map(|l| self.patience(l)).collect();
         let mut gaps: Vec<(u32, usize)> = self
             .inflight
             .iter()
             .filter(|(_, f)| {
                 f.deadline.is_some()
                     && f.seq + 3 <= max_seq[f.link]
-                    && now.duration_since(f.sent_at) > patience[f.link]
+                    && now.duration_since(f.sent_at) > f.transmit + patience[f.link]
             })
             .map(|(&i, f)| (i, f.link))
             .collect();
@@ -243,6 +256,32 @@ impl Window {
         }
         self.acked = fresh;
         lost
+    }
+
+    /// How long after its sending a chunk on `link` should have been
+    /// answered: a round trip plus a reordering allowance.
+    fn patience(&self, link: usize) -> Duration {
+        let r = self.rto(link);
+        let srtt = r.srtt().unwrap_or(r.get());
+        srtt + (srtt / 4).max(Duration::from_millis(100))
+    }
+
+    /// The receiver says it holds chunk `index` only in part. If its copy
+    /// has had the time to arrive whole (its sending, a round trip and the
+    /// allowance), the rest was lost: queue it to go again now, without
+    /// waiting for its timer (only the rest will go). Returns whether it
+    /// was queued.
+    pub fn partly_held(&mut self, index: u32, now: Instant) -> bool {
+        let Some(f) = self.inflight.get(&index) else {
+            return false;
+        };
+        if f.deadline.is_none()
+            || now.duration_since(f.sent_at) <= f.transmit + self.patience(f.link)
+        {
+            return false;
+        }
+        self.queue_resend(index);
+        true
     }
 
     /// Send chunk `i` again, if it is on the wire.
