@@ -221,3 +221,93 @@ fn content_changed_under_an_unchanged_stamp_never_reuses_a_nonce_nor_completes_w
     }
     Seals::of(&w.client_transcript()).assert_one_ciphertext_per_nonce();
 }
+
+/// Where each process's messages end in the transcript, and the sealing
+/// runs each transfer used in each such stretch.
+fn runs_by_stretch(msgs: &[Msg], ends: &[usize]) -> Vec<HashMap<[u8; 16], (u32, u32)>> {
+    let mut reassembler = Reassembler::new(256 * 1024 * 1024);
+    let mut stretches = vec![HashMap::new(); ends.len() + 1];
+    for (n, m) in msgs.iter().enumerate() {
+        let stretch = ends.iter().take_while(|&&end| end <= n).count();
+        let raw = unbase64(&m.bytes).unwrap_or_else(|| m.bytes.clone());
+        let Ok(frames) = unpack(&raw, &mut reassembler) else {
+            continue;
+        };
+        for f in frames {
+            if let Ok(Frame::Chunk { transfer, run, .. }) = Frame::decode(&f) {
+                let e: &mut (u32, u32) = stretches[stretch].entry(transfer).or_insert((run, run));
+                *e = (e.0.min(run), e.1.max(run));
+            }
+        }
+    }
+    stretches
+}
+
+/// Issue 25, item 1 (regression): `pigeon resume --all` from a second
+/// shell made the queue write back its copy of the transfer's record, read
+/// before the running sender began a new sealing run; a kill -9 then, and
+/// the next process began that run again, at another gzip level (a faster
+/// transport), under the same nonces. Every process's runs must be above
+/// every run sent before it, and every nonce must carry one ciphertext.
+#[test]
+fn a_second_shells_resume_and_a_kill_never_begin_a_sealing_run_twice() {
+    let _heavy = heavy_lock();
+    // Paced by a bandwidth limit (gzip level 6), the quick one not (level 1).
+    let mut w = World::new("profile=shipper&bwlimit=100k&transcript=1");
+    let fast = uri_for(&w.spool, "profile=shipper&msgs_per_min=250&transcript=1");
+    // The agent answers quickly: only the client's own pace differs.
+    w.start_agent_on(std::slice::from_ref(&fast));
+    let data = mixed_content(24_000_000, 63);
+    let f = w.file("big.log", &data);
+    let transcript_len = || w.client_transcript().len();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(25);
+    let mut first = w.spawn_upload(&[&f], &[]);
+    std::thread::sleep(Duration::from_millis(1500));
+    first.kill9();
+    let mut ends = vec![transcript_len()];
+    for _ in 0..4 {
+        let mut owner = w.spawn_client(&["resume", "--all"]);
+        std::thread::sleep(Duration::from_millis(3500));
+        let mut second = w.spawn_client(&["resume", "--all"]);
+        std::thread::sleep(Duration::from_millis(rng.gen_range(400..1200)));
+        owner.kill9();
+        second.kill9();
+        ends.push(transcript_len());
+        // Killed soon after its first chunks leave (its session's
+        // handshake waits on the agent's slower pace first).
+        let before = transcript_len();
+        let mut quick = w.spawn_client(&["resume", "--all", "--transport", &fast]);
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while transcript_len() < before + 2 {
+            assert!(
+                std::time::Instant::now() < deadline && !quick.exited(),
+                "the quick process sent nothing: {}\n{}",
+                quick.stderr(),
+                w.client(&["status"]).describe()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        quick.kill9();
+        ends.push(transcript_len());
+    }
+    let msgs = w.client_transcript();
+    let stretches = runs_by_stretch(&msgs, &ends);
+    eprintln!("runs (lowest, highest) by process: {stretches:?}");
+    let mut highest: HashMap<[u8; 16], u32> = HashMap::new();
+    for (n, stretch) in stretches.iter().enumerate() {
+        for (transfer, (low, high)) in stretch {
+            if let Some(before) = highest.get(transfer) {
+                assert!(
+                    low > before,
+                    "process {n} sealed under run {low}, but run {before} was already used before it"
+                );
+            }
+            highest.insert(*transfer, *high);
+        }
+    }
+    assert!(
+        stretches.iter().filter(|s| !s.is_empty()).count() >= 4,
+        "most processes sent chunks: {stretches:?}"
+    );
+    Seals::of(&msgs).assert_one_ciphertext_per_nonce();
+}

@@ -369,3 +369,62 @@ fn a_root_that_held_files_before_keeps_one_namespace() {
     w.start_agent();
     assert_eq!(ls(&w, &w.client_home.clone(), ""), ["new.txt", "old.txt"]);
 }
+
+/// Issue 25, item 2: a share withdrawn while an upload through it is under
+/// way stops that upload: the peer is told why, nothing of it is placed or
+/// kept in staging, and the refusal is audited after the unshare.
+#[test]
+fn an_unshare_stops_an_upload_under_way_through_it_and_nothing_is_placed() {
+    let mut w = World::new("");
+    let phone = phone(&w);
+    w.start_agent();
+    let first = w.file("first.txt", b"first\n");
+    w.upload(&[&first], &["--to", "inbox/first.txt"])
+        .assert_ok();
+    w.client(&["share", "inbox", "--with", "phone"]).assert_ok();
+    let big = w.random_file("phone/big.bin", 1_500_000, 25);
+    let up = w.spawn_client_in(
+        &phone,
+        &[
+            "upload",
+            big.to_str().unwrap(),
+            "--to",
+            "shared/laptop/inbox/big.bin",
+            "--bwlimit",
+            "60k",
+            "--json",
+        ],
+    );
+    wait_until("the upload is under way", Duration::from_secs(30), || {
+        !w.staged_files().is_empty()
+    });
+    w.client(&["unshare", "inbox"]).assert_ok();
+    let run = up.wait(Duration::from_secs(60));
+    assert!(!run.success(), "{}", run.describe());
+    assert!(
+        said(&run).contains("no longer"),
+        "the peer is told why: {}",
+        run.describe()
+    );
+    assert!(
+        !w.storage_root().join("laptop/inbox/big.bin").exists(),
+        "nothing placed"
+    );
+    wait_until("staging emptied", Duration::from_secs(10), || {
+        w.staged_files().is_empty()
+    });
+    let audit = owner(&w, &["audit", "--json"]);
+    audit.assert_ok();
+    let lines = json_lines(&audit.stdout);
+    let unshared = lines
+        .iter()
+        .position(|r| r["action"] == "unshare")
+        .expect("the unshare is audited");
+    assert!(
+        lines[unshared..].iter().any(|r| r["action"] == "upload"
+            && r["path"] == "laptop/inbox/big.bin"
+            && r["outcome"].as_str().unwrap_or("").contains("no longer")),
+        "the stopped upload is audited after the unshare: {}",
+        audit.stdout
+    );
+}

@@ -127,7 +127,8 @@ impl Ledger {
             )));
         }
         rec.status = TransferStatus::Paused;
-        self.store.put_transfer(&rec)?;
+        self.store
+            .update_transfer(&rec.id, |r| r.status = TransferStatus::Paused)?;
         self.store.flush()?;
         Ok(rec)
     }
@@ -136,7 +137,8 @@ impl Ledger {
     pub fn cancel_here(&self, rec: &TransferRecord) -> Result<()> {
         let mut rec = rec.clone();
         rec.status = TransferStatus::Cancelled;
-        self.store.put_transfer(&rec)?;
+        self.store
+            .update_transfer(&rec.id, |r| r.status = TransferStatus::Cancelled)?;
         self.store.flush()?;
         if rec.direction == Direction::Download {
             if let Some(p) = &rec.partial_path {

@@ -423,6 +423,15 @@ impl ChunkCipher {
         Ok(out)
     }
 
+    /// A sender begins sealing run `run` under this key (the simulator
+    /// checks that no run begins twice).
+    pub fn begin_run(&self, run: u32) {
+        #[cfg(any(test, feature = "sim"))]
+        seal_watch::run_begun(self.fingerprint, run);
+        #[cfg(not(any(test, feature = "sim")))]
+        let _ = run;
+    }
+
     /// Seal `buf` where it lies; returns the tag to append.
     pub fn seal_in_place(&self, at: ChunkNonce, buf: &mut [u8]) -> Result<[u8; TAG_LEN]> {
         #[cfg(any(test, feature = "sim"))]

@@ -13,6 +13,10 @@ static ON: AtomicBool = AtomicBool::new(false);
 #[derive(Default)]
 struct Book {
     seals: HashMap<([u8; 8], [u8; 24]), [u8; 32]>,
+    /// Sealing runs begun, by key: a run begun twice could seal one nonce
+    /// twice (differently, if anything it decides differs), so a second
+    /// beginning is a violation even before it does.
+    runs: std::collections::HashSet<([u8; 8], u32)>,
     violations: Vec<String>,
 }
 
@@ -34,7 +38,9 @@ pub fn seals() -> usize {
 /// Forget the seals recorded (between scenarios of a long soak, to
 /// keep the book's memory bounded; violations stay).
 pub fn clear() {
-    book().seals.clear();
+    let mut book = book();
+    book.seals.clear();
+    book.runs.clear();
 }
 
 /// The nonce reuses seen, one sentence each.
@@ -57,5 +63,16 @@ pub(super) fn sealed(key: [u8; 8], nonce: [u8; 24], plaintext: &[u8]) {
             );
             book.violations.push(what);
         }
+    }
+}
+
+pub(super) fn run_begun(key: [u8; 8], run: u32) {
+    if !ON.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut book = book();
+    if !book.runs.insert((key, run)) {
+        let what = format!("sealing run {run} of key {} began twice", hex::encode(key));
+        book.violations.push(what);
     }
 }

@@ -63,7 +63,16 @@ pub(crate) enum TaskInput {
     },
     Pause,
     Cancel,
+    /// The peer may no longer do this (a share withdrawn, a right lowered,
+    /// its key revoked): stop, tell it why, keep nothing of it.
+    Revoked(String),
 }
+
+/// Asks whether the peer of a transfer may still do what it does, with
+/// its rights as they are now; `Err` says why not. The agent's receivers
+/// ask it before a file is put in place.
+pub(crate) type Authority =
+    Arc<dyn Fn(&crate::store::TransferRecord) -> std::result::Result<(), String> + Send + Sync>;
 
 /// A trusted peer at run time.
 pub(crate) struct Peer {

@@ -169,8 +169,9 @@ pub(crate) async fn route<H: Hooks>(
                 let input = TaskInput::Chunk { at, body, link };
                 let tx = lock(&node.tasks).get(&id).map(|(_, tx)| tx.clone());
                 match tx {
+                    // Not yet a sign of the peer: anyone on the channel can
+                    // send a chunk frame. The task says so once it opens.
                     Some(tx) if !tx.is_closed() => {
-                        node.heard();
                         let _ = tx.send(input).await;
                     }
                     _ => hooks.on_orphan_chunk(&node, id, input).await,

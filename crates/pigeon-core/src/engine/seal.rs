@@ -65,15 +65,27 @@ impl SealBook {
     /// this transfer). The caller must make [`run`](Self::run) durable
     /// before the first seal leaves. `None` when the transfer has used up
     /// its run numbers (four billion restarts): it must be re-keyed.
+    #[cfg(test)]
     pub fn start(last_run: u32, chunks: u32, compress: bool) -> Option<SealBook> {
-        Some(SealBook {
-            run: last_run.checked_add(1)?,
+        Some(SealBook::for_run(
+            last_run.checked_add(1)?,
+            chunks,
+            compress,
+        ))
+    }
+
+    /// A book for `run`, a run number no other book of this transfer has
+    /// had or will have (the store hands them out:
+    /// [`crate::store::Store::begin_seal_run`]).
+    pub fn for_run(run: u32, chunks: u32, compress: bool) -> SealBook {
+        SealBook {
+            run,
             chunks,
             compress,
             raw_streak: 0,
             sealed: Bitmap::new(chunks),
             gzipped: Bitmap::new(chunks),
-        })
+        }
     }
 
     pub fn run(&self) -> u32 {

@@ -19,8 +19,10 @@
 //! - nothing acknowledged is lost across a crash: every chunk the client
 //!   saw acknowledged is in the agent's persisted chunk map after the
 //!   agent was killed;
-//! - no (key, nonce) sealed two plaintexts, across every run and restart
-//!   ([`crate::crypto::seal_watch`]);
+//! - no (key, nonce) sealed two plaintexts, and no sealing run begun
+//!   twice, across every run and restart ([`crate::crypto::seal_watch`]),
+//!   while a second shell's `resume --all` rewrites the queue beside the
+//!   running task;
 //! - nothing a stranger sends reaches the agent's storage root;
 //! - once the faults stop, the transfer ends within a bound of its ideal
 //!   time on the channel.
@@ -51,7 +53,7 @@ use crate::transport::memory::{self, Net};
 use crate::transport::TransportUri;
 use crate::view::{ChunkState, TransferId, TransferStatus};
 
-pub use scenario::{Crash, Limits, Party, Scenario};
+pub use scenario::{Crash, Limits, Nudge, Party, Scenario};
 
 /// What a scenario did, for the soak's table.
 #[derive(Clone, Debug, Default)]
@@ -292,6 +294,7 @@ impl<'a> World<'a> {
         };
 
         let mut crashes = self.s.crashes.iter().peekable();
+        let mut nudges = self.s.nudges.iter().peekable();
         let partition = self.s.partition;
         let calm_at = t0 + self.s.calm_after();
         let mut calm = false;
@@ -308,6 +311,19 @@ impl<'a> World<'a> {
                 self.net.calm(true);
                 self.net.partition(false);
                 calm = true;
+            }
+            if let Some(nudge) = nudges.next_if(|n| n.at <= now) {
+                let _ = client.resume_matching(None, true).await;
+                let _ = client.reprioritize(id, -1).await;
+                if let Some(after) = nudge.crash_after {
+                    tokio::time::sleep(after).await;
+                    out.crashes += 1;
+                    drop(client);
+                    end(client_scope).await;
+                    (client_scope, client) =
+                        self.start_client(&self.client_home, &self.uris[0]).await?;
+                }
+                continue;
             }
             if let Some(crash) = crashes.next_if(|c| c.at <= now) {
                 out.crashes += 1;

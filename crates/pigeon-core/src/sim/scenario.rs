@@ -22,6 +22,16 @@ pub struct Crash {
     pub down_for: Duration,
 }
 
+/// A second shell's `pigeon resume --all` while the transfer runs: the
+/// queue rewrites the transfer's record beside its running task (issue 25:
+/// a stale copy written back lowered the sealing run). Sometimes the client
+/// is killed right after.
+#[derive(Clone, Copy, Debug)]
+pub struct Nudge {
+    pub at: Duration,
+    pub crash_after: Option<Duration>,
+}
+
 /// The longest a scenario's transfer may take at its channel's pace.
 const MAX_IDEAL: Duration = Duration::from_secs(2 * 3600);
 
@@ -60,6 +70,8 @@ pub struct Scenario {
     pub partition: Option<(Duration, Duration)>,
     /// A key the agent does not trust tries to upload too.
     pub stranger: bool,
+    /// Oldest first.
+    pub nudges: Vec<Nudge>,
 }
 
 /// What the file holds.
@@ -137,7 +149,7 @@ impl Scenario {
                 from + Duration::from_millis(rng.gen_range(1_000..60_000)),
             )
         });
-        Scenario {
+        let mut scenario = Scenario {
             seed,
             size,
             kind,
@@ -147,7 +159,22 @@ impl Scenario {
             crashes,
             partition,
             stranger: rng.gen_bool(0.25),
+            nudges: vec![],
+        };
+        // Drawn after everything else, so the draws above stay what they
+        // were for every seed.
+        if rng.gen_bool(0.4) {
+            scenario.nudges = (0..rng.gen_range(1..=3))
+                .map(|_| Nudge {
+                    at: scenario_length.mul_f64(rng.gen_range(0.0..1.0)),
+                    crash_after: rng
+                        .gen_bool(0.5)
+                        .then(|| Duration::from_millis(rng.gen_range(0..1500))),
+                })
+                .collect();
+            scenario.nudges.sort_by_key(|n| n.at);
         }
+        scenario
     }
 
     /// The `mem:` URI's options for one party (each draws its own faults).

@@ -328,19 +328,104 @@ impl Store {
         })
     }
 
-    /// Store a transfer's record (its secret is not part of it: see
-    /// [`put_secret`](Self::put_secret)).
+    /// Store a new transfer's record (its secret is not part of it: see
+    /// [`put_secret`](Self::put_secret)). A record already stored under
+    /// its id keeps its sealing run if that is higher: the run only goes up,
+    /// whoever writes. To change a stored record, use
+    /// [`update_transfer`](Self::update_transfer): a copy held since it was
+    /// read would put back what others changed meanwhile.
     pub fn put_transfer(&self, t: &TransferRecord) -> Result<()> {
-        self.transfers
-            .insert(t.id.0, codec::encode("transfer record", RECORD_VERSION, t)?)?;
-        Ok(())
+        let fresh = codec::encode("transfer record", RECORD_VERSION, t)?;
+        let mut failed = None;
+        self.transfers.update_and_fetch(t.id.0, |old| {
+            let stored = old.and_then(|o| decode_record(o).ok());
+            match stored {
+                Some(s) if s.seal_run > t.seal_run => {
+                    let kept = TransferRecord {
+                        seal_run: s.seal_run,
+                        ..t.clone()
+                    };
+                    match codec::encode("transfer record", RECORD_VERSION, &kept) {
+                        Ok(v) => Some(v),
+                        Err(e) => {
+                            failed = Some(e);
+                            old.map(<[u8]>::to_vec)
+                        }
+                    }
+                }
+                _ => Some(fresh.clone()),
+            }
+        })?;
+        failed.map_or(Ok(()), Err)
+    }
+
+    /// Change a stored transfer's record with `change`, atomically: the
+    /// record `change` sees is the stored one at that instant (it may be
+    /// called more than once if another writer gets in between), so only
+    /// the fields it sets change. The sealing run never goes down. Returns
+    /// the record as stored after the change (without its secret), or
+    /// `None` when there is no such transfer (nothing is written).
+    pub fn update_transfer(
+        &self,
+        id: &TransferId,
+        mut change: impl FnMut(&mut TransferRecord),
+    ) -> Result<Option<TransferRecord>> {
+        let mut failed = None;
+        let mut after = None;
+        self.transfers.update_and_fetch(id.0, |old| {
+            let old = old?;
+            let mut rec = match decode_record(old) {
+                Ok(r) => r,
+                Err(e) => {
+                    failed = Some(e);
+                    return Some(old.to_vec());
+                }
+            };
+            let run = rec.seal_run;
+            change(&mut rec);
+            rec.seal_run = rec.seal_run.max(run);
+            match codec::encode("transfer record", RECORD_VERSION, &rec) {
+                Ok(v) => {
+                    after = Some(rec);
+                    Some(v)
+                }
+                Err(e) => {
+                    failed = Some(e);
+                    Some(old.to_vec())
+                }
+            }
+        })?;
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(after),
+        }
+    }
+
+    /// Take the next sealing run of a transfer: one above any run ever
+    /// recorded for it (and above `floor`, the run a caller knows of),
+    /// recorded before it is returned. The caller flushes before the run's
+    /// first seal leaves. Two callers never get the same run, whatever
+    /// else writes the record meanwhile.
+    pub fn begin_seal_run(&self, id: &TransferId, floor: u32) -> Result<u32> {
+        let mut run = None;
+        self.update_transfer(id, |r| {
+            run = r.seal_run.max(floor).checked_add(1);
+            r.seal_run = run.unwrap_or(r.seal_run);
+        })?
+        .ok_or_else(|| CoreError::UnknownTransfer(id.short()))?;
+        run.ok_or_else(|| {
+            CoreError::Transfer(format!(
+                "transfer {} was restarted four billion times; start it again",
+                id.short()
+            ))
+        })
     }
 
     /// A transfer's record, with its secret when the transfer still has one.
     pub fn transfer(&self, id: &TransferId) -> Result<Option<TransferRecord>> {
         self.transfers
             .get(id.0)?
-            .map(|v| self.with_secret(codec::decode("transfer record", RECORD_VERSION, &v)?))
+            .map(|v| self.with_secret(decode_record(&v)?))
             .transpose()
     }
 
@@ -678,6 +763,10 @@ impl Store {
             .map_err(|e| CoreError::Transfer(format!("flushing the store: {e}")))??;
         Ok(())
     }
+}
+
+fn decode_record(bytes: &[u8]) -> Result<TransferRecord> {
+    codec::decode("transfer record", RECORD_VERSION, bytes)
 }
 
 fn chunk_key(id: &TransferId, index: u32) -> [u8; 20] {

@@ -101,11 +101,13 @@ impl Admin {
                     .transfers()?
                     .into_iter()
                     .find(|r| r.id.to_string() == h.id);
-                if let Some(mut rec) = upload.filter(|r| policy::held_refusal(r).is_some()) {
-                    rec.status = TransferStatus::Completed;
-                    rec.error = None;
-                    rec.completed_unix = Some(now_unix());
-                    self.store.put_transfer(&rec)?;
+                if let Some(rec) = upload.filter(|r| policy::held_refusal(r).is_some()) {
+                    let now = now_unix();
+                    self.store.update_transfer(&rec.id, |r| {
+                        r.status = TransferStatus::Completed;
+                        r.error = None;
+                        r.completed_unix = Some(now);
+                    })?;
                 }
                 self.audit(&h, "released from quarantine");
                 AdminAnswer::Released(placed.display().to_string())
@@ -167,7 +169,7 @@ pub fn cleanup(
         return said;
     };
     let mut owned = std::collections::HashSet::new();
-    for mut rec in all {
+    for rec in all {
         if busy(&rec.id) {
             if let Some(p) = &rec.partial_path {
                 owned.insert(p.clone());
@@ -193,9 +195,11 @@ pub fn cleanup(
                     if !dry_run {
                         let _ = std::fs::remove_file(&partial);
                         let _ = store.clear_chunks(&rec.id);
-                        rec.status = TransferStatus::Failed;
-                        rec.error = Some(format!("expired: no progress for {days} days"));
-                        let _ = store.put_transfer(&rec);
+                        let error = format!("expired: no progress for {days} days");
+                        let _ = store.update_transfer(&rec.id, |r| {
+                            r.status = TransferStatus::Failed;
+                            r.error = Some(error.clone());
+                        });
                     }
                 }
                 _ => {

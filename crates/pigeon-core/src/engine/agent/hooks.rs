@@ -152,6 +152,11 @@ impl Hooks for AgentHooks {
                         );
                     }
                     (s, _) if !s.is_finished() && rec.role == Role::Receiver => {
+                        if let (Control::Finish { .. }, Err(refusal)) =
+                            (&control, self.recheck(node, &rec))
+                        {
+                            return self.refuse_stopped(node, &rec, refusal);
+                        }
                         spawn_receiver(
                             node.clone(),
                             peer,
@@ -203,6 +208,9 @@ impl Hooks for AgentHooks {
                     && rec.role == Role::Sender
                     && !rec.status.is_finished()
                 {
+                    if let Err(refusal) = self.recheck(node, &rec) {
+                        return self.refuse_stopped(node, &rec, refusal);
+                    }
                     let _ = spawn_sender(node.clone(), peer, rec, false, &self.root);
                 }
             }
@@ -217,11 +225,34 @@ impl Hooks for AgentHooks {
         if rec.role != Role::Receiver || rec.status.is_finished() {
             return;
         }
-        let Some(peer) = node.peer(&rec.peer) else {
+        // Anyone on the channel can send a chunk frame naming a transfer:
+        // only one that opens under the transfer's key starts its task
+        // again.
+        if !opens_under_key(&rec, &input).await {
             return;
+        }
+        let peer = match self.recheck(node, &rec) {
+            Ok(peer) => peer,
+            Err(refusal) => return self.refuse_stopped(node, &rec, refusal),
         };
         spawn_receiver(node.clone(), peer, rec, Some(input), self);
     }
+}
+
+/// Does the chunk in `input` open under `rec`'s key (the AEAD tag only:
+/// nothing is decompressed or written)?
+async fn opens_under_key(rec: &TransferRecord, input: &TaskInput) -> bool {
+    let (TaskInput::Chunk { at, body, .. }, Some(secret)) = (input, &rec.secret) else {
+        return false;
+    };
+    let Ok(manifest_hash) = rec.manifest.hash() else {
+        return false;
+    };
+    let cipher = crate::crypto::ChunkCipher::new(secret, &rec.id.0, &manifest_hash);
+    let (at, mut body) = (*at, body.clone());
+    tokio::task::spawn_blocking(move || cipher.open_in_place(at, &mut body).is_ok())
+        .await
+        .unwrap_or(false)
 }
 
 /// Tell the holder of an untrusted key that it is not trusted, so its
@@ -283,6 +314,7 @@ pub(super) fn spawn_receiver(
         root: Some(hooks.root.clone()),
         audit: true,
         quarantine: Some(hooks.settings.quarantine.clone()),
+        authority: Some(hooks.authority(&node)),
     };
     let id = rec.id;
     let receiver = match Receiver::new(node.clone(), peer.clone(), rec, cfg, progress) {
@@ -361,8 +393,7 @@ pub(super) fn spawn_sender(
 }
 
 pub(super) fn conclude(node: &Node, rec: &mut TransferRecord, outcome: &Outcome, action: &str) {
-    finish_record(rec, outcome);
-    let _ = node.store.put_transfer(rec);
+    *rec = store_outcome(&node.store, rec, outcome, |_| {});
     let _ = node.store.flush();
     crate::engine::forget_key_if_ended(node, rec);
     let (outcome_text, sha) = match outcome {

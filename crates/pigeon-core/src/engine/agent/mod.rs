@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use super::early::EarlyGate;
 use super::receiver::{Receiver, ReceiverConfig};
 use super::router::{route, Hooks};
-use super::sender::{finish_record, Outcome, Sender, SenderConfig};
+use super::sender::{store_outcome, Outcome, Sender, SenderConfig};
 use super::{
     lock, open_links, sha_hex, token, Node, Peer, Progress, ProgressSink, SessionSlot, TaskInput,
 };
@@ -123,7 +123,8 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
         cfg.bwlimit.as_ref(),
     )?;
     let node = Arc::new(Node::new(me, store, links));
-    let hooks = Arc::new(AgentHooks {
+    let hooks = Arc::new_cyclic(|this| AgentHooks {
+        this: this.clone(),
         home: cfg.home.clone(),
         root,
         layout,
@@ -179,6 +180,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
         "agent ready"
     );
     let hooks_ref = hooks.clone();
+    let rights = crate::task::spawn(watch_rights(node.clone(), hooks.clone()));
     let router = crate::task::spawn(route(node.clone(), hooks, rx));
     let mirror = crate::task::spawn(super::mirror_status(
         node.clone(),
@@ -193,6 +195,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
     }
     mirror.abort();
     cleaner.abort();
+    rights.abort();
     // Tasks keep their state in the store; make it durable before leaving.
     node.store.flush()?;
     tracing::info!("agent stopped; unfinished transfers resume when their clients return");
@@ -236,6 +239,9 @@ type SentWelcome = (Vec<u8>, tokio::time::Instant);
 type HashCache = HashMap<PathBuf, (SourceStamp, [u8; 32])>;
 
 struct AgentHooks {
+    /// Itself, for the checks a transfer task makes later
+    /// ([`AgentHooks::authority`]).
+    this: std::sync::Weak<AgentHooks>,
     home: Home,
     root: StorageRoot,
     /// A folder per peer, or one namespace.
@@ -453,6 +459,98 @@ impl AgentHooks {
         )
     }
 
+    /// May the peer of `rec` still do what `rec` does, with its rights as
+    /// they are now: its key still trusted (the trust list re-read if it
+    /// changed), its permissions, and the share it reached the path
+    /// through still there and still allowing it. Every step that writes,
+    /// places or reads a peer's bytes after the first asks this again.
+    fn recheck(
+        &self,
+        node: &Node,
+        rec: &TransferRecord,
+    ) -> std::result::Result<Arc<Peer>, crate::policy::Refusal> {
+        self.reload_trust(node);
+        let Some(peer) = node.peer(&rec.peer) else {
+            return Err(crate::policy::Refusal {
+                code: RefuseCode::Permission,
+                reason: format!(
+                    "peer {} is no longer trusted by the agent (its key was revoked); ask the agent's owner",
+                    rec.peer
+                ),
+            });
+        };
+        let perms = *lock(&peer.permissions);
+        let shares = self.shares_with(node, &peer);
+        let ns = self.namespace(&peer, &shares);
+        let views = std::iter::once(ns.view_of(&rec.remote_path, None))
+            .chain(shares.iter().map(|s| ns.view_of(&rec.remote_path, Some(s))));
+        let mut refusal = None;
+        for view in views {
+            let request = match rec.role {
+                Role::Receiver => Request::Upload { path: &view },
+                Role::Sender => Request::Download { path: &view },
+            };
+            match authorize_file(peer.name.as_str(), &perms, &self.root, &ns, request) {
+                Ok(t) if t.remote.to_string() == rec.remote_path => return Ok(peer),
+                Ok(_) => {}
+                Err(r) => {
+                    refusal.get_or_insert(r);
+                }
+            }
+        }
+        let action = match rec.role {
+            Role::Receiver => "upload to",
+            Role::Sender => "download",
+        };
+        Err(refusal
+            .filter(|r| r.code == RefuseCode::Permission)
+            .unwrap_or_else(|| crate::policy::Refusal {
+                code: RefuseCode::Permission,
+                reason: format!(
+                    "peer {} may no longer {action} {}: what was shared with it there was withdrawn",
+                    rec.peer,
+                    crate::policy::escape_control(&rec.remote_path)
+                ),
+            }))
+    }
+
+    /// The check a receiver makes just before it puts a file in place.
+    fn authority(&self, node: &Arc<Node>) -> super::Authority {
+        let (this, node) = (self.this.clone(), node.clone());
+        Arc::new(move |rec: &TransferRecord| match this.upgrade() {
+            Some(hooks) => hooks.recheck(&node, rec).map(|_| ()).map_err(|r| r.reason),
+            None => Err("the agent is stopping".into()),
+        })
+    }
+
+    /// A stopped transfer the peer may no longer go on with: it fails here
+    /// (nothing of it is kept), the refusal is audited and said to the peer.
+    fn refuse_stopped(&self, node: &Node, rec: &TransferRecord, refusal: crate::policy::Refusal) {
+        if rec.role == Role::Receiver {
+            if let Some(p) = &rec.partial_path {
+                let _ = std::fs::remove_file(p);
+            }
+            let _ = node.store.clear_chunks(&rec.id);
+        }
+        let reason = refusal.reason.clone();
+        let _ = node.store.update_transfer(&rec.id, |r| {
+            r.status = TransferStatus::Failed;
+            r.error = Some(reason.clone());
+        });
+        let _ = node.store.flush();
+        revoked_note(node, rec, &reason);
+        if let Some(peer) = node.peer(&rec.peer) {
+            node.send_control(
+                &peer,
+                &Control::Refuse {
+                    transfer: rec.id,
+                    code: refusal.code,
+                    reason: refusal.reason,
+                },
+            );
+        }
+    }
+
     fn namespace<'a>(&self, peer: &'a Peer, shares: &'a [Share]) -> Namespace<'a> {
         Namespace {
             layout: self.layout,
@@ -489,6 +587,63 @@ impl AgentHooks {
             },
         );
     }
+}
+
+/// How often running transfers are checked against the peers' rights as
+/// they are now (a share withdrawn, a right lowered, a key revoked).
+const RIGHTS_EVERY: Duration = Duration::from_secs(1);
+
+/// Stop every running transfer whose peer lost the right to it, within
+/// [`RIGHTS_EVERY`] of the change, whoever made it (a peer's unshare, the
+/// owner's `keys revoke` or `keys trust --allow`).
+async fn watch_rights(node: Arc<Node>, hooks: Arc<AgentHooks>) {
+    let mut every = tokio::time::interval(RIGHTS_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        hooks.stop_revoked(&node).await;
+    }
+}
+
+impl AgentHooks {
+    /// Check each running transfer's rights now; a task that lost them is
+    /// told to stop (it tells its peer and keeps nothing).
+    async fn stop_revoked(&self, node: &Arc<Node>) {
+        let running: Vec<TransferId> = lock(&node.tasks).keys().copied().collect();
+        for id in running {
+            let Ok(Some(rec)) = node.store.transfer(&id) else {
+                continue;
+            };
+            // The task's end is audited and said to the peer as it stops.
+            if let Err(refusal) = self.recheck(node, &rec) {
+                node.deliver(&id, TaskInput::Revoked(refusal.reason)).await;
+            }
+        }
+    }
+}
+
+/// Log and audit a transfer stopped because its peer lost the right to it.
+fn revoked_note(node: &Node, rec: &TransferRecord, reason: &str) {
+    let action = match rec.role {
+        Role::Receiver => "upload",
+        Role::Sender => "download",
+    };
+    node.log(
+        LogLevel::Warn,
+        format!(
+            "stopped {action} of {} by {}: {reason}",
+            crate::policy::escape_control(&rec.remote_path),
+            rec.peer
+        ),
+    );
+    audit(
+        node,
+        &rec.peer,
+        action,
+        &rec.remote_path,
+        &format!("refused: {reason}"),
+        Some(rec.manifest.size),
+    );
 }
 
 pub mod admin;

@@ -63,6 +63,11 @@ impl AgentHooks {
                     let _ = node.store.delete_transfer(&transfer);
                 }
                 _ => {
+                    // Offered again (a new session, a resume): with the
+                    // peer's rights as they are now, not as they were.
+                    if let Err(refusal) = self.recheck(node, &rec) {
+                        return self.refuse_stopped(node, &rec, refusal);
+                    }
                     let input = TaskInput::Control(offer);
                     spawn_receiver(node.clone(), peer, rec, Some(input), self);
                     return;

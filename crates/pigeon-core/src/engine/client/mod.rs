@@ -29,7 +29,7 @@ use super::{
     Rto, SessionSlot, TaskInput,
 };
 use crate::crypto::{Initiator, PublicKey, TransferSecret};
-use crate::engine::sender::{finish_record, Outcome, Sender, SenderConfig};
+use crate::engine::sender::{store_outcome, Outcome, Sender, SenderConfig};
 use crate::error::{CoreError, Result};
 use crate::home::Home;
 use crate::link::{message_payload, LinkHandle, WHOLE_RECORD_OVERHEAD};

@@ -108,17 +108,15 @@ impl Core {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         for id in ids {
-            // The task stored its progress as it stopped: start from that.
-            let Ok(Some(mut rec)) = self.node.store.transfer(&id) else {
-                continue;
-            };
-            if matches!(
-                rec.status,
-                TransferStatus::Paused | TransferStatus::InProgress
-            ) {
-                rec.status = TransferStatus::Pending;
-                let _ = self.node.store.put_transfer(&rec);
-            }
+            // The task stored its progress as it stopped: keep it.
+            let _ = self.node.store.update_transfer(&id, |r| {
+                if matches!(
+                    r.status,
+                    TransferStatus::Paused | TransferStatus::InProgress
+                ) {
+                    r.status = TransferStatus::Pending;
+                }
+            });
         }
         let _ = self.node.store.flush();
         self.node.drain(Duration::from_secs(3)).await;
@@ -436,14 +434,17 @@ impl Core {
         }
     }
 
-    /// Apply `f` to a record, store it, and show it.
-    pub(super) fn update(&self, id: &TransferId, f: impl FnOnce(&mut TransferRecord)) -> bool {
+    /// Apply `f` to the stored record (never the cached copy written back
+    /// whole: a running task changes the record too), then show it.
+    pub(super) fn update(&self, id: &TransferId, f: impl Fn(&mut TransferRecord)) -> bool {
         let mut records = lock(&self.records);
         let Some(rec) = records.get_mut(id) else {
             return false;
         };
-        f(rec);
-        let _ = self.node.store.put_transfer(rec);
+        match self.node.store.update_transfer(id, &f) {
+            Ok(Some(stored)) => *rec = stored,
+            _ => f(rec),
+        }
         if let Some(p) = lock(&self.node.progress).get(id) {
             p.emit(ProgressEvent::Status(rec.status));
         }

@@ -295,6 +295,7 @@ impl Core {
                         root: None,
                         audit: false,
                         quarantine: None,
+                        authority: None,
                     };
                     match Receiver::new(node.clone(), peer, rec, cfg, progress) {
                         Ok(r) => r.run(inbox).await,
@@ -310,14 +311,14 @@ impl Core {
     pub(super) fn finished(&mut self, mut rec: TransferRecord, outcome: Outcome) {
         let id = rec.id;
         self.running.remove(&id);
-        finish_record(&mut rec, &outcome);
         if outcome == Outcome::Stopped || outcome == Outcome::Paused {
             self.eligible.remove(&id);
         }
-        if outcome == Outcome::Stopped {
-            rec.status = TransferStatus::Pending;
-        }
-        let _ = self.node.store.put_transfer(&rec);
+        rec = store_outcome(&self.node.store, &rec, &outcome, |r| {
+            if outcome == Outcome::Stopped {
+                r.status = TransferStatus::Pending;
+            }
+        });
         let _ = self.node.store.flush();
         crate::engine::forget_key_if_ended(&self.node, &mut rec);
         let progress = lock(&self.node.progress).get(&id).cloned();

@@ -50,6 +50,11 @@ impl Receiver {
                 "whole-file SHA-256 mismatch ({reason}); nothing was kept"
             ))));
         }
+        if let Some(authority) = &self.cfg.authority {
+            if let Err(reason) = authority(&self.rec) {
+                return Ok(Some(self.revoked(reason)));
+            }
+        }
         if self.target_exists() && !self.rec.overwrite {
             return Ok(Some(self.refuse_exists()));
         }
@@ -141,7 +146,11 @@ impl Receiver {
         self.rec.sha256 = Some(sha256);
         self.rec.status = crate::view::TransferStatus::Failed;
         self.rec.error = Some(reason.clone());
-        self.node.store.put_transfer(&self.rec)?;
+        self.node.store.update_transfer(&self.rec.id, |r| {
+            r.sha256 = Some(sha256);
+            r.status = crate::view::TransferStatus::Failed;
+            r.error = Some(reason.clone());
+        })?;
         self.node.store.flush_async().await?;
         let held = crate::engine::agent::policy::Held {
             id: self.rec.id.to_string(),
@@ -207,7 +216,11 @@ impl Receiver {
         let outcome = Outcome::Completed(sha256);
         crate::engine::sender::finish_record(&mut self.rec, &outcome);
         self.keep_expiry()?;
-        self.node.store.put_transfer(&self.rec)?;
+        let done = self.rec.chunks_done;
+        self.node.store.update_transfer(&self.rec.id, |r| {
+            crate::engine::sender::finish_record(r, &outcome);
+            r.chunks_done = done;
+        })?;
         if self.cfg.audit {
             self.node.store.audit(crate::store::AuditRecord {
                 sha256: Some(crate::engine::sha_hex(&sha256)),

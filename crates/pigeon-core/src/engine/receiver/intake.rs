@@ -132,13 +132,11 @@ impl Intake {
             self.arm_ack(now);
             return Arrival::Duplicate;
         }
-        let extends_hash = self.hash_next == Some(index);
-        if !extends_hash {
-            // A gap or a chunk from an earlier run: the file is read back
-            // at the end instead.
-            self.hash_next = None;
+        // Nothing changes until the chunk opened under the key: a forged
+        // chunk from anyone on the channel must not cost the running hash.
+        Arrival::New {
+            extends_hash: self.hash_next == Some(index),
         }
-        Arrival::New { extends_hash }
     }
 
     /// Chunk `index` opened under the key and is written (not yet synced):
@@ -148,9 +146,9 @@ impl Intake {
         self.highest = Some(self.highest.map_or(index, |h| h.max(index)));
         self.have.set(index);
         self.unsynced = true;
-        if extended_hash {
-            self.hash_next = Some(index + 1);
-        }
+        // A gap or a chunk from an earlier run ends the running hash: the
+        // file is read back at the end instead.
+        self.hash_next = extended_hash.then_some(index + 1);
         self.last_heard = now;
         if self.initiator {
             // Chunks are flowing: no need to ask again soon.

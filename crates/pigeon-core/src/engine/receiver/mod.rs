@@ -48,6 +48,9 @@ pub(crate) struct ReceiverConfig {
     /// Look at the finished file before it is put in place, and hold it in
     /// the root's quarantine if the rules say (the agent does).
     pub quarantine: Option<crate::policy::quarantine::Rules>,
+    /// Asked, just before the file is put in place, whether the peer may
+    /// still (the agent's rights as they are now).
+    pub authority: Option<super::Authority>,
 }
 
 pub(crate) struct Receiver {
@@ -323,6 +326,7 @@ impl Receiver {
                 self.discard();
                 Ok(Some(Outcome::Cancelled))
             }
+            TaskInput::Revoked(reason) => Ok(Some(self.revoked(reason))),
             TaskInput::Chunk { at, body, link } => {
                 self.arrived_on = link;
                 match self.on_chunk(at, body).await {
@@ -456,15 +460,16 @@ impl Receiver {
             }
             Arrival::New { extends_hash } => extends_hash,
         };
-        if !extends_hash {
-            self.running = None;
-        }
         let len = self.rec.manifest.chunk_len(index);
         let offset = self.rec.manifest.offset(index);
         // While chunks come in order, hash the whole file as they land, so
         // the final check need not read it all again. A chunk that does
-        // not open leaves the running hash as it was.
-        let mut running = self.running.take();
+        // not open (a forgery, say) leaves the running hash as it was.
+        let mut running = if extends_hash {
+            self.running.take()
+        } else {
+            None
+        };
         let opened = tokio::task::spawn_blocking(move || {
             let taken = ChunkBody::open_owned(&cipher, at, body, len).and_then(|(data, hash)| {
                 file.write_all_at(&data, offset).map_err(|e| {
@@ -479,8 +484,12 @@ impl Receiver {
         })
         .await;
         let hash = match opened {
-            Ok((taken, running)) => {
-                self.running = running;
+            Ok((taken, hasher)) => {
+                if extends_hash || taken.is_ok() {
+                    // Extended by a chunk that opened, untouched by one
+                    // that did not; a gap that opened ends it.
+                    self.running = hasher;
+                }
                 match taken {
                     Ok(h) => h,
                     Err(e @ CoreError::Io { .. }) => return Err(e),
@@ -496,6 +505,7 @@ impl Receiver {
         // Only a chunk that opened under the key proves the sender is
         // there: forged ones keep nothing alive.
         let hashed = extends_hash && self.running.is_some();
+        self.node.heard();
         if self
             .intake
             .stored(index, hashed, Instant::now(), self.rto.get())
@@ -594,7 +604,7 @@ impl Receiver {
                     .ctx(|| "syncing the partial file (is the disk full?)".to_string())?;
             }
             node.store.put_bitmap(&rec.id, &have)?;
-            node.store.put_transfer(&rec)?;
+            store_progress(&node.store, &rec)?;
             node.store.flush_async().await?;
             node.send_control(
                 &peer,
@@ -626,9 +636,23 @@ impl Receiver {
         self.node
             .store
             .put_bitmap(&self.rec.id, self.intake.have())?;
-        self.node.store.put_transfer(&self.rec)?;
+        store_progress(&self.node.store, &self.rec)?;
         self.node.store.flush_async().await?;
         Ok(())
+    }
+
+    /// The peer lost the right to this upload: drop what it sent, tell it.
+    fn revoked(&mut self, reason: String) -> Outcome {
+        self.node.send_control(
+            &self.peer,
+            &Control::Refuse {
+                transfer: self.rec.id,
+                code: crate::protocol::RefuseCode::Permission,
+                reason: reason.clone(),
+            },
+        );
+        self.discard();
+        Outcome::Failed(reason)
     }
 
     fn discard(&mut self) {
@@ -638,4 +662,17 @@ impl Receiver {
         let _ = self.node.store.clear_chunks(&self.rec.id);
         self.intake.forget();
     }
+}
+
+/// A receiver's progress onto the stored record: the chunks it holds and
+/// that it runs, nothing else (the queue may have moved the transfer).
+fn store_progress(store: &crate::store::Store, rec: &TransferRecord) -> Result<()> {
+    let done = rec.chunks_done;
+    store.update_transfer(&rec.id, |r| {
+        r.chunks_done = done;
+        if r.status == TransferStatus::Pending {
+            r.status = TransferStatus::InProgress;
+        }
+    })?;
+    Ok(())
 }

@@ -118,13 +118,10 @@ impl Sender {
         let secret = rec.live_secret()?.clone();
         let cipher = ChunkCipher::new(&secret, &rec.id.0, &rec.manifest.hash()?);
         let compress = !rec.no_compress && !already_compressed(&rec.manifest.mime);
-        let book = SealBook::start(rec.seal_run, rec.chunks_total, compress).ok_or_else(|| {
-            CoreError::Transfer(format!(
-                "transfer {} was restarted four billion times; start it again",
-                rec.id.short()
-            ))
-        })?;
-        rec.seal_run = book.run();
+        // The run comes from the store, never from this copy of the record:
+        // a copy read before another run began would start that run again.
+        rec.seal_run = node.store.begin_seal_run(&rec.id, rec.seal_run)?;
+        let book = SealBook::for_run(rec.seal_run, rec.chunks_total, compress);
         let window = (32 * 1024 * 1024 / rec.manifest.chunk_size.max(1) as usize).clamp(16, 4096);
         let rtos = node.links.iter().map(Rto::for_link).collect();
         Ok(Sender {
@@ -373,9 +370,12 @@ impl Sender {
         }
     }
 
+    /// This run's number was taken from the store as the sender was made
+    /// ([`crate::store::Store::begin_seal_run`]): make it durable.
     async fn record_run(&mut self) -> Result<()> {
-        self.node.store.put_transfer(&self.rec)?;
-        self.node.store.flush_async().await
+        self.node.store.flush_async().await?;
+        self.cipher.begin_run(self.book.run());
+        Ok(())
     }
 
     fn offer(&self) -> Control {
@@ -408,6 +408,17 @@ impl Sender {
                     },
                 );
                 return Some(Outcome::Cancelled);
+            }
+            TaskInput::Revoked(reason) => {
+                self.node.send_control(
+                    &self.peer,
+                    &Control::Refuse {
+                        transfer: self.rec.id,
+                        code: crate::protocol::RefuseCode::Permission,
+                        reason: reason.clone(),
+                    },
+                );
+                return Some(Outcome::Failed(reason));
             }
             TaskInput::Chunk { .. } => {}
             TaskInput::Control(c) => {
@@ -610,12 +621,56 @@ impl Sender {
             self.rec.status = TransferStatus::InProgress;
         }
         let _ = self.node.store.put_bitmap(&self.rec.id, &self.win.acked);
-        let _ = self.node.store.put_transfer(&self.rec);
+        // Only what this task owns: the queue may have moved the transfer
+        // (its priority) or another task taken a newer sealing run.
+        let (done, faults) = (self.rec.chunks_done, self.rec.faults);
+        let _ = self.node.store.update_transfer(&self.rec.id, |r| {
+            r.chunks_done = done;
+            r.faults = faults;
+            if r.status == TransferStatus::Pending {
+                r.status = TransferStatus::InProgress;
+            }
+        });
     }
 }
 
 fn sleep_until(t: Instant) -> tokio::time::Sleep {
     tokio::time::sleep_until(t)
+}
+
+/// Store how a task ended: what the task owned (its progress, its faults,
+/// what it verified, where it wrote) and the outcome, written onto the
+/// stored record, not over it with the copy the task held since it began
+/// (the queue may have moved the transfer meanwhile, and the store holds
+/// the latest sealing run). `then` adjusts the result (a client keeps a
+/// stopped transfer pending). Returns the record as stored, with the
+/// task's secret.
+pub(crate) fn store_outcome(
+    store: &crate::store::Store,
+    task: &TransferRecord,
+    outcome: &Outcome,
+    then: impl Fn(&mut TransferRecord),
+) -> TransferRecord {
+    let apply = |r: &mut TransferRecord| {
+        r.chunks_done = task.chunks_done;
+        r.faults = task.faults;
+        r.sha256 = task.sha256.or(r.sha256);
+        r.partial_path.clone_from(&task.partial_path);
+        finish_record(r, outcome);
+        then(r);
+    };
+    match store.update_transfer(&task.id, apply) {
+        Ok(Some(stored)) => TransferRecord {
+            secret: task.secret.clone(),
+            ..stored
+        },
+        _ => {
+            let mut rec = task.clone();
+            apply(&mut rec);
+            let _ = store.put_transfer(&rec);
+            rec
+        }
+    }
 }
 
 /// Mark a finished transfer in its record.
