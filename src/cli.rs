@@ -1126,7 +1126,7 @@ pub async fn resume(home: Home, id: Option<String>, all: bool, conn: Conn) -> Re
     if id.is_none() && !all {
         bail!("name a transfer id (see `pigeon status`) or pass --all");
     }
-    let conn = match recorded_transports(&home, &conn, id.as_deref())? {
+    let conn = match recorded_transports(&home, &conn, id.as_deref()).await? {
         Some(transports) => Conn { transports, ..conn },
         None => conn,
     };
@@ -1162,7 +1162,7 @@ pub async fn resume(home: Home, id: Option<String>, all: bool, conn: Conn) -> Re
 /// most of them used (they all go to the same agent).
 /// None when given or configured, or when a running pigeon holds the home
 /// (its engine has its own).
-fn recorded_transports(
+async fn recorded_transports(
     home: &Home,
     conn: &Conn,
     prefix: Option<&str>,
@@ -1170,10 +1170,24 @@ fn recorded_transports(
     if !conn.transports.is_empty() || !home.config()?.transports.is_empty() {
         return Ok(None);
     }
-    let reports = match Ledger::open(home) {
-        Ok(ledger) => ledger.reports()?,
-        Err(pigeon_core::error::CoreError::StoreLocked { .. }) => return Ok(None),
-        Err(e) => return Err(e.into()),
+    // A pigeon that holds the home but no longer answers is on its way out
+    // (the command of a transfer just paused): wait for it to let go.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let reports = loop {
+        match Ledger::open(home) {
+            Ok(ledger) => break ledger.reports()?,
+            Err(pigeon_core::error::CoreError::StoreLocked { .. }) => {
+                let answers =
+                    tokio::net::UnixStream::connect(pigeon_core::socket::path(home.dir()))
+                        .await
+                        .is_ok();
+                if answers || tokio::time::Instant::now() >= deadline {
+                    return Ok(None);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
     };
     let wanted: Vec<&TransferReport> = reports
         .iter()
@@ -1720,6 +1734,20 @@ async fn cancel_on(
     prefix: &str,
     wait: Duration,
 ) -> Result<(TransferReport, bool)> {
+    // Cancelled before, perhaps while the agent was away: say it again
+    // until the agent confirms (the engine answers at once if it did).
+    let report = handle.find(prefix.to_string()).await?;
+    if report.status == TransferStatus::Cancelled {
+        let id: TransferId = report.id.parse().map_err(|e: String| anyhow!(e))?;
+        let told = handle.cancel_telling(id, wait).await?;
+        if told {
+            bail!(
+                "transfer {} already cancelled; the agent confirmed it holds nothing of it",
+                short(&report.id)
+            );
+        }
+        return Ok((report, told));
+    }
     let (report, id) = unfinished(handle, prefix).await?;
     let told = handle.cancel_telling(id, wait).await?;
     Ok((report, told))
@@ -1762,12 +1790,13 @@ pub async fn cancel(home: Home, id: String, conn: Conn) -> Result<()> {
         (rec.id.short(), None)
     };
     match told {
-        Some(true) => eprintln!("cancelled {short}; the agent was told and drops what it holds of it"),
+        Some(true) => eprintln!("cancelled {short}; the agent confirmed it holds nothing of it"),
         Some(false) => eprintln!(
-            "cancelled {short}; the agent did not answer in time, so it still holds what it received (it removes partial uploads after a week)"
+            "cancelled {short} here; the agent did not confirm within {} s, so until it does it keeps what it received: the cancel is said again the next time pigeon reaches it (any command on this home, or `pigeon cancel {short}` again)",
+            wait.as_secs()
         ),
         None => eprintln!(
-            "cancelled {short} here; no transport to tell the agent (give --transport), which removes partial uploads after a week"
+            "cancelled {short} here; no transport to tell the agent (give --transport): the cancel is said the next time pigeon reaches it, and until then the agent keeps what it received"
         ),
     }
     if let Some(client) = ours {

@@ -128,7 +128,7 @@ fn commands_on_a_busy_home_run_through_the_process_that_holds_it() {
     let cancel = w.client(&["cancel", &id[..8]]);
     cancel.assert_ok();
     assert!(
-        cancel.stderr.contains("the agent was told"),
+        cancel.stderr.contains("the agent confirmed"),
         "{}",
         cancel.describe()
     );
@@ -357,4 +357,80 @@ fn a_follower_never_pauses_what_it_did_not_start_and_a_queued_pause_ends_the_wai
     };
     assert_eq!(of("a.bin")["status"], "completed");
     assert_eq!(of("b.bin")["status"], "paused");
+}
+
+/// Issue 25, item 4: a cancel is "told" only when the agent confirmed it;
+/// one it could not confirm is kept and said at the next contact; after a
+/// cancel in any state nothing of the upload is left on the agent. And a
+/// paused upload can be resumed at once, while its command is still on
+/// its way out.
+#[test]
+fn a_cancel_in_any_state_leaves_nothing_on_the_agent() {
+    let _heavy = heavy_lock();
+    let mut w = World::new(SLOW);
+    w.start_agent();
+    let staged_empty = |w: &World, what: &str| {
+        wait_until(
+            &format!("the agent drops the partial ({what})"),
+            Duration::from_secs(30),
+            || w.staged_files().is_empty(),
+        );
+    };
+    let cancel = |w: &World, id: &str| {
+        let run = w.client(&["cancel", &id[..8]]);
+        run.assert_ok();
+        run
+    };
+
+    // Paused, its command gone; then resumed at once and paused again.
+    let owner = start_owner(&w, "paused.bin", 900_000);
+    wait_for_progress(&w, "paused.bin", 2);
+    let id = status_of(&w, "paused.bin")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    w.client(&["pause", &id[..8]]).assert_ok();
+    let mut resumed = w.spawn_client(&["resume", &id[..8]]);
+    owner.wait(Duration::from_secs(30)).assert_failed();
+    wait_until("the resumed upload runs", Duration::from_secs(30), || {
+        status_of(&w, "paused.bin")["status"] == "in_progress" || resumed.exited()
+    });
+    assert!(!resumed.exited(), "resume failed:\n{}", resumed.stderr());
+    w.client(&["pause", &id[..8]]).assert_ok();
+    resumed.wait(Duration::from_secs(30)).assert_failed();
+    let run = cancel(&w, &id);
+    assert!(
+        run.stderr.contains("the agent confirmed"),
+        "{}",
+        run.describe()
+    );
+    staged_empty(&w, "paused");
+
+    // Cancelled while the agent is away: kept, and said when it is back.
+    let owner = start_owner(&w, "away.bin", 900_000);
+    wait_for_progress(&w, "away.bin", 2);
+    let id = status_of(&w, "away.bin")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    w.stop_agent();
+    let run = w.client(&["cancel", &id[..8], "--timeout", "2"]);
+    run.assert_ok();
+    assert!(
+        run.stderr.contains("did not confirm") && !run.stderr.contains("confirmed it holds"),
+        "{}",
+        run.describe()
+    );
+    owner.wait(Duration::from_secs(30)).assert_failed();
+    assert!(!w.staged_files().is_empty(), "the agent still holds it");
+    w.start_agent();
+    // Any command that reaches the agent delivers it.
+    w.client(&["ls"]).assert_ok();
+    staged_empty(&w, "cancelled while away");
+    let again = w.client(&["cancel", &id[..8]]);
+    assert!(
+        !again.success() && again.stderr.contains("the agent confirmed"),
+        "{}",
+        again.describe()
+    );
 }

@@ -440,7 +440,7 @@ fn cancelling_an_interrupted_upload_makes_the_agent_drop_its_partial_file() {
     let run = w.client(&["cancel", &id[..8]]);
     run.assert_ok();
     assert!(
-        run.stderr.contains("the agent was told"),
+        run.stderr.contains("the agent confirmed"),
         "{}",
         run.describe()
     );

@@ -174,6 +174,13 @@ pub enum Control {
         transfer: TransferId,
         held: Vec<PiecesHeld>,
     },
+    /// The agent's answer to [`Control::Cancel`]: it holds nothing of the
+    /// transfer any more (its partial is gone, its task stopped). Until it
+    /// comes, the client keeps the cancel and says it again at every
+    /// session.
+    Cancelled {
+        transfer: TransferId,
+    },
 }
 
 /// What a receiver holds of one chunk's frame ([`Control::Pieces`]).
@@ -263,7 +270,9 @@ impl Control {
             | Control::QuotaAsk { .. }
             | Control::Quota { .. }
             | Control::ShareAsk { .. }
-            | Control::Shares { .. } => None,
+            | Control::Shares { .. }
+            // For the client's hooks, never a task: the task is gone.
+            | Control::Cancelled { .. } => None,
         }
     }
 }

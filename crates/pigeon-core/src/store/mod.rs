@@ -284,6 +284,9 @@ pub struct Store {
     expiries: sled::Tree,
     /// A client's terms of its offers beside the manifest (an expiry).
     terms: sled::Tree,
+    /// A client's cancels the agent has not confirmed yet
+    /// ([`crate::protocol::Control::Cancelled`]).
+    cancels: sled::Tree,
     /// One file per live transfer secret.
     keys: PathBuf,
     /// Appends to the audit chain one at a time (read last, then insert).
@@ -322,6 +325,7 @@ impl Store {
             shares: db.open_tree("shares")?,
             expiries: db.open_tree("expiries")?,
             terms: db.open_tree("terms")?,
+            cancels: db.open_tree("cancels")?,
             audit_lock: Default::default(),
             keys,
             db,
@@ -612,6 +616,27 @@ impl Store {
     pub fn expiry_term(&self, id: &TransferId) -> Option<u64> {
         let v = self.terms.get(id.0).ok()??;
         Some(u64::from_be_bytes(v.as_ref().try_into().ok()?))
+    }
+
+    /// Keep a cancel until the agent confirms it.
+    pub fn put_cancel(&self, id: &TransferId) -> Result<()> {
+        self.cancels.insert(id.0, &now_unix().to_be_bytes())?;
+        Ok(())
+    }
+
+    /// The agent confirmed the cancel: forget it. True if it was kept.
+    pub fn forget_cancel(&self, id: &TransferId) -> Result<bool> {
+        Ok(self.cancels.remove(id.0)?.is_some())
+    }
+
+    /// The cancels the agent has not confirmed yet.
+    pub fn cancels(&self) -> Vec<TransferId> {
+        self.cancels
+            .iter()
+            .keys()
+            .flatten()
+            .filter_map(|k| Some(TransferId(k.as_ref().try_into().ok()?)))
+            .collect()
     }
 
     /// Record chunk `index`'s plaintext hash.

@@ -133,7 +133,8 @@ impl Hooks for AgentHooks {
             } => self.on_list(node, peer, request, dir, offset).await,
             Control::QuotaAsk { request } => self.on_quota(node, &peer, request),
             Control::ShareAsk { request, op } => self.on_share(node, &peer, request, op),
-            Control::Finish { transfer, .. } | Control::Cancel { transfer } => {
+            Control::Cancel { transfer } => self.on_cancel(node, &peer, transfer),
+            Control::Finish { transfer, .. } => {
                 let Ok(Some(rec)) = node.store.transfer(&transfer) else {
                     return;
                 };
@@ -152,9 +153,7 @@ impl Hooks for AgentHooks {
                         );
                     }
                     (s, _) if !s.is_finished() && rec.role == Role::Receiver => {
-                        if let (Control::Finish { .. }, Err(refusal)) =
-                            (&control, self.recheck(node, &rec))
-                        {
+                        if let Err(refusal) = self.recheck(node, &rec) {
                             return self.refuse_stopped(node, &rec, refusal);
                         }
                         spawn_receiver(

@@ -551,6 +551,53 @@ impl AgentHooks {
         }
     }
 
+    /// The peer cancels a transfer no task runs here (a running one is
+    /// handed the cancel by the router and answers it itself): drop what
+    /// is held of it, mark it cancelled, and confirm, also when nothing
+    /// was held (the offer never came), so the client can stop asking.
+    fn on_cancel(&self, node: &Node, peer: &Peer, transfer: TransferId) {
+        let rec = node.store.transfer(&transfer).ok().flatten();
+        if let Some(rec) = &rec {
+            if rec.peer != peer.name.as_str() {
+                return;
+            }
+            if !rec.status.is_finished() {
+                if rec.role == Role::Receiver {
+                    if let Some(p) = &rec.partial_path {
+                        let _ = std::fs::remove_file(p);
+                    }
+                }
+                let _ = node.store.clear_chunks(&transfer);
+                let _ = node
+                    .store
+                    .update_transfer(&transfer, |r| r.status = TransferStatus::Cancelled);
+                let _ = node.store.forget_secret(&transfer);
+                let _ = node.store.flush();
+                let action = match rec.role {
+                    Role::Receiver => "upload",
+                    Role::Sender => "download",
+                };
+                audit(
+                    node,
+                    &rec.peer,
+                    action,
+                    &rec.remote_path,
+                    "cancelled",
+                    Some(rec.manifest.size),
+                );
+                node.log(
+                    LogLevel::Info,
+                    format!(
+                        "{action} of {} by {}: cancelled",
+                        crate::policy::escape_control(&rec.remote_path),
+                        rec.peer
+                    ),
+                );
+            }
+        }
+        node.send_control(peer, &Control::Cancelled { transfer });
+    }
+
     fn namespace<'a>(&self, peer: &'a Peer, shares: &'a [Share]) -> Namespace<'a> {
         Namespace {
             layout: self.layout,

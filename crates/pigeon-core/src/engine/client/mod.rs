@@ -113,8 +113,10 @@ pub async fn start(cfg: ClientConfig) -> Result<ClientHandle> {
         restart_handshake: Notify::new(),
         lists: Mutex::new(HashMap::new()),
         refused: Mutex::new(None),
+        cancelled: tokio::sync::broadcast::channel(64).0,
     });
     crate::task::spawn(route(node.clone(), hooks.clone(), rx));
+    crate::task::spawn(tell_cancels(node.clone(), peer.clone()));
     crate::task::spawn(connect(node.clone(), peer.clone(), hooks.clone()));
     crate::task::spawn(crate::engine::mirror_status(
         node.clone(),
@@ -151,17 +153,64 @@ pub async fn start(cfg: ClientConfig) -> Result<ClientHandle> {
     })
 }
 
-/// Send `control` to `peer` as soon as a session is up, within `wait`.
-async fn tell_when_up(node: &Node, peer: &Peer, control: &Control, wait: Duration) -> bool {
+/// Say every cancel the agent has not confirmed yet, at every new session
+/// (a cancel made while the agent was away, or whose answer was lost, is
+/// delivered at the next contact, by whatever command makes it).
+async fn tell_cancels(node: Arc<Node>, peer: Arc<Peer>) {
+    let mut sessions = peer.session.subscribe();
+    loop {
+        if sessions.borrow_and_update().is_some() {
+            for transfer in node.store.cancels() {
+                node.send_control(&peer, &Control::Cancel { transfer });
+            }
+        }
+        if sessions.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// How often an unconfirmed cancel is said again while a command waits
+/// for its confirmation.
+const CANCEL_AGAIN: Duration = Duration::from_secs(3);
+
+/// Tell the agent `transfer` is cancelled and wait, within `wait`, for it
+/// to confirm ([`Control::Cancelled`]); whether it did.
+async fn cancel_confirmed(
+    node: &Node,
+    peer: &Peer,
+    mut confirmations: tokio::sync::broadcast::Receiver<TransferId>,
+    transfer: TransferId,
+    wait: Duration,
+) -> bool {
+    if !node.store.cancels().contains(&transfer) {
+        return true;
+    }
     let mut sessions = peer.session.subscribe();
     let deadline = tokio::time::Instant::now() + wait;
     loop {
-        if node.send_control(peer, control) {
-            return true;
-        }
-        tokio::select! {
-            changed = sessions.changed() => if changed.is_err() { return false },
-            () = tokio::time::sleep_until(deadline) => return false,
+        node.send_control(peer, &Control::Cancel { transfer });
+        let again = tokio::time::sleep(CANCEL_AGAIN);
+        tokio::pin!(again);
+        loop {
+            tokio::select! {
+                got = confirmations.recv() => match got {
+                    Ok(id) if id == transfer => return true,
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        if !node.store.cancels().contains(&transfer) {
+                            return true;
+                        }
+                    }
+                    Err(_) => return false,
+                },
+                changed = sessions.changed() => {
+                    if changed.is_err() { return false }
+                    break;
+                }
+                () = &mut again => break,
+                () = tokio::time::sleep_until(deadline) => return false,
+            }
         }
     }
 }

@@ -208,6 +208,13 @@ impl Core {
                 }
             }
             ClientCommand::Act(id, TransferAction::Cancel) => {
+                let unfinished = lock(&self.records)
+                    .get(&id)
+                    .is_some_and(|r| !r.status.is_finished());
+                if unfinished {
+                    // Kept until the agent confirms it holds nothing of it.
+                    let _ = self.node.store.put_cancel(&id);
+                }
                 if self.running.contains(&id) {
                     let node = self.node.clone();
                     crate::task::spawn(async move { node.deliver(&id, TaskInput::Cancel).await });
@@ -225,14 +232,12 @@ impl Core {
                 }
             }
             ClientCommand::CancelTelling { id, wait, reply } => {
-                // A running task tells the agent itself as it stops.
-                let running = self.running.contains(&id);
+                // Told once the agent confirms, not once it was sent.
+                let confirmations = self.hooks.cancelled.subscribe();
                 self.command(ClientCommand::Act(id, TransferAction::Cancel));
                 let (node, peer) = (self.node.clone(), self.peer.clone());
                 crate::task::spawn(async move {
-                    let told = running
-                        || tell_when_up(&node, &peer, &Control::Cancel { transfer: id }, wait)
-                            .await;
+                    let told = cancel_confirmed(&node, &peer, confirmations, id, wait).await;
                     let _ = reply.send(told);
                 });
             }

@@ -15,6 +15,8 @@ pub(super) struct ClientHooks {
     /// listing that starts a moment after it (its answer raced the
     /// registration) fails at once too instead of waiting out its silence.
     pub(super) refused: Mutex<Option<(Instant, String)>>,
+    /// Cancels the agent confirmed, for whoever waits on one.
+    pub(super) cancelled: tokio::sync::broadcast::Sender<TransferId>,
 }
 
 /// How long an agent's refusal of our key answers for new work without
@@ -104,6 +106,11 @@ impl Hooks for ClientHooks {
             | Control::ListRefused { request, .. }
             | Control::Quota { request, .. }
             | Control::Shares { request, .. } => *request,
+            Control::Cancelled { transfer } => {
+                let _ = node.store.forget_cancel(transfer);
+                let _ = self.cancelled.send(*transfer);
+                return;
+            }
             // Our Done for a finished download was lost: say it again, or
             // the agent never learns the file arrived.
             Control::Finish { transfer, .. } => {

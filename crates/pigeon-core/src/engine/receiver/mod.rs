@@ -396,6 +396,14 @@ impl Receiver {
             }))),
             Control::Cancel { .. } => {
                 self.discard();
+                if self.cfg.root.is_some() {
+                    self.node.send_control(
+                        &self.peer,
+                        &Control::Cancelled {
+                            transfer: self.rec.id,
+                        },
+                    );
+                }
                 Ok(Some(Outcome::Cancelled))
             }
             Control::Abort { reason, .. } => {

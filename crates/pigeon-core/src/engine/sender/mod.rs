@@ -446,6 +446,16 @@ impl Sender {
                         return Some(Outcome::Failed(format!("the agent refused: {reason}")))
                     }
                     Control::Present { sha256, .. } => self.present = Some(sha256),
+                    Control::Cancel { .. } if self.cfg.root.is_some() => {
+                        // The client cancelled its download.
+                        self.node.send_control(
+                            &self.peer,
+                            &Control::Cancelled {
+                                transfer: self.rec.id,
+                            },
+                        );
+                        return Some(Outcome::Cancelled);
+                    }
                     Control::Cancel { .. } => {
                         return Some(Outcome::Failed(
                             "the receiver cancelled this transfer (a newer one to the same path replaced it)".into(),
