@@ -476,7 +476,7 @@ pub(crate) struct Fate {
 pub enum TransportUri {
     /// `local:<SPOOL_DIR>[?profile=..&loss=..&dup=..&reorder=..&corrupt=..&delay_ms=..&seed=..&bytes_per_min=..]`
     Local(local::LocalUri),
-    /// `telegram:<CHAT>?token_env=<VAR>|token_file=<PATH>[&api=<URL>][&mode=text|document]`
+    /// `telegram:<CHAT>?token_env=<VAR>|token_file=<PATH>[&api=<URL>][&local_files=<DIR>][&mode=text|document]`
     Telegram(telegram::TelegramUri),
     /// `shipper:<PEER>?base_url=<URL>&api_key_env=<VAR>&api_secret_env=<VAR>[&rate_limit=N][&timeout=S]`
     Shipper(shipper::ShipperUri),

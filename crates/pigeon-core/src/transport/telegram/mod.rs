@@ -6,7 +6,7 @@
 //! the other's chat and long-polls `getUpdates` for what the other sent.
 //!
 //! ```text
-//! telegram:<CHAT>?token_env=<VAR>|token_file=<PATH>[&api=<URL>][&mode=text|document]
+//! telegram:<CHAT>?token_env=<VAR>|token_file=<PATH>[&api=<URL>][&local_files=<DIR>][&mode=text|document]
 //! ```
 //!
 //! - `text` (default): base64 in messages of up to 4,096 characters
@@ -18,6 +18,15 @@
 //! `offset`) only after the link holds it, and updates seen before are
 //! dropped by message id. A 429 carries `retry_after`, which is obeyed.
 //! The token never appears in a message, a log line or `describe()`.
+//!
+//! The server is not trusted with this machine: a local Bot API server
+//! (`--local`) answers `getFile` with a path on its own disk, and pigeon
+//! reads such a path only when the URI names that server's folder
+//! (`local_files=`), and then only a regular file inside it, no bigger than
+//! a document ([`local_files`]). Downloads over HTTP are capped as they
+//! stream. Answers that bring nothing new (the same update again, or an
+//! empty answer at once instead of a long poll) slow the polling down
+//! ([`IdlePace`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -25,6 +34,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use tokio::sync::mpsc;
+
+mod local_files;
 
 use super::http::{self, CallError, SecretSource};
 use super::{Capabilities, Correspondents, Health, Message, Received, SendError, Transport};
@@ -36,9 +47,14 @@ pub const PUBLIC_API: &str = "https://api.telegram.org";
 const MAX_DOWNLOAD: usize = 20_000_000;
 /// Seconds a `getUpdates` long poll waits for news.
 const POLL_SECONDS: u64 = 25;
-/// The least time between the starts of two polls that found nothing (a
-/// server that ignores `timeout` would otherwise be asked in a loop).
-const EMPTY_POLL_FLOOR: Duration = Duration::from_millis(500);
+/// The least time between the starts of two polls after one that brought
+/// nothing new: doubled for each such answer in a row, up to
+/// [`IDLE_POLL_MAX`]. A server that ignores `timeout`, or answers the same
+/// update again and again, would otherwise be asked in a tight loop.
+const IDLE_POLL_FIRST: Duration = Duration::from_millis(500);
+/// The most [`IdlePace`] waits between polls. Below [`POLL_SECONDS`], so
+/// an honest long poll that ends empty is never held up.
+const IDLE_POLL_MAX: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -60,6 +76,11 @@ pub struct TelegramUri {
     pub msgs_per_min: Option<u32>,
     /// What this one link may send (`bwlimit=`, set by [`TransportUri::parse`](super::TransportUri::parse)).
     pub bwlimit: Option<crate::bwlimit::BwLimit>,
+    /// The working folder of a local Bot API server (`local_files=`): the
+    /// only place whose files `getFile` may name by an absolute path.
+    /// Without it such an answer is refused (a server could name any file
+    /// the user can read, or `/dev/zero`).
+    pub local_files: Option<PathBuf>,
 }
 
 impl TelegramUri {
@@ -79,6 +100,7 @@ impl TelegramUri {
         let mut api = PUBLIC_API.to_string();
         let mut mode = Mode::Text;
         let mut msgs_per_min = None;
+        let mut local_files = None;
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (key, value) = pair
                 .split_once('=')
@@ -92,6 +114,12 @@ impl TelegramUri {
                     )
                 }
                 "api" => api = value.trim_end_matches('/').to_string(),
+                "local_files" => {
+                    if value.is_empty() {
+                        return Err("local_files= needs the local Bot API server's working folder (its --dir)".into());
+                    }
+                    local_files = Some(PathBuf::from(value))
+                }
                 "msgs_per_min" => {
                     msgs_per_min = Some(
                         value
@@ -110,13 +138,16 @@ impl TelegramUri {
                 }
                 other => {
                     return Err(format!(
-                        "unknown telegram setting {other:?}; known: token_env, token_file, api, mode, msgs_per_min"
+                        "unknown telegram setting {other:?}; known: token_env, token_file, api, local_files, mode, msgs_per_min"
                     ))
                 }
             }
         }
         let token = token
             .ok_or("telegram: needs the bot token's place: token_env=<VAR> or token_file=<PATH>")?;
+        if local_files.is_some() && api == PUBLIC_API {
+            return Err("local_files= is for a local Bot API server: give its address too (api=http://127.0.0.1:8081)".into());
+        }
         Ok(TelegramUri {
             chat: chat.to_string(),
             token,
@@ -124,6 +155,7 @@ impl TelegramUri {
             mode,
             msgs_per_min,
             bwlimit: None,
+            local_files,
         })
     }
 
@@ -164,6 +196,9 @@ impl std::fmt::Display for TelegramUri {
         }
         if self.api != PUBLIC_API {
             write!(f, "&api={}", self.api)?;
+        }
+        if let Some(dir) = &self.local_files {
+            write!(f, "&local_files={}", dir.display())?;
         }
         if self.mode == Mode::Document {
             f.write_str("&mode=document")?;
@@ -238,6 +273,8 @@ struct Api {
     http: reqwest::Client,
     base: String,
     token: zeroize::Zeroizing<String>,
+    /// `local_files=`: where `getFile`'s absolute paths may point.
+    local_files: Option<PathBuf>,
 }
 
 impl Api {
@@ -246,6 +283,7 @@ impl Api {
             http: http::client()?,
             base: uri.api.clone(),
             token: uri.token.load()?,
+            local_files: uri.local_files.clone(),
         })
     }
 
@@ -426,6 +464,7 @@ async fn poll(
     let mut offset: Option<i64> = None;
     let mut seen: super::Seen<i64> = super::Seen::new();
     let mut backoff = Duration::from_secs(1);
+    let mut idle = IdlePace::default();
     loop {
         let mut body = serde_json::json!({
             "timeout": POLL_SECONDS,
@@ -444,9 +483,6 @@ async fn poll(
             Ok(u) => {
                 backoff = Duration::from_secs(1);
                 health.clear("receive");
-                if u.is_empty() {
-                    tokio::time::sleep_until(poll_started + EMPTY_POLL_FLOOR).await;
-                }
                 u
             }
             Err(e) => {
@@ -468,6 +504,12 @@ async fn poll(
                 continue;
             }
         };
+        // New: an update at or past the offset asked for. Updates the
+        // server was already told to forget are not news.
+        let news = updates
+            .iter()
+            .any(|u| offset.is_none_or(|o| u.update_id >= o));
+        let next_poll = poll_started + idle.after(news);
         for update in updates {
             offset = Some(offset.map_or(update.update_id + 1, |o| o.max(update.update_id + 1)));
             let Some(m) = update.message else { continue };
@@ -511,11 +553,34 @@ async fn poll(
                 return;
             }
         }
+        tokio::time::sleep_until(next_poll).await;
     }
 }
 
-/// `getFile`, then the file itself (or, from a local Bot API server, the
-/// absolute path it answers with).
+/// How long after the start of a poll the next may start: at once after
+/// news, else a wait that grows with each answer in a row that brought
+/// nothing new (the same updates again, or nothing, sooner than a long
+/// poll would), from [`IDLE_POLL_FIRST`] to [`IDLE_POLL_MAX`].
+#[derive(Debug, Default)]
+struct IdlePace {
+    /// The wait after the next answer without news (zero: the first).
+    wait: Duration,
+}
+
+impl IdlePace {
+    fn after(&mut self, news: bool) -> Duration {
+        if news {
+            self.wait = Duration::ZERO;
+            return Duration::ZERO;
+        }
+        self.wait = (self.wait * 2).clamp(IDLE_POLL_FIRST, IDLE_POLL_MAX);
+        self.wait
+    }
+}
+
+/// `getFile`, then the file itself: over HTTP, or, from a local Bot API
+/// server named with `local_files=`, from the path it answers with. Either
+/// way no more than [`MAX_DOWNLOAD`] bytes are read.
 async fn fetch_document(api: &Api, file_id: &str) -> Result<Vec<u8>, String> {
     let request = api
         .http
@@ -529,9 +594,18 @@ async fn fetch_document(api: &Api, file_id: &str) -> Result<Vec<u8>, String> {
         .file_path
         .ok_or("telegram getFile: no file_path (the file is gone)")?;
     if path.starts_with('/') {
-        return tokio::fs::read(&path).await.map_err(|e| {
-            format!("telegram: cannot read {path} from the local Bot API server: {e}")
-        });
+        let Some(root) = api.local_files.clone() else {
+            return Err(format!(
+                "telegram getFile: the server answered with a path on this machine ({}), which pigeon reads only from a local Bot API server named with local_files=<its --dir> on the telegram URI; the document was skipped",
+                local_files::shown(&path, &api.token)
+            ));
+        };
+        let token = api.token.clone();
+        return tokio::task::spawn_blocking(move || {
+            local_files::read(&root, &path, MAX_DOWNLOAD, &token)
+        })
+        .await
+        .map_err(|e| format!("telegram: reading a local Bot API file stopped: {e}"))?;
     }
     let url = format!("{}/file/bot{}/{path}", api.base, api.token.as_str());
     let response = api
@@ -547,57 +621,11 @@ async fn fetch_document(api: &Api, file_id: &str) -> Result<Vec<u8>, String> {
             response.status()
         ));
     }
+    // Capped as it streams, whatever Content-Length says.
     http::read_capped(response, MAX_DOWNLOAD)
         .await
         .map_err(|e| format!("telegram file download: {e}"))
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn uris_parse_and_never_hold_a_token() {
-        let u = TelegramUri::parse(
-            "@agent_bot?token_env=TG_TOKEN&mode=document&api=http://127.0.0.1:9/",
-        )
-        .unwrap();
-        assert_eq!(u.chat, "@agent_bot");
-        assert_eq!(u.mode, Mode::Document);
-        assert_eq!(u.api, "http://127.0.0.1:9");
-        assert_eq!(
-            TelegramUri::parse(&u.to_string()["telegram:".len()..]).unwrap(),
-            u
-        );
-        for bad in [
-            "",
-            "agent",
-            "@",
-            "@a b?token_env=X",
-            "@a",
-            "@a?token=123:abc",
-            "@a?token_env=X&mode=video",
-        ] {
-            assert!(TelegramUri::parse(bad).is_err(), "{bad:?} accepted");
-        }
-        let err = TelegramUri::parse("@a?token=123:abc").unwrap_err();
-        assert!(!err.contains("123:abc"), "{err}");
-        assert!(TelegramUri::parse("-1001234?token_file=/run/tg").is_ok());
-    }
-
-    #[test]
-    fn bot_api_envelopes_decode_as_documented() {
-        let ok: Reply<Vec<Update>> = serde_json::from_str(
-            r#"{"ok":true,"result":[{"update_id":5,"message":{"message_id":9,"date":1,"chat":{"id":42,"type":"private"},"from":{"id":42,"is_bot":true,"first_name":"A","username":"agent_bot"},"text":"UEcB"}}]}"#,
-        )
-        .unwrap();
-        let m = ok.result.unwrap().remove(0).message.unwrap();
-        assert_eq!(m.text.as_deref(), Some("UEcB"));
-        let limited: Reply<serde_json::Value> = serde_json::from_str(
-            r#"{"ok":false,"error_code":429,"description":"Too Many Requests: retry after 3","parameters":{"retry_after":3}}"#,
-        )
-        .unwrap();
-        assert!(!limited.ok);
-        assert_eq!(limited.parameters.unwrap().retry_after, Some(3));
-    }
-}
+mod tests;

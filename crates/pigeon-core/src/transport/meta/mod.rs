@@ -12,16 +12,23 @@
 //! media download never holds up Meta's calls. A payload queued but not
 //! yet handed on when the process dies is lost to the transport; the
 //! engine's retransmission covers it.
+//!
+//! The port is open to anyone who finds it, so before any signature is
+//! checked the listener bounds what a client can hold ([`WebhookLimits`]):
+//! a few seconds for a request's headers and as many for its body, 64
+//! connections at once (more wait to be accepted), and bodies of at most
+//! 4 MiB, refused by their Content-Length before a byte of them is read.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
 use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use sha2::Sha256;
@@ -374,9 +381,53 @@ pub struct Webhook {
     pub health: Arc<super::Health>,
 }
 
+/// What a webhook listener allows a client, whoever it is: the port is
+/// public (behind a tunnel), and a client that sends slowly, or not at
+/// all, must not hold memory or connections for long.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WebhookLimits {
+    /// Time for a request's headers to arrive, from the connection's
+    /// start or the end of its last answer (an idle connection kept alive
+    /// is closed after it too).
+    pub header_timeout: Duration,
+    /// Time for a request's body to arrive once its headers have.
+    pub body_timeout: Duration,
+    /// Connections served at once; more wait to be accepted.
+    pub max_connections: usize,
+    /// Largest body, bytes: a bigger one is answered 413, unread.
+    pub max_body: usize,
+    /// The longest a connection is kept: then it is asked to close, and
+    /// closed a `body_timeout` later (a client that never reads its
+    /// answers holds no connection for ever).
+    pub connection_lifetime: Duration,
+}
+
+impl WebhookLimits {
+    /// Meta's calls come from its servers, whole, in well under a second;
+    /// its payloads are kilobytes (WhatsApp's webhooks overview allows up
+    /// to 3 MB, and Messenger batches up to 1,000 events in one), so
+    /// 4 MiB leaves room.
+    pub const DEFAULT: WebhookLimits = WebhookLimits {
+        header_timeout: Duration::from_secs(5),
+        body_timeout: Duration::from_secs(10),
+        max_connections: 64,
+        max_body: 4 * 1024 * 1024,
+        connection_lifetime: Duration::from_secs(120),
+    };
+}
+
 /// Listen for Meta's webhook on `listen` (bound now, so a taken port is
-/// said at once).
+/// said at once), within [`WebhookLimits::DEFAULT`].
 pub fn serve_webhook(listen: SocketAddr, hook: Webhook) -> Result<SocketAddr, String> {
+    serve_webhook_within(listen, hook, WebhookLimits::DEFAULT)
+}
+
+/// [`serve_webhook`] within `limits`.
+pub fn serve_webhook_within(
+    listen: SocketAddr,
+    hook: Webhook,
+    limits: WebhookLimits,
+) -> Result<SocketAddr, String> {
     let listener = std::net::TcpListener::bind(listen)
         .map_err(|e| format!("cannot listen for the webhook on {listen}: {e}"))?;
     let bound = listener
@@ -385,23 +436,64 @@ pub fn serve_webhook(listen: SocketAddr, hook: Webhook) -> Result<SocketAddr, St
     listener
         .set_nonblocking(true)
         .map_err(|e| format!("webhook listener: {e}"))?;
-    let hook = Arc::new(hook);
     let app = axum::Router::new()
         .fallback(axum::routing::get(verify).post(deliver))
-        // Meta's payloads are kilobytes.
-        .layer(axum::extract::DefaultBodyLimit::max(1024 * 1024))
-        .with_state(hook);
+        .with_state(Arc::new(Hook { hook, limits }));
     crate::task::spawn(async move {
         match tokio::net::TcpListener::from_std(listener) {
-            Ok(l) => {
-                if let Err(e) = axum::serve(l, app).await {
-                    tracing::error!("the webhook listener stopped: {e}");
-                }
-            }
+            Ok(l) => accept(l, app, limits).await,
             Err(e) => tracing::error!("webhook listener: {e}"),
         }
     });
     Ok(bound)
+}
+
+/// A webhook's settings with the limits it is served within.
+struct Hook {
+    hook: Webhook,
+    limits: WebhookLimits,
+}
+
+/// Accept connections for ever, at most `limits.max_connections` at once.
+///
+/// Written here rather than with `axum::serve`, which sets no header read
+/// timeout (hyper's needs a timer) and takes every connection offered.
+async fn accept(listener: tokio::net::TcpListener, app: axum::Router, limits: WebhookLimits) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    loop {
+        // A slot before a connection: past the cap, clients wait in the
+        // kernel's backlog, not in our memory.
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors, say: wait instead of spinning.
+                tracing::warn!("the webhook listener could not take a connection: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let connection = http.serve_connection(
+            hyper_util::rt::TokioIo::new(stream),
+            hyper_util::service::TowerToHyperService::new(app.clone()),
+        );
+        crate::task::spawn(async move {
+            let mut connection = std::pin::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                _ = tokio::time::sleep(limits.connection_lifetime) => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(limits.body_timeout, connection).await;
+                }
+            }
+            drop(slot);
+        });
+    }
 }
 
 #[derive(Deserialize)]
@@ -414,7 +506,8 @@ struct Handshake {
     challenge: Option<String>,
 }
 
-async fn verify(State(hook): State<Arc<Webhook>>, Query(q): Query<Handshake>) -> Response {
+async fn verify(State(hook): State<Arc<Hook>>, Query(q): Query<Handshake>) -> Response {
+    let hook = &hook.hook;
     let token_ok = q.verify_token.as_deref().is_some_and(|t| {
         use subtle::ConstantTimeEq;
         bool::from(t.as_bytes().ct_eq(hook.verify_token.as_bytes()))
@@ -435,7 +528,12 @@ async fn verify(State(hook): State<Arc<Webhook>>, Query(q): Query<Handshake>) ->
     }
 }
 
-async fn deliver(State(hook): State<Arc<Webhook>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn deliver(State(hook): State<Arc<Hook>>, headers: HeaderMap, body: Body) -> Response {
+    let body = match read_body(body, &headers, &hook.limits).await {
+        Ok(body) => body,
+        Err(refused) => return refused.into_response(),
+    };
+    let hook = &hook.hook;
     let signature = headers
         .get("x-hub-signature-256")
         .and_then(|v| v.to_str().ok());
@@ -461,52 +559,49 @@ async fn deliver(State(hook): State<Arc<Webhook>>, headers: HeaderMap, body: Byt
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn signatures_are_checked_over_the_raw_bytes() {
-        // The bytes as Meta sends them: non-ASCII escaped.
-        let body = br#"{"object":"whatsapp_business_account","name":"Caf\u00e9"}"#;
-        let mut mac = Hmac::<Sha256>::new_from_slice(b"app-secret").unwrap();
-        mac.update(body);
-        let good = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
-        assert!(signature_valid(b"app-secret", body, Some(&good)));
-        assert!(!signature_valid(b"other", body, Some(&good)));
-        // The same JSON re-serialised (é unescaped) is different bytes.
-        let reserialised = "{\"object\":\"whatsapp_business_account\",\"name\":\"Café\"}";
-        assert!(!signature_valid(
-            b"app-secret",
-            reserialised.as_bytes(),
-            Some(&good)
-        ));
-        assert!(!signature_valid(b"app-secret", body, None));
-        assert!(!signature_valid(b"app-secret", body, Some("sha1=00")));
+/// A request's body, within `limits`: 413 when it is bigger than
+/// `max_body` (by its Content-Length before a byte is read, else as soon
+/// as it grows past it), 408 when it takes longer than `body_timeout`.
+async fn read_body(
+    body: Body,
+    headers: &HeaderMap,
+    limits: &WebhookLimits,
+) -> Result<Bytes, (StatusCode, String)> {
+    let too_large = || {
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("a webhook body is at most {} bytes", limits.max_body),
+        )
+    };
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limits.max_body as u64) {
+        return Err(too_large());
     }
-
-    #[test]
-    fn graph_errors_are_classified_by_code() {
-        let e = |code, status| {
-            let reply: GraphErrorReply = serde_json::from_value(serde_json::json!({
-                "error": {"message": "m", "type": "OAuthException", "code": code, "fbtrace_id": "A"}
-            }))
-            .unwrap();
-            classify("whatsapp", status, &reply.error)
-        };
-        assert!(matches!(e(131056, 400), CallError::RateLimited(d) if d == Duration::from_secs(6)));
-        assert!(matches!(e(130429, 400), CallError::RateLimited(_)));
-        assert!(matches!(e(190, 401), CallError::Permanent(m) if m.contains("access token")));
-        assert!(matches!(e(131047, 400), CallError::Permanent(m) if m.contains("24-hour")));
-        assert!(matches!(e(131000, 500), CallError::Transient(_)));
-        assert!(matches!(e(100, 400), CallError::Permanent(_)));
-        let window: GraphErrorReply = serde_json::from_value(serde_json::json!({
-            "error": {"message": "(#10) This message is sent outside of allowed window.",
-                      "type": "OAuthException", "code": 10, "error_subcode": 2018278}
-        }))
-        .unwrap();
-        assert!(
-            matches!(classify("messenger", 400, &window.error), CallError::Permanent(m) if m.contains("write to the Page first"))
-        );
-    }
+    let read = async {
+        let mut chunks = body.into_data_stream();
+        let mut whole = Vec::new();
+        while let Some(chunk) = chunks.next().await {
+            let chunk =
+                chunk.map_err(|_| (StatusCode::BAD_REQUEST, "the body was cut off".to_string()))?;
+            if whole.len() + chunk.len() > limits.max_body {
+                return Err(too_large());
+            }
+            whole.extend_from_slice(&chunk);
+        }
+        Ok(Bytes::from(whole))
+    };
+    tokio::time::timeout(limits.body_timeout, read)
+        .await
+        .unwrap_or_else(|_| {
+            Err((
+                StatusCode::REQUEST_TIMEOUT,
+                "the body came too slowly".to_string(),
+            ))
+        })
 }
+
+#[cfg(test)]
+mod tests;
