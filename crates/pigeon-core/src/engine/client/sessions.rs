@@ -176,12 +176,18 @@ impl ClientHooks {
     }
 
     /// The agent's refusal of our key, if it came in the last few seconds.
+    /// Call it only once the work asking is registered (a task, a listing):
+    /// an older refusal is not trusted to hold (the key may be trusted by
+    /// now), so the agent is asked again with a new handshake, and its
+    /// answer, whichever it is, finds the work waiting for it instead of a
+    /// session the agent has forgotten.
     pub(super) fn refusal(&self) -> Option<String> {
         let mut refused = lock(&self.refused);
         match refused.as_ref() {
             Some((at, reason)) if at.elapsed() < REFUSAL_HOLDS => Some(reason.clone()),
             Some(_) => {
                 *refused = None;
+                self.need_session.notify_one();
                 None
             }
             None => None,
