@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use pigeon_core::bwlimit::BwLimit;
 use pigeon_core::engine::client::{self, ClientConfig};
 use pigeon_core::engine::{agent, ClientHandle, DownloadOptions, TransferAction, UploadOptions};
-use pigeon_core::home::{Home, PeerName, TrustedPeer};
+use pigeon_core::home::{Home, PeerName, RevokedPeer, TrustedPeer};
 use pigeon_core::ledger::{self, CleanChoice, Ledger};
 use pigeon_core::policy::{escape_control, Permissions};
 use pigeon_core::protocol::ShareOp;
@@ -424,10 +424,16 @@ pub enum KeysCommand {
         /// and only there.
         #[arg(long = "address", value_name = "KIND=ADDRESS")]
         addresses: Vec<String>,
+        /// Give this key a name that belonged to a revoked key, and with
+        /// it, on an agent, that key's folder and the shares made by and
+        /// with the name.
+        #[arg(long)]
+        reuse_name: bool,
     },
-    /// List trusted peers.
+    /// List trusted peers (and, on stderr, the names kept for revoked keys).
     List,
-    /// Stop trusting a peer.
+    /// Stop trusting a peer; its name stays with its key (no other key
+    /// inherits its folder and shares unless given it with --reuse-name).
     Revoke {
         /// The peer's name, as `pigeon keys list` shows it.
         name: String,
@@ -455,6 +461,10 @@ pub struct PairArgs {
     /// On the client: seconds to wait for the agent's answer.
     #[arg(long, default_value_t = 120)]
     pub timeout: u64,
+    /// With --name: give the other side a name that belonged to a revoked
+    /// key (and with it, on an agent, that key's folder and shares).
+    #[arg(long)]
+    pub reuse_name: bool,
 }
 
 /// A peer's quotas on the agent (each one kept from before when not given;
@@ -576,10 +586,13 @@ fn own_name() -> String {
 
 /// Who a pairing trusts, and under what name.
 struct Paired<'a> {
-    /// The name the owner gave (`--name`): it replaces whoever had it.
+    /// The name the owner gave (`--name`): it replaces whoever had it;
+    /// a revoked key's name only with `reuse_name`.
     requested: Option<PeerName>,
+    reuse_name: bool,
     /// The name the other side suggests, else `fallback`; made unique
-    /// (`laptop-2`) rather than replacing a different key.
+    /// (`laptop-2`) rather than replacing a different key or taking a
+    /// revoked key's name.
     suggested: &'a str,
     fallback: &'a str,
     key: pigeon_core::crypto::PublicKey,
@@ -606,30 +619,34 @@ fn refuse_case_twin(trusted: &[TrustedPeer], name: &PeerName) -> Result<()> {
     Ok(())
 }
 
-/// Add a paired peer to the trust list; the name it is trusted under.
-/// The same key paired again replaces its old entry.
-fn trust_paired(home: &Home, p: Paired<'_>) -> Result<PeerName> {
-    let mut all = home.trusted()?;
+/// Add a paired peer to the trust list; the name it is trusted under,
+/// and why it is not the one suggested when it is not. The same key
+/// paired again replaces its old entry.
+fn trust_paired(home: &Home, p: Paired<'_>) -> Result<(PeerName, Option<String>)> {
+    let mut all = home.trust_list()?;
+    let mut revoked = home.revoked()?;
+    let mut note = None;
     let name = match p.requested {
         Some(name) => name,
         None => {
-            let base = PeerName::parse(p.suggested)
-                .or_else(|_| PeerName::parse(p.fallback))?
-                .to_string();
-            let free = |n: &str| {
-                all.iter()
-                    .all(|t| !t.name.as_str().eq_ignore_ascii_case(n) || t.key == p.key)
-            };
-            let unique = (1..)
-                .map(|i| match i {
-                    1 => base.clone(),
-                    i => format!("{base}-{i}"),
-                })
-                .find(|n| free(n) && PeerName::parse(n).is_ok())
-                .unwrap_or(base);
-            PeerName::parse(&unique)?
+            let base = PeerName::parse(p.suggested).or_else(|_| PeerName::parse(p.fallback))?;
+            let name = pigeon_core::home::unique_name(&base, &p.key, &all, &revoked)?;
+            if name != base {
+                let whose = match pigeon_core::home::reserved_for(&revoked, base.as_str(), &p.key) {
+                    Some(r) => format!(
+                        "belonged to a revoked key ({}…), whose folder and shares it keeps",
+                        &r.key.to_string()[..16]
+                    ),
+                    None => "is another key's".to_string(),
+                };
+                note = Some(format!(
+                    "the name {base} {whose}; trusting this one as {name} (rename it with `pigeon keys trust <KEY> --name <NAME>`)"
+                ));
+            }
+            name
         }
     };
+    let reserved_changed = claim_name(&mut revoked, &name, &p.key, p.reuse_name)?;
     refuse_case_twin(
         &all.iter()
             .filter(|t| t.key != p.key)
@@ -652,7 +669,42 @@ fn trust_paired(home: &Home, p: Paired<'_>) -> Result<PeerName> {
         limits: p.limits,
     });
     home.save_trusted(&all)?;
-    Ok(name)
+    if reserved_changed {
+        home.save_revoked(&revoked)?;
+    }
+    Ok((name, note))
+}
+
+/// Whether `key` may have `name` as far as revoked keys go: not a revoked
+/// key's name unless `reuse` says so (then it says what passes to the new
+/// key). The name is kept no longer once its own key is trusted under it
+/// again, or it is reused; whether `revoked` changed.
+fn claim_name(
+    revoked: &mut Vec<RevokedPeer>,
+    name: &PeerName,
+    key: &pigeon_core::crypto::PublicKey,
+    reuse: bool,
+) -> Result<bool> {
+    if let Some(old) = pigeon_core::home::reserved_for(revoked, name.as_str(), key) {
+        let old_key = &old.key.to_string()[..16];
+        if !reuse {
+            bail!(
+                "the name {} belonged to a revoked key ({old_key}…, revoked {}); on an agent its folder ({}/ under the storage root) and the shares made by and with it are still there, and a new key does not inherit them unasked. Choose another name, or pass --reuse-name to give them to this key",
+                old.name,
+                format_time(old.revoked_unix),
+                old.name
+            );
+        }
+        eprintln!(
+            "the name {} belonged to the revoked key {old_key}…: on an agent, its folder ({}/ under the storage root) and the shares made by and with it now pass to this key; move the folder aside first if they should not",
+            old.name, old.name
+        );
+    }
+    let before = revoked.len();
+    revoked.retain(|r| {
+        !(r.name.as_str().eq_ignore_ascii_case(name.as_str()) && (reuse || r.key == *key))
+    });
+    Ok(revoked.len() != before)
 }
 
 /// `pigeon pair`: without a code, make one and wait for the client (the
@@ -683,10 +735,11 @@ pub async fn pair(home: &Home, args: PairArgs) -> Result<bool> {
             let mut trusted_as = None;
             let ended = pair::offer(&transports, code, me, &own_name(), |intro, from| {
                 let key = pigeon_core::crypto::PublicKey(intro.key);
-                let named = trust_paired(
+                let (named, note) = trust_paired(
                     home,
                     Paired {
                         requested: chosen.clone(),
+                        reuse_name: args.reuse_name,
                         suggested: &intro.name,
                         fallback: "client",
                         key,
@@ -696,6 +749,9 @@ pub async fn pair(home: &Home, args: PairArgs) -> Result<bool> {
                     },
                 )
                 .map_err(|e| e.to_string())?;
+                if let Some(note) = note {
+                    eprintln!("{note}");
+                }
                 trusted_as = Some(named);
                 Ok(())
             })
@@ -725,10 +781,11 @@ pub async fn pair(home: &Home, args: PairArgs) -> Result<bool> {
             );
             match pair::accept(&transports, code, me, &own_name(), limit).await? {
                 Ended::Paired { key, .. } => {
-                    let name = trust_paired(
+                    let (name, note) = trust_paired(
                         home,
                         Paired {
                             requested: name,
+                            reuse_name: args.reuse_name,
                             suggested: "agent",
                             fallback: "agent",
                             key,
@@ -737,6 +794,9 @@ pub async fn pair(home: &Home, args: PairArgs) -> Result<bool> {
                             from: None,
                         },
                     )?;
+                    if let Some(note) = note {
+                        eprintln!("{note}");
+                    }
                     eprintln!(
                         "paired: trusting {name} ({}); try `pigeon ls --transport {}`",
                         &key.to_string()[..16],
@@ -770,11 +830,16 @@ pub fn keys(home: &Home, cmd: KeysCommand) -> Result<()> {
             allow,
             limits,
             addresses,
+            reuse_name,
         } => {
             let name = PeerName::parse(&name)?;
-            let mut all = home.trusted()?;
+            let key: pigeon_core::crypto::PublicKey = key.parse()?;
+            let mut all = home.trust_list()?;
+            let mut revoked = home.revoked()?;
+            let reserved_changed = claim_name(&mut revoked, &name, &key, reuse_name)?;
             // Trusting a name again keeps the addresses and limits it had.
             let before = all.iter().find(|p| p.name == name);
+            let replaced = before.map(|p| p.key).filter(|k| *k != key);
             let mut known = before.map(|p| p.addresses.clone()).unwrap_or_default();
             let limits = limits.apply(before.map(|p| p.limits).unwrap_or_default())?;
             for a in &addresses {
@@ -794,7 +859,7 @@ pub fn keys(home: &Home, cmd: KeysCommand) -> Result<()> {
             }
             let peer = TrustedPeer {
                 name,
-                key: key.parse()?,
+                key,
                 permissions: Permissions::parse(&allow)?,
                 addresses: known,
                 limits,
@@ -817,11 +882,34 @@ pub fn keys(home: &Home, cmd: KeysCommand) -> Result<()> {
                 &peer.key.to_string()[..16],
                 peer.permissions
             );
+            if let Some(old) = replaced {
+                // A new key for a trusted name: the owner's to make, and
+                // said, since the folder and shares go with the name.
+                eprintln!(
+                    "{} was trusted with the key {}…; this key replaces it, and on an agent takes its folder and shares",
+                    peer.name,
+                    &old.to_string()[..16]
+                );
+            }
             all.push(peer);
             home.save_trusted(&all)?;
+            if reserved_changed {
+                home.save_revoked(&revoked)?;
+            }
         }
         KeysCommand::List => {
-            let all = home.trusted()?;
+            let (all, refused) = home.trusted_and_refused()?;
+            for why in refused {
+                eprintln!("{why}");
+            }
+            for r in home.revoked()? {
+                eprintln!(
+                    "revoked: {} ({}…, {}); its name is kept for that key",
+                    r.name,
+                    &r.key.to_string()[..16],
+                    format_time(r.revoked_unix)
+                );
+            }
             if all.is_empty() {
                 eprintln!("no trusted peers; add one with `pigeon keys trust <KEY> --name <NAME>`");
             }
@@ -839,14 +927,16 @@ pub fn keys(home: &Home, cmd: KeysCommand) -> Result<()> {
             }
         }
         KeysCommand::Revoke { name } => {
-            let mut all = home.trusted()?;
-            let before = all.len();
-            all.retain(|p| p.name.as_str() != name);
-            if all.len() == before {
-                bail!("no trusted peer named {name:?}; see `pigeon keys list`");
-            }
-            home.save_trusted(&all)?;
-            eprintln!("revoked {name}");
+            let gone = home.revoke(&name).map_err(|e| match e {
+                pigeon_core::error::CoreError::UnknownPeer(_) => {
+                    anyhow!("no trusted peer named {name:?}; see `pigeon keys list`")
+                }
+                e => anyhow!(e),
+            })?;
+            eprintln!(
+                "revoked {name} ({}…); the name stays with that key, so no other key inherits its folder and shares on an agent (`pigeon keys trust <KEY> --name {name} --reuse-name` gives them to another deliberately)",
+                &gone.key.to_string()[..16]
+            );
         }
     }
     Ok(())
@@ -1949,6 +2039,7 @@ mod tests {
                 &home,
                 Paired {
                     requested: requested.map(|n| PeerName::parse(n).unwrap()),
+                    reuse_name: false,
                     suggested,
                     fallback: "client",
                     key,
@@ -1958,6 +2049,7 @@ mod tests {
                 },
             )
             .unwrap()
+            .0
             .to_string()
         };
         assert_eq!(paired("laptop", None, first), "laptop");
@@ -1981,6 +2073,99 @@ mod tests {
         let all = home.trusted().unwrap();
         assert_eq!(all.len(), 2, "{all:?}");
         assert!(all.iter().all(|p| p.key != first));
+    }
+
+    #[test]
+    fn a_revoked_peers_name_is_never_silently_given_to_another_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::resolve(Some(dir.path().to_path_buf())).unwrap();
+        let key = || pigeon_core::crypto::Identity::generate().unwrap().public();
+        let (old, new) = (key(), key());
+        let trust = |key: &pigeon_core::crypto::PublicKey, reuse_name| {
+            keys(
+                &home,
+                KeysCommand::Trust {
+                    key: key.to_string(),
+                    name: "phone".into(),
+                    allow: "upload,download,list".into(),
+                    limits: Default::default(),
+                    addresses: vec![],
+                    reuse_name,
+                },
+            )
+        };
+        let pair = |key, requested: Option<&str>, reuse_name| {
+            trust_paired(
+                &home,
+                Paired {
+                    requested: requested.map(|n| PeerName::parse(n).unwrap()),
+                    reuse_name,
+                    suggested: "phone",
+                    fallback: "client",
+                    key,
+                    permissions: Permissions::default(),
+                    limits: Default::default(),
+                    from: None,
+                },
+            )
+        };
+        trust(&old, false).unwrap();
+        keys(
+            &home,
+            KeysCommand::Revoke {
+                name: "phone".into(),
+            },
+        )
+        .unwrap();
+        assert!(home.trusted().unwrap().is_empty());
+        // Pairing a new key that calls itself phone: another name, and why.
+        let (name, note) = pair(new, None, false).unwrap();
+        assert_eq!(name.as_str(), "phone-2");
+        let note = note.unwrap();
+        assert!(
+            note.contains("the name phone belonged to a revoked key")
+                && note.contains("as phone-2"),
+            "{note}"
+        );
+        // Asked for by name, for another key: refused, with the way out.
+        for refused in [
+            trust(&new, false).unwrap_err().to_string(),
+            pair(new, Some("phone"), false).unwrap_err().to_string(),
+        ] {
+            assert!(
+                refused.starts_with("the name phone belonged to a revoked key")
+                    && refused.contains("--reuse-name"),
+                "{refused}"
+            );
+        }
+        assert!(home
+            .trusted()
+            .unwrap()
+            .iter()
+            .all(|p| p.name.as_str() != "phone"));
+        // Its own key again: its name back, kept no longer.
+        trust(&old, false).unwrap();
+        assert!(home.revoked().unwrap().is_empty());
+        assert!(home
+            .trusted()
+            .unwrap()
+            .iter()
+            .any(|p| p.name.as_str() == "phone" && p.key == old));
+        // Given deliberately to another key.
+        keys(
+            &home,
+            KeysCommand::Revoke {
+                name: "phone".into(),
+            },
+        )
+        .unwrap();
+        trust(&new, true).unwrap();
+        assert!(home.revoked().unwrap().is_empty());
+        assert!(home
+            .trusted()
+            .unwrap()
+            .iter()
+            .any(|p| p.name.as_str() == "phone" && p.key == new));
     }
 
     #[test]

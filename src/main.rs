@@ -314,7 +314,7 @@ async fn start_embedded_agent(
     let me = home.identity()?;
     let agent_key = agent_home.identity()?.public();
     let name = PeerName::parse("local-agent")?;
-    let mut mine = home.trusted()?;
+    let mut mine = home.trust_list()?;
     if !mine.iter().any(|p| p.key == agent_key) {
         mine.retain(|p| p.name != name);
         mine.push(TrustedPeer {

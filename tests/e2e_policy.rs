@@ -97,6 +97,24 @@ fn quotas_refuse_at_offer_with_the_numbers_and_are_shown_and_audited() {
         "{}",
         run.describe()
     );
+    // Refused, into folders that are not there: none are made (they
+    // were, before the quotas were judged: empty chains without end).
+    let run = w.upload(&[&e], &["--to", "a/b/c/d/"]);
+    run.assert_failed();
+    assert!(said(&run).contains("too many files"), "{}", run.describe());
+    let run = w.upload(&[&d], &["--to", "q/r/s/t/"]);
+    run.assert_failed();
+    assert!(said(&run).contains("quota exceeded"), "{}", run.describe());
+    let folders: Vec<_> = std::fs::read_dir(w.storage())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name())
+        .collect();
+    assert!(
+        folders.is_empty(),
+        "a refused upload made folders: {folders:?}"
+    );
     assert_eq!(w.stored_files(), vec!["a.bin", "c.bin"]);
     assert!(w.staged_files().is_empty(), "{:?}", w.staged_files());
     // A refusal that only a person can lift is not retried by resume --all.
@@ -136,9 +154,11 @@ fn quotas_refuse_at_offer_with_the_numbers_and_are_shown_and_audited() {
         "{}",
         mine.describe()
     );
-    // Removing a file frees its share.
+    // Removing a file frees its share; within the limits, an upload gets
+    // its folders.
     std::fs::remove_file(w.storage().join("c.bin")).unwrap();
-    w.upload(&[&d], &[]).assert_ok();
+    w.upload(&[&d], &["--to", "a/b/c/d/"]).assert_ok();
+    assert_same_file(&d, &w.storage().join("a/b/c/d/d.bin"));
     // Replacing a file counts the new one, not both: 30 KiB kept beside
     // a.bin, a 60 KiB a.bin in its place fits the 100 KiB.
     let bigger = w.random_file("a.bin", 60 * 1024, 8);
@@ -155,6 +175,7 @@ fn quotas_refuse_at_offer_with_the_numbers_and_are_shown_and_audited() {
                 .as_str()
                 .unwrap_or("")
                 .starts_with("refused: quota")
+                && r["path"] == "d.bin"
         })
         .collect();
     assert_eq!(refused.len(), 1, "{}", audit.stdout);
@@ -562,5 +583,55 @@ fn pairing_by_a_short_code_trusts_both_ways_and_a_wrong_code_burns_it() {
             .unwrap_or_default()
             .contains("key"),
         "the burnt code trusted nobody"
+    );
+}
+
+#[test]
+fn a_revoked_peers_name_passes_to_no_other_key_unasked() {
+    let w = World::new("");
+    let old = w.client_key.clone();
+    let revoke = owner(&w, &["keys", "revoke", "laptop"]);
+    revoke.assert_ok();
+    assert!(
+        revoke.stderr.contains("the name stays with that key"),
+        "{}",
+        revoke.describe()
+    );
+    let (_home, other) = w.stranger("other");
+    let refused = owner(&w, &["keys", "trust", &other, "--name", "laptop"]);
+    refused.assert_failed();
+    assert!(
+        refused
+            .stderr
+            .contains("the name laptop belonged to a revoked key")
+            && refused.stderr.contains("--reuse-name"),
+        "{}",
+        refused.describe()
+    );
+    let listed = owner(&w, &["keys", "list"]);
+    assert!(
+        !listed.stdout.contains("laptop") && listed.stderr.contains("revoked: laptop"),
+        "{}",
+        listed.describe()
+    );
+    // Its own key again is welcome under its name.
+    owner(&w, &["keys", "trust", &old, "--name", "laptop"]).assert_ok();
+    owner(&w, &["keys", "revoke", "laptop"]).assert_ok();
+    // Given to another key deliberately, and said what goes with it.
+    let reused = owner(
+        &w,
+        &["keys", "trust", &other, "--name", "laptop", "--reuse-name"],
+    );
+    reused.assert_ok();
+    assert!(
+        reused.stderr.contains("now pass to this key"),
+        "{}",
+        reused.describe()
+    );
+    assert!(
+        owner(&w, &["keys", "list"])
+            .stdout
+            .contains(&format!("laptop\t{other}")),
+        "the name is the new key's"
     );
 }

@@ -3,6 +3,7 @@
 //! ```text
 //! <home>/identity.key    private and public key, hex, mode 0600
 //! <home>/peers.toml      trusted peers: name, key, permissions
+//! <home>/revoked.toml    revoked peers' names, each kept for its key
 //! <home>/config.toml     optional: peer, transports, parallel, bell
 //! <home>/db/             the sled store (one process at a time)
 //! <home>/logs/           agent logs
@@ -21,6 +22,15 @@
 //! `authorized_keys` it can be read and edited while an agent runs (the
 //! agent reads it on every handshake), which a sled tree held open by the
 //! agent could not.
+//!
+//! A revoked peer's name stays with its key ([`Home::revoke`],
+//! `revoked.toml`): on the agent the name is a folder (`<root>/<name>/`)
+//! and the shares made by and with it, and a new key given the name would
+//! inherit them all. Pairing picks another name ([`unique_name`]) and
+//! `pigeon keys trust` refuses one unless told to reuse it. The revoked
+//! are kept in a file of their own rather than marked in `peers.toml`, so
+//! that whatever reads the trust list (an older pigeon, a script, a hand
+//! edit) can never take a revoked key for a trusted one.
 
 use std::path::{Path, PathBuf};
 
@@ -99,6 +109,59 @@ pub struct TrustedPeer {
 /// The kinds of transport a peer can have an address on.
 pub const ADDRESS_KINDS: [&str; 5] = ["local", "telegram", "whatsapp", "messenger", "shipper"];
 
+/// A peer whose trust was revoked: its name stays reserved for its key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RevokedPeer {
+    pub name: PeerName,
+    pub key: PublicKey,
+    /// When, in Unix seconds.
+    pub revoked_unix: u64,
+}
+
+/// The revoked peer that `name` (in any case: on some file systems names
+/// that differ only in case are one folder) still belongs to, when that
+/// is another key than `key`.
+pub fn reserved_for<'a>(
+    revoked: &'a [RevokedPeer],
+    name: &str,
+    key: &PublicKey,
+) -> Option<&'a RevokedPeer> {
+    revoked
+        .iter()
+        .find(|r| r.name.as_str().eq_ignore_ascii_case(name) && r.key != *key)
+}
+
+/// The first of `base`, `base-2`, `base-3`… that is no other key's: not a
+/// trusted peer's with another key, not a revoked key's (in any case).
+pub fn unique_name(
+    base: &PeerName,
+    key: &PublicKey,
+    trusted: &[TrustedPeer],
+    revoked: &[RevokedPeer],
+) -> Result<PeerName> {
+    let free = |n: &str| {
+        trusted
+            .iter()
+            .all(|t| !t.name.as_str().eq_ignore_ascii_case(n) || t.key == *key)
+            && reserved_for(revoked, n, key).is_none()
+    };
+    (1..=trusted.len() + revoked.len() + 1)
+        .map(|i| match i {
+            1 => base.to_string(),
+            // A suffix that would pass 64 characters shortens the base.
+            i => {
+                let suffix = format!("-{i}");
+                let keep = base.as_str().len().min(64 - suffix.len());
+                format!("{}{suffix}", &base.as_str()[..keep])
+            }
+        })
+        .find(|n| free(n))
+        .map_or_else(
+            || Err(CoreError::BadPeerName(base.to_string())),
+            |n| PeerName::parse(&n),
+        )
+}
+
 #[derive(Serialize, Deserialize, Default)]
 struct TrustFile {
     #[serde(default)]
@@ -114,6 +177,20 @@ struct TrustEntry {
     addresses: std::collections::BTreeMap<String, String>,
     #[serde(flatten)]
     limits: Limits,
+}
+
+#[derive(Serialize, Deserialize, Default)]
+struct RevokedFile {
+    #[serde(default)]
+    revoked: Vec<RevokedEntry>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct RevokedEntry {
+    name: PeerName,
+    key: String,
+    #[serde(default)]
+    revoked_unix: u64,
 }
 
 /// `<home>/config.toml`.
@@ -257,7 +334,38 @@ impl Home {
         }
     }
 
+    /// The peers this party trusts: the trust list, less any entry under a
+    /// name that belongs to another, revoked key (a hand edit: `pigeon keys
+    /// trust --reuse-name` is how a name passes to a new key). What the
+    /// engine uses.
     pub fn trusted(&self) -> Result<Vec<TrustedPeer>> {
+        self.trusted_and_refused().map(|(trusted, _)| trusted)
+    }
+
+    /// [`trusted`](Self::trusted), and why each entry left out is.
+    pub fn trusted_and_refused(&self) -> Result<(Vec<TrustedPeer>, Vec<String>)> {
+        let revoked = self.revoked()?;
+        let mut refused = vec![];
+        let mut all = self.trust_list()?;
+        all.retain(|t| match reserved_for(&revoked, t.name.as_str(), &t.key) {
+            None => true,
+            Some(r) => {
+                refused.push(format!(
+                    "peers.toml trusts {} with the key {}…, but the name belonged to the revoked key {}…: not trusted until `pigeon keys trust {} --name {} --reuse-name` gives it the name (and the revoked key's folder and shares)",
+                    t.name,
+                    &t.key.to_string()[..16],
+                    &r.key.to_string()[..16],
+                    t.key,
+                    t.name
+                ));
+                false
+            }
+        });
+        Ok((all, refused))
+    }
+
+    /// `peers.toml` as it is, every entry (for editing it).
+    pub fn trust_list(&self) -> Result<Vec<TrustedPeer>> {
         let path = self.dir.join("peers.toml");
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
@@ -312,6 +420,72 @@ impl Home {
         let text =
             format!("# Peers this party trusts (pigeon keys trust/revoke edit this file).\n{text}");
         write_private(&self.dir.join("peers.toml"), text.as_bytes())
+    }
+
+    /// The revoked peers whose names are kept (`revoked.toml`).
+    pub fn revoked(&self) -> Result<Vec<RevokedPeer>> {
+        let path = self.dir.join("revoked.toml");
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+            Err(e) => return Err(CoreError::io(format!("reading {}", path.display()), e)),
+        };
+        let file: RevokedFile = toml::from_str(&text)
+            .map_err(|e| CoreError::Config(format!("{}: {e}", path.display())))?;
+        file.revoked
+            .into_iter()
+            .map(|e| {
+                Ok(RevokedPeer {
+                    name: e.name,
+                    key: e.key.parse()?,
+                    revoked_unix: e.revoked_unix,
+                })
+            })
+            .collect()
+    }
+
+    pub fn save_revoked(&self, revoked: &[RevokedPeer]) -> Result<()> {
+        let file = RevokedFile {
+            revoked: revoked
+                .iter()
+                .map(|r| RevokedEntry {
+                    name: r.name.clone(),
+                    key: r.key.to_string(),
+                    revoked_unix: r.revoked_unix,
+                })
+                .collect(),
+        };
+        let text = toml::to_string_pretty(&file)
+            .map_err(|e| CoreError::Config(format!("writing the revoked names: {e}")))?;
+        let text = format!(
+            "# Revoked peers: each name stays with its key, so that no other key\n# inherits its folder and shares (`pigeon keys revoke` adds one;\n# `pigeon keys trust KEY --name NAME --reuse-name` gives a name to a new key).\n{text}"
+        );
+        write_private(&self.dir.join("revoked.toml"), text.as_bytes())
+    }
+
+    /// Stop trusting the peer `name`, and keep its name for its key.
+    pub fn revoke(&self, name: &str) -> Result<RevokedPeer> {
+        let mut all = self.trust_list()?;
+        let at = all
+            .iter()
+            .position(|p| p.name.as_str() == name)
+            .ok_or_else(|| CoreError::UnknownPeer(name.to_string()))?;
+        let gone = all.remove(at);
+        let kept = RevokedPeer {
+            name: gone.name,
+            key: gone.key,
+            revoked_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        };
+        let mut revoked = self.revoked()?;
+        revoked.retain(|r| !(r.name == kept.name && r.key == kept.key));
+        revoked.push(kept.clone());
+        // The name reserved first: a crash between the two writes leaves
+        // the peer trusted still, never its name free while its files stay.
+        self.save_revoked(&revoked)?;
+        self.save_trusted(&all)?;
+        Ok(kept)
     }
 
     pub fn config(&self) -> Result<Config> {
@@ -414,6 +588,75 @@ mod tests {
         assert_eq!(a.cleanup, Cleanup::default());
         // A misspelt setting is an error, not silently ignored.
         assert!(toml::from_str::<Config>("[agent.cleanup]\npartial_days = 3\n").is_err());
+    }
+
+    fn peer(name: &str, key: PublicKey) -> TrustedPeer {
+        TrustedPeer {
+            name: PeerName::parse(name).unwrap(),
+            key,
+            permissions: Permissions::default(),
+            addresses: Default::default(),
+            limits: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_revoked_peer_is_never_trusted_and_its_name_stays_with_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::resolve(Some(dir.path().to_path_buf())).unwrap();
+        let key = || Identity::generate().unwrap().public();
+        let (old, new, other) = (key(), key(), key());
+        home.save_trusted(&[peer("phone", old), peer("laptop", other)])
+            .unwrap();
+        let gone = home.revoke("phone").unwrap();
+        assert_eq!((gone.name.as_str(), gone.key), ("phone", old));
+        assert!(matches!(
+            home.revoke("phone"),
+            Err(CoreError::UnknownPeer(_))
+        ));
+        // Gone from the trust list itself: whatever reads peers.toml
+        // cannot take the revoked key for a trusted one.
+        let peers = std::fs::read_to_string(dir.path().join("peers.toml")).unwrap();
+        assert!(!peers.contains(&old.to_string()), "{peers}");
+        assert_eq!(home.trusted().unwrap(), vec![peer("laptop", other)]);
+        assert_eq!(home.revoked().unwrap(), vec![gone]);
+        // Another key never gets the name, in any case; its own key does.
+        let revoked = home.revoked().unwrap();
+        let trusted = home.trusted().unwrap();
+        let base = PeerName::parse("phone").unwrap();
+        assert!(reserved_for(&revoked, "PHONE", &new).is_some());
+        assert!(reserved_for(&revoked, "phone", &old).is_none());
+        let named = |k| unique_name(&base, &k, &trusted, &revoked).unwrap();
+        assert_eq!(named(new).as_str(), "phone-2");
+        assert_eq!(named(old).as_str(), "phone");
+        let laptop = PeerName::parse("laptop").unwrap();
+        assert_eq!(
+            unique_name(&laptop, &new, &trusted, &revoked)
+                .unwrap()
+                .as_str(),
+            "laptop-2"
+        );
+        // A hand edit giving the name to another key is not trusted either.
+        home.save_trusted(&[peer("laptop", other), peer("Phone", new)])
+            .unwrap();
+        let (trusted, refused) = home.trusted_and_refused().unwrap();
+        assert_eq!(trusted, vec![peer("laptop", other)]);
+        assert!(
+            refused.len() == 1 && refused[0].contains("--reuse-name"),
+            "{refused:?}"
+        );
+        assert_eq!(home.trust_list().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_long_name_made_unique_stays_a_name() {
+        let base = PeerName::parse(&"a".repeat(64)).unwrap();
+        let (k1, k2) = (
+            Identity::generate().unwrap().public(),
+            Identity::generate().unwrap().public(),
+        );
+        let named = unique_name(&base, &k2, &[peer(base.as_str(), k1)], &[]).unwrap();
+        assert_eq!(named.as_str(), format!("{}-2", "a".repeat(62)));
     }
 
     #[test]

@@ -4,8 +4,14 @@
 //! The agent asks [`authorize`] first; what it gets back is either where
 //! the request may act (a path already checked under the root) or a
 //! [`Refusal`] to send as it is. Checks that need the store or the file's
-//! content (a transfer id in use, the open-upload limits, a file that is
-//! there already) follow in the agent, on the target this returns.
+//! content (a transfer id in use, the quotas and open-upload limits, a
+//! file that is there already) follow in the agent, on the target this
+//! returns.
+//!
+//! Nothing is made here, not even an upload's folders: a peer refused
+//! after this (over its quota, say) must leave no trace under the root.
+//! The agent makes them with [`StorageRoot::prepare_parent`] once every
+//! check has passed, just before it accepts the upload.
 
 use std::path::PathBuf;
 
@@ -42,7 +48,8 @@ pub struct Target {
     pub remote: RemotePath,
     /// The path as the peer's view names it (what it is told).
     pub shown: RemotePath,
-    /// On disk, resolved under the root (an upload's parent folders made).
+    /// On disk, resolved under the root. An upload's parent folders may
+    /// not exist yet: they are made only once the upload is accepted.
     pub path: PathBuf,
     /// The share it is reached through, when it is another peer's.
     pub share: Option<Share>,
@@ -139,11 +146,7 @@ pub fn authorize(
             ));
         }
     }
-    let path = match request {
-        Request::Upload { .. } => root.prepare_parent(&remote),
-        _ => root.resolve(&remote),
-    }
-    .map_err(bad_path)?;
+    let path = root.resolve(&remote).map_err(bad_path)?;
     Ok(Found::At(Target {
         remote,
         shown,
@@ -244,7 +247,7 @@ mod tests {
     }
 
     #[test]
-    fn an_upload_gets_its_folders_and_a_path_under_the_root() {
+    fn an_authorised_upload_gets_a_path_under_the_root_and_no_folders_yet() {
         let (_d, root) = root();
         let t = authorize_file(
             "p",
@@ -258,6 +261,12 @@ mod tests {
         .unwrap();
         assert_eq!(t.remote.to_string(), "logs/2026/a.txt");
         assert!(t.path.starts_with(root.path()));
-        assert!(t.path.parent().unwrap().is_dir(), "parent folders are made");
+        // The quotas are judged after this: the folders wait for them.
+        assert!(
+            !root.path().join("logs").exists(),
+            "authorising made folders before the agent's own checks"
+        );
+        root.prepare_parent(&t.remote).unwrap();
+        assert!(t.path.parent().unwrap().is_dir());
     }
 }

@@ -348,6 +348,15 @@ impl StorageRoot {
                 }
                 Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                // Said here, where nothing is made yet, not only when the
+                // folders are (and without the root's own path: a peer
+                // reads this).
+                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NOTDIR.raw_os_error()) => {
+                    return Err(CoreError::BadRemotePath {
+                        path: p.to_string(),
+                        reason: "a part of it is a file, not a folder",
+                    })
+                }
                 Err(e) => return Err(CoreError::io(format!("checking {}", at.display()), e)),
             }
         }
@@ -355,7 +364,8 @@ impl StorageRoot {
     }
 
     /// Create the parent folders of `p` through the root's handle (as the
-    /// user's umask would make them) and return where `p` will be.
+    /// user's umask would make them) and return where `p` will be. The
+    /// agent calls this only once an upload has passed every check.
     pub fn prepare_parent(&self, p: &RemotePath) -> Result<PathBuf> {
         let path = self.resolve(p)?;
         let parts = p.components();

@@ -5,10 +5,16 @@
 //! The rules ([`Rules`], `[agent.quarantine]` in the agent's config), each
 //! judged from the file's bytes, never from what the peer says alone:
 //!
-//! - **executables** (ELF, PE, Mach-O, a script with a `#!`): held unless
-//!   the peer has the `exec` permission, and held even then under a
-//!   harmless name (`report.pdf`) — binaries are deployed under their own
-//!   names. pigeon never sets an exec bit either way;
+//! - **executables**: held unless the peer has the `exec` permission, and
+//!   held even then under a harmless name (`report.pdf`) — programs are
+//!   deployed under their own names. pigeon never sets an exec bit either
+//!   way. A program is, by its bytes: ELF, PE, Mach-O, Android's `dex`, a
+//!   `#!` line (`#!/bin/sh`, `#!\t/bin/sh`, `#!python`: any spaces or tabs,
+//!   then a path or an interpreter's name); by its zip directory: a Java
+//!   archive (`META-INF/MANIFEST.MF`) or an Android package
+//!   (`AndroidManifest.xml`, `classes.dex`), whatever it is called; by its
+//!   name: `.jar`, `.war`, `.ear`, `.apk`, and text under a name a shell
+//!   or a script runtime runs ([`SCRIPT_EXTENSIONS`]) even without a `#!`;
 //! - **double extensions** hiding a program behind a document
 //!   (`report.pdf.exe`);
 //! - **content against name**: a file whose bytes are a known type other
@@ -76,9 +82,32 @@ impl Default for Rules {
 
 /// Names a program goes by.
 const PROGRAM_EXTENSIONS: &[&str] = &[
-    "exe", "com", "scr", "bat", "cmd", "pif", "msi", "dll", "vbs", "js", "jse", "wsf", "ps1", "sh",
-    "bash", "py", "pl", "rb", "elf", "bin", "run", "out", "so", "dylib", "app", "appimage", "apk",
-    "jar",
+    "exe", "com", "scr", "bat", "cmd", "pif", "msi", "dll", "vbs", "vbe", "js", "jse", "wsf",
+    "hta", "ps1", "psm1", "sh", "bash", "zsh", "ksh", "csh", "tcsh", "fish", "command", "py",
+    "pyw", "pl", "rb", "php", "elf", "bin", "run", "out", "so", "dylib", "app", "appimage", "apk",
+    "dex", "jar", "war", "ear",
+];
+
+/// Names whose text a shell or a script runtime runs as it is, with no
+/// `#!` needed: `sh x.sh`, a double click on `x.command` (macOS
+/// Terminal), `x.py` or `x.rb` handed to their interpreter by a desktop,
+/// and on Windows `.bat`/`.cmd` (cmd), `.ps1`/`.psm1` (PowerShell),
+/// `.vbs`/`.vbe`/`.jse`/`.wsf` (Windows Script Host), `.hta` (mshta).
+/// Not `.js`: as often a web page's code as a program, and run by a
+/// double click on Windows alone; it is held behind a harmless name
+/// (`report.pdf.js`) as any program is, not on its own.
+pub const SCRIPT_EXTENSIONS: &[&str] = &[
+    "sh", "bash", "zsh", "ksh", "csh", "tcsh", "fish", "command", "py", "pyw", "pl", "rb", "php",
+    "bat", "cmd", "ps1", "psm1", "vbs", "vbe", "jse", "wsf", "hta",
+];
+
+/// Names of Java archives: the JVM (`java -jar`, a servlet container)
+/// runs what they hold.
+const JAVA_EXTENSIONS: &[&str] = &["jar", "war", "ear"];
+
+/// What `infer` calls a zip, under any of the names zips go by.
+const ZIP_KINDS: &[&str] = &[
+    "zip", "jar", "apk", "docx", "xlsx", "pptx", "odt", "ods", "odp", "epub",
 ];
 
 /// Names of documents, media and data: what nobody expects to run.
@@ -149,7 +178,10 @@ pub fn inspect(rules: &Rules, upload: &Upload<'_>) -> Verdict {
     let mut exts = lower.rsplit('.');
     let last = exts.next().filter(|_| lower.contains('.'));
     let before = exts.next().filter(|_| lower.matches('.').count() >= 2);
-    let program = program_kind(&head);
+    let detected = infer::get(&head);
+    let zip = detected.is_some_and(|k| ZIP_KINDS.contains(&k.extension()));
+    let program =
+        program_kind(&head, last).or_else(|| zip.then(|| packaged_program(upload.file)).flatten());
 
     if rules.eicar && head.starts_with(EICAR) && head.len() <= 128 {
         return Some(format!("the EICAR test file, named {shown}"));
@@ -176,7 +208,6 @@ pub fn inspect(rules: &Rules, upload: &Upload<'_>) -> Verdict {
             }
         }
     }
-    let detected = infer::get(&head);
     if rules.mismatch {
         if let (Some(kind), Some(ext)) = (detected, last) {
             let claims_known = HARMLESS_EXTENSIONS.contains(&ext);
@@ -199,7 +230,7 @@ pub fn inspect(rules: &Rules, upload: &Upload<'_>) -> Verdict {
             ));
         }
     }
-    if let Some(bomb) = archive_bomb(rules, upload.file, detected.map(|k| k.extension())) {
+    if let Some(bomb) = archive_bomb(rules, upload.file, zip, detected.map(|k| k.extension())) {
         return Some(format!("{bomb} ({shown})"));
     }
     if !rules.scanner.is_empty() {
@@ -219,16 +250,71 @@ fn read_up_to(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(n)
 }
 
-/// What kind of program these first bytes begin, if any.
-fn program_kind(head: &[u8]) -> Option<&'static str> {
+/// What kind of program a file is, from its first bytes and its name's
+/// extension (lower case), if any. What only a zip's directory tells (a
+/// Java or Android package under another name) is [`packaged_program`]'s.
+fn program_kind(head: &[u8], ext: Option<&str>) -> Option<&'static str> {
     if infer::app::is_elf(head) {
         Some("ELF executable")
     } else if is_pe(head) {
         Some("Windows (PE) executable")
     } else if infer::app::is_mach(head) {
         Some("Mach-O executable")
-    } else if head.starts_with(b"#!/") || head.starts_with(b"#! /") {
+    } else if is_dex(head) {
+        Some("Android (dex) executable")
+    } else if is_shebang(head) {
         Some("script (#!)")
+    } else {
+        match ext? {
+            e if JAVA_EXTENSIONS.contains(&e) => Some("Java archive"),
+            "apk" => Some("Android package"),
+            e if SCRIPT_EXTENSIONS.contains(&e) && is_text(head) => Some("script"),
+            _ => None,
+        }
+    }
+}
+
+/// `#!`, any spaces or tabs, then the start of a path or of an
+/// interpreter's name: the kernel runs what it names (a relative name
+/// too, from wherever it is run). Not `#![`, which begins Rust source
+/// (`#![allow(…)]`) and names no interpreter.
+fn is_shebang(head: &[u8]) -> bool {
+    let Some(rest) = head.strip_prefix(b"#!") else {
+        return false;
+    };
+    rest.iter()
+        .find(|&&c| c != b' ' && c != b'\t')
+        .is_some_and(|&c| !c.is_ascii_whitespace() && !c.is_ascii_control() && c != b'[')
+}
+
+/// Android's Dalvik executable: `dex\n`, a three-digit version, `\0`.
+fn is_dex(head: &[u8]) -> bool {
+    head.len() >= 8
+        && head.starts_with(b"dex\n")
+        && head[4..7].iter().all(u8::is_ascii_digit)
+        && head[7] == 0
+}
+
+/// Text as a shell or an interpreter reads it: no NUL byte in the first
+/// bytes, or UTF-16 with its byte-order mark (PowerShell reads that).
+fn is_text(head: &[u8]) -> bool {
+    head.starts_with(&[0xff, 0xfe]) || head.starts_with(&[0xfe, 0xff]) || !head.contains(&0)
+}
+
+/// A Java archive or an Android package, whatever its name: a zip whose
+/// directory (read, nothing inflated) names Android's manifest or code,
+/// or the manifest the JVM looks for, in any case (as `JarFile` finds it).
+/// Android first: a signed package holds a Java manifest too.
+fn packaged_program(file: &Path) -> Option<&'static str> {
+    let zip = zip::ZipArchive::new(std::fs::File::open(file).ok()?).ok()?;
+    let named = |want: &str| {
+        zip.file_names()
+            .any(|n| n.is_ok_and(|n| n.eq_ignore_ascii_case(want)))
+    };
+    if named("AndroidManifest.xml") || named("classes.dex") {
+        Some("Android package")
+    } else if named("META-INF/MANIFEST.MF") {
+        Some("Java archive")
     } else {
         None
     }
@@ -244,8 +330,9 @@ fn is_pe(head: &[u8]) -> bool {
     head.get(at..at + 4) == Some(b"PE\0\0")
 }
 
-/// Whether an archive would inflate past the rules' ratio or ceiling.
-fn archive_bomb(rules: &Rules, file: &Path, detected: Option<&str>) -> Option<String> {
+/// Whether an archive (`zip`: one by its magic) would inflate past the
+/// rules' ratio or ceiling.
+fn archive_bomb(rules: &Rules, file: &Path, zip: bool, detected: Option<&str>) -> Option<String> {
     let size = std::fs::metadata(file).ok()?.len().max(1);
     let ceiling = rules
         .max_inflated
@@ -261,8 +348,7 @@ fn archive_bomb(rules: &Rules, file: &Path, detected: Option<&str>) -> Option<St
         )
     };
     match detected {
-        Some("zip") | Some("jar") | Some("apk") | Some("docx") | Some("xlsx") | Some("pptx")
-        | Some("odt") | Some("ods") | Some("odp") | Some("epub") => {
+        _ if zip => {
             let f = std::fs::File::open(file).ok()?;
             let mut zip = match zip::ZipArchive::new(f) {
                 Ok(z) => z,
@@ -427,6 +513,98 @@ mod tests {
         // Plain files pass.
         assert_eq!(judge(&r, "notes.txt", b"hello\n", false), None);
         assert_eq!(judge(&r, "data.bin", &[7u8; 5000], false), None);
+    }
+
+    /// A zip holding `names` (each a few bytes, stored).
+    fn zip_of(names: &[&str]) -> Vec<u8> {
+        let mut zip = vec![];
+        let mut w = zip::ZipWriter::new(std::io::Cursor::new(&mut zip));
+        for name in names {
+            let stored = zip::write::SimpleFileOptions::default()
+                .compression_method(zip::CompressionMethod::Stored);
+            w.start_file(*name, stored).unwrap();
+            std::io::Write::write_all(&mut w, b"Manifest-Version: 1.0\n").unwrap();
+        }
+        w.finish().unwrap();
+        zip
+    }
+
+    #[test]
+    fn scripts_however_they_begin_java_and_android_packages_are_programs() {
+        let r = Rules::default();
+        let jar = zip_of(&["META-INF/MANIFEST.MF", "app/Main.class"]);
+        let lower_case_manifest = zip_of(&["meta-inf/manifest.mf", "Main.class"]);
+        let apk = zip_of(&["META-INF/MANIFEST.MF", "AndroidManifest.xml", "classes.dex"]);
+        let mut dex = b"dex\n035\0".to_vec();
+        dex.resize(512, 0x11);
+        let held = [
+            // (name, content, what it is held as)
+            ("run", b"#!\t/bin/sh\nrm -rf ~\n".to_vec(), "script (#!)"),
+            ("run", b"#!  /usr/bin/env python3\n".to_vec(), "script (#!)"),
+            ("run", b"#! \t /bin/sh\n".to_vec(), "script (#!)"),
+            ("tool", b"#!python3\nprint(1)\n".to_vec(), "script (#!)"),
+            ("tool", b"#!./local-interpreter\n".to_vec(), "script (#!)"),
+            // No #!: a shell, an interpreter or Windows runs them by name.
+            ("deploy.sh", b"rm -rf ~\n".to_vec(), "script"),
+            ("setup.command", b"echo hi\n".to_vec(), "script"),
+            ("job.py", b"import os\n".to_vec(), "script"),
+            ("a.pl", b"print 1;\n".to_vec(), "script"),
+            ("a.rb", b"puts 1\n".to_vec(), "script"),
+            ("index.php", b"<?php echo 1;\n".to_vec(), "script"),
+            ("fix.bat", b"@echo off\r\ndel /q *\r\n".to_vec(), "script"),
+            ("FIX.CMD", b"@echo off\r\n".to_vec(), "script"),
+            ("a.zsh", b"echo\n".to_vec(), "script"),
+            ("a.fish", b"echo\n".to_vec(), "script"),
+            ("a.ps1", b"\xff\xfeW\0r\0i\0t\0e\0".to_vec(), "script"),
+            ("a.vbs", b"MsgBox 1\n".to_vec(), "script"),
+            ("a.hta", b"<script>x</script>\n".to_vec(), "script"),
+            // Java and Android, by name, by directory, by magic.
+            ("app.jar", jar.clone(), "Java archive"),
+            ("app.war", jar.clone(), "Java archive"),
+            ("not-a-zip.jar", b"whatever".to_vec(), "Java archive"),
+            ("lib", lower_case_manifest.clone(), "Java archive"),
+            ("app.apk", apk.clone(), "Android package"),
+            ("app", apk.clone(), "Android package"),
+            ("classes.dex", dex.clone(), "Android (dex) executable"),
+            ("data", dex.clone(), "Android (dex) executable"),
+        ];
+        for (name, bytes, kind) in &held {
+            let refused = judge(&r, name, bytes, false);
+            assert_eq!(
+                refused.as_deref(),
+                Some(format!("{kind} named {name}, and this peer may not upload programs (on the agent: `pigeon keys trust <KEY> --name <PEER> --allow upload,exec,…`)").as_str()),
+                "{name}"
+            );
+            // Deployed under an honest name by a peer allowed to: placed.
+            assert_eq!(
+                judge(&r, name, bytes, true),
+                None,
+                "{name} from a peer with exec"
+            );
+        }
+        // Under a harmless name, held whoever sends it.
+        assert_eq!(
+            judge(&r, "photos.zip", &jar, true).as_deref(),
+            Some("Java archive named photos.zip")
+        );
+        assert_eq!(
+            judge(&r, "notes.txt", b"#!\t/bin/sh\n", true).as_deref(),
+            Some("script (#!) named notes.txt")
+        );
+        // Not programs: Rust's `#![`, a lone `#!`, data under a script's
+        // name, an office document's zip (its manifest is another file).
+        for (name, bytes) in [
+            ("lib.rs", b"#![forbid(unsafe_code)]\n".to_vec()),
+            ("x", b"#!\n".to_vec()),
+            ("x", b"#!  \n".to_vec()),
+            ("x", b"dex\nnotes\n".to_vec()),
+            ("dump.sh", vec![0u8; 600]),
+            ("app.js", b"console.log(1)\n".to_vec()),
+            ("report.odt", zip_of(&["mimetype", "META-INF/manifest.xml"])),
+            ("notes.txt", b"echo hi\n".to_vec()),
+        ] {
+            assert_eq!(judge(&r, name, &bytes, false), None, "{name}: {bytes:?}");
+        }
     }
 
     #[test]

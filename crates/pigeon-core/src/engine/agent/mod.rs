@@ -95,6 +95,9 @@ fn within_open_limits(
     Ok(())
 }
 
+/// A file as last seen: inode, size, modification time.
+type FileStamp = (u64, u64, std::time::SystemTime);
+
 /// How long a transfer task waits for a silent client before it stops
 /// (its state stays in the store for when the client comes back).
 const IDLE_LIMIT: Duration = Duration::from_secs(600);
@@ -104,12 +107,20 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
     let me = cfg.home.identity()?;
     let store = Store::open(&cfg.home.store_dir())?;
     let root = StorageRoot::open(&cfg.root)?;
+    // A revoked peer's folder is a peer's folder still, not files from before.
     let peers: Vec<String> = cfg
         .home
         .trusted()
         .unwrap_or_default()
         .into_iter()
         .map(|t| t.name.to_string())
+        .chain(
+            cfg.home
+                .revoked()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|r| r.name.to_string()),
+        )
         .collect();
     let peers: Vec<&str> = peers.iter().map(String::as_str).collect();
     let (layout, why) = crate::policy::namespace::layout_of(&root, cfg.settings.shared, &peers)?;
@@ -257,8 +268,9 @@ struct AgentHooks {
     early: Mutex<EarlyGate>,
     /// Refusals of untrusted keys, summed per minute.
     refused: Mutex<RefusalTally>,
-    /// The trust file as last read (size, mtime): re-read only on change.
-    trust_stamp: Mutex<Option<(u64, u64, std::time::SystemTime)>>,
+    /// The trust file and the revoked names as last read (inode, size,
+    /// mtime of each): re-read only on change.
+    trust_stamp: Mutex<Option<[Option<FileStamp>; 2]>>,
     /// SHA-256 of files listed before, while they stay unchanged (kept
     /// in the store across restarts).
     hashes: Arc<Mutex<HashCache>>,
@@ -384,12 +396,14 @@ impl AgentHooks {
     /// since it was last read (a flood of handshakes must not mean a flood
     /// of file reads).
     fn reload_trust(&self, node: &Node) {
-        let path = self.home.dir().join("peers.toml");
-        let stamp = std::fs::metadata(&path).ok().and_then(|m| {
+        let stamp_of = |file: &str| {
+            let meta = std::fs::metadata(self.home.dir().join(file)).ok()?;
             use std::os::unix::fs::MetadataExt;
             // Rewritten by rename: a new inode every time.
-            Some((m.ino(), m.len(), m.modified().ok()?))
-        });
+            Some((meta.ino(), meta.len(), meta.modified().ok()?))
+        };
+        let stamp = Some([stamp_of("peers.toml"), stamp_of("revoked.toml")])
+            .filter(|[peers, _]| peers.is_some());
         {
             let mut last = lock(&self.trust_stamp);
             if stamp.is_some() && *last == stamp {
@@ -397,8 +411,14 @@ impl AgentHooks {
             }
             *last = stamp;
         }
-        let trusted = match self.home.trusted() {
-            Ok(t) => t,
+        // Never a revoked key, nor another key under a revoked one's name.
+        let trusted = match self.home.trusted_and_refused() {
+            Ok((t, refused)) => {
+                for why in refused {
+                    node.log(LogLevel::Warn, why);
+                }
+                t
+            }
             Err(e) => {
                 node.log(LogLevel::Error, format!("cannot read the trust list: {e}"));
                 return;

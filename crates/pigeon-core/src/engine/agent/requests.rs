@@ -167,6 +167,12 @@ impl AgentHooks {
         if let Err(reason) = within_open_limits(&others, &manifest, self.root.free_bytes()) {
             return refuse(RefuseCode::TooLarge, reason);
         }
+        // Every check has passed: only now are its folders made (a peer
+        // refused above leaves nothing under the root, not even empty
+        // folders), and before an older upload of the path is dropped for it.
+        if let Err(e) = self.root.prepare_parent(&remote) {
+            return refuse(RefuseCode::BadPath, e.to_string());
+        }
         // An interrupted upload of the same path by the same peer is
         // superseded by this one (its source changed): drop its partial.
         {
