@@ -140,7 +140,7 @@ impl Ledger {
         self.store
             .update_transfer(&rec.id, |r| r.status = TransferStatus::Cancelled)?;
         // Said to the agent the next time pigeon reaches it.
-        self.store.put_cancel(&rec.id)?;
+        self.store.put_cancel(&rec.id, &rec.peer)?;
         self.store.flush()?;
         if rec.direction == Direction::Download {
             if let Some(p) = &rec.partial_path {

@@ -342,6 +342,7 @@ impl Store {
         let fresh = codec::encode("transfer record", RECORD_VERSION, t)?;
         let mut failed = None;
         self.transfers.update_and_fetch(t.id.0, |old| {
+            failed = None;
             let stored = old.and_then(|o| decode_record(o).ok());
             match stored {
                 Some(s) if s.seal_run > t.seal_run => {
@@ -377,6 +378,10 @@ impl Store {
         let mut failed = None;
         let mut after = None;
         self.transfers.update_and_fetch(id.0, |old| {
+            // Called again when another writer got in between: only the
+            // last attempt counts.
+            failed = None;
+            after = None;
             let old = old?;
             let mut rec = match decode_record(old) {
                 Ok(r) => r,
@@ -412,12 +417,14 @@ impl Store {
     /// else writes the record meanwhile.
     pub fn begin_seal_run(&self, id: &TransferId, floor: u32) -> Result<u32> {
         let mut run = None;
-        self.update_transfer(id, |r| {
-            run = r.seal_run.max(floor).checked_add(1);
-            r.seal_run = run.unwrap_or(r.seal_run);
-        })?
-        .ok_or_else(|| CoreError::UnknownTransfer(id.short()))?;
-        run.ok_or_else(|| {
+        let stored = self
+            .update_transfer(id, |r| {
+                run = r.seal_run.max(floor).checked_add(1);
+                r.seal_run = run.unwrap_or(r.seal_run);
+            })?
+            .ok_or_else(|| CoreError::UnknownTransfer(id.short()))?;
+        // The run as stored by the attempt that counted.
+        run.filter(|r| *r == stored.seal_run).ok_or_else(|| {
             CoreError::Transfer(format!(
                 "transfer {} was restarted four billion times; start it again",
                 id.short()
@@ -618,24 +625,29 @@ impl Store {
         Some(u64::from_be_bytes(v.as_ref().try_into().ok()?))
     }
 
-    /// Keep a cancel until the agent confirms it.
-    pub fn put_cancel(&self, id: &TransferId) -> Result<()> {
-        self.cancels.insert(id.0, &now_unix().to_be_bytes())?;
+    /// Keep a cancel of a transfer with the agent `peer` until that agent
+    /// confirms it.
+    pub fn put_cancel(&self, id: &TransferId, peer: &str) -> Result<()> {
+        self.cancels.insert(id.0, peer.as_bytes())?;
         Ok(())
     }
 
-    /// The agent confirmed the cancel: forget it. True if it was kept.
-    pub fn forget_cancel(&self, id: &TransferId) -> Result<bool> {
-        Ok(self.cancels.remove(id.0)?.is_some())
+    /// `peer` confirmed the cancel: forget it, if it was that agent's.
+    /// True if it was kept.
+    pub fn forget_cancel(&self, id: &TransferId, peer: &str) -> Result<bool> {
+        let removed = self
+            .cancels
+            .compare_and_swap(id.0, Some(peer.as_bytes()), None::<&[u8]>)?;
+        Ok(removed.is_ok())
     }
 
-    /// The cancels the agent has not confirmed yet.
-    pub fn cancels(&self) -> Vec<TransferId> {
+    /// The cancels `peer` has not confirmed yet.
+    pub fn cancels(&self, peer: &str) -> Vec<TransferId> {
         self.cancels
             .iter()
-            .keys()
             .flatten()
-            .filter_map(|k| Some(TransferId(k.as_ref().try_into().ok()?)))
+            .filter(|(_, v)| v.as_ref() == peer.as_bytes())
+            .filter_map(|(k, _)| Some(TransferId(k.as_ref().try_into().ok()?)))
             .collect()
     }
 

@@ -230,6 +230,13 @@ impl Hooks for AgentHooks {
         if !opens_under_key(&rec, &input).await {
             return;
         }
+        // As it is now: the transfer may have ended while the chunk opened.
+        let Ok(Some(rec)) = node.store.transfer(&id) else {
+            return;
+        };
+        if rec.status.is_finished() || node.has_task(&id) {
+            return;
+        }
         let peer = match self.recheck(node, &rec) {
             Ok(peer) => peer,
             Err(refusal) => return self.refuse_stopped(node, &rec, refusal),
@@ -334,8 +341,9 @@ pub(super) fn spawn_receiver(
     }
     crate::task::spawn(async move {
         let (mut rec, outcome) = receiver.run(inbox).await;
-        node.unregister_task(&rec.id);
+        // Its end stored first: a chunk still arriving finds it ended.
         conclude(&node, &mut rec, &outcome, "upload");
+        node.unregister_task(&rec.id);
     });
 }
 
@@ -385,8 +393,8 @@ pub(super) fn spawn_sender(
     let inbox = node.register_task(id, &peer.name);
     crate::task::spawn(async move {
         let (mut rec, outcome) = sender.run(inbox).await;
-        node.unregister_task(&rec.id);
         conclude(&node, &mut rec, &outcome, "download");
+        node.unregister_task(&rec.id);
     });
     Ok(())
 }

@@ -404,12 +404,12 @@ impl AgentHooks {
         };
         let stamp = Some([stamp_of("peers.toml"), stamp_of("revoked.toml")])
             .filter(|[peers, _]| peers.is_some());
-        {
-            let mut last = lock(&self.trust_stamp);
-            if stamp.is_some() && *last == stamp {
-                return;
-            }
-            *last = stamp;
+        // Held until the list read is applied: the router, the rights
+        // watch and receivers reload at once, and one that read an older
+        // list must not apply it after one that read the newer.
+        let mut last = lock(&self.trust_stamp);
+        if stamp.is_some() && *last == stamp {
+            return;
         }
         // Never a revoked key, nor another key under a revoked one's name.
         let trusted = match self.home.trusted_and_refused() {
@@ -424,6 +424,7 @@ impl AgentHooks {
                 return;
             }
         };
+        *last = stamp;
         *lock(&self.limits) = trusted
             .iter()
             .map(|t| (t.name.to_string(), t.limits))
@@ -502,8 +503,19 @@ impl AgentHooks {
         let perms = *lock(&peer.permissions);
         let shares = self.shares_with(node, &peer);
         let ns = self.namespace(&peer, &shares);
-        let views = std::iter::once(ns.view_of(&rec.remote_path, None))
-            .chain(shares.iter().map(|s| ns.view_of(&rec.remote_path, Some(s))));
+        // The view it was reached by: the peer's own folder, or a share
+        // of the folder's owner (the path's first component).
+        let owner = rec.remote_path.split('/').next().unwrap_or_default();
+        let own = self.layout == Layout::Shared || owner == peer.name.as_str();
+        let views = own
+            .then(|| ns.view_of(&rec.remote_path, None))
+            .into_iter()
+            .chain(
+                shares
+                    .iter()
+                    .filter(|s| !own && s.owner == owner)
+                    .map(|s| ns.view_of(&rec.remote_path, Some(s))),
+            );
         let mut refusal = None;
         for view in views {
             let request = match rec.role {
@@ -666,24 +678,36 @@ const RIGHTS_EVERY: Duration = Duration::from_secs(1);
 async fn watch_rights(node: Arc<Node>, hooks: Arc<AgentHooks>) {
     let mut every = tokio::time::interval(RIGHTS_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut told = HashSet::new();
     loop {
         every.tick().await;
-        hooks.stop_revoked(&node).await;
+        hooks.stop_revoked(&node, &mut told);
     }
 }
 
 impl AgentHooks {
     /// Check each running transfer's rights now; a task that lost them is
     /// told to stop (it tells its peer and keeps nothing).
-    async fn stop_revoked(&self, node: &Arc<Node>) {
-        let running: Vec<TransferId> = lock(&node.tasks).keys().copied().collect();
-        for id in running {
+    /// `told`: the tasks told already (each is told once, and a task busy
+    /// hashing never holds up the check of the others).
+    fn stop_revoked(&self, node: &Arc<Node>, told: &mut HashSet<TransferId>) {
+        let running: HashMap<TransferId, mpsc::Sender<TaskInput>> = lock(&node.tasks)
+            .iter()
+            .map(|(id, (_, tx))| (*id, tx.clone()))
+            .collect();
+        told.retain(|id| running.contains_key(id));
+        for (id, tx) in running {
+            if told.contains(&id) {
+                continue;
+            }
             let Ok(Some(rec)) = node.store.transfer(&id) else {
                 continue;
             };
             // The task's end is audited and said to the peer as it stops.
             if let Err(refusal) = self.recheck(node, &rec) {
-                node.deliver(&id, TaskInput::Revoked(refusal.reason)).await;
+                if tx.try_send(TaskInput::Revoked(refusal.reason)).is_ok() {
+                    told.insert(id);
+                }
             }
         }
     }

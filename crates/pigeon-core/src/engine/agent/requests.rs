@@ -281,6 +281,9 @@ impl AgentHooks {
         };
         let stamp = SourceStamp::of(&meta);
         let existing = node.store.transfer(&transfer).ok().flatten();
+        let existing_unchanged = existing
+            .as_ref()
+            .is_some_and(|rec| rec.source == Some(stamp) && rec.local_path == file);
         let (rec, restarted) = match existing {
             Some(rec) if rec.peer != peer.name.as_str() || rec.role != Role::Sender => {
                 return refuse(RefuseCode::Internal, "transfer id already in use".into())
@@ -326,10 +329,15 @@ impl AgentHooks {
                 (rec, false)
             }
         };
-        let stored = rec
-            .live_secret()
-            .and_then(|secret| node.store.put_secret(&rec.id, secret))
-            .and_then(|()| node.store.put_transfer(&rec));
+        // An unchanged transfer asked for again is as stored: written back,
+        // this copy could undo what its running task stored meanwhile.
+        let stored = if existing_unchanged {
+            Ok(())
+        } else {
+            rec.live_secret()
+                .and_then(|secret| node.store.put_secret(&rec.id, secret))
+                .and_then(|()| node.store.put_transfer(&rec))
+        };
         if let Err(e) = stored {
             return refuse(RefuseCode::Internal, e.to_string());
         }

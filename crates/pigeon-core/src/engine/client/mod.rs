@@ -160,7 +160,7 @@ async fn tell_cancels(node: Arc<Node>, peer: Arc<Peer>) {
     let mut sessions = peer.session.subscribe();
     loop {
         if sessions.borrow_and_update().is_some() {
-            for transfer in node.store.cancels() {
+            for transfer in node.store.cancels(peer.name.as_str()) {
                 node.send_control(&peer, &Control::Cancel { transfer });
             }
         }
@@ -183,7 +183,7 @@ async fn cancel_confirmed(
     transfer: TransferId,
     wait: Duration,
 ) -> bool {
-    if !node.store.cancels().contains(&transfer) {
+    if !node.store.cancels(peer.name.as_str()).contains(&transfer) {
         return true;
     }
     let mut sessions = peer.session.subscribe();
@@ -198,7 +198,7 @@ async fn cancel_confirmed(
                     Ok(id) if id == transfer => return true,
                     Ok(_) => {}
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                        if !node.store.cancels().contains(&transfer) {
+                        if !node.store.cancels(peer.name.as_str()).contains(&transfer) {
                             return true;
                         }
                     }

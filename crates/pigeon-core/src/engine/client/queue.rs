@@ -213,7 +213,7 @@ impl Core {
                     .is_some_and(|r| !r.status.is_finished());
                 if unfinished {
                     // Kept until the agent confirms it holds nothing of it.
-                    let _ = self.node.store.put_cancel(&id);
+                    let _ = self.node.store.put_cancel(&id, self.peer.name.as_str());
                 }
                 if self.running.contains(&id) {
                     let node = self.node.clone();
@@ -446,10 +446,8 @@ impl Core {
         let Some(rec) = records.get_mut(id) else {
             return false;
         };
-        match self.node.store.update_transfer(id, &f) {
-            Ok(Some(stored)) => *rec = stored,
-            _ => f(rec),
-        }
+        f(rec);
+        let _ = self.node.store.update_transfer(id, &f);
         if let Some(p) = lock(&self.node.progress).get(id) {
             p.emit(ProgressEvent::Status(rec.status));
         }

@@ -107,7 +107,14 @@ impl Hooks for ClientHooks {
             | Control::Quota { request, .. }
             | Control::Shares { request, .. } => *request,
             Control::Cancelled { transfer } => {
-                let _ = node.store.forget_cancel(transfer);
+                // Only the agent the transfer was with can confirm it.
+                if !node
+                    .store
+                    .forget_cancel(transfer, peer.name.as_str())
+                    .unwrap_or(false)
+                {
+                    return;
+                }
                 let _ = self.cancelled.send(*transfer);
                 return;
             }

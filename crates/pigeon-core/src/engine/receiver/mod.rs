@@ -445,7 +445,12 @@ impl Receiver {
             chunk_size: self.rec.manifest.chunk_size,
             total: self.rec.chunks_total,
         });
-        self.node.store.put_transfer(&self.rec)?;
+        let (manifest, total) = (self.rec.manifest.clone(), self.rec.chunks_total);
+        self.node.store.update_transfer(&self.rec.id, |r| {
+            r.manifest = manifest.clone();
+            r.chunks_total = total;
+            r.chunks_done = 0;
+        })?;
         self.node.touch();
         Ok(())
     }

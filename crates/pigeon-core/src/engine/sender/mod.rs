@@ -674,10 +674,11 @@ pub(crate) fn store_outcome(
             secret: task.secret.clone(),
             ..stored
         },
+        // Gone from the store (forgotten, or started over meanwhile): it
+        // stays gone; the caller still learns how the task ended.
         _ => {
             let mut rec = task.clone();
             apply(&mut rec);
-            let _ = store.put_transfer(&rec);
             rec
         }
     }

@@ -14,13 +14,11 @@
 //! - cleanup: `pigeon clean --dry-run` on the agent's home shows what the
 //!   policies would remove, and `pigeon clean` removes it.
 
-mod e2e_common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
-use e2e_common::*;
+use crate::common::*;
 
 /// Run `pigeon` as the agent's owner, on the agent's home.
 #[track_caller]

@@ -13,12 +13,10 @@
 //!   its time comes, unless another upload replaced it since;
 //! - a root that held files before folders per peer keeps one namespace.
 
-mod e2e_common;
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use e2e_common::*;
+use crate::common::*;
 
 #[track_caller]
 fn owner(w: &World, args: &[&str]) -> Run {

@@ -4,12 +4,10 @@
 //! replaced without `--overwrite`; a source that changes while it is being
 //! sent never ends up "completed" with mixed content.
 
-mod e2e_common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use e2e_common::*;
+use crate::common::*;
 
 #[test]
 fn existing_remote_file_is_refused_without_overwrite_and_replaced_with_it() {

@@ -4,13 +4,11 @@
 //! arrived byte-exact in the agent's storage and that the terminal is given
 //! back on quit.
 
-mod e2e_common;
-
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use e2e_common::pty::Session;
+use crate::common::pty::Session;
 
 fn wait_for_file(path: &Path, expected: &[u8], timeout: Duration) -> bool {
     let start = Instant::now();
@@ -139,7 +137,7 @@ fn an_idle_screen_is_not_redrawn() {
 }
 
 /// The CPU an idle TUI uses over 10 s, for the README.
-/// `cargo test --release --test tui_e2e -- --ignored --nocapture idle_cpu`
+/// `cargo test --release --test e2e tui::idle_cpu -- --ignored --nocapture`
 #[test]
 #[ignore = "measurement: takes 12 s"]
 fn idle_cpu_over_ten_seconds() {

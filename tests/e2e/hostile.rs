@@ -7,11 +7,9 @@
 //! mixes the seed with each party's inbox name), so each party's sequence
 //! of fault decisions is the same run after run; what varies is timing.
 
-mod e2e_common;
-
 use std::path::Path;
 
-use e2e_common::*;
+use crate::common::*;
 use serde_json::Value;
 
 const HOSTILE: &str = "loss=0.1&dup=0.05&reorder=0.2&corrupt=0.01";

@@ -15,12 +15,10 @@
 //! frame` or `0x02 u64(id) varint(total) varint(offset) varint(len) bytes`)
 //! and decode each whole frame with `pigeon_core::protocol::Frame`.
 
-mod e2e_common;
-
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use e2e_common::*;
+use crate::common::*;
 use pigeon_core::protocol::Frame;
 
 /// What one message carried.

@@ -2,12 +2,10 @@
 //! over two spools of different paces, and a spool that dies mid-transfer
 //! and comes back.
 
-mod e2e_common;
-
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use e2e_common::*;
+use crate::common::*;
 
 /// A second spool in the world's folder.
 fn second_spool(w: &World) -> PathBuf {

@@ -8,13 +8,11 @@
 //! The channel is paced (telegram-text at 600 messages a minute, about
 //! 30 KB/s of random data) so the owner's upload runs for many seconds.
 
-mod e2e_common;
-
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::time::Duration;
 
-use e2e_common::pty;
-use e2e_common::*;
+use crate::common::pty;
+use crate::common::*;
 
 const SLOW: &str = "profile=telegram-text&msgs_per_min=600";
 

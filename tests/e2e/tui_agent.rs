@@ -2,12 +2,10 @@
 //! seconds every pane that waits on it says so, rather than "listing…"
 //! for ever, a link shown up and an ETA of hours.
 
-mod e2e_common;
-
 use std::time::Duration;
 
-use e2e_common::pty::Session;
-use e2e_common::*;
+use crate::common::pty::Session;
+use crate::common::*;
 
 #[test]
 fn a_silent_agent_is_said_in_the_tui_within_seconds() {

@@ -12,12 +12,10 @@
 //!   outside the root;
 //! - control characters in names are never written raw to a terminal.
 
-mod e2e_common;
-
 use std::path::Path;
 use std::time::Duration;
 
-use e2e_common::*;
+use crate::common::*;
 
 // ---------------------------------------------------------------------------
 // the provider reads nothing

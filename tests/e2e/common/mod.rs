@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+pub mod deadline;
 pub mod pty;
 
 use rand::{RngCore, SeedableRng};
@@ -184,6 +185,7 @@ impl Proc {
             .stderr(File::create(&stderr_path).unwrap())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+        deadline::started(child.id(), &what, stdout_path.clone(), stderr_path.clone());
         Proc {
             child,
             what,
@@ -203,6 +205,9 @@ impl Proc {
     pub fn exited(&mut self) -> bool {
         if self.done.is_none() {
             self.done = self.child.try_wait().unwrap();
+            if self.done.is_some() {
+                deadline::reaped(self.child.id());
+            }
         }
         self.done.is_some()
     }
@@ -220,6 +225,7 @@ impl Proc {
         if !self.exited() {
             let _ = self.child.kill();
             self.done = Some(self.child.wait().unwrap());
+            deadline::reaped(self.child.id());
         }
     }
 
@@ -279,6 +285,7 @@ impl Drop for Proc {
         if self.done.is_none() {
             let _ = self.child.kill();
             let _ = self.child.wait();
+            deadline::reaped(self.child.id());
         }
     }
 }
@@ -355,6 +362,7 @@ impl World {
     }
 
     fn build(query: &str, allow: &str, identities: Option<(&str, &str)>) -> World {
+        deadline::start();
         let dir = tempfile::Builder::new()
             .prefix("pigeon-e2e-")
             .tempdir()

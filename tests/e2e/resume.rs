@@ -11,12 +11,10 @@
 //! had sent of a chunk not yet whole is sent again: the next run seals
 //! under its own nonces, so its pieces are other bytes.
 
-mod e2e_common;
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use e2e_common::*;
+use crate::common::*;
 use rand::{Rng, SeedableRng};
 
 const SLOW: &str = "profile=telegram-text&msgs_per_min=600&transcript=1";

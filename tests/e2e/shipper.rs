@@ -5,11 +5,9 @@
 //! `Retry-After`; what it stored never holds the plaintext; wrong or
 //! replayed credentials are refused.
 
-mod e2e_common;
-
 use std::time::Duration;
 
-use e2e_common::*;
+use crate::common::*;
 use pigeon_emulator::shipper::{AccountSpec, Emulator, Request};
 use pigeon_emulator::Faults;
 
@@ -170,10 +168,12 @@ fn moves_5_mb_up_and_down_byte_exact_and_the_provider_sees_no_plaintext() {
 
 #[test]
 fn throttling_failures_stalls_and_redeliveries_cost_time_not_bytes() {
-    // 240 posts a minute: a burst of 24, then one every 250 ms.
-    let s = Ship::new(240);
+    // 60 posts a minute: a burst of 6, then one a second. Chunks fill
+    // 1 MB posts, so 12 MB last long enough (about 8 s unhindered) for the
+    // faults to land in the middle of the upload.
+    let s = Ship::new(60);
     let mut agent = s.start_agent();
-    let f = s.canary_file("battered.bin", 3_000_000, 2);
+    let f = s.canary_file("battered.bin", 12_000_000, 2);
     let emu = s.emu.clone();
     let injector = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(600));

@@ -6,11 +6,9 @@
 //! what the provider held never has the plaintext; wrong tokens, wrong
 //! signatures and a closed 24-hour window are said plainly.
 
-mod e2e_common;
-
 use std::time::Duration;
 
-use e2e_common::*;
+use crate::common::*;
 use pigeon_emulator::whatsapp::{Emulator, NumberSpec, Request};
 use pigeon_emulator::Faults;
 

@@ -4,12 +4,10 @@
 //! files in one command); the agent stores them inside its root with the
 //! SHA-256 the client computed.
 
-mod e2e_common;
-
 use std::path::Path;
 use std::time::Duration;
 
-use e2e_common::*;
+use crate::common::*;
 
 /// Unlimited profile: 1 MiB chunks.
 const UNLIMITED_CHUNK: usize = 1_048_576;

@@ -6,14 +6,12 @@
 //! is typed to the Page (`Bridge`). Both parties are real pigeon
 //! processes; every line of the Page's side is the shipped client code.
 
-mod e2e_common;
-
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use e2e_common::*;
+use crate::common::*;
 use pigeon_emulator::messenger::{Emulator, PageSpec, PersonMessage, PersonSpec, Request};
 use pigeon_emulator::Faults;
 

@@ -17,14 +17,12 @@
 //! Environment: `PIGEON_SOAK_ROUNDS` (kill9 rounds, or load clients),
 //! `PIGEON_SOAK_JOBS` (kill9 rounds at once), `PIGEON_SOAK_SEED`.
 
-mod e2e_common;
-
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use e2e_common::*;
+use crate::common::*;
 use rand::{Rng, SeedableRng};
 
 fn env_u64(name: &str, default: u64) -> u64 {

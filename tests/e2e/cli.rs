@@ -2,11 +2,9 @@
 //! down whole, `--overwrite` works both ways, and every refusal says what
 //! to do once, without repeating itself.
 
-mod e2e_common;
-
 use std::time::Duration;
 
-use e2e_common::*;
+use crate::common::*;
 
 /// Everything a command said: its `--json` reports and its stderr.
 fn said(run: &Run) -> String {

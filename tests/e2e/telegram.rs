@@ -4,11 +4,9 @@
 //! record proves every message within Telegram's limits and no send inside
 //! a `retry_after`.
 
-mod e2e_common;
-
 use std::time::{Duration, Instant};
 
-use e2e_common::*;
+use crate::common::*;
 use pigeon_emulator::telegram::{BotSpec, Emulator, Faults, Request};
 
 const CLIENT_TOKEN: &str = "1001:client-secret-token";

@@ -7,13 +7,11 @@
 //! carried two would let the provider XOR them (with gzip's fixed header as
 //! a crib) and read the file.
 
-mod e2e_common;
-
 use std::collections::HashMap;
 use std::process::Command;
 use std::time::Duration;
 
-use e2e_common::*;
+use crate::common::*;
 use pigeon_core::protocol::Frame;
 use pigeon_core::wire::{unpack, Reassembler};
 use rand::{Rng, SeedableRng};
