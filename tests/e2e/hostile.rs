@@ -6,10 +6,21 @@
 //! Faults are seeded (`seed=`) and the parties have fixed keys (the spool
 //! mixes the seed with each party's inbox name), so each party's sequence
 //! of fault decisions is the same run after run; what varies is timing.
+//!
+//! Issue 25 §3 (forged chunk frames): anyone on the channel can write a
+//! chunk frame naming a transfer. A flood of them against a live upload
+//! costs it no time, the agent no memory and no read-back of the file;
+//! against a stopped upload it starts no receiver.
 
-use std::path::Path;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use crate::common::*;
+use pigeon_core::protocol::Frame;
+use pigeon_core::wire::{unpack, Reassembler};
+use rand::rngs::StdRng;
+use rand::{Rng, RngCore, SeedableRng};
 use serde_json::Value;
 
 const HOSTILE: &str = "loss=0.1&dup=0.05&reorder=0.2&corrupt=0.01";
@@ -208,4 +219,416 @@ fn a_corrupted_handshake_answer_does_not_wedge_the_client() {
     );
     run.assert_ok();
     assert!(run.stdout.contains("here.txt"), "{}", run.describe());
+}
+
+// ---------------------------------------------------------------------------
+// Issue 25 §3: forged chunk frames. Anyone on the channel can write a chunk
+// frame naming a live transfer; until it opens under the transfer's key it
+// must cost no more than its own decode: not the running hash (the whole
+// file read back at the end), not the agent's memory, not a stopped
+// receiver started again.
+
+/// A chunk frame the client sent, as the provider read it.
+#[derive(Clone, Copy, Debug)]
+struct SeenChunk {
+    transfer: [u8; 16],
+    run: u32,
+    index: u32,
+    last: bool,
+    body_len: usize,
+}
+
+/// Reads a party's transcript as it grows: each call, only what was
+/// written since the last (a line being written is left for the next).
+struct Tap {
+    path: PathBuf,
+    offset: u64,
+    reassembler: Reassembler,
+    /// Bytes of every message read so far, as delivered.
+    bytes: u64,
+}
+
+impl Tap {
+    /// From now on: what the transcript holds already is skipped.
+    fn from_now(path: PathBuf) -> Tap {
+        let offset = std::fs::metadata(&path).map_or(0, |m| m.len());
+        Tap {
+            path,
+            offset,
+            reassembler: Reassembler::new(256 * 1024 * 1024),
+            bytes: 0,
+        }
+    }
+
+    fn chunks(&mut self) -> Vec<SeenChunk> {
+        let Ok(mut file) = std::fs::File::open(&self.path) else {
+            return vec![];
+        };
+        file.seek(SeekFrom::Start(self.offset)).unwrap();
+        let mut text = vec![];
+        file.read_to_end(&mut text).unwrap();
+        let Some(end) = text.iter().rposition(|&b| b == b'\n') else {
+            return vec![];
+        };
+        self.offset += end as u64 + 1;
+        let mut out = vec![];
+        for line in String::from_utf8_lossy(&text[..end]).lines() {
+            let Some((_, hex)) = line.split_once(' ') else {
+                continue;
+            };
+            let bytes = from_hex(hex);
+            self.bytes += bytes.len() as u64;
+            let raw = unbase64(&bytes).unwrap_or(bytes);
+            let Ok(frames) = unpack(&raw, &mut self.reassembler) else {
+                continue;
+            };
+            for f in frames {
+                if let Ok(Frame::Chunk {
+                    transfer,
+                    run,
+                    index,
+                    last,
+                    body,
+                }) = Frame::decode(&f)
+                {
+                    out.push(SeenChunk {
+                        transfer,
+                        run,
+                        index,
+                        last,
+                        body_len: body.len(),
+                    });
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Writes forged chunk frames into an inbox, as anyone with access to the
+/// channel could: a whole link message (magic, version, one whole frame)
+/// in a file named like the spool's own, so they interleave with the real
+/// messages by time.
+struct Forger {
+    inbox: PathBuf,
+    rng: StdRng,
+    frames: u64,
+    bytes: u64,
+}
+
+impl Forger {
+    fn new(inbox: PathBuf, seed: u64) -> Forger {
+        Forger {
+            inbox,
+            rng: StdRng::seed_from_u64(seed),
+            frames: 0,
+            bytes: 0,
+        }
+    }
+
+    fn forge(&mut self, transfer: [u8; 16], run: u32, index: u32, last: bool, body_len: usize) {
+        let mut body = vec![0u8; body_len];
+        self.rng.fill_bytes(&mut body);
+        let frame = Frame::Chunk {
+            transfer,
+            run,
+            index,
+            last,
+            body,
+        }
+        .encode()
+        .expect("a chunk frame encodes");
+        // The link's header ("PG", version 1), then one whole frame (tag 1)
+        // with its length as a varint.
+        let mut msg = b"PG\x01\x01".to_vec();
+        let mut len = frame.len() as u64;
+        while len >= 0x80 {
+            msg.push(len as u8 | 0x80);
+            len >>= 7;
+        }
+        msg.push(len as u8);
+        msg.extend_from_slice(&frame);
+        let name = format!(
+            "{:020}-{:08x}-{:010}.msg",
+            now_micros(),
+            0xf0f6_ed00u32,
+            self.frames
+        );
+        let tmp = self.inbox.join(format!(".tmp-{name}"));
+        std::fs::write(&tmp, &msg).unwrap();
+        std::fs::rename(&tmp, self.inbox.join(&name)).unwrap();
+        self.frames += 1;
+        self.bytes += msg.len() as u64;
+    }
+}
+
+/// Bytes a process has read through read(2) and friends, page cache or
+/// not (`rchar` in /proc/PID/io): its spool messages, and any file it
+/// reads back.
+fn chars_read(pid: u32) -> u64 {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .unwrap_or_else(|e| panic!("reading /proc/{pid}/io: {e}"));
+    io.lines()
+        .find_map(|l| l.strip_prefix("rchar:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no rchar in /proc/{pid}/io: {io}"))
+}
+
+fn client_transcript_path(w: &World) -> PathBuf {
+    w.spool
+        .join("transcript")
+        .join(format!("{}.log", key_id(&w.client_key)))
+}
+
+#[track_caller]
+fn wait_for_inbox_drained(w: &World) {
+    let inbox = w.agent_inbox();
+    wait_until(
+        "the agent read every message in its inbox",
+        Duration::from_secs(30),
+        || pending_messages(&inbox) == 0,
+    );
+}
+
+/// Paced by bytes, so the upload's time is the pace's and a forged frame
+/// that cost more than its decode would show.
+const PACED: &str = "profile=shipper&bwlimit=1M&transcript=1";
+
+#[test]
+fn a_flood_of_forged_chunk_frames_costs_a_live_upload_neither_time_nor_memory_nor_a_reread() {
+    let _heavy = heavy_lock();
+    let mut w = World::new(PACED);
+    w.start_agent();
+    let size = 6 * 1024 * 1024;
+    let calm = w.random_file("calm.bin", size, 900);
+    let flooded = w.random_file("flooded.bin", size, 901);
+    let agent = w.agent.as_ref().expect("the agent runs").pid();
+
+    // The baseline: the same upload with nobody else on the channel.
+    // What the agent reads beyond the client's messages is its own doing.
+    let mut tap = Tap::from_now(client_transcript_path(&w));
+    let read_before = chars_read(agent);
+    let base = w.upload(&[&calm], &[]);
+    base.assert_ok();
+    assert_same_file(&calm, &w.storage().join("calm.bin"));
+    wait_for_inbox_drained(&w);
+    let base_read = chars_read(agent) - read_before;
+    tap.chunks();
+    let base_own = base_read.saturating_sub(tap.bytes) as i64;
+    let base_rss = peak_rss_kib(agent).expect("the agent's peak RSS");
+
+    // The same upload again, under a flood of forged chunk frames naming
+    // it: its run, the chunk it needs next, chunks it holds, chunks ahead,
+    // chunks past its end; bodies random, mostly small, a few full size.
+    let mut tap = Tap::from_now(client_transcript_path(&w));
+    let read_before = chars_read(agent);
+    let mut upload = w.spawn_upload(&[&flooded], &[]);
+    let mut seen: Vec<SeenChunk> = vec![];
+    wait_until(
+        "the upload's first chunk frame on the wire",
+        Duration::from_secs(30),
+        || {
+            seen.extend(tap.chunks());
+            !seen.is_empty()
+        },
+    );
+    let transfer = seen[0].transfer;
+    let mut forger = Forger::new(w.agent_inbox(), 25);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !upload.exited() {
+        assert!(
+            Instant::now() < deadline,
+            "the flooded upload did not finish in 60 s ({} forged frames)",
+            forger.frames
+        );
+        seen.extend(tap.chunks().into_iter().filter(|c| c.transfer == transfer));
+        let highest = seen.iter().map(|c| c.index).max().unwrap_or(0);
+        let run = seen.last().map_or(0, |c| c.run);
+        let full = seen.iter().map(|c| c.body_len).max().unwrap_or(1024);
+        let chunks = match seen.iter().find(|c| c.last) {
+            Some(c) => c.index + 1,
+            None => (size.div_ceil(full.saturating_sub(64).max(1)) as u32).max(highest + 2),
+        };
+        for _ in 0..8 {
+            let index = match forger.rng.gen_range(0..10) {
+                0..=3 => highest + 1,
+                4 | 5 => forger.rng.gen_range(highest + 1..=chunks),
+                6 | 7 => forger.rng.gen_range(0..=highest),
+                8 => chunks + forger.rng.gen_range(0..1000),
+                _ => u32::MAX - forger.rng.gen_range(0..2),
+            };
+            let run = match forger.rng.gen_range(0..10) {
+                0 => run + 1,
+                1 => run.saturating_sub(1),
+                _ => run,
+            };
+            let last = index == chunks - 1 || forger.rng.gen_range(0..20) == 0;
+            let body_len = if forger.rng.gen_range(0..100) == 0 {
+                full
+            } else {
+                forger.rng.gen_range(16..2048)
+            };
+            forger.forge(transfer, run, index, last, body_len);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let flood = upload.wait(CLIENT_TIMEOUT);
+    flood.assert_ok();
+    wait_for_inbox_drained(&w);
+    let flood_read = chars_read(agent) - read_before;
+    tap.chunks();
+    let flood_own = flood_read.saturating_sub(forger.bytes + tap.bytes) as i64;
+    let flood_rss = peak_rss_kib(agent).expect("the agent's peak RSS");
+    let report = flood.report();
+    assert_eq!(text(&report, "status"), "completed", "{report}");
+    assert_same_file(&flooded, &w.storage().join("flooded.bin"));
+
+    let (corrupt, duplicate) = (
+        report["faults"]["corrupt"].as_u64().unwrap_or(0),
+        report["faults"]["duplicate"].as_u64().unwrap_or(0),
+    );
+    let reread = flood_own - base_own;
+    eprintln!(
+        "baseline {:?}, flooded {:?} under {} forged frames ({} KiB); peak RSS {} -> {} KiB; \
+         read {} KiB -> {} KiB, less the messages' ({reread} bytes more); \
+         the receiver counted {corrupt} corrupt, {duplicate} duplicate; {} chunks retransmitted",
+        base.elapsed,
+        flood.elapsed,
+        forger.frames,
+        forger.bytes / 1024,
+        base_rss,
+        flood_rss,
+        base_read / 1024,
+        flood_read / 1024,
+        num(&report, "chunks_retransmitted"),
+    );
+    assert!(
+        forger.frames >= 1000,
+        "the flood was thousands of frames: {}",
+        forger.frames
+    );
+    assert!(
+        flood.elapsed <= base.elapsed * 3 / 2 + Duration::from_secs(3),
+        "the flood slowed the upload from {:?} to {:?}",
+        base.elapsed,
+        flood.elapsed
+    );
+    assert!(
+        flood_rss <= base_rss + 32 * 1024,
+        "the flood grew the agent's peak RSS from {base_rss} KiB to {flood_rss} KiB"
+    );
+    assert!(
+        corrupt >= forger.frames / 10,
+        "the receiver counted the forgeries as corrupt ({corrupt} of {} forged): {report}",
+        forger.frames
+    );
+    // A forged frame at the index the running hash needed next used to
+    // drop it, and the whole file was read back at the end.
+    assert!(
+        reread < size as i64 / 2,
+        "the agent read {reread} bytes more than without the flood (the file is {size}): \
+         it read the file back instead of keeping its running hash"
+    );
+}
+
+/// Whether process `pid` holds `path` open (a running receiver keeps its
+/// staged partial open for as long as its task lives).
+fn holds_open(pid: u32, path: &Path) -> bool {
+    let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|fds| {
+            fds.flatten()
+                .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|p| p == path))
+        })
+        .unwrap_or(false)
+}
+
+#[test]
+fn forged_chunk_frames_do_not_restart_a_stopped_upload() {
+    let _heavy = heavy_lock();
+    let mut w = World::new("profile=shipper&bwlimit=400k&transcript=1");
+    w.start_agent();
+    let size = 3 * 1024 * 1024;
+    let f = w.random_file("stopped.bin", size, 910);
+    let mut tap = Tap::from_now(client_transcript_path(&w));
+    let mut client = w.spawn_upload(&[&f], &[]);
+    let mut seen: Vec<SeenChunk> = vec![];
+    wait_until(
+        "two chunks on the wire and the partial staged",
+        Duration::from_secs(30),
+        || {
+            seen.extend(tap.chunks());
+            seen.len() >= 2 && !w.staged_files().is_empty()
+        },
+    );
+    let staged = w.staged_files();
+    assert_eq!(staged.len(), 1, "one partial: {staged:?}");
+    let partial = staged[0].clone();
+    let agent = w.agent.as_ref().expect("the agent runs").pid();
+    assert!(
+        holds_open(agent, &partial),
+        "the live receiver holds its partial open (else the check below proves nothing)"
+    );
+    client.kill9();
+    // The agent comes back with no task for the upload: only a chunk frame
+    // that opens under the transfer's key may start one again.
+    w.stop_agent();
+    w.start_agent();
+    let agent = w.agent.as_ref().expect("the agent runs").pid();
+    let stamp = |p: &Path| {
+        let m = std::fs::metadata(p).expect("the partial is still there");
+        (m.len(), m.modified().expect("an mtime"))
+    };
+    let untouched = stamp(&partial);
+    assert!(!holds_open(agent, &partial), "no receiver runs yet");
+
+    // Every chunk of it, held or not, under its run, many times over.
+    let transfer = seen[0].transfer;
+    let run = seen[0].run;
+    let chunks = seen
+        .iter()
+        .map(|c| c.index)
+        .max()
+        .unwrap_or(0)
+        .max(size.div_ceil(seen[0].body_len.max(1)) as u32)
+        + 2;
+    let mut forger = Forger::new(w.agent_inbox(), 26);
+    for n in 0..2000u32 {
+        let index = n % chunks;
+        forger.forge(
+            transfer,
+            run,
+            index,
+            index == chunks - 1,
+            64 + (n as usize % 1500),
+        );
+    }
+    wait_for_inbox_drained(&w);
+    // What the router took from the inbox last is handled within moments.
+    std::thread::sleep(Duration::from_millis(500));
+    eprintln!(
+        "{} forged frames over {chunks} indexes; partial {:?} then {:?}",
+        forger.frames,
+        untouched,
+        stamp(&partial)
+    );
+    assert!(
+        !holds_open(agent, &partial),
+        "forged chunk frames started a receiver for the stopped upload (the agent holds its partial open)"
+    );
+    assert_eq!(
+        stamp(&partial),
+        untouched,
+        "forged chunk frames touched the stopped upload's partial (a receiver opened it)"
+    );
+
+    // The genuine client still resumes it, byte-exact.
+    let again = w.upload(&[&f], &[]);
+    again.assert_ok();
+    assert_same_file(&f, &w.storage().join("stopped.bin"));
+    assert!(
+        num(&again.report(), "chunks_sent") < num(&again.report(), "chunks_total"),
+        "it resumed, not started over: {}",
+        again.stdout
+    );
 }

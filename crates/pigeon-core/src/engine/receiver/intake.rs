@@ -326,6 +326,35 @@ mod tests {
     }
 
     #[test]
+    fn a_forged_arrival_of_the_next_chunk_leaves_the_running_hash_intact() {
+        // Issue 25 §3: anyone on the channel can send a chunk frame naming
+        // the next index. It arrives but never opens (no `stored`): the
+        // genuine chunk after it must still extend the running hash, or
+        // one forged frame makes the receiver read the whole file back.
+        let (mut i, t0) = intake(3, false);
+        take(&mut i, 0, t0);
+        for _ in 0..3 {
+            assert_eq!(i.arrive(1, t0), Arrival::New { extends_hash: true });
+        }
+        assert_eq!(
+            i.arrive(2, t0),
+            Arrival::New {
+                extends_hash: false
+            },
+            "a forged later chunk is not in order either"
+        );
+        assert_eq!(
+            i.arrive(1, t0),
+            Arrival::New { extends_hash: true },
+            "the genuine chunk 1 still extends the hash"
+        );
+        i.stored(1, true, t0, RTO);
+        take(&mut i, 2, t0);
+        assert_eq!(i.finish(), FinishStep::Verify { running: true });
+        assert_eq!(i.have().count(), 3, "forgeries held nothing");
+    }
+
+    #[test]
     fn a_resumed_receiver_reads_the_file_back() {
         let mut held = Bitmap::new(3);
         held.set(0);
