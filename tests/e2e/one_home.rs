@@ -175,11 +175,12 @@ fn a_killed_owner_is_taken_over_by_the_command_that_followed_it() {
     let mut w = World::new(SLOW);
     w.start_agent();
     let mut owner = start_owner(&w, "big.bin", 900_000);
-    let mid = w.random_file("mid.bin", 150_000, 9);
+    // Seven 64 KiB chunks: still under way when the owner is killed.
+    let mid = w.random_file("mid.bin", 450_000, 9);
     let follower = w.spawn_upload(&[&mid], &[]);
-    wait_for_progress(&w, "mid.bin", 2);
+    wait_for_progress(&w, "mid.bin", 1);
     // The owner's own file has acknowledged chunks on record.
-    wait_for_progress(&w, "big.bin", 2);
+    wait_for_progress(&w, "big.bin", 1);
     owner.kill9();
 
     // The follower notices, holds the home itself and finishes its file.
