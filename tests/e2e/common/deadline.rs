@@ -119,10 +119,13 @@ pub fn reaped(pid: u32) {
     }
 }
 
+/// A late test's process: pid, command, stdout and stderr files.
+type LateProc = (u32, String, PathBuf, PathBuf);
+
 fn watch() {
     loop {
         std::thread::sleep(Duration::from_millis(250));
-        let late: Option<(String, Duration, Vec<(u32, String, PathBuf, PathBuf)>)> = tests()
+        let late: Option<(String, Duration, Vec<LateProc>)> = tests()
             .values()
             .find(|t| t.started.elapsed() > t.limit)
             .map(|t| {
