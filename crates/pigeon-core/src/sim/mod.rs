@@ -150,6 +150,8 @@ pub fn run(scenario: &Scenario) -> Result<Outcome, Failure> {
 fn play(scenario: &Scenario, clock: &std::sync::atomic::AtomicU64) -> Result<Outcome, String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        // Its blocking pool too: the seal watch records only these threads.
+        .thread_name(format!("sim-{}", scenario.seed))
         .start_paused(true)
         .build()
         .map_err(|e| format!("cannot build a runtime: {e}"))?;
