@@ -405,6 +405,30 @@ fn a_cancel_in_any_state_leaves_nothing_on_the_agent() {
     );
     staged_empty(&w, "paused");
 
+    // Paused, then the agent restarted: no task holds the upload there,
+    // and the agent itself drops what it holds and confirms.
+    let owner = start_owner(&w, "restarted.bin", 900_000);
+    wait_for_progress(&w, "restarted.bin", 2);
+    let id = status_of(&w, "restarted.bin")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    w.client(&["pause", &id[..8]]).assert_ok();
+    owner.wait(Duration::from_secs(30)).assert_failed();
+    wait_until("the agent reads what was sent", Duration::from_secs(30), || {
+        pending_messages(&w.agent_inbox()) == 0
+    });
+    w.stop_agent();
+    w.start_agent();
+    assert!(!w.staged_files().is_empty(), "the agent holds the partial");
+    let run = cancel(&w, &id);
+    assert!(
+        run.stderr.contains("the agent confirmed"),
+        "{}",
+        run.describe()
+    );
+    staged_empty(&w, "cancelled after the agent restarted");
+
     // Cancelled while the agent is away: kept, and said when it is back.
     let owner = start_owner(&w, "away.bin", 900_000);
     wait_for_progress(&w, "away.bin", 2);
