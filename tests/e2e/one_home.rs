@@ -415,9 +415,11 @@ fn a_cancel_in_any_state_leaves_nothing_on_the_agent() {
         .to_string();
     w.client(&["pause", &id[..8]]).assert_ok();
     owner.wait(Duration::from_secs(30)).assert_failed();
-    wait_until("the agent reads what was sent", Duration::from_secs(30), || {
-        pending_messages(&w.agent_inbox()) == 0
-    });
+    wait_until(
+        "the agent reads what was sent",
+        Duration::from_secs(30),
+        || pending_messages(&w.agent_inbox()) == 0,
+    );
     w.stop_agent();
     w.start_agent();
     assert!(!w.staged_files().is_empty(), "the agent holds the partial");
