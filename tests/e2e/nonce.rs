@@ -270,6 +270,15 @@ fn a_second_shells_resume_and_a_kill_never_begin_a_sealing_run_twice() {
         std::thread::sleep(Duration::from_millis(rng.gen_range(400..1200)));
         owner.kill9();
         second.kill9();
+        // The second shell must have reached the owner's queue: a refusal
+        // (the same `--transport` judged another one, as when the owner
+        // showed its links without their `bwlimit=`) would leave this test
+        // unable to fail.
+        assert!(
+            !second.stderr().contains("is held by a pigeon process"),
+            "the second shell's resume was refused: {}",
+            second.stderr()
+        );
         ends.push(transcript_len());
         // Killed soon after its first chunks leave (its session's
         // handshake waits on the agent's slower pace first).

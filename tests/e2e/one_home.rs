@@ -169,6 +169,25 @@ fn a_command_naming_another_transport_is_told_who_holds_the_home() {
     owner.kill9();
 }
 
+/// A link limited with `bwlimit=` is the same link to a second command
+/// naming the same URI: the owner once showed its links without their
+/// limit, and refused every command from a second shell.
+#[test]
+fn the_same_transport_with_its_bandwidth_limit_is_the_owners_own() {
+    let _heavy = heavy_lock();
+    let mut w = World::new(&format!("{SLOW}&bwlimit=200k"));
+    w.start_agent();
+    let mut owner = start_owner(&w, "big.bin", 600_000);
+    let listed = w.client(&["ls"]);
+    listed.assert_ok();
+    assert!(
+        !listed.stderr.contains("is held by a pigeon process"),
+        "{}",
+        listed.describe()
+    );
+    owner.kill9();
+}
+
 #[test]
 fn a_killed_owner_is_taken_over_by_the_command_that_followed_it() {
     let _heavy = heavy_lock();

@@ -603,7 +603,8 @@ pub(crate) fn open_links_named(
                 inbound.clone(),
                 limit.iter().chain(own.iter()).cloned().collect(),
                 pieces.clone(),
-            ))
+            )
+            .described_as(uri.to_string()))
         })
         .collect::<Result<_>>()?;
     if let [only] = links.as_slice() {

@@ -251,6 +251,15 @@ impl LinkHandle {
         &self.describe
     }
 
+    /// Shown as `uri` (the URI it was opened with, with what the link
+    /// itself adds, as its `bwlimit=`), not only as its transport knows
+    /// itself: a second command comparing its `--transport` with this one
+    /// must see the same words for the same link.
+    pub fn described_as(mut self, uri: String) -> LinkHandle {
+        self.describe = uri;
+        self
+    }
+
     /// Problems the transport met that only the user can fix.
     pub fn problems(&self) -> Vec<String> {
         self.health.problems()
