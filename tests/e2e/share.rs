@@ -426,3 +426,45 @@ fn an_unshare_stops_an_upload_under_way_through_it_and_nothing_is_placed() {
         audit.stdout
     );
 }
+
+/// A new key the owner trusts under a name in use takes the name's folder,
+/// not the old key's transfers under way: those stop, are said to the old
+/// key's holder, and leave nothing placed.
+#[test]
+fn a_key_trusted_under_a_name_in_use_does_not_inherit_an_upload_under_way() {
+    let mut w = World::new("");
+    let phone = phone(&w);
+    w.start_agent();
+    let big = w.random_file("phone/big.bin", 1_500_000, 26);
+    let up = w.spawn_client_in(
+        &phone,
+        &[
+            "upload",
+            big.to_str().unwrap(),
+            "--to",
+            "big.bin",
+            "--bwlimit",
+            "60k",
+            "--json",
+        ],
+    );
+    wait_until("the upload is under way", Duration::from_secs(30), || {
+        !w.staged_files().is_empty()
+    });
+    let (_, new_key) = w.stranger("new-phone-home");
+    owner(&w, &["keys", "trust", &new_key, "--name", "phone"]).assert_ok();
+    let run = up.wait(Duration::from_secs(60));
+    assert!(!run.success(), "{}", run.describe());
+    assert!(
+        said(&run).contains("no longer phone's"),
+        "the old key's holder is told why: {}",
+        run.describe()
+    );
+    assert!(
+        !w.storage_root().join("phone/big.bin").exists(),
+        "nothing placed"
+    );
+    wait_until("staging emptied", Duration::from_secs(10), || {
+        w.staged_files().is_empty()
+    });
+}

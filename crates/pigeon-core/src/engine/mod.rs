@@ -74,6 +74,22 @@ pub(crate) enum TaskInput {
 pub(crate) type Authority =
     Arc<dyn Fn(&crate::store::TransferRecord) -> std::result::Result<(), String> + Send + Sync>;
 
+/// A running transfer task, as the router and the rights watch know it.
+pub(crate) struct TaskEntry {
+    /// The key of the peer whose transfer it is, as it was when the task
+    /// began: only that key's control frames reach the task, and a key
+    /// that replaced it under the same name does not inherit it.
+    pub key: PublicKey,
+    pub tx: mpsc::Sender<TaskInput>,
+}
+
+impl TaskEntry {
+    /// Whether the task still takes input (it has not returned).
+    pub fn is_live(&self) -> bool {
+        !self.tx.is_closed()
+    }
+}
+
 /// A trusted peer at run time.
 pub(crate) struct Peer {
     pub name: PeerName,
@@ -190,7 +206,7 @@ pub(crate) struct Node {
     pub links: Vec<LinkHandle>,
     pub peers: Mutex<HashMap<PeerName, Arc<Peer>>>,
     pub sessions: Mutex<HashMap<[u8; 16], Arc<SessionSlot>>>,
-    pub tasks: Mutex<HashMap<TransferId, (PeerName, mpsc::Sender<TaskInput>)>>,
+    pub tasks: Mutex<HashMap<TransferId, TaskEntry>>,
     pub progress: Mutex<HashMap<TransferId, ProgressSink>>,
     pub events: broadcast::Sender<Event>,
     /// Bumped whenever something a snapshot shows has changed.
@@ -523,35 +539,42 @@ impl Node {
 
     /// Deliver to a running transfer task; false if there is none.
     pub async fn deliver(&self, id: &TransferId, input: TaskInput) -> bool {
-        let tx = lock(&self.tasks).get(id).map(|(_, tx)| tx.clone());
+        let tx = lock(&self.tasks).get(id).map(|t| t.tx.clone());
         match tx {
             Some(tx) => tx.send(input).await.is_ok(),
             None => false,
         }
     }
 
-    /// Register a task for `id`, owned by `peer`: only that peer's control
-    /// frames reach it.
-    pub fn register_task(&self, id: TransferId, peer: &PeerName) -> mpsc::Receiver<TaskInput> {
+    /// Register a task for `id`, owned by `peer` as it is now (its key):
+    /// only that key's control frames reach it.
+    pub fn register_task(&self, id: TransferId, peer: &Peer) -> mpsc::Receiver<TaskInput> {
         // Small: a chunk may be a MiB, and the router waiting is back-pressure.
         let (tx, rx) = mpsc::channel(8);
-        lock(&self.tasks).insert(id, (peer.clone(), tx));
+        let entry = TaskEntry { key: peer.key, tx };
+        lock(&self.tasks).insert(id, entry);
         rx
+    }
+
+    /// The input of the live task for `id`, if one runs.
+    pub fn task_input(&self, id: &TransferId) -> Option<mpsc::Sender<TaskInput>> {
+        lock(&self.tasks)
+            .get(id)
+            .filter(|t| t.is_live())
+            .map(|t| t.tx.clone())
     }
 
     /// Forget a finished task, unless a newer one already took its place
     /// (the old one's inbox is closed once it returned; a new one's is not).
     pub fn unregister_task(&self, id: &TransferId) {
         let mut tasks = lock(&self.tasks);
-        if tasks.get(id).is_some_and(|(_, tx)| tx.is_closed()) {
+        if tasks.get(id).is_some_and(|t| !t.is_live()) {
             tasks.remove(id);
         }
     }
 
     pub fn has_task(&self, id: &TransferId) -> bool {
-        lock(&self.tasks)
-            .get(id)
-            .is_some_and(|(_, tx)| !tx.is_closed())
+        lock(&self.tasks).get(id).is_some_and(TaskEntry::is_live)
     }
 }
 

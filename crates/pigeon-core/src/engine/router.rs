@@ -167,11 +167,10 @@ pub(crate) async fn route<H: Hooks>(
                 let id = TransferId(transfer);
                 let at = ChunkNonce { run, index, last };
                 let input = TaskInput::Chunk { at, body, link };
-                let tx = lock(&node.tasks).get(&id).map(|(_, tx)| tx.clone());
-                match tx {
+                match node.task_input(&id) {
                     // Not yet a sign of the peer: anyone on the channel can
                     // send a chunk frame. The task says so once it opens.
-                    Some(tx) if !tx.is_closed() => {
+                    Some(tx) => {
                         let _ = tx.send(input).await;
                     }
                     _ => hooks.on_orphan_chunk(&node, id, input).await,
@@ -185,8 +184,8 @@ async fn dispatch<H: Hooks>(node: &Arc<Node>, hooks: &H, peer: Arc<Peer>, contro
     if let Some(id) = control.transfer() {
         let tx = lock(&node.tasks)
             .get(&id)
-            .filter(|(owner, tx)| *owner == peer.name && !tx.is_closed())
-            .map(|(_, tx)| tx.clone());
+            .filter(|t| t.key == peer.key && t.is_live())
+            .map(|t| t.tx.clone());
         if let Some(tx) = tx {
             if matches!(control, Control::Ack { .. } | Control::Pieces { .. }) {
                 // Acknowledgements are cumulative: if the task is busy (a

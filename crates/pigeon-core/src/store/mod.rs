@@ -440,6 +440,15 @@ impl Store {
             .transpose()
     }
 
+    /// A transfer's record without its secret (no key file read): for
+    /// what looks at many records often, as the agent's rights watch.
+    pub fn transfer_record(&self, id: &TransferId) -> Result<Option<TransferRecord>> {
+        self.transfers
+            .get(id.0)?
+            .map(|v| decode_record(&v))
+            .transpose()
+    }
+
     fn with_secret(&self, mut rec: TransferRecord) -> Result<TransferRecord> {
         rec.secret = self.secret(&rec.id)?;
         Ok(rec)

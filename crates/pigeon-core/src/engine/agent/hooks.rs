@@ -333,9 +333,9 @@ pub(super) fn spawn_receiver(
             return;
         }
     };
-    let inbox = node.register_task(id, &peer.name);
+    let inbox = node.register_task(id, &peer);
     if let Some(first) = first {
-        if let Some((_, tx)) = lock(&node.tasks).get(&id) {
+        if let Some(tx) = node.task_input(&id) {
             let _ = tx.try_send(first);
         }
     }
@@ -390,7 +390,7 @@ pub(super) fn spawn_sender(
             return Err(format!("the agent cannot read the file: {e}"));
         }
     };
-    let inbox = node.register_task(id, &peer.name);
+    let inbox = node.register_task(id, &peer);
     crate::task::spawn(async move {
         let (mut rec, outcome) = sender.run(inbox).await;
         conclude(&node, &mut rec, &outcome, "download");

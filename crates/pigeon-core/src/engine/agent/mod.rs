@@ -500,6 +500,22 @@ impl AgentHooks {
                 ),
             });
         };
+        // A running task belongs to the key that began it: a new key the
+        // owner trusted under the same name takes the name's folder, not
+        // the old key's transfers under way.
+        let began_by = lock(&node.tasks)
+            .get(&rec.id)
+            .filter(|t| t.is_live())
+            .map(|t| t.key);
+        if began_by.is_some_and(|k| k != peer.key) {
+            return Err(crate::policy::Refusal {
+                code: RefuseCode::Permission,
+                reason: format!(
+                    "the key that began this transfer is no longer {}'s: the agent's owner trusted another key under that name; start it again from the new key",
+                    rec.peer
+                ),
+            });
+        }
         let perms = *lock(&peer.permissions);
         let shares = self.shares_with(node, &peer);
         let ns = self.namespace(&peer, &shares);
@@ -693,14 +709,14 @@ impl AgentHooks {
     fn stop_revoked(&self, node: &Arc<Node>, told: &mut HashSet<TransferId>) {
         let running: HashMap<TransferId, mpsc::Sender<TaskInput>> = lock(&node.tasks)
             .iter()
-            .map(|(id, (_, tx))| (*id, tx.clone()))
+            .map(|(id, t)| (*id, t.tx.clone()))
             .collect();
         told.retain(|id| running.contains_key(id));
         for (id, tx) in running {
             if told.contains(&id) {
                 continue;
             }
-            let Ok(Some(rec)) = node.store.transfer(&id) else {
+            let Ok(Some(rec)) = node.store.transfer_record(&id) else {
                 continue;
             };
             // The task's end is audited and said to the peer as it stops.

@@ -159,8 +159,8 @@ impl ClientHooks {
         *lock(&self.refused) = Some((Instant::now(), reason.clone()));
         let tasks: Vec<_> = lock(&node.tasks)
             .iter()
-            .filter(|(_, (owner, _))| *owner == peer.name)
-            .map(|(id, (_, tx))| (*id, tx.clone()))
+            .filter(|(_, t)| t.key == peer.key)
+            .map(|(id, t)| (*id, t.tx.clone()))
             .collect();
         // Whatever waits on the agent fails saying it; said here only when
         // nothing does, so it is said once.

@@ -256,9 +256,9 @@ impl Core {
         let peer = self.peer.clone();
         let limit = self.silence_limit;
         let resumed = rec.chunks_done > 0;
-        let inbox = node.register_task(id, &peer.name);
+        let inbox = node.register_task(id, &peer);
         if let Some(reason) = self.hooks.refusal() {
-            if let Some((_, tx)) = lock(&node.tasks).get(&id) {
+            if let Some(tx) = node.task_input(&id) {
                 let _ = tx.try_send(TaskInput::Control(Control::Refuse {
                     transfer: id,
                     code: RefuseCode::Permission,
