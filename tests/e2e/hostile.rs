@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::*;
 use pigeon_core::protocol::Frame;
-use pigeon_core::wire::{unpack, Reassembler};
+use pigeon_core::wire::Reassembler;
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 use serde_json::Value;
@@ -278,28 +278,17 @@ impl Tap {
             };
             let bytes = from_hex(hex);
             self.bytes += bytes.len() as u64;
-            let raw = unbase64(&bytes).unwrap_or(bytes);
-            let Ok(frames) = unpack(&raw, &mut self.reassembler) else {
-                continue;
-            };
-            for f in frames {
-                if let Ok(Frame::Chunk {
-                    transfer,
-                    run,
-                    index,
-                    last,
-                    body,
-                }) = Frame::decode(&f)
-                {
-                    out.push(SeenChunk {
-                        transfer,
-                        run,
-                        index,
-                        last,
-                        body_len: body.len(),
-                    });
-                }
-            }
+            out.extend(
+                chunk_frames(&bytes, &mut self.reassembler)
+                    .into_iter()
+                    .map(|c| SeenChunk {
+                        transfer: c.transfer,
+                        run: c.run,
+                        index: c.index,
+                        last: c.last,
+                        body_len: c.body.len(),
+                    }),
+            );
         }
         out
     }

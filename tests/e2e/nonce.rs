@@ -12,8 +12,6 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::common::*;
-use pigeon_core::protocol::Frame;
-use pigeon_core::wire::{unpack, Reassembler};
 use rand::{Rng, SeedableRng};
 
 const QUERY: &str = "profile=telegram-text&msgs_per_min=1200&transcript=1";
@@ -62,25 +60,18 @@ struct Seals {
 
 impl Seals {
     fn of(msgs: &[Msg]) -> Seals {
-        let mut reassembler = Reassembler::new(256 * 1024 * 1024);
+        let mut reassembler = transcript_reassembler();
         let mut by_nonce: HashMap<SealNonce, Vec<Vec<u8>>> = HashMap::new();
         let mut copies = 0;
         for m in msgs {
-            let raw = unbase64(&m.bytes).unwrap_or_else(|| m.bytes.clone());
-            let Ok(frames) = unpack(&raw, &mut reassembler) else {
-                continue;
-            };
-            for f in frames {
-                let Ok(Frame::Chunk {
-                    transfer,
-                    run,
-                    index,
-                    last,
-                    body,
-                }) = Frame::decode(&f)
-                else {
-                    continue;
-                };
+            for ChunkFrame {
+                transfer,
+                run,
+                index,
+                last,
+                body,
+            } in chunk_frames(&m.bytes, &mut reassembler)
+            {
                 copies += 1;
                 let seen = by_nonce
                     .entry(SealNonce {
@@ -223,19 +214,13 @@ fn content_changed_under_an_unchanged_stamp_never_reuses_a_nonce_nor_completes_w
 /// Where each process's messages end in the transcript, and the sealing
 /// runs each transfer used in each such stretch.
 fn runs_by_stretch(msgs: &[Msg], ends: &[usize]) -> Vec<HashMap<[u8; 16], (u32, u32)>> {
-    let mut reassembler = Reassembler::new(256 * 1024 * 1024);
+    let mut reassembler = transcript_reassembler();
     let mut stretches = vec![HashMap::new(); ends.len() + 1];
     for (n, m) in msgs.iter().enumerate() {
         let stretch = ends.iter().take_while(|&&end| end <= n).count();
-        let raw = unbase64(&m.bytes).unwrap_or_else(|| m.bytes.clone());
-        let Ok(frames) = unpack(&raw, &mut reassembler) else {
-            continue;
-        };
-        for f in frames {
-            if let Ok(Frame::Chunk { transfer, run, .. }) = Frame::decode(&f) {
-                let e: &mut (u32, u32) = stretches[stretch].entry(transfer).or_insert((run, run));
-                *e = (e.0.min(run), e.1.max(run));
-            }
+        for ChunkFrame { transfer, run, .. } in chunk_frames(&m.bytes, &mut reassembler) {
+            let e: &mut (u32, u32) = stretches[stretch].entry(transfer).or_insert((run, run));
+            *e = (e.0.min(run), e.1.max(run));
         }
     }
     stretches

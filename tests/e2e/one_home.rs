@@ -450,6 +450,43 @@ fn a_cancel_in_any_state_leaves_nothing_on_the_agent() {
     );
     staged_empty(&w, "cancelled after the agent restarted");
 
+    // Queued behind another upload, never started: the agent never held
+    // it, says so, and it never starts later.
+    let front = w.random_file("front.bin", 900_000, 8);
+    let queued = w.random_file("queued.bin", 300_000, 9);
+    let owner = w.spawn_upload(&[&front, &queued], &["--parallel", "1"]);
+    wait_for_progress(&w, "front.bin", 2);
+    let queued_id = status_of(&w, "queued.bin")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(status_of(&w, "queued.bin")["status"], "pending");
+    let run = cancel(&w, &queued_id);
+    assert!(
+        run.stderr.contains("the agent confirmed"),
+        "{}",
+        run.describe()
+    );
+    let front_id = status_of(&w, "front.bin")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    cancel(&w, &front_id);
+    owner.wait(Duration::from_secs(30)).assert_failed();
+    staged_empty(&w, "queued, never started");
+    let agent_status = pigeon(
+        &w.agent_home,
+        &["status", "--json"],
+        &w.logs,
+        Duration::from_secs(30),
+    );
+    assert!(
+        !agent_status.stdout.contains(&queued_id[..16]),
+        "the agent holds no record of it: {}",
+        agent_status.stdout
+    );
+    assert_eq!(status_of(&w, "queued.bin")["status"], "cancelled");
+
     // Cancelled while the agent is away: kept, and said when it is back.
     let owner = start_owner(&w, "away.bin", 900_000);
     wait_for_progress(&w, "away.bin", 2);

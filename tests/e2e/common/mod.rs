@@ -23,6 +23,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub mod deadline;
 pub mod pty;
+pub mod transcript;
+pub use transcript::*;
 
 use rand::{RngCore, SeedableRng};
 use serde_json::Value;

@@ -319,6 +319,25 @@ impl Node {
             .map(|(_, p)| p.clone())
     }
 
+    /// Tell `peer` its transfer is refused, with the code and the reason
+    /// (the peer says the reason to its user).
+    pub fn refuse(
+        &self,
+        peer: &Peer,
+        transfer: TransferId,
+        code: crate::protocol::RefuseCode,
+        reason: String,
+    ) -> bool {
+        self.send_control(
+            peer,
+            &Control::Refuse {
+                transfer,
+                code,
+                reason,
+            },
+        )
+    }
+
     /// Seal `control` in the peer's current session and queue it. Returns
     /// false when there is no session yet (the caller retries on the next).
     pub fn send_control(&self, peer: &Peer, control: &Control) -> bool {

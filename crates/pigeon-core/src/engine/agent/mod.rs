@@ -574,28 +574,9 @@ impl AgentHooks {
     /// A stopped transfer the peer may no longer go on with: it fails here
     /// (nothing of it is kept), the refusal is audited and said to the peer.
     fn refuse_stopped(&self, node: &Node, rec: &TransferRecord, refusal: crate::policy::Refusal) {
-        if rec.role == Role::Receiver {
-            if let Some(p) = &rec.partial_path {
-                let _ = std::fs::remove_file(p);
-            }
-            let _ = node.store.clear_chunks(&rec.id);
-        }
-        let reason = refusal.reason.clone();
-        let _ = node.store.update_transfer(&rec.id, |r| {
-            r.status = TransferStatus::Failed;
-            r.error = Some(reason.clone());
-        });
-        let _ = node.store.flush();
-        revoked_note(node, rec, &reason);
+        drop_held(node, rec, Some(&refusal.reason));
         if let Some(peer) = node.peer(&rec.peer) {
-            node.send_control(
-                &peer,
-                &Control::Refuse {
-                    transfer: rec.id,
-                    code: refusal.code,
-                    reason: refusal.reason,
-                },
-            );
+            node.refuse(&peer, rec.id, refusal.code, refusal.reason);
         }
     }
 
@@ -610,37 +591,7 @@ impl AgentHooks {
                 return;
             }
             if !rec.status.is_finished() {
-                if rec.role == Role::Receiver {
-                    if let Some(p) = &rec.partial_path {
-                        let _ = std::fs::remove_file(p);
-                    }
-                }
-                let _ = node.store.clear_chunks(&transfer);
-                let _ = node
-                    .store
-                    .update_transfer(&transfer, |r| r.status = TransferStatus::Cancelled);
-                let _ = node.store.forget_secret(&transfer);
-                let _ = node.store.flush();
-                let action = match rec.role {
-                    Role::Receiver => "upload",
-                    Role::Sender => "download",
-                };
-                audit(
-                    node,
-                    &rec.peer,
-                    action,
-                    &rec.remote_path,
-                    "cancelled",
-                    Some(rec.manifest.size),
-                );
-                node.log(
-                    LogLevel::Info,
-                    format!(
-                        "{action} of {} by {}: cancelled",
-                        crate::policy::escape_control(&rec.remote_path),
-                        rec.peer
-                    ),
-                );
+                drop_held(node, rec, None);
             }
         }
         node.send_control(peer, &Control::Cancelled { transfer });
@@ -729,26 +680,51 @@ impl AgentHooks {
     }
 }
 
-/// Log and audit a transfer stopped because its peer lost the right to it.
-fn revoked_note(node: &Node, rec: &TransferRecord, reason: &str) {
+/// Drop what this agent holds of a transfer no task runs (an upload's
+/// partial, its chunk hashes), end its record, durably, and log and audit
+/// it: failed with the reason it was `refused`, or else cancelled (its key
+/// forgotten).
+fn drop_held(node: &Node, rec: &TransferRecord, refused: Option<&str>) {
+    if let (Role::Receiver, Some(p)) = (rec.role, &rec.partial_path) {
+        let _ = std::fs::remove_file(p);
+    }
+    let _ = node.store.clear_chunks(&rec.id);
+    let _ = node.store.update_transfer(&rec.id, |r| match refused {
+        Some(reason) => {
+            r.status = TransferStatus::Failed;
+            r.error = Some(reason.to_string());
+        }
+        None => r.status = TransferStatus::Cancelled,
+    });
+    if refused.is_none() {
+        // Cancelled for good: its key is of no more use.
+        let _ = node.store.forget_secret(&rec.id);
+    }
+    let _ = node.store.flush();
     let action = match rec.role {
         Role::Receiver => "upload",
         Role::Sender => "download",
     };
-    node.log(
-        LogLevel::Warn,
-        format!(
-            "stopped {action} of {} by {}: {reason}",
-            crate::policy::escape_control(&rec.remote_path),
-            rec.peer
+    let path = crate::policy::escape_control(&rec.remote_path);
+    let (level, said, outcome) = match refused {
+        Some(reason) => (
+            LogLevel::Warn,
+            format!("stopped {action} of {path} by {}: {reason}", rec.peer),
+            format!("refused: {reason}"),
         ),
-    );
+        None => (
+            LogLevel::Info,
+            format!("{action} of {path} by {}: cancelled", rec.peer),
+            "cancelled".to_string(),
+        ),
+    };
+    node.log(level, said);
     audit(
         node,
         &rec.peer,
         action,
         &rec.remote_path,
-        &format!("refused: {reason}"),
+        &outcome,
         Some(rec.manifest.size),
     );
 }

@@ -656,13 +656,11 @@ impl Receiver {
 
     /// The peer lost the right to this upload: drop what it sent, tell it.
     fn revoked(&mut self, reason: String) -> Outcome {
-        self.node.send_control(
+        self.node.refuse(
             &self.peer,
-            &Control::Refuse {
-                transfer: self.rec.id,
-                code: crate::protocol::RefuseCode::Permission,
-                reason: reason.clone(),
-            },
+            self.rec.id,
+            crate::protocol::RefuseCode::Permission,
+            reason.clone(),
         );
         self.discard();
         Outcome::Failed(reason)

@@ -410,13 +410,11 @@ impl Sender {
                 return Some(Outcome::Cancelled);
             }
             TaskInput::Revoked(reason) => {
-                self.node.send_control(
+                self.node.refuse(
                     &self.peer,
-                    &Control::Refuse {
-                        transfer: self.rec.id,
-                        code: crate::protocol::RefuseCode::Permission,
-                        reason: reason.clone(),
-                    },
+                    self.rec.id,
+                    crate::protocol::RefuseCode::Permission,
+                    reason.clone(),
                 );
                 return Some(Outcome::Failed(reason));
             }
