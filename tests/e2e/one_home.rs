@@ -90,8 +90,10 @@ fn commands_on_a_busy_home_run_through_the_process_that_holds_it() {
     );
     assert!(!owner.exited(), "the owner stopped:\n{}", owner.stderr());
 
-    // Pause the owner's own transfer from another shell: it stops with
-    // its progress kept, and the owner says so.
+    // Pause the owner's own transfer from another shell, once a chunk is
+    // through (a loaded machine may take a while): it stops with its
+    // progress kept, and the owner says so.
+    wait_for_progress(&w, "big.bin", 0);
     let id = status_of(&w, "big.bin")["id"].as_str().unwrap().to_string();
     let paused = w.client(&["pause", &id[..8]]);
     paused.assert_ok();
@@ -199,7 +201,7 @@ fn a_killed_owner_is_taken_over_by_the_command_that_followed_it() {
     let follower = w.spawn_upload(&[&mid], &[]);
     wait_for_progress(&w, "mid.bin", 1);
     // The owner's own file has acknowledged chunks on record.
-    wait_for_progress(&w, "big.bin", 1);
+    wait_for_progress(&w, "big.bin", 0);
     owner.kill9();
 
     // The follower notices, holds the home itself and finishes its file.
@@ -248,7 +250,7 @@ fn a_follower_stopped_with_ctrl_c_leaves_its_transfer_paused_and_resumable() {
     );
     wait_until(
         "the follower's transfer is paused",
-        Duration::from_secs(10),
+        Duration::from_secs(30),
         || status_of(&w, "mid.bin")["status"] == "paused",
     );
     // The owner is not disturbed, and the same command again resumes the
