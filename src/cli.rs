@@ -252,8 +252,16 @@ pub enum Command {
         /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
     },
-    /// Print the manual page (roff), e.g. `pigeon man | man -l -`.
-    Man,
+    /// Print a manual page (roff): pigeon's, or a subcommand's, e.g.
+    /// `pigeon man | man -l -`, `pigeon man keys trust | man -l -`.
+    Man {
+        /// The subcommand whose page to print, e.g. `upload` or `keys trust`.
+        subcommand: Vec<String>,
+        /// Write every page (pigeon.1, pigeon-upload.1, …) into DIR instead,
+        /// e.g. `~/.local/share/man/man1`, where `man pigeon-upload` finds them.
+        #[arg(long, value_name = "DIR")]
+        install: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -559,11 +567,76 @@ pub fn completions(shell: clap_complete::Shell) {
     clap_complete::generate(shell, &mut cmd, "pigeon", &mut std::io::stdout());
 }
 
-/// `pigeon man`: the manual page, on stdout.
-pub fn man() -> Result<()> {
-    let cmd = <Cli as clap::CommandFactory>::command();
-    clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?;
+/// `pigeon man [SUBCOMMAND…] [--install DIR]`: one manual page on
+/// stdout, or every page written into DIR.
+pub fn man(subcommand: &[String], install: Option<&std::path::Path>) -> Result<()> {
+    if let Some(dir) = install {
+        let pages = man_pages(dir)?;
+        eprintln!(
+            "wrote {} manual pages into {}; if `man pigeon` does not find them, add that folder's parent to MANPATH",
+            pages,
+            dir.display()
+        );
+        return Ok(());
+    }
+    man_page(subcommand, &mut std::io::stdout())
+}
+
+/// The page of `subcommand` (pigeon's own when empty), named as the
+/// pages list it (`pigeon-keys-trust(1)`).
+fn man_page(subcommand: &[String], out: &mut dyn std::io::Write) -> Result<()> {
+    let cmd = built_command();
+    let mut page = &cmd;
+    for (depth, word) in subcommand.iter().enumerate() {
+        page = page
+            .get_subcommands()
+            .find(|c| c.get_name() == word || c.get_all_aliases().any(|a| a == word))
+            .ok_or_else(|| {
+                let known: Vec<&str> = page.get_subcommands().map(|c| c.get_name()).collect();
+                anyhow!(
+                    "`pigeon {}` has no subcommand {word:?}; it has: {}",
+                    subcommand[..depth].join(" "),
+                    known.join(", ")
+                )
+            })?;
+    }
+    man_of(page).render(out)?;
     Ok(())
+}
+
+/// pigeon's command, built: each subcommand knows its full name
+/// (pigeon-keys-trust), as its page is named.
+fn built_command() -> clap::Command {
+    let mut cmd = <Cli as clap::CommandFactory>::command().disable_help_subcommand(true);
+    cmd.build();
+    cmd
+}
+
+/// The page of `cmd`, footed with pigeon's name and version (a
+/// subcommand has no version of its own).
+fn man_of(cmd: &clap::Command) -> clap_mangen::Man {
+    clap_mangen::Man::new(cmd.clone()).source(format!("pigeon {}", env!("CARGO_PKG_VERSION")))
+}
+
+/// Write pigeon's page and every subcommand's into `dir` (made if need
+/// be); returns how many.
+fn man_pages(dir: &std::path::Path) -> Result<usize> {
+    fn write(cmd: &clap::Command, dir: &std::path::Path) -> Result<usize> {
+        let path = dir.join(format!(
+            "{}.1",
+            cmd.get_display_name().unwrap_or(cmd.get_name())
+        ));
+        let mut page = vec![];
+        man_of(cmd).render(&mut page)?;
+        std::fs::write(&path, page).with_context(|| format!("writing {}", path.display()))?;
+        let mut written = 1;
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+            written += write(sub, dir)?;
+        }
+        Ok(written)
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    write(&built_command(), dir)
 }
 
 /// This machine's name, as a peer name (what the other side trusts us as
@@ -2180,7 +2253,7 @@ mod tests {
 
 #[cfg(test)]
 mod help_tests {
-    use super::Cli;
+    use super::{man_page, man_pages, Cli};
     use clap::CommandFactory;
 
     #[test]
@@ -2223,11 +2296,47 @@ mod help_tests {
             }
         }
         let mut page = vec![];
-        clap_mangen::Man::new(Cli::command())
-            .render(&mut page)
-            .unwrap();
+        man_page(&[], &mut page).unwrap();
         let page = String::from_utf8(page).unwrap();
-        assert!(page.starts_with(".ie") || page.contains(".TH"), "{page}");
-        assert!(page.contains("upload"), "{page}");
+        assert!(page.contains(".TH pigeon 1"), "{page}");
+        assert!(page.contains("pigeon\\-upload(1)"), "{page}");
+    }
+
+    /// Every page pigeon's own page lists exists: printed by name, and
+    /// written by `--install`.
+    #[test]
+    fn every_subcommand_has_its_manual_page() {
+        let mut page = vec![];
+        man_page(&["keys".into(), "trust".into()], &mut page).unwrap();
+        let page = String::from_utf8(page).unwrap();
+        assert!(page.contains(".TH pigeon-keys-trust 1"), "{page}");
+        assert!(
+            page.contains("--reuse-name") || page.contains("\\-\\-reuse\\-name"),
+            "{page}"
+        );
+        let wrong = man_page(&["keys".into(), "trus".into()], &mut vec![]).unwrap_err();
+        assert!(
+            wrong.to_string().contains("show, trust, list, revoke"),
+            "{wrong}"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let written = man_pages(dir.path()).unwrap();
+        let mut main = vec![];
+        man_page(&[], &mut main).unwrap();
+        let main = String::from_utf8(main).unwrap();
+        // Each page the main one refers to, as "pigeon\-NAME(1)".
+        let listed: Vec<String> = main
+            .split("pigeon\\-")
+            .skip(1)
+            .filter_map(|rest| rest.split_once("(1)"))
+            .map(|(name, _)| format!("pigeon-{}.1", name.replace("\\-", "-")))
+            .collect();
+        assert!(listed.len() > 10, "{listed:?}");
+        for name in &listed {
+            assert!(dir.path().join(name).is_file(), "{name} was not written");
+        }
+        assert!(dir.path().join("pigeon-keys-trust.1").is_file());
+        assert!(written > listed.len(), "{written} pages");
     }
 }

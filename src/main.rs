@@ -73,7 +73,10 @@ async fn run(args: Cli) -> Result<bool> {
             cli::completions(*shell);
             return Ok(true);
         }
-        Some(Command::Man) => return cli::man().map(|()| true),
+        Some(Command::Man {
+            subcommand,
+            install,
+        }) => return cli::man(subcommand, install.as_deref()).map(|()| true),
         _ => {}
     }
     let home = Home::resolve(args.home.clone())?;
@@ -196,7 +199,7 @@ async fn run(args: Cli) -> Result<bool> {
                 .map(|()| true)
         }
         // Answered before the home was made.
-        Some(Command::Completions { .. } | Command::Man) => Ok(true),
+        Some(Command::Completions { .. } | Command::Man { .. }) => Ok(true),
     }
 }
 

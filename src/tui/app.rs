@@ -305,10 +305,13 @@ impl App {
                 self.remote.on_listing(dir, result);
             }
             Msg::Quota(line) => self.remote.set_quota(line),
-            Msg::Queued { what, result } => match result {
-                Ok(_) => self.log(LogLine::new(Level::Info, format!("{what} queued"))),
-                Err(error) => self.notify(Level::Error, format!("{what} refused: {error}")),
-            },
+            Msg::Queued { what, result } => {
+                // Queued: the engine's own event says it (to every view of
+                // this home), once.
+                if let Err(error) = result {
+                    self.notify(Level::Error, format!("{what} refused: {error}"));
+                }
+            }
             Msg::Failed { context, error } => {
                 self.notify(Level::Error, format!("{context} failed: {error}"))
             }
@@ -752,6 +755,32 @@ mod tests {
             (notice.level, notice.text.as_str()),
             (Level::Success, "uploaded a.bin")
         );
+    }
+
+    /// A queued upload is one line in the log, not the engine's event and
+    /// then the command's answer saying it again.
+    #[test]
+    fn a_queued_upload_is_logged_once() {
+        let mut app = fixtures::app(vec![]);
+        let before = app.log.len();
+        let _ = app.on_event(Event::Queued {
+            id: id(1),
+            name: "s1.bin".into(),
+        });
+        app.on_msg(Msg::Queued {
+            what: "upload of s1.bin".into(),
+            result: Ok(id(1)),
+        });
+        assert_eq!(app.log.len(), before + 1);
+        // A refusal is still said.
+        app.on_msg(Msg::Queued {
+            what: "upload of s2.bin".into(),
+            result: Err("over quota".into()),
+        });
+        assert!(app
+            .notice
+            .as_ref()
+            .is_some_and(|n| n.text.contains("over quota")));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, BorderType, Borders, Clear, Paragraph, Widget, Wrap};
 
 use pigeon_core::policy::escape_control;
-use pigeon_core::view::{Direction, EngineSnapshot, TransferId, TransferView};
+use pigeon_core::view::{Direction, EngineSnapshot, TransferId, TransferStatus, TransferView};
 
 use super::effect::Effect;
 use super::format;
@@ -216,9 +216,14 @@ fn detail_lines(t: &TransferView, theme: Theme) -> Vec<Line<'static>> {
         ),
         field(
             "sha256",
-            t.sha256
-                .clone()
-                .unwrap_or_else(|| "not known yet (an upload hashes its file first; a download learns it from the offer)".into()),
+            t.sha256.clone().unwrap_or_else(|| {
+                match t.status {
+                    TransferStatus::Cancelled => "never known (cancelled before it was)",
+                    TransferStatus::Failed => "never known (it failed before it was)",
+                    _ => "not known yet (an upload hashes its file first; a download learns it from the offer)",
+                }
+                .into()
+            }),
         ),
         field(
             "progress",
@@ -407,6 +412,24 @@ mod tests {
             popup.handle_key(&key(KeyCode::Char('y')), None, &keymap, 0),
             Outcome::CloseAndRun(Effect::Act(id, TransferAction::Overwrite))
         );
+    }
+
+    /// A transfer that ended without a hash says so, not "not known yet".
+    #[test]
+    fn details_of_an_ended_transfer_never_promise_its_hash() {
+        let text = |status| {
+            let mut t = crate::tui::fixtures::transfer(1, "a.bin", status, 4, 1);
+            t.sha256 = None;
+            detail_lines(&t, Theme::monochrome())
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        let cancelled = text(TransferStatus::Cancelled);
+        assert!(cancelled.contains("never known (cancelled"), "{cancelled}");
+        assert!(!cancelled.contains("not known yet"), "{cancelled}");
+        assert!(text(TransferStatus::InProgress).contains("not known yet"));
     }
 
     #[test]

@@ -16,8 +16,12 @@ pub enum CoreError {
         source: std::io::Error,
     },
 
-    #[error("the store in {path} is in use by another pigeon process (sled holds one owner); stop it or use another --home")]
-    StoreLocked { path: PathBuf },
+    #[error("the store in {path} is in use by another pigeon process{holder}; stop it or use another --home")]
+    StoreLocked {
+        path: PathBuf,
+        /// Who holds it, as " (pid N, pigeon agent)", or empty if unknown.
+        holder: String,
+    },
 
     #[error("store error: {0}")]
     Store(String),

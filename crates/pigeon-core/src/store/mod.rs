@@ -293,6 +293,63 @@ pub struct Store {
     audit_lock: std::sync::Arc<std::sync::Mutex<()>>,
 }
 
+/// The file naming the process that holds a store.
+const HOLDER_FILE: &str = "holder";
+
+/// This process, as a store's holder file says it: its pid and its
+/// command (`pigeon agent`), no arguments (they may hold paths).
+fn holder_line() -> String {
+    let mut args = std::env::args();
+    let program = args
+        .next()
+        .map(|a| {
+            Path::new(&a)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or(a)
+        })
+        .unwrap_or_default();
+    // The subcommand: the first argument that is not an option or its value.
+    let mut sub = None;
+    let mut skip = false;
+    for a in args {
+        if skip {
+            skip = false;
+        } else if a.starts_with("--") {
+            skip = !a.contains('=') && a != "--json";
+        } else if !a.starts_with('-') {
+            sub = Some(a);
+            break;
+        }
+    }
+    let command = match sub {
+        Some(s) => format!("{program} {s}"),
+        None => program,
+    };
+    format!(
+        "{} {}",
+        std::process::id(),
+        crate::policy::escape_control(&command)
+    )
+}
+
+/// Who holds the store in `dir`, as " (pid N, COMMAND)", if it is said and
+/// that process lives.
+fn read_holder(dir: &Path) -> String {
+    let Ok(text) = std::fs::read_to_string(dir.join(HOLDER_FILE)) else {
+        return String::new();
+    };
+    let (pid, command) = text.trim().split_once(' ').unwrap_or((text.trim(), ""));
+    let alive = pid
+        .parse::<u32>()
+        .is_ok_and(|p| Path::new(&format!("/proc/{p}")).exists());
+    match (alive, command.is_empty()) {
+        (false, _) => String::new(),
+        (true, true) => format!(" (pid {pid})"),
+        (true, false) => format!(" (pid {pid}, {command})"),
+    }
+}
+
 impl Store {
     /// Open (or create) the store in `dir`. Fails with
     /// [`CoreError::StoreLocked`] when another process holds it.
@@ -311,10 +368,14 @@ impl Store {
                 {
                     CoreError::StoreLocked {
                         path: dir.to_path_buf(),
+                        holder: read_holder(dir),
                     }
                 }
                 _ => CoreError::Store(format!("opening {}: {e}", dir.display())),
             })?;
+        // Only the holder of sled's lock writes this, so whoever finds the
+        // lock taken reads who took it last (best effort: it only names).
+        let _ = std::fs::write(dir.join(HOLDER_FILE), holder_line());
         Ok(Store {
             transfers: db.open_tree("transfers")?,
             bitmaps: db.open_tree("bitmaps")?,

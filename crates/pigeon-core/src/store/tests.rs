@@ -159,3 +159,19 @@ fn concurrent_updates_of_different_fields_both_stay() {
         .unwrap()
         .is_none());
 }
+
+/// A second opener is told which process holds the store, by pid.
+#[test]
+fn a_store_in_use_names_the_process_that_holds_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let _held = Store::open(dir.path()).unwrap();
+    let err = match Store::open(dir.path()) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("a store opened twice"),
+    };
+    assert!(
+        err.contains(&format!("(pid {}", std::process::id())),
+        "{err}"
+    );
+    assert!(err.contains("stop it or use another --home"), "{err}");
+}
