@@ -230,3 +230,36 @@ fn ls_shows_the_hash_of_a_big_file_once_hashed_and_after_a_restart() {
     let again = w.client(&["ls"]);
     assert!(again.stdout.contains(&zeros), "{}", again.describe());
 }
+
+/// Issue 32: the agent's `status` said `in_progress 100.0%` two minutes
+/// after it logged the upload completed. What it shows follows the store
+/// within a couple of seconds.
+#[test]
+fn the_agents_status_shows_an_upload_completed_soon_after_it_is() {
+    let mut w = World::new("profile=telegram-text&msgs_per_min=600");
+    w.start_agent();
+    let f = w.random_file("status.bin", 200_000, 3);
+    w.upload(&[&f], &[]).assert_ok();
+    let agent_status = || {
+        let run = pigeon(
+            &w.agent_home,
+            &["status", "--json"],
+            &w.logs,
+            Duration::from_secs(30),
+        );
+        run.assert_ok();
+        json_lines(&run.stdout)
+            .into_iter()
+            .find(|r| {
+                r["remote_path"]
+                    .as_str()
+                    .is_some_and(|p| p.ends_with("status.bin"))
+            })
+            .map(|r| r["status"].as_str().unwrap_or_default().to_string())
+    };
+    wait_until(
+        "the agent's status shows it completed",
+        Duration::from_secs(3),
+        || agent_status().as_deref() == Some("completed"),
+    );
+}

@@ -236,6 +236,25 @@ pub struct EngineSnapshot {
     pub version: u64,
 }
 
+impl EngineSnapshot {
+    /// Whether some figure shown would change with time alone: a running
+    /// transfer's rate and ETA, a link's traffic of the last minute, a
+    /// silence being counted, a wait before a retry.
+    pub fn figures_moving(&self) -> bool {
+        self.agent_silent.is_some()
+            || self
+                .transfers
+                .iter()
+                .any(|t| t.status == TransferStatus::InProgress)
+            || self.transports.iter().any(|l| {
+                l.messages_last_minute > 0
+                    || l.throughput.iter().any(|&b| b > 0)
+                    || l.retry_after.is_some()
+                    || !matches!(l.state, LinkState::Up)
+            })
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum LogLevel {
     Info,

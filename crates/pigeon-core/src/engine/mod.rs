@@ -739,25 +739,42 @@ pub const LINKS_FILE: &str = "links.json";
 pub(crate) async fn mirror_status(node: Arc<Node>, path: std::path::PathBuf) {
     let mut changes = node.changes.subscribe();
     let links = path.with_file_name(LINKS_FILE);
+    let mut written: [Vec<u8>; 2] = Default::default();
     loop {
-        if let Ok(json) = serde_json::to_vec_pretty(&node.transports_health()) {
-            let tmp = links.with_extension("json.tmp");
-            if std::fs::write(&tmp, json).is_ok() {
-                let _ = std::fs::rename(&tmp, &links);
-            }
-        }
+        let health = node.transports_health();
         let reports = match client::stored_reports(&node.store) {
             Ok(r) => r.into_iter().map(|(_, rep)| rep).collect::<Vec<_>>(),
             Err(_) => vec![],
         };
-        if let Ok(json) = serde_json::to_vec_pretty(&reports) {
-            let tmp = path.with_extension("json.tmp");
-            if std::fs::write(&tmp, json).is_ok() {
-                let _ = std::fs::rename(&tmp, &path);
+        // Looked at again each second while anything shown is under way:
+        // a transfer's end or a link's traffic fading is not always a
+        // change the node announces. Written only when it differs (a
+        // phone's storage is not rewritten every second for nothing).
+        let moving = reports
+            .iter()
+            .any(|r| r.status == crate::view::TransferStatus::InProgress)
+            || health
+                .iter()
+                .any(|l| l.messages_last_minute > 0 || l.throughput.iter().any(|&b| b > 0));
+        let [links_written, status_written] = &mut written;
+        for (json, to, last) in [
+            (serde_json::to_vec_pretty(&health), &links, links_written),
+            (serde_json::to_vec_pretty(&reports), &path, status_written),
+        ] {
+            let Ok(json) = json else { continue };
+            if json == *last {
+                continue;
+            }
+            let tmp = to.with_extension("json.tmp");
+            if std::fs::write(&tmp, &json).is_ok() && std::fs::rename(&tmp, to).is_ok() {
+                *last = json;
             }
         }
-        if changes.changed().await.is_err() {
-            return;
+        tokio::select! {
+            changed = changes.changed() => if changed.is_err() {
+                return;
+            },
+            () = tokio::time::sleep(Duration::from_secs(1)), if moving => {}
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }

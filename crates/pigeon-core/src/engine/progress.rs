@@ -16,6 +16,9 @@ use crate::bitmap::Bitmap;
 use crate::store::TransferRecord;
 use crate::view::{ChunkState, FaultCounters, TransferStatus, TransferView};
 
+/// How far back a transfer's rate looks.
+const RATE_WINDOW: Duration = Duration::from_secs(5);
+
 /// What a transfer task reports about its chunks.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Event {
@@ -176,6 +179,10 @@ impl Progress {
                 self.faults = FaultCounters::default();
                 self.this_run = Bitmap::new(self.this_run.len());
                 self.resumed = false;
+                // Where the rate counts from: the first chunk of a run
+                // already has a rate, not only the second.
+                self.samples.clear();
+                self.samples.push_back((now, self.bytes_done()));
             }
             Event::Status(status) => self.status = status,
             Event::Ended { status, error } => {
@@ -237,24 +244,28 @@ impl Progress {
         {
             self.samples.push_back((now, bytes));
         }
+        // Keep one sample from before the window: on a channel slower than
+        // a chunk every few seconds the window would otherwise hold one
+        // sample, and the rate read 0 while bytes moved.
         while self
             .samples
-            .front()
-            .is_some_and(|(t, _)| now.duration_since(*t) > Duration::from_secs(5))
+            .get(1)
+            .is_some_and(|(t, _)| now.duration_since(*t) > RATE_WINDOW)
         {
             self.samples.pop_front();
         }
     }
 
-    /// Bytes per second over the last few seconds.
-    pub fn rate(&self) -> f64 {
+    /// Bytes per second over the last few seconds (from the last sample
+    /// before them), falling as time passes with nothing acknowledged.
+    fn rate_at(&self, now: Instant) -> f64 {
         if self.status != TransferStatus::InProgress {
             return 0.0;
         }
-        let (Some((t0, b0)), Some(_)) = (self.samples.front(), self.samples.back()) else {
+        let Some((t0, b0)) = self.samples.front() else {
             return 0.0;
         };
-        let secs = Instant::now().duration_since(*t0).as_secs_f64();
+        let secs = now.duration_since(*t0).as_secs_f64();
         if secs < 0.2 {
             return 0.0;
         }
@@ -262,7 +273,11 @@ impl Progress {
     }
 
     pub fn view(&self, rec: &TransferRecord, map: Arc<[u8]>) -> TransferView {
-        let rate = self.rate();
+        self.view_at(rec, map, Instant::now())
+    }
+
+    fn view_at(&self, rec: &TransferRecord, map: Arc<[u8]>, now: Instant) -> TransferView {
+        let rate = self.rate_at(now);
         let remaining = self.size.saturating_sub(self.bytes_done());
         TransferView {
             id: rec.id,
@@ -319,6 +334,56 @@ mod tests {
 
     fn states(p: &Progress) -> Vec<ChunkState> {
         p.chunks.iter().map(|&c| ChunkState::from_u8(c)).collect()
+    }
+
+    /// On a channel slower than a chunk every five seconds the rate is
+    /// still the bytes over the time, from the run's first chunk, and it
+    /// falls while nothing more is acknowledged (it read 0 B/s before).
+    #[test]
+    fn a_slow_transfers_rate_is_current_and_falls_to_zero_when_nothing_moves() {
+        let mut p = progress(100, &[]);
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        p.apply(Event::RunStarted, t0);
+        p.apply(
+            Event::Sent {
+                index: 0,
+                retry: false,
+            },
+            t0,
+        );
+        p.apply(Event::Acked { index: 0 }, at(6));
+        assert!(
+            (p.rate_at(at(6)) - 10.0 / 6.0).abs() < 1e-9,
+            "{}",
+            p.rate_at(at(6))
+        );
+        p.apply(Event::Acked { index: 1 }, at(12));
+        p.apply(Event::Acked { index: 2 }, at(18));
+        // From the last sample before the window (at 12 s) to now.
+        assert!(
+            (p.rate_at(at(18)) - 10.0 / 6.0).abs() < 1e-9,
+            "{}",
+            p.rate_at(at(18))
+        );
+        // Nothing more: the rate falls, toward zero.
+        assert!(p.rate_at(at(600)) < 0.05, "{}", p.rate_at(at(600)));
+        let view = p.view_at(&record_of(&p), Arc::from(vec![].as_slice()), at(18));
+        assert!(view.eta.is_some(), "a slow transfer has an ETA");
+    }
+
+    fn record_of(p: &Progress) -> TransferRecord {
+        TransferRecord::begin(NewTransfer {
+            id: TransferId::random(),
+            direction: Direction::Upload,
+            role: Role::Sender,
+            peer: "agent",
+            local_path: "/x".into(),
+            remote_path: "x".into(),
+            manifest: Manifest::sample("x", p.size, 10),
+            secret: None,
+            transport: String::new(),
+        })
     }
 
     #[test]

@@ -36,7 +36,10 @@ pub(super) fn report(
     }
 }
 
-/// Publish snapshots when something changed, at most 20 times a second.
+/// Publish snapshots when something changed, at most 20 times a second,
+/// and at least once a second while figures that move with time (a rate,
+/// an ETA, messages in the last minute) are not yet at rest, so none is
+/// shown long after it stopped being true.
 pub(super) async fn publish(
     node: Arc<Node>,
     records: Arc<Mutex<BTreeMap<TransferId, TransferRecord>>>,
@@ -51,9 +54,13 @@ pub(super) async fn publish(
     // completed showed no transfers at all until something else changed).
     changes.mark_changed();
     let mut version = 0;
+    let mut moving = false;
     loop {
-        if changes.changed().await.is_err() {
-            return;
+        tokio::select! {
+            changed = changes.changed() => if changed.is_err() {
+                return;
+            },
+            () = tokio::time::sleep(FIGURES_EVERY), if moving => {}
         }
         version += 1;
         let transfers = {
@@ -79,12 +86,16 @@ pub(super) async fn publish(
                 .filter(|silent| *silent >= silence_notice(&node)),
             version,
         };
+        moving = snapshot.figures_moving();
         if tx.send(Arc::new(snapshot)).is_err() {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// How often figures that move with time are shown again.
+const FIGURES_EVERY: Duration = Duration::from_secs(1);
 
 /// For `pigeon status` and `history`: reports from the store alone.
 pub fn stored_reports(store: &Store) -> Result<Vec<(TransferRecord, TransferReport)>> {
