@@ -1686,11 +1686,12 @@ fn link_json(i: usize, h: &pigeon_core::view::TransportHealth) -> serde_json::Va
         "retry_after_ms": ms(h.retry_after.or(wait)),
         "probe_in_ms": ms(retry_in),
         "faults": h.faults,
+        "problems": h.problems,
     })
 }
 
 fn link_line(i: usize, h: &pigeon_core::view::TransportHealth) -> String {
-    format!(
+    let mut line = format!(
         "link {i}  {:<14} {:<12} rtt {:>7}  {:>10}/s  share {:>4}  errors {}  {}",
         h.profile,
         h.state.word(),
@@ -1701,7 +1702,12 @@ fn link_line(i: usize, h: &pigeon_core::view::TransportHealth) -> String {
             .map_or("-".to_string(), |s| format!("{:.0}%", s * 100.0)),
         h.errors,
         escape_control(&h.uri)
-    )
+    );
+    // What only the user can fix, in `pigeon transports test`'s words.
+    for p in &h.problems {
+        line.push_str(&format!("\n        failed: {}", escape_control(p)));
+    }
+    line
 }
 
 /// `30d`, `12h`, `90m`, `45s`, or plain seconds.

@@ -112,6 +112,23 @@ impl App {
 
     pub fn on_snapshot(&mut self, snapshot: Arc<EngineSnapshot>) {
         self.queue.refresh(&snapshot);
+        // A link that newly failed for a setting is worth the notice line
+        // (its pane says FAILED; this says why, whole), once per reason.
+        for t in &snapshot.transports {
+            if t.problems.is_empty() {
+                continue;
+            }
+            let before = self.snapshot.transports.iter().find(|b| b.uri == t.uri);
+            if before.is_some_and(|b| b.problems == t.problems) {
+                continue;
+            }
+            let text = format!(
+                "transport failed: {}: {}",
+                pigeon_core::policy::escape_control(&t.uri),
+                pigeon_core::policy::escape_control(&t.problems.join("; "))
+            );
+            self.notify(Level::Error, text);
+        }
         self.snapshot = snapshot;
     }
 

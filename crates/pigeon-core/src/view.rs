@@ -189,6 +189,11 @@ pub struct TransportHealth {
     pub errors: u64,
     pub retry_after: Option<Duration>,
     pub faults: FaultCounters,
+    /// What is wrong with it that only the user can fix (a refused token,
+    /// a port nothing listens on), as `pigeon transports test` says it;
+    /// empty while it works.
+    #[serde(default)]
+    pub problems: Vec<String>,
 }
 
 /// What a link is doing, as its circuit breaker and the provider say.
