@@ -1388,6 +1388,10 @@ async fn wait_for(
     tokio::pin!(interrupted);
     // Closes when the engine does: the owner's, if it stops.
     let mut engine = handle.snapshot();
+    // The links' health, to say a link that failed beside working ones.
+    let mut links = handle.snapshot();
+    let mut failed_told = std::collections::HashSet::new();
+    say_failed_links(&links.borrow_and_update(), &mut failed_told, bars.as_ref());
     let clear = |bars: &Option<indicatif::MultiProgress>| {
         if let Some(b) = bars {
             let _ = b.clear();
@@ -1403,6 +1407,10 @@ async fn wait_for(
                     pending.len()
                 );
                 return Waited::Interrupted;
+            }
+            Ok(()) = links.changed() => {
+                say_failed_links(&links.borrow_and_update(), &mut failed_told, bars.as_ref());
+                continue;
             }
             () = async { while engine.changed().await.is_ok() {} } => {
                 // Events already sent still count.
@@ -1464,6 +1472,31 @@ async fn wait_for(
     }
     clear(&bars);
     Waited::Finished { ok: all_ok }
+}
+
+/// Say each link that failed for a setting (in `pigeon transports test`'s
+/// words) beside others that carry on, once per reason. With one link the
+/// command's own failure says it.
+fn say_failed_links(
+    snapshot: &pigeon_core::view::EngineSnapshot,
+    told: &mut std::collections::HashSet<String>,
+    bars: Option<&indicatif::MultiProgress>,
+) {
+    if snapshot.transports.len() < 2 {
+        return;
+    }
+    for why in snapshot.transports.iter().filter_map(|t| t.failure()) {
+        if told.insert(why.clone()) {
+            let line = format!(
+                "pigeon: transport failed: {}; the other transports carry on without it",
+                escape_control(&why)
+            );
+            match bars {
+                Some(b) => b.suspend(|| eprintln!("{line}")),
+                None => eprintln!("{line}"),
+            }
+        }
+    }
 }
 
 fn print_report(r: &TransferReport, json: bool) {

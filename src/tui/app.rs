@@ -115,19 +115,13 @@ impl App {
         // A link that newly failed for a setting is worth the notice line
         // (its pane says FAILED; this says why, whole), once per reason.
         for t in &snapshot.transports {
-            if t.problems.is_empty() {
-                continue;
-            }
+            let Some(why) = t.failure() else { continue };
             let before = self.snapshot.transports.iter().find(|b| b.uri == t.uri);
             if before.is_some_and(|b| b.problems == t.problems) {
                 continue;
             }
-            let text = format!(
-                "transport failed: {}: {}",
-                pigeon_core::policy::escape_control(&t.uri),
-                pigeon_core::policy::escape_control(&t.problems.join("; "))
-            );
-            self.notify(Level::Error, text);
+            let why = pigeon_core::policy::escape_control(&why).into_owned();
+            self.notify(Level::Error, format!("transport failed: {why}"));
         }
         self.snapshot = snapshot;
     }

@@ -58,7 +58,18 @@ fn dead_address() -> String {
 /// long it took, counted from before the process was spawned.
 fn upload_over(w: &World, transports: &[String], env: &[(&str, &str)]) -> (Run, Duration) {
     let f = w.random_file("small.bin", 20_000, 32);
-    let mut args = vec!["upload".to_string(), f.display().to_string()];
+    let file = f.display().to_string();
+    command_over(w, &["upload", &file], transports, env)
+}
+
+/// `pigeon ARGS` in `w`'s client home over `transports`, as [`upload_over`].
+fn command_over(
+    w: &World,
+    args: &[&str],
+    transports: &[String],
+    env: &[(&str, &str)],
+) -> (Run, Duration) {
+    let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     for t in transports {
         args.push("--transport".into());
         args.push(t.clone());
@@ -113,7 +124,8 @@ fn assert_failed_fast_saying((run, took): &(Run, Duration), words: &str, secret:
 }
 
 #[test]
-fn a_wrong_telegram_token_ends_an_upload_at_once_in_the_words_of_transports_test() {
+fn a_wrong_telegram_token_ends_an_upload_a_listing_and_a_download_at_once_in_the_words_of_transports_test(
+) {
     let w = World::new("");
     let (_emu, api) = telegram_emulator();
     let uri = telegram_uri(&api);
@@ -122,9 +134,20 @@ fn a_wrong_telegram_token_ends_an_upload_at_once_in_the_words_of_transports_test
     check.assert_failed();
     let words = "telegram refused the bot token (401";
     assert!(check.stdout.contains(words), "{}", check.describe());
-    let run = upload_over(&w, &[uri], &env);
+    let run = upload_over(&w, std::slice::from_ref(&uri), &env);
     assert_failed_fast_saying(&run, words, "wrong-token");
     assert!(run.0.stderr.contains("BotFather"), "{}", run.0.describe());
+    // A listing and a download wait on the agent too: they stop as fast.
+    let run = command_over(&w, &["ls"], std::slice::from_ref(&uri), &env);
+    assert_failed_fast_saying(&run, words, "wrong-token");
+    let out = w.work.join("back.bin");
+    let run = command_over(
+        &w,
+        &["download", "small.bin", "-o", out.to_str().unwrap()],
+        &[uri],
+        &env,
+    );
+    assert_failed_fast_saying(&run, words, "wrong-token");
 }
 
 #[test]

@@ -196,6 +196,14 @@ pub struct TransportHealth {
     pub problems: Vec<String>,
 }
 
+impl TransportHealth {
+    /// What is wrong with it, if only the user can fix it, as `pigeon
+    /// transports test` says it: `<URI>: <what is wrong>`.
+    pub fn failure(&self) -> Option<String> {
+        (!self.problems.is_empty()).then(|| format!("{}: {}", self.uri, self.problems.join("; ")))
+    }
+}
+
 /// What a link is doing, as its circuit breaker and the provider say.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum LinkState {

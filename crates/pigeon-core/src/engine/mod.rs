@@ -235,11 +235,7 @@ impl Node {
         self.links
             .iter()
             .enumerate()
-            .filter_map(|(i, l)| {
-                let problems = l.problems();
-                (!problems.is_empty())
-                    .then(|| (i, format!("{}: {}", l.describe(), problems.join("; "))))
-            })
+            .filter_map(|(i, l)| l.health().failure().map(|why| (i, why)))
             .collect()
     }
 
@@ -505,11 +501,11 @@ impl Node {
     /// Wait (up to `limit`) until every link has sent what it was given:
     /// a process about to exit must not take its last answers with it (a
     /// download's Done, say, which is what lets the agent end its side).
-    /// A link that failed for a setting sends nothing: not waited for.
     pub async fn drain(&self, limit: Duration) {
         let deadline = tokio::time::Instant::now() + limit;
-        let done = |l: &LinkHandle| l.is_drained() || !l.problems().is_empty();
-        while !self.links.iter().all(done) && tokio::time::Instant::now() < deadline {
+        while !self.links.iter().all(LinkHandle::is_drained)
+            && tokio::time::Instant::now() < deadline
+        {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
@@ -688,11 +684,12 @@ pub(crate) async fn watch_links(node: std::sync::Weak<Node>, agent: bool) {
                 (false, false) => "nothing reaches the agent until it is fixed",
             };
             let message = format!("transport failed: {why}; {next}");
-            if agent || several {
+            if agent {
                 node.log(LogLevel::Warn, message);
             } else {
-                // A client's only link: the command stops and says it
-                // (`unreachable`), and a front end shows it on the link.
+                // A client's front end shows it from the links' health in
+                // its snapshots (an event sent before it subscribed would
+                // be lost); the command stops on `unreachable`.
                 tracing::warn!("{message}");
             }
         }
