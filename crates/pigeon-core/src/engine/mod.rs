@@ -248,7 +248,7 @@ impl Node {
         }
         let each: Vec<String> = failed.into_iter().map(|(_, why)| why).collect();
         Some(format!(
-            "{}; no transport can reach the peer until this is fixed (`pigeon transports test <URI>` checks one); progress is kept: run the same command again once it is",
+            "{}; no transport can reach the peer until this is fixed (`pigeon transports test <URI>` checks one); then run the same command again (a transfer resumes where it stopped)",
             each.join("; ")
         ))
     }
