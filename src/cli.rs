@@ -1461,6 +1461,10 @@ async fn wait_for(
     tokio::pin!(interrupted);
     // Closes when the engine does: the owner's, if it stops.
     let mut engine = handle.snapshot();
+    // The links' health, to say a link that failed beside working ones.
+    let mut links = handle.snapshot();
+    let mut failed_told = std::collections::HashSet::new();
+    say_failed_links(&links.borrow_and_update(), &mut failed_told, bars.as_ref());
     let clear = |bars: &Option<indicatif::MultiProgress>| {
         if let Some(b) = bars {
             let _ = b.clear();
@@ -1476,6 +1480,10 @@ async fn wait_for(
                     pending.len()
                 );
                 return Waited::Interrupted;
+            }
+            Ok(()) = links.changed() => {
+                say_failed_links(&links.borrow_and_update(), &mut failed_told, bars.as_ref());
+                continue;
             }
             () = async { while engine.changed().await.is_ok() {} } => {
                 // Events already sent still count.
@@ -1537,6 +1545,31 @@ async fn wait_for(
     }
     clear(&bars);
     Waited::Finished { ok: all_ok }
+}
+
+/// Say each link that failed for a setting (in `pigeon transports test`'s
+/// words) beside others that carry on, once per reason. With one link the
+/// command's own failure says it.
+fn say_failed_links(
+    snapshot: &pigeon_core::view::EngineSnapshot,
+    told: &mut std::collections::HashSet<String>,
+    bars: Option<&indicatif::MultiProgress>,
+) {
+    if snapshot.transports.len() < 2 {
+        return;
+    }
+    for why in snapshot.transports.iter().filter_map(|t| t.failure()) {
+        if told.insert(why.clone()) {
+            let line = format!(
+                "pigeon: transport failed: {}; the other transports carry on without it",
+                escape_control(&why)
+            );
+            match bars {
+                Some(b) => b.suspend(|| eprintln!("{line}")),
+                None => eprintln!("{line}"),
+            }
+        }
+    }
 }
 
 fn print_report(r: &TransferReport, json: bool) {
@@ -1759,11 +1792,12 @@ fn link_json(i: usize, h: &pigeon_core::view::TransportHealth) -> serde_json::Va
         "retry_after_ms": ms(h.retry_after.or(wait)),
         "probe_in_ms": ms(retry_in),
         "faults": h.faults,
+        "problems": h.problems,
     })
 }
 
 fn link_line(i: usize, h: &pigeon_core::view::TransportHealth) -> String {
-    format!(
+    let mut line = format!(
         "link {i}  {:<14} {:<12} rtt {:>7}  {:>10}/s  share {:>4}  errors {}  {}",
         h.profile,
         h.state.word(),
@@ -1774,7 +1808,12 @@ fn link_line(i: usize, h: &pigeon_core::view::TransportHealth) -> String {
             .map_or("-".to_string(), |s| format!("{:.0}%", s * 100.0)),
         h.errors,
         escape_control(&h.uri)
-    )
+    );
+    // What only the user can fix, in `pigeon transports test`'s words.
+    for p in &h.problems {
+        line.push_str(&format!("\n        failed: {}", escape_control(p)));
+    }
+    line
 }
 
 /// `30d`, `12h`, `90m`, `45s`, or plain seconds.

@@ -112,6 +112,17 @@ impl App {
 
     pub fn on_snapshot(&mut self, snapshot: Arc<EngineSnapshot>) {
         self.queue.refresh(&snapshot);
+        // A link that newly failed for a setting is worth the notice line
+        // (its pane says FAILED; this says why, whole), once per reason.
+        for t in &snapshot.transports {
+            let Some(why) = t.failure() else { continue };
+            let before = self.snapshot.transports.iter().find(|b| b.uri == t.uri);
+            if before.is_some_and(|b| b.problems == t.problems) {
+                continue;
+            }
+            let why = pigeon_core::policy::escape_control(&why).into_owned();
+            self.notify(Level::Error, format!("transport failed: {why}"));
+        }
         self.snapshot = snapshot;
     }
 

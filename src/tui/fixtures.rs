@@ -89,6 +89,7 @@ pub fn transport(profile: &str) -> TransportHealth {
         errors: 0,
         retry_after: None,
         faults: FaultCounters::default(),
+        problems: vec![],
     }
 }
 

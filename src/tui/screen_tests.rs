@@ -82,6 +82,40 @@ fn screen_failed_transfer() {
     assert_screens("failed", app);
 }
 
+/// Issue 32: a link that failed for a setting says FAILED and why in the
+/// Transports pane, beside one that works, and the notice line says it
+/// (from the snapshot alone, whatever the engine logs).
+#[test]
+fn screen_a_failed_transport() {
+    let mut app = fixtures::app(vec![remote_entry("earlier.txt", 12)]);
+    let problem = "telegram refused the bot token (401 Unauthorized): check the token in its environment variable or file (from @BotFather)";
+    let uri = "telegram:@agent_bot?token_env=PIGEON_TG_TOKEN";
+    let failed = pigeon_core::view::TransportHealth {
+        uri: uri.into(),
+        profile: String::new(),
+        up: false,
+        throughput: vec![],
+        messages_last_minute: 0,
+        messages_per_minute_limit: Some(60),
+        errors: 2,
+        rtt: None,
+        problems: vec![problem.into()],
+        ..fixtures::transport("shipper")
+    };
+    let mut snap = (*snapshot(vec![transfer(
+        1,
+        "dataset.bin",
+        TransferStatus::InProgress,
+        1600,
+        800,
+    )]))
+    .clone();
+    snap.transports = vec![failed, fixtures::transport("shipper")];
+    // The app notices it from the snapshot alone, whatever the engine logs.
+    app.on_snapshot(std::sync::Arc::new(snap));
+    assert_screens("transport_failed", app);
+}
+
 #[test]
 fn screen_held_in_quarantine_with_the_quota_in_use() {
     let mut app = fixtures::app(vec![remote_entry("earlier.txt", 12)]);

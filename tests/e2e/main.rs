@@ -16,6 +16,7 @@ mod messenger;
 mod multilink;
 mod nonce;
 mod one_home;
+mod permanent;
 mod policy;
 mod resume;
 mod roundtrip;

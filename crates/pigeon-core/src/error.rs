@@ -63,6 +63,12 @@ pub enum CoreError {
     #[error("no answer from the peer after {secs} s over {transport}; is `pigeon agent` running on the same transport, and does it trust this key?")]
     Timeout { secs: u64, transport: String },
 
+    /// Every transport failed in a way only the user can fix (a wrong
+    /// token, a port nothing listens on): each as `pigeon transports test`
+    /// says it, and what to do.
+    #[error("{0}")]
+    NoWorkingTransport(String),
+
     #[error("integrity check failed: {0}")]
     Integrity(String),
 

@@ -189,6 +189,19 @@ pub struct TransportHealth {
     pub errors: u64,
     pub retry_after: Option<Duration>,
     pub faults: FaultCounters,
+    /// What is wrong with it that only the user can fix (a refused token,
+    /// a port nothing listens on), as `pigeon transports test` says it;
+    /// empty while it works.
+    #[serde(default)]
+    pub problems: Vec<String>,
+}
+
+impl TransportHealth {
+    /// What is wrong with it, if only the user can fix it, as `pigeon
+    /// transports test` says it: `<URI>: <what is wrong>`.
+    pub fn failure(&self) -> Option<String> {
+        (!self.problems.is_empty()).then(|| format!("{}: {}", self.uri, self.problems.join("; ")))
+    }
 }
 
 /// What a link is doing, as its circuit breaker and the provider say.

@@ -7,7 +7,8 @@
 //! ```
 //!
 //! Line one says whether the channel works (up; rate limited; DOWN or
-//! SILENT while its circuit is open; probing), how far away it is, and its
+//! SILENT while its circuit is open; probing; FAILED, with the reason in
+//! place of the graph, when only the user can fix it), how far away it is, and its
 //! share of what all channels sent in the last minute; line two
 //! is a sparkline of bytes per second over the last minute and the latest
 //! rate; line three the message budget, errors, and the provider's
@@ -74,6 +75,8 @@ impl<'a> TransportHealthWidget<'a> {
         let h = self.health;
         let theme = self.theme;
         let (glyph, word, style) = match h.state {
+            // Whatever its circuit says: it cannot work as it is set up.
+            _ if !h.problems.is_empty() => ("✗", "FAILED", theme.bad()),
             LinkState::Up if self.agent_silent.is_some() => ("○", "SILENT", theme.bad()),
             LinkState::Up => ("●", "up  ", theme.good()),
             LinkState::RateLimited { .. } => ("◑", "rate limited", theme.warn()),
@@ -92,7 +95,9 @@ impl<'a> TransportHealthWidget<'a> {
             Span::raw(" "),
             Span::styled(profile, theme.accent()),
         ];
-        if let Some(silent) = self.agent_silent.filter(|_| h.state == LinkState::Up) {
+        if !h.problems.is_empty() {
+            // The reason is on the next line; figures mean nothing here.
+        } else if let Some(silent) = self.agent_silent.filter(|_| h.state == LinkState::Up) {
             // How long matters more than the last round trip.
             spans.push(Span::styled(
                 format!("  no answer {}", format::duration(silent)),
@@ -154,6 +159,16 @@ impl Widget for TransportHealthWidget<'_> {
         if area.height < 2 {
             return;
         }
+        if !self.health.problems.is_empty() {
+            // Why, in `pigeon transports test`'s words, in place of a
+            // graph of nothing; the notice line and the log hold it whole.
+            let why = escape_control(&self.health.problems.join("; ")).into_owned();
+            Line::styled(why, self.theme.bad()).render(row(1), buf);
+            if area.height >= 3 {
+                self.budget_line().render(row(2), buf);
+            }
+            return;
+        }
         let graph_width = area.width.saturating_sub(RATE_WIDTH);
         let samples = &self.health.throughput;
         let tail = &samples[samples.len().saturating_sub(graph_width as usize)..];
@@ -209,6 +224,7 @@ mod tests {
             errors: 0,
             retry_after: None,
             faults: FaultCounters::default(),
+            problems: vec![],
         }
     }
 
@@ -323,6 +339,30 @@ mod tests {
             "{rows:?}"
         );
         assert!(rows[2].ends_with("retry in 30s"), "{rows:?}");
+    }
+
+    /// Issue 32: a link that only the user can fix says FAILED and why.
+    #[test]
+    fn a_failed_link_says_so_and_why_in_place_of_its_graph() {
+        let h = TransportHealth {
+            up: false,
+            errors: 2,
+            problems: vec!["telegram refused the bot token (401 Unauthorized)".into()],
+            ..health()
+        };
+        let buf = render(&h, 44, 3);
+        let rows: Vec<String> = (0..3)
+            .map(|y| {
+                (0..44)
+                    .map(|x| buf[(x, y)].symbol().to_owned())
+                    .collect::<String>()
+                    .trim_end()
+                    .to_owned()
+            })
+            .collect();
+        assert_eq!(rows[0], "✗ FAILED telegram-text");
+        assert_eq!(rows[1], "telegram refused the bot token (401 Unauthor");
+        assert_eq!(rows[2], "12/60 msg/min  errors 2");
     }
 
     #[test]

@@ -220,6 +220,9 @@ pub(crate) struct Node {
     /// Since when something (a transfer, a listing) has been waiting on
     /// the peer without a break; None while nothing waits.
     waiting_since: Mutex<Option<tokio::time::Instant>>,
+    /// Every link has failed in a way only the user can fix: what to tell
+    /// them (kept by [`watch_links`]; a client's waits end on it).
+    pub(crate) unreachable: watch::Sender<Option<String>>,
 }
 
 impl Node {
@@ -238,7 +241,32 @@ impl Node {
             early_data: std::sync::atomic::AtomicBool::new(true),
             heard: Mutex::new(tokio::time::Instant::now()),
             waiting_since: Mutex::new(None),
+            unreachable: watch::channel(None).0,
         }
+    }
+
+    /// Each link that has failed for a reason only the user can fix, as
+    /// `pigeon transports test` would say it: `<URI>: <what is wrong>`.
+    pub fn failed_links(&self) -> Vec<(usize, String)> {
+        self.links
+            .iter()
+            .enumerate()
+            .filter_map(|(i, l)| l.health().failure().map(|why| (i, why)))
+            .collect()
+    }
+
+    /// When no link works and none can until the user changes a setting:
+    /// what is wrong with each, and what to do.
+    fn no_working_link(&self) -> Option<String> {
+        let failed = self.failed_links();
+        if failed.is_empty() || failed.len() < self.links.len() {
+            return None;
+        }
+        let each: Vec<String> = failed.into_iter().map(|(_, why)| why).collect();
+        Some(format!(
+            "{}; no transport can reach the peer until this is fixed (`pigeon transports test <URI>` checks one); then run the same command again (a transfer resumes where it stopped)",
+            each.join("; ")
+        ))
     }
 
     /// Whether something waits on the peer now; its silence counts from
@@ -674,6 +702,74 @@ fn worth_it(times: &[Duration], paces: &[Option<f64>], rest: u64) -> Vec<bool> {
 
 /// The longest a party's only link stays out after failures.
 const ONLY_LINK_BACKOFF: Duration = Duration::from_secs(5);
+
+/// How often [`watch_links`] looks at the links' health.
+const LINK_WATCH: Duration = Duration::from_millis(250);
+
+/// Say once each link that fails for a reason only the user can fix (and
+/// when it works again), and keep [`Node::unreachable`] current: a client
+/// with no working link stops waiting at once instead of after its
+/// `--timeout`. `agent`: the words for an agent's log, which keeps trying.
+pub(crate) async fn watch_links(node: std::sync::Weak<Node>, agent: bool) {
+    let mut told: HashMap<usize, String> = HashMap::new();
+    loop {
+        let Some(node) = node.upgrade() else { return };
+        let failed: HashMap<usize, String> = node.failed_links().into_iter().collect();
+        let several = node.links.len() > 1;
+        for (i, why) in &failed {
+            if told.get(i) == Some(why) {
+                continue;
+            }
+            let next = match (agent, several) {
+                (true, true) => "the agent carries on over its other transports and tries this one again now and then; fix the setting and restart the agent",
+                (true, false) => "nothing reaches this agent until it is fixed; it tries again now and then, but fix the setting and restart the agent",
+                (false, true) => "the other transports carry on without it",
+                (false, false) => "nothing reaches the agent until it is fixed",
+            };
+            let message = format!("transport failed: {why}; {next}");
+            if agent {
+                node.log(LogLevel::Warn, message);
+            } else {
+                // A client's front end shows it from the links' health in
+                // its snapshots (an event sent before it subscribed would
+                // be lost); the command stops on `unreachable`.
+                tracing::warn!("{message}");
+            }
+        }
+        for i in told.keys().filter(|i| !failed.contains_key(i)) {
+            node.log(
+                LogLevel::Info,
+                format!("transport {} works again", node.links[*i].describe()),
+            );
+        }
+        if failed != told {
+            node.touch();
+        }
+        told = failed;
+        let now = node.no_working_link();
+        node.unreachable.send_if_modified(|was| {
+            let changed = *was != now;
+            *was = now;
+            changed
+        });
+        drop(node);
+        tokio::time::sleep(LINK_WATCH).await;
+    }
+}
+
+/// Why a client's transfer cannot go on, when no link works and none
+/// will until the user changes a setting (`unreachable`: the node's
+/// [`Node::unreachable`]). An agent (`fail` false) waits for its client
+/// whatever its links say.
+pub(crate) fn no_way_to_peer(
+    unreachable: &watch::Receiver<Option<String>>,
+    fail: bool,
+) -> Option<String> {
+    if !fail {
+        return None;
+    }
+    unreachable.borrow().clone()
+}
 
 /// How a transfer task ends when the other side has been silent too long:
 /// a client fails with advice, an agent stops and keeps the state.

@@ -481,10 +481,11 @@ impl LinkHandle {
                 None => LinkState::Up,
             },
         };
+        let problems = self.problems();
         TransportHealth {
             uri: self.describe.clone(),
             profile: self.profile.clone(),
-            up: !matches!(state, LinkState::Open { .. }),
+            up: !matches!(state, LinkState::Open { .. }) && problems.is_empty(),
             state,
             share: None,
             rtt: (rtt > 0).then(|| Duration::from_micros(rtt)),
@@ -494,6 +495,7 @@ impl LinkHandle {
             errors: s.errors.load(Ordering::Relaxed),
             retry_after,
             faults: s.faults(),
+            problems,
         }
     }
 }

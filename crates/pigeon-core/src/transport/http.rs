@@ -40,10 +40,43 @@ pub fn describe(e: reqwest::Error) -> String {
     if e.is_timeout() {
         "the request timed out".to_string()
     } else if e.is_connect() {
-        format!("cannot connect ({e})")
+        // reqwest says only "error sending request"; the cause (refused,
+        // no such host, a TLS failure) is what the user acts on.
+        let cause = innermost(&e).to_string();
+        if refused(&e) {
+            format!("cannot connect: {cause}; is the address (host and port) right, and is the service running?")
+        } else {
+            format!("cannot connect: {cause}")
+        }
     } else {
         e.to_string()
     }
+}
+
+/// Nothing listens at the address: the connection was refused. Met from
+/// the start, it is a wrong host or port ([`super::Health::unreachable`]).
+pub fn refused(e: &reqwest::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+        {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
+}
+
+/// The last error in `e`'s chain of sources: the one that says what failed.
+fn innermost<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> &'a (dyn std::error::Error + 'static) {
+    let mut at = e;
+    while let Some(next) = at.source() {
+        at = next;
+    }
+    at
 }
 
 /// The longest wait a provider may ask for: a hostile one must not park a

@@ -95,16 +95,19 @@ struct Api {
     base: String,
     page_id: String,
     token: zeroize::Zeroizing<String>,
+    /// Told whether the API answers at all ([`Health::unreachable`]).
+    health: Arc<Health>,
 }
 
 impl Api {
-    fn new(uri: &MessengerUri) -> Result<Api, String> {
+    fn new(uri: &MessengerUri, health: Arc<Health>) -> Result<Api, String> {
         Ok(Api {
             http: http::client()?,
             fetcher: http::client_no_redirects()?,
             base: uri.meta.api.clone(),
             page_id: uri.page_id.clone(),
             token: uri.meta.token.load()?,
+            health,
         })
     }
 
@@ -141,7 +144,7 @@ impl Api {
                     .multipart(form)
             }
         };
-        meta::read::<Value>("messenger", "send", request.send().await)
+        meta::read::<Value>("messenger", "send", request.send().await, &self.health)
             .await
             .map(drop)
     }
@@ -161,9 +164,9 @@ impl Messenger {
     /// Load the secrets, listen for the webhook and start handing on what
     /// it brings.
     pub fn open(uri: MessengerUri) -> Result<Messenger, String> {
-        let api = Arc::new(Api::new(&uri)?);
-        let (hook_tx, hook_rx) = mpsc::channel(64);
         let health = Arc::new(Health::default());
+        let api = Arc::new(Api::new(&uri, health.clone())?);
+        let (hook_tx, hook_rx) = mpsc::channel(64);
         meta::serve_webhook(
             uri.meta.listen,
             meta::Webhook {
@@ -196,7 +199,7 @@ impl Messenger {
 
     /// `GET /{page_id}`: the Page the token speaks for. Opens no webhook.
     pub async fn check(uri: &MessengerUri) -> Result<Page, String> {
-        let api = Api::new(uri)?;
+        let api = Api::new(uri, Arc::default())?;
         uri.meta.app_secret.load()?;
         uri.meta.verify_token.load()?;
         let response = api
@@ -205,7 +208,7 @@ impl Messenger {
             .bearer_auth(api.token.as_str())
             .send()
             .await;
-        meta::read("messenger", "page lookup", response)
+        meta::read("messenger", "page lookup", response, &api.health)
             .await
             .map_err(CallError::message)
     }
@@ -380,7 +383,7 @@ mod tests {
             "*?page_id=7&token_file={s}&app_secret_file={s}&verify_token_file={s}&listen=127.0.0.1:1"
         ))
         .unwrap();
-        let api = Arc::new(Api::new(&uri).unwrap());
+        let api = Arc::new(Api::new(&uri, Arc::default()).unwrap());
         let (hooks, hooks_rx) = mpsc::channel(8);
         let (tx, mut rx) = mpsc::channel(8);
         crate::task::spawn(hand_on(

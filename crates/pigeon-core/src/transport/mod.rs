@@ -260,14 +260,44 @@ pub enum SendError {
 #[derive(Debug, Default)]
 pub struct Health {
     problems: std::sync::Mutex<std::collections::BTreeMap<&'static str, String>>,
+    /// The provider has answered at least once since the transport opened.
+    answered: std::sync::atomic::AtomicBool,
 }
 
+/// Where [`Health::unreachable`] notes its problem.
+const CONNECT: &str = "connect";
+
 impl Health {
-    /// Note a problem met at `place`; said once (at error level) when new.
+    /// The provider answered a call (whatever it said): its address is
+    /// right, so a later refused connection is an outage, not a setting.
+    pub fn answered(&self) {
+        self.answered
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.clear(CONNECT);
+    }
+
+    /// A call could not connect (`message` says how). A wrong address or
+    /// port is a setting only the user can fix, but a provider that once
+    /// answered and now refuses is an outage worth waiting out: noted as a
+    /// problem only while the provider has never answered. Returns whether
+    /// it was.
+    pub fn unreachable(&self, message: String) -> bool {
+        if self.answered.load(std::sync::atomic::Ordering::Relaxed) {
+            return false;
+        }
+        self.problem(CONNECT, message);
+        true
+    }
+
+    /// Note a problem met at `place`; said once (at error level) when new,
+    /// and not again when another place meets the same (a bad token fails
+    /// sending and polling alike).
     pub fn problem(&self, place: &'static str, message: String) {
         let mut p = self.problems.lock().unwrap_or_else(|e| e.into_inner());
         if p.get(place) != Some(&message) {
-            tracing::error!("{message}");
+            if !p.values().any(|m| *m == message) {
+                tracing::error!("{message}");
+            }
             p.insert(place, message);
         }
     }
@@ -280,10 +310,16 @@ impl Health {
         }
     }
 
-    /// The problems now, one sentence each.
+    /// The problems now, one sentence each, each said once.
     pub fn problems(&self) -> Vec<String> {
         let p = self.problems.lock().unwrap_or_else(|e| e.into_inner());
-        p.values().cloned().collect()
+        let mut out: Vec<String> = vec![];
+        for m in p.values() {
+            if !out.contains(m) {
+                out.push(m.clone());
+            }
+        }
+        out
     }
 }
 

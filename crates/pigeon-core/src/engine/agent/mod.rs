@@ -190,7 +190,18 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
         transports = %node.transports_label(),
         "agent ready"
     );
+    if lock(&node.peers).is_empty() {
+        // Every client would be refused: say so before one tries.
+        node.log(
+            LogLevel::Warn,
+            format!(
+                "no peer is trusted yet, so every client is refused until one is: pair with a client (`pigeon pair --name <NAME> --transport <URI>` here, then `pigeon pair <CODE> --transport <URI>` on the client) or trust its key (`pigeon keys trust <CLIENT_KEY> --name <NAME>`, the key from `pigeon keys show` there); this agent's key is {}",
+                node.me.public()
+            ),
+        );
+    }
     let hooks_ref = hooks.clone();
+    let links = crate::task::spawn(super::watch_links(Arc::downgrade(&node), true));
     let rights = crate::task::spawn(watch_rights(node.clone(), hooks.clone()));
     let router = crate::task::spawn(route(node.clone(), hooks, rx));
     let mirror = crate::task::spawn(super::mirror_status(
@@ -207,6 +218,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
     mirror.abort();
     cleaner.abort();
     rights.abort();
+    links.abort();
     // Tasks keep their state in the store; make it durable before leaving.
     node.store.flush()?;
     tracing::info!("agent stopped; unfinished transfers resume when their clients return");

@@ -63,6 +63,7 @@ async fn ask(
     }
     let message = ask(request);
     let mut wait = Rto::for_link(&node.links[0]).get();
+    let mut unreachable = node.unreachable.subscribe();
     let reply = loop {
         if started.elapsed() > limit {
             lock(&hooks.lists).remove(&request);
@@ -71,10 +72,18 @@ async fn ask(
                 transport: node.transports_report(),
             });
         }
+        if let Some(why) = crate::engine::no_way_to_peer(&unreachable, true) {
+            lock(&hooks.lists).remove(&request);
+            return Err(CoreError::NoWorkingTransport(why));
+        }
         node.send_control(peer, &message);
-        match tokio::time::timeout(wait, rx.recv()).await {
-            Ok(Some(reply)) => break reply,
-            _ => wait = (wait * 2).min(Duration::from_secs(20)),
+        tokio::select! {
+            got = tokio::time::timeout(wait, rx.recv()) => match got {
+                Ok(Some(reply)) => break reply,
+                _ => wait = (wait * 2).min(Duration::from_secs(20)),
+            },
+            // Looked at at the top of the loop (and asked again: cheap).
+            _ = unreachable.changed() => {}
         }
     };
     lock(&hooks.lists).remove(&request);

@@ -117,6 +117,7 @@ pub async fn start(cfg: ClientConfig) -> Result<ClientHandle> {
     });
     crate::task::spawn(route(node.clone(), hooks.clone(), rx));
     crate::task::spawn(tell_cancels(node.clone(), peer.clone()));
+    crate::task::spawn(super::watch_links(Arc::downgrade(&node), false));
     crate::task::spawn(connect(node.clone(), peer.clone(), hooks.clone()));
     crate::task::spawn(crate::engine::mirror_status(
         node.clone(),

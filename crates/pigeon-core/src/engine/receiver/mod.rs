@@ -207,11 +207,15 @@ impl Receiver {
 
     async fn run_states(&mut self, inbox: &mut mpsc::Receiver<TaskInput>) -> Outcome {
         let mut sessions = self.peer.session.subscribe();
+        let mut unreachable = self.node.unreachable.subscribe();
         if self.cfg.initiator {
             self.send_fetch();
         }
         loop {
             let now = Instant::now();
+            if let Some(why) = super::no_way_to_peer(&unreachable, self.cfg.fail_on_silence) {
+                return Outcome::Failed(why);
+            }
             if self.intake.silent(now) {
                 return super::silent_peer(
                     &self.node,
@@ -242,6 +246,8 @@ impl Receiver {
                     }
                 }
                 () = tokio::time::sleep_until(wake) => {}
+                // Looked at at the top of the loop.
+                _ = unreachable.changed() => {}
             }
         }
     }

@@ -214,6 +214,7 @@ impl Sender {
 
     async fn run_states(&mut self, inbox: &mut mpsc::Receiver<TaskInput>) -> Outcome {
         let mut sessions = self.peer.session.subscribe();
+        let mut unreachable = self.node.unreachable.subscribe();
         match self.go_early().await {
             Ok(true) => {}
             Ok(false) => self.send_offer(),
@@ -222,6 +223,9 @@ impl Sender {
         loop {
             if let Some(theirs) = self.present.take() {
                 return self.already_there(theirs).await;
+            }
+            if let Some(why) = super::no_way_to_peer(&unreachable, self.cfg.fail_on_silence) {
+                return Outcome::Failed(why);
             }
             let now = Instant::now();
             let rto = self.control_rto();
@@ -313,6 +317,8 @@ impl Sender {
                     }
                 }
                 () = sleep_until(wake) => {}
+                // Looked at at the top of the loop.
+                _ = unreachable.changed() => {}
                 done = head_done, if next_prepared => {
                     let prep = self.preps.pop_front().expect("checked non-empty");
                     let built = done

@@ -114,15 +114,27 @@ pub fn classify(platform: &str, status: u16, e: &GraphError) -> CallError {
     }
 }
 
-/// Read a Graph answer: `T` on 2xx, else the classified error.
+/// Read a Graph answer: `T` on 2xx, else the classified error. `health`
+/// learns whether the API answered at all ([`super::Health::unreachable`]).
 pub async fn read<T: serde::de::DeserializeOwned>(
     platform: &str,
     what: &str,
     response: Result<reqwest::Response, reqwest::Error>,
+    health: &super::Health,
 ) -> Result<T, CallError> {
-    let response = response.map_err(|e| {
-        CallError::Transient(format!("{platform} {what}: {}", super::http::describe(e)))
-    })?;
+    let response = match response {
+        Ok(r) => r,
+        Err(e) => {
+            let refused = super::http::refused(&e);
+            let m = format!("{platform} {what}: {}", super::http::describe(e));
+            // Still worth trying again: the API may be starting.
+            if refused {
+                health.unreachable(m.clone());
+            }
+            return Err(CallError::Transient(m));
+        }
+    };
+    health.answered();
     let status = response.status();
     let header_wait = super::http::retry_after(response.headers());
     let body = super::http::read_capped(response, super::http::MAX_ANSWER)

@@ -256,3 +256,35 @@ fn default_webhook_limits_are_a_few_seconds_and_a_few_megabytes() {
     assert_eq!(d.max_connections, 64);
     assert!((1024 * 1024..=8 * 1024 * 1024).contains(&d.max_body));
 }
+
+/// Issue 32: a Graph API address nothing listens on is a setting only
+/// the user can fix while it never answered, said as the call says it.
+#[tokio::test]
+async fn a_refused_graph_api_is_a_problem_until_it_first_answers() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead = listener.local_addr().unwrap();
+    drop(listener);
+    let health = super::super::Health::default();
+    let refused = reqwest::Client::new()
+        .get(format!("http://{dead}/v21.0/me"))
+        .send()
+        .await;
+    let err = read::<serde_json::Value>("whatsapp", "send", refused, &health)
+        .await
+        .unwrap_err()
+        .message();
+    assert!(
+        err.contains("cannot connect") && err.contains("refused"),
+        "{err}"
+    );
+    assert_eq!(health.problems(), vec![err]);
+    // An answer, even a refusal of the token, is a server that is there.
+    health.answered();
+    assert!(health.problems().is_empty());
+    let again = reqwest::Client::new()
+        .get(format!("http://{dead}/v21.0/me"))
+        .send()
+        .await;
+    let _ = read::<serde_json::Value>("whatsapp", "send", again, &health).await;
+    assert!(health.problems().is_empty(), "an outage, not a setting");
+}

@@ -275,15 +275,18 @@ struct Api {
     token: zeroize::Zeroizing<String>,
     /// `local_files=`: where `getFile`'s absolute paths may point.
     local_files: Option<PathBuf>,
+    /// Told whether the server answers at all ([`Health::unreachable`]).
+    health: Arc<Health>,
 }
 
 impl Api {
-    fn new(uri: &TelegramUri) -> Result<Api, String> {
+    fn new(uri: &TelegramUri, health: Arc<Health>) -> Result<Api, String> {
         Ok(Api {
             http: http::client()?,
             base: uri.api.clone(),
             token: uri.token.load()?,
             local_files: uri.local_files.clone(),
+            health,
         })
     }
 
@@ -296,9 +299,20 @@ impl Api {
         method: &str,
         request: reqwest::RequestBuilder,
     ) -> Result<T, CallError> {
-        let response = request.send().await.map_err(|e| {
-            CallError::Transient(format!("telegram {method}: {}", http::describe(e)))
-        })?;
+        let response = match request.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                let refused = http::refused(&e);
+                let m = format!("telegram {method}: {}", http::describe(e));
+                // Still worth trying again (the link does, now and then):
+                // the server may be starting.
+                if !(refused && self.health.unreachable(m.clone())) {
+                    tracing::debug!("{m}");
+                }
+                return Err(CallError::Transient(m));
+            }
+        };
+        self.health.answered();
         let status = response.status();
         let header_wait = http::retry_after(response.headers());
         let body = http::read_capped(response, http::MAX_ANSWER)
@@ -354,10 +368,10 @@ impl Telegram {
     /// Load the token and start polling. Fails at once when the token is
     /// missing; a wrong one is reported by the first call.
     pub fn open(uri: TelegramUri) -> Result<Telegram, String> {
-        let api = Arc::new(Api::new(&uri)?);
+        let health = Arc::new(Health::default());
+        let api = Arc::new(Api::new(&uri, health.clone())?);
         let caps = uri.capabilities();
         let (tx, rx) = mpsc::channel(16);
-        let health = Arc::new(Health::default());
         let correspondents = Arc::new(Correspondents::new(&uri.chat));
         crate::task::spawn(poll(
             api.clone(),
@@ -378,7 +392,7 @@ impl Telegram {
     /// `getMe`: who this bot is (a check of the token). Does not poll, so
     /// a running pigeon on the same bot is not disturbed.
     pub async fn check(uri: &TelegramUri) -> Result<Me, String> {
-        let api = Api::new(uri)?;
+        let api = Api::new(uri, Arc::default())?;
         let req = api.http.post(api.url("getMe"));
         api.call("getMe", req).await.map_err(|e| match e {
             CallError::RateLimited(d) => format!("telegram: rate limited for {d:?}"),

@@ -128,7 +128,68 @@ fn api(base: &str, local_files: Option<&std::path::Path>) -> Api {
         base: base.to_string(),
         token: zeroize::Zeroizing::new("1001:test".into()),
         local_files: local_files.map(Into::into),
+        health: Arc::default(),
     }
+}
+
+/// An address nothing listens on (a port just let go).
+async fn dead_address() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    format!("http://{addr}")
+}
+
+/// Issue 32: a wrong port is a setting only the user can fix when the
+/// server never answered, said in the words `pigeon transports test`
+/// uses; once it has answered, a refusal is an outage and not noted.
+#[tokio::test]
+async fn a_refused_connection_is_a_problem_only_until_the_server_first_answers() {
+    let dead = dead_address().await;
+    let health: Arc<Health> = Arc::default();
+    let wrong_port = Api {
+        health: health.clone(),
+        ..api(&dead, None)
+    };
+    let err = wrong_port
+        .call::<serde_json::Value>("getMe", wrong_port.http.post(wrong_port.url("getMe")))
+        .await
+        .unwrap_err()
+        .message();
+    assert!(
+        err.contains("cannot connect") && err.contains("refused"),
+        "{err}"
+    );
+    assert_eq!(health.problems(), vec![err.clone()], "noted as it was said");
+    // The words are those of the check behind `pigeon transports test`.
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "1001:test").unwrap();
+    let uri = TelegramUri::parse(&format!(
+        "@agent_bot?token_file={}&api={dead}",
+        token.display()
+    ))
+    .unwrap();
+    let checked = Telegram::check(&uri).await.unwrap_err();
+    assert_eq!(checked, err);
+
+    // The server answers: the problem goes, and a later refusal is an
+    // outage to wait out, not a setting.
+    let live = Stub::new("x", serde_json::json!([])).start().await;
+    let answering = Api {
+        health: health.clone(),
+        ..api(&live, None)
+    };
+    answering
+        .call::<serde_json::Value>("getMe", answering.http.post(answering.url("getMe")))
+        .await
+        .unwrap();
+    assert!(health.problems().is_empty(), "{:?}", health.problems());
+    let _ = wrong_port
+        .call::<serde_json::Value>("getMe", wrong_port.http.post(wrong_port.url("getMe")))
+        .await
+        .unwrap_err();
+    assert!(health.problems().is_empty(), "{:?}", health.problems());
 }
 
 /// `fetch_document` against a stub naming `file_path`, which must answer

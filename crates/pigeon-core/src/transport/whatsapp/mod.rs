@@ -119,15 +119,18 @@ struct Api {
     base: String,
     phone_id: String,
     token: zeroize::Zeroizing<String>,
+    /// Told whether the API answers at all ([`Health::unreachable`]).
+    health: Arc<Health>,
 }
 
 impl Api {
-    fn new(uri: &WhatsappUri) -> Result<Api, String> {
+    fn new(uri: &WhatsappUri, health: Arc<Health>) -> Result<Api, String> {
         Ok(Api {
             http: http::client()?,
             base: uri.meta.api.clone(),
             phone_id: uri.phone_id.clone(),
             token: uri.meta.token.load()?,
+            health,
         })
     }
 
@@ -151,7 +154,7 @@ impl Api {
             b.extend(c.clone());
         }
         let response = self.post("messages").json(&body).send().await;
-        meta::read::<Value>("whatsapp", "send", response)
+        meta::read::<Value>("whatsapp", "send", response, &self.health)
             .await
             .map(drop)
     }
@@ -172,15 +175,17 @@ impl Api {
             .multipart(form)
             .send()
             .await;
-        Ok(meta::read::<Uploaded>("whatsapp", "media upload", response)
-            .await?
-            .id)
+        Ok(
+            meta::read::<Uploaded>("whatsapp", "media upload", response, &self.health)
+                .await?
+                .id,
+        )
     }
 
     /// The bytes of media `id`: its URL (valid 5 minutes), then the file.
     async fn download(&self, id: &str) -> Result<Vec<u8>, CallError> {
         let lookup = self.get(&format!("{}/{id}", self.base)).send().await;
-        let url = meta::read::<MediaUrl>("whatsapp", "media lookup", lookup)
+        let url = meta::read::<MediaUrl>("whatsapp", "media lookup", lookup, &self.health)
             .await?
             .url;
         let response = self
@@ -219,9 +224,9 @@ impl Whatsapp {
     /// it brings. Fails at once when a secret is missing or the port is
     /// taken; a wrong token is reported by the first call.
     pub fn open(uri: WhatsappUri) -> Result<Whatsapp, String> {
-        let api = Arc::new(Api::new(&uri)?);
-        let (hook_tx, hook_rx) = mpsc::channel(64);
         let health = Arc::new(Health::default());
+        let api = Arc::new(Api::new(&uri, health.clone())?);
+        let (hook_tx, hook_rx) = mpsc::channel(64);
         let webhook = meta::serve_webhook(
             uri.meta.listen,
             meta::Webhook {
@@ -262,14 +267,14 @@ impl Whatsapp {
     /// `GET /{phone_id}`: the number the token speaks for. Opens no
     /// webhook, so a running pigeon is not disturbed.
     pub async fn check(uri: &WhatsappUri) -> Result<PhoneNumber, String> {
-        let api = Api::new(uri)?;
+        let api = Api::new(uri, Arc::default())?;
         uri.meta.app_secret.load()?;
         uri.meta.verify_token.load()?;
         let response = api
             .get(&format!("{}/{}", api.base, api.phone_id))
             .send()
             .await;
-        meta::read("whatsapp", "phone number lookup", response)
+        meta::read("whatsapp", "phone number lookup", response, &api.health)
             .await
             .map_err(CallError::message)
     }

@@ -57,7 +57,7 @@ async fn webhook_notifications_as_documented_are_taken_apart() {
         token.display()
     ))
     .unwrap();
-    let api = Arc::new(Api::new(&uri).unwrap());
+    let api = Arc::new(Api::new(&uri, Arc::default()).unwrap());
     let correspondents = Arc::new(Correspondents::new(&uri.peer));
     let health = Arc::new(Health::default());
     let (hooks, hooks_rx) = mpsc::channel(8);
