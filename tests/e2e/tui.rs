@@ -130,10 +130,19 @@ fn measure_idle(idle: Duration) -> (u64, usize) {
     )
 }
 
+/// Idle, the screen is not redrawn: only what moves with time is written
+/// (a link's graph scrolling for a minute after its last message, its
+/// figures falling to zero), at most once a second, a few cells each time.
 #[test]
 fn an_idle_screen_is_not_redrawn() {
-    let (_, bytes) = measure_idle(Duration::from_secs(3));
-    assert_eq!(bytes, 0, "an idle TUI wrote {bytes} bytes to the terminal");
+    let idle = Duration::from_secs(3);
+    let (_, bytes) = measure_idle(idle);
+    // One full redraw of the 80x24 screen is about 2,000 bytes.
+    let most = 200 * idle.as_secs() as usize;
+    assert!(
+        bytes <= most,
+        "an idle TUI wrote {bytes} bytes to the terminal in {idle:?} (at most {most})"
+    );
 }
 
 /// The CPU an idle TUI uses over 10 s, for the README.
