@@ -100,6 +100,16 @@ pub fn classify(platform: &str, status: u16, e: &GraphError) -> CallError {
         131047 => CallError::Permanent(format!(
             "{said}: outside the 24-hour window; the other side must write first (or send it a template message) before pigeon can"
         )),
+        // "Unsupported request. Object with ID '…' does not exist, cannot
+        // be loaded due to missing permissions…": the id in the URI is
+        // wrong, or the token is another account's.
+        100 if e.error_subcode == Some(33) => CallError::Permanent(format!(
+            "{said}: check the id in the URI ({}) and that the token belongs to that account",
+            match platform {
+                "whatsapp" => "phone_id=, the business number's Phone Number ID, not the phone number",
+                _ => "the Page id",
+            }
+        )),
         131026 | 131030 | 551 => CallError::Permanent(format!(
             "{said}: the recipient cannot get messages from this sender (not on the platform, blocked, or not allowed for a test number)"
         )),
@@ -158,8 +168,19 @@ pub async fn read<T: serde::de::DeserializeOwned>(
         Err(_) if status.is_server_error() => {
             CallError::Transient(format!("{platform} {what}: HTTP {status}"))
         }
-        Err(_) => CallError::Permanent(format!("{platform} {what}: HTTP {status}")),
+        Err(_) => CallError::Permanent(not_graph(platform, what, status.as_u16())),
     })
+}
+
+/// An error answer that is not the Graph API's: most often a URL that
+/// does not lead to it (a missing version segment).
+fn not_graph(platform: &str, what: &str, status: u16) -> String {
+    let hint = match status {
+        404 => "; the address is not the Graph API's: check api= (it ends with the version, e.g. api=http://127.0.0.1:8083/v25.0, or leave it out for Meta's)",
+        401 | 403 => "; check the token",
+        _ => "",
+    };
+    format!("{platform} {what}: HTTP {status}, not a Graph API answer{hint}")
 }
 
 /// `key=value` pairs of a URI query, with the rules every Meta URI shares.

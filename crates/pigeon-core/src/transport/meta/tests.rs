@@ -45,6 +45,30 @@ fn graph_errors_are_classified_by_code() {
     );
 }
 
+/// Graph's raw "Object with ID '1001' does not exist…" and a bare 404 from
+/// a URL without the version are said with what to check.
+#[test]
+fn a_wrong_id_and_a_url_without_the_version_say_what_to_check() {
+    let wrong_id: GraphErrorReply = serde_json::from_value(serde_json::json!({
+        "error": {"message": "Unsupported post request. Object with ID '1001' does not exist, cannot be loaded due to missing permissions, or does not support this operation.",
+                  "type": "GraphMethodException", "code": 100, "error_subcode": 33}
+    }))
+    .unwrap();
+    let said = match classify("whatsapp", 400, &wrong_id.error) {
+        CallError::Permanent(m) => m,
+        other => panic!("{other:?}"),
+    };
+    assert!(
+        said.contains("check the id in the URI (phone_id="),
+        "{said}"
+    );
+    let bare = not_graph("whatsapp", "send", 404);
+    assert!(
+        bare.contains("HTTP 404") && bare.contains("/v25.0"),
+        "{bare}"
+    );
+}
+
 /// Limits short enough for a test to wait them out.
 const QUICK: WebhookLimits = WebhookLimits {
     header_timeout: Duration::from_secs(1),
