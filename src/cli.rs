@@ -411,7 +411,12 @@ async fn check_transport(parsed: &TransportUri) -> Result<bool> {
 #[derive(Subcommand, Debug)]
 pub enum KeysCommand {
     /// Print this party's public key (creating the identity on first use).
-    Show,
+    Show {
+        /// Print the key's id instead: the name of this party's inbox on a
+        /// local spool.
+        #[arg(long)]
+        id: bool,
+    },
     /// Trust a peer's key.
     Trust {
         /// The peer's public key: 64 hex characters, from `pigeon keys show` there.
@@ -894,8 +899,11 @@ pub fn parse_transports(raw: &[String]) -> Result<Vec<TransportUri>> {
 
 pub fn keys(home: &Home, cmd: KeysCommand) -> Result<()> {
     match cmd {
-        KeysCommand::Show => {
+        KeysCommand::Show { id: false } => {
             println!("{}", home.identity()?.public());
+        }
+        KeysCommand::Show { id: true } => {
+            println!("{}", home.identity()?.public().id());
         }
         KeysCommand::Trust {
             key,

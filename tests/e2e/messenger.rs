@@ -76,6 +76,45 @@ impl Bridge {
     }
 }
 
+impl Bridge {
+    /// The person as the README's recipe plays them: `pigeon-emulator
+    /// messenger-person`'s carrier, over the emulator's HTTP endpoints.
+    fn start_http(base: String, to_page: PathBuf, to_client: PathBuf, text: bool) -> Bridge {
+        let stop = Arc::new(AtomicBool::new(false));
+        let done = stop.clone();
+        let carrier = pigeon_emulator::person::Carrier {
+            api: base,
+            psid: PSID.into(),
+            to_page,
+            from_page: to_client,
+            mode: if text {
+                pigeon_emulator::person::Mode::Text
+            } else {
+                pigeon_emulator::person::Mode::Document
+            },
+        };
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            let http = reqwest::Client::new();
+            let mut seq = 0;
+            std::fs::create_dir_all(&carrier.from_page).expect("the client's inbox");
+            while !done.load(Ordering::Relaxed) {
+                runtime
+                    .block_on(carrier.step(&http, &mut seq))
+                    .expect("the carrier carries");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        Bridge {
+            stop,
+            hold: Arc::new(AtomicBool::new(false)),
+        }
+    }
+}
+
 impl Drop for Bridge {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
@@ -109,6 +148,12 @@ struct Fb {
 
 impl Fb {
     fn new(mode: &'static str) -> Fb {
+        Fb::carried(mode, false)
+    }
+
+    /// `by_http`: the person is `pigeon-emulator messenger-person`'s
+    /// carrier (the README's recipe), not the in-process one.
+    fn carried(mode: &'static str, by_http: bool) -> Fb {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
@@ -131,13 +176,22 @@ impl Fb {
         let base = pigeon_emulator::serve_in_background(emu.router())
             .expect("the emulator listens on 127.0.0.1");
         let w = World::new("");
-        let bridge = Bridge::start(
-            emu.clone(),
-            base.clone(),
-            w.agent_inbox(),
-            w.client_inbox(),
-            mode == "text",
-        );
+        let bridge = if by_http {
+            Bridge::start_http(
+                base.clone(),
+                w.agent_inbox(),
+                w.client_inbox(),
+                mode == "text",
+            )
+        } else {
+            Bridge::start(
+                emu.clone(),
+                base.clone(),
+                w.agent_inbox(),
+                w.client_inbox(),
+                mode == "text",
+            )
+        };
         Fb {
             w,
             emu,
@@ -240,9 +294,22 @@ fn round_trip(fb: &Fb, size: usize, seed: u64) {
     assert_same_file(&f, &out);
 }
 
+/// Also the README's recipe: the person is `pigeon-emulator
+/// messenger-person`'s carrier, over the emulator's HTTP.
 #[test]
 fn text_mode_moves_300_kb_through_a_page_up_and_down() {
-    let fb = Fb::new("text");
+    let fb = Fb::carried("text", true);
+    // The recipe names the spool's inboxes with `keys show --id`.
+    let id = pigeon(
+        &fb.w.agent_home,
+        &["keys", "show", "--id"],
+        &fb.w.logs,
+        Duration::from_secs(30),
+    );
+    assert_eq!(
+        Some(id.stdout.trim()),
+        fb.w.agent_inbox().file_name().and_then(|n| n.to_str())
+    );
     let mut agent = fb.start_agent(PAGE_TOKEN);
     round_trip(&fb, 300_000, 1);
     let sent = fb

@@ -15,6 +15,7 @@
 
 mod common;
 pub mod messenger;
+pub mod person;
 pub mod shipper;
 pub mod telegram;
 pub mod webhook;

@@ -7,6 +7,7 @@ const USAGE: &str = "usage:
   pigeon-emulator telegram [--listen 127.0.0.1:8081] [--rate 1] --bot TOKEN=USERNAME [--bot ...]
   pigeon-emulator whatsapp [--listen 127.0.0.1:8083] [--pair-rate 0.1667] [--burst 1] --number PHONE_ID=WA_ID,token=T,app_secret=S,verify_token=V,webhook=URL[,name=N] [--number ...]
   pigeon-emulator messenger [--listen 127.0.0.1:8084] [--rate 1] --page PAGE_ID,token=T,app_secret=S,verify_token=V,webhook=URL[,name=N] --person PSID=PAGE_ID [...]
+  pigeon-emulator messenger-person --api http://127.0.0.1:8084 --psid PSID --to-page SPOOL/AGENT_KEY_ID --from-page SPOOL/OWN_KEY_ID [--mode text|document]
   pigeon-emulator shipper  [--listen 127.0.0.1:8082] [--rate-limit 1000] [--max-message 1000000] --account NAME=KEY:SECRET [--account ...]
 
 Local servers of the platforms' APIs for rehearsing pigeon:
@@ -18,6 +19,9 @@ Local servers of the platforms' APIs for rehearsing pigeon:
   messenger: the Send API for Pages and the people who write to them, with
             signed webhooks; a person is played with
             POST /_emulator/person/PSID/send {\"text\":..} and GET /_emulator/person/PSID/inbox
+  messenger-person: the person carrying messages by hand between a pigeon on
+            local:SPOOL?profile=messenger-text (or -doc, with --mode document)
+            and the Page, through those two endpoints
   shipper:  the SM APOS Shipper protocol (docs/shipper-protocol.md); point pigeon at it with
             shipper:OTHER_ACCOUNT?base_url=http://ADDR&api_key_env=VAR&api_secret_env=VAR";
 
@@ -25,6 +29,9 @@ Local servers of the platforms' APIs for rehearsing pigeon:
 async fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
     let kind = args.next().unwrap_or_default();
+    if kind == "messenger-person" {
+        return person(args).await;
+    }
     let mut listen = None;
     let mut bots = vec![];
     let mut accounts = vec![];
@@ -161,6 +168,49 @@ async fn main() -> Result<()> {
     eprintln!("{what} on http://{}", listener.local_addr()?);
     axum::serve(listener, router).await?;
     Ok(())
+}
+
+/// `messenger-person`: carry a person's messages until stopped.
+async fn person(mut args: impl Iterator<Item = String>) -> Result<()> {
+    let (mut api, mut psid, mut to_page, mut from_page) = (None, None, None, None);
+    let mut mode = pigeon_emulator::person::Mode::Text;
+    while let Some(a) = args.next() {
+        let mut value = |what: &str| {
+            args.next()
+                .with_context(|| format!("{a} needs {what}\n{USAGE}"))
+        };
+        match a.as_str() {
+            "--api" => api = Some(value("the emulator's URL")?),
+            "--psid" => psid = Some(value("the person's PSID")?),
+            "--to-page" => to_page = Some(value("a folder")?),
+            "--from-page" => from_page = Some(value("a folder")?),
+            "--mode" => {
+                mode = match value("text or document")?.as_str() {
+                    "text" => pigeon_emulator::person::Mode::Text,
+                    "document" => pigeon_emulator::person::Mode::Document,
+                    other => bail!("--mode {other:?}: text or document"),
+                }
+            }
+            _ => bail!("unknown argument {a:?} for \"messenger-person\"\n{USAGE}"),
+        }
+    }
+    let need = |v: Option<_>, flag: &str| {
+        v.with_context(|| format!("messenger-person needs {flag}\n{USAGE}"))
+    };
+    let carrier = pigeon_emulator::person::Carrier {
+        api: need(api, "--api")?.trim_end_matches('/').to_string(),
+        psid: need(psid, "--psid")?,
+        to_page: need(to_page, "--to-page")?.into(),
+        from_page: need(from_page, "--from-page")?.into(),
+        mode,
+    };
+    eprintln!(
+        "carrying {} -> person {} -> the Page, and back into {}",
+        carrier.to_page.display(),
+        carrier.psid,
+        carrier.from_page.display()
+    );
+    carrier.run().await
 }
 
 /// `PHONE_ID=WA_ID,token=T,app_secret=S,verify_token=V,webhook=URL[,name=N]`.
