@@ -595,13 +595,12 @@ impl Transport for Shrinking {
     }
 }
 
+/// What a [`Shrinking`] channel took: when, and the message's bytes.
+type Taken = mpsc::UnboundedReceiver<(Instant, Vec<u8>)>;
+
 fn shrinking_link(
     caps: Capabilities,
-) -> (
-    LinkHandle,
-    tokio::sync::watch::Sender<Capabilities>,
-    mpsc::UnboundedReceiver<(Instant, Vec<u8>)>,
-) {
+) -> (LinkHandle, tokio::sync::watch::Sender<Capabilities>, Taken) {
     let (took, taken) = mpsc::unbounded_channel();
     let limits = tokio::sync::watch::channel(caps.clone()).0;
     let transport = Shrinking {
