@@ -471,8 +471,14 @@ impl Limits {
     /// (`words`: its own), and has been asked its limits again: the size
     /// to cut it to, or why no message can be cut small enough.
     fn too_large(&self, size: usize, words: &str) -> Result<usize, String> {
-        let limit = limit_after_too_large(size, self.allowed());
-        self.update(|l| l.taught = Some(l.taught.map_or(limit, |t| t.min(limit))));
+        let allowed = self.allowed();
+        let limit = limit_after_too_large(size, allowed);
+        if limit < allowed {
+            // The server refuses less than it announces: held to that for
+            // good (an announcement that explains a 413 is followed as it
+            // changes, up again included).
+            self.update(|l| l.taught = Some(l.taught.map_or(limit, |t| t.min(limit))));
+        }
         match self.too_small() {
             Some(why) => Err(format!(
                 "{why} (it refused a message of {size} bytes: {words})"
@@ -899,6 +905,18 @@ mod tests {
         let uri =
             ShipperUri::parse("peer?base_url=http://x&api_key_env=K&api_secret_env=S").unwrap();
         let limits = Limits::new(&uri);
+        // A server announcing 1,000,000 that refuses 400,000: halved, and
+        // held there though it goes on announcing more.
+        limits.update(|l| l.max_message = Some(1_000_000));
+        assert_eq!(limits.too_large(400_000, "too_large"), Ok(200_000));
+        limits.update(|l| l.max_message = Some(1_000_000));
+        assert_eq!(limits.now().max_message, 200_000);
+        // One that announces what it refuses is followed, up again too.
+        let limits = Limits::new(&uri);
+        limits.update(|l| l.max_message = Some(300_000));
+        assert_eq!(limits.too_large(400_000, "too_large"), Ok(300_000));
+        limits.update(|l| l.max_message = Some(600_000));
+        assert_eq!(limits.now().max_message, 600_000);
         limits.update(|l| l.max_message = Some(40));
         let err = limits
             .too_large(
