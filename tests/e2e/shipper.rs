@@ -3,12 +3,14 @@
 //! (`docs/shipper-protocol.md`), up and down, byte-exact; the server's
 //! record proves every message within the size cap and no post inside a
 //! `Retry-After`; what it stored never holds the plaintext; wrong or
-//! replayed credentials are refused.
+//! replayed credentials are refused. Issue 32: a link learns the
+//! server's limits (ping at open, and again on 413 and 429) and cuts and
+//! paces its messages by them, also when they are lowered mid-transfer.
 
 use std::time::Duration;
 
 use crate::common::*;
-use pigeon_emulator::shipper::{AccountSpec, Emulator, Request};
+use pigeon_emulator::shipper::{AccountSpec, Emulator, Limits, Request};
 use pigeon_emulator::Faults;
 
 const CLIENT_KEY: &str = "ck-dev-laptop";
@@ -26,6 +28,11 @@ struct Ship {
 
 impl Ship {
     fn new(rate_limit: u32) -> Ship {
+        Ship::with_limits(pigeon_emulator::shipper::MAX_MESSAGE, rate_limit)
+    }
+
+    /// A server announcing (and holding posts to) these limits.
+    fn with_limits(max_message: usize, rate_limit: u32) -> Ship {
         let emu = Emulator::new(&[
             AccountSpec {
                 name: "dev-laptop".into(),
@@ -38,7 +45,8 @@ impl Ship {
                 secret: AGENT_SECRET.into(),
             },
         ])
-        .with_rate_limit(rate_limit);
+        .with_rate_limit(rate_limit)
+        .with_max_message(max_message);
         let base = pigeon_emulator::serve_in_background(emu.router())
             .expect("the emulator listens on 127.0.0.1");
         Ship {
@@ -98,6 +106,14 @@ impl Ship {
 
     fn record(&self) -> Vec<Request> {
         self.emu.record()
+    }
+
+    /// Posts by `account` the server answered with `status`.
+    fn answered(&self, account: &str, status: u16) -> Vec<Request> {
+        self.record()
+            .into_iter()
+            .filter(|r| r.method == "send" && r.account == account && r.status == status)
+            .collect()
     }
 
     fn sends_by(&self, account: &str) -> usize {
@@ -168,15 +184,21 @@ fn moves_5_mb_up_and_down_byte_exact_and_the_provider_sees_no_plaintext() {
 
 #[test]
 fn throttling_failures_stalls_and_redeliveries_cost_time_not_bytes() {
-    // 60 posts a minute: a burst of 6, then one a second. Chunks fill
-    // 1 MB posts, so 12 MB last long enough (about 8 s unhindered) for the
-    // faults to land in the middle of the upload.
+    // 60 posts a minute: a burst of 6, then one a second, which the link
+    // learns from the server. Chunks fill 1 MB posts, so 12 MB last long
+    // enough (about 12 s unhindered) for the faults to land in the middle
+    // of the upload: they start once chunks flow (on the handshake, a lost
+    // answer at this pace waits out the offer's timer instead).
     let s = Ship::new(60);
     let mut agent = s.start_agent();
     let f = s.canary_file("battered.bin", 12_000_000, 2);
     let emu = s.emu.clone();
     let injector = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(600));
+        wait_until("chunks flow", Duration::from_secs(60), || {
+            emu.record()
+                .iter()
+                .any(|r| r.method == "send" && r.status == 201 && r.size > 500_000)
+        });
         emu.inject(Faults {
             method: "send".into(),
             count: 2,
@@ -377,4 +399,114 @@ fn replayed_altered_and_stale_requests_are_refused() {
     );
     let accepted = s.record().iter().filter(|r| r.status == 201).count();
     assert_eq!(accepted, 1, "only the first, genuine request was taken");
+}
+
+/// Issue 32: against a server announcing 400,000-byte messages pigeon
+/// posted 999,990-byte ones, refused with 413 for ever, and paced itself
+/// at 1000 a minute against a server allowing 60. Asked at open, the
+/// server's limits cut and pace every message from the first.
+#[test]
+fn an_upload_is_cut_and_paced_to_the_limits_the_server_announces() {
+    let s = Ship::with_limits(400_000, 60);
+    let mut agent = s.start_agent();
+    let f = s.canary_file("limited.bin", 3_000_000, 4);
+    let up = s
+        .spawn_client_with(CLIENT_SECRET, &["upload", f.to_str().unwrap()])
+        .wait(Duration::from_secs(60));
+    up.assert_ok();
+    assert_same_file(&f, &s.w.storage().join("limited.bin"));
+    for account in ["dev-laptop", "agent-phone"] {
+        assert_eq!(
+            s.answered(account, 413).len(),
+            0,
+            "{account} posted over the announced max_message"
+        );
+        let limited = s.answered(account, 429).len();
+        assert!(
+            limited <= 2,
+            "{account} was refused {limited} posts as over the pace"
+        );
+    }
+    let sizes: Vec<usize> = s
+        .answered("dev-laptop", 201)
+        .iter()
+        .map(|r| r.size)
+        .collect();
+    assert!(
+        sizes.iter().all(|&n| n <= 400_000) && sizes.iter().filter(|&&n| n > 300_000).count() >= 5,
+        "messages filled to the announced 400,000 bytes: {sizes:?}"
+    );
+    check_record(&s, &[&up]);
+    agent.terminate(Duration::from_secs(10));
+}
+
+/// Issue 32: the server lowers its limits while an upload runs. The link
+/// learns them from the 413 (pinging again), cuts what was refused to the
+/// new size, slows to the new pace, and the upload finishes.
+#[test]
+fn limits_lowered_mid_transfer_are_learned_and_the_upload_finishes() {
+    let s = Ship::with_limits(1_000_000, 120);
+    let mut agent = s.start_agent();
+    let f = s.canary_file("lowered.bin", 4_000_000, 5);
+    let emu = s.emu.clone();
+    let lowered_at = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let lowering = {
+        let lowered_at = lowered_at.clone();
+        std::thread::spawn(move || {
+            let started = std::time::Instant::now();
+            while started.elapsed() < Duration::from_secs(60) {
+                let big = emu
+                    .record()
+                    .iter()
+                    .filter(|r| r.method == "send" && r.status == 201 && r.size > 500_000)
+                    .count();
+                if big >= 2 {
+                    let at = emu.record().last().map_or(0, |r| r.at_ms);
+                    emu.set_limits(Limits {
+                        max_message: Some(300_000),
+                        rate_limit: Some(60),
+                    });
+                    *lowered_at.lock().unwrap() = Some(at);
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    let up = s
+        .spawn_client_with(CLIENT_SECRET, &["upload", f.to_str().unwrap()])
+        .wait(Duration::from_secs(60));
+    lowering.join().unwrap();
+    up.assert_ok();
+    assert_same_file(&f, &s.w.storage().join("lowered.bin"));
+    let lowered_at = lowered_at
+        .lock()
+        .unwrap()
+        .expect("the limits were lowered mid-transfer");
+    let too_large = s.answered("dev-laptop", 413);
+    assert!(
+        !too_large.is_empty() && too_large.len() <= 4,
+        "only the posts on the wire when the limit went down were refused: {too_large:?}"
+    );
+    let first_refusal = too_large[0].at_ms;
+    let pinged_again = s
+        .record()
+        .iter()
+        .any(|r| r.method == "ping" && r.account == "dev-laptop" && r.at_ms >= first_refusal);
+    assert!(pinged_again, "the 413 had the link ask the server's limits");
+    let after: Vec<usize> = s
+        .answered("dev-laptop", 201)
+        .iter()
+        .filter(|r| r.at_ms > first_refusal)
+        .map(|r| r.size)
+        .collect();
+    assert!(
+        !after.is_empty() && after.iter().all(|&n| n <= 300_000),
+        "posts after the refusal fit the new limit: {after:?}"
+    );
+    let limited = s.answered("dev-laptop", 429).len();
+    assert!(limited <= 2, "{limited} posts over the new pace");
+    assert!(lowered_at <= first_refusal, "refused only once lowered");
+    check_record(&s, &[&up]);
+    agent.terminate(Duration::from_secs(10));
 }

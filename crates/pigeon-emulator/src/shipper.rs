@@ -7,8 +7,11 @@
 //! of posts a minute answered with 429 and `Retry-After`, and a size cap.
 //!
 //! For tests: every request is recorded (`GET /_emulator/record`), every
-//! posted body kept (`GET /_emulator/bodies`, base64) for scanning, and
-//! faults injected deterministically (`POST /_emulator/faults`).
+//! posted body kept (`GET /_emulator/bodies`, base64) for scanning,
+//! faults injected deterministically (`POST /_emulator/faults`), and the
+//! limits changed while clients run (`POST /_emulator/limits` with
+//! `{"max_message": N, "rate_limit": N}`, either or both), as a provider
+//! lowering an account's limits would.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -74,6 +77,13 @@ fn valid_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+/// New limits for [`Emulator::set_limits`]: those given change.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize)]
+pub struct Limits {
+    pub max_message: Option<usize>,
+    pub rate_limit: Option<u32>,
 }
 
 /// One request, as the record keeps it.
@@ -193,6 +203,18 @@ impl Emulator {
         self
     }
 
+    /// Change the limits from now on (what ping announces and what posts
+    /// are held to), as a provider lowering an account's would.
+    pub fn set_limits(&self, limits: Limits) {
+        let mut s = self.lock();
+        if let Some(bytes) = limits.max_message {
+            s.max_message = bytes;
+        }
+        if let Some(per_minute) = limits.rate_limit {
+            s.rate_limit = per_minute.max(1);
+        }
+    }
+
     pub fn router(&self) -> Router {
         Router::new()
             .route("/v1/ping", get(ping))
@@ -202,6 +224,7 @@ impl Emulator {
             .route("/_emulator/clock", get(clock))
             .route("/_emulator/bodies", get(bodies))
             .route("/_emulator/faults", post(set_faults))
+            .route("/_emulator/limits", post(set_limits))
             .layer(axum::extract::DefaultBodyLimit::max(MAX_MESSAGE * 4))
             .with_state(self.clone())
     }
@@ -645,5 +668,10 @@ async fn bodies(State(emu): State<Emulator>) -> Json<Vec<String>> {
 
 async fn set_faults(State(emu): State<Emulator>, Json(f): Json<Faults>) -> Json<Value> {
     emu.inject(f);
+    Json(json!({"ok": true}))
+}
+
+async fn set_limits(State(emu): State<Emulator>, Json(l): Json<Limits>) -> Json<Value> {
+    emu.set_limits(l);
     Json(json!({"ok": true}))
 }

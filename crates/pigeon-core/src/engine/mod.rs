@@ -449,7 +449,7 @@ impl Node {
             return None;
         }
         let (index, link) = self.control_link(0);
-        let caps = link.capabilities();
+        let caps = &link.capabilities();
         let interval = caps
             .messages_per_minute
             .map(|m| Duration::from_secs_f64(60.0 / f64::from(m.max(1))));

@@ -16,7 +16,7 @@ pub(crate) struct Rto {
 
 impl Rto {
     pub fn for_link(link: &LinkHandle) -> Rto {
-        let caps = link.capabilities();
+        let caps = &link.capabilities();
         let interval = caps.messages_per_minute.map_or(Duration::ZERO, |m| {
             Duration::from_secs_f64(60.0 / f64::from(m.max(1)))
         });

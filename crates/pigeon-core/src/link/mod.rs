@@ -25,6 +25,13 @@
 //! and says what it holds of a chunk not yet complete; a copy sent again
 //! then carries only the rest ([`ChunkFrame::held`]): one lost message costs
 //! one message, not the chunk.
+//!
+//! A transport's limits may change while the link runs
+//! ([`Transport::limits`]: a Shipper server announces its own, and may
+//! lower them): the link sizes, paces and reports by the latest. A message
+//! the provider hands back as too large now ([`SendError::Shrunk`]) has its
+//! records cut again into messages that fit ([`recut`]), nothing else
+//! re-sent.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,7 +40,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use base64::Engine as _;
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::transport::{Address, Capabilities, Message, SendError, Transport};
 use crate::view::{FaultCounters, LinkState, TransportHealth};
@@ -213,7 +220,10 @@ impl LinkStats {
 pub struct LinkHandle {
     tx: mpsc::UnboundedSender<Op>,
     data_budget: Arc<Semaphore>,
-    caps: Capabilities,
+    /// The data budget's size, set at start.
+    budget: usize,
+    /// What the transport can carry now.
+    caps: watch::Receiver<Capabilities>,
     describe: String,
     profile: String,
     pub stats: Arc<LinkStats>,
@@ -238,13 +248,21 @@ fn data_budget(caps: &Capabilities) -> usize {
 /// half of it, so that a frame larger than a message (a chunk sized for a
 /// larger link) leaves room for the next one behind it, and the message
 /// that carries its last piece is filled with the next chunk's first.
-fn frame_cost(caps: &Capabilities, bytes: usize) -> u32 {
-    bytes.clamp(1, data_budget(caps) / 2) as u32
+///
+/// `budget` is the semaphore's size, set at start; `now` the budget the
+/// channel's limits give now (smaller, when its provider lowered them):
+/// each byte then costs `budget / now`, so the queue holds no more than
+/// two of the smaller messages and timers still start near the real send.
+fn frame_cost(budget: usize, now: usize, bytes: usize) -> u32 {
+    let now = now.clamp(1, budget.max(1));
+    (bytes.clamp(1, (now / 2).max(1)) as u64 * budget as u64 / now as u64) as u32
 }
 
 impl LinkHandle {
-    pub fn capabilities(&self) -> &Capabilities {
-        &self.caps
+    /// What the transport can carry now (it may learn smaller limits
+    /// while it runs).
+    pub fn capabilities(&self) -> Capabilities {
+        self.caps.borrow().clone()
     }
 
     pub fn describe(&self) -> &str {
@@ -282,7 +300,7 @@ impl LinkHandle {
     /// Wait for room for one data frame of `bytes` (cancel-safe: dropping
     /// the future reserves nothing).
     pub async fn reserve(&self, bytes: usize) -> OwnedSemaphorePermit {
-        let n = frame_cost(&self.caps, bytes);
+        let n = frame_cost(self.budget, self.budget_now(), bytes);
         self.data_budget
             .clone()
             .acquire_many_owned(n)
@@ -351,7 +369,7 @@ impl LinkHandle {
     /// The most bytes a second this link carries: its channel's pace and
     /// its bandwidth limits (None: neither, as fast as the transport goes).
     pub fn pace(&self) -> Option<f64> {
-        let caps = &self.caps;
+        let caps = &self.capabilities();
         let by_messages = caps
             .messages_per_minute
             .map(|m| f64::from(m) * message_payload(caps) as f64 / 60.0);
@@ -371,7 +389,7 @@ impl LinkHandle {
     /// How long this link takes to send a frame of `bytes` at its pace: a
     /// chunk in pieces on a text channel is many messages (zero unpaced).
     pub fn time_to_send(&self, bytes: usize) -> Duration {
-        let caps = &self.caps;
+        let caps = &self.capabilities();
         let messages = bytes.div_ceil(message_payload(caps).max(1)).max(1);
         let by_count = caps.messages_per_minute.map_or(Duration::ZERO, |m| {
             Duration::from_secs_f64(60.0 * messages as f64 / f64::from(m.max(1)))
@@ -385,13 +403,27 @@ impl LinkHandle {
     /// How long until this link has sent a frame of `bytes` given to it
     /// now, behind what its queue already holds.
     pub fn time_to_finish(&self, bytes: usize) -> Duration {
-        let queued = data_budget(&self.caps).saturating_sub(self.room());
+        let taken = self
+            .budget
+            .saturating_sub(self.data_budget.available_permits());
+        let queued = self.in_bytes(taken);
         self.time_to_send(queued + bytes)
     }
 
     /// Free room in the data queue, in bytes.
     pub fn room(&self) -> usize {
-        self.data_budget.available_permits()
+        self.in_bytes(self.data_budget.available_permits())
+    }
+
+    /// The data budget the channel's limits give now (at most the one it
+    /// started with).
+    fn budget_now(&self) -> usize {
+        data_budget(&self.capabilities()).min(self.budget)
+    }
+
+    /// `permits` of the data budget, in bytes as the limits are now.
+    fn in_bytes(&self, permits: usize) -> usize {
+        (permits as u64 * self.budget_now() as u64 / self.budget.max(1) as u64) as usize
     }
 
     /// Whether data may be handed to the link now: its circuit is not
@@ -417,7 +449,7 @@ impl LinkHandle {
 
     /// Room for a data frame of `bytes` now, if there is.
     pub fn try_reserve(&self, bytes: usize) -> Option<OwnedSemaphorePermit> {
-        let n = frame_cost(&self.caps, bytes);
+        let n = frame_cost(self.budget, self.budget_now(), bytes);
         self.data_budget.clone().try_acquire_many_owned(n).ok()
     }
 
@@ -491,7 +523,7 @@ impl LinkHandle {
             rtt: (rtt > 0).then(|| Duration::from_micros(rtt)),
             throughput,
             messages_last_minute,
-            messages_per_minute_limit: self.caps.messages_per_minute,
+            messages_per_minute_limit: self.capabilities().messages_per_minute,
             errors: s.errors.load(Ordering::Relaxed),
             retry_after,
             faults: s.faults(),
@@ -531,14 +563,16 @@ pub fn start<T: Transport>(
     limits: Vec<Arc<Limiter>>,
     pieces: Arc<Mutex<Reassembler>>,
 ) -> LinkHandle {
-    let caps = transport.capabilities().clone();
+    let caps = transport.limits();
+    let budget = data_budget(&caps.borrow());
     let stats = Arc::new(LinkStats::default());
     let (tx, rx) = mpsc::unbounded_channel();
     let started = Instant::now();
     let handle = LinkHandle {
         tx,
-        data_budget: Arc::new(Semaphore::new(data_budget(&caps))),
-        caps: caps.clone(),
+        data_budget: Arc::new(Semaphore::new(budget)),
+        budget,
+        caps,
         describe: transport.describe(),
         profile: profile.to_string(),
         stats: stats.clone(),

@@ -141,13 +141,21 @@ pub(super) async fn send_loop<T: Transport>(
     started: Instant,
     limits: Vec<Arc<Limiter>>,
 ) {
-    let caps = transport.capabilities().clone();
-    let pacer = Pacer::new(&caps);
-    let capacity = message_payload(&caps);
+    let mut limits_now = transport.limits();
+    let mut caps = limits_now.borrow_and_update().clone();
+    let mut pacer = Pacer::new(&caps);
+    let mut capacity = message_payload(&caps);
     let mut dests: HashMap<Address, Dest> = HashMap::new();
     let mut next_frame_id: u64 = rand::random();
     let mut in_flight = futures::stream::FuturesUnordered::new();
     loop {
+        // The provider's limits, as the transport knows them now: the
+        // next message is cut and paced by them.
+        if limits_now.has_changed().unwrap_or(false) {
+            caps = limits_now.borrow_and_update().clone();
+            pacer = Pacer::new(&caps);
+            capacity = message_payload(&caps);
+        }
         stats.busy.store(
             !in_flight.is_empty() || dests.values().any(|d| !d.is_empty()),
             Ordering::Relaxed,
@@ -185,6 +193,11 @@ pub(super) async fn send_loop<T: Transport>(
         if let Some(addr) = ready {
             let d = dests.get_mut(&addr).expect("address came from the map");
             let (message, chunks) = match d.retry.pop_front() {
+                // Refused for now when the provider took larger messages.
+                Some((m, chunks)) if link_size(&m, caps.text_only) > capacity + HEADER_LEN => {
+                    requeue_smaller(d, m, chunks, capacity, &caps, &mut next_frame_id, &stats);
+                    continue;
+                }
                 Some(m) => m,
                 None => {
                     let (bytes, chunks) = pack(d, capacity, &mut next_frame_id);
@@ -244,7 +257,8 @@ pub(super) async fn send_loop<T: Transport>(
                 if !caps.burst && outcome.is_ok() {
                     pacer.charge(d, Instant::now(), raw);
                 }
-                sent(d, raw, chunks, outcome, &stats, &health, started);
+                let cut = Cut { capacity, caps: &caps };
+                sent(d, raw, chunks, outcome, &stats, &health, started, cut, &mut next_frame_id);
             }
             () = sleep => {}
         }
@@ -253,7 +267,15 @@ pub(super) async fn send_loop<T: Transport>(
     while futures::StreamExt::next(&mut in_flight).await.is_some() {}
 }
 
+/// How messages are cut now: the room for records in one, on a channel
+/// of these capabilities.
+pub(super) struct Cut<'a> {
+    pub(super) capacity: usize,
+    pub(super) caps: &'a Capabilities,
+}
+
 /// Take in the provider's answer to one message sent to `d`.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn sent(
     d: &mut Dest,
     raw: usize,
@@ -262,11 +284,26 @@ pub(super) fn sent(
     stats: &LinkStats,
     health: &crate::transport::Health,
     started: Instant,
+    cut: Cut<'_>,
+    next_id: &mut u64,
 ) {
     match outcome {
         Ok(()) => {
             stats.record_send(raw, started);
             health.clear("send");
+        }
+        Err(SendError::Shrunk { limit, message, .. }) => {
+            // Not a failure either: the provider takes smaller messages
+            // now. The records are cut again to its limit (as the
+            // transport says it now; the limit it named, if smaller) and
+            // go first, so nothing waits for a retransmission timer.
+            stats.errors.fetch_add(1, Ordering::Relaxed);
+            let named = Capabilities {
+                max_message: limit,
+                ..cut.caps.clone()
+            };
+            let capacity = cut.capacity.min(message_payload(&named));
+            requeue_smaller(d, message, chunks, capacity, cut.caps, next_id, stats);
         }
         Err(SendError::RateLimited {
             retry_after,
@@ -297,6 +334,54 @@ pub(super) fn sent(
             // Never sooner than the pace or a provider's wait allows.
             d.free_at = d.free_at.max(Instant::now() + Duration::from_millis(500));
         }
+    }
+}
+
+/// A message's size in link bytes (text is base64 of them).
+fn link_size(message: &Message, text_only: bool) -> usize {
+    if text_only {
+        message.len() / 4 * 3
+    } else {
+        message.len()
+    }
+}
+
+/// Put `message`'s records back at the front of `d`'s queue, cut again into
+/// messages of `capacity` record bytes; a message that cannot be cut (not
+/// the link's, or a room too small for a piece) fails as any send would.
+pub(super) fn requeue_smaller(
+    d: &mut Dest,
+    message: Message,
+    chunks: Vec<ChunkRef>,
+    capacity: usize,
+    caps: &Capabilities,
+    next_id: &mut u64,
+    stats: &LinkStats,
+) {
+    let smaller = link_bytes(message).and_then(|bytes| recut(&bytes, capacity, next_id).ok());
+    let Some(smaller) = smaller else {
+        tracing::warn!(
+            capacity,
+            "a message could not be cut smaller; the engine will retransmit"
+        );
+        stats.send_failed(false);
+        stats.dropped(chunks);
+        return;
+    };
+    tracing::debug!(
+        capacity,
+        messages = smaller.len(),
+        "a message cut again smaller"
+    );
+    // Each carries the chunks of the whole: any of them failing has those
+    // chunks sent again at once.
+    for bytes in smaller.into_iter().rev() {
+        let message = if caps.text_only {
+            Message::Text(base64::engine::general_purpose::STANDARD.encode(&bytes))
+        } else {
+            Message::Binary(bytes)
+        };
+        d.retry.push_front((message, chunks.clone()));
     }
 }
 

@@ -509,3 +509,216 @@ proptest! {
         prop_assert_eq!(r.bytes_held(), 0);
     }
 }
+
+proptest! {
+    /// Issue 32: a message the provider no longer takes is cut again, and
+    /// the smaller messages carry exactly the frames the large one did.
+    #[test]
+    fn a_message_cut_again_smaller_carries_the_same_frames(
+        sizes in proptest::collection::vec((0usize..9000, any::<bool>()), 1..20),
+        capacity in 2000usize..20_000,
+        smaller in MIN_FRAGMENT_ROOM..2000,
+        seed in any::<u64>(),
+    ) {
+        use rand::{seq::SliceRandom, SeedableRng};
+        let frames: Vec<(Vec<u8>, bool)> = sizes.iter().enumerate()
+            .map(|(i, &(n, chunk))| ((0..n).map(|j| (i * 31 + j) as u8).collect(), chunk))
+            .collect();
+        let mut d = Dest::new();
+        for (i, (f, chunk)) in frames.iter().enumerate() {
+            let o = if *chunk {
+                chunk_out(f.clone(), key(i as u32), vec![])
+            } else {
+                out(f.clone(), Class::Control)
+            };
+            enqueue(&mut d, o);
+        }
+        let mut id = 0;
+        let mut msgs = vec![];
+        while !d.is_empty() {
+            let (big, _) = pack(&mut d, capacity, &mut id);
+            for m in recut(&big, smaller, &mut id).unwrap() {
+                prop_assert!(m.len() <= smaller + HEADER_LEN, "{} over {}", m.len(), smaller);
+                msgs.push(m);
+            }
+        }
+        msgs.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
+        let mut r = Reassembler::new(64 * 1024 * 1024);
+        let mut got: Vec<Vec<u8>> = vec![];
+        for m in &msgs { got.extend(unpack(m, &mut r).unwrap()); }
+        got.sort();
+        let mut want: Vec<Vec<u8>> = frames.into_iter().map(|(f, _)| f).collect();
+        want.sort();
+        prop_assert_eq!(got, want);
+        prop_assert_eq!(r.bytes_held(), 0);
+    }
+}
+
+/// A channel whose limits the test changes while the link runs, that
+/// hands back a message over its limit as Shipper does after a 413, and
+/// keeps what it takes (when, and the bytes).
+struct Shrinking {
+    caps: Capabilities,
+    limits: tokio::sync::watch::Sender<Capabilities>,
+    took: mpsc::UnboundedSender<(Instant, Vec<u8>)>,
+}
+
+impl Transport for Shrinking {
+    fn capabilities(&self) -> &Capabilities {
+        &self.caps
+    }
+    fn limits(&self) -> tokio::sync::watch::Receiver<Capabilities> {
+        self.limits.subscribe()
+    }
+    fn describe(&self) -> String {
+        "shrinking:".into()
+    }
+    async fn send(&self, _: &Address, message: Message) -> Result<(), SendError> {
+        // The answer comes after a round trip: the limit may change meanwhile.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let limit = self.limits.borrow().max_message;
+        if message.len() > limit {
+            return Err(SendError::Shrunk {
+                size: message.len(),
+                limit,
+                message,
+            });
+        }
+        let _ = self.took.send((Instant::now(), message.into_bytes()));
+        Ok(())
+    }
+    fn incoming(&mut self) -> mpsc::Receiver<crate::transport::Received> {
+        mpsc::channel(1).1
+    }
+    fn health(&self) -> Arc<crate::transport::Health> {
+        Arc::default()
+    }
+}
+
+/// What a [`Shrinking`] channel took: when, and the message's bytes.
+type Taken = mpsc::UnboundedReceiver<(Instant, Vec<u8>)>;
+
+fn shrinking_link(
+    caps: Capabilities,
+) -> (LinkHandle, tokio::sync::watch::Sender<Capabilities>, Taken) {
+    let (took, taken) = mpsc::unbounded_channel();
+    let limits = tokio::sync::watch::channel(caps.clone()).0;
+    let transport = Shrinking {
+        caps,
+        limits: limits.clone(),
+        took,
+    };
+    let (inbound, _) = mpsc::channel(1);
+    let link = start(
+        transport,
+        "shrinking",
+        0,
+        inbound,
+        vec![],
+        shared_reassembler(),
+    );
+    (link, limits, taken)
+}
+
+/// Issue 32: the provider lowers its message size while messages cut to
+/// the old one are on the wire; they are cut again, every frame arrives,
+/// and nothing goes over the new limit.
+#[tokio::test(start_paused = true)]
+async fn messages_refused_as_too_large_now_are_cut_again_and_every_frame_arrives() {
+    let caps = Capabilities {
+        max_message: 100_000,
+        text_only: false,
+        messages_per_minute: Some(6000),
+        bytes_per_minute: None,
+        burst: true,
+    };
+    let (link, limits, mut taken) = shrinking_link(caps.clone());
+    let peer = "peer".to_string();
+    let frames: Vec<Vec<u8>> = (0..12u32)
+        .map(|i| {
+            (0..30_000 + i as usize * 1000)
+                .map(|j| (j as u32 * 7 + i) as u8)
+                .collect()
+        })
+        .collect();
+    for f in &frames {
+        link.send_control(&peer, f.clone(), None);
+    }
+    // The first message is packed at 100,000 and on the wire when the
+    // provider lowers its limit.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    limits.send_replace(Capabilities {
+        max_message: 20_000,
+        ..caps
+    });
+    let mut r = Reassembler::new(64 * 1024 * 1024);
+    let mut got = vec![];
+    while got.len() < frames.len() {
+        let (_, m) = tokio::time::timeout(Duration::from_secs(60), taken.recv())
+            .await
+            .expect("every frame arrived")
+            .unwrap();
+        assert!(
+            m.len() <= 20_000,
+            "a message of {} went over the new limit",
+            m.len()
+        );
+        got.extend(unpack(&m, &mut r).unwrap());
+    }
+    got.sort();
+    let mut want = frames;
+    want.sort();
+    assert_eq!(got, want);
+    assert_eq!(link.capabilities().max_message, 20_000);
+    // The one message on the wire when the limit went down; the next was
+    // cut to the new limit from the start.
+    assert_eq!(link.stats.errors.load(Ordering::Relaxed), 1);
+}
+
+/// Issue 32: a provider that announces a slower pace slows the link down.
+#[tokio::test(start_paused = true)]
+async fn a_slower_pace_from_the_transport_slows_the_link() {
+    let caps = Capabilities {
+        max_message: 4096,
+        text_only: false,
+        messages_per_minute: Some(6000),
+        bytes_per_minute: None,
+        burst: true,
+    };
+    let (link, limits, mut taken) = shrinking_link(caps.clone());
+    let peer = "peer".to_string();
+    link.send_control(&peer, vec![1; 10], None);
+    taken.recv().await.unwrap();
+    limits.send_replace(Capabilities {
+        messages_per_minute: Some(60),
+        ..caps
+    });
+    let mut at = vec![];
+    for _ in 0..4 {
+        link.send_control(&peer, vec![2; 10], None);
+        at.push(taken.recv().await.unwrap().0);
+    }
+    for pair in at.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= Duration::from_millis(999),
+            "faster than 60 a minute: {:?}",
+            pair[1] - pair[0]
+        );
+    }
+    assert_eq!(link.capabilities().messages_per_minute, Some(60));
+}
+
+/// Issue 32: a link whose provider lowered its limits queues two of the
+/// smaller messages, not two of the larger ones it started with.
+#[test]
+fn a_lowered_limit_makes_each_queued_byte_cost_more() {
+    let budget = 2_000_000;
+    // As at start: a frame costs its size, at most half the budget.
+    assert_eq!(frame_cost(budget, budget, 300_000), 300_000);
+    assert_eq!(frame_cost(budget, budget, 5_000_000), 1_000_000);
+    // The limits now give 800,000: each byte costs 2.5.
+    assert_eq!(frame_cost(budget, 800_000, 300_000), 750_000);
+    assert_eq!(frame_cost(budget, 800_000, 5_000_000), 1_000_000);
+    // Never more than half the semaphore, so a frame always gets in.
+    assert!(frame_cost(budget, 10, 5_000_000) <= 1_000_000);
+}

@@ -93,65 +93,179 @@ pub fn unpack_owned(
 
 /// Split a message into the frames it completes.
 pub fn unpack(buf: &[u8], reassembler: &mut Reassembler) -> Result<Vec<Vec<u8>>, Malformed> {
+    let mut frames = vec![];
+    for record in records(buf)? {
+        match record? {
+            Record::Whole(frame) => frames.push(frame.to_vec()),
+            Record::Part {
+                key: Key::Id(id),
+                total,
+                offset,
+                bytes,
+            } => {
+                if let Some(frame) = reassembler.add(id, total, offset, bytes)? {
+                    frames.push(frame);
+                }
+            }
+            Record::Part {
+                key: Key::Piece(key),
+                total,
+                offset,
+                bytes,
+            } => {
+                if let Some(frame) = reassembler.add_piece(key, total, offset, bytes)? {
+                    frames.push(frame);
+                }
+            }
+        }
+    }
+    Ok(frames)
+}
+
+/// The records of a message the provider took no longer (its limit went
+/// down after the message was packed), cut again into messages of at most
+/// `capacity` record bytes each, in order: a fragment or a piece into
+/// smaller ones at their offsets (the receiver puts parts together by
+/// offset, however they were cut), a whole frame that no longer fits one
+/// message into fragments under a new id from `next_id`.
+pub(super) fn recut(
+    msg: &[u8],
+    capacity: usize,
+    next_id: &mut u64,
+) -> Result<Vec<Vec<u8>>, Malformed> {
+    if capacity < MIN_FRAGMENT_ROOM {
+        return Err(Malformed);
+    }
+    let limit = capacity + HEADER_LEN;
+    let fresh = || {
+        let mut m = Vec::with_capacity(limit.min(4 * 1024 * 1024));
+        m.extend_from_slice(MAGIC);
+        m.push(LINK_VERSION);
+        m
+    };
+    let mut out = vec![];
+    let mut cur = fresh();
+    for record in records(msg)? {
+        let (key, total, mut offset, mut bytes) = match record? {
+            Record::Whole(frame) => {
+                let need = 1 + varint_len(frame.len() as u64) + frame.len();
+                if need <= capacity {
+                    if cur.len() + need > limit {
+                        out.push(std::mem::replace(&mut cur, fresh()));
+                    }
+                    cur.push(TAG_WHOLE);
+                    put_varint(&mut cur, frame.len() as u64);
+                    cur.extend_from_slice(frame);
+                    continue;
+                }
+                *next_id = next_id.wrapping_add(1);
+                (Key::Id(*next_id), frame.len(), 0, frame)
+            }
+            Record::Part {
+                key,
+                total,
+                offset,
+                bytes,
+            } => (key, total, offset, bytes),
+        };
+        while !bytes.is_empty() {
+            let free = limit - cur.len();
+            let overhead = record_header(key, total, offset, bytes.len().min(free));
+            let room = free.saturating_sub(overhead);
+            // A part too small to be worth its header starts a new message,
+            // unless it finishes the record.
+            if room == 0 || (room < bytes.len() && free < MIN_FRAGMENT_ROOM) {
+                out.push(std::mem::replace(&mut cur, fresh()));
+                continue;
+            }
+            let (part, rest) = bytes.split_at(bytes.len().min(room));
+            match key {
+                Key::Id(id) => put_fragment(&mut cur, id, total, offset, part),
+                Key::Piece(k) => put_piece(&mut cur, k, total, offset, part),
+            }
+            offset += part.len();
+            bytes = rest;
+        }
+    }
+    if cur.len() > HEADER_LEN {
+        out.push(cur);
+    }
+    Ok(out)
+}
+
+/// One record of a message, as it was read.
+enum Record<'a> {
+    Whole(&'a [u8]),
+    /// A fragment (`Key::Id`) or a chunk's piece (`Key::Piece`): `bytes`
+    /// of a frame of `total` bytes, from `offset`.
+    Part {
+        key: Key,
+        total: usize,
+        offset: usize,
+        bytes: &'a [u8],
+    },
+}
+
+/// The records of a link message, read one at a time (a malformed one
+/// ends the reading with an error after those before it).
+fn records(buf: &[u8]) -> Result<impl Iterator<Item = Result<Record<'_>, Malformed>>, Malformed> {
     if buf.len() < HEADER_LEN || &buf[..2] != MAGIC || buf[2] != LINK_VERSION {
         return Err(Malformed);
     }
     let mut pos = HEADER_LEN;
-    let mut frames = vec![];
-    while pos < buf.len() {
-        let tag = buf[pos];
-        pos += 1;
-        match tag {
-            TAG_WHOLE => {
-                let len = get_varint(buf, &mut pos)? as usize;
-                let end = pos
-                    .checked_add(len)
-                    .filter(|&e| e <= buf.len())
-                    .ok_or(Malformed)?;
-                frames.push(buf[pos..end].to_vec());
-                pos = end;
-            }
-            TAG_FRAGMENT => {
-                let id_bytes = get_8(buf, &mut pos)?;
-                let total = get_varint(buf, &mut pos)? as usize;
-                let offset = get_varint(buf, &mut pos)? as usize;
-                let len = get_varint(buf, &mut pos)? as usize;
-                let end = pos
-                    .checked_add(len)
-                    .filter(|&e| e <= buf.len())
-                    .ok_or(Malformed)?;
-                if let Some(frame) =
-                    reassembler.add(u64::from_be_bytes(id_bytes), total, offset, &buf[pos..end])?
-                {
-                    frames.push(frame);
-                }
-                pos = end;
-            }
-            TAG_PIECE => {
-                let tag = get_8(buf, &mut pos)?;
-                let run = u32::try_from(get_varint(buf, &mut pos)?).map_err(|_| Malformed)?;
-                let index = u32::try_from(get_varint(buf, &mut pos)?).map_err(|_| Malformed)?;
-                let total = get_varint(buf, &mut pos)? as usize;
-                let offset = get_varint(buf, &mut pos)? as usize;
-                let len = get_varint(buf, &mut pos)? as usize;
-                let end = pos
-                    .checked_add(len)
-                    .filter(|&e| e <= buf.len())
-                    .ok_or(Malformed)?;
-                let key = PieceKey {
-                    transfer: u64::from_be_bytes(tag),
-                    index,
-                    run,
-                };
-                if let Some(frame) = reassembler.add_piece(key, total, offset, &buf[pos..end])? {
-                    frames.push(frame);
-                }
-                pos = end;
-            }
-            _ => return Err(Malformed),
+    let mut failed = false;
+    Ok(std::iter::from_fn(move || {
+        if failed || pos >= buf.len() {
+            return None;
         }
-    }
-    Ok(frames)
+        let record = read_record(buf, &mut pos);
+        failed = record.is_err();
+        Some(record)
+    }))
+}
+
+/// The record at `pos`, moving past it.
+fn read_record<'a>(buf: &'a [u8], pos: &mut usize) -> Result<Record<'a>, Malformed> {
+    let tag = buf[*pos];
+    *pos += 1;
+    let key = match tag {
+        TAG_WHOLE => {
+            let len = get_varint(buf, pos)? as usize;
+            return Ok(Record::Whole(take(buf, pos, len)?));
+        }
+        TAG_FRAGMENT => Key::Id(u64::from_be_bytes(get_8(buf, pos)?)),
+        TAG_PIECE => {
+            let transfer = u64::from_be_bytes(get_8(buf, pos)?);
+            let run = u32::try_from(get_varint(buf, pos)?).map_err(|_| Malformed)?;
+            let index = u32::try_from(get_varint(buf, pos)?).map_err(|_| Malformed)?;
+            Key::Piece(PieceKey {
+                transfer,
+                index,
+                run,
+            })
+        }
+        _ => return Err(Malformed),
+    };
+    let total = get_varint(buf, pos)? as usize;
+    let offset = get_varint(buf, pos)? as usize;
+    let len = get_varint(buf, pos)? as usize;
+    Ok(Record::Part {
+        key,
+        total,
+        offset,
+        bytes: take(buf, pos, len)?,
+    })
+}
+
+/// The `len` bytes at `pos`, moving past them.
+fn take<'a>(buf: &'a [u8], pos: &mut usize, len: usize) -> Result<&'a [u8], Malformed> {
+    let end = pos
+        .checked_add(len)
+        .filter(|&e| e <= buf.len())
+        .ok_or(Malformed)?;
+    let bytes = &buf[*pos..end];
+    *pos = end;
+    Ok(bytes)
 }
 
 /// The 8 bytes at `pos`, moving past them.

@@ -192,6 +192,11 @@ impl Correspondents {
     }
 }
 
+/// The smallest message a link can use: its header and one piece of a
+/// frame with a few bytes in it (every frame can be cut that small). A
+/// provider that takes less cannot carry pigeon at all.
+pub const MIN_MESSAGE: usize = 64;
+
 /// What a channel can carry.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Capabilities {
@@ -244,6 +249,15 @@ pub enum SendError {
     },
     #[error("message of {size} exceeds the channel's limit of {limit}")]
     TooLarge { size: usize, limit: usize },
+    /// The provider takes smaller messages than it did when this one was
+    /// cut (it said so, and [`Transport::limits`] says how small now): the
+    /// message comes back to be cut again to `limit`.
+    #[error("message of {size} is over the provider's limit of {limit} now")]
+    Shrunk {
+        size: usize,
+        limit: usize,
+        message: Message,
+    },
     /// Worth trying again (a timeout, a 5xx).
     #[error("{0}")]
     Failed(String),
@@ -327,7 +341,16 @@ impl Health {
 /// link sends from one task and reads [`Transport::incoming`] in another, so
 /// a slow reader never holds up a sender.
 pub trait Transport: Send + Sync + 'static {
+    /// What it can carry, as known when it was opened.
     fn capabilities(&self) -> &Capabilities;
+
+    /// What it can carry now, for a transport whose provider tells its
+    /// limits at run time (Shipper's server announces them, and may lower
+    /// them): the link sizes and paces its messages by the latest. Others
+    /// keep [`capabilities`](Self::capabilities) for ever.
+    fn limits(&self) -> tokio::sync::watch::Receiver<Capabilities> {
+        tokio::sync::watch::channel(self.capabilities().clone()).1
+    }
 
     /// The URI it was opened with, for display.
     fn describe(&self) -> String;

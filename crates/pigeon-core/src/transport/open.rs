@@ -106,6 +106,10 @@ impl Transport for AnyTransport {
         each!(self, t => t.capabilities())
     }
 
+    fn limits(&self) -> tokio::sync::watch::Receiver<Capabilities> {
+        each!(self, t => t.limits())
+    }
+
     fn describe(&self) -> String {
         each!(self, t => t.describe())
     }

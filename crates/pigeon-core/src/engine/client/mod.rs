@@ -230,7 +230,8 @@ const SILENCE_NOTICE: Duration = Duration::from_secs(10);
 /// chunks to stripe over several links, end on all of them together, and
 /// lose little to a restart (a run re-sends the chunk it was in).
 pub(crate) fn chunk_size_for(links: &[LinkHandle]) -> u32 {
-    chunk_size_over(links.iter().map(LinkHandle::capabilities))
+    let caps: Vec<_> = links.iter().map(LinkHandle::capabilities).collect();
+    chunk_size_over(caps.iter())
 }
 
 /// Compression wants this much at a time: log text in 64 KiB chunks at
@@ -275,7 +276,8 @@ const SLOW_LINKS: u64 = 4_000_000;
 /// chunks 33.3% instead of 35.5%), else 1 (a fast link would wait for the
 /// CPU).
 pub(crate) fn gzip_level_for(links: &[LinkHandle]) -> u32 {
-    gzip_level_over(links.iter().map(LinkHandle::capabilities))
+    let caps: Vec<_> = links.iter().map(LinkHandle::capabilities).collect();
+    gzip_level_over(caps.iter())
 }
 
 fn gzip_level_over<'a>(mut links: impl Iterator<Item = &'a crate::transport::Capabilities>) -> u32 {
