@@ -171,6 +171,25 @@ fn a_telegram_port_nothing_listens_on_ends_an_upload_at_once_saying_so() {
 }
 
 #[test]
+fn a_shipper_port_nothing_listens_on_ends_an_upload_at_once_saying_so() {
+    let w = World::new("");
+    let uri = format!(
+        "shipper:agent-phone?base_url={}&api_key_env=PIGEON_SHIPPER_KEY&api_secret_env=PIGEON_SHIPPER_SECRET&timeout=5",
+        dead_address()
+    );
+    let env = [
+        ("PIGEON_SHIPPER_KEY", "ck-dev-laptop"),
+        ("PIGEON_SHIPPER_SECRET", "client-shipper-secret"),
+    ];
+    let check = transports_test(&w, &uri, &env);
+    check.assert_failed();
+    let words = "cannot connect: Connection refused";
+    assert!(check.stdout.contains(words), "{}", check.describe());
+    let run = upload_over(&w, &[uri], &env);
+    assert_failed_fast_saying(&run, words, "client-shipper-secret");
+}
+
+#[test]
 fn a_wrong_shipper_secret_ends_an_upload_at_once_in_the_words_of_transports_test() {
     use pigeon_emulator::shipper::{AccountSpec, Emulator};
     let w = World::new("");

@@ -25,10 +25,74 @@ Local servers of the platforms' APIs for rehearsing pigeon:
   shipper:  the SM APOS Shipper protocol (docs/shipper-protocol.md); point pigeon at it with
             shipper:OTHER_ACCOUNT?base_url=http://ADDR&api_key_env=VAR&api_secret_env=VAR";
 
+/// The platforms, as the first argument names them.
+const KINDS: [&str; 5] = [
+    "telegram",
+    "whatsapp",
+    "messenger",
+    "messenger-person",
+    "shipper",
+];
+
+/// The help of one subcommand: its usage line and what it is.
+fn help_for(kind: &str) -> String {
+    let usage = USAGE
+        .lines()
+        .filter(|l| {
+            l.trim_start()
+                .strip_prefix("pigeon-emulator ")
+                .is_some_and(|rest| rest.split_whitespace().next() == Some(kind))
+        })
+        .map(str::trim)
+        .collect::<Vec<_>>();
+    let mut about = vec![];
+    let mut lines = USAGE.lines();
+    for l in lines.by_ref() {
+        if l.trim_start().starts_with(&format!("{kind}:")) {
+            about.push(
+                l.trim()
+                    .trim_start_matches(&format!("{kind}:"))
+                    .trim()
+                    .to_string(),
+            );
+            break;
+        }
+    }
+    about.extend(
+        lines
+            .take_while(|l| l.starts_with("            "))
+            .map(|l| l.trim().to_string()),
+    );
+    format!("usage: {}\n\n{}", usage.join("\n       "), about.join("\n"))
+}
+
+/// Errors are said in a line (never a backtrace: they are a user's to
+/// read, not a developer's), with exit status 2.
 #[tokio::main]
-async fn main() -> Result<()> {
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pigeon-emulator: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+async fn run() -> Result<()> {
     let mut args = std::env::args().skip(1);
     let kind = args.next().unwrap_or_default();
+    if matches!(kind.as_str(), "-h" | "--help" | "help") {
+        println!("{USAGE}");
+        return Ok(());
+    }
+    if !KINDS.contains(&kind.as_str()) {
+        bail!("{kind:?} is not one of {}\n{USAGE}", KINDS.join(", "));
+    }
+    if std::env::args().skip(2).any(|a| a == "-h" || a == "--help") {
+        println!("{}", help_for(&kind));
+        return Ok(());
+    }
     if kind == "messenger-person" {
         return person(args).await;
     }
@@ -150,10 +214,7 @@ async fn main() -> Result<()> {
                 people.len()
             ),
         ),
-        _ => {
-            eprintln!("{USAGE}");
-            std::process::exit(2);
-        }
+        _ => bail!("{kind:?} is not one of {}\n{USAGE}", KINDS.join(", ")),
     };
     let default_port = match kind.as_str() {
         "shipper" => 8082,
@@ -286,4 +347,25 @@ fn parse_page(spec: &str) -> Result<messenger::PageSpec> {
         bail!("--page needs PAGE_ID, token=, app_secret=, verify_token= and webhook=");
     }
     Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `pigeon-emulator telegram --help` once said `unknown argument
+    /// "--help"`: every subcommand has its help.
+    #[test]
+    fn every_subcommand_has_its_help() {
+        for kind in KINDS {
+            let help = help_for(kind);
+            assert!(
+                help.starts_with(&format!("usage: pigeon-emulator {kind} ")),
+                "{kind}: {help}"
+            );
+            assert!(help.lines().count() >= 3, "{kind} says what it is: {help}");
+        }
+        assert!(help_for("messenger").contains("Send API"));
+        assert!(!help_for("messenger").contains("messenger-person"));
+    }
 }

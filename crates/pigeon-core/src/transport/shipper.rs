@@ -263,6 +263,9 @@ struct Api {
     key: zeroize::Zeroizing<String>,
     secret: zeroize::Zeroizing<String>,
     timeout: Duration,
+    /// Learns whether the server ever answered: a refused connection
+    /// before it has is a setting to fix ([`Health::unreachable`]).
+    health: Arc<Health>,
 }
 
 /// The string a request's signature covers: method, path and query as on
@@ -275,13 +278,14 @@ fn canonical(method: &str, path_and_query: &str, ts: &str, nonce: &str, body: &[
 }
 
 impl Api {
-    fn new(uri: &ShipperUri) -> Result<Api, String> {
+    fn new(uri: &ShipperUri, health: Arc<Health>) -> Result<Api, String> {
         Ok(Api {
             http: http::client()?,
             base: uri.base_url.clone(),
             key: uri.api_key.load()?,
             secret: uri.api_secret.load()?,
             timeout: uri.timeout,
+            health,
         })
     }
 
@@ -322,11 +326,15 @@ impl Api {
         request: reqwest::RequestBuilder,
     ) -> Result<T, Refusal> {
         let response = request.send().await.map_err(|e| {
-            Refusal::without_answer(CallError::Transient(format!(
-                "shipper {what}: {}",
-                http::describe(e)
-            )))
+            let refused = http::refused(&e);
+            let said = format!("shipper {what}: {}", http::describe(e));
+            // Still worth trying again: the server may be starting.
+            if refused {
+                self.health.unreachable(said.clone());
+            }
+            Refusal::without_answer(CallError::Transient(said))
         })?;
+        self.health.answered();
         let status = response.status();
         let header_wait = http::retry_after(response.headers());
         // A poll answers up to 100 messages of 1 MB, in base64.
@@ -529,11 +537,11 @@ impl Shipper {
     /// limits. Fails at once when a credential is missing; wrong ones are
     /// reported by the first call.
     pub fn open(uri: ShipperUri) -> Result<Shipper, String> {
-        let api = Arc::new(Api::new(&uri)?);
+        let health = Arc::new(Health::default());
+        let api = Arc::new(Api::new(&uri, health.clone())?);
         let caps = uri.capabilities();
         let limits = Arc::new(Limits::new(&uri));
         let (tx, rx) = mpsc::channel(16);
-        let health = Arc::new(Health::default());
         let correspondents = Arc::new(Correspondents::new(&uri.peer));
         crate::task::spawn(poll(
             api.clone(),
@@ -560,7 +568,7 @@ impl Shipper {
     /// `GET /v1/ping`: which account the credentials are. Does not poll,
     /// so a running pigeon on the same account is not disturbed.
     pub async fn check(uri: &ShipperUri) -> Result<Ping, String> {
-        let api = Api::new(uri)?;
+        let api = Api::new(uri, Arc::default())?;
         api.ping().await.map_err(CallError::message)
     }
 }
