@@ -647,18 +647,33 @@ fn man_pages(dir: &std::path::Path) -> Result<usize> {
 /// This machine's name, as a peer name (what the other side trusts us as
 /// unless its owner says otherwise).
 fn own_name() -> String {
+    // Either file may be missing or unreadable (Android has no
+    // /etc/hostname and may hide /proc/sys): then the fallback name.
     let raw = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .or_else(|_| std::fs::read_to_string("/etc/hostname"))
         .unwrap_or_default();
+    peer_name_of_host(&raw)
+}
+
+/// A host name as a peer name; `localhost`, every phone's host name under
+/// Android, names no machine, so it gives the fallback too.
+fn peer_name_of_host(raw: &str) -> String {
+    let fallback = if cfg!(target_os = "android") {
+        "android"
+    } else {
+        "client"
+    };
     let name: String = raw
         .trim()
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         .take(64)
         .collect();
+    let anonymous = name.eq_ignore_ascii_case("localhost")
+        || name.to_ascii_lowercase().starts_with("localhost.");
     match PeerName::parse(&name) {
-        Ok(_) => name,
-        Err(_) => "client".into(),
+        Ok(_) if !anonymous => name,
+        _ => fallback.into(),
     }
 }
 
@@ -2140,6 +2155,23 @@ pub fn json_line(value: &impl serde::Serialize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 32: a phone's host name is `localhost`; pairing from it
+    /// suggests the fallback rather than a name that says nothing.
+    #[test]
+    fn a_host_named_localhost_suggests_the_fallback_name() {
+        let fallback = if cfg!(target_os = "android") {
+            "android"
+        } else {
+            "client"
+        };
+        assert_eq!(peer_name_of_host("laptop-3\n"), "laptop-3");
+        assert_eq!(peer_name_of_host("my box"), "mybox");
+        assert_eq!(peer_name_of_host("localhost\n"), fallback);
+        assert_eq!(peer_name_of_host("LocalHost.localdomain"), fallback);
+        assert_eq!(peer_name_of_host(""), fallback);
+        assert_eq!(peer_name_of_host(".hidden"), fallback);
+    }
 
     #[test]
     fn times_from_a_peer_never_panic() {

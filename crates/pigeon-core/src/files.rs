@@ -104,7 +104,97 @@ pub fn create_public_dirs(dir: &Path) -> std::io::Result<()> {
     }
     std::fs::create_dir_all(dir)?;
     for d in missing.iter().rev() {
-        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o777 & !user_umask()))?;
+        let mode = std::fs::Permissions::from_mode(0o777 & !user_umask());
+        best_effort_on_modeless(d, std::fs::set_permissions(d, mode))?;
     }
     Ok(())
+}
+
+/// Give a file pigeon wrote for the user (a received file, a spool
+/// message) its [`public_file_mode`], through its open handle.
+pub(crate) fn set_public_mode(file: &std::fs::File, path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::Permissions::from_mode(public_file_mode());
+    best_effort_on_modeless(path, file.set_permissions(mode))
+}
+
+/// Give the file at `path` its [`public_file_mode`].
+pub(crate) fn set_public_mode_at(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::Permissions::from_mode(public_file_mode());
+    best_effort_on_modeless(path, std::fs::set_permissions(path, mode))
+}
+
+/// Whether `path` is on a file system that keeps no Unix modes: Android's
+/// shared storage (FUSE since Android 11, sdcardfs before), a FAT or exFAT
+/// memory card. Every file there has the mode its mount gives, whatever
+/// pigeon asks, and any app with storage access can read it.
+pub fn keeps_no_modes(path: &Path) -> bool {
+    rustix::fs::statfs(path).is_ok_and(|s| {
+        // `f_type` is signed on some platforms and unsigned on others.
+        #[allow(clippy::unnecessary_cast)]
+        let magic = s.f_type as u64;
+        is_modeless_magic(magic)
+    })
+}
+
+/// The file systems (by `statfs` magic number) that keep no Unix modes.
+fn is_modeless_magic(magic: u64) -> bool {
+    const FUSE: u64 = 0x6573_5546;
+    const SDCARDFS: u64 = 0x5dca_2df5;
+    const MSDOS: u64 = 0x4d44;
+    const EXFAT: u64 = 0x2011_bab0;
+    [FUSE, SDCARDFS, MSDOS, EXFAT].contains(&magic)
+}
+
+/// A mode change that failed on a file system that keeps no modes is no
+/// error: the file is the user's all the same and nothing pigeon could
+/// set would change its mode (Android refuses `chmod` on shared storage
+/// with "Operation not permitted"; a download into `~/storage/shared`
+/// would otherwise fail after its hash was verified). Only for modes that
+/// serve the user: what must be private never comes here.
+fn best_effort_on_modeless(path: &Path, changed: std::io::Result<()>) -> std::io::Result<()> {
+    match changed {
+        Err(e) if keeps_no_modes(path) => {
+            tracing::debug!(
+                "{}: mode left as its file system has it ({e})",
+                path.display()
+            );
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 32: Android's shared storage and memory cards are known by
+    /// their magic numbers; the file systems a home lives on are not.
+    #[test]
+    fn modeless_file_systems_are_known_by_their_magic() {
+        for magic in [0x6573_5546, 0x5dca_2df5, 0x4d44, 0x2011_bab0] {
+            assert!(is_modeless_magic(magic), "{magic:#x}");
+        }
+        // ext4, f2fs, tmpfs, btrfs, xfs, overlayfs
+        for magic in [
+            0xef53,
+            0xf2f5_2010,
+            0x0102_1994,
+            0x9123_683e,
+            0x5846_5342,
+            0x794c_7630,
+        ] {
+            assert!(!is_modeless_magic(magic), "{magic:#x}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        std::fs::write(&file, b"x").unwrap();
+        // Wherever the tests run, a refusal off such a file system stays one.
+        if !keeps_no_modes(dir.path()) {
+            let refused = Err(std::io::ErrorKind::PermissionDenied.into());
+            assert!(best_effort_on_modeless(&file, refused).is_err());
+        }
+    }
 }

@@ -294,6 +294,18 @@ impl StorageRoot {
         let root = root
             .canonicalize()
             .ctx(|| format!("resolving storage root {}", root.display()))?;
+        // On Android's shared storage nothing can be private: partial and
+        // quarantined uploads would be open to every app with storage
+        // access (and `chmod` is refused there, so nothing would work).
+        if cfg!(target_os = "android") && crate::files::keeps_no_modes(&root) {
+            return Err(CoreError::Config(format!(
+                "storage root {} is on shared storage (or a memory card), where every app \
+                 with storage access reads what it holds, partial and quarantined uploads \
+                 too; keep the root under $HOME (the default is <home>/storage) and copy \
+                 files out to share them",
+                root.display()
+            )));
+        }
         let staging = root.join(INTERNAL_DIR).join("staging");
         // Other peers' partial files: pigeon's alone.
         crate::files::create_private_dir(&staging)?;

@@ -340,13 +340,29 @@ fn read_holder(dir: &Path) -> String {
         return String::new();
     };
     let (pid, command) = text.trim().split_once(' ').unwrap_or((text.trim(), ""));
-    let alive = pid
-        .parse::<u32>()
-        .is_ok_and(|p| Path::new(&format!("/proc/{p}")).exists());
+    let alive = pid.parse::<u32>().is_ok_and(process_lives);
     match (alive, command.is_empty()) {
         (false, _) => String::new(),
         (true, true) => format!(" (pid {pid})"),
         (true, false) => format!(" (pid {pid}, {command})"),
+    }
+}
+
+/// Whether a process with this pid exists, asked of the kernel (`kill(pid,
+/// 0)`) rather than of `/proc`: Android mounts `/proc` so that an app sees
+/// few processes, and a system may not mount it at all. A process of
+/// another user exists too (the kernel answers "not permitted").
+fn process_lives(pid: u32) -> bool {
+    // Never 0 or negative: `kill` would then ask about process groups.
+    let Some(pid) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return false;
+    };
+    match rustix::process::test_kill_process(pid) {
+        Ok(()) => true,
+        Err(e) => e == rustix::io::Errno::PERM,
     }
 }
 

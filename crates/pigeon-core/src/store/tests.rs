@@ -175,3 +175,17 @@ fn a_store_in_use_names_the_process_that_holds_it() {
     );
     assert!(err.contains("stop it or use another --home"), "{err}");
 }
+
+/// Issue 32: the holder's liveness is asked of the kernel, not of `/proc`
+/// (which Android restricts), so a phone's "store held" error still names
+/// its holder.
+#[test]
+fn a_holders_liveness_needs_no_proc() {
+    assert!(process_lives(std::process::id()));
+    assert!(!process_lives(0), "0 would ask about our process group");
+    assert!(!process_lives(u32::MAX), "beyond i32: never a group");
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let gone = child.id();
+    child.wait().unwrap();
+    assert!(!process_lives(gone), "a reaped child is gone");
+}

@@ -256,11 +256,8 @@ fn deliver(
     let name = format!("{now:020}-{:08x}-{seq:010}.msg", std::process::id());
     let tmp = inbox.join(format!(".tmp-{name}"));
     {
-        use std::os::unix::fs::PermissionsExt;
         let mut f = std::fs::File::create(&tmp)?;
-        f.set_permissions(std::fs::Permissions::from_mode(
-            crate::home::public_file_mode(),
-        ))?;
+        crate::files::set_public_mode(&f, &tmp)?;
         f.write_all(bytes)?;
     }
     std::fs::rename(&tmp, inbox.join(&name))?;

@@ -68,13 +68,11 @@ impl Receiver {
         let remote = self.rec.remote_path.clone();
         let overwrite = self.rec.overwrite;
         let placed = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            use std::os::unix::fs::PermissionsExt;
             // Never executable, whatever it is; readable as the user's
             // umask says (pigeon's own is private).
-            let mode = std::fs::Permissions::from_mode(crate::home::public_file_mode());
             match &file {
-                Some(f) => f.set_permissions(mode)?,
-                None => std::fs::set_permissions(&partial, mode)?,
+                Some(f) => crate::files::set_public_mode(f, &partial)?,
+                None => crate::files::set_public_mode_at(&partial)?,
             }
             match root {
                 Some(root) => {
