@@ -143,13 +143,13 @@ pub async fn audit(home: &Home, args: AuditArgs) -> Result<bool> {
             match &broken {
                 Some(why) => {
                     eprintln!(
-                        "audit log BROKEN: {why}; the {} records before it verify",
-                        records.len()
+                        "audit log BROKEN: {why}; the {} before it verify",
+                        pigeon_core::view::plural(records.len() as u64, "record")
                     );
                 }
                 None => println!(
-                    "audit log intact: {} records, chained from the first; last record's SHA-256 {}",
-                    records.len(),
+                    "audit log intact: {}, chained from the first; last record's SHA-256 {}",
+                    pigeon_core::view::plural(records.len() as u64, "record"),
                     head.as_deref().unwrap_or("-")
                 ),
             }

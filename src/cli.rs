@@ -14,7 +14,7 @@ use pigeon_core::ledger::{self, CleanChoice, Ledger};
 use pigeon_core::policy::{escape_control, Permissions};
 use pigeon_core::protocol::ShareOp;
 use pigeon_core::transport::TransportUri;
-use pigeon_core::view::{Event, LogLevel, TransferId, TransferReport, TransferStatus};
+use pigeon_core::view::{plural, Event, LogLevel, TransferId, TransferReport, TransferStatus};
 
 use crate::owner;
 
@@ -391,9 +391,9 @@ async fn check_transport(parsed: &TransportUri) -> Result<bool> {
             match pigeon_core::transport::shipper::Shipper::check(t).await {
                 Ok(ping) => {
                     println!(
-                        "{parsed}: ok, these credentials are the account {:?} ({} messages a minute, {} a message); it writes to {}",
+                        "{parsed}: ok, these credentials are the account {:?} ({} a minute, {} a message); it writes to {}",
                         escape_control(&ping.account),
-                        ping.rate_limit,
+                        plural(u64::from(ping.rate_limit), "message"),
                         pigeon_core::view::human_bytes(ping.max_message as u64),
                         t.peer
                     );
@@ -821,8 +821,8 @@ pub async fn pair(home: &Home, args: PairArgs) -> Result<bool> {
             let code = PairCode::random();
             println!("pairing code: {code}");
             eprintln!(
-                "on the client, within {} minutes: pigeon pair {code} --transport <URI>\n(one try: a wrong code ends this and the code is burnt)",
-                pair::CODE_LIFETIME.as_secs() / 60
+                "on the client, within {}: pigeon pair {code} --transport <URI>\n(one try: a wrong code ends this and the code is burnt)",
+                plural(pair::CODE_LIFETIME.as_secs() / 60, "minute")
             );
             let chosen = name.clone();
             let mut trusted_as = None;
@@ -1158,8 +1158,8 @@ pub async fn upload(
     let (pairs, capped) = crate::local_tree::expand_roots(roots);
     if capped {
         bail!(
-            "these folders hold more than {} files; upload them in parts",
-            crate::local_tree::MAX_FILES
+            "these folders hold more than {}; upload them in parts",
+            plural(crate::local_tree::MAX_FILES as u64, "file")
         );
     }
     if pairs.is_empty() {
@@ -1249,15 +1249,15 @@ async fn download_folder(
     if tree.capped {
         client.close().await;
         bail!(
-            "{} holds more than {} files; download its folders one by one",
+            "{} holds more than {}; download its folders one by one",
             escape_control(remote),
-            crate::remote_tree::MAX_FILES
+            plural(crate::remote_tree::MAX_FILES as u64, "file")
         );
     }
     if tree.refused > 0 {
         eprintln!(
-            "pigeon: left out {} entries the agent listed outside {} or under names that cannot be files here",
-            tree.refused,
+            "pigeon: left out {} the agent listed outside {} or under names that cannot be files here",
+            plural(tree.refused as u64, "entry"),
             escape_control(remote)
         );
     }
@@ -1499,8 +1499,8 @@ async fn wait_for(
             () = &mut interrupted => {
                 clear(&bars);
                 eprintln!(
-                    "pigeon: interrupted; {} transfer(s) stopped with their progress kept: run the same command again to resume",
-                    pending.len()
+                    "pigeon: interrupted; {} stopped with their progress kept: run the same command again to resume",
+                    plural(pending.len() as u64, "transfer")
                 );
                 return Waited::Interrupted;
             }
@@ -1621,14 +1621,7 @@ fn print_report(r: &TransferReport, json: bool) {
                 r.sha256.as_deref().unwrap_or("?"),
             )
         }
-        TransferStatus::Completed => println!(
-            "completed {local} {arrow} {remote}: {} bytes, sha256 {}, {} chunks sent{} in {:.1}s",
-            r.size,
-            r.sha256.as_deref().unwrap_or("?"),
-            r.chunks_sent,
-            if r.resumed { " (resumed)" } else { "" },
-            r.elapsed_ms as f64 / 1000.0
-        ),
+        TransferStatus::Completed => println!("{}", completed_line(r, arrow)),
         TransferStatus::Paused => eprintln!(
             "pigeon: paused {local} {arrow} {remote}; `pigeon resume {}` or the same command again continues it",
             short(&r.id)
@@ -1641,17 +1634,28 @@ fn print_report(r: &TransferReport, json: bool) {
     }
 }
 
+/// `completed a -> b: 12 bytes, sha256 …, 1 chunk sent in 0.2s`.
+fn completed_line(r: &TransferReport, arrow: &str) -> String {
+    format!(
+        "completed {} {arrow} {}: {} bytes, sha256 {}, {} sent{} in {:.1}s",
+        escape_control(&r.local_path),
+        escape_control(&r.remote_path),
+        r.size,
+        r.sha256.as_deref().unwrap_or("?"),
+        plural(r.chunks_sent, "chunk"),
+        if r.resumed { " (resumed)" } else { "" },
+        r.elapsed_ms as f64 / 1000.0
+    )
+}
+
 /// A progress bar per transfer when stderr is a terminal.
 fn progress_bars(handle: &ClientHandle, ids: &[TransferId]) -> Option<indicatif::MultiProgress> {
     if !std::io::stderr().is_terminal() {
         return None;
     }
     let multi = indicatif::MultiProgress::new();
-    let style = indicatif::ProgressStyle::with_template(
-        "{prefix:30!} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-    )
-    .ok()?
-    .progress_chars("=> ");
+    // The line is built to the terminal's width by `progress::line`.
+    let style = indicatif::ProgressStyle::with_template("{msg}").ok()?;
     let bars: Vec<(TransferId, indicatif::ProgressBar)> = ids
         .iter()
         .map(|id| {
@@ -1666,7 +1670,19 @@ fn progress_bars(handle: &ClientHandle, ids: &[TransferId]) -> Option<indicatif:
             let snap = snapshots.borrow_and_update().clone();
             for (id, bar) in &bars {
                 if let Some(t) = snap.transfers.iter().find(|t| t.id == *id) {
-                    bar.set_prefix(escape_control(&t.remote_path).into_owned());
+                    let name = escape_control(&t.remote_path);
+                    let progress = crate::progress::Progress {
+                        name: &name,
+                        done: t.bytes_done,
+                        total: t.size,
+                        rate: t.rate,
+                        eta: t.eta,
+                    };
+                    // Asked each time: the terminal may have been resized.
+                    // One column spare: a line as wide as the terminal
+                    // wraps in some of them.
+                    let width = crate::progress::terminal_width().saturating_sub(1);
+                    bar.set_message(crate::progress::line(&progress, width));
                     bar.set_length(t.size);
                     bar.set_position(t.bytes_done);
                     if t.status.is_finished() {
@@ -2171,6 +2187,34 @@ mod tests {
         assert_eq!(peer_name_of_host("LocalHost.localdomain"), fallback);
         assert_eq!(peer_name_of_host(""), fallback);
         assert_eq!(peer_name_of_host(".hidden"), fallback);
+    }
+
+    /// Issue 32: "1 chunks sent".
+    #[test]
+    fn a_completed_line_counts_one_chunk_in_the_singular() {
+        let report = |chunks_sent| TransferReport {
+            id: "01".repeat(16),
+            direction: pigeon_core::view::Direction::Upload,
+            local_path: "a.txt".into(),
+            remote_path: "a.txt".into(),
+            size: 12,
+            sha256: Some("ab".into()),
+            mime: String::new(),
+            status: TransferStatus::Completed,
+            chunks_total: chunks_sent,
+            chunks_sent,
+            chunks_retransmitted: 0,
+            resumed: false,
+            transport: "local".into(),
+            elapsed_ms: 200,
+            faults: Default::default(),
+            error: None,
+        };
+        assert_eq!(
+            completed_line(&report(1), "->"),
+            "completed a.txt -> a.txt: 12 bytes, sha256 ab, 1 chunk sent in 0.2s"
+        );
+        assert!(completed_line(&report(3), "->").contains(", 3 chunks sent in"));
     }
 
     #[test]

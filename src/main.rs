@@ -12,6 +12,7 @@ mod agent_admin;
 mod cli;
 mod local_tree;
 mod owner;
+mod progress;
 mod remote_tree;
 mod tui;
 

@@ -42,7 +42,8 @@ impl Client {
             let others = served.clients();
             if others > 0 {
                 eprintln!(
-                    "pigeon: {others} other pigeon command(s) on this home run through this process; serving them until they finish (Ctrl-C hands their transfers over, progress kept)"
+                    "pigeon: serving {} on this home through this process until they are done (Ctrl-C hands their transfers over, progress kept)",
+                    pigeon_core::view::plural(others as u64, "other pigeon command")
                 );
                 tokio::select! {
                     () = served.idle() => {}

@@ -21,7 +21,9 @@ use ratatui::widgets::{Paragraph, Widget, Wrap};
 use ratatui::Frame;
 
 use pigeon_core::engine::REPLACE_HINT;
-use pigeon_core::view::{Direction, EngineSnapshot, Event, LogLevel, TransferId, TransferView};
+use pigeon_core::view::{
+    plural, Direction, EngineSnapshot, Event, LogLevel, TransferId, TransferView,
+};
 
 use super::effect::{Effect, Msg};
 use super::keymap::{Action, Keymap};
@@ -389,6 +391,7 @@ impl App {
             embedded_agent: self.config.embedded_agent,
             notice: self.notice.as_ref().or_else(|| self.log.latest()),
             help_key: self.keymap.first_key(Action::Help),
+            log_key: self.keymap.first_key(Action::ShowLog),
             theme,
         }
         .render(screen.status, buf);
@@ -519,7 +522,7 @@ impl App {
                 || one.display().to_string(),
                 |n| n.to_string_lossy().into_owned(),
             ),
-            many => format!("{} entries", many.len()),
+            many => plural(many.len() as u64, "entry"),
         };
         self.notify(Level::Info, format!("uploading {what} to /{remote_dir}"));
         self.files.browser_mut().clear_selection();
@@ -540,9 +543,13 @@ impl App {
         }
         let local_dir = self.files.cwd().to_path_buf();
         let what = match (items.len(), folders.len()) {
-            (n, 0) => format!("{n} file(s)"),
-            (0, f) => format!("{f} folder(s) with everything in them"),
-            (n, f) => format!("{n} file(s) and {f} folder(s)"),
+            (n, 0) => plural(n as u64, "file"),
+            (0, f) => format!("{} with everything in them", plural(f as u64, "folder")),
+            (n, f) => format!(
+                "{} and {}",
+                plural(n as u64, "file"),
+                plural(f as u64, "folder")
+            ),
         };
         self.notify(
             Level::Info,
@@ -692,6 +699,12 @@ mod tests {
         assert_eq!(items[0].path, "report.pdf");
         assert!(folders.is_empty());
         assert_eq!(local_dir, &PathBuf::from(fixtures::START_DIR));
+        // Issue 32: one file is not "1 file(s)".
+        let said = app.notice.as_ref().map(|n| n.text.as_str());
+        assert!(
+            said.is_some_and(|s| s.starts_with("downloading 1 file into ")),
+            "{said:?}"
+        );
     }
 
     #[test]

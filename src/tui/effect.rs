@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use tokio::sync::mpsc;
 
 use pigeon_core::engine::{ClientHandle, RemoteEntry, TransferAction, UploadOptions};
-use pigeon_core::view::TransferId;
+use pigeon_core::view::{plural, TransferId};
 
 use super::entries::{self, LocalEntry, RemoteItem};
 
@@ -186,15 +186,16 @@ async fn download_folder(
     };
     if tree.capped {
         let _ = tx.send(Msg::Note(format!(
-            "{}/ holds more than {} files: only the first ones are queued",
+            "{}/ holds more than {}: only the first ones are queued",
             folder.path,
-            crate::remote_tree::MAX_FILES
+            plural(crate::remote_tree::MAX_FILES as u64, "file")
         )));
     }
     if tree.refused > 0 {
         let _ = tx.send(Msg::Note(format!(
-            "left out {} entries of {}/ listed outside it or under names that cannot be files here",
-            tree.refused, folder.path
+            "left out {} of {}/ listed outside it or under names that cannot be files here",
+            plural(tree.refused as u64, "entry"),
+            folder.path
         )));
     }
     if tree.files.is_empty() {
@@ -233,8 +234,8 @@ async fn upload(
     };
     if truncated {
         let _ = tx.send(Msg::Note(format!(
-            "folder upload stopped at {} files; upload the rest separately",
-            crate::local_tree::MAX_FILES
+            "folder upload stopped at {}; upload the rest separately",
+            plural(crate::local_tree::MAX_FILES as u64, "file")
         )));
     }
     for (local, remote) in pairs {

@@ -164,7 +164,7 @@ impl Action {
             Action::Help => "show or hide this help",
             Action::NextPane => "next pane",
             Action::PrevPane => "previous pane",
-            Action::ShowLog => "show the event log",
+            Action::ShowLog => "show the event log, every line whole",
             Action::Up => "move up",
             Action::Down => "move down",
             Action::PageUp => "page up",

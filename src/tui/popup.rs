@@ -11,7 +11,9 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, BorderType, Borders, Clear, Paragraph, Widget, Wrap};
 
 use pigeon_core::policy::escape_control;
-use pigeon_core::view::{Direction, EngineSnapshot, TransferId, TransferStatus, TransferView};
+use pigeon_core::view::{
+    plural, Direction, EngineSnapshot, TransferId, TransferStatus, TransferView,
+};
 
 use super::effect::Effect;
 use super::format;
@@ -146,7 +148,7 @@ impl Popup {
                 Clear.render(popup, buf);
                 let inner = block.inner(popup);
                 block.render(popup, buf);
-                cx.log.render_lines_back(inner, buf, cx.theme, *back);
+                cx.log.render_whole_lines_back(inner, buf, cx.theme, *back);
             }
         }
     }
@@ -228,9 +230,9 @@ fn detail_lines(t: &TransferView, theme: Theme) -> Vec<Line<'static>> {
         field(
             "progress",
             format!(
-                "{} of {} chunks, {} of {}",
+                "{} of {}, {} of {}",
                 t.chunks_done,
-                t.chunks_total,
+                plural(t.chunks_total, "chunk"),
                 format::bytes(t.bytes_done),
                 format::bytes(t.size)
             ),

@@ -244,6 +244,73 @@ fn a_silent_agent_is_said_in_every_pane_that_waits_on_it() {
     assert!(!text.contains("● up"), "{text}");
 }
 
+/// Issue 32: at 80x24 a silent agent's notices were cut mid-word (`no
+/// answer from the agent for 14s; st`, `○ SILENT telegram-text  no ans`).
+/// Every word on screen is whole: shortened text leaves words out and says
+/// so with `…`, and L shows the notice whole.
+#[test]
+fn screen_a_silent_agent_and_a_long_notice_cut_no_word() {
+    let mut app = fixtures::app_unlisted();
+    let mut silent = (*snapshot(vec![transfer(
+        1,
+        "dataset.bin",
+        TransferStatus::InProgress,
+        1600,
+        800,
+    )]))
+    .clone();
+    silent.agent_silent = Some(std::time::Duration::from_secs(14));
+    silent.transports = vec![fixtures::transport("telegram-text")];
+    app.on_snapshot(std::sync::Arc::new(silent));
+    let notice = "no answer from the agent over local:/home/dev/.pigeon/spool?profile=telegram-text for 14 s; still trying until the --timeout of 600 s (progress is kept)";
+    let _ = app.on_event(Event::Log {
+        level: pigeon_core::view::LogLevel::Error,
+        message: notice.into(),
+    });
+    let remote = "no answer from the agent for 14s; still asking (R asks again)";
+    let words: std::collections::HashSet<&str> = [
+        notice,
+        remote,
+        "○ SILENT telegram-text no answer 14s",
+        "local agent (embedded) L whole",
+    ]
+    .iter()
+    .flat_map(|text| text.split(' '))
+    .chain(["telegram-text"])
+    .collect();
+    let screen = draw(&mut app, 80, 24).backend().to_string();
+    for token in screen.split(|c: char| c.is_whitespace() || "│┃\"".contains(c)) {
+        // Figures are left out (a "0" is no cut "600").
+        for part in token
+            .split('…')
+            .filter(|p| p.chars().any(char::is_alphabetic))
+        {
+            let cut = words
+                .iter()
+                .any(|w| w.len() > part.len() && (w.starts_with(part) || w.ends_with(part)));
+            assert!(
+                words.contains(part) || !cut,
+                "{part:?} is a cut word:\n{screen}"
+            );
+        }
+    }
+    assert!(screen.contains("SILENT telegram-text"), "{screen}");
+    assert!(screen.contains("still asking (R asks again)"), "{screen}");
+    // The log popup holds the notice whole, wrapped.
+    press(&mut app, KeyCode::Char('L'));
+    let popup = draw(&mut app, 80, 24).backend().to_string();
+    let flat: String = popup
+        .lines()
+        .filter_map(|l| l.split('║').nth(1))
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(flat.contains("(progress is kept)"), "{popup}");
+    assert!(flat.contains("--timeout of 600 s"), "{popup}");
+    press(&mut app, KeyCode::Esc);
+    assert_screens("silent_agent", app);
+}
+
 fn click(app: &mut App, column: u16, row: u16) -> Vec<super::effect::Effect> {
     app.on_mouse(crossterm::event::MouseEvent {
         kind: crossterm::event::MouseEventKind::Down(crossterm::event::MouseButton::Left),

@@ -18,6 +18,7 @@ use super::format;
 use super::panes::log::LogLine;
 use super::theme::Theme;
 use pigeon_core::policy::escape_control;
+use unicode_width::UnicodeWidthStr;
 
 pub struct StatusLine<'a> {
     pub snapshot: &'a EngineSnapshot,
@@ -26,6 +27,8 @@ pub struct StatusLine<'a> {
     pub notice: Option<&'a LogLine>,
     /// The key that opens help, if bound.
     pub help_key: Option<String>,
+    /// The key that opens the log, where a shortened notice is whole.
+    pub log_key: Option<String>,
     pub theme: Theme,
 }
 
@@ -43,7 +46,8 @@ impl StatusLine<'_> {
         }
     }
 
-    fn rates(&self) -> String {
+    /// Both directions' rates; `compact` leaves out a direction at zero.
+    fn rates(&self, compact: bool) -> String {
         let (mut up, mut down) = (0.0, 0.0);
         for t in &self.snapshot.transfers {
             if t.status == TransferStatus::InProgress && t.rate.is_finite() {
@@ -53,7 +57,15 @@ impl StatusLine<'_> {
                 }
             }
         }
-        format!("↑ {} ↓ {}", format::rate(up), format::rate(down))
+        if !compact {
+            return format!("↑ {} ↓ {}", format::rate(up), format::rate(down));
+        }
+        match (up > 0.0, down > 0.0) {
+            (true, true) => format!("↑ {} ↓ {}", format::rate(up), format::rate(down)),
+            (true, false) => format!("↑ {}", format::rate(up)),
+            (false, true) => format!("↓ {}", format::rate(down)),
+            (false, false) => format::rate(0.0),
+        }
     }
 
     /// Nothing runs because everything left is paused: said, so a rate of
@@ -74,33 +86,67 @@ impl StatusLine<'_> {
     }
 }
 
-impl Widget for StatusLine<'_> {
-    fn render(self, area: Rect, buf: &mut Buffer) {
+impl StatusLine<'_> {
+    /// The left part up to the notice, rates whole or `compact`.
+    fn figures(&self, compact: bool) -> Vec<Span<'static>> {
         let separator = || Span::styled(" │ ", self.theme.dim());
-        let help = self
-            .help_key
-            .as_ref()
-            .map(|k| format!(" {k} help "))
-            .unwrap_or_default();
-        let help_width = help.chars().count() as u16;
-        let mut spans = vec![self.peer(), separator(), Span::raw(self.rates())];
+        let mut spans = vec![self.peer(), separator(), Span::raw(self.rates(compact))];
         if let Some(paused) = self.all_paused() {
             spans.push(separator());
             spans.push(Span::styled(paused, self.theme.warn()));
         }
+        if self.notice.is_some() {
+            spans.push(separator());
+        }
+        spans
+    }
+}
+
+impl Widget for StatusLine<'_> {
+    /// The notice gets the room the figures leave: a rate at zero is left
+    /// out before a word of it is. A notice that still does not fit loses
+    /// whole words from its middle, and the hint at the right says which key
+    /// shows it whole (the log) in place of the help key.
+    fn render(self, area: Rect, buf: &mut Buffer) {
+        let hint = |key: &Option<String>, what: &str| {
+            key.as_ref()
+                .map(|k| format!(" {k} {what} "))
+                .unwrap_or_default()
+        };
+        let help = hint(&self.help_key, "help");
+        let width = usize::from(area.width);
+        let fits = |spans: &[Span<'_>], hint: &str| {
+            let used = Line::from(spans.to_vec()).width() + hint.width();
+            self.notice
+                .is_none_or(|n| n.fits(width.saturating_sub(used)))
+        };
+        let (mut spans, hint) = match [false, true]
+            .into_iter()
+            .map(|compact| self.figures(compact))
+            .find(|spans| fits(spans, &help))
+        {
+            Some(spans) => (spans, help),
+            None => {
+                let whole = hint(&self.log_key, "whole");
+                (
+                    self.figures(true),
+                    if whole.is_empty() { help } else { whole },
+                )
+            }
+        };
+        let hint_width = hint.width() as u16;
         let left = Rect {
-            width: area.width.saturating_sub(help_width),
+            width: area.width.saturating_sub(hint_width),
             ..area
         };
         if let Some(notice) = self.notice {
-            spans.push(separator());
             let used = Line::from(spans.clone()).width();
             let room = usize::from(left.width).saturating_sub(used);
             spans.extend(notice.to_line_within(self.theme, room).spans);
         }
         Line::from(spans).render(left, buf);
-        if help_width > 0 && area.width > help_width {
-            buf.set_string(area.right() - help_width, area.y, help, self.theme.dim());
+        if hint_width > 0 && area.width > hint_width {
+            buf.set_string(area.right() - hint_width, area.y, hint, self.theme.dim());
         }
     }
 }

@@ -174,7 +174,7 @@ fn d_on_a_remote_folder_downloads_everything_in_it() {
     // machine both files may be in before the screen is read again, and
     // the queue's count says so instead.
     let started = std::time::Instant::now();
-    while !["downloading 1 folder(s)", "done 2 │ all 2"]
+    while !["downloading 1 folder", "done 2 │ all 2"]
         .iter()
         .any(|said| pigeon.contents().contains(said))
     {

@@ -368,6 +368,23 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
+/// A count and its noun, singular for one: `plural(1, "chunk")` is
+/// `1 chunk`, `plural(3, "entry")` is `3 entries`. English only, and only
+/// the regular forms our messages use (`-y` to `-ies`, `-s`/`-x`/`-ch`/`-sh`
+/// to `-es`); a message that needs an irregular noun spells both itself.
+pub fn plural(n: u64, noun: &str) -> String {
+    if n == 1 {
+        return format!("1 {noun}");
+    }
+    let vowel_before = |stem: &str| stem.ends_with(['a', 'e', 'i', 'o', 'u']);
+    let many = match noun.strip_suffix('y') {
+        Some(stem) if !vowel_before(stem) => format!("{stem}ies"),
+        _ if ["s", "x", "ch", "sh"].iter().any(|end| noun.ends_with(end)) => format!("{noun}es"),
+        _ => format!("{noun}s"),
+    };
+    format!("{n} {many}")
+}
+
 /// RFC 3339 for times up to the year 9999 (all a peer should send), the
 /// raw seconds beyond, never a panic.
 pub fn format_time(unix: u64) -> String {
@@ -381,4 +398,21 @@ pub fn format_time(unix: u64) -> String {
             || format!("@{unix}"),
             |t| humantime::format_rfc3339_seconds(t).to_string(),
         )
+}
+
+#[cfg(test)]
+mod plural_tests {
+    use super::plural;
+
+    /// Issue 32: "1 chunks sent".
+    #[test]
+    fn one_is_singular_and_every_other_count_is_plural() {
+        assert_eq!(plural(1, "chunk"), "1 chunk");
+        assert_eq!(plural(0, "chunk"), "0 chunks");
+        assert_eq!(plural(2, "transfer"), "2 transfers");
+        assert_eq!(plural(1, "entry"), "1 entry");
+        assert_eq!(plural(7, "entry"), "7 entries");
+        assert_eq!(plural(4, "key"), "4 keys");
+        assert_eq!(plural(2, "match"), "2 matches");
+    }
 }

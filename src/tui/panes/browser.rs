@@ -15,6 +15,7 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::buffer::Buffer;
 use ratatui::layout::Rect;
 use ratatui::style::Style;
+use ratatui::widgets::{Paragraph, Widget, Wrap};
 
 use super::cursor::ListCursor;
 use crate::tui::format;
@@ -277,13 +278,17 @@ impl<E: BrowserEntry> Browser<E> {
             } else {
                 "nothing matches the filter"
             };
-            buf.set_stringn(
-                rows_area.x + 2,
-                rows_area.y,
-                message,
-                rows_area.width.saturating_sub(2) as usize,
-                theme.dim(),
-            );
+            // Wrapped, never cut: it may be an error with what to do at
+            // its end, and an empty pane has the rows for it.
+            let text_area = Rect {
+                x: rows_area.x + 2,
+                width: rows_area.width.saturating_sub(2),
+                ..rows_area
+            };
+            Paragraph::new(escape_control(message).into_owned())
+                .style(theme.dim())
+                .wrap(Wrap { trim: true })
+                .render(text_area, buf);
             return;
         }
         let window = self

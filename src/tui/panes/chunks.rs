@@ -9,7 +9,7 @@ use ratatui::layout::Rect;
 use ratatui::text::Line;
 use ratatui::widgets::Widget;
 
-use pigeon_core::view::TransferView;
+use pigeon_core::view::{plural, TransferView};
 
 use super::queue::{display_name, progress};
 use super::{pane_block, Focus};
@@ -58,7 +58,11 @@ pub fn render(
     let group = ChunkMap::group_size(map.len(), grid.width as usize * grid.height as usize);
     if group > 1 {
         block = block.title_bottom(
-            Line::styled(format!(" 1 cell = {group} chunks "), theme.dim()).right_aligned(),
+            Line::styled(
+                format!(" 1 cell = {} ", plural(group as u64, "chunk")),
+                theme.dim(),
+            )
+            .right_aligned(),
         );
     }
     let inner = block.inner(area);
@@ -70,7 +74,7 @@ pub fn render(
         let text = if transfer.chunks_total == 0 {
             "waiting for the manifest…".to_owned()
         } else {
-            format!("{} chunks", transfer.chunks_total)
+            plural(transfer.chunks_total, "chunk")
         };
         buf.set_stringn(
             inner.x + 1,

@@ -180,7 +180,8 @@ impl FilesPane {
         if let Some(error) = self.error.as_deref().filter(|_| !self.browser.is_empty()) {
             // Keep the old listing visible and say why we did not move.
             let y = inner.bottom().saturating_sub(1);
-            buf.set_stringn(inner.x, y, error, inner.width as usize, theme.bad());
+            let shown = crate::tui::format::fit_words(error, inner.width as usize);
+            buf.set_stringn(inner.x, y, shown, inner.width as usize, theme.bad());
         }
     }
 

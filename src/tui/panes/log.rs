@@ -9,12 +9,13 @@ use ratatui::buffer::Buffer;
 use ratatui::layout::Rect;
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::Widget;
+use ratatui::widgets::{Paragraph, Widget, Wrap};
 
 use super::{pane_block, Focus};
 use crate::tui::keymap::Action;
 use crate::tui::theme::Theme;
 use pigeon_core::policy::escape_control;
+use unicode_width::UnicodeWidthStr;
 
 /// Lines kept.
 pub const CAPACITY: usize = 500;
@@ -64,18 +65,31 @@ impl LogLine {
         }
     }
 
-    /// The line in at most `width` characters: a long one loses its middle,
-    /// never its end (where what to do is said).
+    /// The line in at most `width` columns: a long one loses whole words
+    /// from its middle, never its end (where what to do is said) nor part
+    /// of a word. The log popup shows it whole.
     pub fn to_line_within(&self, theme: Theme, width: usize) -> Line<'static> {
         let text = escape_control(&self.text);
         let room = width.saturating_sub(2);
+        let text = if text.width() > room {
+            crate::tui::format::abbreviate_uris(&text)
+                .into_owned()
+                .into()
+        } else {
+            text
+        };
         Line::from(vec![
             Span::styled(format!("{} ", self.level.glyph()), self.level.style(theme)),
             Span::styled(
-                crate::tui::format::elide_middle(&text, room).into_owned(),
+                crate::tui::format::fit_words(&text, room).into_owned(),
                 self.level.style(theme),
             ),
         ])
+    }
+
+    /// Whether the line fits `width` columns whole.
+    pub fn fits(&self, width: usize) -> bool {
+        escape_control(&self.text).width() + 2 <= width
     }
 }
 
@@ -137,8 +151,34 @@ impl LogPane {
         self.render_lines_back(area, buf, theme, self.back);
     }
 
-    /// The lines ending `back` lines before the newest (the log popup keeps
-    /// its own scroll position).
+    /// The lines ending `back` lines before the newest, each whole: a long
+    /// one wraps over as many rows as it needs (the log popup, which keeps
+    /// its own scroll position, shows every word of every line).
+    pub fn render_whole_lines_back(&self, area: Rect, buf: &mut Buffer, theme: Theme, back: usize) {
+        if area.height == 0 || self.lines.is_empty() {
+            self.render_lines_back(area, buf, theme, back);
+            return;
+        }
+        let end = self.lines.len() - back.min(self.lines.len());
+        // From the newest up, until the area is full.
+        let mut bottom = area.bottom();
+        for line in self.lines.range(..end).rev() {
+            if bottom <= area.y {
+                break;
+            }
+            let paragraph =
+                Paragraph::new(line.to_line_within(theme, usize::MAX)).wrap(Wrap { trim: false });
+            let rows = u16::try_from(paragraph.line_count(area.width)).unwrap_or(u16::MAX);
+            let shown = rows.min(bottom - area.y);
+            // The top of a line taller than what is left is above the area.
+            paragraph
+                .scroll((rows - shown, 0))
+                .render(Rect::new(area.x, bottom - shown, area.width, shown), buf);
+            bottom -= shown;
+        }
+    }
+
+    /// The lines ending `back` lines before the newest, one row each.
     pub fn render_lines_back(&self, area: Rect, buf: &mut Buffer, theme: Theme, back: usize) {
         if area.height == 0 {
             return;

@@ -277,10 +277,11 @@ impl RemotePane {
         self.browser.render(inner, buf, theme, focused, placeholder);
         if let Some(error) = self.error.as_deref().filter(|_| !self.browser.is_empty()) {
             let y = inner.bottom().saturating_sub(1);
+            let error = escape_control(error);
             buf.set_stringn(
                 inner.x,
                 y,
-                escape_control(error),
+                format::fit_words(&error, inner.width as usize),
                 inner.width as usize,
                 theme.bad(),
             );

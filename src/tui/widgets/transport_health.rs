@@ -38,6 +38,43 @@ const RATE_WIDTH: u16 = 11;
 /// The rate shown is the mean of this many one-second samples.
 const RATE_SECONDS: usize = 5;
 
+/// How much of the first line to show: see
+/// [`TransportHealthWidget::status_line_within`].
+#[derive(Clone, Copy)]
+struct Detail {
+    rtt: bool,
+    share: bool,
+    silence: Silence,
+    profile: Profile,
+}
+
+impl Detail {
+    const GLYPH_AND_STATE: Detail = Detail {
+        rtt: false,
+        share: false,
+        silence: Silence::Hidden,
+        profile: Profile::Hidden,
+    };
+}
+
+/// How a silent agent is said after the profile.
+#[derive(Clone, Copy)]
+enum Silence {
+    /// `no answer 14s`
+    Said,
+    /// `14s` (SILENT before it says the rest)
+    Bare,
+    Hidden,
+}
+
+#[derive(Clone, Copy)]
+enum Profile {
+    Whole,
+    /// The part before the first `-`.
+    Kind,
+    Hidden,
+}
+
 pub struct TransportHealthWidget<'a> {
     health: &'a TransportHealth,
     theme: Theme,
@@ -61,17 +98,62 @@ impl<'a> TransportHealthWidget<'a> {
         self
     }
 
-    /// The first line in `width`: the share, then the round trip, left out
-    /// whole when they do not fit (a figure is never cut from its unit).
+    /// The first line in `width`. What does not fit is left out whole, in
+    /// this order: the share, the round trip, the words "no answer" (SILENT
+    /// says it), the silence's length, the profile's flavour
+    /// (`telegram-text` becomes `telegram`), the profile. A figure is never
+    /// cut from its unit, nor a word in its middle.
     fn status_line_within(&self, width: usize) -> Line<'static> {
-        [(true, true), (true, false), (false, false)]
-            .into_iter()
-            .map(|(rtt, share)| self.status_line(rtt, share))
-            .find(|l| l.width() <= width)
-            .unwrap_or_else(|| self.status_line(false, false))
+        use Silence::{Bare, Hidden, Said};
+        let whole = Detail {
+            rtt: true,
+            share: true,
+            silence: Said,
+            profile: Profile::Whole,
+        };
+        [
+            whole,
+            Detail {
+                share: false,
+                ..whole
+            },
+            Detail {
+                rtt: false,
+                share: false,
+                ..whole
+            },
+            Detail {
+                rtt: false,
+                share: false,
+                silence: Bare,
+                ..whole
+            },
+            Detail {
+                rtt: false,
+                share: false,
+                silence: Hidden,
+                ..whole
+            },
+            Detail {
+                rtt: false,
+                share: false,
+                silence: Hidden,
+                profile: Profile::Kind,
+            },
+            Detail {
+                rtt: false,
+                share: false,
+                silence: Hidden,
+                profile: Profile::Hidden,
+            },
+        ]
+        .into_iter()
+        .map(|detail| self.status_line(detail))
+        .find(|l| l.width() <= width)
+        .unwrap_or_else(|| self.status_line(Detail::GLYPH_AND_STATE))
     }
 
-    fn status_line(&self, with_rtt: bool, with_share: bool) -> Line<'static> {
+    fn status_line(&self, detail: Detail) -> Line<'static> {
         let h = self.health;
         let theme = self.theme;
         let (glyph, word, style) = match h.state {
@@ -84,29 +166,41 @@ impl<'a> TransportHealthWidget<'a> {
             LinkState::Open { silent: false, .. } => ("○", "DOWN", theme.bad()),
             LinkState::Open { silent: true, .. } => ("○", "SILENT", theme.bad()),
         };
-        let profile = escape_control(if h.profile.is_empty() {
+        let profile = if h.profile.is_empty() {
             format::transport_label(&h.uri)
         } else {
             &h.profile
-        })
-        .into_owned();
-        let mut spans = vec![
-            Span::styled(format!("{glyph} {word}"), style),
-            Span::raw(" "),
-            Span::styled(profile, theme.accent()),
-        ];
+        };
+        let profile = match detail.profile {
+            Profile::Whole => profile,
+            // The transport before its flavour: `telegram` of `telegram-text`.
+            Profile::Kind => profile.split_once('-').map_or(profile, |(kind, _)| kind),
+            Profile::Hidden => "",
+        };
+        let mut spans = vec![Span::styled(format!("{glyph} {word}"), style)];
+        if !profile.is_empty() {
+            spans.push(Span::raw(" "));
+            spans.push(Span::styled(
+                escape_control(profile).into_owned(),
+                theme.accent(),
+            ));
+        }
         if !h.problems.is_empty() {
             // The reason is on the next line; figures mean nothing here.
         } else if let Some(silent) = self.agent_silent.filter(|_| h.state == LinkState::Up) {
             // How long matters more than the last round trip.
-            spans.push(Span::styled(
-                format!("  no answer {}", format::duration(silent)),
-                theme.bad(),
-            ));
-        } else if let Some(rtt) = h.rtt.filter(|_| with_rtt) {
+            let said = match detail.silence {
+                Silence::Said => format!("  no answer {}", format::duration(silent)),
+                Silence::Bare => format!("  {}", format::duration(silent)),
+                Silence::Hidden => String::new(),
+            };
+            if !said.is_empty() {
+                spans.push(Span::styled(said, theme.bad()));
+            }
+        } else if let Some(rtt) = h.rtt.filter(|_| detail.rtt) {
             spans.push(Span::raw(format!("  rtt {}", format::rtt(rtt))));
         }
-        if let Some(share) = h.share.filter(|_| with_share) {
+        if let Some(share) = h.share.filter(|_| detail.share) {
             spans.push(Span::raw(format!("  {:.0}%", share * 100.0)));
         }
         Line::from(spans)
@@ -163,6 +257,7 @@ impl Widget for TransportHealthWidget<'_> {
             // Why, in `pigeon transports test`'s words, in place of a
             // graph of nothing; the notice line and the log hold it whole.
             let why = escape_control(&self.health.problems.join("; ")).into_owned();
+            let why = format::first_words(&why, usize::from(area.width)).into_owned();
             Line::styled(why, self.theme.bad()).render(row(1), buf);
             if area.height >= 3 {
                 self.budget_line().render(row(2), buf);
@@ -361,8 +456,32 @@ mod tests {
             })
             .collect();
         assert_eq!(rows[0], "✗ FAILED telegram-text");
-        assert_eq!(rows[1], "telegram refused the bot token (401 Unauthor");
+        // Whole words: the notice line and the log hold all of it.
+        assert_eq!(rows[1], "telegram refused the bot token (401 …");
         assert_eq!(rows[2], "12/60 msg/min  errors 2");
+    }
+
+    /// Issue 32: at 80x24 the pane is 30 columns and the line was cut to
+    /// `○ SILENT telegram-text  no ans`.
+    #[test]
+    fn a_silent_agent_is_said_in_whole_words_however_narrow_the_pane() {
+        let h = health();
+        let first = |width: u16| {
+            let mut buf = Buffer::empty(Rect::new(0, 0, width, 1));
+            TransportHealthWidget::new(&h, Theme::monochrome())
+                .agent_silent(Some(Duration::from_secs(14)))
+                .render(buf.area, &mut buf);
+            (0..width)
+                .map(|x| buf[(x, 0)].symbol().to_string())
+                .collect::<String>()
+                .trim_end()
+                .to_owned()
+        };
+        assert_eq!(first(40), "○ SILENT telegram-text  no answer 14s");
+        assert_eq!(first(30), "○ SILENT telegram-text  14s");
+        assert_eq!(first(24), "○ SILENT telegram-text");
+        assert_eq!(first(18), "○ SILENT telegram");
+        assert_eq!(first(10), "○ SILENT");
     }
 
     #[test]
