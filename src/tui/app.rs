@@ -184,6 +184,16 @@ impl App {
         }
     }
 
+    /// The folder the Files pane shows (the event loop watches it).
+    pub fn files_folder(&self) -> &std::path::Path {
+        self.files.cwd()
+    }
+
+    /// Read the Files pane's folder again: something in it changed.
+    pub fn reload_files(&mut self) -> Effect {
+        self.files.reload()
+    }
+
     /// The name under the Files cursor (for tests).
     #[cfg(test)]
     pub fn files_current(&self) -> Option<String> {

@@ -1,9 +1,9 @@
 //! The one loop that owns the terminal.
 //!
-//! It waits on five sources with `tokio::select!`: terminal input
+//! It waits on six sources with `tokio::select!`: terminal input
 //! (crossterm's `EventStream`), the engine's snapshot `watch`, the engine's
-//! event `broadcast`, results of effects the UI started, and termination
-//! signals. Each wake-up updates the [`App`] and marks the screen dirty; a
+//! event `broadcast`, results of effects the UI started, changes in the
+//! Files pane's folder ([`super::watch`]), and termination signals. Each wake-up updates the [`App`] and marks the screen dirty; a
 //! frame is drawn only when dirty, and at most every [`FRAME`] (about 20
 //! per second). An idle screen wakes nothing, draws nothing and costs no
 //! bandwidth over SSH.
@@ -53,8 +53,13 @@ pub async fn run(
     let mut events_open = true;
     let mut dirty = true;
     let mut last_frame: Option<Instant> = None;
+    let (changed_tx, mut folder_changed) = mpsc::unbounded_channel();
+    let mut folder = super::watch::FolderWatch::new(changed_tx);
+    // When to read the Files pane's folder again (a change seen, settling).
+    let mut reread: Option<Instant> = None;
 
     while !app.should_quit() {
+        folder.follow(app.files_folder());
         if dirty {
             let now = Instant::now();
             let due = match last_frame {
@@ -119,6 +124,14 @@ pub async fn run(
             Some(msg) = results.recv() => {
                 dirty = true;
                 app.on_msg(msg)
+            },
+            Some(()) = folder_changed.recv() => {
+                reread.get_or_insert_with(|| Instant::now() + super::watch::SETTLE);
+                Vec::new()
+            },
+            () = tokio::time::sleep_until(reread.unwrap_or_else(Instant::now)), if reread.is_some() => {
+                reread = None;
+                vec![app.reload_files()]
             },
             _ = sigterm.recv() => break,
             _ = sighup.recv() => break,

@@ -31,6 +31,7 @@ pub mod popup;
 pub mod status;
 pub mod terminal;
 pub mod theme;
+pub mod watch;
 pub mod widgets;
 
 #[cfg(test)]

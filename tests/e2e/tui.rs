@@ -155,6 +155,30 @@ fn idle_cpu_over_ten_seconds() {
     assert_eq!(bytes, 0);
 }
 
+/// Issue 32: the Files pane did not notice a new file until the folder
+/// was left and entered again. It watches the folder it shows.
+#[test]
+fn a_file_that_appears_in_the_folder_shown_is_listed_without_a_key() {
+    let home = tempfile::tempdir().expect("home");
+    let work = tempfile::tempdir().expect("work dir");
+    std::fs::write(work.path().join("before.txt"), b"x").expect("a file");
+    let mut pigeon = Session::start(home.path(), work.path());
+    pigeon.wait_for("before.txt", Duration::from_secs(30));
+    std::fs::write(work.path().join("appeared-later.txt"), b"y").expect("a new file");
+    pigeon.wait_for("appeared-later.txt", Duration::from_secs(5));
+    std::fs::remove_file(work.path().join("before.txt")).expect("removed");
+    let started = std::time::Instant::now();
+    while pigeon.contents().contains("before.txt") {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "a removed file is still listed:\n{}",
+            pigeon.contents()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    pigeon.press("q");
+}
+
 #[test]
 fn d_on_a_remote_folder_downloads_everything_in_it() {
     let home = tempfile::tempdir().expect("home");
