@@ -6,13 +6,14 @@
 //! is typed to the Page (`Bridge`). Both parties are real pigeon
 //! processes; every line of the Page's side is the shipped client code.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::common::*;
 use pigeon_emulator::messenger::{Emulator, PageSpec, PersonMessage, PersonSpec, Request};
+use pigeon_emulator::person::messages_in;
 use pigeon_emulator::Faults;
 
 const PAGE_TOKEN: &str = "EAApage-fb-secret-token";
@@ -119,22 +120,6 @@ impl Drop for Bridge {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
     }
-}
-
-fn messages_in(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.ends_with(".msg") && !n.starts_with('.'))
-        })
-        .collect();
-    v.sort();
-    v
 }
 
 struct Fb {

@@ -126,7 +126,7 @@ impl Carrier {
 
 /// The messages waiting in a spool inbox, oldest first (the spool names
 /// them by time; temporary files begin with a dot).
-fn messages_in(dir: &Path) -> Vec<PathBuf> {
+pub fn messages_in(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .into_iter()
         .flatten()

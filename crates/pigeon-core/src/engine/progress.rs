@@ -312,24 +312,27 @@ mod tests {
     use crate::store::{NewTransfer, Role};
     use crate::view::{Direction, TransferId};
 
-    fn progress(chunks: u32, held: &[u32]) -> Progress {
-        let manifest = Manifest::sample("x", u64::from(chunks) * 10, 10);
-        let rec = TransferRecord::begin(NewTransfer {
+    /// A record of `chunks` chunks of 10 bytes.
+    fn record(chunks: u32) -> TransferRecord {
+        TransferRecord::begin(NewTransfer {
             id: TransferId::random(),
             direction: Direction::Upload,
             role: Role::Sender,
             peer: "agent",
             local_path: "/x".into(),
             remote_path: "x".into(),
-            manifest,
+            manifest: Manifest::sample("x", u64::from(chunks) * 10, 10),
             secret: None,
             transport: String::new(),
-        });
+        })
+    }
+
+    fn progress(chunks: u32, held: &[u32]) -> Progress {
         let mut bits = Bitmap::new(chunks);
         for &i in held {
             bits.set(i);
         }
-        Progress::new(&rec, Some(&bits), "mem:t".into())
+        Progress::new(&record(chunks), Some(&bits), "mem:t".into())
     }
 
     fn states(p: &Progress) -> Vec<ChunkState> {
@@ -368,22 +371,8 @@ mod tests {
         );
         // Nothing more: the rate falls, toward zero.
         assert!(p.rate_at(at(600)) < 0.05, "{}", p.rate_at(at(600)));
-        let view = p.view_at(&record_of(&p), Arc::from(vec![].as_slice()), at(18));
+        let view = p.view_at(&record(100), Arc::from(vec![].as_slice()), at(18));
         assert!(view.eta.is_some(), "a slow transfer has an ETA");
-    }
-
-    fn record_of(p: &Progress) -> TransferRecord {
-        TransferRecord::begin(NewTransfer {
-            id: TransferId::random(),
-            direction: Direction::Upload,
-            role: Role::Sender,
-            peer: "agent",
-            local_path: "/x".into(),
-            remote_path: "x".into(),
-            manifest: Manifest::sample("x", p.size, 10),
-            secret: None,
-            transport: String::new(),
-        })
     }
 
     #[test]
