@@ -431,12 +431,14 @@ impl Columns {
         let rest_width = Self::RATE + 1 + Self::ETA + 1 + self.transport;
         match (&t.error, t.status) {
             (Some(error), TransferStatus::Failed) => {
-                // The reason matters more than rate and ETA of a dead transfer.
+                // The reason matters more than rate and ETA of a dead
+                // transfer; shortened by whole words (Enter shows it all).
+                let error = escape_control(error);
                 put(
                     buf,
                     cx,
                     y,
-                    &escape_control(error),
+                    &format::fit_words(&error, rest_width as usize),
                     rest_width,
                     false,
                     theme.bad(),
