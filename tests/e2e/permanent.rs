@@ -19,26 +19,7 @@ use crate::common::*;
 const LIMIT: Duration = Duration::from_secs(5);
 
 /// The bots the Telegram emulator knows.
-const CLIENT_TOKEN: &str = "1001:client-secret-token";
-const AGENT_TOKEN: &str = "1002:agent-secret-token";
-
-/// A Telegram emulator on 127.0.0.1 that knows two bots; its `api=` address.
-fn telegram_emulator() -> (pigeon_emulator::telegram::Emulator, String) {
-    use pigeon_emulator::telegram::{BotSpec, Emulator};
-    let emu = Emulator::new(&[
-        BotSpec {
-            token: CLIENT_TOKEN.into(),
-            username: "client_bot".into(),
-        },
-        BotSpec {
-            token: AGENT_TOKEN.into(),
-            username: "agent_bot".into(),
-        },
-    ]);
-    let api = pigeon_emulator::serve_in_background(emu.router())
-        .expect("the emulator listens on 127.0.0.1");
-    (emu, api)
-}
+const CLIENT_TOKEN: &str = TG_CLIENT_TOKEN;
 
 /// A `telegram:` URI to the agent's bot at `api`, its token in PIGEON_TG_TOKEN.
 fn telegram_uri(api: &str) -> String {
@@ -127,7 +108,7 @@ fn assert_failed_fast_saying((run, took): &(Run, Duration), words: &str, secret:
 fn a_wrong_telegram_token_ends_an_upload_a_listing_and_a_download_at_once_in_the_words_of_transports_test(
 ) {
     let w = World::new("");
-    let (_emu, api) = telegram_emulator();
+    let (_emu, api) = telegram_emulator(1.0);
     let uri = telegram_uri(&api);
     let env = [("PIGEON_TG_TOKEN", "999:wrong-token")];
     let check = transports_test(&w, &uri, &env);
@@ -191,22 +172,11 @@ fn a_shipper_port_nothing_listens_on_ends_an_upload_at_once_saying_so() {
 
 #[test]
 fn a_wrong_shipper_secret_ends_an_upload_at_once_in_the_words_of_transports_test() {
-    use pigeon_emulator::shipper::{AccountSpec, Emulator};
     let w = World::new("");
-    let emu = Emulator::new(&[
-        AccountSpec {
-            name: "dev-laptop".into(),
-            key: "ck-dev-laptop".into(),
-            secret: "client-shipper-secret".into(),
-        },
-        AccountSpec {
-            name: "agent-phone".into(),
-            key: "ak-agent-phone".into(),
-            secret: "agent-shipper-secret".into(),
-        },
-    ]);
-    let base = pigeon_emulator::serve_in_background(emu.router())
-        .expect("the emulator listens on 127.0.0.1");
+    let (_emu, base) = shipper_emulator(
+        pigeon_emulator::shipper::MAX_MESSAGE,
+        pigeon_emulator::shipper::RATE_LIMIT,
+    );
     let uri = format!(
         "shipper:agent-phone?base_url={base}&api_key_env=PIGEON_SHIPPER_KEY&api_secret_env=PIGEON_SHIPPER_SECRET&timeout=5"
     );
@@ -227,7 +197,7 @@ fn a_wrong_shipper_secret_ends_an_upload_at_once_in_the_words_of_transports_test
 fn beside_a_working_link_a_failed_one_is_named_and_the_upload_completes() {
     let mut w = World::new("");
     w.start_agent();
-    let (_emu, api) = telegram_emulator();
+    let (_emu, api) = telegram_emulator(1.0);
     let bad = telegram_uri(&api);
     let f = w.random_file("both.bin", 300_000, 33);
     let args = [
@@ -267,7 +237,7 @@ fn an_agent_says_at_start_that_it_trusts_no_peer_and_which_transport_failed() {
     let logs = dir.path().join("logs");
     let spool = dir.path().join("spool");
     std::fs::create_dir_all(&spool).unwrap();
-    let (_emu, api) = telegram_emulator();
+    let (_emu, api) = telegram_emulator(1.0);
     let bad = format!("telegram:*?token_env=PIGEON_TG_TOKEN&api={api}");
     let local = uri_for(&spool, "");
     let mut agent = Proc::spawn_env(

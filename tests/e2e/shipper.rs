@@ -10,13 +10,13 @@
 use std::time::Duration;
 
 use crate::common::*;
-use pigeon_emulator::shipper::{AccountSpec, Emulator, Limits, Request};
+use pigeon_emulator::shipper::{Emulator, Limits, Request};
 use pigeon_emulator::Faults;
 
-const CLIENT_KEY: &str = "ck-dev-laptop";
-const CLIENT_SECRET: &str = "client-shipper-secret";
-const AGENT_KEY: &str = "ak-agent-phone";
-const AGENT_SECRET: &str = "agent-shipper-secret";
+const CLIENT_KEY: &str = SHIP_CLIENT_KEY;
+const CLIENT_SECRET: &str = SHIP_CLIENT_SECRET;
+const AGENT_KEY: &str = SHIP_AGENT_KEY;
+const AGENT_SECRET: &str = SHIP_AGENT_SECRET;
 /// A line of the test files that must never reach the provider in clear.
 const CANARY: &[u8] = b"PIGEON-CANARY-7f3a9c";
 
@@ -33,22 +33,7 @@ impl Ship {
 
     /// A server announcing (and holding posts to) these limits.
     fn with_limits(max_message: usize, rate_limit: u32) -> Ship {
-        let emu = Emulator::new(&[
-            AccountSpec {
-                name: "dev-laptop".into(),
-                key: CLIENT_KEY.into(),
-                secret: CLIENT_SECRET.into(),
-            },
-            AccountSpec {
-                name: "agent-phone".into(),
-                key: AGENT_KEY.into(),
-                secret: AGENT_SECRET.into(),
-            },
-        ])
-        .with_rate_limit(rate_limit)
-        .with_max_message(max_message);
-        let base = pigeon_emulator::serve_in_background(emu.router())
-            .expect("the emulator listens on 127.0.0.1");
+        let (emu, base) = shipper_emulator(max_message, rate_limit);
         Ship {
             w: World::new(""),
             emu,

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use crate::common::*;
 use pigeon_emulator::telegram::{BotSpec, Emulator, Faults, Request};
 
-const CLIENT_TOKEN: &str = "1001:client-secret-token";
-const AGENT_TOKEN: &str = "1002:agent-secret-token";
+const CLIENT_TOKEN: &str = TG_CLIENT_TOKEN;
+const AGENT_TOKEN: &str = TG_AGENT_TOKEN;
 /// Written through every test file: must never reach the provider in clear.
 const CANARY: &[u8] = b"PIGEON-CANARY-tg-5b8e";
 
@@ -24,19 +24,7 @@ struct Tg {
 impl Tg {
     fn new(rate: f64) -> Tg {
         let w = World::new("");
-        let emu = Emulator::new(&[
-            BotSpec {
-                token: CLIENT_TOKEN.into(),
-                username: "client_bot".into(),
-            },
-            BotSpec {
-                token: AGENT_TOKEN.into(),
-                username: "agent_bot".into(),
-            },
-        ])
-        .with_rate(rate);
-        let api = pigeon_emulator::serve_in_background(emu.router())
-            .expect("the emulator listens on 127.0.0.1");
+        let (emu, api) = telegram_emulator(rate);
         Tg { w, emu, api }
     }
 

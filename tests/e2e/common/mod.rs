@@ -22,8 +22,10 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub mod deadline;
+pub mod platforms;
 pub mod pty;
 pub mod transcript;
+pub use platforms::*;
 pub use transcript::*;
 
 use rand::{RngCore, SeedableRng};
