@@ -842,13 +842,13 @@ pub(crate) async fn mirror_status(node: Arc<Node>, path: std::path::PathBuf) {
             Ok(r) => r.into_iter().map(|(_, rep)| rep).collect::<Vec<_>>(),
             Err(_) => vec![],
         };
-        // Looked at again each second while anything shown is under way:
-        // a transfer's end or a link's traffic fading is not always a
-        // change the node announces. Written only when it differs (a
-        // phone's storage is not rewritten every second for nothing).
-        let moving = reports
-            .iter()
-            .any(|r| r.status == crate::view::TransferStatus::InProgress)
+        // Looked at again each second while a task runs or a link's
+        // traffic fades: a transfer's end is not always a change the node
+        // announces. Not for a stored record that says in progress (an
+        // upload whose client went away may wait days), so an idle agent
+        // reads nothing. Written only when it differs (a phone's storage
+        // is not rewritten every second for nothing).
+        let moving = lock(&node.tasks).values().any(TaskEntry::is_live)
             || health
                 .iter()
                 .any(|l| l.messages_last_minute > 0 || l.throughput.iter().any(|&b| b > 0));
