@@ -385,7 +385,7 @@ const PACED: &str = "profile=shipper&bwlimit=1M&transcript=1";
 
 #[test]
 fn a_flood_of_forged_chunk_frames_costs_a_live_upload_neither_time_nor_memory_nor_a_reread() {
-    let _heavy = heavy_lock();
+    let _cpu = cpu_lock();
     let mut w = World::new(PACED);
     w.start_agent();
     let size = 6 * 1024 * 1024;

@@ -211,7 +211,7 @@ fn compressible_text_round_trips_byte_exact_with_and_without_compression() {
 
 #[test]
 fn hundred_megabyte_file_round_trips_byte_exact_with_bounded_memory() {
-    let _heavy = heavy_lock();
+    let _cpu = cpu_lock();
     let mut w = World::new("");
     w.start_agent();
     let size = 100 * 1000 * 1000;

@@ -658,7 +658,7 @@ fn the_live_sessions_hello_redelivered_after_an_agent_restart_does_not_wedge_the
 /// each), and do not keep the agent from serving its real client.
 #[test]
 fn ten_thousand_hellos_from_random_keys_cost_flat_memory_and_two_audit_records() {
-    let _heavy = heavy_lock();
+    let _cpu = cpu_lock();
     let mut w = World::new("");
     w.start_agent();
     let pid = w.agent.as_ref().unwrap().pid();

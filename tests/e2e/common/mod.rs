@@ -40,11 +40,31 @@ pub fn bin() -> PathBuf {
 /// Default time limit of a client command: generous, the machine may be busy.
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(150);
 
-/// Serialises the heaviest tests of one test binary (big files, timing
-/// measurements) so they do not compete with each other for the CPU.
+/// Serialises the long tests of one module (one file of `tests/e2e/`) so
+/// they do not compete with each other: the way they ran when each file
+/// was its own test binary. Tests of different modules still run side by
+/// side; only [`cpu_lock`] holds every module back.
+#[track_caller]
 pub fn heavy_lock() -> std::sync::MutexGuard<'static, ()> {
-    static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    HEAVY.lock().unwrap_or_else(|e| e.into_inner())
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static LOCKS: OnceLock<Mutex<HashMap<&'static str, &'static Mutex<()>>>> = OnceLock::new();
+    let file = std::panic::Location::caller().file();
+    let lock: &'static Mutex<()> = LOCKS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(file)
+        .or_insert_with(|| Box::leak(Box::new(Mutex::new(()))));
+    lock.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Serialises the tests that keep the CPU busy themselves (a 100 MB round
+/// trip, hashing gigabytes, ten thousand handshakes, a flood of forged
+/// frames) and measure what that costs: one at a time in the whole binary.
+pub fn cpu_lock() -> std::sync::MutexGuard<'static, ()> {
+    static CPU: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    CPU.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 // ---------------------------------------------------------------------------

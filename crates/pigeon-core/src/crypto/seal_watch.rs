@@ -17,7 +17,9 @@ struct Book {
     /// twice (differently, if anything it decides differs), so a second
     /// beginning is a violation even before it does.
     runs: std::collections::HashSet<([u8; 8], u32)>,
-    violations: Vec<String>,
+    /// Each with the name of the thread that saw it (`sim-<seed>`), so
+    /// that scenarios played side by side each report their own.
+    violations: Vec<(String, String)>,
 }
 
 fn book() -> std::sync::MutexGuard<'static, Book> {
@@ -45,7 +47,25 @@ pub fn clear() {
 
 /// The nonce reuses seen, one sentence each.
 pub fn violations() -> Vec<String> {
-    book().violations.clone()
+    book().violations.iter().map(|(_, v)| v.clone()).collect()
+}
+
+/// The nonce reuses seen on the threads named `thread` (one scenario's).
+pub fn violations_on(thread: &str) -> Vec<String> {
+    book()
+        .violations
+        .iter()
+        .filter(|(on, _)| on == thread)
+        .map(|(_, v)| v.clone())
+        .collect()
+}
+
+fn violation(what: String) {
+    let on = std::thread::current()
+        .name()
+        .unwrap_or_default()
+        .to_string();
+    book().violations.push((on, what));
 }
 
 /// Seals are recorded only on the simulator's threads (its runtime names
@@ -64,16 +84,13 @@ pub(super) fn sealed(key: [u8; 8], nonce: [u8; 24], plaintext: &[u8]) {
         return;
     }
     let digest = super::sha256(plaintext);
-    let mut book = book();
-    if let Some(before) = book.seals.insert((key, nonce), digest) {
-        if before != digest {
-            let what = format!(
-                "nonce {} of key {} sealed two different plaintexts",
-                hex::encode(nonce),
-                hex::encode(key)
-            );
-            book.violations.push(what);
-        }
+    let before = book().seals.insert((key, nonce), digest);
+    if before.is_some_and(|before| before != digest) {
+        violation(format!(
+            "nonce {} of key {} sealed two different plaintexts",
+            hex::encode(nonce),
+            hex::encode(key)
+        ));
     }
 }
 
@@ -81,9 +98,11 @@ pub(super) fn run_begun(key: [u8; 8], run: u32) {
     if !watching() {
         return;
     }
-    let mut book = book();
-    if !book.runs.insert((key, run)) {
-        let what = format!("sealing run {run} of key {} began twice", hex::encode(key));
-        book.violations.push(what);
+    let fresh = book().runs.insert((key, run));
+    if !fresh {
+        violation(format!(
+            "sealing run {run} of key {} began twice",
+            hex::encode(key)
+        ));
     }
 }

@@ -141,7 +141,8 @@ pub fn run(scenario: &Scenario) -> Result<Outcome, Failure> {
             }
         }
     };
-    if let Some(v) = crate::crypto::seal_watch::violations().first() {
+    let thread = format!("sim-{}", scenario.seed);
+    if let Some(v) = crate::crypto::seal_watch::violations_on(&thread).first() {
         return Err(fail(v.clone()));
     }
     Ok(out)

@@ -7,11 +7,11 @@ const SEEDS: u64 = 300;
 fn seeded_hostile_transfers_keep_every_invariant() {
     // The soak's own limits, so `scripts/soak --seed N` replays seed N.
     let limits = Limits::default();
+    let results = play_all(0..SEEDS, &limits);
     let mut failures = vec![];
     let mut total = Outcome::default();
-    for seed in 0..SEEDS {
-        let scenario = Scenario::from_seed(seed, &limits);
-        match run(&scenario) {
+    for (scenario, result) in results {
+        match result {
             Ok(out) => {
                 total.crashes += out.crashes;
                 total.acked_checked += out.acked_checked;
@@ -26,6 +26,59 @@ fn seeded_hostile_transfers_keep_every_invariant() {
     assert!(total.acked_checked > 0, "{total:?}");
     assert!(total.lost > 0, "{total:?}");
     assert!(crate::crypto::seal_watch::seals() > 0);
+}
+
+/// A bounded sample of the soak, for CI: `PIGEON_SIM_SAMPLE` seeds (200
+/// by default) from `PIGEON_SIM_FROM`, or, without it, from a start that
+/// moves on every day, so that each day's runs try seeds no run tried
+/// before. `cargo test -p pigeon-core --lib sim::tests::soak_sample --
+/// --ignored --nocapture`; a failing seed prints its replay command.
+#[test]
+#[ignore = "a sample of the soak, run by .ci/run"]
+fn soak_sample() {
+    let var = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
+    let count = var("PIGEON_SIM_SAMPLE").unwrap_or(200);
+    let from = var("PIGEON_SIM_FROM").unwrap_or_else(|| {
+        let days = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() / 86_400);
+        // Past the seeds `cargo test` plays and the 10,000 of the README's soak.
+        20_000 + (days % 10_000) * count
+    });
+    eprintln!("soak sample: seeds {from}..{}", from + count);
+    let failures: Vec<String> = play_all(from..from + count, &Limits::default())
+        .into_iter()
+        .filter_map(|(s, r)| r.err().map(|f| format!("{f}\n  {s:?}")))
+        .collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Play `seeds` side by side, one scenario per core at a time (each is
+/// single-threaded on its own paused clock, so they do not disturb each
+/// other), in seed order.
+fn play_all(
+    seeds: std::ops::Range<u64>,
+    limits: &Limits,
+) -> Vec<(Scenario, Result<Outcome, Failure>)> {
+    let next = std::sync::atomic::AtomicU64::new(seeds.start);
+    let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let results = std::sync::Mutex::new(vec![]);
+    std::thread::scope(|s| {
+        for _ in 0..jobs {
+            s.spawn(|| loop {
+                let seed = next.fetch_add(1, Ordering::Relaxed);
+                if seed >= seeds.end {
+                    break;
+                }
+                let scenario = Scenario::from_seed(seed, limits);
+                let result = run(&scenario);
+                crate::task::lock(&results).push((scenario, result));
+            });
+        }
+    });
+    let mut results = results.into_inner().unwrap_or_else(|e| e.into_inner());
+    results.sort_by_key(|(s, _)| s.seed);
+    results
 }
 
 /// Seeds beyond the first [`SEEDS`] that once failed, each for a bug since
