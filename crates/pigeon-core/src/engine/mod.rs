@@ -410,16 +410,19 @@ impl Node {
 
     /// The link control frames go on: of those whose circuit is closed,
     /// the one with the shortest round trip (the session's when none is
-    /// measured yet). A link whose last send failed comes after those whose
-    /// did not (a lost acknowledgement costs a round trip, and one failure
-    /// is enough to doubt it), then one being probed; if none is usable,
-    /// the session's (its link retries it when it may).
+    /// measured yet). A link whose answers seem not to arrive (the peer
+    /// keeps asking again, [`LinkHandle::doubted`]) comes last, and a link
+    /// whose last send failed after those whose did not (a lost
+    /// acknowledgement costs a round trip, and one failure is enough to
+    /// doubt it), then one being probed; if none is usable, the session's
+    /// (its link retries it when it may).
     pub(crate) fn control_link(&self, preferred: usize) -> (usize, &LinkHandle) {
         let preferred = preferred.min(self.links.len() - 1);
         let best = (0..self.links.len())
             .filter(|&i| self.links[i].usable())
             .min_by_key(|&i| {
                 (
+                    self.links[i].doubted(),
                     !self.links[i].clean(),
                     self.links[i].rtt().unwrap_or(Duration::MAX),
                     usize::from(i != preferred),
@@ -427,6 +430,28 @@ impl Node {
             })
             .unwrap_or(preferred);
         (best, &self.links[best])
+    }
+
+    /// `peer` asked again for what was answered (a chunk already
+    /// acknowledged came again): charge the link answers to it go on, so
+    /// that a link swallowing this direction is found and left.
+    pub(crate) fn answer_lost(&self, peer: &Peer) {
+        let (index, link) = self.control_link(self.session_link(peer));
+        link.answer_lost();
+        if link.doubted() {
+            tracing::debug!(link = index, peer = %peer.name, "answers on this link seem lost: others first");
+        }
+    }
+
+    /// `peer` moved on after our answers: the link they go on carries them.
+    pub(crate) fn answers_arrive(&self, peer: &Peer) {
+        self.control_link(self.session_link(peer))
+            .1
+            .answers_arrive();
+    }
+
+    fn session_link(&self, peer: &Peer) -> usize {
+        peer.session.borrow().as_ref().map_or(0, |slot| slot.link)
     }
 
     /// Pin `peer` at the addresses the trust list gives it, on every link

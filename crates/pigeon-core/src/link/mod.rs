@@ -141,6 +141,8 @@ pub struct LinkStats {
     pub retry_after_until_ms: AtomicU64,
     /// Whether data may go on the link ([`Breaker`]).
     breaker: Mutex<Breaker>,
+    /// Whether answers sent on it arrive ([`answers::Answers`]).
+    answers: Mutex<answers::Answers>,
     /// Chunks whose message the provider did not take, for their senders
     /// to send again at once (not after their timers).
     dropped: Mutex<Vec<ChunkRef>>,
@@ -453,6 +455,21 @@ impl LinkHandle {
         self.data_budget.clone().try_acquire_many_owned(n).ok()
     }
 
+    /// The peer asked again for what was answered on this link.
+    pub fn answer_lost(&self) {
+        crate::task::lock(&self.stats.answers).lost(Instant::now());
+    }
+
+    /// The peer moved on after answers on this link.
+    pub fn answers_arrive(&self) {
+        crate::task::lock(&self.stats.answers).arrived();
+    }
+
+    /// Answers on it seem not to arrive: others go first for a while.
+    pub fn doubted(&self) -> bool {
+        crate::task::lock(&self.stats.answers).doubted(Instant::now())
+    }
+
     /// A chunk that went (only) on this link was acknowledged.
     pub fn delivered(&self) {
         crate::task::lock(&self.stats.breaker).delivered();
@@ -647,6 +664,7 @@ fn link_bytes(message: Message) -> Option<Vec<u8>> {
         .filter(|b| b.starts_with(MAGIC))
 }
 
+mod answers;
 pub(crate) mod breaker;
 mod limit;
 mod pace;

@@ -53,7 +53,9 @@ use crate::transport::memory::{self, Net};
 use crate::transport::TransportUri;
 use crate::view::{ChunkState, TransferId, TransferStatus};
 
-pub use scenario::{Crash, Limits, Nudge, Party, Scenario};
+pub use scenario::{
+    Channel, Crash, Limits, Nudge, Outage, OutageKind, Party, Scenario, MULTI_LINK_SEEDS,
+};
 
 /// What a scenario did, for the soak's table.
 #[derive(Clone, Debug, Default)]
@@ -169,9 +171,13 @@ fn play(scenario: &Scenario, clock: &std::sync::atomic::AtomicU64) -> Result<Out
 /// One scenario's parties and their folders.
 struct World<'a> {
     s: &'a Scenario,
-    net: Arc<Net>,
-    /// The client's, the agent's and the stranger's.
-    uris: [TransportUri; 3],
+    /// One per link, the scenario's first first.
+    nets: Vec<Arc<Net>>,
+    /// The client's, the agent's and the stranger's, one per link (the
+    /// stranger's on the first alone).
+    uris: [Vec<TransportUri>; 3],
+    /// The client's and the agent's addresses (key ids), for a blackhole.
+    addresses: [crate::transport::Address; 2],
     client_home: Home,
     agent_home: Home,
     root: PathBuf,
@@ -202,11 +208,22 @@ impl<'a> World<'a> {
         let io = |what: &'static str| move |err: std::io::Error| format!("{what}: {err}");
         // Unique per run: nets are process-wide and tests run side by side.
         let name = format!("sim-{}-{}", s.seed, hex::encode(rand::random::<[u8; 6]>()));
-        let uri = |party| {
-            TransportUri::parse(&format!("mem:{name}?{}", s.query(party)))
-                .map_err(e("the scenario's uri"))
+        // The first link's net keeps the name it always had.
+        let net_name = |link: usize| match link {
+            0 => name.clone(),
+            n => format!("{name}-{n}"),
         };
-        let uris = [uri(0)?, uri(1)?, uri(2)?];
+        let uris_of = |party: u64, links: usize| {
+            (0..links)
+                .map(|link| {
+                    let net = net_name(link);
+                    TransportUri::parse(&format!("mem:{net}?{}", s.query(link, party)))
+                        .map_err(e("the scenario's uri"))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let links = s.links.len();
+        let uris = [uris_of(0, links)?, uris_of(1, links)?, uris_of(2, 1)?];
         let client_home = Home::resolve(Some(dir.join("client"))).map_err(e("client home"))?;
         let agent_home = Home::resolve(Some(dir.join("agent"))).map_err(e("agent home"))?;
         let root = dir.join("root");
@@ -246,8 +263,9 @@ impl<'a> World<'a> {
         };
         Ok(World {
             s,
-            net: memory::net(&name),
+            nets: (0..links).map(|l| memory::net(&net_name(l))).collect(),
             uris,
+            addresses: [client_key.id().to_string(), agent_key.id().to_string()],
             client_home,
             agent_home,
             root,
@@ -308,11 +326,14 @@ impl<'a> World<'a> {
             self.clock.store(now.as_millis() as u64, Ordering::Relaxed);
             self.check_final_file()?;
             if let Some((from, until)) = partition {
-                self.net.partition(now >= from && now < until);
+                self.nets[0].partition(now >= from && now < until);
             }
+            self.apply_outages(now);
             if !calm && Instant::now() >= calm_at {
-                self.net.calm(true);
-                self.net.partition(false);
+                for net in &self.nets {
+                    net.calm(true);
+                }
+                self.nets[0].partition(false);
                 calm = true;
             }
             if let Some(nudge) = nudges.next_if(|n| n.at <= now) {
@@ -423,14 +444,35 @@ impl<'a> World<'a> {
         if let Some(scope) = agent {
             end(scope).await;
         }
-        let c = &self.net.counts;
-        out.sent = c.sent.load(Ordering::Relaxed);
-        out.lost = c.lost.load(Ordering::Relaxed);
-        out.duplicated = c.duplicated.load(Ordering::Relaxed);
-        out.reordered = c.reordered.load(Ordering::Relaxed);
-        out.corrupted = c.corrupted.load(Ordering::Relaxed);
-        out.cut = c.cut.load(Ordering::Relaxed);
+        for net in &self.nets {
+            let c = &net.counts;
+            out.sent += c.sent.load(Ordering::Relaxed);
+            out.lost += c.lost.load(Ordering::Relaxed);
+            out.duplicated += c.duplicated.load(Ordering::Relaxed);
+            out.reordered += c.reordered.load(Ordering::Relaxed);
+            out.corrupted += c.corrupted.load(Ordering::Relaxed);
+            out.cut += c.cut.load(Ordering::Relaxed);
+        }
         Ok(out)
+    }
+
+    /// Each link's outage, on or off at `now` (one that never ends stays
+    /// on past the calm: that link is gone).
+    fn apply_outages(&self, now: Duration) {
+        for (link, net) in self.s.links.iter().zip(&self.nets) {
+            let Some(outage) = link.outage else { continue };
+            let on = outage.active(now);
+            match outage.kind {
+                OutageKind::FailingSends => net.fail_sends(on),
+                OutageKind::Blackhole(party) => {
+                    let to = match party {
+                        Party::Client => &self.addresses[0],
+                        Party::Agent => &self.addresses[1],
+                    };
+                    net.blackhole(on.then(|| to.clone()));
+                }
+            }
+        }
     }
 
     async fn start_agent(&self) -> Result<Scope, String> {
@@ -440,7 +482,7 @@ impl<'a> World<'a> {
             let cfg = AgentConfig {
                 home: self.agent_home.clone(),
                 root: self.root.clone(),
-                transports: vec![self.uris[1].clone()],
+                transports: self.uris[1].clone(),
                 bwlimit: None,
                 settings: Default::default(),
             };
@@ -470,14 +512,14 @@ impl<'a> World<'a> {
     async fn start_client(
         &self,
         home: &Home,
-        uri: &TransportUri,
+        uris: &[TransportUri],
     ) -> Result<(Scope, ClientHandle), String> {
         for _ in 0..100 {
             let scope = Scope::new();
             let cfg = ClientConfig {
                 home: home.clone(),
                 peer: None,
-                transports: vec![uri.clone()],
+                transports: uris.to_vec(),
                 parallel: 2,
                 run_queue: true,
                 silence_limit: Duration::from_secs(120),

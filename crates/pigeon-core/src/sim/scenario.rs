@@ -32,6 +32,44 @@ pub struct Nudge {
     pub crash_after: Option<Duration>,
 }
 
+/// Seeds from here on give both parties one to three channels at once
+/// (issue 28), each with its own profile, faults and outage. Seeds below
+/// draw exactly what they drew before such scenarios existed, so every
+/// seed replays as it always did.
+pub const MULTI_LINK_SEEDS: u64 = 1_000_000;
+
+/// One channel both parties use.
+#[derive(Clone, Debug)]
+pub struct Channel {
+    pub profile: Profile,
+    pub faults: Faults,
+    pub outage: Option<Outage>,
+}
+
+/// A time in which a channel misbehaves as a whole: from `from` until
+/// `until`, or for good.
+#[derive(Clone, Copy, Debug)]
+pub struct Outage {
+    pub kind: OutageKind,
+    pub from: Duration,
+    pub until: Option<Duration>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutageKind {
+    /// Every send fails with an error (a provider answering 5xx).
+    FailingSends,
+    /// Messages to this party vanish, without an error to the sender: a
+    /// channel that swallows one direction.
+    Blackhole(Party),
+}
+
+impl Outage {
+    pub fn active(&self, now: Duration) -> bool {
+        now >= self.from && self.until.is_none_or(|u| now < u)
+    }
+}
+
 /// The longest a scenario's transfer may take at its channel's pace.
 const MAX_IDEAL: Duration = Duration::from_secs(2 * 3600);
 
@@ -72,6 +110,9 @@ pub struct Scenario {
     pub stranger: bool,
     /// Oldest first.
     pub nudges: Vec<Nudge>,
+    /// The channels both parties use: the first is `profile` with
+    /// `faults` (and the partition); more only from [`MULTI_LINK_SEEDS`].
+    pub links: Vec<Channel>,
 }
 
 /// What the file holds.
@@ -154,12 +195,17 @@ impl Scenario {
             size,
             kind,
             profile,
-            faults,
+            faults: faults.clone(),
             download: rng.gen_bool(0.3),
             crashes,
             partition,
             stranger: rng.gen_bool(0.25),
             nudges: vec![],
+            links: vec![Channel {
+                profile,
+                faults,
+                outage: None,
+            }],
         };
         // Drawn after everything else, so the draws above stay what they
         // were for every seed.
@@ -174,15 +220,92 @@ impl Scenario {
                 .collect();
             scenario.nudges.sort_by_key(|n| n.at);
         }
+        if seed >= MULTI_LINK_SEEDS {
+            scenario.draw_more_links(&mut rng, profiles, scenario_length);
+        }
         scenario
     }
 
-    /// The `mem:` URI's options for one party (each draws its own faults).
-    pub fn query(&self, party: u64) -> String {
-        let f = &self.faults;
+    /// One or two more channels, and outages on any of them; at least one
+    /// channel comes back (or never goes), so the transfer can end.
+    fn draw_more_links(&mut self, rng: &mut StdRng, profiles: &[Profile], length: Duration) {
+        let faults = |rng: &mut StdRng| Faults {
+            loss: if rng.gen_bool(0.5) {
+                0.0
+            } else {
+                rng.gen_range(0.0..0.1)
+            },
+            dup: if rng.gen_bool(0.5) {
+                0.0
+            } else {
+                rng.gen_range(0.0..0.05)
+            },
+            reorder: if rng.gen_bool(0.5) {
+                0.0
+            } else {
+                rng.gen_range(0.0..0.2)
+            },
+            corrupt: if rng.gen_bool(0.7) {
+                0.0
+            } else {
+                rng.gen_range(0.0..0.01)
+            },
+            delay: Duration::from_millis(rng.gen_range(0..200)),
+            seed: Some(rng.gen()),
+        };
+        for _ in 0..rng.gen_range(1..=2) {
+            let profile = profiles[rng.gen_range(0..profiles.len())];
+            let faults = faults(rng);
+            self.links.push(Channel {
+                profile,
+                faults,
+                outage: None,
+            });
+        }
+        for link in &mut self.links {
+            if rng.gen_bool(0.4) {
+                let from = length.mul_f64(rng.gen_range(0.0..1.0));
+                let kind = match rng.gen_range(0..3) {
+                    0 => OutageKind::FailingSends,
+                    1 => OutageKind::Blackhole(Party::Client),
+                    _ => OutageKind::Blackhole(Party::Agent),
+                };
+                let until = rng
+                    .gen_bool(0.7)
+                    .then(|| from + Duration::from_millis(rng.gen_range(1_000..120_000)));
+                link.outage = Some(Outage { kind, from, until });
+            }
+        }
+        if self
+            .links
+            .iter()
+            .all(|l| l.outage.is_some_and(|o| o.until.is_none()))
+        {
+            let last = self.links.last_mut().expect("one link at least");
+            if let Some(o) = &mut last.outage {
+                o.until = Some(o.from + Duration::from_secs(30));
+            }
+        }
+        // Sizes were fitted to the first link's pace; the slowest one
+        // decides now (halve until it fits, as above).
+        while self
+            .links
+            .iter()
+            .any(|l| ideal_time(l.profile, self.size) > MAX_IDEAL)
+        {
+            self.size /= 2;
+        }
+    }
+
+    /// The `mem:` URI's options for one party on one link (each draws its
+    /// own faults).
+    pub fn query(&self, link: usize, party: u64) -> String {
+        let Channel {
+            profile, faults: f, ..
+        } = &self.links[link];
         format!(
             "profile={}&loss={}&dup={}&reorder={}&corrupt={}&delay_ms={}&seed={}",
-            self.profile.name(),
+            profile.name(),
             f.loss,
             f.dup,
             f.reorder,
@@ -222,13 +345,15 @@ impl Scenario {
         }
     }
 
-    /// When the faults stop: after the last crash is over and the
-    /// partition has healed.
+    /// When the faults stop: after the last crash is over, the partition
+    /// has healed and every outage that ends has ended.
     pub fn calm_after(&self) -> Duration {
         let crashes = self.crashes.iter().map(|c| c.at + c.down_for);
         let partition = self.partition.map(|(_, until)| until);
+        let outages = self.links.iter().filter_map(|l| l.outage?.until);
         crashes
             .chain(partition)
+            .chain(outages)
             .max()
             .unwrap_or_default()
             .max(ideal_time(self.profile, self.size) / 2)
@@ -238,8 +363,20 @@ impl Scenario {
     /// its ideal time on the channel, plus what recovering costs (a
     /// handshake, a resynchronisation, retransmission timers backed off
     /// to their 60 s ceiling while the channel was dead).
+    ///
+    /// With several links, the slowest of those up after the calm sets the
+    /// ideal: chunks it took before the calm arrive at its pace (until a
+    /// scheduler keeps a slow link from taking bytes it would deliver last,
+    /// issue 30, the fastest one cannot).
     pub fn calm_bound(&self) -> Duration {
-        ideal_time(self.profile, self.size) * 2 + Duration::from_secs(180)
+        let slowest_up = self
+            .links
+            .iter()
+            .filter(|l| l.outage.is_none_or(|o| o.until.is_some()))
+            .map(|l| ideal_time(l.profile, self.size))
+            .max()
+            .unwrap_or_else(|| ideal_time(self.profile, self.size));
+        slowest_up * 2 + Duration::from_secs(180)
     }
 }
 

@@ -5,8 +5,9 @@
 //! duplication, reordering, corruption and delay, seeded) plus what only a
 //! test can do to a live channel: [`Net::partition`] (everything sent is
 //! lost), [`Net::fail_sends`] (every send errors, as a spool made
-//! unwritable would) and [`Net::stall`] (sends hang, as a provider's
-//! request would). Messages for a party that is not reading (crashed and
+//! unwritable would), [`Net::stall`] (sends hang, as a provider's
+//! request would) and [`Net::blackhole`] (messages to one party vanish
+//! without an error: a channel that swallows one direction). Messages for a party that is not reading (crashed and
 //! not yet restarted) wait for it, as a messaging platform keeps them.
 //!
 //! Time is tokio's, so a simulated hour on a paused clock takes no time.
@@ -68,6 +69,7 @@ pub struct Net {
     failing: AtomicBool,
     calm: AtomicBool,
     stalled_until: Mutex<Option<Instant>>,
+    blackhole: Mutex<Option<Address>>,
     pub counts: NetCounts,
 }
 
@@ -101,6 +103,12 @@ impl Net {
     /// No more probabilistic faults while `on`: the provider behaves.
     pub fn calm(&self, on: bool) {
         self.calm.store(on, Ordering::Relaxed);
+    }
+
+    /// Swallow every message to `to` (none: deliver again), the sender
+    /// told it went.
+    pub fn blackhole(&self, to: Option<Address>) {
+        *lock(&self.blackhole) = to;
     }
 
     /// Hold every send until `until`.
@@ -231,7 +239,9 @@ impl Transport for Memory {
                 "the simulated channel refuses sends".into(),
             ));
         }
-        if self.net.partitioned.load(Ordering::Relaxed) {
+        if self.net.partitioned.load(Ordering::Relaxed)
+            || lock(&self.net.blackhole).as_ref() == Some(to)
+        {
             counts.cut.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
@@ -281,6 +291,24 @@ mod tests {
 
     fn open(net: &str, query: &str, me: &str) -> Memory {
         Memory::open(MemUri::parse(&format!("{net}?{query}")).unwrap(), me.into())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_blackhole_swallows_one_direction_without_an_error() {
+        let mut a = open("blackhole", "", "a");
+        let mut b = open("blackhole", "", "b");
+        let mut a_in = a.incoming();
+        let mut b_in = b.incoming();
+        let net = net("blackhole");
+        net.blackhole(Some("b".into()));
+        a.send(&"b".into(), Message::Binary(vec![1])).await.unwrap();
+        b.send(&"a".into(), Message::Binary(vec![2])).await.unwrap();
+        assert_eq!(a_in.recv().await.unwrap().message, Message::Binary(vec![2]));
+        net.blackhole(None);
+        a.send(&"b".into(), Message::Binary(vec![3])).await.unwrap();
+        // The message sent into the hole never comes.
+        assert_eq!(b_in.recv().await.unwrap().message, Message::Binary(vec![3]));
+        assert_eq!(net.counts.cut.load(Ordering::Relaxed), 1);
     }
 
     #[tokio::test(start_paused = true)]

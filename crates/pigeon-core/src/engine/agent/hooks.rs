@@ -49,8 +49,19 @@ impl Hooks for AgentHooks {
             }
         };
         if let Some(welcome) = again {
+            // Asked again: the Welcome sent may have vanished on a link
+            // that swallows our direction. Charge the link the Hello came
+            // on, and answer on the best link not in doubt.
+            node.links[link].answer_lost();
             if let Some(welcome) = welcome {
-                node.links[link].send_control(&reply_to, welcome, None);
+                let (index, out) = node.control_link(link);
+                let to = if index == link {
+                    reply_to
+                } else {
+                    peer.pinned_on(index)
+                        .unwrap_or_else(|| peer.address_on(index))
+                };
+                out.send_control(&to, welcome, None);
             }
             return None;
         }
@@ -143,6 +154,8 @@ impl Hooks for AgentHooks {
                 }
                 match (rec.status, rec.sha256) {
                     (TransferStatus::Completed, Some(sha256)) => {
+                        // Asked again: the Done sent may have vanished.
+                        node.answer_lost(&peer);
                         node.send_control(
                             &peer,
                             &Control::Done {

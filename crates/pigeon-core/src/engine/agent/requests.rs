@@ -288,7 +288,12 @@ impl AgentHooks {
             Some(rec) if rec.peer != peer.name.as_str() || rec.role != Role::Sender => {
                 return refuse(RefuseCode::Internal, "transfer id already in use".into())
             }
-            Some(rec) if rec.source == Some(stamp) && rec.local_path == file => (rec, false),
+            Some(rec) if rec.source == Some(stamp) && rec.local_path == file => {
+                // Asked again (its task had ended): our offer may have
+                // vanished on the way, or the client restarted.
+                node.answer_lost(&peer);
+                (rec, false)
+            }
             Some(mut rec) => {
                 // Changed since the interrupted download: new key, new manifest.
                 let _ = node.store.clear_chunks(&transfer);

@@ -255,8 +255,14 @@ pub(super) async fn connect(node: Arc<Node>, peer: Arc<Peer>, hooks: Arc<ClientH
         };
         let mut sessions = peer.session.subscribe();
         let mut timer = HandshakeTimer::new(floor, tokio::time::Instant::now());
+        let mut last_on: Option<usize> = None;
         let established = 'handshake: loop {
+            // Unanswered: the link it went on may swallow one way.
+            if let Some(i) = last_on {
+                node.links[i].answer_lost();
+            }
             let (index, link) = node.control_link(0);
+            last_on = Some(index);
             let to = peer.address_on(index);
             link.send_control(&to, hello.clone(), None);
             // Once: later copies of the chunks are their senders' to time.

@@ -74,6 +74,8 @@ pub(crate) struct Receiver {
     ack_job: Option<tokio::task::JoinHandle<Result<()>>>,
     /// The link the chunk being taken in came by: its faults are its link's.
     arrived_on: usize,
+    /// Offers this task answered: another one means the answer was lost.
+    offers_answered: u32,
     /// Pieces of a chunk that stopped coming for this long were lost: say
     /// what is held, for the sender to send the rest.
     stall: Duration,
@@ -130,6 +132,7 @@ impl Receiver {
             .clamp(Duration::from_secs(1), Duration::from_secs(20));
         let mut r = Receiver {
             arrived_on: 0,
+            offers_answered: 0,
             stall,
             pieces_said: None,
             node,
@@ -383,6 +386,11 @@ impl Receiver {
                 if self.intake.have().count() > 0 {
                     self.progress.emit(ProgressEvent::Resumed);
                 }
+                if self.offers_answered > 0 && !rekeyed {
+                    // Offered again, unchanged: our Accept may have vanished.
+                    self.node.answer_lost(&self.peer);
+                }
+                self.offers_answered += 1;
                 self.intake.answered_offer(Instant::now(), self.rto.get());
                 self.sync_and_persist().await?;
                 self.node.send_control(
@@ -475,9 +483,14 @@ impl Receiver {
             }
             Arrival::Duplicate => {
                 self.count(Fault::Duplicate, |s| &s.duplicate);
+                // Its acknowledgement may not have arrived.
+                self.node.answer_lost(&self.peer);
                 return Ok(());
             }
-            Arrival::New { extends_hash } => extends_hash,
+            Arrival::New { extends_hash } => {
+                self.node.answers_arrive(&self.peer);
+                extends_hash
+            }
         };
         let len = self.rec.manifest.chunk_len(index);
         let offset = self.rec.manifest.offset(index);

@@ -120,6 +120,11 @@ impl Dialogue {
         }
     }
 
+    /// An offer or a Finish went and its answer has not come yet.
+    pub fn awaiting_answer(&self) -> bool {
+        self.answer_due
+    }
+
     /// Nothing heard for a few round trips: probe with offers, do not pour
     /// chunks into the void.
     pub fn quiet(&self, now: Instant, rto: Duration) -> bool {

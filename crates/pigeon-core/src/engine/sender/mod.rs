@@ -92,6 +92,10 @@ pub(crate) struct Sender {
     last_persist: Instant,
     /// How many times each link's circuit had opened when last looked at.
     openings: Vec<u64>,
+    /// When an acknowledgement last told us something new: an expired
+    /// timer blames its link only while acknowledgements arrive at all (if
+    /// none do, what swallows them is the way back, not the data link).
+    last_ack: Option<Instant>,
     /// What the receiver holds of chunks on the wire that reached it only
     /// in part, by index: (frame length, byte ranges) of this run's copies.
     held: std::collections::HashMap<u32, (usize, Vec<(usize, usize)>)>,
@@ -144,6 +148,7 @@ impl Sender {
             present: None,
             last_persist: Instant::now(),
             held: std::collections::HashMap::new(),
+            last_ack: None,
             openings: node
                 .links
                 .iter()
@@ -230,6 +235,11 @@ impl Sender {
             let now = Instant::now();
             let rto = self.control_rto();
             while let Some(due) = self.talk.due(now, rto, self.win.acked.is_complete()) {
+                if matches!(due, Due::Finish | Due::Offer) && self.talk.awaiting_answer() {
+                    // Asking again, unanswered: the way there or back on
+                    // the link control frames take may swallow them.
+                    self.node.answer_lost(&self.peer);
+                }
                 match due {
                     Due::Silent => {
                         return super::silent_peer(
@@ -473,6 +483,8 @@ impl Sender {
                     // whose client was killed after the last chunk's
                     // acknowledgement fetched and was told Finish forever).
                     Control::Fetch { .. } => {
+                        // Asked again: what we sent it may have vanished.
+                        self.node.answer_lost(&self.peer);
                         self.send_offer();
                         self.talk.fetched();
                     }
@@ -491,6 +503,7 @@ impl Sender {
             tracing::debug!(transfer = %self.rec.id.short(), ?have, "answer about another keying dropped");
             return;
         };
+        self.node.answers_arrive(&self.peer);
         if take.forget_missing {
             self.forget_missing(&have);
         }
@@ -505,6 +518,7 @@ impl Sender {
         if got.newly.is_empty() {
             return;
         }
+        self.last_ack = Some(Instant::now());
         for &index in &got.newly {
             self.held.remove(&index);
             self.progress.emit(ProgressEvent::Acked { index });
@@ -608,8 +622,22 @@ impl Sender {
 
     fn expire_timers(&mut self, now: Instant) {
         for (i, link) in self.win.expire(now) {
-            tracing::debug!(transfer = %self.rec.id.short(), chunk = i, link, rto = ?self.win.rto(link).get(), "timer: resending");
-            self.node.links[link].lost();
+            let rto = self.win.rto(link).get();
+            tracing::debug!(transfer = %self.rec.id.short(), chunk = i, link, ?rto, "timer: resending");
+            // Acknowledged something since this chunk left (about one
+            // timeout ago): the way back works, so this link lost it. With
+            // nothing acknowledged at all, the way back may be what
+            // swallows (the receiver finds that from our resends and
+            // answers elsewhere): blame the link only for a chunk lost on
+            // it again, a link that swallows our way too must still be
+            // found.
+            let flowing = self
+                .last_ack
+                .is_some_and(|at| now.saturating_duration_since(at) < rto * 2);
+            let again = self.win.inflight.get(&i).is_some_and(|f| f.retries > 0);
+            if flowing || again {
+                self.node.links[link].lost();
+            }
         }
     }
 

@@ -134,9 +134,14 @@ impl Sender {
             if used + need > room {
                 // Larger than what is left of the Hello's message: it goes
                 // in pieces, the first filling that message, if the link
-                // has room for it now (else the ordinary way).
+                // has room for it now and its pieces fill at most two more
+                // of its messages (else the ordinary way: a chunk sized for
+                // a faster link would hold the whole transfer to this slow
+                // one's pace, as a simulated seed of three links showed).
+                let payload = crate::link::message_payload(&self.node.links[link].capabilities());
+                let short = frame.len() <= (room - used) + 2 * payload;
                 match self.node.links[link].try_reserve(frame.len()) {
-                    Some(permit) if room - used >= crate::link::MIN_FRAGMENT_ROOM => {
+                    Some(permit) if short && room - used >= crate::link::MIN_FRAGMENT_ROOM => {
                         tail = Some(EarlyTail {
                             link,
                             chunk: crate::link::ChunkFrame {
