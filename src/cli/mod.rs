@@ -178,3 +178,110 @@ fn is_client(home: &pigeon_core::home::Home, conn: &Conn) -> anyhow::Result<bool
             || !home.config()?.transports.is_empty()
             || pigeon_core::socket::path(home.dir()).exists()))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    /// The modules of `cli` by floor, lowest first, as this module's
+    /// overview lists them. A module uses only floors below its own: the
+    /// commands, on the top floor, use none of each other.
+    const FLOORS: &[&[&str]] = &[
+        &["args"],
+        &["print"],
+        &["setup"],
+        &["owner"],
+        &["follow"],
+        &[
+            "transfer",
+            "remote",
+            "keys",
+            "agent",
+            "transports",
+            "help",
+            "screen",
+        ],
+    ];
+
+    fn floor_of(module: &str) -> Option<usize> {
+        FLOORS.iter().position(|floor| floor.contains(&module))
+    }
+
+    /// Each `.rs` file under `dir` (and its folders), with its code: the
+    /// lines that are not comments.
+    fn code_under(dir: &Path) -> Vec<(PathBuf, String)> {
+        let mut files = vec![];
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                files.extend(code_under(&path));
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                let code: Vec<&str> = text
+                    .lines()
+                    .filter(|l| !l.trim_start().starts_with("//"))
+                    .collect();
+                files.push((path, code.join("\n")));
+            }
+        }
+        files
+    }
+
+    fn src() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
+    }
+
+    /// Issue 27: `cli`, `owner` and `agent_admin` used each other; now
+    /// every arrow between the modules of `cli` points down a floor.
+    #[test]
+    fn each_cli_module_uses_only_the_floors_below_its_own() {
+        let mut upward = vec![];
+        for (path, code) in code_under(&src().join("cli")) {
+            let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+            if name == "mod" {
+                continue;
+            }
+            let floor = floor_of(&name).unwrap_or_else(|| panic!("{name} is on no floor"));
+            for other in FLOORS.iter().flat_map(|f| f.iter()) {
+                let used = code.contains(&format!("super::{other}::"))
+                    || code.contains(&format!("super::{other};"))
+                    || code.contains(&format!("super::{{{other}"));
+                if *other != name && used && floor_of(other) >= Some(floor) {
+                    upward.push(format!("{name} uses {other}"));
+                }
+            }
+            // Only `main.rs` reaches the command line from outside it.
+            assert!(!code.contains("crate::cli"), "{name} names crate::cli");
+        }
+        for (path, code) in code_under(&src()) {
+            let inside = path.starts_with(src().join("cli")) || path.ends_with("main.rs");
+            if !inside && code.contains("crate::cli") {
+                upward.push(format!("{} uses crate::cli", path.display()));
+            }
+        }
+        assert!(upward.is_empty(), "{upward:#?}");
+    }
+
+    /// Issue 27: the binary names no kind of transport; the core checks
+    /// and opens each one (`transport::check`, `transport::open`).
+    #[test]
+    fn the_binary_matches_on_no_kind_of_transport() {
+        let kinds = [
+            "Local",
+            "Memory",
+            "Telegram",
+            "Whatsapp",
+            "Messenger",
+            "Shipper",
+        ];
+        let mut named = vec![];
+        for (path, code) in code_under(&src()) {
+            for kind in kinds {
+                if code.contains(&format!("TransportUri::{kind}")) {
+                    named.push(format!("{}: TransportUri::{kind}", path.display()));
+                }
+            }
+        }
+        assert!(named.is_empty(), "{named:#?}");
+    }
+}
