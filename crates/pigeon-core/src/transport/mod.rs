@@ -8,6 +8,7 @@
 //! [`TransportUri`] parses the `--transport` syntax; [`Profile`] is the table
 //! of real channels' limits (DESIGN.md section 6) the local spool reproduces.
 
+mod check;
 pub mod http;
 pub mod local;
 pub mod memory;
@@ -23,6 +24,7 @@ use std::time::Duration;
 
 use crate::error::{CoreError, Result};
 
+pub use check::check;
 pub use open::{open, profile, AnyTransport, Side};
 
 /// Where a message goes: the recipient's inbox name on the channel

@@ -16,7 +16,8 @@ use pigeon_core::home::Home;
 use pigeon_core::policy::escape_control;
 use pigeon_core::socket::{self, OwnerInfo, Served};
 
-use crate::cli::{parse_transports, shutdown_signal, start_client, Conn};
+use super::args::Conn;
+use super::setup::{parse_transports, shutdown_signal, start_client};
 
 /// How long a command waits for a home whose store is held by a process
 /// that is not (yet) serving its socket: an owner starting up binds it

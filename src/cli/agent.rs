@@ -1,133 +1,57 @@
-//! The agent owner's commands: `pigeon audit`, `quota`, `quarantine` and
-//! `clean --agent`, asked of the running agent over its socket, or of the
-//! home's store when none runs.
+//! The agent's commands: `pigeon agent` runs one; `audit`, `quarantine`,
+//! `clean --agent` and, on the agent's home, `quota` and `shares` are
+//! asked of the running agent over its socket, or of the home's store
+//! when none runs.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, Subcommand};
-use pigeon_core::engine::agent::admin::{now_unix, AdminAnswer, AdminAsk, AuditRecord};
-use pigeon_core::engine::agent::policy::Held;
+use pigeon_core::engine::agent::{
+    self,
+    admin::{now_unix, AdminAnswer, AdminAsk, AuditRecord},
+    policy::Held,
+};
 use pigeon_core::home::Home;
 use pigeon_core::policy::escape_control;
 use pigeon_core::view::human_bytes;
 
-/// Where the agent keeps its files when it is not running to say.
-#[derive(Args, Debug, Clone, Default)]
-pub struct RootArg {
-    /// The agent's storage root, when no agent is running on this home
-    /// (default: <home>/storage; a running agent knows its own).
-    #[arg(long, value_name = "DIR")]
-    pub root: Option<PathBuf>,
+use super::args::{AuditArgs, AuditCommand, AuditFilter, QuarantineCommand, RootArg};
+use super::print::{format_time, json_line, print_shares};
+use super::setup::{parse_transports, resolve_bwlimit, shutdown_signal};
+
+/// `pigeon agent`: serve on `transports` until SIGINT or SIGTERM.
+pub async fn run_agent(
+    home: Home,
+    transports: Vec<String>,
+    root: Option<PathBuf>,
+    bwlimit: Option<String>,
+    shared: bool,
+) -> Result<()> {
+    let transports = parse_transports(&transports)?;
+    let bwlimit = resolve_bwlimit(&home, bwlimit.as_deref())?;
+    let root = root.unwrap_or_else(|| home.storage_dir());
+    eprintln!("pigeon agent: key {}", home.identity()?.public());
+    let mut settings = home.config()?.agent;
+    if shared {
+        settings.shared = Some(true);
+    }
+    agent::run(
+        agent::AgentConfig {
+            settings,
+            home,
+            root,
+            transports,
+            bwlimit,
+        },
+        shutdown_signal(),
+    )
+    .await?;
+    Ok(())
 }
 
-#[derive(Args, Debug)]
-#[command(args_conflicts_with_subcommands = true)]
-pub struct AuditArgs {
-    #[command(subcommand)]
-    pub action: Option<AuditCommand>,
-    #[command(flatten)]
-    pub filter: AuditFilter,
-    /// One JSON object per record, on stdout.
-    #[arg(long)]
-    pub json: bool,
-    #[command(flatten)]
-    pub root: RootArg,
-}
-
-#[derive(Args, Debug, Clone, Default)]
-pub struct AuditFilter {
-    /// Only records newer than this: 1d, 12h, 90m.
-    #[arg(long, value_name = "AGE", value_parser = crate::cli::parse_age)]
-    pub since: Option<Duration>,
-    /// Only this peer's records (`untrusted` for refused keys).
-    #[arg(long)]
-    pub peer: Option<String>,
-}
-
-#[derive(Subcommand, Debug)]
-pub enum AuditCommand {
-    /// Check the whole hash chain; name the first record that breaks it.
-    Verify,
-    /// Write the log as JSON lines (for a log shipper), to a file or stdout.
-    Export {
-        /// The file to write (default: stdout).
-        #[arg(short = 'o', long = "output", value_name = "FILE")]
-        output: Option<PathBuf>,
-        #[command(flatten)]
-        filter: AuditFilter,
-    },
-}
-
-#[derive(Subcommand, Debug)]
-pub enum QuarantineCommand {
-    /// What the quarantine holds: id, peer, size, where it was to go, why.
-    List {
-        /// One JSON object per held file.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Everything about one held file.
-    Show {
-        /// The held file's id, or a unique prefix of it (see `list`).
-        id: String,
-    },
-    /// Put a held file where it was to go (checked against its SHA-256
-    /// first; never made executable).
-    Release {
-        /// The held file's id, or a unique prefix of it (see `list`).
-        id: String,
-        /// Replace a file that is there now.
-        #[arg(long)]
-        overwrite: bool,
-    },
-    /// Remove a held file for good.
-    Delete {
-        /// The held file's id, or a unique prefix of it (see `list`).
-        id: String,
-    },
-}
-
-async fn ask(home: &Home, root: &RootArg, question: AdminAsk) -> Result<AdminAnswer> {
-    Ok(pigeon_core::socket::admin::ask(home, root.root.as_deref(), question).await?)
-}
-
-fn since_cut(since: Option<Duration>) -> u64 {
-    since.map_or(0, |d| now_unix().saturating_sub(d.as_secs()))
-}
-
-fn keep(filter: &AuditFilter, r: &AuditRecord) -> bool {
-    r.time_unix >= since_cut(filter.since)
-        && filter
-            .peer
-            .as_deref()
-            .is_none_or(|p| r.peer == p || (p == "untrusted" && r.peer.starts_with("untrusted:")))
-}
-
-fn when(t: u64) -> String {
-    crate::cli::format_time(t)
-}
-
-/// One record as a JSON object a log shipper can take.
-fn json_of(r: &AuditRecord) -> serde_json::Value {
-    serde_json::json!({
-        "seq": r.seq,
-        "time": when(r.time_unix),
-        "time_unix": r.time_unix,
-        "peer": r.peer,
-        "key_id": r.key_id,
-        "action": r.action,
-        "path": r.path,
-        "size": r.size,
-        "sha256": r.sha256,
-        "transport": r.transport,
-        "outcome": r.outcome,
-        "prev": r.prev.iter().map(|b| format!("{b:02x}")).collect::<String>(),
-    })
-}
-
+/// `pigeon audit [verify|export]`: false when the chain does not verify.
 pub async fn audit(home: &Home, args: AuditArgs) -> Result<bool> {
     let root = args.root.clone();
     let AdminAnswer::Audit {
@@ -165,7 +89,7 @@ pub async fn audit(home: &Home, args: AuditArgs) -> Result<bool> {
             };
             let mut n = 0;
             for r in records.iter().filter(|r| keep(&filter, r)) {
-                writeln!(out, "{}", crate::cli::json_line(&json_of(r)))?;
+                writeln!(out, "{}", json_line(&json_of(r)))?;
                 n += 1;
             }
             out.flush()?;
@@ -177,7 +101,7 @@ pub async fn audit(home: &Home, args: AuditArgs) -> Result<bool> {
             let mut out = std::io::stdout().lock();
             for r in records.iter().filter(|r| keep(&args.filter, r)) {
                 if args.json {
-                    writeln!(out, "{}", crate::cli::json_line(&json_of(r)))?;
+                    writeln!(out, "{}", json_line(&json_of(r)))?;
                     continue;
                 }
                 let who = match &r.key_id {
@@ -211,13 +135,14 @@ pub async fn audit(home: &Home, args: AuditArgs) -> Result<bool> {
     Ok(true)
 }
 
+/// `pigeon quota` on the agent's home: each peer's use and all peers'.
 pub async fn quota(home: &Home, json: bool, root: RootArg) -> Result<()> {
     let AdminAnswer::Quota(lines) = ask(home, &root, AdminAsk::Quota).await? else {
         bail!("the agent answered something else");
     };
     for line in lines {
         if json {
-            println!("{}", crate::cli::json_line(&line));
+            println!("{}", json_line(&line));
         } else {
             println!("{}", line.describe());
         }
@@ -230,27 +155,11 @@ pub async fn shares(home: &Home, json: bool, root: RootArg) -> Result<()> {
     let AdminAnswer::Shares(all) = ask(home, &root, AdminAsk::Shares).await? else {
         bail!("the agent answered something else");
     };
-    crate::cli::print_shares(&all, json);
+    print_shares(&all, json);
     Ok(())
 }
 
-fn held_line(h: &Held) -> String {
-    format!(
-        "{}  {}  {}  {}  held {}: {}{}",
-        h.id.get(..8).unwrap_or(&h.id),
-        h.peer,
-        human_bytes(h.size),
-        escape_control(&h.path),
-        when(h.held_unix),
-        escape_control(&h.reason),
-        if h.missing {
-            "  (its file is missing: only delete applies)"
-        } else {
-            ""
-        }
-    )
-}
-
+/// `pigeon quarantine list|show|release|delete`.
 pub async fn quarantine(home: &Home, cmd: QuarantineCommand, root: RootArg) -> Result<()> {
     match cmd {
         QuarantineCommand::List { json } => {
@@ -262,7 +171,7 @@ pub async fn quarantine(home: &Home, cmd: QuarantineCommand, root: RootArg) -> R
             }
             for h in all {
                 match json {
-                    true => println!("{}", crate::cli::json_line(&h)),
+                    true => println!("{}", json_line(&h)),
                     false => println!("{}", held_line(&h)),
                 }
             }
@@ -328,4 +237,59 @@ pub async fn clean(home: &Home, dry_run: bool, root: RootArg) -> Result<()> {
 /// Whether an agent answers on this home's socket right now.
 pub fn agent_running(home: &Path) -> bool {
     std::os::unix::net::UnixStream::connect(pigeon_core::socket::admin::path(home)).is_ok()
+}
+
+async fn ask(home: &Home, root: &RootArg, question: AdminAsk) -> Result<AdminAnswer> {
+    Ok(pigeon_core::socket::admin::ask(home, root.root.as_deref(), question).await?)
+}
+
+fn since_cut(since: Option<Duration>) -> u64 {
+    since.map_or(0, |d| now_unix().saturating_sub(d.as_secs()))
+}
+
+fn keep(filter: &AuditFilter, r: &AuditRecord) -> bool {
+    r.time_unix >= since_cut(filter.since)
+        && filter
+            .peer
+            .as_deref()
+            .is_none_or(|p| r.peer == p || (p == "untrusted" && r.peer.starts_with("untrusted:")))
+}
+
+fn when(t: u64) -> String {
+    format_time(t)
+}
+
+/// One record as a JSON object a log shipper can take.
+fn json_of(r: &AuditRecord) -> serde_json::Value {
+    serde_json::json!({
+        "seq": r.seq,
+        "time": when(r.time_unix),
+        "time_unix": r.time_unix,
+        "peer": r.peer,
+        "key_id": r.key_id,
+        "action": r.action,
+        "path": r.path,
+        "size": r.size,
+        "sha256": r.sha256,
+        "transport": r.transport,
+        "outcome": r.outcome,
+        "prev": r.prev.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+    })
+}
+
+fn held_line(h: &Held) -> String {
+    format!(
+        "{}  {}  {}  {}  held {}: {}{}",
+        h.id.get(..8).unwrap_or(&h.id),
+        h.peer,
+        human_bytes(h.size),
+        escape_control(&h.path),
+        when(h.held_unix),
+        escape_control(&h.reason),
+        if h.missing {
+            "  (its file is missing: only delete applies)"
+        } else {
+            ""
+        }
+    )
 }
