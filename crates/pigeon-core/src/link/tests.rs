@@ -209,6 +209,7 @@ fn pacing_holds_messages_and_bytes_per_minute() {
     let caps = Capabilities {
         max_message: 4096,
         text_only: true,
+        alphabet: crate::alphabet::Alphabet::Base64,
         messages_per_minute: Some(60),
         bytes_per_minute: Some(60_000),
         burst: false,
@@ -265,6 +266,7 @@ fn slow_link(
         caps: Capabilities {
             max_message: 4096,
             text_only: false,
+            alphabet: crate::alphabet::Alphabet::Base64,
             messages_per_minute: per_minute,
             bytes_per_minute: None,
             burst,
@@ -628,6 +630,7 @@ async fn messages_refused_as_too_large_now_are_cut_again_and_every_frame_arrives
     let caps = Capabilities {
         max_message: 100_000,
         text_only: false,
+        alphabet: crate::alphabet::Alphabet::Base64,
         messages_per_minute: Some(6000),
         bytes_per_minute: None,
         burst: true,
@@ -681,6 +684,7 @@ async fn a_slower_pace_from_the_transport_slows_the_link() {
     let caps = Capabilities {
         max_message: 4096,
         text_only: false,
+        alphabet: crate::alphabet::Alphabet::Base64,
         messages_per_minute: Some(6000),
         bytes_per_minute: None,
         burst: true,
