@@ -333,7 +333,7 @@ pub(super) fn sent(
 
 /// `bytes` as a message of the channel's kind: text in its alphabet, or
 /// as they are.
-fn to_message(bytes: Vec<u8>, caps: &Capabilities) -> Message {
+pub(super) fn to_message(bytes: Vec<u8>, caps: &Capabilities) -> Message {
     if caps.text_only {
         Message::Text(caps.alphabet.encode(&bytes))
     } else {
@@ -343,7 +343,7 @@ fn to_message(bytes: Vec<u8>, caps: &Capabilities) -> Message {
 
 /// A message's size in link bytes, whichever alphabet spelled a text (a
 /// message refused for now keeps the alphabet it was written in).
-fn link_size(message: &Message) -> usize {
+pub(super) fn link_size(message: &Message) -> usize {
     match message {
         Message::Text(text) => Alphabet::spelled_len(text),
         Message::Binary(bytes) => bytes.len(),
