@@ -380,7 +380,9 @@ fn dense_text_messages_stay_within_the_limit_and_data_fills_them() {
             let who = format!("{profile} dense ({content:?})");
             for (side, msgs) in [("client", &r.client), ("agent", &r.agent)] {
                 for (i, m) in msgs.iter().enumerate() {
-                    let first = std::str::from_utf8(&m.bytes).ok().and_then(|t| t.chars().next());
+                    let first = std::str::from_utf8(&m.bytes)
+                        .ok()
+                        .and_then(|t| t.chars().next());
                     assert!(
                         first.is_some_and(|c| !c.is_ascii()),
                         "{who} {side} message {i} is not dense text"

@@ -110,7 +110,9 @@ impl Alphabet {
             Alphabet::Dense => {
                 let chars = text.chars().count();
                 match text.chars().next_back().and_then(value_of) {
-                    Some(Value::Final(_)) => (MAIN_BITS as usize * (chars - 1) + 7) / 8,
+                    Some(Value::Final(_)) => {
+                        (MAIN_BITS as usize * (chars - 1) + FINAL_BITS as usize) / 8
+                    }
                     _ => Alphabet::Dense.bytes_in(chars),
                 }
             }

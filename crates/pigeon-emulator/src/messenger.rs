@@ -419,9 +419,10 @@ async fn messages(
     }
     let mut s = emu.lock();
     let to = p.recipient["id"].as_str().map(str::to_string);
-    let size = p.message["text"]
-        .as_str()
-        .map_or(p.file.as_ref().map_or(0, Vec::len), crate::common::text_length);
+    let size = p.message["text"].as_str().map_or(
+        p.file.as_ref().map_or(0, Vec::len),
+        crate::common::text_length,
+    );
     let outcome = match injected {
         Some(f) => Err(f),
         None => send(&mut s, &page_id, &headers, &query, p),

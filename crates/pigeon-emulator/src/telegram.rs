@@ -48,8 +48,8 @@ pub struct Request {
     pub retry_after_ms: Option<u64>,
 }
 
-use crate::common::{text_length, Bucket};
 pub use crate::common::Faults;
+use crate::common::{text_length, Bucket};
 
 struct Bot {
     id: i64,

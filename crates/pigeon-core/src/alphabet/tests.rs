@@ -16,14 +16,31 @@ fn every_dense_character_is_a_lone_visible_bmp_letter_that_normalisation_keeps()
         assert!(c.is_alphabetic(), "U+{cp:04X} is not an assigned letter");
         assert_eq!(canonical_combining_class(c), 0, "U+{cp:04X} combines");
         assert_eq!(c.len_utf16(), 1, "U+{cp:04X} is not one UTF-16 unit");
-        assert!(!(0xD800..=0xDFFF).contains(&cp), "U+{cp:04X} is a surrogate");
-        assert!(!(0xE000..=0xF8FF).contains(&cp), "U+{cp:04X} is private use");
-        assert!(!(0xF900..=0xFAFF).contains(&cp), "U+{cp:04X} is a compatibility ideograph");
+        assert!(
+            !(0xD800..=0xDFFF).contains(&cp),
+            "U+{cp:04X} is a surrogate"
+        );
+        assert!(
+            !(0xE000..=0xF8FF).contains(&cp),
+            "U+{cp:04X} is private use"
+        );
+        assert!(
+            !(0xF900..=0xFAFF).contains(&cp),
+            "U+{cp:04X} is a compatibility ideograph"
+        );
         assert!(!(0x1100..=0x11FF).contains(&cp) && !(0x3130..=0x318F).contains(&cp));
         assert!(!c.is_ascii(), "U+{cp:04X} would read as base64");
         let alone = c.to_string();
-        assert_eq!(alone.nfc().collect::<String>(), alone, "NFC changes U+{cp:04X}");
-        assert_eq!(alone.nfkc().collect::<String>(), alone, "NFKC changes U+{cp:04X}");
+        assert_eq!(
+            alone.nfc().collect::<String>(),
+            alone,
+            "NFC changes U+{cp:04X}"
+        );
+        assert_eq!(
+            alone.nfkc().collect::<String>(),
+            alone,
+            "NFKC changes U+{cp:04X}"
+        );
     }
     assert_eq!(seen.len(), (1 << 15) + (1 << 7));
 }
@@ -31,10 +48,16 @@ fn every_dense_character_is_a_lone_visible_bmp_letter_that_normalisation_keeps()
 #[test]
 fn each_character_reads_back_as_the_value_it_was_written_for() {
     for v in 0..1u32 << 15 {
-        assert!(matches!(value_of(main_char(v)), Some(Value::Main(w)) if w == v), "{v}");
+        assert!(
+            matches!(value_of(main_char(v)), Some(Value::Main(w)) if w == v),
+            "{v}"
+        );
     }
     for v in 0..1u32 << 7 {
-        assert!(matches!(value_of(final_char(v)), Some(Value::Final(w)) if w == v), "{v}");
+        assert!(
+            matches!(value_of(final_char(v)), Some(Value::Final(w)) if w == v),
+            "{v}"
+        );
     }
 }
 
@@ -64,8 +87,14 @@ fn a_4096_character_message_carries_7680_bytes_dense_and_3072_base64() {
 
 #[test]
 fn the_alphabet_is_told_by_the_first_character() {
-    assert_eq!(Alphabet::of(&Alphabet::Base64.encode(b"PG\x01")), Alphabet::Base64);
-    assert_eq!(Alphabet::of(&Alphabet::Dense.encode(b"PG\x01")), Alphabet::Dense);
+    assert_eq!(
+        Alphabet::of(&Alphabet::Base64.encode(b"PG\x01")),
+        Alphabet::Base64
+    );
+    assert_eq!(
+        Alphabet::of(&Alphabet::Dense.encode(b"PG\x01")),
+        Alphabet::Dense
+    );
     assert_eq!(Alphabet::of(""), Alphabet::Base64);
     assert_eq!(Alphabet::decode("UEcB").unwrap(), b"PG\x01");
 }

@@ -380,7 +380,8 @@ pub(super) fn requeue_smaller(
     // Each carries the chunks of the whole: any of them failing has those
     // chunks sent again at once.
     for bytes in smaller.into_iter().rev() {
-        d.retry.push_front((to_message(bytes, caps), chunks.clone()));
+        d.retry
+            .push_front((to_message(bytes, caps), chunks.clone()));
     }
 }
 

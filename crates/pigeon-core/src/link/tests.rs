@@ -757,7 +757,10 @@ fn a_receiver_reads_dense_base64_and_raw_messages_alike() {
     // A platform that rewrote one character: refused, counted as corrupt.
     let mut altered: Vec<char> = dense.chars().collect();
     altered[10] = '\u{FA10}';
-    assert_eq!(link_bytes(Message::Text(altered.into_iter().collect())), None);
+    assert_eq!(
+        link_bytes(Message::Text(altered.into_iter().collect())),
+        None
+    );
 }
 
 /// Issue 29: the link sizes its messages by the alphabet: dense messages
@@ -777,14 +780,25 @@ fn dense_messages_are_cut_to_the_characters_the_channel_takes() {
         for (i, bytes) in msgs.into_iter().enumerate() {
             let n = bytes.len();
             let message = to_message(bytes, &caps);
-            assert_eq!(Alphabet::of(match &message {
-                Message::Text(t) => t,
-                Message::Binary(_) => panic!("a text channel's message is text"),
-            }), alphabet);
+            assert_eq!(
+                Alphabet::of(match &message {
+                    Message::Text(t) => t,
+                    Message::Binary(_) => panic!("a text channel's message is text"),
+                }),
+                alphabet
+            );
             assert_eq!(link_size(&message), n);
-            assert!(message.len() <= max, "{alphabet}: {} > {max}", message.len());
+            assert!(
+                message.len() <= max,
+                "{alphabet}: {} > {max}",
+                message.len()
+            );
             if i < last {
-                assert!(message.len() + 8 >= max, "{alphabet}: message {i} has {} of {max}", message.len());
+                assert!(
+                    message.len() + 8 >= max,
+                    "{alphabet}: message {i} has {} of {max}",
+                    message.len()
+                );
             }
         }
     }

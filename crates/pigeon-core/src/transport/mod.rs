@@ -795,13 +795,22 @@ mod tests {
     #[test]
     fn an_alphabet_on_a_file_link_or_an_unknown_one_is_refused_clearly() {
         for (raw, says) in [
-            ("local:/tmp/s?profile=shipper&alphabet=dense", "is for text links"),
-            ("telegram:@bot?token_env=T&mode=document&alphabet=dense", "is for text links"),
+            (
+                "local:/tmp/s?profile=shipper&alphabet=dense",
+                "is for text links",
+            ),
+            (
+                "telegram:@bot?token_env=T&mode=document&alphabet=dense",
+                "is for text links",
+            ),
             (
                 "shipper:peer?base_url=http://x&api_key_env=K&api_secret_env=S&alphabet=dense",
                 "is for text links",
             ),
-            ("local:/tmp/s?profile=telegram-text&alphabet=emoji", "alphabet=dense"),
+            (
+                "local:/tmp/s?profile=telegram-text&alphabet=emoji",
+                "alphabet=dense",
+            ),
         ] {
             let err = TransportUri::parse(raw).unwrap_err().to_string();
             assert!(err.contains(says), "{raw}: {err}");
