@@ -97,7 +97,7 @@ fn classify(msgs: &[Msg], text: bool) -> Vec<Carried> {
     };
     for (i, m) in msgs.iter().enumerate() {
         let bytes = if text {
-            unbase64(&m.bytes).unwrap_or_else(|| panic!("message {i} is not base64"))
+            untext(&m.bytes).unwrap_or_else(|| panic!("message {i} is not base64 or dense text"))
         } else {
             m.bytes.clone()
         };
@@ -257,8 +257,13 @@ enum Content {
 }
 
 fn run_profile(profile: &str, content: Content) -> ProfileRun {
+    run_profile_with(profile, "", content)
+}
+
+/// [`run_profile`] with more of the URI's query (`&alphabet=dense`).
+fn run_profile_with(profile: &str, more: &str, content: Content) -> ProfileRun {
     let mut w = World::new(&format!(
-        "profile={profile}&msgs_per_min={FAST_PACE}&transcript=1"
+        "profile={profile}&msgs_per_min={FAST_PACE}&transcript=1{more}"
     ));
     w.start_agent();
     let files = if content == Content::ManySmall {
@@ -370,6 +375,47 @@ fn text_profiles_never_exceed_their_message_limit_and_incompressible_chunks_fill
             &classify(&many.client, true),
             limit,
         );
+    }
+}
+
+/// Issue 29: with `alphabet=dense` a 4096-character message carries 7680
+/// bytes, not 3072; the link cuts its messages to that room, so each stays
+/// within the limit in characters and data still fills 95% of it (with
+/// base64's room a dense message would be 40% full).
+#[test]
+fn dense_text_messages_stay_within_the_limit_and_data_fills_them() {
+    for (profile, limit) in [("telegram-text", 4096), ("messenger-text", 2000)] {
+        for content in [Content::Random, Content::Compressible] {
+            let r = run_profile_with(profile, "&alphabet=dense", content);
+            let who = format!("{profile} dense ({content:?})");
+            for (side, msgs) in [("client", &r.client), ("agent", &r.agent)] {
+                for (i, m) in msgs.iter().enumerate() {
+                    let first = std::str::from_utf8(&m.bytes)
+                        .ok()
+                        .and_then(|t| t.chars().next());
+                    assert!(
+                        first.is_some_and(|c| !c.is_ascii()),
+                        "{who} {side} message {i} is not dense text"
+                    );
+                }
+            }
+            let client = classify(&r.client, true);
+            let agent = classify(&r.agent, true);
+            let up = check_sizes(&format!("{who} client"), &client, limit);
+            check_sizes(
+                &format!("{who} agent download"),
+                &agent[r.download_from..],
+                limit,
+            );
+            if content == Content::Random {
+                // 90 KB in messages of 15 bytes per 8 characters.
+                let room = limit * 15 / 8;
+                assert!(
+                    up <= 90_000 / room + 4,
+                    "{who}: {up} data messages for 90 KB in {room}-byte messages"
+                );
+            }
+        }
     }
 }
 

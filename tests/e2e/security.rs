@@ -50,8 +50,8 @@ fn assert_nothing_leaks(w: &World, secrets: &[(String, Vec<u8>)]) {
             "the {who} transcript is empty: was transcript=1 set?"
         );
         for (i, m) in msgs.iter().enumerate() {
-            // On text channels the message is base64: look inside too.
-            if let Some(decoded) = unbase64(&m.bytes) {
+            // On text channels the message is spelled out: look inside too.
+            if let Some(decoded) = untext(&m.bytes) {
                 hay.push((format!("{who} message {i} (decoded)"), decoded));
             }
             hay.push((format!("{who} message {i}"), m.bytes.clone()));

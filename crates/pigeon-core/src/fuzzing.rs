@@ -176,6 +176,7 @@ fn through_link(messages: Vec<Message>) -> Vec<Vec<u8>> {
             caps: Capabilities {
                 max_message: 4096,
                 text_only: false,
+                alphabet: crate::alphabet::Alphabet::Base64,
                 messages_per_minute: None,
                 bytes_per_minute: None,
                 burst: false,

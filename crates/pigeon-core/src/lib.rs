@@ -42,6 +42,7 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod alphabet;
 pub mod bitmap;
 pub mod bwlimit;
 pub(crate) mod codec;

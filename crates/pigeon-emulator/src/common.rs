@@ -90,6 +90,14 @@ impl Bucket {
     }
 }
 
+/// A text's length as the platforms count "characters": UTF-16 code
+/// units (Telegram counts its 4096 and its entity offsets in them; the
+/// Graph API, on JavaScript strings, likewise), so a character outside the
+/// Basic Multilingual Plane, an emoji, counts two.
+pub fn text_length(text: &str) -> usize {
+    text.encode_utf16().count()
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn unix_ms() -> u64 {
     std::time::SystemTime::now()
@@ -111,6 +119,14 @@ mod tests {
         let mut slow = Bucket::full(1.0);
         assert_eq!(slow.take(1.0, 1.0 / 6.0), Ok(()));
         assert!(matches!(slow.take(1.0, 1.0 / 6.0), Err(5 | 6)));
+    }
+
+    #[test]
+    fn text_length_counts_utf16_units_as_the_platforms_do() {
+        assert_eq!(text_length(&"鸽".repeat(4096)), 4096);
+        assert_eq!(text_length("🕊"), 2);
+        assert_eq!(text_length(&"🕊".repeat(2049)), 4098);
+        assert_eq!(text_length("base64+/="), 9);
     }
 
     #[test]

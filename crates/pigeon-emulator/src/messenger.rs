@@ -419,9 +419,10 @@ async fn messages(
     }
     let mut s = emu.lock();
     let to = p.recipient["id"].as_str().map(str::to_string);
-    let size = p.message["text"]
-        .as_str()
-        .map_or(p.file.as_ref().map_or(0, Vec::len), |t| t.chars().count());
+    let size = p.message["text"].as_str().map_or(
+        p.file.as_ref().map_or(0, Vec::len),
+        crate::common::text_length,
+    );
     let outcome = match injected {
         Some(f) => Err(f),
         None => send(&mut s, &page_id, &headers, &query, p),
@@ -482,7 +483,7 @@ fn send(
             "(#100) No matching user found".to_string(),
         ))?;
     let content = if let Some(text) = p.message["text"].as_str() {
-        if text.chars().count() > MAX_TEXT {
+        if crate::common::text_length(text) > MAX_TEXT {
             return Err(bad_param(
                 "(#100) Length of param message[text] must be less than or equal to 2000",
             ));

@@ -41,15 +41,15 @@ pub struct Request {
     pub bot: String,
     pub method: String,
     pub chat: Option<String>,
-    /// Characters of a text, bytes of a document.
+    /// Characters of a text (UTF-16 units), bytes of a document.
     pub size: usize,
     pub status: u16,
     /// A 429's `retry_after`, in ms from `at_ms`.
     pub retry_after_ms: Option<u64>,
 }
 
-use crate::common::Bucket;
 pub use crate::common::Faults;
+use crate::common::{text_length, Bucket};
 
 struct Bot {
     id: i64,
@@ -340,7 +340,7 @@ fn answer(s: &mut Inner, token: &str, method: &str, p: &Params) -> Option<Respon
     let chat = p.str("chat_id");
     let size = p
         .str("text")
-        .map(|t| t.chars().count())
+        .map(|t| text_length(&t))
         .or(p.file.as_ref().map(Vec::len))
         .unwrap_or(0);
     // An injected fault answers first.
@@ -439,7 +439,7 @@ fn send(s: &mut Inner, token: &str, method: &str, p: &Params) -> Result<Value, F
         if text.is_empty() {
             return Err(bad("message text is empty"));
         }
-        if text.chars().count() > MAX_TEXT {
+        if text_length(&text) > MAX_TEXT {
             return Err(bad("message is too long"));
         }
         s.bodies.push(text.as_bytes().to_vec());
@@ -574,4 +574,52 @@ async fn set_faults(State(emu): State<Emulator>, Json(f): Json<Faults>) -> Json<
 async fn add_bot(State(emu): State<Emulator>, Json(b): Json<BotSpec>) -> Json<Value> {
     let id = emu.add_bot(b);
     Json(json!({"ok": true, "id": id}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 29: Telegram's 4096 "characters" are UTF-16 units, so 4096
+    /// ideographs fit and 2049 emoji (4098 units) do not.
+    #[tokio::test]
+    async fn send_message_counts_the_limit_in_utf16_units() {
+        let bots = [
+            BotSpec {
+                token: "1:a".into(),
+                username: "a_bot".into(),
+            },
+            BotSpec {
+                token: "2:b".into(),
+                username: "b_bot".into(),
+            },
+        ];
+        let emu = Emulator::new(&bots).with_rate(1000.0);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(emu.clone().serve(listener));
+        let http = reqwest::Client::new();
+        for (text, accepted) in [
+            ("鸽".repeat(MAX_TEXT), true),
+            ("鸽".repeat(MAX_TEXT + 1), false),
+            ("🕊".repeat(MAX_TEXT / 2), true),
+            ("🕊".repeat(MAX_TEXT / 2 + 1), false),
+        ] {
+            let reply = http
+                .post(format!("http://{addr}/bot1:a/sendMessage"))
+                .json(&json!({"chat_id": "@b_bot", "text": text}))
+                .send()
+                .await
+                .unwrap();
+            let status = reply.status().as_u16();
+            let units = text.encode_utf16().count();
+            assert_eq!(status == 200, accepted, "{units} units: {status}");
+            if !accepted {
+                let body: Value = reply.json().await.unwrap();
+                assert_eq!(body["description"], "Bad Request: message is too long");
+            }
+        }
+        let sizes: Vec<usize> = emu.record().iter().map(|r| r.size).collect();
+        assert_eq!(sizes, [4096, 4097, 4096, 4098]);
+    }
 }

@@ -400,7 +400,7 @@ async fn messages(
     let to = request["to"].as_str().unwrap_or("").to_string();
     let size = request["text"]["body"]
         .as_str()
-        .map_or(0, |t| t.chars().count());
+        .map_or(0, crate::common::text_length);
     let outcome = match injected {
         Some(f) => Err(f),
         None => send(&mut s, &phone_id, &headers, &request),
@@ -442,7 +442,7 @@ fn send(s: &mut Inner, phone_id: &str, headers: &HeaderMap, req: &Value) -> Resu
             let text = req["text"]["body"]
                 .as_str()
                 .ok_or_else(|| bad_param("(#100) The parameter text['body'] is required."))?;
-            if text.chars().count() > MAX_TEXT {
+            if crate::common::text_length(text) > MAX_TEXT {
                 return Err(bad_param(
                     "(#100) Param text['body'] must be at most 4096 characters long.",
                 ));

@@ -947,6 +947,18 @@ pub fn base64(data: &[u8]) -> String {
     out
 }
 
+/// The link bytes a text message spells, in base64 or in the dense
+/// alphabet (`alphabet=dense`, told apart by the first character); None if
+/// it is neither.
+pub fn untext(text: &[u8]) -> Option<Vec<u8>> {
+    match std::str::from_utf8(text) {
+        Ok(s) if s.chars().next().is_some_and(|c| !c.is_ascii()) => {
+            pigeon_core::alphabet::Alphabet::decode(s.trim()).ok()
+        }
+        _ => unbase64(text),
+    }
+}
+
 /// Decode standard base64; None if it is not valid base64.
 pub fn unbase64(text: &[u8]) -> Option<Vec<u8>> {
     let text: Vec<u8> = text
@@ -1058,10 +1070,14 @@ pub struct Msg {
 }
 
 impl Msg {
-    /// Size as the channel counts it (characters on text profiles: the
-    /// text is base64, so one byte per character).
+    /// Size as the channel counts it: UTF-16 units of a text (one a byte
+    /// in base64, one a three-byte character in the dense alphabet), bytes
+    /// of anything else (a binary message starts with the link's `PG`).
     pub fn len(&self) -> usize {
-        self.bytes.len()
+        match std::str::from_utf8(&self.bytes) {
+            Ok(text) if !self.bytes.starts_with(b"PG") => text.encode_utf16().count(),
+            _ => self.bytes.len(),
+        }
     }
 }
 

@@ -20,10 +20,10 @@ pub fn transcript_reassembler() -> Reassembler {
 }
 
 /// The chunk frames one transcript message carries (a text message
-/// base64-decoded first), its pieces put together in `reassembler`
+/// decoded first, from base64 or the dense alphabet), its pieces put together in `reassembler`
 /// with those of the messages before it. Anything else is skipped.
 pub fn chunk_frames(message: &[u8], reassembler: &mut Reassembler) -> Vec<ChunkFrame> {
-    let raw = super::unbase64(message).unwrap_or_else(|| message.to_vec());
+    let raw = super::untext(message).unwrap_or_else(|| message.to_vec());
     let Ok(frames) = unpack(&raw, reassembler) else {
         return vec![];
     };

@@ -5,7 +5,9 @@
 //! packs control frames first, then data frames, into one message filled to
 //! the channel's limit, splitting the frame that does not fit into a
 //! fragment that continues in the next message. On text channels the
-//! message is base64 (standard alphabet, no line breaks).
+//! message is spelled in the link's [`Alphabet`]: base64, or the dense
+//! alphabet's 15 bits a character (`alphabet=dense`); the receiver reads
+//! either, whichever it would send.
 //!
 //! Pacing is a GCRA per destination on messages and on bytes, with no burst:
 //! the provider's limits are never hit, and a provider's `retry_after` is
@@ -39,9 +41,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
 
-use base64::Engine as _;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
+use crate::alphabet::Alphabet;
 use crate::transport::{Address, Capabilities, Message, SendError, Transport};
 use crate::view::{FaultCounters, LinkState, TransportHealth};
 
@@ -649,19 +651,18 @@ async fn receive_loop(
 }
 
 /// A message's link bytes: as they came when they begin with the link's
-/// header, else their base64, whatever kind of message carried them (a
-/// text channel's sender base64-encodes, a binary one does not, and on a
-/// shared spool each side may use either).
+/// header, else what their text spells in either alphabet (base64 is
+/// ASCII, the dense alphabet never is: [`Alphabet::of`]), whatever kind of
+/// message carried them (a text channel's sender spells them, a binary one
+/// does not, on a shared spool each side may do either, and a peer may
+/// send dense text to one that sends base64).
 fn link_bytes(message: Message) -> Option<Vec<u8>> {
     let raw = message.into_bytes();
     if raw.starts_with(MAGIC) {
         return Some(raw);
     }
     let text = std::str::from_utf8(&raw).ok()?.trim();
-    base64::engine::general_purpose::STANDARD
-        .decode(text)
-        .ok()
-        .filter(|b| b.starts_with(MAGIC))
+    Alphabet::decode(text).ok().filter(|b| b.starts_with(MAGIC))
 }
 
 mod answers;

@@ -194,23 +194,17 @@ pub(super) async fn send_loop<T: Transport>(
             let d = dests.get_mut(&addr).expect("address came from the map");
             let (message, chunks) = match d.retry.pop_front() {
                 // Refused for now when the provider took larger messages.
-                Some((m, chunks)) if link_size(&m, caps.text_only) > capacity + HEADER_LEN => {
+                Some((m, chunks)) if link_size(&m) > capacity + HEADER_LEN => {
                     requeue_smaller(d, m, chunks, capacity, &caps, &mut next_frame_id, &stats);
                     continue;
                 }
                 Some(m) => m,
                 None => {
                     let (bytes, chunks) = pack(d, capacity, &mut next_frame_id);
-                    let message = if caps.text_only {
-                        Message::Text(base64::engine::general_purpose::STANDARD.encode(&bytes))
-                    } else {
-                        Message::Binary(bytes)
-                    };
-                    (message, chunks)
+                    (to_message(bytes, &caps), chunks)
                 }
             };
-            let size = message.len();
-            let raw = if caps.text_only { size / 4 * 3 } else { size };
+            let raw = link_size(&message);
             // With bursts allowed the pace counts from when a message
             // leaves, so a send's own duration does not stretch it; without,
             // from its answer ([`Capabilities::burst`]).
@@ -337,12 +331,22 @@ pub(super) fn sent(
     }
 }
 
-/// A message's size in link bytes (text is base64 of them).
-fn link_size(message: &Message, text_only: bool) -> usize {
-    if text_only {
-        message.len() / 4 * 3
+/// `bytes` as a message of the channel's kind: text in its alphabet, or
+/// as they are.
+pub(super) fn to_message(bytes: Vec<u8>, caps: &Capabilities) -> Message {
+    if caps.text_only {
+        Message::Text(caps.alphabet.encode(&bytes))
     } else {
-        message.len()
+        Message::Binary(bytes)
+    }
+}
+
+/// A message's size in link bytes, whichever alphabet spelled a text (a
+/// message refused for now keeps the alphabet it was written in).
+pub(super) fn link_size(message: &Message) -> usize {
+    match message {
+        Message::Text(text) => Alphabet::spelled_len(text),
+        Message::Binary(bytes) => bytes.len(),
     }
 }
 
@@ -376,12 +380,8 @@ pub(super) fn requeue_smaller(
     // Each carries the chunks of the whole: any of them failing has those
     // chunks sent again at once.
     for bytes in smaller.into_iter().rev() {
-        let message = if caps.text_only {
-            Message::Text(base64::engine::general_purpose::STANDARD.encode(&bytes))
-        } else {
-            Message::Binary(bytes)
-        };
-        d.retry.push_front((message, chunks.clone()));
+        d.retry
+            .push_front((to_message(bytes, caps), chunks.clone()));
     }
 }
 

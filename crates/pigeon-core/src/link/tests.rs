@@ -209,6 +209,7 @@ fn pacing_holds_messages_and_bytes_per_minute() {
     let caps = Capabilities {
         max_message: 4096,
         text_only: true,
+        alphabet: crate::alphabet::Alphabet::Base64,
         messages_per_minute: Some(60),
         bytes_per_minute: Some(60_000),
         burst: false,
@@ -265,6 +266,7 @@ fn slow_link(
         caps: Capabilities {
             max_message: 4096,
             text_only: false,
+            alphabet: crate::alphabet::Alphabet::Base64,
             messages_per_minute: per_minute,
             bytes_per_minute: None,
             burst,
@@ -628,6 +630,7 @@ async fn messages_refused_as_too_large_now_are_cut_again_and_every_frame_arrives
     let caps = Capabilities {
         max_message: 100_000,
         text_only: false,
+        alphabet: crate::alphabet::Alphabet::Base64,
         messages_per_minute: Some(6000),
         bytes_per_minute: None,
         burst: true,
@@ -681,6 +684,7 @@ async fn a_slower_pace_from_the_transport_slows_the_link() {
     let caps = Capabilities {
         max_message: 4096,
         text_only: false,
+        alphabet: crate::alphabet::Alphabet::Base64,
         messages_per_minute: Some(6000),
         bytes_per_minute: None,
         burst: true,
@@ -721,4 +725,81 @@ fn a_lowered_limit_makes_each_queued_byte_cost_more() {
     assert_eq!(frame_cost(budget, 800_000, 5_000_000), 1_000_000);
     // Never more than half the semaphore, so a frame always gets in.
     assert!(frame_cost(budget, 10, 5_000_000) <= 1_000_000);
+}
+
+fn text_caps(max_message: usize, alphabet: Alphabet) -> Capabilities {
+    Capabilities {
+        max_message,
+        text_only: true,
+        alphabet,
+        messages_per_minute: Some(60),
+        bytes_per_minute: Some(10_000_000),
+        burst: false,
+    }
+}
+
+/// Issue 29: a peer that sends dense text is understood by one that sends
+/// base64, and the other way round; raw bytes (a binary channel, or a
+/// spool) likewise.
+#[test]
+fn a_receiver_reads_dense_base64_and_raw_messages_alike() {
+    let packed = pack_all(&[vec![42; 5000]], 7000).remove(0);
+    let dense = Alphabet::Dense.encode(&packed);
+    for message in [
+        Message::Text(dense.clone()),
+        Message::Binary(dense.clone().into_bytes()),
+        Message::Text(format!("{dense}\n")),
+        Message::Text(Alphabet::Base64.encode(&packed)),
+        Message::Binary(packed.clone()),
+    ] {
+        assert_eq!(link_bytes(message).as_deref(), Some(&packed[..]));
+    }
+    // A platform that rewrote one character: refused, counted as corrupt.
+    let mut altered: Vec<char> = dense.chars().collect();
+    altered[10] = '\u{FA10}';
+    assert_eq!(
+        link_bytes(Message::Text(altered.into_iter().collect())),
+        None
+    );
+}
+
+/// Issue 29: the link sizes its messages by the alphabet: dense messages
+/// fill 4096 (or 2000) characters with 15 bytes per 8, never more.
+#[test]
+fn dense_messages_are_cut_to_the_characters_the_channel_takes() {
+    for (max, alphabet) in [
+        (4096, Alphabet::Dense),
+        (2000, Alphabet::Dense),
+        (4096, Alphabet::Base64),
+    ] {
+        let caps = text_caps(max, alphabet);
+        let room = message_payload(&caps);
+        let msgs = pack_all(&[vec![7; 100_000]], room);
+        assert!(msgs.len() > 3);
+        let last = msgs.len() - 1;
+        for (i, bytes) in msgs.into_iter().enumerate() {
+            let n = bytes.len();
+            let message = to_message(bytes, &caps);
+            assert_eq!(
+                Alphabet::of(match &message {
+                    Message::Text(t) => t,
+                    Message::Binary(_) => panic!("a text channel's message is text"),
+                }),
+                alphabet
+            );
+            assert_eq!(link_size(&message), n);
+            assert!(
+                message.len() <= max,
+                "{alphabet}: {} > {max}",
+                message.len()
+            );
+            if i < last {
+                assert!(
+                    message.len() + 8 >= max,
+                    "{alphabet}: message {i} has {} of {max}",
+                    message.len()
+                );
+            }
+        }
+    }
 }

@@ -35,6 +35,8 @@ pub struct LocalUri {
     pub transcript: bool,
     /// What this one link may send (`bwlimit=`, set by [`TransportUri::parse`](super::TransportUri::parse)).
     pub bwlimit: Option<crate::bwlimit::BwLimit>,
+    /// The text alphabet asked for (`alphabet=`, set by [`TransportUri::parse`](super::TransportUri::parse)).
+    pub alphabet: Option<crate::alphabet::Alphabet>,
 }
 
 impl LocalUri {
@@ -54,6 +56,7 @@ impl LocalUri {
             msgs_per_min: None,
             transcript: false,
             bwlimit: None,
+            alphabet: None,
         };
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (key, value) = pair
@@ -107,6 +110,7 @@ impl LocalUri {
         if self.msgs_per_min.is_some() {
             caps.messages_per_minute = self.msgs_per_min;
         }
+        caps.alphabet = self.alphabet.unwrap_or_default();
         caps
     }
 }

@@ -11,7 +11,8 @@
 //! `listen`. There is no official API for the person's side: see the
 //! README for what that means for pigeon.
 //!
-//! - `text` (default): base64 in messages of up to 2,000 characters;
+//! - `text` (default): base64 (or `alphabet=dense`) in messages of up to
+//!   2,000 characters;
 //! - `document`: chunks as file attachments (up to 25 MB), uploaded with
 //!   the message and fetched from the URL the webhook names.
 

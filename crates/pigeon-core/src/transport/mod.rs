@@ -22,6 +22,7 @@ pub mod whatsapp;
 use std::future::Future;
 use std::time::Duration;
 
+pub use crate::alphabet::Alphabet;
 use crate::error::{CoreError, Result};
 
 pub use check::check;
@@ -38,10 +39,13 @@ pub enum Message {
 }
 
 impl Message {
-    /// Size as the channel counts it: characters for text, bytes otherwise.
+    /// Size as the channel counts it: characters for text, bytes
+    /// otherwise. The platforms' "characters" are UTF-16 code units (a
+    /// character outside the Basic Multilingual Plane counts two), as
+    /// JavaScript and Telegram's entity offsets count them.
     pub fn len(&self) -> usize {
         match self {
-            Message::Text(s) => s.chars().count(),
+            Message::Text(s) => s.encode_utf16().count(),
             Message::Binary(b) => b.len(),
         }
     }
@@ -205,6 +209,9 @@ pub struct Capabilities {
     /// Largest message: characters on text channels, bytes otherwise.
     pub max_message: usize,
     pub text_only: bool,
+    /// How a text message spells the link's bytes (`alphabet=`; nothing
+    /// to binary channels).
+    pub alphabet: Alphabet,
     pub messages_per_minute: Option<u32>,
     pub bytes_per_minute: Option<u64>,
     /// The provider takes short bursts over its pace (Shipper: a tenth of
@@ -229,10 +236,11 @@ impl Capabilities {
         Ok(())
     }
 
-    /// Raw bytes one message can carry (base64 costs 4 characters per 3 bytes).
+    /// Raw bytes one message can carry (base64 costs 4 characters per 3
+    /// bytes, the dense alphabet 8 per 15).
     pub fn payload_bytes(&self) -> usize {
         if self.text_only {
-            self.max_message / 4 * 3
+            self.alphabet.bytes_in(self.max_message)
         } else {
             self.max_message
         }
@@ -455,6 +463,7 @@ impl Profile {
         Capabilities {
             max_message,
             text_only,
+            alphabet: Alphabet::Base64,
             messages_per_minute: per_min,
             bytes_per_minute: bytes,
             burst: matches!(self, Profile::Shipper | Profile::Unlimited),
@@ -561,11 +570,48 @@ impl TransportUri {
                 "expected <kind>:<address>, e.g. local:/tmp/pigeon-spool".into(),
             ));
         };
-        // `bwlimit=` is every kind's: taken out here, set on what is parsed.
+        // `bwlimit=` and `alphabet=` are every kind's: taken out here, set
+        // on what is parsed.
         let (rest, bwlimit) = take_bwlimit(rest).map_err(bad)?;
+        let (rest, alphabet) = take_alphabet(&rest).map_err(bad)?;
         let mut uri = TransportUri::parse_kind(scheme, &rest).map_err(bad)?;
         *uri.bwlimit_mut() = bwlimit;
+        if let Some(alphabet) = alphabet {
+            let text = Profile::parse(profile(&uri)).is_some_and(|p| p.capabilities().text_only);
+            match uri.alphabet_mut() {
+                Some(slot) if text => *slot = Some(alphabet),
+                _ => {
+                    return Err(bad(format!(
+                        "alphabet={alphabet} is for text links (a -text profile, or mode=text), and this one carries files: leave it out"
+                    )))
+                }
+            }
+        }
         Ok(uri)
+    }
+
+    /// The alphabet asked for with `alphabet=` (None: the default,
+    /// [`Alphabet::Base64`]; binary links have none).
+    pub fn alphabet(&self) -> Option<Alphabet> {
+        match self {
+            TransportUri::Local(l) => l.alphabet,
+            TransportUri::Memory(m) => m.0.alphabet,
+            TransportUri::Telegram(t) => t.alphabet,
+            TransportUri::Shipper(_) => None,
+            TransportUri::Whatsapp(w) => w.meta.alphabet,
+            TransportUri::Messenger(m) => m.meta.alphabet,
+        }
+    }
+
+    fn alphabet_mut(&mut self) -> Option<&mut Option<Alphabet>> {
+        match self {
+            TransportUri::Local(l) => Some(&mut l.alphabet),
+            TransportUri::Memory(m) => Some(&mut m.0.alphabet),
+            TransportUri::Telegram(t) => Some(&mut t.alphabet),
+            TransportUri::Shipper(_) => None,
+            TransportUri::Whatsapp(w) => Some(&mut w.meta.alphabet),
+            TransportUri::Messenger(m) => Some(&mut m.meta.alphabet),
+        }
     }
 
     /// What this link may send, over its own messages (`bwlimit=`; the
@@ -630,6 +676,26 @@ fn take_bwlimit(
     Ok((format!("{head}?{}", kept.join("&")), limit))
 }
 
+/// `rest` without its `alphabet=` pair, and the alphabet it names.
+fn take_alphabet(rest: &str) -> std::result::Result<(String, Option<Alphabet>), String> {
+    let Some((head, query)) = rest.split_once('?') else {
+        return Ok((rest.to_string(), None));
+    };
+    let mut alphabet = None;
+    let mut kept = vec![];
+    for pair in query.split('&') {
+        match pair.strip_prefix("alphabet=") {
+            Some(name) => {
+                alphabet = Some(Alphabet::parse(name).ok_or_else(|| {
+                    format!("alphabet={name:?} is not one pigeon knows; use alphabet=dense (15 bits a character) or alphabet=base64")
+                })?);
+            }
+            None => kept.push(pair),
+        }
+    }
+    Ok((format!("{head}?{}", kept.join("&")), alphabet))
+}
+
 impl std::fmt::Display for TransportUri {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let shown = match self {
@@ -641,9 +707,13 @@ impl std::fmt::Display for TransportUri {
             TransportUri::Memory(t) => t.to_string(),
         };
         f.write_str(&shown)?;
-        match self.bwlimit() {
-            Some(b) if shown.contains('?') => write!(f, "&bwlimit={b}"),
-            Some(b) => write!(f, "?bwlimit={b}"),
+        let mut joint = if shown.contains('?') { '&' } else { '?' };
+        if let Some(b) = self.bwlimit() {
+            write!(f, "{joint}bwlimit={b}")?;
+            joint = '&';
+        }
+        match self.alphabet() {
+            Some(a) => write!(f, "{joint}alphabet={a}"),
             None => Ok(()),
         }
     }
@@ -704,6 +774,81 @@ mod tests {
             let err = TransportUri::parse(bad).unwrap_err().to_string();
             assert!(err.contains("invalid transport"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn every_text_kind_takes_an_alphabet_and_shows_it() {
+        for raw in [
+            "local:/tmp/s?profile=telegram-text&alphabet=dense",
+            "mem:n?profile=messenger-text&alphabet=base64&bwlimit=1M",
+            "telegram:@bot?token_env=T&alphabet=dense",
+            "whatsapp:123?phone_id=1&token_env=T&app_secret_env=A&verify_token_env=V&listen=127.0.0.1:1&alphabet=dense",
+            "messenger:9?page_id=1&token_env=T&app_secret_env=A&verify_token_env=V&listen=127.0.0.1:1&alphabet=dense",
+        ] {
+            let uri = TransportUri::parse(raw).unwrap_or_else(|e| panic!("{raw}: {e}"));
+            assert!(uri.alphabet().is_some(), "{raw}");
+            let again = TransportUri::parse(&uri.to_string()).unwrap();
+            assert_eq!(again, uri, "{raw} shown as {uri}");
+        }
+        let plain = TransportUri::parse("local:/tmp/s?profile=telegram-text").unwrap();
+        assert_eq!(plain.alphabet(), None);
+    }
+
+    #[test]
+    fn an_alphabet_on_a_file_link_or_an_unknown_one_is_refused_clearly() {
+        for (raw, says) in [
+            (
+                "local:/tmp/s?profile=shipper&alphabet=dense",
+                "is for text links",
+            ),
+            (
+                "telegram:@bot?token_env=T&mode=document&alphabet=dense",
+                "is for text links",
+            ),
+            (
+                "shipper:peer?base_url=http://x&api_key_env=K&api_secret_env=S&alphabet=dense",
+                "is for text links",
+            ),
+            (
+                "local:/tmp/s?profile=telegram-text&alphabet=emoji",
+                "alphabet=dense",
+            ),
+        ] {
+            let err = TransportUri::parse(raw).unwrap_err().to_string();
+            assert!(err.contains(says), "{raw}: {err}");
+        }
+    }
+
+    #[test]
+    fn dense_text_links_carry_fifteen_bytes_per_eight_characters() {
+        for uri in [
+            "local:/tmp/s?profile=telegram-text&alphabet=dense",
+            "telegram:@bot?token_env=T&alphabet=dense",
+            "whatsapp:123?phone_id=1&token_env=T&app_secret_env=A&verify_token_env=V&listen=127.0.0.1:1&alphabet=dense",
+        ] {
+            let caps = match TransportUri::parse(uri).unwrap() {
+                TransportUri::Local(l) => l.capabilities(),
+                TransportUri::Telegram(t) => t.capabilities(),
+                TransportUri::Whatsapp(w) => w.capabilities(),
+                _ => unreachable!(),
+            };
+            assert_eq!(caps.alphabet, Alphabet::Dense, "{uri}");
+            assert_eq!(caps.payload_bytes(), 7680, "{uri}");
+        }
+        let messenger = TransportUri::parse(
+            "messenger:9?page_id=1&token_env=T&app_secret_env=A&verify_token_env=V&listen=127.0.0.1:1&alphabet=dense",
+        )
+        .unwrap();
+        let TransportUri::Messenger(m) = messenger else {
+            unreachable!()
+        };
+        assert_eq!(m.capabilities().payload_bytes(), 3750);
+    }
+
+    #[test]
+    fn text_is_counted_in_utf16_units_as_the_platforms_count_it() {
+        assert_eq!(Message::Text("鸽".repeat(4096)).len(), 4096);
+        assert_eq!(Message::Text("🕊".repeat(10)).len(), 20);
     }
 
     #[test]

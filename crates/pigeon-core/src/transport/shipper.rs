@@ -165,6 +165,7 @@ impl ShipperUri {
             // (see `Limits::too_small`); the link's arithmetic stays sane.
             max_message: max_message.max(MIN_MESSAGE),
             text_only: false,
+            alphabet: crate::alphabet::Alphabet::Base64,
             messages_per_minute: Some(per_minute.max(1)),
             bytes_per_minute: None,
             // docs/shipper-protocol.md: a burst of a tenth of a minute.

@@ -309,6 +309,8 @@ pub struct MetaSettings {
     pub msgs_per_min: Option<u32>,
     /// What this one link may send (`bwlimit=`, set by [`TransportUri::parse`](super::TransportUri::parse)).
     pub bwlimit: Option<crate::bwlimit::BwLimit>,
+    /// The text alphabet asked for (`alphabet=`, set by [`TransportUri::parse`](crate::transport::TransportUri::parse)).
+    pub alphabet: Option<crate::alphabet::Alphabet>,
 }
 
 /// The public Graph API, with the version pigeon was written against.
@@ -334,6 +336,7 @@ impl MetaSettings {
             },
             msgs_per_min: q.msgs_per_min()?,
             bwlimit: None,
+            alphabet: None,
         })
     }
 
@@ -370,6 +373,7 @@ impl MetaSettings {
         let mut caps = Capabilities {
             max_message,
             text_only,
+            alphabet: self.alphabet.unwrap_or_default(),
             messages_per_minute: Some(per_min),
             bytes_per_minute: Some(10_000_000),
             burst: false,

@@ -9,7 +9,8 @@
 //! telegram:<CHAT>?token_env=<VAR>|token_file=<PATH>[&api=<URL>][&local_files=<DIR>][&mode=text|document]
 //! ```
 //!
-//! - `text` (default): base64 in messages of up to 4,096 characters
+//! - `text` (default): base64 (or `alphabet=dense`) in messages of up to
+//!   4,096 characters
 //!   (`sendMessage`), about one a second per chat;
 //! - `document`: chunks as file attachments (`sendDocument`, fetched with
 //!   `getFile`: 20 MB down on the public server, which is the limit here).
@@ -76,6 +77,8 @@ pub struct TelegramUri {
     pub msgs_per_min: Option<u32>,
     /// What this one link may send (`bwlimit=`, set by [`TransportUri::parse`](super::TransportUri::parse)).
     pub bwlimit: Option<crate::bwlimit::BwLimit>,
+    /// The text alphabet asked for (`alphabet=`, set by [`TransportUri::parse`](crate::transport::TransportUri::parse)).
+    pub alphabet: Option<crate::alphabet::Alphabet>,
     /// The working folder of a local Bot API server (`local_files=`): the
     /// only place whose files `getFile` may name by an absolute path.
     /// Without it such an answer is refused (a server could name any file
@@ -155,6 +158,7 @@ impl TelegramUri {
             mode,
             msgs_per_min,
             bwlimit: None,
+            alphabet: None,
             local_files,
         })
     }
@@ -164,6 +168,7 @@ impl TelegramUri {
             Mode::Text => Capabilities {
                 max_message: 4096,
                 text_only: true,
+                alphabet: self.alphabet.unwrap_or_default(),
                 messages_per_minute: Some(60),
                 bytes_per_minute: Some(10_000_000),
                 burst: false,
@@ -171,6 +176,7 @@ impl TelegramUri {
             Mode::Document => Capabilities {
                 max_message: 20_000_000,
                 text_only: false,
+                alphabet: crate::alphabet::Alphabet::Base64,
                 messages_per_minute: Some(20),
                 bytes_per_minute: Some(10_000_000),
                 burst: false,

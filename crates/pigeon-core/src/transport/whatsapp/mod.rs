@@ -11,7 +11,8 @@
 //! two business numbers, one per party, each writing to the other's
 //! `wa_id` (see the README for what Meta does and does not promise there).
 //!
-//! - `text` (default): base64 in text messages of up to 4,096 characters;
+//! - `text` (default): base64 (or `alphabet=dense`) in text messages of up
+//!   to 4,096 characters;
 //! - `document`: chunks as documents uploaded with `POST /{phone_id}/media`.
 //!   WhatsApp takes documents of listed types only (`text/plain`, PDF,
 //!   office formats), so a chunk travels as a `text/plain` file of its
