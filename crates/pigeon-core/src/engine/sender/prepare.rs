@@ -134,14 +134,18 @@ impl Sender {
             if used + need > room {
                 // Larger than what is left of the Hello's message: it goes
                 // in pieces, the first filling that message, if the link
-                // has room for it now and its pieces fill at most two more
-                // of its messages (else the ordinary way: a chunk sized for
-                // a faster link would hold the whole transfer to this slow
-                // one's pace, as a simulated seed of three links showed).
-                let payload = crate::link::message_payload(&self.node.links[link].capabilities());
-                let short = frame.len() <= (room - used) + 2 * payload;
+                // has room for it now and no other link would carry it
+                // sooner (else the ordinary way: a chunk sized for a faster
+                // link would hold the transfer to this slow one's pace, as
+                // a simulated seed of three links showed).
+                let here = self.node.links[link].time_to_send(frame.len());
+                let sooner_elsewhere = self.node.links.iter().enumerate().any(|(j, other)| {
+                    j != link && other.usable() && other.time_to_send(frame.len()) < here
+                });
                 match self.node.links[link].try_reserve(frame.len()) {
-                    Some(permit) if short && room - used >= crate::link::MIN_FRAGMENT_ROOM => {
+                    Some(permit)
+                        if !sooner_elsewhere && room - used >= crate::link::MIN_FRAGMENT_ROOM =>
+                    {
                         tail = Some(EarlyTail {
                             link,
                             chunk: crate::link::ChunkFrame {
