@@ -8,19 +8,14 @@ fn seeded_hostile_transfers_keep_every_invariant() {
     // The soak's own limits, so `scripts/soak --seed N` replays seed N.
     let limits = Limits::default();
     let results = play_all(0..SEEDS, &limits);
-    let mut failures = vec![];
+    let failed = failures(&results);
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
     let mut total = Outcome::default();
-    for (scenario, result) in results {
-        match result {
-            Ok(out) => {
-                total.crashes += out.crashes;
-                total.acked_checked += out.acked_checked;
-                total.lost += out.lost;
-            }
-            Err(f) => failures.push(format!("{f}\n  {scenario:?}")),
-        }
+    for out in results.iter().filter_map(|(_, r)| r.as_ref().ok()) {
+        total.crashes += out.crashes;
+        total.acked_checked += out.acked_checked;
+        total.lost += out.lost;
     }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
     // The seeds did what they are for.
     assert!(total.crashes > 10, "{total:?}");
     assert!(total.acked_checked > 0, "{total:?}");
@@ -46,39 +41,43 @@ fn soak_sample() {
         20_000 + (days % 10_000) * count
     });
     eprintln!("soak sample: seeds {from}..{}", from + count);
-    let failures: Vec<String> = play_all(from..from + count, &Limits::default())
-        .into_iter()
-        .filter_map(|(s, r)| r.err().map(|f| format!("{f}\n  {s:?}")))
-        .collect();
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    let failed = failures(&play_all(from..from + count, &Limits::default()));
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
 }
 
 /// Play `seeds` side by side, one scenario per core at a time (each is
 /// single-threaded on its own paused clock, so they do not disturb each
 /// other), in seed order.
 fn play_all(
-    seeds: std::ops::Range<u64>,
+    seeds: impl IntoIterator<Item = u64>,
     limits: &Limits,
 ) -> Vec<(Scenario, Result<Outcome, Failure>)> {
-    let next = std::sync::atomic::AtomicU64::new(seeds.start);
+    let seeds: Vec<u64> = seeds.into_iter().collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
     let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
     let results = std::sync::Mutex::new(vec![]);
     std::thread::scope(|s| {
         for _ in 0..jobs {
-            s.spawn(|| loop {
-                let seed = next.fetch_add(1, Ordering::Relaxed);
-                if seed >= seeds.end {
-                    break;
+            s.spawn(|| {
+                while let Some(&seed) = seeds.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    let scenario = Scenario::from_seed(seed, limits);
+                    let result = run(&scenario);
+                    crate::task::lock(&results).push((scenario, result));
                 }
-                let scenario = Scenario::from_seed(seed, limits);
-                let result = run(&scenario);
-                crate::task::lock(&results).push((scenario, result));
             });
         }
     });
     let mut results = results.into_inner().unwrap_or_else(|e| e.into_inner());
     results.sort_by_key(|(s, _)| s.seed);
     results
+}
+
+/// The failures among `results`, each with its scenario.
+fn failures(results: &[(Scenario, Result<Outcome, Failure>)]) -> Vec<String> {
+    results
+        .iter()
+        .filter_map(|(s, r)| r.as_ref().err().map(|f| format!("{f}\n  {s:?}")))
+        .collect()
 }
 
 /// Multi-link seeds `cargo test` plays (issue 28): one to three channels,
@@ -102,11 +101,8 @@ fn seeded_transfers_over_several_links_keep_every_invariant() {
         .into_iter()
         .filter(|(s, _)| !MULTI_OPEN.contains(&s.seed))
         .collect();
-    let failures: Vec<String> = results
-        .iter()
-        .filter_map(|(s, r)| r.as_ref().err().map(|f| format!("{f}\n  {s:?}")))
-        .collect();
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    let failed = failures(&results);
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
     // The seeds drew what they are for: several links, and each kind of
     // outage, some for good.
     let scenarios: Vec<&Scenario> = results.iter().map(|(s, _)| s).collect();
@@ -130,13 +126,8 @@ fn seeded_transfers_over_several_links_keep_every_invariant() {
 #[test]
 #[ignore = "multi-link seeds still failing (issue 28)"]
 fn open_multi_link_seeds() {
-    let limits = Limits::default();
-    let failures: Vec<String> = MULTI_OPEN
-        .iter()
-        .map(|&seed| Scenario::from_seed(seed, &limits))
-        .filter_map(|s| run(&s).err().map(|f| format!("{f}\n  {s:?}")))
-        .collect();
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    let failed = failures(&play_all(MULTI_OPEN.iter().copied(), &Limits::default()));
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
 }
 
 #[test]
@@ -156,13 +147,8 @@ const FOUND: &[u64] = &[468, 481, 745, 6271, 6482, 7563, 7754];
 
 #[test]
 fn seeds_that_found_bugs_stay_fixed() {
-    let limits = Limits::default();
-    let failures: Vec<String> = FOUND
-        .iter()
-        .map(|&seed| Scenario::from_seed(seed, &limits))
-        .filter_map(|s| run(&s).err().map(|f| format!("{f}\n  {s:?}")))
-        .collect();
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    let failed = failures(&play_all(FOUND.iter().copied(), &Limits::default()));
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
 }
 
 /// `PIGEON_SIM_SEED=N cargo test -p pigeon-core --lib sim::tests::one_seed -- --ignored --nocapture`
