@@ -96,22 +96,26 @@ pub fn serve(home: &Path, handle: ClientHandle, info: OwnerInfo) -> Result<Serve
     })
 }
 
-/// Listen on the socket `path` (a stale one there is removed: call only
+/// Listen on the socket `path` (a stale one there is replaced: call only
 /// while holding what the socket serves), mode 0600; and its inode, to
-/// remove only our own when done.
+/// remove only our own when done. The socket is made under a temporary
+/// name beside it, given its mode, then renamed into place: `path` never
+/// shows a socket with the umask's mode, even for an instant (a test
+/// looking at once saw 0700 on a loaded machine).
 pub(super) fn bind(path: &Path) -> Result<(UnixListener, u64)> {
-    let listener = match std::os::unix::net::UnixListener::bind(path) {
-        Ok(l) => l,
-        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
-            std::fs::remove_file(path)
-                .map_err(|e| CoreError::io(format!("removing the stale {}", path.display()), e))?;
-            std::os::unix::net::UnixListener::bind(path)
-                .map_err(|e| CoreError::io(format!("serving {}", path.display()), e))?
-        }
-        Err(e) => return Err(CoreError::io(format!("serving {}", path.display()), e)),
-    };
     let io = |e| CoreError::io(format!("serving {}", path.display()), e);
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+    // As short as the final name: a socket's path has a small limit.
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let temp = path.with_file_name(format!(".s{}.{n}", std::process::id()));
+    let _ = std::fs::remove_file(&temp);
+    let listener = std::os::unix::net::UnixListener::bind(&temp).map_err(io)?;
+    let placed = std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(0o600))
+        .and_then(|()| std::fs::rename(&temp, path));
+    if let Err(e) = placed {
+        let _ = std::fs::remove_file(&temp);
+        return Err(io(e));
+    }
     let inode = std::fs::symlink_metadata(path).map_err(io)?.ino();
     listener.set_nonblocking(true).map_err(io)?;
     let listener = UnixListener::from_std(listener).map_err(io)?;
@@ -347,4 +351,29 @@ async fn answer(
         Ask::Clean { choice, dry_run } => handle.clean(choice, dry_run).await.map(Answer::Reports),
     };
     (result.map_err(|e| e.to_string()), started)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_socket_appears_with_its_mode_replaces_a_stale_one_and_leaves_nothing_beside_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pigeon.sock");
+        // A stale socket: bound once, its listener gone.
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        let (listener, inode) = bind(&path).unwrap();
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert_eq!(meta.ino(), inode);
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("pigeon.sock")]);
+        // And it is the one listening.
+        let _client = tokio::net::UnixStream::connect(&path).await.unwrap();
+        let (_, _) = listener.accept().await.unwrap();
+    }
 }
