@@ -112,7 +112,7 @@ pub async fn status(home: &Home, json: bool, finished_only: bool) -> Result<()> 
             .unwrap_or_default();
         println!(
             "{}  {:<8} {:<11} {:>5.1}%  {:>9}  {} {} {}  faults: corrupt {} dup {} reordered {} retransmitted {}{error}",
-            &rep.id[..8],
+            super::print::short(&rep.id),
             if upload { "upload" } else { "download" },
             rep.status.as_str(),
             pct,
