@@ -498,7 +498,16 @@ impl Node {
     /// `rest`: the bytes of the transfer still to send, this frame
     /// included. A link takes the frame only if it would send it before
     /// the links together send all of that ([`worth_it`]).
-    pub async fn reserve_data(&self, bytes: usize, rest: u64) -> (usize, OwnedSemaphorePermit) {
+    ///
+    /// `avoid`: links (one bit each) not to use while another would do: a
+    /// chunk lost there again and again goes elsewhere, whatever that link's
+    /// breaker says yet.
+    pub async fn reserve_data(
+        &self,
+        bytes: usize,
+        rest: u64,
+        avoid: u64,
+    ) -> (usize, OwnedSemaphorePermit) {
         // One link: nothing to choose, and a waiter keeps its place in the
         // queue (looking again would put it at the back, behind smaller
         // frames of other transfers).
@@ -511,6 +520,10 @@ impl Node {
                 .collect();
             if usable.is_empty() {
                 usable = (0..self.links.len()).collect();
+            }
+            let avoided = |i: usize| i < 64 && avoid & (1 << i) != 0;
+            if usable.iter().any(|&i| !avoided(i)) {
+                usable.retain(|&i| !avoided(i));
             }
             let times: Vec<Duration> = usable
                 .iter()

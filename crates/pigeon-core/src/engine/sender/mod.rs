@@ -291,6 +291,17 @@ impl Sender {
                 }
             };
             let ready_len = self.ready.as_ref().map(|r| r.frame.len());
+            // A chunk lost more than once, every copy on one link: that
+            // link may swallow it (a one-way blackhole says nothing and its
+            // breaker counts slowly when one chunk's timer backs off), so
+            // it goes on another if there is one.
+            let avoid = self
+                .ready
+                .as_ref()
+                .filter(|r| r.retry)
+                .and_then(|r| self.win.inflight.get(&r.index))
+                .filter(|f| f.retries >= 1 && f.links.count_ones() == 1)
+                .map_or(0, |f| f.links);
             tokio::select! {
                 input = inbox.recv() => {
                     let Some(input) = input else { return Outcome::Stopped };
@@ -346,7 +357,7 @@ impl Sender {
                         Err(e) => return self.abort(e.to_string()),
                     }
                 }
-                (link, permit) = self.node.reserve_data(ready_len.unwrap_or(0), rest), if ready_len.is_some() && !quiet => {
+                (link, permit) = self.node.reserve_data(ready_len.unwrap_or(0), rest, avoid), if ready_len.is_some() && !quiet => {
                     self.send_ready(link, permit);
                 }
             }
