@@ -105,31 +105,21 @@ pub async fn run<G>(args: Cli, init_logging: impl FnOnce(&Home, bool, bool) -> G
             dry_run,
             agent,
             root,
-        }) if agent
-            || (agent::agent_running(home.dir())
-                && !(failed || cancelled || completed || older_than.is_some())) =>
-        {
-            agent::clean(&home, dry_run, root).await.map(|()| true)
+        }) => {
+            let records_asked = failed || cancelled || completed || older_than.is_some();
+            if agent || (agent::agent_running(home.dir()) && !records_asked) {
+                agent::clean(&home, dry_run, root).await
+            } else {
+                let choice = pigeon_core::ledger::CleanChoice {
+                    failed,
+                    cancelled,
+                    completed,
+                    older_than,
+                };
+                transfer::clean(&home, choice, dry_run).await
+            }
+            .map(|()| true)
         }
-        Some(Command::Clean {
-            failed,
-            cancelled,
-            completed,
-            older_than,
-            dry_run,
-            ..
-        }) => transfer::clean(
-            &home,
-            pigeon_core::ledger::CleanChoice {
-                failed,
-                cancelled,
-                completed,
-                older_than,
-            },
-            dry_run,
-        )
-        .await
-        .map(|()| true),
         Some(Command::Pair(args)) => keys::pair(&home, args).await,
         Some(Command::Audit(args)) => agent::audit(&home, args).await,
         Some(Command::Share {

@@ -229,27 +229,19 @@ impl Scenario {
     /// One or two more channels, and outages on any of them; at least one
     /// channel comes back (or never goes), so the transfer can end.
     fn draw_more_links(&mut self, rng: &mut StdRng, profiles: &[Profile], length: Duration) {
+        // Zero with probability `none`, else up to `max`.
+        let some = |rng: &mut StdRng, none: f64, max: f64| {
+            if rng.gen_bool(none) {
+                0.0
+            } else {
+                rng.gen_range(0.0..max)
+            }
+        };
         let faults = |rng: &mut StdRng| Faults {
-            loss: if rng.gen_bool(0.5) {
-                0.0
-            } else {
-                rng.gen_range(0.0..0.1)
-            },
-            dup: if rng.gen_bool(0.5) {
-                0.0
-            } else {
-                rng.gen_range(0.0..0.05)
-            },
-            reorder: if rng.gen_bool(0.5) {
-                0.0
-            } else {
-                rng.gen_range(0.0..0.2)
-            },
-            corrupt: if rng.gen_bool(0.7) {
-                0.0
-            } else {
-                rng.gen_range(0.0..0.01)
-            },
+            loss: some(rng, 0.5, 0.1),
+            dup: some(rng, 0.5, 0.05),
+            reorder: some(rng, 0.5, 0.2),
+            corrupt: some(rng, 0.7, 0.01),
             delay: Duration::from_millis(rng.gen_range(0..200)),
             seed: Some(rng.gen()),
         };
