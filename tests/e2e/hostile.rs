@@ -36,10 +36,18 @@ fn fault_sum(r: &Value) -> u64 {
         .sum()
 }
 
+/// How long one command may take here: what is proven is byte-exact
+/// delivery and the faults counted, not speed, and an unlucky run of
+/// losses backs a chunk's timer off towards a minute (the telegram-text
+/// test took 35 to 185 s, alone, from one run to the next).
+const HOSTILE_COMMAND_LIMIT: Duration = Duration::from_secs(300);
+
 /// Upload `files`, download each back, check everything byte-exact; return
 /// the upload and download reports.
 fn round_trip_all(w: &World, files: &[&Path]) -> (Vec<Value>, Vec<Value>) {
-    let run = w.upload(files, &["--to", "hostile/"]);
+    let run = w
+        .spawn_upload(files, &["--to", "hostile/"])
+        .wait(HOSTILE_COMMAND_LIMIT);
     run.assert_ok();
     let ups = run.reports();
     eprintln!("upload: {:?}", run.elapsed);
@@ -59,7 +67,9 @@ fn round_trip_all(w: &World, files: &[&Path]) -> (Vec<Value>, Vec<Value>) {
     for f in files {
         let name = f.file_name().unwrap().to_str().unwrap();
         let out = w.work.join(format!("back-{name}"));
-        let run = w.download(&format!("hostile/{name}"), &out, &[]);
+        let run = w
+            .spawn_download(&format!("hostile/{name}"), &out, &[])
+            .wait(HOSTILE_COMMAND_LIMIT);
         run.assert_ok();
         let r = run.report();
         eprintln!(

@@ -45,11 +45,6 @@ pub fn clear() {
     book.runs.clear();
 }
 
-/// The nonce reuses seen, one sentence each.
-pub fn violations() -> Vec<String> {
-    book().violations.iter().map(|(_, v)| v.clone()).collect()
-}
-
 /// The nonce reuses seen on the threads named `thread` (one scenario's).
 pub fn violations_on(thread: &str) -> Vec<String> {
     book()
