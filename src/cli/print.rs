@@ -89,10 +89,11 @@ pub fn link_json(i: usize, h: &pigeon_core::view::TransportHealth) -> serde_json
     })
 }
 
-/// One link in `status`: its profile, state, round trip, rate, share, errors.
+/// One link in `status`: its profile, state, round trip, rate, share,
+/// errors, the chunks it lost.
 pub fn link_line(i: usize, h: &pigeon_core::view::TransportHealth) -> String {
     let mut line = format!(
-        "link {i}  {:<14} {:<12} rtt {:>7}  {:>10}/s  share {:>4}  errors {}  {}",
+        "link {i}  {:<14} {:<12} rtt {:>7}  {:>10}/s  share {:>4}  errors {}  lost {}  {}",
         h.profile,
         h.state.word(),
         h.rtt
@@ -101,6 +102,7 @@ pub fn link_line(i: usize, h: &pigeon_core::view::TransportHealth) -> String {
         h.share
             .map_or("-".to_string(), |s| format!("{:.0}%", s * 100.0)),
         h.errors,
+        h.faults.lost,
         escape_control(&h.uri)
     );
     // What only the user can fix, in `pigeon transports test`'s words.

@@ -548,3 +548,55 @@ fn an_address_in_peers_toml_pins_where_the_agent_answers() {
     tg.client("text", 1200, &["ls"]).assert_ok();
     agent.terminate(Duration::from_secs(10));
 }
+
+/// Issue 28 item 3: a peer's key id is no chat. An agent on a spool and on
+/// `telegram:*` serves a peer that has only ever written on the spool: the
+/// faster Telegram link does not reach that peer, so its download goes all
+/// on the spool, in chunks sized for the spool, and no send is tried where
+/// it could only fail (which would count against the Telegram link for
+/// every peer on it).
+#[test]
+fn an_agent_on_star_never_writes_to_a_peer_where_it_has_not_written() {
+    let mut tg = Tg::new(25.0);
+    // A text spool, and a faster document link: the agent would put most
+    // of the download on Telegram, in its large chunks, if it could.
+    tg.w.query = "profile=telegram-text&msgs_per_min=1200".into();
+    let star = format!(
+        "telegram:*?token_env=PIGEON_TG_TOKEN&api={}&mode=document&msgs_per_min=20",
+        tg.api
+    );
+    let mut agent = Proc::spawn_env(
+        &tg.w.agent_home,
+        &["agent", "--transport", &tg.w.uri(), "--transport", &star],
+        &tg.w.logs,
+        "agent",
+        &[("PIGEON_TG_TOKEN", AGENT_TOKEN)],
+    );
+    wait_until("the agent is ready", Duration::from_secs(60), || {
+        agent.stderr().contains("agent ready") || agent.exited()
+    });
+    let data = std::fs::read(tg.w.random_file("log.bin", 300_000, 28)).unwrap();
+    tg.w.put_remote("log.bin", &data);
+    let out = tg.w.work.join("fetched.bin");
+    let run = tg.w.download("log.bin", &out, &[]);
+    run.assert_ok();
+    assert_eq!(std::fs::read(&out).unwrap(), data);
+    assert_eq!(
+        run.report()["chunks_total"],
+        5,
+        "chunks sized for the text spool (64 KiB), not the document link: {}",
+        run.describe()
+    );
+    let log = agent.stderr();
+    assert!(
+        !log.contains("has not written on it yet") && !log.contains("transport send failed"),
+        "the agent tried the peer where it cannot reach it:\n{log}"
+    );
+    let sent: Vec<Request> = tg
+        .record()
+        .into_iter()
+        .filter(|r| r.bot == "agent_bot" && r.method.starts_with("send"))
+        .collect();
+    assert!(sent.is_empty(), "the agent wrote on Telegram: {sent:?}");
+    agent.terminate(Duration::from_secs(10));
+}

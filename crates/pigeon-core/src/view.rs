@@ -127,6 +127,11 @@ pub struct FaultCounters {
     pub reordered: u64,
     /// Chunks sent again because no acknowledgement came in time.
     pub retransmitted: u64,
+    /// Chunks that timed out or were found missing where they were sent:
+    /// for a transport, what it lost (each chunk is charged to the link
+    /// that carried it); for a transfer, what all its links lost.
+    #[serde(default)]
+    pub lost: u64,
 }
 
 impl FaultCounters {
@@ -135,6 +140,7 @@ impl FaultCounters {
         self.duplicate += other.duplicate;
         self.reordered += other.reordered;
         self.retransmitted += other.retransmitted;
+        self.lost += other.lost;
     }
 }
 

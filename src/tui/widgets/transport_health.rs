@@ -228,6 +228,13 @@ impl<'a> TransportHealthWidget<'a> {
                 Style::default()
             },
         ));
+        // Chunks it carried that never arrived (said only once there are).
+        if h.faults.lost > 0 {
+            spans.push(Span::styled(
+                format!("  lost {}", h.faults.lost),
+                theme.warn(),
+            ));
+        }
         let wait = match h.state {
             LinkState::Open { retry_in, .. } => Some(retry_in),
             _ => h.retry_after,
@@ -339,6 +346,21 @@ mod tests {
                 "12/60 msg/min  errors 0         ",
             ])
         );
+    }
+
+    /// Issue 28 item 6: a link's loss is seen where its errors are.
+    #[test]
+    fn the_chunks_a_link_lost_are_counted_beside_its_errors() {
+        let h = TransportHealth {
+            faults: FaultCounters {
+                lost: 7,
+                ..FaultCounters::default()
+            },
+            ..health()
+        };
+        let buf = render(&h, 40, 3);
+        let budget: String = (0..40).map(|x| buf[(x, 2)].symbol().to_string()).collect();
+        assert_eq!(budget.trim_end(), "12/60 msg/min  errors 0  lost 7");
     }
 
     #[test]

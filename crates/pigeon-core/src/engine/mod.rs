@@ -124,21 +124,20 @@ impl Peer {
         })
     }
 
-    /// Where to send to this peer on `link`: where its authenticated
-    /// frames came from, else its inbox name.
     /// Where the trust list pins the peer on `link`, if it does.
     pub fn pinned_on(&self, link: usize) -> Option<Address> {
         lock(&self.pinned).get(&link).cloned()
     }
 
-    pub fn address_on(&self, link: usize) -> Address {
-        if let Some(pinned) = self.pinned_on(link) {
-            return pinned;
-        }
-        lock(&self.replies)
-            .get(&link)
-            .cloned()
-            .unwrap_or_else(|| self.address.clone())
+    /// Where to send to this peer on `link`: where the trust list pins
+    /// it, else where its authenticated frames came from, else its inbox
+    /// name, unless the link answers only whoever writes (`whoever`): the
+    /// key id is no chat, and a peer that has neither written on such a
+    /// link nor been given an address for it cannot be reached there.
+    pub fn address_on(&self, link: usize, whoever: bool) -> Option<Address> {
+        self.pinned_on(link)
+            .or_else(|| lock(&self.replies).get(&link).cloned())
+            .or_else(|| (!whoever).then(|| self.address.clone()))
     }
 
     /// An authenticated frame of this peer came from `from` on `link`.
@@ -396,11 +395,22 @@ impl Node {
             .encode()
         });
         match sealed {
-            Ok(frame) => {
-                let (index, link) = self.control_link(slot.link);
-                link.send_control(&peer.address_on(index), frame, coalesce);
-                true
-            }
+            Ok(frame) => match self.control_link(peer, slot.link) {
+                Some((_, link, to)) => {
+                    link.send_control(&to, frame, coalesce);
+                    true
+                }
+                None => {
+                    self.log(
+                        LogLevel::Warn,
+                        format!(
+                            "no link reaches {} yet: an answer waits for its next message",
+                            peer.name
+                        ),
+                    );
+                    false
+                }
+            },
             Err(e) => {
                 self.log(LogLevel::Error, format!("cannot seal a control frame: {e}"));
                 false
@@ -408,49 +418,109 @@ impl Node {
         }
     }
 
-    /// The link control frames go on: of those whose circuit is closed,
-    /// the one with the shortest round trip (the session's when none is
-    /// measured yet). A link whose answers seem not to arrive (the peer
-    /// keeps asking again, [`LinkHandle::doubted`]) comes last, and a link
-    /// whose last send failed after those whose did not (a lost
+    /// Where `peer` is on `link`, if that link can reach it
+    /// ([`Peer::address_on`]).
+    pub(crate) fn address(&self, peer: &Peer, link: usize) -> Option<Address> {
+        let handle = self.links.get(link)?;
+        peer.address_on(link, handle.answers_whoever_writes())
+    }
+
+    /// Whether data for `peer` may go on `link` now: the link reaches the
+    /// peer and its circuit to it is not open. Links are judged per peer:
+    /// one peer's chat being gone says nothing of another's.
+    pub(crate) fn usable(&self, peer: &Peer, link: usize) -> bool {
+        self.address(peer, link)
+            .is_some_and(|to| self.links[link].usable(&to))
+    }
+
+    /// The links that reach `peer` (all of them, if none does yet): what a
+    /// transfer with it is sized and compressed for.
+    pub(crate) fn links_to<'a>(&'a self, peer: &'a Peer) -> Vec<&'a LinkHandle> {
+        let reach: Vec<&LinkHandle> = (0..self.links.len())
+            .filter(|&i| self.address(peer, i).is_some())
+            .map(|i| &self.links[i])
+            .collect();
+        if reach.is_empty() {
+            self.links.iter().collect()
+        } else {
+            reach
+        }
+    }
+
+    /// Tell `link` something of `peer` at its address there (nothing, if
+    /// the link does not reach it).
+    pub(crate) fn judge(&self, peer: &Peer, link: usize, f: impl FnOnce(&LinkHandle, &Address)) {
+        if let Some(to) = self.address(peer, link) {
+            f(&self.links[link], &to);
+        }
+    }
+
+    /// The link control frames to `peer` go on, with the peer's address
+    /// there: of the links that reach it and whose circuit to it is
+    /// closed, the one with the shortest round trip (the session's when
+    /// none is measured yet). A link whose answers seem not to arrive (the
+    /// peer keeps asking again, [`LinkHandle::doubted`]) comes last, and a
+    /// link whose last send failed after those whose did not (a lost
     /// acknowledgement costs a round trip, and one failure is enough to
     /// doubt it), then one being probed; if none is usable, the session's
-    /// (its link retries it when it may).
-    pub(crate) fn control_link(&self, preferred: usize) -> (usize, &LinkHandle) {
+    /// (its link retries it when it may), else any that reaches the peer.
+    /// None: no link reaches it (a link that answers whoever writes, and
+    /// the peer has not written on it).
+    pub(crate) fn control_link(
+        &self,
+        peer: &Peer,
+        preferred: usize,
+    ) -> Option<(usize, &LinkHandle, Address)> {
         let preferred = preferred.min(self.links.len() - 1);
-        let best = (0..self.links.len())
-            .filter(|&i| self.links[i].usable())
-            .min_by_key(|&i| {
+        let reach: Vec<(usize, Address)> = (0..self.links.len())
+            .filter_map(|i| Some((i, self.address(peer, i)?)))
+            .collect();
+        let best = reach
+            .iter()
+            .filter(|(i, to)| self.links[*i].usable(to))
+            .min_by_key(|(i, to)| {
+                let link = &self.links[*i];
                 (
-                    self.links[i].doubted(),
-                    !self.links[i].clean(),
-                    self.links[i].rtt().unwrap_or(Duration::MAX),
-                    usize::from(i != preferred),
+                    link.doubted(to),
+                    !link.clean(to),
+                    link.rtt(to).unwrap_or(Duration::MAX),
+                    usize::from(*i != preferred),
                 )
             })
-            .unwrap_or(preferred);
-        (best, &self.links[best])
+            .or_else(|| reach.iter().find(|(i, _)| *i == preferred))
+            .or_else(|| reach.first())?;
+        Some((best.0, &self.links[best.0], best.1.clone()))
     }
 
     /// `peer` asked again for what was answered (a chunk already
     /// acknowledged came again): charge the link answers to it go on, so
     /// that a link swallowing this direction is found and left.
     pub(crate) fn answer_lost(&self, peer: &Peer) {
-        let (index, link) = self.control_link(self.session_link(peer));
-        link.answer_lost();
-        if link.doubted() {
-            tracing::debug!(link = index, peer = %peer.name, "answers on this link seem lost: others first");
+        if let Some((index, link, to)) = self.control_link(peer, self.session_link(peer)) {
+            link.answer_lost(&to);
+            if link.doubted(&to) {
+                tracing::debug!(link = index, peer = %peer.name, "answers on this link seem lost: others first");
+            }
         }
     }
 
     /// `peer` moved on after our answers: the link they go on carries them.
     pub(crate) fn answers_arrive(&self, peer: &Peer) {
-        self.control_link(self.session_link(peer))
-            .1
-            .answers_arrive();
+        if let Some((_, link, to)) = self.control_link(peer, self.session_link(peer)) {
+            link.answers_arrive(&to);
+        }
     }
 
-    fn session_link(&self, peer: &Peer) -> usize {
+    /// The timeout for answers from `peer` on the link control frames to
+    /// it go on now.
+    pub(crate) fn control_rto(&self, peer: &Peer) -> Rto {
+        match self.control_link(peer, self.session_link(peer)) {
+            Some((_, link, to)) => Rto::for_link(link, link.rtt(&to)),
+            None => Rto::for_link(&self.links[0], None),
+        }
+    }
+
+    pub(crate) fn session_link(&self, peer: &Peer) -> usize {
         peer.session.borrow().as_ref().map_or(0, |slot| slot.link)
     }
 
@@ -467,13 +537,14 @@ impl Node {
         *lock(&peer.pinned) = pinned;
     }
 
-    /// The link a Hello would go on now, and the room its message has for
-    /// early data besides the Hello, if that link takes early data.
-    pub(crate) fn early_room(&self) -> Option<(usize, usize)> {
+    /// The link a Hello to `peer` would go on now, and the room its
+    /// message has for early data besides the Hello, if that link takes
+    /// early data.
+    pub(crate) fn early_room(&self, peer: &Peer) -> Option<(usize, usize)> {
         if !self.early_data.load(std::sync::atomic::Ordering::Relaxed) {
             return None;
         }
-        let (index, link) = self.control_link(0);
+        let (index, link, _) = self.control_link(peer, 0)?;
         let caps = &link.capabilities();
         let interval = caps
             .messages_per_minute
@@ -502,8 +573,12 @@ impl Node {
     /// `avoid`: links (one bit each) not to use while another would do: a
     /// chunk lost there again and again goes elsewhere, whatever that link's
     /// breaker says yet.
+    ///
+    /// Only links that reach `peer` are used ([`Node::address`]); there is
+    /// always one, the one its session came by.
     pub async fn reserve_data(
         &self,
+        peer: &Peer,
         bytes: usize,
         rest: u64,
         avoid: u64,
@@ -515,11 +590,21 @@ impl Node {
             return (0, only.reserve(bytes).await);
         }
         loop {
-            let mut usable: Vec<usize> = (0..self.links.len())
-                .filter(|&i| self.links[i].usable())
+            let reach: Vec<usize> = (0..self.links.len())
+                .filter(|&i| self.address(peer, i).is_some())
+                .collect();
+            let mut usable: Vec<usize> = reach
+                .iter()
+                .copied()
+                .filter(|&i| self.usable(peer, i))
                 .collect();
             if usable.is_empty() {
-                usable = (0..self.links.len()).collect();
+                usable = reach;
+            }
+            if usable.is_empty() {
+                // Reached by none yet (it has not written on a link that
+                // answers whoever writes): the session's link, where it did.
+                usable = vec![self.session_link(peer).min(self.links.len() - 1)];
             }
             let avoided = |i: usize| i < 64 && avoid & (1 << i) != 0;
             if usable.iter().any(|&i| !avoided(i)) {
@@ -561,6 +646,9 @@ impl Node {
         }
     }
 
+    /// Queue a chunk's frame for `peer` on `link`, in the room
+    /// [`reserve_data`](Self::reserve_data) made there. A link that does
+    /// not reach the peer drops it: its timer sends it again elsewhere.
     pub fn send_data(
         &self,
         link: usize,
@@ -568,7 +656,12 @@ impl Node {
         chunk: link::ChunkFrame,
         permit: OwnedSemaphorePermit,
     ) {
-        self.links[link].send_reserved(&peer.address_on(link), chunk, permit);
+        match self.address(peer, link) {
+            Some(to) => self.links[link].send_reserved(&to, chunk, permit),
+            None => {
+                tracing::warn!(link, peer = %peer.name, "a chunk for a link that does not reach its peer")
+            }
+        }
     }
 
     /// Wait (up to `limit`) until every link has sent what it was given:

@@ -208,7 +208,12 @@ fn send_unknown_session_hint(node: &Node, link: usize, peer: &Peer, session: [u8
     })
     .encode()
     {
-        node.links[link].send_control(&peer.address_on(link), hint, None);
+        // Only where the peer is known to be on this link: the frame's
+        // sender is not authenticated, and a hint is no reason to write
+        // to a stranger.
+        if let Some(to) = node.address(peer, link) {
+            node.links[link].send_control(&to, hint, None);
+        }
     }
 }
 

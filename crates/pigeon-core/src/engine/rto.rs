@@ -15,7 +15,9 @@ pub(crate) struct Rto {
 }
 
 impl Rto {
-    pub fn for_link(link: &LinkHandle) -> Rto {
+    /// The timeout for what goes on `link`, starting from a round trip
+    /// already `measured` to the peer there (the handshake's), if any.
+    pub fn for_link(link: &LinkHandle, measured: Option<Duration>) -> Rto {
         let caps = &link.capabilities();
         let interval = caps.messages_per_minute.map_or(Duration::ZERO, |m| {
             Duration::from_secs_f64(60.0 / f64::from(m.max(1)))
@@ -31,16 +33,11 @@ impl Rto {
         let floor = (interval * 5)
             .max(message_time * 3)
             .max(Duration::from_millis(300));
-        // Start from a round trip already measured on this link (the
-        // handshake's), else from a cautious guess.
-        let measured = link
-            .stats
-            .rtt_micros
-            .load(std::sync::atomic::Ordering::Relaxed);
-        let current = if measured > 0 {
-            (Duration::from_micros(measured) * 3).max(floor)
-        } else {
-            floor.max(Duration::from_secs(1)) * 2
+        // Start from a round trip already measured, else from a cautious
+        // guess.
+        let current = match measured.filter(|m| !m.is_zero()) {
+            Some(m) => (m * 3).max(floor),
+            None => floor.max(Duration::from_secs(1)) * 2,
         };
         Rto {
             srtt: None,

@@ -139,12 +139,12 @@ pub struct LinkStats {
     pub duplicate: AtomicU64,
     pub reordered: AtomicU64,
     pub retransmitted: AtomicU64,
-    pub rtt_micros: AtomicU64,
+    /// Chunks sent on it that timed out or were found missing.
+    pub lost: AtomicU64,
     pub retry_after_until_ms: AtomicU64,
-    /// Whether data may go on the link ([`Breaker`]).
-    breaker: Mutex<Breaker>,
-    /// Whether answers sent on it arrive ([`answers::Answers`]).
-    answers: Mutex<answers::Answers>,
+    /// Per destination: whether data may go there ([`breaker::Breaker`]), whether
+    /// answers sent there arrive ([`answers::Answers`]), the round trip.
+    judges: Mutex<Judges>,
     /// Chunks whose message the provider did not take, for their senders
     /// to send again at once (not after their timers).
     dropped: Mutex<Vec<ChunkRef>>,
@@ -165,9 +165,9 @@ struct Recent {
 }
 
 impl LinkStats {
-    fn record_send(&self, bytes: usize, started: Instant) {
+    fn record_send(&self, to: &Address, bytes: usize, started: Instant) {
         let now = Instant::now();
-        crate::task::lock(&self.breaker).sent(now);
+        self.judge(to, |j| j.breaker.sent(now));
         if let Ok(mut r) = self.recent.lock() {
             r.sends.push_back(now);
             while r
@@ -202,11 +202,26 @@ impl LinkStats {
         d.extend(chunks.into_iter().take(MAX_DROPPED));
     }
 
-    /// A send failed (`permanent`: the provider will not take it as
-    /// things are).
-    pub(crate) fn send_failed(&self, permanent: bool) {
+    /// A send to `to` failed (`permanent`: the provider will not take it
+    /// as things are).
+    pub(crate) fn send_failed(&self, to: &Address, permanent: bool) {
         self.errors.fetch_add(1, Ordering::Relaxed);
-        crate::task::lock(&self.breaker).send_failed(Instant::now(), permanent, rand::random());
+        let jitter = rand::random();
+        self.judge(to, |j| {
+            j.breaker.send_failed(Instant::now(), permanent, jitter)
+        });
+    }
+
+    /// Until when nothing may be sent to `to`: its circuit is open for
+    /// errors ([`breaker::Breaker::holds_sends_until`]).
+    pub(crate) fn holds_sends_until(&self, to: &Address) -> Option<Instant> {
+        crate::task::lock(&self.judges)
+            .get(to)
+            .and_then(|j| j.breaker.holds_sends_until())
+    }
+
+    fn judge<R>(&self, to: &Address, f: impl FnOnce(&mut Judge) -> R) -> R {
+        f(crate::task::lock(&self.judges).of(to))
     }
 
     pub fn faults(&self) -> FaultCounters {
@@ -215,6 +230,7 @@ impl LinkStats {
             duplicate: self.duplicate.load(Ordering::Relaxed),
             reordered: self.reordered.load(Ordering::Relaxed),
             retransmitted: self.retransmitted.load(Ordering::Relaxed),
+            lost: self.lost.load(Ordering::Relaxed),
         }
     }
 }
@@ -238,6 +254,9 @@ pub struct LinkHandle {
     pieces: Arc<Mutex<Reassembler>>,
     /// The bandwidth limits what it sends counts against.
     limits: Vec<Arc<Limiter>>,
+    /// Its transport answers whoever writes
+    /// ([`Transport::answers_whoever_writes`]).
+    whoever: bool,
 }
 
 /// Bytes of data frames a link lets wait in its queues. Enough to fill two
@@ -358,6 +377,12 @@ impl LinkHandle {
         let _ = self.tx.send(Op::Introduce(to.clone()));
     }
 
+    /// It reaches a peer only at an address the peer wrote from or the
+    /// trust list gives ([`Transport::answers_whoever_writes`]).
+    pub fn answers_whoever_writes(&self) -> bool {
+        self.whoever
+    }
+
     /// The kind of transport: the URI's scheme (`telegram`, `local`, …).
     pub fn scheme(&self) -> &str {
         self.describe.split(':').next().unwrap_or_default()
@@ -430,25 +455,26 @@ impl LinkHandle {
         (permits as u64 * self.budget_now() as u64 / self.budget.max(1) as u64) as usize
     }
 
-    /// Whether data may be handed to the link now: its circuit is not
-    /// open ([`Breaker`]).
-    pub fn usable(&self) -> bool {
-        crate::task::lock(&self.stats.breaker).allows_data(Instant::now())
+    /// Whether data may be handed to the link for `to` now: its circuit
+    /// there is not open ([`breaker::Breaker`]).
+    pub fn usable(&self, to: &Address) -> bool {
+        self.stats
+            .judge(to, |j| j.breaker.allows_data(Instant::now()))
     }
 
-    /// Its circuit stays open at most `d` (a party's only link).
+    /// Its circuits stay open at most `d` (a party's only link).
     pub fn cap_backoff(&self, d: Duration) {
-        crate::task::lock(&self.stats.breaker).cap_backoff(d);
+        crate::task::lock(&self.stats.judges).cap_backoff(d);
     }
 
-    /// How many times its circuit has opened.
-    pub fn openings(&self) -> u64 {
-        crate::task::lock(&self.stats.breaker).openings()
+    /// How many times its circuit to `to` has opened.
+    pub fn openings(&self, to: &Address) -> u64 {
+        self.stats.judge(to, |j| j.breaker.openings())
     }
 
-    /// Its circuit is closed and its last send succeeded.
-    pub fn clean(&self) -> bool {
-        crate::task::lock(&self.stats.breaker).clean()
+    /// Its circuit to `to` is closed and its last send there succeeded.
+    pub fn clean(&self, to: &Address) -> bool {
+        self.stats.judge(to, |j| j.breaker.clean())
     }
 
     /// Room for a data frame of `bytes` now, if there is.
@@ -457,41 +483,44 @@ impl LinkHandle {
         self.data_budget.clone().try_acquire_many_owned(n).ok()
     }
 
-    /// The peer asked again for what was answered on this link.
-    pub fn answer_lost(&self) {
-        crate::task::lock(&self.stats.answers).lost(Instant::now());
+    /// The peer at `to` asked again for what was answered on this link.
+    pub fn answer_lost(&self, to: &Address) {
+        self.stats.judge(to, |j| j.answers.lost(Instant::now()));
     }
 
-    /// The peer moved on after answers on this link.
-    pub fn answers_arrive(&self) {
-        crate::task::lock(&self.stats.answers).arrived();
+    /// The peer at `to` moved on after answers on this link.
+    pub fn answers_arrive(&self, to: &Address) {
+        self.stats.judge(to, |j| j.answers.arrived());
     }
 
-    /// Answers on it seem not to arrive: others go first for a while.
-    pub fn doubted(&self) -> bool {
-        crate::task::lock(&self.stats.answers).doubted(Instant::now())
+    /// Answers to `to` on it seem not to arrive: others go first for a
+    /// while.
+    pub fn doubted(&self, to: &Address) -> bool {
+        self.stats.judge(to, |j| j.answers.doubted(Instant::now()))
     }
 
-    /// A chunk that went (only) on this link was acknowledged.
-    pub fn delivered(&self) {
-        crate::task::lock(&self.stats.breaker).delivered();
+    /// A chunk that went (only) on this link to `to` was acknowledged.
+    pub fn delivered(&self, to: &Address) {
+        self.stats.judge(to, |j| j.breaker.delivered());
     }
 
-    /// A chunk sent on this link timed out or was found missing.
-    pub fn lost(&self) {
-        crate::task::lock(&self.stats.breaker).lost(Instant::now(), rand::random());
-    }
-
-    /// The measured round trip, if any.
-    pub fn rtt(&self) -> Option<Duration> {
-        let micros = self.stats.rtt_micros.load(Ordering::Relaxed);
-        (micros > 0).then(|| Duration::from_micros(micros))
-    }
-
-    pub fn record_rtt(&self, rtt: Duration) {
+    /// A chunk sent on this link to `to` timed out or was found missing.
+    pub fn lost(&self, to: &Address) {
+        self.stats.lost.fetch_add(1, Ordering::Relaxed);
+        let jitter = rand::random();
         self.stats
-            .rtt_micros
-            .store(rtt.as_micros() as u64, Ordering::Relaxed);
+            .judge(to, |j| j.breaker.lost(Instant::now(), jitter));
+    }
+
+    /// The round trip measured to `to`, if any.
+    pub fn rtt(&self, to: &Address) -> Option<Duration> {
+        crate::task::lock(&self.stats.judges)
+            .get(to)
+            .and_then(|j| j.rtt)
+    }
+
+    pub fn record_rtt(&self, to: &Address, rtt: Duration) {
+        self.stats.judge(to, |j| j.rtt = Some(rtt));
     }
 
     pub fn health(&self) -> TransportHealth {
@@ -516,11 +545,10 @@ impl LinkHandle {
             }
             Err(_) => (0, vec![]),
         };
-        let rtt = s.rtt_micros.load(Ordering::Relaxed);
         let until = s.retry_after_until_ms.load(Ordering::Relaxed);
         let now_ms = now.duration_since(self.started).as_millis() as u64;
         let retry_after = (until > now_ms).then(|| Duration::from_millis(until - now_ms));
-        let breaker = crate::task::lock(&s.breaker).state(now);
+        let (breaker, rtt) = crate::task::lock(&s.judges).summary(now);
         let state = match breaker {
             breaker::State::Open { why, until } => LinkState::Open {
                 silent: why == breaker::Why::Silent,
@@ -539,7 +567,7 @@ impl LinkHandle {
             up: !matches!(state, LinkState::Open { .. }) && problems.is_empty(),
             state,
             share: None,
-            rtt: (rtt > 0).then(|| Duration::from_micros(rtt)),
+            rtt,
             throughput,
             messages_last_minute,
             messages_per_minute_limit: self.capabilities().messages_per_minute,
@@ -599,6 +627,7 @@ pub fn start<T: Transport>(
         started,
         pieces: pieces.clone(),
         limits: limits.clone(),
+        whoever: transport.answers_whoever_writes(),
     };
     let incoming = transport.incoming();
     crate::task::spawn(receive_loop(
@@ -667,12 +696,13 @@ fn link_bytes(message: Message) -> Option<Vec<u8>> {
 
 mod answers;
 pub(crate) mod breaker;
+mod judge;
 mod limit;
 mod pace;
 mod reassembly;
 mod wire;
 
-use breaker::Breaker;
+use judge::{Judge, Judges};
 pub use limit::Limiter;
 use pace::*;
 use reassembly::Key;

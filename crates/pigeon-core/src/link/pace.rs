@@ -164,12 +164,8 @@ pub(super) async fn send_loop<T: Transport>(
         let now = Instant::now();
         let mut wake: Option<Instant> = None;
         let mut ready: Option<Address> = None;
-        // A circuit open for errors sends nothing until it is probed.
-        let held = crate::task::lock(&stats.breaker).holds_sends_until();
-        // And the bandwidth limits: the party's over all its links, the link's own.
-        let gate = held
-            .max(limits.iter().map(|l| l.free_at()).max())
-            .filter(|t| *t > now);
+        // The bandwidth limits: the party's over all its links, the link's own.
+        let limited = limits.iter().map(|l| l.free_at()).max();
         for (addr, d) in &dests {
             if d.is_empty() || in_flight.len() >= MAX_IN_FLIGHT || (!caps.burst && d.in_flight > 0)
             {
@@ -183,6 +179,9 @@ pub(super) async fn send_loop<T: Transport>(
             } else {
                 d.free_at.max(d.oldest.map_or(now, |t| t + pacer.linger))
             };
+            // A circuit open for errors to this destination sends it
+            // nothing until it is probed.
+            let gate = stats.holds_sends_until(addr).max(limited);
             let at = gate.map_or(at, |g| at.max(g));
             if at <= now {
                 ready = Some(addr.clone());
@@ -195,7 +194,12 @@ pub(super) async fn send_loop<T: Transport>(
             let (message, chunks) = match d.retry.pop_front() {
                 // Refused for now when the provider took larger messages.
                 Some((m, chunks)) if link_size(&m) > capacity + HEADER_LEN => {
-                    requeue_smaller(d, m, chunks, capacity, &caps, &mut next_frame_id, &stats);
+                    if let Err(chunks) =
+                        requeue_smaller(d, m, chunks, capacity, &caps, &mut next_frame_id)
+                    {
+                        stats.send_failed(&addr, false);
+                        stats.dropped(chunks);
+                    }
                     continue;
                 }
                 Some(m) => m,
@@ -246,13 +250,13 @@ pub(super) async fn send_loop<T: Transport>(
                 stats.taken.fetch_add(n, Ordering::Relaxed);
             }
             Some((addr, raw, chunks, outcome)) = futures::StreamExt::next(&mut in_flight) => {
-                let d = dests.entry(addr).or_insert_with(Dest::new);
+                let d = dests.entry(addr.clone()).or_insert_with(Dest::new);
                 d.in_flight -= 1;
                 if !caps.burst && outcome.is_ok() {
                     pacer.charge(d, Instant::now(), raw);
                 }
                 let cut = Cut { capacity, caps: &caps };
-                sent(d, raw, chunks, outcome, &stats, &health, started, cut, &mut next_frame_id);
+                sent(&addr, d, raw, chunks, outcome, &stats, &health, started, cut, &mut next_frame_id);
             }
             () = sleep => {}
         }
@@ -268,9 +272,11 @@ pub(super) struct Cut<'a> {
     pub(super) caps: &'a Capabilities,
 }
 
-/// Take in the provider's answer to one message sent to `d`.
+/// Take in the provider's answer to one message sent to `to`, whose
+/// queue is `d`.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn sent(
+    to: &Address,
     d: &mut Dest,
     raw: usize,
     chunks: Vec<ChunkRef>,
@@ -283,7 +289,7 @@ pub(super) fn sent(
 ) {
     match outcome {
         Ok(()) => {
-            stats.record_send(raw, started);
+            stats.record_send(to, raw, started);
             health.clear("send");
         }
         Err(SendError::Shrunk { limit, message, .. }) => {
@@ -297,7 +303,10 @@ pub(super) fn sent(
                 ..cut.caps.clone()
             };
             let capacity = cut.capacity.min(message_payload(&named));
-            requeue_smaller(d, message, chunks, capacity, cut.caps, next_id, stats);
+            if let Err(chunks) = requeue_smaller(d, message, chunks, capacity, cut.caps, next_id) {
+                stats.send_failed(to, false);
+                stats.dropped(chunks);
+            }
         }
         Err(SendError::RateLimited {
             retry_after,
@@ -315,14 +324,14 @@ pub(super) fn sent(
             d.retry.push_back((message, chunks));
         }
         Err(SendError::Permanent(m)) => {
-            stats.send_failed(true);
+            stats.send_failed(to, true);
             stats.dropped(chunks);
             health.problem("send", m);
             // Tried again now and then: the user may fix it.
             d.free_at = d.free_at.max(Instant::now() + Duration::from_secs(5));
         }
         Err(e) => {
-            stats.send_failed(false);
+            stats.send_failed(to, false);
             stats.dropped(chunks);
             tracing::warn!(error = %e, size = raw, "transport send failed; the engine will retransmit");
             // Never sooner than the pace or a provider's wait allows.
@@ -351,8 +360,9 @@ pub(super) fn link_size(message: &Message) -> usize {
 }
 
 /// Put `message`'s records back at the front of `d`'s queue, cut again into
-/// messages of `capacity` record bytes; a message that cannot be cut (not
-/// the link's, or a room too small for a piece) fails as any send would.
+/// messages of `capacity` record bytes. A message that cannot be cut (not
+/// the link's, or a room too small for a piece) gives its chunks back: it
+/// failed as any send would.
 pub(super) fn requeue_smaller(
     d: &mut Dest,
     message: Message,
@@ -360,17 +370,14 @@ pub(super) fn requeue_smaller(
     capacity: usize,
     caps: &Capabilities,
     next_id: &mut u64,
-    stats: &LinkStats,
-) {
+) -> Result<(), Vec<ChunkRef>> {
     let smaller = link_bytes(message).and_then(|bytes| recut(&bytes, capacity, next_id).ok());
     let Some(smaller) = smaller else {
         tracing::warn!(
             capacity,
             "a message could not be cut smaller; the engine will retransmit"
         );
-        stats.send_failed(false);
-        stats.dropped(chunks);
-        return;
+        return Err(chunks);
     };
     tracing::debug!(
         capacity,
@@ -383,6 +390,7 @@ pub(super) fn requeue_smaller(
         d.retry
             .push_front((to_message(bytes, caps), chunks.clone()));
     }
+    Ok(())
 }
 
 pub(super) fn enqueue(d: &mut Dest, out: Outgoing) {

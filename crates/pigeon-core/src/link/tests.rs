@@ -803,3 +803,79 @@ fn dense_messages_are_cut_to_the_characters_the_channel_takes() {
         }
     }
 }
+
+/// A channel on which one destination is gone for good (the provider
+/// answers "chat not found" to it) and every other one works.
+struct OneGone {
+    caps: Capabilities,
+    sent: mpsc::UnboundedSender<Address>,
+}
+
+impl Transport for OneGone {
+    fn capabilities(&self) -> &Capabilities {
+        &self.caps
+    }
+    fn describe(&self) -> String {
+        "one-gone:".into()
+    }
+    async fn send(&self, to: &Address, _: Message) -> Result<(), SendError> {
+        if to == "gone" {
+            return Err(SendError::Permanent("Bad Request: chat not found".into()));
+        }
+        let _ = self.sent.send(to.clone());
+        Ok(())
+    }
+    fn incoming(&mut self) -> mpsc::Receiver<crate::transport::Received> {
+        mpsc::channel(1).1
+    }
+    fn health(&self) -> Arc<crate::transport::Health> {
+        Arc::default()
+    }
+}
+
+/// Issue 28 item 3: a link is judged per destination. One peer's chat
+/// refusing every message opens the circuit to that peer only: the others
+/// are still sent to at once, and the link as a whole is up.
+#[tokio::test(start_paused = true)]
+async fn one_destination_refused_for_good_leaves_the_link_open_to_the_others() {
+    let (tx, mut sent) = mpsc::unbounded_channel();
+    let transport = OneGone {
+        caps: Capabilities {
+            max_message: 4096,
+            text_only: false,
+            alphabet: Alphabet::Base64,
+            messages_per_minute: Some(6000),
+            bytes_per_minute: None,
+            burst: false,
+        },
+        sent: tx,
+    };
+    let (inbound, _) = mpsc::channel(1);
+    let link = start(
+        transport,
+        "one-gone",
+        0,
+        inbound,
+        vec![],
+        shared_reassembler(),
+    );
+    let (gone, fine) = ("gone".to_string(), "fine".to_string());
+    for _ in 0..3 {
+        link.send_control(&gone, vec![1; 10], None);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!link.usable(&gone), "its circuit is open");
+    assert!(link.usable(&fine) && link.clean(&fine));
+    for _ in 0..3 {
+        link.send_control(&fine, vec![2; 10], None);
+        let to = tokio::time::timeout(Duration::from_millis(100), sent.recv())
+            .await
+            .expect("the others are still sent to")
+            .unwrap();
+        assert_eq!(to, fine);
+    }
+    let health = link.health();
+    assert!(health.up, "{health:?}");
+    assert_eq!(health.state, LinkState::Up);
+    assert_eq!(health.errors, 1, "tried once, then held: {health:?}");
+}

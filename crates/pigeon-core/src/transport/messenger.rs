@@ -220,6 +220,10 @@ impl Transport for Messenger {
         self.correspondents.introduce(to);
     }
 
+    fn answers_whoever_writes(&self) -> bool {
+        self.correspondents.is_any()
+    }
+
     fn capabilities(&self) -> &Capabilities {
         &self.caps
     }

@@ -385,6 +385,15 @@ pub trait Transport: Send + Sync + 'static {
     fn introduce(&self, to: &Address) {
         let _ = to;
     }
+
+    /// It answers whoever writes (`*`): it can reach a peer only at an
+    /// address that peer wrote from or the trust list gives
+    /// ([`introduce`](Self::introduce)), never at a name it makes up (a
+    /// peer's key id is an inbox on a spool, not a chat). Others reach
+    /// their peers at any address the engine names.
+    fn answers_whoever_writes(&self) -> bool {
+        false
+    }
 }
 
 /// The channels the local spool can imitate (DESIGN.md section 6).

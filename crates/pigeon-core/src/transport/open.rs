@@ -129,4 +129,8 @@ impl Transport for AnyTransport {
     fn introduce(&self, to: &Address) {
         each!(self, t => t.introduce(to))
     }
+
+    fn answers_whoever_writes(&self) -> bool {
+        each!(self, t => t.answers_whoever_writes())
+    }
 }

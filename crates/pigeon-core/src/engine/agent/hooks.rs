@@ -31,10 +31,15 @@ impl Hooks for AgentHooks {
         // The answer goes where the trust list pins the peer, else where the
         // Hello came from (not learned: a Hello can be replayed; only an
         // opened sealed frame moves replies).
-        let reply_to = peer
+        let Some(reply_to) = peer
             .pinned_on(link)
             .or_else(|| sender.clone())
-            .unwrap_or_else(|| peer.address_on(link));
+            .or_else(|| node.address(&peer, link))
+        else {
+            // A link that answers whoever writes, and no sender named:
+            // nowhere to answer (a transport always names one).
+            return None;
+        };
         let again = {
             let mut w = lock(&self.welcomes);
             match w.get_mut(&session) {
@@ -52,14 +57,11 @@ impl Hooks for AgentHooks {
             // Asked again: the Welcome sent may have vanished on a link
             // that swallows our direction. Charge the link the Hello came
             // on, and answer on the best link not in doubt.
-            node.links[link].answer_lost();
+            node.links[link].answer_lost(&reply_to);
             if let Some(welcome) = welcome {
-                let (index, out) = node.control_link(link);
-                let to = if index == link {
-                    reply_to
-                } else {
-                    peer.pinned_on(index)
-                        .unwrap_or_else(|| peer.address_on(index))
+                let (out, to) = match node.control_link(&peer, link) {
+                    Some((index, out, to)) if index != link => (out, to),
+                    _ => (&node.links[link], reply_to),
                 };
                 out.send_control(&to, welcome, None);
             }

@@ -306,7 +306,7 @@ impl AgentHooks {
                 (rec, true)
             }
             None => {
-                let chunk_size = crate::engine::client::chunk_size_for(&node.links);
+                let chunk_size = crate::engine::client::chunk_size_for(node.links_to(&peer));
                 let manifest = manifest_for(&remote, &source, &meta, chunk_size);
                 let rec = TransferRecord {
                     status: TransferStatus::InProgress,

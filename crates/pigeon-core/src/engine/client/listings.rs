@@ -62,7 +62,7 @@ async fn ask(
         return Err(CoreError::Refused(reason));
     }
     let message = ask(request);
-    let mut wait = Rto::for_link(&node.links[0]).get();
+    let mut wait = node.control_rto(peer).get();
     let mut unreachable = node.unreachable.subscribe();
     let reply = loop {
         if started.elapsed() > limit {

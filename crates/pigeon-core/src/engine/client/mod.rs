@@ -229,8 +229,8 @@ const SILENCE_NOTICE: Duration = Duration::from_secs(10);
 /// a text channel alone. The pace bound keeps a paced transfer in enough
 /// chunks to stripe over several links, end on all of them together, and
 /// lose little to a restart (a run re-sends the chunk it was in).
-pub(crate) fn chunk_size_for(links: &[LinkHandle]) -> u32 {
-    let caps: Vec<_> = links.iter().map(LinkHandle::capabilities).collect();
+pub(crate) fn chunk_size_for<'a>(links: impl IntoIterator<Item = &'a LinkHandle>) -> u32 {
+    let caps: Vec<_> = links.into_iter().map(LinkHandle::capabilities).collect();
     chunk_size_over(caps.iter())
 }
 
@@ -275,8 +275,8 @@ const SLOW_LINKS: u64 = 4_000_000;
 /// log text in 1 MiB chunks 19.9% of the bytes instead of 24.6%, in 3 KB
 /// chunks 33.3% instead of 35.5%), else 1 (a fast link would wait for the
 /// CPU).
-pub(crate) fn gzip_level_for(links: &[LinkHandle]) -> u32 {
-    let caps: Vec<_> = links.iter().map(LinkHandle::capabilities).collect();
+pub(crate) fn gzip_level_for<'a>(links: impl IntoIterator<Item = &'a LinkHandle>) -> u32 {
+    let caps: Vec<_> = links.into_iter().map(LinkHandle::capabilities).collect();
     gzip_level_over(caps.iter())
 }
 

@@ -204,12 +204,12 @@ impl ClientHooks {
 
 /// Keep a session with the agent: handshake, and again when told it is gone.
 pub(super) async fn connect(node: Arc<Node>, peer: Arc<Peer>, hooks: Arc<ClientHooks>) {
-    let floor = Rto::for_link(&node.links[0]).get();
+    let floor = Rto::for_link(&node.links[0], None).get();
     loop {
         let sid = random_session_id();
         // On a slow link the first uploads' offers ride in the Hello, and
         // their first chunks right behind it in the same message.
-        let mut early = match node.early_room() {
+        let mut early = match node.early_room(&peer) {
             Some(_) => peer.early.take(EARLY_WAIT).await,
             None => vec![],
         };
@@ -259,22 +259,27 @@ pub(super) async fn connect(node: Arc<Node>, peer: Arc<Peer>, hooks: Arc<ClientH
         let established = 'handshake: loop {
             // Unanswered: the link it went on may swallow one way.
             if let Some(i) = last_on {
-                node.links[i].answer_lost();
+                node.judge(&peer, i, |link, to| link.answer_lost(to));
             }
-            let (index, link) = node.control_link(0);
+            let Some((index, link, to)) = node.control_link(&peer, 0) else {
+                node.log(
+                    LogLevel::Error,
+                    format!(
+                        "no transport reaches {}: give its address for each (pigeon peers)",
+                        peer.name
+                    ),
+                );
+                tokio::time::sleep(timer.sent()).await;
+                continue;
+            };
             last_on = Some(index);
-            let to = peer.address_on(index);
             link.send_control(&to, hello.clone(), None);
             // Once: later copies of the chunks are their senders' to time.
             for chunk in behind.drain(..) {
                 link.send_control(&to, chunk, None);
             }
             for tail in tails.drain(..) {
-                node.links[tail.link].send_reserved(
-                    &peer.address_on(tail.link),
-                    tail.chunk,
-                    tail.permit,
-                );
+                node.send_data(tail.link, &peer, tail.chunk, tail.permit);
             }
             let deadline = tokio::time::sleep(timer.sent());
             tokio::pin!(deadline);
@@ -302,7 +307,7 @@ pub(super) async fn connect(node: Arc<Node>, peer: Arc<Peer>, hooks: Arc<ClientH
         // timers need not start from a guess.
         if let Some(rtt) = timer.round_trip(tokio::time::Instant::now()) {
             if let Some(slot) = peer.session.borrow().as_ref() {
-                node.links[slot.link].record_rtt(rtt);
+                node.judge(&peer, slot.link, |link, to| link.record_rtt(to, rtt));
             }
         }
         hooks.need_session.notified().await;

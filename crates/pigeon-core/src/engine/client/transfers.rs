@@ -70,7 +70,7 @@ impl Core {
                 ),
             );
         }
-        let chunk_size = chunk_size_for(&self.node.links);
+        let chunk_size = chunk_size_for(self.node.links_to(&self.peer));
         let manifest = Manifest {
             name,
             size: meta.len(),

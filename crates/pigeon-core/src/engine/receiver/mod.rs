@@ -103,9 +103,11 @@ impl Receiver {
             .filter(|b| b.len() == rec.chunks_total)
             .unwrap_or_else(|| Bitmap::new(rec.chunks_total));
         // Answers go on the control link: its timing is theirs.
-        let session_link = peer.session.borrow().as_ref().map_or(0, |s| s.link);
-        let (_, control) = node.control_link(session_link);
-        let rto = Rto::for_link(control);
+        let rto = node.control_rto(&peer);
+        let control = match node.control_link(&peer, node.session_link(&peer)) {
+            Some((_, link, _)) => link,
+            None => &node.links[0],
+        };
         let ack_delay = match control.capabilities().messages_per_minute {
             Some(m) => {
                 Duration::from_secs_f64(30.0 / f64::from(m.max(1))).min(Duration::from_millis(500))

@@ -34,6 +34,7 @@ mod window;
 use super::{Node, Peer, ProgressEvent, ProgressSink, Rto, TaskInput};
 use crate::crypto::{ChunkCipher, TransferSecret};
 use crate::error::{CoreError, Result};
+use crate::link::LinkHandle;
 use crate::protocol::{AckState, ChunkBody, Control, Gzip};
 use crate::store::{now_unix, SourceStamp, TransferRecord};
 use crate::view::{FaultCounters, LogLevel, TransferStatus};
@@ -127,7 +128,12 @@ impl Sender {
         rec.seal_run = node.store.begin_seal_run(&rec.id, rec.seal_run)?;
         let book = SealBook::for_run(rec.seal_run, rec.chunks_total, compress);
         let window = (32 * 1024 * 1024 / rec.manifest.chunk_size.max(1) as usize).clamp(16, 4096);
-        let rtos = node.links.iter().map(Rto::for_link).collect();
+        let rtos = (0..node.links.len())
+            .map(|i| {
+                let measured = node.address(&peer, i).and_then(|to| node.links[i].rtt(&to));
+                Rto::for_link(&node.links[i], measured)
+            })
+            .collect();
         Ok(Sender {
             cipher: Arc::new(cipher),
             talk: Dialogue::new(
@@ -137,7 +143,7 @@ impl Sender {
             ),
             secret,
             book,
-            gzip_level: crate::engine::client::gzip_level_for(&node.links),
+            gzip_level: crate::engine::client::gzip_level_for(node.links_to(&peer)),
             file: Arc::new(file),
             win: Window::new(rec.chunks_total, rtos, window),
             progress,
@@ -149,10 +155,11 @@ impl Sender {
             last_persist: Instant::now(),
             held: std::collections::HashMap::new(),
             last_ack: None,
-            openings: node
-                .links
-                .iter()
-                .map(crate::link::LinkHandle::openings)
+            openings: (0..node.links.len())
+                .map(|i| {
+                    node.address(&peer, i)
+                        .map_or(0, |to| node.links[i].openings(&to))
+                })
                 .collect(),
             node,
             peer,
@@ -357,7 +364,7 @@ impl Sender {
                         Err(e) => return self.abort(e.to_string()),
                     }
                 }
-                (link, permit) = self.node.reserve_data(ready_len.unwrap_or(0), rest, avoid), if ready_len.is_some() && !quiet => {
+                (link, permit) = self.node.reserve_data(&self.peer, ready_len.unwrap_or(0), rest, avoid), if ready_len.is_some() && !quiet => {
                     self.send_ready(link, permit);
                 }
             }
@@ -534,16 +541,17 @@ impl Sender {
             self.held.remove(&index);
             self.progress.emit(ProgressEvent::Acked { index });
         }
-        for (i, link) in self.node.links.iter().enumerate() {
+        for i in 0..self.node.links.len() {
             if let Some(srtt) = self.win.rto(i).srtt() {
-                link.record_rtt(srtt);
+                self.node
+                    .judge(&self.peer, i, |link, to| link.record_rtt(to, srtt));
             }
         }
         for &link in &got.delivered {
-            self.node.links[link].delivered();
+            self.node.judge(&self.peer, link, LinkHandle::delivered);
         }
         for &link in &got.lost {
-            self.node.links[link].lost();
+            self.charge_lost(link);
         }
         for i in got.gaps {
             tracing::debug!(transfer = %self.rec.id.short(), chunk = i, "gap: resending");
@@ -595,8 +603,11 @@ impl Sender {
     /// The timeout of the link control frames go on now (not of the
     /// fastest link, which may be the one that is out).
     fn control_rto(&self) -> Duration {
-        let session_link = self.peer.session.borrow().as_ref().map_or(0, |s| s.link);
-        let (link, _) = self.node.control_link(session_link);
+        let session_link = self.node.session_link(&self.peer);
+        let link = self
+            .node
+            .control_link(&self.peer, session_link)
+            .map_or(session_link, |(i, _, _)| i);
         self.win.rto(link).get()
     }
 
@@ -609,15 +620,14 @@ impl Sender {
                 let again = self.win.dropped(i, &dropped);
                 tracing::debug!(transfer = %self.rec.id.short(), link = i, chunks = again.len(), "messages failed: resending their chunks");
             }
-            let openings = link.openings();
+            let Some(to) = self.node.address(&self.peer, i) else {
+                continue;
+            };
+            let openings = link.openings(&to);
             // Sent again at once only where another link can take them
             // (on the same link, their copies are still queued).
-            let elsewhere = self
-                .node
-                .links
-                .iter()
-                .enumerate()
-                .any(|(j, l)| j != i && l.usable());
+            let elsewhere =
+                (0..self.node.links.len()).any(|j| j != i && self.node.usable(&self.peer, j));
             if openings != self.openings[i] {
                 self.openings[i] = openings;
                 if !elsewhere {
@@ -629,6 +639,13 @@ impl Sender {
                 }
             }
         }
+    }
+
+    /// A chunk sent on `link` was lost there: the link is charged (per
+    /// peer: its breaker and its loss count) and the transfer counts it.
+    fn charge_lost(&mut self, link: usize) {
+        self.rec.faults.lost += 1;
+        self.node.judge(&self.peer, link, LinkHandle::lost);
     }
 
     fn expire_timers(&mut self, now: Instant) {
@@ -647,7 +664,7 @@ impl Sender {
                 .is_some_and(|at| now.saturating_duration_since(at) < rto * 2);
             let again = self.win.inflight.get(&i).is_some_and(|f| f.retries > 0);
             if flowing || again {
-                self.node.links[link].lost();
+                self.charge_lost(link);
             }
         }
     }

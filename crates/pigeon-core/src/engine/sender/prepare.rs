@@ -113,7 +113,7 @@ impl Sender {
         if !new || self.peer.session.borrow().is_some() {
             return Ok(false);
         }
-        let Some((link, room)) = self.node.early_room() else {
+        let Some((link, room)) = self.node.early_room(&self.peer) else {
             return Ok(false);
         };
         let offer = self.offer();
@@ -140,7 +140,9 @@ impl Sender {
                 // a simulated seed of three links showed).
                 let here = self.node.links[link].time_to_send(frame.len());
                 let sooner_elsewhere = self.node.links.iter().enumerate().any(|(j, other)| {
-                    j != link && other.usable() && other.time_to_send(frame.len()) < here
+                    j != link
+                        && self.node.usable(&self.peer, j)
+                        && other.time_to_send(frame.len()) < here
                 });
                 match self.node.links[link].try_reserve(frame.len()) {
                     Some(permit)
