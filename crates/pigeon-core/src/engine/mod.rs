@@ -657,7 +657,10 @@ impl Node {
         permit: OwnedSemaphorePermit,
     ) {
         match self.address(peer, link) {
-            Some(to) => self.links[link].send_reserved(&to, chunk, permit),
+            Some(to) => {
+                self.links[link].took_data(&to);
+                self.links[link].send_reserved(&to, chunk, permit);
+            }
             None => {
                 tracing::warn!(link, peer = %peer.name, "a chunk for a link that does not reach its peer")
             }

@@ -5,8 +5,11 @@
 //! but the chunks they carried time out, none acknowledged: a provider
 //! that swallows everything). Either opens the circuit: no data goes on
 //! the link until a backoff (1 s, doubling to 60 s, with jitter) has
-//! passed; then it is half-open, and what goes on it is a probe. The
-//! probe's fate closes it again or opens it for longer. Nothing takes a
+//! passed; then it is half-open, and what goes on it is a probe: one
+//! chunk, not data at full pace (until [`PROBE_WAIT`] has passed without
+//! word of it; then another). The probe's fate closes it again or opens
+//! it for longer; an acknowledgement of a chunk sent before the circuit
+//! opened is no word of the probe, and changes nothing. Nothing takes a
 //! link out for good: a user may fix what was wrong at any time.
 //!
 //! Pure: no clock (the time is an argument), no randomness (the jitter
@@ -20,6 +23,9 @@ use tokio::time::Instant;
 pub const FAILURES_TO_OPEN: u32 = 3;
 /// Consecutive chunks lost (none acknowledged in between) that open it.
 pub const LOSSES_TO_OPEN: u32 = 6;
+/// How long a half-open circuit waits for word of its probe before it
+/// admits another (a probe whose acknowledgement is lost says nothing).
+pub const PROBE_WAIT: Duration = Duration::from_secs(15);
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
@@ -55,6 +61,10 @@ pub struct Breaker {
     openings: u64,
     /// The longest it stays open.
     max_backoff: Duration,
+    /// When it last opened: a chunk sent before says nothing of now.
+    opened_at: Option<Instant>,
+    /// When a probe was let through while half-open.
+    probe: Option<Instant>,
 }
 
 impl Default for Breaker {
@@ -72,6 +82,8 @@ impl Breaker {
             opened: 0,
             openings: 0,
             max_backoff: MAX_BACKOFF,
+            opened_at: None,
+            probe: None,
         }
     }
 
@@ -92,9 +104,24 @@ impl Breaker {
         self.state
     }
 
-    /// Whether data may be handed to the link at `now`.
+    /// Whether data may be handed to the link at `now`: closed, or
+    /// half-open with no probe out (or none heard of in [`PROBE_WAIT`]).
     pub fn allows_data(&mut self, now: Instant) -> bool {
-        !matches!(self.state(now), State::Open { .. })
+        match self.state(now) {
+            State::Closed => true,
+            State::Open { .. } => false,
+            State::HalfOpen { .. } => self
+                .probe
+                .is_none_or(|at| now.saturating_duration_since(at) >= PROBE_WAIT),
+        }
+    }
+
+    /// Data was handed to the link at `now`: while half-open, that is the
+    /// probe, and no more goes until its fate is known.
+    pub fn took_data(&mut self, now: Instant) {
+        if matches!(self.state(now), State::HalfOpen { .. }) {
+            self.probe = Some(now);
+        }
     }
 
     /// Until when the link itself must send nothing: a circuit open for
@@ -155,8 +182,13 @@ impl Breaker {
         }
     }
 
-    /// A chunk sent on the link was acknowledged.
-    pub fn delivered(&mut self) {
+    /// A chunk sent on the link at `sent_at` was acknowledged. One sent
+    /// before the circuit last opened says nothing of the link now (its
+    /// acknowledgement was merely late): it changes nothing.
+    pub fn delivered(&mut self, sent_at: Instant) {
+        if self.opened_at.is_some_and(|opened| sent_at < opened) {
+            return;
+        }
         self.losses = 0;
         if !matches!(
             self.state,
@@ -193,6 +225,8 @@ impl Breaker {
         self.openings += 1;
         self.losses = 0;
         self.failures = 0;
+        self.opened_at = Some(now);
+        self.probe = None;
         self.state = State::Open {
             why,
             until: now + backoff,
@@ -204,6 +238,7 @@ impl Breaker {
         self.opened = 0;
         self.failures = 0;
         self.losses = 0;
+        self.probe = None;
     }
 }
 
@@ -278,7 +313,7 @@ mod tests {
             b.sent(t);
             b.lost(t, 0.0);
         }
-        b.delivered();
+        b.delivered(t);
         for _ in 0..LOSSES_TO_OPEN - 1 {
             b.lost(t, 0.0);
         }
@@ -295,7 +330,7 @@ mod tests {
         assert_eq!(b.reopens_at(), Some(t + 3 * S));
         // A chunk the probe carried is acknowledged: closed.
         b.state(t + 3 * S);
-        b.delivered();
+        b.delivered(t + 3 * S);
         assert_eq!(b.state(t + 3 * S), State::Closed);
     }
 
@@ -331,7 +366,46 @@ mod tests {
         let mut b = Breaker::new();
         b.send_failed(t, true, 0.0);
         // A chunk that left before the errors is acknowledged now.
-        b.delivered();
+        b.delivered(t);
         assert!(!b.allows_data(t), "the sends still fail");
+    }
+
+    /// Issue 28 item 4: a half-open link admits one probe, not data at full
+    /// pace; another only if nothing is heard of the first for a while.
+    #[test]
+    fn a_half_open_circuit_admits_one_probe_at_a_time() {
+        let t = Instant::now();
+        let mut b = Breaker::new();
+        for _ in 0..LOSSES_TO_OPEN {
+            b.lost(t, 0.0);
+        }
+        assert!(b.allows_data(t + S), "half-open: a probe may go");
+        b.took_data(t + S);
+        assert!(!b.allows_data(t + S), "the probe is out: nothing more");
+        assert!(!b.allows_data(t + S + PROBE_WAIT - S));
+        assert!(b.allows_data(t + S + PROBE_WAIT), "no word of it: another");
+        b.took_data(t + S + PROBE_WAIT);
+        b.delivered(t + S + PROBE_WAIT);
+        assert_eq!(b.state(t + 20 * S), State::Closed);
+        b.took_data(t + 20 * S);
+        assert!(b.allows_data(t + 20 * S), "closed: data flows");
+    }
+
+    /// Issue 28 item 4: an acknowledgement of a chunk sent before the
+    /// circuit opened is late news, not a probe that got through.
+    #[test]
+    fn a_late_acknowledgement_does_not_close_a_circuit_opened_for_silence() {
+        let t = Instant::now();
+        let mut b = Breaker::new();
+        for _ in 0..LOSSES_TO_OPEN {
+            b.lost(t + S, 0.0);
+        }
+        b.delivered(t);
+        assert!(!b.allows_data(t + S), "still open");
+        assert_eq!(b.state(t + 2 * S), State::HalfOpen { why: Why::Silent });
+        b.delivered(t);
+        assert_eq!(b.state(t + 2 * S), State::HalfOpen { why: Why::Silent });
+        b.delivered(t + 2 * S);
+        assert_eq!(b.state(t + 2 * S), State::Closed, "the probe's own");
     }
 }

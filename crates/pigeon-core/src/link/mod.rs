@@ -499,9 +499,17 @@ impl LinkHandle {
         self.stats.judge(to, |j| j.answers.doubted(Instant::now()))
     }
 
-    /// A chunk that went (only) on this link to `to` was acknowledged.
-    pub fn delivered(&self, to: &Address) {
-        self.stats.judge(to, |j| j.breaker.delivered());
+    /// A chunk that went (only) on this link to `to`, at `sent_at`, was
+    /// acknowledged.
+    pub fn delivered(&self, to: &Address, sent_at: Instant) {
+        self.stats.judge(to, |j| j.breaker.delivered(sent_at));
+    }
+
+    /// A data frame for `to` was handed to the link: while its circuit
+    /// there is half-open, that is the probe ([`breaker::Breaker::took_data`]).
+    pub fn took_data(&self, to: &Address) {
+        self.stats
+            .judge(to, |j| j.breaker.took_data(Instant::now()));
     }
 
     /// A chunk sent on this link to `to` timed out or was found missing.

@@ -17,6 +17,9 @@ pub(super) struct Dest {
     pub(super) retry: VecDeque<(Message, Vec<ChunkRef>)>,
     /// Messages sent and not yet answered.
     pub(super) in_flight: usize,
+    /// Messages packed so far: each one's number, so that the failure of
+    /// the one that began the partial frame can be told ([`Dest::failed`]).
+    pub(super) packed: u64,
 }
 
 /// The frame being split across messages.
@@ -28,6 +31,8 @@ pub(super) struct Partial {
     pub(super) todo: VecDeque<(usize, usize)>,
     pub(super) chunk: Option<ChunkRef>,
     pub(super) _permit: Option<OwnedSemaphorePermit>,
+    /// The number of the message its first fragment went in.
+    pub(super) begun_in: u64,
 }
 
 impl Partial {
@@ -74,6 +79,18 @@ impl Dest {
             free_at: Instant::now(),
             retry: VecDeque::new(),
             in_flight: 0,
+            packed: 0,
+        }
+    }
+
+    /// Message `number` failed. If it began the frame still being split,
+    /// the rest of that frame is not sent: without its first fragment the
+    /// peer can never put it together (a control frame), or its sender
+    /// sends it again whole at once (a chunk, told back as dropped), and
+    /// the rest would only take messages from what can still arrive.
+    pub(super) fn failed(&mut self, number: u64) {
+        if number != 0 && self.partial.as_ref().is_some_and(|p| p.begun_in == number) {
+            self.partial = None;
         }
     }
 
@@ -191,7 +208,9 @@ pub(super) async fn send_loop<T: Transport>(
         }
         if let Some(addr) = ready {
             let d = dests.get_mut(&addr).expect("address came from the map");
-            let (message, chunks) = match d.retry.pop_front() {
+            // Its number: a message sent again after a provider's refusal
+            // has none (0), its records may have been cut anew.
+            let (message, chunks, number) = match d.retry.pop_front() {
                 // Refused for now when the provider took larger messages.
                 Some((m, chunks)) if link_size(&m) > capacity + HEADER_LEN => {
                     if let Err(chunks) =
@@ -202,10 +221,10 @@ pub(super) async fn send_loop<T: Transport>(
                     }
                     continue;
                 }
-                Some(m) => m,
+                Some((m, chunks)) => (m, chunks, 0),
                 None => {
                     let (bytes, chunks) = pack(d, capacity, &mut next_frame_id);
-                    (to_message(bytes, &caps), chunks)
+                    (to_message(bytes, &caps), chunks, d.packed)
                 }
             };
             let raw = link_size(&message);
@@ -222,7 +241,15 @@ pub(super) async fn send_loop<T: Transport>(
             let transport = &transport;
             in_flight.push(async move {
                 let outcome = transport.send(&addr, message).await;
-                (addr, raw, chunks, outcome)
+                (
+                    addr,
+                    Carried {
+                        raw,
+                        chunks,
+                        number,
+                    },
+                    outcome,
+                )
             });
             continue;
         }
@@ -249,14 +276,14 @@ pub(super) async fn send_loop<T: Transport>(
                 stats.busy.store(true, Ordering::Relaxed);
                 stats.taken.fetch_add(n, Ordering::Relaxed);
             }
-            Some((addr, raw, chunks, outcome)) = futures::StreamExt::next(&mut in_flight) => {
+            Some((addr, carried, outcome)) = futures::StreamExt::next(&mut in_flight) => {
                 let d = dests.entry(addr.clone()).or_insert_with(Dest::new);
                 d.in_flight -= 1;
                 if !caps.burst && outcome.is_ok() {
-                    pacer.charge(d, Instant::now(), raw);
+                    pacer.charge(d, Instant::now(), carried.raw);
                 }
                 let cut = Cut { capacity, caps: &caps };
-                sent(&addr, d, raw, chunks, outcome, &stats, &health, started, cut, &mut next_frame_id);
+                sent(&addr, d, carried, outcome, &stats, &health, started, cut, &mut next_frame_id);
             }
             () = sleep => {}
         }
@@ -272,14 +299,22 @@ pub(super) struct Cut<'a> {
     pub(super) caps: &'a Capabilities,
 }
 
+/// What one message on the wire carried.
+pub(super) struct Carried {
+    /// Its size in link bytes.
+    pub(super) raw: usize,
+    pub(super) chunks: Vec<ChunkRef>,
+    /// Its number ([`Dest::packed`]), 0 when sent again.
+    pub(super) number: u64,
+}
+
 /// Take in the provider's answer to one message sent to `to`, whose
 /// queue is `d`.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn sent(
     to: &Address,
     d: &mut Dest,
-    raw: usize,
-    chunks: Vec<ChunkRef>,
+    carried: Carried,
     outcome: Result<(), SendError>,
     stats: &LinkStats,
     health: &crate::transport::Health,
@@ -287,6 +322,11 @@ pub(super) fn sent(
     cut: Cut<'_>,
     next_id: &mut u64,
 ) {
+    let Carried {
+        raw,
+        chunks,
+        number,
+    } = carried;
     match outcome {
         Ok(()) => {
             stats.record_send(to, raw, started);
@@ -306,6 +346,7 @@ pub(super) fn sent(
             if let Err(chunks) = requeue_smaller(d, message, chunks, capacity, cut.caps, next_id) {
                 stats.send_failed(to, false);
                 stats.dropped(chunks);
+                d.failed(number);
             }
         }
         Err(SendError::RateLimited {
@@ -326,6 +367,7 @@ pub(super) fn sent(
         Err(SendError::Permanent(m)) => {
             stats.send_failed(to, true);
             stats.dropped(chunks);
+            d.failed(number);
             health.problem("send", m);
             // Tried again now and then: the user may fix it.
             d.free_at = d.free_at.max(Instant::now() + Duration::from_secs(5));
@@ -333,6 +375,7 @@ pub(super) fn sent(
         Err(e) => {
             stats.send_failed(to, false);
             stats.dropped(chunks);
+            d.failed(number);
             tracing::warn!(error = %e, size = raw, "transport send failed; the engine will retransmit");
             // Never sooner than the pace or a provider's wait allows.
             d.free_at = d.free_at.max(Instant::now() + Duration::from_millis(500));
@@ -430,6 +473,7 @@ pub(super) fn pack(d: &mut Dest, capacity: usize, next_id: &mut u64) -> (Vec<u8>
     msg.extend_from_slice(MAGIC);
     msg.push(LINK_VERSION);
     let limit = capacity + HEADER_LEN;
+    d.packed += 1;
     // A partial frame goes first so it finishes as soon as possible.
     if let Some(p) = d.partial.take() {
         d.partial = put_partial(&mut msg, limit, p, &mut chunks);
@@ -470,6 +514,7 @@ pub(super) fn pack(d: &mut Dest, capacity: usize, next_id: &mut u64) -> (Vec<u8>
             todo,
             chunk: out.chunk,
             _permit: out._permit,
+            begun_in: d.packed,
         };
         d.partial = put_partial(&mut msg, limit, p, &mut chunks);
     }

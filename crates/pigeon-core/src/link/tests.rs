@@ -879,3 +879,79 @@ async fn one_destination_refused_for_good_leaves_the_link_open_to_the_others() {
     assert_eq!(health.state, LinkState::Up);
     assert_eq!(health.errors, 1, "tried once, then held: {health:?}");
 }
+
+/// A channel whose first send fails; it tells the test the size of every
+/// message it is asked to send, and whether it took it.
+struct FirstFails {
+    caps: Capabilities,
+    asked: mpsc::UnboundedSender<(usize, bool)>,
+    calls: std::sync::atomic::AtomicUsize,
+}
+
+impl Transport for FirstFails {
+    fn capabilities(&self) -> &Capabilities {
+        &self.caps
+    }
+    fn describe(&self) -> String {
+        "first-fails:".into()
+    }
+    async fn send(&self, _: &Address, message: Message) -> Result<(), SendError> {
+        let first = self.calls.fetch_add(1, Ordering::Relaxed) == 0;
+        let _ = self.asked.send((message.len(), !first));
+        if first {
+            return Err(SendError::Failed("connection reset".into()));
+        }
+        Ok(())
+    }
+    fn incoming(&mut self) -> mpsc::Receiver<crate::transport::Received> {
+        mpsc::channel(1).1
+    }
+    fn health(&self) -> Arc<crate::transport::Health> {
+        Arc::default()
+    }
+}
+
+/// Issue 28 item 4: when the message that carried a frame's first
+/// fragment fails, the rest of that frame is not sent (the peer could
+/// never put it together); what comes after it still is.
+#[tokio::test(start_paused = true)]
+async fn the_rest_of_a_frame_whose_first_fragment_failed_is_not_sent() {
+    let (tx, mut asked) = mpsc::unbounded_channel();
+    let transport = FirstFails {
+        caps: Capabilities {
+            max_message: 4096,
+            text_only: false,
+            alphabet: Alphabet::Base64,
+            messages_per_minute: Some(6000),
+            bytes_per_minute: None,
+            burst: false,
+        },
+        asked: tx,
+        calls: Default::default(),
+    };
+    let (inbound, _) = mpsc::channel(1);
+    let link = start(
+        transport,
+        "first-fails",
+        0,
+        inbound,
+        vec![],
+        shared_reassembler(),
+    );
+    let to = "peer".to_string();
+    // Three messages' worth: its first fragment fills the first message.
+    link.send_control(&to, vec![7; 10_000], None);
+    let (size, taken) = asked.recv().await.unwrap();
+    assert!(size > 4000 && !taken, "the first fragment, refused");
+    link.send_control(&to, vec![8; 100], None);
+    let (size, taken) = tokio::time::timeout(Duration::from_secs(5), asked.recv())
+        .await
+        .expect("the next frame still goes")
+        .unwrap();
+    assert!(
+        size < 200 && taken,
+        "the next frame, not the rest of the first: {size}"
+    );
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(asked.try_recv().is_err(), "nothing more was sent");
+}

@@ -547,8 +547,9 @@ impl Sender {
                     .judge(&self.peer, i, |link, to| link.record_rtt(to, srtt));
             }
         }
-        for &link in &got.delivered {
-            self.node.judge(&self.peer, link, LinkHandle::delivered);
+        for &(link, sent_at) in &got.delivered {
+            self.node
+                .judge(&self.peer, link, |l, to| l.delivered(to, sent_at));
         }
         for &link in &got.lost {
             self.charge_lost(link);

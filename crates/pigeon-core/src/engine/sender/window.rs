@@ -59,8 +59,9 @@ pub(crate) struct Acked {
     /// Chunks found lost behind later ones, now queued for resending.
     pub gaps: Vec<u32>,
     /// For each chunk acknowledged whose copies all went on one link, that
-    /// link (it carried it); for each gap, the link its copy was lost on.
-    pub delivered: Vec<usize>,
+    /// link (it carried it) and when its copy left; for each gap, the link
+    /// its copy was lost on.
+    pub delivered: Vec<(usize, Instant)>,
     pub lost: Vec<usize>,
 }
 
@@ -186,7 +187,7 @@ impl Window {
         for &i in &newly {
             if let Some(f) = self.inflight.remove(&i) {
                 if f.links.count_ones() == 1 {
-                    delivered.push(f.link);
+                    delivered.push((f.link, f.sent_at));
                 }
                 // An acknowledgement of a resent chunk may answer either
                 // copy (Karn): it says nothing of round trips or gaps.
@@ -498,7 +499,8 @@ mod tests {
         );
         assert_eq!(got.newly, vec![1, 2, 3, 4, 5]);
         assert!(got.gaps.is_empty(), "{got:?}");
-        assert_eq!(got.delivered, vec![0; 5], "the fast link carried them");
+        let links: Vec<usize> = got.delivered.iter().map(|&(l, _)| l).collect();
+        assert_eq!(links, vec![0; 5], "the fast link carried them");
         assert!(w.rto(0).srtt().is_some() && w.rto(1).srtt().is_none());
         // Its own timer runs out, on its link.
         assert_eq!(w.expire(t0 + Duration::from_secs(6)), vec![(0, 1)]);
@@ -527,7 +529,9 @@ mod tests {
             t0 + Duration::from_millis(50),
         );
         assert!(got.gaps.is_empty());
-        assert_eq!(got.delivered, vec![1; 4]);
+        let expected: Vec<(usize, Instant)> =
+            (1..5).map(|i| (1, t0 + Duration::from_millis(i))).collect();
+        assert_eq!(got.delivered, expected, "the link, and when each left");
         for i in 5..8 {
             w.sent(i, 1, false, t0 + Duration::from_millis(10), 0.0);
         }
