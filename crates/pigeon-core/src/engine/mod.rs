@@ -108,6 +108,8 @@ pub(crate) struct Peer {
     pub session: watch::Sender<Option<Arc<SessionSlot>>>,
     /// New uploads' offers and first chunks for the next Hello (client).
     pub(crate) early: early::EarlyBox,
+    /// When our answers to it last moved off a link in doubt.
+    moved_answers: Mutex<Option<tokio::time::Instant>>,
 }
 
 impl Peer {
@@ -121,6 +123,7 @@ impl Peer {
             permissions: Mutex::new(permissions),
             session: watch::channel(None).0,
             early: early::EarlyBox::default(),
+            moved_answers: Mutex::new(None),
         })
     }
 
@@ -462,7 +465,10 @@ impl Node {
     /// peer keeps asking again, [`LinkHandle::doubted`]) comes last, and a
     /// link whose last send failed after those whose did not (a lost
     /// acknowledgement costs a round trip, and one failure is enough to
-    /// doubt it), then one being probed; if none is usable, the session's
+    /// doubt it), then one being probed, the one whose last failure is
+    /// oldest first (links that fail take turns, so one that came back is
+    /// found: a seed once sent every answer for nine minutes to a link
+    /// that was gone, beside one that had come back); if none is usable, the session's
     /// (its link retries it when it may), else any that reaches the peer.
     /// None: no link reaches it (a link that answers whoever writes, and
     /// the peer has not written on it).
@@ -483,6 +489,7 @@ impl Node {
                 (
                     link.doubted(to),
                     !link.clean(to),
+                    link.last_failed(to),
                     link.rtt(to).unwrap_or(Duration::MAX),
                     usize::from(*i != preferred),
                 )
@@ -495,10 +502,21 @@ impl Node {
     /// `peer` asked again for what was answered (a chunk already
     /// acknowledged came again): charge the link answers to it go on, so
     /// that a link swallowing this direction is found and left.
+    ///
+    /// For a timeout after answers moved off a doubted link, nothing is
+    /// charged: what the peer asks again then it asked before an answer on
+    /// the new link could reach it, and must not doubt that one too.
     pub(crate) fn answer_lost(&self, peer: &Peer) {
         if let Some((index, link, to)) = self.control_link(peer, self.session_link(peer)) {
+            let grace = Rto::for_link(link, link.rtt(&to)).get();
+            let mut moved = lock(&peer.moved_answers);
+            if moved.is_some_and(|at| at.elapsed() < grace) {
+                return;
+            }
+            let was = link.doubted(&to);
             link.answer_lost(&to);
-            if link.doubted(&to) {
+            if !was && link.doubted(&to) {
+                *moved = Some(tokio::time::Instant::now());
                 tracing::debug!(link = index, peer = %peer.name, "answers on this link seem lost: others first");
             }
         }

@@ -65,6 +65,8 @@ pub struct Breaker {
     opened_at: Option<Instant>,
     /// When a probe was let through while half-open.
     probe: Option<Instant>,
+    /// When a send last failed.
+    last_failed: Option<Instant>,
 }
 
 impl Default for Breaker {
@@ -84,7 +86,13 @@ impl Breaker {
             max_backoff: MAX_BACKOFF,
             opened_at: None,
             probe: None,
+            last_failed: None,
         }
+    }
+
+    /// When a send last failed, if one did.
+    pub fn last_failed(&self) -> Option<Instant> {
+        self.last_failed
     }
 
     /// Stay open at most `d`: a party's only link is probed often, since
@@ -173,6 +181,7 @@ impl Breaker {
     /// the circuit at once.
     pub fn send_failed(&mut self, now: Instant, permanent: bool, jitter: f64) {
         self.failures += 1;
+        self.last_failed = Some(now);
         match self.state(now) {
             State::HalfOpen { .. } => self.open(Why::Errors, now, jitter),
             State::Closed if permanent || self.failures >= FAILURES_TO_OPEN => {

@@ -477,6 +477,13 @@ impl LinkHandle {
         self.stats.judge(to, |j| j.breaker.clean())
     }
 
+    /// When a send to `to` last failed, if one did.
+    pub fn last_failed(&self, to: &Address) -> Option<Instant> {
+        crate::task::lock(&self.stats.judges)
+            .get(to)
+            .and_then(|j| j.breaker.last_failed())
+    }
+
     /// Room for a data frame of `bytes` now, if there is.
     pub fn try_reserve(&self, bytes: usize) -> Option<OwnedSemaphorePermit> {
         let n = frame_cost(self.budget, self.budget_now(), bytes);

@@ -68,6 +68,9 @@ pub struct Outcome {
     /// Acknowledged chunks checked against the agent's store after a crash.
     pub acked_checked: u64,
     pub sent: u64,
+    /// Chunks the client sent again (an upload's; a download's are the
+    /// agent's, not seen here).
+    pub resent: u64,
     pub lost: u64,
     pub duplicated: u64,
     pub reordered: u64,
@@ -377,13 +380,16 @@ impl<'a> World<'a> {
                 .transfers
                 .iter()
                 .find(|t| t.id == id)
-                .map(|t| (t.status, t.error.clone()));
+                .map(|t| (t.status, t.error.clone(), t.faults.retransmitted));
             if trace() && (now.as_millis() % 5000) < 200 {
                 eprintln!("sim t={:?} real={:?} {view:?}", now, real.elapsed());
             }
+            if let Some((_, _, resent)) = view {
+                out.resent = out.resent.max(resent);
+            }
             match view {
-                Some((TransferStatus::Completed, _)) => break,
-                Some((TransferStatus::Failed, error)) => {
+                Some((TransferStatus::Completed, ..)) => break,
+                Some((TransferStatus::Failed, error, _)) => {
                     out.retries += 1;
                     if out.retries > 5 {
                         return Err(format!(
@@ -397,7 +403,7 @@ impl<'a> World<'a> {
                         .await
                         .map_err(|e| format!("retry refused: {e}"))?;
                 }
-                Some((TransferStatus::Cancelled, _)) => {
+                Some((TransferStatus::Cancelled, ..)) => {
                     return Err("the transfer was cancelled though nobody asked".into())
                 }
                 Some(_) => {}

@@ -229,6 +229,10 @@ impl Receiver {
                 );
             }
             if self.intake.fetch_due(now) {
+                // Asked and not answered: the link our asks go on may
+                // swallow them (or the answers' way back): after a few,
+                // asks go on another.
+                self.node.answer_lost(&self.peer);
                 self.send_fetch();
             }
             if let Err(e) = self.ack_timer(now).await {

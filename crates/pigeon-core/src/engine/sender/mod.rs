@@ -97,6 +97,8 @@ pub(crate) struct Sender {
     /// timer blames its link only while acknowledgements arrive at all (if
     /// none do, what swallows them is the way back, not the data link).
     last_ack: Option<Instant>,
+    /// When a chunk last went again as a probe while no answer came.
+    last_probe: Option<Instant>,
     /// What the receiver holds of chunks on the wire that reached it only
     /// in part, by index: (frame length, byte ranges) of this run's copies.
     held: std::collections::HashMap<u32, (usize, Vec<(usize, usize)>)>,
@@ -155,6 +157,7 @@ impl Sender {
             last_persist: Instant::now(),
             held: std::collections::HashMap::new(),
             last_ack: None,
+            last_probe: None,
             openings: (0..node.links.len())
                 .map(|i| {
                     node.address(&peer, i)
@@ -298,17 +301,29 @@ impl Sender {
                 }
             };
             let ready_len = self.ready.as_ref().map(|r| r.frame.len());
-            // A chunk lost more than once, every copy on one link: that
-            // link may swallow it (a one-way blackhole says nothing and its
+            // A chunk lost more than once: the links its copies went on
+            // may swallow it (a one-way blackhole says nothing, and its
             // breaker counts slowly when one chunk's timer backs off), so
-            // it goes on another if there is one.
+            // it goes on one it has not tried, if there is one (a seed of
+            // three links once sent one chunk for ten minutes between a
+            // dead link and a blackhole, beside the one that worked), else
+            // not on the one that lost it last (the links take turns).
             let avoid = self
                 .ready
                 .as_ref()
                 .filter(|r| r.retry)
                 .and_then(|r| self.win.inflight.get(&r.index))
-                .filter(|f| f.retries >= 1 && f.links.count_ones() == 1)
-                .map_or(0, |f| f.links);
+                .filter(|f| f.retries >= 1)
+                .map_or(0, |f| {
+                    let usable = (0..self.node.links.len().min(64))
+                        .filter(|&i| self.node.usable(&self.peer, i))
+                        .fold(0u64, |mask, i| mask | 1 << i);
+                    if usable & !f.links != 0 {
+                        f.links
+                    } else {
+                        1 << f.link.min(63)
+                    }
+                });
             tokio::select! {
                 input = inbox.recv() => {
                     let Some(input) = input else { return Outcome::Stopped };
@@ -650,7 +665,19 @@ impl Sender {
     }
 
     fn expire_timers(&mut self, now: Instant) {
-        for (i, link) in self.win.expire(now) {
+        // A chunk sent since the last acknowledgement that came says
+        // nothing when its timer runs out: the way back may be what is
+        // out. One such goes again as a probe, one a timeout, not every one
+        // whose timer ran out (a 34 s outage once cost 1,982 chunks of
+        // 2,815).
+        let probing = self
+            .last_probe
+            .is_some_and(|at| now.saturating_duration_since(at) < self.control_rto());
+        let (expired, probed) = self.win.expire(now, self.last_ack, probing);
+        if probed {
+            self.last_probe = Some(now);
+        }
+        for (i, link) in expired {
             let rto = self.win.rto(link).get();
             tracing::debug!(transfer = %self.rec.id.short(), chunk = i, link, ?rto, "timer: resending");
             // Acknowledged something since this chunk left (about one

@@ -330,20 +330,56 @@ impl Window {
         gone
     }
 
-    /// Queue for resending every chunk whose timer ran out by `now`;
-    /// returns each with the link its copy was lost on.
-    pub fn expire(&mut self, now: Instant) -> Vec<(u32, usize)> {
-        let mut expired: Vec<(u32, usize)> = self
+    /// Queue for resending the chunks whose timer ran out by `now`; returns
+    /// each with the link its copy was lost on, and whether one of them
+    /// went as a probe.
+    ///
+    /// A chunk answerable before the last acknowledgement (`last_ack`)
+    /// came (sent, a round trip and an allowance before it) was lost: the
+    /// way back works. One not answerable by then says nothing:
+    /// the way back may be what is out, and the receiver may hold it and
+    /// all the others. Of those only the oldest goes again, a probe (none
+    /// while `probing`: one is out already), and the others' timers start
+    /// over. The probe's answer, when one comes, says what the receiver
+    /// lacks; until then an outage costs one chunk a timeout, not the
+    /// window.
+    pub fn expire(
+        &mut self,
+        now: Instant,
+        last_ack: Option<Instant>,
+        probing: bool,
+    ) -> (Vec<(u32, usize)>, bool) {
+        // Answered since: an acknowledgement came after this chunk had the
+        // time to arrive and be answered.
+        let mut expired: Vec<(u64, u32, usize, bool)> = self
             .inflight
             .iter()
             .filter(|(_, f)| f.deadline.is_some_and(|d| d <= now))
-            .map(|(&i, f)| (i, f.link))
+            .map(|(&i, f)| {
+                let answerable = f.sent_at + f.transmit + self.patience(f.link);
+                let answered_since = last_ack.is_some_and(|a| a > answerable);
+                (f.seq, i, f.link, answered_since)
+            })
             .collect();
         expired.sort_unstable();
-        for &(i, _) in &expired {
+        let mut probed = false;
+        let mut again = vec![];
+        for (_, i, link, answered_since) in expired {
+            if answered_since || (!probing && !probed) {
+                probed |= !answered_since;
+                again.push((i, link));
+            } else {
+                let wait = self.rtos[link].get();
+                if let Some(f) = self.inflight.get_mut(&i) {
+                    f.deadline = Some(now + wait);
+                }
+            }
+        }
+        again.sort_unstable();
+        for &(i, _) in &again {
             self.queue_resend(i);
         }
-        expired
+        (again, probed)
     }
 
     /// The next chunk never sent in this run and not `busy` elsewhere.
@@ -444,8 +480,14 @@ mod tests {
         let mut w = Window::new(2, vec![rto()], 16);
         w.sent(0, 0, false, t0, 0.0);
         assert_eq!(w.next_deadline(), Some(t0 + Duration::from_secs(1)));
-        assert!(w.expire(t0 + Duration::from_millis(999)).is_empty());
-        assert_eq!(w.expire(t0 + Duration::from_secs(1)), vec![(0, 0)]);
+        assert!(w
+            .expire(t0 + Duration::from_millis(999), None, false)
+            .0
+            .is_empty());
+        assert_eq!(
+            w.expire(t0 + Duration::from_secs(1), None, false),
+            (vec![(0, 0)], true)
+        );
         assert_eq!(w.next_deadline(), None);
         let t1 = t0 + Duration::from_secs(1);
         assert_eq!(w.sent(0, 0, true, t1, 0.0), 1);
@@ -503,7 +545,15 @@ mod tests {
         assert_eq!(links, vec![0; 5], "the fast link carried them");
         assert!(w.rto(0).srtt().is_some() && w.rto(1).srtt().is_none());
         // Its own timer runs out, on its link.
-        assert_eq!(w.expire(t0 + Duration::from_secs(6)), vec![(0, 1)]);
+        assert_eq!(
+            w.expire(
+                t0 + Duration::from_secs(6),
+                Some(t0 + Duration::from_secs(2)),
+                false
+            )
+            .0,
+            vec![(0, 1)]
+        );
         // Resent on the fast link and acknowledged: either copy may have
         // arrived, so neither link is credited.
         w.sent(0, 0, true, t0 + Duration::from_secs(6), 0.0);
@@ -514,6 +564,31 @@ mod tests {
         );
         assert_eq!(got.newly, vec![0]);
         assert!(got.delivered.is_empty());
+    }
+
+    /// Issue 28 item 4: with no answer since they could have been
+    /// answered, expired chunks go again one at a time (a probe), the
+    /// rest wait; a chunk that an answer came after was lost, and goes.
+    #[test]
+    fn timers_run_out_in_silence_send_one_probe_not_the_window() {
+        let t0 = Instant::now();
+        let mut w = Window::new(20, vec![rto()], 32);
+        for i in 0..10 {
+            w.sent(i, 0, false, t0, 0.0);
+        }
+        let later = t0 + Duration::from_secs(5);
+        let (again, probed) = w.expire(later, None, false);
+        assert_eq!(again, vec![(0, 0)], "the oldest, alone");
+        assert!(probed);
+        assert!(w.expire(later, None, true).0.is_empty(), "the others wait");
+        let (again, probed) = w.expire(later + Duration::from_secs(2), None, true);
+        assert!(again.is_empty() && !probed, "while the probe is out: none");
+        // An answer came well after chunk 1 could be answered: the way back
+        // works, and what it did not name was lost.
+        let acked = Some(t0 + Duration::from_secs(3));
+        let (again, probed) = w.expire(later + Duration::from_secs(3), acked, true);
+        assert_eq!(again.len(), 9, "{again:?}");
+        assert!(!probed);
     }
 
     #[test]
