@@ -553,7 +553,10 @@ impl Receiver {
             self.count(Fault::Reordered, |s| &s.reordered);
         }
         let _ = self.node.store.put_chunk_hash(&self.rec.id, index, &hash);
-        self.progress.emit(ProgressEvent::Received { index });
+        self.progress.emit(ProgressEvent::Received {
+            index,
+            link: self.arrived_on,
+        });
         self.node.touch();
         Ok(())
     }
