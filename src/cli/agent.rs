@@ -30,7 +30,7 @@ pub async fn run_agent(
     shared: bool,
 ) -> Result<()> {
     let transports = parse_transports(&transports)?;
-    let bwlimit = resolve_bwlimit(&home, bwlimit.as_deref())?;
+    let bwlimit = resolve_bwlimit(&home, bwlimit.as_deref(), true)?;
     let root = root.unwrap_or_else(|| home.storage_dir());
     eprintln!("pigeon agent: key {}", home.identity()?.public());
     let mut settings = home.config()?.agent;

@@ -54,7 +54,9 @@ pub enum Command {
         root: Option<PathBuf>,
         /// Most this agent sends per second over all its transports, in
         /// rclone's syntax: 512k, 10M, or a timetable "08:00,512k 19:00,off"
-        /// (overrides bwlimit in config.toml).
+        /// (overrides bwlimit in config.toml). A client's download rate is
+        /// the client's to ask (its --bwlimit UP:DOWN); this agent keeps to
+        /// it, and to this limit besides.
         #[arg(long, value_name = "RATE")]
         bwlimit: Option<String>,
         /// One namespace for every peer, as before folders per peer
@@ -382,8 +384,10 @@ pub struct Conn {
     /// Give up after this many seconds without a word from the agent.
     #[arg(long, default_value_t = 120)]
     pub timeout: u64,
-    /// Most this client sends per second over all its transports, in
-    /// rclone's syntax: 512k, 10M, or a timetable "08:00,512k 19:00,off"
+    /// Most this client sends per second over all its transports, and
+    /// asks the agent to send it downloads at, in rclone's syntax: 512k
+    /// (both ways), UP:DOWN for separate rates (off:512k limits downloads
+    /// only, 1M:off uploads only), or a timetable "08:00,512k 19:00,off"
     /// (overrides bwlimit in config.toml).
     #[arg(long, value_name = "RATE")]
     pub bwlimit: Option<String>,

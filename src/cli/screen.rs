@@ -61,7 +61,7 @@ pub async fn run_tui(home: Home, args: TuiArgs) -> Result<()> {
         run_queue: true,
         silence_limit: Duration::from_secs(3600 * 24),
         embedded_agent: embedded.is_some(),
-        bwlimit: resolve_bwlimit(&home, None)?,
+        bwlimit: resolve_bwlimit(&home, None, false)?,
     })
     .await?;
     let served = owner::serve(&home, &handle, "the TUI").await;

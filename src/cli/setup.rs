@@ -33,19 +33,23 @@ pub fn resolve_transports(home: &Home, given: &[String]) -> Result<Vec<Transport
 }
 
 /// The bandwidth limit: `given` on the command line, else config.toml's.
-/// A party limits what it sends (one rate is that limit): a separate
-/// download rate (`UP:DOWN`) is refused rather than silently ignored.
-pub fn resolve_bwlimit(home: &Home, given: Option<&str>) -> Result<Option<BwLimit>> {
+/// A party limits what it sends with the UP part (one rate is both); a
+/// client asks its agent to send downloads at the DOWN part. An agent asks
+/// nobody: a separate DOWN rate there is refused rather than ignored.
+pub fn resolve_bwlimit(home: &Home, given: Option<&str>, agent: bool) -> Result<Option<BwLimit>> {
     let config = home.config()?;
     let Some(spec) = given.map(str::to_string).or(config.bwlimit) else {
         return Ok(None);
     };
     let limit = BwLimit::parse(&spec).map_err(|e| anyhow::anyhow!("--bwlimit {spec:?}: {e}"))?;
+    if !agent {
+        return Ok(Some(limit));
+    }
     for weekday in 0..7 {
         for minute in 0..1440 {
             let at = limit.at(weekday, minute);
             if at.down.is_some() && at.down != at.up {
-                bail!("--bwlimit {spec:?}: a party limits what it sends; a download rate is not enforced here: set --bwlimit on the agent to limit what it sends (e.g. --bwlimit 1M there)");
+                bail!("--bwlimit {spec:?}: an agent limits what it sends; a download rate is the client's to ask: give one rate here, and UP:DOWN to the client's --bwlimit (e.g. --bwlimit off:512k there)");
             }
         }
     }
@@ -55,7 +59,7 @@ pub fn resolve_bwlimit(home: &Home, given: Option<&str>) -> Result<Option<BwLimi
 /// A client engine here, on the transports and limits `conn` and config.toml give.
 pub async fn start_client(home: &Home, conn: &Conn) -> Result<ClientHandle> {
     let transports = resolve_transports(home, &conn.transports)?;
-    let bwlimit = resolve_bwlimit(home, conn.bwlimit.as_deref())?;
+    let bwlimit = resolve_bwlimit(home, conn.bwlimit.as_deref(), false)?;
     let cfg = home.config()?;
     let handle = client::start(ClientConfig {
         home: home.clone(),

@@ -68,6 +68,9 @@ pub struct App {
     log_visible: bool,
     /// Where the panes were in the last frame, for the mouse.
     screen: Option<layout::Screen>,
+    /// The chunk map shows chunks by link (when several carried them),
+    /// not by state.
+    chunks_by_link: bool,
     quit: bool,
 }
 
@@ -90,6 +93,7 @@ impl App {
             snapshot: Arc::default(),
             notice: None,
             log_visible: false,
+            chunks_by_link: false,
             screen: None,
             quit: false,
         };
@@ -378,12 +382,17 @@ impl App {
         );
         self.queue
             .render(screen.queue, buf, &snapshot, theme, focus == Focus::Queue);
+        let chunk_key = self.keymap.first_key(Action::ChunkColours);
         chunks::render(
             screen.chunks,
             buf,
             self.queue.selected(&snapshot),
             theme,
             focus == Focus::Chunks,
+            chunks::ChunkView {
+                by_link: self.chunks_by_link,
+                key: chunk_key.as_deref(),
+            },
         );
         self.transports.render(
             screen.transports,
@@ -462,6 +471,10 @@ impl App {
                 None
             }
             Action::Forget => self.forget(),
+            Action::ChunkColours => {
+                self.chunks_by_link = !self.chunks_by_link;
+                None
+            }
             Action::CycleView
             | Action::ViewActive
             | Action::ViewFailed

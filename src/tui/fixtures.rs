@@ -68,6 +68,7 @@ pub fn transfer(
         error: None,
         faults: FaultCounters::default(),
         chunk_map: Arc::from(map),
+        chunk_links: Arc::from(Vec::new()),
         resumed: false,
         created_unix: 1_700_000_000 + u64::from(n),
         sha256: None,

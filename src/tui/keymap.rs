@@ -54,6 +54,9 @@ pub enum Action {
     ViewAll,
     /// Remove a finished transfer from the list (`pigeon forget`).
     Forget,
+    /// The chunk map: colour chunks by state, or by the link that carried
+    /// them (when several did).
+    ChunkColours,
 }
 
 /// Where an action shows up in the help overlay.
@@ -84,7 +87,7 @@ impl Section {
 }
 
 impl Action {
-    pub const ALL: [Action; 30] = [
+    pub const ALL: [Action; 31] = [
         Action::Quit,
         Action::Help,
         Action::NextPane,
@@ -115,6 +118,7 @@ impl Action {
         Action::ViewFailed,
         Action::ViewCompleted,
         Action::ViewAll,
+        Action::ChunkColours,
     ];
 
     /// The action's key in `keymap.toml`.
@@ -150,6 +154,7 @@ impl Action {
             Action::ViewCompleted => "view_completed",
             Action::ViewAll => "view_all",
             Action::Forget => "forget",
+            Action::ChunkColours => "chunk_colours",
         }
     }
 
@@ -190,6 +195,7 @@ impl Action {
             Action::ViewCompleted => "queue view: completed",
             Action::ViewAll => "queue view: all",
             Action::Forget => "remove a finished transfer from the list",
+            Action::ChunkColours => "chunk map by state / by link",
         }
     }
 
@@ -200,7 +206,7 @@ impl Action {
             Up | Down | PageUp | PageDown | Top | Bottom | Open | Parent => Section::Move,
             Select | Filter | ToggleHidden | Upload | Download | RefreshRemote => Section::Files,
             PauseResume | Cancel | Retry | PriorityUp | PriorityDown | Forget | CycleView
-            | ViewActive | ViewFailed | ViewCompleted | ViewAll => Section::Queue,
+            | ViewActive | ViewFailed | ViewCompleted | ViewAll | ChunkColours => Section::Queue,
         }
     }
 
@@ -236,6 +242,7 @@ impl Action {
             Action::ViewCompleted => &["3"],
             Action::ViewAll => &["4"],
             Action::Forget => &["delete", "X"],
+            Action::ChunkColours => &["c"],
         }
     }
 }

@@ -56,6 +56,32 @@ fn screen_uploading() {
     assert_screens("uploading", app);
 }
 
+/// Issue 28, item 6: a transfer two links carried shows, on `c`, each
+/// chunk by its link (numbered, in the link's colour), with a legend per
+/// link and the footer naming the key; `c` again goes back to states.
+#[test]
+fn screen_chunks_by_link() {
+    let mut app = fixtures::app(vec![]);
+    let mut striped = transfer(1, "dataset.bin", TransferStatus::InProgress, 400, 200);
+    let links: Vec<u8> = (0..400u32)
+        .map(|i| if i < 203 { (i % 3 == 2) as u8 } else { u8::MAX })
+        .collect();
+    striped.chunk_links = links.into();
+    app.on_snapshot(snapshot(vec![striped]));
+    let before = format!("{:?}", draw(&mut app, 120, 40).backend());
+    assert!(before.contains("c: by state"), "the footer names the key");
+    press(&mut app, KeyCode::Char('c'));
+    let after = format!("{:?}", draw(&mut app, 120, 40).backend());
+    assert!(
+        after.contains("c: by link") && after.contains("link 2"),
+        "{after}"
+    );
+    press(&mut app, KeyCode::Char('c'));
+    assert_eq!(format!("{:?}", draw(&mut app, 120, 40).backend()), before);
+    press(&mut app, KeyCode::Char('c'));
+    assert_screens("chunks_by_link", app);
+}
+
 #[test]
 fn screen_failed_transfer() {
     let mut app = fixtures::app(vec![remote_entry("earlier.txt", 12)]);

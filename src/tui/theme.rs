@@ -65,6 +65,25 @@ impl Theme {
         })
     }
 
+    /// The cell glyph of a chunk carried by link `link` (from 0): its
+    /// number from 1, so the map reads without colour too; `+` past 9.
+    pub fn link_glyph(self, link: u8) -> char {
+        char::from_digit(u32::from(link) + 1, 10).unwrap_or('+')
+    }
+
+    /// The colour of link `link`'s chunks: basic colours, in turn.
+    pub fn link_style(self, link: u8) -> Style {
+        const COLOURS: [Color; 6] = [
+            Color::Cyan,
+            Color::Magenta,
+            Color::Yellow,
+            Color::Blue,
+            Color::Green,
+            Color::Red,
+        ];
+        self.fg(COLOURS[usize::from(link) % COLOURS.len()])
+    }
+
     pub fn chunk_label(state: ChunkState) -> &'static str {
         match state {
             ChunkState::Acked => "acked",

@@ -301,17 +301,69 @@ fn a_bandwidth_limit_holds_over_every_span_of_the_transcript() {
     );
 }
 
+/// Issue 28, item 5: the DOWN part of a client's `--bwlimit UP:DOWN`, and
+/// of a link's `bwlimit=UP:DOWN`, is asked of the agent and kept: the
+/// download takes at least its size over the rate (less the first chunk,
+/// which leaves at once), while the same download unasked is faster.
 #[test]
-fn a_download_rate_in_a_bandwidth_limit_is_refused_with_what_to_do() {
-    let w = World::new("");
-    let file = w.random_file("x.bin", 10, 5);
-    let run = w.upload(&[&file], &["--bwlimit", "1M:512k"]);
-    run.assert_failed();
-    let err = run.stderr;
+fn a_download_rate_is_asked_of_the_agent_and_kept() {
+    let _heavy = heavy_lock();
+    // 64 KiB chunks (a text link), about 300 KB/s unlimited.
+    let query = "profile=telegram-text&msgs_per_min=6000";
+    let mut w = World::new(query);
+    let size = 320 * 1024;
+    let data = std::fs::read(w.random_file("src.bin", size, 28)).unwrap();
+    w.put_remote("paced.bin", &data);
+    w.start_agent();
+    let rate = 32.0 * 1024.0;
+    let least = (size as f64 - 64.0 * 1024.0) / rate;
+    let timed = |name: &str, extra: &[&str]| {
+        let out = w.work.join(name);
+        let started = Instant::now();
+        let run = w.download("paced.bin", &out, extra);
+        run.assert_ok();
+        assert_eq!(run.report()["status"], "completed", "{}", run.describe());
+        assert_eq!(std::fs::read(&out).unwrap(), data, "{name} is the file");
+        started.elapsed().as_secs_f64()
+    };
+    let free = timed("free.bin", &[]);
+    let asked = timed("asked.bin", &["--bwlimit", "off:32k"]);
+    let linked = format!("{}&bwlimit=off:32k", w.uri());
+    let on_link = timed("on_link.bin", &["--transport", &linked]);
+    eprintln!("{size} B: {free:.1} s unlimited, {asked:.1} s at --bwlimit off:32k, {on_link:.1} s at bwlimit=off:32k on the link (at least {least:.1} s)");
     assert!(
-        err.contains("download rate") && err.contains("on the agent"),
+        asked >= least,
+        "--bwlimit off:32k: {asked:.1} s, under {least:.1} s"
+    );
+    assert!(
+        on_link >= least,
+        "bwlimit=off:32k: {on_link:.1} s, under {least:.1} s"
+    );
+    assert!(
+        free < least * 0.6,
+        "unlimited: {free:.1} s, not faster than {least:.1} s"
+    );
+}
+
+/// An agent asks nobody for a rate: a separate DOWN part there is refused
+/// with what to do instead, never ignored.
+#[test]
+fn a_download_rate_given_to_the_agent_is_refused_with_what_to_do() {
+    let w = World::new("");
+    let uri = w.uri();
+    let run = pigeon(
+        &w.agent_home,
+        &["agent", "--transport", &uri, "--bwlimit", "1M:512k"],
+        &w.logs,
+        Duration::from_secs(30),
+    );
+    run.assert_failed();
+    let err = &run.stderr;
+    assert!(
+        err.contains("download rate") && err.contains("client"),
         "{err}"
     );
+    let file = w.random_file("x.bin", 10, 5);
     let run = w.upload(&[&file], &["--bwlimit", "12M/s"]);
     run.assert_failed();
     assert!(run.stderr.contains("no \"/s\""), "{}", run.stderr);

@@ -94,6 +94,12 @@ impl BwLimit {
         found.unwrap_or(&last).limit
     }
 
+    /// True when some entry limits the download direction (what a client
+    /// asks its agent to send it at, [`crate::protocol::Control::Rate`]).
+    pub fn limits_down(&self) -> bool {
+        self.entries.iter().any(|e| e.limit.down.is_some())
+    }
+
     /// True when no entry limits anything.
     pub fn is_off(&self) -> bool {
         let off = |e: &Entry| e.limit.up.is_none() && e.limit.down.is_none();

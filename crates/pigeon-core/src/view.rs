@@ -168,6 +168,11 @@ pub struct TransferView {
     /// One [`ChunkState`] byte per chunk (`ChunkState as u8`).
     #[serde(with = "shared_bytes")]
     pub chunk_map: Arc<[u8]>,
+    /// The link (its index among the transports) that last carried each
+    /// chunk, 255 for none yet; empty unless several links carried this
+    /// run's chunks.
+    #[serde(default = "no_links", with = "shared_bytes")]
+    pub chunk_links: Arc<[u8]>,
     pub resumed: bool,
     pub created_unix: u64,
     /// The whole file's SHA-256 in hex, once known (an upload hashes its
@@ -340,6 +345,10 @@ pub struct TransferReport {
 }
 
 /// A chunk map on the wire: bytes, shared again once read.
+fn no_links() -> Arc<[u8]> {
+    Arc::from(Vec::new())
+}
+
 mod shared_bytes {
     use std::sync::Arc;
 

@@ -3,6 +3,9 @@
 //! Stateless: it draws whatever transfer it is given, with the map filling
 //! the pane, the legend with counts on the last line, the transfer's name
 //! and progress in the title, and the group size when chunks are grouped.
+//! When several links carried the transfer's chunks, the map can show
+//! each chunk by its link instead of its state ([`ChunkView`]); the footer
+//! says which, and the key that changes it.
 
 use ratatui::buffer::Buffer;
 use ratatui::layout::Rect;
@@ -15,7 +18,15 @@ use super::queue::{display_name, progress};
 use super::{pane_block, Focus};
 use crate::tui::format;
 use crate::tui::theme::Theme;
-use crate::tui::widgets::chunk_map::{ChunkCounts, ChunkLegend, ChunkMap};
+use crate::tui::widgets::chunk_map::{ChunkCounts, ChunkLegend, ChunkMap, LinkLegend};
+
+/// How the map colours chunks, and the key that switches (for the footer).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ChunkView<'a> {
+    /// By the link that carried each chunk, when several did.
+    pub by_link: bool,
+    pub key: Option<&'a str>,
+}
 
 pub fn render(
     area: Rect,
@@ -23,6 +34,7 @@ pub fn render(
     transfer: Option<&TransferView>,
     theme: Theme,
     focused: bool,
+    view: ChunkView<'_>,
 ) {
     let mut block = pane_block(Focus::Chunks, focused, theme);
     let Some(transfer) = transfer else {
@@ -56,6 +68,15 @@ pub fn render(
         ..inner_probe
     };
     let group = ChunkMap::group_size(map.len(), grid.width as usize * grid.height as usize);
+    // Only a transfer several links carried has links to show.
+    let links: &[u8] = &transfer.chunk_links;
+    let several = !links.is_empty() && links.len() == map.len();
+    let by_link = view.by_link && several;
+    if several {
+        let now = if by_link { "by link" } else { "by state" };
+        let hint = view.key.map_or(String::new(), |k| format!("{k}: "));
+        block = block.title_bottom(Line::styled(format!(" {hint}{now} "), theme.dim()));
+    }
     if group > 1 {
         block = block.title_bottom(
             Line::styled(
@@ -83,6 +104,8 @@ pub fn render(
             inner.width.saturating_sub(1) as usize,
             theme.dim(),
         );
+    } else if by_link {
+        ChunkMap::new(map, theme).by_link(links).render(grid, buf);
     } else {
         ChunkMap::new(map, theme).render(grid, buf);
     }
@@ -91,5 +114,9 @@ pub fn render(
         height: 1,
         ..inner
     };
-    ChunkLegend::new(ChunkCounts::of(map), theme).render(legend, buf);
+    if by_link {
+        LinkLegend::new(map, links, theme).render(legend, buf);
+    } else {
+        ChunkLegend::new(ChunkCounts::of(map), theme).render(legend, buf);
+    }
 }

@@ -518,6 +518,7 @@ mod tests {
             error: None,
             faults: FaultCounters::default(),
             chunk_map: Arc::from(vec![0u8; 10]),
+            chunk_links: Arc::from(Vec::new()),
             resumed: false,
             created_unix: u64::from(n),
             sha256: None,

@@ -5,7 +5,9 @@
 //! [`ChunkState`] order is worst = max), so one failed chunk among a thousand
 //! still shows. [`ChunkCounts`] counts states for [`ChunkLegend`], which
 //! names every state with its glyph and count, so the map reads without
-//! colour too.
+//! colour too. [`ChunkMap::by_link`] draws each chunk by the link that
+//! carried it instead (its number, in the link's colour), and
+//! [`LinkLegend`] names the links.
 
 use ratatui::buffer::Buffer;
 use ratatui::layout::Rect;
@@ -19,13 +21,29 @@ use crate::tui::theme::{Theme, CHUNK_STATES};
 /// The grid of a chunk map, filling its area row by row.
 pub struct ChunkMap<'a> {
     map: &'a [u8],
+    /// Each chunk's link (255: none yet), to draw chunks by link.
+    links: Option<&'a [u8]>,
     theme: Theme,
 }
 
 impl<'a> ChunkMap<'a> {
     /// `map` holds one [`ChunkState`] byte per chunk.
     pub fn new(map: &'a [u8], theme: Theme) -> Self {
-        ChunkMap { map, theme }
+        ChunkMap {
+            map,
+            links: None,
+            theme,
+        }
+    }
+
+    /// Draw each chunk a link carried by that link (one byte per chunk,
+    /// 255 for none, as [`TransferView::chunk_links`](pigeon_core::view::TransferView)):
+    /// a pending chunk, or one no link is known for, keeps its state.
+    pub fn by_link(mut self, links: &'a [u8]) -> Self {
+        if links.len() == self.map.len() {
+            self.links = Some(links);
+        }
+        self
     }
 
     /// Chunks per cell so that `chunks` fit in `cells`.
@@ -47,19 +65,103 @@ impl Widget for ChunkMap<'_> {
         let width = area.width as usize;
         let mut glyph = [0u8; 4];
         for (i, chunk) in self.map.chunks(group).enumerate() {
-            let worst = chunk
+            let (at, worst) = chunk
                 .iter()
                 .map(|&b| ChunkState::from_u8(b))
-                .max()
-                .unwrap_or(ChunkState::Pending);
+                .enumerate()
+                .max_by_key(|&(_, s)| s)
+                .unwrap_or((0, ChunkState::Pending));
+            // By link: the link of the member the group shows.
+            let link = self
+                .links
+                .and_then(|l| l.get(i * group + at).copied())
+                .filter(|&l| l != NO_LINK && worst != ChunkState::Pending);
+            let (symbol, style) = match link {
+                Some(l) => (self.theme.link_glyph(l), self.theme.link_style(l)),
+                None => (self.theme.chunk_glyph(worst), self.theme.chunk_style(worst)),
+            };
             let x = area.x + (i % width) as u16;
             let y = area.y + (i / width) as u16;
-            let symbol = self.theme.chunk_glyph(worst).encode_utf8(&mut glyph);
             if let Some(cell) = buf.cell_mut((x, y)) {
-                cell.set_symbol(symbol)
-                    .set_style(self.theme.chunk_style(worst));
+                cell.set_symbol(symbol.encode_utf8(&mut glyph))
+                    .set_style(style);
             }
         }
+    }
+}
+
+/// In a chunk's link byte: no link has carried it yet.
+const NO_LINK: u8 = u8::MAX;
+
+/// One line naming each link with its glyph and chunk count, then the
+/// chunks no link carried yet: `1 link 1 40  2 link 2 23  · pending 5`, or
+/// `1:40 2:23 ·5` when that does not fit.
+pub struct LinkLegend {
+    /// Chunks per link, by link.
+    per_link: Vec<(u8, u64)>,
+    rest: u64,
+    theme: Theme,
+}
+
+impl LinkLegend {
+    /// For the chunks of `map` (states) and `links` (their links) that
+    /// [`ChunkMap::by_link`] draws by link.
+    pub fn new(map: &[u8], links: &[u8], theme: Theme) -> Self {
+        let mut counts = std::collections::BTreeMap::new();
+        let mut rest = 0;
+        for (&state, &link) in map.iter().zip(links) {
+            if link == NO_LINK || ChunkState::from_u8(state) == ChunkState::Pending {
+                rest += 1;
+            } else {
+                *counts.entry(link).or_insert(0u64) += 1;
+            }
+        }
+        LinkLegend {
+            per_link: counts.into_iter().collect(),
+            rest,
+            theme,
+        }
+    }
+
+    fn line(&self, long: bool) -> Line<'static> {
+        let mut spans = Vec::new();
+        let sep = if long { "  " } else { " " };
+        for &(link, count) in &self.per_link {
+            if !spans.is_empty() {
+                spans.push(Span::raw(sep));
+            }
+            let glyph = self.theme.link_glyph(link);
+            spans.push(Span::styled(glyph.to_string(), self.theme.link_style(link)));
+            spans.push(Span::raw(if long {
+                format!(" link {} {count}", u32::from(link) + 1)
+            } else {
+                format!(":{count}")
+            }));
+        }
+        let pending = ChunkState::Pending;
+        spans.push(Span::raw(sep));
+        spans.push(Span::styled(
+            self.theme.chunk_glyph(pending).to_string(),
+            self.theme.chunk_style(pending),
+        ));
+        spans.push(Span::raw(if long {
+            format!(" {} {}", Theme::chunk_label(pending), self.rest)
+        } else {
+            self.rest.to_string()
+        }));
+        Line::from(spans)
+    }
+}
+
+impl Widget for LinkLegend {
+    fn render(self, area: Rect, buf: &mut Buffer) {
+        let long = self.line(true);
+        let line = if long.width() <= area.width as usize {
+            long
+        } else {
+            self.line(false)
+        };
+        line.render(area, buf);
     }
 }
 
@@ -194,6 +296,46 @@ mod tests {
         expected.set_style(Rect::new(0, 0, 1, 1), Style::default().fg(Color::Green));
         expected.set_style(Rect::new(1, 0, 1, 1), Style::default().fg(Color::Red));
         assert_eq!(buf, expected);
+    }
+
+    /// Issue 28, item 6: by link, a chunk a link carried shows that link's
+    /// number in its colour; a pending one keeps its state.
+    #[test]
+    fn by_link_a_chunk_shows_the_link_that_carried_it() {
+        let map = [A, I, P, R];
+        let links = [0, 1, NO_LINK, 1];
+        let buf = render(
+            ChunkMap::new(&map, Theme::monochrome()).by_link(&links),
+            4,
+            1,
+        );
+        assert_eq!(buf, Buffer::with_lines(["12·2"]));
+        let buf = render(ChunkMap::new(&map, Theme::colored()).by_link(&links), 4, 1);
+        let mut expected = Buffer::with_lines(["12·2"]);
+        let cyan = Style::default().fg(Color::Cyan);
+        let magenta = Style::default().fg(Color::Magenta);
+        expected.set_style(Rect::new(0, 0, 1, 1), cyan);
+        expected.set_style(Rect::new(1, 0, 1, 1), magenta);
+        expected.set_style(Rect::new(2, 0, 1, 1), Style::default().fg(Color::DarkGray));
+        expected.set_style(Rect::new(3, 0, 1, 1), magenta);
+        assert_eq!(buf, expected);
+        // Links that do not match the map are not used.
+        let buf = render(ChunkMap::new(&map, Theme::monochrome()).by_link(&[0]), 4, 1);
+        assert_eq!(buf, Buffer::with_lines(["█▒·r"]));
+    }
+
+    #[test]
+    fn the_link_legend_counts_each_links_chunks() {
+        let map = [A, A, I, P];
+        let links = [0, 1, 1, NO_LINK];
+        let legend = || LinkLegend::new(&map, &links, Theme::monochrome());
+        let buf = render(legend(), 35, 1);
+        assert_eq!(
+            buf,
+            Buffer::with_lines(["1 link 1 1  2 link 2 2  · pending 1"])
+        );
+        let buf = render(legend(), 12, 1);
+        assert_eq!(buf, Buffer::with_lines(["1:1 2:2 ·1  "]));
     }
 
     #[test]

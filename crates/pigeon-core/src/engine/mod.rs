@@ -22,6 +22,7 @@ pub mod client;
 mod early;
 pub mod handle;
 mod progress;
+mod rate;
 mod receiver;
 mod router;
 mod rto;

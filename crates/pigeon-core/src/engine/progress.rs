@@ -16,20 +16,27 @@ use crate::bitmap::Bitmap;
 use crate::store::TransferRecord;
 use crate::view::{ChunkState, FaultCounters, TransferStatus, TransferView};
 
+/// In [`Progress::carried_by`]: no link has carried the chunk yet.
+pub(crate) const NO_LINK: u8 = u8::MAX;
+
 /// How far back a transfer's rate looks.
 const RATE_WINDOW: Duration = Duration::from_secs(5);
 
 /// What a transfer task reports about its chunks.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Event {
-    /// Chunk handed to a link (`retry`: again).
-    Sent { index: u32, retry: bool },
+    /// Chunk handed to link `link` (`retry`: again).
+    Sent {
+        index: u32,
+        retry: bool,
+        link: usize,
+    },
     /// The receiver holds it (it may have held it before this run).
     Acked { index: u32 },
     /// Counted as acknowledged, but the receiver does not hold it.
     Lost { index: u32 },
-    /// This side received and stored it.
-    Received { index: u32 },
+    /// This side received and stored it; its last piece came on `link`.
+    Received { index: u32, link: usize },
     /// What the channel did, as this side saw it.
     Fault(Fault),
     /// What the channel did on the way in, as the receiver saw it.
@@ -103,6 +110,11 @@ pub(crate) struct Progress {
     pub resumed: bool,
     /// Distinct chunks sent (sender) or received (receiver) in this run.
     pub this_run: Bitmap,
+    /// The link that last carried each chunk ([`NO_LINK`]: none yet), for
+    /// a chunk map coloured by link.
+    pub carried_by: Vec<u8>,
+    /// The links that carried any chunk of this run (one bit each).
+    links_used: u64,
     samples: VecDeque<(Instant, u64)>,
     pub started: Instant,
     pub transport: String,
@@ -131,6 +143,8 @@ impl Progress {
             error: rec.error.clone(),
             resumed: false,
             this_run: Bitmap::new(total),
+            carried_by: vec![NO_LINK; total as usize],
+            links_used: 0,
             samples: VecDeque::new(),
             started: Instant::now(),
             transport,
@@ -140,8 +154,9 @@ impl Progress {
     /// Fold one event, at `now`.
     pub fn apply(&mut self, event: Event, now: Instant) {
         match event {
-            Event::Sent { index, retry } => {
+            Event::Sent { index, retry, link } => {
                 self.this_run.set(index);
+                self.carried(index, link);
                 if retry {
                     self.faults.retransmitted += 1;
                 }
@@ -160,7 +175,8 @@ impl Progress {
                 self.set(index, ChunkState::Acked, now);
             }
             Event::Lost { index } => self.chunks_reset(index),
-            Event::Received { index } => {
+            Event::Received { index, link } => {
+                self.carried(index, link);
                 self.set(index, ChunkState::Acked, now);
                 self.this_run.set(index);
             }
@@ -178,6 +194,7 @@ impl Progress {
                 self.error = None;
                 self.faults = FaultCounters::default();
                 self.this_run = Bitmap::new(self.this_run.len());
+                self.links_used = 0;
                 self.resumed = false;
                 // Where the rate counts from: the first chunk of a run
                 // already has a rate, not only the second.
@@ -204,6 +221,27 @@ impl Progress {
         self.chunks = vec![ChunkState::Pending as u8; total.max(1) as usize];
         self.done = 0;
         self.this_run = Bitmap::new(total.max(1));
+        self.carried_by = vec![NO_LINK; total.max(1) as usize];
+        self.links_used = 0;
+    }
+
+    fn carried(&mut self, index: u32, link: usize) {
+        let Some(slot) = self.carried_by.get_mut(index as usize) else {
+            return;
+        };
+        // Links past the 254th share the last mark: a map has few colours.
+        *slot = link.min(usize::from(NO_LINK) - 1) as u8;
+        self.links_used |= 1 << link.min(63);
+    }
+
+    /// Each chunk's link, when more than one link carried this run (empty
+    /// otherwise: one link says nothing a map by state does not).
+    pub fn chunk_links(&self) -> Arc<[u8]> {
+        if self.links_used.count_ones() > 1 {
+            Arc::from(self.carried_by.as_slice())
+        } else {
+            Arc::from(Vec::new())
+        }
     }
 
     fn set(&mut self, index: u32, state: ChunkState, now: Instant) {
@@ -297,6 +335,7 @@ impl Progress {
             error: self.error.clone(),
             faults: self.faults,
             chunk_map: map,
+            chunk_links: self.chunk_links(),
             resumed: self.resumed,
             created_unix: rec.created_unix,
             sha256: rec.sha256.as_ref().map(hex::encode),
@@ -352,6 +391,7 @@ mod tests {
             Event::Sent {
                 index: 0,
                 retry: false,
+                link: 0,
             },
             t0,
         );
@@ -384,6 +424,7 @@ mod tests {
             Event::Sent {
                 index: 0,
                 retry: false,
+                link: 0,
             },
             t0,
         );
@@ -391,6 +432,7 @@ mod tests {
             Event::Sent {
                 index: 1,
                 retry: false,
+                link: 0,
             },
             t0,
         );
@@ -398,6 +440,7 @@ mod tests {
             Event::Sent {
                 index: 1,
                 retry: true,
+                link: 0,
             },
             t0,
         );
@@ -411,6 +454,7 @@ mod tests {
             Event::Sent {
                 index: 0,
                 retry: true,
+                link: 0,
             },
             t0,
         );
@@ -445,7 +489,7 @@ mod tests {
     fn a_receiver_counts_what_it_stores_and_what_it_drops() {
         let t0 = Instant::now();
         let mut p = progress(2, &[]);
-        p.apply(Event::Received { index: 1 }, t0);
+        p.apply(Event::Received { index: 1, link: 0 }, t0);
         p.apply(Event::Fault(Fault::Duplicate), t0);
         p.apply(Event::Fault(Fault::Corrupt), t0);
         p.apply(Event::Fault(Fault::Reordered), t0);
@@ -466,5 +510,31 @@ mod tests {
         assert_eq!((p.chunks.len(), p.done, p.this_run.count()), (5, 0, 0));
         p.apply(Event::Status(TransferStatus::Paused), t0);
         assert_eq!(p.status, TransferStatus::Paused);
+    }
+
+    /// Issue 28, item 6: each chunk's link is in the view once a second
+    /// link carries one (a map by link says nothing with one).
+    #[test]
+    fn the_view_names_each_chunks_link_once_several_carry_them() {
+        let t0 = Instant::now();
+        let mut p = progress(3, &[]);
+        p.apply(Event::RunStarted, t0);
+        let sent = |index, link| Event::Sent {
+            index,
+            retry: false,
+            link,
+        };
+        p.apply(sent(0, 1), t0);
+        assert!(p.chunk_links().is_empty(), "one link so far");
+        p.apply(sent(1, 0), t0);
+        p.apply(sent(0, 2), t0);
+        assert_eq!(&*p.chunk_links(), &[2, 0, NO_LINK]);
+        let view = p.view_at(&record(3), Arc::from(vec![].as_slice()), t0);
+        assert_eq!(&*view.chunk_links, &[2, 0, NO_LINK]);
+        // A receiver marks the link a chunk came on.
+        let mut r = progress(2, &[]);
+        r.apply(Event::Received { index: 0, link: 3 }, t0);
+        r.apply(Event::Received { index: 1, link: 0 }, t0);
+        assert_eq!(&*r.chunk_links(), &[3, 0]);
     }
 }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use super::{decode_sealed, lock, Node, Peer, TaskInput};
+use crate::bwlimit::Rate;
 use crate::crypto::{ChunkNonce, PublicKey};
 use crate::link::Inbound;
 use crate::protocol::{Control, Frame};
@@ -40,6 +41,11 @@ pub(crate) trait Hooks: Send + Sync + 'static {
         peer: Arc<Peer>,
         control: Control,
     ) -> impl Future<Output = ()> + Send;
+    /// The peer asked its downloads be sent no faster than `down`, and
+    /// than `on_link` on `link`, the link this came on ([`Control::Rate`]).
+    /// Only an agent sends downloads.
+    fn on_rate(&self, _peer: &Peer, _session: [u8; 16], _link: usize, _down: Rate, _on_link: Rate) {
+    }
     /// A chunk for a transfer with no running task.
     fn on_orphan_chunk(
         &self,
@@ -136,6 +142,10 @@ pub(crate) async fn route<H: Hooks>(
                             .is_none_or(|cur| cur.id != slot.id && cur.created < slot.created);
                         if newer {
                             peer.session.send_replace(Some(slot.clone()));
+                        }
+                        if let Control::Rate { down, on_link } = control {
+                            hooks.on_rate(&peer, slot.id, link, down, on_link);
+                            continue;
                         }
                         dispatch(&node, &*hooks, peer, control).await
                     }

@@ -34,14 +34,16 @@ impl Limiter {
         self.schedule.at(weekday, minute).up
     }
 
-    /// When the next message may leave: now if no limit is in force now
-    /// (a timetable that turned it off forgets the debt of the last
-    /// message sent under it).
+    /// When the next message may leave: already past if no limit is in
+    /// force now (a timetable that turned it off forgets the debt of the
+    /// last message sent under it). Past, not now: the send loop compares
+    /// it with a `now` taken before, and a later now held every message.
     pub fn free_at(&self) -> Instant {
+        let mut next = crate::task::lock(&self.next_free);
         if self.rate_now().is_none() {
-            return Instant::now();
+            *next = (*next).min(Instant::now());
         }
-        *crate::task::lock(&self.next_free)
+        *next
     }
 
     /// A message of `bytes` left at `now`.
@@ -72,5 +74,21 @@ mod tests {
         let off = Limiter::new(BwLimit::parse("off").unwrap());
         off.charge(1 << 30, t);
         assert!(off.free_at() <= Instant::now());
+    }
+
+    /// A limit with no upload rate in force (`off:64k`, or a timetable's
+    /// off hours) never holds a message: free before any `now` taken
+    /// before asking (it once said "now", always after the send loop's
+    /// own now, and nothing left).
+    #[test]
+    fn no_upload_rate_in_force_is_free_before_the_callers_now() {
+        let l = Limiter::new(BwLimit::parse("off:64k").unwrap());
+        let now = Instant::now();
+        std::thread::sleep(Duration::from_millis(2));
+        assert!(l.free_at() <= now);
+        l.charge(1 << 20, Instant::now());
+        let now = Instant::now();
+        std::thread::sleep(Duration::from_millis(2));
+        assert!(l.free_at() <= now);
     }
 }

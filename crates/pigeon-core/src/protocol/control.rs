@@ -181,6 +181,17 @@ pub enum Control {
     Cancelled {
         transfer: TransferId,
     },
+    /// Client: send me downloads no faster than this (`--bwlimit UP:DOWN`,
+    /// bytes a second; None: no limit), and on the link this message came
+    /// on no faster than `on_link` (that link's own `bwlimit=UP:DOWN`).
+    /// Sent beside each [`Control::Fetch`], once on each link, and good
+    /// for the session it is sealed in. Last of the variants so the others
+    /// keep their numbers: an agent that predates it cannot decode it,
+    /// counts one corrupt frame and serves the download unpaced.
+    Rate {
+        down: Option<u64>,
+        on_link: Option<u64>,
+    },
 }
 
 /// What a receiver holds of one chunk's frame ([`Control::Pieces`]).
@@ -272,7 +283,9 @@ impl Control {
             | Control::ShareAsk { .. }
             | Control::Shares { .. }
             // For the client's hooks, never a task: the task is gone.
-            | Control::Cancelled { .. } => None,
+            | Control::Cancelled { .. }
+            // About the peer's downloads, whichever tasks serve them.
+            | Control::Rate { .. } => None,
         }
     }
 }

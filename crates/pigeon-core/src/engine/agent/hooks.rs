@@ -133,6 +133,20 @@ impl Hooks for AgentHooks {
 
     fn on_welcome(&self, _: &Arc<Node>, _: usize, _: [u8; 16], _: Vec<u8>) {}
 
+    fn on_rate(
+        &self,
+        peer: &Peer,
+        session: [u8; 16],
+        link: usize,
+        down: crate::bwlimit::Rate,
+        on_link: crate::bwlimit::Rate,
+    ) {
+        let now = tokio::time::Instant::now();
+        let gate = self.rates.of(peer.name.as_str());
+        gate.set(session, link, down, on_link, now);
+        tracing::debug!(peer = %peer.name, link, ?down, ?on_link, "download rate asked");
+    }
+
     fn on_unknown_session(&self, _: &Arc<Node>, _: [u8; 16], _: PublicKey) {}
 
     async fn on_control(&self, node: &Arc<Node>, peer: Arc<Peer>, control: Control) {
@@ -225,7 +239,7 @@ impl Hooks for AgentHooks {
                     if let Err(refusal) = self.recheck(node, &rec) {
                         return self.refuse_stopped(node, &rec, refusal);
                     }
-                    let _ = spawn_sender(node.clone(), peer, rec, false, &self.root);
+                    let _ = spawn_sender(node.clone(), peer, rec, false, self);
                 }
             }
             _ => {}
@@ -336,6 +350,7 @@ pub(super) fn spawn_receiver(
         audit: true,
         quarantine: Some(hooks.settings.quarantine.clone()),
         authority: Some(hooks.authority(&node)),
+        asked: None,
     };
     let id = rec.id;
     let receiver = match Receiver::new(node.clone(), peer.clone(), rec, cfg, progress) {
@@ -368,7 +383,7 @@ pub(super) fn spawn_sender(
     peer: Arc<Peer>,
     rec: TransferRecord,
     restarted: bool,
-    root: &StorageRoot,
+    agent: &AgentHooks,
 ) -> std::result::Result<(), String> {
     if node.has_task(&rec.id) {
         // Already sending: a repeated fetch means "offer again".
@@ -392,7 +407,8 @@ pub(super) fn spawn_sender(
         silence_limit: IDLE_LIMIT,
         fail_on_silence: false,
         restarted,
-        root: Some(root.clone()),
+        root: Some(agent.root.clone()),
+        rate: Some(agent.rates.of(peer.name.as_str())),
     };
     let id = rec.id;
     let sender = match Sender::new(node.clone(), peer.clone(), rec, cfg, progress) {

@@ -154,6 +154,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
         )),
         hashing: Arc::new(Mutex::new(HashSet::new())),
         hasher: Arc::new(tokio::sync::Semaphore::new(1)),
+        rates: super::rate::Gates::default(),
     });
     hooks.reload_trust(&node);
     if let Some(why) = why {
@@ -291,6 +292,8 @@ struct AgentHooks {
     /// One background hash at a time: the agent's CPU and disk stay
     /// available to transfers.
     hasher: Arc<tokio::sync::Semaphore>,
+    /// The download rates each peer asked ([`Control::Rate`]).
+    rates: super::rate::Gates,
 }
 
 /// Refusals of untrusted keys in the current minute. Bounds: one audit

@@ -350,7 +350,7 @@ impl AgentHooks {
         if let Err(e) = node.store.flush_async().await {
             return refuse(RefuseCode::Internal, e.to_string());
         }
-        if let Err(reason) = spawn_sender(node.clone(), peer.clone(), rec, restarted, &self.root) {
+        if let Err(reason) = spawn_sender(node.clone(), peer.clone(), rec, restarted, self) {
             refuse(RefuseCode::Internal, reason);
         }
     }

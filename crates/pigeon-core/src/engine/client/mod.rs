@@ -136,6 +136,10 @@ pub async fn start(cfg: ClientConfig) -> Result<ClientHandle> {
         records: records.clone(),
         running: HashSet::new(),
         eligible: HashSet::new(),
+        asked: Arc::new(super::rate::Asked::new(
+            cfg.bwlimit.as_ref(),
+            &cfg.transports,
+        )),
     };
     core.load(cfg.run_queue)?;
     let events = node.events.clone();

@@ -11,6 +11,8 @@ pub(super) struct Core {
     pub(super) records: Arc<Mutex<BTreeMap<TransferId, TransferRecord>>>,
     pub(super) running: HashSet<TransferId>,
     pub(super) eligible: HashSet<TransferId>,
+    /// The download rates to ask the agent for ([`crate::engine::rate`]).
+    pub(super) asked: Arc<crate::engine::rate::Asked>,
 }
 
 pub(super) type Done = (TransferRecord, Outcome);

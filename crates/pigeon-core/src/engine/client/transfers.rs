@@ -272,6 +272,7 @@ impl Core {
             name: rec.remote_path.clone(),
             resumed,
         });
+        let asked = self.asked.clone();
         crate::task::spawn(async move {
             let fallback = rec.clone();
             let result = match rec.role {
@@ -281,6 +282,7 @@ impl Core {
                         fail_on_silence: true,
                         restarted: false,
                         root: None,
+                        rate: None,
                     };
                     match Sender::new(node.clone(), peer, rec, cfg, progress) {
                         Ok(s) => s.run(inbox).await,
@@ -296,6 +298,7 @@ impl Core {
                         audit: false,
                         quarantine: None,
                         authority: None,
+                        asked: Some(asked),
                     };
                     match Receiver::new(node.clone(), peer, rec, cfg, progress) {
                         Ok(r) => r.run(inbox).await,

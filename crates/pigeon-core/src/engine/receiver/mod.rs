@@ -51,6 +51,9 @@ pub(crate) struct ReceiverConfig {
     /// Asked, just before the file is put in place, whether the peer may
     /// still (the agent's rights as they are now).
     pub authority: Option<super::Authority>,
+    /// The download rates to ask the sender for, with each fetch (a
+    /// client's `--bwlimit UP:DOWN`).
+    pub asked: Option<Arc<super::rate::Asked>>,
 }
 
 pub(crate) struct Receiver {
@@ -325,6 +328,11 @@ impl Receiver {
                 path: self.rec.remote_path.clone(),
             },
         );
+        if sent {
+            if let Some(asked) = &self.cfg.asked {
+                asked.tell(&self.node, &self.peer);
+            }
+        }
         self.intake.fetched(sent, Instant::now(), self.rto.get());
     }
 
@@ -551,7 +559,10 @@ impl Receiver {
             self.count(Fault::Reordered, |s| &s.reordered);
         }
         let _ = self.node.store.put_chunk_hash(&self.rec.id, index, &hash);
-        self.progress.emit(ProgressEvent::Received { index });
+        self.progress.emit(ProgressEvent::Received {
+            index,
+            link: self.arrived_on,
+        });
         self.node.touch();
         Ok(())
     }

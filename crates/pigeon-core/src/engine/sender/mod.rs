@@ -62,6 +62,9 @@ pub(crate) struct SenderConfig {
     /// The agent's storage root: its files are opened through it, never by
     /// a path a symlink could redirect.
     pub root: Option<crate::policy::StorageRoot>,
+    /// The download rates the peer asked (an agent's; a client's uploads
+    /// keep to its own `--bwlimit`, on its links).
+    pub rate: Option<Arc<super::rate::Gate>>,
 }
 
 pub(crate) struct Sender {
@@ -289,17 +292,7 @@ impl Sender {
                 self.start_preps();
             }
             let next_prepared = self.ready.is_none() && !self.preps.is_empty();
-            let wake = self.next_wake();
             let rest = self.rest(self.ready.as_ref().map_or(0, |r| r.frame.len()));
-            // select! evaluates every branch's future, enabled or not: this
-            // one must exist even when there is nothing to wait for.
-            let head_job = self.preps.front_mut().map(|p| &mut p.job);
-            let head_done = async move {
-                match head_job {
-                    Some(job) => job.await,
-                    None => std::future::pending().await,
-                }
-            };
             let ready_len = self.ready.as_ref().map(|r| r.frame.len());
             // A chunk lost more than once: the links its copies went on
             // may swallow it (a one-way blackhole says nothing, and its
@@ -324,6 +317,20 @@ impl Sender {
                         1 << f.link.min(63)
                     }
                 });
+            // The rate the peer asked: wait for it, and leave out the links
+            // it paces out now.
+            let (paced_until, avoid) = self.rate_admit(Instant::now(), avoid);
+            let wake = self.next_wake();
+            let wake = paced_until.map_or(wake, |t| wake.min(t));
+            // select! evaluates every branch's future, enabled or not: this
+            // one must exist even when there is nothing to wait for.
+            let head_job = self.preps.front_mut().map(|p| &mut p.job);
+            let head_done = async move {
+                match head_job {
+                    Some(job) => job.await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 input = inbox.recv() => {
                     let Some(input) = input else { return Outcome::Stopped };
@@ -379,12 +386,48 @@ impl Sender {
                         Err(e) => return self.abort(e.to_string()),
                     }
                 }
-                (link, permit) = self.node.reserve_data(&self.peer, ready_len.unwrap_or(0), rest, avoid), if ready_len.is_some() && !quiet => {
+                (link, permit) = self.node.reserve_data(&self.peer, ready_len.unwrap_or(0), rest, avoid), if ready_len.is_some() && !quiet && paced_until.is_none() => {
                     self.send_ready(link, permit);
+                    self.charge_rate(link, ready_len.unwrap_or(0));
                 }
             }
             self.persist(false);
         }
+    }
+
+    /// What the rate the peer asked allows now ([`super::rate::Gate`]):
+    /// when the next frame may go if not now, and the links to avoid (on
+    /// top of `avoid`, which gives way if together they leave no link).
+    fn rate_admit(&self, now: Instant, avoid: u64) -> (Option<Instant>, u64) {
+        let Some(gate) = &self.cfg.rate else {
+            return (None, avoid);
+        };
+        let usable: Vec<bool> = (0..self.node.links.len())
+            .map(|i| self.node.usable(&self.peer, i))
+            .collect();
+        match gate.admit(self.session_id(), &usable, now) {
+            super::rate::Admit::Until(t) => (Some(t), avoid),
+            super::rate::Admit::Now { closed: 0 } => (None, avoid),
+            super::rate::Admit::Now { closed } => {
+                let any = usable.iter().any(|&u| u);
+                let leaves = |mask: u64| {
+                    (0..usable.len().min(64)).any(|i| (usable[i] || !any) && mask & (1 << i) == 0)
+                };
+                let both = avoid | closed;
+                (None, if leaves(both) { both } else { closed })
+            }
+        }
+    }
+
+    /// A frame of `bytes` went on `link`: the peer's asked rate pays for it.
+    fn charge_rate(&self, link: usize, bytes: usize) {
+        if let Some(gate) = &self.cfg.rate {
+            gate.charge(self.session_id(), link, bytes, Instant::now());
+        }
+    }
+
+    fn session_id(&self) -> Option<[u8; 16]> {
+        self.peer.session.borrow().as_ref().map(|s| s.id)
     }
 
     /// The bytes still to send, with a frame of `bytes` about to go: the

@@ -281,7 +281,8 @@ impl Sender {
     pub(super) fn mark_sent(&mut self, index: u32, retry: bool, link: usize, transmit: Duration) {
         self.win
             .sent_over(index, link, retry, Instant::now(), rand::random(), transmit);
-        self.progress.emit(ProgressEvent::Sent { index, retry });
+        self.progress
+            .emit(ProgressEvent::Sent { index, retry, link });
         if retry {
             self.rec.faults.retransmitted += 1;
             self.node.record_fault(link, |s| {
