@@ -459,6 +459,13 @@ impl<'a> World<'a> {
             out.corrupted += c.corrupted.load(Ordering::Relaxed);
             out.cut += c.cut.load(Ordering::Relaxed);
         }
+        let allowed = self.s.resend_allowance(&out);
+        if out.resent > allowed {
+            return Err(format!(
+                "{} chunks sent again, more than the {allowed} that what the channels lost, cut or disordered can explain",
+                out.resent
+            ));
+        }
         Ok(out)
     }
 

@@ -372,6 +372,28 @@ impl Scenario {
     }
 }
 
+impl Scenario {
+    /// The most chunks an upload may send again: a chunk for each message
+    /// the channels lost, cut, corrupted or reordered (a message may carry
+    /// several small chunks: as many as the largest message holds), one
+    /// for each crash and nudge (a run starts over from what is
+    /// acknowledged), and a few probes. Beyond it the sender sent again
+    /// what nothing lost: a resent window after an outage, say.
+    pub fn resend_allowance(&self, out: &super::Outcome) -> u64 {
+        const MIN_CHUNK: u64 = 64 * 1024;
+        let per_message = self
+            .links
+            .iter()
+            .map(|l| (l.profile.capabilities().payload_bytes() as u64).div_ceil(MIN_CHUNK))
+            .max()
+            .unwrap_or(1)
+            .max(1);
+        let troubles = out.lost + out.cut + out.corrupted + out.reordered;
+        let restarts = (self.crashes.len() + self.nudges.len()) as u64;
+        per_message * (troubles + restarts + 2) + 8
+    }
+}
+
 /// The time `size` bytes take at the profile's pace, incompressible,
 /// in base64 on a text channel.
 pub fn ideal_time(profile: Profile, size: u64) -> Duration {
