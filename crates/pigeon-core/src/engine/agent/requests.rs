@@ -44,6 +44,9 @@ impl AgentHooks {
             }
             match rec.status {
                 TransferStatus::Completed => {
+                    // Offered again after it was done here: our Done did
+                    // not arrive (or the peer restarted before it did).
+                    node.answer_lost(&peer);
                     if let Some(sha256) = rec.sha256 {
                         node.send_control(
                             &peer,
