@@ -503,3 +503,41 @@ fn a_replayed_early_hello_does_not_restart_a_failed_upload() {
     );
     assert!(w.stored_files().is_empty(), "{:?}", w.stored_files());
 }
+
+/// Issue 30 item 5: on a slow link (a message every two seconds) a
+/// resumed upload's offer and first chunks ride in its Hello. Those first
+/// chunks are the first the agent lacks, not the first of the file: the
+/// chunks acknowledged before the kill are not sent again at all.
+#[test]
+fn a_resumed_upload_sends_with_its_offer_the_first_chunks_the_agent_lacks() {
+    let mut w = World::new("profile=telegram-doc&msgs_per_min=30&bytes_per_min=6000000");
+    w.start_agent();
+    let f = w.random_file("early.bin", 2_400_000, 6);
+    let mut p = w.spawn_upload(&[&f], &[]);
+    let acked = |w: &World| {
+        w.client(&["status", "--json"])
+            .reports()
+            .iter()
+            .find(|r| r["remote_path"] == "early.bin")
+            .and_then(|r| r["chunks_sent"].as_u64())
+            .unwrap_or(0)
+    };
+    wait_until("chunks acknowledged", Duration::from_secs(60), || {
+        p.exited() || acked(&w) >= 2
+    });
+    assert!(!p.exited(), "finished before the kill:\n{}", p.stderr());
+    // The acknowledgements the client had reached its store.
+    std::thread::sleep(Duration::from_millis(700));
+    p.kill9();
+    let done = acked(&w);
+    let run = w.upload(&[&f], &[]);
+    run.assert_ok();
+    let r = run.report();
+    let (total, sent) = (num(&r, "chunks_total"), num(&r, "chunks_sent"));
+    eprintln!("{done} of {total} chunks acknowledged before the kill; the rerun sent {sent}");
+    assert!(
+        sent + done <= total,
+        "the rerun sent {sent} chunks of {total} though {done} were acknowledged: {r}"
+    );
+    assert_same_file(&f, &w.storage().join("early.bin"));
+}

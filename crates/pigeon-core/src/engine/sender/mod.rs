@@ -150,7 +150,21 @@ impl Sender {
             book,
             gzip_level: crate::engine::client::gzip_level_for(node.links_to(&peer)),
             file: Arc::new(file),
-            win: Window::new(rec.chunks_total, rtos, window),
+            win: {
+                // What the receiver acknowledged in earlier runs: the chunks
+                // that go before its first answer (early, with the offer)
+                // are the first it lacks, not the first of the file. Its
+                // answer corrects this either way (`forget_missing`).
+                let mut win = Window::new(rec.chunks_total, rtos, window);
+                if let Some(held) = node
+                    .store
+                    .bitmap(&rec.id)?
+                    .filter(|b| b.len() == rec.chunks_total)
+                {
+                    win.acked = held;
+                }
+                win
+            },
             progress,
             hash_job: None,
             preps: VecDeque::new(),
