@@ -2,7 +2,7 @@
 //! down whole, `--overwrite` works both ways, and every refusal says what
 //! to do once, without repeating itself.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::common::*;
 
@@ -262,4 +262,22 @@ fn the_agents_status_shows_an_upload_completed_soon_after_it_is() {
         Duration::from_secs(3),
         || agent_status().as_deref() == Some("completed"),
     );
+}
+
+/// Issue 30 item 4: `pigeon ls` on a fresh session asks the moment the
+/// session is up, not a round-trip guess later (five message intervals,
+/// doubled: 10 s on telegram-text at a message a second, a minute on
+/// whatsapp-text). Measured: 10.1 s before, about 1 s after; the bound
+/// leaves room for a busy machine and still fails the old way.
+#[test]
+fn ls_on_a_fresh_session_asks_as_soon_as_the_session_is_up() {
+    let mut w = World::new("profile=telegram-text");
+    w.start_agent();
+    w.put_remote("a.txt", b"hello");
+    let t = Instant::now();
+    let run = w.client(&["ls"]);
+    let took = t.elapsed();
+    run.assert_ok();
+    assert!(run.stdout.contains("a.txt"), "{}", run.describe());
+    assert!(took < Duration::from_secs(6), "ls took {took:?}");
 }

@@ -64,6 +64,7 @@ async fn ask(
     let message = ask(request);
     let mut wait = node.control_rto(peer).get();
     let mut unreachable = node.unreachable.subscribe();
+    let mut sessions = peer.session.subscribe();
     let reply = loop {
         if started.elapsed() > limit {
             lock(&hooks.lists).remove(&request);
@@ -76,12 +77,18 @@ async fn ask(
             lock(&hooks.lists).remove(&request);
             return Err(CoreError::NoWorkingTransport(why));
         }
-        node.send_control(peer, &message);
+        sessions.borrow_and_update();
+        let sent = node.send_control(peer, &message);
         tokio::select! {
             got = tokio::time::timeout(wait, rx.recv()) => match got {
                 Ok(Some(reply)) => break reply,
-                _ => wait = (wait * 2).min(Duration::from_secs(20)),
+                _ if sent => wait = (wait * 2).min(Duration::from_secs(20)),
+                _ => {}
             },
+            // No session yet: ask the moment there is one, not a timeout
+            // later (a whole round trip's guess: 10 s on a channel of a
+            // message a second, a minute on one of a message every six).
+            _ = sessions.changed(), if !sent => {}
             // Looked at at the top of the loop (and asked again: cheap).
             _ = unreachable.changed() => {}
         }
