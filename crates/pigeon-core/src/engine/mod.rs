@@ -673,7 +673,7 @@ impl Node {
         link: usize,
         peer: &Peer,
         chunk: link::ChunkFrame,
-        permit: OwnedSemaphorePermit,
+        permit: Option<OwnedSemaphorePermit>,
     ) {
         match self.address(peer, link) {
             Some(to) => {
@@ -684,6 +684,30 @@ impl Node {
                 tracing::warn!(link, peer = %peer.name, "a chunk for a link that does not reach its peer")
             }
         }
+    }
+
+    /// The link a small transfer's frame of `bytes` goes on, ahead of bulk
+    /// data and without a reservation: of the usable links that reach
+    /// `peer` and carry it in one message, the one that sends it soonest.
+    /// None: no link carries it in one message (it goes the usual way).
+    /// `avoid` as for [`reserve_data`](Self::reserve_data): links not to
+    /// use while another would do.
+    pub(crate) fn small_link(&self, peer: &Peer, bytes: usize, avoid: u64) -> Option<usize> {
+        let usable: Vec<usize> = (0..self.links.len())
+            .filter(|&i| self.usable(peer, i))
+            .collect();
+        let avoided = |i: usize| i < 64 && avoid & (1 << i) != 0;
+        let fresh: Vec<usize> = usable.iter().copied().filter(|&i| !avoided(i)).collect();
+        // Among the links it may go on (a link it was lost on twice is
+        // left if another would do, even one that carries it in pieces:
+        // then it goes the usual way).
+        let pool = if fresh.is_empty() { usable } else { fresh };
+        pool.into_iter()
+            .filter(|&i| {
+                message_payload(&self.links[i].capabilities())
+                    >= bytes + link::WHOLE_RECORD_OVERHEAD
+            })
+            .min_by_key(|&i| self.links[i].time_to_send(bytes))
     }
 
     /// Wait (up to `limit`) until every link has sent what it was given:

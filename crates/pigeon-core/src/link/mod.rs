@@ -333,17 +333,30 @@ impl LinkHandle {
 
     /// Queue a chunk's frame in the room [`reserve`](Self::reserve) made;
     /// the room is given back when the frame has been packed into messages.
-    pub fn send_reserved(&self, to: &Address, chunk: ChunkFrame, permit: OwnedSemaphorePermit) {
+    /// Without a reservation, the frame is a small transfer's, no larger
+    /// than a message: it goes ahead of bulk data, with the control frames
+    /// (a small upload behind a large one must not wait for it).
+    pub fn send_reserved(
+        &self,
+        to: &Address,
+        chunk: ChunkFrame,
+        permit: Option<OwnedSemaphorePermit>,
+    ) {
         self.stats.submitted.fetch_add(1, Ordering::Relaxed);
         let key = PieceKey::new(&chunk.transfer, chunk.run, chunk.index);
+        let class = if permit.is_some() {
+            Class::Data
+        } else {
+            Class::Control
+        };
         let _ = self.tx.send(Op::Send(Outgoing {
             to: to.clone(),
             frame: chunk.frame,
-            class: Class::Data,
+            class,
             coalesce: None,
             chunk: Some((chunk.transfer, chunk.index)),
             piece: Some((key, chunk.held)),
-            _permit: Some(permit),
+            _permit: permit,
         }));
     }
 

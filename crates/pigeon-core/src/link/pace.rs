@@ -474,7 +474,21 @@ pub(super) fn pack(d: &mut Dest, capacity: usize, next_id: &mut u64) -> (Vec<u8>
     msg.push(LINK_VERSION);
     let limit = capacity + HEADER_LEN;
     d.packed += 1;
-    // A partial frame goes first so it finishes as soon as possible.
+    // Whole control frames first, as many as fit: an acknowledgement or an
+    // offer must not wait behind the pieces of a large chunk (22 messages
+    // for 64 KiB on a text channel). Then the frame being split, so it
+    // finishes as soon as possible.
+    while let Some(next) = d.control.front() {
+        let whole = next.piece.as_ref().is_none_or(|(_, held)| held.is_empty());
+        if !whole || next.frame.len() + WHOLE_RECORD_OVERHEAD > limit - msg.len() {
+            break;
+        }
+        let out = pop(d, true);
+        chunks.extend(out.chunk);
+        msg.push(TAG_WHOLE);
+        put_varint(&mut msg, out.frame.len() as u64);
+        msg.extend_from_slice(&out.frame);
+    }
     if let Some(p) = d.partial.take() {
         d.partial = put_partial(&mut msg, limit, p, &mut chunks);
     }

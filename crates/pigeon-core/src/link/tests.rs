@@ -955,3 +955,23 @@ async fn the_rest_of_a_frame_whose_first_fragment_failed_is_not_sent() {
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert!(asked.try_recv().is_err(), "nothing more was sent");
 }
+
+/// Issue 30 item 2: a control frame queued while a large frame is being
+/// split goes in the very next message, not after the frame's last piece.
+#[test]
+fn a_control_frame_does_not_wait_behind_the_pieces_of_a_large_frame() {
+    let mut d = Dest::new();
+    enqueue(&mut d, out(vec![9; 30_000], Class::Data));
+    let mut id = 0;
+    let first = pack(&mut d, 3000, &mut id).0;
+    assert!(first.len() > 2900, "the large frame's first piece fills it");
+    enqueue(&mut d, out(vec![1; 40], Class::Control));
+    let next = pack(&mut d, 3000, &mut id).0;
+    let mut r = Reassembler::new(1 << 20);
+    let frames = unpack(&next, &mut r).unwrap();
+    assert_eq!(frames, vec![vec![1; 40]], "the control frame, whole, first");
+    assert!(
+        next.len() > 2900,
+        "and the message still filled with the rest"
+    );
+}

@@ -279,7 +279,7 @@ pub(super) async fn connect(node: Arc<Node>, peer: Arc<Peer>, hooks: Arc<ClientH
                 link.send_control(&to, chunk, None);
             }
             for tail in tails.drain(..) {
-                node.send_data(tail.link, &peer, tail.chunk, tail.permit);
+                node.send_data(tail.link, &peer, tail.chunk, Some(tail.permit));
             }
             let deadline = tokio::time::sleep(timer.sent());
             tokio::pin!(deadline);

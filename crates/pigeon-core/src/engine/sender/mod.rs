@@ -189,6 +189,11 @@ impl Sender {
     }
 
     pub async fn run(mut self, mut inbox: mpsc::Receiver<TaskInput>) -> (TransferRecord, Outcome) {
+        // The receiver held chunks before this run: it resumes (their
+        // acknowledgements, loaded from the store, are no news to show).
+        if self.win.acked.count() > 0 {
+            self.progress.emit(ProgressEvent::Resumed);
+        }
         let file = self.file.clone();
         let size = self.rec.manifest.size;
         let path = self.rec.local_path.clone();
@@ -334,6 +339,18 @@ impl Sender {
             // The rate the peer asked: wait for it, and leave out the links
             // it paces out now.
             let (paced_until, avoid) = self.rate_admit(Instant::now(), avoid);
+            // A small transfer's one chunk, that one message carries: in
+            // the next message of the link that sends it soonest, ahead of
+            // bulk data and without waiting for room behind it.
+            if let Some(len) =
+                ready_len.filter(|_| self.rec.chunks_total == 1 && !quiet && paced_until.is_none())
+            {
+                if let Some(link) = self.node.small_link(&self.peer, len, avoid) {
+                    self.send_ready(link, None);
+                    self.charge_rate(link, len);
+                    continue;
+                }
+            }
             let wake = self.next_wake();
             let wake = paced_until.map_or(wake, |t| wake.min(t));
             // select! evaluates every branch's future, enabled or not: this
@@ -401,7 +418,7 @@ impl Sender {
                     }
                 }
                 (link, permit) = self.node.reserve_data(&self.peer, ready_len.unwrap_or(0), rest, avoid), if ready_len.is_some() && !quiet && paced_until.is_none() => {
-                    self.send_ready(link, permit);
+                    self.send_ready(link, Some(permit));
                     self.charge_rate(link, ready_len.unwrap_or(0));
                 }
             }

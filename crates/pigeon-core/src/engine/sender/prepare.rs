@@ -240,7 +240,13 @@ impl Sender {
     }
 
     /// Hand the prepared frame to the link, in the room reserved for it.
-    pub(super) fn send_ready(&mut self, link: usize, permit: tokio::sync::OwnedSemaphorePermit) {
+    /// Send the prepared chunk on `link`, in the room `permit` holds there
+    /// (none: a small transfer's, ahead of bulk data).
+    pub(super) fn send_ready(
+        &mut self,
+        link: usize,
+        permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) {
         let Some(Ready {
             index,
             retry,
