@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 mod common;
+pub mod graph;
 pub mod messenger;
 pub mod person;
 pub mod shipper;

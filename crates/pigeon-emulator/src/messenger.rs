@@ -35,7 +35,8 @@ use serde_json::{json, Value};
 
 pub use crate::common::Faults;
 use crate::common::{unix_ms, Bucket};
-use crate::webhook::{self, Failure, Subscriber, Webhooks};
+use crate::graph::{self, bad_param, Failure, GraphEmulator};
+use crate::webhook::{Subscriber, Webhooks};
 
 pub const MAX_TEXT: usize = 2000;
 pub const MAX_ATTACHMENT: usize = 25 * 1000 * 1000;
@@ -160,9 +161,7 @@ impl Emulator {
             .route("/{version}/{id}", get(page))
             .route("/{version}/{id}/messages", post(messages))
             .route("/_cdn/{file}", get(attachment))
-            .route("/_emulator/record", get(record))
-            .route("/_emulator/clock", get(clock))
-            .route("/_emulator/faults", post(set_faults))
+            .merge(graph::emulator_routes())
             .route("/_emulator/person/{psid}/send", post(person_post))
             .route("/_emulator/person/{psid}/inbox", get(person_inbox))
             .layer(axum::extract::DefaultBodyLimit::max(
@@ -178,19 +177,21 @@ impl Emulator {
     /// Every request and webhook delivery, in time order.
     pub fn record(&self) -> Vec<Request> {
         let s = self.lock();
-        let mut all = s.record.clone();
-        all.extend(s.hooks.log().into_iter().map(|d| Request {
-            at_ms: d.at_ms,
-            page: d.name,
-            method: d.method.to_string(),
-            to: None,
-            size: d.size,
-            status: d.status,
-            code: None,
-            retry_after_ms: None,
-        }));
-        all.sort_by_key(|r| r.at_ms);
-        all
+        graph::with_deliveries(
+            &s.record,
+            &s.hooks,
+            |d| Request {
+                at_ms: d.at_ms,
+                page: d.name,
+                method: d.method.to_string(),
+                to: None,
+                size: d.size,
+                status: d.status,
+                code: None,
+                retry_after_ms: None,
+            },
+            |r| r.at_ms,
+        )
     }
 
     /// Every text and attachment a Page or a person sent, in order.
@@ -309,11 +310,7 @@ impl Inner {
         headers: &HeaderMap,
         query: &HashMap<String, String>,
     ) -> Result<usize, Failure> {
-        let token = headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .or(query.get("access_token").map(String::as_str));
+        let token = graph::bearer(headers).or(query.get("access_token").map(String::as_str));
         let invalid = (
             StatusCode::UNAUTHORIZED,
             190,
@@ -328,34 +325,40 @@ impl Inner {
     }
 }
 
-fn bad_param(message: impl Into<String>) -> Failure {
-    (StatusCode::BAD_REQUEST, 100, None, message.into())
-}
+impl GraphEmulator for Emulator {
+    type Request = Request;
 
-async fn admit(emu: &Emulator, method: &str) -> Option<Failure> {
-    let stall = emu.lock().faults.take_stall();
-    if let Some(d) = stall {
-        tokio::time::sleep(d).await;
+    fn faults<T>(&self, f: impl FnOnce(&mut Faults) -> T) -> T {
+        f(&mut self.lock().faults)
     }
-    let (status, _) = emu.lock().faults.take_failure(method)?;
-    let (code, message) = match status {
-        429 => (613, "Calls to this api have exceeded the rate limit."),
-        401 => (
-            190,
-            "Error validating access token: The session has been invalidated",
-        ),
-        500..=599 => (
-            2,
-            "An unexpected error has occurred. Please retry your request later.",
-        ),
-        _ => (100, "Invalid parameter"),
-    };
-    Some((
-        StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
-        code,
-        None,
-        message.into(),
-    ))
+
+    fn elapsed_ms(&self) -> u64 {
+        self.lock().started.elapsed().as_millis() as u64
+    }
+
+    fn record(&self) -> Vec<Request> {
+        Emulator::record(self)
+    }
+
+    fn inject(&self, faults: Faults) {
+        Emulator::inject(self, faults)
+    }
+
+    /// The Messenger Platform's codes (a fault's own code is not used).
+    fn injected(status: u16, _asked: Option<i64>) -> (i64, &'static str) {
+        match status {
+            429 => (613, "Calls to this api have exceeded the rate limit."),
+            401 => (
+                190,
+                "Error validating access token: The session has been invalidated",
+            ),
+            500..=599 => (
+                2,
+                "An unexpected error has occurred. Please retry your request later.",
+            ),
+            _ => (100, "Invalid parameter"),
+        }
+    }
 }
 
 /// The Send API's parameters, from JSON or a multipart form.
@@ -374,7 +377,7 @@ async fn messages(
     req: axum::extract::Request,
 ) -> Response {
     use axum::extract::FromRequest;
-    let injected = admit(&emu, "messages").await;
+    let injected = graph::admit(&emu, "messages").await;
     let kind = headers
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -383,14 +386,14 @@ async fn messages(
     let mut p = SendParams::default();
     if kind.starts_with("multipart/form-data") {
         let Ok(mut form) = Multipart::from_request(req, &()).await else {
-            return webhook::graph_error(bad_param("(#100) broken multipart form"));
+            return graph::graph_error(bad_param("(#100) broken multipart form"));
         };
         loop {
             match form.next_field().await {
                 Ok(Some(field)) => {
                     let name = field.name().unwrap_or("").to_string();
                     let Ok(bytes) = field.bytes().await else {
-                        return webhook::graph_error(bad_param("(#100) broken multipart form"));
+                        return graph::graph_error(bad_param("(#100) broken multipart form"));
                     };
                     match name.as_str() {
                         "recipient" => {
@@ -403,7 +406,7 @@ async fn messages(
                 }
                 Ok(None) => break,
                 Err(_) => {
-                    return webhook::graph_error(bad_param(
+                    return graph::graph_error(bad_param(
                         "(#100) Attachment size exceeds allowable limit",
                     ))
                 }
@@ -411,7 +414,7 @@ async fn messages(
         }
     } else {
         let Ok(body) = axum::body::to_bytes(req.into_body(), MAX_ATTACHMENT).await else {
-            return webhook::graph_error(bad_param("(#100) body too large"));
+            return graph::graph_error(bad_param("(#100) body too large"));
         };
         let v: Value = serde_json::from_slice(&body).unwrap_or_default();
         p.recipient = v["recipient"].clone();
@@ -431,15 +434,9 @@ async fn messages(
         .caller(&headers, &query)
         .map(|i| s.pages[i].page_id.clone())
         .unwrap_or_default();
-    let (response, status, code, retry) = match outcome {
-        Ok(v) => (Json(v).into_response(), 200, None, None),
-        Err(f) => {
-            let (st, code) = (f.0.as_u16(), f.1);
-            // What a careful client waits after it (Meta names no time).
-            let retry = (code == 613).then_some(10_000);
-            (webhook::graph_error(f), st, Some(code), retry)
-        }
-    };
+    let (response, status, code) = graph::answer(outcome);
+    // What a careful client waits after it (Meta names no time).
+    let retry = (code == Some(613)).then_some(10_000);
     s.note(
         &caller,
         "messages",
@@ -462,12 +459,7 @@ fn send(
     let caller = s.caller(headers, query)?;
     let me = s.pages[caller].page_id.clone();
     if page_id != "me" && page_id != me {
-        return Err((
-            StatusCode::BAD_REQUEST,
-            100,
-            Some(33),
-            format!("Unsupported post request. Object with ID '{page_id}' does not exist, cannot be loaded due to missing permissions, or does not support this operation."),
-        ));
+        return Err(graph::no_object("post", page_id));
     }
     let psid = p.recipient["id"]
         .as_str()
@@ -540,7 +532,7 @@ async fn page(
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    let injected = admit(&emu, "page").await;
+    let injected = graph::admit(&emu, "page").await;
     let mut s = emu.lock();
     let outcome = match injected {
         Some(f) => Err(f),
@@ -558,13 +550,7 @@ async fn page(
             }
         }),
     };
-    let (response, status, code) = match outcome {
-        Ok(v) => (Json(v).into_response(), 200, None),
-        Err(f) => {
-            let (st, code) = (f.0.as_u16(), f.1);
-            (webhook::graph_error(f), st, Some(code))
-        }
-    };
+    let (response, status, code) = graph::answer(outcome);
     s.note(&id, "page", None, 0, status, code, None);
     response
 }
@@ -595,20 +581,6 @@ async fn attachment(State(emu): State<Emulator>, Path(file): Path<String>) -> Re
     };
     s.note("", "attachment", None, size, status, None, None);
     response
-}
-
-/// Milliseconds since the emulator started: the clock of the record.
-async fn clock(State(emu): State<Emulator>) -> Json<Value> {
-    Json(json!({ "at_ms": emu.lock().started.elapsed().as_millis() as u64 }))
-}
-
-async fn record(State(emu): State<Emulator>) -> Json<Vec<Request>> {
-    Json(emu.record())
-}
-
-async fn set_faults(State(emu): State<Emulator>, Json(f): Json<Faults>) -> Json<Value> {
-    emu.inject(f);
-    Json(json!({"ok": true}))
 }
 
 /// `{"text": ..}` or `{"file": <base64>}`.

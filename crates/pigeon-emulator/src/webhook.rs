@@ -3,35 +3,21 @@
 //! delivery, then each payload `POST`ed, oldest first, signed
 //! `X-Hub-Signature-256: sha256=HMAC-SHA256(app_secret, body)` over a body
 //! whose non-ASCII is escaped `\uXXXX` (as Meta's is), and retried with
-//! backoff until answered 200. Also the Graph error envelope.
+//! backoff until answered 200. The Graph API both serve is
+//! [`crate::graph`]'s (its error envelope is re-exported here).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::Json;
 use hmac::{Hmac, Mac};
-use serde_json::{json, Value};
+use serde_json::Value;
 use sha2::Sha256;
+// The tests build payloads with it.
+#[cfg(test)]
+use serde_json::json;
 
-/// A Graph failure: HTTP status, code, subcode, message.
-pub type Failure = (StatusCode, i64, Option<i64>, String);
-
-/// `{"error":{"message","type","code","error_subcode","fbtrace_id"}}`.
-pub fn graph_error((status, code, subcode, message): Failure) -> Response {
-    let mut error = json!({
-        "message": message,
-        "type": "OAuthException",
-        "code": code,
-        "fbtrace_id": format!("A{:016x}", rand::random::<u64>()),
-    });
-    if let Some(s) = subcode {
-        error["error_subcode"] = json!(s);
-    }
-    (status, Json(json!({ "error": error }))).into_response()
-}
+pub use crate::graph::{graph_error, Failure};
 
 /// `v` as Meta signs it: JSON with non-ASCII escaped `\uXXXX`.
 pub fn escaped_json(v: &Value) -> String {

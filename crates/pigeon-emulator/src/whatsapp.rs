@@ -35,14 +35,15 @@ use axum::extract::{Multipart, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Router;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 pub use crate::common::Faults;
 use crate::common::{unix_ms, Bucket};
-use crate::webhook::{graph_error, Failure, Subscriber, Webhooks};
+use crate::graph::{self, bad_param, graph_error, Failure, GraphEmulator};
+use crate::webhook::{Subscriber, Webhooks};
 
 pub const MAX_TEXT: usize = 4096;
 pub const MAX_DOCUMENT: usize = 100 * 1000 * 1000;
@@ -192,9 +193,7 @@ impl Emulator {
             .route("/{version}/{id}/messages", post(messages))
             .route("/{version}/{id}/media", post(upload))
             .route("/_media/{token}", get(download))
-            .route("/_emulator/record", get(record))
-            .route("/_emulator/clock", get(clock))
-            .route("/_emulator/faults", post(set_faults))
+            .merge(graph::emulator_routes())
             .layer(axum::extract::DefaultBodyLimit::max(
                 MAX_DOCUMENT + 1_000_000,
             ))
@@ -208,19 +207,21 @@ impl Emulator {
     /// Every request and webhook delivery, in time order.
     pub fn record(&self) -> Vec<Request> {
         let s = self.lock();
-        let mut all = s.record.clone();
-        all.extend(s.hooks.log().into_iter().map(|d| Request {
-            at_ms: d.at_ms,
-            number: d.name,
-            method: d.method.to_string(),
-            to: None,
-            size: d.size,
-            status: d.status,
-            code: None,
-            retry_after_ms: None,
-        }));
-        all.sort_by_key(|r| r.at_ms);
-        all
+        graph::with_deliveries(
+            &s.record,
+            &s.hooks,
+            |d| Request {
+                at_ms: d.at_ms,
+                number: d.name,
+                method: d.method.to_string(),
+                to: None,
+                size: d.size,
+                status: d.status,
+                code: None,
+                retry_after_ms: None,
+            },
+            |r| r.at_ms,
+        )
     }
 
     /// Every text and document sent, in order.
@@ -277,11 +278,7 @@ impl Inner {
 
     /// The number whose token this is.
     fn caller(&self, headers: &HeaderMap) -> Result<usize, Failure> {
-        let token = headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        let Some(token) = token else {
+        let Some(token) = graph::bearer(headers) else {
             return Err((
                 StatusCode::UNAUTHORIZED,
                 190,
@@ -342,50 +339,48 @@ impl Inner {
     }
 }
 
-fn bad_param(message: impl Into<String>) -> Failure {
-    (StatusCode::BAD_REQUEST, 100, None, message.into())
-}
-
 fn no_object(id: &str) -> Failure {
-    (
-        StatusCode::BAD_REQUEST,
-        100,
-        Some(33),
-        format!("Unsupported get request. Object with ID '{id}' does not exist, cannot be loaded due to missing permissions, or does not support this operation."),
-    )
+    graph::no_object("get", id)
 }
 
-/// Wait out an injected stall; answer an injected failure.
-async fn admit(emu: &Emulator, method: &str) -> Option<Failure> {
-    let stall = emu.lock().faults.take_stall();
-    if let Some(d) = stall {
-        tokio::time::sleep(d).await;
+impl GraphEmulator for Emulator {
+    type Request = Request;
+
+    fn faults<T>(&self, f: impl FnOnce(&mut Faults) -> T) -> T {
+        f(&mut self.lock().faults)
     }
-    let (status, code) = {
-        let mut s = emu.lock();
-        let code = s.faults.code;
-        (s.faults.take_failure(method)?.0, code)
-    };
-    let (usual, message) = match status {
-        429 => (130429, "Rate limit hit"),
-        401 => (
-            190,
-            "Error validating access token: The session has been invalidated",
-        ),
-        500..=599 => (131000, "Something went wrong"),
-        _ => (100, "Invalid parameter"),
-    };
-    let code = code.unwrap_or(usual);
-    let message = match code {
-        131056 => "(#131056) (Business Account, Consumer Account) pair rate limit hit",
-        _ => message,
-    };
-    Some((
-        StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
-        code,
-        None,
-        message.into(),
-    ))
+
+    fn elapsed_ms(&self) -> u64 {
+        self.lock().started.elapsed().as_millis() as u64
+    }
+
+    fn record(&self) -> Vec<Request> {
+        Emulator::record(self)
+    }
+
+    fn inject(&self, faults: Faults) {
+        Emulator::inject(self, faults)
+    }
+
+    /// The Cloud API's codes, or the one the fault names (say 131056,
+    /// the pair rate).
+    fn injected(status: u16, asked: Option<i64>) -> (i64, &'static str) {
+        let (usual, message) = match status {
+            429 => (130429, "Rate limit hit"),
+            401 => (
+                190,
+                "Error validating access token: The session has been invalidated",
+            ),
+            500..=599 => (131000, "Something went wrong"),
+            _ => (100, "Invalid parameter"),
+        };
+        let code = asked.unwrap_or(usual);
+        let message = match code {
+            131056 => "(#131056) (Business Account, Consumer Account) pair rate limit hit",
+            _ => message,
+        };
+        (code, message)
+    }
 }
 
 async fn messages(
@@ -394,7 +389,7 @@ async fn messages(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let injected = admit(&emu, "messages").await;
+    let injected = graph::admit(&emu, "messages").await;
     let mut s = emu.lock();
     let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let to = request["to"].as_str().unwrap_or("").to_string();
@@ -405,14 +400,8 @@ async fn messages(
         Some(f) => Err(f),
         None => send(&mut s, &phone_id, &headers, &request),
     };
-    let (response, status, code, retry) = match outcome {
-        Ok(v) => (Json(v).into_response(), 200, None, None),
-        Err(f) => {
-            let (status, code) = (f.0.as_u16(), f.1);
-            let retry = (code == 131056).then_some(6000);
-            (graph_error(f), status, Some(code), retry)
-        }
-    };
+    let (response, status, code) = graph::answer(outcome);
+    let retry = (code == Some(131056)).then_some(6000);
     let caller = s
         .caller(&headers)
         .map(|i| s.numbers[i].spec.phone_id.clone())
@@ -572,7 +561,7 @@ async fn upload(
     headers: HeaderMap,
     mut form: Multipart,
 ) -> Response {
-    let injected = admit(&emu, "media").await;
+    let injected = graph::admit(&emu, "media").await;
     let mut product = None;
     let mut declared = None;
     let mut file: Option<(Vec<u8>, Option<String>)> = None;
@@ -649,13 +638,7 @@ async fn upload(
             Ok(json!({ "id": id }))
         })(),
     };
-    let (response, status, code) = match outcome {
-        Ok(v) => (Json(v).into_response(), 200, None),
-        Err(f) => {
-            let (st, code) = (f.0.as_u16(), f.1);
-            (graph_error(f), st, Some(code))
-        }
-    };
+    let (response, status, code) = graph::answer(outcome);
     s.note(&phone_id, "media", None, size, status, code, None);
     response
 }
@@ -671,7 +654,7 @@ async fn lookup(
     } else {
         "media_lookup"
     };
-    let injected = admit(&emu, method).await;
+    let injected = graph::admit(&emu, method).await;
     let host = headers
         .get(axum::http::header::HOST)
         .and_then(|h| h.to_str().ok())
@@ -719,13 +702,7 @@ async fn lookup(
         .caller(&headers)
         .map(|i| s.numbers[i].spec.phone_id.clone())
         .unwrap_or_default();
-    let (response, status, code) = match outcome {
-        Ok(v) => (Json(v).into_response(), 200, None),
-        Err(f) => {
-            let (st, code) = (f.0.as_u16(), f.1);
-            (graph_error(f), st, Some(code))
-        }
-    };
+    let (response, status, code) = graph::answer(outcome);
     s.note(&caller, method, None, 0, status, code, None);
     response
 }
@@ -735,7 +712,7 @@ async fn download(
     Path(token): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let injected = admit(&emu, "media_download").await;
+    let injected = graph::admit(&emu, "media_download").await;
     let mut s = emu.lock();
     let caller = s.caller(&headers).ok();
     let found = s
@@ -768,18 +745,4 @@ async fn download(
     };
     s.note(&number, "media_download", None, size, status, None, None);
     response
-}
-
-/// Milliseconds since the emulator started: the clock of the record.
-async fn clock(State(emu): State<Emulator>) -> Json<Value> {
-    Json(json!({ "at_ms": emu.lock().started.elapsed().as_millis() as u64 }))
-}
-
-async fn record(State(emu): State<Emulator>) -> Json<Vec<Request>> {
-    Json(emu.record())
-}
-
-async fn set_faults(State(emu): State<Emulator>, Json(f): Json<Faults>) -> Json<Value> {
-    emu.inject(f);
-    Json(json!({"ok": true}))
 }

@@ -121,6 +121,48 @@ pub async fn read_capped(mut response: reqwest::Response, limit: usize) -> Resul
     Ok(body)
 }
 
+/// A call that reached no provider (`label` names it: "telegram
+/// getUpdates"), said, and noted as `health`'s problem while the provider
+/// has never answered ([`super::Health::unreachable`]). Still worth
+/// trying again: the provider may be starting. The second half is whether
+/// it was noted.
+pub fn unanswered(label: &str, e: reqwest::Error, health: &super::Health) -> (String, bool) {
+    let refused = refused(&e);
+    let m = format!("{label}: {}", describe(e));
+    let noted = refused && health.unreachable(m.clone());
+    (m, noted)
+}
+
+/// What a provider answered: its status, the wait its `Retry-After` asks
+/// for, and its body.
+pub struct Answer {
+    pub status: reqwest::StatusCode,
+    pub header_wait: Option<Duration>,
+    pub body: Vec<u8>,
+}
+
+/// Read `response` to a call (`label` names it), its body capped at
+/// `limit` bytes; `health` learns that the provider answers. What the
+/// answer means is the platform's to say.
+pub async fn answer(
+    label: &str,
+    response: reqwest::Response,
+    health: &super::Health,
+    limit: usize,
+) -> Result<Answer, CallError> {
+    health.answered();
+    let status = response.status();
+    let header_wait = retry_after(response.headers());
+    let body = read_capped(response, limit)
+        .await
+        .map_err(|e| CallError::Transient(format!("{label}: {e}")))?;
+    Ok(Answer {
+        status,
+        header_wait,
+        body,
+    })
+}
+
 /// What a failed call to a provider means for the caller.
 #[derive(Debug)]
 pub enum CallError {

@@ -25,7 +25,8 @@ use tokio::sync::mpsc;
 
 use super::http;
 use super::meta::{self, CallError, MetaSettings, UriQuery};
-use super::{Capabilities, Correspondents, Health, Message, Received, SendError, Transport};
+use super::over_http::{self, HttpTransport};
+use super::{Capabilities, Correspondents, Health, Message, Received, SendError};
 
 pub use super::meta::{Mode, PUBLIC_API};
 pub const MAX_TEXT: usize = 2000;
@@ -89,7 +90,8 @@ pub struct Page {
     pub name: Option<String>,
 }
 
-struct Api {
+/// The Send API as the Page sees it.
+pub struct Api {
     http: reqwest::Client,
     /// For attachment URLs: no redirects.
     fetcher: reqwest::Client,
@@ -118,7 +120,8 @@ impl Api {
             .bearer_auth(self.token.as_str())
     }
 
-    async fn send(&self, psid: &str, message: &Message) -> Result<(), CallError> {
+    /// Send `message` to the person `psid`.
+    async fn deliver(&self, psid: &str, message: &Message) -> Result<(), CallError> {
         let recipient = json!({ "id": psid }).to_string();
         let request = match message {
             Message::Text(text) => self.messages().json(&json!({
@@ -152,23 +155,16 @@ impl Api {
 }
 
 /// An open Messenger link (the Page's side).
-pub struct Messenger {
-    uri: MessengerUri,
-    caps: Capabilities,
-    api: Arc<Api>,
-    inbox: Option<mpsc::Receiver<Received>>,
-    health: Arc<Health>,
-    correspondents: Arc<Correspondents>,
-}
+pub type Messenger = HttpTransport<Api>;
 
 impl Messenger {
     /// Load the secrets, listen for the webhook and start handing on what
     /// it brings.
     pub fn open(uri: MessengerUri) -> Result<Messenger, String> {
         let health = Arc::new(Health::default());
-        let api = Arc::new(Api::new(&uri, health.clone())?);
+        let api = Api::new(&uri, health.clone())?;
         let (hook_tx, hook_rx) = mpsc::channel(64);
-        meta::serve_webhook(
+        let webhook = meta::serve_webhook(
             uri.meta.listen,
             meta::Webhook {
                 object: "page",
@@ -179,23 +175,13 @@ impl Messenger {
             },
         )?;
         let caps = uri.capabilities();
-        let (tx, rx) = mpsc::channel(16);
-        let correspondents = Arc::new(Correspondents::new(&uri.psid));
-        crate::task::spawn(hand_on(
-            api.clone(),
-            uri.page_id.clone(),
-            correspondents.clone(),
-            hook_rx,
-            tx,
-        ));
-        Ok(Messenger {
-            uri,
-            caps,
-            api,
-            inbox: Some(rx),
-            health,
-            correspondents,
-        })
+        let peer = uri.psid.clone();
+        let page_id = uri.page_id.clone();
+        let transport =
+            HttpTransport::start(uri, caps, &peer, api, health, |api, correspondents, tx| {
+                hand_on(api.clone(), page_id, correspondents, hook_rx, tx)
+            });
+        Ok(transport.with_webhook(webhook))
     }
 
     /// `GET /{page_id}`: the Page the token speaks for. Opens no webhook.
@@ -215,38 +201,14 @@ impl Messenger {
     }
 }
 
-impl Transport for Messenger {
-    fn introduce(&self, to: &super::Address) {
-        self.correspondents.introduce(to);
-    }
-
-    fn answers_whoever_writes(&self) -> bool {
-        self.correspondents.is_any()
-    }
-
-    fn capabilities(&self) -> &Capabilities {
-        &self.caps
-    }
-
-    fn describe(&self) -> String {
-        self.uri.to_string()
-    }
+impl over_http::Api for Api {
+    type Uri = MessengerUri;
 
     async fn send(&self, to: &super::Address, message: Message) -> Result<(), SendError> {
-        self.caps.admit(&message)?;
-        let to = self.correspondents.recipient(to)?;
-        match self.api.send(&to, &message).await {
+        match self.deliver(to, &message).await {
             Ok(()) => Ok(()),
             Err(e) => Err(e.into_send_error(message)),
         }
-    }
-
-    fn incoming(&mut self) -> mpsc::Receiver<Received> {
-        self.inbox.take().unwrap_or_else(|| mpsc::channel(1).1)
-    }
-
-    fn health(&self) -> Arc<Health> {
-        self.health.clone()
     }
 }
 

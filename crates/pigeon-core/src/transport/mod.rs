@@ -5,6 +5,9 @@
 //! for this party, and says what it can carry ([`Capabilities`]). The link
 //! above it packs frames into messages that fit, and paces them.
 //!
+//! The platforms' transports (Telegram, WhatsApp, Messenger, Shipper) are
+//! one [`over_http::HttpTransport`], each over its own [`over_http::Api`].
+//!
 //! [`TransportUri`] parses the `--transport` syntax; [`Profile`] is the table
 //! of real channels' limits (DESIGN.md section 6) the local spool reproduces.
 
@@ -15,6 +18,7 @@ pub mod memory;
 pub mod messenger;
 pub mod meta;
 mod open;
+pub mod over_http;
 pub mod shipper;
 pub mod telegram;
 pub mod whatsapp;

@@ -15,7 +15,7 @@
 //! [`Shipper`] asks `GET /v1/ping` when it opens, and no message is posted
 //! before that answer (or its failure), so messages are cut to the
 //! server's `max_message` from the first. The link reads them through
-//! [`Transport::limits`]: messages of at most min(1,000,000, the announced
+//! [`Transport::limits`](super::Transport::limits): messages of at most min(1,000,000, the announced
 //! `max_message`) bytes, at most min(the URI's `rate_limit=`, the
 //! announced `rate_limit`) a minute. A ping that fails for now leaves the
 //! protocol's defaults and is tried again later; one refused for good
@@ -42,9 +42,11 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::http::{self, CallError, SecretSource};
-use super::{
-    Capabilities, Correspondents, Health, Message, Received, SendError, Transport, MIN_MESSAGE,
-};
+use super::over_http::{self, HttpTransport, PollBackoff};
+use super::{Capabilities, Correspondents, Health, Message, Received, SendError, MIN_MESSAGE};
+// The tests drive a Shipper through the trait, as the link does.
+#[cfg(test)]
+use super::Transport;
 
 /// Seconds a poll waits for news.
 const POLL_SECONDS: u64 = 25;
@@ -326,24 +328,20 @@ impl Api {
         what: &str,
         request: reqwest::RequestBuilder,
     ) -> Result<T, Refusal> {
+        let label = format!("shipper {what}");
         let response = request.send().await.map_err(|e| {
-            let refused = http::refused(&e);
-            let said = format!("shipper {what}: {}", http::describe(e));
-            // Still worth trying again: the server may be starting.
-            if refused {
-                self.health.unreachable(said.clone());
-            }
+            let (said, _) = http::unanswered(&label, e, &self.health);
             Refusal::without_answer(CallError::Transient(said))
         })?;
-        self.health.answered();
-        let status = response.status();
-        let header_wait = http::retry_after(response.headers());
         // A poll answers up to 100 messages of 1 MB, in base64.
-        let body = http::read_capped(response, 100 * MAX_MESSAGE * 4 / 3 + http::MAX_ANSWER)
+        let limit = 100 * MAX_MESSAGE * 4 / 3 + http::MAX_ANSWER;
+        let http::Answer {
+            status,
+            header_wait,
+            body,
+        } = http::answer(&label, response, &self.health, limit)
             .await
-            .map_err(|e| {
-                Refusal::without_answer(CallError::Transient(format!("shipper {what}: {e}")))
-            })?;
+            .map_err(Refusal::without_answer)?;
         if status.is_success() {
             return serde_json::from_slice(&body).map_err(|_| {
                 Refusal::without_answer(CallError::Transient(format!(
@@ -520,14 +518,14 @@ impl Limits {
 }
 
 /// An open Shipper link.
-pub struct Shipper {
-    uri: ShipperUri,
-    caps: Capabilities,
+pub type Shipper = HttpTransport<Posting>;
+
+/// What a [`Shipper`] sends through: the signed API, and the limits it
+/// learned (held by the transport alone, so that the ping at open stops
+/// when the transport is gone).
+pub struct Posting {
     api: Arc<Api>,
     limits: Arc<Limits>,
-    inbox: Option<mpsc::Receiver<Received>>,
-    health: Arc<Health>,
-    correspondents: Arc<Correspondents>,
 }
 
 /// The longest wait between two pings at open that found no server.
@@ -542,28 +540,22 @@ impl Shipper {
         let api = Arc::new(Api::new(&uri, health.clone())?);
         let caps = uri.capabilities();
         let limits = Arc::new(Limits::new(&uri));
-        let (tx, rx) = mpsc::channel(16);
-        let correspondents = Arc::new(Correspondents::new(&uri.peer));
-        crate::task::spawn(poll(
-            api.clone(),
-            correspondents.clone(),
-            tx,
-            health.clone(),
-        ));
-        crate::task::spawn(learn_at_open(
-            api.clone(),
-            Arc::downgrade(&limits),
-            health.clone(),
-        ));
-        Ok(Shipper {
+        let learning = Arc::downgrade(&limits);
+        let peer = uri.peer.clone();
+        let polling = health.clone();
+        let shipper = HttpTransport::start(
             uri,
             caps,
-            api,
-            limits,
-            inbox: Some(rx),
-            health,
-            correspondents,
-        })
+            &peer,
+            Posting {
+                api: api.clone(),
+                limits,
+            },
+            health.clone(),
+            |posting, correspondents, tx| poll(posting.api.clone(), correspondents, tx, polling),
+        );
+        crate::task::spawn(learn_at_open(api, learning, health));
+        Ok(shipper)
     }
 
     /// `GET /v1/ping`: which account the credentials are. Does not poll,
@@ -610,30 +602,13 @@ async fn learn_at_open(api: Arc<Api>, limits: Weak<Limits>, health: Arc<Health>)
     }
 }
 
-impl Transport for Shipper {
-    fn introduce(&self, to: &super::Address) {
-        self.correspondents.introduce(to);
-    }
+impl over_http::Api for Posting {
+    type Uri = ShipperUri;
 
-    fn answers_whoever_writes(&self) -> bool {
-        self.correspondents.is_any()
-    }
-
-    fn capabilities(&self) -> &Capabilities {
-        &self.caps
-    }
-
-    fn limits(&self) -> watch::Receiver<Capabilities> {
-        self.limits.caps.subscribe()
-    }
-
-    fn describe(&self) -> String {
-        self.uri.to_string()
-    }
-
-    async fn send(&self, to: &super::Address, message: Message) -> Result<(), SendError> {
-        // Nothing goes before the server has said its limits (or failed
-        // to within a request's time): the link cuts to them.
+    /// Nothing goes before the server has said its limits (or failed to
+    /// within a request's time), and then nothing over them: the link
+    /// cuts to them.
+    async fn admit(&self, _caps: &Capabilities, message: Message) -> Result<Message, SendError> {
         let mut opened = self.limits.opened.subscribe();
         let _ = tokio::time::timeout(self.api.timeout, opened.wait_for(|o| *o)).await;
         if let Some(why) = self.limits.too_small() {
@@ -648,11 +623,19 @@ impl Transport for Shipper {
                 message,
             });
         }
+        Ok(message)
+    }
+
+    fn limits(&self) -> Option<watch::Receiver<Capabilities>> {
+        Some(self.limits.caps.subscribe())
+    }
+
+    async fn send(&self, to: &super::Address, message: Message) -> Result<(), SendError> {
         let (kind, body) = match &message {
             Message::Text(t) => ("text/plain; charset=utf-8", t.as_bytes().to_vec()),
             Message::Binary(b) => ("application/octet-stream", b.clone()),
         };
-        let path = format!("/v1/messages/{}", self.correspondents.recipient(to)?);
+        let path = format!("/v1/messages/{to}");
         let request = self
             .api
             .request(reqwest::Method::POST, &path, body, self.api.timeout)
@@ -697,14 +680,6 @@ impl Transport for Shipper {
             _ => Err(refusal.error.into_send_error(message)),
         }
     }
-
-    fn incoming(&mut self) -> mpsc::Receiver<Received> {
-        self.inbox.take().unwrap_or_else(|| mpsc::channel(1).1)
-    }
-
-    fn health(&self) -> Arc<Health> {
-        self.health.clone()
-    }
 }
 
 /// Poll the mailbox for ever, handing each message from the peer to the
@@ -717,7 +692,7 @@ async fn poll(
 ) {
     let mut after = 0u64;
     let mut seen: super::Seen<String> = super::Seen::new();
-    let mut backoff = Duration::from_secs(1);
+    let mut backoff = PollBackoff::default();
     loop {
         let poll_started = tokio::time::Instant::now();
         let path = format!("/v1/messages?after={after}&wait={POLL_SECONDS}");
@@ -732,28 +707,14 @@ async fn poll(
         };
         let mailbox = match mailbox {
             Ok(m) => {
-                backoff = Duration::from_secs(1);
-                health.clear("receive");
+                backoff.answered(&health);
                 if m.messages.is_empty() {
                     tokio::time::sleep_until(poll_started + EMPTY_POLL_FLOOR).await;
                 }
                 m
             }
             Err(e) => {
-                let wait = match e {
-                    CallError::RateLimited(d) => d,
-                    CallError::Permanent(m) => {
-                        health.problem("receive", m);
-                        Duration::from_secs(30)
-                    }
-                    CallError::Transient(m) => {
-                        tracing::warn!("{m}; polling again in {backoff:?}");
-                        let w = backoff + backoff.mul_f64(rand::random::<f64>() * 0.25);
-                        backoff = (backoff * 2).min(Duration::from_secs(30));
-                        w
-                    }
-                };
-                tokio::time::sleep(wait).await;
+                tokio::time::sleep(backoff.failed(e, &health)).await;
                 continue;
             }
         };

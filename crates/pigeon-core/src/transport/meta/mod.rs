@@ -132,24 +132,14 @@ pub async fn read<T: serde::de::DeserializeOwned>(
     response: Result<reqwest::Response, reqwest::Error>,
     health: &super::Health,
 ) -> Result<T, CallError> {
-    let response = match response {
-        Ok(r) => r,
-        Err(e) => {
-            let refused = super::http::refused(&e);
-            let m = format!("{platform} {what}: {}", super::http::describe(e));
-            // Still worth trying again: the API may be starting.
-            if refused {
-                health.unreachable(m.clone());
-            }
-            return Err(CallError::Transient(m));
-        }
-    };
-    health.answered();
-    let status = response.status();
-    let header_wait = super::http::retry_after(response.headers());
-    let body = super::http::read_capped(response, super::http::MAX_ANSWER)
-        .await
-        .map_err(|e| CallError::Transient(format!("{platform} {what}: {e}")))?;
+    let label = format!("{platform} {what}");
+    let response =
+        response.map_err(|e| CallError::Transient(super::http::unanswered(&label, e, health).0))?;
+    let super::http::Answer {
+        status,
+        header_wait,
+        body,
+    } = super::http::answer(&label, response, health, super::http::MAX_ANSWER).await?;
     if status.is_success() {
         return serde_json::from_slice(&body).map_err(|_| {
             CallError::Transient(format!(

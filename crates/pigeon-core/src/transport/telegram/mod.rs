@@ -39,7 +39,8 @@ use tokio::sync::mpsc;
 mod local_files;
 
 use super::http::{self, CallError, SecretSource};
-use super::{Capabilities, Correspondents, Health, Message, Received, SendError, Transport};
+use super::over_http::{self, HttpTransport, PollBackoff};
+use super::{Capabilities, Correspondents, Health, Message, Received, SendError};
 
 /// The public Bot API server.
 pub const PUBLIC_API: &str = "https://api.telegram.org";
@@ -275,7 +276,7 @@ pub struct Me {
 }
 
 /// The Bot API as this bot sees it.
-struct Api {
+pub struct Api {
     http: reqwest::Client,
     base: String,
     token: zeroize::Zeroizing<String>,
@@ -305,25 +306,19 @@ impl Api {
         method: &str,
         request: reqwest::RequestBuilder,
     ) -> Result<T, CallError> {
-        let response = match request.send().await {
-            Ok(r) => r,
-            Err(e) => {
-                let refused = http::refused(&e);
-                let m = format!("telegram {method}: {}", http::describe(e));
-                // Still worth trying again (the link does, now and then):
-                // the server may be starting.
-                if !(refused && self.health.unreachable(m.clone())) {
-                    tracing::debug!("{m}");
-                }
-                return Err(CallError::Transient(m));
+        let label = format!("telegram {method}");
+        let response = request.send().await.map_err(|e| {
+            let (m, noted) = http::unanswered(&label, e, &self.health);
+            if !noted {
+                tracing::debug!("{m}");
             }
-        };
-        self.health.answered();
-        let status = response.status();
-        let header_wait = http::retry_after(response.headers());
-        let body = http::read_capped(response, http::MAX_ANSWER)
-            .await
-            .map_err(|e| CallError::Transient(format!("telegram {method}: {e}")))?;
+            CallError::Transient(m)
+        })?;
+        let http::Answer {
+            status,
+            header_wait,
+            body,
+        } = http::answer(&label, response, &self.health, http::MAX_ANSWER).await?;
         let reply: Reply<T> = serde_json::from_slice(&body).map_err(|_| {
             CallError::Transient(format!(
                 "telegram {method}: HTTP {status} with an answer that is not the Bot API's"
@@ -361,38 +356,24 @@ impl Api {
 }
 
 /// An open Telegram link.
-pub struct Telegram {
-    uri: TelegramUri,
-    caps: Capabilities,
-    api: Arc<Api>,
-    inbox: Option<mpsc::Receiver<Received>>,
-    health: Arc<Health>,
-    correspondents: Arc<Correspondents>,
-}
+pub type Telegram = HttpTransport<Api>;
 
 impl Telegram {
     /// Load the token and start polling. Fails at once when the token is
     /// missing; a wrong one is reported by the first call.
     pub fn open(uri: TelegramUri) -> Result<Telegram, String> {
         let health = Arc::new(Health::default());
-        let api = Arc::new(Api::new(&uri, health.clone())?);
+        let api = Api::new(&uri, health.clone())?;
         let caps = uri.capabilities();
-        let (tx, rx) = mpsc::channel(16);
-        let correspondents = Arc::new(Correspondents::new(&uri.chat));
-        crate::task::spawn(poll(
-            api.clone(),
-            correspondents.clone(),
-            tx,
-            health.clone(),
-        ));
-        Ok(Telegram {
+        let peer = uri.chat.clone();
+        Ok(HttpTransport::start(
             uri,
             caps,
+            &peer,
             api,
-            inbox: Some(rx),
-            health,
-            correspondents,
-        })
+            health.clone(),
+            |api, correspondents, tx| poll(api.clone(), correspondents, tx, health),
+        ))
     }
 
     /// `getMe`: who this bot is (a check of the token). Does not poll, so
@@ -414,33 +395,16 @@ impl Telegram {
     }
 }
 
-impl Transport for Telegram {
-    fn introduce(&self, to: &super::Address) {
-        self.correspondents.introduce(to);
-    }
-
-    fn answers_whoever_writes(&self) -> bool {
-        self.correspondents.is_any()
-    }
-
-    fn capabilities(&self) -> &Capabilities {
-        &self.caps
-    }
-
-    fn describe(&self) -> String {
-        self.uri.to_string()
-    }
+impl over_http::Api for Api {
+    type Uri = TelegramUri;
 
     async fn send(&self, to: &super::Address, message: Message) -> Result<(), SendError> {
-        self.caps.admit(&message)?;
-        let to = self.correspondents.recipient(to)?;
-        let chat = Self::chat_id(&to);
+        let chat = Telegram::chat_id(to);
         let (method, request) = match &message {
             Message::Text(text) => (
                 "sendMessage",
-                self.api
-                    .http
-                    .post(self.api.url("sendMessage"))
+                self.http
+                    .post(self.url("sendMessage"))
                     .json(&serde_json::json!({ "chat_id": chat, "text": text })),
             ),
             Message::Binary(bytes) => {
@@ -453,26 +417,17 @@ impl Transport for Telegram {
                     .part("document", part);
                 (
                     "sendDocument",
-                    self.api
-                        .http
-                        .post(self.api.url("sendDocument"))
+                    self.http
+                        .post(self.url("sendDocument"))
                         .timeout(Duration::from_secs(300))
                         .multipart(form),
                 )
             }
         };
-        match self.api.call::<serde_json::Value>(method, request).await {
+        match self.call::<serde_json::Value>(method, request).await {
             Ok(_) => Ok(()),
             Err(e) => Err(e.into_send_error(message)),
         }
-    }
-
-    fn incoming(&mut self) -> mpsc::Receiver<Received> {
-        self.inbox.take().unwrap_or_else(|| mpsc::channel(1).1)
-    }
-
-    fn health(&self) -> Arc<Health> {
-        self.health.clone()
     }
 }
 
@@ -487,7 +442,7 @@ async fn poll(
 ) {
     let mut offset: Option<i64> = None;
     let mut seen: super::Seen<i64> = super::Seen::new();
-    let mut backoff = Duration::from_secs(1);
+    let mut backoff = PollBackoff::default();
     let mut idle = IdlePace::default();
     loop {
         let mut body = serde_json::json!({
@@ -505,26 +460,11 @@ async fn poll(
             .json(&body);
         let updates: Vec<Update> = match api.call::<Vec<Update>>("getUpdates", request).await {
             Ok(u) => {
-                backoff = Duration::from_secs(1);
-                health.clear("receive");
+                backoff.answered(&health);
                 u
             }
             Err(e) => {
-                let wait = match e {
-                    CallError::RateLimited(d) => d,
-                    CallError::Permanent(m) => {
-                        health.problem("receive", m);
-                        Duration::from_secs(30)
-                    }
-                    CallError::Transient(m) => {
-                        tracing::warn!("{m}; polling again in {backoff:?}");
-                        let jitter = backoff.mul_f64(rand::random::<f64>() * 0.25);
-                        let w = backoff + jitter;
-                        backoff = (backoff * 2).min(Duration::from_secs(30));
-                        w
-                    }
-                };
-                tokio::time::sleep(wait).await;
+                tokio::time::sleep(backoff.failed(e, &health)).await;
                 continue;
             }
         };

@@ -25,7 +25,6 @@
 //! window fails later, in a `failed` status on the webhook (131047): that
 //! is said, with what to do.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,7 +35,8 @@ use tokio::sync::mpsc;
 
 use super::http;
 use super::meta::{self, CallError, MetaSettings, UriQuery};
-use super::{Capabilities, Correspondents, Health, Message, Received, SendError, Transport};
+use super::over_http::{self, HttpTransport};
+use super::{Capabilities, Correspondents, Health, Message, Received, SendError};
 
 pub use super::meta::{Mode, PUBLIC_API};
 /// Largest text message, characters.
@@ -115,7 +115,8 @@ struct Uploaded {
     id: String,
 }
 
-struct Api {
+/// The Cloud API as this business number sees it.
+pub struct Api {
     http: reqwest::Client,
     base: String,
     phone_id: String,
@@ -210,15 +211,7 @@ impl Api {
 }
 
 /// An open WhatsApp link.
-pub struct Whatsapp {
-    uri: WhatsappUri,
-    caps: Capabilities,
-    api: Arc<Api>,
-    inbox: Option<mpsc::Receiver<Received>>,
-    webhook: SocketAddr,
-    health: Arc<Health>,
-    correspondents: Arc<Correspondents>,
-}
+pub type Whatsapp = HttpTransport<Api>;
 
 impl Whatsapp {
     /// Load the secrets, listen for the webhook and start handing on what
@@ -226,7 +219,7 @@ impl Whatsapp {
     /// taken; a wrong token is reported by the first call.
     pub fn open(uri: WhatsappUri) -> Result<Whatsapp, String> {
         let health = Arc::new(Health::default());
-        let api = Arc::new(Api::new(&uri, health.clone())?);
+        let api = Api::new(&uri, health.clone())?;
         let (hook_tx, hook_rx) = mpsc::channel(64);
         let webhook = meta::serve_webhook(
             uri.meta.listen,
@@ -239,30 +232,21 @@ impl Whatsapp {
             },
         )?;
         let caps = uri.capabilities();
-        let (tx, rx) = mpsc::channel(16);
-        let correspondents = Arc::new(Correspondents::new(&uri.peer));
-        crate::task::spawn(hand_on(
-            api.clone(),
-            uri.clone(),
-            correspondents.clone(),
-            hook_rx,
-            tx,
-            health.clone(),
-        ));
-        Ok(Whatsapp {
-            uri,
-            caps,
-            api,
-            inbox: Some(rx),
-            webhook,
-            health,
-            correspondents,
-        })
-    }
-
-    /// Where the webhook listens (the port, when `listen` asked for 0).
-    pub fn webhook_addr(&self) -> SocketAddr {
-        self.webhook
+        let peer = uri.peer.clone();
+        let hand_on_uri = uri.clone();
+        let hand_on_health = health.clone();
+        let transport =
+            HttpTransport::start(uri, caps, &peer, api, health, |api, correspondents, tx| {
+                hand_on(
+                    api.clone(),
+                    hand_on_uri,
+                    correspondents,
+                    hook_rx,
+                    tx,
+                    hand_on_health,
+                )
+            });
+        Ok(transport.with_webhook(webhook))
     }
 
     /// `GET /{phone_id}`: the number the token speaks for. Opens no
@@ -281,45 +265,27 @@ impl Whatsapp {
     }
 }
 
-impl Transport for Whatsapp {
-    fn introduce(&self, to: &super::Address) {
-        self.correspondents.introduce(to);
-    }
-
-    fn answers_whoever_writes(&self) -> bool {
-        self.correspondents.is_any()
-    }
-
-    fn capabilities(&self) -> &Capabilities {
-        &self.caps
-    }
-
-    fn describe(&self) -> String {
-        self.uri.to_string()
-    }
+impl over_http::Api for Api {
+    type Uri = WhatsappUri;
 
     async fn send(&self, to: &super::Address, message: Message) -> Result<(), SendError> {
-        self.caps.admit(&message)?;
-        let to = self.correspondents.recipient(to)?;
         let outcome = match &message {
             Message::Text(text) => {
-                self.api
-                    .send_message(
-                        &to,
-                        json!({"type": "text", "text": {"preview_url": false, "body": text}}),
-                    )
-                    .await
+                self.send_message(
+                    to,
+                    json!({"type": "text", "text": {"preview_url": false, "body": text}}),
+                )
+                .await
             }
             Message::Binary(bytes) => {
                 let text = base64::engine::general_purpose::STANDARD.encode(bytes);
-                match self.api.upload(text).await {
+                match self.upload(text).await {
                     Ok(id) => {
-                        self.api
-                            .send_message(
-                                &to,
-                                json!({"type": "document", "document": {"id": id, "filename": "pigeon.txt"}}),
-                            )
-                            .await
+                        self.send_message(
+                            to,
+                            json!({"type": "document", "document": {"id": id, "filename": "pigeon.txt"}}),
+                        )
+                        .await
                     }
                     Err(e) => Err(e),
                 }
@@ -329,14 +295,6 @@ impl Transport for Whatsapp {
             Ok(()) => Ok(()),
             Err(e) => Err(e.into_send_error(message)),
         }
-    }
-
-    fn incoming(&mut self) -> mpsc::Receiver<Received> {
-        self.inbox.take().unwrap_or_else(|| mpsc::channel(1).1)
-    }
-
-    fn health(&self) -> Arc<Health> {
-        self.health.clone()
     }
 }
 
