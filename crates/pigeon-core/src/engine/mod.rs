@@ -372,6 +372,17 @@ impl Node {
     /// Seal `control` in the peer's current session and queue it. Returns
     /// false when there is no session yet (the caller retries on the next).
     pub fn send_control(&self, peer: &Peer, control: &Control) -> bool {
+        self.seal_and_queue(peer, control, false)
+    }
+
+    /// Like [`send_control`](Self::send_control), for a frame that may
+    /// ride in the next message going to the peer anyway (an
+    /// acknowledgement of progress: [`LinkHandle::send_riding`]).
+    pub fn send_riding(&self, peer: &Peer, control: &Control) -> bool {
+        self.seal_and_queue(peer, control, true)
+    }
+
+    fn seal_and_queue(&self, peer: &Peer, control: &Control, ride: bool) -> bool {
         let Some(slot) = peer.session.borrow().clone() else {
             return false;
         };
@@ -401,7 +412,11 @@ impl Node {
         match sealed {
             Ok(frame) => match self.control_link(peer, slot.link) {
                 Some((_, link, to)) => {
-                    link.send_control(&to, frame, coalesce);
+                    if ride {
+                        link.send_riding(&to, frame, coalesce);
+                    } else {
+                        link.send_control(&to, frame, coalesce);
+                    }
                     true
                 }
                 None => {

@@ -110,6 +110,12 @@ struct Outgoing {
     /// A chunk's name in pieces, and what of it the peer holds already.
     piece: Option<(PieceKey, Vec<(usize, usize)>)>,
     _permit: Option<OwnedSemaphorePermit>,
+    /// A control frame that rides: it does not make a message leave by
+    /// itself before this (two message intervals after it was queued), but
+    /// goes in any message that leaves sooner ([`LinkHandle::send_riding`]).
+    /// Set by the send loop from `ride`.
+    ride_until: Option<Instant>,
+    ride: bool,
 }
 
 /// A chunk's frame, for [`LinkHandle::send_reserved`].
@@ -308,6 +314,19 @@ impl LinkHandle {
 
     /// Queue a control frame. Never waits.
     pub fn send_control(&self, to: &Address, frame: Vec<u8>, coalesce: Option<[u8; 17]>) {
+        self.queue_control(to, frame, coalesce, false);
+    }
+
+    /// Queue a control frame that rides: it goes in the next message that
+    /// leaves for `to` anyway (data going the same way), or alone at most
+    /// two message intervals from now. An acknowledgement of progress need
+    /// not cost a message of its own on a channel where messages are
+    /// scarce. Without a pace it goes at once.
+    pub fn send_riding(&self, to: &Address, frame: Vec<u8>, coalesce: Option<[u8; 17]>) {
+        self.queue_control(to, frame, coalesce, true);
+    }
+
+    fn queue_control(&self, to: &Address, frame: Vec<u8>, coalesce: Option<[u8; 17]>, ride: bool) {
         self.stats.submitted.fetch_add(1, Ordering::Relaxed);
         let _ = self.tx.send(Op::Send(Outgoing {
             to: to.clone(),
@@ -317,6 +336,8 @@ impl LinkHandle {
             chunk: None,
             piece: None,
             _permit: None,
+            ride_until: None,
+            ride,
         }));
     }
 
@@ -357,6 +378,8 @@ impl LinkHandle {
             chunk: Some((chunk.transfer, chunk.index)),
             piece: Some((key, chunk.held)),
             _permit: permit,
+            ride_until: None,
+            ride: false,
         }));
     }
 

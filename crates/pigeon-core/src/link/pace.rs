@@ -101,6 +101,21 @@ impl Dest {
             && self.retry.is_empty()
     }
 
+    /// When only riding control frames wait (no data, nothing split, no
+    /// message to send again, no other control frame): the earliest time
+    /// one of them must leave.
+    pub(super) fn riders_only(&self) -> Option<Instant> {
+        if !self.data.is_empty() || self.partial.is_some() || !self.retry.is_empty() {
+            return None;
+        }
+        let mut earliest: Option<Instant> = None;
+        for o in &self.control {
+            let until = o.ride_until?;
+            earliest = Some(earliest.map_or(until, |e| e.min(until)));
+        }
+        earliest
+    }
+
     pub(super) fn pending_bytes(&self) -> usize {
         let partial = self.partial.as_ref().map_or(0, Partial::left);
         self.data_bytes + partial + self.control.iter().map(|o| o.frame.len()).sum::<usize>()
@@ -188,10 +203,14 @@ pub(super) async fn send_loop<T: Transport>(
             {
                 continue;
             }
-            let full =
-                d.pending_bytes() >= capacity || !d.control.is_empty() || !d.retry.is_empty();
+            let full = d.pending_bytes() >= capacity
+                || d.control.iter().any(|o| o.ride_until.is_none())
+                || !d.retry.is_empty();
             let linger_done = d.oldest.is_none_or(|t| t + pacer.linger <= now);
-            let at = if full || linger_done {
+            let at = if let Some(until) = d.riders_only() {
+                // Only frames that ride: they leave alone at their time.
+                d.free_at.max(until)
+            } else if full || linger_done {
                 d.free_at
             } else {
                 d.free_at.max(d.oldest.map_or(now, |t| t + pacer.linger))
@@ -266,7 +285,11 @@ pub(super) async fn send_loop<T: Transport>(
                 // Take whatever else is already waiting before deciding.
                 for op in std::iter::once(op).chain(std::iter::from_fn(|| rx.try_recv().ok())) {
                     match op {
-                        Op::Send(out) => {
+                        Op::Send(mut out) => {
+                            if out.ride {
+                                let wait = pacer.interval.map_or(Duration::ZERO, |i| i * 2);
+                                out.ride_until = Some(Instant::now() + wait);
+                            }
                             enqueue(dests.entry(out.to.clone()).or_insert_with(Dest::new), out);
                             n += 1;
                         }
@@ -444,7 +467,14 @@ pub(super) fn enqueue(d: &mut Dest, out: Outgoing) {
         Class::Control => {
             if let Some(key) = out.coalesce {
                 if let Some(old) = d.control.iter_mut().find(|o| o.coalesce == Some(key)) {
+                    // The newer replaces it, and leaves no later than it
+                    // would have (an urgent one at once).
+                    let until = match (old.ride_until, out.ride_until) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        _ => None,
+                    };
                     *old = out;
+                    old.ride_until = until;
                     return;
                 }
             }

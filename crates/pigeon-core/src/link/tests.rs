@@ -10,6 +10,8 @@ fn out(frame: Vec<u8>, class: Class) -> Outgoing {
         chunk: None,
         piece: None,
         _permit: None,
+        ride_until: None,
+        ride: false,
     }
 }
 
@@ -974,4 +976,38 @@ fn a_control_frame_does_not_wait_behind_the_pieces_of_a_large_frame() {
         next.len() > 2900,
         "and the message still filled with the rest"
     );
+}
+
+/// Issue 30 item 3: an acknowledgement that rides does not make a message
+/// leave by itself before two message intervals; a message that leaves
+/// sooner (a control frame that does not ride) takes it along.
+#[tokio::test(start_paused = true)]
+async fn a_riding_frame_waits_two_intervals_or_goes_with_the_next_message() {
+    // One message a second.
+    let (link, mut started) = slow_link(Some(60), false, |_| Some(Duration::from_millis(1)));
+    let to = "peer".to_string();
+    link.send_riding(&to, vec![1; 10], Some([1; 17]));
+    let t0 = Instant::now();
+    let (_, at) = started.recv().await.unwrap();
+    let waited = at - t0;
+    assert!(
+        waited >= Duration::from_millis(1900) && waited <= Duration::from_millis(2100),
+        "alone, it left after {waited:?}"
+    );
+    // A newer acknowledgement replaces a queued one and keeps its time;
+    // an urgent frame takes the riding one along at once.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    link.send_riding(&to, vec![2; 10], Some([1; 17]));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    link.send_riding(&to, vec![3; 10], Some([1; 17]));
+    link.send_control(&to, vec![4; 10], None);
+    let t1 = Instant::now();
+    let (_, at) = started.recv().await.unwrap();
+    assert!(
+        at - t1 < Duration::from_millis(200),
+        "with the urgent one: {:?}",
+        at - t1
+    );
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(started.try_recv().is_err(), "one message carried both");
 }

@@ -16,7 +16,7 @@ impl Receiver {
             FinishStep::AckFirst => {
                 self.settle_ack().await?;
                 let plan = self.intake.ack_now();
-                self.acknowledge(plan)?;
+                self.acknowledge(plan, false)?;
                 return Ok(None);
             }
             FinishStep::Verify { running } => running,

@@ -626,7 +626,16 @@ impl Receiver {
             self.settle_ack().await?;
         }
         match self.intake.ack_timer(now) {
-            Some(plan) => self.acknowledge(plan),
+            // Progress, all of it in order: it may ride with what goes the
+            // same way. A gap (chunks held beyond one missing: the sender
+            // finds its losses from it) or the last chunk goes at once.
+            Some(plan) => {
+                let in_order = plan
+                    .have
+                    .first_clear()
+                    .is_some_and(|f| plan.have.count() == f);
+                self.acknowledge(plan, in_order)
+            }
             None => Ok(()),
         }
     }
@@ -634,7 +643,10 @@ impl Receiver {
     /// Make the chunks of `plan` durable, then say so. Runs beside the
     /// receiving: the acknowledgement names only chunks written before the
     /// sync began.
-    fn acknowledge(&mut self, plan: AckPlan) -> Result<()> {
+    /// `ride`: an acknowledgement of progress, which may wait for the next
+    /// message going to the peer (at most two message intervals); one that
+    /// answers (a Finish, an offer, a gap) goes at once.
+    fn acknowledge(&mut self, plan: AckPlan, ride: bool) -> Result<()> {
         self.rec.chunks_done = plan.have.count();
         if self.rec.status == TransferStatus::Pending {
             self.rec.status = TransferStatus::InProgress;
@@ -655,14 +667,16 @@ impl Receiver {
             node.store.put_bitmap(&rec.id, &have)?;
             store_progress(&node.store, &rec)?;
             node.store.flush_async().await?;
-            node.send_control(
-                &peer,
-                &Control::Ack {
-                    transfer: rec.id,
-                    epoch,
-                    have: AckState::from_bitmap(&have),
-                },
-            );
+            let ack = Control::Ack {
+                transfer: rec.id,
+                epoch,
+                have: AckState::from_bitmap(&have),
+            };
+            if ride {
+                node.send_riding(&peer, &ack);
+            } else {
+                node.send_control(&peer, &ack);
+            }
             Ok(())
         }));
         Ok(())
