@@ -318,3 +318,41 @@ fn a_small_upload_behind_a_bulk_one_goes_ahead_of_it() {
     assert!(!bulk.exited(), "the bulk upload still runs");
     bulk.kill9();
 }
+
+/// Issue 30 item 6: `reserve=1/3` on a transport keeps one message slot in
+/// three free of bulk data, with the real binary: in the client's
+/// transcript no three full messages come within three message intervals,
+/// the upload still arrives whole, and the option is kept with the
+/// transfer's record (`status` shows the transport as given).
+#[test]
+fn reserve_keeps_one_slot_in_three_free_of_bulk_data() {
+    let mut w = World::new("profile=telegram-text&msgs_per_min=600&reserve=1/3&transcript=1");
+    w.start_agent();
+    let f = w.random_file("reserved.bin", 150_000, 30);
+    let run = w.upload(&[&f], &[]);
+    run.assert_ok();
+    assert_same_file(&f, &w.storage().join("reserved.bin"));
+    assert!(
+        run.report()["transport"]
+            .as_str()
+            .is_some_and(|t| t.contains("reserve=1/3")),
+        "{}",
+        run.describe()
+    );
+    let full: Vec<u64> = w
+        .client_transcript()
+        .iter()
+        .filter(|m| m.len() * 100 >= 4096 * 95)
+        .map(|m| m.micros)
+        .collect();
+    assert!(full.len() > 30, "{} full messages", full.len());
+    // A message every 0.1 s: three bulk ones span at least 0.3 s (less a
+    // little for the file system's clock).
+    for w3 in full.windows(3) {
+        assert!(
+            w3[2] - w3[0] >= 280_000,
+            "three bulk messages in {} µs",
+            w3[2] - w3[0]
+        );
+    }
+}

@@ -858,7 +858,7 @@ pub(crate) fn open_links_named(
             let own = uri
                 .bwlimit()
                 .map(|b| Arc::new(link::Limiter::new(b.clone())));
-            Ok(link::start(
+            let link = link::start(
                 transport,
                 transport::profile(uri),
                 i,
@@ -866,7 +866,11 @@ pub(crate) fn open_links_named(
                 limit.iter().chain(own.iter()).cloned().collect(),
                 pieces.clone(),
             )
-            .described_as(uri.to_string()))
+            .described_as(uri.to_string());
+            if let Some(reserve) = uri.reserve() {
+                link.reserve_slots(reserve);
+            }
+            Ok(link)
         })
         .collect::<Result<_>>()?;
     if let [only] = links.as_slice() {

@@ -96,6 +96,52 @@ enum Op {
     Send(Outgoing),
     /// A trusted peer is configured at this address ([`Transport::introduce`]).
     Introduce(Address),
+    /// Leave message slots for the user ([`LinkHandle::reserve_slots`]).
+    Reserve(Reserve),
+}
+
+/// `reserve=N/M`: of every M message slots to a destination, N carry no
+/// bulk data (control frames and small transfers may use them): room for
+/// the commands a user types in the same chat, under the platform's limit
+/// per chat.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reserve {
+    pub free: u32,
+    pub of: u32,
+}
+
+impl Reserve {
+    /// `N/M`, with 0 < N < M.
+    pub fn parse(spec: &str) -> std::result::Result<Reserve, String> {
+        let (n, m) = spec
+            .split_once('/')
+            .ok_or_else(|| format!("reserve={spec:?}: expected N/M, e.g. reserve=1/3 (one message slot in three left free)"))?;
+        let free: u32 = n
+            .trim()
+            .parse()
+            .map_err(|_| format!("reserve={spec:?}: {n:?} is not a number"))?;
+        let of: u32 = m
+            .trim()
+            .parse()
+            .map_err(|_| format!("reserve={spec:?}: {m:?} is not a number"))?;
+        if free == 0 || free >= of {
+            return Err(format!(
+                "reserve={spec:?}: N must be at least 1 and less than M (bulk data needs a slot)"
+            ));
+        }
+        Ok(Reserve { free, of })
+    }
+
+    /// Bulk messages allowed in a window of M slots.
+    pub(super) fn bulk(&self) -> usize {
+        (self.of - self.free) as usize
+    }
+}
+
+impl std::fmt::Display for Reserve {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.free, self.of)
+    }
 }
 
 struct Outgoing {
@@ -417,6 +463,13 @@ impl LinkHandle {
     /// trust list gives ([`Transport::answers_whoever_writes`]).
     pub fn answers_whoever_writes(&self) -> bool {
         self.whoever
+    }
+
+    /// Of every `reserve.of` message slots to a destination, leave
+    /// `reserve.free` to control frames and small transfers ([`Reserve`]).
+    /// Nothing on a link without a message pace.
+    pub fn reserve_slots(&self, reserve: Reserve) {
+        let _ = self.tx.send(Op::Reserve(reserve));
     }
 
     /// The kind of transport: the URI's scheme (`telegram`, `local`, …).

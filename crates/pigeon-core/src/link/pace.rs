@@ -20,6 +20,11 @@ pub(super) struct Dest {
     /// Messages packed so far: each one's number, so that the failure of
     /// the one that began the partial frame can be told ([`Dest::failed`]).
     pub(super) packed: u64,
+    /// When messages that carried bulk data left, within the last
+    /// reserve window ([`Reserve`]).
+    pub(super) bulk_sent: VecDeque<Instant>,
+    /// Whether the last message packed carried bulk data.
+    pub(super) last_bulk: bool,
 }
 
 /// The frame being split across messages.
@@ -33,6 +38,8 @@ pub(super) struct Partial {
     pub(super) _permit: Option<OwnedSemaphorePermit>,
     /// The number of the message its first fragment went in.
     pub(super) begun_in: u64,
+    /// It came from the data queue: bulk.
+    pub(super) bulk: bool,
 }
 
 impl Partial {
@@ -80,7 +87,34 @@ impl Dest {
             retry: VecDeque::new(),
             in_flight: 0,
             packed: 0,
+            bulk_sent: VecDeque::new(),
+            last_bulk: false,
         }
+    }
+
+    /// Whether a message leaving at `now` may carry bulk data under
+    /// `reserve` (slots of `interval`); if not, when it may.
+    pub(super) fn bulk_allowed(
+        &mut self,
+        reserve: Option<Reserve>,
+        interval: Option<Duration>,
+        now: Instant,
+    ) -> Result<(), Instant> {
+        let (Some(reserve), Some(interval)) = (reserve, interval) else {
+            return Ok(());
+        };
+        let window = interval * reserve.of;
+        while self
+            .bulk_sent
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) >= window)
+        {
+            self.bulk_sent.pop_front();
+        }
+        if self.bulk_sent.len() < reserve.bulk() {
+            return Ok(());
+        }
+        Err(self.bulk_sent[self.bulk_sent.len() - reserve.bulk()] + window)
     }
 
     /// Message `number` failed. If it began the frame still being split,
@@ -180,6 +214,7 @@ pub(super) async fn send_loop<T: Transport>(
     let mut dests: HashMap<Address, Dest> = HashMap::new();
     let mut next_frame_id: u64 = rand::random();
     let mut in_flight = futures::stream::FuturesUnordered::new();
+    let mut reserve: Option<Reserve> = None;
     loop {
         // The provider's limits, as the transport knows them now: the
         // next message is cut and paced by them.
@@ -195,19 +230,31 @@ pub(super) async fn send_loop<T: Transport>(
         // When could each destination send, and is it worth sending?
         let now = Instant::now();
         let mut wake: Option<Instant> = None;
-        let mut ready: Option<Address> = None;
+        let mut ready: Option<(Address, bool)> = None;
         // The bandwidth limits: the party's over all its links, the link's own.
         let limited = limits.iter().map(|l| l.free_at()).max();
-        for (addr, d) in &dests {
+        for (addr, d) in dests.iter_mut() {
             if d.is_empty() || in_flight.len() >= MAX_IN_FLIGHT || (!caps.burst && d.in_flight > 0)
             {
                 continue;
             }
+            // A slot kept free for the user (`reserve=`): no bulk data in
+            // it; what else waits may go.
+            let held_for_user = d.bulk_allowed(reserve, pacer.interval, now).err();
             let full = d.pending_bytes() >= capacity
                 || d.control.iter().any(|o| o.ride_until.is_none())
                 || !d.retry.is_empty();
             let linger_done = d.oldest.is_none_or(|t| t + pacer.linger <= now);
-            let at = if let Some(until) = d.riders_only() {
+            let at = if let Some(free) = held_for_user.filter(|_| d.retry.is_empty()) {
+                let due = d.control.iter().filter_map(|o| o.ride_until).min();
+                if d.control.iter().any(|o| o.ride_until.is_none()) {
+                    d.free_at
+                } else {
+                    // Only bulk, or frames that ride: at the earlier of the
+                    // next slot bulk may take and their time.
+                    d.free_at.max(due.map_or(free, |due| due.min(free)))
+                }
+            } else if let Some(until) = d.riders_only() {
                 // Only frames that ride: they leave alone at their time.
                 d.free_at.max(until)
             } else if full || linger_done {
@@ -220,12 +267,12 @@ pub(super) async fn send_loop<T: Transport>(
             let gate = stats.holds_sends_until(addr).max(limited);
             let at = gate.map_or(at, |g| at.max(g));
             if at <= now {
-                ready = Some(addr.clone());
+                ready = Some((addr.clone(), held_for_user.is_none()));
                 break;
             }
             wake = Some(wake.map_or(at, |w: Instant| w.min(at)));
         }
-        if let Some(addr) = ready {
+        if let Some((addr, bulk)) = ready {
             let d = dests.get_mut(&addr).expect("address came from the map");
             // Its number: a message sent again after a provider's refusal
             // has none (0), its records may have been cut anew.
@@ -242,7 +289,10 @@ pub(super) async fn send_loop<T: Transport>(
                 }
                 Some((m, chunks)) => (m, chunks, 0),
                 None => {
-                    let (bytes, chunks) = pack(d, capacity, &mut next_frame_id);
+                    let (bytes, chunks) = pack_as(d, capacity, &mut next_frame_id, bulk);
+                    if d.last_bulk {
+                        d.bulk_sent.push_back(now);
+                    }
                     (to_message(bytes, &caps), chunks, d.packed)
                 }
             };
@@ -294,6 +344,7 @@ pub(super) async fn send_loop<T: Transport>(
                             n += 1;
                         }
                         Op::Introduce(to) => transport.introduce(&to),
+                        Op::Reserve(r) => reserve = Some(r),
                     }
                 }
                 stats.busy.store(true, Ordering::Relaxed);
@@ -497,7 +548,22 @@ pub(super) fn enqueue(d: &mut Dest, out: Outgoing) {
 /// pieces, anything else in fragments), and a chunk the peer holds part of
 /// goes as pieces of the rest. Returns the message and the chunks it
 /// carries (whole or in part).
+#[cfg(test)]
 pub(super) fn pack(d: &mut Dest, capacity: usize, next_id: &mut u64) -> (Vec<u8>, Vec<ChunkRef>) {
+    pack_as(d, capacity, next_id, true)
+}
+
+/// [`pack`], with bulk data (the data queue, a chunk being split from it)
+/// left out unless `bulk`: a slot kept free for the user carries control
+/// frames and small transfers only. [`Dest::last_bulk`] says whether the
+/// message carries bulk data.
+pub(super) fn pack_as(
+    d: &mut Dest,
+    capacity: usize,
+    next_id: &mut u64,
+    bulk: bool,
+) -> (Vec<u8>, Vec<ChunkRef>) {
+    let mut carried_bulk = false;
     let mut chunks = vec![];
     let mut msg = Vec::with_capacity(capacity.min(4 * 1024 * 1024) + HEADER_LEN);
     msg.extend_from_slice(MAGIC);
@@ -520,10 +586,18 @@ pub(super) fn pack(d: &mut Dest, capacity: usize, next_id: &mut u64) -> (Vec<u8>
         msg.extend_from_slice(&out.frame);
     }
     if let Some(p) = d.partial.take() {
-        d.partial = put_partial(&mut msg, limit, p, &mut chunks);
+        if p.bulk && !bulk {
+            d.partial = Some(p);
+        } else {
+            carried_bulk |= p.bulk;
+            d.partial = put_partial(&mut msg, limit, p, &mut chunks);
+        }
     }
     while d.partial.is_none() {
         let from_control = !d.control.is_empty();
+        if !from_control && !bulk {
+            break;
+        }
         let next = if from_control {
             d.control.front()
         } else {
@@ -534,6 +608,7 @@ pub(super) fn pack(d: &mut Dest, capacity: usize, next_id: &mut u64) -> (Vec<u8>
         let need = next.frame.len() + WHOLE_RECORD_OVERHEAD;
         let whole = next.piece.as_ref().is_none_or(|(_, held)| held.is_empty());
         if whole && need <= room {
+            carried_bulk |= !from_control;
             let out = pop(d, from_control);
             chunks.extend(out.chunk);
             msg.push(TAG_WHOLE);
@@ -544,6 +619,7 @@ pub(super) fn pack(d: &mut Dest, capacity: usize, next_id: &mut u64) -> (Vec<u8>
         if room < MIN_FRAGMENT_ROOM {
             break;
         }
+        carried_bulk |= !from_control;
         let out = pop(d, from_control);
         let (key, todo) = match &out.piece {
             Some((key, held)) => (Key::Piece(*key), missing(held, out.frame.len())),
@@ -559,6 +635,7 @@ pub(super) fn pack(d: &mut Dest, capacity: usize, next_id: &mut u64) -> (Vec<u8>
             chunk: out.chunk,
             _permit: out._permit,
             begun_in: d.packed,
+            bulk: !from_control,
         };
         d.partial = put_partial(&mut msg, limit, p, &mut chunks);
     }
@@ -567,6 +644,7 @@ pub(super) fn pack(d: &mut Dest, capacity: usize, next_id: &mut u64) -> (Vec<u8>
     } else {
         Some(Instant::now())
     };
+    d.last_bulk = carried_bulk;
     (msg, chunks)
 }
 

@@ -1011,3 +1011,56 @@ async fn a_riding_frame_waits_two_intervals_or_goes_with_the_next_message() {
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert!(started.try_recv().is_err(), "one message carried both");
 }
+
+/// Issue 30 item 6: `reserve=1/3` leaves one message slot in three free
+/// of bulk data (a message a second: at most two bulk messages in any
+/// three seconds), and a control frame still goes in a free slot.
+#[tokio::test(start_paused = true)]
+async fn reserved_slots_carry_no_bulk_data_but_control_may_use_them() {
+    assert_eq!(Reserve::parse("1/3"), Ok(Reserve { free: 1, of: 3 }));
+    for bad in ["0/3", "3/3", "4/3", "1", "a/3"] {
+        assert!(Reserve::parse(bad).is_err(), "{bad}");
+    }
+    let (link, mut started) = slow_link(Some(60), false, |_| Some(Duration::from_millis(1)));
+    link.reserve_slots(Reserve { free: 1, of: 3 });
+    let to = "peer".to_string();
+    let feeder = {
+        let link = link.clone();
+        let to = to.clone();
+        tokio::spawn(async move {
+            for index in 0..40u32 {
+                let permit = link.reserve(3000).await;
+                let chunk = ChunkFrame {
+                    frame: vec![index as u8; 3000],
+                    transfer: [7; 16],
+                    run: 1,
+                    index,
+                    held: vec![],
+                };
+                link.send_reserved(&to, chunk, Some(permit));
+            }
+        })
+    };
+    let t0 = Instant::now();
+    let mut bulk_at = vec![];
+    while bulk_at.len() < 8 {
+        let (_, at) = started.recv().await.unwrap();
+        bulk_at.push(at - t0);
+    }
+    for w in bulk_at.windows(3) {
+        assert!(
+            w[2] - w[0] >= Duration::from_millis(2900),
+            "three bulk messages within three slots: {bulk_at:?}"
+        );
+    }
+    // In a slot kept free, a control frame goes at once.
+    let before = Instant::now();
+    link.send_control(&to, vec![1; 20], None);
+    let (_, at) = started.recv().await.unwrap();
+    assert!(
+        at - before <= Duration::from_millis(1100),
+        "{:?}",
+        at - before
+    );
+    feeder.abort();
+}

@@ -35,6 +35,9 @@ pub struct LocalUri {
     pub transcript: bool,
     /// What this one link may send (`bwlimit=`, set by [`TransportUri::parse`](super::TransportUri::parse)).
     pub bwlimit: Option<crate::bwlimit::BwLimit>,
+    /// Message slots left free of bulk data (`reserve=N/M`, set by
+    /// [`TransportUri::parse`](super::TransportUri::parse)).
+    pub reserve: Option<crate::link::Reserve>,
     /// The text alphabet asked for (`alphabet=`, set by [`TransportUri::parse`](super::TransportUri::parse)).
     pub alphabet: Option<crate::alphabet::Alphabet>,
 }
@@ -56,6 +59,7 @@ impl LocalUri {
             msgs_per_min: None,
             transcript: false,
             bwlimit: None,
+            reserve: None,
             alphabet: None,
         };
         for pair in query.split('&').filter(|p| !p.is_empty()) {

@@ -583,12 +583,14 @@ impl TransportUri {
                 "expected <kind>:<address>, e.g. local:/tmp/pigeon-spool".into(),
             ));
         };
-        // `bwlimit=` and `alphabet=` are every kind's: taken out here, set
-        // on what is parsed.
+        // `bwlimit=`, `alphabet=` and `reserve=` are every kind's: taken
+        // out here, set on what is parsed.
         let (rest, bwlimit) = take_bwlimit(rest).map_err(bad)?;
         let (rest, alphabet) = take_alphabet(&rest).map_err(bad)?;
+        let (rest, reserve) = take_reserve(&rest).map_err(bad)?;
         let mut uri = TransportUri::parse_kind(scheme, &rest).map_err(bad)?;
         *uri.bwlimit_mut() = bwlimit;
+        *uri.reserve_mut() = reserve;
         if let Some(alphabet) = alphabet {
             let text = Profile::parse(profile(&uri)).is_some_and(|p| p.capabilities().text_only);
             match uri.alphabet_mut() {
@@ -637,6 +639,30 @@ impl TransportUri {
             TransportUri::Shipper(s) => s.bwlimit.as_ref(),
             TransportUri::Whatsapp(w) => w.meta.bwlimit.as_ref(),
             TransportUri::Messenger(m) => m.meta.bwlimit.as_ref(),
+        }
+    }
+
+    /// Message slots left free of bulk data for the user's own messages
+    /// in the same chat (`reserve=N/M`: N of every M).
+    pub fn reserve(&self) -> Option<crate::link::Reserve> {
+        match self {
+            TransportUri::Local(l) => l.reserve,
+            TransportUri::Memory(m) => m.0.reserve,
+            TransportUri::Telegram(t) => t.reserve,
+            TransportUri::Shipper(s) => s.reserve,
+            TransportUri::Whatsapp(w) => w.meta.reserve,
+            TransportUri::Messenger(m) => m.meta.reserve,
+        }
+    }
+
+    fn reserve_mut(&mut self) -> &mut Option<crate::link::Reserve> {
+        match self {
+            TransportUri::Local(l) => &mut l.reserve,
+            TransportUri::Memory(m) => &mut m.0.reserve,
+            TransportUri::Telegram(t) => &mut t.reserve,
+            TransportUri::Shipper(s) => &mut s.reserve,
+            TransportUri::Whatsapp(w) => &mut w.meta.reserve,
+            TransportUri::Messenger(m) => &mut m.meta.reserve,
         }
     }
 
@@ -689,6 +715,22 @@ fn take_bwlimit(
     Ok((format!("{head}?{}", kept.join("&")), limit))
 }
 
+/// `rest` without its `reserve=` pair, and the slots it keeps free.
+fn take_reserve(rest: &str) -> std::result::Result<(String, Option<crate::link::Reserve>), String> {
+    let Some((head, query)) = rest.split_once('?') else {
+        return Ok((rest.to_string(), None));
+    };
+    let mut reserve = None;
+    let mut kept = vec![];
+    for pair in query.split('&') {
+        match pair.strip_prefix("reserve=") {
+            Some(spec) => reserve = Some(crate::link::Reserve::parse(spec)?),
+            None => kept.push(pair),
+        }
+    }
+    Ok((format!("{head}?{}", kept.join("&")), reserve))
+}
+
 /// `rest` without its `alphabet=` pair, and the alphabet it names.
 fn take_alphabet(rest: &str) -> std::result::Result<(String, Option<Alphabet>), String> {
     let Some((head, query)) = rest.split_once('?') else {
@@ -725,6 +767,10 @@ impl std::fmt::Display for TransportUri {
             write!(f, "{joint}bwlimit={b}")?;
             joint = '&';
         }
+        if let Some(r) = self.reserve() {
+            write!(f, "{joint}reserve={r}")?;
+            joint = '&';
+        }
         match self.alphabet() {
             Some(a) => write!(f, "{joint}alphabet={a}"),
             None => Ok(()),
@@ -735,6 +781,28 @@ impl std::fmt::Display for TransportUri {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 30 item 6: `reserve=N/M` on any transport, kept in what the
+    /// URI says of itself, and refused with what to do when it is wrong.
+    #[test]
+    fn reserve_is_every_kinds_and_said_back() {
+        for raw in [
+            "local:/tmp/spool?profile=telegram-text&reserve=1/3",
+            "telegram:@bot?token_env=T&reserve=1/3",
+        ] {
+            let uri = TransportUri::parse(raw).unwrap();
+            assert_eq!(
+                uri.reserve(),
+                Some(crate::link::Reserve { free: 1, of: 3 }),
+                "{raw}"
+            );
+            assert!(uri.to_string().contains("reserve=1/3"), "{uri}");
+        }
+        let err = TransportUri::parse("local:/tmp/spool?reserve=3/3")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("less than M"), "{err}");
+    }
 
     #[test]
     fn every_kind_takes_its_own_bandwidth_limit() {

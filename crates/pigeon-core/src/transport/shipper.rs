@@ -72,6 +72,9 @@ pub struct ShipperUri {
     pub timeout: Duration,
     /// What this one link may send (`bwlimit=`, set by [`TransportUri::parse`](super::TransportUri::parse)).
     pub bwlimit: Option<crate::bwlimit::BwLimit>,
+    /// Message slots left free of bulk data (`reserve=N/M`, set by
+    /// [`TransportUri::parse`](super::TransportUri::parse)).
+    pub reserve: Option<crate::link::Reserve>,
 }
 
 impl ShipperUri {
@@ -141,6 +144,7 @@ impl ShipperUri {
             rate_limit,
             timeout,
             bwlimit: None,
+            reserve: None,
         })
     }
 

@@ -299,6 +299,9 @@ pub struct MetaSettings {
     pub msgs_per_min: Option<u32>,
     /// What this one link may send (`bwlimit=`, set by [`TransportUri::parse`](super::TransportUri::parse)).
     pub bwlimit: Option<crate::bwlimit::BwLimit>,
+    /// Message slots left free of bulk data (`reserve=N/M`, set by
+    /// [`TransportUri::parse`](super::TransportUri::parse)).
+    pub reserve: Option<crate::link::Reserve>,
     /// The text alphabet asked for (`alphabet=`, set by [`TransportUri::parse`](crate::transport::TransportUri::parse)).
     pub alphabet: Option<crate::alphabet::Alphabet>,
 }
@@ -326,6 +329,7 @@ impl MetaSettings {
             },
             msgs_per_min: q.msgs_per_min()?,
             bwlimit: None,
+            reserve: None,
             alphabet: None,
         })
     }

@@ -78,6 +78,9 @@ pub struct TelegramUri {
     pub msgs_per_min: Option<u32>,
     /// What this one link may send (`bwlimit=`, set by [`TransportUri::parse`](super::TransportUri::parse)).
     pub bwlimit: Option<crate::bwlimit::BwLimit>,
+    /// Message slots left free of bulk data (`reserve=N/M`, set by
+    /// [`TransportUri::parse`](super::TransportUri::parse)).
+    pub reserve: Option<crate::link::Reserve>,
     /// The text alphabet asked for (`alphabet=`, set by [`TransportUri::parse`](crate::transport::TransportUri::parse)).
     pub alphabet: Option<crate::alphabet::Alphabet>,
     /// The working folder of a local Bot API server (`local_files=`): the
@@ -159,6 +162,7 @@ impl TelegramUri {
             mode,
             msgs_per_min,
             bwlimit: None,
+            reserve: None,
             alphabet: None,
             local_files,
         })
