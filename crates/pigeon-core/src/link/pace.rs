@@ -20,6 +20,11 @@ pub(super) struct Dest {
     /// Messages packed so far: each one's number, so that the failure of
     /// the one that began the partial frame can be told ([`Dest::failed`]).
     pub(super) packed: u64,
+    /// A message must go to say that dense text from there arrives
+    /// mangled, though nothing else waits ([`Op::Tell`]).
+    pub(super) tell_due: bool,
+    /// When a message last said so.
+    pub(super) told_at: Option<Instant>,
 }
 
 /// The frame being split across messages.
@@ -80,6 +85,8 @@ impl Dest {
             retry: VecDeque::new(),
             in_flight: 0,
             packed: 0,
+            tell_due: false,
+            told_at: None,
         }
     }
 
@@ -99,6 +106,7 @@ impl Dest {
             && self.data.is_empty()
             && self.partial.is_none()
             && self.retry.is_empty()
+            && !self.tell_due
     }
 
     pub(super) fn pending_bytes(&self) -> usize {
@@ -159,17 +167,21 @@ pub(super) async fn send_loop<T: Transport>(
     limits: Vec<Arc<Limiter>>,
 ) {
     let mut limits_now = transport.limits();
-    let mut caps = limits_now.borrow_and_update().clone();
+    let mut falls_back = stats.falls_back();
+    let mut caps = stats.sending(limits_now.borrow_and_update().clone());
     let mut pacer = Pacer::new(&caps);
     let mut capacity = message_payload(&caps);
     let mut dests: HashMap<Address, Dest> = HashMap::new();
     let mut next_frame_id: u64 = rand::random();
     let mut in_flight = futures::stream::FuturesUnordered::new();
     loop {
-        // The provider's limits, as the transport knows them now: the
-        // next message is cut and paced by them.
-        if limits_now.has_changed().unwrap_or(false) {
-            caps = limits_now.borrow_and_update().clone();
+        // The provider's limits, as the transport knows them now, in the
+        // alphabet the link sends (base64 once dense text was found
+        // mangled: [`fallback`]): the next message is cut and paced by
+        // them. Messages already cut for dense go as base64 recut smaller.
+        if limits_now.has_changed().unwrap_or(false) || stats.falls_back() != falls_back {
+            falls_back = stats.falls_back();
+            caps = stats.sending(limits_now.borrow_and_update().clone());
             pacer = Pacer::new(&caps);
             capacity = message_payload(&caps);
         }
@@ -188,8 +200,10 @@ pub(super) async fn send_loop<T: Transport>(
             {
                 continue;
             }
-            let full =
-                d.pending_bytes() >= capacity || !d.control.is_empty() || !d.retry.is_empty();
+            let full = d.pending_bytes() >= capacity
+                || !d.control.is_empty()
+                || !d.retry.is_empty()
+                || d.tell_due;
             let linger_done = d.oldest.is_none_or(|t| t + pacer.linger <= now);
             let at = if full || linger_done {
                 d.free_at
@@ -221,10 +235,31 @@ pub(super) async fn send_loop<T: Transport>(
                     }
                     continue;
                 }
+                // Spelled dense before the link fell back: the same bytes in
+                // base64 (too large for a message now, they were cut above).
+                Some((Message::Text(text), chunks))
+                    if caps.alphabet == Alphabet::Base64
+                        && Alphabet::of(&text) == Alphabet::Dense =>
+                {
+                    match Alphabet::decode(&text) {
+                        Ok(bytes) => (to_message(bytes, &caps), chunks, 0),
+                        Err(_) => (Message::Text(text), chunks, 0),
+                    }
+                }
                 Some((m, chunks)) => (m, chunks, 0),
                 None => {
-                    let (bytes, chunks) = pack(d, capacity, &mut next_frame_id);
-                    (to_message(bytes, &caps), chunks, d.packed)
+                    // Telling the peer its dense text arrives mangled takes
+                    // one byte, first in the message.
+                    let tell = crate::task::lock(&stats.dense).tells();
+                    let room = capacity.saturating_sub(usize::from(tell));
+                    let (mut bytes, chunks) = pack(d, room, &mut next_frame_id);
+                    d.tell_due = false;
+                    if tell {
+                        bytes.insert(HEADER_LEN, TAG_MANGLED);
+                        d.told_at = Some(now);
+                    }
+                    let spelled = spelling(&caps, !chunks.is_empty(), bytes.len());
+                    (to_message(bytes, &spelled), chunks, d.packed)
                 }
             };
             let raw = link_size(&message);
@@ -271,6 +306,15 @@ pub(super) async fn send_loop<T: Transport>(
                             n += 1;
                         }
                         Op::Introduce(to) => transport.introduce(&to),
+                        // Only where it has sent before: a mangled message's
+                        // sender is not authenticated, and is no reason to
+                        // write to a stranger.
+                        Op::Tell(to) => {
+                            if let Some(d) = dests.get_mut(&to) {
+                                let now = Instant::now();
+                                d.tell_due |= d.told_at.is_none_or(|t| now.duration_since(t) >= TELL_GAP);
+                            }
+                        }
                     }
                 }
                 stats.busy.store(true, Ordering::Relaxed);
@@ -380,6 +424,28 @@ pub(super) fn sent(
             // Never sooner than the pace or a provider's wait allows.
             d.free_at = d.free_at.max(Instant::now() + Duration::from_millis(500));
         }
+    }
+}
+
+/// At most one message a destination this often only to say that its
+/// dense text arrives mangled (other messages say it too).
+pub(super) const TELL_GAP: Duration = Duration::from_secs(30);
+
+/// How a message of `bytes` packed for a channel of `caps` is spelled: in
+/// its alphabet, except that a dense link spells a message with no chunk
+/// in it (handshakes, offers, acknowledgements: small) in base64 when it
+/// fits. They cost little more so, and get through a platform that
+/// mangles dense text: the handshake is made, and the peer can say that
+/// our dense messages arrive mangled ([`fallback`]).
+pub(super) fn spelling(caps: &Capabilities, carries_data: bool, bytes: usize) -> Capabilities {
+    let base64 = Capabilities {
+        alphabet: Alphabet::Base64,
+        ..caps.clone()
+    };
+    if caps.alphabet == Alphabet::Dense && !carries_data && bytes <= base64.payload_bytes() {
+        base64
+    } else {
+        caps.clone()
     }
 }
 
