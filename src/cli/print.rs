@@ -86,6 +86,7 @@ pub fn link_json(i: usize, h: &pigeon_core::view::TransportHealth) -> serde_json
         "probe_in_ms": ms(retry_in),
         "faults": h.faults,
         "problems": h.problems,
+        "notes": h.notes,
     })
 }
 
@@ -108,6 +109,10 @@ pub fn link_line(i: usize, h: &pigeon_core::view::TransportHealth) -> String {
     // What only the user can fix, in `pigeon transports test`'s words.
     for p in &h.problems {
         line.push_str(&format!("\n        failed: {}", escape_control(p)));
+    }
+    // What the link changed by itself (it sends base64: issue 29).
+    for n in &h.notes {
+        line.push_str(&format!("\n        note: {}", escape_control(n)));
     }
     line
 }

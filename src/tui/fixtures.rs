@@ -91,6 +91,7 @@ pub fn transport(profile: &str) -> TransportHealth {
         retry_after: None,
         faults: FaultCounters::default(),
         problems: vec![],
+        notes: vec![],
     }
 }
 

@@ -389,15 +389,8 @@ fn dense_text_messages_stay_within_the_limit_and_data_fills_them() {
             let r = run_profile_with(profile, "&alphabet=dense", content);
             let who = format!("{profile} dense ({content:?})");
             for (side, msgs) in [("client", &r.client), ("agent", &r.agent)] {
-                for (i, m) in msgs.iter().enumerate() {
-                    let first = std::str::from_utf8(&m.bytes)
-                        .ok()
-                        .and_then(|t| t.chars().next());
-                    assert!(
-                        first.is_some_and(|c| !c.is_ascii()),
-                        "{who} {side} message {i} is not dense text"
-                    );
-                }
+                let bodies: Vec<Vec<u8>> = msgs.iter().map(|m| m.bytes.clone()).collect();
+                assert_chunks_go_dense(&format!("{who} {side}"), &bodies);
             }
             let client = classify(&r.client, true);
             let agent = classify(&r.agent, true);

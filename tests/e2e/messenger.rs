@@ -129,6 +129,8 @@ struct Fb {
     port: u16,
     bridge: Bridge,
     mode: &'static str,
+    /// More of both parties' URI query (`&alphabet=dense`).
+    more: String,
 }
 
 impl Fb {
@@ -184,13 +186,14 @@ impl Fb {
             port,
             bridge,
             mode,
+            more: String::new(),
         }
     }
 
     fn page_uri(&self) -> String {
         format!(
-            "messenger:{PSID}?page_id={PAGE_ID}&token_env=PIGEON_FB_TOKEN&app_secret_env=PIGEON_FB_APP_SECRET&verify_token_env=PIGEON_FB_VERIFY&listen=127.0.0.1:{}&api={}/v25.0&mode={}&msgs_per_min=1200",
-            self.port, self.base, self.mode
+            "messenger:{PSID}?page_id={PAGE_ID}&token_env=PIGEON_FB_TOKEN&app_secret_env=PIGEON_FB_APP_SECRET&verify_token_env=PIGEON_FB_VERIFY&listen=127.0.0.1:{}&api={}/v25.0&mode={}&msgs_per_min=1200{}",
+            self.port, self.base, self.mode, self.more
         )
     }
 
@@ -222,8 +225,9 @@ impl Fb {
             "messenger-doc"
         };
         let uri = format!(
-            "local:{}?profile={profile}&msgs_per_min=1200",
-            self.w.spool.display()
+            "local:{}?profile={profile}&msgs_per_min=1200{}",
+            self.w.spool.display(),
+            self.more
         );
         let mut v: Vec<&str> = args.to_vec();
         v.extend(["--json", "--transport", &uri]);
@@ -303,6 +307,30 @@ fn text_mode_moves_300_kb_through_a_page_up_and_down() {
         .filter(|r| r.method == "messages" && r.status == 200)
         .count();
     assert!(sent >= 200, "300 KB down in 1.5 KB texts: {sent}");
+    check_record(&fb, &agent.stderr());
+    agent.terminate(Duration::from_secs(10));
+}
+
+/// Issue 29: with `alphabet=dense` on the Page and on the person's side,
+/// every message that carries data spells 15 bits a character, within
+/// Messenger's 2000 (UTF-16 units, as the emulator counts them), and 200
+/// KB each way take fewer than half base64's messages.
+#[test]
+fn text_mode_with_the_dense_alphabet_moves_200_kb_up_and_down_byte_exact() {
+    let mut fb = Fb::new("text");
+    fb.more = "&alphabet=dense".into();
+    let mut agent = fb.start_agent(PAGE_TOKEN);
+    round_trip(&fb, 200_000, 4);
+    let dense = assert_chunks_go_dense("messenger", &fb.emu.bodies());
+    assert!(dense >= 2 * 200_000 / 3750, "{dense} dense messages");
+    let sent = fb
+        .record()
+        .iter()
+        .filter(|r| r.method == "messages" && r.status == 200)
+        .count();
+    // The Page's share: 200 KB down (134 messages of 1.5 KB in base64, 54
+    // of 3.7 KB dense) and the answers to 200 KB up.
+    assert!(sent <= 110, "the Page sent {sent} messages");
     check_record(&fb, &agent.stderr());
     agent.terminate(Duration::from_secs(10));
 }

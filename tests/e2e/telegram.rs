@@ -189,17 +189,8 @@ fn text_mode_with_the_dense_alphabet_moves_200_kb_up_and_down_byte_exact() {
     tg.more = "&alphabet=dense".into();
     let mut agent = tg.start_agent("text", 1200);
     let (up, down) = round_trip(&tg, "text", 1200, 200_000, 4);
-    let bodies = tg.emu.bodies();
-    for (i, body) in bodies.iter().enumerate() {
-        let text = std::str::from_utf8(body).expect("a text message");
-        let bytes = pigeon_core::alphabet::Alphabet::decode(text)
-            .unwrap_or_else(|e| panic!("message {i} is not dense text: {e}"));
-        assert!(bytes.starts_with(b"PG"), "message {i} is not the link's");
-        assert_eq!(
-            pigeon_core::alphabet::Alphabet::of(text),
-            pigeon_core::alphabet::Alphabet::Dense
-        );
-    }
+    let dense = assert_chunks_go_dense("telegram", &tg.emu.bodies());
+    assert!(dense >= 2 * 200_000 / 7680, "{dense} dense messages");
     let sent = tg
         .record()
         .iter()

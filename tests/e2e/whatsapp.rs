@@ -27,6 +27,8 @@ struct Wa {
     api: String,
     client_port: u16,
     agent_port: u16,
+    /// More of both parties' URI query (`&alphabet=dense`).
+    more: String,
 }
 
 fn free_port() -> u16 {
@@ -62,13 +64,14 @@ impl Wa {
             api: format!("{base}/v25.0"),
             client_port,
             agent_port,
+            more: String::new(),
         }
     }
 
     fn uri(&self, peer: &str, phone_id: &str, port: u16, mode: &str) -> String {
         format!(
-            "whatsapp:{peer}?phone_id={phone_id}&token_env=PIGEON_WA_TOKEN&app_secret_env=PIGEON_WA_APP_SECRET&verify_token_env=PIGEON_WA_VERIFY&listen=127.0.0.1:{port}&api={}&mode={mode}&msgs_per_min=1200",
-            self.api
+            "whatsapp:{peer}?phone_id={phone_id}&token_env=PIGEON_WA_TOKEN&app_secret_env=PIGEON_WA_APP_SECRET&verify_token_env=PIGEON_WA_VERIFY&listen=127.0.0.1:{port}&api={}&mode={mode}&msgs_per_min=1200{}",
+            self.api, self.more
         )
     }
 
@@ -212,6 +215,25 @@ fn text_mode_moves_300_kb_up_and_down_byte_exact() {
             .any(|r| r.method == "webhook_verify" && r.status == 200),
         "each webhook passed Meta's handshake"
     );
+    check_record(&wa, &[&up, &down]);
+    agent.terminate(Duration::from_secs(10));
+}
+
+/// Issue 29: with `alphabet=dense` every message that carries data spells
+/// 15 bits a character, within WhatsApp's 4096 (UTF-16 units, as the
+/// emulator counts them), and 200 KB each way take fewer than half
+/// base64's messages.
+#[test]
+fn text_mode_with_the_dense_alphabet_moves_200_kb_up_and_down_byte_exact() {
+    let mut wa = Wa::new();
+    wa.more = "&alphabet=dense".into();
+    let mut agent = wa.start_agent("text");
+    let (up, down) = wa.round_trip("text", 200_000, 4);
+    let dense = assert_chunks_go_dense("whatsapp", &wa.emu.bodies());
+    assert!(dense >= 2 * 200_000 / 7680, "{dense} dense messages");
+    let sent = wa.sends_by("1001") + wa.sends_by("1002");
+    // 200 KB each way: 134 messages of 3 KB in base64, 54 of 7.5 KB dense.
+    assert!(sent <= 90, "200 KB each way took {sent} messages");
     check_record(&wa, &[&up, &down]);
     agent.terminate(Duration::from_secs(10));
 }

@@ -205,6 +205,12 @@ pub struct TransportHealth {
     /// empty while it works.
     #[serde(default)]
     pub problems: Vec<String>,
+    /// What the link changed by itself that the user should know, in a
+    /// few words, the first of which says it alone when room is short
+    /// (`base64: dense text arrived mangled`: see `link/fallback.rs`);
+    /// empty while it runs as set.
+    #[serde(default)]
+    pub notes: Vec<String>,
 }
 
 impl TransportHealth {

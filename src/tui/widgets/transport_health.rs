@@ -206,6 +206,29 @@ impl<'a> TransportHealthWidget<'a> {
         Line::from(spans)
     }
 
+    /// The budget line in `width`, with the link's notes after it: each
+    /// whole if it fits, else its first word (`base64`), else not at all.
+    fn budget_line_within(&self, width: usize) -> Line<'static> {
+        let mut line = self.budget_line();
+        for note in &self.health.notes {
+            let note = escape_control(note).into_owned();
+            let short = note
+                .split([':', ' '])
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            let room = width.saturating_sub(line.width());
+            let said = [note, short]
+                .into_iter()
+                .map(|n| format!("  {n}"))
+                .find(|n| n.chars().count() <= room && n.len() > 2);
+            if let Some(said) = said {
+                line.spans.push(Span::styled(said, self.theme.warn()));
+            }
+        }
+        line
+    }
+
     fn budget_line(&self) -> Line<'static> {
         let h = self.health;
         let theme = self.theme;
@@ -267,7 +290,8 @@ impl Widget for TransportHealthWidget<'_> {
             let why = format::first_words(&why, usize::from(area.width)).into_owned();
             Line::styled(why, self.theme.bad()).render(row(1), buf);
             if area.height >= 3 {
-                self.budget_line().render(row(2), buf);
+                self.budget_line_within(usize::from(area.width))
+                    .render(row(2), buf);
             }
             return;
         }
@@ -301,7 +325,8 @@ impl Widget for TransportHealthWidget<'_> {
         if area.height < 3 {
             return;
         }
-        self.budget_line().render(row(2), buf);
+        self.budget_line_within(usize::from(area.width))
+            .render(row(2), buf);
     }
 }
 
@@ -327,6 +352,7 @@ mod tests {
             retry_after: None,
             faults: FaultCounters::default(),
             problems: vec![],
+            notes: vec![],
         }
     }
 
@@ -361,6 +387,30 @@ mod tests {
         let buf = render(&h, 40, 3);
         let budget: String = (0..40).map(|x| buf[(x, 2)].symbol().to_string()).collect();
         assert_eq!(budget.trim_end(), "12/60 msg/min  errors 0  lost 7");
+    }
+
+    /// Issue 29: a link that fell back to base64 says so after its
+    /// figures, in a word when the line is short.
+    #[test]
+    fn a_link_that_fell_back_to_base64_says_so() {
+        let h = TransportHealth {
+            notes: vec!["base64: dense text arrived mangled".into()],
+            ..health()
+        };
+        let budget = |width| {
+            let buf = render(&h, width, 3);
+            (0..width)
+                .map(|x| buf[(x, 2)].symbol().to_string())
+                .collect::<String>()
+                .trim_end()
+                .to_string()
+        };
+        assert_eq!(
+            budget(60),
+            "12/60 msg/min  errors 0  base64: dense text arrived mangled"
+        );
+        assert_eq!(budget(40), "12/60 msg/min  errors 0  base64");
+        assert_eq!(budget(28), "12/60 msg/min  errors 0");
     }
 
     #[test]

@@ -959,6 +959,74 @@ pub fn untext(text: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
+/// Issue 29: a text link set to `alphabet=dense` spells every message
+/// that carries a chunk (whole, or a piece of one) in the dense alphabet;
+/// one that carries none (a handshake, an acknowledgement: small) may go
+/// in base64. Panics naming the first message that does otherwise, or
+/// that is not the link's; returns how many were dense.
+pub fn assert_chunks_go_dense(who: &str, bodies: &[Vec<u8>]) -> usize {
+    use pigeon_core::alphabet::Alphabet;
+    use pigeon_core::protocol::Frame;
+    fn varint(b: &[u8], pos: &mut usize) -> usize {
+        let mut v = 0usize;
+        for shift in (0..64).step_by(7) {
+            let byte = b[*pos];
+            *pos += 1;
+            v |= usize::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                break;
+            }
+        }
+        v
+    }
+    let mut dense = 0;
+    for (i, body) in bodies.iter().enumerate() {
+        let text = std::str::from_utf8(body)
+            .unwrap_or_else(|_| panic!("{who}: message {i} is not text"))
+            .trim();
+        let bytes = Alphabet::decode(text)
+            .unwrap_or_else(|e| panic!("{who}: message {i} is neither alphabet: {e}"));
+        assert!(
+            bytes.starts_with(b"PG"),
+            "{who}: message {i} is not the link's"
+        );
+        let mut chunk = false;
+        let mut pos = 3;
+        while pos < bytes.len() {
+            let tag = bytes[pos];
+            pos += 1;
+            match tag {
+                1 => {
+                    let len = varint(&bytes, &mut pos);
+                    chunk |= matches!(
+                        Frame::decode(&bytes[pos..pos + len]),
+                        Ok(Frame::Chunk { .. })
+                    );
+                    pos += len;
+                }
+                2 | 3 => {
+                    pos += 8;
+                    if tag == 3 {
+                        chunk = true;
+                        varint(&bytes, &mut pos);
+                        varint(&bytes, &mut pos);
+                    }
+                    varint(&bytes, &mut pos);
+                    varint(&bytes, &mut pos);
+                    pos += varint(&bytes, &mut pos);
+                }
+                4 => {}
+                other => panic!("{who}: message {i} holds a record of unknown kind {other}"),
+            }
+        }
+        match Alphabet::of(text) {
+            Alphabet::Dense => dense += 1,
+            Alphabet::Base64 => assert!(!chunk, "{who}: message {i} carries a chunk in base64"),
+        }
+    }
+    dense
+}
+
 /// Decode standard base64; None if it is not valid base64.
 pub fn unbase64(text: &[u8]) -> Option<Vec<u8>> {
     let text: Vec<u8> = text

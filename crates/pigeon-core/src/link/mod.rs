@@ -7,7 +7,9 @@
 //! fragment that continues in the next message. On text channels the
 //! message is spelled in the link's [`Alphabet`]: base64, or the dense
 //! alphabet's 15 bits a character (`alphabet=dense`); the receiver reads
-//! either, whichever it would send.
+//! either, whichever it would send. A link set to dense that sees dense
+//! text mangled on its channel sends base64 instead, and says so to its
+//! peer ([`fallback`]).
 //!
 //! Pacing is a GCRA per destination on messages and on bytes, with no burst:
 //! the provider's limits are never hit, and a provider's `retry_after` is
@@ -53,6 +55,9 @@ const HEADER_LEN: usize = 3;
 const TAG_WHOLE: u8 = 1;
 const TAG_FRAGMENT: u8 = 2;
 const TAG_PIECE: u8 = 3;
+/// A record with no body, first in a message: dense text arrives mangled
+/// where this message comes from, send base64 ([`fallback`]).
+const TAG_MANGLED: u8 = 4;
 /// Worst-case record header of a whole frame: tag + varint length.
 pub const WHOLE_RECORD_OVERHEAD: usize = 1 + 5;
 /// Worst-case piece header: tag, transfer, five varints.
@@ -98,6 +103,10 @@ enum Op {
     Introduce(Address),
     /// Leave message slots for the user ([`LinkHandle::reserve_slots`]).
     Reserve(Reserve),
+    /// Dense text from this address arrives mangled: say so to it, in a
+    /// message of its own if nothing else goes there soon, and only if the
+    /// link has sent there before ([`fallback`]).
+    Tell(Address),
 }
 
 /// `reserve=N/M`: of every M message slots to a destination, N carry no
@@ -206,6 +215,8 @@ pub struct LinkStats {
     /// Something is still queued for a destination.
     busy: std::sync::atomic::AtomicBool,
     recent: Mutex<Recent>,
+    /// Whether dense text survives the channel ([`DenseWatch`]).
+    dense: Mutex<DenseWatch>,
 }
 
 #[derive(Default)]
@@ -276,6 +287,19 @@ impl LinkStats {
         f(crate::task::lock(&self.judges).of(to))
     }
 
+    /// It sends base64 though set to dense ([`DenseWatch`]).
+    pub fn falls_back(&self) -> bool {
+        crate::task::lock(&self.dense).falls_back()
+    }
+
+    /// `caps` as this link sends by them: base64 once it fell back.
+    fn sending(&self, mut caps: Capabilities) -> Capabilities {
+        if caps.text_only && caps.alphabet == Alphabet::Dense && self.falls_back() {
+            caps.alphabet = Alphabet::Base64;
+        }
+        caps
+    }
+
     pub fn faults(&self) -> FaultCounters {
         FaultCounters {
             corrupt: self.corrupt.load(Ordering::Relaxed),
@@ -337,7 +361,7 @@ impl LinkHandle {
     /// What the transport can carry now (it may learn smaller limits
     /// while it runs).
     pub fn capabilities(&self) -> Capabilities {
-        self.caps.borrow().clone()
+        self.stats.sending(self.caps.borrow().clone())
     }
 
     pub fn describe(&self) -> &str {
@@ -665,6 +689,14 @@ impl LinkHandle {
             },
         };
         let problems = self.problems();
+        let set = self.caps.borrow().alphabet;
+        let notes = match crate::task::lock(&s.dense).why() {
+            Some(why) if set == Alphabet::Dense => vec![match why {
+                fallback::Why::Mangled => "base64: dense text arrived mangled".to_string(),
+                fallback::Why::Told => "base64: the peer got dense text mangled".to_string(),
+            }],
+            _ => vec![],
+        };
         TransportHealth {
             uri: self.describe.clone(),
             profile: self.profile.clone(),
@@ -679,6 +711,7 @@ impl LinkHandle {
             retry_after,
             faults: s.faults(),
             problems,
+            notes,
         }
     }
 }
@@ -734,16 +767,33 @@ pub fn start<T: Transport>(
         whoever: transport.answers_whoever_writes(),
     };
     let incoming = transport.incoming();
+    let about = Described {
+        uri: handle.describe.clone(),
+        alphabet: handle.caps.borrow().alphabet,
+        // Weak: the send loop ends when the handles are gone, and the
+        // transport it owns with it, which ends this loop.
+        tell: handle.tx.downgrade(),
+    };
     crate::task::spawn(receive_loop(
         incoming,
         index,
         inbound,
         stats.clone(),
         pieces,
+        about,
     ));
     let health = transport.health();
     crate::task::spawn(send_loop(transport, rx, stats, health, started, limits));
     handle
+}
+
+/// What the receive loop says of its link in the log.
+struct Described {
+    uri: String,
+    /// The alphabet it was set to send in.
+    alphabet: Alphabet,
+    /// Its send loop, to tell a peer its dense text arrives mangled.
+    tell: mpsc::WeakUnboundedSender<Op>,
 }
 
 async fn receive_loop(
@@ -752,16 +802,37 @@ async fn receive_loop(
     inbound: mpsc::Sender<Inbound>,
     stats: Arc<LinkStats>,
     pieces: Arc<Mutex<Reassembler>>,
+    about: Described,
 ) {
     while let Some(crate::transport::Received { from, message }) = incoming.recv().await {
-        let Some(bytes) = link_bytes(message) else {
-            stats.corrupt.fetch_add(1, Ordering::Relaxed);
-            continue;
-        };
-        let unpacked = unpack_owned(bytes, &mut crate::task::lock(&pieces));
+        let spelled = fallback::spelled_in(match &message {
+            Message::Text(text) => text.as_bytes(),
+            Message::Binary(bytes) => bytes,
+        });
+        let unpacked = link_bytes(message).map(|bytes| {
+            let told = bytes.get(HEADER_LEN) == Some(&TAG_MANGLED);
+            (told, unpack_owned(bytes, &mut crate::task::lock(&pieces)))
+        });
+        let whole = matches!(unpacked, Some((_, Ok(_))));
+        if let Some(alphabet) = spelled {
+            let mut watch = crate::task::lock(&stats.dense);
+            if watch.arrived(alphabet, whole, Instant::now()) {
+                judged_mangled(&about, fallback::Why::Mangled);
+            }
+            let tell = watch.tells() && alphabet == Alphabet::Dense && !whole;
+            drop(watch);
+            if let (true, Some(from), Some(tx)) = (tell, &from, about.tell.upgrade()) {
+                let _ = tx.send(Op::Tell(from.clone()));
+            }
+        }
         let frames = match unpacked {
-            Ok(frames) => frames,
-            Err(Malformed) => {
+            Some((told, Ok(frames))) => {
+                if told && crate::task::lock(&stats.dense).told() {
+                    judged_mangled(&about, fallback::Why::Told);
+                }
+                frames
+            }
+            None | Some((_, Err(Malformed))) => {
                 stats.corrupt.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
@@ -783,6 +854,28 @@ async fn receive_loop(
     }
 }
 
+/// Say once in the log that the link at `about` judged dense text
+/// mangled on its channel.
+fn judged_mangled(about: &Described, why: fallback::Why) {
+    let uri = &about.uri;
+    match (why, about.alphabet) {
+        (fallback::Why::Mangled, Alphabet::Dense) => tracing::warn!(
+            %uri,
+            "dense text arrives mangled on this channel: this link sends base64 from now on (alphabet=base64 would skip the trial)"
+        ),
+        (fallback::Why::Told, Alphabet::Dense) => tracing::warn!(
+            %uri,
+            "the peer says our dense text arrives mangled: this link sends base64 from now on (alphabet=base64 would skip the trial)"
+        ),
+        (fallback::Why::Mangled, Alphabet::Base64) => tracing::info!(
+            %uri,
+            "the peer's dense text arrives mangled on this channel: telling it to send base64"
+        ),
+        // It sends base64 already.
+        (fallback::Why::Told, Alphabet::Base64) => {}
+    }
+}
+
 /// A message's link bytes: as they came when they begin with the link's
 /// header, else what their text spells in either alphabet (base64 is
 /// ASCII, the dense alphabet never is: [`Alphabet::of`]), whatever kind of
@@ -800,12 +893,14 @@ fn link_bytes(message: Message) -> Option<Vec<u8>> {
 
 mod answers;
 pub(crate) mod breaker;
+pub(crate) mod fallback;
 mod judge;
 mod limit;
 mod pace;
 mod reassembly;
 mod wire;
 
+use fallback::DenseWatch;
 use judge::{Judge, Judges};
 pub use limit::Limiter;
 use pace::*;

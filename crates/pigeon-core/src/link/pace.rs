@@ -25,6 +25,11 @@ pub(super) struct Dest {
     pub(super) bulk_sent: VecDeque<Instant>,
     /// Whether the last message packed carried bulk data.
     pub(super) last_bulk: bool,
+    /// A message must go to say that dense text from there arrives
+    /// mangled, though nothing else waits ([`Op::Tell`]).
+    pub(super) tell_due: bool,
+    /// When a message last said so.
+    pub(super) told_at: Option<Instant>,
 }
 
 /// The frame being split across messages.
@@ -89,6 +94,8 @@ impl Dest {
             packed: 0,
             bulk_sent: VecDeque::new(),
             last_bulk: false,
+            tell_due: false,
+            told_at: None,
         }
     }
 
@@ -133,13 +140,18 @@ impl Dest {
             && self.data.is_empty()
             && self.partial.is_none()
             && self.retry.is_empty()
+            && !self.tell_due
     }
 
     /// When only riding control frames wait (no data, nothing split, no
     /// message to send again, no other control frame): the earliest time
     /// one of them must leave.
     pub(super) fn riders_only(&self) -> Option<Instant> {
-        if !self.data.is_empty() || self.partial.is_some() || !self.retry.is_empty() {
+        if !self.data.is_empty()
+            || self.partial.is_some()
+            || !self.retry.is_empty()
+            || self.tell_due
+        {
             return None;
         }
         let mut earliest: Option<Instant> = None;
@@ -208,7 +220,8 @@ pub(super) async fn send_loop<T: Transport>(
     limits: Vec<Arc<Limiter>>,
 ) {
     let mut limits_now = transport.limits();
-    let mut caps = limits_now.borrow_and_update().clone();
+    let mut falls_back = stats.falls_back();
+    let mut caps = stats.sending(limits_now.borrow_and_update().clone());
     let mut pacer = Pacer::new(&caps);
     let mut capacity = message_payload(&caps);
     let mut dests: HashMap<Address, Dest> = HashMap::new();
@@ -216,10 +229,13 @@ pub(super) async fn send_loop<T: Transport>(
     let mut in_flight = futures::stream::FuturesUnordered::new();
     let mut reserve: Option<Reserve> = None;
     loop {
-        // The provider's limits, as the transport knows them now: the
-        // next message is cut and paced by them.
-        if limits_now.has_changed().unwrap_or(false) {
-            caps = limits_now.borrow_and_update().clone();
+        // The provider's limits, as the transport knows them now, in the
+        // alphabet the link sends (base64 once dense text was found
+        // mangled: [`fallback`]): the next message is cut and paced by
+        // them. Messages already cut for dense go as base64 recut smaller.
+        if limits_now.has_changed().unwrap_or(false) || stats.falls_back() != falls_back {
+            falls_back = stats.falls_back();
+            caps = stats.sending(limits_now.borrow_and_update().clone());
             pacer = Pacer::new(&caps);
             capacity = message_payload(&caps);
         }
@@ -243,11 +259,12 @@ pub(super) async fn send_loop<T: Transport>(
             let held_for_user = d.bulk_allowed(reserve, pacer.interval, now).err();
             let full = d.pending_bytes() >= capacity
                 || d.control.iter().any(|o| o.ride_until.is_none())
-                || !d.retry.is_empty();
+                || !d.retry.is_empty()
+                || d.tell_due;
             let linger_done = d.oldest.is_none_or(|t| t + pacer.linger <= now);
             let at = if let Some(free) = held_for_user.filter(|_| d.retry.is_empty()) {
                 let due = d.control.iter().filter_map(|o| o.ride_until).min();
-                if d.control.iter().any(|o| o.ride_until.is_none()) {
+                if d.tell_due || d.control.iter().any(|o| o.ride_until.is_none()) {
                     d.free_at
                 } else {
                     // Only bulk, or frames that ride: at the earlier of the
@@ -287,13 +304,34 @@ pub(super) async fn send_loop<T: Transport>(
                     }
                     continue;
                 }
+                // Spelled dense before the link fell back: the same bytes in
+                // base64 (too large for a message now, they were cut above).
+                Some((Message::Text(text), chunks))
+                    if caps.alphabet == Alphabet::Base64
+                        && Alphabet::of(&text) == Alphabet::Dense =>
+                {
+                    match Alphabet::decode(&text) {
+                        Ok(bytes) => (to_message(bytes, &caps), chunks, 0),
+                        Err(_) => (Message::Text(text), chunks, 0),
+                    }
+                }
                 Some((m, chunks)) => (m, chunks, 0),
                 None => {
-                    let (bytes, chunks) = pack_as(d, capacity, &mut next_frame_id, bulk);
+                    // Telling the peer its dense text arrives mangled takes
+                    // one byte, first in the message.
+                    let tell = crate::task::lock(&stats.dense).tells();
+                    let room = capacity.saturating_sub(usize::from(tell));
+                    let (mut bytes, chunks) = pack_as(d, room, &mut next_frame_id, bulk);
                     if d.last_bulk {
                         d.bulk_sent.push_back(now);
                     }
-                    (to_message(bytes, &caps), chunks, d.packed)
+                    d.tell_due = false;
+                    if tell {
+                        bytes.insert(HEADER_LEN, TAG_MANGLED);
+                        d.told_at = Some(now);
+                    }
+                    let spelled = spelling(&caps, !chunks.is_empty(), bytes.len());
+                    (to_message(bytes, &spelled), chunks, d.packed)
                 }
             };
             let raw = link_size(&message);
@@ -345,6 +383,15 @@ pub(super) async fn send_loop<T: Transport>(
                         }
                         Op::Introduce(to) => transport.introduce(&to),
                         Op::Reserve(r) => reserve = Some(r),
+                        // Only where it has sent before: a mangled message's
+                        // sender is not authenticated, and is no reason to
+                        // write to a stranger.
+                        Op::Tell(to) => {
+                            if let Some(d) = dests.get_mut(&to) {
+                                let now = Instant::now();
+                                d.tell_due |= d.told_at.is_none_or(|t| now.duration_since(t) >= TELL_GAP);
+                            }
+                        }
                     }
                 }
                 stats.busy.store(true, Ordering::Relaxed);
@@ -454,6 +501,28 @@ pub(super) fn sent(
             // Never sooner than the pace or a provider's wait allows.
             d.free_at = d.free_at.max(Instant::now() + Duration::from_millis(500));
         }
+    }
+}
+
+/// At most one message a destination this often only to say that its
+/// dense text arrives mangled (other messages say it too).
+pub(super) const TELL_GAP: Duration = Duration::from_secs(30);
+
+/// How a message of `bytes` packed for a channel of `caps` is spelled: in
+/// its alphabet, except that a dense link spells a message with no chunk
+/// in it (handshakes, offers, acknowledgements: small) in base64 when it
+/// fits. They cost little more so, and get through a platform that
+/// mangles dense text: the handshake is made, and the peer can say that
+/// our dense messages arrive mangled ([`fallback`]).
+pub(super) fn spelling(caps: &Capabilities, carries_data: bool, bytes: usize) -> Capabilities {
+    let base64 = Capabilities {
+        alphabet: Alphabet::Base64,
+        ..caps.clone()
+    };
+    if caps.alphabet == Alphabet::Dense && !carries_data && bytes <= base64.payload_bytes() {
+        base64
+    } else {
+        caps.clone()
     }
 }
 

@@ -1064,3 +1064,211 @@ async fn reserved_slots_carry_no_bulk_data_but_control_may_use_them() {
     );
     feeder.abort();
 }
+
+/// One side of a text channel between two parties that hands over what it
+/// carries decomposed to NFD, as a platform might: Hangul syllables become
+/// jamo, so dense text no longer spells anything, while base64 (ASCII)
+/// passes untouched (unless `mangles` is false: a faithful channel). It
+/// keeps the alphabet of every message it carried.
+struct Decomposes {
+    caps: Capabilities,
+    mangles: bool,
+    me: Address,
+    peer: mpsc::Sender<crate::transport::Received>,
+    inbox: Option<mpsc::Receiver<crate::transport::Received>>,
+    carried: Arc<Mutex<Vec<Alphabet>>>,
+}
+
+impl Transport for Decomposes {
+    fn capabilities(&self) -> &Capabilities {
+        &self.caps
+    }
+    fn describe(&self) -> String {
+        format!("decomposes:{}", self.me)
+    }
+    async fn send(&self, _: &Address, message: Message) -> Result<(), SendError> {
+        use unicode_normalization::UnicodeNormalization as _;
+        self.caps.admit(&message)?;
+        let Message::Text(text) = message else {
+            panic!("a text channel's message is text")
+        };
+        self.carried.lock().unwrap().push(Alphabet::of(&text));
+        let message = Message::Text(match self.mangles {
+            true => text.nfd().collect(),
+            false => text,
+        });
+        let from = Some(self.me.clone());
+        let _ = self
+            .peer
+            .send(crate::transport::Received { from, message })
+            .await;
+        Ok(())
+    }
+    fn incoming(&mut self) -> mpsc::Receiver<crate::transport::Received> {
+        self.inbox.take().unwrap_or_else(|| mpsc::channel(1).1)
+    }
+    fn health(&self) -> Arc<crate::transport::Health> {
+        Arc::default()
+    }
+}
+
+/// One party on a [`Decomposes`] channel: its link, what arrives, and the
+/// alphabets of what it sent.
+struct OnDecomposing {
+    link: LinkHandle,
+    inbound: mpsc::Receiver<Inbound>,
+    carried: Arc<Mutex<Vec<Alphabet>>>,
+}
+
+/// Two parties, "a" sending in `a` and "b" in `b`, on one channel that
+/// decomposes text to NFD if it `mangles`.
+fn pair(a: Alphabet, b: Alphabet, mangles: bool) -> (OnDecomposing, OnDecomposing) {
+    let (to_a, a_inbox) = mpsc::channel(256);
+    let (to_b, b_inbox) = mpsc::channel(256);
+    let party = |me: &str, alphabet, peer, inbox| {
+        let carried = Arc::new(Mutex::new(vec![]));
+        let transport = Decomposes {
+            caps: text_caps(4096, alphabet),
+            mangles,
+            me: me.into(),
+            peer,
+            inbox: Some(inbox),
+            carried: carried.clone(),
+        };
+        let (tx, inbound) = mpsc::channel(256);
+        let link = start(transport, "nfd", 0, tx, vec![], shared_reassembler());
+        OnDecomposing {
+            link,
+            inbound,
+            carried,
+        }
+    };
+    (party("a", a, to_b, a_inbox), party("b", b, to_a, b_inbox))
+}
+
+/// Frame `i` of the transfer the tests below make: 6 KB that look random
+/// (so their dense spelling uses Hangul syllables, which NFD splits).
+fn chunk_frame(i: u32) -> Vec<u8> {
+    let mut x = u64::from(i).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut frame = i.to_be_bytes().to_vec();
+    frame.extend((0..6000).map(|_| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x as u8
+    }));
+    frame
+}
+
+/// A transfer as the engine makes one, cut down to what the link sees: "a"
+/// says hello (a control frame), "b" answers, then "a" sends 30 chunks,
+/// each again 30 s after it last went until a control frame from "b"
+/// acknowledges it. Returns how long it took.
+async fn transfer_over(a: &mut OnDecomposing, b: &mut OnDecomposing) -> Duration {
+    let t0 = Instant::now();
+    let (to_a, to_b) = ("a".to_string(), "b".to_string());
+    a.link.send_control(&to_b, b"hello".to_vec(), None);
+    let within = Duration::from_secs(60);
+    let hello = tokio::time::timeout(within, b.inbound.recv()).await;
+    let hello = hello
+        .expect("a message with no chunk goes in base64")
+        .unwrap();
+    assert_eq!(hello.frame, b"hello");
+    b.link.send_control(&to_a, b"welcome".to_vec(), None);
+    let welcome = tokio::time::timeout(within, a.inbound.recv()).await;
+    assert_eq!(welcome.expect("the answer").unwrap().frame, b"welcome");
+    // Chunk, and when it last went.
+    let mut pending: BTreeMap<u32, Option<Instant>> = (0..30).map(|i| (i, None)).collect();
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    while !pending.is_empty() {
+        tokio::select! {
+            _ = tick.tick() => {
+                let now = Instant::now();
+                for (&i, sent) in pending.iter_mut() {
+                    if sent.is_some_and(|t| now - t < Duration::from_secs(30)) {
+                        continue;
+                    }
+                    let frame = chunk_frame(i);
+                    let Some(permit) = a.link.try_reserve(frame.len()) else { break };
+                    let chunk = ChunkFrame { frame, transfer: [7; 16], run: 1, index: i, held: vec![] };
+                    a.link.send_reserved(&to_b, chunk, Some(permit));
+                    *sent = Some(now);
+                }
+            }
+            Some(got) = b.inbound.recv() => {
+                let i = u32::from_be_bytes(got.frame[..4].try_into().unwrap());
+                assert_eq!(got.frame, chunk_frame(i), "chunk {i} arrived intact");
+                b.link.send_control(&to_a, got.frame[..4].to_vec(), None);
+            }
+            Some(ack) = a.inbound.recv() => {
+                pending.remove(&u32::from_be_bytes(ack.frame[..4].try_into().unwrap()));
+            }
+            () = tokio::time::sleep_until(t0 + Duration::from_secs(1800)) => {
+                panic!("{} chunks never arrived: {pending:?}", pending.len());
+            }
+        }
+    }
+    t0.elapsed()
+}
+
+/// Issue 29: on a platform that mangles dense text, a link set to dense
+/// falls back to base64 by itself and the transfer completes. Both sides
+/// set to dense: "b" sees "a"'s chunks arrive mangled, sends base64 and
+/// tells "a", which sends base64 from then on; each says so in its health.
+#[tokio::test(start_paused = true)]
+async fn a_link_whose_dense_text_arrives_mangled_falls_back_to_base64_and_the_transfer_completes() {
+    let (mut a, mut b) = pair(Alphabet::Dense, Alphabet::Dense, true);
+    let took = transfer_over(&mut a, &mut b).await;
+    for (party, note) in [
+        (&a, "base64: the peer got dense text mangled"),
+        (&b, "base64: dense text arrived mangled"),
+    ] {
+        assert_eq!(party.link.capabilities().alphabet, Alphabet::Base64);
+        assert_eq!(party.link.health().notes, vec![note.to_string()]);
+    }
+    let carried = a.carried.lock().unwrap().clone();
+    let dense = carried.iter().filter(|&&x| x == Alphabet::Dense).count();
+    assert!(
+        dense <= 6,
+        "{dense} dense messages of {} before the fallback",
+        carried.len()
+    );
+    assert_eq!(carried.last(), Some(&Alphabet::Base64));
+    assert!(took < Duration::from_secs(120), "{took:?}");
+}
+
+/// Issue 29: only the sending side set to dense, the other to base64 (as
+/// `alphabet=base64` forces): the base64 side tells the dense one, which
+/// falls back; the base64 side stays as it is and has nothing to say.
+#[tokio::test(start_paused = true)]
+async fn a_peer_that_sends_base64_tells_a_dense_sender_its_text_arrives_mangled() {
+    let (mut a, mut b) = pair(Alphabet::Dense, Alphabet::Base64, true);
+    transfer_over(&mut a, &mut b).await;
+    assert_eq!(a.link.capabilities().alphabet, Alphabet::Base64);
+    assert_eq!(
+        a.link.health().notes,
+        vec!["base64: the peer got dense text mangled".to_string()]
+    );
+    assert_eq!(b.link.capabilities().alphabet, Alphabet::Base64);
+    assert!(b.link.health().notes.is_empty());
+    let b_sent = b.carried.lock().unwrap().clone();
+    assert!(b_sent.iter().all(|&x| x == Alphabet::Base64), "{b_sent:?}");
+}
+
+/// Issue 29: on a platform that leaves dense text alone, a dense link
+/// stays dense: its chunks go dense, its small control messages base64.
+#[tokio::test(start_paused = true)]
+async fn a_dense_link_on_a_faithful_channel_stays_dense() {
+    let (mut a, mut b) = pair(Alphabet::Dense, Alphabet::Dense, false);
+    transfer_over(&mut a, &mut b).await;
+    for party in [&a, &b] {
+        assert_eq!(party.link.capabilities().alphabet, Alphabet::Dense);
+        assert!(party.link.health().notes.is_empty());
+    }
+    let carried = a.carried.lock().unwrap().clone();
+    assert_eq!(carried.first(), Some(&Alphabet::Base64), "the hello");
+    assert!(
+        carried[1..].iter().all(|&x| x == Alphabet::Dense),
+        "{carried:?}"
+    );
+}

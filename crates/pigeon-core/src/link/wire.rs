@@ -96,6 +96,8 @@ pub fn unpack(buf: &[u8], reassembler: &mut Reassembler) -> Result<Vec<Vec<u8>>,
     let mut frames = vec![];
     for record in records(buf)? {
         match record? {
+            // Read by the receive loop, first in the message.
+            Record::Mangled => {}
             Record::Whole(frame) => frames.push(frame.to_vec()),
             Record::Part {
                 key: Key::Id(id),
@@ -147,6 +149,8 @@ pub(super) fn recut(
     let mut cur = fresh();
     for record in records(msg)? {
         let (key, total, mut offset, mut bytes) = match record? {
+            // Said again in the next message packed: not worth a place here.
+            Record::Mangled => continue,
             Record::Whole(frame) => {
                 let need = 1 + varint_len(frame.len() as u64) + frame.len();
                 if need <= capacity {
@@ -195,6 +199,9 @@ pub(super) fn recut(
 
 /// One record of a message, as it was read.
 enum Record<'a> {
+    /// Dense text arrives mangled where the message comes from
+    /// ([`TAG_MANGLED`]).
+    Mangled,
     Whole(&'a [u8]),
     /// A fragment (`Key::Id`) or a chunk's piece (`Key::Piece`): `bytes`
     /// of a frame of `total` bytes, from `offset`.
@@ -229,6 +236,7 @@ fn read_record<'a>(buf: &'a [u8], pos: &mut usize) -> Result<Record<'a>, Malform
     let tag = buf[*pos];
     *pos += 1;
     let key = match tag {
+        TAG_MANGLED => return Ok(Record::Mangled),
         TAG_WHOLE => {
             let len = get_varint(buf, pos)? as usize;
             return Ok(Record::Whole(take(buf, pos, len)?));
