@@ -380,6 +380,19 @@ impl Node {
         self.seal_and_queue(peer, control, true)
     }
 
+    /// `control` sealed in the session `slot`, as a frame.
+    pub(crate) fn seal(&self, slot: &SessionSlot, control: &Control) -> Result<Vec<u8>> {
+        let body = control.encode()?;
+        let (nonce, body) = lock(&slot.session).seal(&body)?;
+        Frame::Sealed {
+            session: slot.id,
+            from: self.my_id.0,
+            nonce,
+            body,
+        }
+        .encode()
+    }
+
     fn seal_and_queue(&self, peer: &Peer, control: &Control, ride: bool) -> bool {
         let Some(slot) = peer.session.borrow().clone() else {
             return false;
@@ -397,17 +410,7 @@ impl Node {
             }
             _ => None,
         };
-        let sealed = control.encode().and_then(|body| {
-            let (nonce, body) = lock(&slot.session).seal(&body)?;
-            Frame::Sealed {
-                session: slot.id,
-                from: self.my_id.0,
-                nonce,
-                body,
-            }
-            .encode()
-        });
-        match sealed {
+        match self.seal(&slot, control) {
             Ok(frame) => match self.control_link(peer, slot.link) {
                 Some((_, link, to)) => {
                     if ride {

@@ -25,7 +25,7 @@ use tokio::time::Instant;
 
 use super::{lock, Node, Peer};
 use crate::bwlimit::{BwLimit, Rate};
-use crate::protocol::{Control, Frame};
+use crate::protocol::Control;
 use crate::transport::TransportUri;
 
 /// What a client asks of downloads: its `--bwlimit`'s DOWN part over all
@@ -92,17 +92,7 @@ fn send_on(node: &Node, peer: &Peer, link: usize, control: &Control) -> bool {
     let Some(to) = node.address(peer, link) else {
         return false;
     };
-    let sealed = control.encode().and_then(|body| {
-        let (nonce, body) = lock(&slot.session).seal(&body)?;
-        Frame::Sealed {
-            session: slot.id,
-            from: node.my_id.0,
-            nonce,
-            body,
-        }
-        .encode()
-    });
-    match sealed {
+    match node.seal(&slot, control) {
         Ok(frame) => {
             handle.send_control(&to, frame, None);
             true
