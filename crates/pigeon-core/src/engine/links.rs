@@ -88,7 +88,10 @@ impl Node {
                 (
                     link.doubted(to),
                     !link.clean(to),
-                    link.last_failed(to),
+                    // Among links whose last send failed: the one that
+                    // failed longest ago (a failure long past says nothing
+                    // of a link that works now: its `clean` says so).
+                    link.last_failed(to).filter(|_| !link.clean(to)),
                     link.rtt(to).unwrap_or(Duration::MAX),
                     usize::from(*i != preferred),
                 )

@@ -421,13 +421,9 @@ impl Node {
                     true
                 }
                 None => {
-                    self.log(
-                        LogLevel::Warn,
-                        format!(
-                            "no link reaches {} yet: an answer waits for its next message",
-                            peer.name
-                        ),
-                    );
+                    // Asked again by its caller: said at debug level, or a
+                    // retry every 200 ms would fill the log.
+                    tracing::debug!(peer = %peer.name, "no link reaches the peer yet: a control frame waits");
                     false
                 }
             },

@@ -130,20 +130,30 @@ mod tests {
     fn a_cap_applies_to_destinations_known_and_new() {
         let t = Instant::now();
         let mut j = Judges::default();
+        // Fail at every probe: the backoff grows towards its ceiling.
+        let fail_until_long = |j: &mut Judges, to: &Address| {
+            let mut at = t;
+            for _ in 0..8 {
+                j.of(to).breaker.send_failed(at, true, 0.0);
+                at = j.of(to).breaker.reopens_at().expect("open");
+            }
+            at
+        };
         let a = "a".to_string();
-        for _ in 0..20 {
-            j.of(&a).breaker.send_failed(t, true, 0.0);
-        }
+        let at = fail_until_long(&mut j, &a);
+        j.of(&a).breaker.send_failed(at, true, 0.0);
+        assert!(
+            !j.of(&a).breaker.allows_data(at + Duration::from_secs(30)),
+            "uncapped, it stays open long"
+        );
         j.cap_backoff(Duration::from_secs(2));
         let b = "b".to_string();
-        for _ in 0..20 {
-            j.of(&b).breaker.send_failed(t, true, 0.0);
-        }
-        for to in [&a, &b] {
-            j.of(to).breaker.send_failed(t, true, 0.0);
+        let bt = fail_until_long(&mut j, &b);
+        for (to, when) in [(&a, at + Duration::from_secs(120)), (&b, bt)] {
+            j.of(to).breaker.send_failed(when, true, 0.0);
             assert!(
-                j.of(to).breaker.allows_data(t + Duration::from_secs(4)),
-                "{to}: open at most twice the cap with jitter"
+                j.of(to).breaker.allows_data(when + Duration::from_secs(3)),
+                "{to}: open at most the cap with jitter"
             );
         }
     }

@@ -143,6 +143,19 @@ impl Dest {
             && !self.tell_due
     }
 
+    /// Whether a message without bulk data would carry the first control
+    /// frame: it fits whole, or no bulk frame is being split (a second
+    /// frame cannot start in pieces beside it). Else a slot kept free of
+    /// bulk would go out empty.
+    pub(super) fn control_goes_beside_bulk(&self, capacity: usize) -> bool {
+        let bulk_split = self.partial.as_ref().is_some_and(|p| p.bulk);
+        let fits = self.control.front().is_some_and(|o| {
+            o.piece.as_ref().is_none_or(|(_, held)| held.is_empty())
+                && o.frame.len() + WHOLE_RECORD_OVERHEAD <= capacity
+        });
+        !bulk_split || fits
+    }
+
     /// When only riding control frames wait (no data, nothing split, no
     /// message to send again, no other control frame): the earliest time
     /// one of them must leave.
@@ -264,7 +277,10 @@ pub(super) async fn send_loop<T: Transport>(
             let linger_done = d.oldest.is_none_or(|t| t + pacer.linger <= now);
             let at = if let Some(free) = held_for_user.filter(|_| d.retry.is_empty()) {
                 let due = d.control.iter().filter_map(|o| o.ride_until).min();
-                if d.tell_due || d.control.iter().any(|o| o.ride_until.is_none()) {
+                if d.tell_due
+                    || (d.control.iter().any(|o| o.ride_until.is_none())
+                        && d.control_goes_beside_bulk(capacity))
+                {
                     d.free_at
                 } else {
                     // Only bulk, or frames that ride: at the earlier of the
@@ -322,7 +338,7 @@ pub(super) async fn send_loop<T: Transport>(
                     let tell = crate::task::lock(&stats.dense).tells();
                     let room = capacity.saturating_sub(usize::from(tell));
                     let (mut bytes, chunks) = pack_as(d, room, &mut next_frame_id, bulk);
-                    if d.last_bulk {
+                    if d.last_bulk && reserve.is_some() {
                         d.bulk_sent.push_back(now);
                     }
                     d.tell_due = false;

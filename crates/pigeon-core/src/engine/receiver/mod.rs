@@ -79,6 +79,8 @@ pub(crate) struct Receiver {
     arrived_on: usize,
     /// Offers this task answered: another one means the answer was lost.
     offers_answered: u32,
+    /// The last fetch went out (there was a session to seal it in).
+    fetch_went: bool,
     /// Pieces of a chunk that stopped coming for this long were lost: say
     /// what is held, for the sender to send the rest.
     stall: Duration,
@@ -138,6 +140,7 @@ impl Receiver {
         let mut r = Receiver {
             arrived_on: 0,
             offers_answered: 0,
+            fetch_went: false,
             stall,
             pieces_said: None,
             node,
@@ -234,8 +237,11 @@ impl Receiver {
             if self.intake.fetch_due(now) {
                 // Asked and not answered: the link our asks go on may
                 // swallow them (or the answers' way back): after a few,
-                // asks go on another.
-                self.node.answer_lost(&self.peer);
+                // asks go on another. Not a fetch that never went (no
+                // session yet).
+                if self.fetch_went {
+                    self.node.answer_lost(&self.peer);
+                }
                 self.send_fetch();
             }
             if let Err(e) = self.ack_timer(now).await {
@@ -333,6 +339,7 @@ impl Receiver {
                 asked.tell(&self.node, &self.peer);
             }
         }
+        self.fetch_went = sent;
         self.intake.fetched(sent, Instant::now(), self.rto.get());
     }
 

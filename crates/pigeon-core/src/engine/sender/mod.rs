@@ -39,6 +39,13 @@ use crate::protocol::{AckState, ChunkBody, Control, Gzip};
 use crate::store::{now_unix, SourceStamp, TransferRecord};
 use crate::view::{FaultCounters, LogLevel, TransferStatus};
 use dialogue::{Answer, Dialogue, Due, Phase};
+
+/// The largest frame that goes as a small transfer's, ahead of bulk data
+/// and without room reserved behind it: a file that fits one text message
+/// or a few lines of a document one, not a 1 MiB chunk on a document
+/// channel (that would take the slots `reserve=` keeps free, and the
+/// link's data budget would not see it).
+const SMALL_FRAME: usize = 16 * 1024;
 use window::{AckScope, Window};
 
 /// How a transfer task ended.
@@ -342,9 +349,9 @@ impl Sender {
             // A small transfer's one chunk, that one message carries: in
             // the next message of the link that sends it soonest, ahead of
             // bulk data and without waiting for room behind it.
-            if let Some(len) =
-                ready_len.filter(|_| self.rec.chunks_total == 1 && !quiet && paced_until.is_none())
-            {
+            if let Some(len) = ready_len.filter(|&len| {
+                self.rec.chunks_total == 1 && len <= SMALL_FRAME && !quiet && paced_until.is_none()
+            }) {
                 if let Some(link) = self.node.small_link(&self.peer, len, avoid) {
                     self.send_ready(link, None);
                     self.charge_rate(link, len);
