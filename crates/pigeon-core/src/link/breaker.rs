@@ -191,11 +191,17 @@ impl Breaker {
         }
     }
 
+    /// Whether a chunk sent at `sent_at` left before the circuit last
+    /// opened: news of it (acknowledged, or timed out) is old news.
+    pub fn before_opening(&self, sent_at: Instant) -> bool {
+        self.opened_at.is_some_and(|opened| sent_at < opened)
+    }
+
     /// A chunk sent on the link at `sent_at` was acknowledged. One sent
     /// before the circuit last opened says nothing of the link now (its
     /// acknowledgement was merely late): it changes nothing.
     pub fn delivered(&mut self, sent_at: Instant) {
-        if self.opened_at.is_some_and(|opened| sent_at < opened) {
+        if self.before_opening(sent_at) {
             return;
         }
         self.losses = 0;
@@ -398,6 +404,17 @@ mod tests {
         assert_eq!(b.state(t + 20 * S), State::Closed);
         b.took_data(t + 20 * S);
         assert!(b.allows_data(t + 20 * S), "closed: data flows");
+    }
+
+    /// A timeout of a chunk sent before the circuit opened is old news too.
+    #[test]
+    fn a_chunk_sent_before_it_opened_is_old_news() {
+        let t = Instant::now();
+        let mut b = Breaker::new();
+        for _ in 0..LOSSES_TO_OPEN {
+            b.lost(t + S, 0.0);
+        }
+        assert!(b.before_opening(t) && !b.before_opening(t + S));
     }
 
     /// Issue 28 item 4: an acknowledgement of a chunk sent before the

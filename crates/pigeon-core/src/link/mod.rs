@@ -632,12 +632,17 @@ impl LinkHandle {
             .judge(to, |j| j.breaker.took_data(Instant::now()));
     }
 
-    /// A chunk sent on this link to `to` timed out or was found missing.
-    pub fn lost(&self, to: &Address) {
+    /// A chunk sent on this link to `to` at `sent_at` timed out or was
+    /// found missing. One sent before the circuit to `to` last opened is
+    /// old news: it does not open it again while it is probed.
+    pub fn lost(&self, to: &Address, sent_at: Instant) {
         self.stats.lost.fetch_add(1, Ordering::Relaxed);
         let jitter = rand::random();
-        self.stats
-            .judge(to, |j| j.breaker.lost(Instant::now(), jitter));
+        self.stats.judge(to, |j| {
+            if !j.breaker.before_opening(sent_at) {
+                j.breaker.lost(Instant::now(), jitter);
+            }
+        });
     }
 
     /// The round trip measured to `to`, if any.

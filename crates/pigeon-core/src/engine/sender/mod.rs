@@ -34,7 +34,6 @@ mod window;
 use super::{Node, Peer, ProgressEvent, ProgressSink, Rto, TaskInput};
 use crate::crypto::{ChunkCipher, TransferSecret};
 use crate::error::{CoreError, Result};
-use crate::link::LinkHandle;
 use crate::protocol::{AckState, ChunkBody, Control, Gzip};
 use crate::store::{now_unix, SourceStamp, TransferRecord};
 use crate::view::{FaultCounters, LogLevel, TransferStatus};
@@ -647,8 +646,8 @@ impl Sender {
             self.node
                 .judge(&self.peer, link, |l, to| l.delivered(to, sent_at));
         }
-        for &link in &got.lost {
-            self.charge_lost(link);
+        for &(link, sent_at) in &got.lost {
+            self.charge_lost(link, sent_at);
         }
         for i in got.gaps {
             tracing::debug!(transfer = %self.rec.id.short(), chunk = i, "gap: resending");
@@ -740,9 +739,10 @@ impl Sender {
 
     /// A chunk sent on `link` was lost there: the link is charged (per
     /// peer: its breaker and its loss count) and the transfer counts it.
-    fn charge_lost(&mut self, link: usize) {
+    fn charge_lost(&mut self, link: usize, sent_at: Instant) {
         self.rec.faults.lost += 1;
-        self.node.judge(&self.peer, link, LinkHandle::lost);
+        self.node
+            .judge(&self.peer, link, |l, to| l.lost(to, sent_at));
     }
 
     fn expire_timers(&mut self, now: Instant) {
@@ -771,9 +771,11 @@ impl Sender {
             let flowing = self
                 .last_ack
                 .is_some_and(|at| now.saturating_duration_since(at) < rto * 2);
-            let again = self.win.inflight.get(&i).is_some_and(|f| f.retries > 0);
+            let flight = self.win.inflight.get(&i);
+            let again = flight.is_some_and(|f| f.retries > 0);
+            let sent_at = flight.map_or(now, |f| f.sent_at);
             if flowing || again {
-                self.charge_lost(link);
+                self.charge_lost(link, sent_at);
             }
         }
     }

@@ -60,9 +60,9 @@ pub(crate) struct Acked {
     pub gaps: Vec<u32>,
     /// For each chunk acknowledged whose copies all went on one link, that
     /// link (it carried it) and when its copy left; for each gap, the link
-    /// its copy was lost on.
+    /// its copy was lost on, and when it left.
     pub delivered: Vec<(usize, Instant)>,
-    pub lost: Vec<usize>,
+    pub lost: Vec<(usize, Instant)>,
 }
 
 pub(crate) struct Window {
@@ -203,7 +203,7 @@ impl Window {
         // reordering allowance (a channel that delays some messages must
         // not cost a resend each).
         let patience: Vec<Duration> = (0..self.rtos.len()).map(|l| self.patience(l)).collect();
-        let mut gaps: Vec<(u32, usize)> = self
+        let mut gaps: Vec<(u32, usize, Instant)> = self
             .inflight
             .iter()
             .filter(|(_, f)| {
@@ -211,16 +211,16 @@ impl Window {
                     && f.seq + 3 <= max_seq[f.link]
                     && now.duration_since(f.sent_at) > f.transmit + patience[f.link]
             })
-            .map(|(&i, f)| (i, f.link))
+            .map(|(&i, f)| (i, f.link, f.sent_at))
             .collect();
         gaps.sort_unstable();
-        for &(i, _) in &gaps {
+        for &(i, ..) in &gaps {
             self.queue_resend(i);
         }
         Acked {
             newly,
-            lost: gaps.iter().map(|&(_, l)| l).collect(),
-            gaps: gaps.into_iter().map(|(i, _)| i).collect(),
+            lost: gaps.iter().map(|&(_, l, at)| (l, at)).collect(),
+            gaps: gaps.into_iter().map(|(i, ..)| i).collect(),
             delivered,
         }
     }
@@ -616,7 +616,7 @@ mod tests {
             t0 + Duration::from_secs(3),
         );
         assert_eq!(got.gaps, vec![0]);
-        assert_eq!(got.lost, vec![1]);
+        assert_eq!(got.lost, vec![(1, t0)]);
     }
 
     #[test]
