@@ -73,10 +73,34 @@ fn play_all(
 }
 
 /// The failures among `results`, each with its scenario.
+///
+/// A seed that only missed its time bound is played once more, alone: the
+/// simulator still runs over the real disk and sled (issue 27), so on a
+/// loaded machine a flush that takes long in real time can let the paused
+/// clock jump to a timer, and a transfer end late that ends in time alone
+/// (seed 1000227: 201 s once in CI, 60–66 s in six runs alone). It counts
+/// if it misses again; it is said either way. Every other invariant
+/// counts the first time.
 fn failures(results: &[(Scenario, Result<Outcome, Failure>)]) -> Vec<String> {
     results
         .iter()
-        .filter_map(|(s, r)| r.as_ref().err().map(|f| format!("{f}\n  {s:?}")))
+        .filter_map(|(s, r)| {
+            let f = r.as_ref().err()?;
+            let timing = f.what.starts_with("finished ") || f.what.starts_with("not complete");
+            if timing {
+                if let Ok(out) = run(s) {
+                    eprintln!(
+                        "seed {}: {} beside other seeds; alone it ended {} s after the calm (bound {} s)",
+                        s.seed,
+                        f.what,
+                        out.after_calm.as_secs(),
+                        out.calm_bound.as_secs()
+                    );
+                    return None;
+                }
+            }
+            Some(format!("{f}\n  {s:?}"))
+        })
         .collect()
 }
 
