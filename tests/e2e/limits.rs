@@ -32,18 +32,7 @@ struct Carried {
     frames: Vec<String>,
 }
 
-fn varint(b: &[u8], pos: &mut usize) -> u64 {
-    let mut v = 0u64;
-    for shift in (0..64).step_by(7) {
-        let x = b[*pos];
-        *pos += 1;
-        v |= u64::from(x & 0x7f) << shift;
-        if x & 0x80 == 0 {
-            return v;
-        }
-    }
-    panic!("bad varint");
-}
+use crate::common::read_varint as varint;
 
 /// A frame in parts: (fragment id, MAX, MAX), or a piece's (transfer tag,
 /// run, index).

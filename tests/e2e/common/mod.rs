@@ -959,6 +959,21 @@ pub fn untext(text: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
+/// A LEB128 varint of a link message at `pos`, which moves past it (the
+/// link's records: `crates/pigeon-core/src/link/wire.rs`).
+pub fn read_varint(b: &[u8], pos: &mut usize) -> u64 {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let x = b[*pos];
+        *pos += 1;
+        v |= u64::from(x & 0x7f) << shift;
+        if x & 0x80 == 0 {
+            return v;
+        }
+    }
+    panic!("bad varint");
+}
+
 /// Issue 29: a text link set to `alphabet=dense` spells every message
 /// that carries a chunk (whole, or a piece of one) in the dense alphabet;
 /// one that carries none (a handshake, an acknowledgement: small) may go
@@ -967,18 +982,7 @@ pub fn untext(text: &[u8]) -> Option<Vec<u8>> {
 pub fn assert_chunks_go_dense(who: &str, bodies: &[Vec<u8>]) -> usize {
     use pigeon_core::alphabet::Alphabet;
     use pigeon_core::protocol::Frame;
-    fn varint(b: &[u8], pos: &mut usize) -> usize {
-        let mut v = 0usize;
-        for shift in (0..64).step_by(7) {
-            let byte = b[*pos];
-            *pos += 1;
-            v |= usize::from(byte & 0x7f) << shift;
-            if byte & 0x80 == 0 {
-                break;
-            }
-        }
-        v
-    }
+    let varint = |b: &[u8], pos: &mut usize| read_varint(b, pos) as usize;
     let mut dense = 0;
     for (i, body) in bodies.iter().enumerate() {
         let text = std::str::from_utf8(body)
