@@ -166,10 +166,7 @@ impl Node {
         }
         let (index, link, _) = self.control_link(peer, 0)?;
         let caps = &link.capabilities();
-        let interval = caps
-            .messages_per_minute
-            .map(|m| Duration::from_secs_f64(60.0 / f64::from(m.max(1))));
-        interval
+        caps.interval()
             .is_some_and(|i| i >= early::EARLY_MIN_INTERVAL)
             .then(|| {
                 (
@@ -226,10 +223,7 @@ impl Node {
                 // answers whoever writes): the session's link, where it did.
                 usable = vec![self.session_link(peer).min(self.links.len() - 1)];
             }
-            let avoided = |i: usize| i < 64 && avoid & (1 << i) != 0;
-            if usable.iter().any(|&i| !avoided(i)) {
-                usable.retain(|&i| !avoided(i));
-            }
+            usable = unless_avoided(usable, avoid);
             let times: Vec<Duration> = usable
                 .iter()
                 .map(|&i| self.links[i].time_to_finish(bytes))
@@ -297,13 +291,11 @@ impl Node {
         let usable: Vec<usize> = (0..self.links.len())
             .filter(|&i| self.usable(peer, i))
             .collect();
-        let avoided = |i: usize| i < 64 && avoid & (1 << i) != 0;
-        let fresh: Vec<usize> = usable.iter().copied().filter(|&i| !avoided(i)).collect();
         // Among the links it may go on (a link it was lost on twice is
         // left if another would do, even one that carries it in pieces:
         // then it goes the usual way).
-        let pool = if fresh.is_empty() { usable } else { fresh };
-        pool.into_iter()
+        unless_avoided(usable, avoid)
+            .into_iter()
             .filter(|&i| {
                 message_payload(&self.links[i].capabilities())
                     >= bytes + link::WHOLE_RECORD_OVERHEAD
@@ -375,6 +367,16 @@ pub(crate) fn open_links_named(
         only.cap_backoff(ONLY_LINK_BACKOFF);
     }
     Ok(links)
+}
+
+/// `links` without those `avoid` names (one bit each), unless that would
+/// leave none.
+fn unless_avoided(links: Vec<usize>, avoid: u64) -> Vec<usize> {
+    let avoided = |i: usize| i < 64 && avoid & (1 << i) != 0;
+    if links.iter().all(|&i| avoided(i)) {
+        return links;
+    }
+    links.into_iter().filter(|&i| !avoided(i)).collect()
 }
 
 /// Which links may take a frame that each takes `times` to send (at

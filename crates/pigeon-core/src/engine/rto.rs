@@ -19,9 +19,7 @@ impl Rto {
     /// already `measured` to the peer there (the handshake's), if any.
     pub fn for_link(link: &LinkHandle, measured: Option<Duration>) -> Rto {
         let caps = &link.capabilities();
-        let interval = caps.messages_per_minute.map_or(Duration::ZERO, |m| {
-            Duration::from_secs_f64(60.0 / f64::from(m.max(1)))
-        });
+        let interval = caps.interval().unwrap_or(Duration::ZERO);
         // A channel with a byte ceiling sends a full message only so often.
         let message_time = caps.bytes_per_minute.map_or(Duration::ZERO, |b| {
             Duration::from_secs_f64(

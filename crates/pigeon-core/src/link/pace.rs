@@ -189,9 +189,7 @@ pub(super) struct Pacer {
 
 impl Pacer {
     pub(super) fn new(caps: &Capabilities) -> Pacer {
-        let interval = caps
-            .messages_per_minute
-            .map(|m| Duration::from_secs_f64(60.0 / f64::from(m.max(1))));
+        let interval = caps.interval();
         let bytes_per_sec = caps.bytes_per_minute.map(|b| b as f64 / 60.0);
         // Wait a little for a message to fill only when messages are
         // scarce: a quarter of the interval, but long enough for a sender

@@ -240,6 +240,13 @@ impl Capabilities {
         Ok(())
     }
 
+    /// The time between two messages at the channel's pace (None: no
+    /// message pace).
+    pub fn interval(&self) -> Option<std::time::Duration> {
+        self.messages_per_minute
+            .map(|m| std::time::Duration::from_secs_f64(60.0 / f64::from(m.max(1))))
+    }
+
     /// Raw bytes one message can carry (base64 costs 4 characters per 3
     /// bytes, the dense alphabet 8 per 15).
     pub fn payload_bytes(&self) -> usize {
