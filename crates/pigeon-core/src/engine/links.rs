@@ -272,7 +272,7 @@ impl Node {
     ) {
         match self.address(peer, link) {
             Some(to) => {
-                self.links[link].took_data(&to);
+                self.links[link].took_data(&to, chunk.frame.len());
                 self.links[link].send_reserved(&to, chunk, permit);
             }
             None => {

@@ -133,6 +133,9 @@ pub(crate) async fn route<H: Hooks>(
                         // Only a frame that opened (not a replay) says where
                         // the peer is now.
                         peer.learn(link, sender.as_ref());
+                        if let Some(from) = &sender {
+                            node.links[link].vouch(from);
+                        }
                         // Proof that the peer holds this session: make it the
                         // one replies go out in.
                         let newer = peer

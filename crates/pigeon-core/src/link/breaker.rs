@@ -6,8 +6,9 @@
 //! that swallows everything). Either opens the circuit: no data goes on
 //! the link until a backoff (1 s, doubling to 60 s, with jitter) has
 //! passed; then it is half-open, and what goes on it is a probe: one
-//! chunk, not data at full pace (until [`PROBE_WAIT`] has passed without
-//! word of it; then another). The probe's fate closes it again or opens
+//! chunk, not data at full pace (until the probe's wait, at least
+//! [`PROBE_WAIT`] and as long as the link takes to carry it and be
+//! answered, has passed without word of it; then another). The probe's fate closes it again or opens
 //! it for longer; an acknowledgement of a chunk sent before the circuit
 //! opened is no word of the probe, and changes nothing. Nothing takes a
 //! link out for good: a user may fix what was wrong at any time.
@@ -23,8 +24,10 @@ use tokio::time::Instant;
 pub const FAILURES_TO_OPEN: u32 = 3;
 /// Consecutive chunks lost (none acknowledged in between) that open it.
 pub const LOSSES_TO_OPEN: u32 = 6;
-/// How long a half-open circuit waits for word of its probe before it
+/// The least a half-open circuit waits for word of its probe before it
 /// admits another (a probe whose acknowledgement is lost says nothing).
+/// A slow channel waits longer: as long as the probe takes to send and
+/// be answered ([`Breaker::took_data`]).
 pub const PROBE_WAIT: Duration = Duration::from_secs(15);
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
@@ -63,7 +66,7 @@ pub struct Breaker {
     max_backoff: Duration,
     /// When it last opened: a chunk sent before says nothing of now.
     opened_at: Option<Instant>,
-    /// When a probe was let through while half-open.
+    /// Until when the probe let through while half-open is waited for.
     probe: Option<Instant>,
     /// When a send last failed.
     last_failed: Option<Instant>,
@@ -113,22 +116,22 @@ impl Breaker {
     }
 
     /// Whether data may be handed to the link at `now`: closed, or
-    /// half-open with no probe out (or none heard of in [`PROBE_WAIT`]).
+    /// half-open with no probe out (or none heard of in its wait).
     pub fn allows_data(&mut self, now: Instant) -> bool {
         match self.state(now) {
             State::Closed => true,
             State::Open { .. } => false,
-            State::HalfOpen { .. } => self
-                .probe
-                .is_none_or(|at| now.saturating_duration_since(at) >= PROBE_WAIT),
+            State::HalfOpen { .. } => self.probe.is_none_or(|until| now >= until),
         }
     }
 
     /// Data was handed to the link at `now`: while half-open, that is the
-    /// probe, and no more goes until its fate is known.
-    pub fn took_data(&mut self, now: Instant) {
+    /// probe, and no more goes until its fate is known or `wait` (at
+    /// least [`PROBE_WAIT`]: the time the link takes to send it and hear
+    /// back) has passed.
+    pub fn took_data(&mut self, now: Instant, wait: Duration) {
         if matches!(self.state(now), State::HalfOpen { .. }) {
-            self.probe = Some(now);
+            self.probe = Some(now + wait.max(PROBE_WAIT));
         }
     }
 
@@ -395,15 +398,33 @@ mod tests {
             b.lost(t, 0.0);
         }
         assert!(b.allows_data(t + S), "half-open: a probe may go");
-        b.took_data(t + S);
+        b.took_data(t + S, Duration::from_secs(2));
         assert!(!b.allows_data(t + S), "the probe is out: nothing more");
         assert!(!b.allows_data(t + S + PROBE_WAIT - S));
         assert!(b.allows_data(t + S + PROBE_WAIT), "no word of it: another");
-        b.took_data(t + S + PROBE_WAIT);
+        b.took_data(t + S + PROBE_WAIT, Duration::ZERO);
         b.delivered(t + S + PROBE_WAIT);
         assert_eq!(b.state(t + 20 * S), State::Closed);
-        b.took_data(t + 20 * S);
+        b.took_data(t + 20 * S, Duration::ZERO);
         assert!(b.allows_data(t + 20 * S), "closed: data flows");
+    }
+
+    /// On a channel slower than [`PROBE_WAIT`] (a chunk in twenty messages
+    /// of one every six seconds) a probe is waited for as long as it takes
+    /// to carry and answer: a second one sooner would go before the first
+    /// could be heard of, and so on, a probe a timeout at full pace.
+    #[test]
+    fn a_probe_on_a_slow_channel_is_waited_for_as_long_as_it_takes() {
+        let t = Instant::now();
+        let mut b = Breaker::new();
+        for _ in 0..LOSSES_TO_OPEN {
+            b.lost(t, 0.0);
+        }
+        let takes = Duration::from_secs(150);
+        b.took_data(t + S, takes);
+        assert!(!b.allows_data(t + S + PROBE_WAIT), "still on its way");
+        assert!(!b.allows_data(t + S + takes - S));
+        assert!(b.allows_data(t + S + takes), "no word of it: another");
     }
 
     /// A timeout of a chunk sent before the circuit opened is old news too.

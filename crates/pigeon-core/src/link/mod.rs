@@ -217,7 +217,14 @@ pub struct LinkStats {
     recent: Mutex<Recent>,
     /// Whether dense text survives the channel ([`DenseWatch`]).
     dense: Mutex<DenseWatch>,
+    /// Addresses an authenticated frame came from, newest last: only
+    /// their messages judge the alphabet (anyone can write mangled-looking
+    /// text into a chat, or a record saying ours arrives mangled).
+    vouched: Mutex<VecDeque<Address>>,
 }
+
+/// Most addresses a link remembers as vouched for (a peer or two each).
+const MAX_VOUCHED: usize = 64;
 
 #[derive(Default)]
 struct Recent {
@@ -228,6 +235,14 @@ struct Recent {
 }
 
 impl LinkStats {
+    /// Whether a message from `from` may judge the alphabet: it came from
+    /// an address a peer's authenticated frames came from, or from no
+    /// address in particular (a spool's inbox, which only this machine's
+    /// users can write).
+    fn may_judge(&self, from: Option<&Address>) -> bool {
+        from.is_none_or(|from| crate::task::lock(&self.vouched).contains(from))
+    }
+
     fn record_send(&self, to: &Address, bytes: usize, started: Instant) {
         let now = Instant::now();
         self.judge(to, |j| j.breaker.sent(now));
@@ -477,6 +492,22 @@ impl LinkHandle {
         mine
     }
 
+    /// An authenticated frame came from `from` on this link: what arrives
+    /// from there may judge the channel's alphabet ([`fallback`]).
+    pub fn vouch(&self, from: &Address) {
+        let mut vouched = crate::task::lock(&self.stats.vouched);
+        if let Some(at) = vouched.iter().position(|a| a == from) {
+            if at + 1 == vouched.len() {
+                return;
+            }
+            vouched.remove(at);
+        }
+        vouched.push_back(from.clone());
+        if vouched.len() > MAX_VOUCHED {
+            vouched.pop_front();
+        }
+    }
+
     /// A trusted peer is configured at `to` on this link (peers.toml):
     /// messages to it may go before it has written.
     pub fn introduce(&self, to: &Address) {
@@ -627,9 +658,16 @@ impl LinkHandle {
 
     /// A data frame for `to` was handed to the link: while its circuit
     /// there is half-open, that is the probe ([`breaker::Breaker::took_data`]).
-    pub fn took_data(&self, to: &Address) {
+    ///
+    /// A probe of `bytes` is waited for as long as the link takes to send
+    /// it behind what it holds, and a round trip twice over.
+    pub fn took_data(&self, to: &Address, bytes: usize) {
+        let rtt = self
+            .rtt(to)
+            .unwrap_or_else(|| self.capabilities().interval().unwrap_or_default() * 2);
+        let wait = self.time_to_finish(bytes) + rtt * 2;
         self.stats
-            .judge(to, |j| j.breaker.took_data(Instant::now()));
+            .judge(to, |j| j.breaker.took_data(Instant::now(), wait));
     }
 
     /// A chunk sent on this link to `to` at `sent_at` timed out or was
@@ -819,7 +857,8 @@ async fn receive_loop(
             (told, unpack_owned(bytes, &mut crate::task::lock(&pieces)))
         });
         let whole = matches!(unpacked, Some((_, Ok(_))));
-        if let Some(alphabet) = spelled {
+        let judges = stats.may_judge(from.as_ref());
+        if let Some(alphabet) = spelled.filter(|_| judges) {
             let mut watch = crate::task::lock(&stats.dense);
             if watch.arrived(alphabet, whole, Instant::now()) {
                 judged_mangled(&about, fallback::Why::Mangled);
@@ -832,7 +871,7 @@ async fn receive_loop(
         }
         let frames = match unpacked {
             Some((told, Ok(frames))) => {
-                if told && crate::task::lock(&stats.dense).told() {
+                if told && judges && crate::task::lock(&stats.dense).told() {
                     judged_mangled(&about, fallback::Why::Told);
                 }
                 frames

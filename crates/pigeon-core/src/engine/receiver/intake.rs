@@ -124,12 +124,11 @@ impl Intake {
     }
 
     /// Chunk `index` arrived (not yet opened).
-    pub fn arrive(&mut self, index: u32, now: Instant) -> Arrival {
+    pub fn arrive(&self, index: u32) -> Arrival {
         if index >= self.have.len() {
             return Arrival::OutOfRange;
         }
         if self.have.get(index) {
-            self.arm_ack(now);
             return Arrival::Duplicate;
         }
         // Nothing changes until the chunk opened under the key: a forged
@@ -167,6 +166,14 @@ impl Intake {
     /// The sender has said nothing (authentic) for longer than the limit.
     pub fn silent(&self, now: Instant) -> bool {
         now.duration_since(self.last_heard) > self.silence_limit
+    }
+
+    /// A copy of a chunk held already opened under the key: the sender
+    /// sent it again, so our acknowledgement may be lost. Say again what
+    /// is held. (Only after it opened: anyone on the channel can write a
+    /// chunk frame, and a forged one must not make us write.)
+    pub fn duplicate_opened(&mut self, now: Instant) {
+        self.arm_ack(now);
     }
 
     fn arm_ack(&mut self, now: Instant) {
@@ -289,7 +296,7 @@ mod tests {
     }
 
     fn take(i: &mut Intake, index: u32, now: Instant) -> bool {
-        let Arrival::New { extends_hash } = i.arrive(index, now) else {
+        let Arrival::New { extends_hash } = i.arrive(index) else {
             panic!("chunk {index} should be new");
         };
         i.stored(index, extends_hash, now, RTO)
@@ -299,7 +306,7 @@ mod tests {
     fn chunks_in_order_keep_the_running_hash_and_a_gap_breaks_it() {
         let (mut i, t0) = intake(4, false);
         for n in 0..4 {
-            assert_eq!(i.arrive(n, t0), Arrival::New { extends_hash: true });
+            assert_eq!(i.arrive(n), Arrival::New { extends_hash: true });
             assert!(!i.stored(n, true, t0, RTO), "in order is not reordered");
         }
         assert_eq!(i.finish(), FinishStep::Verify { running: true });
@@ -307,7 +314,7 @@ mod tests {
         let (mut i, t0) = intake(4, false);
         take(&mut i, 0, t0);
         assert_eq!(
-            i.arrive(2, t0),
+            i.arrive(2),
             Arrival::New {
                 extends_hash: false
             }
@@ -315,7 +322,7 @@ mod tests {
         i.stored(2, false, t0, RTO);
         // Chunk 1 now fills the gap, but the hash already missed 2.
         assert_eq!(
-            i.arrive(1, t0),
+            i.arrive(1),
             Arrival::New {
                 extends_hash: false
             }
@@ -334,17 +341,17 @@ mod tests {
         let (mut i, t0) = intake(3, false);
         take(&mut i, 0, t0);
         for _ in 0..3 {
-            assert_eq!(i.arrive(1, t0), Arrival::New { extends_hash: true });
+            assert_eq!(i.arrive(1), Arrival::New { extends_hash: true });
         }
         assert_eq!(
-            i.arrive(2, t0),
+            i.arrive(2),
             Arrival::New {
                 extends_hash: false
             },
             "a forged later chunk is not in order either"
         );
         assert_eq!(
-            i.arrive(1, t0),
+            i.arrive(1),
             Arrival::New { extends_hash: true },
             "the genuine chunk 1 still extends the hash"
         );
@@ -360,7 +367,7 @@ mod tests {
         held.set(0);
         let t0 = Instant::now();
         let mut i = Intake::new(held, 20 * MS, false, Duration::from_secs(60), t0);
-        assert_eq!(i.arrive(0, t0), Arrival::Duplicate);
+        assert_eq!(i.arrive(0), Arrival::Duplicate);
         take(&mut i, 1, t0);
         take(&mut i, 2, t0);
         assert_eq!(i.finish(), FinishStep::Verify { running: false });
@@ -369,8 +376,8 @@ mod tests {
     #[test]
     fn duplicates_and_strays_change_nothing_but_ask_for_an_ack() {
         let (mut i, t0) = intake(2, false);
-        assert_eq!(i.arrive(2, t0), Arrival::OutOfRange);
-        assert_eq!(i.arrive(u32::MAX, t0), Arrival::OutOfRange);
+        assert_eq!(i.arrive(2), Arrival::OutOfRange);
+        assert_eq!(i.arrive(u32::MAX), Arrival::OutOfRange);
         assert_eq!(i.ack_timer(t0 + MS * 100), None, "a stray arms nothing");
         take(&mut i, 0, t0);
         let plan = i.ack_timer(t0 + 20 * MS).expect("due");
@@ -378,7 +385,9 @@ mod tests {
         i.ack_settled();
         // The acknowledgement was lost: the sender sends 0 again, and is
         // told again, with no sync (nothing new was written).
-        assert_eq!(i.arrive(0, t0 + 30 * MS), Arrival::Duplicate);
+        assert_eq!(i.arrive(0), Arrival::Duplicate);
+        assert_eq!(i.ack_timer(t0 + 50 * MS), None, "not before it opened");
+        i.duplicate_opened(t0 + 30 * MS);
         let again = i
             .ack_timer(t0 + 50 * MS)
             .expect("a duplicate re-arms the ack");
@@ -476,7 +485,7 @@ mod tests {
         let mut i = Intake::new(Bitmap::new(4), 20 * MS, false, Duration::from_secs(10), t0);
         let t1 = t0 + Duration::from_secs(8);
         // Strays and duplicates (which anyone could replay) do not count.
-        i.arrive(9, t1);
+        i.arrive(9);
         assert!(i.silent(t0 + Duration::from_secs(11)));
         take(&mut i, 0, t1);
         assert!(!i.silent(t0 + Duration::from_secs(11)));
@@ -515,10 +524,10 @@ mod tests {
         assert_eq!(i.have().len(), 5);
         assert_eq!(i.have().count(), 0);
         assert!(!i.synced(), "nothing of the new keying is written");
-        assert_eq!(i.arrive(0, t0), Arrival::New { extends_hash: true });
+        assert_eq!(i.arrive(0), Arrival::New { extends_hash: true });
         i.forget();
         assert_eq!(
-            i.arrive(0, t0),
+            i.arrive(0),
             Arrival::New {
                 extends_hash: false
             }

@@ -497,21 +497,32 @@ impl Receiver {
         let (Some(cipher), Some(file)) = (self.cipher.clone(), self.file.clone()) else {
             return Ok(());
         };
-        let extends_hash = match self.intake.arrive(index, Instant::now()) {
+        let extends_hash = match self.intake.arrive(index) {
             Arrival::OutOfRange => {
                 self.count(Fault::Corrupt, |s| &s.corrupt);
                 return Ok(());
             }
             Arrival::Duplicate => {
-                self.count(Fault::Duplicate, |s| &s.duplicate);
-                // Its acknowledgement may not have arrived.
-                self.node.answer_lost(&self.peer);
+                // A copy is a sign that our acknowledgement did not arrive,
+                // but only one the peer sealed: anyone on the channel can
+                // write a chunk frame under a known index, and a forged
+                // one must not move our answers off a good link.
+                let genuine = tokio::task::spawn_blocking(move || {
+                    let mut body = body;
+                    cipher.open_in_place(at, &mut body).is_ok()
+                })
+                .await
+                .unwrap_or(false);
+                if genuine {
+                    self.intake.duplicate_opened(Instant::now());
+                    self.count(Fault::Duplicate, |s| &s.duplicate);
+                    self.node.answer_lost(&self.peer);
+                } else {
+                    self.count(Fault::Corrupt, |s| &s.corrupt);
+                }
                 return Ok(());
             }
-            Arrival::New { extends_hash } => {
-                self.node.answers_arrive(&self.peer);
-                extends_hash
-            }
+            Arrival::New { extends_hash } => extends_hash,
         };
         let len = self.rec.manifest.chunk_len(index);
         let offset = self.rec.manifest.offset(index);
@@ -559,6 +570,8 @@ impl Receiver {
         // there: forged ones keep nothing alive.
         let hashed = extends_hash && self.running.is_some();
         self.node.heard();
+        // A new chunk: the sender moved on after our acknowledgements.
+        self.node.answers_arrive(&self.peer);
         if self
             .intake
             .stored(index, hashed, Instant::now(), self.rto.get())
