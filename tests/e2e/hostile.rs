@@ -337,6 +337,11 @@ impl Forger {
         }
         .encode()
         .expect("a chunk frame encodes");
+        self.write_frame(&frame);
+    }
+
+    /// Put one frame, as it is, in a link message in the inbox.
+    fn write_frame(&mut self, frame: &[u8]) {
         // The link's header ("PG", version 1), then one whole frame (tag 1)
         // with its length as a varint.
         let mut msg = b"PG\x01\x01".to_vec();
@@ -346,7 +351,7 @@ impl Forger {
             len >>= 7;
         }
         msg.push(len as u8);
-        msg.extend_from_slice(&frame);
+        msg.extend_from_slice(frame);
         let name = format!(
             "{:020}-{:08x}-{:010}.msg",
             now_micros(),
@@ -637,5 +642,30 @@ fn forged_chunk_frames_do_not_restart_a_stopped_upload() {
         num(&again.report(), "chunks_sent") < num(&again.report(), "chunks_total"),
         "it resumed, not started over: {}",
         again.stdout
+    );
+}
+
+/// A peer on another pigeon release (the protocol went from 2 to 3 with
+/// deltas) is told apart from damage: the agent says in its log which
+/// protocol arrived and what to do, instead of only counting corruption.
+#[test]
+fn a_frame_from_an_older_release_says_so_in_the_log() {
+    let mut w = World::new(PACED);
+    w.start_agent();
+    let mut forger = Forger::new(w.agent_inbox(), 7);
+    // A Hello as release 2 wrote it: version byte 2, the Hello's tag 0,
+    // then what follows (not read: the version is enough).
+    let mut frame = vec![2u8, 0];
+    frame.extend_from_slice(&[0x5a; 80]);
+    forger.write_frame(&frame);
+    wait_until(
+        "the agent's word on the older release",
+        Duration::from_secs(20),
+        || w.agent_log().contains("pigeon protocol 2 arrived"),
+    );
+    let log = w.agent_log();
+    assert!(
+        log.contains("run one pigeon release on both sides"),
+        "{log}"
     );
 }

@@ -30,6 +30,7 @@ use crate::transport::{Address, Capabilities, Health, Message, Received, SendErr
 
 /// What the seed builder needs of the crate's inner layers.
 pub use crate::codec::encode as codec_encode;
+pub use crate::link::shared_reassembler;
 pub use crate::link::start as start_link;
 
 /// [`Frame::decode`] and [`Frame::decode_owned`] (its fast path for chunks):

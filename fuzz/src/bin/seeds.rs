@@ -71,6 +71,7 @@ fn manifest(size: u64, chunk_size: u32) -> Manifest {
         mime: "text/csv".into(),
         modified_unix: 1_750_000_000,
         mode: 0o644,
+        delta: None,
     }
 }
 
@@ -218,6 +219,7 @@ fn controls() -> Vec<(&'static str, Control)> {
                     duplicate: 2,
                     reordered: 3,
                     retransmitted: 4,
+                    lost: 5,
                 },
             },
         ),
@@ -376,12 +378,20 @@ fn send_through_link(frames: &[Vec<u8>], max_message: usize, text_only: bool) ->
         let caps = Capabilities {
             max_message,
             text_only,
+            alphabet: pigeon_core::alphabet::Alphabet::Base64,
             messages_per_minute: None,
             bytes_per_minute: None,
             burst: false,
         };
         let (inbound, _keep) = mpsc::channel(1);
-        let link = pigeon_core::fuzzing::start_link(Capture { caps, sent: tx }, "capture", 0, inbound);
+        let link = pigeon_core::fuzzing::start_link(
+            Capture { caps, sent: tx },
+            "capture",
+            0,
+            inbound,
+            vec![],
+            pigeon_core::fuzzing::shared_reassembler(),
+        );
         for f in frames {
             link.send_control(&"peer".to_string(), f.clone(), None);
         }

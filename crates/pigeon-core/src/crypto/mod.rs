@@ -22,8 +22,14 @@ use crate::error::{CoreError, Result};
 const NOISE_PARAMS: &str = "Noise_KK_25519_ChaChaPoly_SHA256";
 /// Largest Noise transport message (the spec's 65535) minus its tag.
 pub const MAX_SEALED_PLAINTEXT: usize = 65535 - 16;
-/// Version 2: chunk nonces carry the sealing run.
-pub const PROTOCOL_VERSION: u8 = 2;
+/// Frames and control messages. 2: chunk nonces carry the sealing run;
+/// 3: a manifest may name a delta's base ([`crate::protocol::DeltaOf`]),
+/// and a refusal may say the base changed.
+pub const PROTOCOL_VERSION: u8 = 3;
+/// What a chunk's associated data says of the seal's shape: unchanged
+/// since the sealing run came (2), so a transfer begun before an upgrade
+/// of both sides resumes after it.
+const SEAL_VERSION: u8 = 2;
 
 /// A party's public key.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -389,7 +395,7 @@ impl ChunkCipher {
     /// `manifest_hash` binds the chunks to the file they were cut from.
     pub fn new(secret: &TransferSecret, transfer_id: &[u8; 16], manifest_hash: &[u8; 32]) -> Self {
         let mut aad = b"pigeon-chunk".to_vec();
-        aad.push(PROTOCOL_VERSION);
+        aad.push(SEAL_VERSION);
         aad.extend_from_slice(transfer_id);
         aad.extend_from_slice(manifest_hash);
         ChunkCipher {

@@ -57,7 +57,8 @@ pub(crate) use rto::Rto;
 /// What a transfer task is told.
 #[derive(Debug)]
 pub(crate) enum TaskInput {
-    Control(Control),
+    /// Boxed: an offer is large, and a chunk's input is sent far more often.
+    Control(Box<Control>),
     /// A chunk, and the link it came by.
     Chunk {
         at: ChunkNonce,

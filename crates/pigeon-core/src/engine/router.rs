@@ -67,9 +67,13 @@ pub(crate) async fn route<H: Hooks>(
         from: sender,
     }) = inbound.recv().await
     {
+        let version = frame.first().copied();
         let frame = match Frame::decode_owned(frame) {
             Ok(f) => f,
             Err(_) => {
+                if let Some(v) = version.filter(|&v| another_release(v)) {
+                    node.links[link].saw_version(v);
+                }
                 node.record_fault(link, |s| {
                     s.corrupt.fetch_add(1, Ordering::Relaxed);
                 });
@@ -203,9 +207,9 @@ async fn dispatch<H: Hooks>(node: &Arc<Node>, hooks: &H, peer: Arc<Peer>, contro
             if matches!(control, Control::Ack { .. } | Control::Pieces { .. }) {
                 // Acknowledgements are cumulative: if the task is busy (a
                 // long hash), drop this one rather than hold up the router.
-                let _ = tx.try_send(TaskInput::Control(control));
+                let _ = tx.try_send(TaskInput::Control(Box::new(control)));
             } else {
-                let _ = tx.send(TaskInput::Control(control)).await;
+                let _ = tx.send(TaskInput::Control(Box::new(control))).await;
             }
             return;
         }
@@ -228,6 +232,13 @@ fn send_unknown_session_hint(node: &Node, link: usize, peer: &Peer, session: [u8
             node.links[link].send_control(&to, hint, None);
         }
     }
+}
+
+/// Whether a frame's first byte names a protocol version other than ours
+/// that a pigeon release has spoken or may speak (not any byte at all: a
+/// damaged frame is damage, not news of an upgrade).
+fn another_release(version: u8) -> bool {
+    version != crate::crypto::PROTOCOL_VERSION && (1..16).contains(&version)
 }
 
 const HINT_GAP: std::time::Duration = std::time::Duration::from_millis(200);

@@ -221,6 +221,9 @@ pub struct LinkStats {
     /// their messages judge the alphabet (anyone can write mangled-looking
     /// text into a chat, or a record saying ours arrives mangled).
     vouched: Mutex<VecDeque<Address>>,
+    /// The protocol version of the last frame that came in another
+    /// version than ours (0: none): a peer runs another pigeon release.
+    other_version: std::sync::atomic::AtomicU8,
 }
 
 /// Most addresses a link remembers as vouched for (a peer or two each).
@@ -508,6 +511,19 @@ impl LinkHandle {
         }
     }
 
+    /// A frame came on this link in protocol `version`, not ours: say
+    /// once in the log, and in the link's health, what to do about it.
+    pub fn saw_version(&self, version: u8) {
+        let was = self.stats.other_version.swap(version, Ordering::Relaxed);
+        if was != version {
+            tracing::warn!(
+                uri = %self.describe,
+                "a message in pigeon protocol {version} arrived; this pigeon speaks {}: run one pigeon release on both sides (`pigeon --version`)",
+                crate::crypto::PROTOCOL_VERSION
+            );
+        }
+    }
+
     /// A trusted peer is configured at `to` on this link (peers.toml):
     /// messages to it may go before it has written.
     pub fn introduce(&self, to: &Address) {
@@ -740,6 +756,14 @@ impl LinkHandle {
             }],
             _ => vec![],
         };
+        let mut notes = notes;
+        match s.other_version.load(Ordering::Relaxed) {
+            0 => {}
+            v => notes.push(format!(
+                "a peer speaks protocol {v}, this pigeon {}: run one release on both sides",
+                crate::crypto::PROTOCOL_VERSION
+            )),
+        }
         TransportHealth {
             uri: self.describe.clone(),
             profile: self.profile.clone(),

@@ -15,6 +15,9 @@ pub enum RefuseCode {
     Quota,
     /// The upload arrived whole and is held in the agent's quarantine.
     Quarantined,
+    /// A delta's base is not what the agent holds at the path (the file
+    /// changed, or is gone): send the whole file instead.
+    BaseChanged,
 }
 
 /// Early data: offers of new uploads that ride in the client's first

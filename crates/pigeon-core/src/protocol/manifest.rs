@@ -11,6 +11,22 @@ pub struct Manifest {
     pub mime: String,
     pub modified_unix: u64,
     pub mode: u32,
+    /// The chunks carry a delta against a file the receiver holds, not
+    /// the file itself: what they rebuild, and from what. Part of the
+    /// manifest, so every chunk is bound to the base it applies to.
+    pub delta: Option<DeltaOf>,
+}
+
+/// What a delta transfer rebuilds ([`Manifest::delta`]): the chunks carry
+/// instructions ([`crate::delta`]) that turn the receiver's copy whose
+/// SHA-256 is `base_sha256` into a file of `size` bytes whose SHA-256 is
+/// `sha256`. The receiver checks the base before it accepts, and the
+/// rebuilt file before it keeps it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeltaOf {
+    pub base_sha256: [u8; 32],
+    pub size: u64,
+    pub sha256: [u8; 32],
 }
 
 impl Manifest {
@@ -24,7 +40,14 @@ impl Manifest {
             mime: String::new(),
             modified_unix: 0,
             mode: 0o644,
+            delta: None,
         }
+    }
+
+    /// The size of the file the transfer leaves at its destination: the
+    /// rebuilt file's for a delta, else what the chunks carry.
+    pub fn file_size(&self) -> u64 {
+        self.delta.map_or(self.size, |d| d.size)
     }
 
     pub fn chunk_count(&self) -> u32 {
@@ -71,9 +94,26 @@ impl Manifest {
         Ok(epoch)
     }
 
-    /// Bound into every chunk's associated data.
+    /// Bound into every chunk's associated data. A manifest without a
+    /// delta hashes as it did before deltas (version 1, the same fields in
+    /// the same order), so a transfer begun before an upgrade resumes.
     pub fn hash(&self) -> Result<[u8; 32]> {
-        Ok(crypto::sha256(&codec::encode("manifest", 1, self)?))
+        let encoded = match self.delta {
+            None => codec::encode(
+                "manifest",
+                1,
+                &(
+                    &self.name,
+                    self.size,
+                    self.chunk_size,
+                    &self.mime,
+                    self.modified_unix,
+                    self.mode,
+                ),
+            )?,
+            Some(_) => codec::encode("manifest", 2, self)?,
+        };
+        Ok(crypto::sha256(&encoded))
     }
 }
 

@@ -338,7 +338,7 @@ proptest! {
         data in proptest::collection::vec(any::<u8>(), 0..5000),
         chunk_size in 1u32..700,
     ) {
-        let m = Manifest { name: "f".into(), size: data.len() as u64, chunk_size, mime: String::new(), modified_unix: 0, mode: 0 };
+        let m = Manifest { name: "f".into(), size: data.len() as u64, chunk_size, mime: String::new(), modified_unix: 0, mode: 0, delta: None };
         let c = cipher();
         let mut out = vec![0u8; data.len()];
         // Seal every chunk, then open them in reverse order.
@@ -365,4 +365,33 @@ fn both_decoders_refuse_an_eight_byte_varint_where_a_u32_belongs() {
     let input = include_bytes!("../../../../fuzz/regressions/frame/chunk-run-u64-varint");
     assert!(Frame::decode(input).is_err());
     assert!(Frame::decode_owned(input.to_vec()).is_err());
+}
+
+/// A delta's base and result are part of what every chunk is bound to:
+/// the same chunks against another base (or as the whole file) do not
+/// open.
+#[test]
+fn a_manifest_binds_its_delta() {
+    let whole = Manifest::sample("app", 1000, 256);
+    let delta = DeltaOf {
+        base_sha256: [1; 32],
+        size: 5000,
+        sha256: [2; 32],
+    };
+    let with = Manifest {
+        delta: Some(delta),
+        ..whole.clone()
+    };
+    let other_base = Manifest {
+        delta: Some(DeltaOf {
+            base_sha256: [3; 32],
+            ..delta
+        }),
+        ..whole.clone()
+    };
+    let hashes = [&whole, &with, &other_base].map(|m| m.hash().unwrap());
+    assert_ne!(hashes[0], hashes[1]);
+    assert_ne!(hashes[1], hashes[2]);
+    assert_eq!(with.file_size(), 5000);
+    assert_eq!(whole.file_size(), 1000);
 }

@@ -36,6 +36,9 @@ use crate::protocol::Manifest;
 use crate::view::{Direction, FaultCounters, TransferId, TransferStatus};
 
 const RECORD_VERSION: u8 = 1;
+/// The transfer record's shape (1: before a manifest could name a delta;
+/// read by [`migrate`], never written).
+const TRANSFER_RECORD_VERSION: u8 = 2;
 
 /// What identifies a source file's content without reading it; if any of
 /// it changes, a resumed transfer is re-keyed and restarted.
@@ -207,21 +210,6 @@ pub struct AuditRecord {
     pub size: Option<u64>,
 }
 
-/// Audit records before they had a key id and a size (version 1): read,
-/// never written.
-#[derive(Deserialize)]
-struct AuditRecordV1 {
-    seq: u64,
-    prev: [u8; 32],
-    time_unix: u64,
-    peer: String,
-    action: String,
-    path: String,
-    outcome: String,
-    sha256: Option<String>,
-    transport: String,
-}
-
 impl AuditRecord {
     /// A record of `peer` doing `action` on `path` with `outcome`; the
     /// store sets its place in the chain and its time.
@@ -244,7 +232,7 @@ impl AuditRecord {
     /// Decode one stored record, of either version.
     fn decode(bytes: &[u8]) -> Result<AuditRecord> {
         if bytes.first() == Some(&1) {
-            let v1: AuditRecordV1 = codec::decode("audit record", 1, bytes)?;
+            let v1: migrate::AuditRecordV1 = codec::decode("audit record", 1, bytes)?;
             return Ok(AuditRecord {
                 seq: v1.seq,
                 prev: v1.prev,
@@ -416,7 +404,7 @@ impl Store {
     /// [`update_transfer`](Self::update_transfer): a copy held since it was
     /// read would put back what others changed meanwhile.
     pub fn put_transfer(&self, t: &TransferRecord) -> Result<()> {
-        let fresh = codec::encode("transfer record", RECORD_VERSION, t)?;
+        let fresh = codec::encode("transfer record", TRANSFER_RECORD_VERSION, t)?;
         let mut failed = None;
         self.transfers.update_and_fetch(t.id.0, |old| {
             failed = None;
@@ -427,7 +415,7 @@ impl Store {
                         seal_run: s.seal_run,
                         ..t.clone()
                     };
-                    match codec::encode("transfer record", RECORD_VERSION, &kept) {
+                    match codec::encode("transfer record", TRANSFER_RECORD_VERSION, &kept) {
                         Ok(v) => Some(v),
                         Err(e) => {
                             failed = Some(e);
@@ -470,7 +458,7 @@ impl Store {
             let run = rec.seal_run;
             change(&mut rec);
             rec.seal_run = rec.seal_run.max(run);
-            match codec::encode("transfer record", RECORD_VERSION, &rec) {
+            match codec::encode("transfer record", TRANSFER_RECORD_VERSION, &rec) {
                 Ok(v) => {
                     after = Some(rec);
                     Some(v)
@@ -585,7 +573,7 @@ impl Store {
         let mut all = vec![];
         for item in self.transfers.iter() {
             let (_, v) = item?;
-            match codec::decode::<TransferRecord>("transfer record", RECORD_VERSION, &v) {
+            match decode_record(&v) {
                 Ok(t) => all.push(t),
                 Err(e) => tracing::warn!("skipping a stored transfer: {e}"),
             }
@@ -888,8 +876,13 @@ impl Store {
     }
 }
 
+/// A stored transfer record, of either shape.
 fn decode_record(bytes: &[u8]) -> Result<TransferRecord> {
-    codec::decode("transfer record", RECORD_VERSION, bytes)
+    if bytes.first() == Some(&1) {
+        let v1: migrate::TransferRecordV1 = codec::decode("transfer record", 1, bytes)?;
+        return Ok(v1.into());
+    }
+    codec::decode("transfer record", TRANSFER_RECORD_VERSION, bytes)
 }
 
 fn chunk_key(id: &TransferId, index: u32) -> [u8; 20] {
@@ -899,5 +892,6 @@ fn chunk_key(id: &TransferId, index: u32) -> [u8; 20] {
     k
 }
 
+mod migrate;
 #[cfg(test)]
 mod tests;

@@ -189,7 +189,7 @@ impl Hooks for AgentHooks {
                             node.clone(),
                             peer,
                             rec,
-                            Some(TaskInput::Control(control)),
+                            Some(TaskInput::Control(Box::new(control))),
                             self,
                         );
                     }
@@ -393,10 +393,10 @@ pub(super) fn spawn_sender(
             node2
                 .deliver(
                     &id,
-                    TaskInput::Control(Control::Fetch {
+                    TaskInput::Control(Box::new(Control::Fetch {
                         transfer: id,
                         path: String::new(),
-                    }),
+                    })),
                 )
                 .await;
         });

@@ -71,7 +71,7 @@ impl AgentHooks {
                     if let Err(refusal) = self.recheck(node, &rec) {
                         return self.refuse_stopped(node, &rec, refusal);
                     }
-                    let input = TaskInput::Control(offer);
+                    let input = TaskInput::Control(Box::new(offer));
                     spawn_receiver(node.clone(), peer, rec, Some(input), self);
                     return;
                 }
@@ -238,7 +238,7 @@ impl AgentHooks {
             node.clone(),
             peer,
             rec,
-            Some(TaskInput::Control(offer)),
+            Some(TaskInput::Control(Box::new(offer))),
             self,
         );
     }
@@ -546,6 +546,7 @@ pub(super) fn manifest_for(
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_secs()),
         mode: meta.permissions().mode() & 0o777,
+        delta: None,
     }
 }
 

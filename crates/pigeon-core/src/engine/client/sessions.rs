@@ -168,11 +168,11 @@ impl ClientHooks {
             node.log(LogLevel::Error, format!("the agent refused: {reason}"));
         }
         for (transfer, tx) in tasks {
-            let _ = tx.try_send(TaskInput::Control(Control::Refuse {
+            let _ = tx.try_send(TaskInput::Control(Box::new(Control::Refuse {
                 transfer,
                 code: RefuseCode::Permission,
                 reason: reason.clone(),
-            }));
+            })));
         }
         for (request, tx) in lock(&self.lists).iter() {
             let _ = tx.try_send(Control::ListRefused {

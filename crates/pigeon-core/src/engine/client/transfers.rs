@@ -81,6 +81,7 @@ impl Core {
                 use std::os::unix::fs::PermissionsExt;
                 meta.permissions().mode() & 0o777
             },
+            delta: None,
         };
         let rec = TransferRecord {
             source: Some(stamp),
@@ -185,6 +186,7 @@ impl Core {
                     mime: String::new(),
                     modified_unix: 0,
                     mode: 0o644,
+                    delta: None,
                 },
                 secret: Some(TransferSecret::random()),
                 transport: self.node.transports_label(),
@@ -259,11 +261,11 @@ impl Core {
         let inbox = node.register_task(id, &peer);
         if let Some(reason) = self.hooks.refusal() {
             if let Some(tx) = node.task_input(&id) {
-                let _ = tx.try_send(TaskInput::Control(Control::Refuse {
+                let _ = tx.try_send(TaskInput::Control(Box::new(Control::Refuse {
                     transfer: id,
                     code: RefuseCode::Permission,
                     reason,
-                }));
+                })));
             }
         }
         self.running.insert(id);

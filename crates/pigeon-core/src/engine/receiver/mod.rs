@@ -366,7 +366,7 @@ impl Receiver {
             }
             TaskInput::Control(c) => {
                 self.intake.heard(Instant::now());
-                self.on_control(c).await
+                self.on_control(*c).await
             }
         }
     }

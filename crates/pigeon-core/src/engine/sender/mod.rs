@@ -550,7 +550,7 @@ impl Sender {
             TaskInput::Chunk { .. } => {}
             TaskInput::Control(c) => {
                 self.talk.heard(Instant::now());
-                match c {
+                match *c {
                     Control::Accept { have, epoch, .. } => self.answer(Answer::Accept, epoch, &have),
                     Control::Ack { have, epoch, .. } => self.answer(Answer::Ack, epoch, &have),
                     Control::Pieces { held, .. } => self.on_pieces(held),
