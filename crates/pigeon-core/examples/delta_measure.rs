@@ -266,6 +266,54 @@ fn main() {
     if !only.contains("quick") {
         timing();
     }
+    if only.contains("gib") {
+        gib();
+    }
+}
+
+/// Pseudo-random bytes, `left` of them, never all in memory.
+struct Gen {
+    x: u64,
+    left: u64,
+}
+
+impl std::io::Read for Gen {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = (buf.len() as u64).min(self.left) as usize;
+        for b in &mut buf[..n] {
+            self.x ^= self.x << 13;
+            self.x ^= self.x >> 7;
+            self.x ^= self.x << 17;
+            *b = (self.x >> 32) as u8;
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+/// A 1 GiB file's signature and diff, streamed: the peak memory shows the
+/// window and the signature, not the file.
+fn gib() {
+    let len = 1u64 << 30;
+    let p = SignatureParams::for_file(len, Travels::No);
+    let t = Instant::now();
+    let sig = Signature::of(Gen { x: 7, left: len }, p).expect("signature");
+    let sig_ms = t.elapsed().as_millis();
+    let t = Instant::now();
+    let stats = diff(&sig, Gen { x: 7, left: len }, len, std::io::sink()).expect("diff");
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let peak = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM"))
+        .unwrap_or("VmHWM: ?");
+    println!(
+        "1 GiB (block {}): signature {} bytes in {sig_ms} ms; identical diff {} ms, {} copied, {} delta bytes; {peak}",
+        p.block_size,
+        sig.encoded_len(),
+        t.elapsed().as_millis(),
+        stats.copied,
+        stats.delta_len
+    );
 }
 
 /// 100 MB of log-like text, and a version with 100 insertions and 1 MB
