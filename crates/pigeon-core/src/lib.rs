@@ -47,6 +47,7 @@ pub mod bitmap;
 pub mod bwlimit;
 pub(crate) mod codec;
 pub mod crypto;
+pub mod delta;
 pub mod engine;
 pub mod error;
 pub mod files;
