@@ -78,9 +78,14 @@ pub enum Command {
         /// Do not gzip chunks, even where it would help.
         #[arg(long)]
         no_compress: bool,
-        /// Replace a remote file that already exists.
+        /// Replace a remote file that already exists. Where the agent
+        /// holds a version this client sent, only the differences travel.
         #[arg(long)]
         overwrite: bool,
+        /// Send whole files, never only the differences from the version
+        /// the agent holds.
+        #[arg(long)]
+        no_delta: bool,
         /// The agent removes the uploaded files this long after the
         /// upload: 7d, 12h, 90m.
         #[arg(long, value_name = "AGE", value_parser = parse_age)]

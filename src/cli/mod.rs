@@ -74,6 +74,7 @@ pub async fn run<G>(args: Cli, init_logging: impl FnOnce(&Home, bool, bool) -> G
             to,
             no_compress,
             overwrite,
+            no_delta,
             expires,
             conn,
         }) => {
@@ -81,6 +82,7 @@ pub async fn run<G>(args: Cli, init_logging: impl FnOnce(&Home, bool, bool) -> G
                 no_compress,
                 overwrite,
                 expires_after_secs: expires.map(|d| d.as_secs()),
+                no_delta,
             };
             transfer::upload(home, files, to, options, conn).await
         }

@@ -51,10 +51,18 @@ pub fn print_report(r: &TransferReport, json: bool) {
 /// `completed a -> b: 12 bytes, sha256 …, 1 chunk sent in 0.2s`.
 pub fn completed_line(r: &TransferReport, arrow: &str) -> String {
     format!(
-        "completed {} {arrow} {}: {} bytes, sha256 {}, {} sent{} in {:.1}s",
+        "completed {} {arrow} {}: {} bytes{}, sha256 {}, {} sent{} in {:.1}s",
         escape_control(&r.local_path),
         escape_control(&r.remote_path),
         r.size,
+        match r.delta {
+            Some(d) => format!(
+                " (delta: {} of {})",
+                pigeon_core::view::human_bytes(d),
+                pigeon_core::view::human_bytes(r.size)
+            ),
+            None => String::new(),
+        },
         r.sha256.as_deref().unwrap_or("?"),
         plural(r.chunks_sent, "chunk"),
         if r.resumed { " (resumed)" } else { "" },
@@ -244,10 +252,21 @@ mod tests {
             elapsed_ms: 200,
             faults: Default::default(),
             error: None,
+            delta: None,
         };
         assert_eq!(
             completed_line(&report(1), "->"),
             "completed a.txt -> a.txt: 12 bytes, sha256 ab, 1 chunk sent in 0.2s"
+        );
+        // Issue 31: what a delta sent, against the file's size.
+        let delta = TransferReport {
+            size: 50_000_000,
+            delta: Some(1_100_000),
+            ..report(3)
+        };
+        assert_eq!(
+            completed_line(&delta, "->"),
+            "completed a.txt -> a.txt: 50000000 bytes (delta: 1.0 MiB of 47.7 MiB), sha256 ab, 3 chunks sent in 0.2s"
         );
         assert!(completed_line(&report(3), "->").contains(", 3 chunks sent in"));
     }

@@ -9,6 +9,7 @@
 mod common;
 
 mod cli;
+mod delta;
 mod hostile;
 mod integrity;
 mod limits;

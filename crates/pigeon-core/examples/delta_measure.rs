@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! python3 bench/delta_corpora.py /tmp/dc
-//! cargo run --release -p pigeon-core --example delta_measure -- /tmp/dc
+//! cargo run --release -p pigeon-core --features delta-candidates --example delta_measure -- /tmp/dc
 //! ```
 //!
 //! "gz" is gzip level 6 over 64 KiB chunks, as the transport sends a file;

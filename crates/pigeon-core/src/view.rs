@@ -348,6 +348,10 @@ pub struct TransferReport {
     pub elapsed_ms: u64,
     pub faults: FaultCounters,
     pub error: Option<String>,
+    /// Sent as the differences from the version the other side held:
+    /// the delta's bytes (before gzip), against `size`, the file's.
+    #[serde(default)]
+    pub delta: Option<u64>,
 }
 
 /// A chunk map on the wire: bytes, shared again once read.

@@ -36,7 +36,7 @@
 //! truncated SHA-256 (with SHA-NI about as fast as the checksum), streaming
 //! over the new file with a bounded window. Chosen over the alternatives by
 //! measuring them on the corpora of `bench/delta_corpora.py` (seed 31) with
-//! `examples/delta_measure.rs`, in release on this 2-core machine, three
+//! `examples/delta_measure.rs` (`--features delta-candidates`), in release on this 2-core machine, three
 //! runs (figures from the last; the others were within a few percent):
 //!
 //! | corpus | method | block | signature B | delta gz B | % of full gz |

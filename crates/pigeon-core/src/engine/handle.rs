@@ -26,6 +26,10 @@ pub struct UploadOptions {
     /// The agent removes the file this long after it takes the upload.
     #[serde(default)]
     pub expires_after_secs: Option<u64>,
+    /// Send the whole file even where the agent holds a version this
+    /// client sent (`--no-delta`).
+    #[serde(default)]
+    pub no_delta: bool,
 }
 
 /// What the agent did about shares, and this peer's shares now.

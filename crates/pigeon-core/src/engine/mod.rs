@@ -566,6 +566,7 @@ pub(crate) fn forget_key_if_ended(node: &Node, rec: &mut crate::store::TransferR
         TransferStatus::Completed | TransferStatus::Cancelled
     ) {
         rec.secret = None;
+        node.store.forget_transfer_files(&rec.id);
         if let Err(e) = node.store.forget_secret(&rec.id) {
             node.log(
                 LogLevel::Warn,

@@ -12,6 +12,9 @@
 //! - `file_hashes`: an agent's SHA-256 of stored files by path, with the
 //!   [`SourceStamp`] it holds for (what `ls` shows, hashed once).
 //!
+//! Beside the database, in files ([`versions`]): a client's signatures of
+//! what it sent, and the delta files its delta uploads are cut from.
+//!
 //! sled 0.34 is beta by its own README, so: small records, a flush before
 //! anything is acknowledged ([`Store::flush`]), a small cache so memory
 //! stays bounded, and kill -9 tests on top.
@@ -277,6 +280,8 @@ pub struct Store {
     cancels: sled::Tree,
     /// One file per live transfer secret.
     keys: PathBuf,
+    /// The store's folder (for what it keeps in files: [`versions`]).
+    dir: PathBuf,
     /// Appends to the audit chain one at a time (read last, then insert).
     audit_lock: std::sync::Arc<std::sync::Mutex<()>>,
 }
@@ -393,6 +398,7 @@ impl Store {
             cancels: db.open_tree("cancels")?,
             audit_lock: Default::default(),
             keys,
+            dir: dir.to_path_buf(),
             db,
         })
     }
@@ -624,6 +630,16 @@ impl Store {
         self.file_hashes
             .insert(path.as_os_str().as_encoded_bytes(), value)?;
         Ok(())
+    }
+
+    /// The remembered hash of the file at `path`, with the stamp it holds
+    /// for.
+    pub fn file_hash(&self, path: &Path) -> Option<(SourceStamp, [u8; 32])> {
+        let v = self
+            .file_hashes
+            .get(path.as_os_str().as_encoded_bytes())
+            .ok()??;
+        codec::decode("file hash", RECORD_VERSION, &v).ok()
     }
 
     /// Every remembered file hash (unreadable records are skipped: a hash
@@ -895,3 +911,6 @@ fn chunk_key(id: &TransferId, index: u32) -> [u8; 20] {
 mod migrate;
 #[cfg(test)]
 mod tests;
+mod versions;
+
+pub use versions::SentVersion;

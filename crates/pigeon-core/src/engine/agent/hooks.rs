@@ -436,7 +436,7 @@ pub(super) fn conclude(node: &Node, rec: &mut TransferRecord, outcome: &Outcome,
     crate::engine::forget_key_if_ended(node, rec);
     let (outcome_text, sha) = match outcome {
         Outcome::Completed(sha) => ("completed".to_string(), Some(*sha)),
-        Outcome::Failed(e) => (format!("failed: {e}"), None),
+        Outcome::Failed(e) | Outcome::WholeFile(e) => (format!("failed: {e}"), None),
         Outcome::Cancelled => ("cancelled".to_string(), None),
         Outcome::Paused | Outcome::Stopped => return,
     };

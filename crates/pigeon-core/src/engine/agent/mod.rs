@@ -79,11 +79,14 @@ fn within_open_limits(
         .iter()
         .map(|t| {
             let landed = u64::from(t.chunks_done) * u64::from(t.manifest.chunk_size);
-            t.manifest.size.saturating_sub(landed)
+            t.manifest.size.saturating_sub(landed) + t.manifest.delta.map_or(0, |d| d.size)
         })
         .sum();
     if let Some(free) = free {
-        let needed = pending.saturating_add(manifest.size);
+        // A delta lands whole, then the file it rebuilds beside it.
+        let needed = pending
+            .saturating_add(manifest.size)
+            .saturating_add(manifest.delta.map_or(0, |d| d.size));
         if needed > free {
             return Err(format!(
                 "not enough space on the agent ({} needed with this peer's open uploads, {} free)",

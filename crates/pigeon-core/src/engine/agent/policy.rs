@@ -52,7 +52,7 @@ pub fn usage(records: &[TransferRecord], held: &[Held], now: u64) -> HashMap<Str
         }
         if !rec.status.is_finished() {
             u.open += 1;
-            u.bytes += rec.manifest.size;
+            u.bytes += rec.manifest.file_size();
             u.files += 1;
         } else if rec.status == TransferStatus::Completed {
             let newer = latest
@@ -66,7 +66,7 @@ pub fn usage(records: &[TransferRecord], held: &[Held], now: u64) -> HashMap<Str
     for (path, rec) in latest {
         if std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
             let u = by_peer.entry(rec.peer.clone()).or_default();
-            u.bytes += rec.manifest.size;
+            u.bytes += rec.manifest.file_size();
             u.files += 1;
         }
     }

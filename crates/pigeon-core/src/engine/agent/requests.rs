@@ -20,10 +20,14 @@ impl AgentHooks {
             transfer,
             action: "upload",
             path: &path,
-            size: Some(manifest.size),
+            size: Some(manifest.file_size()),
         };
         let refuse = |code, reason: String| self.refuse(node, &peer, req, code, reason);
-        if let Ok(Some(rec)) = node.store.transfer(&transfer) {
+        if let Ok(Some(rec)) = node
+            .store
+            .transfer(&transfer)
+            .map(|r| r.filter(|r| !superseded_delta(r, peer.name.as_str(), &manifest)))
+        {
             // A completed transfer's key is gone: the same peer offering the
             // same manifest in its authenticated session is enough to say Done.
             let same_key =
@@ -99,6 +103,43 @@ impl AgentHooks {
                 format!("{shown} is a folder on the agent; to upload into it, end the name with a slash (--to {shown}/)"),
             );
         }
+        if let Some(delta) = manifest.delta.filter(|_| overwrite) {
+            // The base is only ever the file at the path this peer may
+            // write (its own folder, or a share it may write and so read):
+            // another peer's file, or one held in quarantine, is never at
+            // such a path, so a refusal says nothing of them.
+            let held = match existing {
+                Some(EntryKind::File) => self.file_sha(node, &remote, &target).await,
+                _ => None,
+            };
+            match held {
+                Some(sha) if sha == delta.sha256 => {
+                    // The agent holds the new version already (a run whose
+                    // Done was lost): the sender sees it is this file.
+                    node.send_control(
+                        &peer,
+                        &Control::Present {
+                            transfer,
+                            sha256: sha,
+                        },
+                    );
+                    return;
+                }
+                Some(sha) if sha == delta.base_sha256 => {}
+                Some(_) => {
+                    return refuse(
+                        RefuseCode::BaseChanged,
+                        format!("{shown} changed on the agent since it was sent"),
+                    )
+                }
+                None => {
+                    return refuse(
+                        RefuseCode::BaseChanged,
+                        format!("{shown} is not on the agent any more"),
+                    )
+                }
+            }
+        }
         if existing.is_some() && !overwrite {
             // The same size: perhaps the same file, sent again after an
             // interruption. Its hash (on a worker, not the router's time)
@@ -152,7 +193,7 @@ impl AgentHooks {
         let limits = policy::effective(lock(&self.limits).get(peer.name.as_str()), &self.settings);
         if let Err(reason) = crate::policy::limits::check(
             peer.name.as_str(),
-            manifest.size,
+            manifest.file_size(),
             (&mine, &limits),
             (&everyone, &self.settings.total),
         ) {
@@ -225,14 +266,20 @@ impl AgentHooks {
             "upload",
             &rec.remote_path,
             &accepted(share.as_ref(), expires_unix),
-            Some(rec.manifest.size),
+            Some(rec.manifest.file_size()),
         );
         node.log(
             LogLevel::Info,
-            format!(
-                "{} uploads {} ({} bytes)",
-                peer.name, rec.remote_path, rec.manifest.size
-            ),
+            match rec.manifest.delta {
+                Some(d) => format!(
+                    "{} uploads {} ({} bytes, as a delta of {} bytes)",
+                    peer.name, rec.remote_path, d.size, rec.manifest.size
+                ),
+                None => format!(
+                    "{} uploads {} ({} bytes)",
+                    peer.name, rec.remote_path, rec.manifest.size
+                ),
+            },
         );
         spawn_receiver(
             node.clone(),
@@ -241,6 +288,40 @@ impl AgentHooks {
             Some(TaskInput::Control(Box::new(offer))),
             self,
         );
+    }
+
+    /// The SHA-256 of the file at `remote` (on disk at `on_disk`): the one
+    /// remembered while its stamp holds, else hashed on a worker and
+    /// remembered. None when it is not a file that opens.
+    pub(super) async fn file_sha(
+        &self,
+        node: &Arc<Node>,
+        remote: &RemotePath,
+        on_disk: &std::path::Path,
+    ) -> Option<[u8; 32]> {
+        let file = self.root.open_file(remote).ok()?;
+        let meta = file.metadata().ok()?;
+        if !meta.is_file() {
+            return None;
+        }
+        let stamp = SourceStamp::of(&meta);
+        let fresh = |known: Option<(SourceStamp, [u8; 32])>| {
+            known.filter(|(at, _)| *at == stamp).map(|(_, sha)| sha)
+        };
+        if let Some(sha) = fresh(lock(&self.hashes).get(on_disk).copied())
+            .or_else(|| fresh(node.store.file_hash(on_disk)))
+        {
+            return Some(sha);
+        }
+        let len = meta.len();
+        let sha =
+            tokio::task::spawn_blocking(move || crate::engine::sender::hash_open_file(&file, len))
+                .await
+                .ok()?
+                .ok()?;
+        let _ = node.store.put_file_hash(on_disk, stamp, sha);
+        lock(&self.hashes).insert(on_disk.to_path_buf(), (stamp, sha));
+        Some(sha)
     }
 
     pub(super) async fn on_fetch(
@@ -751,4 +832,14 @@ pub(super) fn list_dir(
         fresh,
         unhashed,
     })
+}
+
+/// A delta upload this agent could not rebuild from, offered again by the
+/// same peer as the whole file under the same id (and a new key): the new
+/// offer replaces what is left of it (a record, no partial).
+fn superseded_delta(rec: &TransferRecord, peer: &str, offered: &Manifest) -> bool {
+    rec.peer == peer
+        && rec.manifest.delta.is_some()
+        && offered.delta.is_none()
+        && rec.status == TransferStatus::Failed
 }

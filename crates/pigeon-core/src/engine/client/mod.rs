@@ -321,6 +321,7 @@ pub fn mime_of(head: &[u8]) -> String {
     }
 }
 
+pub(crate) mod delta;
 mod handshake;
 mod listings;
 mod queue;

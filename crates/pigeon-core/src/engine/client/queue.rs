@@ -394,6 +394,7 @@ impl Core {
                     no_compress: old.no_compress,
                     overwrite: old.overwrite,
                     expires_after_secs: self.node.store.expiry_term(id),
+                    no_delta: false,
                 },
             ),
             Direction::Download => self.new_download(

@@ -21,8 +21,13 @@ pub(super) fn report(
         direction: rec.direction,
         local_path: rec.local_path.display().to_string(),
         remote_path: rec.remote_path.clone(),
-        size: rec.manifest.size,
-        sha256: rec.sha256.as_ref().map(hex::encode),
+        size: rec.manifest.file_size(),
+        // The file's hash, for a delta too (the sender's Finish named the
+        // delta's).
+        sha256: match rec.manifest.delta {
+            Some(d) if rec.sha256.is_some() => Some(hex::encode(d.sha256)),
+            _ => rec.sha256.as_ref().map(hex::encode),
+        },
         mime: rec.manifest.mime.clone(),
         status: rec.status,
         chunks_total: u64::from(rec.chunks_total),
@@ -33,6 +38,7 @@ pub(super) fn report(
         elapsed_ms,
         faults,
         error: rec.error.clone(),
+        delta: rec.manifest.delta.map(|_| rec.manifest.size),
     }
 }
 

@@ -62,6 +62,7 @@ impl Core {
                 r.status = TransferStatus::Cancelled;
                 r.error = Some("the source changed; restarted under a new key".into());
             });
+            self.node.store.forget_transfer_files(&old.id);
             self.node.log(
                 LogLevel::Warn,
                 format!(
@@ -71,7 +72,8 @@ impl Core {
             );
         }
         let chunk_size = chunk_size_for(self.node.links_to(&self.peer));
-        let manifest = Manifest {
+        let id = TransferId::random();
+        let mut manifest = Manifest {
             name,
             size: meta.len(),
             chunk_size,
@@ -83,13 +85,19 @@ impl Core {
             },
             delta: None,
         };
+        if options.overwrite && !options.no_delta {
+            if let Some(sent) = self.delta_of(&id, &path, &remote, meta.len()) {
+                manifest.size = sent.len;
+                manifest.delta = Some(sent.of);
+            }
+        }
         let rec = TransferRecord {
             source: Some(stamp),
             priority: self.next_priority(),
             no_compress: options.no_compress,
             overwrite: options.overwrite,
             ..TransferRecord::begin(NewTransfer {
-                id: TransferId::random(),
+                id,
                 direction: Direction::Upload,
                 role: Role::Sender,
                 peer: self.peer.name.as_str(),
@@ -104,6 +112,43 @@ impl Core {
             self.node.store.put_expiry_term(&rec.id, t)?;
         }
         self.add(rec)
+    }
+
+    /// The delta of the file at `path` against the version of `remote`
+    /// the agent holds, if this client sent it one and a delta pays; it is
+    /// written, synced and kept for transfer `id`.
+    fn delta_of(
+        &self,
+        id: &TransferId,
+        path: &Path,
+        remote: &str,
+        len: u64,
+    ) -> Option<delta::UploadDelta> {
+        let peer = self.peer.name.as_str();
+        let base = self.node.store.sent_version(peer, remote)?;
+        let store = &self.node.store;
+        match delta::blocking(|| delta::prepare_upload(store, id, path, len, &base)) {
+            Ok(Some(sent)) => {
+                self.node.log(
+                    LogLevel::Info,
+                    format!(
+                        "{}: the agent holds a version sent before; sending the differences ({} of {})",
+                        path.display(),
+                        crate::view::human_bytes(sent.len),
+                        crate::view::human_bytes(len)
+                    ),
+                );
+                Some(sent)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                self.node.log(
+                    LogLevel::Warn,
+                    format!("{}: no delta ({e}); sending the whole file", path.display()),
+                );
+                None
+            }
+        }
     }
 
     pub(super) fn new_download(
@@ -316,6 +361,22 @@ impl Core {
     pub(super) fn finished(&mut self, mut rec: TransferRecord, outcome: Outcome) {
         let id = rec.id;
         self.running.remove(&id);
+        let outcome = match outcome {
+            Outcome::WholeFile(why) => match self.send_whole(&rec, &why) {
+                Ok(()) => return,
+                Err(e) => Outcome::Failed(format!("{why}; and the whole file cannot go: {e}")),
+            },
+            Outcome::Completed(sha) if rec.direction == Direction::Upload => {
+                // The agent verified this content at this path: the base of
+                // the next delta there.
+                let file_sha = rec.manifest.delta.map_or(sha, |d| d.sha256);
+                if let Err(e) = self.node.store.keep_sent_version(&id, &file_sha) {
+                    tracing::warn!("not keeping the version sent of {}: {e}", rec.remote_path);
+                }
+                outcome
+            }
+            other => other,
+        };
         if outcome == Outcome::Stopped || outcome == Outcome::Paused {
             self.eligible.remove(&id);
         }
@@ -341,7 +402,7 @@ impl Core {
         let name = rec.remote_path.clone();
         let event = match &outcome {
             Outcome::Completed(_) => Some(Event::Completed { id, name }),
-            Outcome::Failed(e) => Some(Event::Failed {
+            Outcome::Failed(e) | Outcome::WholeFile(e) => Some(Event::Failed {
                 id,
                 name,
                 error: e.clone(),

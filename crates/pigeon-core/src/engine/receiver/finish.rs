@@ -9,6 +9,12 @@ impl Receiver {
         if self.renamed {
             return self.check_renamed(sha256).await;
         }
+        if let (true, Some(delta)) = (self.rebuilt, self.rec.manifest.delta) {
+            return match self.check_rebuilt(delta).await? {
+                Ok(staged) => self.put_in_place(sha256, staged).await,
+                Err(why) => Ok(Some(self.not_rebuilt(why))),
+            };
+        }
         if self.file.is_none() {
             return Ok(None);
         }
@@ -50,6 +56,36 @@ impl Receiver {
                 "whole-file SHA-256 mismatch ({reason}); nothing was kept"
             ))));
         }
+        let staged = match self.rec.manifest.delta {
+            Some(delta) => match self.rebuild(delta).await? {
+                Ok(staged) => staged,
+                Err(why) => return Ok(Some(self.not_rebuilt(why))),
+            },
+            None => self.partial_path(),
+        };
+        self.put_in_place(sha256, staged).await
+    }
+
+    /// A delta did not rebuild the file its sender announced: say so (the
+    /// sender sends the whole file instead), keep nothing.
+    fn not_rebuilt(&mut self, why: String) -> Outcome {
+        self.node.send_control(
+            &self.peer,
+            &Control::Mismatch {
+                transfer: self.rec.id,
+                reason: why.clone(),
+            },
+        );
+        self.discard();
+        Outcome::Failed(format!("{}: {why}; nothing was kept", self.rec.remote_path))
+    }
+
+    /// The verified file, at `staged`, goes in place (through the agent's
+    /// checks: its rights now, the target, the quarantine); then the
+    /// completion is recorded and the sender told. `sha256`: what the
+    /// sender's Finish named.
+    async fn put_in_place(&mut self, sha256: [u8; 32], staged: PathBuf) -> Result<Option<Outcome>> {
+        let file_sha = self.rec.manifest.delta.map_or(sha256, |d| d.sha256);
         if let Some(authority) = &self.cfg.authority {
             if let Err(reason) = authority(&self.rec) {
                 return Ok(Some(self.revoked(reason)));
@@ -58,10 +94,10 @@ impl Receiver {
         if self.target_exists() && !self.rec.overwrite {
             return Ok(Some(self.refuse_exists()));
         }
-        if let Some(held) = self.hold_if_suspicious(sha256).await? {
+        if let Some(held) = self.hold_if_suspicious(file_sha, &staged).await? {
             return Ok(Some(held));
         }
-        let partial = self.partial_path();
+        let partial = staged;
         let target = self.rec.local_path.clone();
         let file = self.file.clone();
         let root = self.cfg.root.clone();
@@ -109,11 +145,15 @@ impl Receiver {
     /// Judge the verified file by the quarantine's rules; a suspicious one
     /// is moved into the quarantine (never placed, never executable), the
     /// sender told why, the refusal audited.
-    async fn hold_if_suspicious(&mut self, sha256: [u8; 32]) -> Result<Option<Outcome>> {
+    async fn hold_if_suspicious(
+        &mut self,
+        sha256: [u8; 32],
+        staged: &std::path::Path,
+    ) -> Result<Option<Outcome>> {
         let (Some(rules), Some(root)) = (self.cfg.quarantine.clone(), self.cfg.root.clone()) else {
             return Ok(None);
         };
-        let partial = self.partial_path();
+        let partial = staged.to_path_buf();
         let name = crate::policy::RemotePath::parse_file(&self.rec.remote_path)
             .ok()
             .and_then(|p| p.file_name().map(String::from))
@@ -154,7 +194,7 @@ impl Receiver {
             id: self.rec.id.to_string(),
             peer: self.rec.peer.clone(),
             path: self.rec.remote_path.clone(),
-            size: self.rec.manifest.size,
+            size: self.rec.manifest.file_size(),
             sha256: hex::encode(sha256),
             reason: why,
             held_unix: crate::store::now_unix(),
@@ -221,8 +261,10 @@ impl Receiver {
         })?;
         if self.cfg.audit {
             self.node.store.audit(crate::store::AuditRecord {
-                sha256: Some(crate::engine::sha_hex(&sha256)),
-                size: Some(self.rec.manifest.size),
+                sha256: Some(crate::engine::sha_hex(
+                    &self.rec.manifest.delta.map_or(sha256, |d| d.sha256),
+                )),
+                size: Some(self.rec.manifest.file_size()),
                 key_id: Some(self.peer.key.id().to_string()),
                 transport: self.rec.transport.clone(),
                 ..crate::store::AuditRecord::new(
@@ -252,6 +294,7 @@ impl Receiver {
         let Some(root) = &self.cfg.root else {
             return Ok(());
         };
+        self.remember_hash(root);
         let path = &self.rec.remote_path;
         match self.node.store.expiry_term(&self.rec.id) {
             Some(when) => {
@@ -272,11 +315,39 @@ impl Receiver {
         }
     }
 
+    /// On an agent: remember the placed file's hash by its stamp, so that a
+    /// listing, or the next delta against it, need not read it again.
+    fn remember_hash(&self, root: &crate::policy::StorageRoot) {
+        let Some(sha) = self
+            .rec
+            .manifest
+            .delta
+            .map(|d| d.sha256)
+            .or(self.rec.sha256)
+        else {
+            return;
+        };
+        let placed = crate::policy::RemotePath::parse_file(&self.rec.remote_path)
+            .ok()
+            .and_then(|p| root.open_file(&p).ok())
+            .and_then(|f| f.metadata().ok());
+        if let Some(meta) = placed {
+            let stamp = crate::store::SourceStamp::of(&meta);
+            let _ = self
+                .node
+                .store
+                .put_file_hash(&self.rec.local_path, stamp, sha);
+        }
+    }
+
     /// Finish a transfer whose file is already in place: complete only if
     /// it is the file the sender means.
     pub(super) async fn check_renamed(&mut self, sha256: [u8; 32]) -> Result<Option<Outcome>> {
         let target = self.rec.local_path.clone();
-        let size = self.rec.manifest.size;
+        let (size, expected) = match self.rec.manifest.delta {
+            Some(d) => (d.size, d.sha256),
+            None => (self.rec.manifest.size, sha256),
+        };
         let root = self.cfg.root.clone();
         let remote = self.rec.remote_path.clone();
         let actual = tokio::task::spawn_blocking(move || match root {
@@ -291,7 +362,7 @@ impl Receiver {
         })
         .await
         .map_err(|e| CoreError::Transfer(e.to_string()))??;
-        if actual != sha256 {
+        if actual != expected {
             let reason = format!("{} changed after it was received", self.rec.remote_path);
             self.node.send_control(
                 &self.peer,

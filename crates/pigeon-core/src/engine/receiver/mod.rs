@@ -33,6 +33,7 @@ use intake::{AckPlan, Arrival, FinishStep, Intake};
 
 mod finish;
 mod intake;
+mod rebuild;
 
 pub(crate) struct ReceiverConfig {
     /// The client drives a download: it sends the fetch and repeats it.
@@ -70,6 +71,9 @@ pub(crate) struct Receiver {
     /// The verified file was already renamed into place by a run that
     /// died before recording it.
     renamed: bool,
+    /// A delta's file was rebuilt and checked by a run that died before
+    /// putting it in place ([`rebuild`]).
+    rebuilt: bool,
     /// SHA-256 of the chunks received in order from the first (the
     /// intake says which chunk it needs next); dropped at the first gap.
     running: Option<Sha256>,
@@ -152,6 +156,7 @@ impl Receiver {
             progress,
             rto,
             renamed: false,
+            rebuilt: false,
             running,
             ack_job: None,
             rec,
@@ -179,9 +184,17 @@ impl Receiver {
         )));
         // Killed between putting the file in place and recording it: the
         // whole file is already there, to be checked against the final hash.
-        if !reset && !path.exists() && self.intake.have().is_complete() && self.target_exists() {
-            self.renamed = true;
-            return Ok(());
+        if !reset && !path.exists() && self.intake.have().is_complete() {
+            // Killed after a delta's file was rebuilt (and the delta let
+            // go) but before it was put in place.
+            if self.rec.manifest.delta.is_some() && rebuild::rebuilt_path(&path).exists() {
+                self.rebuilt = true;
+                return Ok(());
+            }
+            if self.target_exists() {
+                self.renamed = true;
+                return Ok(());
+            }
         }
         if let Some(parent) = path.parent() {
             crate::home::create_public_dirs(parent)
@@ -205,6 +218,7 @@ impl Receiver {
         }
         self.file = Some(Arc::new(file));
         self.renamed = false;
+        self.rebuilt = false;
         Ok(())
     }
 
@@ -739,6 +753,7 @@ impl Receiver {
     fn discard(&mut self) {
         if let Some(p) = &self.rec.partial_path {
             let _ = std::fs::remove_file(p);
+            let _ = std::fs::remove_file(rebuild::rebuilt_path(p));
         }
         let _ = self.node.store.clear_chunks(&self.rec.id);
         self.intake.forget();

@@ -52,6 +52,10 @@ use window::{AckScope, Window};
 pub(crate) enum Outcome {
     Completed([u8; 32]),
     Failed(String),
+    /// The receiver could not rebuild the file from this delta (its copy
+    /// is not the base any more): the transfer goes again as the whole
+    /// file, under a new key. The why, for the user.
+    WholeFile(String),
     Cancelled,
     Paused,
     /// The other side went quiet; state is kept for a later resume.
@@ -125,6 +129,11 @@ impl Sender {
     ) -> Result<Sender> {
         let file = match &cfg.root {
             Some(root) => root.open_file(&crate::policy::RemotePath::parse_file(&rec.remote_path)?),
+            // A delta's chunks are cut from the delta, made before the
+            // transfer was recorded.
+            None if rec.manifest.delta.is_some() => {
+                std::fs::File::open(node.store.delta_path(&rec.id))
+            }
             None => std::fs::File::open(&rec.local_path),
         }
         .map_err(|e| CoreError::io(format!("opening {}", rec.local_path.display()), e))?;
@@ -203,8 +212,33 @@ impl Sender {
         let file = self.file.clone();
         let size = self.rec.manifest.size;
         let path = self.rec.local_path.clone();
+        // A client sending a whole file keeps its signature in the same
+        // read, for a delta against it next time (kept once the agent
+        // verified it).
+        let keeps_version = self.cfg.root.is_none() && self.rec.manifest.delta.is_none();
+        let (node, id) = (self.node.clone(), self.rec.id);
+        let version = (self.rec.peer.clone(), self.rec.remote_path.clone());
         self.hash_job = Some(tokio::task::spawn_blocking(move || {
-            hash_open_file(&file, size).map_err(|e| at_path(e, &path))
+            if !keeps_version {
+                return hash_open_file(&file, size).map_err(|e| at_path(e, &path));
+            }
+            let (sha256, signature) = crate::engine::client::delta::hash_and_sign(&file, size)
+                .map_err(|e| at_path(e, &path))?;
+            let (peer, remote_path) = version;
+            let kept = node.store.put_pending_version(
+                &id,
+                &crate::store::SentVersion {
+                    peer,
+                    remote_path,
+                    sha256,
+                    size,
+                    signature,
+                },
+            );
+            if let Err(e) = kept {
+                tracing::warn!("not keeping the signature of {}: {e}", path.display());
+            }
+            Ok(sha256)
         }));
         // This run's number is durable before anything is sealed under it.
         let outcome = match self.record_run().await {
@@ -227,9 +261,10 @@ impl Sender {
     /// SHA-256 `theirs`: complete if it is this file, else say how to
     /// replace it.
     async fn already_there(&mut self, theirs: [u8; 32]) -> Outcome {
-        let ours = match self.file_hash {
-            Some(h) => h,
-            None => match self.whole_file_hash().await {
+        let ours = match (self.rec.manifest.delta, self.file_hash) {
+            (Some(delta), _) => delta.sha256,
+            (None, Some(h)) => h,
+            (None, None) => match self.whole_file_hash().await {
                 Ok(h) => h,
                 Err(e) => return Outcome::Failed(e.to_string()),
             },
@@ -564,10 +599,22 @@ impl Sender {
                         self.progress.emit(ProgressEvent::Seen(seen));
                         return Some(Outcome::Completed(sha256));
                     }
+                    Control::Mismatch { reason, .. } if self.rec.manifest.delta.is_some() => {
+                        return Some(Outcome::WholeFile(format!(
+                            "the agent could not rebuild it from the differences ({reason})"
+                        )))
+                    }
                     Control::Mismatch { reason, .. } => {
                         return Some(Outcome::Failed(format!(
                             "the receiver's whole-file check failed ({reason}); the source probably changed while it was sent: run the command again"
                         )))
+                    }
+                    Control::Refuse {
+                        code: crate::protocol::RefuseCode::BaseChanged,
+                        reason,
+                        ..
+                    } if self.rec.manifest.delta.is_some() => {
+                        return Some(Outcome::WholeFile(reason))
                     }
                     Control::Refuse { reason, .. } => {
                         return Some(Outcome::Failed(format!("the agent refused: {reason}")))
@@ -865,7 +912,7 @@ pub(crate) fn finish_record(rec: &mut TransferRecord, outcome: &Outcome) {
             rec.completed_unix = Some(now_unix());
             rec.error = None;
         }
-        Outcome::Failed(e) => {
+        Outcome::Failed(e) | Outcome::WholeFile(e) => {
             rec.status = TransferStatus::Failed;
             rec.error = Some(e.clone());
         }

@@ -382,7 +382,13 @@ impl Sender {
             .file
             .metadata()
             .map_err(|e| CoreError::io(format!("checking {}", self.source_name()), e))?;
-        if let Some(stamp) = self.rec.source {
+        // (A delta's chunks come from the delta, made from the file as it
+        // was: the file may change since without changing what is sent.)
+        if let Some(stamp) = self
+            .rec
+            .source
+            .filter(|_| self.rec.manifest.delta.is_none())
+        {
             if SourceStamp::of(&meta) != stamp {
                 return Err(CoreError::Transfer(format!(
                     "{} changed while it was being sent; run the command again to send it afresh",

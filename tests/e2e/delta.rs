@@ -1,0 +1,199 @@
+//! Issue 31: an upload to a path where the agent holds a version this
+//! client sent sends only the differences, rebuilt byte-exact on the agent;
+//! and when the agent's copy is not that version any more (changed there,
+//! or never this peer's), the whole file goes instead.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::common::*;
+use serde_json::Value;
+
+/// A paced local spool (1 MB/s) that keeps a transcript of what each side
+/// sent.
+const PACED: &str = "profile=shipper&bwlimit=1M&transcript=1";
+
+/// Bytes the client has sent so far, as the channel counts them.
+fn client_sent(w: &World) -> usize {
+    w.client_transcript().iter().map(Msg::len).sum()
+}
+
+/// `base` with `insert` put at `at` and the 64 bytes at `edit` replaced.
+fn edited(base: &[u8], at: usize, insert: &[u8], edit: usize) -> Vec<u8> {
+    let mut new = base.to_vec();
+    new.splice(at..at, insert.iter().copied());
+    for b in &mut new[edit..edit + 64] {
+        *b = b.wrapping_add(1);
+    }
+    new
+}
+
+fn delta_of(report: &Value) -> Option<u64> {
+    report["delta"].as_u64()
+}
+
+#[test]
+fn an_upload_again_sends_only_the_differences_and_the_agent_rebuilds_it_byte_exact() {
+    let mut w = World::new(PACED);
+    w.start_agent();
+    let size = 4 * 1024 * 1024;
+    let base = random_bytes(size, 31);
+    let file = w.file("app.bin", &base);
+    w.upload(&[&file], &[]).assert_ok();
+    let before = client_sent(&w);
+
+    // A small change: 300 bytes inserted, 64 edited further on.
+    let new = edited(&base, 1_000_000, &random_bytes(300, 32), 3_000_000);
+    std::fs::write(&file, &new).unwrap();
+    let run = w.upload(&[&file], &["--overwrite"]);
+    run.assert_ok();
+    let report = run.report();
+    let sent = client_sent(&w) - before;
+    assert_same_file(&file, &w.storage().join("app.bin"));
+    assert_eq!(report["size"].as_u64(), Some(new.len() as u64), "{report}");
+    assert_eq!(
+        report["sha256"].as_str(),
+        Some(sha256_hex(&new).as_str()),
+        "the report names the file's hash: {report}"
+    );
+    let delta = delta_of(&report).expect("it went as a delta");
+    assert!(
+        delta < 64 * 1024,
+        "a delta of {delta} bytes for 364 changed"
+    );
+    assert!(
+        sent < 256 * 1024,
+        "{sent} bytes on the wire for a change of 364 in {size}"
+    );
+
+    // And again on top of the version just sent: its signature was kept.
+    let third = edited(&new, 2_000_000, b"a third version", 100);
+    std::fs::write(&file, &third).unwrap();
+    let run = w.upload(&[&file], &["--overwrite"]);
+    run.assert_ok();
+    assert!(delta_of(&run.report()).is_some_and(|d| d < 64 * 1024));
+    assert_same_file(&file, &w.storage().join("app.bin"));
+
+    // `--no-delta`: the whole file, whatever the agent holds.
+    let fourth = edited(&third, 10, b"!", 200);
+    std::fs::write(&file, &fourth).unwrap();
+    let run = w.upload(&[&file], &["--overwrite", "--no-delta"]);
+    run.assert_ok();
+    assert_eq!(delta_of(&run.report()), None);
+    assert_same_file(&file, &w.storage().join("app.bin"));
+}
+
+#[test]
+fn the_whole_file_goes_when_the_agents_copy_changed_since_it_was_sent() {
+    let mut w = World::new(PACED);
+    w.start_agent();
+    let base = random_bytes(1024 * 1024, 41);
+    let file = w.file("data.bin", &base);
+    w.upload(&[&file], &[]).assert_ok();
+    // Someone on the phone changed the agent's copy.
+    w.put_remote("data.bin", &random_bytes(1024 * 1024, 42));
+    let new = edited(&base, 5000, b"local change", 9000);
+    std::fs::write(&file, &new).unwrap();
+    let run = w.upload(&[&file], &["--overwrite"]);
+    run.assert_ok();
+    assert_eq!(delta_of(&run.report()), None, "{}", run.report());
+    assert_same_file(&file, &w.storage().join("data.bin"));
+    assert!(
+        run.stderr
+            .contains("changed on the agent since it was sent; sending the whole file"),
+        "the user is told why: {}",
+        run.stderr
+    );
+}
+
+/// A base is only ever a file in the uploading peer's own view: a client
+/// that believes the agent holds some content at a path (here: another
+/// peer's, whose signature it was handed) cannot make the agent rebuild
+/// from, or say anything of, another peer's file.
+#[test]
+fn another_peers_file_is_never_a_base() {
+    let mut w = World::new(PACED);
+    let (other_home, other_key) = w.stranger("other-home");
+    pigeon(
+        &w.agent_home,
+        &[
+            "keys",
+            "trust",
+            &other_key,
+            "--name",
+            "other",
+            "--allow",
+            "upload,download,list",
+        ],
+        &w.logs,
+        Duration::from_secs(30),
+    )
+    .assert_ok();
+    w.start_agent();
+    let secret = random_bytes(1024 * 1024, 51);
+    let file = w.file("x.bin", &secret);
+    w.upload(&[&file], &[]).assert_ok();
+    // The other client gets this one's signatures: it now believes the
+    // agent holds `x.bin` with that content for it too.
+    let versions = |home: &Path| home.join("db").join("versions");
+    std::fs::create_dir_all(versions(&other_home)).unwrap();
+    for f in list_files(&versions(&w.client_home)) {
+        std::fs::copy(&f, versions(&other_home).join(f.file_name().unwrap())).unwrap();
+    }
+    let guess = edited(&secret, 100, b"nearly the same", 5000);
+    let theirs = w.file("theirs/x.bin", &guess);
+    let run = w.client_in(
+        &other_home,
+        &["upload", theirs.to_str().unwrap(), "--overwrite", "--json"],
+    );
+    run.assert_ok();
+    assert_eq!(
+        delta_of(&run.report()),
+        None,
+        "the agent took laptop's file as other's base: {}",
+        run.report()
+    );
+    assert_same_file(&theirs, &w.storage_root().join("other").join("x.bin"));
+    assert_eq!(std::fs::read(w.storage().join("x.bin")).unwrap(), secret);
+}
+
+/// Killed on both sides in the middle of a delta upload: the same command
+/// again resumes it (the delta is the one made before its first seal) and
+/// the agent rebuilds the file byte-exact.
+#[test]
+fn a_delta_upload_killed_on_both_sides_resumes_and_rebuilds_byte_exact() {
+    let mut w = World::new(PACED);
+    w.start_agent();
+    let base = random_bytes(6 * 1024 * 1024, 61);
+    let file = w.file("model.bin", &base);
+    w.upload(&[&file], &[]).assert_ok();
+    let new = edited(&base, 3_000_000, &random_bytes(3 * 1024 * 1024, 62), 100);
+    std::fs::write(&file, &new).unwrap();
+    let before = client_sent(&w);
+    let mut first = w.spawn_upload(&[&file], &["--overwrite"]);
+    wait_until(
+        "a third of the delta on the wire",
+        Duration::from_secs(60),
+        || client_sent(&w) > before + 1024 * 1024,
+    );
+    first.kill9();
+    w.kill_agent();
+    w.start_agent();
+    let run = w.upload(&[&file], &["--overwrite"]);
+    run.assert_ok();
+    let report = run.report();
+    assert!(
+        delta_of(&report).is_some_and(|d| d < 4 * 1024 * 1024),
+        "{report}"
+    );
+    assert_eq!(
+        report["resumed"], true,
+        "it went on from where it was: {report}"
+    );
+    assert_same_file(&file, &w.storage().join("model.bin"));
+    assert!(
+        w.staged_files().is_empty(),
+        "nothing left in staging: {:?}",
+        w.staged_files()
+    );
+}
