@@ -609,6 +609,54 @@ def report(argv):
                      "channel raw", "ratio"], rows, ["l", "l", "l", "r", "r", "r", "r", "r"]))
         p("")
 
+    dl = by.get("delta", [])
+    if dl:
+        p("### 9. Deltas")
+        p("")
+        p("Bytes on the wire (the spool's transcripts: every message each side sent, "
+          "handshakes and acknowledgements included) for the corpora of "
+          "`bench/delta_corpora.py` (seed 31): the old version uploaded whole, the new one "
+          "uploaded again (a delta against the old), the new one whole (`--no-delta`), and "
+          "the new one downloaded onto a local copy of the old (a delta, the signature in the "
+          "fetch). Beside it, rsync 3 on the same pair (`--no-whole-file -z --stats` through a "
+          "stand-in remote shell, so that `-z` applies): literal and matched data, and the "
+          "bytes each way.")
+        p("")
+        rows = []
+        names = {"log": "(a) log, 1 MB appended", "csv": "(b) CSV, 1% edited + 1% inserted",
+                 "prog": "(c) C program, one line added"}
+        for r in dl:
+            whole = r["whole_new"]
+            pct = lambda n: f"{100.0 * n / whole:.1f}%"
+            rows.append([names.get(r["corpus"], r["corpus"]), f"{r['size']:,}", f"{whole:,}",
+                         f"{r['delta_up']:,} ({pct(r['delta_up'])})",
+                         f"{r['delta_down'] + r['fetch_up']:,} ({pct(r['delta_down'] + r['fetch_up'])})",
+                         f"{r['rs_up_sent'] + r['rs_up_received']:,} ({pct(r['rs_up_sent'] + r['rs_up_received'])})",
+                         f"{r['rs_literal']:,} / {r['rs_matched']:,}"])
+            if r["corpus"] == "log":
+                targets.append(("(a) appended log: <= 1.05 MB on the wire each way",
+                                f"{r['delta_up'] / 1e6:.2f} / {(r['delta_down'] + r['fetch_up']) / 1e6:.2f} MB",
+                                r["delta_up"] <= 1.05e6 and r["delta_down"] + r["fetch_up"] <= 1.05e6))
+            if r["corpus"] == "csv":
+                targets.append(("(b) CSV: delta upload <= 5% of the whole", pct(r["delta_up"]),
+                                r["delta_up"] <= 0.05 * whole))
+            if r["corpus"] == "prog":
+                rs = r["rs_up_sent"] + r["rs_up_received"]
+                targets.append(("(c) program: delta upload <= 30% of the whole, and <= rsync",
+                                f"{pct(r['delta_up'])}, rsync {rs:,}",
+                                r["delta_up"] <= 0.3 * whole and r["delta_up"] <= rs))
+        p(fmt_table(["corpus", "file", "whole upload", "delta upload", "delta download",
+                     "rsync up (sent + received)", "rsync literal / matched"], rows,
+                    ["l", "r", "r", "r", "r", "r", "r"]))
+        p("")
+        for r in by.get("delta_time", []):
+            p(f"A delta upload of a {r['size'] / 1e6:.0f} MB log with 1 MB appended, "
+              f"end to end over `unlimited` (the delta made, sent, the file rebuilt and "
+              f"verified on the agent): {r['secs']:.2f} s; the whole file: {r['whole_secs']:.2f} s.")
+            targets.append((f"a delta of {r['size'] / 1e6:.0f} MB made and sent in <= 2 s",
+                            f"{r['secs']:.2f} s", r["secs"] <= 2.0))
+            p("")
+
     if targets:
         p("### Targets")
         p("")
@@ -621,7 +669,29 @@ def report(argv):
     print("\n".join(out))
 
 
+def wirebytes(argv):
+    """Bytes one party has sent so far: its transcript's messages, summed.
+    `wirebytes DIR --not NAME`: every transcript in DIR but NAME.log."""
+    path = argv[0]
+    if os.path.isdir(path):
+        skip = argv[argv.index("--not") + 1] + ".log" if "--not" in argv else None
+        paths = [os.path.join(path, n) for n in sorted(os.listdir(path)) if n != skip]
+    else:
+        paths = [path]
+    total = 0
+    for p in paths:
+        try:
+            with open(p, "rb") as f:
+                for line in f:
+                    parts = line.split(b" ", 1)
+                    if len(parts) == 2 and line.endswith(b"\n"):
+                        total += len(parts[1].strip()) // 2
+        except OSError:
+            pass
+    print(total)
+
+
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
     {"firstmsg": firstmsg, "transcript": transcript, "channel": channel, "rss": rss,
-     "median": median, "report": report}[cmd](args)
+     "median": median, "report": report, "wirebytes": wirebytes}[cmd](args)

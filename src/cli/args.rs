@@ -103,9 +103,13 @@ pub enum Command {
         #[arg(short = 'o', long = "output")]
         output: Option<PathBuf>,
         /// Replace local files that already exist (each once its download
-        /// is verified).
+        /// is verified). Only the differences from them travel.
         #[arg(long)]
         overwrite: bool,
+        /// Download whole files, never only the differences from the
+        /// local ones.
+        #[arg(long)]
+        no_delta: bool,
         #[command(flatten)]
         conn: Conn,
     },

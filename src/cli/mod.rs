@@ -29,7 +29,7 @@ mod transfer;
 mod transports;
 
 use anyhow::Result;
-use pigeon_core::engine::UploadOptions;
+use pigeon_core::engine::{DownloadOptions, UploadOptions};
 use pigeon_core::home::Home;
 use pigeon_core::protocol::ShareOp;
 
@@ -90,8 +90,15 @@ pub async fn run<G>(args: Cli, init_logging: impl FnOnce(&Home, bool, bool) -> G
             remote,
             output,
             overwrite,
+            no_delta,
             conn,
-        }) => transfer::download(home, remote, output, overwrite, conn).await,
+        }) => {
+            let options = DownloadOptions {
+                overwrite,
+                no_delta,
+            };
+            transfer::download(home, remote, output, options, conn).await
+        }
         Some(Command::Ls { dir, conn }) => remote::ls(home, dir, conn).await.map(|()| true),
         Some(Command::Status { json }) => remote::status(&home, json, false).await.map(|()| true),
         Some(Command::History { json }) => remote::status(&home, json, true).await.map(|()| true),

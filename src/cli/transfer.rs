@@ -91,12 +91,11 @@ pub async fn download(
     home: Home,
     remote: String,
     output: Option<PathBuf>,
-    overwrite: bool,
+    options: DownloadOptions,
     conn: Conn,
 ) -> Result<bool> {
     let client = owner::client(&home, &conn, "pigeon download", true).await?;
     let events = client.handle.events();
-    let options = DownloadOptions { overwrite };
     if remote.is_empty() || remote.ends_with('/') {
         return download_folder(&home, &conn, client, events, &remote, output, options).await;
     }

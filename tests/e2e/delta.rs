@@ -197,3 +197,125 @@ fn a_delta_upload_killed_on_both_sides_resumes_and_rebuilds_byte_exact() {
         w.staged_files()
     );
 }
+
+/// Bytes the agent has sent so far, as the channel counts them.
+fn agent_sent(w: &World) -> usize {
+    w.agent_transcript().iter().map(Msg::len).sum()
+}
+
+/// A log pulled again after it grew costs about what it grew by; the
+/// local copy is replaced byte-exact. `--no-delta` pulls it whole.
+#[test]
+fn a_download_again_after_the_file_grew_costs_about_what_it_grew_by() {
+    let mut w = World::new(PACED);
+    w.start_agent();
+    let mut log = random_bytes(4 * 1024 * 1024, 71);
+    w.put_remote("app.log", &log);
+    let local = w.work.join("app.log");
+    w.download("app.log", &local, &[]).assert_ok();
+    assert_eq!(std::fs::read(&local).unwrap(), log);
+
+    log.extend_from_slice(&random_bytes(200 * 1024, 72));
+    w.put_remote("app.log", &log);
+    let before = agent_sent(&w);
+    let run = w.download("app.log", &local, &["--overwrite"]);
+    run.assert_ok();
+    let sent = agent_sent(&w) - before;
+    assert_eq!(std::fs::read(&local).unwrap(), log, "rebuilt byte-exact");
+    let report = run.report();
+    assert_eq!(report["size"].as_u64(), Some(log.len() as u64), "{report}");
+    assert_eq!(report["sha256"].as_str(), Some(sha256_hex(&log).as_str()));
+    let delta = delta_of(&report).expect("it came as a delta");
+    assert!(
+        delta < 260 * 1024,
+        "a delta of {delta} for 200 KiB appended"
+    );
+    assert!(
+        sent < 320 * 1024,
+        "{sent} bytes on the wire for 200 KiB appended to 4 MiB"
+    );
+
+    log.extend_from_slice(b"one more line\n");
+    w.put_remote("app.log", &log);
+    let run = w.download("app.log", &local, &["--overwrite", "--no-delta"]);
+    run.assert_ok();
+    assert_eq!(delta_of(&run.report()), None);
+    assert_eq!(std::fs::read(&local).unwrap(), log);
+}
+
+/// Killed on both sides in the middle of a delta download: the same
+/// command again resumes it and the local copy is rebuilt byte-exact
+/// (until then it stays as it was).
+#[test]
+fn a_delta_download_killed_on_both_sides_resumes_and_rebuilds_byte_exact() {
+    let mut w = World::new(PACED);
+    w.start_agent();
+    let old = random_bytes(6 * 1024 * 1024, 81);
+    w.put_remote("model.bin", &old);
+    let local = w.work.join("model.bin");
+    w.download("model.bin", &local, &[]).assert_ok();
+    let new = edited(&old, 2_000_000, &random_bytes(3 * 1024 * 1024, 82), 100);
+    w.put_remote("model.bin", &new);
+    let before = agent_sent(&w);
+    let mut first = w.spawn_download("model.bin", &local, &["--overwrite"]);
+    wait_until(
+        "a third of the delta on the wire",
+        Duration::from_secs(60),
+        || agent_sent(&w) > before + 1024 * 1024,
+    );
+    first.kill9();
+    w.kill_agent();
+    assert_eq!(
+        std::fs::read(&local).unwrap(),
+        old,
+        "the old copy is intact"
+    );
+    w.start_agent();
+    let run = w.download("model.bin", &local, &["--overwrite"]);
+    run.assert_ok();
+    let report = run.report();
+    assert!(
+        delta_of(&report).is_some_and(|d| d < 4 * 1024 * 1024),
+        "{report}"
+    );
+    assert_eq!(report["resumed"], true, "{report}");
+    assert_eq!(std::fs::read(&local).unwrap(), new);
+}
+
+/// The local copy changed while its delta came: what the delta rebuilds
+/// from it is not the agent's file, so nothing is kept of it and the whole
+/// file comes instead, by itself.
+#[test]
+fn a_local_copy_changed_under_a_delta_download_gets_the_whole_file() {
+    let mut w = World::new(PACED);
+    w.start_agent();
+    let old = random_bytes(4 * 1024 * 1024, 91);
+    w.put_remote("data.bin", &old);
+    let local = w.work.join("data.bin");
+    w.download("data.bin", &local, &[]).assert_ok();
+    let new = edited(&old, 1_000_000, &random_bytes(2 * 1024 * 1024, 92), 50);
+    w.put_remote("data.bin", &new);
+    let before = agent_sent(&w);
+    let download = w.spawn_download("data.bin", &local, &["--overwrite"]);
+    wait_until(
+        "part of the delta on the wire",
+        Duration::from_secs(60),
+        || agent_sent(&w) > before + 512 * 1024,
+    );
+    // Someone edits the local copy meanwhile, in a part the delta copies.
+    let mut changed = old.clone();
+    changed[3_000_000..3_000_010].copy_from_slice(b"edited!!!!");
+    std::fs::write(&local, &changed).unwrap();
+    let run = download.wait(Duration::from_secs(120));
+    run.assert_ok();
+    assert_eq!(
+        std::fs::read(&local).unwrap(),
+        new,
+        "the agent's file, whole"
+    );
+    assert!(
+        run.stderr.contains("downloading the whole file"),
+        "the user is told why: {}",
+        run.stderr
+    );
+}

@@ -235,6 +235,7 @@ fn controls() -> Vec<(&'static str, Control)> {
             Control::Fetch {
                 transfer: t,
                 path: "logs/app.log".into(),
+                base: None,
             },
         ),
         ("cancel", Control::Cancel { transfer: t }),

@@ -123,7 +123,7 @@ pub use apply::apply;
 pub use diff::{diff, DeltaStats};
 pub use signature::{
     block_size_for, Signature, SignatureParams, MAX_BLOCK, MIN_BLOCK, STORED_BLOCK, STRONG_STORED,
-    STRONG_TRAVELS,
+    STRONG_TRAVELS, TRAVEL_MIN_BLOCK,
 };
 
 /// Whether a signature travels (in a fetch request: coarse blocks, a compact

@@ -39,8 +39,13 @@ pub type SharesAnswer = (String, Vec<crate::policy::Share>);
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct DownloadOptions {
     /// Replace a local file that already exists (once the download is
-    /// verified; until then the old file stays as it was).
+    /// verified; until then the old file stays as it was). Only the
+    /// differences from it travel.
     pub overwrite: bool,
+    /// Download the whole file even where a version of it is here
+    /// (`--no-delta`).
+    #[serde(default)]
+    pub no_delta: bool,
 }
 
 /// The words an upload's failure ends with when the agent holds another

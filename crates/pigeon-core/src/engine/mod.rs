@@ -19,6 +19,7 @@
 
 pub mod agent;
 pub mod client;
+pub(crate) mod deltas;
 mod early;
 pub mod handle;
 mod links;

@@ -334,6 +334,7 @@ mod tests {
         let fetch = Control::Fetch {
             transfer: crate::view::TransferId([1; 16]),
             path: "a".into(),
+            base: None,
         };
         let bytes = fetch.encode().expect("encodes");
         assert_eq!(bytes[1], 7, "Fetch is the eighth variant");

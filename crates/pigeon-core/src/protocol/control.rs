@@ -110,10 +110,13 @@ pub enum Control {
         transfer: TransferId,
         reason: String,
     },
-    /// Client asks the agent to send a file (a download).
+    /// Client asks the agent to send a file (a download). `base`: the
+    /// client holds a version of it already, to be sent only the
+    /// differences from (its `--no-delta` leaves it out).
     Fetch {
         transfer: TransferId,
         path: String,
+        base: Option<FetchBase>,
     },
     Cancel {
         transfer: TransferId,
@@ -195,6 +198,22 @@ pub enum Control {
         down: Option<u64>,
         on_link: Option<u64>,
     },
+}
+
+/// The version of a file a downloading client holds already
+/// ([`Control::Fetch`]): its SHA-256 and a signature
+/// ([`crate::delta::Signature`], coarse: it travels in every fetch).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FetchBase {
+    pub sha256: [u8; 32],
+    #[serde(with = "serde_bytes")]
+    pub signature: Vec<u8>,
+}
+
+impl FetchBase {
+    /// The most a signature in a fetch may take; a larger one is not read
+    /// (the file goes whole).
+    pub const MAX_SIGNATURE: usize = 32 * 1024;
 }
 
 /// What a receiver holds of one chunk's frame ([`Control::Pieces`]).

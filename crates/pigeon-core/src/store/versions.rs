@@ -132,11 +132,34 @@ impl Store {
         let _ = std::fs::remove_file(self.version_path(peer, remote_path));
     }
 
-    /// Transfer `id` ended: its delta file and any version pending for it
-    /// go.
+    fn base_path(&self, id: &TransferId) -> PathBuf {
+        self.versions_dir().join(format!("{id}.base"))
+    }
+
+    /// The version of the file download `id` replaces, as it asks for the
+    /// differences from it (each fetch says it again, across restarts).
+    pub fn put_fetch_base(&self, id: &TransferId, base: &SentVersion) -> Result<()> {
+        crate::files::create_private_dir(&self.versions_dir())?;
+        let bytes = codec::encode("sent version", VERSION, base)?;
+        crate::files::write_private(&self.base_path(id), &bytes)
+    }
+
+    /// The version download `id` asks the differences from, if any.
+    pub fn fetch_base(&self, id: &TransferId) -> Option<SentVersion> {
+        read_version(&self.base_path(id)).ok().flatten()
+    }
+
+    /// Download `id` asks for the whole file from now on.
+    pub fn forget_fetch_base(&self, id: &TransferId) {
+        let _ = std::fs::remove_file(self.base_path(id));
+    }
+
+    /// Transfer `id` ended: its delta file, any version pending for it and
+    /// the base it asked from go.
     pub fn forget_transfer_files(&self, id: &TransferId) {
         let _ = std::fs::remove_file(self.delta_path(id));
         let _ = std::fs::remove_file(self.pending_path(id));
+        let _ = std::fs::remove_file(self.base_path(id));
     }
 }
 

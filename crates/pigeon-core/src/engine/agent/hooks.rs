@@ -152,7 +152,11 @@ impl Hooks for AgentHooks {
     async fn on_control(&self, node: &Arc<Node>, peer: Arc<Peer>, control: Control) {
         match control {
             c @ Control::Offer { .. } => self.on_offer(node, peer, c).await,
-            Control::Fetch { transfer, path } => self.on_fetch(node, peer, transfer, path).await,
+            Control::Fetch {
+                transfer,
+                path,
+                base,
+            } => self.on_fetch(node, peer, transfer, path, base).await,
             Control::List {
                 request,
                 dir,
@@ -396,6 +400,7 @@ pub(super) fn spawn_sender(
                     TaskInput::Control(Box::new(Control::Fetch {
                         transfer: id,
                         path: String::new(),
+                        base: None,
                     })),
                 )
                 .await;

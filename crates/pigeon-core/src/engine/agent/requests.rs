@@ -1,6 +1,7 @@
 //! The requests a peer makes: uploads (offers), downloads (fetches) and listings.
 
 use super::*;
+use crate::protocol::FetchBase;
 
 impl AgentHooks {
     pub(super) async fn on_offer(&self, node: &Arc<Node>, peer: Arc<Peer>, offer: Control) {
@@ -290,6 +291,43 @@ impl AgentHooks {
         );
     }
 
+    /// A download whose client holds `base`: make `manifest` (the whole
+    /// file's, from `source`) a delta against it, written and synced as
+    /// transfer `id`'s delta before anything is recorded or sealed. Left
+    /// whole when the base does not read or a delta would not pay.
+    async fn as_delta(
+        &self,
+        node: &Arc<Node>,
+        id: &TransferId,
+        source: &std::fs::File,
+        manifest: &mut Manifest,
+        base: Option<&FetchBase>,
+    ) {
+        let Some(base) = base.filter(|b| b.signature.len() <= FetchBase::MAX_SIGNATURE) else {
+            return;
+        };
+        let Ok(sig) = crate::delta::Signature::decode(&base.signature) else {
+            return;
+        };
+        let Ok(file) = source.try_clone() else {
+            return;
+        };
+        let (store, id) = (node.clone(), *id);
+        let (len, base_sha) = (manifest.size, base.sha256);
+        let made = tokio::task::spawn_blocking(move || {
+            crate::engine::deltas::write_delta(&store.store, &id, &file, len, &sig, base_sha)
+        })
+        .await;
+        match made {
+            Ok(Ok(Some(made))) => {
+                manifest.size = made.len;
+                manifest.delta = Some(made.of);
+            }
+            Ok(Ok(None)) | Err(_) => {}
+            Ok(Err(e)) => tracing::warn!("no delta for {}: {e}", manifest.name),
+        }
+    }
+
     /// The SHA-256 of the file at `remote` (on disk at `on_disk`): the one
     /// remembered while its stamp holds, else hashed on a worker and
     /// remembered. None when it is not a file that opens.
@@ -330,6 +368,7 @@ impl AgentHooks {
         peer: Arc<Peer>,
         transfer: TransferId,
         path: String,
+        base: Option<FetchBase>,
     ) {
         let req = Req {
             transfer,
@@ -365,14 +404,21 @@ impl AgentHooks {
         };
         let stamp = SourceStamp::of(&meta);
         let existing = node.store.transfer(&transfer).ok().flatten();
-        let existing_unchanged = existing
-            .as_ref()
-            .is_some_and(|rec| rec.source == Some(stamp) && rec.local_path == file);
+        // The same file, asked from the same base (or none): a client that
+        // drops its base (its copy changed under a delta) gets a new key
+        // and the whole file.
+        let same_base = |rec: &TransferRecord| {
+            rec.manifest.delta.map(|d| d.base_sha256) == base.as_ref().map(|b| b.sha256)
+                || (rec.manifest.delta.is_none() && base.is_some())
+        };
+        let existing_unchanged = existing.as_ref().is_some_and(|rec| {
+            rec.source == Some(stamp) && rec.local_path == file && same_base(rec)
+        });
         let (rec, restarted) = match existing {
             Some(rec) if rec.peer != peer.name.as_str() || rec.role != Role::Sender => {
                 return refuse(RefuseCode::Internal, "transfer id already in use".into())
             }
-            Some(rec) if rec.source == Some(stamp) && rec.local_path == file => {
+            Some(rec) if existing_unchanged => {
                 // Asked again (its task had ended): our offer may have
                 // vanished on the way, or the client restarted.
                 node.answer_lost(&peer);
@@ -382,6 +428,8 @@ impl AgentHooks {
                 // Changed since the interrupted download: new key, new manifest.
                 let _ = node.store.clear_chunks(&transfer);
                 rec.manifest = manifest_for(&remote, &source, &meta, rec.manifest.chunk_size);
+                self.as_delta(node, &transfer, &source, &mut rec.manifest, base.as_ref())
+                    .await;
                 rec.chunks_total = rec.manifest.chunk_count();
                 rec.secret = Some(TransferSecret::random());
                 rec.source = Some(stamp);
@@ -391,7 +439,9 @@ impl AgentHooks {
             }
             None => {
                 let chunk_size = crate::engine::client::chunk_size_for(node.links_to(&peer));
-                let manifest = manifest_for(&remote, &source, &meta, chunk_size);
+                let mut manifest = manifest_for(&remote, &source, &meta, chunk_size);
+                self.as_delta(node, &transfer, &source, &mut manifest, base.as_ref())
+                    .await;
                 let rec = TransferRecord {
                     status: TransferStatus::InProgress,
                     source: Some(stamp),
@@ -413,7 +463,7 @@ impl AgentHooks {
                     "download",
                     &rec.remote_path,
                     &accepted(share.as_ref(), None),
-                    Some(rec.manifest.size),
+                    Some(rec.manifest.file_size()),
                 );
                 (rec, false)
             }

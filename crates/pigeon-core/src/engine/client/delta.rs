@@ -15,82 +15,10 @@
 //! seals chunks of the same bytes. A base is only ever what this client
 //! sent to that peer at that path and the agent verified.
 
-use std::io::{BufWriter, Read, Write};
-
-use sha2::{Digest, Sha256};
-
 use super::*;
-use crate::delta::{Signature, SignatureParams, Travels};
-use crate::protocol::DeltaOf;
+use crate::delta::Signature;
+use crate::engine::deltas::{hash_and_sign, write_delta, Made};
 use crate::store::SentVersion;
-
-/// A delta is worth sending only if it is at most this share of the file
-/// (its literal bytes compress like the file's own).
-const WORTH_IT: f64 = 0.9;
-
-/// Reads an open file from `at` by `read_at`, leaving its position to
-/// whoever else reads it (a sender reads its chunks at offsets).
-pub(crate) struct ReadFrom<'a> {
-    pub file: &'a std::fs::File,
-    pub at: u64,
-}
-
-impl Read for ReadFrom<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        use std::os::unix::fs::FileExt;
-        let n = self.file.read_at(buf, self.at)?;
-        self.at += n as u64;
-        Ok(n)
-    }
-}
-
-/// Hashes what passes through it.
-pub(crate) struct Hashing<R> {
-    pub inner: R,
-    pub hasher: Sha256,
-}
-
-impl<R: Read> Read for Hashing<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
-}
-
-/// The first `size` bytes of `file`: their SHA-256 and the signature a
-/// later delta against them needs, in one read.
-pub(crate) fn hash_and_sign(file: &std::fs::File, size: u64) -> Result<([u8; 32], Vec<u8>)> {
-    let mut reader = Hashing {
-        inner: std::io::BufReader::with_capacity(1 << 20, ReadFrom { file, at: 0 }.take(size)),
-        hasher: Sha256::new(),
-    };
-    let sig = Signature::of(&mut reader, SignatureParams::for_file(size, Travels::No))
-        .map_err(|e| CoreError::io("reading the file for its signature".to_string(), e))?;
-    if sig.base_len() != size {
-        return Err(CoreError::Transfer(
-            "the file is shorter than when the transfer started; run the command again".into(),
-        ));
-    }
-    Ok((reader.hasher.finalize().into(), sig.encode()))
-}
-
-/// Run `f`, which reads a file whole, without holding up the other tasks
-/// of a runtime with several threads (on a single-threaded one, the
-/// simulator's, there are none to hold up).
-pub(crate) fn blocking<T>(f: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
-        _ => f(),
-    }
-}
-
-/// What a delta upload sends: the manifest's [`DeltaOf`] and the delta's
-/// length.
-pub(crate) struct UploadDelta {
-    pub of: DeltaOf,
-    pub len: u64,
-}
 
 /// The delta of the file at `path` (`len` bytes) against `base`, the
 /// version the agent holds, written to transfer `id`'s delta file and
@@ -102,68 +30,77 @@ pub(crate) fn prepare_upload(
     path: &Path,
     len: u64,
     base: &SentVersion,
-) -> Result<Option<UploadDelta>> {
+) -> Result<Option<Made>> {
     let Ok(sig) = Signature::decode(&base.signature) else {
         return Ok(None);
     };
     let file = std::fs::File::open(path)
         .map_err(|e| CoreError::io(format!("reading {}", path.display()), e))?;
-    let out = store.create_delta_file(id)?;
-    let mut reader = Hashing {
-        inner: std::io::BufReader::with_capacity(
-            1 << 20,
-            ReadFrom { file: &file, at: 0 }.take(len),
-        ),
-        hasher: Sha256::new(),
-    };
-    let mut writer = BufWriter::with_capacity(1 << 20, &out);
-    let made = crate::delta::diff(&sig, &mut reader, len, &mut writer)
-        .and_then(|stats| writer.flush().map(|()| stats));
-    drop(writer);
-    let stats = match made {
-        Ok(stats) => stats,
-        Err(e) => {
-            store.forget_transfer_files(id);
-            return Err(CoreError::io(
-                format!("making the delta of {} (is the disk full?)", path.display()),
-                e,
-            ));
-        }
-    };
-    let sha256: [u8; 32] = reader.hasher.finalize().into();
-    if stats.delta_len as f64 > len as f64 * WORTH_IT {
-        store.forget_transfer_files(id);
+    let Some(made) = write_delta(store, id, &file, len, &sig, base.sha256)? else {
         return Ok(None);
-    }
-    out.sync_all()
-        .map_err(|e| CoreError::io("syncing the delta (is the disk full?)".to_string(), e))?;
+    };
     // The version this sends, for the delta after it (a second read: the
     // file may have changed since the first, and then it is not kept).
     if let Ok((again, signature)) = hash_and_sign(&file, len) {
-        if again == sha256 {
+        if again == made.of.sha256 {
             store.put_pending_version(
                 id,
                 &SentVersion {
                     peer: base.peer.clone(),
                     remote_path: base.remote_path.clone(),
-                    sha256,
+                    sha256: again,
                     size: len,
                     signature,
                 },
             )?;
         }
     }
-    Ok(Some(UploadDelta {
-        of: DeltaOf {
-            base_sha256: base.sha256,
-            size: len,
-            sha256,
-        },
-        len: stats.delta_len,
-    }))
+    Ok(Some(made))
 }
 
+/// The most a fetch's signature takes, whatever the links: 2,048 blocks.
+const FETCH_SIGNATURE_MAX: usize = 24 * 1024;
+/// The least: about 170 blocks, still enough for a log that grew.
+const FETCH_SIGNATURE_MIN: usize = 2 * 1024;
+
 impl Core {
+    /// The version of the file at `local` a download may ask the
+    /// differences from: its SHA-256 and a signature small enough to go in
+    /// every fetch (at most half a message of the smallest link to the
+    /// agent: each fetch repeats it). None when it cannot be read.
+    pub(super) fn download_base(&self, local: &Path, remote: &str) -> Option<SentVersion> {
+        use crate::delta::{SignatureParams, MAX_BLOCK, STRONG_TRAVELS, TRAVEL_MIN_BLOCK};
+        let room = self
+            .node
+            .links_to(&self.peer)
+            .iter()
+            .map(|l| message_payload(&l.capabilities()) / 2)
+            .min()
+            .unwrap_or(FETCH_SIGNATURE_MAX)
+            .clamp(FETCH_SIGNATURE_MIN, FETCH_SIGNATURE_MAX);
+        let blocks = (room / (4 + usize::from(STRONG_TRAVELS))).max(1) as u64;
+        let file = std::fs::File::open(local).ok()?;
+        let len = file.metadata().ok()?.len();
+        let block_size = u32::try_from(len.div_ceil(blocks).div_ceil(64) * 64)
+            .unwrap_or(MAX_BLOCK)
+            .clamp(TRAVEL_MIN_BLOCK, MAX_BLOCK);
+        let params = SignatureParams {
+            block_size,
+            strong_len: STRONG_TRAVELS,
+        };
+        let (sha256, signature) = crate::engine::deltas::blocking(|| {
+            crate::engine::deltas::hash_and_sign_with(&file, len, params)
+        })
+        .ok()?;
+        Some(SentVersion {
+            peer: self.peer.name.as_str().to_string(),
+            remote_path: remote.to_string(),
+            sha256,
+            size: len,
+            signature,
+        })
+    }
+
     /// A delta upload the agent could not rebuild from (`why`): the same
     /// transfer goes again as the whole file, under a new key (a fresh key
     /// for a new manifest: no nonce is ever used twice), and the version it

@@ -123,11 +123,12 @@ impl Core {
         path: &Path,
         remote: &str,
         len: u64,
-    ) -> Option<delta::UploadDelta> {
+    ) -> Option<crate::engine::deltas::Made> {
         let peer = self.peer.name.as_str();
         let base = self.node.store.sent_version(peer, remote)?;
         let store = &self.node.store;
-        match delta::blocking(|| delta::prepare_upload(store, id, path, len, &base)) {
+        match crate::engine::deltas::blocking(|| delta::prepare_upload(store, id, path, len, &base))
+        {
             Ok(Some(sent)) => {
                 self.node.log(
                     LogLevel::Info,
@@ -208,6 +209,11 @@ impl Core {
             )));
         }
         let id = TransferId::random();
+        if options.overwrite && !options.no_delta && local.is_file() {
+            if let Some(base) = self.download_base(&local, &remote) {
+                self.node.store.put_fetch_base(&id, &base)?;
+            }
+        }
         let rec = TransferRecord {
             // Short whatever the file's name (a name of 250 bytes must
             // still leave room), and hidden beside it until verified.

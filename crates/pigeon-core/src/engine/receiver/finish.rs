@@ -12,7 +12,7 @@ impl Receiver {
         if let (true, Some(delta)) = (self.rebuilt, self.rec.manifest.delta) {
             return match self.check_rebuilt(delta).await? {
                 Ok(staged) => self.put_in_place(sha256, staged).await,
-                Err(why) => Ok(Some(self.not_rebuilt(why))),
+                Err(why) => Ok(self.not_rebuilt(why)),
             };
         }
         if self.file.is_none() {
@@ -59,7 +59,7 @@ impl Receiver {
         let staged = match self.rec.manifest.delta {
             Some(delta) => match self.rebuild(delta).await? {
                 Ok(staged) => staged,
-                Err(why) => return Ok(Some(self.not_rebuilt(why))),
+                Err(why) => return Ok(self.not_rebuilt(why)),
             },
             None => self.partial_path(),
         };
@@ -68,7 +68,7 @@ impl Receiver {
 
     /// A delta did not rebuild the file its sender announced: say so (the
     /// sender sends the whole file instead), keep nothing.
-    fn not_rebuilt(&mut self, why: String) -> Outcome {
+    fn not_rebuilt(&mut self, why: String) -> Option<Outcome> {
         self.node.send_control(
             &self.peer,
             &Control::Mismatch {
@@ -77,7 +77,26 @@ impl Receiver {
             },
         );
         self.discard();
-        Outcome::Failed(format!("{}: {why}; nothing was kept", self.rec.remote_path))
+        if self.cfg.initiator && self.base.is_some() {
+            // A download: the local copy changed under it. Ask again for
+            // the whole file (the agent answers a fetch without a base
+            // with a new key and the whole file).
+            self.node.log(
+                LogLevel::Warn,
+                format!(
+                    "{}: {why}; downloading the whole file",
+                    self.rec.local_path.display()
+                ),
+            );
+            self.base = None;
+            self.node.store.forget_fetch_base(&self.rec.id);
+            self.send_fetch();
+            return None;
+        }
+        Some(Outcome::Failed(format!(
+            "{}: {why}; nothing was kept",
+            self.rec.remote_path
+        )))
     }
 
     /// The verified file, at `staged`, goes in place (through the agent's

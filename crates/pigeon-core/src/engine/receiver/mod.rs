@@ -26,7 +26,7 @@ use super::{Fault, Node, Peer, ProgressEvent, ProgressSink, Rto, TaskInput};
 use crate::bitmap::Bitmap;
 use crate::crypto::{ChunkCipher, ChunkNonce};
 use crate::error::{CoreError, IoContext, Result};
-use crate::protocol::{AckState, ChunkBody, Control, RefuseCode};
+use crate::protocol::{AckState, ChunkBody, Control, FetchBase, RefuseCode};
 use crate::store::TransferRecord;
 use crate::view::{LogLevel, TransferStatus};
 use intake::{AckPlan, Arrival, FinishStep, Intake};
@@ -74,6 +74,8 @@ pub(crate) struct Receiver {
     /// A delta's file was rebuilt and checked by a run that died before
     /// putting it in place ([`rebuild`]).
     rebuilt: bool,
+    /// What a download's fetches say this side holds of the file already.
+    base: Option<FetchBase>,
     /// SHA-256 of the chunks received in order from the first (the
     /// intake says which chunk it needs next); dropped at the first gap.
     running: Option<Sha256>,
@@ -141,7 +143,17 @@ impl Receiver {
             .max()
             .unwrap_or_default()
             .clamp(Duration::from_secs(1), Duration::from_secs(20));
+        // A download asks the differences from the version here, if it
+        // asked so when it began (each fetch repeats it).
+        let base = match cfg.initiator {
+            true => node.store.fetch_base(&rec.id).map(|v| FetchBase {
+                sha256: v.sha256,
+                signature: v.signature,
+            }),
+            false => None,
+        };
         let mut r = Receiver {
+            base,
             arrived_on: 0,
             offers_answered: 0,
             fetch_went: false,
@@ -346,6 +358,7 @@ impl Receiver {
             &Control::Fetch {
                 transfer: self.rec.id,
                 path: self.rec.remote_path.clone(),
+                base: self.base.clone(),
             },
         );
         if sent {

@@ -128,12 +128,12 @@ impl Sender {
         progress: ProgressSink,
     ) -> Result<Sender> {
         let file = match &cfg.root {
-            Some(root) => root.open_file(&crate::policy::RemotePath::parse_file(&rec.remote_path)?),
             // A delta's chunks are cut from the delta, made before the
             // transfer was recorded.
-            None if rec.manifest.delta.is_some() => {
+            _ if rec.manifest.delta.is_some() => {
                 std::fs::File::open(node.store.delta_path(&rec.id))
             }
+            Some(root) => root.open_file(&crate::policy::RemotePath::parse_file(&rec.remote_path)?),
             None => std::fs::File::open(&rec.local_path),
         }
         .map_err(|e| CoreError::io(format!("opening {}", rec.local_path.display()), e))?;
@@ -222,8 +222,8 @@ impl Sender {
             if !keeps_version {
                 return hash_open_file(&file, size).map_err(|e| at_path(e, &path));
             }
-            let (sha256, signature) = crate::engine::client::delta::hash_and_sign(&file, size)
-                .map_err(|e| at_path(e, &path))?;
+            let (sha256, signature) =
+                crate::engine::deltas::hash_and_sign(&file, size).map_err(|e| at_path(e, &path))?;
             let (peer, remote_path) = version;
             let kept = node.store.put_pending_version(
                 &id,

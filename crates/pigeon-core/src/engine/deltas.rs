@@ -1,0 +1,139 @@
+//! Deltas as the engine makes and keeps them (issue 31), for a client's
+//! uploads and an agent's downloads alike: the file read once for its hash
+//! and its signature, and the delta written to the transfer's delta file
+//! and synced before the transfer is recorded, so before its first seal
+//! (the nonce rule: every run seals the same bytes).
+
+use std::io::{BufWriter, Read, Write};
+
+use sha2::{Digest, Sha256};
+
+use crate::delta::{Signature, SignatureParams, Travels};
+use crate::error::{CoreError, Result};
+use crate::protocol::DeltaOf;
+use crate::store::Store;
+use crate::view::TransferId;
+
+/// A delta is worth sending only if it is at most this share of the file
+/// (its literal bytes compress like the file's own).
+const WORTH_IT: f64 = 0.9;
+
+/// Reads an open file from `at` by `read_at`, leaving its position to
+/// whoever else reads it (a sender reads its chunks at offsets).
+pub(crate) struct ReadFrom<'a> {
+    pub file: &'a std::fs::File,
+    pub at: u64,
+}
+
+impl Read for ReadFrom<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let n = self.file.read_at(buf, self.at)?;
+        self.at += n as u64;
+        Ok(n)
+    }
+}
+
+/// Hashes what passes through it.
+pub(crate) struct Hashing<R> {
+    pub inner: R,
+    pub hasher: Sha256,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// The first `size` bytes of `file`: their SHA-256 and the signature a
+/// later delta against them needs (fine: it stays with this side), in one
+/// read.
+pub(crate) fn hash_and_sign(file: &std::fs::File, size: u64) -> Result<([u8; 32], Vec<u8>)> {
+    hash_and_sign_with(file, size, SignatureParams::for_file(size, Travels::No))
+}
+
+/// [`hash_and_sign`] with the signature's shape given.
+pub(crate) fn hash_and_sign_with(
+    file: &std::fs::File,
+    size: u64,
+    params: SignatureParams,
+) -> Result<([u8; 32], Vec<u8>)> {
+    let mut reader = Hashing {
+        inner: std::io::BufReader::with_capacity(1 << 20, ReadFrom { file, at: 0 }.take(size)),
+        hasher: Sha256::new(),
+    };
+    let sig = Signature::of(&mut reader, params)
+        .map_err(|e| CoreError::io("reading the file for its signature".to_string(), e))?;
+    if sig.base_len() != size {
+        return Err(CoreError::Transfer(
+            "the file is shorter than when the transfer started; run the command again".into(),
+        ));
+    }
+    Ok((reader.hasher.finalize().into(), sig.encode()))
+}
+
+/// Run `f`, which reads a file whole, without holding up the other tasks
+/// of a runtime with several threads (on a single-threaded one, the
+/// simulator's, there are none to hold up).
+pub(crate) fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
+/// A delta made: the manifest's [`DeltaOf`] and the delta's length.
+pub(crate) struct Made {
+    pub of: DeltaOf,
+    pub len: u64,
+}
+
+/// The delta of the first `len` bytes of `file` against `sig` (the
+/// signature of the copy the other side holds, whose SHA-256 is
+/// `base_sha256`), written to transfer `id`'s delta file and synced. None
+/// when a delta would not pay: nothing is left behind then.
+pub(crate) fn write_delta(
+    store: &Store,
+    id: &TransferId,
+    file: &std::fs::File,
+    len: u64,
+    sig: &Signature,
+    base_sha256: [u8; 32],
+) -> Result<Option<Made>> {
+    let out = store.create_delta_file(id)?;
+    let mut reader = Hashing {
+        inner: std::io::BufReader::with_capacity(1 << 20, ReadFrom { file, at: 0 }.take(len)),
+        hasher: Sha256::new(),
+    };
+    let mut writer = BufWriter::with_capacity(1 << 20, &out);
+    let made = crate::delta::diff(sig, &mut reader, len, &mut writer)
+        .and_then(|stats| writer.flush().map(|()| stats));
+    drop(writer);
+    let stats = match made {
+        Ok(stats) => stats,
+        Err(e) => {
+            store.forget_transfer_files(id);
+            return Err(CoreError::io(
+                "making a delta (is the disk full, or did the file change?)".to_string(),
+                e,
+            ));
+        }
+    };
+    if stats.delta_len as f64 > len as f64 * WORTH_IT {
+        store.forget_transfer_files(id);
+        return Ok(None);
+    }
+    out.sync_all()
+        .map_err(|e| CoreError::io("syncing the delta (is the disk full?)".to_string(), e))?;
+    Ok(Some(Made {
+        of: DeltaOf {
+            base_sha256,
+            size: len,
+            sha256: reader.hasher.finalize().into(),
+        },
+        len: stats.delta_len,
+    }))
+}
