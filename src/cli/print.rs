@@ -266,7 +266,7 @@ mod tests {
         };
         assert_eq!(
             completed_line(&delta, "->"),
-            "completed a.txt -> a.txt: 50000000 bytes (delta: 1.0 MiB of 47.7 MiB), sha256 ab, 3 chunks sent in 0.2s"
+            "completed a.txt -> a.txt: 50000000 bytes (delta: 1.0 MiB of 48 MiB), sha256 ab, 3 chunks sent in 0.2s"
         );
         assert!(completed_line(&report(3), "->").contains(", 3 chunks sent in"));
     }

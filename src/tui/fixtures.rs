@@ -73,6 +73,7 @@ pub fn transfer(
         created_unix: 1_700_000_000 + u64::from(n),
         sha256: None,
         mime: "application/octet-stream".into(),
+        delta_of: None,
     }
 }
 

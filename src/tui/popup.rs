@@ -208,7 +208,10 @@ fn detail_lines(t: &TransferView, theme: Theme) -> Vec<Line<'static>> {
         field("peer", escape_control(&t.peer).into_owned()),
         field(
             "size",
-            format!("{} ({} bytes), {}", format::bytes(t.size), t.size, {
+            format!("{} ({} bytes){}, {}", format::bytes(t.delta_of.unwrap_or(t.size)), t.delta_of.unwrap_or(t.size), match t.delta_of {
+                Some(_) => format!(", sent as a delta of {}", format::bytes(t.size)),
+                None => String::new(),
+            }, {
                 if t.mime.is_empty() {
                     "type not known yet".to_string()
                 } else {

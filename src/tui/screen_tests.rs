@@ -82,6 +82,22 @@ fn screen_chunks_by_link() {
     assert_screens("chunks_by_link", app);
 }
 
+/// Issue 31: an upload that moves only the differences says so in the
+/// queue, against the file it rebuilds: "delta 1.0 MiB of 48 MiB".
+#[test]
+fn screen_delta_upload() {
+    let mut app = fixtures::app(vec![]);
+    let mut delta = transfer(1, "model.bin", TransferStatus::InProgress, 16, 6);
+    delta.delta_of = Some(50_000_000);
+    app.on_snapshot(snapshot(vec![delta]));
+    let screen = format!("{:?}", draw(&mut app, 120, 40).backend());
+    assert!(
+        screen.contains("model.bin · delta 1.0 MiB of 48 MiB"),
+        "{screen}"
+    );
+    assert_screens("delta_upload", app);
+}
+
 #[test]
 fn screen_failed_transfer() {
     let mut app = fixtures::app(vec![remote_entry("earlier.txt", 12)]);

@@ -319,3 +319,49 @@ fn a_local_copy_changed_under_a_delta_download_gets_the_whole_file() {
         run.stderr
     );
 }
+
+/// A program rebuilt after a one-line change: the code after it moved, so
+/// its addresses all shifted and no block is the same; the client kept a
+/// copy of the program it sent, and the delta against it carries nearly
+/// equal bytes as small differences (bsdiff's matching), not literals.
+#[test]
+fn a_rebuilt_program_goes_as_small_differences_from_the_copy_kept() {
+    let mut w = World::with_permissions(PACED, "upload,download,list,exec");
+    w.start_agent();
+    // Code as a compiler lays it out: runs of instructions, one in four a
+    // call whose 4-byte target is an address after the change (and moves).
+    let program = |shift: u32, extra: &[u8]| {
+        let mut p = b"\x7fELF\x02\x01\x01\0".to_vec();
+        let mut x = 7u64;
+        for i in 0..120_000u32 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            if i == 60_000 {
+                p.extend_from_slice(extra);
+            }
+            p.extend_from_slice(&x.to_le_bytes()[..6]);
+            if i % 4 == 0 {
+                let target = i * 16 + 0x1000 + if i >= 60_000 { shift } else { 0 };
+                p.push(0xe8);
+                p.extend_from_slice(&target.to_le_bytes());
+            }
+        }
+        p
+    };
+    let file = w.file("server", &program(0, b""));
+    w.upload(&[&file], &[]).assert_ok();
+    let new = program(48, b"one more line of code, compiled");
+    std::fs::write(&file, &new).unwrap();
+    let before = client_sent(&w);
+    let run = w.upload(&[&file], &["--overwrite"]);
+    run.assert_ok();
+    let sent = client_sent(&w) - before;
+    assert_same_file(&file, &w.storage().join("server"));
+    assert!(delta_of(&run.report()).is_some(), "{}", run.report());
+    assert!(
+        sent < new.len() / 10,
+        "{sent} bytes on the wire for a program of {} with its code moved",
+        new.len()
+    );
+}

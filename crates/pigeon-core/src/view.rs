@@ -179,6 +179,10 @@ pub struct TransferView {
     /// file before it offers it; a download learns it from the offer).
     pub sha256: Option<String>,
     pub mime: String,
+    /// What moves is a delta of a file of this size (`size` is the
+    /// delta's): the differences from the version the other side holds.
+    #[serde(default)]
+    pub delta_of: Option<u64>,
 }
 
 /// A transport's health as a front end sees it.

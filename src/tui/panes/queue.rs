@@ -390,15 +390,17 @@ impl Columns {
         };
         put(buf, cx, y, arrow, Self::DIR, false, theme.accent());
         cx += Self::DIR;
-        put(
-            buf,
-            cx,
-            y,
-            &display_name(t),
-            self.name,
-            false,
-            Style::default(),
-        );
+        let name = match t.delta_of {
+            // What moves against what it rebuilds: the point of a delta.
+            Some(whole) => format!(
+                "{} · delta {} of {}",
+                display_name(t),
+                format::bytes(t.size),
+                format::bytes(whole)
+            ),
+            None => display_name(t),
+        };
+        put(buf, cx, y, &name, self.name, false, Style::default());
         cx += self.name + 1;
         put(
             buf,
@@ -523,6 +525,7 @@ mod tests {
             created_unix: u64::from(n),
             sha256: None,
             mime: String::new(),
+            delta_of: None,
         }
     }
 

@@ -3,7 +3,9 @@
 
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 
-use super::{unzigzag, DeltaError, DELTA_MAGIC, DELTA_VERSION, OP_COPY, OP_END, OP_LITERAL};
+use super::{
+    unzigzag, DeltaError, DELTA_MAGIC, DELTA_VERSION, OP_ADD, OP_COPY, OP_END, OP_LITERAL,
+};
 
 /// Writes to `out` the file `delta` describes against `base` (`base_len`
 /// bytes long), and returns its length. Refused before anything is written
@@ -49,10 +51,57 @@ pub fn apply(
     let mut written = 0u64;
     let mut prev_end = 0u64;
     let mut base_pos: Option<u64> = None;
+    // For additions only: a block of the base and of the differences.
+    let mut blocks: Option<(Vec<u8>, Vec<u8>)> = None;
     loop {
         let op = read_byte(&mut delta)?.ok_or(DeltaError::Truncated)?;
         match op {
             OP_END => break,
+            OP_ADD => {
+                let rel = unzigzag(read_varint(&mut delta)?);
+                let len = read_varint(&mut delta)?;
+                let offset = i128::from(prev_end) + i128::from(rel);
+                let end = offset + i128::from(len);
+                if len == 0 || offset < 0 || end > i128::from(base_len) {
+                    return Err(DeltaError::CopyOutOfBounds {
+                        offset: offset.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64,
+                        len,
+                        base_len,
+                    });
+                }
+                let offset = offset as u64; // 0 ≤ offset < base_len, checked above
+                check_room(written, len, result_len)?;
+                if base_pos != Some(offset) {
+                    base.seek(SeekFrom::Start(offset))
+                        .map_err(DeltaError::Base)?;
+                }
+                let (from, by) =
+                    blocks.get_or_insert_with(|| (vec![0; ADD_BLOCK], vec![0; ADD_BLOCK]));
+                let mut left = len;
+                while left > 0 {
+                    let k = left.min(ADD_BLOCK as u64) as usize;
+                    read_full(&mut base, &mut from[..k]).map_err(|e| match e {
+                        Some(e) => DeltaError::Base(e),
+                        None => DeltaError::BaseShort {
+                            offset,
+                            len,
+                            got: len - left,
+                        },
+                    })?;
+                    read_full(&mut delta, &mut by[..k]).map_err(|e| match e {
+                        Some(e) => DeltaError::Delta(e),
+                        None => DeltaError::Truncated,
+                    })?;
+                    for (x, d) in from[..k].iter_mut().zip(&by[..k]) {
+                        *x = x.wrapping_add(*d);
+                    }
+                    out.write_all(&from[..k]).map_err(DeltaError::Output)?;
+                    left -= k as u64;
+                }
+                base_pos = Some(offset + len);
+                prev_end = offset + len;
+                written += len;
+            }
             OP_COPY => {
                 let rel = unzigzag(read_varint(&mut delta)?);
                 let len = read_varint(&mut delta)?;
@@ -110,6 +159,24 @@ pub fn apply(
     }
     out.flush().map_err(DeltaError::Output)?;
     Ok(written)
+}
+
+/// Bytes of an addition taken at a time (two buffers of it, made at the
+/// first addition).
+const ADD_BLOCK: usize = 64 * 1024;
+
+/// Fill `buf` from `r`: Err(None) when it ends first, Err(Some) on an error.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> Result<(), Option<io::Error>> {
+    let mut at = 0;
+    while at < buf.len() {
+        match r.read(&mut buf[at..]) {
+            Ok(0) => return Err(None),
+            Ok(n) => at += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Some(e)),
+        }
+    }
+    Ok(())
 }
 
 fn check_room(written: u64, len: u64, result_len: u64) -> Result<(), DeltaError> {

@@ -110,10 +110,13 @@
 //! A delta is `PGDL`, a version byte (1), the base length and the result
 //! length as LEB128 varints, then instructions: `1` copy (zigzag varint
 //! offset relative to the previous copy's end, varint length), `2` literal
-//! (varint length, the bytes), `0` end. Nothing may follow the end. Literals
+//! (varint length, the bytes), `3` add (as a copy, then that many bytes,
+//! each added to the base's byte, wrapping: [`binary`]'s "nearly the same
+//! bytes", mostly zeros), `0` end. Nothing may follow the end. Literals
 //! are not compressed here: the transport gzips each chunk of the delta file.
 
 mod apply;
+pub mod binary;
 mod diff;
 mod signature;
 #[cfg(test)]
@@ -184,6 +187,7 @@ const DELTA_VERSION: u8 = 1;
 const OP_END: u8 = 0;
 const OP_COPY: u8 = 1;
 const OP_LITERAL: u8 = 2;
+const OP_ADD: u8 = 3;
 
 /// LEB128: seven bits a byte, low bits first.
 fn write_varint(out: &mut Vec<u8>, mut v: u64) {

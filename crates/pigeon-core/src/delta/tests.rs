@@ -248,6 +248,44 @@ fn hostile_copy_outside_the_base_is_refused() {
     assert!(matches!(err, DeltaError::CopyOutOfBounds { .. }), "{err}");
 }
 
+/// Additions are bounded as copies are: inside the base, within the
+/// announced length, their differences present in full.
+#[test]
+fn hostile_additions_outside_the_base_or_cut_short_are_refused() {
+    let (base, _, _) = honest();
+    let mut ops = vec![OP_ADD];
+    write_varint(&mut ops, zigzag(4090));
+    write_varint(&mut ops, 10);
+    ops.extend_from_slice(&[1; 10]);
+    ops.push(OP_END);
+    let err = rebuild(&base, &forged(4096, 10, &ops), 1 << 20).expect_err("past the end");
+    assert!(matches!(err, DeltaError::CopyOutOfBounds { .. }), "{err}");
+    let mut ops = vec![OP_ADD];
+    write_varint(&mut ops, zigzag(0));
+    write_varint(&mut ops, 100);
+    ops.extend_from_slice(&[1; 60]);
+    let err = rebuild(&base, &forged(4096, 100, &ops), 1 << 20).expect_err("cut short");
+    assert!(matches!(err, DeltaError::Truncated), "{err}");
+    let mut ops = vec![OP_ADD];
+    write_varint(&mut ops, zigzag(0));
+    write_varint(&mut ops, 100);
+    ops.extend_from_slice(&[1; 100]);
+    ops.push(OP_END);
+    let err = rebuild(&base, &forged(4096, 50, &ops), 1 << 20).expect_err("past its length");
+    assert!(matches!(err, DeltaError::Overrun { .. }), "{err}");
+    // And an honest one adds, wrapping.
+    let mut ops = vec![OP_ADD];
+    write_varint(&mut ops, zigzag(0));
+    write_varint(&mut ops, 3);
+    ops.extend_from_slice(&[1, 0, 255]);
+    ops.push(OP_END);
+    let out = rebuild(&base, &forged(4096, 3, &ops), 1 << 20).expect("an honest addition");
+    assert_eq!(
+        out,
+        vec![base[0].wrapping_add(1), base[1], base[2].wrapping_add(255)]
+    );
+}
+
 #[test]
 fn hostile_result_over_the_limit_is_refused_before_writing() {
     let (base, new, delta) = honest();

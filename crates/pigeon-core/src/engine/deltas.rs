@@ -137,3 +137,74 @@ pub(crate) fn write_delta(
         len: stats.delta_len,
     }))
 }
+
+/// The delta of the program in `file` (`len` bytes) against the copy at
+/// `old` of the version the other side holds (SHA-256 `base_sha256`),
+/// made with both in memory ([`crate::delta::binary`]), written to
+/// transfer `id`'s delta file and synced. None when either is too large
+/// or a delta would not pay.
+pub(crate) fn write_binary_delta(
+    store: &Store,
+    id: &TransferId,
+    old: &std::path::Path,
+    file: &std::fs::File,
+    len: u64,
+    base_sha256: [u8; 32],
+) -> Result<Option<Made>> {
+    use crate::delta::binary;
+    let old_len = std::fs::metadata(old).map(|m| m.len()).unwrap_or(u64::MAX);
+    if len > binary::MAX_LEN || old_len > binary::MAX_LEN {
+        return Ok(None);
+    }
+    let old =
+        std::fs::read(old).map_err(|e| CoreError::io(format!("reading {}", old.display()), e))?;
+    if <[u8; 32]>::from(Sha256::digest(&old)) != base_sha256 {
+        return Ok(None);
+    }
+    let mut new = Vec::with_capacity(len as usize);
+    ReadFrom { file, at: 0 }
+        .take(len)
+        .read_to_end(&mut new)
+        .map_err(|e| CoreError::io("reading the file".to_string(), e))?;
+    if new.len() as u64 != len {
+        return Err(CoreError::Transfer(
+            "the file changed while its delta was made; run the command again".into(),
+        ));
+    }
+    let out = store.create_delta_file(id)?;
+    let mut writer = BufWriter::with_capacity(1 << 20, &out);
+    let made = binary::diff(&old, &new, &mut writer).and_then(|s| writer.flush().map(|()| s));
+    drop(writer);
+    let stats = match made {
+        Ok(stats) => stats,
+        Err(e) => {
+            store.forget_transfer_files(id);
+            return Err(CoreError::io(
+                "making a delta (is the disk full?)".to_string(),
+                e,
+            ));
+        }
+    };
+    if stats.delta_len as f64 > len as f64 * WORTH_IT {
+        store.forget_transfer_files(id);
+        return Ok(None);
+    }
+    out.sync_all()
+        .map_err(|e| CoreError::io("syncing the delta (is the disk full?)".to_string(), e))?;
+    Ok(Some(Made {
+        of: DeltaOf {
+            base_sha256,
+            size: len,
+            sha256: Sha256::digest(&new).into(),
+        },
+        len: stats.delta_len,
+    }))
+}
+
+/// Whether the file at `path` is a program (by its first bytes).
+pub(crate) fn is_program(path: &std::path::Path) -> bool {
+    let mut head = [0u8; 8];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read(&mut head))
+        .is_ok_and(|n| crate::delta::binary::is_program(&head[..n]))
+}

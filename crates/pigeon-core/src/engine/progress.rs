@@ -338,8 +338,14 @@ impl Progress {
             chunk_links: self.chunk_links(),
             resumed: self.resumed,
             created_unix: rec.created_unix,
-            sha256: rec.sha256.as_ref().map(hex::encode),
+            // A delta's own hash is the protocol's business: the file's
+            // is what a user compares.
+            sha256: match rec.manifest.delta {
+                Some(d) => Some(hex::encode(d.sha256)),
+                None => rec.sha256.as_ref().map(hex::encode),
+            },
             mime: rec.manifest.mime.clone(),
+            delta_of: rec.manifest.delta.map(|d| d.size),
         }
     }
 }

@@ -11,6 +11,10 @@
 //!   written and synced before the transfer's record (and so before its
 //!   first seal), removed when the transfer ends.
 //!
+//!   For a program (`crate::delta::binary::is_program`, at most
+//!   [`crate::delta::binary::MAX_LEN`]), a copy of what was sent besides
+//!   (`.copy`): its next delta is made against its bytes.
+//!
 //! Files, not sled values: a signature is up to a few megabytes, and sled
 //! keeps old values in its log for as long as it likes.
 
@@ -127,9 +131,69 @@ impl Store {
     }
 
     /// Forget the version of `remote_path` at `peer` (the agent's copy is
-    /// not it any more).
+    /// not it any more), and any copy of it kept.
     pub fn forget_sent_version(&self, peer: &str, remote_path: &str) {
         let _ = std::fs::remove_file(self.version_path(peer, remote_path));
+        let _ = std::fs::remove_file(self.version_path(peer, remote_path).with_extension("copy"));
+    }
+
+    /// Keep a copy of the program at `src`, which the agent `peer` verified
+    /// at `remote_path` with SHA-256 `sha256`: a program's next delta is
+    /// made against its bytes, not a signature ([`crate::delta::binary`]).
+    /// Nothing is kept when the file is not that content any more.
+    pub fn keep_sent_copy(
+        &self,
+        peer: &str,
+        remote_path: &str,
+        src: &std::path::Path,
+        sha256: &[u8; 32],
+    ) -> Result<bool> {
+        use sha2::Digest;
+        use std::os::unix::fs::OpenOptionsExt;
+        let kept = self.version_path(peer, remote_path).with_extension("copy");
+        let tmp = kept.with_extension("copy.tmp");
+        let _ = std::fs::remove_file(&tmp);
+        let copied = (|| -> std::io::Result<[u8; 32]> {
+            let mut from = std::fs::File::open(src)?;
+            let mut to = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            let mut hasher = sha2::Sha256::new();
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = std::io::Read::read(&mut from, &mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+                std::io::Write::write_all(&mut to, &buf[..n])?;
+            }
+            to.sync_all()?;
+            Ok(hasher.finalize().into())
+        })();
+        match copied {
+            Ok(sha) if &sha == sha256 => {
+                std::fs::rename(&tmp, &kept).ctx(|| format!("keeping {}", kept.display()))?;
+                Ok(true)
+            }
+            Ok(_) => {
+                let _ = std::fs::remove_file(&tmp);
+                Ok(false)
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                Err(CoreError::io(format!("copying {}", src.display()), e))
+            }
+        }
+    }
+
+    /// The copy of the program the agent `peer` holds at `remote_path`, if
+    /// one is kept.
+    pub fn sent_copy(&self, peer: &str, remote_path: &str) -> Option<PathBuf> {
+        let path = self.version_path(peer, remote_path).with_extension("copy");
+        path.is_file().then_some(path)
     }
 
     fn base_path(&self, id: &TransferId) -> PathBuf {

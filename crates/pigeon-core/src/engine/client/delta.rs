@@ -17,7 +17,7 @@
 
 use super::*;
 use crate::delta::Signature;
-use crate::engine::deltas::{hash_and_sign, write_delta, Made};
+use crate::engine::deltas::{hash_and_sign, is_program, write_binary_delta, write_delta, Made};
 use crate::store::SentVersion;
 
 /// The delta of the file at `path` (`len` bytes) against `base`, the
@@ -36,8 +36,19 @@ pub(crate) fn prepare_upload(
     };
     let file = std::fs::File::open(path)
         .map_err(|e| CoreError::io(format!("reading {}", path.display()), e))?;
-    let Some(made) = write_delta(store, id, &file, len, &sig, base.sha256)? else {
-        return Ok(None);
+    // A program whose copy is kept: nearly-equal bytes found too.
+    let binary = match store.sent_copy(&base.peer, &base.remote_path) {
+        Some(old) if is_program(path) => {
+            write_binary_delta(store, id, &old, &file, len, base.sha256)?
+        }
+        _ => None,
+    };
+    let made = match binary {
+        Some(made) => made,
+        None => match write_delta(store, id, &file, len, &sig, base.sha256)? {
+            Some(made) => made,
+            None => return Ok(None),
+        },
     };
     // The version this sends, for the delta after it (a second read: the
     // file may have changed since the first, and then it is not kept).

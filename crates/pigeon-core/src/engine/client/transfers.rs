@@ -376,8 +376,24 @@ impl Core {
                 // The agent verified this content at this path: the base of
                 // the next delta there.
                 let file_sha = rec.manifest.delta.map_or(sha, |d| d.sha256);
-                if let Err(e) = self.node.store.keep_sent_version(&id, &file_sha) {
+                let store = &self.node.store;
+                if let Err(e) = store.keep_sent_version(&id, &file_sha) {
                     tracing::warn!("not keeping the version sent of {}: {e}", rec.remote_path);
+                }
+                if crate::engine::deltas::is_program(&rec.local_path)
+                    && rec.manifest.file_size() <= crate::delta::binary::MAX_LEN
+                {
+                    let kept = crate::engine::deltas::blocking(|| {
+                        store.keep_sent_copy(
+                            &rec.peer,
+                            &rec.remote_path,
+                            &rec.local_path,
+                            &file_sha,
+                        )
+                    });
+                    if let Err(e) = kept {
+                        tracing::warn!("not keeping a copy of {}: {e}", rec.remote_path);
+                    }
                 }
                 outcome
             }
