@@ -365,3 +365,53 @@ fn a_rebuilt_program_goes_as_small_differences_from_the_copy_kept() {
         new.len()
     );
 }
+
+/// A file this client never sent (the phone made it, or another machine
+/// uploaded it): one exchange asks the agent what it holds there, and only
+/// the differences go; where it holds nothing, the whole file goes.
+#[test]
+fn an_upload_over_a_file_this_client_never_sent_asks_once_and_sends_the_differences() {
+    let mut w = World::new(PACED);
+    w.start_agent();
+    let mut log = random_bytes(3 * 1024 * 1024, 101);
+    w.put_remote("made-there.log", &log);
+    log.extend_from_slice(&random_bytes(100 * 1024, 102));
+    let file = w.file("made-there.log", &log);
+    let before = client_sent(&w);
+    let run = w.upload(&[&file], &["--overwrite"]);
+    run.assert_ok();
+    let sent = client_sent(&w) - before;
+    assert_same_file(&file, &w.storage().join("made-there.log"));
+    assert!(
+        delta_of(&run.report()).is_some_and(|d| d < 200 * 1024),
+        "{}",
+        run.report()
+    );
+    assert!(
+        sent < 300 * 1024,
+        "{sent} bytes on the wire for 100 KiB appended"
+    );
+
+    // Nothing there: the answer says so and the whole file goes.
+    let fresh = w.random_file("fresh.bin", 512 * 1024, 103);
+    let run = w.upload(&[&fresh], &["--overwrite"]);
+    run.assert_ok();
+    assert_eq!(delta_of(&run.report()), None);
+    assert_same_file(&fresh, &w.storage().join("fresh.bin"));
+}
+
+/// A signature says much of a file: a peer that may replace a file but not
+/// read it is told nothing of it, and sends the whole file.
+#[test]
+fn a_peer_that_may_not_read_a_file_gets_no_signature_of_it() {
+    let mut w = World::with_permissions(PACED, "upload,list");
+    w.start_agent();
+    let mut data = random_bytes(1024 * 1024, 111);
+    w.put_remote("secret.bin", &data);
+    data.extend_from_slice(b"appended");
+    let file = w.file("secret.bin", &data);
+    let run = w.upload(&[&file], &["--overwrite"]);
+    run.assert_ok();
+    assert_eq!(delta_of(&run.report()), None, "{}", run.report());
+    assert_same_file(&file, &w.storage().join("secret.bin"));
+}

@@ -49,6 +49,11 @@ pub fn diff(
     // so that a run of unchanged blocks becomes one copy.
     let mut next_block = 0usize;
     let mut weak: Option<u32> = None;
+    // Bytes strong-hashed for nothing (a weak checksum that matched, a
+    // strong hash that did not): a signature built to collide must not
+    // make a delta cost more than reading the file a few times.
+    let budget = new_len.saturating_mul(4).saturating_add(64 << 20);
+    let mut wasted = 0u64;
     loop {
         win.ensure(bs + 1, &mut emit)?;
         if win.filled - win.pos < bs {
@@ -60,8 +65,17 @@ pub fn diff(
         let mut pos = win.pos;
         let found = loop {
             if index.maybe(w) {
-                if let Some(block) = index.find(sig, w, &data[pos..pos + bs], next_block) {
-                    break Some(block);
+                match index.find(sig, w, &data[pos..pos + bs], next_block) {
+                    (Some(block), _) => break Some(block),
+                    (None, true) => {
+                        wasted += bs as u64;
+                        if wasted > budget {
+                            return Err(io::Error::other(
+                                "the signature's checksums collide too often to make a delta at a bounded cost: send the whole file",
+                            ));
+                        }
+                    }
+                    (None, false) => {}
                 }
             }
             if pos + bs >= data.len() {
@@ -201,7 +215,14 @@ impl Index {
 
     /// The block whose weak and strong hashes both match `window`: `prefer`
     /// if it does, else the lowest-numbered one.
-    fn find(&self, sig: &Signature, weak: u32, window: &[u8], prefer: usize) -> Option<usize> {
+    /// And whether the window was strong-hashed to find out.
+    fn find(
+        &self,
+        sig: &Signature,
+        weak: u32,
+        window: &[u8],
+        prefer: usize,
+    ) -> (Option<usize>, bool) {
         let k = bucket(weak, self.bits);
         let (lo, hi) = (self.starts[k] as usize, self.starts[k + 1] as usize);
         let mut strong: Option<Vec<u8>> = None;
@@ -214,12 +235,12 @@ impl Index {
             let s = strong.get_or_insert_with(|| strong_of(window, sig.strong_len()));
             if s.as_slice() == sig.strong(b) {
                 if b == prefer {
-                    return Some(b);
+                    return (Some(b), true);
                 }
                 first.get_or_insert(b);
             }
         }
-        first
+        (first, strong.is_some())
     }
 }
 

@@ -486,3 +486,28 @@ fn a_file_that_changed_length_while_read_is_an_error() {
     let err = diff(&sig, &base[..], 10_001, &mut Vec::new()).expect_err("shorter than announced");
     assert!(err.to_string().contains("changed while"), "{err}");
 }
+
+/// A signature built to collide (weak checksums of the new file's own
+/// blocks, strong hashes that never match, blocks of a megabyte) would
+/// make every offset of a run of equal bytes cost a megabyte of hashing:
+/// the diff gives up at a bounded cost instead.
+#[test]
+fn hostile_signature_that_collides_everywhere_costs_a_bounded_diff() {
+    let block = 1 << 20;
+    let new = vec![0u8; 48 << 20];
+    let honest = Signature::of(&new[..block], params(block as u32, 8)).unwrap();
+    let mut bytes = honest.encode();
+    let n = bytes.len();
+    for b in &mut bytes[n - 8..] {
+        *b ^= 0xff;
+    }
+    let sig = Signature::decode(&bytes).unwrap();
+    let started = std::time::Instant::now();
+    let err = diff(&sig, &new[..], new.len() as u64, std::io::sink()).expect_err("gives up");
+    assert!(err.to_string().contains("bounded cost"), "{err}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -208,3 +208,44 @@ pub(crate) fn is_program(path: &std::path::Path) -> bool {
         .and_then(|mut f| f.read(&mut head))
         .is_ok_and(|n| crate::delta::binary::is_program(&head[..n]))
 }
+
+/// The most a travelling signature takes, whatever the links: 2,048 blocks.
+const TRAVEL_MAX: usize = 24 * 1024;
+/// The least: about 170 blocks, still enough for a log that grew.
+const TRAVEL_MIN: usize = 2 * 1024;
+
+/// The shape of a signature of a file of `len` bytes that travels to or
+/// from `peer`: at most half a message of the smallest link between them
+/// (a fetch repeats it), within [`TRAVEL_MIN`]..[`TRAVEL_MAX`] bytes.
+pub(crate) fn travelling_params(
+    node: &super::Node,
+    peer: &super::Peer,
+    len: u64,
+) -> SignatureParams {
+    use crate::delta::{MAX_BLOCK, STRONG_TRAVELS, TRAVEL_MIN_BLOCK};
+    let room = node
+        .links_to(peer)
+        .iter()
+        .map(|l| crate::link::message_payload(&l.capabilities()) / 2)
+        .min()
+        .unwrap_or(TRAVEL_MAX)
+        .clamp(TRAVEL_MIN, TRAVEL_MAX);
+    let blocks = (room / (4 + usize::from(STRONG_TRAVELS))).max(1) as u64;
+    SignatureParams {
+        block_size: u32::try_from(len.div_ceil(blocks).div_ceil(64) * 64)
+            .unwrap_or(MAX_BLOCK)
+            .clamp(TRAVEL_MIN_BLOCK, MAX_BLOCK),
+        strong_len: STRONG_TRAVELS,
+    }
+}
+
+/// Whether a travelling signature has the shape this pigeon gives one
+/// ([`travelling_params`]): at least 170 blocks, unless they are of the
+/// smallest size.
+pub(crate) fn travels_as_made(sig: &Signature) -> bool {
+    use crate::delta::TRAVEL_MIN_BLOCK;
+    let most_blocks = (TRAVEL_MIN / (4 + usize::from(crate::delta::STRONG_TRAVELS))) as u64;
+    let largest =
+        (sig.base_len().div_ceil(most_blocks).div_ceil(64) * 64).max(u64::from(TRAVEL_MIN_BLOCK));
+    u64::from(sig.block_size()) <= largest
+}

@@ -198,6 +198,19 @@ pub enum Control {
         down: Option<u64>,
         on_link: Option<u64>,
     },
+    /// Client: what do you hold at `path`, as a base for a delta? (An
+    /// upload with `--overwrite` of a file this client did not send there
+    /// itself: one exchange settles it.)
+    BaseAsk {
+        request: u64,
+        path: String,
+    },
+    /// Agent: the file at that path in the asker's own view, as a coarse
+    /// signature; None when there is none it may replace.
+    BaseIs {
+        request: u64,
+        base: Option<FetchBase>,
+    },
 }
 
 /// The version of a file a downloading client holds already
@@ -307,7 +320,9 @@ impl Control {
             // For the client's hooks, never a task: the task is gone.
             | Control::Cancelled { .. }
             // About the peer's downloads, whichever tasks serve them.
-            | Control::Rate { .. } => None,
+            | Control::Rate { .. }
+            | Control::BaseAsk { .. }
+            | Control::BaseIs { .. } => None,
         }
     }
 }

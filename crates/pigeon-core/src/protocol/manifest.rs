@@ -73,6 +73,16 @@ impl Manifest {
         if !(MIN_CHUNK..=MAX_CHUNK).contains(&self.chunk_size) {
             return Err(format!("chunk size {} is out of range", self.chunk_size));
         }
+        // What a delta rebuilds: at most what its chunks could carry
+        // (2^26 chunks of 16 MiB), so no few bytes claim a petabyte.
+        if let Some(d) = self.delta {
+            if d.size > MAX_CHUNKS * u64::from(MAX_CHUNK) {
+                return Err(format!(
+                    "a delta rebuilding {} bytes is out of range",
+                    d.size
+                ));
+            }
+        }
         let chunks = self.size.div_ceil(u64::from(self.chunk_size)).max(1);
         if chunks > MAX_CHUNKS {
             return Err(format!(

@@ -605,6 +605,7 @@ impl Store {
     }
 
     pub fn delete_transfer(&self, id: &TransferId) -> Result<()> {
+        self.forget_transfer_files(id);
         self.forget_secret(id)?;
         self.transfers.remove(id.0)?;
         self.terms.remove(id.0)?;

@@ -62,14 +62,38 @@ impl Store {
         use std::os::unix::fs::OpenOptionsExt;
         crate::files::create_private_dir(&self.deltas_dir())?;
         let path = self.delta_path(id);
-        std::fs::OpenOptions::new()
+        let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(true)
             .mode(0o600)
             .open(&path)
-            .ctx(|| format!("creating {}", path.display()))
+            .ctx(|| format!("creating {}", path.display()))?;
+        // Its name survives a crash as its bytes will.
+        crate::files::sync_dir(&self.deltas_dir())
+            .ctx(|| format!("syncing {}", self.deltas_dir().display()))?;
+        Ok(file)
+    }
+
+    /// Delta files of transfers that are not in `live` (ended, deleted,
+    /// or never recorded: a crash between a delta and its record): removed.
+    pub fn sweep_delta_files(&self, live: &std::collections::HashSet<TransferId>) -> usize {
+        let Ok(dir) = std::fs::read_dir(self.deltas_dir()) else {
+            return 0;
+        };
+        let mut removed = 0;
+        for entry in dir.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let id = name
+                .strip_suffix(".delta")
+                .and_then(|hex| hex.parse::<TransferId>().ok());
+            if id.is_none_or(|id| !live.contains(&id)) && std::fs::remove_file(entry.path()).is_ok()
+            {
+                removed += 1;
+            }
+        }
+        removed
     }
 
     fn pending_path(&self, id: &TransferId) -> PathBuf {
@@ -277,5 +301,20 @@ mod tests {
         assert_eq!(store.sent_version("agent", "app2"), None, "another path");
         store.forget_sent_version("agent", "app");
         assert_eq!(store.sent_version("agent", "app"), None);
+    }
+
+    /// Delta files of transfers no longer live go; a live one stays.
+    #[test]
+    fn a_sweep_keeps_only_the_deltas_of_live_transfers() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (live, ended) = (TransferId([3; 16]), TransferId([4; 16]));
+        store.create_delta_file(&live).unwrap();
+        store.create_delta_file(&ended).unwrap();
+        std::fs::write(store.deltas_dir().join("stray"), b"x").unwrap();
+        let keep = std::collections::HashSet::from([live]);
+        assert_eq!(store.sweep_delta_files(&keep), 2);
+        assert!(store.delta_path(&live).exists());
+        assert!(!store.delta_path(&ended).exists());
     }
 }

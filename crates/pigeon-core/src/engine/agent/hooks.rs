@@ -163,6 +163,9 @@ impl Hooks for AgentHooks {
                 offset,
             } => self.on_list(node, peer, request, dir, offset).await,
             Control::QuotaAsk { request } => self.on_quota(node, &peer, request),
+            Control::BaseAsk { request, path } => {
+                self.on_base_ask(node, &peer, request, path).await
+            }
             Control::ShareAsk { request, op } => self.on_share(node, &peer, request, op),
             Control::Cancel { transfer } => self.on_cancel(node, &peer, transfer),
             Control::Finish { transfer, .. } => {

@@ -79,7 +79,10 @@ fn within_open_limits(
         .iter()
         .map(|t| {
             let landed = u64::from(t.chunks_done) * u64::from(t.manifest.chunk_size);
-            t.manifest.size.saturating_sub(landed) + t.manifest.delta.map_or(0, |d| d.size)
+            t.manifest
+                .size
+                .saturating_sub(landed)
+                .saturating_add(t.manifest.delta.map_or(0, |d| d.size))
         })
         .sum();
     if let Some(free) = free {
@@ -160,6 +163,20 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
         rates: super::rate::Gates::default(),
     });
     hooks.reload_trust(&node);
+    // Deltas of transfers that ended, were removed, or were never
+    // recorded (a crash between a delta and its record) go.
+    let live: HashSet<TransferId> = node
+        .store
+        .transfers()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|t| !t.status.is_finished())
+        .map(|t| t.id)
+        .collect();
+    let swept = node.store.sweep_delta_files(&live);
+    if swept > 0 {
+        tracing::info!("removed {swept} delta files of transfers that ended");
+    }
     if let Some(why) = why {
         node.log(LogLevel::Warn, why);
     }
@@ -707,6 +724,7 @@ fn drop_held(node: &Node, rec: &TransferRecord, refused: Option<&str>) {
         let _ = std::fs::remove_file(p);
     }
     let _ = node.store.clear_chunks(&rec.id);
+    node.store.forget_transfer_files(&rec.id);
     let _ = node.store.update_transfer(&rec.id, |r| match refused {
         Some(reason) => {
             r.status = TransferStatus::Failed;

@@ -33,10 +33,10 @@ pub fn usage(records: &[TransferRecord], held: &[Held], now: u64) -> HashMap<Str
     let mut by_peer: HashMap<String, Usage> = HashMap::new();
     for h in held {
         let u = by_peer.entry(h.peer.clone()).or_default();
-        u.bytes += h.size;
+        u.bytes = u.bytes.saturating_add(h.size);
         u.files += 1;
         if h.held_unix + 86_400 > now {
-            u.today += h.size;
+            u.today = u.today.saturating_add(h.size);
         }
     }
     let mut latest: BTreeMap<&Path, &TransferRecord> = BTreeMap::new();
@@ -48,11 +48,11 @@ pub fn usage(records: &[TransferRecord], held: &[Held], now: u64) -> HashMap<Str
                 TransferStatus::Completed | TransferStatus::InProgress | TransferStatus::Pending
             );
         if counts_today {
-            u.today += rec.manifest.size;
+            u.today = u.today.saturating_add(rec.manifest.size);
         }
         if !rec.status.is_finished() {
             u.open += 1;
-            u.bytes += rec.manifest.file_size();
+            u.bytes = u.bytes.saturating_add(rec.manifest.file_size());
             u.files += 1;
         } else if rec.status == TransferStatus::Completed {
             let newer = latest
@@ -66,7 +66,7 @@ pub fn usage(records: &[TransferRecord], held: &[Held], now: u64) -> HashMap<Str
     for (path, rec) in latest {
         if std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
             let u = by_peer.entry(rec.peer.clone()).or_default();
-            u.bytes += rec.manifest.file_size();
+            u.bytes = u.bytes.saturating_add(rec.manifest.file_size());
             u.files += 1;
         }
     }

@@ -104,26 +104,59 @@ impl AgentHooks {
                 format!("{shown} is a folder on the agent; to upload into it, end the name with a slash (--to {shown}/)"),
             );
         }
-        if let Some(delta) = manifest.delta.filter(|_| overwrite) {
+        if manifest.delta.is_some() && !overwrite {
+            return refuse(
+                RefuseCode::BadPath,
+                format!("a delta replaces {shown}: it needs --overwrite"),
+            );
+        }
+        if let Some(delta) = manifest.delta {
             // The base is only ever the file at the path this peer may
             // write (its own folder, or a share it may write and so read):
             // another peer's file, or one held in quarantine, is never at
             // such a path, so a refusal says nothing of them.
             let held = match existing {
-                Some(EntryKind::File) => self.file_sha(node, &remote, &target).await,
+                Some(EntryKind::File) => match self.known_sha(node, &remote, &target) {
+                    Known::Sha(sha) => Some(sha),
+                    Known::Missing => None,
+                    Known::Unhashed(file, len) => {
+                        // Hashed on a worker, never on the router's time;
+                        // the sender offers again and finds it known.
+                        self.hash_later(node, &remote, &target, file, len);
+                        return;
+                    }
+                },
                 _ => None,
             };
             match held {
                 Some(sha) if sha == delta.sha256 => {
                     // The agent holds the new version already (a run whose
-                    // Done was lost): the sender sees it is this file.
-                    node.send_control(
-                        &peer,
-                        &Control::Present {
-                            transfer,
-                            sha256: sha,
-                        },
-                    );
+                    // Done was lost). A remembered hash goes by a stamp a
+                    // same-size rewrite may keep: read the file again
+                    // (on a worker) before saying so.
+                    let (node, root, remote) = (node.clone(), self.root.clone(), remote.clone());
+                    crate::task::spawn(async move {
+                        let fresh = tokio::task::spawn_blocking(move || {
+                            let file = root.open_file(&remote).ok()?;
+                            let len = file.metadata().ok()?.len();
+                            crate::engine::sender::hash_open_file(&file, len).ok()
+                        })
+                        .await
+                        .ok()
+                        .flatten();
+                        let answer = match fresh {
+                            Some(sha) if sha == delta.sha256 => Control::Present {
+                                transfer,
+                                sha256: sha,
+                            },
+                            _ => Control::Refuse {
+                                transfer,
+                                code: RefuseCode::BaseChanged,
+                                reason: "the file changed on the agent since it was sent".into(),
+                            },
+                        };
+                        node.send_control(&peer, &answer);
+                    });
                     return;
                 }
                 Some(sha) if sha == delta.base_sha256 => {}
@@ -309,6 +342,12 @@ impl AgentHooks {
         let Ok(sig) = crate::delta::Signature::decode(&base.signature) else {
             return;
         };
+        // Made while the router waits: only files it takes a moment to
+        // diff, and only a signature shaped as a client makes one (a
+        // larger block makes every false match cost more).
+        if manifest.size > INLINE_DELTA_MAX || !crate::engine::deltas::travels_as_made(&sig) {
+            return;
+        }
         let Ok(file) = source.try_clone() else {
             return;
         };
@@ -328,38 +367,98 @@ impl AgentHooks {
         }
     }
 
-    /// The SHA-256 of the file at `remote` (on disk at `on_disk`): the one
-    /// remembered while its stamp holds, else hashed on a worker and
-    /// remembered. None when it is not a file that opens.
-    pub(super) async fn file_sha(
+    /// What this agent holds at `path` for `peer`, as the base of a delta
+    /// upload: only a file the peer may replace there (the path it may
+    /// upload to, in its own view: its folder, or a share it may write and
+    /// so read); anything else, or a refusal, is answered "none" (the
+    /// upload itself then says why, if it is refused).
+    pub(super) async fn on_base_ask(
         &self,
         node: &Arc<Node>,
-        remote: &RemotePath,
-        on_disk: &std::path::Path,
-    ) -> Option<[u8; 32]> {
-        let file = self.root.open_file(remote).ok()?;
-        let meta = file.metadata().ok()?;
-        if !meta.is_file() {
-            return None;
-        }
+        peer: &Arc<Peer>,
+        request: u64,
+        path: String,
+    ) {
+        // A signature says much of a file: only for one the peer may both
+        // replace and read.
+        let may_read = self
+            .authorize_file(node, peer, Request::Download { path: &path })
+            .is_ok();
+        let base = match self.authorize_file(node, peer, Request::Upload { path: &path }) {
+            Ok(target) if may_read && self.root.kind(&target.remote) == Some(EntryKind::File) => {
+                let opened = self.root.open_file(&target.remote).ok();
+                let params = |len| crate::engine::deltas::travelling_params(node, peer, len);
+                match opened.and_then(|f| f.metadata().ok().map(|m| (f, m.len()))) {
+                    Some((file, len)) => {
+                        let params = params(len);
+                        tokio::task::spawn_blocking(move || {
+                            crate::engine::deltas::hash_and_sign_with(&file, len, params).ok()
+                        })
+                        .await
+                        .ok()
+                        .flatten()
+                        .map(|(sha256, signature)| FetchBase { sha256, signature })
+                    }
+                    None => None,
+                }
+            }
+            _ => None,
+        };
+        node.send_control(peer, &Control::BaseIs { request, base });
+    }
+
+    /// What is remembered of the file at `remote` (on disk at `on_disk`):
+    /// its SHA-256 while its stamp holds; else the file, to be hashed.
+    fn known_sha(&self, node: &Node, remote: &RemotePath, on_disk: &std::path::Path) -> Known {
+        let Some((file, meta)) = self
+            .root
+            .open_file(remote)
+            .ok()
+            .and_then(|f| f.metadata().ok().map(|m| (f, m)))
+            .filter(|(_, m)| m.is_file())
+        else {
+            return Known::Missing;
+        };
         let stamp = SourceStamp::of(&meta);
         let fresh = |known: Option<(SourceStamp, [u8; 32])>| {
             known.filter(|(at, _)| *at == stamp).map(|(_, sha)| sha)
         };
-        if let Some(sha) = fresh(lock(&self.hashes).get(on_disk).copied())
+        match fresh(lock(&self.hashes).get(on_disk).copied())
             .or_else(|| fresh(node.store.file_hash(on_disk)))
         {
-            return Some(sha);
+            Some(sha) => Known::Sha(sha),
+            None => Known::Unhashed(file, meta.len()),
         }
-        let len = meta.len();
-        let sha =
-            tokio::task::spawn_blocking(move || crate::engine::sender::hash_open_file(&file, len))
-                .await
-                .ok()?
-                .ok()?;
-        let _ = node.store.put_file_hash(on_disk, stamp, sha);
-        lock(&self.hashes).insert(on_disk.to_path_buf(), (stamp, sha));
-        Some(sha)
+    }
+
+    /// Hash the file at `remote` on a worker, once at a time, and remember
+    /// it by its stamp.
+    fn hash_later(
+        &self,
+        node: &Arc<Node>,
+        remote: &RemotePath,
+        on_disk: &std::path::Path,
+        file: std::fs::File,
+        len: u64,
+    ) {
+        if !lock(&self.hashing).insert(on_disk.to_path_buf()) {
+            return;
+        }
+        let (node, hashes, hashing) = (node.clone(), self.hashes.clone(), self.hashing.clone());
+        let (on_disk, _remote) = (on_disk.to_path_buf(), remote.clone());
+        crate::task::spawn(async move {
+            let hashed = tokio::task::spawn_blocking(move || {
+                let stamp = SourceStamp::of(&file.metadata().ok()?);
+                let sha = crate::engine::sender::hash_open_file(&file, len).ok()?;
+                Some((stamp, sha))
+            })
+            .await;
+            if let Ok(Some((stamp, sha))) = hashed {
+                let _ = node.store.put_file_hash(&on_disk, stamp, sha);
+                lock(&hashes).insert(on_disk.clone(), (stamp, sha));
+            }
+            lock(&hashing).remove(&on_disk);
+        });
     }
 
     pub(super) async fn on_fetch(
@@ -411,8 +510,12 @@ impl AgentHooks {
             rec.manifest.delta.map(|d| d.base_sha256) == base.as_ref().map(|b| b.sha256)
                 || (rec.manifest.delta.is_none() && base.is_some())
         };
+        // (And its delta still here: one swept away is made again.)
         let existing_unchanged = existing.as_ref().is_some_and(|rec| {
-            rec.source == Some(stamp) && rec.local_path == file && same_base(rec)
+            rec.source == Some(stamp)
+                && rec.local_path == file
+                && same_base(rec)
+                && (rec.manifest.delta.is_none() || node.store.delta_path(&rec.id).exists())
         });
         let (rec, restarted) = match existing {
             Some(rec) if rec.peer != peer.name.as_str() || rec.role != Role::Sender => {
@@ -893,3 +996,14 @@ fn superseded_delta(rec: &TransferRecord, peer: &str, offered: &Manifest) -> boo
         && offered.delta.is_none()
         && rec.status == TransferStatus::Failed
 }
+
+/// What the agent knows of a file's hash ([`AgentHooks::known_sha`]).
+enum Known {
+    Sha([u8; 32]),
+    Unhashed(std::fs::File, u64),
+    Missing,
+}
+
+/// The largest file a download's delta is made of (while the router
+/// waits: about a second here); a larger one goes whole.
+const INLINE_DELTA_MAX: u64 = 512 * 1024 * 1024;

@@ -69,36 +69,15 @@ pub(crate) fn prepare_upload(
     Ok(Some(made))
 }
 
-/// The most a fetch's signature takes, whatever the links: 2,048 blocks.
-const FETCH_SIGNATURE_MAX: usize = 24 * 1024;
-/// The least: about 170 blocks, still enough for a log that grew.
-const FETCH_SIGNATURE_MIN: usize = 2 * 1024;
-
 impl Core {
     /// The version of the file at `local` a download may ask the
     /// differences from: its SHA-256 and a signature small enough to go in
     /// every fetch (at most half a message of the smallest link to the
     /// agent: each fetch repeats it). None when it cannot be read.
     pub(super) fn download_base(&self, local: &Path, remote: &str) -> Option<SentVersion> {
-        use crate::delta::{SignatureParams, MAX_BLOCK, STRONG_TRAVELS, TRAVEL_MIN_BLOCK};
-        let room = self
-            .node
-            .links_to(&self.peer)
-            .iter()
-            .map(|l| message_payload(&l.capabilities()) / 2)
-            .min()
-            .unwrap_or(FETCH_SIGNATURE_MAX)
-            .clamp(FETCH_SIGNATURE_MIN, FETCH_SIGNATURE_MAX);
-        let blocks = (room / (4 + usize::from(STRONG_TRAVELS))).max(1) as u64;
         let file = std::fs::File::open(local).ok()?;
         let len = file.metadata().ok()?.len();
-        let block_size = u32::try_from(len.div_ceil(blocks).div_ceil(64) * 64)
-            .unwrap_or(MAX_BLOCK)
-            .clamp(TRAVEL_MIN_BLOCK, MAX_BLOCK);
-        let params = SignatureParams {
-            block_size,
-            strong_len: STRONG_TRAVELS,
-        };
+        let params = crate::engine::deltas::travelling_params(&self.node, &self.peer, len);
         let (sha256, signature) = crate::engine::deltas::blocking(|| {
             crate::engine::deltas::hash_and_sign_with(&file, len, params)
         })
@@ -134,8 +113,6 @@ impl Core {
         let total = manifest.chunk_count();
         let secret = TransferSecret::random();
         let store = &self.node.store;
-        store.forget_sent_version(&rec.peer, &rec.remote_path);
-        store.forget_transfer_files(&id);
         store.clear_chunks(&id)?;
         // The new key is durable before anything is sealed under it.
         store.put_secret(&id, &secret)?;
@@ -150,6 +127,10 @@ impl Core {
             r.error = None;
         })?;
         store.flush()?;
+        // Only now that the record names the whole file: a crash before
+        // left a delta transfer that resumes as one.
+        store.forget_sent_version(&rec.peer, &rec.remote_path);
+        store.forget_transfer_files(&id);
         self.node.log(
             LogLevel::Warn,
             format!("{}: {why}; sending the whole file", path.display()),

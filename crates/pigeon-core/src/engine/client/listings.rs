@@ -44,6 +44,43 @@ pub(super) async fn shares(
     }
 }
 
+/// What the agent holds at `path` for this peer, as a delta's base (one
+/// exchange, for an upload of a file this client did not send there); None
+/// when nothing, or no answer within `limit`.
+pub(super) async fn base_of(
+    node: Arc<Node>,
+    peer: Arc<Peer>,
+    hooks: Arc<ClientHooks>,
+    path: String,
+    limit: Duration,
+) -> Option<crate::store::SentVersion> {
+    let asked = path.clone();
+    let reply = ask(&node, &peer, &hooks, limit, move |request| {
+        Control::BaseAsk {
+            request,
+            path: asked.clone(),
+        }
+    })
+    .await
+    .ok()?;
+    let Control::BaseIs {
+        base: Some(base), ..
+    } = reply
+    else {
+        return None;
+    };
+    let size = crate::delta::Signature::decode(&base.signature)
+        .ok()?
+        .base_len();
+    Some(crate::store::SentVersion {
+        peer: peer.name.as_str().to_string(),
+        remote_path: path,
+        sha256: base.sha256,
+        size,
+        signature: base.signature,
+    })
+}
+
 /// Send what `ask` makes (under a fresh request number) until the agent
 /// answers it, asking again with backoff when an answer is lost.
 async fn ask(

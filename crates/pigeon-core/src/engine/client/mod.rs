@@ -140,6 +140,7 @@ pub async fn start(cfg: ClientConfig) -> Result<ClientHandle> {
             cfg.bwlimit.as_ref(),
             &cfg.transports,
         )),
+        based: None,
     };
     core.load(cfg.run_queue)?;
     let events = node.events.clone();

@@ -13,6 +13,17 @@ pub(super) struct Core {
     pub(super) eligible: HashSet<TransferId>,
     /// The download rates to ask the agent for ([`crate::engine::rate`]).
     pub(super) asked: Arc<crate::engine::rate::Asked>,
+    /// Uploads back from asking the agent for their base (set by `run`).
+    pub(super) based: Option<mpsc::Sender<Based>>,
+}
+
+/// An upload whose base the agent was asked for, with its answer.
+pub(super) struct Based {
+    local: PathBuf,
+    remote: String,
+    options: UploadOptions,
+    base: Option<crate::store::SentVersion>,
+    reply: tokio::sync::oneshot::Sender<Result<TransferId>>,
 }
 
 pub(super) type Done = (TransferRecord, Outcome);
@@ -43,6 +54,8 @@ impl Core {
 
     pub(super) async fn run(mut self, mut commands: mpsc::Receiver<ClientCommand>) {
         let (done_tx, mut done_rx) = mpsc::channel::<Done>(64);
+        let (based_tx, mut based_rx) = mpsc::channel::<Based>(64);
+        self.based = Some(based_tx);
         self.schedule(&done_tx);
         let mut ticker = tokio::time::interval(Duration::from_secs(1));
         let mut silence_told = false;
@@ -60,6 +73,11 @@ impl Core {
                 }
                 Some((rec, outcome)) = done_rx.recv() => {
                     self.finished(rec, outcome);
+                    self.schedule(&done_tx);
+                }
+                Some(b) = based_rx.recv() => {
+                    let made = self.new_upload_from(&b.local, &b.remote, &b.options, b.base);
+                    let _ = b.reply.send(made);
                     self.schedule(&done_tx);
                 }
                 _ = ticker.tick() => {
@@ -131,9 +149,31 @@ impl Core {
                 remote,
                 options,
                 reply,
-            } => {
-                let _ = reply.send(self.new_upload(&local, &remote, &options));
-            }
+            } => match (
+                self.asks_base(&local, &remote, &options),
+                self.based.clone(),
+            ) {
+                // One exchange first: what the agent holds there.
+                (Some(at), Some(back)) => {
+                    let (node, peer, hooks) =
+                        (self.node.clone(), self.peer.clone(), self.hooks.clone());
+                    let limit = self.silence_limit / 2;
+                    crate::task::spawn(async move {
+                        let base = base_of(node, peer, hooks, at, limit).await;
+                        let based = Based {
+                            local,
+                            remote,
+                            options,
+                            base,
+                            reply,
+                        };
+                        let _ = back.send(based).await;
+                    });
+                }
+                _ => {
+                    let _ = reply.send(self.new_upload(&local, &remote, &options));
+                }
+            },
             ClientCommand::Download {
                 remote,
                 local,

@@ -105,7 +105,8 @@ impl Hooks for ClientHooks {
             Control::Listing { request, .. }
             | Control::ListRefused { request, .. }
             | Control::Quota { request, .. }
-            | Control::Shares { request, .. } => *request,
+            | Control::Shares { request, .. }
+            | Control::BaseIs { request, .. } => *request,
             Control::Cancelled { transfer } => {
                 // Only the agent the transfer was with can confirm it.
                 if !node

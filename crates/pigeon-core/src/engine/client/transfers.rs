@@ -3,11 +3,60 @@
 use super::*;
 
 impl Core {
+    /// Where an upload of `local` to `remote` goes, if it should first ask
+    /// the agent what it holds there (one exchange): a replacement
+    /// (`--overwrite`, deltas on) of a file of some size, new (not one to
+    /// resume), to a path this client kept no version of.
+    pub(super) fn asks_base(
+        &self,
+        local: &Path,
+        remote: &str,
+        options: &UploadOptions,
+    ) -> Option<String> {
+        if !options.overwrite || options.no_delta {
+            return None;
+        }
+        let path = local.canonicalize().ok()?;
+        let meta = std::fs::metadata(&path).ok()?;
+        if !meta.is_file() || meta.len() < ASK_BASE_FROM {
+            return None;
+        }
+        let remote = upload_remote(&path, remote).ok()?;
+        let resumes = lock(&self.records).values().any(|t| {
+            t.direction == Direction::Upload
+                && t.local_path == path
+                && t.remote_path == remote
+                && !matches!(
+                    t.status,
+                    TransferStatus::Completed | TransferStatus::Cancelled
+                )
+        });
+        let kept = self
+            .node
+            .store
+            .sent_version(self.peer.name.as_str(), &remote)
+            .is_some();
+        (!resumes && !kept).then_some(remote)
+    }
+
     pub(super) fn new_upload(
         &mut self,
         local: &Path,
         remote: &str,
         options: &UploadOptions,
+    ) -> Result<TransferId> {
+        self.new_upload_from(local, remote, options, None)
+    }
+
+    /// [`new_upload`](Self::new_upload), with what the agent said it holds
+    /// at the path (`asked`), for a delta when this client kept no version
+    /// of its own there.
+    pub(super) fn new_upload_from(
+        &mut self,
+        local: &Path,
+        remote: &str,
+        options: &UploadOptions,
+        asked: Option<crate::store::SentVersion>,
     ) -> Result<TransferId> {
         let path = local
             .canonicalize()
@@ -24,12 +73,7 @@ impl Core {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let remote = if remote.is_empty() {
-            name.clone()
-        } else {
-            remote.to_string()
-        };
-        let remote = RemotePath::parse_file(&remote)?.to_string();
+        let remote = upload_remote(&path, remote)?;
         let stamp = SourceStamp::of(&meta);
         let previous = lock(&self.records)
             .values()
@@ -86,7 +130,7 @@ impl Core {
             delta: None,
         };
         if options.overwrite && !options.no_delta {
-            if let Some(sent) = self.delta_of(&id, &path, &remote, meta.len()) {
+            if let Some(sent) = self.delta_of(&id, &path, &remote, meta.len(), asked) {
                 manifest.size = sent.len;
                 manifest.delta = Some(sent.of);
             }
@@ -123,9 +167,10 @@ impl Core {
         path: &Path,
         remote: &str,
         len: u64,
+        asked: Option<crate::store::SentVersion>,
     ) -> Option<crate::engine::deltas::Made> {
         let peer = self.peer.name.as_str();
-        let base = self.node.store.sent_version(peer, remote)?;
+        let base = self.node.store.sent_version(peer, remote).or(asked)?;
         let store = &self.node.store;
         match crate::engine::deltas::blocking(|| delta::prepare_upload(store, id, path, len, &base))
         {
@@ -337,8 +382,16 @@ impl Core {
                         root: None,
                         rate: None,
                     };
+                    let delta_gone =
+                        rec.manifest.delta.is_some() && !node.store.delta_path(&rec.id).exists();
                     match Sender::new(node.clone(), peer, rec, cfg, progress) {
                         Ok(s) => s.run(inbox).await,
+                        // Its delta was lost (a crash as it was made, a
+                        // tidy-up): the whole file goes instead.
+                        Err(_) if delta_gone => (
+                            fallback,
+                            Outcome::WholeFile("its delta was lost on this side".into()),
+                        ),
                         Err(e) => (fallback, Outcome::Failed(e.to_string())),
                     }
                 }
@@ -377,8 +430,15 @@ impl Core {
                 // the next delta there.
                 let file_sha = rec.manifest.delta.map_or(sha, |d| d.sha256);
                 let store = &self.node.store;
-                if let Err(e) = store.keep_sent_version(&id, &file_sha) {
-                    tracing::warn!("not keeping the version sent of {}: {e}", rec.remote_path);
+                match store.keep_sent_version(&id, &file_sha) {
+                    Ok(true) => {}
+                    // The agent holds a version no signature here describes:
+                    // a delta against the one kept before would be refused.
+                    Ok(false) => store.forget_sent_version(&rec.peer, &rec.remote_path),
+                    Err(e) => {
+                        tracing::warn!("not keeping the version sent of {}: {e}", rec.remote_path);
+                        store.forget_sent_version(&rec.peer, &rec.remote_path);
+                    }
                 }
                 if crate::engine::deltas::is_program(&rec.local_path)
                     && rec.manifest.file_size() <= crate::delta::binary::MAX_LEN
@@ -442,4 +502,21 @@ impl Core {
         }
         self.node.touch();
     }
+}
+
+/// Uploads of files smaller than this do not first ask the agent for a
+/// base: a round trip costs more than they could save.
+const ASK_BASE_FROM: u64 = 64 * 1024;
+
+/// The remote path an upload of `path` (canonical) to `remote` goes to: its
+/// file name when `remote` is empty.
+fn upload_remote(path: &Path, remote: &str) -> Result<String> {
+    let remote = match remote {
+        "" => path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        r => r.to_string(),
+    };
+    Ok(RemotePath::parse_file(&remote)?.to_string())
 }

@@ -494,6 +494,10 @@ impl Receiver {
         }
         self.rec.chunks_total = manifest.chunk_count();
         self.rec.manifest = manifest;
+        // A file rebuilt from the old keying's delta is no part of this one.
+        if let Some(p) = &self.rec.partial_path {
+            let _ = std::fs::remove_file(rebuild::rebuilt_path(p));
+        }
         // The new key is durable before a chunk under it is taken.
         self.node.store.put_secret(&self.rec.id, &secret)?;
         self.rec.secret = Some(secret);

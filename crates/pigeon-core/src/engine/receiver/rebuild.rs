@@ -101,7 +101,17 @@ impl Receiver {
                 Err(crate::delta::DeltaError::Delta(e)) => {
                     return Err(CoreError::io(format!("reading {}", partial.display()), e))
                 }
-                Err(e) => return Ok(Err(e.to_string())),
+                Err(e) => {
+                    tracing::info!("a delta did not apply: {e}");
+                    return Ok(Err(match e {
+                        crate::delta::DeltaError::BaseMismatch { .. }
+                        | crate::delta::DeltaError::BaseShort { .. }
+                        | crate::delta::DeltaError::Base(_) => {
+                            "the copy here is not the delta's base any more".to_string()
+                        }
+                        other => other.to_string(),
+                    }));
+                }
             };
             let sha: [u8; 32] = writer.hasher.clone().finalize().into();
             let out = writer
@@ -109,12 +119,17 @@ impl Receiver {
                 .into_inner()
                 .map_err(|e| CoreError::io(format!("writing {} (is the disk full?)", made.display()), e.into_error()))?;
             if len != delta.size || sha != delta.sha256 {
-                return Ok(Err(format!(
-                    "the file rebuilt from the delta is not the one sent ({len} bytes, sha256 {}; the sender says {} bytes, {}): the copy here changed under it",
+                // Said to the peer: nothing of this side's file.
+                tracing::info!(
+                    "a delta rebuilt {len} bytes, sha256 {}; its sender said {} bytes, {}",
                     &hex::encode(sha)[..16],
                     delta.size,
                     &hex::encode(delta.sha256)[..16]
-                )));
+                );
+                return Ok(Err(
+                    "the file rebuilt from the delta is not the one sent: the copy here changed under it"
+                        .into(),
+                ));
             }
             out.sync_all()
                 .ctx(|| format!("syncing {} (is the disk full?)", made.display()))?;
