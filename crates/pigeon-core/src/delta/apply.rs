@@ -58,18 +58,7 @@ pub fn apply(
         match op {
             OP_END => break,
             OP_ADD => {
-                let rel = unzigzag(read_varint(&mut delta)?);
-                let len = read_varint(&mut delta)?;
-                let offset = i128::from(prev_end) + i128::from(rel);
-                let end = offset + i128::from(len);
-                if len == 0 || offset < 0 || end > i128::from(base_len) {
-                    return Err(DeltaError::CopyOutOfBounds {
-                        offset: offset.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64,
-                        len,
-                        base_len,
-                    });
-                }
-                let offset = offset as u64; // 0 ≤ offset < base_len, checked above
+                let (offset, len) = read_range(&mut delta, prev_end, base_len)?;
                 check_room(written, len, result_len)?;
                 if base_pos != Some(offset) {
                     base.seek(SeekFrom::Start(offset))
@@ -103,18 +92,7 @@ pub fn apply(
                 written += len;
             }
             OP_COPY => {
-                let rel = unzigzag(read_varint(&mut delta)?);
-                let len = read_varint(&mut delta)?;
-                let offset = i128::from(prev_end) + i128::from(rel);
-                let end = offset + i128::from(len);
-                if len == 0 || offset < 0 || end > i128::from(base_len) {
-                    return Err(DeltaError::CopyOutOfBounds {
-                        offset: offset.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64,
-                        len,
-                        base_len,
-                    });
-                }
-                let offset = offset as u64; // 0 ≤ offset < base_len, checked above
+                let (offset, len) = read_range(&mut delta, prev_end, base_len)?;
                 check_room(written, len, result_len)?;
                 if base_pos != Some(offset) {
                     base.seek(SeekFrom::Start(offset))
@@ -159,6 +137,28 @@ pub fn apply(
     }
     out.flush().map_err(DeltaError::Output)?;
     Ok(written)
+}
+
+/// A copy's or an addition's range of the base: its offset (relative to
+/// where the last one ended) and length, checked to lie inside the base.
+fn read_range(
+    delta: &mut impl Read,
+    prev_end: u64,
+    base_len: u64,
+) -> Result<(u64, u64), DeltaError> {
+    let rel = unzigzag(read_varint(delta)?);
+    let len = read_varint(delta)?;
+    let offset = i128::from(prev_end) + i128::from(rel);
+    let end = offset + i128::from(len);
+    if len == 0 || offset < 0 || end > i128::from(base_len) {
+        return Err(DeltaError::CopyOutOfBounds {
+            offset: offset.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64,
+            len,
+            base_len,
+        });
+    }
+    // 0 ≤ offset < base_len, checked above.
+    Ok((offset as u64, len))
 }
 
 /// Bytes of an addition taken at a time (two buffers of it, made at the

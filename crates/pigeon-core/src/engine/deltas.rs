@@ -103,14 +103,35 @@ pub(crate) fn write_delta(
     sig: &Signature,
     base_sha256: [u8; 32],
 ) -> Result<Option<Made>> {
-    let out = store.create_delta_file(id)?;
     let mut reader = Hashing {
         inner: std::io::BufReader::with_capacity(1 << 20, ReadFrom { file, at: 0 }.take(len)),
         hasher: Sha256::new(),
     };
+    let made = keep_delta(store, id, len, |out| {
+        crate::delta::diff(sig, &mut reader, len, out)
+    })?;
+    Ok(made.map(|delta_len| Made {
+        of: DeltaOf {
+            base_sha256,
+            size: len,
+            sha256: reader.hasher.finalize().into(),
+        },
+        len: delta_len,
+    }))
+}
+
+/// Write transfer `id`'s delta with `make` (for a file of `len` bytes),
+/// and keep it, synced, if it pays: its length; None (and nothing left
+/// behind) when it would be most of the file.
+fn keep_delta(
+    store: &Store,
+    id: &TransferId,
+    len: u64,
+    make: impl FnOnce(&mut BufWriter<&std::fs::File>) -> std::io::Result<crate::delta::DeltaStats>,
+) -> Result<Option<u64>> {
+    let out = store.create_delta_file(id)?;
     let mut writer = BufWriter::with_capacity(1 << 20, &out);
-    let made = crate::delta::diff(sig, &mut reader, len, &mut writer)
-        .and_then(|stats| writer.flush().map(|()| stats));
+    let made = make(&mut writer).and_then(|stats| writer.flush().map(|()| stats));
     drop(writer);
     let stats = match made {
         Ok(stats) => stats,
@@ -128,14 +149,7 @@ pub(crate) fn write_delta(
     }
     out.sync_all()
         .map_err(|e| CoreError::io("syncing the delta (is the disk full?)".to_string(), e))?;
-    Ok(Some(Made {
-        of: DeltaOf {
-            base_sha256,
-            size: len,
-            sha256: reader.hasher.finalize().into(),
-        },
-        len: stats.delta_len,
-    }))
+    Ok(Some(stats.delta_len))
 }
 
 /// The delta of the program in `file` (`len` bytes) against the copy at
@@ -171,33 +185,14 @@ pub(crate) fn write_binary_delta(
             "the file changed while its delta was made; run the command again".into(),
         ));
     }
-    let out = store.create_delta_file(id)?;
-    let mut writer = BufWriter::with_capacity(1 << 20, &out);
-    let made = binary::diff(&old, &new, &mut writer).and_then(|s| writer.flush().map(|()| s));
-    drop(writer);
-    let stats = match made {
-        Ok(stats) => stats,
-        Err(e) => {
-            store.forget_transfer_files(id);
-            return Err(CoreError::io(
-                "making a delta (is the disk full?)".to_string(),
-                e,
-            ));
-        }
-    };
-    if stats.delta_len as f64 > len as f64 * WORTH_IT {
-        store.forget_transfer_files(id);
-        return Ok(None);
-    }
-    out.sync_all()
-        .map_err(|e| CoreError::io("syncing the delta (is the disk full?)".to_string(), e))?;
-    Ok(Some(Made {
+    let made = keep_delta(store, id, len, |out| binary::diff(&old, &new, out))?;
+    Ok(made.map(|delta_len| Made {
         of: DeltaOf {
             base_sha256,
             size: len,
             sha256: Sha256::digest(&new).into(),
         },
-        len: stats.delta_len,
+        len: delta_len,
     }))
 }
 

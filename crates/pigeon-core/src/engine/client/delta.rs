@@ -117,15 +117,16 @@ impl Core {
         // The new key is durable before anything is sealed under it.
         store.put_secret(&id, &secret)?;
         let stamp = SourceStamp::of(&meta);
-        let fresh = manifest.clone();
-        store.update_transfer(&id, |r| {
-            r.manifest = fresh.clone();
+        // The whole file, from its first chunk.
+        let whole = |r: &mut TransferRecord| {
+            r.manifest = manifest.clone();
             r.chunks_total = total;
             r.chunks_done = 0;
             r.source = Some(stamp);
             r.status = TransferStatus::Pending;
             r.error = None;
-        })?;
+        };
+        store.update_transfer(&id, whole)?;
         store.flush()?;
         // Only now that the record names the whole file: a crash before
         // left a delta transfer that resumes as one.
@@ -143,12 +144,7 @@ impl Core {
             });
         }
         self.update(&id, |r| {
-            r.manifest = manifest.clone();
-            r.chunks_total = total;
-            r.chunks_done = 0;
-            r.source = Some(stamp);
-            r.status = TransferStatus::Pending;
-            r.error = None;
+            whole(r);
             r.secret = Some(secret.clone());
         });
         self.eligible.insert(id);

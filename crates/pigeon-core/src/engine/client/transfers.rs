@@ -3,6 +3,23 @@
 use super::*;
 
 impl Core {
+    /// An upload of `path` to `remote` that has not completed and was not
+    /// cancelled: running it again resumes it.
+    fn unfinished_upload(&self, path: &Path, remote: &str) -> Option<TransferRecord> {
+        lock(&self.records)
+            .values()
+            .find(|t| {
+                t.direction == Direction::Upload
+                    && t.local_path == path
+                    && t.remote_path == remote
+                    && !matches!(
+                        t.status,
+                        TransferStatus::Completed | TransferStatus::Cancelled
+                    )
+            })
+            .cloned()
+    }
+
     /// Where an upload of `local` to `remote` goes, if it should first ask
     /// the agent what it holds there (one exchange): a replacement
     /// (`--overwrite`, deltas on) of a file of some size, new (not one to
@@ -22,15 +39,7 @@ impl Core {
             return None;
         }
         let remote = upload_remote(&path, remote).ok()?;
-        let resumes = lock(&self.records).values().any(|t| {
-            t.direction == Direction::Upload
-                && t.local_path == path
-                && t.remote_path == remote
-                && !matches!(
-                    t.status,
-                    TransferStatus::Completed | TransferStatus::Cancelled
-                )
-        });
+        let resumes = self.unfinished_upload(&path, &remote).is_some();
         let kept = self
             .node
             .store
@@ -75,19 +84,7 @@ impl Core {
             .unwrap_or_default();
         let remote = upload_remote(&path, remote)?;
         let stamp = SourceStamp::of(&meta);
-        let previous = lock(&self.records)
-            .values()
-            .find(|t| {
-                t.direction == Direction::Upload
-                    && t.local_path == path
-                    && t.remote_path == remote
-                    && !matches!(
-                        t.status,
-                        TransferStatus::Completed | TransferStatus::Cancelled
-                    )
-            })
-            .cloned();
-        if let Some(old) = previous {
+        if let Some(old) = self.unfinished_upload(&path, &remote) {
             if self.running.contains(&old.id) {
                 return Ok(old.id);
             }
