@@ -41,6 +41,10 @@ pub struct SentVersion {
 
 const VERSION: u8 = 1;
 
+/// The most the kept versions (signatures and programs' copies) take: the
+/// least recently kept go first beyond it (a delta is only an optimisation).
+const KEPT_MAX: u64 = 512 * 1024 * 1024;
+
 impl Store {
     fn versions_dir(&self) -> PathBuf {
         self.dir.join("versions")
@@ -136,6 +140,7 @@ impl Store {
         std::fs::rename(&pending, &kept).ctx(|| format!("keeping {}", kept.display()))?;
         crate::files::sync_dir(&self.versions_dir())
             .ctx(|| format!("syncing {}", self.versions_dir().display()))?;
+        self.trim_versions(KEPT_MAX);
         Ok(true)
     }
 
@@ -200,6 +205,7 @@ impl Store {
         match copied {
             Ok(sha) if &sha == sha256 => {
                 std::fs::rename(&tmp, &kept).ctx(|| format!("keeping {}", kept.display()))?;
+                self.trim_versions(KEPT_MAX);
                 Ok(true)
             }
             Ok(_) => {
@@ -209,6 +215,36 @@ impl Store {
             Err(e) => {
                 let _ = std::fs::remove_file(&tmp);
                 Err(CoreError::io(format!("copying {}", src.display()), e))
+            }
+        }
+    }
+
+    /// Remove the least recently kept versions (by modification time)
+    /// until what is kept takes at most `max` bytes; pending ones stay.
+    fn trim_versions(&self, max: u64) {
+        let Ok(dir) = std::fs::read_dir(self.versions_dir()) else {
+            return;
+        };
+        let mut kept: Vec<(std::time::SystemTime, u64, PathBuf)> = dir
+            .flatten()
+            .filter(|e| {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                name.ends_with(".sig") || name.ends_with(".copy")
+            })
+            .filter_map(|e| {
+                let meta = e.metadata().ok()?;
+                Some((meta.modified().ok()?, meta.len(), e.path()))
+            })
+            .collect();
+        let mut total: u64 = kept.iter().map(|(_, len, _)| len).sum();
+        kept.sort();
+        for (_, len, path) in kept {
+            if total <= max {
+                break;
+            }
+            if std::fs::remove_file(&path).is_ok() {
+                total -= len;
             }
         }
     }
@@ -301,6 +337,34 @@ mod tests {
         assert_eq!(store.sent_version("agent", "app2"), None, "another path");
         store.forget_sent_version("agent", "app");
         assert_eq!(store.sent_version("agent", "app"), None);
+    }
+
+    /// Beyond the cap, the least recently kept versions go first.
+    #[test]
+    fn kept_versions_beyond_the_cap_go_oldest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        for (i, path) in ["a", "b", "c"].iter().enumerate() {
+            let id = TransferId([10 + i as u8; 16]);
+            store
+                .put_pending_version(
+                    &id,
+                    &SentVersion {
+                        signature: vec![0; 1000],
+                        ..version("agent", path, 1)
+                    },
+                )
+                .unwrap();
+            assert!(store.keep_sent_version(&id, &[1; 32]).unwrap());
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let each = std::fs::metadata(store.version_path("agent", "a"))
+            .unwrap()
+            .len();
+        store.trim_versions(each * 2);
+        assert_eq!(store.sent_version("agent", "a"), None, "the oldest went");
+        assert!(store.sent_version("agent", "b").is_some());
+        assert!(store.sent_version("agent", "c").is_some());
     }
 
     /// Delta files of transfers no longer live go; a live one stays.

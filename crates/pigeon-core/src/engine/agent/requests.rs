@@ -24,11 +24,23 @@ impl AgentHooks {
             size: Some(manifest.file_size()),
         };
         let refuse = |code, reason: String| self.refuse(node, &peer, req, code, reason);
-        if let Ok(Some(rec)) = node
-            .store
-            .transfer(&transfer)
-            .map(|r| r.filter(|r| !superseded_delta(r, peer.name.as_str(), &manifest)))
-        {
+        let stored = node.store.transfer(&transfer).ok().flatten();
+        let superseded = stored
+            .as_ref()
+            .filter(|r| superseded_delta(r, peer.name.as_str(), &manifest))
+            .filter(|_| !node.has_task(&transfer))
+            .cloned();
+        if let Some(old) = &superseded {
+            // What is left of it goes: its chunks are not the whole file's.
+            if let Some(p) = &old.partial_path {
+                let _ = std::fs::remove_file(p);
+                let mut rebuilt = p.as_os_str().to_owned();
+                rebuilt.push(".rebuilt");
+                let _ = std::fs::remove_file(std::path::PathBuf::from(rebuilt));
+            }
+            let _ = node.store.clear_chunks(&transfer);
+        }
+        if let Some(rec) = stored.filter(|_| superseded.is_none()) {
             // A completed transfer's key is gone: the same peer offering the
             // same manifest in its authenticated session is enough to say Done.
             let same_key =
@@ -989,12 +1001,15 @@ pub(super) fn list_dir(
 
 /// A delta upload this agent could not rebuild from, offered again by the
 /// same peer as the whole file under the same id (and a new key): the new
-/// offer replaces what is left of it (a record, no partial).
+/// offer replaces what is left of it. Also one not recorded as failed (the
+/// agent died between saying so and recording it): the sender moved on,
+/// and only it can.
 fn superseded_delta(rec: &TransferRecord, peer: &str, offered: &Manifest) -> bool {
     rec.peer == peer
+        && rec.role == Role::Receiver
         && rec.manifest.delta.is_some()
         && offered.delta.is_none()
-        && rec.status == TransferStatus::Failed
+        && rec.status != TransferStatus::Completed
 }
 
 /// What the agent knows of a file's hash ([`AgentHooks::known_sha`]).
