@@ -766,10 +766,12 @@ fn drop_held(node: &Node, rec: &TransferRecord, refused: Option<&str>) {
 }
 
 pub mod admin;
+mod downloads;
 mod hooks;
 pub mod policy;
 mod requests;
 mod shares;
+mod uploads;
 
 use hooks::*;
 use requests::*;
