@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::bitmap::Bitmap;
 use crate::codec;
-use crate::crypto::{self, TransferSecret};
+use crate::crypto::TransferSecret;
 use crate::error::{CoreError, Result};
 use crate::protocol::Manifest;
 use crate::view::{Direction, FaultCounters, TransferId, TransferStatus};
@@ -195,63 +195,6 @@ pub struct SessionRecord {
     pub expires_unix: u64,
 }
 
-/// One line of the agent's audit log, chained to the one before by hash.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct AuditRecord {
-    pub seq: u64,
-    pub prev: [u8; 32],
-    pub time_unix: u64,
-    pub peer: String,
-    pub action: String,
-    pub path: String,
-    pub outcome: String,
-    pub sha256: Option<String>,
-    pub transport: String,
-    /// The key the peer spoke with (its id, as `pigeon keys list` shows).
-    pub key_id: Option<String>,
-    /// The file's size, where the request has one.
-    pub size: Option<u64>,
-}
-
-impl AuditRecord {
-    /// A record of `peer` doing `action` on `path` with `outcome`; the
-    /// store sets its place in the chain and its time.
-    pub fn new(peer: &str, action: &str, path: &str, outcome: &str) -> AuditRecord {
-        AuditRecord {
-            seq: 0,
-            prev: [0; 32],
-            time_unix: 0,
-            peer: peer.to_string(),
-            action: action.to_string(),
-            path: path.to_string(),
-            outcome: outcome.to_string(),
-            sha256: None,
-            transport: String::new(),
-            key_id: None,
-            size: None,
-        }
-    }
-
-    /// Decode one stored record, of either version.
-    fn decode(bytes: &[u8]) -> Result<AuditRecord> {
-        if bytes.first() == Some(&1) {
-            let v1: migrate::AuditRecordV1 = codec::decode("audit record", 1, bytes)?;
-            return Ok(AuditRecord {
-                seq: v1.seq,
-                prev: v1.prev,
-                time_unix: v1.time_unix,
-                sha256: v1.sha256,
-                transport: v1.transport,
-                ..AuditRecord::new(&v1.peer, &v1.action, &v1.path, &v1.outcome)
-            });
-        }
-        codec::decode("audit record", AUDIT_VERSION, bytes)
-    }
-}
-
-/// The audit record's shape (1: before key ids and sizes).
-const AUDIT_VERSION: u8 = 2;
-
 pub fn now_unix() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -284,79 +227,6 @@ pub struct Store {
     dir: PathBuf,
     /// Appends to the audit chain one at a time (read last, then insert).
     audit_lock: std::sync::Arc<std::sync::Mutex<()>>,
-}
-
-/// The file naming the process that holds a store.
-const HOLDER_FILE: &str = "holder";
-
-/// This process, as a store's holder file says it: its pid and its
-/// command (`pigeon agent`), no arguments (they may hold paths).
-fn holder_line() -> String {
-    let mut args = std::env::args();
-    let program = args
-        .next()
-        .map(|a| {
-            Path::new(&a)
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or(a)
-        })
-        .unwrap_or_default();
-    // The subcommand: the first argument that is not an option or its value.
-    let mut sub = None;
-    let mut skip = false;
-    for a in args {
-        if skip {
-            skip = false;
-        } else if a.starts_with("--") {
-            skip = !a.contains('=') && a != "--json";
-        } else if !a.starts_with('-') {
-            sub = Some(a);
-            break;
-        }
-    }
-    let command = match sub {
-        Some(s) => format!("{program} {s}"),
-        None => program,
-    };
-    format!(
-        "{} {}",
-        std::process::id(),
-        crate::policy::escape_control(&command)
-    )
-}
-
-/// Who holds the store in `dir`, as " (pid N, COMMAND)", if it is said and
-/// that process lives.
-fn read_holder(dir: &Path) -> String {
-    let Ok(text) = std::fs::read_to_string(dir.join(HOLDER_FILE)) else {
-        return String::new();
-    };
-    let (pid, command) = text.trim().split_once(' ').unwrap_or((text.trim(), ""));
-    let alive = pid.parse::<u32>().is_ok_and(process_lives);
-    match (alive, command.is_empty()) {
-        (false, _) => String::new(),
-        (true, true) => format!(" (pid {pid})"),
-        (true, false) => format!(" (pid {pid}, {command})"),
-    }
-}
-
-/// Whether a process with this pid exists, asked of the kernel (`kill(pid,
-/// 0)`) rather than of `/proc`: Android mounts `/proc` so that an app sees
-/// few processes, and a system may not mount it at all. A process of
-/// another user exists too (the kernel answers "not permitted").
-fn process_lives(pid: u32) -> bool {
-    // Never 0 or negative: `kill` would then ask about process groups.
-    let Some(pid) = i32::try_from(pid)
-        .ok()
-        .and_then(rustix::process::Pid::from_raw)
-    else {
-        return false;
-    };
-    match rustix::process::test_kill_process(pid) {
-        Ok(()) => true,
-        Err(e) => e == rustix::io::Errno::PERM,
-    }
 }
 
 impl Store {
@@ -789,90 +659,6 @@ impl Store {
             .collect()
     }
 
-    /// Append to the audit log, chaining this record to the previous one.
-    pub fn audit(&self, mut rec: AuditRecord) -> Result<()> {
-        let _one_at_a_time = self.audit_lock.lock().unwrap_or_else(|e| e.into_inner());
-        let last = self.audit.last()?;
-        let (seq, prev) = match last {
-            Some((k, v)) => {
-                let seq = u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8])) + 1;
-                (seq, crypto::sha256(&v))
-            }
-            None => (0, [0; 32]),
-        };
-        rec.seq = seq;
-        rec.prev = prev;
-        rec.time_unix = now_unix();
-        self.audit.insert(
-            seq.to_be_bytes(),
-            codec::encode("audit record", AUDIT_VERSION, &rec)?,
-        )?;
-        Ok(())
-    }
-
-    /// The audit log, checking the chain: an error names the first broken link.
-    pub fn audit_log(&self) -> Result<Vec<AuditRecord>> {
-        let (records, broken) = self.audit_chain();
-        match broken {
-            Some(why) => Err(CoreError::Integrity(why)),
-            None => Ok(records),
-        }
-    }
-
-    /// The audit log as far as it verifies, and what is wrong with the
-    /// first record that does not: one that does not decode, is out of
-    /// sequence, or does not hold the hash of the one before (so a record
-    /// changed, removed or inserted in the middle is named).
-    pub fn audit_chain(&self) -> (Vec<AuditRecord>, Option<String>) {
-        let mut out = vec![];
-        let mut prev = [0u8; 32];
-        for (n, item) in self.audit.iter().enumerate() {
-            let (k, v) = match item {
-                Ok(kv) => kv,
-                Err(e) => return (out, Some(format!("the audit log cannot be read: {e}"))),
-            };
-            let key = u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0xff; 8]));
-            let rec = match AuditRecord::decode(&v) {
-                Ok(r) => r,
-                Err(e) => {
-                    return (
-                        out,
-                        Some(format!("audit record {key} does not decode ({e})")),
-                    )
-                }
-            };
-            if rec.seq != key || key != n as u64 {
-                return (
-                    out,
-                    Some(format!(
-                        "audit record {key} is out of place (sequence {}, expected {n}): records were removed or moved",
-                        rec.seq
-                    )),
-                );
-            }
-            if rec.prev != prev {
-                return (
-                    out,
-                    Some(format!(
-                        "audit log altered at record {}: it does not hold the hash of record {} (one of the two was changed)",
-                        rec.seq,
-                        rec.seq.saturating_sub(1)
-                    )),
-                );
-            }
-            prev = crypto::sha256(&v);
-            out.push(rec);
-        }
-        (out, None)
-    }
-
-    /// SHA-256 of the last audit record: note it elsewhere, and a log
-    /// rewritten whole from there on is caught too.
-    pub fn audit_head(&self) -> Option<[u8; 32]> {
-        let (_, v) = self.audit.last().ok()??;
-        Some(crypto::sha256(&v))
-    }
-
     /// Make everything written so far durable. Blocking: call from
     /// `spawn_blocking` in async code, or use [`flush_async`](Self::flush_async).
     pub fn flush(&self) -> Result<()> {
@@ -909,9 +695,18 @@ fn chunk_key(id: &TransferId, index: u32) -> [u8; 20] {
     k
 }
 
+mod audit;
+mod holder;
 mod migrate;
 #[cfg(test)]
 mod tests;
 mod versions;
+
+pub use audit::AuditRecord;
+#[cfg(test)]
+use audit::AUDIT_VERSION;
+#[cfg(test)]
+use holder::process_lives;
+use holder::{holder_line, read_holder, HOLDER_FILE};
 
 pub use versions::SentVersion;
