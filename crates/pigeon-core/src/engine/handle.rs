@@ -56,7 +56,7 @@ pub const REPLACE_HINT: &str = "upload with --overwrite to replace it";
 /// refusals (quarantine, quotas): said instead of "try again" by `resume
 /// --all` and the TUI. `None` for everything else.
 pub fn policy_remedy(error: &str) -> Option<&'static str> {
-    if error.contains(crate::engine::agent::policy::HELD) {
+    if error.contains(crate::policy::quarantine::HELD) {
         Some("the agent's owner decides: `pigeon quarantine` there")
     } else if ["quota exceeded", "file too large", "too many files"]
         .iter()

@@ -30,6 +30,7 @@ mod router;
 mod rto;
 mod seal;
 mod sender;
+pub(crate) mod shape;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

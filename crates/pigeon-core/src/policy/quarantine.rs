@@ -38,6 +38,10 @@ use serde::{Deserialize, Serialize};
 
 use super::limits::Size;
 
+/// What an upload's error begins with once it is held (the agent's record
+/// and the client's both say it).
+pub const HELD: &str = "held in quarantine";
+
 /// The quarantine rules, as `[agent.quarantine]` sets them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

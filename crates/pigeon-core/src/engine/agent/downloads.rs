@@ -86,7 +86,7 @@ impl AgentHooks {
                 (rec, true)
             }
             None => {
-                let chunk_size = crate::engine::client::chunk_size_for(node.links_to(&peer));
+                let chunk_size = crate::engine::shape::chunk_size_for(node.links_to(&peer));
                 let mut manifest = manifest_for(&remote, &source, &meta, chunk_size);
                 self.as_delta(node, &transfer, &source, &mut manifest, base.as_ref())
                     .await;

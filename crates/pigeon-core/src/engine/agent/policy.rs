@@ -12,9 +12,7 @@ use crate::policy::{Limits, QuotaLine, RemotePath, StorageRoot, Usage, INTERNAL_
 use crate::store::{now_unix, Role, TransferRecord};
 use crate::view::TransferStatus;
 
-/// What an upload's error begins with once it is held (the agent's record
-/// and the client's both say it).
-pub const HELD: &str = "held in quarantine";
+pub use crate::policy::quarantine::HELD;
 
 /// The refusal to repeat for an upload held in quarantine, if `rec` is one:
 /// offered or finished again, it is told again, not received again.
@@ -211,7 +209,7 @@ pub fn find_held(root: &Path, prefix: &str) -> Result<Held> {
 /// arrived.
 pub fn release(root: &StorageRoot, h: &Held, overwrite: bool) -> Result<PathBuf> {
     let file = h.file(root.path());
-    let actual = crate::engine::sender::hash_file(&file, h.size)?;
+    let actual = crate::files::hash_file(&file, h.size)?;
     if hex::encode(actual) != h.sha256 {
         return Err(CoreError::Integrity(format!(
             "the held file {} changed since it arrived; delete it",

@@ -200,7 +200,7 @@ fn hash_in_background(
                 let file = root.open_file(&remote).ok()?;
                 let meta = file.metadata().ok()?;
                 meta.is_file().then_some(())?;
-                let sha = crate::engine::sender::hash_open_file(&file, meta.len()).ok()?;
+                let sha = crate::files::hash_open_file(&file, meta.len()).ok()?;
                 Some((SourceStamp::of(&meta), sha))
             })
             .await;
@@ -347,7 +347,7 @@ pub(super) fn list_dir(
                     }
                     None
                 }
-                _ => crate::engine::sender::hash_open_file(&file, meta.len())
+                _ => crate::files::hash_open_file(&file, meta.len())
                     .ok()
                     .map(|h| {
                         fresh.insert(on_disk.clone(), (stamp, h));

@@ -153,7 +153,7 @@ impl AgentHooks {
                         let fresh = tokio::task::spawn_blocking(move || {
                             let file = root.open_file(&remote).ok()?;
                             let len = file.metadata().ok()?.len();
-                            crate::engine::sender::hash_open_file(&file, len).ok()
+                            crate::files::hash_open_file(&file, len).ok()
                         })
                         .await
                         .ok()
@@ -202,7 +202,7 @@ impl AgentHooks {
                 crate::task::spawn(async move {
                     let size = manifest.size;
                     let hashed = tokio::task::spawn_blocking(move || {
-                        crate::engine::sender::hash_open_file(&file, size)
+                        crate::files::hash_open_file(&file, size)
                     })
                     .await;
                     if let Ok(Ok(sha256)) = hashed {
@@ -420,7 +420,7 @@ impl AgentHooks {
         crate::task::spawn(async move {
             let hashed = tokio::task::spawn_blocking(move || {
                 let stamp = SourceStamp::of(&file.metadata().ok()?);
-                let sha = crate::engine::sender::hash_open_file(&file, len).ok()?;
+                let sha = crate::files::hash_open_file(&file, len).ok()?;
                 Some((stamp, sha))
             })
             .await;

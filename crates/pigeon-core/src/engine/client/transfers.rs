@@ -112,7 +112,7 @@ impl Core {
                 ),
             );
         }
-        let chunk_size = chunk_size_for(self.node.links_to(&self.peer));
+        let chunk_size = crate::engine::shape::chunk_size_for(self.node.links_to(&self.peer));
         let id = TransferId::random();
         let mut manifest = Manifest {
             name,

@@ -196,7 +196,7 @@ impl Receiver {
         let Some(why) = verdict else {
             return Ok(None);
         };
-        let reason = format!("{}: {why}", crate::engine::agent::policy::HELD);
+        let reason = format!("{}: {why}", crate::policy::quarantine::HELD);
         // Recorded as held before the file moves: a crash in between
         // leaves a failed upload and a staging file for cleanup, never a
         // running one whose partial vanished.
@@ -375,7 +375,7 @@ impl Receiver {
                 let f = root
                     .open_file(&p)
                     .map_err(|e| CoreError::io(format!("checking {remote}"), e))?;
-                crate::engine::sender::hash_open_file(&f, size)
+                crate::files::hash_open_file(&f, size)
             }
             None => hash_file(&target, size),
         })

@@ -163,7 +163,7 @@ impl Sender {
             ),
             secret,
             book,
-            gzip_level: crate::engine::client::gzip_level_for(node.links_to(&peer)),
+            gzip_level: crate::engine::shape::gzip_level_for(node.links_to(&peer)),
             file: Arc::new(file),
             win: {
                 // What the receiver acknowledged in earlier runs: the chunks

@@ -25,48 +25,7 @@ pub(super) struct Ready {
     pub(super) frame: Vec<u8>,
 }
 
-/// SHA-256 of the first `size` bytes of a file, read in 1 MiB blocks.
-pub(crate) fn hash_file(path: &std::path::Path, size: u64) -> Result<[u8; 32]> {
-    let f = std::fs::File::open(path)
-        .map_err(|e| CoreError::io(format!("hashing {}", path.display()), e))?;
-    hash_open_file(&f, size).map_err(|e| at_path(e, path))
-}
-
-/// SHA-256 of the first `size` bytes of an open file (read at offsets, so
-/// the file's own position is left alone).
-pub(crate) fn hash_open_file(f: &std::fs::File, size: u64) -> Result<[u8; 32]> {
-    use sha2::Digest;
-    let mut hasher = sha2::Sha256::new();
-    let mut buf = vec![0u8; 1024 * 1024];
-    let mut total = 0u64;
-    while total < size {
-        let want = (size - total).min(buf.len() as u64) as usize;
-        let n = f
-            .read_at(&mut buf[..want], total)
-            .map_err(|e| CoreError::io("hashing the file".to_string(), e))?;
-        if n == 0 {
-            return Err(CoreError::Transfer(
-                "the file is shorter than when the transfer started; run the command again".into(),
-            ));
-        }
-        total += n as u64;
-        hasher.update(&buf[..n]);
-    }
-    Ok(hasher.finalize().into())
-}
-
-/// Name the file an error is about.
-pub(super) fn at_path(e: CoreError, path: &std::path::Path) -> CoreError {
-    match e {
-        CoreError::Io { source, .. } => {
-            CoreError::io(format!("hashing {}", path.display()), source)
-        }
-        CoreError::Transfer(m) => {
-            CoreError::Transfer(m.replace("the file", &path.display().to_string()))
-        }
-        other => other,
-    }
-}
+pub(crate) use crate::files::{at_path, hash_file, hash_open_file};
 
 /// Types whose content is already compressed: gzip is not even tried.
 pub(super) fn already_compressed(mime: &str) -> bool {
