@@ -5,11 +5,10 @@
 
 use std::time::Duration;
 
-use crate::engine::client::stored_reports;
 use crate::error::{CoreError, Result};
 use crate::home::Home;
 use crate::store::{now_unix, Store};
-use crate::view::{Direction, TransferReport, TransferStatus};
+use crate::view::{Direction, FaultCounters, TransferReport, TransferStatus};
 
 pub use crate::store::{AuditRecord, TransferRecord};
 
@@ -167,9 +166,64 @@ impl Ledger {
     }
 }
 
+/// A transfer as `--json` and `status` print it; the run's own figures
+/// (chunks sent, faults, resumed, elapsed) come from the caller.
+pub fn report_with(
+    rec: &TransferRecord,
+    chunks_sent: u32,
+    faults: FaultCounters,
+    resumed: bool,
+    elapsed_ms: u64,
+) -> TransferReport {
+    TransferReport {
+        id: rec.id.to_string(),
+        direction: rec.direction,
+        local_path: rec.local_path.display().to_string(),
+        remote_path: rec.remote_path.clone(),
+        size: rec.manifest.file_size(),
+        // The file's hash, for a delta too (the sender's Finish named the
+        // delta's).
+        sha256: match rec.manifest.delta {
+            Some(d) if rec.sha256.is_some() => Some(hex::encode(d.sha256)),
+            _ => rec.sha256.as_ref().map(hex::encode),
+        },
+        mime: rec.manifest.mime.clone(),
+        status: rec.status,
+        chunks_total: u64::from(rec.chunks_total),
+        chunks_sent: u64::from(chunks_sent),
+        chunks_retransmitted: faults.retransmitted,
+        resumed,
+        transport: rec.transport.clone(),
+        elapsed_ms,
+        faults,
+        error: rec.error.clone(),
+        delta: rec.manifest.delta.map(|_| rec.manifest.size),
+    }
+}
+
+/// For `pigeon status` and `history`: reports from the store alone.
+pub fn stored_reports(store: &Store) -> Result<Vec<(TransferRecord, TransferReport)>> {
+    Ok(store
+        .transfers()?
+        .into_iter()
+        .map(|rec| {
+            let report = stored_report(&rec);
+            (rec, report)
+        })
+        .collect())
+}
+
+/// One stored transfer's report: its figures are the whole transfer's.
+pub fn stored_report(rec: &TransferRecord) -> TransferReport {
+    let elapsed_ms = rec
+        .completed_unix
+        .map_or(0, |c| c.saturating_sub(rec.created_unix) * 1000);
+    report_with(rec, rec.chunks_done, rec.faults, false, elapsed_ms)
+}
+
 /// One stored transfer as `status --json` reports it.
 pub fn report(rec: &TransferRecord) -> TransferReport {
-    crate::engine::client::stored_report(rec)
+    stored_report(rec)
 }
 
 #[cfg(test)]

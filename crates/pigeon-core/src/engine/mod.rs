@@ -613,7 +613,7 @@ pub(crate) async fn mirror_status(node: Arc<Node>, path: std::path::PathBuf) {
     let mut written: [Vec<u8>; 2] = Default::default();
     loop {
         let health = node.transports_health();
-        let reports = match client::stored_reports(&node.store) {
+        let reports = match crate::ledger::stored_reports(&node.store) {
             Ok(r) => r.into_iter().map(|(_, rep)| rep).collect::<Vec<_>>(),
             Err(_) => vec![],
         };

@@ -39,8 +39,7 @@ use crate::store::{
 };
 use crate::transport::TransportUri;
 use crate::view::{
-    Direction, EngineSnapshot, Event, FaultCounters, LogLevel, TransferId, TransferReport,
-    TransferStatus,
+    Direction, EngineSnapshot, Event, LogLevel, TransferId, TransferReport, TransferStatus,
 };
 
 pub struct ClientConfig {
@@ -261,4 +260,3 @@ use listings::*;
 use queue::*;
 use sessions::*;
 use snapshots::*;
-pub use snapshots::{stored_report, stored_reports};
