@@ -651,7 +651,7 @@ def report(argv):
         p("")
         for r in by.get("delta_time", []):
             p(f"A delta upload of a {r['size'] / 1e6:.0f} MB log with 1 MB appended, "
-              f"end to end over `unlimited` (the delta made, sent, the file rebuilt and "
+              f"end to end over `shipper` (the delta made, sent, the file rebuilt and "
               f"verified on the agent): {r['secs']:.2f} s; the whole file: {r['whole_secs']:.2f} s.")
             targets.append((f"a delta of {r['size'] / 1e6:.0f} MB made and sent in <= 2 s",
                             f"{r['secs']:.2f} s", r["secs"] <= 2.0))

@@ -415,3 +415,16 @@ fn a_peer_that_may_not_read_a_file_gets_no_signature_of_it() {
     assert_eq!(delta_of(&run.report()), None, "{}", run.report());
     assert_same_file(&file, &w.storage().join("secret.bin"));
 }
+
+/// Over an unpaced link (a local pipe) the whole file goes faster than a
+/// delta is made: the client does not read its file a second time to keep
+/// a signature of it.
+#[test]
+fn over_an_unpaced_link_no_signature_is_kept() {
+    let mut w = World::new("profile=unlimited");
+    w.start_agent();
+    let file = w.random_file("fast.bin", 512 * 1024, 121);
+    w.upload(&[&file], &[]).assert_ok();
+    let kept = list_files(&w.client_home.join("db").join("versions"));
+    assert!(kept.is_empty(), "{kept:?}");
+}

@@ -77,6 +77,15 @@ fn gzip_level_over<'a>(mut links: impl Iterator<Item = &'a crate::transport::Cap
     }
 }
 
+/// Whether every one of `links` is paced (a channel of so many messages
+/// or bytes a minute): then the channel, not the CPU, is the bottleneck,
+/// and reading a file again to save bytes on the wire pays.
+pub(crate) fn paced<'a>(links: impl IntoIterator<Item = &'a LinkHandle>) -> bool {
+    links
+        .into_iter()
+        .all(|l| pace_per_second(&l.capabilities()).is_some())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
