@@ -8,7 +8,14 @@
 //!        manifest.delta = {base sha, new size, new sha}   (before any seal)
 //! agent: base not what it holds ──> BaseChanged ──> the same transfer, re-keyed,
 //!        as the whole file (Outcome::WholeFile)
+//! no .sig for the path ──BaseAsk──> the agent's coarse signature (BaseIs) ──> diff
 //! ```
+//!
+//! A program (by its first bytes) also has a copy of what was sent kept
+//! (`.copy`), and its delta is made against those bytes
+//! ([`crate::delta::binary`]). Signatures are kept only where every link
+//! is paced ([`crate::engine::shape::paced`]): on a local pipe the whole
+//! file is faster than any delta.
 //!
 //! The delta is written and synced before the transfer's record, so it is
 //! fixed before its first seal, and the nonce rule holds: a resumed run
