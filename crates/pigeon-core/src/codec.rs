@@ -67,6 +67,34 @@ pub fn decode<T: DeserializeOwned>(what: &'static str, version: u8, bytes: &[u8]
     Ok(value)
 }
 
+/// LEB128, seven bits a byte, low bits first: the varints of the link's
+/// records and of deltas.
+pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// The varint at `pos` in `bytes`, moving `pos` past it; None when it is
+/// cut short or longer than 64 bits.
+pub(crate) fn get_varint(bytes: &[u8], pos: &mut usize) -> Option<u64> {
+    let mut v = 0u64;
+    for i in 0..10 {
+        let b = *bytes.get(*pos)?;
+        *pos += 1;
+        if i == 9 && b > 1 {
+            return None;
+        }
+        v |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some(v);
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

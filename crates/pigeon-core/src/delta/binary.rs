@@ -19,7 +19,8 @@
 use std::io::{self, Read, Write};
 
 use super::{
-    write_varint, DeltaStats, DELTA_MAGIC, DELTA_VERSION, OP_ADD, OP_COPY, OP_END, OP_LITERAL,
+    write_varint, zigzag, DeltaStats, DELTA_MAGIC, DELTA_VERSION, OP_ADD, OP_COPY, OP_END,
+    OP_LITERAL,
 };
 
 /// The largest file (each version) a binary delta is made of: its suffix
@@ -169,7 +170,7 @@ impl<W: Write> Ops<'_, W> {
         }
         let rel = offset as i64 - self.prev_end as i64;
         let mut ins = vec![op];
-        write_varint(&mut ins, ((rel << 1) ^ (rel >> 63)) as u64);
+        write_varint(&mut ins, zigzag(rel));
         write_varint(&mut ins, len);
         ins.extend_from_slice(diffs);
         self.emit(&ins)?;

@@ -189,30 +189,7 @@ const OP_COPY: u8 = 1;
 const OP_LITERAL: u8 = 2;
 const OP_ADD: u8 = 3;
 
-/// LEB128: seven bits a byte, low bits first.
-fn write_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn read_varint_slice(bytes: &[u8], pos: &mut usize) -> Option<u64> {
-    let mut v = 0u64;
-    for i in 0..10 {
-        let b = *bytes.get(*pos)?;
-        *pos += 1;
-        if i == 9 && b > 1 {
-            return None;
-        }
-        v |= u64::from(b & 0x7f) << (7 * i);
-        if b & 0x80 == 0 {
-            return Some(v);
-        }
-    }
-    None
-}
+use crate::codec::{get_varint as read_varint_slice, put_varint as write_varint};
 
 fn zigzag(v: i64) -> u64 {
     ((v << 1) ^ (v >> 63)) as u64

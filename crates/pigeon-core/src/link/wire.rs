@@ -43,25 +43,10 @@ fn varint_len(v: u64) -> usize {
     (64 - v.max(1).leading_zeros() as usize).div_ceil(7)
 }
 
-pub(super) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
+pub(super) use crate::codec::put_varint;
 
 pub(super) fn get_varint(buf: &[u8], pos: &mut usize) -> Result<u64, Malformed> {
-    let mut v = 0u64;
-    for shift in (0..64).step_by(7) {
-        let b = *buf.get(*pos).ok_or(Malformed)?;
-        *pos += 1;
-        v |= u64::from(b & 0x7f) << shift;
-        if b & 0x80 == 0 {
-            return Ok(v);
-        }
-    }
-    Err(Malformed)
+    crate::codec::get_varint(buf, pos).ok_or(Malformed)
 }
 
 /// A message that is not a well-formed link message (corrupted in

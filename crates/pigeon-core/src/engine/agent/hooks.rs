@@ -176,18 +176,8 @@ impl Hooks for AgentHooks {
                     return;
                 }
                 match (rec.status, rec.sha256) {
-                    (TransferStatus::Completed, Some(sha256)) => {
-                        // Asked again: the Done sent may have vanished.
-                        node.answer_lost(&peer);
-                        node.send_control(
-                            &peer,
-                            &Control::Done {
-                                transfer,
-                                sha256,
-                                faults: rec.faults,
-                            },
-                        );
-                    }
+                    // Asked again: the Done sent may have vanished.
+                    (TransferStatus::Completed, Some(_)) => say_done_again(node, &peer, &rec),
                     (s, _) if !s.is_finished() && rec.role == Role::Receiver => {
                         if let Err(refusal) = self.recheck(node, &rec) {
                             return self.refuse_stopped(node, &rec, refusal);

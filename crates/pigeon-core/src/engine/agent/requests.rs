@@ -374,3 +374,20 @@ pub(super) fn list_dir(
         unhashed,
     })
 }
+
+/// The peer asks again about a transfer this agent completed (an offer, a
+/// Finish): the Done it was sent may have vanished, on the link answers
+/// take. Say it again.
+pub(super) fn say_done_again(node: &Node, peer: &Peer, rec: &TransferRecord) {
+    node.answer_lost(peer);
+    if let Some(sha256) = rec.sha256 {
+        node.send_control(
+            peer,
+            &Control::Done {
+                transfer: rec.id,
+                sha256,
+                faults: rec.faults,
+            },
+        );
+    }
+}

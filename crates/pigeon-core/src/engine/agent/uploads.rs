@@ -36,9 +36,7 @@ impl AgentHooks {
             // What is left of it goes: its chunks are not the whole file's.
             if let Some(p) = &old.partial_path {
                 let _ = std::fs::remove_file(p);
-                let mut rebuilt = p.as_os_str().to_owned();
-                rebuilt.push(".rebuilt");
-                let _ = std::fs::remove_file(std::path::PathBuf::from(rebuilt));
+                let _ = std::fs::remove_file(crate::engine::receiver::rebuilt_path(p));
             }
             let _ = node.store.clear_chunks(&transfer);
         }
@@ -62,21 +60,9 @@ impl AgentHooks {
                 return;
             }
             match rec.status {
-                TransferStatus::Completed => {
-                    // Offered again after it was done here: our Done did
-                    // not arrive (or the peer restarted before it did).
-                    node.answer_lost(&peer);
-                    if let Some(sha256) = rec.sha256 {
-                        node.send_control(
-                            &peer,
-                            &Control::Done {
-                                transfer,
-                                sha256,
-                                faults: rec.faults,
-                            },
-                        );
-                    }
-                }
+                // Offered again after it was done here: our Done did not
+                // arrive (or the peer restarted before it did).
+                TransferStatus::Completed => say_done_again(node, &peer, &rec),
                 TransferStatus::Cancelled | TransferStatus::Failed => {
                     // Offered again after it failed here: start it over.
                     if let Some(p) = &rec.partial_path {

@@ -35,6 +35,8 @@ mod finish;
 mod intake;
 mod rebuild;
 
+pub(crate) use rebuild::rebuilt_path;
+
 pub(crate) struct ReceiverConfig {
     /// The client drives a download: it sends the fetch and repeats it.
     pub initiator: bool,

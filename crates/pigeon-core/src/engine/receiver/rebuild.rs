@@ -19,7 +19,7 @@ use super::*;
 use crate::protocol::DeltaOf;
 
 /// Where the file a delta rebuilds waits to be put in place.
-pub(super) fn rebuilt_path(partial: &Path) -> PathBuf {
+pub(crate) fn rebuilt_path(partial: &Path) -> PathBuf {
     let mut name = partial.as_os_str().to_owned();
     name.push(".rebuilt");
     PathBuf::from(name)
