@@ -174,7 +174,7 @@ pub(super) fn audit(
 
 /// Hash the big files a listing left unhashed, one at a time, each once,
 /// so the next listing shows them.
-fn hash_in_background(
+pub(super) fn hash_in_background(
     node: &Arc<Node>,
     root: &StorageRoot,
     hashes: &Arc<Mutex<HashCache>>,

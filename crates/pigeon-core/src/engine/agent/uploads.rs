@@ -119,10 +119,17 @@ impl AgentHooks {
                 Some(EntryKind::File) => match self.known_sha(node, &remote, &target) {
                     Known::Sha(sha) => Some(sha),
                     Known::Missing => None,
-                    Known::Unhashed(file, len) => {
-                        // Hashed on a worker, never on the router's time;
-                        // the sender offers again and finds it known.
-                        self.hash_later(node, &remote, &target, file, len);
+                    Known::Unhashed => {
+                        // Hashed on a worker, never on the router's time
+                        // (as a listing's big files are); the sender
+                        // offers again and finds it known.
+                        hash_in_background(
+                            node,
+                            &self.root,
+                            &self.hashes,
+                            (self.hashing.clone(), self.hasher.clone()),
+                            vec![(remote.clone(), target.clone())],
+                        );
                         return;
                     }
                 },
@@ -365,14 +372,14 @@ impl AgentHooks {
     }
 
     /// What is remembered of the file at `remote` (on disk at `on_disk`):
-    /// its SHA-256 while its stamp holds; else the file, to be hashed.
+    /// its SHA-256 while its stamp holds.
     fn known_sha(&self, node: &Node, remote: &RemotePath, on_disk: &std::path::Path) -> Known {
-        let Some((file, meta)) = self
+        let Some(meta) = self
             .root
             .open_file(remote)
             .ok()
-            .and_then(|f| f.metadata().ok().map(|m| (f, m)))
-            .filter(|(_, m)| m.is_file())
+            .and_then(|f| f.metadata().ok())
+            .filter(|m| m.is_file())
         else {
             return Known::Missing;
         };
@@ -384,38 +391,8 @@ impl AgentHooks {
             .or_else(|| fresh(node.store.file_hash(on_disk)))
         {
             Some(sha) => Known::Sha(sha),
-            None => Known::Unhashed(file, meta.len()),
+            None => Known::Unhashed,
         }
-    }
-
-    /// Hash the file at `remote` on a worker, once at a time, and remember
-    /// it by its stamp.
-    fn hash_later(
-        &self,
-        node: &Arc<Node>,
-        remote: &RemotePath,
-        on_disk: &std::path::Path,
-        file: std::fs::File,
-        len: u64,
-    ) {
-        if !lock(&self.hashing).insert(on_disk.to_path_buf()) {
-            return;
-        }
-        let (node, hashes, hashing) = (node.clone(), self.hashes.clone(), self.hashing.clone());
-        let (on_disk, _remote) = (on_disk.to_path_buf(), remote.clone());
-        crate::task::spawn(async move {
-            let hashed = tokio::task::spawn_blocking(move || {
-                let stamp = SourceStamp::of(&file.metadata().ok()?);
-                let sha = crate::files::hash_open_file(&file, len).ok()?;
-                Some((stamp, sha))
-            })
-            .await;
-            if let Ok(Some((stamp, sha))) = hashed {
-                let _ = node.store.put_file_hash(&on_disk, stamp, sha);
-                lock(&hashes).insert(on_disk.clone(), (stamp, sha));
-            }
-            lock(&hashing).remove(&on_disk);
-        });
     }
 }
 
@@ -435,6 +412,6 @@ fn superseded_delta(rec: &TransferRecord, peer: &str, offered: &Manifest) -> boo
 /// What the agent knows of a file's hash ([`AgentHooks::known_sha`]).
 enum Known {
     Sha([u8; 32]),
-    Unhashed(std::fs::File, u64),
+    Unhashed,
     Missing,
 }
